@@ -1,0 +1,1 @@
+//! Tessera driver: the compile pipeline and target registry (API boundary)

@@ -1,0 +1,338 @@
+//! The op table: every graph-IR op declared once, with its ONNX name, family, operand and
+//! result counts, and attribute names. Graph ops follow the newest ONNX opset's semantics;
+//! frontends upgrade older forms (attributes that became inputs, and so on) on the way in.
+//! The printer, the parser, the verifier and shape inference all read this table.
+
+use std::fmt;
+
+/// What kind of work an op is; lowering and the conformance report group by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Elementwise arithmetic, logic and activations.
+    Elementwise,
+    /// Matrix products, convolutions, pooling, normalisations, softmax.
+    Dense,
+    /// Reductions over axes.
+    Reduce,
+    /// Shape changes and data movement.
+    Movement,
+    /// Quantize and dequantize.
+    Quant,
+    /// Ops that only produce constants or shapes (no data-dependent numerics).
+    Meta,
+}
+
+/// Operand or result count: `min..=max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arity {
+    pub min: usize,
+    /// [`ANY`] for no upper bound.
+    pub max: usize,
+}
+
+/// No upper bound on an operand or result count.
+pub const ANY: usize = usize::MAX;
+
+impl Arity {
+    pub fn allows(&self, n: usize) -> bool {
+        n >= self.min && n <= self.max
+    }
+}
+
+/// One row of the op table.
+#[derive(Clone, Copy, Debug)]
+pub struct OpInfo {
+    pub op: Op,
+    pub name: &'static str,
+    pub family: Family,
+    pub inputs: Arity,
+    pub outputs: Arity,
+    pub attrs: &'static [&'static str],
+}
+
+macro_rules! op_table {
+    ($( $variant:ident : $family:ident, in ($imin:expr, $imax:expr), out ($omin:expr, $omax:expr), [$($attr:literal),*] ;)*) => {
+        /// A graph op. The variant name is the ONNX op type.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Op { $($variant),* }
+
+        /// The op table, one row per op.
+        pub const OPS: &[OpInfo] = &[
+            $(OpInfo {
+                op: Op::$variant,
+                name: stringify!($variant),
+                family: Family::$family,
+                inputs: Arity { min: $imin, max: $imax },
+                outputs: Arity { min: $omin, max: $omax },
+                attrs: &[$($attr),*],
+            }),*
+        ];
+    };
+}
+
+// Columns: op, family, operand count, result count, attribute names.
+// Counts use `n`, `a..=b` or `a..` (unbounded). Optional operands count toward the maximum.
+op_table! {
+    // ---- elementwise: binary arithmetic and logic (numpy broadcasting) ----
+    Add: Elementwise, in (2, 2), out (1, 1), [];
+    Sub: Elementwise, in (2, 2), out (1, 1), [];
+    Mul: Elementwise, in (2, 2), out (1, 1), [];
+    Div: Elementwise, in (2, 2), out (1, 1), [];
+    Pow: Elementwise, in (2, 2), out (1, 1), [];
+    Mod: Elementwise, in (2, 2), out (1, 1), ["fmod"];
+    And: Elementwise, in (2, 2), out (1, 1), [];
+    Or: Elementwise, in (2, 2), out (1, 1), [];
+    Xor: Elementwise, in (2, 2), out (1, 1), [];
+    Equal: Elementwise, in (2, 2), out (1, 1), [];
+    Less: Elementwise, in (2, 2), out (1, 1), [];
+    LessOrEqual: Elementwise, in (2, 2), out (1, 1), [];
+    Greater: Elementwise, in (2, 2), out (1, 1), [];
+    GreaterOrEqual: Elementwise, in (2, 2), out (1, 1), [];
+    BitShift: Elementwise, in (2, 2), out (1, 1), ["direction"];
+    BitwiseAnd: Elementwise, in (2, 2), out (1, 1), [];
+    BitwiseOr: Elementwise, in (2, 2), out (1, 1), [];
+    BitwiseXor: Elementwise, in (2, 2), out (1, 1), [];
+    PRelu: Elementwise, in (2, 2), out (1, 1), [];
+    Where: Elementwise, in (3, 3), out (1, 1), [];
+    // ---- elementwise: variadic ----
+    Max: Elementwise, in (1, ANY), out (1, 1), [];
+    Min: Elementwise, in (1, ANY), out (1, 1), [];
+    Sum: Elementwise, in (1, ANY), out (1, 1), [];
+    Mean: Elementwise, in (1, ANY), out (1, 1), [];
+    // ---- elementwise: unary ----
+    Abs: Elementwise, in (1, 1), out (1, 1), [];
+    Neg: Elementwise, in (1, 1), out (1, 1), [];
+    Reciprocal: Elementwise, in (1, 1), out (1, 1), [];
+    Sqrt: Elementwise, in (1, 1), out (1, 1), [];
+    Exp: Elementwise, in (1, 1), out (1, 1), [];
+    Log: Elementwise, in (1, 1), out (1, 1), [];
+    Erf: Elementwise, in (1, 1), out (1, 1), [];
+    Sin: Elementwise, in (1, 1), out (1, 1), [];
+    Cos: Elementwise, in (1, 1), out (1, 1), [];
+    Tan: Elementwise, in (1, 1), out (1, 1), [];
+    Asin: Elementwise, in (1, 1), out (1, 1), [];
+    Acos: Elementwise, in (1, 1), out (1, 1), [];
+    Atan: Elementwise, in (1, 1), out (1, 1), [];
+    Sinh: Elementwise, in (1, 1), out (1, 1), [];
+    Cosh: Elementwise, in (1, 1), out (1, 1), [];
+    Asinh: Elementwise, in (1, 1), out (1, 1), [];
+    Acosh: Elementwise, in (1, 1), out (1, 1), [];
+    Atanh: Elementwise, in (1, 1), out (1, 1), [];
+    Tanh: Elementwise, in (1, 1), out (1, 1), [];
+    Sigmoid: Elementwise, in (1, 1), out (1, 1), [];
+    Relu: Elementwise, in (1, 1), out (1, 1), [];
+    LeakyRelu: Elementwise, in (1, 1), out (1, 1), ["alpha"];
+    Elu: Elementwise, in (1, 1), out (1, 1), ["alpha"];
+    Selu: Elementwise, in (1, 1), out (1, 1), ["alpha", "gamma"];
+    Celu: Elementwise, in (1, 1), out (1, 1), ["alpha"];
+    ThresholdedRelu: Elementwise, in (1, 1), out (1, 1), ["alpha"];
+    Gelu: Elementwise, in (1, 1), out (1, 1), ["approximate"];
+    HardSigmoid: Elementwise, in (1, 1), out (1, 1), ["alpha", "beta"];
+    HardSwish: Elementwise, in (1, 1), out (1, 1), [];
+    Softplus: Elementwise, in (1, 1), out (1, 1), [];
+    Softsign: Elementwise, in (1, 1), out (1, 1), [];
+    Mish: Elementwise, in (1, 1), out (1, 1), [];
+    Shrink: Elementwise, in (1, 1), out (1, 1), ["bias", "lambd"];
+    Floor: Elementwise, in (1, 1), out (1, 1), [];
+    Ceil: Elementwise, in (1, 1), out (1, 1), [];
+    Round: Elementwise, in (1, 1), out (1, 1), [];
+    Sign: Elementwise, in (1, 1), out (1, 1), [];
+    Not: Elementwise, in (1, 1), out (1, 1), [];
+    BitwiseNot: Elementwise, in (1, 1), out (1, 1), [];
+    IsNaN: Elementwise, in (1, 1), out (1, 1), [];
+    IsInf: Elementwise, in (1, 1), out (1, 1), ["detect_negative", "detect_positive"];
+    Clip: Elementwise, in (1, 3), out (1, 1), [];
+    Cast: Elementwise, in (1, 1), out (1, 1), ["to", "saturate", "round_mode"];
+    CastLike: Elementwise, in (2, 2), out (1, 1), ["saturate", "round_mode"];
+    // ---- dense ----
+    MatMul: Dense, in (2, 2), out (1, 1), [];
+    MatMulInteger: Dense, in (2, 4), out (1, 1), [];
+    Gemm: Dense, in (2, 3), out (1, 1), ["alpha", "beta", "transA", "transB"];
+    Conv: Dense, in (2, 3), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
+    ConvInteger: Dense, in (2, 4), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
+    ConvTranspose: Dense, in (2, 3), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "output_padding", "output_shape", "pads", "strides"];
+    MaxPool: Dense, in (1, 1), out (1, 2), ["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"];
+    AveragePool: Dense, in (1, 1), out (1, 1), ["auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"];
+    LpPool: Dense, in (1, 1), out (1, 1), ["auto_pad", "ceil_mode", "dilations", "kernel_shape", "p", "pads", "strides"];
+    GlobalAveragePool: Dense, in (1, 1), out (1, 1), [];
+    GlobalMaxPool: Dense, in (1, 1), out (1, 1), [];
+    GlobalLpPool: Dense, in (1, 1), out (1, 1), ["p"];
+    BatchNormalization: Dense, in (5, 5), out (1, 3), ["epsilon", "momentum", "training_mode"];
+    LayerNormalization: Dense, in (2, 3), out (1, 3), ["axis", "epsilon", "stash_type"];
+    InstanceNormalization: Dense, in (3, 3), out (1, 1), ["epsilon"];
+    GroupNormalization: Dense, in (3, 3), out (1, 1), ["epsilon", "num_groups", "stash_type"];
+    RMSNormalization: Dense, in (2, 2), out (1, 1), ["axis", "epsilon", "stash_type"];
+    LpNormalization: Dense, in (1, 1), out (1, 1), ["axis", "p"];
+    MeanVarianceNormalization: Dense, in (1, 1), out (1, 1), ["axes"];
+    Softmax: Dense, in (1, 1), out (1, 1), ["axis"];
+    LogSoftmax: Dense, in (1, 1), out (1, 1), ["axis"];
+    Hardmax: Dense, in (1, 1), out (1, 1), ["axis"];
+    // ---- reductions ----
+    ReduceSum: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ReduceMean: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ReduceMax: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ReduceMin: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ReduceProd: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ReduceL1: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ReduceL2: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ReduceSumSquare: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ReduceLogSum: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ReduceLogSumExp: Reduce, in (1, 2), out (1, 1), ["keepdims", "noop_with_empty_axes"];
+    ArgMax: Reduce, in (1, 1), out (1, 1), ["axis", "keepdims", "select_last_index"];
+    ArgMin: Reduce, in (1, 1), out (1, 1), ["axis", "keepdims", "select_last_index"];
+    CumSum: Reduce, in (2, 2), out (1, 1), ["exclusive", "reverse"];
+    TopK: Reduce, in (2, 2), out (2, 2), ["axis", "largest", "sorted"];
+    // ---- shape and data movement ----
+    Reshape: Movement, in (2, 2), out (1, 1), ["allowzero"];
+    Flatten: Movement, in (1, 1), out (1, 1), ["axis"];
+    Transpose: Movement, in (1, 1), out (1, 1), ["perm"];
+    Squeeze: Movement, in (1, 2), out (1, 1), [];
+    Unsqueeze: Movement, in (2, 2), out (1, 1), [];
+    Concat: Movement, in (1, ANY), out (1, 1), ["axis"];
+    Split: Movement, in (1, 2), out (1, ANY), ["axis", "num_outputs"];
+    Slice: Movement, in (3, 5), out (1, 1), [];
+    Gather: Movement, in (2, 2), out (1, 1), ["axis"];
+    GatherElements: Movement, in (2, 2), out (1, 1), ["axis"];
+    GatherND: Movement, in (2, 2), out (1, 1), ["batch_dims"];
+    ScatterElements: Movement, in (3, 3), out (1, 1), ["axis", "reduction"];
+    ScatterND: Movement, in (3, 3), out (1, 1), ["reduction"];
+    Expand: Movement, in (2, 2), out (1, 1), [];
+    Pad: Movement, in (2, 4), out (1, 1), ["mode"];
+    Tile: Movement, in (2, 2), out (1, 1), [];
+    Identity: Movement, in (1, 1), out (1, 1), [];
+    Dropout: Movement, in (1, 3), out (1, 2), ["seed"];
+    DepthToSpace: Movement, in (1, 1), out (1, 1), ["blocksize", "mode"];
+    SpaceToDepth: Movement, in (1, 1), out (1, 1), ["blocksize"];
+    Trilu: Movement, in (1, 2), out (1, 1), ["upper"];
+    OneHot: Movement, in (3, 3), out (1, 1), ["axis"];
+    EyeLike: Movement, in (1, 1), out (1, 1), ["dtype", "k"];
+    Resize: Movement, in (1, 4), out (1, 1), ["antialias", "axes", "coordinate_transformation_mode", "cubic_coeff_a", "exclude_outside", "extrapolation_value", "keep_aspect_ratio_policy", "mode", "nearest_mode"];
+    // ---- constants and shapes ----
+    Shape: Meta, in (1, 1), out (1, 1), ["end", "start"];
+    Size: Meta, in (1, 1), out (1, 1), [];
+    Constant: Meta, in (0, 0), out (1, 1), ["value", "value_float", "value_floats", "value_int", "value_ints", "value_string", "value_strings"];
+    ConstantOfShape: Meta, in (1, 1), out (1, 1), ["value"];
+    Range: Meta, in (3, 3), out (1, 1), [];
+    // ---- quantization ----
+    QuantizeLinear: Quant, in (2, 3), out (1, 1), ["axis", "block_size", "output_dtype", "precision", "saturate"];
+    DequantizeLinear: Quant, in (2, 3), out (1, 1), ["axis", "block_size", "output_dtype"];
+    DynamicQuantizeLinear: Quant, in (1, 1), out (3, 3), [];
+}
+
+impl Op {
+    pub fn info(self) -> &'static OpInfo {
+        // The table is declared in variant order, so the discriminant indexes it.
+        &OPS[self as usize]
+    }
+
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    pub fn family(self) -> Family {
+        self.info().family
+    }
+
+    pub fn from_name(name: &str) -> Option<Op> {
+        OPS.iter().find(|i| i.name == name).map(|i| i.op)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+
+/// The ONNX names of an op's operands, for error messages. Variadic ops repeat the last name.
+pub fn operand_names(op: Op) -> &'static [&'static str] {
+    use Op::*;
+    match op {
+        Reshape | Expand => &["data", "shape"],
+        Slice => &["data", "starts", "ends", "axes", "steps"],
+        Tile => &["input", "repeats"],
+        Pad => &["data", "pads", "constant_value", "axes"],
+        Squeeze | Unsqueeze => &["data", "axes"],
+        Split => &["input", "split"],
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2
+        | ReduceSumSquare | ReduceLogSum | ReduceLogSumExp => &["data", "axes"],
+        Range => &["start", "limit", "delta"],
+        TopK => &["X", "K"],
+        Resize => &["X", "roi", "scales", "sizes"],
+        OneHot => &["indices", "depth", "values"],
+        Trilu => &["input", "k"],
+        CumSum => &["x", "axis"],
+        MatMul => &["A", "B"],
+        MatMulInteger => &["A", "B", "a_zero_point", "b_zero_point"],
+        Gemm => &["A", "B", "C"],
+        Conv | ConvTranspose => &["X", "W", "B"],
+        ConvInteger => &["x", "w", "x_zero_point", "w_zero_point"],
+        BatchNormalization => &["X", "scale", "B", "input_mean", "input_var"],
+        LayerNormalization => &["X", "Scale", "B"],
+        InstanceNormalization => &["input", "scale", "B"],
+        GroupNormalization => &["X", "scale", "bias"],
+        RMSNormalization => &["X", "scale"],
+        Where => &["condition", "X", "Y"],
+        Clip => &["input", "min", "max"],
+        CastLike => &["input", "target_type"],
+        PRelu => &["X", "slope"],
+        Gather | GatherElements | GatherND => &["data", "indices"],
+        ScatterElements | ScatterND => &["data", "indices", "updates"],
+        Dropout => &["data", "ratio", "training_mode"],
+        QuantizeLinear => &["x", "y_scale", "y_zero_point"],
+        DequantizeLinear => &["x", "x_scale", "x_zero_point"],
+        Max | Min | Sum | Mean | Concat => &["inputs"],
+        Add | Sub | Mul | Div | Pow | Mod | And | Or | Xor | Equal | Less | LessOrEqual | Greater
+        | GreaterOrEqual | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor => &["A", "B"],
+        _ => &["input"],
+    }
+}
+
+/// The ONNX name of operand `i` of `op` (variadic ops repeat their last name).
+pub fn operand_name(op: Op, i: usize) -> &'static str {
+    let names = operand_names(op);
+    names.get(i).or(names.last()).copied().unwrap_or("input")
+}
+
+/// The operand positions whose *contents* (not just types) determine an op's output shapes.
+/// Shape inference requires them to be known at compile time; the frontend binds runtime
+/// inputs that feed these positions.
+pub fn shape_operands(op: Op) -> &'static [usize] {
+    use Op::*;
+    match op {
+        Reshape | Expand | Tile | Squeeze | Unsqueeze | Split | TopK | OneHot | Trilu | CumSum => &[1],
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2
+        | ReduceSumSquare | ReduceLogSum | ReduceLogSumExp => &[1],
+        Slice => &[1, 2, 3, 4],
+        Pad => &[1, 3],
+        Range => &[0, 1, 2],
+        ConstantOfShape => &[0],
+        Resize => &[1, 2, 3],
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_indexed_by_discriminant() {
+        for (i, info) in OPS.iter().enumerate() {
+            assert_eq!(info.op as usize, i, "{}", info.name);
+            assert_eq!(Op::from_name(info.name), Some(info.op));
+        }
+    }
+
+    #[test]
+    fn shape_operands_are_within_arity() {
+        for info in OPS {
+            for &i in shape_operands(info.op) {
+                assert!(i < info.inputs.max, "{} operand {i}", info.name);
+            }
+        }
+        assert_eq!(operand_name(Op::Reshape, 1), "shape");
+        assert_eq!(operand_name(Op::Concat, 7), "inputs");
+    }
+}

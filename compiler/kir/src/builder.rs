@@ -1,0 +1,309 @@
+//! [`KernelBuilder`]: the one way lowering, math routines and tests construct kernels. It
+//! assigns value types as it goes, so a built kernel is well-typed by construction (the
+//! verifier still checks).
+
+use crate::kernel::*;
+use tessera_ir::DType;
+
+/// Builds a [`Kernel`] instruction by instruction. Nested blocks are built through closures.
+pub struct KernelBuilder {
+    kernel: Kernel,
+    /// Blocks under construction; the last is the innermost.
+    stack: Vec<Block>,
+}
+
+impl KernelBuilder {
+    pub fn new(name: impl Into<String>) -> KernelBuilder {
+        KernelBuilder {
+            kernel: Kernel {
+                name: name.into(),
+                bufs: Vec::new(),
+                num_params: 0,
+                grid: Vec::new(),
+                body: Block::default(),
+                vals: Vec::new(),
+            },
+            stack: vec![Block::default()],
+        }
+    }
+
+    /// Declares a global buffer parameter. Parameters must be declared before any local.
+    pub fn param(&mut self, name: impl Into<String>, dtype: DType, len: u64, access: Access) -> Buf {
+        assert_eq!(self.kernel.num_params, self.kernel.bufs.len(), "params must precede locals");
+        self.kernel.num_params += 1;
+        self.push_buf(BufDecl { name: name.into(), space: Space::Global, dtype, len, access })
+    }
+
+    /// Declares a scratch buffer in `space` (shared or local).
+    pub fn local(&mut self, name: impl Into<String>, space: Space, dtype: DType, len: u64) -> Buf {
+        self.push_buf(BufDecl { name: name.into(), space, dtype, len, access: Access::ReadWrite })
+    }
+
+    fn push_buf(&mut self, d: BufDecl) -> Buf {
+        self.kernel.bufs.push(d);
+        Buf(self.kernel.bufs.len() as u32 - 1)
+    }
+
+    pub fn set_grid(&mut self, grid: &[u64]) {
+        self.kernel.grid = grid.to_vec();
+    }
+
+    pub fn ty(&self, v: Val) -> Ty {
+        self.kernel.vals[v.0 as usize]
+    }
+
+    pub fn buf_decl(&self, b: Buf) -> &BufDecl {
+        &self.kernel.bufs[b.0 as usize]
+    }
+
+    /// A fresh value of type `ty`, defined by nobody yet (used for block parameters).
+    fn fresh(&mut self, ty: Ty) -> Val {
+        self.kernel.vals.push(ty);
+        Val(self.kernel.vals.len() as u32 - 1)
+    }
+
+    fn emit(&mut self, kind: InstKind, result_tys: &[Ty]) -> Vec<Val> {
+        let results: Vec<Val> = result_tys.iter().map(|&t| self.fresh(t)).collect();
+        self.stack.last_mut().expect("block stack").insts.push(Inst { results: results.clone(), kind });
+        results
+    }
+
+    fn emit1(&mut self, kind: InstKind, ty: Ty) -> Val {
+        self.emit(kind, &[ty])[0]
+    }
+
+    // ---- constants ----
+
+    pub fn constant(&mut self, ty: Ty, value: Scalar) -> Val {
+        self.emit1(InstKind::Const(value), ty)
+    }
+
+    /// An `i64` index constant.
+    pub fn index(&mut self, v: i64) -> Val {
+        self.constant(Ty::INDEX, Scalar::Int(v))
+    }
+
+    pub fn const_int(&mut self, ty: Ty, v: i64) -> Val {
+        self.constant(ty, Scalar::Int(v))
+    }
+
+    pub fn const_float(&mut self, ty: Ty, v: f64) -> Val {
+        self.constant(ty, Scalar::Float(v))
+    }
+
+    /// A constant of `ty` holding `v`, as an int or a float depending on the dtype.
+    pub fn const_num(&mut self, ty: Ty, v: f64) -> Val {
+        if ty.elem.is_float() {
+            self.const_float(ty, v)
+        } else {
+            self.const_int(ty, v as i64)
+        }
+    }
+
+    pub fn program_id(&mut self, axis: u8) -> Val {
+        self.emit1(InstKind::ProgramId(axis), Ty::INDEX)
+    }
+
+    // ---- arithmetic ----
+
+    pub fn unary(&mut self, op: UnOp, x: Val) -> Val {
+        let t = self.ty(x);
+        self.emit1(InstKind::Unary(op, x), t)
+    }
+
+    pub fn binary(&mut self, op: BinOp, a: Val, b: Val) -> Val {
+        let t = self.ty(a);
+        self.emit1(InstKind::Binary(op, a, b), t)
+    }
+
+    pub fn add(&mut self, a: Val, b: Val) -> Val {
+        self.binary(BinOp::Add, a, b)
+    }
+
+    pub fn sub(&mut self, a: Val, b: Val) -> Val {
+        self.binary(BinOp::Sub, a, b)
+    }
+
+    pub fn mul(&mut self, a: Val, b: Val) -> Val {
+        self.binary(BinOp::Mul, a, b)
+    }
+
+    pub fn div(&mut self, a: Val, b: Val) -> Val {
+        self.binary(BinOp::Div, a, b)
+    }
+
+    pub fn min(&mut self, a: Val, b: Val) -> Val {
+        self.binary(BinOp::Min, a, b)
+    }
+
+    pub fn max(&mut self, a: Val, b: Val) -> Val {
+        self.binary(BinOp::Max, a, b)
+    }
+
+    pub fn cmp(&mut self, op: CmpOp, a: Val, b: Val) -> Val {
+        let t = self.ty(a).with_elem(DType::Bool);
+        self.emit1(InstKind::Cmp(op, a, b), t)
+    }
+
+    pub fn select(&mut self, cond: Val, a: Val, b: Val) -> Val {
+        let t = self.ty(a);
+        self.emit1(InstKind::Select(cond, a, b), t)
+    }
+
+    /// Casts `x` to element type `to` (keeping its lane count).
+    pub fn cast(&mut self, x: Val, to: DType, mode: CastMode) -> Val {
+        let t = self.ty(x).with_elem(to);
+        if t == self.ty(x) {
+            return x;
+        }
+        self.emit1(InstKind::Cast(x, mode), t)
+    }
+
+    pub fn bitcast(&mut self, x: Val, to: Ty) -> Val {
+        self.emit1(InstKind::Bitcast(x), to)
+    }
+
+    pub fn splat(&mut self, x: Val, lanes: u16) -> Val {
+        let t = Ty::vector(self.ty(x).elem, lanes);
+        self.emit1(InstKind::Splat(x), t)
+    }
+
+    pub fn extract(&mut self, x: Val, lane: u16) -> Val {
+        let t = Ty::scalar(self.ty(x).elem);
+        self.emit1(InstKind::Extract(x, lane), t)
+    }
+
+    pub fn reduce_lanes(&mut self, op: ReduceOp, x: Val) -> Val {
+        let t = Ty::scalar(self.ty(x).elem);
+        self.emit1(InstKind::ReduceLanes(op, x), t)
+    }
+
+    pub fn math(&mut self, f: MathFn, args: &[Val]) -> Val {
+        let t = self.ty(args[0]);
+        self.emit1(InstKind::Math(f, args.to_vec()), t)
+    }
+
+    // ---- memory ----
+
+    /// Loads `lanes` consecutive elements (1 = scalar) of `buf` starting at `index`.
+    pub fn load(&mut self, buf: Buf, index: Val, lanes: u16) -> Val {
+        let t = Ty::vector(self.buf_decl(buf).dtype, lanes);
+        self.emit1(InstKind::Load { buf, index }, t)
+    }
+
+    pub fn store(&mut self, buf: Buf, index: Val, value: Val) {
+        self.emit(InstKind::Store { buf, index, value }, &[]);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn mma(&mut self, a: TileRef, b: TileRef, c: TileRef, m: u32, n: u32, k: u32) {
+        let a_ty = self.buf_decl(a.buf).dtype;
+        let b_ty = self.buf_decl(b.buf).dtype;
+        let acc = self.buf_decl(c.buf).dtype;
+        self.emit(InstKind::Mma { a, b, c, m, n, k, a_ty, b_ty, acc }, &[]);
+    }
+
+    // ---- structured control flow ----
+
+    /// `for iv in lo..hi step step` carrying `init` values. The closure receives the builder,
+    /// the induction variable and the carried parameters, and returns their next values.
+    /// Returns the final carried values.
+    pub fn for_loop(
+        &mut self,
+        lo: Val,
+        hi: Val,
+        step: Val,
+        init: &[Val],
+        body: impl FnOnce(&mut KernelBuilder, Val, &[Val]) -> Vec<Val>,
+    ) -> Vec<Val> {
+        let iv = self.fresh(Ty::INDEX);
+        let tys: Vec<Ty> = init.iter().map(|&v| self.ty(v)).collect();
+        let iter: Vec<Val> = tys.iter().map(|&t| self.fresh(t)).collect();
+        self.stack.push(Block::default());
+        let next = body(self, iv, &iter);
+        self.emit(InstKind::Yield(next), &[]);
+        let blk = self.stack.pop().expect("block stack");
+        self.emit(InstKind::For { lo, hi, step, iv, iter, init: init.to_vec(), body: blk }, &tys)
+    }
+
+    /// A loop over the constant range `lo..hi` with step 1 and nothing carried.
+    pub fn range(&mut self, lo: i64, hi: i64, body: impl FnOnce(&mut KernelBuilder, Val)) {
+        let (l, h, s) = (self.index(lo), self.index(hi), self.index(1));
+        self.for_loop(l, h, s, &[], |b, iv, _| {
+            body(b, iv);
+            Vec::new()
+        });
+    }
+
+    /// A loop over `lo..hi` with step 1 carrying values, for reductions.
+    pub fn range_fold(
+        &mut self,
+        lo: i64,
+        hi: i64,
+        init: &[Val],
+        body: impl FnOnce(&mut KernelBuilder, Val, &[Val]) -> Vec<Val>,
+    ) -> Vec<Val> {
+        let (l, h, s) = (self.index(lo), self.index(hi), self.index(1));
+        self.for_loop(l, h, s, init, body)
+    }
+
+    /// `if cond { then } else { else }`; each branch returns one value per result type.
+    pub fn if_else(
+        &mut self,
+        cond: Val,
+        result_tys: &[Ty],
+        then_f: impl FnOnce(&mut KernelBuilder) -> Vec<Val>,
+        else_f: impl FnOnce(&mut KernelBuilder) -> Vec<Val>,
+    ) -> Vec<Val> {
+        self.stack.push(Block::default());
+        let t = then_f(self);
+        self.emit(InstKind::Yield(t), &[]);
+        let then_blk = self.stack.pop().expect("block stack");
+        self.stack.push(Block::default());
+        let e = else_f(self);
+        self.emit(InstKind::Yield(e), &[]);
+        let else_blk = self.stack.pop().expect("block stack");
+        self.emit(InstKind::If { cond, then_blk, else_blk }, result_tys)
+    }
+
+    /// `if cond { then }` with no results.
+    pub fn if_then(&mut self, cond: Val, then_f: impl FnOnce(&mut KernelBuilder)) {
+        self.if_else(
+            cond,
+            &[],
+            |b| {
+                then_f(b);
+                Vec::new()
+            },
+            |_| Vec::new(),
+        );
+    }
+
+    pub fn finish(mut self) -> Kernel {
+        self.kernel.body = self.stack.pop().expect("block stack");
+        self.kernel
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_a_loop_with_carried_sum() {
+        let mut b = KernelBuilder::new("sum");
+        let x = b.param("x", DType::F32, 8, Access::Read);
+        let y = b.param("y", DType::F32, 1, Access::Write);
+        let zero = b.const_float(Ty::F32, 0.0);
+        let r = b.range_fold(0, 8, &[zero], |b, i, acc| {
+            let v = b.load(x, i, 1);
+            vec![b.add(acc[0], v)]
+        });
+        let at = b.index(0);
+        b.store(y, at, r[0]);
+        let k = b.finish();
+        assert_eq!(k.num_params, 2);
+        assert_eq!(k.body.insts.len(), 7);
+        assert!(matches!(k.body.insts[4].kind, InstKind::For { .. }));
+    }
+}

@@ -1,0 +1,1 @@
+//! Tessera lowering: graph IR ops to kernel IR kernels plus a plan

@@ -1,0 +1,54 @@
+//! The frontend's error type. Every failure names what it is about (file, node, value or
+//! tensor), so a user can find the problem in the model without a debugger.
+
+use std::path::PathBuf;
+
+/// An error importing an ONNX model or tensor file.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    /// The bytes are not a valid protobuf message (truncated, malformed).
+    #[error("{file}: not a valid ONNX protobuf: {reason}")]
+    Decode { file: String, reason: String },
+
+    /// An op Tessera does not implement. Maps to CLI exit code 3.
+    #[error("unsupported op `{op_type}` (domain \"{domain}\", opset {opset}) at node \"{node}\"")]
+    Unsupported { op_type: String, domain: String, opset: i64, node: String },
+
+    /// A supported op used in a way Tessera does not implement (an attribute, a type, a
+    /// legacy semantic). Maps to CLI exit code 3 as well.
+    #[error("unsupported feature at {at}: {what}")]
+    UnsupportedFeature { at: String, what: String },
+
+    /// An external-data reference that cannot be used.
+    #[error("tensor \"{tensor}\": external data \"{path}\": {reason}")]
+    ExternalData { tensor: String, path: String, reason: String },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The graph-IR passes (folding, inference, verification) refused the imported graph.
+    #[error(transparent)]
+    Ir(#[from] crate::compat::IrError),
+
+    /// A model that breaks the ONNX rules: the message names the node or value.
+    #[error("bad model: {0}")]
+    BadModel(String),
+}
+
+impl OnnxError {
+    /// Whether this error means "the model is valid but uses something Tessera lacks"
+    /// (CLI exit code 3) rather than "the input is broken".
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, OnnxError::Unsupported { .. } | OnnxError::UnsupportedFeature { .. })
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> OnnxError {
+        OnnxError::Io { path: path.into(), source }
+    }
+}
+
+pub type Result<T, E = OnnxError> = std::result::Result<T, E>;

@@ -1,0 +1,1 @@
+//! Tessera runtime: artifact loader, plan executor, Device trait, interp device

@@ -1,0 +1,1 @@
+//! Placeholder; the npu-sim crate is being written.
