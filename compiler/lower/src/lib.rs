@@ -1,1 +1,223 @@
-//! Tessera lowering: graph IR ops to kernel IR kernels plus a plan
+//! `tessera-lower`: graph IR → kernel IR kernels plus a plan. The lowering of each op is
+//! written once, here, for every target; tile sizes come from the [`TargetDesc`].
+//!
+//! Start at [`lower`]; [`LowerCx`] is what each op's lowering works with. Op lowerings live in
+//! one file per family (`elementwise.rs`, `reduce.rs`, `dense.rs`, `movement.rs`, `quant.rs`),
+//! each with one section per op.
+
+use std::collections::HashMap;
+use tessera_ir::{DType, Family, Graph, Node, Op, Tensor, ValueId};
+use tessera_kir::{BufferId, BufferKind, Execution, Kernel, NodeRecord, PlanBuffer, PlanIo, Program, Step};
+use tessera_target::TargetDesc;
+
+pub mod dense;
+pub mod elementwise;
+pub mod movement;
+pub mod quant;
+pub mod reduce;
+pub mod util;
+
+/// Why a graph could not be lowered.
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    /// The op (or this use of it: a dtype, an attribute value) has no lowering yet.
+    #[error("{node}: unsupported: {message}")]
+    Unsupported { node: String, message: String },
+    /// The graph is malformed in a way the verifier did not catch.
+    #[error("{node}: {message}")]
+    Invalid { node: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, LowerError>;
+
+/// State shared by every op's lowering: the graph, the target, and the program so far.
+pub struct LowerCx<'g> {
+    pub graph: &'g Graph,
+    pub desc: &'g TargetDesc,
+    program: Program,
+    buffers: HashMap<ValueId, BufferId>,
+    /// The node being lowered, for error messages and kernel names.
+    node_label: String,
+    kernel_names: HashMap<String, u32>,
+}
+
+impl<'g> LowerCx<'g> {
+    fn new(graph: &'g Graph, desc: &'g TargetDesc) -> LowerCx<'g> {
+        LowerCx {
+            graph,
+            desc,
+            program: Program::default(),
+            buffers: HashMap::new(),
+            node_label: String::new(),
+            kernel_names: HashMap::new(),
+        }
+    }
+
+    /// An `Unsupported` error for the current node.
+    pub fn unsupported(&self, message: impl Into<String>) -> LowerError {
+        LowerError::Unsupported { node: self.node_label.clone(), message: message.into() }
+    }
+
+    /// An `Invalid` error for the current node.
+    pub fn invalid(&self, message: impl Into<String>) -> LowerError {
+        LowerError::Invalid { node: self.node_label.clone(), message: message.into() }
+    }
+
+    pub fn dtype(&self, v: ValueId) -> Result<DType> {
+        self.graph
+            .ty(v)
+            .map(|t| t.dtype)
+            .ok_or_else(|| self.invalid(format!("value `{}` has no type", self.graph.value(v).name)))
+    }
+
+    /// Static dims of `v`; a symbolic dim here is an error (the driver binds every symbol).
+    pub fn dims(&self, v: ValueId) -> Result<Vec<u64>> {
+        let ty = self
+            .graph
+            .ty(v)
+            .ok_or_else(|| self.invalid(format!("value `{}` has no type", self.graph.value(v).name)))?;
+        ty.shape.as_static().ok_or_else(|| {
+            self.invalid(format!("value `{}` has symbolic shape {}; give input shapes", self.graph.value(v).name, ty.shape))
+        })
+    }
+
+    /// The compile-time contents of `v`, if any.
+    pub fn konst(&self, v: ValueId) -> Option<&'g Tensor> {
+        self.graph.konst(v)
+    }
+
+    /// The compile-time contents of operand `i` of `node` as i64s, or an error saying it must
+    /// be known at compile time.
+    pub fn const_ints(&self, node: &Node, i: usize) -> Result<Option<Vec<i64>>> {
+        let Some(v) = node.input(i) else { return Ok(None) };
+        let t = self
+            .konst(v)
+            .ok_or_else(|| self.unsupported(format!("operand {i} must be known at compile time")))?;
+        t.to_i64_vec().map(Some).ok_or_else(|| self.invalid(format!("operand {i} is not numeric")))
+    }
+
+    /// The plan buffer holding `v`, created on first use: graph inputs become `Input`,
+    /// constants `Const`, everything else `Temp`.
+    pub fn buffer(&mut self, v: ValueId) -> Result<BufferId> {
+        if let Some(&b) = self.buffers.get(&v) {
+            return Ok(b);
+        }
+        let dtype = self.dtype(v)?;
+        if dtype == DType::String {
+            return Err(self.unsupported(format!("string tensor `{}` cannot live in a kernel buffer", self.graph.value(v).name)));
+        }
+        let dims = self.dims(v)?;
+        let kind = if let Some(i) = self.graph.inputs.iter().position(|&x| x == v) {
+            BufferKind::Input(i as u32)
+        } else if let Some(t) = self.graph.konst(v) {
+            self.program.plan.consts.push(t.bytes.as_ref().clone());
+            BufferKind::Const(self.program.plan.consts.len() as u32 - 1)
+        } else {
+            BufferKind::Temp { slot: 0 }
+        };
+        let name = self.graph.value(v).name.clone();
+        Ok(self.push_buffer(v, PlanBuffer { name, dtype, dims, kind }))
+    }
+
+    fn push_buffer(&mut self, v: ValueId, b: PlanBuffer) -> BufferId {
+        self.program.plan.buffers.push(b);
+        let id = BufferId(self.program.plan.buffers.len() as u32 - 1);
+        self.buffers.insert(v, id);
+        id
+    }
+
+    /// A scratch buffer not tied to a graph value (e.g. a transposed copy).
+    pub fn scratch(&mut self, name: &str, dtype: DType, dims: Vec<u64>) -> BufferId {
+        self.program.plan.buffers.push(PlanBuffer { name: name.into(), dtype, dims, kind: BufferKind::Temp { slot: 0 } });
+        BufferId(self.program.plan.buffers.len() as u32 - 1)
+    }
+
+    /// Makes `out` share `of`'s storage (same bytes, `out`'s dims): reshape-like ops.
+    pub fn alias(&mut self, out: ValueId, of: ValueId) -> Result<()> {
+        let src = self.buffer(of)?;
+        let dtype = self.dtype(out)?;
+        let dims = self.dims(out)?;
+        let name = self.graph.value(out).name.clone();
+        self.push_buffer(out, PlanBuffer { name, dtype, dims, kind: BufferKind::Alias(src) });
+        Ok(())
+    }
+
+    /// A kernel name unique in the program, derived from the node.
+    pub fn kernel_name(&mut self, base: &str) -> String {
+        let clean: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        let n = self.kernel_names.entry(clean.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            clean
+        } else {
+            format!("{clean}_{n}")
+        }
+    }
+
+    /// Adds `kernel` to the program and a step launching it on `args` (one per parameter).
+    pub fn launch(&mut self, kernel: Kernel, args: Vec<BufferId>) {
+        debug_assert_eq!(kernel.num_params, args.len(), "kernel `{}` argument count", kernel.name);
+        self.program.kernels.push(kernel);
+        let k = self.program.kernels.len() as u32 - 1;
+        self.program.plan.steps.push(Step::Launch { kernel: k, args });
+    }
+
+    /// A whole-buffer copy step.
+    pub fn copy(&mut self, src: BufferId, dst: BufferId) {
+        self.program.plan.steps.push(Step::Copy { src, dst });
+    }
+
+    /// The number of elements of `v`.
+    pub fn numel(&self, v: ValueId) -> Result<u64> {
+        Ok(self.dims(v)?.iter().product())
+    }
+}
+
+/// Lowers a verified, shape-inferred graph with static shapes into kernels and a plan.
+pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
+    let mut cx = LowerCx::new(graph, desc);
+    for node in &graph.nodes {
+        cx.node_label = node.label();
+        let how = lower_node(&mut cx, node)?;
+        let dense = node.op.family() == Family::Dense;
+        cx.program.plan.nodes.push(NodeRecord { node: node.label(), op: node.op.name().to_string(), dense, how });
+    }
+    cx.node_label = "graph".into();
+    for (i, &v) in graph.inputs.iter().enumerate() {
+        let buffer = cx.buffer(v)?;
+        let bound = if graph.bound_inputs.contains(&v) {
+            graph.konst(v).map(|t| t.bytes.as_ref().clone())
+        } else {
+            None
+        };
+        let io = PlanIo { name: graph.value(v).name.clone(), buffer, dtype: cx.dtype(v)?, dims: cx.dims(v)?, bound };
+        debug_assert_eq!(cx.program.plan.inputs.len(), i);
+        cx.program.plan.inputs.push(io);
+    }
+    for &v in &graph.outputs {
+        let buffer = cx.buffer(v)?;
+        let io = PlanIo { name: graph.value(v).name.clone(), buffer, dtype: cx.dtype(v)?, dims: cx.dims(v)?, bound: None };
+        cx.program.plan.outputs.push(io);
+    }
+    cx.program.plan.assign_slots();
+    Ok(cx.program)
+}
+
+/// The op registry: one arm per op, dispatching to its family's file.
+fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
+    // Outputs whose contents were folded at compile time need no work.
+    if node.outputs.iter().all(|&o| cx.konst(o).is_some()) {
+        return Ok(Execution::Folded);
+    }
+    match node.op {
+        // Softmax and friends are reductions along one axis; they live with the reductions.
+        Op::Softmax | Op::LogSoftmax | Op::Hardmax => reduce::lower(cx, node),
+        op => match op.family() {
+            Family::Elementwise => elementwise::lower(cx, node),
+            Family::Reduce => reduce::lower(cx, node),
+            Family::Quant => quant::lower(cx, node),
+            Family::Dense => dense::lower(cx, node),
+            Family::Movement | Family::Meta => movement::lower(cx, node),
+        },
+    }
+}

@@ -1,0 +1,9 @@
+//! Lowering of shape changes and data movement: reshapes (aliases), transposes, concat, split, slice, gather, pad, tile, and the meta ops left after folding. One section per op.
+
+use crate::{LowerCx, Result};
+use tessera_ir::Node;
+use tessera_kir::Execution;
+
+pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
+    Err(cx.unsupported(format!("no lowering for op {}", node.op)))
+}
