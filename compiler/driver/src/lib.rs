@@ -1,1 +1,65 @@
-//! Tessera driver: the compile pipeline and target registry (API boundary)
+//! `tessera-driver`: the pipeline from an ONNX file to a loaded, runnable model, the target
+//! registry, the conformance runner and `.npy` I/O. This crate is the API boundary: the CLI
+//! and embedders call it, and it is the only crate that knows every stage.
+//!
+//! ```no_run
+//! use tessera_driver::{compile_file, load, CompileOptions};
+//! let artifact = compile_file("model.onnx".as_ref(), &CompileOptions::for_target("host")).unwrap();
+//! let model = load(artifact, "host").unwrap();
+//! println!("{} inputs", model.inputs().len());
+//! ```
+
+pub mod conformance;
+pub mod npy;
+pub mod pipeline;
+pub mod targets;
+
+pub use pipeline::{compile_file, compile_graph, import, load, load_file, write_artifact, write_atomic, CompileOptions};
+
+/// Every error the driver reports. [`DriverError::exit_code`] maps them to the CLI's codes.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("{0}")]
+    Onnx(#[from] tessera_onnx::OnnxError),
+    #[error("{0}")]
+    Lower(#[from] tessera_lower::LowerError),
+    #[error("{0}")]
+    Target(#[from] tessera_target::TargetError),
+    #[error("{0}")]
+    Runtime(#[from] tessera_runtime::RuntimeError),
+    #[error("{0}")]
+    Lookup(#[from] targets::LookupError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("internal error (a bug in Tessera): {0}")]
+    Internal(String),
+}
+
+/// Exit codes of the `tessera` binary.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const UNSUPPORTED: i32 = 3;
+}
+
+impl DriverError {
+    /// 3 for an unsupported model, op or target feature; 2 for usage errors; 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DriverError::Onnx(e) if e.is_unsupported() => exit::UNSUPPORTED,
+            DriverError::Lower(tessera_lower::LowerError::Unsupported { .. }) => exit::UNSUPPORTED,
+            DriverError::Target(tessera_target::TargetError::Unsupported { .. }) => exit::UNSUPPORTED,
+            DriverError::Lookup(targets::LookupError::FeatureDisabled { .. }) => exit::UNSUPPORTED,
+            DriverError::Lookup(targets::LookupError::Unknown(_)) | DriverError::Usage(_) => exit::USAGE,
+            _ => exit::ERROR,
+        }
+    }
+
+    /// Whether this is an "unsupported" outcome rather than a failure.
+    pub fn is_unsupported(&self) -> bool {
+        self.exit_code() == exit::UNSUPPORTED
+    }
+}

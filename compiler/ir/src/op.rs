@@ -244,7 +244,6 @@ impl fmt::Display for Op {
     }
 }
 
-
 /// The ONNX names of an op's operands, for error messages. Variadic ops repeat the last name.
 pub fn operand_names(op: Op) -> &'static [&'static str] {
     use Op::*;
@@ -255,8 +254,8 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         Pad => &["data", "pads", "constant_value", "axes"],
         Squeeze | Unsqueeze => &["data", "axes"],
         Split => &["input", "split"],
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2
-        | ReduceSumSquare | ReduceLogSum | ReduceLogSumExp => &["data", "axes"],
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceSumSquare
+        | ReduceLogSum | ReduceLogSumExp => &["data", "axes"],
         Range => &["start", "limit", "delta"],
         TopK => &["X", "K"],
         Resize => &["X", "roi", "scales", "sizes"],
@@ -283,8 +282,9 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         QuantizeLinear => &["x", "y_scale", "y_zero_point"],
         DequantizeLinear => &["x", "x_scale", "x_zero_point"],
         Max | Min | Sum | Mean | Concat => &["inputs"],
-        Add | Sub | Mul | Div | Pow | Mod | And | Or | Xor | Equal | Less | LessOrEqual | Greater
-        | GreaterOrEqual | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor => &["A", "B"],
+        MaxPool | AveragePool | LpPool | GlobalAveragePool | GlobalMaxPool | GlobalLpPool => &["X"],
+        Add | Sub | Mul | Div | Pow | Mod | And | Or | Xor | Equal | Less | LessOrEqual | Greater | GreaterOrEqual
+        | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor => &["A", "B"],
         _ => &["input"],
     }
 }
@@ -302,8 +302,8 @@ pub fn shape_operands(op: Op) -> &'static [usize] {
     use Op::*;
     match op {
         Reshape | Expand | Tile | Squeeze | Unsqueeze | Split | TopK | OneHot | Trilu | CumSum => &[1],
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2
-        | ReduceSumSquare | ReduceLogSum | ReduceLogSumExp => &[1],
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceSumSquare
+        | ReduceLogSum | ReduceLogSumExp => &[1],
         Slice => &[1, 2, 3, 4],
         Pad => &[1, 3],
         Range => &[0, 1, 2],

@@ -32,8 +32,9 @@ impl Tensor {
         Tensor::new(DType::I64, dims, data.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
+    /// The element count; saturates at `u64::MAX` for absurd dims rather than overflowing.
     pub fn num_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).unwrap_or(u64::MAX)
     }
 
     /// Element `i` widened to f64. Defined for every numeric dtype (ints convert exactly where

@@ -279,6 +279,58 @@ impl KernelBuilder {
         );
     }
 
+    // ---- for passes: emitting into an existing kernel ----
+
+    /// A builder over an existing kernel's buffers and values with an empty body, for passes
+    /// that rebuild the body; returns it with the kernel's old body. Emission allocates new
+    /// values after the existing ones, so old values keep their numbers.
+    pub fn resume(mut k: Kernel) -> (KernelBuilder, Block) {
+        let body = std::mem::take(&mut k.body);
+        (KernelBuilder { kernel: k, stack: vec![Block::default()] }, body)
+    }
+
+    /// Appends an existing instruction unchanged.
+    pub fn push_inst(&mut self, inst: Inst) {
+        self.stack.last_mut().expect("block stack").insts.push(inst);
+    }
+
+    /// Opens a nested block: emission goes into it until [`KernelBuilder::close_block`].
+    pub fn open_block(&mut self) {
+        self.stack.push(Block::default());
+    }
+
+    /// Closes the block opened last and returns it. (The outermost block, the body, is never
+    /// closed this way; `finish` takes it.)
+    pub fn close_block(&mut self) -> Block {
+        if self.stack.len() > 1 {
+            self.stack.pop().unwrap_or_default()
+        } else {
+            Block::default()
+        }
+    }
+
+    /// A fresh value of type `ty`, to be defined by an instruction the caller builds.
+    pub fn new_val(&mut self, ty: Ty) -> Val {
+        self.fresh(ty)
+    }
+
+    /// Emits any instruction with fresh results of the given types.
+    pub fn emit_inst(&mut self, kind: InstKind, result_tys: &[Ty]) -> Vec<Val> {
+        self.emit(kind, result_tys)
+    }
+
+    /// Changes the type of an existing value (passes that retype values in place).
+    pub fn set_ty(&mut self, v: Val, ty: Ty) {
+        if let Some(t) = self.kernel.vals.get_mut(v.0 as usize) {
+            *t = ty;
+        }
+    }
+
+    /// The kernel under construction (its body is incomplete until `finish`).
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
     pub fn finish(mut self) -> Kernel {
         self.kernel.body = self.stack.pop().expect("block stack");
         self.kernel

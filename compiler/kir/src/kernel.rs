@@ -93,6 +93,34 @@ pub struct BufDecl {
     pub access: Access,
 }
 
+impl BufDecl {
+    /// The number of elements of type `elem` a load or store sees in this buffer: `len` when
+    /// `elem` is the buffer's dtype; when `elem` is the dtype's storage view (see
+    /// [`storage_view`]), `len` for f16/bf16/float8 and the byte count for sub-byte dtypes;
+    /// `None` when the buffer cannot be accessed as `elem`.
+    pub fn view_len(&self, elem: DType) -> Option<u64> {
+        if elem == self.dtype {
+            Some(self.len)
+        } else if storage_view(self.dtype) == Some(elem) {
+            Some(if self.dtype.is_sub_byte() { self.dtype.storage_bytes(self.len) } else { self.len })
+        } else {
+            None
+        }
+    }
+}
+
+/// The unsigned integer type through which a buffer of `dtype` may also be accessed: `u16` for
+/// f16 and bf16 (their bit patterns), `u8` for the float8 formats (theirs) and for sub-byte
+/// dtypes (their packed bytes). `None` for dtypes a backend handles directly.
+pub fn storage_view(dtype: DType) -> Option<DType> {
+    match dtype {
+        DType::F16 | DType::BF16 => Some(DType::U16),
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => Some(DType::U8),
+        d if d.is_sub_byte() => Some(DType::U8),
+        _ => None,
+    }
+}
+
 /// A kernel: buffer parameters, local buffers, a launch grid and a body.
 ///
 /// The body runs once per point of the grid (`grid` empty means once). Program instances may
@@ -307,8 +335,14 @@ pub enum InstKind {
     Math(MathFn, Vec<Val>),
     /// Reads `lanes` consecutive elements starting at element `index` (an `i64`). Reading out
     /// of bounds is an error in the interpreter and undefined on a backend; lowering guards.
+    ///
+    /// The result's element type is the buffer's dtype, or the buffer's *storage view* (see
+    /// [`BufDecl::view_len`]): f16/bf16 buffers may be read as `u16` bit patterns, float8 ones
+    /// as `u8`, and sub-byte ones (i4, u4, i2, u2, f4e2m1) as `u8` bytes, in which case `index`
+    /// counts bytes. The `legalize-low-precision` pass produces such accesses.
     Load { buf: Buf, index: Val },
-    /// Writes `value` (scalar or vector) at element `index` onward.
+    /// Writes `value` (scalar or vector) at element `index` onward. Like `load`, it may write
+    /// the buffer's storage view.
     Store { buf: Buf, index: Val, value: Val },
     /// `for iv = lo; iv < hi; iv += step` (all `i64`, `step > 0`). `iter` are the body's
     /// loop-carried parameters, initialised from `init`; the body ends with `Yield` of their

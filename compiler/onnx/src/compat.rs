@@ -1,38 +1,21 @@
 //! The one place the frontend calls into graph-IR passes (folding, ordering, inference,
-//! verification) and the op table's list of shape-deciding operands.
-//!
-//! FALLBACK: while `tessera_ir::{error, infer, verify, fold}` and `op::shape_operands` are being
-//! written, this module holds minimal local stand-ins so the crate builds. Once they exist,
-//! this file shrinks to re-exports and calls; nothing else in the crate changes.
+//! verification) and the op table's list of shape-deciding operands, so a change in those
+//! APIs touches one file.
 
 use tessera_ir::{Graph, Op};
 
-/// Stand-in for `tessera_ir::error::IrError`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct IrError(pub String);
+pub use tessera_ir::error::IrError;
 
-/// Stand-in for `tessera_ir::op::shape_operands`: operand positions whose contents decide a
-/// result's shape.
+/// Operand positions whose contents decide a result's shape (bound inputs feed these).
 pub fn shape_operands(op: Op) -> &'static [usize] {
-    use Op::*;
-    match op {
-        Reshape | Expand | Tile | ConstantOfShape => &[1],
-        Squeeze | Unsqueeze | TopK | CumSum => &[1],
-        Slice => &[1, 2, 3, 4],
-        Split => &[1],
-        Pad => &[1, 3],
-        Resize => &[1, 2, 3],
-        OneHot => &[1],
-        Range => &[0, 1, 2],
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2
-        | ReduceSumSquare | ReduceLogSum | ReduceLogSumExp => &[1],
-        _ => &[],
-    }
+    tessera_ir::op::shape_operands(op)
 }
 
-/// Runs the graph-IR passes over a freshly imported graph: fold constants, order nodes,
-/// infer shapes, verify.
-pub fn run_passes(_graph: &mut Graph) -> Result<(), IrError> {
-    Ok(())
+/// Runs the graph-IR passes over a freshly imported, topologically ordered graph: fold the
+/// shape computations, re-order (folding removes nodes), infer every type, verify.
+pub fn run_passes(graph: &mut Graph) -> Result<(), IrError> {
+    tessera_ir::fold::fold_constants(graph)?;
+    tessera_ir::verify::topo_sort(graph)?;
+    tessera_ir::infer::infer_shapes(graph)?;
+    tessera_ir::verify::verify(graph)
 }

@@ -134,7 +134,7 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
             op_type: np.op_type.clone(),
             domain: domain.to_string(),
             opset,
-            node: node_desc(np),
+            node: node_ref(np),
         };
         if !domain.is_empty() {
             return Err(unsupported(domain_opset(domain)));
@@ -215,6 +215,17 @@ fn is_default_domain(d: &str) -> bool {
     d.is_empty() || d == "ai.onnx"
 }
 
+/// The node's name, or for an unnamed node which result it defines.
+fn node_ref(np: &NodeProto) -> String {
+    if !np.name.is_empty() {
+        return np.name.clone();
+    }
+    match np.output.iter().find(|o| !o.is_empty()) {
+        Some(o) => format!("<unnamed, defining {o}>"),
+        None => "<unnamed>".into(),
+    }
+}
+
 /// `Add node "n"`, or for an unnamed node the first result it defines.
 pub(crate) fn node_desc(np: &NodeProto) -> String {
     if !np.name.is_empty() {
@@ -239,7 +250,7 @@ fn override_shape(name: &str, ty: Option<TensorType>, dims: &[u64], source: &str
     let Some(ty) = ty else {
         return Err(OnnxError::BadModel(format!("input \"{name}\" has no declared element type")));
     };
-    if ty.shape.rank() != dims.len() && !ty.shape.0.is_empty() {
+    if ty.shape.rank() != dims.len() {
         return Err(OnnxError::BadModel(format!(
             "{source} gives input \"{name}\" shape {dims:?}, but the model declares {}",
             ty.shape
@@ -258,14 +269,47 @@ fn override_shape(name: &str, ty: Option<TensorType>, dims: &[u64], source: &str
     Ok(TensorType::fixed(ty.dtype, dims))
 }
 
-/// Binds inputs that feed shape-deciding operands to their compile-time values.
+/// Binds inputs whose contents decide a shape to their compile-time values: those that
+/// feed a shape-deciding operand (see `shape_operands`), directly or through a chain of
+/// nodes (exporters compute shapes with `Cast`, `Concat`, `Gather` …; the IR folder then
+/// evaluates the chain). The walk stops at `Shape` and `Size`, which read only types.
 fn bind_inputs(graph: &mut Graph, opts: &ImportOptions) {
+    if opts.bound_inputs.is_empty() {
+        return;
+    }
+    let nv = graph.values.len();
+    let mut producer: Vec<Option<usize>> = vec![None; nv];
+    for (i, n) in graph.nodes.iter().enumerate() {
+        for &o in &n.outputs {
+            if let Some(p) = producer.get_mut(o.0 as usize) {
+                *p = Some(i);
+            }
+        }
+    }
+    let mut decides_shape = vec![false; nv];
+    let mut work: Vec<ValueId> = Vec::new();
+    for n in &graph.nodes {
+        for &k in compat::shape_operands(n.op) {
+            if let Some(v) = n.input(k) {
+                work.push(v);
+            }
+        }
+    }
+    while let Some(v) = work.pop() {
+        let Some(seen) = decides_shape.get_mut(v.0 as usize) else { continue };
+        if std::mem::replace(seen, true) {
+            continue;
+        }
+        if let Some(p) = producer[v.0 as usize] {
+            let n = &graph.nodes[p];
+            if !matches!(n.op, Op::Shape | Op::Size) {
+                work.extend(n.inputs.iter().flatten().copied());
+            }
+        }
+    }
     for &id in &graph.inputs.clone() {
         let Some(t) = opts.bound_inputs.get(&graph.value(id).name) else { continue };
-        let feeds_shape = graph.nodes.iter().any(|n| {
-            compat::shape_operands(n.op).iter().any(|&k| n.input(k) == Some(id))
-        });
-        if feeds_shape {
+        if decides_shape[id.0 as usize] {
             graph.value_mut(id).konst = Some(t.clone());
             graph.bound_inputs.push(id);
         }
@@ -624,4 +668,14 @@ pub(crate) fn scalar_tensor(dtype: DType, v: f64) -> Option<Tensor> {
         String => return None,
     };
     Some(Tensor::new(dtype, vec![], bytes))
+}
+
+/// The names of a model file's runtime inputs (graph inputs that are not initializers), in
+/// graph order: the order of `input_K.pb` files in ONNX test data.
+pub fn input_names(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
+    let model = decode_model(&bytes, &path.display().to_string())?;
+    let gp = model.graph.as_ref().ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
+    let inits: std::collections::HashSet<&str> = gp.initializer.iter().map(|t| t.name.as_str()).collect();
+    Ok(gp.input.iter().filter(|i| !inits.contains(i.name.as_str())).map(|i| i.name.clone()).collect())
 }

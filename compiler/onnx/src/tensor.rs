@@ -23,7 +23,7 @@ pub fn tensor_from_proto(tp: &TensorProto, model_dir: Option<&Path>) -> Result<T
         at: format!("tensor \"{name}\""),
         what: format!("data type {}", onnx_code_name(tp.data_type)),
     })?;
-    let dims = checked_dims(&tp.dims).map_err(|m| bad(m))?;
+    let dims = checked_dims(&tp.dims).map_err(&bad)?;
     let n: u64 = dims.iter().product(); // checked_dims bounded the product
     if tp.segment.is_some() {
         return Err(OnnxError::UnsupportedFeature {
@@ -37,7 +37,7 @@ pub fn tensor_from_proto(tp: &TensorProto, model_dir: Option<&Path>) -> Result<T
         if dtype == DType::String {
             return Err(bad("string tensors cannot use external data".into()));
         }
-        let bytes = read_external(tp, &name, model_dir, expect_bytes)?;
+        let bytes = read_external(tp, name, model_dir, expect_bytes)?;
         return Ok(Tensor::new(dtype, dims, bytes));
     }
 
@@ -64,7 +64,7 @@ pub fn tensor_from_proto(tp: &TensorProto, model_dir: Option<&Path>) -> Result<T
         return Ok(Tensor::new(dtype, dims, tp.raw_data.clone()));
     }
 
-    let bytes = typed_field_bytes(tp, dtype, n).map_err(|m| bad(m))?;
+    let bytes = typed_field_bytes(tp, dtype, n).map_err(bad)?;
     Ok(Tensor::new(dtype, dims, bytes))
 }
 

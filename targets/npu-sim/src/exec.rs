@@ -22,10 +22,12 @@ impl ErrCtx<'_> {
     /// Checks that `[addr, addr + len)` lies in `mem` and that `addr` is aligned.
     fn check(&self, cfg: &TargetConfig, m: &MemBuf, addr: u64, len: u64, elem: u64) -> Result<()> {
         let align = cfg.mem(m.kind).align.max(elem);
+        // `%` rather than `is_multiple_of`, which is newer than the workspace MSRV (1.85).
+        #[allow(clippy::manual_is_multiple_of)]
         if addr % align != 0 {
             return Err(SimError::Misaligned { pc: self.pc, instr: self.instr.to_string(), mem: m.kind.name(), addr, align });
         }
-        let end = addr.checked_add(len).unwrap_or(u64::MAX);
+        let end = addr.saturating_add(len);
         if end > m.len() {
             return Err(SimError::OutOfBounds {
                 pc: self.pc,
@@ -59,9 +61,10 @@ pub struct DmaArgs {
 }
 
 impl DmaArgs {
-    /// Bytes the transfer moves: the larger of what it reads and what it writes.
+    /// Bytes the transfer moves along its edge: what lands in the destination,
+    /// after the cast and including padding (the cast happens at the source end).
     pub fn bytes(&self) -> u64 {
-        (self.rows * self.cols * self.sdt.size()).max(self.dst_rows * self.dst_cols * self.ddt.size())
+        self.dst_rows * self.dst_cols * self.ddt.size()
     }
 }
 

@@ -466,6 +466,8 @@ pub fn encode_program(prog: &[Instr]) -> Vec<u8> {
 
 /// Decodes a binary image; its length must be a multiple of 16 bytes.
 pub fn decode_program(bytes: &[u8]) -> Result<Vec<Instr>> {
+    // `%` rather than `is_multiple_of`, which is newer than the workspace MSRV (1.85).
+    #[allow(clippy::manual_is_multiple_of)]
     if bytes.len() % INSTR_BYTES != 0 {
         return Err(SimError::Decode {
             pc: bytes.len() / INSTR_BYTES,

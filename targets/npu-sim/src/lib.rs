@@ -140,7 +140,8 @@ pub fn run_program(prog: &[Instr], target: &TargetConfig, args: &KernelArgs, mod
         .map(|(b, &addr)| {
             let gm = &m.mems[Mem::Gm as usize];
             let mut a = b.array.clone();
-            a.data.copy_from_slice(&gm.data[addr as usize..addr as usize + a.data.len()]);
+            let n = a.data.len();
+            a.data.copy_from_slice(&gm.data[addr as usize..addr as usize + n]);
             (b.reg, a)
         })
         .collect();

@@ -97,7 +97,7 @@ pub fn read_npy(bytes: &[u8]) -> Result<NdArray> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(e("missing \\x93NUMPY magic"));
     }
-    let (hlen, hstart) = match bytes[6] {
+    let (hlen, hstart): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 => {
             if bytes.len() < 12 {
@@ -158,7 +158,9 @@ mod tests {
         let mut t = b.clone();
         t.pop();
         assert!(matches!(read_npy(&t), Err(SimError::Npy(m)) if m.contains("needs")));
-        let f = String::from_utf8_lossy(&b).replace("<f4", "<c8");
-        assert!(matches!(read_npy(f.as_bytes()), Err(SimError::Npy(m)) if m.contains("unsupported dtype")));
+        let mut f = b.clone();
+        let at = f.windows(3).position(|w| w == b"<f4").unwrap();
+        f[at..at + 3].copy_from_slice(b"<c8");
+        assert!(matches!(read_npy(&f), Err(SimError::Npy(m)) if m.contains("unsupported dtype")));
     }
 }

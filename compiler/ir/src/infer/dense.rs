@@ -10,6 +10,8 @@ use crate::shape::{Dim, Shape};
 
 pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
     use Op::*;
+    // `Op::Shape` must not shadow the shape type.
+    use crate::shape::Shape;
     match cx.op() {
         MatMul => Ok(vec![TensorType::new(cx.ty(0)?.dtype, matmul(cx)?)]),
         MatMulInteger => Ok(vec![TensorType::new(DType::I32, matmul(cx)?)]),
@@ -181,7 +183,9 @@ fn window(cx: &Cx, n: usize, kernel: Vec<i64>) -> Result<Window> {
         }
     };
     if kernel.len() != n {
-        return Err(cx.bad_attr("kernel_shape", format!("has {} values, but the input has {n} spatial dims", kernel.len())));
+        return Err(
+            cx.bad_attr("kernel_shape", format!("has {} values, but the input has {n} spatial dims", kernel.len()))
+        );
     }
     let strides = list("strides", n, 1)?;
     let dilations = list("dilations", n, 1)?;
@@ -196,7 +200,9 @@ fn window(cx: &Cx, n: usize, kernel: Vec<i64>) -> Result<Window> {
     }
     let auto_pad = cx.attr_str("auto_pad")?.unwrap_or("NOTSET").to_string();
     if !matches!(auto_pad.as_str(), "NOTSET" | "SAME_UPPER" | "SAME_LOWER" | "VALID") {
-        return Err(cx.bad_attr("auto_pad", format!("is `{auto_pad}`; expected NOTSET, SAME_UPPER, SAME_LOWER or VALID")));
+        return Err(
+            cx.bad_attr("auto_pad", format!("is `{auto_pad}`; expected NOTSET, SAME_UPPER, SAME_LOWER or VALID"))
+        );
     }
     Ok(Window { kernel, strides, dilations, pads, auto_pad })
 }
@@ -204,10 +210,11 @@ fn window(cx: &Cx, n: usize, kernel: Vec<i64>) -> Result<Window> {
 /// The output size of one spatial dim of a convolution or pool.
 fn window_out(cx: &Cx, w: &Window, i: usize, input: &Dim, ceil_mode: bool, k_out: usize, axis: usize) -> Result<Dim> {
     let Dim::Fixed(x) = input else { return Ok(cx.fresh(k_out, axis)) };
-    let x = *x as i64;
-    let (k, s, d) = (w.kernel[i], w.strides[i], w.dilations[i]);
-    let ek = (k - 1).saturating_mul(d).saturating_add(1);
-    let out = match w.auto_pad.as_str() {
+    // i128 throughout: attributes are user data and may be absurd.
+    let x = *x as i128;
+    let (k, s, d) = (w.kernel[i] as i128, w.strides[i] as i128, w.dilations[i] as i128);
+    let ek = (k - 1) * d + 1;
+    let out: i128 = match w.auto_pad.as_str() {
         "SAME_UPPER" | "SAME_LOWER" => (x + s - 1) / s,
         "VALID" => {
             let span = x - ek;
@@ -220,7 +227,7 @@ fn window_out(cx: &Cx, w: &Window, i: usize, input: &Dim, ceil_mode: bool, k_out
             }
         }
         _ => {
-            let (pb, pe) = (w.pads[i], w.pads[i + w.kernel.len()]);
+            let (pb, pe) = (w.pads[i] as i128, w.pads[i + w.kernel.len()] as i128);
             let span = x + pb + pe - ek;
             if span < 0 {
                 -1
@@ -243,7 +250,7 @@ fn window_out(cx: &Cx, w: &Window, i: usize, input: &Dim, ceil_mode: bool, k_out
             cx.describe(0)
         )));
     }
-    Ok(fixed(out))
+    Ok(Dim::Fixed(out.clamp(0, u64::MAX as i128) as u64))
 }
 
 fn conv(cx: &Cx) -> Result<Shape> {
@@ -294,11 +301,7 @@ fn conv_transpose(cx: &Cx) -> Result<Vec<TensorType>> {
     let x = &xt.shape;
     let w = &cx.ty(1)?.shape;
     if x.rank() < 3 || w.rank() != x.rank() {
-        return Err(cx.shape_err(format!(
-            "{} needs rank >= 3 and {} the same rank",
-            cx.describe(0),
-            cx.describe(1)
-        )));
+        return Err(cx.shape_err(format!("{} needs rank >= 3 and {} the same rank", cx.describe(0), cx.describe(1))));
     }
     let n = x.rank() - 2;
     let group = cx.attr_int("group", 1)?;
@@ -329,24 +332,26 @@ fn conv_transpose(cx: &Cx) -> Result<Vec<TensorType>> {
         out.extend(spatial.iter().map(|&v| fixed(v)));
         return Ok(vec![TensorType::new(xt.dtype, Shape(out))]);
     }
+    #[allow(clippy::needless_range_loop)] // `i` indexes five parallel lists.
     for i in 0..n {
         let Dim::Fixed(xi) = &x.0[i + 2] else {
             out.push(cx.fresh(0, i + 2));
             continue;
         };
-        let xi = *xi as i64;
-        let (k, s, d) = (win.kernel[i], win.strides[i], win.dilations[i]);
-        let o = match win.auto_pad.as_str() {
+        let xi = *xi as i128;
+        let (k, s, d) = (win.kernel[i] as i128, win.strides[i] as i128, win.dilations[i] as i128);
+        let o: i128 = match win.auto_pad.as_str() {
             "SAME_UPPER" | "SAME_LOWER" => xi * s,
             _ => {
-                let (pb, pe) = if win.auto_pad == "VALID" { (0, 0) } else { (win.pads[i], win.pads[i + n]) };
-                s * (xi - 1) + out_pad[i] + ((k - 1) * d + 1) - pb - pe
+                let (pb, pe) =
+                    if win.auto_pad == "VALID" { (0, 0) } else { (win.pads[i] as i128, win.pads[i + n] as i128) };
+                s * (xi - 1) + out_pad[i] as i128 + ((k - 1) * d + 1) - pb - pe
             }
         };
         if o < 0 {
             return Err(cx.shape_err(format!("spatial dim {i} of the result would be negative ({o})")));
         }
-        out.push(fixed(o));
+        out.push(Dim::Fixed(o.clamp(0, u64::MAX as i128) as u64));
     }
     Ok(vec![TensorType::new(xt.dtype, Shape(out))])
 }

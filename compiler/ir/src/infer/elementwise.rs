@@ -111,11 +111,7 @@ fn same_dtype(cx: &Cx, operands: &[usize]) -> Result<DType> {
         match first {
             None => first = Some((i, t.dtype)),
             Some((j, d)) if d != t.dtype => {
-                return Err(cx.shape_err(format!(
-                    "{} and {} must have the same dtype",
-                    cx.describe(j),
-                    cx.describe(i)
-                )))
+                return Err(cx.shape_err(format!("{} and {} must have the same dtype", cx.describe(j), cx.describe(i))))
             }
             Some(_) => {}
         }

@@ -10,10 +10,12 @@
 
 mod dense;
 mod elementwise;
-mod meta;
-mod movement;
+pub(crate) mod meta;
+pub(crate) mod movement;
 mod quant;
 mod reduce;
+#[cfg(test)]
+mod tests;
 
 use crate::dtype::DType;
 use crate::error::IrError;
@@ -46,10 +48,10 @@ pub fn infer_shapes(g: &mut Graph) -> Result<()> {
         let outs = g.nodes[ni].outputs.clone();
         for (k, (id, ty)) in outs.iter().zip(tys).enumerate() {
             let label = g.nodes[ni].label();
-            let v = g.values.get_mut(id.0 as usize).ok_or_else(|| IrError::Dangling {
-                user: format!("result {k} of {label}"),
-                value: id.to_string(),
-            })?;
+            let v = g
+                .values
+                .get_mut(id.0 as usize)
+                .ok_or_else(|| IrError::Dangling { user: format!("result {k} of {label}"), value: id.to_string() })?;
             v.ty = Some(ty);
             if let Some(ks) = &konsts {
                 if let Some(t) = ks.get(k) {
@@ -103,7 +105,7 @@ pub fn check_size(what: &str, shape: &Shape) -> Result<()> {
         }
     }
     // A zero anywhere makes the tensor empty, whatever the other dims are.
-    let empty = shape.0.iter().any(|d| *d == Dim::Fixed(0));
+    let empty = shape.0.contains(&Dim::Fixed(0));
     if !empty && n > MAX_ELEMENTS {
         return Err(IrError::TooLarge { what: what.to_string(), shape: shape.to_string(), limit: MAX_ELEMENTS });
     }
@@ -187,10 +189,6 @@ impl<'a> Cx<'a> {
         }
     }
 
-    pub fn req_konst(&self, i: usize) -> Result<&'a Tensor> {
-        self.konst(i)?.ok_or_else(|| self.missing(i))
-    }
-
     /// Operand `i`'s contents as integers (it must have an integer dtype).
     pub fn ints(&self, i: usize) -> Result<Option<Vec<i64>>> {
         let Some(t) = self.konst(i)? else { return Ok(None) };
@@ -258,15 +256,6 @@ impl<'a> Cx<'a> {
             None => Ok(default),
             Some(Attr::Int(v)) => Ok(*v),
             Some(_) => Err(self.bad_attr(name, "must be an integer")),
-        }
-    }
-
-    pub fn attr_float(&self, name: &str, default: f32) -> Result<f32> {
-        match self.node.attr(name) {
-            None => Ok(default),
-            Some(Attr::Float(v)) => Ok(*v),
-            Some(Attr::Int(v)) => Ok(*v as f32),
-            Some(_) => Err(self.bad_attr(name, "must be a float")),
         }
     }
 

@@ -9,6 +9,8 @@ use crate::shape::{Dim, Shape};
 
 pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
     use Op::*;
+    // `Op::Shape` must not shadow the shape type.
+    use crate::shape::Shape;
     let x = cx.ty(0)?;
     let r = x.shape.rank();
     match cx.op() {

@@ -1,0 +1,110 @@
+//! The target registry: every target Tessera knows, by name, with the compiler-side
+//! [`Target`] and the runtime-side [`Device`] for each. Feature-gated targets are listed even
+//! when their feature is off, so "feature disabled" and "unknown target" read differently.
+
+use std::sync::Arc;
+use tessera_kir::Kernel;
+use tessera_runtime::{Device, InterpDevice};
+use tessera_target::{KernelBlob, Target, TargetDesc, TargetError};
+
+/// Why a target name could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("unknown target `{0}`; `tessera targets` lists them")]
+    Unknown(String),
+    #[error("target `{name}` needs cargo feature `{feature}`, which this build lacks")]
+    FeatureDisabled { name: String, feature: String },
+    #[error("target `{name}` could not start: {message}")]
+    Init { name: String, message: String },
+}
+
+/// One row of `tessera targets`.
+pub struct TargetInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The cargo feature that enables it, or `None` if always built.
+    pub feature: Option<&'static str>,
+    pub available: bool,
+}
+
+/// Every target, available or not.
+pub fn all() -> Vec<TargetInfo> {
+    vec![
+        TargetInfo { name: "host", description: "this CPU, via Cranelift (default)", feature: None, available: true },
+        TargetInfo { name: "interp", description: "the reference kernel-IR interpreter", feature: None, available: true },
+        TargetInfo { name: "llvm-x86_64", description: "LLVM 22 CPU code, AVX2/AVX-512", feature: Some("llvm"), available: false },
+        TargetInfo { name: "llvm-aarch64", description: "LLVM 22 CPU code, NEON", feature: Some("llvm"), available: false },
+        TargetInfo { name: "llvm-riscv64", description: "LLVM 22 CPU code, RVV 1.0", feature: Some("llvm"), available: false },
+        TargetInfo { name: "nvptx", description: "PTX for sm_80/sm_90 via LLVM", feature: Some("llvm"), available: false },
+        TargetInfo { name: "mlir", description: "export to MLIR linalg/tensor/arith", feature: Some("mlir"), available: false },
+    ]
+}
+
+/// The compiler-side target for `name`.
+pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
+    match name {
+        "host" => tessera_host::Host::native()
+            .map(|h| Box::new(h) as Box<dyn Target>)
+            .map_err(|e| LookupError::Init { name: name.into(), message: e.to_string() }),
+        "interp" => Ok(Box::new(Interp::new())),
+        _ => Err(unavailable(name)),
+    }
+}
+
+/// The runtime-side device for `name`.
+pub fn device(name: &str) -> Result<Arc<dyn Device>, LookupError> {
+    match name {
+        "host" => Ok(Arc::new(tessera_host::HostDevice::new())),
+        "interp" => Ok(Arc::new(InterpDevice)),
+        _ => Err(unavailable(name)),
+    }
+}
+
+fn unavailable(name: &str) -> LookupError {
+    match all().into_iter().find(|t| t.name == name) {
+        Some(TargetInfo { feature: Some(f), .. }) => LookupError::FeatureDisabled { name: name.into(), feature: f.into() },
+        _ => LookupError::Unknown(name.into()),
+    }
+}
+
+/// The `interp` target: its "code" is the kernel's text form, which the interp device parses.
+pub struct Interp {
+    desc: TargetDesc,
+}
+
+impl Interp {
+    pub fn new() -> Interp {
+        let desc = TargetDesc::parse(include_str!("../../../targets/interp/target.toml"), "targets/interp/target.toml")
+            .expect("the bundled interp target.toml parses (checked by a test)");
+        Interp { desc }
+    }
+}
+
+impl Default for Interp {
+    fn default() -> Self {
+        Interp::new()
+    }
+}
+
+impl Target for Interp {
+    fn desc(&self) -> &TargetDesc {
+        &self.desc
+    }
+
+    fn compile(&self, kernel: &Kernel) -> Result<KernelBlob, TargetError> {
+        Ok(KernelBlob { name: kernel.name.clone(), code: tessera_kir::text::print_kernel(kernel).into_bytes() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_descriptions_parse_and_lookup_distinguishes_errors() {
+        assert_eq!(lookup("interp").unwrap().desc().name, "interp");
+        assert_eq!(lookup("host").unwrap().desc().name, "host");
+        assert!(matches!(lookup("nvptx"), Err(LookupError::FeatureDisabled { .. })));
+        assert!(matches!(lookup("tpu9000"), Err(LookupError::Unknown(_))));
+    }
+}

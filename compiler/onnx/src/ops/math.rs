@@ -1,0 +1,132 @@
+//! Registry lines for elementwise arithmetic, logic, activations and casts.
+
+use super::{op, set_operand, take, take_float, trim, up, Entry};
+use crate::error::Result;
+use crate::import::Ctx;
+use crate::proto::tensor_proto::DataType;
+use tessera_ir::{Attr, Node, Op};
+
+pub(crate) const OPS: &[Entry] = &[
+    // binary arithmetic and comparisons; before opset 7 they had `broadcast`/`axis`.
+    up("Add", Op::Add, &[(7, legacy_broadcast)]),
+    up("Sub", Op::Sub, &[(7, legacy_broadcast)]),
+    up("Mul", Op::Mul, &[(7, legacy_broadcast)]),
+    up("Div", Op::Div, &[(7, legacy_broadcast)]),
+    up("Pow", Op::Pow, &[(7, legacy_broadcast)]),
+    op("Mod", Op::Mod),
+    up("And", Op::And, &[(7, legacy_broadcast)]),
+    up("Or", Op::Or, &[(7, legacy_broadcast)]),
+    up("Xor", Op::Xor, &[(7, legacy_broadcast)]),
+    up("Equal", Op::Equal, &[(7, legacy_broadcast)]),
+    up("Less", Op::Less, &[(7, legacy_broadcast)]),
+    op("LessOrEqual", Op::LessOrEqual),
+    up("Greater", Op::Greater, &[(7, legacy_broadcast)]),
+    op("GreaterOrEqual", Op::GreaterOrEqual),
+    op("BitShift", Op::BitShift),
+    op("BitwiseAnd", Op::BitwiseAnd),
+    op("BitwiseOr", Op::BitwiseOr),
+    op("BitwiseXor", Op::BitwiseXor),
+    op("BitwiseNot", Op::BitwiseNot),
+    op("PRelu", Op::PRelu),
+    op("Where", Op::Where),
+    // variadic
+    op("Max", Op::Max),
+    op("Min", Op::Min),
+    op("Sum", Op::Sum),
+    op("Mean", Op::Mean),
+    // unary
+    op("Abs", Op::Abs),
+    op("Neg", Op::Neg),
+    op("Reciprocal", Op::Reciprocal),
+    op("Sqrt", Op::Sqrt),
+    op("Exp", Op::Exp),
+    op("Log", Op::Log),
+    op("Erf", Op::Erf),
+    op("Sin", Op::Sin),
+    op("Cos", Op::Cos),
+    op("Tan", Op::Tan),
+    op("Asin", Op::Asin),
+    op("Acos", Op::Acos),
+    op("Atan", Op::Atan),
+    op("Sinh", Op::Sinh),
+    op("Cosh", Op::Cosh),
+    op("Asinh", Op::Asinh),
+    op("Acosh", Op::Acosh),
+    op("Atanh", Op::Atanh),
+    op("Tanh", Op::Tanh),
+    op("Sigmoid", Op::Sigmoid),
+    op("Relu", Op::Relu),
+    op("LeakyRelu", Op::LeakyRelu),
+    op("Elu", Op::Elu),
+    op("Selu", Op::Selu),
+    op("Celu", Op::Celu),
+    op("ThresholdedRelu", Op::ThresholdedRelu),
+    op("Gelu", Op::Gelu),
+    op("HardSigmoid", Op::HardSigmoid),
+    op("HardSwish", Op::HardSwish),
+    op("Softplus", Op::Softplus),
+    op("Softsign", Op::Softsign),
+    op("Mish", Op::Mish),
+    op("Shrink", Op::Shrink),
+    op("Floor", Op::Floor),
+    op("Ceil", Op::Ceil),
+    op("Round", Op::Round),
+    op("Sign", Op::Sign),
+    op("Not", Op::Not),
+    op("IsNaN", Op::IsNaN),
+    op("IsInf", Op::IsInf),
+    up("Clip", Op::Clip, &[(11, clip_attrs_to_operands)]),
+    up("Cast", Op::Cast, &[(6, cast_to_string), (i64::MAX, cast_check_to)]),
+    op("CastLike", Op::CastLike),
+];
+
+/// Opset < 7: `broadcast=1` without `axis` is numpy suffix broadcasting, which newer opsets
+/// subsume. With `axis`, operand B aligns at that axis instead of at the end: that has no
+/// direct equivalent, so it is refused.
+fn legacy_broadcast(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    let broadcast = matches!(take(&mut node, "broadcast"), Some(Attr::Int(1)));
+    if take(&mut node, "axis").is_some() && broadcast {
+        return Err(ctx.unsupported(&node, "legacy broadcasting with an `axis` attribute"));
+    }
+    Ok(vec![node])
+}
+
+/// Opset < 11: `min`/`max` were float attributes; they became operands of the input's type.
+fn clip_attrs_to_operands(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    let min = take_float(ctx, &mut node, "min")?;
+    let max = take_float(ctx, &mut node, "max")?;
+    let x = node.input(0).ok_or_else(|| ctx.bad(&node, "missing input"))?;
+    if let Some(v) = min {
+        let c = ctx.scalar_like("clip_min", v as f64, x);
+        set_operand(&mut node, 1, Some(c));
+    }
+    if let Some(v) = max {
+        let c = ctx.scalar_like("clip_max", v as f64, x);
+        set_operand(&mut node, 2, Some(c));
+    }
+    trim(&mut node);
+    Ok(vec![node])
+}
+
+/// Opset < 6: `to` was a string naming the type ("FLOAT"); it became the type's code.
+fn cast_to_string(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    if let Some(Attr::String(s)) = node.attrs.get("to") {
+        let code = DataType::from_str_name(&s.to_ascii_uppercase())
+            .ok_or_else(|| ctx.bad(&node, &format!("unknown type name \"{s}\" in `to`")))?;
+        node.attrs.insert("to".into(), Attr::Int(code as i64));
+    }
+    cast_check_to(ctx, node)
+}
+
+/// A target type graph IR has no dtype for (float8e8m0, complex) makes the model
+/// unsupported, not broken.
+fn cast_check_to(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
+    if let Some(Attr::Int(code)) = node.attrs.get("to") {
+        let code = i32::try_from(*code).unwrap_or(0);
+        if crate::dtype::dtype_from_onnx(code).is_none() {
+            let what = format!("casting to {}", crate::dtype::onnx_code_name(code));
+            return Err(ctx.unsupported(&node, &what));
+        }
+    }
+    Ok(vec![node])
+}

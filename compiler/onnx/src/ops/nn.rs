@@ -1,0 +1,119 @@
+//! Registry lines for dense ops: matrix products, convolutions, pooling, normalisations,
+//! softmax, and Dropout (an inference no-op, but ONNX lists it with the NN ops).
+
+use super::{drop_attrs, op, set_operand, take, take_float, up, Entry};
+use crate::error::Result;
+use crate::import::Ctx;
+use tessera_ir::{Attr, Attrs, Node, Op, Tensor};
+
+pub(crate) const OPS: &[Entry] = &[
+    op("MatMul", Op::MatMul),
+    op("MatMulInteger", Op::MatMulInteger),
+    up("Gemm", Op::Gemm, &[(7, gemm_drop_broadcast)]),
+    op("Conv", Op::Conv),
+    op("ConvInteger", Op::ConvInteger),
+    op("ConvTranspose", Op::ConvTranspose),
+    op("MaxPool", Op::MaxPool),
+    op("AveragePool", Op::AveragePool),
+    up("LpPool", Op::LpPool, &[(2, lp_float_p)]),
+    op("GlobalAveragePool", Op::GlobalAveragePool),
+    op("GlobalMaxPool", Op::GlobalMaxPool),
+    up("GlobalLpPool", Op::GlobalLpPool, &[(2, lp_float_p)]),
+    up("BatchNormalization", Op::BatchNormalization, &[(14, batchnorm_legacy)]),
+    op("LayerNormalization", Op::LayerNormalization),
+    op("InstanceNormalization", Op::InstanceNormalization),
+    up("GroupNormalization", Op::GroupNormalization, &[(21, group_norm_per_group)]),
+    op("RMSNormalization", Op::RMSNormalization),
+    op("LpNormalization", Op::LpNormalization),
+    op("MeanVarianceNormalization", Op::MeanVarianceNormalization),
+    up("Softmax", Op::Softmax, &[(13, coerce_2d)]),
+    up("LogSoftmax", Op::LogSoftmax, &[(13, coerce_2d)]),
+    up("Hardmax", Op::Hardmax, &[(13, coerce_2d)]),
+    up("Dropout", Op::Dropout, &[(12, dropout_ratio_attr)]),
+];
+
+/// Opset < 7: Gemm's `broadcast` flag; newer Gemm always broadcasts C.
+fn gemm_drop_broadcast(_ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    drop_attrs(&mut node, &["broadcast"]);
+    Ok(vec![node])
+}
+
+/// Opset 1: `p` was a float; it became an int.
+fn lp_float_p(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    if let Some(p) = take_float(ctx, &mut node, "p")? {
+        if p.fract() != 0.0 {
+            return Err(ctx.unsupported(&node, "a non-integer `p`"));
+        }
+        node.attrs.insert("p".into(), Attr::Int(p as i64));
+    }
+    Ok(vec![node])
+}
+
+/// Opset < 14: `spatial`, `is_test` and `consumed_inputs` go; the extra results
+/// (running and saved statistics) are training outputs that inference does not produce.
+fn batchnorm_legacy(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    if let Some(Attr::Int(0)) = take(&mut node, "spatial") {
+        return Err(ctx.unsupported(&node, "spatial=0 (per-element statistics)"));
+    }
+    if let Some(Attr::Int(0)) = take(&mut node, "is_test") {
+        if ctx.opset < 7 && node.outputs.len() > 1 {
+            return Err(ctx.unsupported(&node, "training mode (is_test=0)"));
+        }
+    }
+    drop_attrs(&mut node, &["momentum"]);
+    node.outputs.truncate(1);
+    Ok(vec![node])
+}
+
+/// Opset 18-20: scale and bias had one entry per group, not per channel. There is no way
+/// to express that without knowing the channel count, so it is refused.
+fn group_norm_per_group(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
+    Err(ctx.unsupported(&node, "per-group scale and bias (GroupNormalization before opset 21)"))
+}
+
+/// Opset < 13: Softmax, LogSoftmax and Hardmax flattened the input to 2-D at `axis`
+/// (default 1) and normalised each row. With `axis = -1` that equals the new per-axis
+/// semantics; otherwise the node becomes `Shape`, `Flatten`, the op on axis 1, `Reshape`.
+fn coerce_2d(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    let axis = match take(&mut node, "axis") {
+        None => 1,
+        Some(Attr::Int(a)) => a,
+        Some(_) => return Err(ctx.bad(&node, "attribute `axis` must be an int")),
+    };
+    let x = node.input(0).ok_or_else(|| ctx.bad(&node, "missing input"))?;
+    let rank = ctx.b.graph.ty(x).map(|t| t.shape.rank() as i64);
+    let same = axis == -1 || rank.is_some_and(|r| axis == r - 1 || (r == 2 && axis == 1));
+    if same {
+        node.attrs.insert("axis".into(), Attr::Int(-1));
+        return Ok(vec![node]);
+    }
+    let &[y] = node.outputs.as_slice() else { return Err(ctx.bad(&node, "expects one result")) };
+    let shape = ctx.tmp("coerce_shape");
+    let flat = ctx.tmp("coerce_flat");
+    let normed = ctx.tmp("coerce_2d");
+    let name = |suffix: &str| if node.name.is_empty() { String::new() } else { format!("{}/{suffix}", node.name) };
+    let mk = |name: String, op: Op, inputs: Vec<_>, out, attrs: Attrs| Node {
+        name,
+        op,
+        inputs: inputs.into_iter().map(Some).collect(),
+        outputs: vec![out],
+        attrs,
+    };
+    Ok(vec![
+        mk(name("shape"), Op::Shape, vec![x], shape, Attrs::new()),
+        mk(name("flatten"), Op::Flatten, vec![x], flat, Attrs::from([("axis".to_string(), Attr::Int(axis))])),
+        mk(node.name.clone(), node.op, vec![flat], normed, Attrs::from([("axis".to_string(), Attr::Int(1))])),
+        mk(name("reshape"), Op::Reshape, vec![normed, shape], y, Attrs::new()),
+    ])
+}
+
+/// Opset < 12: `ratio` was an attribute (and before 7 there was `is_test`); it became
+/// operand 1. Inference ignores it, but keeping it keeps the node faithful.
+fn dropout_ratio_attr(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    drop_attrs(&mut node, &["is_test"]);
+    if let Some(r) = take_float(ctx, &mut node, "ratio")? {
+        let c = ctx.konst("dropout_ratio", Tensor::from_f32(vec![], &[r]));
+        set_operand(&mut node, 1, Some(c));
+    }
+    Ok(vec![node])
+}

@@ -1,0 +1,182 @@
+//! A loaded model: an [`Artifact`] whose kernels are loaded on a [`Device`], ready to run from
+//! any number of threads at once (each run owns its scratch memory).
+
+use crate::artifact::Artifact;
+use crate::device::{Device, KernelArg, LoadedKernel};
+use crate::RuntimeError;
+use std::path::Path;
+use std::sync::Arc;
+use tessera_ir::Tensor;
+use tessera_kir::{BufferKind, PlanIo, Step};
+
+/// Byte storage aligned to 16 bytes, so vector loads in compiled kernels are safe.
+struct Aligned {
+    words: Vec<u128>,
+    len: usize,
+}
+
+impl Aligned {
+    fn zeroed(len: usize) -> Aligned {
+        Aligned { words: vec![0u128; len.div_ceil(16)], len }
+    }
+
+    fn from_bytes(b: &[u8]) -> Aligned {
+        let mut a = Aligned::zeroed(b.len());
+        a.bytes_mut().copy_from_slice(b);
+        a
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `words` holds at least `len` initialised bytes; u8 has no alignment needs.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and we hold the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
+    }
+}
+
+pub struct Model {
+    artifact: Artifact,
+    kernels: Vec<Box<dyn LoadedKernel>>,
+    consts: Vec<Aligned>,
+    device: Arc<dyn Device>,
+}
+
+impl Model {
+    /// Loads `artifact` on `device`: checks the target and fingerprint, then loads every kernel.
+    pub fn load(artifact: Artifact, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
+        if artifact.target != device.target() {
+            return Err(RuntimeError::WrongTarget { artifact: artifact.target.clone(), device: device.target().to_string() });
+        }
+        device.check_fingerprint(&artifact.fingerprint).map_err(RuntimeError::IncompatibleDevice)?;
+        let kernels = artifact
+            .kernels
+            .iter()
+            .map(|k| device.load(&k.name, &k.blob).map_err(RuntimeError::Device))
+            .collect::<Result<Vec<_>, _>>()?;
+        let consts = artifact.plan.consts.iter().map(|c| Aligned::from_bytes(c)).collect();
+        Ok(Model { artifact, kernels, consts, device })
+    }
+
+    /// Reads, validates and loads a `.tsa` file.
+    pub fn load_file(path: &Path, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io { path: path.display().to_string(), message: e.to_string() })?;
+        let artifact = Artifact::decode(&bytes).map_err(|e| match e {
+            RuntimeError::BadArtifact(m) => RuntimeError::BadArtifact(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        Model::load(artifact, device)
+    }
+
+    pub fn artifact(&self) -> &Artifact {
+        &self.artifact
+    }
+
+    pub fn device(&self) -> &dyn Device {
+        self.device.as_ref()
+    }
+
+    pub fn inputs(&self) -> &[PlanIo] {
+        &self.artifact.plan.inputs
+    }
+
+    pub fn outputs(&self) -> &[PlanIo] {
+        &self.artifact.plan.outputs
+    }
+
+    /// Runs the plan on `inputs` (one per model input, in order) and returns the outputs.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        let plan = &self.artifact.plan;
+        if inputs.len() != plan.inputs.len() {
+            return Err(RuntimeError::Input {
+                input: "(all)".into(),
+                message: format!("the model takes {} inputs, {} were given", plan.inputs.len(), inputs.len()),
+            });
+        }
+        for (io, t) in plan.inputs.iter().zip(inputs) {
+            check_input(io, t)?;
+        }
+        // Storage for every buffer that owns some: inputs (copied, so kernels may not touch the
+        // caller's data), temps (one allocation per slot), constants (shared, read-only).
+        let mut slots: Vec<Option<Aligned>> = Vec::new();
+        for b in &plan.buffers {
+            if let BufferKind::Temp { slot } = b.kind {
+                let s = slot as usize;
+                if slots.len() <= s {
+                    slots.resize_with(s + 1, || None);
+                }
+                let need = b.byte_len() as usize;
+                if slots[s].as_ref().is_none_or(|a| a.len < need) {
+                    slots[s] = Some(Aligned::zeroed(need));
+                }
+            }
+        }
+        let mut owned_inputs: Vec<Aligned> = inputs.iter().map(|t| Aligned::from_bytes(&t.bytes)).collect();
+        let mut ptr_of = |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
+            let root = plan.root(id);
+            let len = plan.buffer(id).byte_len() as usize;
+            let ptr = match plan.buffer(root).kind {
+                BufferKind::Input(n) => owned_inputs[n as usize].bytes_mut().as_mut_ptr(),
+                // Constants are read-only parameters of every kernel that takes them.
+                BufferKind::Const(n) => self.consts[n as usize].bytes().as_ptr() as *mut u8,
+                BufferKind::Temp { slot } => slots[slot as usize].as_mut().map(|a| a.bytes_mut().as_mut_ptr()).unwrap_or(std::ptr::null_mut()),
+                BufferKind::Alias(_) => std::ptr::null_mut(),
+            };
+            (ptr, len)
+        };
+        for step in &plan.steps {
+            match step {
+                Step::Launch { kernel, args } => {
+                    let kargs: Vec<KernelArg> = args
+                        .iter()
+                        .map(|&a| {
+                            let (p, l) = ptr_of(a, &mut slots);
+                            // SAFETY: the pointer comes from storage that lives until the end of
+                            // `run`, and validation checked lengths against the plan.
+                            unsafe { KernelArg::new(p, l) }
+                        })
+                        .collect();
+                    if kargs.iter().any(|a| a.ptr().is_null()) {
+                        return Err(RuntimeError::BadArtifact(format!("kernel {kernel} has an unbacked argument")));
+                    }
+                    self.kernels[*kernel as usize].launch(&kargs).map_err(RuntimeError::Device)?;
+                }
+                Step::Copy { src, dst } => {
+                    let (s, n) = ptr_of(*src, &mut slots);
+                    let (d, _) = ptr_of(*dst, &mut slots);
+                    // SAFETY: both are valid for `n` bytes; `copy` tolerates overlap.
+                    unsafe { std::ptr::copy(s, d, n) };
+                }
+            }
+        }
+        let mut outs = Vec::with_capacity(plan.outputs.len());
+        for io in &plan.outputs {
+            let (p, n) = ptr_of(io.buffer, &mut slots);
+            // SAFETY: valid for `n` bytes as above.
+            let bytes = unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
+            outs.push(Tensor::new(io.dtype, io.dims.clone(), bytes));
+        }
+        Ok(outs)
+    }
+}
+
+fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
+    let err = |message: String| Err(RuntimeError::Input { input: io.name.clone(), message });
+    if t.dtype != io.dtype {
+        return err(format!("expected dtype {}, got {}", io.dtype, t.dtype));
+    }
+    if t.dims != io.dims {
+        return err(format!("expected shape {:?}, got {:?}", io.dims, t.dims));
+    }
+    if t.bytes.len() as u64 != io.dtype.storage_bytes(io.dims.iter().product()) {
+        return err(format!("holds {} bytes, its shape needs {}", t.bytes.len(), io.dtype.storage_bytes(io.dims.iter().product())));
+    }
+    if let Some(b) = &io.bound {
+        if b.as_slice() != t.bytes.as_slice() {
+            return err("its value was bound when the model was compiled (it decides a shape); recompile with the new value".into());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The conformance ratchets: each target's committed pass list must keep passing.
+
+#[test]
+fn host_pass_list_still_passes() {
+    tessera_tests::ratchet("host");
+}
+
+#[test]
+fn interp_pass_list_still_passes() {
+    tessera_tests::ratchet("interp");
+}

@@ -1,0 +1,71 @@
+//! End-to-end: the three example models (MLP, ResNet-style CNN, BERT encoder layer) compiled
+//! for `host` and `interp` must match onnxruntime's outputs to a relative error of 1e-4.
+
+use std::collections::BTreeMap;
+use tessera_driver::{compile_file, load, CompileOptions};
+use tessera_ir::Tensor;
+
+/// Relative error as the largest element error over the largest reference magnitude: stable
+/// where individual reference values are near zero.
+fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
+    assert_eq!(got.dtype, want.dtype);
+    assert_eq!(got.dims, want.dims);
+    let n = want.num_elements();
+    let mut max_err = 0f64;
+    let mut max_ref = 0f64;
+    for i in 0..n {
+        let (g, w) = (got.get_f64(i).unwrap(), want.get_f64(i).unwrap());
+        assert!(g.is_finite(), "element {i} is {g}");
+        max_err = max_err.max((g - w).abs());
+        max_ref = max_ref.max(w.abs());
+    }
+    max_err / max_ref.max(f64::MIN_POSITIVE)
+}
+
+fn check(model: &str, target: &str) {
+    let dir = tessera_tests::models().join(model);
+    let set = dir.join("test_data_set_0");
+    let input = tessera_onnx::read_tensor_file(&set.join("input_0.pb")).unwrap();
+    let want = tessera_onnx::read_tensor_file(&set.join("output_0.pb")).unwrap();
+    let names = tessera_onnx::input_names(&dir.join("model.onnx")).unwrap();
+    let named: BTreeMap<String, Tensor> = [(names[0].clone(), input.clone())].into();
+    let artifact = compile_file(&dir.join("model.onnx"), &CompileOptions::for_target(target).with_inputs(&named)).unwrap();
+    for n in &artifact.plan.nodes {
+        assert!(!n.dense || n.how == tessera_kir::Execution::Kernel, "{} ran as {:?}", n.node, n.how);
+    }
+    let m = load(artifact, target).unwrap();
+    let got = m.run(&[input]).unwrap();
+    let err = relative_error(&got[0], &want);
+    eprintln!("{model} on {target}: relative error {err:.3e}");
+    assert!(err <= 1e-4, "{model} on {target}: relative error {err:.3e} > 1e-4");
+}
+
+#[test]
+fn mlp_host() {
+    check("mlp", "host");
+}
+
+#[test]
+fn mlp_interp() {
+    check("mlp", "interp");
+}
+
+#[test]
+fn cnn_host() {
+    check("cnn", "host");
+}
+
+#[test]
+fn cnn_interp() {
+    check("cnn", "interp");
+}
+
+#[test]
+fn bert_host() {
+    check("bert", "host");
+}
+
+#[test]
+fn bert_interp() {
+    check("bert", "interp");
+}
