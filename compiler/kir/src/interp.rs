@@ -18,8 +18,8 @@
 //!   they go through f32 with round-to-odd, which makes the second rounding exact.
 //! - `min`/`max` on floats are IEEE 754-2019 `minimum`/`maximum`: NaN if either is NaN, and
 //!   -0 < +0.
-//! - Math routines evaluate the platform's libm in f64 (erf from the `libm` crate) and round
-//!   to the value's type; `sigmoid(x) = 1 / (1 + exp(-x))`.
+//! - Math routines evaluate the `libm` crate (musl's libm in Rust: within an ulp, and the same
+//!   on every platform) in f64 and round to the value's type; `sigmoid(x) = 1 / (1 + exp(-x))`.
 //! - `mma` forms each product exactly and rounds once per accumulation step: an f64
 //!   accumulator uses a fused multiply-add; narrower accumulators form the exact product in
 //!   f64 and add with round-to-odd before rounding to the accumulator type.
@@ -1232,26 +1232,43 @@ pub(crate) fn cmp(op: CmpOp, d: DType, a: u64, b: u64) -> bool {
     }
 }
 
-/// A math routine in f64, with the platform's libm (erf from the `libm` crate).
+/// A math routine in f64, evaluated with the `libm` crate (a port of musl's libm: accurate to
+/// within an ulp, and the same on every platform, unlike the system libm).
 pub fn math(f: MathFn, x: f64, y: f64) -> f64 {
     match f {
-        MathFn::Exp => x.exp(),
-        MathFn::Log => x.ln(),
-        MathFn::Pow => x.powf(y),
-        MathFn::Tanh => x.tanh(),
+        MathFn::Exp => libm::exp(x),
+        MathFn::Log => libm::log(x),
+        MathFn::Pow => libm::pow(x, y),
+        MathFn::Tanh => libm::tanh(x),
         MathFn::Erf => libm::erf(x),
-        MathFn::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        MathFn::Sin => x.sin(),
-        MathFn::Cos => x.cos(),
-        MathFn::Tan => x.tan(),
-        MathFn::Asin => x.asin(),
-        MathFn::Acos => x.acos(),
-        MathFn::Atan => x.atan(),
-        MathFn::Sinh => x.sinh(),
-        MathFn::Cosh => x.cosh(),
-        MathFn::Asinh => x.asinh(),
-        MathFn::Acosh => x.acosh(),
-        MathFn::Atanh => x.atanh(),
+        // 1/(1 + e^-x), evaluated as e^x/(1 + e^x) for negative x so that it does not
+        // underflow to 0 early.
+        MathFn::Sigmoid => {
+            if x < 0.0 {
+                let e = libm::exp(x);
+                e / (1.0 + e)
+            } else {
+                1.0 / (1.0 + libm::exp(-x))
+            }
+        }
+        MathFn::Sin => libm::sin(x),
+        MathFn::Cos => libm::cos(x),
+        MathFn::Tan => libm::tan(x),
+        MathFn::Asin => libm::asin(x),
+        MathFn::Acos => libm::acos(x),
+        MathFn::Atan => libm::atan(x),
+        MathFn::Sinh => libm::sinh(x),
+        MathFn::Cosh => libm::cosh(x),
+        MathFn::Asinh => libm::asinh(x),
+        // musl's acosh ignores the sign for x <= -2 and returns garbage; C says NaN below 1.
+        MathFn::Acosh => {
+            if x < 1.0 {
+                f64::NAN
+            } else {
+                libm::acosh(x)
+            }
+        }
+        MathFn::Atanh => libm::atanh(x),
     }
 }
 

@@ -1865,6 +1865,8 @@ mod tests {
             check_matmul(&[5, 7], &[7], vb);
             check_matmul(&[7], &[7], vb);
             check_matmul(&[3, 6, 8], &[8, 20], vb);
+            // k > 256: the k-blocked kernel (partial sums kept in Y).
+            check_matmul(&[2, 5, 300], &[300, 19], vb);
         }
     }
 
@@ -1915,6 +1917,7 @@ mod tests {
                 check_gemm(3, 3, 2, ta, tb, None, 1.0, 1.0, vb);
                 check_gemm(5, 9, 7, ta, tb, Some(&[5, 7]), 1.5, -1.0, vb);
                 check_gemm(4, 5, 3, ta, tb, Some(&[]), 1.0, 0.5, vb);
+                check_gemm(7, 530, 10, ta, tb, Some(&[10]), 0.5, 2.0, vb);
             }
         }
     }

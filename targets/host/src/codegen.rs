@@ -1,6 +1,7 @@
 //! Kernel IR → Cranelift IR → x86_64 machine code. Start at [`compile`], which wraps the
 //! kernel body in a loop over grid points; then every kernel-IR construct has one section
-//! below, headed ``// ==== `name` ====``, in the order of `InstKind`.
+//! below, headed ``// ==== `name` ====``, in the order of `InstKind` (`math` sits with `mma`
+//! at the end: the shared passes remove both before code generation).
 //!
 //! Values. A kernel-IR value of type `vec<L x T>` is held as `parts`: 128-bit Cranelift
 //! vectors (`F32X4`, `I8X16`, …) when `L` is a multiple of the lanes that fit in 128 bits,
@@ -69,7 +70,22 @@ fn internal<T>(msg: impl Into<String>) -> R<T> {
 /// Cranelift reports most problems as errors but panics when no lowering rule matches; the
 /// panic is caught here so that a kernel can never take the compiler down with it.
 pub fn compile(isa: &dyn TargetIsa, kernel: &Kernel) -> R<Compiled> {
-    match catch_unwind(AssertUnwindSafe(|| compile_inner(isa, kernel))) {
+    guarded(|| {
+        let (func, mut compiled) = build(isa, kernel)?;
+        compiled.code = machine_code(isa, func)?;
+        Ok(compiled)
+    })
+}
+
+/// The Cranelift IR of `kernel` (before Cranelift's optimisations), as text: for reading what
+/// the code generator made of a kernel, and for tests that check it.
+pub fn clif(isa: &dyn TargetIsa, kernel: &Kernel) -> R<String> {
+    guarded(|| Ok(build(isa, kernel)?.0.display().to_string()))
+}
+
+/// Runs `f`, turning a panic (Cranelift's reaction to a type it cannot lower) into an error.
+fn guarded<T>(f: impl FnOnce() -> R<T>) -> R<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
             let msg = payload
@@ -96,7 +112,9 @@ fn align16(x: u64) -> u64 {
     x.div_ceil(16).saturating_mul(16)
 }
 
-fn compile_inner(isa: &dyn TargetIsa, k: &Kernel) -> R<Compiled> {
+/// Translates `k` into one Cranelift function (see [`crate::blob`] for its signature), and
+/// everything but the machine code of its [`Compiled`].
+fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
     if k.grid.len() > 3 {
         return unsupported(format!("a grid of {} axes (at most 3)", k.grid.len()));
     }
@@ -203,7 +221,12 @@ fn compile_inner(isa: &dyn TargetIsa, k: &Kernel) -> R<Compiled> {
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(isa.frontend_config());
+    let compiled = Compiled { code: Vec::new(), grid, scratch_bytes: scratch, param_bytes, work: estimate_work(k) };
+    Ok((func, compiled))
+}
 
+/// Compiles a function to self-contained machine code.
+fn machine_code(isa: &dyn TargetIsa, func: Function) -> R<Vec<u8>> {
     let mut ctx = Context::for_function(func);
     let compiled = ctx
         .compile(isa, &mut ControlPlane::default())
@@ -218,13 +241,7 @@ fn compile_inner(isa: &dyn TargetIsa, k: &Kernel) -> R<Compiled> {
             r.offset
         ));
     }
-    Ok(Compiled {
-        code: compiled.code_buffer().to_vec(),
-        grid,
-        scratch_bytes: scratch,
-        param_bytes,
-        work: estimate_work(k),
-    })
+    Ok(compiled.code_buffer().to_vec())
 }
 
 /// A rough operation count per program instance: loops with constant bounds multiply their
@@ -1047,22 +1064,21 @@ impl Cg<'_, '_> {
             return self.def(r, Repr::plain(out));
         }
         let parts = self.plain(x)?;
-        // Same-shaped vectors with a native conversion.
+        // Same-shaped vectors with a native conversion: int signedness changes are free, and
+        // i32x4 <-> f32x4 are single instructions (Cranelift's saturating form sends NaN to 0).
         if lf.part.is_vector() && lf.per == lt.per {
-            let native = match (from.elem, to.elem) {
-                (f, t) if f.is_int() && t.is_int() && lf.part == lt.part => Some(0),
-                (DType::I32, DType::F32) => Some(1),
-                (DType::F32, DType::I32) => Some(2),
-                (DType::F32, DType::F64) | (DType::F64, DType::F32) => None,
-                _ => None,
-            };
-            if let Some(kind) = native {
+            let same_bits = from.elem.is_int() && to.elem.is_int() && lf.part == lt.part;
+            let to_float = (from.elem, to.elem) == (DType::I32, DType::F32);
+            let to_int = (from.elem, to.elem) == (DType::F32, DType::I32);
+            if same_bits || to_float || to_int {
                 let mut out = Vec::new();
                 for p in parts {
-                    out.push(match kind {
-                        0 => p,
-                        1 => self.b.ins().fcvt_from_sint(lt.part, p),
-                        _ => self.b.ins().fcvt_to_sint_sat(lt.part, p),
+                    out.push(if same_bits {
+                        p
+                    } else if to_float {
+                        self.b.ins().fcvt_from_sint(lt.part, p)
+                    } else {
+                        self.b.ins().fcvt_to_sint_sat(lt.part, p)
                     });
                 }
                 return self.def(r, Repr::plain(out));
@@ -1264,6 +1280,9 @@ impl Cg<'_, '_> {
             ));
         }
         let eb = elem.bits() / 8;
+        if eb == 0 {
+            return unsupported(format!("an access to buffer `{}` as sub-byte {elem}", decl.name));
+        }
         let it = self.ty(index)?;
         if it != Ty::INDEX {
             return internal(format!("an index of type {it} (indices are i64)"));

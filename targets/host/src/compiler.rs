@@ -77,11 +77,8 @@ impl Host {
     /// Brings a kernel into the backend subset that [`codegen`] handles: the shared passes
     /// expand `mma` and math routines and legalise low-precision dtypes.
     fn prepare(&self, kernel: &Kernel) -> Result<Kernel, TargetError> {
-        let codegen_err = |message: String| TargetError::Codegen {
-            target: NAME.to_string(),
-            kernel: kernel.name.clone(),
-            message,
-        };
+        let codegen_err =
+            |message: String| TargetError::Codegen { target: NAME.to_string(), kernel: kernel.name.clone(), message };
         tessera_kir::verify(kernel).map_err(|e| codegen_err(format!("the kernel fails the verifier: {e}")))?;
         let mut k = kernel.clone();
         tessera_kir::passes::to_backend_subset(&mut k).map_err(|e| match e {
@@ -96,6 +93,27 @@ impl Host {
     }
 }
 
+impl Host {
+    /// The Cranelift IR the host target makes of `kernel` (after the shared passes, before
+    /// Cranelift's optimisations), as text.
+    pub fn clif(&self, kernel: &Kernel) -> Result<String, TargetError> {
+        let k = self.prepare(kernel)?;
+        codegen::clif(&*self.isa, &k).map_err(|e| cg_error(kernel, e))
+    }
+}
+
+/// A code generator error as the `Target` trait reports it.
+fn cg_error(kernel: &Kernel, e: codegen::CgError) -> TargetError {
+    match e {
+        codegen::CgError::Unsupported(message) => {
+            TargetError::Unsupported { target: NAME.to_string(), kernel: kernel.name.clone(), message }
+        }
+        codegen::CgError::Internal(message) => {
+            TargetError::Codegen { target: NAME.to_string(), kernel: kernel.name.clone(), message }
+        }
+    }
+}
+
 impl Target for Host {
     fn desc(&self) -> &TargetDesc {
         &self.desc
@@ -103,14 +121,7 @@ impl Target for Host {
 
     fn compile(&self, kernel: &Kernel) -> Result<KernelBlob, TargetError> {
         let k = self.prepare(kernel)?;
-        let c = codegen::compile(&*self.isa, &k).map_err(|e| match e {
-            codegen::CgError::Unsupported(message) => {
-                TargetError::Unsupported { target: NAME.to_string(), kernel: kernel.name.clone(), message }
-            }
-            codegen::CgError::Internal(message) => {
-                TargetError::Codegen { target: NAME.to_string(), kernel: kernel.name.clone(), message }
-            }
-        })?;
+        let c = codegen::compile(&*self.isa, &k).map_err(|e| cg_error(kernel, e))?;
         let header =
             blob::BlobHeader { grid: c.grid, scratch_bytes: c.scratch_bytes, work: c.work, param_bytes: c.param_bytes };
         Ok(KernelBlob { name: kernel.name.clone(), code: header.encode(&c.code) })

@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 use tessera_host::{Host, HostDevice};
 use tessera_ir::DType;
-use tessera_kir::{Access, BinOp, CastMode, CmpOp, Kernel, KernelBuilder, MathFn, ReduceOp, Space, Ty, UnOp, Val};
+use tessera_kir::{
+    Access, BinOp, CastMode, CmpOp, Kernel, KernelBuilder, MathFn, ReduceOp, Space, TileRef, Ty, UnOp, Val,
+};
 use tessera_runtime::{Device, KernelArg};
 use tessera_target::{Target, TargetError};
 
@@ -933,21 +935,149 @@ fn launches_with_wrong_arguments_are_refused() {
     assert_eq!(e.to_string(), "kernel `tiny`: buffer 1 has 12 bytes, but the kernel uses 16");
 }
 
+/// Like [`check`], but the interpreter runs the kernel after `to_backend_subset`: for math
+/// routines, whose expansion is not bit-identical to the interpreter's libm.
+fn check_expanded(k: &Kernel, inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut e = k.clone();
+    tessera_kir::passes::to_backend_subset(&mut e).unwrap_or_else(|err| panic!("{err}"));
+    let got = run_host_with(&HostDevice::new(), k, inputs);
+    let want = run_interp(&e, inputs);
+    for (p, (g, w)) in k.params().iter().zip(got.iter().zip(&want)) {
+        let nan = |b: &[u8]| p.dtype == DType::F32 && f32::from_le_bytes(b.try_into().unwrap()).is_nan();
+        for (i, (ge, we)) in g.chunks(4).zip(w.chunks(4)).enumerate() {
+            assert!(ge == we || (nan(ge) && nan(we)), "`{}` {}[{i}]: {ge:?} vs {we:?}", k.name, p.name);
+        }
+    }
+    got
+}
+
 #[test]
-fn constructs_outside_the_backend_subset_are_unsupported() {
-    let k = elementwise("exp", DType::F32, 1, 4, |b, x, _| b.math(MathFn::Exp, &[x]));
+fn math_routines_run_as_the_shared_expansion_says() {
+    for f in MathFn::ALL {
+        for lanes in [1u16, 4] {
+            let k = elementwise("math", DType::F32, lanes, 16, move |b, x, y| {
+                let args: Vec<Val> = if f.arity() == 2 { vec![x, y] } else { vec![x] };
+                b.math(f, &args)
+            });
+            // Small positive and negative arguments, so every routine has a finite answer.
+            let x: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) / 9.0).collect();
+            let y: Vec<f32> = (0..16).map(|i| 0.25 + i as f32 / 8.0).collect();
+            let out = to_f32s(&check_expanded(&k, &[f32s(&x), f32s(&y), vec![0; 64]])[2]);
+            // And close to the true function, which the interpreter evaluates with libm.
+            let exact = to_f32s(&run_interp(&k, &[f32s(&x), f32s(&y), vec![0; 64]])[2]);
+            for i in 0..16 {
+                let (g, w) = (out[i], exact[i]);
+                assert!(
+                    (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-5 + 1e-5 * w.abs(),
+                    "{f:?}({}, {}): {g} vs {w}",
+                    x[i],
+                    y[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn low_precision_and_sub_byte_dtypes_match_the_interpreter() {
+    let narrow = [
+        DType::F16,
+        DType::BF16,
+        DType::F8E4M3FN,
+        DType::F8E4M3FNUZ,
+        DType::F8E5M2,
+        DType::F8E5M2FNUZ,
+        DType::F4E2M1,
+        DType::I4,
+        DType::U4,
+        DType::I2,
+        DType::U2,
+    ];
+    for d in narrow {
+        // Sub-byte buffers are accessed a byte at a time, so instances own whole bytes:
+        // one instance per element would race on shared bytes, hence a single instance.
+        let mut b = KernelBuilder::new("narrow");
+        let n = 64u64;
+        let x = b.param("x", d, n, Access::Read);
+        let y = b.param("y", d, n, Access::Read);
+        let z = b.param("z", d, n, Access::Write);
+        let w = b.param("w", DType::F32, n, Access::Write);
+        let lanes = if d.is_sub_byte() { 1 } else { 4 };
+        let (lo, hi, step) = (b.index(0), b.index(n as i64), b.index(lanes as i64));
+        b.for_loop(lo, hi, step, &[], |b, i, _| {
+            let a = b.load(x, i, lanes);
+            let c = b.load(y, i, lanes);
+            let s = b.mul(a, c);
+            let s = b.add(s, a);
+            b.store(z, i, s);
+            let f = b.cast(s, DType::F32, CastMode { saturate: false });
+            b.store(w, i, f);
+            Vec::new()
+        });
+        let k = b.finish();
+        let bytes = d.storage_bytes(n) as usize;
+        check(&k, &[noise(bytes, 61), noise(bytes, 62), vec![0; bytes], vec![0; 256]]);
+    }
+}
+
+#[test]
+fn mma_runs_through_its_expansion() {
+    for (a_ty, acc) in [(DType::F32, DType::F32), (DType::F16, DType::F32), (DType::I8, DType::I32)] {
+        let (m, n, kk) = (4u32, 8u32, 16u32);
+        let mut b = KernelBuilder::new("mma");
+        let a = b.param("a", a_ty, (2 * m * kk) as u64, Access::Read);
+        let bm = b.param("b", a_ty, (kk * n) as u64, Access::Read);
+        let c = b.param("c", acc, (2 * m * n) as u64, Access::ReadWrite);
+        b.set_grid(&[2]);
+        let p = b.program_id(0);
+        let (am, cm) = (b.index((m * kk) as i64), b.index((m * n) as i64));
+        let ao = b.mul(p, am);
+        let co = b.mul(p, cm);
+        let zero = b.index(0);
+        let tile = |buf, offset, cols: u32| TileRef { buf, offset, row_stride: cols as i64, col_stride: 1 };
+        b.mma(tile(a, ao, kk), tile(bm, zero, n), tile(c, co, n), m, n, kk);
+        let k = b.finish();
+        let bytes = |d: DType, len: u32| d.storage_bytes(len as u64) as usize;
+        // Small integers in every format, so that products and sums are exact.
+        let small = |d: DType, len: u32, seed: u64| -> Vec<u8> {
+            let v: Vec<f32> = noise(len as usize, seed).iter().map(|&x| (x % 7) as f32 - 3.0).collect();
+            match d {
+                DType::F32 => f32s(&v),
+                DType::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+                _ => v.iter().map(|&x| x as i8 as u8).collect(),
+            }
+        };
+        let inputs = [small(a_ty, 2 * m * kk, 71), small(a_ty, kk * n, 72), vec![0; bytes(acc, 2 * m * n)]];
+        check(&k, &inputs);
+    }
+}
+
+#[test]
+fn what_the_shared_passes_refuse_is_unsupported() {
+    // Vector access to a sub-byte buffer: the passes want it scalarised first.
+    let k = elementwise("nibbles", DType::I4, 2, 8, |b, x, y| b.add(x, y));
     match host().compile(&k) {
         Err(TargetError::Unsupported { target, kernel, message }) => {
-            assert_eq!((target.as_str(), kernel.as_str()), ("host", "exp"));
-            assert!(message.contains("math routine `Exp`"), "{message}");
+            assert_eq!((target.as_str(), kernel.as_str()), ("host", "nibbles"));
+            assert!(message.contains("a vector load of a sub-byte dtype"), "{message}");
         }
         other => panic!("{other:?}"),
     }
-    let k = elementwise("half", DType::F16, 1, 4, |b, x, y| b.add(x, y));
-    match host().compile(&k) {
-        Err(TargetError::Unsupported { message, .. }) => assert!(message.contains("dtype f16"), "{message}"),
-        other => panic!("{other:?}"),
+}
+
+#[test]
+fn four_lane_f32_code_is_sse_vector_code() {
+    let k = elementwise("vec4", DType::F32, 4, 16, |b, x, y| {
+        let p = b.mul(x, y);
+        let c = b.cmp(CmpOp::Gt, p, x);
+        b.select(c, p, y)
+    });
+    let clif = host().clif(&k).unwrap();
+    // One 128-bit load per operand, vector arithmetic, a lane-mask blend and one store.
+    for want in ["load.f32x4", "fmul", "fcmp gt", "bitselect", "store"] {
+        assert!(clif.contains(want), "no `{want}` in\n{clif}");
     }
+    assert!(!clif.contains("extractlane"), "the vector was split into lanes:\n{clif}");
 }
 
 #[test]

@@ -173,7 +173,7 @@ fn legalize_inst(b: &mut KernelBuilder, inst: &Inst, sem: &dyn Fn(Val) -> Ty, kn
                     return Err(unsupported(kname, b, inst, "a vector load of a sub-byte dtype"));
                 }
                 let (byte, shift) = byte_and_shift(b, d, *index);
-                let raw = b.load(*buf, byte, 1);
+                let raw = b.emit_inst(Load { buf: *buf, index: byte }, &[Ty::scalar(DType::U8)])[0];
                 let raw = b.cast(raw, DType::I32, NO_SAT);
                 let v = b.binary(BinOp::Shr, raw, shift);
                 let mask = b.const_int(Ty::scalar(DType::I32), (1 << d.bits()) - 1);
@@ -201,7 +201,7 @@ fn legalize_inst(b: &mut KernelBuilder, inst: &Inst, sem: &dyn Fn(Val) -> Ty, kn
                 let code = b.binary(BinOp::Shl, code, shift);
                 let hole = b.binary(BinOp::Shl, mask, shift);
                 let keep = b.unary(UnOp::Not, hole);
-                let old = b.load(*buf, byte, 1);
+                let old = b.emit_inst(InstKind::Load { buf: *buf, index: byte }, &[Ty::scalar(DType::U8)])[0];
                 let old = b.cast(old, DType::I32, NO_SAT);
                 let old = b.binary(BinOp::And, old, keep);
                 let new = b.binary(BinOp::Or, old, code);

@@ -11,8 +11,8 @@
 //! - f64 routines run in f64 with polynomials of f64 degree. Their error is a few ulp, except
 //!   for `pow`, which is `exp(y·log|x|)` in f64: its relative error grows with `|y·log x|`, up
 //!   to about 1e-13 for results near the f64 range; and `sin`/`cos`/`tan`, whose Cody–Waite
-//!   reduction is exact only for |x| < 2^20·π/2 ≈ 1.6e6 (beyond that the result keeps only
-//!   the accuracy of the reduction, not libm's).
+//!   reduction is exact only for |x| < 2^20·π/2 ≈ 1.6e6, for f32 inputs too: beyond that
+//!   `sin` and `cos` are bounded by 1 but inaccurate (a Payne–Hanek reduction is missing).
 //!
 //! The routines use only backend-subset instructions on f32/f64 and i32/i64, so a backend gets
 //! them for free.
@@ -156,9 +156,6 @@ impl<'a> Mx<'a> {
     }
     pub fn and(&mut self, a: Val, b: Val) -> Val {
         self.b.binary(BinOp::And, a, b)
-    }
-    pub fn or(&mut self, a: Val, b: Val) -> Val {
-        self.b.binary(BinOp::Or, a, b)
     }
     pub fn not(&mut self, a: Val) -> Val {
         self.b.unary(UnOp::Not, a)
@@ -519,6 +516,12 @@ fn sin_cos_tan(m: &mut Mx<'_>, x: Val, which: Trig) -> Val {
         let np = m.mulc(n, p);
         r = m.sub(r, np);
     }
+    // Beyond the reduction's exact range r is meaningless; keep it in [−π/4, π/4] so the
+    // result is at least bounded (see the file doc).
+    let lim = m.c(0.786);
+    let nlim = m.c(-0.786);
+    let r = m.min(r, lim);
+    let r = m.max(r, nlim);
     let z = m.mul(r, r);
     // sin r = r·(1 − z/3! + z²/5! − …), cos r = 1 − z/2! + z²/4! − …
     let (ns, nc) = if m.is_f64() { (10, 10) } else { (6, 6) };

@@ -62,6 +62,9 @@ pub fn check_backend_subset(k: &Kernel) -> Result<(), KirError> {
                 }
             }
             match &inst.kind {
+                InstKind::Store { value, .. } if !is_backend_dtype(k.ty(*value).elem) => {
+                    return Err(bad(format!("a store of {}", k.ty(*value).elem)))
+                }
                 InstKind::Math(..) => return Err(bad("a math routine".into())),
                 InstKind::Mma { .. } => return Err(bad("mma".into())),
                 InstKind::For { body, .. } => walk(k, body)?,

@@ -209,3 +209,26 @@ fn select_and_vector_lanes() {
     b.extract(v, 4);
     assert!(err(&b.finish()).ends_with("extracts lane 4 of vec<4xf32>"));
 }
+
+#[test]
+fn loads_and_stores_may_use_the_storage_view() {
+    let mut b = KernelBuilder::new("view");
+    let h = b.param("h", DType::F16, 4, Access::ReadWrite);
+    let q = b.param("q", DType::I4, 5, Access::ReadWrite);
+    let i = b.index(0);
+    let bits = b.emit_inst(InstKind::Load { buf: h, index: i }, &[Ty::vector(DType::U16, 4)])[0];
+    b.store(h, i, bits);
+    let byte = b.emit_inst(InstKind::Load { buf: q, index: i }, &[Ty::scalar(DType::U8)])[0];
+    b.store(q, i, byte);
+    let k = b.finish();
+    verify(&k).unwrap();
+    // A view that is not the dtype's storage view is refused.
+    let mut k2 = k.clone();
+    k2.vals[1] = Ty::vector(DType::I16, 4);
+    assert!(err(&k2).ends_with("loads vec<4xi16> from buffer `h` of f16"), "{}", err(&k2));
+    // Byte views count bytes: 5 nibbles are 3 bytes, so byte 3 is out of bounds.
+    let mut hb = vec![0u8; 8];
+    let mut qb = vec![0x21u8, 0x43, 0x05];
+    crate::interp::run_kernel(&k, &mut [&mut hb, &mut qb]).unwrap();
+    assert_eq!(qb, vec![0x21, 0x43, 0x05]);
+}

@@ -1,0 +1,158 @@
+//! The `tessera` binary end to end: the malformed-input corpus (`tests/data/bad`, made by
+//! `tests/python/make_bad_corpus.py`), exit codes, corrupt artifacts, and both run modes.
+//! Every bad input must give an error naming the problem, a documented exit code (never a
+//! panic's 101), and no output file, partial or not.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tessera_ir::Tensor;
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera")
+}
+
+fn corpus(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/bad").join(name).display().to_string()
+}
+
+/// A fresh empty folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tessera-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn write_npy(path: &Path, t: &Tensor) {
+    std::fs::write(path, tessera_driver::npy::encode(t).unwrap()).unwrap();
+}
+
+/// Compiling `bad` fails with `code`, a message containing `needle`, and leaves nothing behind.
+fn refused(bad: &str, code: i32, needle: &str) {
+    let dir = scratch(bad);
+    let out = dir.join("out.tsa");
+    let o = tessera(&["compile", &corpus(bad), "--target", "host", "-o", out.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "{bad}: {err}");
+    assert!(err.starts_with("error: "), "{bad}: {err}");
+    assert!(!err.contains("panicked"), "{bad}: {err}");
+    assert!(err.contains(needle), "{bad}: expected `{needle}` in: {err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{bad}: files left behind");
+}
+
+#[test]
+fn truncated_protobuf_is_refused() {
+    refused("truncated.onnx", 1, "truncated.onnx");
+}
+
+#[test]
+fn cycle_is_refused() {
+    refused("cycle.onnx", 1, "cycle");
+}
+
+#[test]
+fn dangling_input_is_refused() {
+    refused("dangling.onnx", 1, "nowhere");
+}
+
+#[test]
+fn unknown_op_is_unsupported_and_named() {
+    refused("unknown_op.onnx", 3, "FrobnicateTensor");
+}
+
+#[test]
+fn mismatched_shapes_are_refused() {
+    refused("mismatched_shapes.onnx", 1, "Add");
+}
+
+#[test]
+fn absurd_dimension_is_refused_before_allocating() {
+    refused("huge_dim.onnx", 1, "big");
+}
+
+#[test]
+fn escaping_external_data_path_is_refused() {
+    refused("bad_external.onnx", 1, "passwd");
+}
+
+#[test]
+fn corrupt_truncated_and_wrong_target_artifacts_are_refused() {
+    let dir = scratch("artifact");
+    let tsa = dir.join("m.tsa");
+    let o = tessera(&["compile", &corpus("good_add.onnx"), "--target", "interp", "-o", tsa.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let x = dir.join("x.npy");
+    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    let input = format!("x={}", x.display());
+
+    let ok = tessera(&["run", tsa.to_str().unwrap(), "--target", "interp", "--input", &input]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("2.000000, 4.000000, 6.000000"));
+
+    let wrong = tessera(&["run", tsa.to_str().unwrap(), "--target", "host", "--input", &input]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(stderr(&wrong).contains("compiled for target `interp`"), "{}", stderr(&wrong));
+
+    let good = std::fs::read(&tsa).unwrap();
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+    std::fs::write(&tsa, &flipped).unwrap();
+    let o = tessera(&["run", tsa.to_str().unwrap(), "--target", "interp", "--input", &input]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("corrupt") && stderr(&o).contains("m.tsa"), "{}", stderr(&o));
+
+    std::fs::write(&tsa, &good[..good.len() - 10]).unwrap();
+    let o = tessera(&["run", tsa.to_str().unwrap(), "--target", "interp", "--input", &input]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+}
+
+#[test]
+fn wrong_input_shape_names_the_input() {
+    let dir = scratch("shape");
+    let tsa = dir.join("m.tsa");
+    assert!(tessera(&["compile", &corpus("good_add.onnx"), "-o", tsa.to_str().unwrap()]).status.success());
+    let x = dir.join("x.npy");
+    write_npy(&x, &Tensor::from_f32(vec![3, 3], &[0.0; 9]));
+    let o = tessera(&["run", tsa.to_str().unwrap(), "--input", &format!("x={}", x.display())]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("input `x`") && stderr(&o).contains("shape"), "{}", stderr(&o));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = tessera(&["run", &corpus("good_add.onnx"), "--target", "tpu9000"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tpu9000"));
+    assert_eq!(tessera(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn run_with_pb_folders_writes_outputs_in_order() {
+    let dir = scratch("pb");
+    let inputs = dir.join("in");
+    let outputs = dir.join("out");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let x = Tensor::from_f32(vec![2, 3], &[1.0, -2.0, 3.0, -4.0, 5.0, -6.5]);
+    tessera_onnx::write_tensor_file(&inputs.join("input_0.pb"), &x, "x").unwrap();
+    for target in ["host", "interp"] {
+        let o = tessera(&["run", &corpus("good_add.onnx"), "--target", target, "--inputs", inputs.to_str().unwrap(), "--outputs", outputs.to_str().unwrap()]);
+        assert!(o.status.success(), "{target}: {}", stderr(&o));
+        let y = tessera_onnx::read_tensor_file(&outputs.join("output_0.pb")).unwrap();
+        assert_eq!(y.dims, vec![2, 3]);
+        assert_eq!(y.to_f64_vec().unwrap(), vec![2.0, -4.0, 6.0, -8.0, 10.0, -13.0], "{target}");
+    }
+}
+
+#[test]
+fn targets_lists_host_and_interp() {
+    let o = tessera(&["targets"]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(s.contains("host") && s.contains("interp") && s.contains("needs --features llvm"), "{s}");
+}

@@ -1,0 +1,60 @@
+"""Writes the malformed-input corpus for the CLI tests into tests/data/bad/.
+
+Each file is tiny and committed; this script documents how they were made and can remake them.
+Every model here must be refused by `tessera` with a clear error, never a panic.
+"""
+import os
+import sys
+
+import onnx
+from onnx import TensorProto, helper
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "data", "bad")
+os.makedirs(OUT, exist_ok=True)
+
+
+def save(name, graph, opset=17):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tessera-bad-corpus")
+    model.ir_version = 8
+    with open(os.path.join(OUT, name), "wb") as f:
+        f.write(model.SerializeToString())
+
+
+f32 = TensorProto.FLOAT
+x = helper.make_tensor_value_info("x", f32, [2, 3])
+y = helper.make_tensor_value_info("y", f32, [2, 3])
+
+# A valid model, for positive tests and as the source of the truncated file.
+save("good_add.onnx", helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"], name="add")], "good", [x], [y]))
+with open(os.path.join(OUT, "good_add.onnx"), "rb") as f:
+    good = f.read()
+with open(os.path.join(OUT, "truncated.onnx"), "wb") as f:
+    f.write(good[: len(good) * 2 // 3])
+
+save("cycle.onnx", helper.make_graph([
+    helper.make_node("Relu", ["b"], ["a"], name="first"),
+    helper.make_node("Relu", ["a"], ["b"], name="second"),
+    helper.make_node("Add", ["x", "a"], ["y"], name="out"),
+], "cycle", [x], [y]))
+
+save("dangling.onnx", helper.make_graph([helper.make_node("Add", ["x", "nowhere"], ["y"], name="add")], "dangling", [x], [y]))
+
+save("unknown_op.onnx", helper.make_graph([helper.make_node("FrobnicateTensor", ["x"], ["y"], name="frob")], "unknown", [x], [y]))
+
+z = helper.make_tensor_value_info("z", f32, [4, 5])
+save("mismatched_shapes.onnx", helper.make_graph([helper.make_node("Add", ["x", "z"], ["y"], name="add")], "mismatch", [x, z], [y]))
+
+big = helper.make_tensor_value_info("big", f32, [1 << 20, 1 << 20])
+bigy = helper.make_tensor_value_info("bigy", f32, [1 << 20, 1 << 20])
+save("huge_dim.onnx", helper.make_graph([helper.make_node("Relu", ["big"], ["bigy"], name="relu")], "huge", [big], [bigy]))
+
+w = TensorProto()
+w.name = "w"
+w.data_type = f32
+w.dims.extend([2, 3])
+w.data_location = TensorProto.EXTERNAL
+for k, v in [("location", "../../../etc/passwd"), ("offset", "0"), ("length", "24")]:
+    e = w.external_data.add()
+    e.key, e.value = k, v
+save("bad_external.onnx", helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"], name="add")], "external", [x], [y], initializer=[w]))
+print("wrote corpus to", OUT)
