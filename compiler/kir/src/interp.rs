@@ -24,6 +24,11 @@
 //!   accumulator uses a fused multiply-add; narrower accumulators form the exact product in
 //!   f64 and add with round-to-odd before rounding to the accumulator type.
 //! - Local and shared buffers are zeroed at the start of every program instance.
+//! - A load or store may access a buffer through its storage view (`u16` bit patterns of
+//!   f16/bf16, `u8` of float8, `u8` bytes of sub-byte dtypes), as `kernel.rs` allows.
+
+// Errors are cold and carry their whole context for the user; boxing them would buy nothing.
+#![allow(clippy::result_large_err)]
 
 use crate::error::KirError;
 use crate::kernel::*;
@@ -399,7 +404,7 @@ impl<'k> Machine<'k, '_> {
                         let kind = TrapKind::Bounds { what: "loads", buf: *buf, first: i as i128, end: i as i128 + 1 };
                         return Err(with_loc(self.trap(inst, kind), *loc));
                     }
-                    self.regs[*r as usize] = read_elem(*d, &self.bufs[*buf as usize], i as usize);
+                    self.regs[*r as usize] = read_elem(*d, self.bufs[*buf as usize], i as usize);
                 }
                 Op::Store1(d, v, buf, i, len, inst, loc) => {
                     let i = self.regs[*i as usize] as i64;
@@ -408,7 +413,7 @@ impl<'k> Machine<'k, '_> {
                         return Err(with_loc(self.trap(inst, kind), *loc));
                     }
                     let v = self.regs[*v as usize];
-                    write_elem(*d, &mut self.bufs[*buf as usize], i as usize, v);
+                    write_elem(*d, self.bufs[*buf as usize], i as usize, v);
                 }
                 Op::Copy { from, to, n } => {
                     let (f, t, n) = (*from as usize, *to as usize, *n as usize);
@@ -743,13 +748,13 @@ impl<'k> Machine<'k, '_> {
         for i in 0..m {
             for j in 0..n {
                 let ci = idx(co, c, i, j);
-                let mut s = read_elem(acc, &self.bufs[c.buf.0 as usize], ci);
+                let mut s = read_elem(acc, self.bufs[c.buf.0 as usize], ci);
                 for kk in 0..k {
-                    let x = read_elem(a_ty, &self.bufs[a.buf.0 as usize], idx(ao, a, i, kk));
-                    let y = read_elem(b_ty, &self.bufs[b.buf.0 as usize], idx(bo, b, kk, j));
+                    let x = read_elem(a_ty, self.bufs[a.buf.0 as usize], idx(ao, a, i, kk));
+                    let y = read_elem(b_ty, self.bufs[b.buf.0 as usize], idx(bo, b, kk, j));
                     s = mac(acc, a_ty, b_ty, s, x, y);
                 }
-                write_elem(acc, &mut self.bufs[c.buf.0 as usize], ci, s);
+                write_elem(acc, self.bufs[c.buf.0 as usize], ci, s);
             }
         }
         Ok(())

@@ -294,7 +294,7 @@ fn quantize(b: &mut KernelBuilder, t: DType, x: Val, saturate: bool) -> Val {
         let nb = m.ibin(BinOp::And, xb, -65536);
         let nb = m.ibin(BinOp::Or, nb, 0x0040_0000);
         let r = m.sel(isnan, nb, r);
-        return m.from_bits(r);
+        return m.float_from_bits(r);
     }
     let f = fmt(t);
     let sat = saturate && t != DType::F16;
@@ -307,7 +307,7 @@ fn quantize(b: &mut KernelBuilder, t: DType, x: Val, saturate: bool) -> Val {
     let r = m.ibin(BinOp::Add, ab, (1 << (sh - 1)) - 1);
     let r = m.b.add(r, lsb);
     let r = m.ibin(BinOp::And, r, !((1i64 << sh) - 1));
-    let vn = m.from_bits(r);
+    let vn = m.float_from_bits(r);
     // Subnormal range: round to a multiple of the smallest subnormal.
     let q_exp = 1 - f.bias - f.m as i32;
     let up = m.mulc(a, 2f64.powi(-q_exp));
@@ -384,7 +384,7 @@ fn to_bits(b: &mut KernelBuilder, x: Val, t: DType) -> Val {
     // normal, which is its code too).
     let q_exp = 1 - f.bias - f.m as i32;
     let s = m.mulc(a, 2f64.powi(-q_exp));
-    let cs = m.to_int(s);
+    let cs = m.int_of(s);
     let is_sub = m.cmpc(CmpOp::Lt, a, 2f64.powi(1 - f.bias));
     let code = m.sel(is_sub, cs, cn);
     let code = if f.special == Special::Ieee {
@@ -437,7 +437,7 @@ fn from_bits(b: &mut KernelBuilder, code: Val, t: DType) -> Val {
     if t == DType::BF16 {
         let c = m.ibin(BinOp::And, code, 0xffff);
         let c = m.ibin(BinOp::Shl, c, 16);
-        return m.from_bits(c);
+        return m.float_from_bits(c);
     }
     let f = fmt(t);
     let e = m.ibin(BinOp::Shr, code, f.m as i64);
@@ -450,9 +450,9 @@ fn from_bits(b: &mut KernelBuilder, code: Val, t: DType) -> Val {
     let fe = m.ibin(BinOp::Shl, fe, 23);
     let fm = m.ibin(BinOp::Shl, mm, 23 - f.m as i64);
     let fb = m.b.binary(BinOp::Or, fe, fm);
-    let vn = m.from_bits(fb);
+    let vn = m.float_from_bits(fb);
     // Subnormal (and zero): mantissa times the smallest subnormal.
-    let mf = m.to_float(mm);
+    let mf = m.float_of(mm);
     let vs = m.mulc(mf, 2f64.powi(1 - f.bias - f.m as i32));
     let zi = m.ci(0);
     let e0 = m.b.cmp(CmpOp::Eq, e, zi);
@@ -476,7 +476,7 @@ fn from_bits(b: &mut KernelBuilder, code: Val, t: DType) -> Val {
                 let p = m.ibin(BinOp::Or, p, 0x7fc0_0000);
                 let s = m.ibin(BinOp::Shl, sign, 31);
                 let p = m.b.binary(BinOp::Or, p, s);
-                m.from_bits(p)
+                m.float_from_bits(p)
             } else {
                 let n = m.c(f64::NAN);
                 let nn = m.neg(n);

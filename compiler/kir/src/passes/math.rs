@@ -17,6 +17,9 @@
 //! The routines use only backend-subset instructions on f32/f64 and i32/i64, so a backend gets
 //! them for free.
 
+// The polynomial and split constants are fdlibm's, with the digits it publishes.
+#![allow(clippy::excessive_precision)]
+
 use super::rewrite::{rewrite, Action};
 use crate::builder::KernelBuilder;
 use crate::error::KirError;
@@ -166,13 +169,13 @@ impl<'a> Mx<'a> {
     pub fn bits(&mut self, x: Val) -> Val {
         self.b.bitcast(x, self.ity)
     }
-    pub fn from_bits(&mut self, i: Val) -> Val {
+    pub fn float_from_bits(&mut self, i: Val) -> Val {
         self.b.bitcast(i, self.ty)
     }
-    pub fn to_int(&mut self, x: Val) -> Val {
+    pub fn int_of(&mut self, x: Val) -> Val {
         self.b.cast(x, self.ity.elem, CastMode { saturate: false })
     }
-    pub fn to_float(&mut self, i: Val) -> Val {
+    pub fn float_of(&mut self, i: Val) -> Val {
         self.b.cast(i, self.ty.elem, CastMode { saturate: false })
     }
     pub fn ibin(&mut self, op: BinOp, a: Val, c: i64) -> Val {
@@ -197,7 +200,7 @@ impl<'a> Mx<'a> {
         let m = self.ibin(BinOp::And, mb, !top);
         let s = self.ibin(BinOp::And, sb, top);
         let r = self.b.binary(BinOp::Or, m, s);
-        self.from_bits(r)
+        self.float_from_bits(r)
     }
 
     /// 2^n for an int `n` in the normal exponent range.
@@ -205,7 +208,7 @@ impl<'a> Mx<'a> {
         let (mant, bias) = self.layout();
         let e = self.ibin(BinOp::Add, n, bias);
         let e = self.ibin(BinOp::Shl, e, mant);
-        self.from_bits(e)
+        self.float_from_bits(e)
     }
 }
 
@@ -249,7 +252,7 @@ pub(crate) fn exp(m: &mut Mx<'_>, x: Val) -> Val {
     let bq = m.mulc(n, ln2lo);
     let r = m.sub(r, bq);
     let p = m.poly(r, &inv_factorials(terms));
-    let ni = m.to_int(n);
+    let ni = m.int_of(n);
     let n1 = m.ibin(BinOp::Shr, ni, 1);
     let n2 = m.b.sub(ni, n1);
     let s1 = m.pow2i(n1);
@@ -290,7 +293,7 @@ pub(crate) fn log(m: &mut Mx<'_>, x: Val) -> Val {
     let e = m.sel(sub, e_adj, e);
     let mb = m.ibin(BinOp::And, bits, (1i64 << mant) - 1);
     let mb = m.ibin(BinOp::Or, mb, bias << mant);
-    let mm = m.from_bits(mb);
+    let mm = m.float_from_bits(mb);
     let big = m.cmpc(CmpOp::Gt, mm, std::f64::consts::SQRT_2);
     let half = m.mulc(mm, 0.5);
     let mm = m.sel(big, half, mm);
@@ -309,7 +312,7 @@ pub(crate) fn log(m: &mut Mx<'_>, x: Val) -> Val {
     let st = m.mul(s, t);
     let fh = m.sub(f, hfsq);
     let logm = m.add(fh, st);
-    let ef = m.to_float(e);
+    let ef = m.float_of(e);
     let lo_part = m.mulc(ef, ln2lo);
     let y = m.add(logm, lo_part);
     let hi_part = m.mulc(ef, ln2hi);
@@ -531,7 +534,7 @@ fn sin_cos_tan(m: &mut Mx<'_>, x: Val, which: Trig) -> Val {
     let sp = m.poly(z, &sc);
     let s = m.mul(r, sp);
     let c = m.poly(z, &cc);
-    let q = m.to_int(n);
+    let q = m.int_of(n);
     let q1 = m.ibin(BinOp::And, q, 1);
     let zi = m.ci(0);
     let odd = m.b.cmp(CmpOp::Ne, q1, zi);
@@ -564,7 +567,7 @@ fn sin_cos_tan(m: &mut Mx<'_>, x: Val, which: Trig) -> Val {
 /// atan, after fdlibm: reduction to |t| < 7/16 around atan(0.5), atan(1), atan(1.5), atan(inf),
 /// then an odd polynomial of degree 23.
 fn atan(m: &mut Mx<'_>, x: Val) -> Val {
-    const ATANHI: [f64; 4] = [4.63647609000806093515e-01, 7.85398163397448278999e-01, 9.82793723247329054082e-01, 1.57079632679489655800e+00];
+    const ATANHI: [f64; 4] = [4.63647609000806093515e-01, std::f64::consts::FRAC_PI_4, 9.82793723247329054082e-01, std::f64::consts::FRAC_PI_2];
     const ATANLO: [f64; 4] = [2.26987774529616870924e-17, 3.06161699786838301793e-17, 1.39033110312309984516e-17, 6.12323399573676603587e-17];
     const AT: [f64; 11] = [
         3.33333333333329318027e-01,
@@ -744,7 +747,7 @@ fn erf(m: &mut Mx<'_>, x: Val) -> Val {
     let ss = m.sel(in_c, sa, sb);
     let ab = m.bits(a);
     let zb = m.ibin(BinOp::And, ab, -0x1_0000_0000);
-    let zz = m.from_bits(zb);
+    let zz = m.float_from_bits(zb);
     let z2 = m.mul(zz, zz);
     let nz2 = m.neg(z2);
     let e1a = m.addc(nz2, -0.5625);

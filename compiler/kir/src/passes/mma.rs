@@ -130,6 +130,6 @@ pub(crate) fn add_round_odd(m: &mut Mx<'_>, a: Val, b: Val) -> Val {
     let plus = m.ibin(BinOp::Add, bits, 1);
     let minus = m.ibin(BinOp::Sub, bits, 1);
     let nb = m.sel(up, plus, minus);
-    let adj = m.from_bits(nb);
+    let adj = m.float_from_bits(nb);
     m.sel(fix, adj, s)
 }
