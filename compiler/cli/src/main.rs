@@ -70,6 +70,12 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// The simulated NPU: `tessera npu-sim run KERNEL.asm --in r1=A.npy … ` (see `npu-sim help`).
+    #[command(name = "npu-sim", disable_help_flag = true)]
+    NpuSim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Median latency of a model over repeated runs after a warm-up.
     Bench {
         model: PathBuf,
@@ -122,6 +128,10 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             Ok(())
         }
         Cmd::Conformance { target, filter, jobs, data, report, verbose } => conformance_cmd(&target, filter.as_deref(), jobs, &data, &report, verbose),
+        Cmd::NpuSim { args } => tessera_npu_sim::cli::main_with_args(&args).map_err(|e| match e {
+            tessera_npu_sim::SimError::Args(m) => DriverError::Usage(format!("npu-sim: {m}")),
+            other => DriverError::Tool(format!("npu-sim: {other}")),
+        }),
         Cmd::Bench { model, target, baseline, runs, warmup, inputs } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs),
     }
 }

@@ -33,6 +33,9 @@ pub enum DriverError {
     Usage(String),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    /// A tool run by the CLI (the npu-sim simulator) failed; the message says how.
+    #[error("{0}")]
+    Tool(String),
     #[error("internal error (a bug in Tessera): {0}")]
     Internal(String),
 }

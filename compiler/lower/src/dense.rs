@@ -1355,7 +1355,11 @@ fn norm_kernel(s: &NormSpec) -> Kernel {
             }
             NormKind::Lp(p) => {
                 let norm = if p == 2 { b.unary(UnOp::Sqrt, s1[0]) } else { s1[0] };
-                let inv = b.div(onev, norm);
+                // A zero vector normalises to zeros (as ONNX's reference does), not to NaN.
+                let is_zero = b.cmp(CmpOp::Eq, norm, zero);
+                let safe = b.select(is_zero, onev, norm);
+                let quotient = b.div(onev, safe);
+                let inv = b.select(is_zero, zero, quotient);
                 (zero, inv, None)
             }
         };

@@ -132,14 +132,26 @@ fn binary(cx: &LowerCx, node: &Node) -> Result<Body> {
                 other => return Err(cx.invalid(format!("BitShift direction must be LEFT or RIGHT, got {other:?}"))),
             };
             let bits = a_dt.bits();
-            // Kernel IR takes the shift amount modulo the width; ONNX (numpy) shifts every
-            // bit out, giving 0, for amounts of the width or more.
+            let signed = a_dt.is_signed_int();
+            // Kernel IR takes the shift amount modulo the width. ONNX instead shifts every bit
+            // out for a negative amount or one of the width or more: the result is what sign
+            // extension alone gives, -1 for a right shift of a negative signed value, else 0.
             Box::new(move |b, v| {
                 let shifted = b.binary(if left { BinOp::Shl } else { BinOp::Shr }, v[0], v[1]);
                 let w = konst_like(b, v[1], bits as f64);
+                let zero_amt = konst_like(b, v[1], 0.0);
                 let too_far = b.cmp(CmpOp::Ge, v[1], w);
+                let negative = b.cmp(CmpOp::Lt, v[1], zero_amt);
+                let out_of_range = b.binary(BinOp::Or, too_far, negative);
                 let zero = konst_like(b, v[0], 0.0);
-                b.select(too_far, zero, shifted)
+                let fill = if signed && !left {
+                    let minus_one = konst_like(b, v[0], -1.0);
+                    let neg_x = b.cmp(CmpOp::Lt, v[0], zero);
+                    b.select(neg_x, minus_one, zero)
+                } else {
+                    zero
+                };
+                b.select(out_of_range, fill, shifted)
             })
         }
         op => return Err(cx.unsupported(format!("{op} is not a binary op"))),
@@ -231,6 +243,15 @@ fn cast(cx: &LowerCx, node: &Node) -> Result<Body> {
     }
     // saturate only matters for float8 targets; ONNX's default is 1.
     let mode = CastMode { saturate: node.attr_int("saturate", 1) != 0 };
+    // ONNX casts floats to the sub-byte ints by converting to an integer and keeping the low
+    // bits (-9 becomes 7 in int4), not by saturating as kernel IR's float->int cast does; so
+    // go through i64 and let the int->int cast wrap.
+    if from.is_float() && to.is_int() && to.is_sub_byte() {
+        return Ok(Box::new(move |b, v| {
+            let wide = b.cast(v[0], DType::I64, mode);
+            b.cast(wide, to, mode)
+        }));
+    }
     // The skeleton widens narrow floats to f32 first, which is exact, so one rounding remains.
     Ok(Box::new(move |b, v| b.cast(v[0], to, mode)))
 }

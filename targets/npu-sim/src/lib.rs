@@ -12,6 +12,7 @@
 //! ```
 
 pub mod asm;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exec;
