@@ -69,3 +69,23 @@ fn bert_host() {
 fn bert_interp() {
     check("bert", "interp");
 }
+
+/// A loaded model runs from several threads at once, each run with its own scratch memory,
+/// and every thread gets the single-threaded answer bit for bit.
+#[test]
+fn one_model_many_threads() {
+    let dir = tessera_tests::models().join("cnn");
+    let set = dir.join("test_data_set_0");
+    let input = tessera_onnx::read_tensor_file(&set.join("input_0.pb")).unwrap();
+    let artifact = compile_file(&dir.join("model.onnx"), &CompileOptions::for_target("host")).unwrap();
+    let m = load(artifact, "host").unwrap();
+    let alone = m.run(std::slice::from_ref(&input)).unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| (0..3).map(|_| m.run(std::slice::from_ref(&input)).unwrap()).collect::<Vec<_>>())).collect();
+        for h in handles {
+            for out in h.join().unwrap() {
+                assert_eq!(out, alone);
+            }
+        }
+    });
+}

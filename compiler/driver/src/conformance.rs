@@ -44,6 +44,8 @@ pub struct CaseResult {
     pub dense_as_kernels: Option<bool>,
     /// Ops that ran on the host rather than as kernels.
     pub host_ops: Vec<String>,
+    /// Kernel launches in the plan (summed over data sets); 0 means everything was folded.
+    pub launches: usize,
     pub millis: u128,
 }
 
@@ -124,11 +126,23 @@ pub fn run_case(case: &Path, target: &str) -> CaseResult {
     let start = std::time::Instant::now();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case_inner(case, target)));
     let mut r = match outcome {
-        Ok(Ok((dense, host_ops))) => CaseResult { name, status: Status::Pass, message: String::new(), dense_as_kernels: Some(dense), host_ops, millis: 0 },
-        Ok(Err((status, message, dense))) => CaseResult { name, status, message, dense_as_kernels: dense, host_ops: Vec::new(), millis: 0 },
+        Ok(Ok((dense, host_ops, launches))) => {
+            CaseResult { name, status: Status::Pass, message: String::new(), dense_as_kernels: Some(dense), host_ops, launches, millis: 0 }
+        }
+        Ok(Err((status, message, dense))) => {
+            CaseResult { name, status, message, dense_as_kernels: dense, host_ops: Vec::new(), launches: 0, millis: 0 }
+        }
         Err(p) => {
             let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-            CaseResult { name, status: Status::Error, message: format!("panic (a bug): {msg}"), dense_as_kernels: None, host_ops: Vec::new(), millis: 0 }
+            CaseResult {
+                name,
+                status: Status::Error,
+                message: format!("panic (a bug): {msg}"),
+                dense_as_kernels: None,
+                host_ops: Vec::new(),
+                launches: 0,
+                millis: 0,
+            }
         }
     };
     r.millis = start.elapsed().as_millis();
@@ -142,7 +156,7 @@ fn classify(e: DriverError) -> CaseErr {
     (status, e.to_string(), None)
 }
 
-fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>), CaseErr> {
+fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize), CaseErr> {
     let model_path = case.join("model.onnx");
     let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
         .map_err(|e| (Status::Error, e.to_string(), None))?
@@ -155,6 +169,7 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>), Case
     }
     let mut dense_all = true;
     let mut host_ops = Vec::new();
+    let mut launches = 0;
     for set in &sets {
         let inputs = read_pb_set(set, "input").map_err(classify)?;
         let expected = read_pb_set(set, "output").map_err(classify)?;
@@ -168,6 +183,7 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>), Case
         let artifact = compile_file(&model_path, &opts).map_err(classify)?;
         // Round-trip through the file format so every run exercises the artifact too.
         let artifact = Artifact::decode(&artifact.encode()).map_err(|e| classify(e.into()))?;
+        launches += artifact.plan.steps.iter().filter(|s| matches!(s, tessera_kir::Step::Launch { .. })).count();
         for n in &artifact.plan.nodes {
             if n.how == Execution::Host {
                 host_ops.push(n.op.clone());
@@ -187,7 +203,7 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>), Case
     }
     host_ops.sort();
     host_ops.dedup();
-    Ok((dense_all, host_ops))
+    Ok((dense_all, host_ops, launches))
 }
 
 /// Runs every case under `dir` whose name matches `filter`, on `jobs` threads.
@@ -237,6 +253,7 @@ pub fn report_json(target: &str, results: &[CaseResult]) -> String {
                 "message": r.message,
                 "dense_ops_as_kernels": r.dense_as_kernels,
                 "host_ops": r.host_ops,
+                "kernel_launches": r.launches,
                 "millis": r.millis as u64,
             })
         })

@@ -1,9 +1,21 @@
 //! Constant folding of *shape computations only*. [`fold_constants`] evaluates `Constant`,
-//! `Shape`, `Size`, small `ConstantOfShape` and integer `Range`, and the small integer
-//! chains exporters emit to compute shapes (`Gather`, `Concat`, `Unsqueeze`, `Slice`,
-//! `Cast`, integer arithmetic, `Equal`, `Where` … on tensors of at most [`SMALL`] elements
-//! whose operands are all known). Dense float work is never folded, nor anything that reads
-//! a runtime input's contents: the compiled kernels must do the real work.
+//! `Shape`, `Size`, small `ConstantOfShape`, and the small chains exporters and ONNX
+//! function bodies emit to compute shapes and scale factors (`Gather`, `Concat`,
+//! `Unsqueeze`, `Slice`, `Expand`, `Cast`, integer arithmetic, `Mod`, comparisons, logic,
+//! `Where`, `ReduceProd`, integer `Range` …) whose operands are all known at compile time.
+//!
+//! What "known" means is the safety rule: a value is known if it is an initializer, a
+//! `Constant`, the result of `Shape`/`Size` (which read only types), an input bound at
+//! compile time because it decides a shape, or a folded result of known values. A runtime
+//! input's contents are never known, so nothing that reads them is folded.
+//!
+//! How much is folded depends on the kind of work (see `limit`):
+//! - integer and bool tensors up to [`SMALL_INT`] elements (shape arithmetic);
+//! - float conversions, float data movement and float `ConstantOfShape` up to [`SMALL`];
+//! - float *arithmetic* only on scalars ([`SMALL_FLOAT`]), for scale factors such as
+//!   `1 / sqrt(cast(head_size))`; float `Range` is never folded.
+//!
+//! Dense float work is a kernel's job: conformance numbers must come from kernels that compute.
 //!
 //! Start at [`eval_node`], which decides what is foldable and computes it.
 
@@ -16,8 +28,12 @@ use crate::tensor::Tensor;
 
 type Result<T> = std::result::Result<T, IrError>;
 
-/// The largest tensor (in elements) the folder computes, operands and results alike.
+/// The largest float tensor (in elements) the folder converts, moves or fills.
 pub const SMALL: u64 = 64;
+/// The largest integer or bool tensor (in elements) the folder computes.
+pub const SMALL_INT: u64 = 4096;
+/// The largest float tensor (in elements) the folder does arithmetic on: scalars only.
+pub const SMALL_FLOAT: u64 = 1;
 
 /// Infers types (see [`crate::infer_shapes`]), which also evaluates every foldable node,
 /// then removes the folded nodes; their results keep their contents in
@@ -26,17 +42,96 @@ pub fn fold_constants(g: &mut Graph) -> Result<usize> {
     crate::infer::infer_shapes(g)?;
     let mut folded = Vec::with_capacity(g.nodes.len());
     for node in &g.nodes {
-        let tys: Option<Vec<TensorType>> = node.outputs.iter().map(|o| g.ty(*o).cloned()).collect();
-        let done = match tys {
-            Some(tys) => eval_node(g, node, &tys)?.is_some(),
-            None => false,
-        };
+        // Inference already evaluated every foldable node: a node is folded exactly when
+        // all its results are known.
+        let done = !node.outputs.is_empty() && node.outputs.iter().all(|o| g.konst(*o).is_some());
         folded.push(done);
     }
     let before = g.nodes.len();
     let mut it = folded.into_iter();
     g.nodes.retain(|_| !it.next().unwrap_or(false));
     Ok(before - g.nodes.len())
+}
+
+/// One element of a known tensor: integers (and bools) exactly, floats widened to f64.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Num {
+    I(i64),
+    F(f64),
+}
+
+impl Num {
+    fn f(self) -> f64 {
+        match self {
+            Num::I(v) => v as f64,
+            Num::F(v) => v,
+        }
+    }
+
+    fn int(self) -> Option<i64> {
+        match self {
+            Num::I(v) => Some(v),
+            Num::F(_) => None,
+        }
+    }
+
+    fn truthy(self) -> bool {
+        match self {
+            Num::I(v) => v != 0,
+            Num::F(v) => v != 0.0,
+        }
+    }
+}
+
+/// A known operand: dtype, dims and elements.
+struct Known {
+    dtype: DType,
+    dims: Vec<u64>,
+    vals: Vec<Num>,
+}
+
+/// The shape of the computation an op does, which decides how it is evaluated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Elementwise with numpy broadcasting (conversions included).
+    Map,
+    /// Moves elements without computing on them.
+    Move,
+    /// Integer `Range`.
+    Range,
+    /// `Reduce*` over the `axes` operand.
+    Reduce,
+}
+
+fn kind(op: Op) -> Option<Kind> {
+    use Op::*;
+    Some(match op {
+        Add | Sub | Mul | Div | Mod | Max | Min | Sum | Neg | Abs | Sign | Sqrt | Reciprocal | Floor | Ceil | Round
+        | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And | Or | Xor | Not | Where | Cast | CastLike => {
+            Kind::Map
+        }
+        Gather | Concat | Unsqueeze | Squeeze | Reshape | Flatten | Identity | Slice | Expand => Kind::Move,
+        Range => Kind::Range,
+        ReduceProd | ReduceSum | ReduceMax | ReduceMin => Kind::Reduce,
+        _ => return None,
+    })
+}
+
+/// The largest operand or result (in elements) folded for `op`, given whether floats are
+/// involved: see the module documentation.
+fn limit(op: Op, k: Kind, floats: bool) -> u64 {
+    if !floats {
+        SMALL_INT
+    } else if k == Kind::Move || matches!(op, Op::Cast | Op::CastLike) {
+        SMALL
+    } else {
+        SMALL_FLOAT
+    }
+}
+
+/// Float dtypes the folder can produce (narrow float formats are left to kernels).
+fn float_out_ok(d: DType) -> bool {
+    matches!(d, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
 }
 
 /// Evaluates `node` at compile time if it is a foldable shape computation whose operands
@@ -47,7 +142,7 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
         Some(t) => t,
         None => return Ok(None),
     };
-    let small_out = out_ty.shape.num_elements().is_some_and(|n| n <= SMALL);
+    let out_n = out_ty.shape.num_elements();
     match node.op {
         Op::Constant => return Ok(Some(vec![constant_value(node)?])),
         Op::Shape => {
@@ -62,12 +157,14 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
             return Ok(Some(vec![Tensor::from_i64(vec![], &[n as i64])]));
         }
         Op::ConstantOfShape => {
-            if !small_out {
+            let int_like = out_ty.dtype.is_int() || out_ty.dtype == DType::Bool;
+            let lim = if int_like { SMALL_INT } else { SMALL };
+            if out_n.is_none_or(|n| n > lim) {
                 return Ok(None);
             }
             let fill = constant_of_shape_fill(node)?;
             let dims = out_ty.shape.as_static().unwrap_or_default();
-            let n = out_ty.shape.num_elements().unwrap_or(0) as usize;
+            let n = out_n.unwrap_or(0) as usize;
             let t = if fill.dtype == DType::String {
                 let s = fill.strings.first().cloned().unwrap_or_default();
                 Tensor::from_strings(dims, vec![s; n])
@@ -87,127 +184,214 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
         }
         _ => {}
     }
-    // Everything below is an integer chain: every present operand known and small, and
-    // the result small and integer (or bool).
-    if !small_out || !(out_ty.dtype.is_int() || out_ty.dtype == DType::Bool) || tys.len() != 1 {
+    let Some(k) = kind(node.op) else { return Ok(None) };
+    let Some(out_dims) = out_ty.shape.as_static() else { return Ok(None) };
+    let Some(out_n) = out_n else { return Ok(None) };
+    if tys.len() != 1 || out_ty.dtype == DType::String {
         return Ok(None);
     }
-    let foldable = matches!(
-        node.op,
-        Op::Gather
-            | Op::Concat
-            | Op::Unsqueeze
-            | Op::Squeeze
-            | Op::Reshape
-            | Op::Flatten
-            | Op::Identity
-            | Op::Slice
-            | Op::Cast
-            | Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Max
-            | Op::Min
-            | Op::Neg
-            | Op::Abs
-            | Op::Equal
-            | Op::Where
-            | Op::Range
-    );
-    if !foldable {
+    if out_ty.dtype.is_float() && (!float_out_ok(out_ty.dtype) || k == Kind::Range) {
         return Ok(None);
     }
-    let mut args: Vec<Option<IntTensor>> = Vec::with_capacity(node.inputs.len());
+    // Every present operand must be known (CastLike reads only its second operand's dtype).
+    let mut args: Vec<Option<Known>> = Vec::with_capacity(node.inputs.len());
     for i in 0..node.inputs.len() {
         let Some(id) = cx.opt_id(i)? else {
             args.push(None);
             continue;
         };
+        if node.op == Op::CastLike && i == 1 {
+            args.push(None);
+            continue;
+        }
         let Some(t) = g.konst(id) else { return Ok(None) };
-        let n = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        if n.is_none_or(|n| n > SMALL) {
+        if t.dtype == DType::String || t.num_elements() > SMALL_INT {
             return Ok(None);
         }
-        // Only Cast may read floats (exporters cast shapes through float and back).
-        let int_like = t.dtype.is_int() || t.dtype == DType::Bool;
-        let float_to_int = node.op == Op::Cast && t.dtype.is_float() && out_ty.dtype != DType::Bool;
-        if !int_like && !float_to_int {
+        let vals: Option<Vec<Num>> = if t.dtype.is_float() {
+            t.to_f64_vec().map(|v| v.into_iter().map(Num::F).collect())
+        } else {
+            t.to_i64_vec().map(|v| v.into_iter().map(Num::I).collect())
+        };
+        let Some(vals) = vals else { return Ok(None) };
+        // u64 values past i64::MAX do not survive the i64 arithmetic below.
+        if t.dtype == DType::U64 && vals.iter().any(|v| matches!(v, Num::I(x) if *x < 0)) {
             return Ok(None);
         }
-        let Some(vals) = t.to_i64_vec() else { return Ok(None) };
-        args.push(Some(IntTensor { dims: t.dims.clone(), vals }));
+        args.push(Some(Known { dtype: t.dtype, dims: t.dims.clone(), vals }));
     }
-    let dims = out_ty.shape.as_static().unwrap_or_default();
-    let vals = match eval_int(&cx, &args, &dims)? {
-        Some(v) => v,
-        None => return Ok(None),
-    };
-    if vals.len() as u64 != dims.iter().product::<u64>() {
+    let floats = out_ty.dtype.is_float() || args.iter().flatten().any(|a| a.dtype.is_float());
+    let lim = limit(node.op, k, floats);
+    if out_n > lim || args.iter().flatten().any(|a| a.vals.len() as u64 > lim) {
         return Ok(None);
     }
-    Ok(Some(vec![Tensor::new(out_ty.dtype, dims, encode_ints(out_ty.dtype, &vals))]))
+    let vals = match k {
+        Kind::Map => eval_map(&cx, &args, &out_dims)?,
+        Kind::Move => eval_move(&cx, &args, &out_dims)?,
+        Kind::Range => eval_range(&args, out_n),
+        Kind::Reduce => eval_reduce(&cx, &args, &out_dims)?,
+    };
+    let Some(vals) = vals else { return Ok(None) };
+    if vals.len() as u64 != out_n {
+        return Ok(None);
+    }
+    Ok(encode(out_ty.dtype, out_dims, &vals).map(|t| vec![t]))
 }
 
-/// A small known integer tensor, widened to i64.
-struct IntTensor {
-    dims: Vec<u64>,
-    vals: Vec<i64>,
+/// Packs folded elements as `dtype` (a cast: floats truncate toward zero into integers, and
+/// round to nearest even into narrower floats). `None` where the result is undefined (a NaN
+/// or infinity cast to an integer).
+fn encode(dtype: DType, dims: Vec<u64>, vals: &[Num]) -> Option<Tensor> {
+    if dtype.is_int() || dtype == DType::Bool {
+        let ints: Option<Vec<i64>> = vals
+            .iter()
+            .map(|v| match *v {
+                Num::I(x) => Some(x),
+                Num::F(x) if dtype == DType::Bool => Some((x != 0.0) as i64),
+                Num::F(x) if x.is_finite() => Some(x.trunc() as i64),
+                Num::F(_) => None,
+            })
+            .collect();
+        return Some(Tensor::new(dtype, dims, encode_ints(dtype, &ints?)));
+    }
+    let fs = vals.iter().map(|v| v.f());
+    let bytes: Vec<u8> = match dtype {
+        DType::F64 => fs.flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F32 => fs.flat_map(|v| (v as f32).to_le_bytes()).collect(),
+        DType::F16 => fs.flat_map(|v| half::f16::from_f64(v).to_le_bytes()).collect(),
+        DType::BF16 => fs.flat_map(|v| half::bf16::from_f64(v).to_le_bytes()).collect(),
+        _ => return None,
+    };
+    Some(Tensor::new(dtype, dims, bytes))
 }
 
-fn eval_int(cx: &Cx, args: &[Option<IntTensor>], out_dims: &[u64]) -> Result<Option<Vec<i64>>> {
+/// Elementwise ops with numpy broadcasting.
+fn eval_map(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option<Vec<Num>>> {
+    let op = cx.node.op;
+    let fmod = op == Op::Mod && cx.attr_int("fmod", 0)? != 0;
+    let ins: Vec<&Known> = args.iter().flatten().collect();
+    if ins.is_empty() {
+        return Ok(None);
+    }
+    let n_out: u64 = out_dims.iter().product();
+    let mut out = Vec::with_capacity(n_out as usize);
+    let mut v = Vec::with_capacity(ins.len());
+    for flat in 0..n_out {
+        let idx = unravel(flat, out_dims);
+        v.clear();
+        for t in &ins {
+            match t.vals.get(broadcast_index(&idx, &t.dims) as usize) {
+                Some(x) => v.push(*x),
+                None => return Ok(None),
+            }
+        }
+        match apply(op, fmod, &v) {
+            Some(r) => out.push(r),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(out))
+}
+
+/// One element of an elementwise op. Integer operands compute in i64, wrapping as the
+/// result's width will (the encoder truncates); floats compute in f64 and are rounded to
+/// the result dtype once, which for these operations equals computing in that dtype.
+/// `None` leaves the node to a kernel (division by zero, ill-typed cases).
+fn apply(op: Op, fmod: bool, v: &[Num]) -> Option<Num> {
+    use Num::{F, I};
+    let b = |x: bool| I(x as i64);
+    let any_f = v.iter().any(|x| matches!(x, F(_)));
+    Some(match (op, v) {
+        (Op::Cast | Op::CastLike, [x]) => *x,
+        (Op::Add, [I(x), I(y)]) => I(x.wrapping_add(*y)),
+        (Op::Sub, [I(x), I(y)]) => I(x.wrapping_sub(*y)),
+        (Op::Mul, [I(x), I(y)]) => I(x.wrapping_mul(*y)),
+        (Op::Div | Op::Mod, [I(_), I(0)]) => return None,
+        (Op::Div, [I(x), I(y)]) => I(x.wrapping_div(*y)),
+        (Op::Mod, [I(x), I(y)]) => {
+            let r = x.wrapping_rem(*y);
+            // Without fmod the remainder takes the divisor's sign (Python's %).
+            I(if !fmod && r != 0 && ((r < 0) != (*y < 0)) { r + y } else { r })
+        }
+        (Op::Add, [x, y]) => F(x.f() + y.f()),
+        (Op::Sub, [x, y]) => F(x.f() - y.f()),
+        (Op::Mul, [x, y]) => F(x.f() * y.f()),
+        (Op::Div, [x, y]) => F(x.f() / y.f()),
+        // Float Mod requires fmod=1 (C's fmod, which Rust's `%` on floats is).
+        (Op::Mod, [x, y]) if fmod => F(x.f() % y.f()),
+        (Op::Max | Op::Min | Op::Sum, vs) if !any_f => {
+            let it = vs.iter().filter_map(|x| x.int());
+            I(match op {
+                Op::Max => it.max()?,
+                Op::Min => it.min()?,
+                _ => it.fold(0i64, |a, x| a.wrapping_add(x)),
+            })
+        }
+        (Op::Max | Op::Min | Op::Sum, vs) => {
+            let fs: Vec<f64> = vs.iter().map(|x| x.f()).collect();
+            if op != Op::Sum && fs.iter().any(|x| x.is_nan()) {
+                F(f64::NAN)
+            } else {
+                F(match op {
+                    Op::Max => fs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    Op::Min => fs.iter().copied().fold(f64::INFINITY, f64::min),
+                    _ => fs.iter().sum(),
+                })
+            }
+        }
+        (Op::Equal, [x, y]) => b(if any_f { x.f() == y.f() } else { x == y }),
+        (Op::Less, [x, y]) => b(if any_f { x.f() < y.f() } else { x.int() < y.int() }),
+        (Op::LessOrEqual, [x, y]) => b(if any_f { x.f() <= y.f() } else { x.int() <= y.int() }),
+        (Op::Greater, [x, y]) => b(if any_f { x.f() > y.f() } else { x.int() > y.int() }),
+        (Op::GreaterOrEqual, [x, y]) => b(if any_f { x.f() >= y.f() } else { x.int() >= y.int() }),
+        (Op::And, [x, y]) => b(x.truthy() && y.truthy()),
+        (Op::Or, [x, y]) => b(x.truthy() || y.truthy()),
+        (Op::Xor, [x, y]) => b(x.truthy() != y.truthy()),
+        (Op::Not, [x]) => b(!x.truthy()),
+        (Op::Where, [c, x, y]) => {
+            if c.truthy() {
+                *x
+            } else {
+                *y
+            }
+        }
+        (Op::Neg, [I(x)]) => I(x.wrapping_neg()),
+        (Op::Neg, [x]) => F(-x.f()),
+        (Op::Abs, [I(x)]) => I(x.wrapping_abs()),
+        (Op::Abs, [x]) => F(x.f().abs()),
+        (Op::Sign, [I(x)]) => I(x.signum()),
+        (Op::Sign, [x]) => {
+            let x = x.f();
+            F(if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x // 0, -0 or NaN
+            })
+        }
+        (Op::Sqrt, [F(x)]) => F(x.sqrt()),
+        (Op::Reciprocal, [F(x)]) => F(1.0 / x),
+        (Op::Floor, [F(x)]) => F(x.floor()),
+        (Op::Ceil, [F(x)]) => F(x.ceil()),
+        (Op::Round, [F(x)]) => F(x.round_ties_even()),
+        _ => return None,
+    })
+}
+
+/// Ops that move elements: the reshapes, `Gather`, `Concat`, `Slice` and `Expand`.
+fn eval_move(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option<Vec<Num>>> {
     let arg = |i: usize| args.get(i).and_then(|a| a.as_ref());
     let Some(a) = arg(0) else { return Ok(None) };
     let n_out: u64 = out_dims.iter().product();
     Ok(Some(match cx.node.op {
         Op::Unsqueeze | Op::Squeeze | Op::Reshape | Op::Flatten | Op::Identity => a.vals.clone(),
-        Op::Cast => {
-            let to = cx.attr_dtype("to")?.unwrap_or(DType::I64);
-            if to == DType::Bool {
-                a.vals.iter().map(|&v| (v != 0) as i64).collect()
-            } else {
-                a.vals.clone()
-            }
-        }
-        Op::Neg => a.vals.iter().map(|v| v.wrapping_neg()).collect(),
-        Op::Abs => a.vals.iter().map(|v| v.wrapping_abs()).collect(),
-        Op::Range => {
-            let (s, d) =
-                (a.vals.first().copied().unwrap_or(0), arg(2).and_then(|t| t.vals.first().copied()).unwrap_or(1));
-            (0..n_out as i64).map(|i| s.wrapping_add(i.wrapping_mul(d))).collect()
-        }
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Max | Op::Min | Op::Equal | Op::Where => {
-            let ins: Vec<&IntTensor> = args.iter().flatten().collect();
-            let mut out = Vec::with_capacity(n_out as usize);
-            for flat in 0..n_out {
-                let idx = unravel(flat, out_dims);
-                let v: Vec<i64> = ins
-                    .iter()
-                    .map(|t| t.vals.get(broadcast_index(&idx, &t.dims) as usize).copied().unwrap_or(0))
-                    .collect();
-                let r = match (cx.node.op, v.as_slice()) {
-                    (Op::Add, [x, y]) => x.wrapping_add(*y),
-                    (Op::Sub, [x, y]) => x.wrapping_sub(*y),
-                    (Op::Mul, [x, y]) => x.wrapping_mul(*y),
-                    // Division by zero is left to run time, where it is the kernel's business.
-                    (Op::Div, [_, 0]) => return Ok(None),
-                    (Op::Div, [x, y]) => x.wrapping_div(*y),
-                    (Op::Equal, [x, y]) => (x == y) as i64,
-                    (Op::Where, [c, x, y]) => {
-                        if *c != 0 {
-                            *x
-                        } else {
-                            *y
-                        }
-                    }
-                    (Op::Max, vs) => vs.iter().copied().max().unwrap_or(0),
-                    (Op::Min, vs) => vs.iter().copied().min().unwrap_or(0),
-                    _ => return Ok(None),
-                };
-                out.push(r);
-            }
-            out
-        }
+        Op::Expand => (0..n_out)
+            .map(|flat| {
+                let i = broadcast_index(&unravel(flat, out_dims), &a.dims);
+                a.vals.get(i as usize).copied().unwrap_or(Num::I(0))
+            })
+            .collect(),
         Op::Gather => {
             let Some(ind) = arg(1) else { return Ok(None) };
             let r = a.dims.len();
@@ -217,7 +401,8 @@ fn eval_int(cx: &Cx, args: &[Option<IntTensor>], out_dims: &[u64]) -> Result<Opt
             let inner: u64 = a.dims[axis + 1..].iter().product();
             let mut out = Vec::with_capacity(n_out as usize);
             for o in 0..outer {
-                for &ix in &ind.vals {
+                for ix in &ind.vals {
+                    let Some(ix) = ix.int() else { return Ok(None) };
                     let j = if ix < 0 { ix + d as i64 } else { ix };
                     if j < 0 || j as u64 >= d {
                         return Err(
@@ -225,7 +410,7 @@ fn eval_int(cx: &Cx, args: &[Option<IntTensor>], out_dims: &[u64]) -> Result<Opt
                         );
                     }
                     for k in 0..inner {
-                        out.push(a.vals.get(((o * d + j as u64) * inner + k) as usize).copied().unwrap_or(0));
+                        out.push(a.vals.get(((o * d + j as u64) * inner + k) as usize).copied().unwrap_or(Num::I(0)));
                     }
                 }
             }
@@ -259,12 +444,74 @@ fn eval_int(cx: &Cx, args: &[Option<IntTensor>], out_dims: &[u64]) -> Result<Opt
                         None => i,
                     })
                     .collect();
-                out.push(a.vals.get(ravel(&src, &a.dims) as usize).copied().unwrap_or(0));
+                out.push(a.vals.get(ravel(&src, &a.dims) as usize).copied().unwrap_or(Num::I(0)));
             }
             out
         }
         _ => return Ok(None),
     }))
+}
+
+/// Integer `Range`: `start + i * delta` (inference already computed the count).
+fn eval_range(args: &[Option<Known>], n_out: u64) -> Option<Vec<Num>> {
+    let scalar = |i: usize| args.get(i)?.as_ref()?.vals.first()?.int();
+    let (s, d) = (scalar(0)?, scalar(2)?);
+    Some((0..n_out as i64).map(|i| Num::I(s.wrapping_add(i.wrapping_mul(d)))).collect())
+}
+
+/// `ReduceProd`, `ReduceSum`, `ReduceMax` and `ReduceMin` over the `axes` operand (all axes
+/// when it is omitted or empty, unless `noop_with_empty_axes`), honouring `keepdims`.
+fn eval_reduce(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option<Vec<Num>>> {
+    let Some(Some(a)) = args.first() else { return Ok(None) };
+    let r = a.dims.len();
+    let keep = cx.attr_int("keepdims", 1)? != 0;
+    let axes: Vec<i64> = match args.get(1).and_then(|x| x.as_ref()) {
+        Some(t) => match t.vals.iter().map(|v| v.int()).collect::<Option<Vec<_>>>() {
+            Some(v) => v,
+            None => return Ok(None),
+        },
+        None => Vec::new(),
+    };
+    if axes.is_empty() && cx.attr_int("noop_with_empty_axes", 0)? != 0 {
+        return Ok(Some(a.vals.clone()));
+    }
+    let axes = if axes.is_empty() { (0..r).collect() } else { cx.axes(&axes, r, "axis")? };
+    let op = cx.node.op;
+    let bin = match op {
+        Op::ReduceProd => Op::Mul,
+        Op::ReduceSum => Op::Add,
+        Op::ReduceMax => Op::Max,
+        _ => Op::Min,
+    };
+    // Max and Min start from their first element (an empty one is left to the kernel);
+    // Prod and Sum from their identity.
+    let init = match op {
+        Op::ReduceProd => Some(Num::I(1)),
+        Op::ReduceSum => Some(Num::I(0)),
+        _ => None,
+    };
+    let mut acc = vec![init; out_dims.iter().product::<u64>() as usize];
+    for (flat, &x) in a.vals.iter().enumerate() {
+        let idx = unravel(flat as u64, &a.dims);
+        let o: Vec<u64> = idx
+            .iter()
+            .enumerate()
+            .filter_map(|(ax, &i)| match (axes.contains(&ax), keep) {
+                (false, _) => Some(i),
+                (true, true) => Some(0),
+                (true, false) => None,
+            })
+            .collect();
+        let Some(slot) = acc.get_mut(ravel(&o, out_dims) as usize) else { return Ok(None) };
+        *slot = match *slot {
+            None => Some(x),
+            Some(s) => apply(bin, false, &[s, x]),
+        };
+        if slot.is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(acc.into_iter().collect())
 }
 
 fn unravel(mut flat: u64, dims: &[u64]) -> Vec<u64> {
@@ -437,6 +684,143 @@ mod tests {
             err.to_string(),
             "operand 1 (`indices`) of Gather node \"n1\" holds index 5, out of range for axis 0 of size 2"
         );
+    }
+
+    /// The GQA check of ONNX's Attention function body: every value comes from input shapes.
+    #[test]
+    fn mod_equal_where_shape_chain_folds() {
+        let mut b = B::new();
+        let q = b.input("q", "f32[2,6,4,8]");
+        let k = b.input("k", "f32[2,3,4,8]");
+        let heads = |b: &mut B, x| b.node1(Op::Shape, &[x], &[("start", Attr::Int(1)), ("end", Attr::Int(2))]);
+        let (qh, kh) = (heads(&mut b, q), heads(&mut b, k));
+        let zero = b.ints("zero", &[0]);
+        let one = b.ints("one", &[1]);
+        let same = b.node1(Op::Equal, &[qh, kh], &[]);
+        let gqa1 = b.node1(Op::Not, &[same], &[]);
+        let rem = b.node1(Op::Mod, &[qh, kh], &[]);
+        let gqa2 = b.node1(Op::Equal, &[rem, zero], &[]);
+        let gqa = b.node1(Op::And, &[gqa1, gqa2], &[]);
+        let div = b.node1(Op::Div, &[qh, kh], &[]);
+        let inter = b.node1(Op::Where, &[gqa, div, one], &[]);
+        let dims = b.node1(Op::Shape, &[k], &[]);
+        let batch = b.node1(Op::Slice, &[dims, zero, one], &[]);
+        let rest = b.ints("rest", &[4, 8]);
+        let shape = b.node1(Op::Concat, &[batch, kh, inter, rest], &[("axis", Attr::Int(0))]);
+        let two = b.ints("two", &[2]);
+        let ku = b.node1(Op::Unsqueeze, &[k, two], &[]);
+        let ke = b.node1(Op::Expand, &[ku, shape], &[]);
+        let prod = b.node1(Op::ReduceProd, &[shape], &[("keepdims", Attr::Int(0))]);
+        let less = b.node1(Op::Less, &[kh, qh], &[]);
+        b.g.outputs = vec![ke, prod, less];
+        fold_constants(&mut b.g).unwrap();
+        assert_eq!(b.g.konst(shape).unwrap().to_i64_vec(), Some(vec![2, 3, 2, 4, 8]));
+        assert_eq!(b.g.ty(ke).unwrap().to_string(), "f32[2,3,2,4,8]");
+        assert_eq!(b.g.konst(prod).unwrap().to_i64_vec(), Some(vec![384]));
+        assert_eq!(b.g.konst(less).unwrap().to_i64_vec(), Some(vec![1]));
+        let ops: Vec<Op> = b.g.nodes.iter().map(|n| n.op).collect();
+        assert_eq!(ops, vec![Op::Unsqueeze, Op::Expand]);
+        crate::verify(&b.g).unwrap();
+    }
+
+    #[test]
+    fn a_runtime_inputs_values_are_never_folded() {
+        let mut b = B::new();
+        let x = b.input("x", "i64[2]");
+        let y = b.input("y", "f32[3,4]");
+        let two = b.ints("two", &[2]);
+        let m = b.node1(Op::Mod, &[x, two], &[]);
+        let zero = b.ints("zero", &[0]);
+        let e = b.node1(Op::Equal, &[m, zero], &[]);
+        // Mixed with a known shape, the result still reads x.
+        let sh = b.node1(Op::Shape, &[y], &[]);
+        let w = b.node1(Op::Where, &[e, sh, two], &[]);
+        let c = b.node1(Op::Cast, &[x], &[("to", Attr::Int(1))]);
+        b.g.outputs = vec![w, c];
+        assert_eq!(fold_constants(&mut b.g).unwrap(), 1, "only Shape folds");
+        assert!([m, e, w, c].iter().all(|v| b.g.konst(*v).is_none()));
+        // So a shape operand computed from it is refused.
+        let r = b.node1(Op::Expand, &[y, w], &[]);
+        b.g.outputs = vec![r];
+        let err = crate::infer_shapes(&mut b.g).unwrap_err();
+        assert_eq!(err.to_string(), "operand 1 (`shape`) of Expand node \"n5\" must be known at compile time");
+    }
+
+    #[test]
+    fn scalar_float_scale_folds_but_float_tensors_do_not() {
+        let mut b = B::new();
+        let q = b.input("q", "f16[1,2,3,8]");
+        let hs = b.node1(Op::Shape, &[q], &[("start", Attr::Int(3))]);
+        let hf = b.node1(Op::Cast, &[hs], &[("to", Attr::Int(1))]);
+        let sq = b.node1(Op::Sqrt, &[hf], &[]);
+        let one = b.konst("one", Tensor::from_f32(vec![1], &[1.0]));
+        let scale = b.node1(Op::Div, &[one, sq], &[]);
+        let half = b.node1(Op::CastLike, &[scale, q], &[]);
+        let y = b.node1(Op::Mul, &[q, half], &[]);
+        let v = b.konst("v", Tensor::from_f32(vec![2], &[4.0, 9.0]));
+        let vs = b.node1(Op::Sqrt, &[v], &[]);
+        b.g.outputs = vec![y, vs];
+        assert_eq!(fold_constants(&mut b.g).unwrap(), 5);
+        assert_eq!(b.g.konst(scale).unwrap().to_f64_vec(), Some(vec![(1.0 / 8f32.sqrt()) as f64]));
+        let h = b.g.konst(half).unwrap();
+        assert_eq!(
+            (h.dtype, h.to_f64_vec()),
+            (DType::F16, Some(vec![half::f16::from_f32(1.0 / 8f32.sqrt()).to_f64()]))
+        );
+        assert!(b.g.konst(y).is_none() && b.g.konst(vs).is_none());
+        let ops: Vec<Op> = b.g.nodes.iter().map(|n| n.op).collect();
+        assert_eq!(ops, vec![Op::Mul, Op::Sqrt]);
+    }
+
+    /// The window functions' bodies: `Range(0, Cast(size), 1)` in float, with `size` bound.
+    #[test]
+    fn bound_size_through_float_cast_decides_a_range() {
+        let mut b = B::new();
+        let size = b.input("size", "i64[]");
+        b.g.value_mut(size).konst = Some(Tensor::from_i64(vec![], &[10]));
+        b.g.bound_inputs.push(size);
+        let sf = b.node1(Op::Cast, &[size], &[("to", Attr::Int(1))]);
+        let onef = b.konst("one", Tensor::from_f32(vec![], &[1.0]));
+        let sym = b.node1(Op::Sub, &[sf, onef], &[]);
+        let zero = b.konst("zero", Tensor::from_f32(vec![], &[0.0]));
+        let r = b.node1(Op::Range, &[zero, sf, onef], &[]);
+        b.g.outputs = vec![r, sym];
+        assert_eq!(fold_constants(&mut b.g).unwrap(), 2);
+        assert_eq!(b.g.ty(r).unwrap().to_string(), "f32[10]");
+        assert_eq!(b.g.konst(sym).unwrap().to_f64_vec(), Some(vec![9.0]));
+        assert!(b.g.konst(r).is_none(), "float Range stays a kernel");
+    }
+
+    #[test]
+    fn integer_semantics() {
+        let mut b = B::new();
+        let a = b.ints("a", &[-7, 7, -7, 7]);
+        let d = b.ints("d", &[3, -3, -3, 3]);
+        let m = b.node1(Op::Mod, &[a, d], &[]);
+        let f = b.node1(Op::Mod, &[a, d], &[("fmod", Attr::Int(1))]);
+        let q = b.node1(Op::Div, &[a, d], &[]);
+        let z = b.ints("z", &[0]);
+        let mz = b.node1(Op::Mod, &[a, z], &[]);
+        let mx = b.node1(Op::Max, &[a, d, z], &[]);
+        let ge = b.node1(Op::GreaterOrEqual, &[a, d], &[]);
+        let x = b.node1(Op::Xor, &[ge, ge], &[]);
+        let sh = b.ints("sh", &[2, 4]);
+        let ex = b.node1(Op::Expand, &[d, sh], &[]);
+        let ax = b.ints("ax", &[0]);
+        let rs = b.node1(Op::ReduceSum, &[ex, ax], &[]);
+        let c8 = b.node1(Op::Cast, &[a], &[("to", Attr::Int(2))]);
+        b.g.outputs = vec![m, f, q, mz, mx, x, rs, c8];
+        fold_constants(&mut b.g).unwrap();
+        let k = |v| b.g.konst(v).and_then(|t| t.to_i64_vec());
+        assert_eq!(k(m), Some(vec![2, -2, -1, 1]));
+        assert_eq!(k(f), Some(vec![-1, 1, -1, 1]));
+        assert_eq!(k(q), Some(vec![-2, -2, 2, 2]));
+        assert_eq!(k(mz), None, "modulo by zero is left to the kernel");
+        assert_eq!(k(mx), Some(vec![3, 7, 0, 7]));
+        assert_eq!(k(x), Some(vec![0; 4]));
+        assert_eq!(k(rs), Some(vec![6, -6, -6, 6]));
+        assert_eq!(b.g.ty(rs).unwrap().to_string(), "i64[1,4]");
+        assert_eq!(k(c8), Some(vec![249, 7, 249, 7]), "u8 wraps");
     }
 
     #[test]

@@ -202,7 +202,7 @@ op_table! {
     Identity: Movement, in (1, 1), out (1, 1), [];
     Dropout: Movement, in (1, 3), out (1, 2), ["seed"];
     DepthToSpace: Movement, in (1, 1), out (1, 1), ["blocksize", "mode"];
-    SpaceToDepth: Movement, in (1, 1), out (1, 1), ["blocksize"];
+    SpaceToDepth: Movement, in (1, 1), out (1, 1), ["blocksize", "mode"];
     Trilu: Movement, in (1, 2), out (1, 1), ["upper"];
     OneHot: Movement, in (3, 3), out (1, 1), ["axis"];
     EyeLike: Movement, in (1, 1), out (1, 1), ["dtype", "k"];
@@ -217,6 +217,31 @@ op_table! {
     QuantizeLinear: Quant, in (2, 3), out (1, 1), ["axis", "block_size", "output_dtype", "precision", "saturate"];
     DequantizeLinear: Quant, in (2, 3), out (1, 1), ["axis", "block_size", "output_dtype"];
     DynamicQuantizeLinear: Quant, in (1, 1), out (3, 3), [];
+    // ---- added: sequence and attention ops ----
+    Attention: Dense, in (3, 7), out (1, 4), ["is_causal", "kv_num_heads", "left_window_size", "q_num_heads", "qk_matmul_output_mode", "right_window_size", "scale", "softcap", "softmax_precision"];
+    RotaryEmbedding: Dense, in (3, 4), out (1, 1), ["interleaved", "num_heads", "rotary_embedding_dim"];
+    NegativeLogLikelihoodLoss: Dense, in (2, 3), out (1, 1), ["ignore_index", "reduction"];
+    SoftmaxCrossEntropyLoss: Dense, in (2, 3), out (1, 2), ["ignore_index", "reduction"];
+    CumProd: Reduce, in (2, 2), out (1, 1), ["exclusive", "reverse"];
+    Swish: Elementwise, in (1, 1), out (1, 1), ["alpha"];
+    SwiGLU: Elementwise, in (2, 2), out (1, 1), ["alpha"];
+    Einsum: Dense, in (1, ANY), out (1, 1), ["equation"];
+    RNN: Dense, in (3, 6), out (1, 2), ["activation_alpha", "activation_beta", "activations", "clip", "direction", "hidden_size", "layout"];
+    GRU: Dense, in (3, 6), out (1, 2), ["activation_alpha", "activation_beta", "activations", "clip", "direction", "hidden_size", "layout", "linear_before_reset"];
+    LSTM: Dense, in (3, 8), out (1, 3), ["activation_alpha", "activation_beta", "activations", "clip", "direction", "hidden_size", "input_forget", "layout"];
+    BlackmanWindow: Meta, in (1, 1), out (1, 1), ["output_datatype", "periodic"];
+    HannWindow: Meta, in (1, 1), out (1, 1), ["output_datatype", "periodic"];
+    HammingWindow: Meta, in (1, 1), out (1, 1), ["output_datatype", "periodic"];
+    Det: Dense, in (1, 1), out (1, 1), [];
+    BitCast: Elementwise, in (1, 1), out (1, 1), ["to"];
+    // ---- added: spatial ops ----
+    MaxUnpool: Dense, in (2, 3), out (1, 1), ["kernel_shape", "pads", "strides"];
+    LRN: Dense, in (1, 1), out (1, 1), ["alpha", "beta", "bias", "size"];
+    ReverseSequence: Movement, in (2, 2), out (1, 1), ["batch_axis", "time_axis"];
+    CenterCropPad: Movement, in (2, 2), out (1, 1), ["axes"];
+    Col2Im: Movement, in (3, 3), out (1, 1), ["dilations", "pads", "strides"];
+    GridSample: Movement, in (2, 2), out (1, 1), ["align_corners", "mode", "padding_mode"];
+    AffineGrid: Movement, in (2, 2), out (1, 1), ["align_corners"];
 }
 
 impl Op {
@@ -259,6 +284,12 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         Range => &["start", "limit", "delta"],
         TopK => &["X", "K"],
         Resize => &["X", "roi", "scales", "sizes"],
+        MaxUnpool => &["X", "I", "output_shape"],
+        ReverseSequence => &["input", "sequence_lens"],
+        CenterCropPad => &["input_data", "shape"],
+        Col2Im => &["input", "image_shape", "block_shape"],
+        GridSample => &["X", "grid"],
+        AffineGrid => &["theta", "size"],
         OneHot => &["indices", "depth", "values"],
         Trilu => &["input", "k"],
         CumSum => &["x", "axis"],
@@ -309,6 +340,11 @@ pub fn shape_operands(op: Op) -> &'static [usize] {
         Range => &[0, 1, 2],
         ConstantOfShape => &[0],
         Resize => &[1, 2, 3],
+        MaxUnpool => &[2],
+        CenterCropPad | AffineGrid => &[1],
+        Col2Im => &[1, 2],
+        CumProd => &[1],
+        BlackmanWindow | HannWindow | HammingWindow => &[0],
         _ => &[],
     }
 }

@@ -15,7 +15,13 @@ pub mod elementwise;
 pub mod movement;
 pub mod quant;
 pub mod reduce;
+pub mod spatial;
 pub mod util;
+// added: sequence and attention ops
+pub mod attention;
+pub mod loss;
+pub mod misc;
+pub mod recurrent;
 
 /// Why a graph could not be lowered.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +218,17 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     match node.op {
         // Softmax and friends are reductions along one axis; they live with the reductions.
         Op::Softmax | Op::LogSoftmax | Op::Hardmax => reduce::lower(cx, node),
+        // Spatial ops (resampling, transposed and integer convolution, scatters): spatial.rs.
+        Op::Resize | Op::ConvTranspose | Op::ConvInteger | Op::ScatterElements | Op::ScatterND => spatial::lower(cx, node),
+        Op::MaxUnpool | Op::LRN | Op::ReverseSequence | Op::CenterCropPad | Op::Col2Im | Op::GridSample | Op::AffineGrid => {
+            spatial::lower(cx, node)
+        }
+        // added: sequence and attention ops
+        Op::Attention | Op::RotaryEmbedding => attention::lower(cx, node),
+        Op::NegativeLogLikelihoodLoss | Op::SoftmaxCrossEntropyLoss => loss::lower(cx, node),
+        Op::RNN | Op::GRU | Op::LSTM => recurrent::lower(cx, node),
+        Op::CumProd | Op::Swish | Op::SwiGLU | Op::Einsum | Op::Det | Op::BitCast => misc::lower(cx, node),
+        Op::BlackmanWindow | Op::HannWindow | Op::HammingWindow => misc::lower(cx, node),
         op => match op.family() {
             Family::Elementwise => elementwise::lower(cx, node),
             Family::Reduce => reduce::lower(cx, node),

@@ -644,8 +644,13 @@ fn space_to_depth(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let b = bs as u64;
     let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
     let a = |s: u64| (AxisMap::Affine { mul: 1, add: 0 }, s as i64);
-    // Iterate the output as [N, b, b, C, H/b, W/b]: out channel = (i*b + j)*C + c.
-    let spec = CopySpec::dense(vec![n, b, b, c, h / b, w / b], vec![a(c * h * w), a(w), a(1), a(h * w), a(b * w), a(b)]);
+    let spec = if node.attr_str("mode") == Some("CRD") {
+        // Iterate the output as [N, C, b, b, H/b, W/b]: out channel = c*b*b + i*b + j.
+        CopySpec::dense(vec![n, c, b, b, h / b, w / b], vec![a(c * h * w), a(h * w), a(w), a(1), a(b * w), a(b)])
+    } else {
+        // DCR (the default): iterate the output as [N, b, b, C, H/b, W/b]: out channel = (i*b + j)*C + c.
+        CopySpec::dense(vec![n, b, b, c, h / b, w / b], vec![a(c * h * w), a(w), a(1), a(h * w), a(b * w), a(b)])
+    };
     launch_copy(cx, "space_to_depth", x, y, &spec, None)?;
     Ok(Execution::Kernel)
 }

@@ -671,11 +671,24 @@ pub(crate) fn scalar_tensor(dtype: DType, v: f64) -> Option<Tensor> {
 }
 
 /// The names of a model file's runtime inputs (graph inputs that are not initializers), in
-/// graph order: the order of `input_K.pb` files in ONNX test data.
+/// graph order: the order of `input_K.pb` files in ONNX test data. A runtime input of a
+/// non-tensor type (sequence, map, optional, sparse tensor) is `UnsupportedFeature`, naming
+/// the input: its test data is not a `TensorProto` either.
 pub fn input_names(path: &Path) -> Result<Vec<String>> {
     let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
     let model = decode_model(&bytes, &path.display().to_string())?;
     let gp = model.graph.as_ref().ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
     let inits: std::collections::HashSet<&str> = gp.initializer.iter().map(|t| t.name.as_str()).collect();
-    Ok(gp.input.iter().filter(|i| !inits.contains(i.name.as_str())).map(|i| i.name.clone()).collect())
+    let runtime: Vec<&ValueInfoProto> = gp.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
+    for vi in &runtime {
+        let what = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::SequenceType(_)) => "sequence types",
+            Some(type_proto::Value::MapType(_)) => "map types",
+            Some(type_proto::Value::OptionalType(_)) => "optional types",
+            Some(type_proto::Value::SparseTensorType(_)) => "sparse tensor types",
+            Some(type_proto::Value::TensorType(_)) | None => continue,
+        };
+        return Err(OnnxError::UnsupportedFeature { at: format!("graph input \"{}\"", vi.name), what: what.into() });
+    }
+    Ok(runtime.into_iter().map(|i| i.name.clone()).collect())
 }

@@ -246,10 +246,66 @@ pub fn decode_tensor(bytes: &[u8], file: &str, dir: Option<&Path>) -> Result<Ten
 }
 
 /// Reads a file holding one serialized `TensorProto`, as in ONNX's `test_data_set_N/input_K.pb`.
+///
+/// Test data for sequence and optional inputs holds a `SequenceProto` or `OptionalProto`
+/// instead, which protobuf happily misreads as a (broken) `TensorProto`; when the tensor is
+/// refused and the bytes have that message's layout, the error says so and is "unsupported".
 pub fn read_tensor_file(path: impl AsRef<Path>) -> Result<Tensor> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
-    decode_tensor(&bytes, &path.display().to_string(), path.parent())
+    decode_tensor(&bytes, &path.display().to_string(), path.parent()).map_err(|e| {
+        if looks_like_sequence_or_optional(&bytes) {
+            OnnxError::UnsupportedFeature {
+                at: path.display().to_string(),
+                what: "sequence or optional values (the file holds a SequenceProto or OptionalProto, not a TensorProto)"
+                    .into(),
+            }
+        } else {
+            e
+        }
+    })
+}
+
+/// Whether `bytes` have the wire layout of a `SequenceProto` or `OptionalProto` (the two
+/// share it): field 1 a text name, field 2 an element type from 1 (tensor) to 5 (optional),
+/// fields 3 to 7 nested messages, and nothing else.
+fn looks_like_sequence_or_optional(bytes: &[u8]) -> bool {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut at = 0;
+    let mut elem_type = None;
+    while at < bytes.len() {
+        let Some(key) = varint(bytes, &mut at) else { return false };
+        let (field, wire) = (key >> 3, key & 7);
+        match (field, wire) {
+            (2, 0) => match varint(bytes, &mut at) {
+                Some(t) => elem_type = Some(t),
+                None => return false,
+            },
+            (1 | 3..=7, 2) => {
+                let Some(len) = varint(bytes, &mut at) else { return false };
+                let Some(body) = usize::try_from(len).ok().and_then(|l| bytes.get(at..at.checked_add(l)?)) else {
+                    return false;
+                };
+                if field == 1 && !body.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+                    return false;
+                }
+                at += body.len();
+            }
+            _ => return false,
+        }
+    }
+    matches!(elem_type, Some(1..=5))
 }
 
 /// Writes a tensor as a serialized `TensorProto` file. The file appears whole or not at all:

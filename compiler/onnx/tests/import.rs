@@ -439,3 +439,31 @@ fn import_file_reads_a_model_from_disk() {
     let g = tessera_onnx::import_file(&p, &ImportOptions::default()).unwrap();
     assert_eq!(g.nodes.len(), 1);
 }
+
+#[test]
+fn input_names_refuses_non_tensor_runtime_inputs() {
+    use tessera_onnx::proto::{type_proto, TypeProto, ValueInfoProto};
+    let dir = TempDir::new("names");
+    let p = dir.path().join("model.onnx");
+    let g = || G {
+        nodes: vec![node("Identity", "", &["x"], &["y"], vec![])],
+        inputs: vec![fixed("x", F32, &[2])],
+        outputs: vec![out("y")],
+        inits: vec![],
+    };
+    std::fs::write(&p, bytes(&model(17, g()))).unwrap();
+    assert_eq!(tessera_onnx::input_names(&p).unwrap(), vec!["x".to_string()]);
+
+    let mut gs = g();
+    let seq = TypeProto {
+        value: Some(type_proto::Value::SequenceType(Box::new(type_proto::Sequence {
+            elem_type: fixed("e", F32, &[2]).r#type.map(Box::new),
+        }))),
+        denotation: String::new(),
+    };
+    gs.inputs.push(ValueInfoProto { name: "seq".into(), r#type: Some(seq), ..Default::default() });
+    std::fs::write(&p, bytes(&model(17, gs))).unwrap();
+    let e = tessera_onnx::input_names(&p).unwrap_err();
+    assert!(e.is_unsupported(), "{e}");
+    assert_eq!(e.to_string(), "unsupported feature at graph input \"seq\": sequence types");
+}

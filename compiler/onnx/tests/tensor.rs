@@ -97,3 +97,24 @@ fn tensor_files_are_written_atomically_and_read_back() {
     // Writing into a missing folder fails cleanly.
     assert!(write_tensor_file(dir.path().join("no/such/dir/x.pb"), &t, "y").is_err());
 }
+
+#[test]
+fn sequence_test_data_is_unsupported_not_a_broken_tensor() {
+    use prost::Message;
+    let dir = TempDir::new("seqpb");
+    // A SequenceProto by hand: name (1), elem_type TENSOR (2), one tensor (3).
+    let elem = encode_tensor(&Tensor::from_f32(vec![1], &[1.0]), "t");
+    let mut seq = vec![0x0a, 8];
+    seq.extend_from_slice(b"sequence");
+    seq.extend_from_slice(&[0x10, 1, 0x1a, elem.len() as u8]);
+    seq.extend_from_slice(&elem);
+    let p = dir.path().join("input_0.pb");
+    std::fs::write(&p, &seq).unwrap();
+    let e = read_tensor_file(&p).unwrap_err();
+    assert!(e.is_unsupported() && e.to_string().contains("SequenceProto"), "{e}");
+    // A real tensor with absurd dims is still a broken tensor.
+    let big = TensorProto { name: "t".into(), data_type: 1, dims: vec![1 << 30, 1 << 30], ..Default::default() };
+    std::fs::write(&p, big.encode_to_vec()).unwrap();
+    let e = read_tensor_file(&p).unwrap_err();
+    assert!(!e.is_unsupported() && e.to_string().contains("exceed the limit"), "{e}");
+}

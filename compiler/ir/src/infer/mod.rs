@@ -14,6 +14,8 @@ pub(crate) mod meta;
 pub(crate) mod movement;
 mod quant;
 mod reduce;
+mod spatial;
+pub mod seq;
 #[cfg(test)]
 mod tests;
 
@@ -71,13 +73,16 @@ pub fn infer_node_types(g: &Graph, node: &Node) -> Result<Vec<TensorType>> {
 
 fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
     crate::verify::check_node_signature(cx.node)?;
-    let mut tys = match cx.node.op.family() {
-        Family::Elementwise => elementwise::infer(cx)?,
-        Family::Dense => dense::infer(cx)?,
-        Family::Reduce => reduce::infer(cx)?,
-        Family::Movement => movement::infer(cx)?,
-        Family::Quant => quant::infer(cx)?,
-        Family::Meta => meta::infer(cx)?,
+    let mut tys = match seq::infer(cx).or_else(|| spatial::infer(cx)) {
+        Some(r) => r?,
+        None => match cx.node.op.family() {
+            Family::Elementwise => elementwise::infer(cx)?,
+            Family::Dense => dense::infer(cx)?,
+            Family::Reduce => reduce::infer(cx)?,
+            Family::Movement => movement::infer(cx)?,
+            Family::Quant => quant::infer(cx)?,
+            Family::Meta => meta::infer(cx)?,
+        },
     };
     let n = cx.node.outputs.len();
     if tys.len() < n {

@@ -217,6 +217,10 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             if r != 4 {
                 return Err(cx.shape_err(format!("{} must be 4-D (N, C, H, W)", cx.describe(0))));
             }
+            let mode = cx.attr_str("mode")?.unwrap_or("DCR");
+            if !matches!(mode, "DCR" | "CRD") {
+                return Err(cx.bad_attr("mode", format!("is `{mode}`; expected DCR or CRD")));
+            }
             let b = cx.attr_int("blocksize", 0)?;
             if b < 1 {
                 return Err(cx.bad_attr("blocksize", format!("must be positive, got {b}")));

@@ -423,3 +423,15 @@ fn extreme_attributes_are_errors_not_panics() {
     assert_eq!(sl[0], "f32[1]");
     assert!(one(&["f32[1,4,2,2]"], Op::DepthToSpace, &[("blocksize", i(1 << 40))]).contains("not divisible"));
 }
+
+#[test]
+fn space_to_depth_modes() {
+    for mode in ["DCR", "CRD"] {
+        let r = one(&["f32[1,2,4,6]"], Op::SpaceToDepth, &[("blocksize", i(2)), ("mode", s(mode))]);
+        assert_eq!(r, "f32[1,8,2,3]");
+    }
+    assert_eq!(
+        one(&["f32[1,2,4,6]"], Op::SpaceToDepth, &[("blocksize", i(2)), ("mode", s("XYZ"))]),
+        "bad-attr: attribute `mode` of SpaceToDepth node \"n0\" is `XYZ`; expected DCR or CRD"
+    );
+}

@@ -78,6 +78,10 @@ pub(crate) const OPS: &[Entry] = &[
     up("Clip", Op::Clip, &[(11, clip_attrs_to_operands)]),
     up("Cast", Op::Cast, &[(6, cast_to_string), (i64::MAX, cast_check_to)]),
     op("CastLike", Op::CastLike),
+    // added: sequence and attention ops
+    op("Swish", Op::Swish),
+    op("SwiGLU", Op::SwiGLU),
+    op("BitCast", Op::BitCast),
 ];
 
 /// Opset < 7: `broadcast=1` without `axis` is numpy suffix broadcasting, which newer opsets

@@ -30,6 +30,22 @@ pub(crate) const OPS: &[Entry] = &[
     up("LogSoftmax", Op::LogSoftmax, &[(13, coerce_2d)]),
     up("Hardmax", Op::Hardmax, &[(13, coerce_2d)]),
     up("Dropout", Op::Dropout, &[(12, dropout_ratio_attr)]),
+    // added: sequence and attention ops
+    op("Attention", Op::Attention),
+    op("RotaryEmbedding", Op::RotaryEmbedding),
+    op("NegativeLogLikelihoodLoss", Op::NegativeLogLikelihoodLoss),
+    op("SoftmaxCrossEntropyLoss", Op::SoftmaxCrossEntropyLoss),
+    op("Einsum", Op::Einsum),
+    op("RNN", Op::RNN),
+    op("GRU", Op::GRU),
+    op("LSTM", Op::LSTM),
+    op("Det", Op::Det),
+    op("BlackmanWindow", Op::BlackmanWindow),
+    op("HannWindow", Op::HannWindow),
+    op("HammingWindow", Op::HammingWindow),
+    // added: spatial ops
+    op("MaxUnpool", Op::MaxUnpool),
+    op("LRN", Op::LRN),
 ];
 
 /// Opset < 7: Gemm's `broadcast` flag; newer Gemm always broadcasts C.

@@ -21,6 +21,8 @@ pub(crate) const OPS: &[Entry] = &[
     op("ArgMin", Op::ArgMin),
     op("CumSum", Op::CumSum),
     up("TopK", Op::TopK, &[(10, topk_k_attr)]),
+    // added: sequence and attention ops
+    op("CumProd", Op::CumProd),
 ];
 
 /// Opset < 10: `k` was an attribute; it became a 1-element i64 operand.

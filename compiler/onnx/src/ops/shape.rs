@@ -39,6 +39,12 @@ pub(crate) const OPS: &[Entry] = &[
     op("Constant", Op::Constant),
     op("ConstantOfShape", Op::ConstantOfShape),
     op("Range", Op::Range),
+    // added: spatial ops
+    op("ReverseSequence", Op::ReverseSequence),
+    op("CenterCropPad", Op::CenterCropPad),
+    op("Col2Im", Op::Col2Im),
+    up("GridSample", Op::GridSample, &[(20, grid_sample_mode_names)]),
+    op("AffineGrid", Op::AffineGrid),
 ];
 
 /// Opset < 5: the target shape was an attribute.
@@ -149,5 +155,17 @@ fn upsample(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
         return Err(ctx.bad(&node, "needs `scales`"));
     }
     node.inputs = vec![node.input(0), None, scales];
+    Ok(vec![node])
+}
+
+/// GridSample opset < 20: modes were named `bilinear` and `bicubic`.
+fn grid_sample_mode_names(_ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    if let Some(Attr::String(m)) = node.attrs.get_mut("mode") {
+        match m.as_str() {
+            "bilinear" => *m = "linear".into(),
+            "bicubic" => *m = "cubic".into(),
+            _ => {}
+        }
+    }
     Ok(vec![node])
 }
