@@ -156,3 +156,42 @@ fn targets_lists_host_and_interp() {
     assert!(o.status.success());
     assert!(s.contains("host") && s.contains("interp") && s.contains("needs --features llvm"), "{s}");
 }
+
+#[test]
+fn npu_sim_subcommand_runs_a_kernel_and_reports_cycles() {
+    let dir = scratch("npusim");
+    let (m, n) = (3usize, 10usize);
+    let x: Vec<f32> = (0..m * n).map(|i| ((i * 7) % 11) as f32 * 0.25 - 1.0).collect();
+    write_npy(&dir.join("x.npy"), &Tensor::from_f32(vec![m as u64, n as u64], &x));
+    let kernel = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../targets/npu-sim/kernels/softmax_f32.asm");
+    let y_path = dir.join("y.npy");
+    let o = tessera(&[
+        "npu-sim",
+        "run",
+        kernel.to_str().unwrap(),
+        "--in",
+        &format!("r1={}", dir.join("x.npy").display()),
+        "--out",
+        &format!("r2={}:f32:{m}x{n}", y_path.display()),
+        "--set",
+        &format!("r4={m}"),
+        "--set",
+        &format!("r5={n}"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("total cycles"));
+    let y = tessera_driver::npy::read(&y_path).unwrap().to_f64_vec().unwrap();
+    for r in 0..m {
+        let row = &x[r * n..(r + 1) * n];
+        let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let sum: f64 = row.iter().map(|&v| (v as f64 - mx).exp()).sum();
+        for j in 0..n {
+            let want = (row[j] as f64 - mx).exp() / sum;
+            assert!((y[r * n + j] - want).abs() < 1e-5, "row {r} col {j}: {} vs {want}", y[r * n + j]);
+        }
+    }
+    // A kernel that does not assemble is an error (exit 1), not a panic.
+    std::fs::write(dir.join("bad.asm"), "FROB r1\n").unwrap();
+    let o = tessera(&["npu-sim", "run", dir.join("bad.asm").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
