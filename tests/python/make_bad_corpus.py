@@ -57,4 +57,8 @@ for k, v in [("location", "../../../etc/passwd"), ("offset", "0"), ("length", "2
     e = w.external_data.add()
     e.key, e.value = k, v
 save("bad_external.onnx", helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"], name="add")], "external", [x], [y], initializer=[w]))
+# A valid model whose Reshape target is a runtime input: its value is bound at compile time.
+shp = helper.make_tensor_value_info("shape", TensorProto.INT64, [2])
+r = helper.make_tensor_value_info("r", f32, None)
+save("reshape_input.onnx", helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape")], "reshape", [x, shp], [r]))
 print("wrote corpus to", OUT)

@@ -195,3 +195,28 @@ fn npu_sim_subcommand_runs_a_kernel_and_reports_cycles() {
     let o = tessera(&["npu-sim", "run", dir.join("bad.asm").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
+
+#[test]
+fn a_bound_shape_input_must_be_passed_again_unchanged() {
+    let dir = scratch("bound");
+    let tsa = dir.join("m.tsa");
+    let x = dir.join("x.npy");
+    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    let s32 = dir.join("s32.npy");
+    write_npy(&s32, &Tensor::from_i64(vec![2], &[3, 2]));
+    let s61 = dir.join("s61.npy");
+    write_npy(&s61, &Tensor::from_i64(vec![2], &[6, 1]));
+    let (xi, s32i, s61i) = (format!("x={}", x.display()), format!("shape={}", s32.display()), format!("shape={}", s61.display()));
+    let o = tessera(&["compile", &corpus("reshape_input.onnx"), "-o", tsa.to_str().unwrap(), "--input", &s32i, "--input", &xi]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ok = tessera(&["run", tsa.to_str().unwrap(), "--input", &xi, "--input", &s32i]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("r: f32 [3, 2]"), "{}", String::from_utf8_lossy(&ok.stdout));
+    let bad = tessera(&["run", tsa.to_str().unwrap(), "--input", &xi, "--input", &s61i]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("input `shape`") && stderr(&bad).contains("recompile"), "{}", stderr(&bad));
+    // Compiling the .onnx afresh with the new value works.
+    let fresh = tessera(&["run", &corpus("reshape_input.onnx"), "--input", &xi, "--input", &s61i]);
+    assert!(fresh.status.success(), "{}", stderr(&fresh));
+    assert!(String::from_utf8_lossy(&fresh.stdout).contains("r: f32 [6, 1]"));
+}
