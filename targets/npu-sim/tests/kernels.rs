@@ -44,6 +44,10 @@ fn gemm_f16_cycle_report_is_consistent() {
     assert_eq!(rep.edge(Mem::Gm, Mem::L1).unwrap().bytes, (112 * 96 * 2 + 96 * 80 * 2) as u64);
     assert!(rep.pipe(Pipe::Cube).unwrap().busy >= 7 * 5 * 6);
     assert!(rep.cube_utilisation > 0.0 && rep.cube_utilisation < 1.0);
+    // The benchmark measures utilisation in timing-only mode (no arithmetic); that is sound
+    // only if it reports exactly what cycle mode does.
+    let (_, timing) = run_gemm_f16(&src, &a, &b, m, n, k, Mode::TimingOnly);
+    assert_eq!(timing.expect("timing mode reports"), rep, "timing-only and cycle modes agree");
 }
 
 #[test]
