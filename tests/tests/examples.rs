@@ -89,3 +89,14 @@ fn one_model_many_threads() {
         }
     });
 }
+
+/// The same model compiled twice gives byte-identical artifacts, on both targets.
+#[test]
+fn compiling_is_deterministic() {
+    let model = tessera_tests::models().join("cnn/model.onnx");
+    for target in ["host", "interp"] {
+        let a = compile_file(&model, &CompileOptions::for_target(target)).unwrap().encode();
+        let b = compile_file(&model, &CompileOptions::for_target(target)).unwrap().encode();
+        assert!(a == b, "{target}: two compilations differ");
+    }
+}
