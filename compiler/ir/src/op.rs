@@ -242,6 +242,23 @@ op_table! {
     Col2Im: Movement, in (3, 3), out (1, 1), ["dilations", "pads", "strides"];
     GridSample: Movement, in (2, 2), out (1, 1), ["align_corners", "mode", "padding_mode"];
     AffineGrid: Movement, in (2, 2), out (1, 1), ["align_corners"];
+    // ---- added: linear attention and quantized ops ----
+    LinearAttention: Dense, in (3, 6), out (1, 2), ["chunk_size", "kv_num_heads", "q_num_heads", "scale", "update_rule"];
+    CausalConvWithState: Dense, in (2, 4), out (1, 2), ["activation"];
+    QLinearMatMul: Dense, in (8, 8), out (1, 1), [];
+    TensorScatter: Movement, in (2, 3), out (1, 1), ["axis", "mode"];
+    DeformConv: Dense, in (3, 5), out (1, 1), ["dilations", "group", "kernel_shape", "offset_group", "pads", "strides"];
+    RoiAlign: Dense, in (3, 3), out (1, 1), ["coordinate_transformation_mode", "mode", "output_height", "output_width", "sampling_ratio", "spatial_scale"];
+    QLinearConv: Dense, in (8, 9), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
+    // ---- added: spectral, training and ml ops ----
+    DFT: Dense, in (1, 3), out (1, 1), ["inverse", "onesided"];
+    STFT: Dense, in (2, 4), out (1, 1), ["onesided"];
+    MelWeightMatrix: Dense, in (5, 5), out (1, 1), ["output_datatype"];
+    Momentum: Dense, in (3, ANY), out (1, ANY), ["alpha", "beta", "mode", "norm_coefficient"];
+    Adagrad: Dense, in (3, ANY), out (1, ANY), ["decay_factor", "epsilon", "norm_coefficient"];
+    Adam: Dense, in (3, ANY), out (1, ANY), ["alpha", "beta", "epsilon", "norm_coefficient", "norm_coefficient_post"];
+    Binarizer: Dense, in (1, 1), out (1, 1), ["threshold"];
+    ArrayFeatureExtractor: Dense, in (2, 2), out (1, 1), [];
 }
 
 impl Op {
@@ -291,6 +308,12 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         GridSample => &["X", "grid"],
         AffineGrid => &["theta", "size"],
         OneHot => &["indices", "depth", "values"],
+        DFT => &["input", "dft_length", "axis"],
+        STFT => &["signal", "frame_step", "window", "frame_length"],
+        MelWeightMatrix => &["num_mel_bins", "dft_length", "sample_rate", "lower_edge_hertz", "upper_edge_hertz"],
+        Momentum | Adagrad | Adam => &["R", "T", "inputs"],
+        Binarizer => &["X"],
+        ArrayFeatureExtractor => &["X", "Y"],
         Trilu => &["input", "k"],
         CumSum => &["x", "axis"],
         MatMul => &["A", "B"],
@@ -304,6 +327,13 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         GroupNormalization => &["X", "scale", "bias"],
         RMSNormalization => &["X", "scale"],
         Where => &["condition", "X", "Y"],
+        LinearAttention => &["query", "key", "value", "past_state", "decay", "beta"],
+        CausalConvWithState => &["input", "weight", "bias", "past_state"],
+        QLinearMatMul => &["a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point", "y_scale", "y_zero_point"],
+        TensorScatter => &["past_cache", "update", "write_indices"],
+        DeformConv => &["X", "W", "offset", "B", "mask"],
+        RoiAlign => &["X", "rois", "batch_indices"],
+        QLinearConv => &["x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale", "y_zero_point", "B"],
         Clip => &["input", "min", "max"],
         CastLike => &["input", "target_type"],
         PRelu => &["X", "slope"],
@@ -345,6 +375,9 @@ pub fn shape_operands(op: Op) -> &'static [usize] {
         Col2Im => &[1, 2],
         CumProd => &[1],
         BlackmanWindow | HannWindow | HammingWindow => &[0],
+        DFT => &[1, 2],
+        STFT => &[1, 3],
+        MelWeightMatrix => &[0, 1],
         _ => &[],
     }
 }

@@ -22,6 +22,10 @@ pub mod attention;
 pub mod loss;
 pub mod misc;
 pub mod recurrent;
+// added: spectral, training and ml ops
+pub mod spectral;
+// added: linear attention and quantized ops
+pub mod extra;
 
 /// Why a graph could not be lowered.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +233,12 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Op::RNN | Op::GRU | Op::LSTM => recurrent::lower(cx, node),
         Op::CumProd | Op::Swish | Op::SwiGLU | Op::Einsum | Op::Det | Op::BitCast => misc::lower(cx, node),
         Op::BlackmanWindow | Op::HannWindow | Op::HammingWindow => misc::lower(cx, node),
+        // added: spectral, training and ml ops
+        Op::DFT | Op::STFT | Op::MelWeightMatrix | Op::Momentum | Op::Adagrad | Op::Adam => spectral::lower(cx, node),
+        Op::Binarizer | Op::ArrayFeatureExtractor => spectral::lower(cx, node),
+        // added: linear attention and quantized ops
+        Op::LinearAttention | Op::CausalConvWithState | Op::QLinearMatMul => extra::lower(cx, node),
+        Op::TensorScatter | Op::DeformConv | Op::RoiAlign | Op::QLinearConv => extra::lower(cx, node),
         op => match op.family() {
             Family::Elementwise => elementwise::lower(cx, node),
             Family::Reduce => reduce::lower(cx, node),

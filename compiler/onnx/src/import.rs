@@ -136,16 +136,19 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
             opset,
             node: node_ref(np),
         };
-        if !domain.is_empty() {
-            return Err(unsupported(domain_opset(domain)));
-        }
-        let Some(opset) = opset else {
-            return Err(OnnxError::BadModel(format!(
-                "{} uses the default domain, but the model imports no opset for it",
-                node_desc(np)
-            )));
+        // A node of another domain needs that domain imported; its opset then selects the
+        // upgrades of its registry line, as the default domain's does.
+        let opset = if domain.is_empty() {
+            opset.ok_or_else(|| {
+                OnnxError::BadModel(format!(
+                    "{} uses the default domain, but the model imports no opset for it",
+                    node_desc(np)
+                ))
+            })?
+        } else {
+            domain_opset(domain)
         };
-        let entry = ops::lookup(&np.op_type).ok_or_else(|| unsupported(opset))?;
+        let entry = ops::lookup(domain, &np.op_type).filter(|_| opset > 0).ok_or_else(|| unsupported(opset))?;
         let mut inputs = Vec::with_capacity(np.input.len());
         for name in &np.input {
             if name.is_empty() {

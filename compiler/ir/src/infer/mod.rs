@@ -16,6 +16,8 @@ mod quant;
 mod reduce;
 mod spatial;
 pub mod seq;
+mod extra;
+mod spectral;
 #[cfg(test)]
 mod tests;
 
@@ -73,7 +75,7 @@ pub fn infer_node_types(g: &Graph, node: &Node) -> Result<Vec<TensorType>> {
 
 fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
     crate::verify::check_node_signature(cx.node)?;
-    let mut tys = match seq::infer(cx).or_else(|| spatial::infer(cx)) {
+    let mut tys = match seq::infer(cx).or_else(|| spatial::infer(cx)).or_else(|| extra::infer(cx)).or_else(|| spectral::infer(cx)) {
         Some(r) => r?,
         None => match cx.node.op.family() {
             Family::Elementwise => elementwise::infer(cx)?,

@@ -11,6 +11,7 @@ mod nn;
 mod quant;
 mod reduce;
 mod shape;
+mod spectral;
 
 use crate::error::Result;
 use crate::import::Ctx;
@@ -23,6 +24,8 @@ pub(crate) type Upgrade = fn(&mut Ctx, Node) -> Result<Vec<Node>>;
 
 /// One registry line.
 pub(crate) struct Entry {
+    /// The ONNX domain: "" for the default domain (`ai.onnx`), else e.g. `ai.onnx.ml`.
+    pub domain: &'static str,
     pub onnx: &'static str,
     pub op: Op,
     pub upgrades: &'static [(i64, Upgrade)],
@@ -30,24 +33,29 @@ pub(crate) struct Entry {
 
 /// A registry line with no upgrades.
 pub(crate) const fn op(onnx: &'static str, op: Op) -> Entry {
-    Entry { onnx, op, upgrades: &[] }
+    Entry { domain: "", onnx, op, upgrades: &[] }
+}
+
+/// A registry line with no upgrades for an op of a non-default domain.
+pub(crate) const fn in_domain(domain: &'static str, onnx: &'static str, op: Op) -> Entry {
+    Entry { domain, onnx, op, upgrades: &[] }
 }
 
 /// A registry line with upgrades.
 pub(crate) const fn up(onnx: &'static str, op: Op, upgrades: &'static [(i64, Upgrade)]) -> Entry {
-    Entry { onnx, op, upgrades }
+    Entry { domain: "", onnx, op, upgrades }
 }
 
-const FAMILIES: &[&[Entry]] = &[math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS];
+const FAMILIES: &[&[Entry]] = &[math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS, spectral::OPS];
 
-/// The registry line for an ONNX op type of the default domain.
-pub(crate) fn lookup(op_type: &str) -> Option<&'static Entry> {
-    FAMILIES.iter().flat_map(|f| f.iter()).find(|e| e.onnx == op_type)
+/// The registry line for an ONNX op type of `domain` ("" for the default domain).
+pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<&'static Entry> {
+    FAMILIES.iter().flat_map(|f| f.iter()).find(|e| e.domain == domain && e.onnx == op_type)
 }
 
 /// Every ONNX op type the frontend accepts, for documentation and tests.
 pub fn supported_ops() -> Vec<&'static str> {
-    let mut v: Vec<_> = FAMILIES.iter().flat_map(|f| f.iter()).map(|e| e.onnx).collect();
+    let mut v: Vec<_> = FAMILIES.iter().flat_map(|f| f.iter()).filter(|e| e.domain.is_empty()).map(|e| e.onnx).collect();
     v.sort_unstable();
     v
 }

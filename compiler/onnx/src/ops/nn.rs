@@ -46,6 +46,11 @@ pub(crate) const OPS: &[Entry] = &[
     // added: spatial ops
     op("MaxUnpool", Op::MaxUnpool),
     op("LRN", Op::LRN),
+    // added: linear attention and quantized ops
+    op("LinearAttention", Op::LinearAttention),
+    op("CausalConvWithState", Op::CausalConvWithState),
+    op("DeformConv", Op::DeformConv),
+    op("RoiAlign", Op::RoiAlign),
 ];
 
 /// Opset < 7: Gemm's `broadcast` flag; newer Gemm always broadcasts C.

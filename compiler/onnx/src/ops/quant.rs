@@ -7,4 +7,7 @@ pub(crate) const OPS: &[Entry] = &[
     op("QuantizeLinear", Op::QuantizeLinear),
     op("DequantizeLinear", Op::DequantizeLinear),
     op("DynamicQuantizeLinear", Op::DynamicQuantizeLinear),
+    // added: linear attention and quantized ops
+    op("QLinearMatMul", Op::QLinearMatMul),
+    op("QLinearConv", Op::QLinearConv),
 ];

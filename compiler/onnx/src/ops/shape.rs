@@ -45,6 +45,8 @@ pub(crate) const OPS: &[Entry] = &[
     op("Col2Im", Op::Col2Im),
     up("GridSample", Op::GridSample, &[(20, grid_sample_mode_names)]),
     op("AffineGrid", Op::AffineGrid),
+    // added: linear attention and quantized ops
+    op("TensorScatter", Op::TensorScatter),
 ];
 
 /// Opset < 5: the target shape was an attribute.
