@@ -120,10 +120,14 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
         Cmd::Compile { model, target, output, inputs, shapes } => compile(&model, &target, &output, &inputs, &shapes),
         Cmd::Run { model, target, inputs, inputs_dir, outputs_dir } => run(&model, &target, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref()),
         Cmd::Targets => {
-            println!("{:<14} {:<10} description", "target", "status");
+            println!("{:<14} {:<22} description", "target", "status");
             for t in targets::all() {
-                let status = if t.available { "built".to_string() } else { format!("needs --features {}", t.feature.unwrap_or("?")) };
-                println!("{:<14} {:<10} {}", t.name, status, t.description);
+                let status = match (t.available, t.feature) {
+                    (true, _) => "built".to_string(),
+                    (false, Some(f)) => format!("needs --features {f}"),
+                    (false, None) => "not yet".to_string(),
+                };
+                println!("{:<14} {:<22} {}", t.name, status, t.description);
             }
             Ok(())
         }

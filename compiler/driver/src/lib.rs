@@ -55,7 +55,9 @@ impl DriverError {
             DriverError::Onnx(e) if e.is_unsupported() => exit::UNSUPPORTED,
             DriverError::Lower(tessera_lower::LowerError::Unsupported { .. }) => exit::UNSUPPORTED,
             DriverError::Target(tessera_target::TargetError::Unsupported { .. }) => exit::UNSUPPORTED,
-            DriverError::Lookup(targets::LookupError::FeatureDisabled { .. }) => exit::UNSUPPORTED,
+            DriverError::Lookup(targets::LookupError::FeatureDisabled { .. } | targets::LookupError::NotYet { .. }) => {
+                exit::UNSUPPORTED
+            }
             DriverError::Lookup(targets::LookupError::Unknown(_)) | DriverError::Usage(_) => exit::USAGE,
             _ => exit::ERROR,
         }

@@ -16,6 +16,9 @@ pub enum LookupError {
     FeatureDisabled { name: String, feature: String },
     #[error("target `{name}` could not start: {message}")]
     Init { name: String, message: String },
+    /// Known and planned, but without a code generator yet.
+    #[error("target `{name}` has no code generator yet: {message}")]
+    NotYet { name: String, message: String },
 }
 
 /// One row of `tessera targets`.
@@ -32,6 +35,7 @@ pub fn all() -> Vec<TargetInfo> {
     vec![
         TargetInfo { name: "host", description: "this CPU, via Cranelift (default)", feature: None, available: true },
         TargetInfo { name: "interp", description: "the reference kernel-IR interpreter", feature: None, available: true },
+        TargetInfo { name: "npu-sim", description: "simulated Da Vinci-style NPU (`tessera npu-sim` runs hand-written kernels; codegen pending)", feature: None, available: false },
         TargetInfo { name: "llvm-x86_64", description: "LLVM 22 CPU code, AVX2/AVX-512", feature: Some("llvm"), available: false },
         TargetInfo { name: "llvm-aarch64", description: "LLVM 22 CPU code, NEON", feature: Some("llvm"), available: false },
         TargetInfo { name: "llvm-riscv64", description: "LLVM 22 CPU code, RVV 1.0", feature: Some("llvm"), available: false },
@@ -63,6 +67,10 @@ pub fn device(name: &str) -> Result<Arc<dyn Device>, LookupError> {
 fn unavailable(name: &str) -> LookupError {
     match all().into_iter().find(|t| t.name == name) {
         Some(TargetInfo { feature: Some(f), .. }) => LookupError::FeatureDisabled { name: name.into(), feature: f.into() },
+        Some(TargetInfo { feature: None, available: false, .. }) => LookupError::NotYet {
+            name: name.into(),
+            message: "the simulator and its ISA exist; `tessera npu-sim run KERNEL.asm` runs hand-written kernels".into(),
+        },
         _ => LookupError::Unknown(name.into()),
     }
 }
@@ -106,5 +114,6 @@ mod tests {
         assert_eq!(lookup("host").unwrap().desc().name, "host");
         assert!(matches!(lookup("nvptx"), Err(LookupError::FeatureDisabled { .. })));
         assert!(matches!(lookup("tpu9000"), Err(LookupError::Unknown(_))));
+        assert!(matches!(lookup("npu-sim"), Err(LookupError::NotYet { .. })));
     }
 }
