@@ -2,7 +2,10 @@
 //! machine code executable, and launches it over the grid, spreading grid points over
 //! threads when there is enough work. Start at [`HostDevice::load`].
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::thread::JoinHandle;
 
 use tessera_runtime::{Device, DeviceError, KernelArg, LoadedKernel};
 
@@ -10,13 +13,29 @@ use crate::blob::BlobHeader;
 use crate::{cpu, NAME};
 
 /// Below this much estimated work (operations, see `codegen::estimate_work`) per thread a
-/// launch stays on the calling thread: starting a thread costs about as much.
+/// launch stays on the calling thread: waking a pool worker and waiting for it costs about
+/// as much.
 const WORK_PER_THREAD: u64 = 1 << 16;
 
 /// Runs host code blobs on this CPU.
-#[derive(Clone, Debug)]
+///
+/// Launches big enough to spread over threads run on a pool of parked worker threads that
+/// the device starts on first need (`max_threads - 1` of them; the launching thread works
+/// too). Clones of a device, and the kernels it loaded, share the pool; it stops when the
+/// last of them is dropped.
+#[derive(Clone)]
 pub struct HostDevice {
     max_threads: usize,
+    pool: Arc<OnceLock<Pool>>,
+}
+
+impl std::fmt::Debug for HostDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostDevice")
+            .field("max_threads", &self.max_threads)
+            .field("pool_started", &self.pool.get().is_some())
+            .finish()
+    }
 }
 
 impl Default for HostDevice {
@@ -29,13 +48,13 @@ impl HostDevice {
     /// Uses as many threads as the machine offers.
     pub fn new() -> HostDevice {
         let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        HostDevice { max_threads: n }
+        HostDevice::with_threads(n)
     }
 
     /// Uses at most `n` threads per launch (at least 1), for callers that run several
     /// launches at once or want a serial device.
     pub fn with_threads(n: usize) -> HostDevice {
-        HostDevice { max_threads: n.max(1) }
+        HostDevice { max_threads: n.max(1), pool: Arc::new(OnceLock::new()) }
     }
 }
 
@@ -52,7 +71,13 @@ impl Device for HostDevice {
         let err = |message: String| DeviceError { kernel: name.to_string(), message };
         let (header, code) = BlobHeader::decode(blob).map_err(err)?;
         let code = ExecCode::new(code).map_err(err)?;
-        Ok(Box::new(HostKernel { name: name.to_string(), header, code, max_threads: self.max_threads }))
+        Ok(Box::new(HostKernel {
+            name: name.to_string(),
+            header,
+            code,
+            max_threads: self.max_threads,
+            pool: self.pool.clone(),
+        }))
     }
 }
 
@@ -64,6 +89,7 @@ struct HostKernel {
     header: BlobHeader,
     code: ExecCode,
     max_threads: usize,
+    pool: Arc<OnceLock<Pool>>,
 }
 
 /// The argument pointer array, shared read-only by the launch's threads.
@@ -151,14 +177,173 @@ impl LoadedKernel for HostKernel {
                 unsafe { entry(args.get(), scratch.ptr(), begin, end) };
             }
         };
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(work);
-            }
-            work();
-        });
-        Ok(())
+        let pool = self.pool.get_or_init(|| Pool::new(self.max_threads - 1));
+        pool.run(threads - 1, work).map_err(err)
     }
+}
+
+/// A launch's work as the pool's workers see it: the lifetime is erased, and [`Pool::run`]
+/// makes sure no worker calls it after `run` returns.
+#[derive(Clone, Copy)]
+struct JobRef(*const (dyn Fn() + Sync + 'static));
+
+// The closure behind the pointer is `Sync`, so calling it from other threads is sound for
+// as long as it lives, which `Pool::run` guarantees.
+unsafe impl Send for JobRef {}
+
+/// What the workers and the launching thread share, under `Shared::state`.
+struct State {
+    /// The launch in progress, if any.
+    job: Option<JobRef>,
+    /// How many more workers may join the launch in progress.
+    to_start: usize,
+    /// How many workers are running the launch's work now.
+    active: usize,
+    /// Whether a worker's run of the launch in progress panicked.
+    panicked: bool,
+    /// Set when the pool is dropped: workers exit.
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when there is a job to join, or on shutdown.
+    work: Condvar,
+    /// Signalled when `active` drops to zero.
+    done: Condvar,
+}
+
+impl Shared {
+    /// Locks the state. Nothing panics while holding the lock (work runs unlocked, under
+    /// `catch_unwind`), but a poisoned lock is recovered rather than spread regardless.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Parked worker threads that launches hand work to, one launch at a time.
+struct Pool {
+    shared: Arc<Shared>,
+    /// Held for the whole of a launch that uses the pool; a launch that finds it taken runs
+    /// on its own thread instead of waiting.
+    busy: Mutex<()>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// Starts up to `n` workers (fewer if the system refuses threads).
+    fn new(n: usize) -> Pool {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { job: None, to_start: 0, active: 0, panicked: false, shutdown: false }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+        });
+        let workers = (0..n)
+            .map_while(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new().name(format!("tessera-host-{i}")).spawn(move || worker(&shared)).ok()
+            })
+            .collect();
+        Pool { shared, busy: Mutex::new(()), workers }
+    }
+
+    /// Runs `work` on the calling thread and on up to `helpers` workers at once, returning
+    /// once every run of it has finished. `work` must be safe to run any number of times
+    /// concurrently, splitting the launch between the runs itself.
+    fn run(&self, helpers: usize, work: &(dyn Fn() + Sync)) -> Result<(), String> {
+        let helpers = helpers.min(self.workers.len());
+        let guard = match self.busy.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if helpers == 0 || guard.is_none() {
+            // Serial: another launch has the pool (its threads are busy anyway).
+            return catch_unwind(AssertUnwindSafe(work)).map_err(|p| panic_message(&*p));
+        }
+        // SAFETY: only the lifetime is erased. Workers call the job only after joining it
+        // (under the lock, while `job` is set), and this function clears `job` and then waits
+        // for every joined worker to finish before returning, so `work` outlives every call.
+        let job = JobRef(unsafe {
+            std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(work)
+        });
+        {
+            let mut st = self.shared.lock();
+            st.job = Some(job);
+            st.to_start = helpers;
+            st.panicked = false;
+        }
+        for _ in 0..helpers {
+            self.shared.work.notify_one();
+        }
+        let mine = catch_unwind(AssertUnwindSafe(work));
+        let mut st = self.shared.lock();
+        // Workers that have not joined yet are no longer wanted: the work is shared out
+        // dynamically, so whoever ran has done it all (or is finishing it).
+        st.job = None;
+        st.to_start = 0;
+        while st.active > 0 {
+            st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let worker_panicked = std::mem::take(&mut st.panicked);
+        drop(st);
+        drop(guard);
+        match mine {
+            Err(p) => Err(panic_message(&*p)),
+            Ok(()) if worker_panicked => Err("a worker thread panicked while running the kernel".to_string()),
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.work.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A worker's life: wait for a launch to join, run its work, report back; exit on shutdown.
+fn worker(shared: &Shared) {
+    let mut st = shared.lock();
+    loop {
+        if st.shutdown {
+            return;
+        }
+        if st.to_start > 0 {
+            if let Some(job) = st.job {
+                st.to_start -= 1;
+                st.active += 1;
+                drop(st);
+                // SAFETY: the launch waits for `active` to drop to zero before its work goes
+                // away, and this worker counted itself in `active` while the job was set.
+                let result = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)() }));
+                st = shared.lock();
+                if result.is_err() {
+                    st.panicked = true;
+                }
+                st.active -= 1;
+                if st.active == 0 {
+                    shared.done.notify_all();
+                }
+                continue;
+            }
+        }
+        st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// The text of a caught panic, for a [`DeviceError`].
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    format!("the kernel's launch panicked: {text}")
 }
 
 /// Machine code in memory mapped read+execute, unmapped on drop.

@@ -889,6 +889,54 @@ fn a_large_grid_runs_on_several_threads_like_the_interpreter() {
     check_on(&HostDevice::with_threads(1), &k, &inputs);
 }
 
+#[test]
+fn many_concurrent_launches_from_several_threads_match_the_interpreter() {
+    // Launches big enough to use the device's worker pool, from several threads at once on
+    // one device and one loaded kernel: each must still get the interpreter's result, whether
+    // it gets the pool or runs on its own thread while another launch has it.
+    let n = 1u64 << 14;
+    let k = elementwise("pooled", DType::F32, 4, n, |b, x, y| {
+        let mut acc = x;
+        for _ in 0..16 {
+            let p = b.mul(acc, y);
+            acc = b.add(p, x);
+        }
+        acc
+    });
+    let device = HostDevice::with_threads(4);
+    let blob = host().compile(&k).unwrap();
+    let loaded = device.load(&blob.name, &blob.code).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (k, loaded) = (&k, &loaded);
+            s.spawn(move || {
+                for i in 0..25u64 {
+                    let seed = 100 + t * 1000 + i;
+                    let inputs = [
+                        f32s(&floats(n as usize, seed)),
+                        f32s(&floats(n as usize, seed + 500)),
+                        vec![0; (n * 4) as usize],
+                    ];
+                    let want = run_interp(k, &inputs);
+                    let mut bufs: Vec<Aligned> = inputs.iter().map(|b| Aligned::from(b)).collect();
+                    let args: Vec<KernelArg> = bufs.iter_mut().map(|b| b.arg()).collect();
+                    loaded.launch(&args).unwrap_or_else(|e| panic!("{e}"));
+                    let got: Vec<Vec<u8>> = bufs.iter().map(|b| b.bytes()).collect();
+                    assert!(got == want, "thread {t}, launch {i}: host and interpreter differ");
+                }
+            });
+        }
+    });
+    // The pool outlives the device while a kernel holds it, and stops with the last of them.
+    drop(device);
+    check_on(
+        &HostDevice::with_threads(3),
+        &k,
+        &[f32s(&floats(n as usize, 7)), f32s(&floats(n as usize, 8)), vec![0; (n * 4) as usize]],
+    );
+    drop(loaded);
+}
+
 // ---- refusals ----
 
 fn tiny_kernel() -> Kernel {
