@@ -880,6 +880,11 @@ fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         args.push(cx.buffer(bb)?);
     }
     args.push(cx.buffer(y)?);
+    if dt == DType::F32 && cx.dtype(y)? == DType::F32 && cx.desc.vector_bytes >= 16 && w.input.len() == 2 && mg > 0 {
+        let kern = conv_rows_f32(cx.kernel_name("conv"), &w, [nb, c, mo, g], bias.is_some(), [cx.numel(x)?, cx.numel(wv)?, total]);
+        cx.launch(kern, args);
+        return Ok(Execution::Kernel);
+    }
     let mut kb = KernelBuilder::new(cx.kernel_name("conv"));
     let b = &mut kb;
     let xb = b.param("x", dt, cx.numel(x)?.max(1), Access::Read);
@@ -946,6 +951,234 @@ fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     });
     cx.launch(kb.finish(), args);
     Ok(Execution::Kernel)
+}
+
+/// The interior columns of a 2-D window (every W tap in bounds): `lo..hi`, as constants.
+fn conv_interior(w: &Window) -> (i64, i64) {
+    let pw = w.pad_begin[1];
+    let lo = pw.max(0);
+    let hi = (w.output[1] as i64).min(w.input[1] as i64 - w.kernel[1] as i64 + pw + 1);
+    (lo, hi.max(lo))
+}
+
+/// Whether [`conv_rows_f32`] vectorises the interior columns: unit stride and dilation
+/// along W, and at least 4 interior columns.
+fn conv_rows_vec(w: &Window) -> bool {
+    let (lo, hi) = conv_interior(w);
+    w.strides[1] == 1 && w.dilations[1] == 1 && hi - lo >= 4
+}
+
+/// f32 2-D Conv. One instance per (image, block of `mb` output channels of one group, output
+/// row). With unit stride and dilation along W, interior columns (every W tap in bounds) go 8
+/// or 4 at a time in vec<4xf32> accumulators, one set per channel of the block, so each input
+/// vector is reused by `mb` channels and no tap needs a bounds check (a last partial block is
+/// recomputed overlapping the previous one, which writes the same values); border columns,
+/// and every column otherwise, take the scalar window walk, still sharing each input load
+/// among the block's channels. Every output is summed in the same order
+/// as the generic path (bias, then input channels, then taps in order), so the results are
+/// the same. Parameters: x, w, [bias], y.
+fn conv_rows_f32(name: String, w: &Window, dims: [u64; 4], has_bias: bool, lens: [u64; 3]) -> Kernel {
+    let [nb, c, mo, g] = dims;
+    let (cg, mg) = (c / g, mo / g);
+    let mb: u64 = if mg % 4 == 0 {
+        4
+    } else if mg % 2 == 0 {
+        2
+    } else {
+        1
+    };
+    let (ih_n, iw_n) = (w.input[0] as i64, w.input[1] as i64);
+    let (oh_n, ow_n) = (w.output[0], w.output[1] as i64);
+    let (kh_n, kw_n) = (w.kernel[0] as i64, w.kernel[1] as i64);
+    let it = ih_n * iw_n;
+    let kt = kh_n * kw_n;
+    let ot = oh_n as i64 * ow_n;
+    let pw = w.pad_begin[1];
+    let dh = w.dilations[0] as i64;
+    let (int_lo, int_hi) = conv_interior(w);
+    let f32t = DType::F32;
+    let mut kb = KernelBuilder::new(name);
+    let b = &mut kb;
+    let xb = b.param("x", f32t, lens[0].max(1), Access::Read);
+    let wb = b.param("w", f32t, lens[1].max(1), Access::Read);
+    let bb = has_bias.then(|| b.param("bias", f32t, mo, Access::Read));
+    let yb = b.param("y", f32t, lens[2], Access::Write);
+    let nblk = mo / mb;
+    b.set_grid(&[nb * nblk, oh_n]);
+    let p0 = b.program_id(0);
+    let oh = b.program_id(1);
+    let nbv = b.index(nblk as i64);
+    let n = b.div(p0, nbv);
+    let nmul = b.mul(n, nbv);
+    let blk = b.sub(p0, nmul);
+    let mbv = b.index(mb as i64);
+    let m0 = b.mul(blk, mbv);
+    let mgv = b.index(mg as i64);
+    let gi = b.div(m0, mgv);
+    // x_base = (n*C + g*Cg) * It.
+    let cvv = b.index(c as i64);
+    let nc = b.mul(n, cvv);
+    let cgv = b.index(cg as i64);
+    let gc = b.mul(gi, cgv);
+    let ch = b.add(nc, gc);
+    let itv = b.index(it);
+    let x_base = b.mul(ch, itv);
+    // Per channel j of the block: weights base, bias, and the output row's base.
+    let mov = b.index(mo as i64);
+    let nmo = b.mul(n, mov);
+    let otv = b.index(ot);
+    let owv = b.index(ow_n);
+    let row_off = b.mul(oh, owv);
+    let wstride = b.index(cg as i64 * kt);
+    let mut w_bases = Vec::new();
+    let mut biases = Vec::new();
+    let mut y_rows = Vec::new();
+    for j in 0..mb {
+        let jv = b.index(j as i64);
+        let m = b.add(m0, jv);
+        w_bases.push(b.mul(m, wstride));
+        biases.push(match bb {
+            Some(bb) => b.load(bb, m, 1),
+            None => fconst(b, Ty::scalar(f32t), 0.0),
+        });
+        let nm = b.add(nmo, m);
+        let yb0 = b.mul(nm, otv);
+        y_rows.push(b.add(yb0, row_off));
+    }
+    let extent = [ih_n, iw_n];
+    let one = b.index(1);
+    let ist = [iw_n as u64, 1];
+    let kst = [kw_n as u64, 1];
+
+    // Scalar columns ow in lo..hi: the generic window walk, all channels of the block at once.
+    let scalar_cols = |b: &mut KernelBuilder, lo: i64, hi: i64| {
+        if lo >= hi {
+            return;
+        }
+        let (lov, hiv) = (b.index(lo), b.index(hi));
+        b.for_loop(lov, hiv, one, &[], |b, ow, _| {
+            let ranges = window_ranges(b, w, &[oh, ow], &extent, &[0, 0]);
+            let (c0, c1) = (b.index(0), b.index(cg as i64));
+            let r = b.for_loop(c0, c1, one, &biases, |b, ci, acc_in| {
+                let xc = offset(b, x_base, ci, it);
+                let wcs: Vec<Val> = w_bases.iter().map(|&wb0| offset(b, wb0, ci, kt)).collect();
+                let body = |b: &mut KernelBuilder, taps: &[Val], carried: &[Val]| -> Vec<Val> {
+                    let xi = tap_offset(b, w, &ranges, taps, xc, &ist);
+                    let xv = b.load(xb, xi, 1);
+                    let wi = linear_index(b, taps, &kst);
+                    let mut out = Vec::new();
+                    for j in 0..mb as usize {
+                        let wij = b.add(wcs[j], wi);
+                        let wv = b.load(wb, wij, 1);
+                        let p = b.mul(xv, wv);
+                        out.push(b.add(carried[j], p));
+                    }
+                    out
+                };
+                window_fold(b, &ranges, &mut Vec::new(), acc_in.to_vec(), &body)
+            });
+            for j in 0..mb as usize {
+                let yi = b.add(y_rows[j], ow);
+                b.store(yb, yi, r[j]);
+            }
+            Vec::new()
+        });
+    };
+
+    // Interior H taps of this output row (the W taps of interior columns are all in bounds).
+    let hr = window_ranges(b, w, &[oh], &extent[..1], &[0]);
+    let (h_start, h_lo, h_hi) = hr[0];
+    // `groups` vectors of 4 columns starting at ow0, for every channel of the block.
+    let vec_block = |b: &mut KernelBuilder, ow0: Val, groups: usize| {
+        let mut init = Vec::new();
+        for &bias in &biases {
+            let s = b.splat(bias, 4);
+            for _ in 0..groups {
+                init.push(s);
+            }
+        }
+        let pwv = b.index(pw);
+        let xcol = b.sub(ow0, pwv);
+        let (c0, c1) = (b.index(0), b.index(cg as i64));
+        let r = b.for_loop(c0, c1, one, &init, |b, ci, acc_ci| {
+            let xc0 = offset(b, x_base, ci, it);
+            let xc = b.add(xc0, xcol);
+            let wcs: Vec<Val> = w_bases.iter().map(|&wb0| offset(b, wb0, ci, kt)).collect();
+            b.for_loop(h_lo, h_hi, one, acc_ci, |b, kh, acc_h| {
+                let dhv = b.index(dh);
+                let khd = b.mul(kh, dhv);
+                let ih = b.add(h_start, khd);
+                let xrow = offset(b, xc, ih, iw_n);
+                let wrows: Vec<Val> = wcs.iter().map(|&wc| offset(b, wc, kh, kw_n)).collect();
+                let tap = |b: &mut KernelBuilder, kw: Val, acc: &[Val]| -> Vec<Val> {
+                    let xi = b.add(xrow, kw);
+                    let mut xs = Vec::new();
+                    for gr in 0..groups {
+                        let gv = b.index(4 * gr as i64);
+                        let xig = b.add(xi, gv);
+                        xs.push(b.load(xb, xig, 4));
+                    }
+                    let mut out = Vec::new();
+                    for j in 0..mb as usize {
+                        let wi = b.add(wrows[j], kw);
+                        let ws = b.load(wb, wi, 1);
+                        let wv = b.splat(ws, 4);
+                        for gr in 0..groups {
+                            let p = b.mul(xs[gr], wv);
+                            out.push(b.add(acc[j * groups + gr], p));
+                        }
+                    }
+                    out
+                };
+                if kw_n <= 7 {
+                    let mut acc = acc_h.to_vec();
+                    for kw in 0..kw_n {
+                        let kv = b.index(kw);
+                        acc = tap(b, kv, &acc);
+                    }
+                    acc
+                } else {
+                    let (k0, k1) = (b.index(0), b.index(kw_n));
+                    b.for_loop(k0, k1, one, acc_h, |b, kw, acc| tap(b, kw, acc))
+                }
+            })
+        });
+        for j in 0..mb as usize {
+            for gr in 0..groups {
+                let gv = b.index(4 * gr as i64);
+                let col = b.add(ow0, gv);
+                let yi = b.add(y_rows[j], col);
+                b.store(yb, yi, r[j * groups + gr]);
+            }
+        }
+    };
+
+    if !conv_rows_vec(w) {
+        scalar_cols(b, 0, ow_n);
+        return kb.finish();
+    }
+    scalar_cols(b, 0, int_lo);
+    let n8 = (int_hi - int_lo) / 8;
+    let end8 = int_lo + 8 * n8;
+    if n8 > 0 {
+        let (lo, hi, step) = (b.index(int_lo), b.index(end8), b.index(8));
+        b.for_loop(lo, hi, step, &[], |b, ow0, _| {
+            vec_block(b, ow0, 2);
+            Vec::new()
+        });
+    }
+    let mut end = end8;
+    if int_hi - end >= 4 {
+        let ow0 = b.index(end);
+        vec_block(b, ow0, 1);
+        end += 4;
+    }
+    if end < int_hi {
+        let ow0 = b.index(int_hi - 4);
+        vec_block(b, ow0, 1);
+    }
+    scalar_cols(b, int_hi, ow_n);
+    kb.finish()
 }
 
 /// The element type of buffer `buf`.
@@ -2067,6 +2300,53 @@ mod tests {
         check_conv(&[1, 3, 8, 8], &[3, 1, 2, 2], &[1, 3, 4, 4], &[2, 2], &[1, 1], &[], 3, true, Some("SAME_LOWER"));
         check_conv(&[1, 2, 9], &[4, 2, 3], &[1, 4, 4], &[2], &[2], &[1, 2], 1, true, None);
         check_conv(&[1, 2, 4, 5, 3], &[2, 2, 2, 3, 2], &[1, 2, 3, 3, 2], &[1, 1, 1], &[1, 1, 1], &[0, 0, 0, 0, 0, 0], 1, true, None);
+    }
+
+    /// 2-D f32 convs that take the vectorised row kernel (vector_bytes 16) give the same bits
+    /// as the scalar generic path (vector_bytes 4), and match the reference.
+    #[test]
+    fn conv_rows_f32_same_bits_as_generic() {
+        // (X, W, pads [t, l, b, r], strides, dilations, group, bias)
+        type Case = ([u64; 4], [u64; 4], [i64; 4], [u64; 2], [u64; 2], u64, bool);
+        let cases: [Case; 10] = [
+            ([1, 4, 9, 11], [4, 2, 3, 3], [1, 1, 1, 1], [2, 2], [1, 1], 2, true),
+            ([1, 3, 8, 12], [5, 3, 2, 3], [0, 2, 1, 0], [1, 2], [2, 2], 1, false),
+            ([1, 2, 5, 5], [3, 2, 3, 3], [1, 1, 1, 1], [1, 1], [1, 1], 1, true),
+            ([1, 3, 6, 23], [8, 3, 3, 3], [1, 1, 1, 1], [1, 1], [1, 1], 1, true),
+            ([2, 4, 5, 13], [6, 2, 2, 5], [0, 2, 1, 1], [2, 1], [2, 1], 2, false),
+            ([1, 2, 4, 20], [2, 2, 1, 9], [0, 3, 0, 4], [1, 1], [1, 1], 1, true),
+            ([1, 8, 3, 12], [4, 8, 1, 1], [0, 0, 0, 0], [1, 1], [1, 1], 1, false),
+            ([1, 4, 7, 10], [4, 1, 3, 3], [1, 1, 1, 1], [1, 1], [1, 1], 4, true),
+            ([1, 3, 9, 16], [6, 3, 3, 3], [1, 0, 0, 2], [2, 1], [1, 1], 1, true),
+            ([1, 2, 8, 8], [4, 2, 7, 7], [3, 3, 3, 3], [1, 1], [1, 1], 1, true),
+        ];
+        for (xd, wd, pads, s, d, group, bias) in cases {
+            let oh = (xd[2] as i64 + pads[0] + pads[2] - ((wd[2] as i64 - 1) * d[0] as i64 + 1)) / s[0] as i64 + 1;
+            let ow = (xd[3] as i64 + pads[1] + pads[3] - ((wd[3] as i64 - 1) * d[1] as i64 + 1)) / s[1] as i64 + 1;
+            let od = [xd[0], wd[0], oh as u64, ow as u64];
+            let x = rand(xd.iter().product::<u64>() as usize, 31);
+            let w = rand(wd.iter().product::<u64>() as usize, 32);
+            let bv = rand(wd[0] as usize, 33);
+            let run = |vb: u32| {
+                let mut g = G::default();
+                let xv = g.input(DType::F32, &xd, f32_bytes(&x));
+                let wv = g.konst(Tensor::from_f32(wd.to_vec(), &w));
+                let bb = bias.then(|| g.konst(Tensor::from_f32(vec![wd[0]], &bv)));
+                let attrs = vec![
+                    ("strides", Attr::Ints(s.iter().map(|&v| v as i64).collect())),
+                    ("dilations", Attr::Ints(d.iter().map(|&v| v as i64).collect())),
+                    ("group", Attr::Int(group as i64)),
+                    ("pads", Attr::Ints(pads.to_vec())),
+                ];
+                let o = g.node(Op::Conv, &[Some(xv), Some(wv), bb], &[(DType::F32, &od)], &attrs);
+                to_f32(&g.run(&o, &desc(vb)).unwrap()[0])
+            };
+            let (fast, slow) = (run(16), run(4));
+            let what = format!("conv {xd:?} * {wd:?} pads {pads:?}");
+            assert_eq!(fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), slow.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{what}");
+            let want = ref_conv(&x, &xd, &w, &wd, bias.then_some(&bv[..]), &od, &s, &d, &pads[..2], group);
+            close(&fast, &want, &what);
+        }
     }
 
     #[test]
