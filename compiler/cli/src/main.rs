@@ -94,11 +94,24 @@ enum Cmd {
     },
 }
 
+/// Rust ignores SIGPIPE, which turns `tessera … | head` into a panic on the next print. Take
+/// the default action instead, so a closed pipe ends the process quietly, as it does for other
+/// Unix tools.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn default_jobs() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
