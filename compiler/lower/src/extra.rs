@@ -154,30 +154,21 @@ fn linear_attention(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut args = Vec::new();
     let name = cx.kernel_name("linear_attention");
     let mut b = KernelBuilder::new(name);
-    let mut param = |b: &mut KernelBuilder,
-                     cx: &mut LowerCx,
-                     x: ValueId,
-                     n: &str,
-                     acc: Access|
-     -> Result<Buf> {
-        args.push(cx.buffer(x)?);
-        Ok(b.param(n, cx.dtype(x)?, cx.numel(x)?, acc))
-    };
-    let qp = param(&mut b, cx, q, "q", Access::Read)?;
-    let kp = param(&mut b, cx, k, "k", Access::Read)?;
-    let vp = param(&mut b, cx, v, "v", Access::Read)?;
+    let qp = cx.bind_param(&mut b, &mut args, q, "q", Access::Read)?;
+    let kp = cx.bind_param(&mut b, &mut args, k, "k", Access::Read)?;
+    let vp = cx.bind_param(&mut b, &mut args, v, "v", Access::Read)?;
     let pp = past
-        .map(|x| param(&mut b, cx, x, "past", Access::Read))
+        .map(|x| cx.bind_param(&mut b, &mut args, x, "past", Access::Read))
         .transpose()?;
     let gp = decay
-        .map(|x| param(&mut b, cx, x, "decay", Access::Read))
+        .map(|x| cx.bind_param(&mut b, &mut args, x, "decay", Access::Read))
         .transpose()?;
     let bp = beta
-        .map(|x| param(&mut b, cx, x, "beta", Access::Read))
+        .map(|x| cx.bind_param(&mut b, &mut args, x, "beta", Access::Read))
         .transpose()?;
-    let yp = param(&mut b, cx, y, "y", Access::Write)?;
+    let yp = cx.bind_param(&mut b, &mut args, y, "y", Access::Write)?;
     let sp = present
-        .map(|x| param(&mut b, cx, x, "present", Access::Write))
+        .map(|x| cx.bind_param(&mut b, &mut args, x, "present", Access::Write))
         .transpose()?;
     let state_dt = match present {
         Some(p) => {
@@ -360,26 +351,17 @@ fn causal_conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut args = Vec::new();
     let name = cx.kernel_name("causal_conv_with_state");
     let mut b = KernelBuilder::new(name);
-    let mut param = |b: &mut KernelBuilder,
-                     cx: &mut LowerCx,
-                     v: ValueId,
-                     n: &str,
-                     acc: Access|
-     -> Result<Buf> {
-        args.push(cx.buffer(v)?);
-        Ok(b.param(n, cx.dtype(v)?, cx.numel(v)?, acc))
-    };
-    let xp = param(&mut b, cx, x, "x", Access::Read)?;
-    let wp = param(&mut b, cx, w, "w", Access::Read)?;
+    let xp = cx.bind_param(&mut b, &mut args, x, "x", Access::Read)?;
+    let wp = cx.bind_param(&mut b, &mut args, w, "w", Access::Read)?;
     let bp = bias
-        .map(|v| param(&mut b, cx, v, "bias", Access::Read))
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "bias", Access::Read))
         .transpose()?;
     let pp = past
-        .map(|v| param(&mut b, cx, v, "past", Access::Read))
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "past", Access::Read))
         .transpose()?;
-    let yp = param(&mut b, cx, y, "y", Access::Write)?;
+    let yp = cx.bind_param(&mut b, &mut args, y, "y", Access::Write)?;
     let sp = present
-        .map(|v| param(&mut b, cx, v, "present", Access::Write))
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "present", Access::Write))
         .transpose()?;
     if bn * c == 0 {
         return Ok(Execution::Kernel);
@@ -532,29 +514,20 @@ fn qlinear_matmul(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut args = Vec::new();
     let name = cx.kernel_name("qlinear_matmul");
     let mut b = KernelBuilder::new(name);
-    let mut param = |b: &mut KernelBuilder,
-                     cx: &mut LowerCx,
-                     v: ValueId,
-                     nm: &str,
-                     acc: Access|
-     -> Result<Buf> {
-        args.push(cx.buffer(v)?);
-        Ok(b.param(nm, cx.dtype(v)?, cx.numel(v)?, acc))
-    };
-    let ap = param(&mut b, cx, a, "a", Access::Read)?;
-    let bp = param(&mut b, cx, bv, "b", Access::Read)?;
+    let ap = cx.bind_param(&mut b, &mut args, a, "a", Access::Read)?;
+    let bp = cx.bind_param(&mut b, &mut args, bv, "b", Access::Read)?;
     let mut sp = Vec::new();
     for (k, &s) in scales.iter().enumerate() {
-        sp.push(param(&mut b, cx, s, &format!("scale{k}"), Access::Read)?);
+        sp.push(cx.bind_param(&mut b, &mut args, s, &format!("scale{k}"), Access::Read)?);
     }
     let mut zp = Vec::new();
     for (k, z) in zps.iter().enumerate() {
         zp.push(
-            z.map(|z| param(&mut b, cx, z, &format!("zero{k}"), Access::Read))
+            z.map(|z| cx.bind_param(&mut b, &mut args, z, &format!("zero{k}"), Access::Read))
                 .transpose()?,
         );
     }
-    let yp = param(&mut b, cx, y, "y", Access::Write)?;
+    let yp = cx.bind_param(&mut b, &mut args, y, "y", Access::Write)?;
     let total: u64 = yd.iter().product();
     if total == 0 {
         return Ok(Execution::Kernel);
@@ -854,25 +827,16 @@ fn deform_conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let pads = list("pads", 4, 0);
     let mut args = Vec::new();
     let mut b = KernelBuilder::new(cx.kernel_name("deform_conv"));
-    let mut param = |b: &mut KernelBuilder,
-                     cx: &mut LowerCx,
-                     v: ValueId,
-                     nm: &str,
-                     acc: Access|
-     -> Result<Buf> {
-        args.push(cx.buffer(v)?);
-        Ok(b.param(nm, cx.dtype(v)?, cx.numel(v)?, acc))
-    };
-    let xp = param(&mut b, cx, x, "x", Access::Read)?;
-    let wp = param(&mut b, cx, w, "w", Access::Read)?;
-    let op = param(&mut b, cx, off, "offset", Access::Read)?;
+    let xp = cx.bind_param(&mut b, &mut args, x, "x", Access::Read)?;
+    let wp = cx.bind_param(&mut b, &mut args, w, "w", Access::Read)?;
+    let op = cx.bind_param(&mut b, &mut args, off, "offset", Access::Read)?;
     let bp = bias
-        .map(|v| param(&mut b, cx, v, "bias", Access::Read))
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "bias", Access::Read))
         .transpose()?;
     let mp = mask
-        .map(|v| param(&mut b, cx, v, "mask", Access::Read))
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "mask", Access::Read))
         .transpose()?;
-    let yp = param(&mut b, cx, y, "y", Access::Write)?;
+    let yp = cx.bind_param(&mut b, &mut args, y, "y", Access::Write)?;
     let total: u64 = yd.iter().product();
     if total == 0 {
         return Ok(Execution::Kernel);
@@ -1010,19 +974,10 @@ fn roi_align(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let scale = node.attr_float("spatial_scale", 1.0) as f64;
     let mut args = Vec::new();
     let mut b = KernelBuilder::new(cx.kernel_name("roi_align"));
-    let mut param = |b: &mut KernelBuilder,
-                     cx: &mut LowerCx,
-                     v: ValueId,
-                     nm: &str,
-                     acc: Access|
-     -> Result<Buf> {
-        args.push(cx.buffer(v)?);
-        Ok(b.param(nm, cx.dtype(v)?, cx.numel(v)?, acc))
-    };
-    let xp = param(&mut b, cx, x, "x", Access::Read)?;
-    let rp = param(&mut b, cx, rois, "rois", Access::Read)?;
-    let bp = param(&mut b, cx, bidx, "batch_indices", Access::Read)?;
-    let yp = param(&mut b, cx, y, "y", Access::Write)?;
+    let xp = cx.bind_param(&mut b, &mut args, x, "x", Access::Read)?;
+    let rp = cx.bind_param(&mut b, &mut args, rois, "rois", Access::Read)?;
+    let bp = cx.bind_param(&mut b, &mut args, bidx, "batch_indices", Access::Read)?;
+    let yp = cx.bind_param(&mut b, &mut args, y, "y", Access::Write)?;
     let total: u64 = yd.iter().product();
     if total == 0 {
         return Ok(Execution::Kernel);
@@ -1292,22 +1247,13 @@ fn qlinear_conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let mut args = Vec::new();
     let mut b = KernelBuilder::new(cx.kernel_name("qlinear_conv"));
-    let mut param = |b: &mut KernelBuilder,
-                     cx: &mut LowerCx,
-                     v: ValueId,
-                     nm: &str,
-                     acc: Access|
-     -> Result<Buf> {
-        args.push(cx.buffer(v)?);
-        Ok(b.param(nm, cx.dtype(v)?, cx.numel(v)?, acc))
-    };
-    let xp = param(&mut b, cx, x, "x", Access::Read)?;
-    let wp = param(&mut b, cx, w, "w", Access::Read)?;
+    let xp = cx.bind_param(&mut b, &mut args, x, "x", Access::Read)?;
+    let wp = cx.bind_param(&mut b, &mut args, w, "w", Access::Read)?;
     let mut sp = Vec::new();
     for (k, &s) in scales.iter().enumerate() {
         let cnt = cx.numel(s)?;
         sp.push((
-            param(&mut b, cx, s, &format!("scale{k}"), Access::Read)?,
+            cx.bind_param(&mut b, &mut args, s, &format!("scale{k}"), Access::Read)?,
             cnt > 1,
         ));
     }
@@ -1318,15 +1264,15 @@ fn qlinear_conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             None => false,
         };
         zp.push(
-            z.map(|z| param(&mut b, cx, z, &format!("zero{k}"), Access::Read))
+            z.map(|z| cx.bind_param(&mut b, &mut args, z, &format!("zero{k}"), Access::Read))
                 .transpose()?
                 .map(|p| (p, per)),
         );
     }
     let bp = bias
-        .map(|v| param(&mut b, cx, v, "bias", Access::Read))
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "bias", Access::Read))
         .transpose()?;
-    let yp = param(&mut b, cx, y, "y", Access::Write)?;
+    let yp = cx.bind_param(&mut b, &mut args, y, "y", Access::Write)?;
     let total: u64 = yd.iter().product();
     if total == 0 {
         return Ok(Execution::Kernel);

@@ -152,6 +152,21 @@ impl<'g> LowerCx<'g> {
         Ok(())
     }
 
+    /// Declares value `v` as the next parameter of the kernel being built in `b` (named `name`,
+    /// with `v`'s dtype and element count) and appends its plan buffer to `args`, the launch
+    /// arguments, so the two lists stay in step.
+    pub fn bind_param(
+        &mut self,
+        b: &mut tessera_kir::KernelBuilder,
+        args: &mut Vec<BufferId>,
+        v: ValueId,
+        name: &str,
+        access: tessera_kir::Access,
+    ) -> Result<tessera_kir::Buf> {
+        args.push(self.buffer(v)?);
+        Ok(b.param(name, self.dtype(v)?, self.numel(v)?, access))
+    }
+
     /// A kernel name unique in the program, derived from the node.
     pub fn kernel_name(&mut self, base: &str) -> String {
         let clean: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();

@@ -257,19 +257,14 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let name = cx.kernel_name(&op.name().to_ascii_lowercase());
     let mut b = KernelBuilder::new(name);
     let mut args = Vec::new();
-    let mut param = |b: &mut KernelBuilder, cx: &mut LowerCx, v: ValueId, name: &str| -> Result<Buf> {
-        args.push(cx.buffer(v)?);
-        let d = cx.dtype(v)?;
-        Ok(b.param(name, d, cx.numel(v)?, Access::Read))
-    };
-    let xp = param(&mut b, cx, x, "x")?;
-    let wp = param(&mut b, cx, w, "w")?;
-    let rp = param(&mut b, cx, r, "r")?;
-    let bp = bias.map(|v| param(&mut b, cx, v, "b")).transpose()?;
-    let slp = seq_lens.map(|v| param(&mut b, cx, v, "seq_lens")).transpose()?;
-    let ihp = init_h.map(|v| param(&mut b, cx, v, "initial_h")).transpose()?;
-    let icp = init_c.map(|v| param(&mut b, cx, v, "initial_c")).transpose()?;
-    let pp = peep.map(|v| param(&mut b, cx, v, "p")).transpose()?;
+    let xp = cx.bind_param(&mut b, &mut args, x, "x", Access::Read)?;
+    let wp = cx.bind_param(&mut b, &mut args, w, "w", Access::Read)?;
+    let rp = cx.bind_param(&mut b, &mut args, r, "r", Access::Read)?;
+    let bp = bias.map(|v| cx.bind_param(&mut b, &mut args, v, "b", Access::Read)).transpose()?;
+    let slp = seq_lens.map(|v| cx.bind_param(&mut b, &mut args, v, "seq_lens", Access::Read)).transpose()?;
+    let ihp = init_h.map(|v| cx.bind_param(&mut b, &mut args, v, "initial_h", Access::Read)).transpose()?;
+    let icp = init_c.map(|v| cx.bind_param(&mut b, &mut args, v, "initial_c", Access::Read)).transpose()?;
+    let pp = peep.map(|v| cx.bind_param(&mut b, &mut args, v, "p", Access::Read)).transpose()?;
     let y_len: u64 = y_dims.iter().product();
     let st_len: u64 = state_dims.iter().product();
     let mut outp = Vec::new();
