@@ -77,6 +77,28 @@ fn in_range(b: &mut KernelBuilder, v: Val, lo: i64, hi: i64) -> Val {
     b.binary(BinOp::And, ge, lt)
 }
 
+/// A transposed (scatter-style) window tap: the input position `q` that output coordinate `o`
+/// reads through kernel tap `k`, where `o + pad - k*dil = q*stride` must hold exactly with
+/// `0 <= q < len`. Returns `q` (0 when there is none, so it is always safe to load) and
+/// whether it exists. ConvTranspose and Col2Im both walk their windows this way.
+fn transposed_tap(b: &mut KernelBuilder, o: Val, k: Val, pad: i64, dil: i64, stride: i64, len: i64) -> (Val, Val) {
+    let pv = b.index(pad);
+    let dv = b.index(dil);
+    let kd = b.mul(k, dv);
+    let t = b.add(o, pv);
+    let num = b.sub(t, kd);
+    let sv = b.index(stride);
+    let q = b.div(num, sv);
+    let qs = b.mul(q, sv);
+    let zero = b.index(0);
+    let exact = b.cmp(CmpOp::Eq, qs, num);
+    let nonneg = b.cmp(CmpOp::Ge, num, zero);
+    let inr = in_range(b, q, 0, len);
+    let v1 = and(b, exact, nonneg);
+    let valid = and(b, v1, inr);
+    (b.select(valid, q, zero), valid)
+}
+
 fn and(b: &mut KernelBuilder, x: Val, y: Val) -> Val {
     b.binary(BinOp::And, x, y)
 }
@@ -688,23 +710,8 @@ fn conv_transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             let mut ok = b.constant(Ty::BOOL, Scalar::Int(1));
             let mut xoff = b.index(0);
             for d in 0..n {
-                // num = o + pad - k*dil must be a non-negative multiple of the stride below in*stride.
-                let pv = b.index(pb[d]);
-                let dv = b.index(dil[d]);
-                let kd = b.mul(kc[d], dv);
-                let t = b.add(oc[d], pv);
-                let num = b.sub(t, kd);
-                let sv = b.index(st[d]);
-                let q = b.div(num, sv);
-                let qs = b.mul(q, sv);
-                let zero = b.index(0);
-                let exact = b.cmp(CmpOp::Eq, qs, num);
-                let nonneg = b.cmp(CmpOp::Ge, num, zero);
-                let inr = in_range(b, q, 0, ins[d] as i64);
-                let v1 = and(b, exact, nonneg);
-                let v2 = and(b, v1, inr);
-                ok = and(b, ok, v2);
-                let safe = b.select(v2, q, zero);
+                let (safe, valid) = transposed_tap(b, oc[d], kc[d], pb[d], dil[d], st[d], ins[d] as i64);
+                ok = and(b, ok, valid);
                 let sd = b.index(ist[d] as i64);
                 let tt = b.mul(safe, sd);
                 xoff = b.add(xoff, tt);
@@ -1339,22 +1346,8 @@ fn col2im(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             let mut ok = b.constant(Ty::BOOL, Scalar::Int(1));
             let mut loff = b.index(0);
             for d in 0..n {
-                let pv = b.index(pads[d]);
-                let dv = b.index(dil[d]);
-                let kd = b.mul(kc[d], dv);
-                let t = b.add(oc[d], pv);
-                let num = b.sub(t, kd);
-                let sv = b.index(st[d]);
-                let q = b.div(num, sv);
-                let qs = b.mul(q, sv);
-                let zero = b.index(0);
-                let exact = b.cmp(CmpOp::Eq, qs, num);
-                let nonneg = b.cmp(CmpOp::Ge, num, zero);
-                let inr = in_range(b, q, 0, lens[d]);
-                let v1 = and(b, exact, nonneg);
-                let v2 = and(b, v1, inr);
-                ok = and(b, ok, v2);
-                let safe = b.select(v2, q, zero);
+                let (safe, valid) = transposed_tap(b, oc[d], kc[d], pads[d], dil[d], st[d], lens[d]);
+                ok = and(b, ok, valid);
                 let sd = b.index(lst[d] as i64);
                 let tt = b.mul(safe, sd);
                 loff = b.add(loff, tt);
