@@ -12,6 +12,7 @@ use tessera_kir::{
 };
 use tessera_target::TargetDesc;
 
+pub mod contraction;
 pub mod dense;
 pub mod elementwise;
 pub mod movement;
