@@ -20,6 +20,20 @@ use tessera_runtime::Model;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// A hand-written kernel bound to an ONNX op (a `.tk` file, or a folder of them), for
+    /// `compile`, `run` and `bench` (repeatable; see docs/kernel-ir.md).
+    #[arg(long = "custom-op", value_name = "FILE|DIR", global = true)]
+    custom_ops: Vec<PathBuf>,
+}
+
+/// The `--custom-op` paths of this invocation, set once in `main` before any command runs.
+static CUSTOM_OPS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// Compile options for `target`, with this invocation's custom ops.
+fn options(target: &str) -> CompileOptions {
+    let mut o = CompileOptions::for_target(target);
+    o.custom_ops = CUSTOM_OPS.get().cloned().unwrap_or_default();
+    o
 }
 
 #[derive(Subcommand)]
@@ -125,6 +139,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
         }
     };
+    let _ = CUSTOM_OPS.set(cli.custom_ops);
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -231,7 +246,7 @@ fn compile(
     inputs: &[String],
     shapes: &[String],
 ) -> Result<(), DriverError> {
-    let mut opts = CompileOptions::for_target(target).with_inputs(&parse_named(inputs)?);
+    let mut opts = options(target).with_inputs(&parse_named(inputs)?);
     opts.input_shapes.extend(parse_shapes(shapes)?);
     let start = Instant::now();
     let artifact = tessera_driver::compile_file(model, &opts)?;
@@ -260,7 +275,7 @@ fn load_model(
     if is_artifact(model) {
         return tessera_driver::load_file(model, target);
     }
-    let opts = CompileOptions::for_target(target).with_inputs(inputs);
+    let opts = options(target).with_inputs(inputs);
     let artifact = tessera_driver::compile_file(model, &opts)?;
     tessera_driver::load(artifact, target)
 }

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod targets;
 
 pub use pipeline::{
+    load_custom_ops,
     compile_file, compile_graph, import, load, load_file, write_artifact, write_atomic,
     CompileOptions,
 };

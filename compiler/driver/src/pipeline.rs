@@ -19,6 +19,8 @@ pub struct CompileOptions {
     /// Input values known at compile time. Only inputs that decide a shape (Reshape's `shape`,
     /// Slice's `starts`, …) are bound; the rest stay runtime inputs.
     pub bound_inputs: BTreeMap<String, Tensor>,
+    /// Custom-op files (`.tk`) or folders of them: hand-written kernels bound to ONNX ops.
+    pub custom_ops: Vec<std::path::PathBuf>,
 }
 
 impl CompileOptions {
@@ -39,11 +41,48 @@ impl CompileOptions {
     }
 }
 
+/// Reads custom-op files: each path is a `.tk` file or a folder whose `.tk` files are read in
+/// name order. Two definitions of one `(domain, op_type)` are an error.
+pub fn load_custom_ops(paths: &[std::path::PathBuf]) -> Result<Vec<tessera_ir::custom::CustomOp>, DriverError> {
+    let io = |p: &Path, e: std::io::Error| DriverError::Io { path: p.display().to_string(), message: e.to_string() };
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut in_dir: Vec<_> = std::fs::read_dir(p)
+                .map_err(|e| io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "tk"))
+                .collect();
+            in_dir.sort();
+            files.extend(in_dir);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut ops: Vec<tessera_ir::custom::CustomOp> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| io(&f, e))?;
+        let op = tessera_ir::custom::CustomOp::parse(&text)
+            .map_err(|e| DriverError::Usage(format!("custom op file `{}`: {e}", f.display())))?;
+        if ops.iter().any(|o| o.domain == op.domain && o.op_type == op.op_type) {
+            return Err(DriverError::Usage(format!(
+                "custom op file `{}`: op `{}` of domain \"{}\" is defined twice",
+                f.display(),
+                op.op_type,
+                op.domain
+            )));
+        }
+        ops.push(op);
+    }
+    Ok(ops)
+}
+
 /// Imports an ONNX file into graph IR with static shapes.
 pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError> {
     let io = tessera_onnx::ImportOptions {
         input_shapes: opts.input_shapes.clone(),
         bound_inputs: opts.bound_inputs.clone(),
+        custom_ops: load_custom_ops(&opts.custom_ops)?,
     };
     let graph = tessera_onnx::import_file(model, &io)?;
     for &v in &graph.inputs {

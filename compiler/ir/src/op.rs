@@ -259,6 +259,8 @@ op_table! {
     Adam: Dense, in (3, ANY), out (1, ANY), ["alpha", "beta", "epsilon", "norm_coefficient", "norm_coefficient_post"];
     Binarizer: Dense, in (1, 1), out (1, 1), ["threshold"];
     ArrayFeatureExtractor: Dense, in (2, 2), out (1, 1), [];
+    // ---- custom ops: a hand-written kernel (see `custom.rs`); `source` holds its file ----
+    Custom: Dense, in (0, ANY), out (1, ANY), ["domain", "op_type", "source"];
 }
 
 impl Op {

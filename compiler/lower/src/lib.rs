@@ -13,6 +13,7 @@ use tessera_kir::{
 use tessera_target::TargetDesc;
 
 pub mod contraction;
+pub mod custom;
 pub mod dense;
 pub mod elementwise;
 pub mod movement;
@@ -339,6 +340,7 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Op::TensorScatter | Op::DeformConv | Op::RoiAlign | Op::QLinearConv => {
             extra::lower(cx, node)
         }
+        Op::Custom => custom::lower(cx, node),
         op => match op.family() {
             Family::Elementwise => elementwise::lower(cx, node),
             Family::Reduce => reduce::lower(cx, node),

@@ -26,6 +26,9 @@ pub struct ImportOptions {
     /// that feed a shape-deciding operand (Reshape's `shape`, …) are also bound as constants
     /// and listed in [`Graph::bound_inputs`].
     pub bound_inputs: BTreeMap<String, Tensor>,
+    /// Hand-written kernels bound to `(domain, op_type)`s the registry does not know (see
+    /// `tessera_ir::custom`). A node of such an op becomes an `Op::Custom` node.
+    pub custom_ops: Vec<tessera_ir::custom::CustomOp>,
 }
 
 /// Imports an `.onnx` file. External data is resolved inside the file's folder.
@@ -194,9 +197,12 @@ pub fn import_model(
         } else {
             domain_opset(domain)
         };
-        let entry = ops::lookup(domain, &np.op_type)
-            .filter(|_| opset > 0)
-            .ok_or_else(|| unsupported(opset))?;
+        let custom = opts.custom_ops.iter().find(|c| c.domain == domain && c.op_type == np.op_type);
+        let entry = match ops::lookup(domain, &np.op_type).filter(|_| opset > 0) {
+            Some(e) => Some(e),
+            None if custom.is_some() => None,
+            None => return Err(unsupported(opset)),
+        };
         let mut inputs = Vec::with_capacity(np.input.len());
         for name in &np.input {
             if name.is_empty() {
@@ -236,6 +242,23 @@ pub fn import_model(
             b.constant(np, &attrs, &outputs)?;
             continue;
         }
+        let Some(entry) = entry else {
+            // A custom op: its file decides everything; ONNX attributes have no meaning for it.
+            let c = custom.expect("checked above: an op without a registry line is a custom op");
+            if let Some(a) = attrs.keys().next() {
+                return Err(OnnxError::BadModel(format!(
+                    "{} has attribute `{a}`, but custom op {} takes no attributes",
+                    node_desc(np),
+                    c.op_type
+                )));
+            }
+            let mut attrs = Attrs::new();
+            attrs.insert("domain".into(), Attr::String(c.domain.clone()));
+            attrs.insert("op_type".into(), Attr::String(c.op_type.clone()));
+            attrs.insert("source".into(), Attr::String(c.source.clone()));
+            b.graph.nodes.push(Node { name: np.name.clone(), op: Op::Custom, inputs, outputs, attrs });
+            continue;
+        };
         let node = Node {
             name: np.name.clone(),
             op: entry.op,
