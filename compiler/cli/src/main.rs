@@ -32,7 +32,10 @@ enum Cmd {
         inputs: Vec<String>,
         /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
         #[arg(long = "shape", value_name = "NAME=DIMS")]
-        shapes: Vec<String>,
+        shapes: Vec<String>,        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
     /// Run an ONNX model or a .tsa artifact.
     Run {
@@ -47,7 +50,10 @@ enum Cmd {
         inputs_dir: Option<PathBuf>,
         /// Write output_0.pb … here (with --inputs) or OUTPUT_NAME.npy files (with --input).
         #[arg(long = "outputs", value_name = "DIR")]
-        outputs_dir: Option<PathBuf>,
+        outputs_dir: Option<PathBuf>,        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
     /// List targets.
     Targets,
@@ -90,7 +96,10 @@ enum Cmd {
         warmup: usize,
         /// Inputs as NAME=FILE.npy; missing inputs are filled with deterministic values.
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
-        inputs: Vec<String>,
+        inputs: Vec<String>,        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
 }
 
@@ -130,8 +139,12 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
     match cmd {
-        Cmd::Compile { model, target, output, inputs, shapes } => compile(&model, &target, &output, &inputs, &shapes),
-        Cmd::Run { model, target, inputs, inputs_dir, outputs_dir } => run(&model, &target, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref()),
+        Cmd::Compile { model, target, output, inputs, shapes, allow_newer_opset } => {
+            compile(&model, &target, &output, &inputs, &shapes, Newer::flag(allow_newer_opset))
+        }
+        Cmd::Run { model, target, inputs, inputs_dir, outputs_dir, allow_newer_opset } => {
+            run(&model, &target, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref(), Newer::flag(allow_newer_opset))
+        }
         Cmd::Targets => {
             println!("{:<14} {:<22} description", "target", "status");
             for t in targets::all() {
@@ -149,7 +162,9 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             tessera_npu_sim::SimError::Args(m) => DriverError::Usage(format!("npu-sim: {m}")),
             other => DriverError::Tool(format!("npu-sim: {other}")),
         }),
-        Cmd::Bench { model, target, baseline, runs, warmup, inputs } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs),
+        Cmd::Bench { model, target, baseline, runs, warmup, inputs, allow_newer_opset } => {
+            bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs, Newer::flag(allow_newer_opset))
+        }
     }
 }
 
@@ -176,8 +191,36 @@ fn parse_shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<u64>>, DriverEr
     Ok(m)
 }
 
-fn compile(model: &Path, target: &str, output: &Path, inputs: &[String], shapes: &[String]) -> Result<(), DriverError> {
-    let mut opts = CompileOptions::for_target(target).with_inputs(&parse_named(inputs)?);
+/// Whether `--allow-newer-opset` was given, and whether to warn about what it overrides.
+#[derive(Clone, Copy)]
+struct Newer {
+    allow: bool,
+    warn: bool,
+}
+
+impl Newer {
+    fn flag(allow: bool) -> Newer {
+        Newer { allow, warn: true }
+    }
+
+    /// Compile options for `target`, warning about each opset the flag overrides.
+    fn options(self, model: &Path, target: &str) -> Result<CompileOptions, DriverError> {
+        if self.allow && self.warn {
+            for n in tessera_driver::newer_opsets(model)? {
+                eprintln!("warning: {n}");
+            }
+        }
+        Ok(CompileOptions { allow_newer_opset: self.allow, ..CompileOptions::for_target(target) })
+    }
+
+    /// The same permission without a second warning (the bench baseline compiles again).
+    fn quiet(self) -> Newer {
+        Newer { warn: false, ..self }
+    }
+}
+
+fn compile(model: &Path, target: &str, output: &Path, inputs: &[String], shapes: &[String], newer: Newer) -> Result<(), DriverError> {
+    let mut opts = newer.options(model, target)?.with_inputs(&parse_named(inputs)?);
     opts.input_shapes.extend(parse_shapes(shapes)?);
     let start = Instant::now();
     let artifact = tessera_driver::compile_file(model, &opts)?;
@@ -192,11 +235,11 @@ fn is_artifact(path: &Path) -> bool {
 }
 
 /// Loads `model` (an .onnx compiled now, with `inputs` fixing shapes, or a .tsa).
-fn load_model(model: &Path, target: &str, inputs: &BTreeMap<String, Tensor>) -> Result<Model, DriverError> {
+fn load_model(model: &Path, target: &str, inputs: &BTreeMap<String, Tensor>, newer: Newer) -> Result<Model, DriverError> {
     if is_artifact(model) {
         return tessera_driver::load_file(model, target);
     }
-    let opts = CompileOptions::for_target(target).with_inputs(inputs);
+    let opts = newer.options(model, target)?.with_inputs(inputs);
     let artifact = tessera_driver::compile_file(model, &opts)?;
     tessera_driver::load(artifact, target)
 }
@@ -213,7 +256,7 @@ fn order_inputs(model: &Model, mut named: BTreeMap<String, Tensor>) -> Result<Ve
     Ok(out)
 }
 
-fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>, outputs_dir: Option<&Path>) -> Result<(), DriverError> {
+fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>, outputs_dir: Option<&Path>, newer: Newer) -> Result<(), DriverError> {
     if let Some(dir) = inputs_dir {
         let mut tensors = Vec::new();
         for k in 0.. {
@@ -232,7 +275,7 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
             return Err(DriverError::Usage(format!("the model has {} inputs but {} holds {} input_K.pb files", names.len(), dir.display(), tensors.len())));
         }
         let named: BTreeMap<String, Tensor> = names.into_iter().zip(tensors).collect();
-        let m = load_model(model, target, &named)?;
+        let m = load_model(model, target, &named, newer)?;
         let outs = m.run(&order_inputs(&m, named)?)?;
         let out_dir = outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
         std::fs::create_dir_all(out_dir).map_err(|e| DriverError::Io { path: out_dir.display().to_string(), message: e.to_string() })?;
@@ -244,7 +287,7 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
         return Ok(());
     }
     let named = parse_named(inputs)?;
-    let m = load_model(model, target, &named)?;
+    let m = load_model(model, target, &named, newer)?;
     let outs = m.run(&order_inputs(&m, named)?)?;
     for (t, io) in outs.iter().zip(m.outputs()) {
         match outputs_dir {
@@ -319,8 +362,8 @@ fn filler(dtype: tessera_ir::DType, dims: &[u64]) -> Tensor {
     }
 }
 
-fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, runs: usize, warmup: usize) -> Result<f64, DriverError> {
-    let m = load_model(model, target, named)?;
+fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, runs: usize, warmup: usize, newer: Newer) -> Result<f64, DriverError> {
+    let m = load_model(model, target, named, newer)?;
     let mut named = named.clone();
     for io in m.inputs() {
         named.entry(io.name.clone()).or_insert_with(|| filler(io.dtype, &io.dims));
@@ -341,12 +384,12 @@ fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, run
     Ok(med)
 }
 
-fn bench(model: &Path, target: &str, baseline: Option<&str>, runs: usize, warmup: usize, inputs: &[String]) -> Result<(), DriverError> {
+fn bench(model: &Path, target: &str, baseline: Option<&str>, runs: usize, warmup: usize, inputs: &[String], newer: Newer) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
-    let t = time_target(model, target, &named, runs, warmup)?;
+    let t = time_target(model, target, &named, runs, warmup, newer)?;
     if let Some(b) = baseline {
         // The baseline is slow by design (the interpreter), so it gets fewer runs.
-        let tb = time_target(model, b, &named, runs.clamp(1, 3), warmup.min(1))?;
+        let tb = time_target(model, b, &named, runs.clamp(1, 3), warmup.min(1), newer.quiet())?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
     }
     Ok(())

@@ -19,6 +19,9 @@ pub struct CompileOptions {
     /// Input values known at compile time. Only inputs that decide a shape (Reshape's `shape`,
     /// Slice's `starts`, …) are bound; the rest stay runtime inputs.
     pub bound_inputs: BTreeMap<String, Tensor>,
+    /// Treat an opset newer than the newest Tessera knows as that newest opset instead of
+    /// refusing the model (see [`newer_opsets`] for what it overrides).
+    pub allow_newer_opset: bool,
 }
 
 impl CompileOptions {
@@ -38,7 +41,11 @@ impl CompileOptions {
 
 /// Imports an ONNX file into graph IR with static shapes.
 pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError> {
-    let io = tessera_onnx::ImportOptions { input_shapes: opts.input_shapes.clone(), bound_inputs: opts.bound_inputs.clone() };
+    let io = tessera_onnx::ImportOptions {
+        input_shapes: opts.input_shapes.clone(),
+        bound_inputs: opts.bound_inputs.clone(),
+        allow_newer_opset: opts.allow_newer_opset,
+    };
     let graph = tessera_onnx::import_file(model, &io)?;
     for &v in &graph.inputs {
         let val = graph.value(v);
@@ -52,6 +59,13 @@ pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError>
         }
     }
     Ok(graph)
+}
+
+/// The opset imports of an ONNX file that are newer than the newest Tessera knows: what
+/// [`CompileOptions::allow_newer_opset`] overrides, for the caller to warn about.
+pub fn newer_opsets(model: &Path) -> Result<Vec<tessera_onnx::NewerOpset>, DriverError> {
+    let bytes = std::fs::read(model).map_err(|e| DriverError::Io { path: model.display().to_string(), message: e.to_string() })?;
+    Ok(tessera_onnx::newer_opsets(&tessera_onnx::decode_model(&bytes, &model.display().to_string())?))
 }
 
 /// Compiles a graph for `target` into an artifact.

@@ -75,6 +75,11 @@ pub enum InterpError {
     /// overflows).
     #[error("kernel `{kernel}`, program {program}, {at} `{inst}`: {msg}")]
     Trap { kernel: String, program: String, at: String, inst: String, msg: String },
+
+    /// Bad input data: a `trap` instruction fired (an index out of range, a bad size). `code`
+    /// is the kernel's check number, which the plan's trap table maps to a node and input.
+    #[error("kernel `{kernel}`, program {program}: data check {code} failed on value {value}")]
+    Data { kernel: String, program: String, code: u32, value: i64 },
 }
 
 /// Runs `k` once per grid point over the parameter buffers `args`, given in parameter order as
@@ -485,6 +490,8 @@ struct Trap {
 enum TrapKind {
     Bounds { what: &'static str, buf: u32, first: i128, end: i128 },
     Other(String),
+    /// A `trap` instruction fired: bad data, not a bad kernel.
+    Data { code: u32, value: i64 },
 }
 
 struct Machine<'k, 'a> {
@@ -531,6 +538,7 @@ impl<'k> Machine<'k, '_> {
                 }
             }
             TrapKind::Other(msg) => InterpError::Trap { kernel: k.name.clone(), program, at, inst: t.inst, msg },
+            TrapKind::Data { code, value } => InterpError::Data { kernel: k.name.clone(), program, code, value },
         }
     }
 
@@ -707,6 +715,11 @@ impl<'k> Machine<'k, '_> {
             // Control flow is compiled into jumps (see `compile`) and never reaches here.
             For { .. } | If { .. } | Yield(_) => {}
             Mma { a, b, c, m, n, k, a_ty, b_ty, acc } => self.mma(inst, a, b, c, (*m, *n, *k), (*a_ty, *b_ty, *acc))?,
+            Trap { cond, code, value } => {
+                if self.scalar(*cond) != 0 {
+                    return Err(self.trap(inst, TrapKind::Data { code: *code, value: self.scalar(*value) as i64 }));
+                }
+            }
         }
         Ok(())
     }

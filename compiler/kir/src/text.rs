@@ -304,6 +304,7 @@ impl Printer<'_> {
                 self.tile(b),
                 self.tile(c)
             ),
+            Trap { cond, code, value } => format!("trap {}, {code}, {}", self.val(*cond), self.val(*value)),
         };
         self.out.push_str(&s);
         match &inst.kind {
@@ -998,6 +999,13 @@ impl Parser {
                 }
                 let acc = self.dtype()?;
                 Mma { a, b, c, m, n, k, a_ty, b_ty, acc }
+            }
+            "trap" => {
+                let cond = self.val()?;
+                self.punct(',')?;
+                let code = self.int::<u32>("a trap code")?;
+                self.punct(',')?;
+                Trap { cond, code, value: self.val()? }
             }
             _ => {
                 if let Some(b) = binop_by_name(&op) {

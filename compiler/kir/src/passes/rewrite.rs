@@ -113,5 +113,9 @@ pub(crate) fn map_operands(kind: &mut InstKind, f: impl Fn(Val) -> Val) {
             b.offset = f(b.offset);
             c.offset = f(c.offset);
         }
+        Trap { cond, value, .. } => {
+            *cond = f(*cond);
+            *value = f(*value);
+        }
     }
 }
