@@ -1193,17 +1193,25 @@ mod tests {
     }
 
     #[test]
-    fn gathers_wrap_negative_indices_and_zero_out_of_range() {
+    fn gathers_wrap_negative_indices_and_trap_out_of_range() {
         let x = iota(3 * 4);
-        let mut g = G::default();
-        let xv = g.input(DType::F32, &[3, 4], f32_bytes(&x));
-        let iv = g.input(DType::I64, &[2, 2], i64_bytes(&[0, -1, 3, 9]));
-        let o = g.node(Op::Gather, &[Some(xv), Some(iv)], &[(DType::F32, &[3, 2, 2])], &[("axis", Attr::Int(1))]);
+        let gather = |idx: &[i64]| {
+            let mut g = G::default();
+            let xv = g.input(DType::F32, &[3, 4], f32_bytes(&x));
+            let iv = g.input(DType::I64, &[2, 2], i64_bytes(idx));
+            let o = g.node(Op::Gather, &[Some(xv), Some(iv)], &[(DType::F32, &[3, 2, 2])], &[("axis", Attr::Int(1))]);
+            g.run(&o, &desc(16))
+        };
         let want = gather_ref(&[3, 2, 2], |c| {
-            let idx = [0i64, 3, 3, 9][(c[1] * 2 + c[2]) as usize];
-            (idx < 4).then(|| x[(c[0] * 4) as usize + idx as usize])
+            let idx = [0i64, 3, 3, 0][(c[1] * 2 + c[2]) as usize];
+            Some(x[(c[0] * 4) as usize + idx as usize])
         });
-        assert_eq!(run1(g, o[0]), want);
+        assert_eq!(to_f32(&gather(&[0, -1, 3, -4]).unwrap()[0]), want);
+        // An index still out of range after wrapping is a data error, never zeros.
+        let e = gather(&[0, -1, 3, 9]).unwrap_err();
+        assert!(e.contains("data check 0 failed on value 9"), "{e}");
+        let e = gather(&[0, -5, 3, 1]).unwrap_err();
+        assert!(e.contains("data check 0 failed on value -5"), "{e}");
 
         let mut g = G::default();
         let xv = g.input(DType::F32, &[3, 4], f32_bytes(&x));
