@@ -351,3 +351,25 @@ fn external_data_bad_paths_are_refused() {
         .unwrap_err();
     assert!(matches!(e, OnnxError::ExternalData { .. }), "{e}");
 }
+
+#[test]
+fn newer_opsets_are_refused_unless_allowed() {
+    let mut m = relu_model();
+    m.opset_import[0].version = 999;
+    let e = err_of(&m);
+    assert!(matches!(e, OnnxError::NewerOpset { ref domain, opset: 999, newest: 28 } if domain.is_empty()), "{e}");
+    assert!(e.is_unsupported());
+    assert!(e.to_string().contains("opset 999 of domain \"ai.onnx\""), "{e}");
+    assert_eq!(tessera_onnx::newer_opsets(&m).len(), 1);
+    let allow = ImportOptions { allow_newer_opset: true, ..Default::default() };
+    assert!(import_bytes(&bytes(&m), None, &allow).is_ok());
+
+    // Any domain the registry knows is checked; the newest known opset itself is fine.
+    let mut m = relu_model();
+    m.opset_import.push(tessera_onnx::proto::OperatorSetIdProto { domain: "ai.onnx.ml".into(), version: 6 });
+    let e = err_of(&m);
+    assert!(e.to_string().contains("opset 6 of domain \"ai.onnx.ml\"") && e.to_string().contains("(5)"), "{e}");
+    m.opset_import[1].version = 5;
+    m.opset_import[0].version = 28;
+    assert!(import_bytes(&bytes(&m), None, &ImportOptions::default()).is_ok());
+}
