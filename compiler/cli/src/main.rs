@@ -32,7 +32,8 @@ enum Cmd {
         inputs: Vec<String>,
         /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
         #[arg(long = "shape", value_name = "NAME=DIMS")]
-        shapes: Vec<String>,        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        shapes: Vec<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
         /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
         #[arg(long)]
         allow_newer_opset: bool,
@@ -50,7 +51,15 @@ enum Cmd {
         inputs_dir: Option<PathBuf>,
         /// Write output_0.pb … here (with --inputs) or OUTPUT_NAME.npy files (with --input).
         #[arg(long = "outputs", value_name = "DIR")]
-        outputs_dir: Option<PathBuf>,        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        outputs_dir: Option<PathBuf>,
+        /// Refuse the artifact unless its SHA-256 digest (as `tessera compile` prints it) is HEX.
+        #[arg(long, value_name = "HEX")]
+        expect_digest: Option<String>,
+        /// Refuse the run, before allocating, if it needs more scratch memory than this
+        /// (bytes, or with a K, M or G suffix for KiB, MiB, GiB).
+        #[arg(long, value_name = "BYTES")]
+        max_memory: Option<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
         /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
         #[arg(long)]
         allow_newer_opset: bool,
@@ -96,7 +105,8 @@ enum Cmd {
         warmup: usize,
         /// Inputs as NAME=FILE.npy; missing inputs are filled with deterministic values.
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
-        inputs: Vec<String>,        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        inputs: Vec<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
         /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
         #[arg(long)]
         allow_newer_opset: bool,
@@ -142,8 +152,13 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
         Cmd::Compile { model, target, output, inputs, shapes, allow_newer_opset } => {
             compile(&model, &target, &output, &inputs, &shapes, Newer::flag(allow_newer_opset))
         }
-        Cmd::Run { model, target, inputs, inputs_dir, outputs_dir, allow_newer_opset } => {
-            run(&model, &target, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref(), Newer::flag(allow_newer_opset))
+        Cmd::Run { model, target, inputs, inputs_dir, outputs_dir, allow_newer_opset, expect_digest, max_memory } => {
+            let load = LoadOpts {
+                newer: Newer::flag(allow_newer_opset),
+                digest: expect_digest.as_deref().map(parse_digest).transpose()?,
+                max_memory: max_memory.as_deref().map(parse_bytes).transpose()?,
+            };
+            run(&model, &target, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref(), load)
         }
         Cmd::Targets => {
             println!("{:<14} {:<22} description", "target", "status");
@@ -219,6 +234,33 @@ impl Newer {
     }
 }
 
+/// How `run` loads its model: the opset permission, the digest it must have, the memory cap.
+#[derive(Clone, Copy)]
+struct LoadOpts {
+    newer: Newer,
+    digest: Option<[u8; 32]>,
+    max_memory: Option<u64>,
+}
+
+fn parse_digest(hex: &str) -> Result<[u8; 32], DriverError> {
+    tessera_runtime::artifact::parse_digest(hex).map_err(|m| DriverError::Usage(format!("--expect-digest: {m}")))
+}
+
+/// `1234`, `64K`, `512M`, `2G` (binary multiples).
+fn parse_bytes(s: &str) -> Result<u64, DriverError> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| DriverError::Usage(format!("--max-memory `{s}`: expected bytes like 1048576, 64K, 512M or 2G")))
+}
+
 fn compile(model: &Path, target: &str, output: &Path, inputs: &[String], shapes: &[String], newer: Newer) -> Result<(), DriverError> {
     let mut opts = newer.options(model, target)?.with_inputs(&parse_named(inputs)?);
     opts.input_shapes.extend(parse_shapes(shapes)?);
@@ -227,6 +269,7 @@ fn compile(model: &Path, target: &str, output: &Path, inputs: &[String], shapes:
     tessera_driver::write_artifact(output, &artifact)?;
     let kernels = artifact.kernels.len();
     println!("compiled {} for {target}: {kernels} kernels, {} plan steps, {:.1} ms -> {}", model.display(), artifact.plan.steps.len(), start.elapsed().as_secs_f64() * 1e3, output.display());
+    println!("sha256 {}", tessera_runtime::artifact::digest_hex(&artifact.digest()));
     Ok(())
 }
 
@@ -235,13 +278,26 @@ fn is_artifact(path: &Path) -> bool {
 }
 
 /// Loads `model` (an .onnx compiled now, with `inputs` fixing shapes, or a .tsa).
-fn load_model(model: &Path, target: &str, inputs: &BTreeMap<String, Tensor>, newer: Newer) -> Result<Model, DriverError> {
-    if is_artifact(model) {
-        return tessera_driver::load_file(model, target);
-    }
-    let opts = newer.options(model, target)?.with_inputs(inputs);
-    let artifact = tessera_driver::compile_file(model, &opts)?;
-    tessera_driver::load(artifact, target)
+fn load_model(model: &Path, target: &str, inputs: &BTreeMap<String, Tensor>, load: LoadOpts) -> Result<Model, DriverError> {
+    let mut m = if is_artifact(model) {
+        tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?
+    } else {
+        let opts = load.newer.options(model, target)?.with_inputs(inputs);
+        let artifact = tessera_driver::compile_file(model, &opts)?;
+        if let Some(want) = &load.digest {
+            let found = artifact.digest();
+            if &found != want {
+                return Err(tessera_runtime::RuntimeError::DigestMismatch {
+                    expected: tessera_runtime::artifact::digest_hex(want),
+                    found: tessera_runtime::artifact::digest_hex(&found),
+                }
+                .into());
+            }
+        }
+        tessera_driver::load(artifact, target)?
+    };
+    m.set_max_memory(load.max_memory);
+    Ok(m)
 }
 
 /// Orders named inputs as the model wants them; names every missing or unknown one.
@@ -256,7 +312,7 @@ fn order_inputs(model: &Model, mut named: BTreeMap<String, Tensor>) -> Result<Ve
     Ok(out)
 }
 
-fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>, outputs_dir: Option<&Path>, newer: Newer) -> Result<(), DriverError> {
+fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>, outputs_dir: Option<&Path>, load: LoadOpts) -> Result<(), DriverError> {
     if let Some(dir) = inputs_dir {
         let mut tensors = Vec::new();
         for k in 0.. {
@@ -267,7 +323,7 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
             tensors.push(tessera_onnx::read_tensor_file(&p)?);
         }
         let names = if is_artifact(model) {
-            tessera_driver::load_file(model, target)?.inputs().iter().map(|i| i.name.clone()).collect()
+            tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?.inputs().iter().map(|i| i.name.clone()).collect()
         } else {
             tessera_onnx::input_names(model)?
         };
@@ -275,7 +331,7 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
             return Err(DriverError::Usage(format!("the model has {} inputs but {} holds {} input_K.pb files", names.len(), dir.display(), tensors.len())));
         }
         let named: BTreeMap<String, Tensor> = names.into_iter().zip(tensors).collect();
-        let m = load_model(model, target, &named, newer)?;
+        let m = load_model(model, target, &named, load)?;
         let outs = m.run(&order_inputs(&m, named)?)?;
         let out_dir = outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
         std::fs::create_dir_all(out_dir).map_err(|e| DriverError::Io { path: out_dir.display().to_string(), message: e.to_string() })?;
@@ -287,7 +343,7 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
         return Ok(());
     }
     let named = parse_named(inputs)?;
-    let m = load_model(model, target, &named, newer)?;
+    let m = load_model(model, target, &named, load)?;
     let outs = m.run(&order_inputs(&m, named)?)?;
     for (t, io) in outs.iter().zip(m.outputs()) {
         match outputs_dir {
@@ -363,7 +419,7 @@ fn filler(dtype: tessera_ir::DType, dims: &[u64]) -> Tensor {
 }
 
 fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, runs: usize, warmup: usize, newer: Newer) -> Result<f64, DriverError> {
-    let m = load_model(model, target, named, newer)?;
+    let m = load_model(model, target, named, LoadOpts { newer, digest: None, max_memory: None })?;
     let mut named = named.clone();
     for io in m.inputs() {
         named.entry(io.name.clone()).or_insert_with(|| filler(io.dtype, &io.dims));

@@ -123,6 +123,12 @@ pub fn load(artifact: Artifact, target: &str) -> Result<Model, DriverError> {
 
 /// Loads a `.tsa` file for `target`.
 pub fn load_file(path: &Path, target: &str) -> Result<Model, DriverError> {
+    load_file_expecting(path, target, None)
+}
+
+/// Loads a `.tsa` file for `target`, refusing it unless its SHA-256 digest is `expect` (when
+/// given); see [`tessera_runtime::Model::load_file_expecting`].
+pub fn load_file_expecting(path: &Path, target: &str, expect: Option<&[u8; 32]>) -> Result<Model, DriverError> {
     let device: Arc<dyn tessera_runtime::Device> = targets::device(target)?;
-    Ok(Model::load_file(path, device)?)
+    Ok(Model::load_file_expecting(path, device, expect)?)
 }
