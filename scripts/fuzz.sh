@@ -19,7 +19,6 @@ fi
 if [ ! -d fuzz/corpus ]; then
   cargo run -q -p tessera-tests --example fuzz_seeds -- fuzz/corpus
 fi
-(cd fuzz && cargo +nightly fuzz build -O "${targets[@]:0:1}" >/dev/null 2>&1 || true)
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/regressions/$t"
   # Regression inputs first: each must still pass before the timed run.
