@@ -360,6 +360,18 @@ impl KernelBuilder {
         self.trap_if(bad, code, idx);
         w
     }
+
+    /// Traps with `code` and `idx` unless `0 <= idx < n`: for indices that ONNX does not let
+    /// count from the end (batch indices, position ids).
+    pub fn checked_below(&mut self, idx: Val, n: u64, code: u32) -> Val {
+        let zero = self.index(0);
+        let nv = self.index(n as i64);
+        let lo = self.cmp(CmpOp::Lt, idx, zero);
+        let hi = self.cmp(CmpOp::Ge, idx, nv);
+        let bad = self.binary(BinOp::Or, lo, hi);
+        self.trap_if(bad, code, idx);
+        idx
+    }
 }
 
 #[cfg(test)]

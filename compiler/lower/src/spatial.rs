@@ -1068,8 +1068,8 @@ fn max_unpool(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let ibuf = b.param("indices", cx.dtype(ind)?, n, Access::Read);
     let ybuf = b.param("y", dt, total, Access::ReadWrite);
     // Indices are flat over the shape the pooling implies (as MaxPool produces them), which
-    // sits in the leading corner of the result when `output_shape` makes it larger.
-    // Out-of-range ones are skipped.
+    // sits in the leading corner of the result when `output_shape` makes it larger (positions
+    // outside a smaller result are skipped). An index outside that shape is a data error.
     let sd = xd.len().saturating_sub(2);
     if xd.len() < 3 || yd.len() != xd.len() || node.attr_ints("kernel_shape").is_none() {
         return Err(cx.invalid("MaxUnpool needs X [N, C, spatial...], a result of the same rank and kernel_shape"));
@@ -1084,11 +1084,11 @@ fn max_unpool(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let itot: u64 = implied.iter().product();
     let yst = strides(&yd);
+    let code = cx.trap_site(node, "I", format!("not a position of the pooled input, which has {itot} (valid: 0 to {})", itot.saturating_sub(1)));
     b.range(0, n as i64, |b, i| {
         let idx = ld_index(b, ibuf, i);
-        let mut ok = in_range(b, idx, 0, itot as i64);
-        let zero = b.index(0);
-        let safe = b.select(ok, idx, zero);
+        let safe = b.checked_below(idx, itot, code);
+        let mut ok = b.constant(Ty::BOOL, Scalar::Int(1));
         let cs = unravel(b, safe, &implied);
         for (k, &c) in cs.iter().enumerate() {
             let inr = in_range(b, c, 0, yd[k] as i64);
