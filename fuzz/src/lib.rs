@@ -3,7 +3,7 @@
 //! every input must give `Ok` or an `Err`.
 
 use std::collections::HashMap;
-use tessera_kir::{Block, InstKind, Kernel, Scalar, Val};
+use tessera_kir::{Block, InstKind, Kernel, Val};
 
 /// The most program-instance loop trips a fuzzed kernel may take to be interpreted. Kernel IR
 /// has no step limit (a loop bound may be any value), so only kernels whose work is bounded
@@ -16,23 +16,6 @@ pub const MAX_PARAM_BYTES: u64 = 1 << 20;
 /// Grid points times the loop trips of one instance, if every loop has constant bounds (an
 /// upper bound on the instructions the interpreter executes, up to the body length).
 pub fn bounded_work(k: &Kernel) -> Option<u128> {
-    fn consts(b: &Block, out: &mut HashMap<Val, i64>) {
-        for i in &b.insts {
-            match &i.kind {
-                InstKind::Const(Scalar::Int(v)) => {
-                    if let Some(&r) = i.results.first() {
-                        out.insert(r, *v);
-                    }
-                }
-                InstKind::For { body, .. } => consts(body, out),
-                InstKind::If { then_blk, else_blk, .. } => {
-                    consts(then_blk, out);
-                    consts(else_blk, out);
-                }
-                _ => {}
-            }
-        }
-    }
     fn trips(b: &Block, c: &HashMap<Val, i64>) -> Option<u128> {
         let mut total: u128 = 1;
         for i in &b.insts {
@@ -49,8 +32,7 @@ pub fn bounded_work(k: &Kernel) -> Option<u128> {
         }
         Some(total)
     }
-    let mut c = HashMap::new();
-    consts(&k.body, &mut c);
+    let c = tessera_kir::constants::int_constants(&k.body);
     let grid = k.grid.iter().try_fold(1u128, |a, &g| a.checked_mul(g as u128))?;
     grid.checked_mul(trips(&k.body, &c)?)
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod interp;
 pub mod kernel;
 pub mod passes;
+pub mod constants;
 pub mod plan;
 pub mod text;
 pub mod verify;

@@ -643,12 +643,8 @@ fn array_feature_extractor(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     b.range(0, m as i64, |b, k| {
         let iv = b.load(ip, k, 1);
         // An index out of range stops the run with a data error.
-        let zero = b.index(0);
+        let iv = b.checked_below(iv, last, code);
         let lim = b.index(last as i64);
-        let bad_lo = b.cmp(CmpOp::Lt, iv, zero);
-        let bad_hi = b.cmp(CmpOp::Ge, iv, lim);
-        let bad = b.binary(BinOp::Or, bad_lo, bad_hi);
-        b.trap_if(bad, code, iv);
         b.range(0, rows as i64, |b, rw| {
             let row = b.mul(rw, lim);
             let at_x = b.add(row, iv);

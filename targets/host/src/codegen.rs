@@ -247,23 +247,6 @@ fn machine_code(isa: &dyn TargetIsa, func: Function) -> R<Vec<u8>> {
 /// A rough operation count per program instance: loops with constant bounds multiply their
 /// body, other loops count 16 trips. The launcher only compares it against a threshold.
 fn estimate_work(k: &Kernel) -> u64 {
-    fn consts(b: &Block, out: &mut HashMap<Val, i64>) {
-        for i in &b.insts {
-            match &i.kind {
-                InstKind::Const(Scalar::Int(v)) => {
-                    if let Some(&r) = i.results.first() {
-                        out.insert(r, *v);
-                    }
-                }
-                InstKind::For { body, .. } => consts(body, out),
-                InstKind::If { then_blk, else_blk, .. } => {
-                    consts(then_blk, out);
-                    consts(else_blk, out);
-                }
-                _ => {}
-            }
-        }
-    }
     fn work(b: &Block, c: &HashMap<Val, i64>) -> u64 {
         b.insts.iter().fold(0u64, |acc, i| {
             let w = match &i.kind {
@@ -283,8 +266,7 @@ fn estimate_work(k: &Kernel) -> u64 {
             acc.saturating_add(w)
         })
     }
-    let mut c = HashMap::new();
-    consts(&k.body, &mut c);
+    let c = tessera_kir::constants::int_constants(&k.body);
     work(&k.body, &c).max(1)
 }
 
