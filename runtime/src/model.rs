@@ -17,7 +17,10 @@ struct Aligned {
 
 impl Aligned {
     fn zeroed(len: usize) -> Aligned {
-        Aligned { words: vec![0u128; len.div_ceil(16)], len }
+        Aligned {
+            words: vec![0u128; len.div_ceil(16)],
+            len,
+        }
     }
 
     fn from_bytes(b: &[u8]) -> Aligned {
@@ -52,17 +55,34 @@ impl Model {
     /// Loads `artifact` on `device`: checks the target and fingerprint, then loads every kernel.
     pub fn load(artifact: Artifact, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
         if artifact.target != device.target() {
-            return Err(RuntimeError::WrongTarget { artifact: artifact.target.clone(), device: device.target().to_string() });
+            return Err(RuntimeError::WrongTarget {
+                artifact: artifact.target.clone(),
+                device: device.target().to_string(),
+            });
         }
-        device.check_fingerprint(&artifact.fingerprint).map_err(RuntimeError::IncompatibleDevice)?;
+        device
+            .check_fingerprint(&artifact.fingerprint)
+            .map_err(RuntimeError::IncompatibleDevice)?;
         let kernels = artifact
             .kernels
             .iter()
             .map(|k| device.load(&k.name, &k.blob).map_err(RuntimeError::Device))
             .collect::<Result<Vec<_>, _>>()?;
-        let consts = artifact.plan.consts.iter().map(|c| Aligned::from_bytes(c)).collect();
+        let consts = artifact
+            .plan
+            .consts
+            .iter()
+            .map(|c| Aligned::from_bytes(c))
+            .collect();
         let scratch = scratch_bytes(&artifact.plan);
-        Ok(Model { artifact, kernels, consts, device, scratch, max_memory: None })
+        Ok(Model {
+            artifact,
+            kernels,
+            consts,
+            device,
+            scratch,
+            max_memory: None,
+        })
     }
 
     /// Reads, validates and loads a `.tsa` file.
@@ -72,10 +92,19 @@ impl Model {
 
     /// Like [`Model::load_file`], refusing the file unless its SHA-256 digest is `expect`
     /// (when given). The digest is compared before anything else in the file is parsed.
-    pub fn load_file_expecting(path: &Path, device: Arc<dyn Device>, expect: Option<&[u8; 32]>) -> Result<Model, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    pub fn load_file_expecting(
+        path: &Path,
+        device: Arc<dyn Device>,
+        expect: Option<&[u8; 32]>,
+    ) -> Result<Model, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let artifact = Artifact::decode_expecting(&bytes, expect).map_err(|e| match e {
-            RuntimeError::BadArtifact(m) => RuntimeError::BadArtifact(format!("{}: {m}", path.display())),
+            RuntimeError::BadArtifact(m) => {
+                RuntimeError::BadArtifact(format!("{}: {m}", path.display()))
+            }
             other => other,
         })?;
         Model::load(artifact, device)
@@ -116,14 +145,21 @@ impl Model {
         if inputs.len() != plan.inputs.len() {
             return Err(RuntimeError::Input {
                 input: "(all)".into(),
-                message: format!("the model takes {} inputs, {} were given", plan.inputs.len(), inputs.len()),
+                message: format!(
+                    "the model takes {} inputs, {} were given",
+                    plan.inputs.len(),
+                    inputs.len()
+                ),
             });
         }
         for (io, t) in plan.inputs.iter().zip(inputs) {
             check_input(io, t)?;
         }
         if let Some(limit) = self.max_memory.filter(|&l| self.scratch > l) {
-            return Err(RuntimeError::MemoryLimit { need: self.scratch, limit });
+            return Err(RuntimeError::MemoryLimit {
+                need: self.scratch,
+                limit,
+            });
         }
         // Storage for every buffer that owns some: inputs (copied, so kernels may not touch the
         // caller's data), temps (one allocation per slot), constants (shared, read-only).
@@ -140,19 +176,26 @@ impl Model {
                 }
             }
         }
-        let mut owned_inputs: Vec<Aligned> = inputs.iter().map(|t| Aligned::from_bytes(&t.bytes)).collect();
-        let mut ptr_of = |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
-            let root = plan.root(id);
-            let len = plan.buffer(id).byte_len() as usize;
-            let ptr = match plan.buffer(root).kind {
-                BufferKind::Input(n) => owned_inputs[n as usize].bytes_mut().as_mut_ptr(),
-                // Constants are read-only parameters of every kernel that takes them.
-                BufferKind::Const(n) => self.consts[n as usize].bytes().as_ptr() as *mut u8,
-                BufferKind::Temp { slot } => slots[slot as usize].as_mut().map(|a| a.bytes_mut().as_mut_ptr()).unwrap_or(std::ptr::null_mut()),
-                BufferKind::Alias(_) => std::ptr::null_mut(),
+        let mut owned_inputs: Vec<Aligned> = inputs
+            .iter()
+            .map(|t| Aligned::from_bytes(&t.bytes))
+            .collect();
+        let mut ptr_of =
+            |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
+                let root = plan.root(id);
+                let len = plan.buffer(id).byte_len() as usize;
+                let ptr = match plan.buffer(root).kind {
+                    BufferKind::Input(n) => owned_inputs[n as usize].bytes_mut().as_mut_ptr(),
+                    // Constants are read-only parameters of every kernel that takes them.
+                    BufferKind::Const(n) => self.consts[n as usize].bytes().as_ptr() as *mut u8,
+                    BufferKind::Temp { slot } => slots[slot as usize]
+                        .as_mut()
+                        .map(|a| a.bytes_mut().as_mut_ptr())
+                        .unwrap_or(std::ptr::null_mut()),
+                    BufferKind::Alias(_) => std::ptr::null_mut(),
+                };
+                (ptr, len)
             };
-            (ptr, len)
-        };
         for step in &plan.steps {
             match step {
                 Step::Launch { kernel, args } => {
@@ -166,9 +209,13 @@ impl Model {
                         })
                         .collect();
                     if kargs.iter().any(|a| a.ptr().is_null()) {
-                        return Err(RuntimeError::BadArtifact(format!("kernel {kernel} has an unbacked argument")));
+                        return Err(RuntimeError::BadArtifact(format!(
+                            "kernel {kernel} has an unbacked argument"
+                        )));
                     }
-                    self.kernels[*kernel as usize].launch(&kargs).map_err(|e| self.launch_error(*kernel, e))?;
+                    self.kernels[*kernel as usize]
+                        .launch(&kargs)
+                        .map_err(|e| self.launch_error(*kernel, e))?;
                 }
                 Step::Copy { src, dst } => {
                     let (s, n) = ptr_of(*src, &mut slots);
@@ -193,7 +240,9 @@ impl Model {
     /// The error for a failed launch of kernel `kernel`: a failed data check becomes
     /// [`RuntimeError::Data`], named from the plan's trap table.
     fn launch_error(&self, kernel: u32, e: DeviceError) -> RuntimeError {
-        let Some(t) = e.trapped else { return RuntimeError::Device(e) };
+        let Some(t) = e.trapped else {
+            return RuntimeError::Device(e);
+        };
         match self.artifact.plan.traps.get(t.code as usize).filter(|s| s.kernel == kernel) {
             Some(site) => RuntimeError::Data {
                 node: site.node.clone(),
@@ -223,12 +272,21 @@ fn scratch_bytes(plan: &tessera_kir::Plan) -> u64 {
             slots[s] = slots[s].max(b.byte_len());
         }
     }
-    let io = plan.inputs.iter().chain(&plan.outputs).map(|io| io.dtype.storage_bytes(io.dims.iter().product()));
+    let io = plan
+        .inputs
+        .iter()
+        .chain(&plan.outputs)
+        .map(|io| io.dtype.storage_bytes(io.dims.iter().product()));
     slots.into_iter().chain(io).fold(0u64, u64::saturating_add)
 }
 
 fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
-    let err = |message: String| Err(RuntimeError::Input { input: io.name.clone(), message });
+    let err = |message: String| {
+        Err(RuntimeError::Input {
+            input: io.name.clone(),
+            message,
+        })
+    };
     if t.dtype != io.dtype {
         return err(format!("expected dtype {}, got {}", io.dtype, t.dtype));
     }
@@ -236,7 +294,11 @@ fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
         return err(format!("expected shape {:?}, got {:?}", io.dims, t.dims));
     }
     if t.bytes.len() as u64 != io.dtype.storage_bytes(io.dims.iter().product()) {
-        return err(format!("holds {} bytes, its shape needs {}", t.bytes.len(), io.dtype.storage_bytes(io.dims.iter().product())));
+        return err(format!(
+            "holds {} bytes, its shape needs {}",
+            t.bytes.len(),
+            io.dtype.storage_bytes(io.dims.iter().product())
+        ));
     }
     if let Some(b) = &io.bound {
         if b.as_slice() != t.bytes.as_slice() {

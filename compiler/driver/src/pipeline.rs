@@ -26,7 +26,10 @@ pub struct CompileOptions {
 
 impl CompileOptions {
     pub fn for_target(target: &str) -> CompileOptions {
-        CompileOptions { target: target.to_string(), ..CompileOptions::default() }
+        CompileOptions {
+            target: target.to_string(),
+            ..CompileOptions::default()
+        }
     }
 
     /// Shapes and shape-deciding values from a set of example inputs.
@@ -64,8 +67,14 @@ pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError>
 /// The opset imports of an ONNX file that are newer than the newest Tessera knows: what
 /// [`CompileOptions::allow_newer_opset`] overrides, for the caller to warn about.
 pub fn newer_opsets(model: &Path) -> Result<Vec<tessera_onnx::NewerOpset>, DriverError> {
-    let bytes = std::fs::read(model).map_err(|e| DriverError::Io { path: model.display().to_string(), message: e.to_string() })?;
-    Ok(tessera_onnx::newer_opsets(&tessera_onnx::decode_model(&bytes, &model.display().to_string())?))
+    let bytes = std::fs::read(model).map_err(|e| DriverError::Io {
+        path: model.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(tessera_onnx::newer_opsets(&tessera_onnx::decode_model(
+        &bytes,
+        &model.display().to_string(),
+    )?))
 }
 
 /// Compiles a graph for `target` into an artifact.
@@ -74,10 +83,20 @@ pub fn compile_graph(graph: &Graph, source: &str, target: &str) -> Result<Artifa
     let program = tessera_lower::lower(graph, t.desc())?;
     let mut kernels = Vec::with_capacity(program.kernels.len());
     for k in &program.kernels {
-        tessera_kir::verify::verify(k).map_err(|e| DriverError::Internal(format!("lowering produced an invalid kernel: {e}")))?;
+        tessera_kir::verify::verify(k).map_err(|e| {
+            DriverError::Internal(format!("lowering produced an invalid kernel: {e}"))
+        })?;
         let blob = t.compile(k)?;
-        let param_bytes = k.params().iter().map(|p| p.dtype.storage_bytes(p.len)).collect();
-        kernels.push(StoredKernel { name: k.name.clone(), param_bytes, blob: blob.code });
+        let param_bytes = k
+            .params()
+            .iter()
+            .map(|p| p.dtype.storage_bytes(p.len))
+            .collect();
+        kernels.push(StoredKernel {
+            name: k.name.clone(),
+            param_bytes,
+            blob: blob.code,
+        });
     }
     Ok(Artifact {
         target: target.to_string(),
@@ -101,9 +120,18 @@ pub fn write_artifact(path: &Path, artifact: &Artifact) -> Result<(), DriverErro
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
-    let io = |e: std::io::Error| DriverError::Io { path: path.display().to_string(), message: e.to_string() };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let io = |e: std::io::Error| DriverError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -128,7 +156,11 @@ pub fn load_file(path: &Path, target: &str) -> Result<Model, DriverError> {
 
 /// Loads a `.tsa` file for `target`, refusing it unless its SHA-256 digest is `expect` (when
 /// given); see [`tessera_runtime::Model::load_file_expecting`].
-pub fn load_file_expecting(path: &Path, target: &str, expect: Option<&[u8; 32]>) -> Result<Model, DriverError> {
+pub fn load_file_expecting(
+    path: &Path,
+    target: &str,
+    expect: Option<&[u8; 32]>,
+) -> Result<Model, DriverError> {
     let device: Arc<dyn tessera_runtime::Device> = targets::device(target)?;
     Ok(Model::load_file_expecting(path, device, expect)?)
 }
