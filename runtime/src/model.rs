@@ -2,7 +2,7 @@
 //! any number of threads at once (each run owns its scratch memory).
 
 use crate::artifact::Artifact;
-use crate::device::{Device, KernelArg, LoadedKernel};
+use crate::device::{Device, DeviceError, KernelArg, LoadedKernel};
 use crate::RuntimeError;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +45,10 @@ pub struct Model {
     kernels: Vec<Box<dyn LoadedKernel>>,
     consts: Vec<Aligned>,
     device: Arc<dyn Device>,
+    /// Bytes a run allocates (see [`Model::scratch_bytes`]).
+    scratch: u64,
+    /// The most a run may allocate, if capped (see [`Model::set_max_memory`]).
+    max_memory: Option<u64>,
 }
 
 impl Model {
@@ -70,21 +74,34 @@ impl Model {
             .iter()
             .map(|c| Aligned::from_bytes(c))
             .collect();
+        let scratch = scratch_bytes(&artifact.plan);
         Ok(Model {
             artifact,
             kernels,
             consts,
             device,
+            scratch,
+            max_memory: None,
         })
     }
 
     /// Reads, validates and loads a `.tsa` file.
     pub fn load_file(path: &Path, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
+        Model::load_file_expecting(path, device, None)
+    }
+
+    /// Like [`Model::load_file`], refusing the file unless its SHA-256 digest is `expect`
+    /// (when given). The digest is compared before anything else in the file is parsed.
+    pub fn load_file_expecting(
+        path: &Path,
+        device: Arc<dyn Device>,
+        expect: Option<&[u8; 32]>,
+    ) -> Result<Model, RuntimeError> {
         let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let artifact = Artifact::decode(&bytes).map_err(|e| match e {
+        let artifact = Artifact::decode_expecting(&bytes, expect).map_err(|e| match e {
             RuntimeError::BadArtifact(m) => {
                 RuntimeError::BadArtifact(format!("{}: {m}", path.display()))
             }
@@ -109,6 +126,19 @@ impl Model {
         &self.artifact.plan.outputs
     }
 
+    /// The bytes one run allocates: its scratch slots, its private copies of the inputs and
+    /// the outputs it returns. The same for every run of the model.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.scratch
+    }
+
+    /// Caps the memory of each run at `limit` bytes (`None`: no cap). A run that would need
+    /// more ([`Model::scratch_bytes`]) is refused with [`RuntimeError::MemoryLimit`] before
+    /// it allocates anything.
+    pub fn set_max_memory(&mut self, limit: Option<u64>) {
+        self.max_memory = limit;
+    }
+
     /// Runs the plan on `inputs` (one per model input, in order) and returns the outputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let plan = &self.artifact.plan;
@@ -124,6 +154,12 @@ impl Model {
         }
         for (io, t) in plan.inputs.iter().zip(inputs) {
             check_input(io, t)?;
+        }
+        if let Some(limit) = self.max_memory.filter(|&l| self.scratch > l) {
+            return Err(RuntimeError::MemoryLimit {
+                need: self.scratch,
+                limit,
+            });
         }
         // Storage for every buffer that owns some: inputs (copied, so kernels may not touch the
         // caller's data), temps (one allocation per slot), constants (shared, read-only).
@@ -179,7 +215,7 @@ impl Model {
                     }
                     self.kernels[*kernel as usize]
                         .launch(&kargs)
-                        .map_err(RuntimeError::Device)?;
+                        .map_err(|e| self.launch_error(*kernel, e))?;
                 }
                 Step::Copy { src, dst } => {
                     let (s, n) = ptr_of(*src, &mut slots);
@@ -198,6 +234,50 @@ impl Model {
         }
         Ok(outs)
     }
+}
+
+impl Model {
+    /// The error for a failed launch of kernel `kernel`: a failed data check becomes
+    /// [`RuntimeError::Data`], named from the plan's trap table.
+    fn launch_error(&self, kernel: u32, e: DeviceError) -> RuntimeError {
+        let Some(t) = e.trapped else {
+            return RuntimeError::Device(e);
+        };
+        match self.artifact.plan.traps.get(t.code as usize).filter(|s| s.kernel == kernel) {
+            Some(site) => RuntimeError::Data {
+                node: site.node.clone(),
+                op: site.op.clone(),
+                input: site.input.clone(),
+                value: t.value,
+                what: site.what.clone(),
+            },
+            None => RuntimeError::BadArtifact(format!(
+                "kernel `{}` reported data check {} (value {}), which the plan's trap table does not hold for it",
+                e.kernel, t.code, t.value
+            )),
+        }
+    }
+}
+
+/// What [`Model::run`] allocates for `plan`: one buffer per scratch slot (its largest user),
+/// a copy of each input, and each output's bytes.
+fn scratch_bytes(plan: &tessera_kir::Plan) -> u64 {
+    let mut slots: Vec<u64> = Vec::new();
+    for b in &plan.buffers {
+        if let BufferKind::Temp { slot } = b.kind {
+            let s = slot as usize;
+            if slots.len() <= s {
+                slots.resize(s + 1, 0);
+            }
+            slots[s] = slots[s].max(b.byte_len());
+        }
+    }
+    let io = plan
+        .inputs
+        .iter()
+        .chain(&plan.outputs)
+        .map(|io| io.dtype.storage_bytes(io.dims.iter().product()));
+    slots.into_iter().chain(io).fold(0u64, u64::saturating_add)
 }
 
 fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {

@@ -51,6 +51,10 @@ enum Cmd {
         /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
         #[arg(long = "shape", value_name = "NAME=DIMS")]
         shapes: Vec<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
     /// Run an ONNX model or a .tsa artifact.
     Run {
@@ -66,6 +70,17 @@ enum Cmd {
         /// Write output_0.pb … here (with --inputs) or OUTPUT_NAME.npy files (with --input).
         #[arg(long = "outputs", value_name = "DIR")]
         outputs_dir: Option<PathBuf>,
+        /// Refuse the artifact unless its SHA-256 digest (as `tessera compile` prints it) is HEX.
+        #[arg(long, value_name = "HEX")]
+        expect_digest: Option<String>,
+        /// Refuse the run, before allocating, if it needs more scratch memory than this
+        /// (bytes, or with a K, M or G suffix for KiB, MiB, GiB).
+        #[arg(long, value_name = "BYTES")]
+        max_memory: Option<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
     /// List targets.
     Targets,
@@ -109,6 +124,10 @@ enum Cmd {
         /// Inputs as NAME=FILE.npy; missing inputs are filled with deterministic values.
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
         inputs: Vec<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
 }
 
@@ -157,20 +176,39 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             output,
             inputs,
             shapes,
-        } => compile(&model, &target, &output, &inputs, &shapes),
+            allow_newer_opset,
+        } => compile(
+            &model,
+            &target,
+            &output,
+            &inputs,
+            &shapes,
+            Newer::flag(allow_newer_opset),
+        ),
         Cmd::Run {
             model,
             target,
             inputs,
             inputs_dir,
             outputs_dir,
-        } => run(
-            &model,
-            &target,
-            &inputs,
-            inputs_dir.as_deref(),
-            outputs_dir.as_deref(),
-        ),
+            allow_newer_opset,
+            expect_digest,
+            max_memory,
+        } => {
+            let load = LoadOpts {
+                newer: Newer::flag(allow_newer_opset),
+                digest: expect_digest.as_deref().map(parse_digest).transpose()?,
+                max_memory: max_memory.as_deref().map(parse_bytes).transpose()?,
+            };
+            run(
+                &model,
+                &target,
+                &inputs,
+                inputs_dir.as_deref(),
+                outputs_dir.as_deref(),
+                load,
+            )
+        }
         Cmd::Targets => {
             println!("{:<14} {:<22} description", "target", "status");
             for t in targets::all() {
@@ -202,7 +240,16 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             runs,
             warmup,
             inputs,
-        } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs),
+            allow_newer_opset,
+        } => bench(
+            &model,
+            &target,
+            baseline.as_deref(),
+            runs,
+            warmup,
+            &inputs,
+            Newer::flag(allow_newer_opset),
+        ),
     }
 }
 
@@ -239,14 +286,83 @@ fn parse_shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<u64>>, DriverEr
     Ok(m)
 }
 
+/// Whether `--allow-newer-opset` was given, and whether to warn about what it overrides.
+#[derive(Clone, Copy)]
+struct Newer {
+    allow: bool,
+    warn: bool,
+}
+
+impl Newer {
+    fn flag(allow: bool) -> Newer {
+        Newer { allow, warn: true }
+    }
+
+    /// Compile options for `target`, warning about each opset the flag overrides.
+    fn options(self, model: &Path, target: &str) -> Result<CompileOptions, DriverError> {
+        if self.allow && self.warn {
+            for n in tessera_driver::newer_opsets(model)? {
+                eprintln!("warning: {n}");
+            }
+        }
+        Ok(CompileOptions {
+            allow_newer_opset: self.allow,
+            ..options(target)
+        })
+    }
+
+    /// The same permission without a second warning (the bench baseline compiles again).
+    fn quiet(self) -> Newer {
+        Newer {
+            warn: false,
+            ..self
+        }
+    }
+}
+
+/// How `run` loads its model: the opset permission, the digest it must have, the memory cap.
+#[derive(Clone, Copy)]
+struct LoadOpts {
+    newer: Newer,
+    digest: Option<[u8; 32]>,
+    max_memory: Option<u64>,
+}
+
+fn parse_digest(hex: &str) -> Result<[u8; 32], DriverError> {
+    tessera_runtime::artifact::parse_digest(hex)
+        .map_err(|m| DriverError::Usage(format!("--expect-digest: {m}")))
+}
+
+/// `1234`, `64K`, `512M`, `2G` (binary multiples).
+fn parse_bytes(s: &str) -> Result<u64, DriverError> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| {
+            DriverError::Usage(format!(
+                "--max-memory `{s}`: expected bytes like 1048576, 64K, 512M or 2G"
+            ))
+        })
+}
+
 fn compile(
     model: &Path,
     target: &str,
     output: &Path,
     inputs: &[String],
     shapes: &[String],
+    newer: Newer,
 ) -> Result<(), DriverError> {
-    let mut opts = options(target).with_inputs(&parse_named(inputs)?);
+    let mut opts = newer
+        .options(model, target)?
+        .with_inputs(&parse_named(inputs)?);
     opts.input_shapes.extend(parse_shapes(shapes)?);
     let start = Instant::now();
     let artifact = tessera_driver::compile_file(model, &opts)?;
@@ -258,6 +374,10 @@ fn compile(
         artifact.plan.steps.len(),
         start.elapsed().as_secs_f64() * 1e3,
         output.display()
+    );
+    println!(
+        "sha256 {}",
+        tessera_runtime::artifact::digest_hex(&artifact.digest())
     );
     Ok(())
 }
@@ -271,13 +391,27 @@ fn load_model(
     model: &Path,
     target: &str,
     inputs: &BTreeMap<String, Tensor>,
+    load: LoadOpts,
 ) -> Result<Model, DriverError> {
-    if is_artifact(model) {
-        return tessera_driver::load_file(model, target);
-    }
-    let opts = options(target).with_inputs(inputs);
-    let artifact = tessera_driver::compile_file(model, &opts)?;
-    tessera_driver::load(artifact, target)
+    let mut m = if is_artifact(model) {
+        tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?
+    } else {
+        let opts = load.newer.options(model, target)?.with_inputs(inputs);
+        let artifact = tessera_driver::compile_file(model, &opts)?;
+        if let Some(want) = &load.digest {
+            let found = artifact.digest();
+            if &found != want {
+                return Err(tessera_runtime::RuntimeError::DigestMismatch {
+                    expected: tessera_runtime::artifact::digest_hex(want),
+                    found: tessera_runtime::artifact::digest_hex(&found),
+                }
+                .into());
+            }
+        }
+        tessera_driver::load(artifact, target)?
+    };
+    m.set_max_memory(load.max_memory);
+    Ok(m)
 }
 
 /// Orders named inputs as the model wants them; names every missing or unknown one.
@@ -308,6 +442,7 @@ fn run(
     inputs: &[String],
     inputs_dir: Option<&Path>,
     outputs_dir: Option<&Path>,
+    load: LoadOpts,
 ) -> Result<(), DriverError> {
     if let Some(dir) = inputs_dir {
         let mut tensors = Vec::new();
@@ -319,7 +454,7 @@ fn run(
             tensors.push(tessera_onnx::read_tensor_file(&p)?);
         }
         let names = if is_artifact(model) {
-            tessera_driver::load_file(model, target)?
+            tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?
                 .inputs()
                 .iter()
                 .map(|i| i.name.clone())
@@ -336,7 +471,7 @@ fn run(
             )));
         }
         let named: BTreeMap<String, Tensor> = names.into_iter().zip(tensors).collect();
-        let m = load_model(model, target, &named)?;
+        let m = load_model(model, target, &named, load)?;
         let outs = m.run(&order_inputs(&m, named)?)?;
         let out_dir =
             outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
@@ -352,7 +487,7 @@ fn run(
         return Ok(());
     }
     let named = parse_named(inputs)?;
-    let m = load_model(model, target, &named)?;
+    let m = load_model(model, target, &named, load)?;
     let outs = m.run(&order_inputs(&m, named)?)?;
     for (t, io) in outs.iter().zip(m.outputs()) {
         match outputs_dir {
@@ -498,8 +633,18 @@ fn time_target(
     named: &BTreeMap<String, Tensor>,
     runs: usize,
     warmup: usize,
+    newer: Newer,
 ) -> Result<f64, DriverError> {
-    let m = load_model(model, target, named)?;
+    let m = load_model(
+        model,
+        target,
+        named,
+        LoadOpts {
+            newer,
+            digest: None,
+            max_memory: None,
+        },
+    )?;
     let mut named = named.clone();
     for io in m.inputs() {
         named
@@ -529,12 +674,20 @@ fn bench(
     runs: usize,
     warmup: usize,
     inputs: &[String],
+    newer: Newer,
 ) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
-    let t = time_target(model, target, &named, runs, warmup)?;
+    let t = time_target(model, target, &named, runs, warmup, newer)?;
     if let Some(b) = baseline {
         // The baseline is slow by design (the interpreter), so it gets fewer runs.
-        let tb = time_target(model, b, &named, runs.clamp(1, 3), warmup.min(1))?;
+        let tb = time_target(
+            model,
+            b,
+            &named,
+            runs.clamp(1, 3),
+            warmup.min(1),
+            newer.quiet(),
+        )?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
     }
     Ok(())

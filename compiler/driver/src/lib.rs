@@ -15,9 +15,8 @@ pub mod pipeline;
 pub mod targets;
 
 pub use pipeline::{
-    load_custom_ops,
-    compile_file, compile_graph, import, load, load_file, write_artifact, write_atomic,
-    CompileOptions,
+    compile_file, compile_graph, import, load, load_custom_ops, load_file, load_file_expecting, newer_opsets,
+    write_artifact, write_atomic, CompileOptions,
 };
 
 /// Every error the driver reports. [`DriverError::exit_code`] maps them to the CLI's codes.

@@ -21,6 +21,9 @@ pub struct CompileOptions {
     pub bound_inputs: BTreeMap<String, Tensor>,
     /// Custom-op files (`.tk`) or folders of them: hand-written kernels bound to ONNX ops.
     pub custom_ops: Vec<std::path::PathBuf>,
+    /// Treat an opset newer than the newest Tessera knows as that newest opset instead of
+    /// refusing the model (see [`newer_opsets`] for what it overrides).
+    pub allow_newer_opset: bool,
 }
 
 impl CompileOptions {
@@ -83,6 +86,7 @@ pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError>
         input_shapes: opts.input_shapes.clone(),
         bound_inputs: opts.bound_inputs.clone(),
         custom_ops: load_custom_ops(&opts.custom_ops)?,
+        allow_newer_opset: opts.allow_newer_opset,
     };
     let graph = tessera_onnx::import_file(model, &io)?;
     for &v in &graph.inputs {
@@ -97,6 +101,19 @@ pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError>
         }
     }
     Ok(graph)
+}
+
+/// The opset imports of an ONNX file that are newer than the newest Tessera knows: what
+/// [`CompileOptions::allow_newer_opset`] overrides, for the caller to warn about.
+pub fn newer_opsets(model: &Path) -> Result<Vec<tessera_onnx::NewerOpset>, DriverError> {
+    let bytes = std::fs::read(model).map_err(|e| DriverError::Io {
+        path: model.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(tessera_onnx::newer_opsets(&tessera_onnx::decode_model(
+        &bytes,
+        &model.display().to_string(),
+    )?))
 }
 
 /// Compiles a graph for `target` into an artifact.
@@ -173,6 +190,16 @@ pub fn load(artifact: Artifact, target: &str) -> Result<Model, DriverError> {
 
 /// Loads a `.tsa` file for `target`.
 pub fn load_file(path: &Path, target: &str) -> Result<Model, DriverError> {
+    load_file_expecting(path, target, None)
+}
+
+/// Loads a `.tsa` file for `target`, refusing it unless its SHA-256 digest is `expect` (when
+/// given); see [`tessera_runtime::Model::load_file_expecting`].
+pub fn load_file_expecting(
+    path: &Path,
+    target: &str,
+    expect: Option<&[u8; 32]>,
+) -> Result<Model, DriverError> {
     let device: Arc<dyn tessera_runtime::Device> = targets::device(target)?;
-    Ok(Model::load_file(path, device)?)
+    Ok(Model::load_file_expecting(path, device, expect)?)
 }

@@ -229,6 +229,7 @@ impl<'g> LowerCx<'g> {
     }
 
     /// Adds `kernel` to the program and a step launching it on `args` (one per parameter).
+    /// Trap sites registered since the last launch ([`LowerCx::trap_site`]) belong to it.
     pub fn launch(&mut self, kernel: Kernel, args: Vec<BufferId>) {
         debug_assert_eq!(
             kernel.num_params,
@@ -238,6 +239,15 @@ impl<'g> LowerCx<'g> {
         );
         self.program.kernels.push(kernel);
         let k = self.program.kernels.len() as u32 - 1;
+        for t in self
+            .program
+            .plan
+            .traps
+            .iter_mut()
+            .filter(|t| t.kernel == PENDING_KERNEL)
+        {
+            t.kernel = k;
+        }
         self.program
             .plan
             .steps
@@ -252,6 +262,40 @@ impl<'g> LowerCx<'g> {
     /// The number of elements of `v`.
     pub fn numel(&self, v: ValueId) -> Result<u64> {
         Ok(self.dims(v)?.iter().product())
+    }
+}
+
+/// The kernel of a trap site registered before its kernel is launched.
+const PENDING_KERNEL: u32 = u32::MAX;
+
+impl LowerCx<'_> {
+    /// Registers a data check of the current node on its operand `input` and returns its trap
+    /// code, for [`tessera_kir::KernelBuilder::trap_if`] in the next kernel launched. `what`
+    /// completes "input `…` holds VALUE, which is …", e.g. "out of range for axis 0 of size 4
+    /// (valid: -4 to 3)".
+    pub fn trap_site(&mut self, node: &Node, input: &str, what: impl Into<String>) -> u32 {
+        self.program.plan.traps.push(tessera_kir::TrapSite {
+            kernel: PENDING_KERNEL,
+            node: self.node_label.clone(),
+            op: node.op.name().to_string(),
+            input: input.to_string(),
+            what: what.into(),
+        });
+        self.program.plan.traps.len() as u32 - 1
+    }
+
+    /// [`LowerCx::trap_site`] for an index into an axis of `n` elements, which ONNX lets
+    /// count from the end: valid values are `-n..n`.
+    pub fn index_trap(&mut self, node: &Node, input: &str, axis_desc: &str, n: u64) -> u32 {
+        let what = if n == 0 {
+            format!("out of range for {axis_desc} of size 0 (no index is valid)")
+        } else {
+            format!(
+                "out of range for {axis_desc} of size {n} (valid: -{n} to {})",
+                n - 1
+            )
+        };
+        self.trap_site(node, input, what)
     }
 }
 
