@@ -31,4 +31,7 @@ pub enum RuntimeError {
     Device(DeviceError),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    /// A caller-provided output buffer does not fit ([`Model::run_into`]).
+    #[error("output `{output}`: {message}")]
+    Output { output: String, message: String },
 }
