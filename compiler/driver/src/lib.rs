@@ -14,7 +14,7 @@ pub mod npy;
 pub mod pipeline;
 pub mod targets;
 
-pub use pipeline::{compile_file, compile_graph, import, load, load_file, write_artifact, write_atomic, CompileOptions};
+pub use pipeline::{compile_bytes, compile_file, compile_graph, import, import_bytes, load, load_file, write_artifact, write_atomic, CompileOptions};
 
 /// Every error the driver reports. [`DriverError::exit_code`] maps them to the CLI's codes.
 #[derive(Debug, thiserror::Error)]

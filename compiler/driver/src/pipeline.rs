@@ -38,8 +38,16 @@ impl CompileOptions {
 
 /// Imports an ONNX file into graph IR with static shapes.
 pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError> {
-    let io = tessera_onnx::ImportOptions { input_shapes: opts.input_shapes.clone(), bound_inputs: opts.bound_inputs.clone() };
-    let graph = tessera_onnx::import_file(model, &io)?;
+    let graph = tessera_onnx::import_file(model, &import_options(opts))?;
+    check_static_inputs(graph)
+}
+
+fn import_options(opts: &CompileOptions) -> tessera_onnx::ImportOptions {
+    tessera_onnx::ImportOptions { input_shapes: opts.input_shapes.clone(), bound_inputs: opts.bound_inputs.clone() }
+}
+
+/// Refuses a graph whose inputs still have symbolic shapes after import.
+fn check_static_inputs(graph: Graph) -> Result<Graph, DriverError> {
     for &v in &graph.inputs {
         let val = graph.value(v);
         if let Some(ty) = &val.ty {
@@ -111,4 +119,16 @@ pub fn load(artifact: Artifact, target: &str) -> Result<Model, DriverError> {
 pub fn load_file(path: &Path, target: &str) -> Result<Model, DriverError> {
     let device: Arc<dyn tessera_runtime::Device> = targets::device(target)?;
     Ok(Model::load_file(path, device)?)
+}
+
+/// Imports a serialized ONNX model (the bytes of an `.onnx` file) into graph IR with static
+/// shapes. External data is looked up in `model_dir`; `None` refuses it.
+pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, opts: &CompileOptions) -> Result<Graph, DriverError> {
+    check_static_inputs(tessera_onnx::import_bytes(bytes, model_dir, &import_options(opts))?)
+}
+
+/// Imports and compiles a serialized ONNX model; `source` names it in the artifact and in errors.
+pub fn compile_bytes(bytes: &[u8], source: &str, model_dir: Option<&Path>, opts: &CompileOptions) -> Result<Artifact, DriverError> {
+    let graph = import_bytes(bytes, model_dir, opts)?;
+    compile_graph(&graph, source, &opts.target)
 }
