@@ -110,12 +110,7 @@ pub unsafe extern "C" fn tessera_model_load_file(path: *const c_char, target: *c
         *out = std::ptr::null_mut();
         let path = opt_str(path, "path")?.ok_or_else(|| CapiError::null("path"))?;
         let target = opt_str(target, "target")?;
-        let bytes = std::fs::read(path).map_err(|e| tessera_runtime::RuntimeError::Io { path: path.to_string(), message: e.to_string() })?;
-        let artifact = Artifact::decode(&bytes).map_err(|e| match e {
-            tessera_runtime::RuntimeError::BadArtifact(m) => tessera_runtime::RuntimeError::BadArtifact(format!("{}: {m}", Path::new(path).display())),
-            other => other,
-        })?;
-        *out = Box::into_raw(load(artifact, target)?);
+        *out = Box::into_raw(load(Artifact::read(Path::new(path))?, target)?);
         Ok(())
     })
 }

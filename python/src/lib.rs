@@ -93,12 +93,7 @@ fn artifact_from_bytes(data: &[u8]) -> PyResult<NativeArtifact> {
 /// Reads and validates a `.tsa` file.
 #[pyfunction]
 fn load_artifact(path: PathBuf) -> PyResult<NativeArtifact> {
-    let bytes = std::fs::read(&path).map_err(|e| rt(RuntimeError::Io { path: path.display().to_string(), message: e.to_string() }))?;
-    let artifact = Artifact::decode(&bytes).map_err(|e| match e {
-        RuntimeError::BadArtifact(m) => rt(RuntimeError::BadArtifact(format!("{}: {m}", path.display()))),
-        other => rt(other),
-    })?;
-    Ok(NativeArtifact { artifact })
+    Ok(NativeArtifact { artifact: Artifact::read(&path).map_err(rt)? })
 }
 
 /// Compiles an ONNX model, given as a file `path` or as serialized `data`. `shapes` gives

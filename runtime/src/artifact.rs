@@ -64,6 +64,15 @@ impl Artifact {
         out
     }
 
+    /// Reads and decodes a `.tsa` file; errors name the path.
+    pub fn read(path: &std::path::Path) -> Result<Artifact, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io { path: path.display().to_string(), message: e.to_string() })?;
+        Artifact::decode(&bytes).map_err(|e| match e {
+            RuntimeError::BadArtifact(m) => RuntimeError::BadArtifact(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Artifact, RuntimeError> {
         let bad = |m: &str| RuntimeError::BadArtifact(m.to_string());
         if bytes.len() < 20 || &bytes[..8] != MAGIC {

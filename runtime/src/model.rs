@@ -62,12 +62,7 @@ impl Model {
 
     /// Reads, validates and loads a `.tsa` file.
     pub fn load_file(path: &Path, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io { path: path.display().to_string(), message: e.to_string() })?;
-        let artifact = Artifact::decode(&bytes).map_err(|e| match e {
-            RuntimeError::BadArtifact(m) => RuntimeError::BadArtifact(format!("{}: {m}", path.display())),
-            other => other,
-        })?;
-        Model::load(artifact, device)
+        Model::load(Artifact::read(path)?, device)
     }
 
     pub fn artifact(&self) -> &Artifact {

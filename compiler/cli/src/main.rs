@@ -18,22 +18,27 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// What `compile` and `show` take: a model, a target, an output file, and inputs or shapes
+/// that fix the model's symbolic dims.
+#[derive(clap::Args)]
+struct CompileArgs {
+    model: PathBuf,
+    #[arg(long, default_value = "host")]
+    target: String,
+    #[arg(short = 'o', long)]
+    output: PathBuf,
+    /// Example input NAME=FILE.npy: fixes its shape, and binds its value if it decides a shape.
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    shapes: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Compile an ONNX model into a .tsa artifact.
-    Compile {
-        model: PathBuf,
-        #[arg(long, default_value = "host")]
-        target: String,
-        #[arg(short = 'o', long)]
-        output: PathBuf,
-        /// Example input NAME=FILE.npy: fixes its shape, and binds its value if it decides a shape.
-        #[arg(long = "input", value_name = "NAME=FILE.npy")]
-        inputs: Vec<String>,
-        /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
-        #[arg(long = "shape", value_name = "NAME=DIMS")]
-        shapes: Vec<String>,
-    },
+    Compile(CompileArgs),
     /// Run an ONNX model or a .tsa artifact.
     Run {
         model: PathBuf,
@@ -70,6 +75,9 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// Draw what a model compiles to: one self-contained HTML page (graph, kernels, grids,
+    /// code sizes). MODEL may also be a .tsa artifact, drawn as its plan.
+    Show(CompileArgs),
     /// The simulated NPU: `tessera npu-sim run KERNEL.asm --in r1=A.npy … ` (see `npu-sim help`).
     #[command(name = "npu-sim", disable_help_flag = true)]
     NpuSim {
@@ -130,7 +138,7 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
     match cmd {
-        Cmd::Compile { model, target, output, inputs, shapes } => compile(&model, &target, &output, &inputs, &shapes),
+        Cmd::Compile(a) => compile(&a.model, &a.target, &a.output, &a.inputs, &a.shapes),
         Cmd::Run { model, target, inputs, inputs_dir, outputs_dir } => run(&model, &target, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref()),
         Cmd::Targets => {
             println!("{:<14} {:<22} description", "target", "status");
@@ -150,6 +158,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             other => DriverError::Tool(format!("npu-sim: {other}")),
         }),
         Cmd::Bench { model, target, baseline, runs, warmup, inputs } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs),
+        Cmd::Show(a) => show(&a.model, &a.target, &a.output, &a.inputs, &a.shapes),
     }
 }
 
@@ -176,12 +185,55 @@ fn parse_shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<u64>>, DriverEr
     Ok(m)
 }
 
-fn compile(model: &Path, target: &str, output: &Path, inputs: &[String], shapes: &[String]) -> Result<(), DriverError> {
+/// A progress bar on stderr when both stdout and stderr are terminals; hidden otherwise, so
+/// pipes, files and CI logs stay clean.
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !(std::io::stdout().is_terminal() && std::io::stderr().is_terminal()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    let style = indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn compile_opts(target: &str, inputs: &[String], shapes: &[String]) -> Result<CompileOptions, DriverError> {
     let mut opts = CompileOptions::for_target(target).with_inputs(&parse_named(inputs)?);
     opts.input_shapes.extend(parse_shapes(shapes)?);
+    Ok(opts)
+}
+
+fn compile(model: &Path, target: &str, output: &Path, inputs: &[String], shapes: &[String]) -> Result<(), DriverError> {
+    let opts = compile_opts(target, inputs, shapes)?;
     let start = Instant::now();
-    let artifact = tessera_driver::compile_file(model, &opts)?;
-    tessera_driver::write_artifact(output, &artifact)?;
+    // Stages: import, lower, then one step per kernel compiled, then writing.
+    let bar = progress_bar(3, "importing");
+    let graph = tessera_driver::import(model, &opts)?;
+    bar.inc(1);
+    bar.set_message("lowering");
+    let compiled = tessera_driver::compile_graph_traced(&graph, &model.display().to_string(), &opts.target, &mut |p| match p {
+        tessera_driver::Progress::Lowered { kernels } => {
+            bar.inc(1);
+            bar.set_length(3 + kernels as u64);
+            bar.set_message("codegen");
+        }
+        tessera_driver::Progress::Kernel { .. } => bar.inc(1),
+    });
+    let artifact = match compiled {
+        Ok(c) => c.artifact,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e);
+        }
+    };
+    bar.set_message("writing");
+    let written = tessera_driver::write_artifact(output, &artifact);
+    bar.finish_and_clear();
+    written?;
     let kernels = artifact.kernels.len();
     println!("compiled {} for {target}: {kernels} kernels, {} plan steps, {:.1} ms -> {}", model.display(), artifact.plan.steps.len(), start.elapsed().as_secs_f64() * 1e3, output.display());
     Ok(())
@@ -277,7 +329,16 @@ fn conformance_cmd(target: &str, filter: Option<&str>, jobs: usize, data: &Path,
         return Err(DriverError::Usage(format!("{} does not exist; run scripts/gen-node-tests.sh first", data.display())));
     }
     let start = Instant::now();
-    let results = conformance::run_suite(data, target, re.as_ref(), jobs, None)?;
+    let bar = progress_bar(1, "tests");
+    let results = conformance::run_suite_with_progress(data, target, re.as_ref(), jobs, None, &|done, total| {
+        if done == 0 {
+            bar.set_length(total as u64);
+        } else {
+            bar.inc(1);
+        }
+    });
+    bar.finish_and_clear();
+    let results = results?;
     println!("{:<60} {:<12} {:<7} message", "test", "status", "kernels");
     for r in &results {
         if verbose || r.status == conformance::Status::Fail || r.status == conformance::Status::Error {
@@ -349,5 +410,16 @@ fn bench(model: &Path, target: &str, baseline: Option<&str>, runs: usize, warmup
         let tb = time_target(model, b, &named, runs.clamp(1, 3), warmup.min(1))?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
     }
+    Ok(())
+}
+
+fn show(model: &Path, target: &str, output: &Path, inputs: &[String], shapes: &[String]) -> Result<(), DriverError> {
+    let page = if is_artifact(model) {
+        tessera_driver::show::show_artifact(model, &tessera_runtime::Artifact::read(model)?)?
+    } else {
+        tessera_driver::show::show_model(model, &compile_opts(target, inputs, shapes)?)?
+    };
+    tessera_driver::write_atomic(output, page.as_bytes())?;
+    println!("wrote {} ({} bytes)", output.display(), page.len());
     Ok(())
 }

@@ -208,6 +208,19 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize
 
 /// Runs every case under `dir` whose name matches `filter`, on `jobs` threads.
 pub fn run_suite(dir: &Path, target: &str, filter: Option<&regex::Regex>, jobs: usize, only: Option<&[String]>) -> Result<Vec<CaseResult>, DriverError> {
+    run_suite_with_progress(dir, target, filter, jobs, only, &|_, _| {})
+}
+
+/// [`run_suite`], calling `progress(0, total)` before the first case and `progress(done, total)`
+/// after each (from the worker threads, so calls may arrive out of order).
+pub fn run_suite_with_progress(
+    dir: &Path,
+    target: &str,
+    filter: Option<&regex::Regex>,
+    jobs: usize,
+    only: Option<&[String]>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<CaseResult>, DriverError> {
     let cases: Vec<PathBuf> = discover(dir)?
         .into_iter()
         .filter(|c| {
@@ -215,6 +228,7 @@ pub fn run_suite(dir: &Path, target: &str, filter: Option<&regex::Regex>, jobs: 
             filter.is_none_or(|f| f.is_match(&n)) && only.is_none_or(|o| o.contains(&n))
         })
         .collect();
+    progress(0, cases.len());
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(cases.len()));
     std::thread::scope(|s| {
@@ -223,7 +237,12 @@ pub fn run_suite(dir: &Path, target: &str, filter: Option<&regex::Regex>, jobs: 
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(c) = cases.get(i) else { break };
                 let r = run_case(c, target);
-                results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                let done = {
+                    let mut all = results.lock().unwrap_or_else(|e| e.into_inner());
+                    all.push(r);
+                    all.len()
+                };
+                progress(done, cases.len());
             });
         }
     });

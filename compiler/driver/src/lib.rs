@@ -12,9 +12,12 @@
 pub mod conformance;
 pub mod npy;
 pub mod pipeline;
+pub mod show;
 pub mod targets;
 
-pub use pipeline::{compile_bytes, compile_file, compile_graph, import, import_bytes, load, load_file, write_artifact, write_atomic, CompileOptions};
+pub use pipeline::{
+    compile_bytes, compile_file, compile_graph, compile_graph_traced, import, import_bytes, load, load_file, write_artifact, write_atomic, CompileOptions, Compiled, Progress,
+};
 
 /// Every error the driver reports. [`DriverError::exit_code`] maps them to the CLI's codes.
 #[derive(Debug, thiserror::Error)]

@@ -64,22 +64,48 @@ fn check_static_inputs(graph: Graph) -> Result<Graph, DriverError> {
 
 /// Compiles a graph for `target` into an artifact.
 pub fn compile_graph(graph: &Graph, source: &str, target: &str) -> Result<Artifact, DriverError> {
+    Ok(compile_graph_traced(graph, source, target, &mut |_| {})?.artifact)
+}
+
+/// A step of compilation, reported to the callback of [`compile_graph_traced`] (the CLI's
+/// progress bar).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Lowering finished with this many kernels to compile.
+    Lowered { kernels: usize },
+    /// Kernel `done` of `total` has been compiled (1-based).
+    Kernel { done: usize, total: usize },
+}
+
+/// What [`compile_graph_traced`] returns: the artifact, plus the kernel IR behind each code
+/// blob and, for each graph node in order, the range of kernel indices it became.
+pub struct Compiled {
+    pub artifact: Artifact,
+    pub kernels: Vec<tessera_kir::Kernel>,
+    pub node_kernels: Vec<std::ops::Range<usize>>,
+}
+
+/// [`compile_graph`], reporting progress and keeping what `tessera show` draws.
+pub fn compile_graph_traced(graph: &Graph, source: &str, target: &str, progress: &mut dyn FnMut(Progress)) -> Result<Compiled, DriverError> {
     let t = targets::lookup(target)?;
-    let program = tessera_lower::lower(graph, t.desc())?;
+    let (program, node_kernels) = tessera_lower::lower_traced(graph, t.desc())?;
+    progress(Progress::Lowered { kernels: program.kernels.len() });
     let mut kernels = Vec::with_capacity(program.kernels.len());
-    for k in &program.kernels {
+    for (i, k) in program.kernels.iter().enumerate() {
         tessera_kir::verify::verify(k).map_err(|e| DriverError::Internal(format!("lowering produced an invalid kernel: {e}")))?;
         let blob = t.compile(k)?;
         let param_bytes = k.params().iter().map(|p| p.dtype.storage_bytes(p.len)).collect();
         kernels.push(StoredKernel { name: k.name.clone(), param_bytes, blob: blob.code });
+        progress(Progress::Kernel { done: i + 1, total: program.kernels.len() });
     }
-    Ok(Artifact {
+    let artifact = Artifact {
         target: target.to_string(),
         fingerprint: t.fingerprint(),
         source: source.to_string(),
         plan: program.plan,
         kernels,
-    })
+    };
+    Ok(Compiled { artifact, kernels: program.kernels, node_kernels })
 }
 
 /// Imports and compiles an ONNX file.
