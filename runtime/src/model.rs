@@ -17,7 +17,10 @@ struct Aligned {
 
 impl Aligned {
     fn zeroed(len: usize) -> Aligned {
-        Aligned { words: vec![0u128; len.div_ceil(16)], len }
+        Aligned {
+            words: vec![0u128; len.div_ceil(16)],
+            len,
+        }
     }
 
     fn from_bytes(b: &[u8]) -> Aligned {
@@ -48,16 +51,31 @@ impl Model {
     /// Loads `artifact` on `device`: checks the target and fingerprint, then loads every kernel.
     pub fn load(artifact: Artifact, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
         if artifact.target != device.target() {
-            return Err(RuntimeError::WrongTarget { artifact: artifact.target.clone(), device: device.target().to_string() });
+            return Err(RuntimeError::WrongTarget {
+                artifact: artifact.target.clone(),
+                device: device.target().to_string(),
+            });
         }
-        device.check_fingerprint(&artifact.fingerprint).map_err(RuntimeError::IncompatibleDevice)?;
+        device
+            .check_fingerprint(&artifact.fingerprint)
+            .map_err(RuntimeError::IncompatibleDevice)?;
         let kernels = artifact
             .kernels
             .iter()
             .map(|k| device.load(&k.name, &k.blob).map_err(RuntimeError::Device))
             .collect::<Result<Vec<_>, _>>()?;
-        let consts = artifact.plan.consts.iter().map(|c| Aligned::from_bytes(c)).collect();
-        Ok(Model { artifact, kernels, consts, device })
+        let consts = artifact
+            .plan
+            .consts
+            .iter()
+            .map(|c| Aligned::from_bytes(c))
+            .collect();
+        Ok(Model {
+            artifact,
+            kernels,
+            consts,
+            device,
+        })
     }
 
     /// Reads, validates and loads a `.tsa` file.
@@ -90,7 +108,13 @@ impl Model {
         }
         let bytes: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
         let mut outs = Vec::with_capacity(plan.outputs.len());
-        self.execute(&bytes, &mut |k, b| outs.push(Tensor::new(plan.outputs[k].dtype, plan.outputs[k].dims.clone(), b.to_vec())))?;
+        self.execute(&bytes, &mut |k, b| {
+            outs.push(Tensor::new(
+                plan.outputs[k].dtype,
+                plan.outputs[k].dims.clone(),
+                b.to_vec(),
+            ))
+        })?;
         Ok(outs)
     }
 
@@ -99,7 +123,11 @@ impl Model {
     /// [`Model::inputs`] says (dtype, dims, row-major, sub-byte types packed as ONNX packs
     /// them), and `outputs[k]` must be exactly as long as output `k`'s bytes. Lengths are
     /// checked and errors name the input or output; nothing is written on an input error.
-    pub fn run_into(&self, inputs: &[&[u8]], outputs: &mut [&mut [u8]]) -> Result<(), RuntimeError> {
+    pub fn run_into(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<(), RuntimeError> {
         let plan = &self.artifact.plan;
         self.check_count(inputs.len())?;
         for (io, b) in plan.inputs.iter().zip(inputs) {
@@ -108,7 +136,11 @@ impl Model {
         if outputs.len() != plan.outputs.len() {
             return Err(RuntimeError::Output {
                 output: "(all)".into(),
-                message: format!("the model has {} outputs, {} buffers were given", plan.outputs.len(), outputs.len()),
+                message: format!(
+                    "the model has {} outputs, {} buffers were given",
+                    plan.outputs.len(),
+                    outputs.len()
+                ),
             });
         }
         for (io, b) in plan.outputs.iter().zip(outputs.iter()) {
@@ -116,7 +148,12 @@ impl Model {
             if b.len() as u64 != need {
                 return Err(RuntimeError::Output {
                     output: io.name.clone(),
-                    message: format!("the buffer holds {} bytes, the output ({} {:?}) needs {need}", b.len(), io.dtype, io.dims),
+                    message: format!(
+                        "the buffer holds {} bytes, the output ({} {:?}) needs {need}",
+                        b.len(),
+                        io.dtype,
+                        io.dims
+                    ),
                 });
             }
         }
@@ -126,13 +163,20 @@ impl Model {
     fn check_count(&self, given: usize) -> Result<(), RuntimeError> {
         let want = self.artifact.plan.inputs.len();
         if given != want {
-            return Err(RuntimeError::Input { input: "(all)".into(), message: format!("the model takes {want} inputs, {given} were given") });
+            return Err(RuntimeError::Input {
+                input: "(all)".into(),
+                message: format!("the model takes {want} inputs, {given} were given"),
+            });
         }
         Ok(())
     }
 
     /// Executes the plan on checked input bytes and hands each output's bytes to `emit`, in order.
-    fn execute(&self, inputs: &[&[u8]], emit: &mut dyn FnMut(usize, &[u8])) -> Result<(), RuntimeError> {
+    fn execute(
+        &self,
+        inputs: &[&[u8]],
+        emit: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<(), RuntimeError> {
         let plan = &self.artifact.plan;
         // Storage for every buffer that owns some: inputs (copied, so kernels may not touch the
         // caller's data), temps (one allocation per slot), constants (shared, read-only).
@@ -149,19 +193,24 @@ impl Model {
                 }
             }
         }
-        let mut owned_inputs: Vec<Aligned> = inputs.iter().map(|b| Aligned::from_bytes(b)).collect();
-        let mut ptr_of = |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
-            let root = plan.root(id);
-            let len = plan.buffer(id).byte_len() as usize;
-            let ptr = match plan.buffer(root).kind {
-                BufferKind::Input(n) => owned_inputs[n as usize].bytes_mut().as_mut_ptr(),
-                // Constants are read-only parameters of every kernel that takes them.
-                BufferKind::Const(n) => self.consts[n as usize].bytes().as_ptr() as *mut u8,
-                BufferKind::Temp { slot } => slots[slot as usize].as_mut().map(|a| a.bytes_mut().as_mut_ptr()).unwrap_or(std::ptr::null_mut()),
-                BufferKind::Alias(_) => std::ptr::null_mut(),
+        let mut owned_inputs: Vec<Aligned> =
+            inputs.iter().map(|b| Aligned::from_bytes(b)).collect();
+        let mut ptr_of =
+            |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
+                let root = plan.root(id);
+                let len = plan.buffer(id).byte_len() as usize;
+                let ptr = match plan.buffer(root).kind {
+                    BufferKind::Input(n) => owned_inputs[n as usize].bytes_mut().as_mut_ptr(),
+                    // Constants are read-only parameters of every kernel that takes them.
+                    BufferKind::Const(n) => self.consts[n as usize].bytes().as_ptr() as *mut u8,
+                    BufferKind::Temp { slot } => slots[slot as usize]
+                        .as_mut()
+                        .map(|a| a.bytes_mut().as_mut_ptr())
+                        .unwrap_or(std::ptr::null_mut()),
+                    BufferKind::Alias(_) => std::ptr::null_mut(),
+                };
+                (ptr, len)
             };
-            (ptr, len)
-        };
         for step in &plan.steps {
             match step {
                 Step::Launch { kernel, args } => {
@@ -175,9 +224,13 @@ impl Model {
                         })
                         .collect();
                     if kargs.iter().any(|a| a.ptr().is_null()) {
-                        return Err(RuntimeError::BadArtifact(format!("kernel {kernel} has an unbacked argument")));
+                        return Err(RuntimeError::BadArtifact(format!(
+                            "kernel {kernel} has an unbacked argument"
+                        )));
                     }
-                    self.kernels[*kernel as usize].launch(&kargs).map_err(RuntimeError::Device)?;
+                    self.kernels[*kernel as usize]
+                        .launch(&kargs)
+                        .map_err(RuntimeError::Device)?;
                 }
                 Step::Copy { src, dst } => {
                     let (s, n) = ptr_of(*src, &mut slots);
@@ -202,7 +255,12 @@ fn io_bytes(io: &PlanIo) -> u64 {
 }
 
 fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
-    let err = |message: String| Err(RuntimeError::Input { input: io.name.clone(), message });
+    let err = |message: String| {
+        Err(RuntimeError::Input {
+            input: io.name.clone(),
+            message,
+        })
+    };
     if t.dtype != io.dtype {
         return err(format!("expected dtype {}, got {}", io.dtype, t.dtype));
     }
@@ -214,9 +272,20 @@ fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
 
 /// Checks raw input bytes: their length, and the value of a bound input.
 fn check_input_bytes(io: &PlanIo, bytes: &[u8]) -> Result<(), RuntimeError> {
-    let err = |message: String| Err(RuntimeError::Input { input: io.name.clone(), message });
+    let err = |message: String| {
+        Err(RuntimeError::Input {
+            input: io.name.clone(),
+            message,
+        })
+    };
     if bytes.len() as u64 != io_bytes(io) {
-        return err(format!("holds {} bytes, its shape ({} {:?}) needs {}", bytes.len(), io.dtype, io.dims, io_bytes(io)));
+        return err(format!(
+            "holds {} bytes, its shape ({} {:?}) needs {}",
+            bytes.len(),
+            io.dtype,
+            io.dims,
+            io_bytes(io)
+        ));
     }
     if let Some(b) = &io.bound {
         if b.as_slice() != bytes {

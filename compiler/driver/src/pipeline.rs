@@ -23,7 +23,10 @@ pub struct CompileOptions {
 
 impl CompileOptions {
     pub fn for_target(target: &str) -> CompileOptions {
-        CompileOptions { target: target.to_string(), ..CompileOptions::default() }
+        CompileOptions {
+            target: target.to_string(),
+            ..CompileOptions::default()
+        }
     }
 
     /// Shapes and shape-deciding values from a set of example inputs.
@@ -43,7 +46,10 @@ pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError>
 }
 
 fn import_options(opts: &CompileOptions) -> tessera_onnx::ImportOptions {
-    tessera_onnx::ImportOptions { input_shapes: opts.input_shapes.clone(), bound_inputs: opts.bound_inputs.clone() }
+    tessera_onnx::ImportOptions {
+        input_shapes: opts.input_shapes.clone(),
+        bound_inputs: opts.bound_inputs.clone(),
+    }
 }
 
 /// Refuses a graph whose inputs still have symbolic shapes after import.
@@ -86,17 +92,37 @@ pub struct Compiled {
 }
 
 /// [`compile_graph`], reporting progress and keeping what `tessera show` draws.
-pub fn compile_graph_traced(graph: &Graph, source: &str, target: &str, progress: &mut dyn FnMut(Progress)) -> Result<Compiled, DriverError> {
+pub fn compile_graph_traced(
+    graph: &Graph,
+    source: &str,
+    target: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Compiled, DriverError> {
     let t = targets::lookup(target)?;
     let (program, node_kernels) = tessera_lower::lower_traced(graph, t.desc())?;
-    progress(Progress::Lowered { kernels: program.kernels.len() });
+    progress(Progress::Lowered {
+        kernels: program.kernels.len(),
+    });
     let mut kernels = Vec::with_capacity(program.kernels.len());
     for (i, k) in program.kernels.iter().enumerate() {
-        tessera_kir::verify::verify(k).map_err(|e| DriverError::Internal(format!("lowering produced an invalid kernel: {e}")))?;
+        tessera_kir::verify::verify(k).map_err(|e| {
+            DriverError::Internal(format!("lowering produced an invalid kernel: {e}"))
+        })?;
         let blob = t.compile(k)?;
-        let param_bytes = k.params().iter().map(|p| p.dtype.storage_bytes(p.len)).collect();
-        kernels.push(StoredKernel { name: k.name.clone(), param_bytes, blob: blob.code });
-        progress(Progress::Kernel { done: i + 1, total: program.kernels.len() });
+        let param_bytes = k
+            .params()
+            .iter()
+            .map(|p| p.dtype.storage_bytes(p.len))
+            .collect();
+        kernels.push(StoredKernel {
+            name: k.name.clone(),
+            param_bytes,
+            blob: blob.code,
+        });
+        progress(Progress::Kernel {
+            done: i + 1,
+            total: program.kernels.len(),
+        });
     }
     let artifact = Artifact {
         target: target.to_string(),
@@ -105,7 +131,11 @@ pub fn compile_graph_traced(graph: &Graph, source: &str, target: &str, progress:
         plan: program.plan,
         kernels,
     };
-    Ok(Compiled { artifact, kernels: program.kernels, node_kernels })
+    Ok(Compiled {
+        artifact,
+        kernels: program.kernels,
+        node_kernels,
+    })
 }
 
 /// Imports and compiles an ONNX file.
@@ -121,9 +151,18 @@ pub fn write_artifact(path: &Path, artifact: &Artifact) -> Result<(), DriverErro
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
-    let io = |e: std::io::Error| DriverError::Io { path: path.display().to_string(), message: e.to_string() };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let io = |e: std::io::Error| DriverError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -149,12 +188,25 @@ pub fn load_file(path: &Path, target: &str) -> Result<Model, DriverError> {
 
 /// Imports a serialized ONNX model (the bytes of an `.onnx` file) into graph IR with static
 /// shapes. External data is looked up in `model_dir`; `None` refuses it.
-pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, opts: &CompileOptions) -> Result<Graph, DriverError> {
-    check_static_inputs(tessera_onnx::import_bytes(bytes, model_dir, &import_options(opts))?)
+pub fn import_bytes(
+    bytes: &[u8],
+    model_dir: Option<&Path>,
+    opts: &CompileOptions,
+) -> Result<Graph, DriverError> {
+    check_static_inputs(tessera_onnx::import_bytes(
+        bytes,
+        model_dir,
+        &import_options(opts),
+    )?)
 }
 
 /// Imports and compiles a serialized ONNX model; `source` names it in the artifact and in errors.
-pub fn compile_bytes(bytes: &[u8], source: &str, model_dir: Option<&Path>, opts: &CompileOptions) -> Result<Artifact, DriverError> {
+pub fn compile_bytes(
+    bytes: &[u8],
+    source: &str,
+    model_dir: Option<&Path>,
+    opts: &CompileOptions,
+) -> Result<Artifact, DriverError> {
     let graph = import_bytes(bytes, model_dir, opts)?;
     compile_graph(&graph, source, &opts.target)
 }
