@@ -102,6 +102,20 @@ impl Artifact {
         out
     }
 
+    /// Reads and decodes a `.tsa` file; errors name the path.
+    pub fn read(path: &std::path::Path) -> Result<Artifact, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Artifact::decode(&bytes).map_err(|e| match e {
+            RuntimeError::BadArtifact(m) => {
+                RuntimeError::BadArtifact(format!("{}: {m}", path.display()))
+            }
+            other => other,
+        })
+    }
+
     /// The SHA-256 digest of the encoded artifact's payload, as stored in its file; the same
     /// artifact always gives the same digest (encoding is deterministic).
     pub fn digest(&self) -> [u8; 32] {

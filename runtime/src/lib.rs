@@ -50,4 +50,7 @@ pub enum RuntimeError {
     /// A limit exceeded: a run would need more scratch memory than the caller allows.
     #[error("the run needs {need} bytes of scratch memory, more than the limit of {limit} bytes (--max-memory)")]
     MemoryLimit { need: u64, limit: u64 },
+    /// A caller-provided output buffer does not fit ([`Model::run_into`]).
+    #[error("output `{output}`: {message}")]
+    Output { output: String, message: String },
 }

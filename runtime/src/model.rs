@@ -142,19 +142,82 @@ impl Model {
     /// Runs the plan on `inputs` (one per model input, in order) and returns the outputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let plan = &self.artifact.plan;
-        if inputs.len() != plan.inputs.len() {
-            return Err(RuntimeError::Input {
-                input: "(all)".into(),
-                message: format!(
-                    "the model takes {} inputs, {} were given",
-                    plan.inputs.len(),
-                    inputs.len()
-                ),
-            });
-        }
+        self.check_count(inputs.len())?;
         for (io, t) in plan.inputs.iter().zip(inputs) {
             check_input(io, t)?;
         }
+        let bytes: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
+        let mut outs = Vec::with_capacity(plan.outputs.len());
+        self.execute(&bytes, &mut |k, b| {
+            outs.push(Tensor::new(
+                plan.outputs[k].dtype,
+                plan.outputs[k].dims.clone(),
+                b.to_vec(),
+            ))
+        })?;
+        Ok(outs)
+    }
+
+    /// Runs the plan on raw bytes and writes the outputs into caller-provided buffers: the
+    /// entry point of the C ABI and the Python package. `inputs[k]` holds input `k` laid out as
+    /// [`Model::inputs`] says (dtype, dims, row-major, sub-byte types packed as ONNX packs
+    /// them), and `outputs[k]` must be exactly as long as output `k`'s bytes. Lengths are
+    /// checked and errors name the input or output; nothing is written on an input error.
+    pub fn run_into(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<(), RuntimeError> {
+        let plan = &self.artifact.plan;
+        self.check_count(inputs.len())?;
+        for (io, b) in plan.inputs.iter().zip(inputs) {
+            check_input_bytes(io, b)?;
+        }
+        if outputs.len() != plan.outputs.len() {
+            return Err(RuntimeError::Output {
+                output: "(all)".into(),
+                message: format!(
+                    "the model has {} outputs, {} buffers were given",
+                    plan.outputs.len(),
+                    outputs.len()
+                ),
+            });
+        }
+        for (io, b) in plan.outputs.iter().zip(outputs.iter()) {
+            let need = io_bytes(io);
+            if b.len() as u64 != need {
+                return Err(RuntimeError::Output {
+                    output: io.name.clone(),
+                    message: format!(
+                        "the buffer holds {} bytes, the output ({} {:?}) needs {need}",
+                        b.len(),
+                        io.dtype,
+                        io.dims
+                    ),
+                });
+            }
+        }
+        self.execute(inputs, &mut |k, b| outputs[k].copy_from_slice(b))
+    }
+
+    fn check_count(&self, given: usize) -> Result<(), RuntimeError> {
+        let want = self.artifact.plan.inputs.len();
+        if given != want {
+            return Err(RuntimeError::Input {
+                input: "(all)".into(),
+                message: format!("the model takes {want} inputs, {given} were given"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Executes the plan on checked input bytes and hands each output's bytes to `emit`, in order.
+    fn execute(
+        &self,
+        inputs: &[&[u8]],
+        emit: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<(), RuntimeError> {
+        let plan = &self.artifact.plan;
         if let Some(limit) = self.max_memory.filter(|&l| self.scratch > l) {
             return Err(RuntimeError::MemoryLimit {
                 need: self.scratch,
@@ -176,10 +239,8 @@ impl Model {
                 }
             }
         }
-        let mut owned_inputs: Vec<Aligned> = inputs
-            .iter()
-            .map(|t| Aligned::from_bytes(&t.bytes))
-            .collect();
+        let mut owned_inputs: Vec<Aligned> =
+            inputs.iter().map(|b| Aligned::from_bytes(b)).collect();
         let mut ptr_of =
             |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
                 let root = plan.root(id);
@@ -204,7 +265,7 @@ impl Model {
                         .map(|&a| {
                             let (p, l) = ptr_of(a, &mut slots);
                             // SAFETY: the pointer comes from storage that lives until the end of
-                            // `run`, and validation checked lengths against the plan.
+                            // `execute`, and validation checked lengths against the plan.
                             unsafe { KernelArg::new(p, l) }
                         })
                         .collect();
@@ -225,14 +286,12 @@ impl Model {
                 }
             }
         }
-        let mut outs = Vec::with_capacity(plan.outputs.len());
-        for io in &plan.outputs {
+        for (k, io) in plan.outputs.iter().enumerate() {
             let (p, n) = ptr_of(io.buffer, &mut slots);
             // SAFETY: valid for `n` bytes as above.
-            let bytes = unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
-            outs.push(Tensor::new(io.dtype, io.dims.clone(), bytes));
+            emit(k, unsafe { std::slice::from_raw_parts(p, n) });
         }
-        Ok(outs)
+        Ok(())
     }
 }
 
@@ -280,6 +339,11 @@ fn scratch_bytes(plan: &tessera_kir::Plan) -> u64 {
     slots.into_iter().chain(io).fold(0u64, u64::saturating_add)
 }
 
+/// The byte length of an input or output.
+fn io_bytes(io: &PlanIo) -> u64 {
+    io.dtype.storage_bytes(io.dims.iter().product())
+}
+
 fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
     let err = |message: String| {
         Err(RuntimeError::Input {
@@ -293,15 +357,28 @@ fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
     if t.dims != io.dims {
         return err(format!("expected shape {:?}, got {:?}", io.dims, t.dims));
     }
-    if t.bytes.len() as u64 != io.dtype.storage_bytes(io.dims.iter().product()) {
+    check_input_bytes(io, &t.bytes)
+}
+
+/// Checks raw input bytes: their length, and the value of a bound input.
+fn check_input_bytes(io: &PlanIo, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let err = |message: String| {
+        Err(RuntimeError::Input {
+            input: io.name.clone(),
+            message,
+        })
+    };
+    if bytes.len() as u64 != io_bytes(io) {
         return err(format!(
-            "holds {} bytes, its shape needs {}",
-            t.bytes.len(),
-            io.dtype.storage_bytes(io.dims.iter().product())
+            "holds {} bytes, its shape ({} {:?}) needs {}",
+            bytes.len(),
+            io.dtype,
+            io.dims,
+            io_bytes(io)
         ));
     }
     if let Some(b) = &io.bound {
-        if b.as_slice() != t.bytes.as_slice() {
+        if b.as_slice() != bytes {
             return err("its value was bound when the model was compiled (it decides a shape); recompile with the new value".into());
         }
     }

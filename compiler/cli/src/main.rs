@@ -36,26 +36,31 @@ fn options(target: &str) -> CompileOptions {
     o
 }
 
+/// What `compile` and `show` take: a model, a target, an output file, and inputs or shapes
+/// that fix the model's symbolic dims.
+#[derive(clap::Args)]
+struct CompileArgs {
+    model: PathBuf,
+    #[arg(long, default_value = "host")]
+    target: String,
+    #[arg(short = 'o', long)]
+    output: PathBuf,
+    /// Example input NAME=FILE.npy: fixes its shape, and binds its value if it decides a shape.
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    shapes: Vec<String>,
+    /// Accept an opset newer than the newest Tessera knows, treating the model as that
+    /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+    #[arg(long)]
+    allow_newer_opset: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Compile an ONNX model into a .tsa artifact.
-    Compile {
-        model: PathBuf,
-        #[arg(long, default_value = "host")]
-        target: String,
-        #[arg(short = 'o', long)]
-        output: PathBuf,
-        /// Example input NAME=FILE.npy: fixes its shape, and binds its value if it decides a shape.
-        #[arg(long = "input", value_name = "NAME=FILE.npy")]
-        inputs: Vec<String>,
-        /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
-        #[arg(long = "shape", value_name = "NAME=DIMS")]
-        shapes: Vec<String>,
-        /// Accept an opset newer than the newest Tessera knows, treating the model as that
-        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
-        #[arg(long)]
-        allow_newer_opset: bool,
-    },
+    Compile(CompileArgs),
     /// Run an ONNX model or a .tsa artifact.
     Run {
         model: PathBuf,
@@ -103,6 +108,9 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// Draw what a model compiles to: one self-contained HTML page (graph, kernels, grids,
+    /// code sizes). MODEL may also be a .tsa artifact, drawn as its plan.
+    Show(CompileArgs),
     /// The simulated NPU: `tessera npu-sim run KERNEL.asm --in r1=A.npy … ` (see `npu-sim help`).
     #[command(name = "npu-sim", disable_help_flag = true)]
     NpuSim {
@@ -170,20 +178,13 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
     match cmd {
-        Cmd::Compile {
-            model,
-            target,
-            output,
-            inputs,
-            shapes,
-            allow_newer_opset,
-        } => compile(
-            &model,
-            &target,
-            &output,
-            &inputs,
-            &shapes,
-            Newer::flag(allow_newer_opset),
+        Cmd::Compile(a) => compile(
+            &a.model,
+            &a.target,
+            &a.output,
+            &a.inputs,
+            &a.shapes,
+            Newer::flag(a.allow_newer_opset),
         ),
         Cmd::Run {
             model,
@@ -249,6 +250,14 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             warmup,
             &inputs,
             Newer::flag(allow_newer_opset),
+        ),
+        Cmd::Show(a) => show(
+            &a.model,
+            &a.target,
+            &a.output,
+            &a.inputs,
+            &a.shapes,
+            Newer::flag(a.allow_newer_opset),
         ),
     }
 }
@@ -352,6 +361,41 @@ fn parse_bytes(s: &str) -> Result<u64, DriverError> {
         })
 }
 
+/// A progress bar on stderr when both stdout and stderr are terminals; hidden otherwise, so
+/// pipes, files and CI logs stay clean.
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !(std::io::stdout().is_terminal() && std::io::stderr().is_terminal()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style =
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Compile options from `compile`'s and `show`'s flags.
+fn compile_opts(
+    model: &Path,
+    target: &str,
+    inputs: &[String],
+    shapes: &[String],
+    newer: Newer,
+) -> Result<CompileOptions, DriverError> {
+    let mut opts = newer
+        .options(model, target)?
+        .with_inputs(&parse_named(inputs)?);
+    opts.input_shapes.extend(parse_shapes(shapes)?);
+    Ok(opts)
+}
+
 fn compile(
     model: &Path,
     target: &str,
@@ -360,13 +404,37 @@ fn compile(
     shapes: &[String],
     newer: Newer,
 ) -> Result<(), DriverError> {
-    let mut opts = newer
-        .options(model, target)?
-        .with_inputs(&parse_named(inputs)?);
-    opts.input_shapes.extend(parse_shapes(shapes)?);
+    let opts = compile_opts(model, target, inputs, shapes, newer)?;
     let start = Instant::now();
-    let artifact = tessera_driver::compile_file(model, &opts)?;
-    tessera_driver::write_artifact(output, &artifact)?;
+    // Stages: import, lower, then one step per kernel compiled, then writing.
+    let bar = progress_bar(3, "importing");
+    let graph = tessera_driver::import(model, &opts)?;
+    bar.inc(1);
+    bar.set_message("lowering");
+    let compiled = tessera_driver::compile_graph_traced(
+        &graph,
+        &model.display().to_string(),
+        &opts.target,
+        &mut |p| match p {
+            tessera_driver::Progress::Lowered { kernels } => {
+                bar.inc(1);
+                bar.set_length(3 + kernels as u64);
+                bar.set_message("codegen");
+            }
+            tessera_driver::Progress::Kernel { .. } => bar.inc(1),
+        },
+    );
+    let artifact = match compiled {
+        Ok(c) => c.artifact,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e);
+        }
+    };
+    bar.set_message("writing");
+    let written = tessera_driver::write_artifact(output, &artifact);
+    bar.finish_and_clear();
+    written?;
     let kernels = artifact.kernels.len();
     println!(
         "compiled {} for {target}: {kernels} kernels, {} plan steps, {:.1} ms -> {}",
@@ -568,7 +636,23 @@ fn conformance_cmd(
         )));
     }
     let start = Instant::now();
-    let results = conformance::run_suite(data, target, re.as_ref(), jobs, None)?;
+    let bar = progress_bar(1, "tests");
+    let results = conformance::run_suite_with_progress(
+        data,
+        target,
+        re.as_ref(),
+        jobs,
+        None,
+        &|done, total| {
+            if done == 0 {
+                bar.set_length(total as u64);
+            } else {
+                bar.inc(1);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    let results = results?;
     println!("{:<60} {:<12} {:<7} message", "test", "status", "kernels");
     for r in &results {
         if verbose
@@ -690,5 +774,23 @@ fn bench(
         )?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
     }
+    Ok(())
+}
+
+fn show(
+    model: &Path,
+    target: &str,
+    output: &Path,
+    inputs: &[String],
+    shapes: &[String],
+    newer: Newer,
+) -> Result<(), DriverError> {
+    let page = if is_artifact(model) {
+        tessera_driver::show::show_artifact(model, &tessera_runtime::Artifact::read(model)?)?
+    } else {
+        tessera_driver::show::show_model(model, &compile_opts(model, target, inputs, shapes, newer)?)?
+    };
+    tessera_driver::write_atomic(output, page.as_bytes())?;
+    println!("wrote {} ({} bytes)", output.display(), page.len());
     Ok(())
 }

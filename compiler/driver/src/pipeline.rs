@@ -82,13 +82,21 @@ pub fn load_custom_ops(paths: &[std::path::PathBuf]) -> Result<Vec<tessera_ir::c
 
 /// Imports an ONNX file into graph IR with static shapes.
 pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError> {
-    let io = tessera_onnx::ImportOptions {
+    let graph = tessera_onnx::import_file(model, &import_options(opts)?)?;
+    check_static_inputs(graph)
+}
+
+fn import_options(opts: &CompileOptions) -> Result<tessera_onnx::ImportOptions, DriverError> {
+    Ok(tessera_onnx::ImportOptions {
         input_shapes: opts.input_shapes.clone(),
         bound_inputs: opts.bound_inputs.clone(),
         custom_ops: load_custom_ops(&opts.custom_ops)?,
         allow_newer_opset: opts.allow_newer_opset,
-    };
-    let graph = tessera_onnx::import_file(model, &io)?;
+    })
+}
+
+/// Refuses a graph whose inputs still have symbolic shapes after import.
+fn check_static_inputs(graph: Graph) -> Result<Graph, DriverError> {
     for &v in &graph.inputs {
         let val = graph.value(v);
         if let Some(ty) = &val.ty {
@@ -118,10 +126,41 @@ pub fn newer_opsets(model: &Path) -> Result<Vec<tessera_onnx::NewerOpset>, Drive
 
 /// Compiles a graph for `target` into an artifact.
 pub fn compile_graph(graph: &Graph, source: &str, target: &str) -> Result<Artifact, DriverError> {
+    Ok(compile_graph_traced(graph, source, target, &mut |_| {})?.artifact)
+}
+
+/// A step of compilation, reported to the callback of [`compile_graph_traced`] (the CLI's
+/// progress bar).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Lowering finished with this many kernels to compile.
+    Lowered { kernels: usize },
+    /// Kernel `done` of `total` has been compiled (1-based).
+    Kernel { done: usize, total: usize },
+}
+
+/// What [`compile_graph_traced`] returns: the artifact, plus the kernel IR behind each code
+/// blob and, for each graph node in order, the range of kernel indices it became.
+pub struct Compiled {
+    pub artifact: Artifact,
+    pub kernels: Vec<tessera_kir::Kernel>,
+    pub node_kernels: Vec<std::ops::Range<usize>>,
+}
+
+/// [`compile_graph`], reporting progress and keeping what `tessera show` draws.
+pub fn compile_graph_traced(
+    graph: &Graph,
+    source: &str,
+    target: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Compiled, DriverError> {
     let t = targets::lookup(target)?;
-    let program = tessera_lower::lower(graph, t.desc())?;
+    let (program, node_kernels) = tessera_lower::lower_traced(graph, t.desc())?;
+    progress(Progress::Lowered {
+        kernels: program.kernels.len(),
+    });
     let mut kernels = Vec::with_capacity(program.kernels.len());
-    for k in &program.kernels {
+    for (i, k) in program.kernels.iter().enumerate() {
         tessera_kir::verify::verify(k).map_err(|e| {
             DriverError::Internal(format!("lowering produced an invalid kernel: {e}"))
         })?;
@@ -136,13 +175,22 @@ pub fn compile_graph(graph: &Graph, source: &str, target: &str) -> Result<Artifa
             param_bytes,
             blob: blob.code,
         });
+        progress(Progress::Kernel {
+            done: i + 1,
+            total: program.kernels.len(),
+        });
     }
-    Ok(Artifact {
+    let artifact = Artifact {
         target: target.to_string(),
         fingerprint: t.fingerprint(),
         source: source.to_string(),
         plan: program.plan,
         kernels,
+    };
+    Ok(Compiled {
+        artifact,
+        kernels: program.kernels,
+        node_kernels,
     })
 }
 
@@ -202,4 +250,29 @@ pub fn load_file_expecting(
 ) -> Result<Model, DriverError> {
     let device: Arc<dyn tessera_runtime::Device> = targets::device(target)?;
     Ok(Model::load_file_expecting(path, device, expect)?)
+}
+
+/// Imports a serialized ONNX model (the bytes of an `.onnx` file) into graph IR with static
+/// shapes. External data is looked up in `model_dir`; `None` refuses it.
+pub fn import_bytes(
+    bytes: &[u8],
+    model_dir: Option<&Path>,
+    opts: &CompileOptions,
+) -> Result<Graph, DriverError> {
+    check_static_inputs(tessera_onnx::import_bytes(
+        bytes,
+        model_dir,
+        &import_options(opts)?,
+    )?)
+}
+
+/// Imports and compiles a serialized ONNX model; `source` names it in the artifact and in errors.
+pub fn compile_bytes(
+    bytes: &[u8],
+    source: &str,
+    model_dir: Option<&Path>,
+    opts: &CompileOptions,
+) -> Result<Artifact, DriverError> {
+    let graph = import_bytes(bytes, model_dir, opts)?;
+    compile_graph(&graph, source, &opts.target)
 }

@@ -301,10 +301,23 @@ impl LowerCx<'_> {
 
 /// Lowers a verified, shape-inferred graph with static shapes into kernels and a plan.
 pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
+    lower_traced(graph, desc).map(|(program, _)| program)
+}
+
+/// [`lower`], also returning for each graph node (in graph order) the range of indices into
+/// `Program::kernels` of the kernels it became (empty for aliases, copies and folded nodes).
+/// `tessera show` draws this.
+pub fn lower_traced(
+    graph: &Graph,
+    desc: &TargetDesc,
+) -> Result<(Program, Vec<std::ops::Range<usize>>)> {
     let mut cx = LowerCx::new(graph, desc);
+    let mut spans = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
         cx.node_label = node.label();
+        let first = cx.program.kernels.len();
         let how = lower_node(&mut cx, node)?;
+        spans.push(first..cx.program.kernels.len());
         let dense = node.op.family() == Family::Dense;
         cx.program.plan.nodes.push(NodeRecord {
             node: node.label(),
@@ -343,7 +356,7 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
         cx.program.plan.outputs.push(io);
     }
     cx.program.plan.assign_slots();
-    Ok(cx.program)
+    Ok((cx.program, spans))
 }
 
 /// The op registry: one arm per op, dispatching to its family's file.
