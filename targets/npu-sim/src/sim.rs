@@ -170,12 +170,26 @@ impl<'t> Machine<'t> {
                         Cond::Ne => a != b,
                         Cond::Lt => a < b,
                         Cond::Ge => a >= b,
+                        Cond::Ltu => (a as u64) < (b as u64),
+                        Cond::Geu => (a as u64) >= (b as u64),
                     };
                     if take {
                         next = *target as usize;
                     }
                 }
                 Instr::Jmp { target } => next = *target as usize,
+                Instr::Ld { mem, dt, rd, base, offset } | Instr::St { mem, dt, rs: rd, base, offset } => {
+                    let text = texts(pc);
+                    let ctx = ErrCtx { pc, instr: &text };
+                    let a = exec::ScalarAccess { mem: *mem, dt: *dt, addr: (r(*base) as i64).wrapping_add(*offset as i64) };
+                    let m = &mut self.mems[*mem as usize];
+                    if matches!(ins, Instr::Ld { .. }) {
+                        self.regs[*rd as usize] = exec::scalar_load(m, &a, &ctx)?;
+                    } else {
+                        exec::scalar_store(m, &a, r(*rd), &ctx)?;
+                    }
+                    self.scalar_t += if *mem == Mem::Gm { self.cfg.gm_access_cycles } else { self.cfg.ub_access_cycles };
+                }
                 Instr::Dbnz { rd, target } => {
                     let v = r(*rd).wrapping_sub(1);
                     self.regs[*rd as usize] = v;
@@ -263,7 +277,7 @@ impl<'t> Machine<'t> {
                 };
                 (Pipe::Cube, Work::Mma(args))
             }
-            Instr::Vec { op, form, sdt, ddt, dst, src1, src2, len, mask } => {
+            Instr::Vec { op, form, sdt, ddt, dst, src1, src2, len, mask, cond } => {
                 let args = VecArgs {
                     op: *op,
                     form: *form,
@@ -277,6 +291,10 @@ impl<'t> Machine<'t> {
                     },
                     len: u(*len, "len")?,
                     mask: mask.map(r).unwrap_or(u64::MAX),
+                    cond: match cond {
+                        Some(c) => u(*c, "cond")?,
+                        None => 0,
+                    },
                 };
                 (Pipe::Vec, Work::Vec(args))
             }
@@ -456,8 +474,16 @@ fn alu(op: AluOp, a: i64, b: i64) -> Option<i64> {
         AluOp::Add => a.wrapping_add(b),
         AluOp::Sub => a.wrapping_sub(b),
         AluOp::Mul => a.wrapping_mul(b),
-        AluOp::Div => a.checked_div(b)?,
-        AluOp::Rem => a.checked_rem(b)?,
+        // MIN / -1 wraps to MIN (and its remainder is 0); only a zero divisor is an error.
+        AluOp::Div if b == 0 => return None,
+        AluOp::Div => a.wrapping_div(b),
+        AluOp::Rem if b == 0 => return None,
+        AluOp::Rem => a.wrapping_rem(b),
+        AluOp::Divu => (a as u64).checked_div(b as u64)? as i64,
+        AluOp::Remu => (a as u64).checked_rem(b as u64)? as i64,
+        AluOp::Sra => a.wrapping_shr(b as u32 & 63),
+        AluOp::Minu => (a as u64).min(b as u64) as i64,
+        AluOp::Maxu => (a as u64).max(b as u64) as i64,
         AluOp::Min => a.min(b),
         AluOp::Max => a.max(b),
         AluOp::Shl => a.wrapping_shl(b as u32 & 63),
