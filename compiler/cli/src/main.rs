@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 use tessera_driver::{conformance, exit, npy, targets, CompileOptions, DriverError};
 use tessera_ir::Tensor;
-use tessera_runtime::Model;
+use std::sync::Arc;
+use tessera_runtime::{Device, Model};
 
 #[derive(Parser)]
 #[command(name = "tessera", version, about = "Compile and run ONNX models on many AI chips through one IR")]
@@ -48,6 +49,9 @@ enum Cmd {
         /// Write output_0.pb … here (with --inputs) or OUTPUT_NAME.npy files (with --input).
         #[arg(long = "outputs", value_name = "DIR")]
         outputs_dir: Option<PathBuf>,
+        /// npu-sim targets: run the simulator in cycle mode and print each kernel's cycle report.
+        #[arg(long)]
+        cycles: bool,
     },
     /// List targets.
     Targets,
@@ -91,6 +95,9 @@ enum Cmd {
         /// Inputs as NAME=FILE.npy; missing inputs are filled with deterministic values.
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
         inputs: Vec<String>,
+        /// npu-sim targets: after timing, run once in cycle mode and print the cycle reports.
+        #[arg(long)]
+        cycles: bool,
     },
 }
 
@@ -131,7 +138,12 @@ fn main() -> ExitCode {
 fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
     match cmd {
         Cmd::Compile { model, target, output, inputs, shapes } => compile(&model, &target, &output, &inputs, &shapes),
-        Cmd::Run { model, target, inputs, inputs_dir, outputs_dir } => run(&model, &target, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref()),
+        Cmd::Run { model, target, inputs, inputs_dir, outputs_dir, cycles } => {
+            let dev = Dev::new(&target, cycles)?;
+            run(&model, &target, &dev, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref())?;
+            dev.print_cycles();
+            Ok(())
+        }
         Cmd::Targets => {
             println!("{:<14} {:<22} description", "target", "status");
             for t in targets::all() {
@@ -149,7 +161,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             tessera_npu_sim::SimError::Args(m) => DriverError::Usage(format!("npu-sim: {m}")),
             other => DriverError::Tool(format!("npu-sim: {other}")),
         }),
-        Cmd::Bench { model, target, baseline, runs, warmup, inputs } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs),
+        Cmd::Bench { model, target, baseline, runs, warmup, inputs, cycles } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs, cycles),
     }
 }
 
@@ -191,14 +203,68 @@ fn is_artifact(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "tsa")
 }
 
-/// Loads `model` (an .onnx compiled now, with `inputs` fixing shapes, or a .tsa).
-fn load_model(model: &Path, target: &str, inputs: &BTreeMap<String, Tensor>) -> Result<Model, DriverError> {
+/// The device a command runs on: the registry's for the target, or with `--cycles` an npu-sim
+/// device in cycle mode, which keeps a report per kernel launch.
+struct Dev {
+    device: Arc<dyn Device>,
+    npu: Option<tessera_npu_sim::NpuSimDevice>,
+}
+
+impl Dev {
+    fn new(target: &str, cycles: bool) -> Result<Dev, DriverError> {
+        if !cycles {
+            return Ok(Dev { device: targets::device(target)?, npu: None });
+        }
+        match targets::npu_sim_device(target, tessera_npu_sim::Mode::Cycle)? {
+            Some(d) => Ok(Dev { device: Arc::new(d.clone()), npu: Some(d) }),
+            None => Err(DriverError::Usage(format!("--cycles needs an npu-sim target (npu-sim, npu-sim-lite), not `{target}`"))),
+        }
+    }
+
+    /// Prints the cycle report of every launch since the last call, then the totals.
+    fn print_cycles(&self) {
+        let Some(npu) = &self.npu else { return };
+        let reports = npu.take_reports();
+        for (i, r) in reports.iter().enumerate() {
+            println!("== launch {i}: kernel `{}` ==\n{}\n", r.kernel, r.report);
+        }
+        let total: u64 = reports.iter().map(|r| r.report.total_cycles).sum();
+        println!("== totals over {} launches ==", reports.len());
+        println!("total cycles      {total:>12}");
+        println!("pipe          busy        stall   busy%");
+        for p in tessera_npu_sim::sim::PIPES {
+            let busy: u64 = reports.iter().filter_map(|r| r.report.pipe(p)).map(|x| x.busy).sum();
+            let stall: u64 = reports.iter().filter_map(|r| r.report.pipe(p)).map(|x| x.stall).sum();
+            println!("{:<5} {busy:>12} {stall:>12}  {:>5.1}", p.name(), 100.0 * busy as f64 / total.max(1) as f64);
+        }
+        println!("edge          bytes   transfers");
+        if let Some(first) = reports.first() {
+            for e in &first.report.edges {
+                let (bytes, n): (u64, u64) = reports
+                    .iter()
+                    .filter_map(|r| r.report.edge(e.src, e.dst))
+                    .fold((0, 0), |(b, n), x| (b + x.bytes, n + x.transfers));
+                println!("{:<9} {bytes:>12} {n:>9}", format!("{}->{}", e.src, e.dst));
+            }
+        }
+        let issued: u64 = reports.iter().map(|r| r.report.macs_issued).sum();
+        let useful: u64 = reports.iter().map(|r| r.report.macs_useful).sum();
+        let ideal: f64 = reports.iter().map(|r| r.report.ideal_cube_cycles).sum();
+        println!("MACs issued       {issued:>12}");
+        println!("MACs useful       {useful:>12}");
+        println!("ideal Cube cycles {ideal:>12.0}");
+        println!("Cube utilisation  {:>11.1}%", 100.0 * ideal / total.max(1) as f64);
+    }
+}
+
+/// Loads `model` (an .onnx compiled now, with `inputs` fixing shapes, or a .tsa) on `dev`.
+fn load_model(model: &Path, target: &str, dev: &Dev, inputs: &BTreeMap<String, Tensor>) -> Result<Model, DriverError> {
     if is_artifact(model) {
-        return tessera_driver::load_file(model, target);
+        return Ok(Model::load_file(model, dev.device.clone())?);
     }
     let opts = CompileOptions::for_target(target).with_inputs(inputs);
     let artifact = tessera_driver::compile_file(model, &opts)?;
-    tessera_driver::load(artifact, target)
+    Ok(Model::load(artifact, dev.device.clone())?)
 }
 
 /// Orders named inputs as the model wants them; names every missing or unknown one.
@@ -213,7 +279,7 @@ fn order_inputs(model: &Model, mut named: BTreeMap<String, Tensor>) -> Result<Ve
     Ok(out)
 }
 
-fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>, outputs_dir: Option<&Path>) -> Result<(), DriverError> {
+fn run(model: &Path, target: &str, dev: &Dev, inputs: &[String], inputs_dir: Option<&Path>, outputs_dir: Option<&Path>) -> Result<(), DriverError> {
     if let Some(dir) = inputs_dir {
         let mut tensors = Vec::new();
         for k in 0.. {
@@ -224,7 +290,7 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
             tensors.push(tessera_onnx::read_tensor_file(&p)?);
         }
         let names = if is_artifact(model) {
-            tessera_driver::load_file(model, target)?.inputs().iter().map(|i| i.name.clone()).collect()
+            Model::load_file(model, dev.device.clone())?.inputs().iter().map(|i| i.name.clone()).collect()
         } else {
             tessera_onnx::input_names(model)?
         };
@@ -232,7 +298,7 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
             return Err(DriverError::Usage(format!("the model has {} inputs but {} holds {} input_K.pb files", names.len(), dir.display(), tensors.len())));
         }
         let named: BTreeMap<String, Tensor> = names.into_iter().zip(tensors).collect();
-        let m = load_model(model, target, &named)?;
+        let m = load_model(model, target, dev, &named)?;
         let outs = m.run(&order_inputs(&m, named)?)?;
         let out_dir = outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
         std::fs::create_dir_all(out_dir).map_err(|e| DriverError::Io { path: out_dir.display().to_string(), message: e.to_string() })?;
@@ -244,7 +310,7 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
         return Ok(());
     }
     let named = parse_named(inputs)?;
-    let m = load_model(model, target, &named)?;
+    let m = load_model(model, target, dev, &named)?;
     let outs = m.run(&order_inputs(&m, named)?)?;
     for (t, io) in outs.iter().zip(m.outputs()) {
         match outputs_dir {
@@ -319,13 +385,14 @@ fn filler(dtype: tessera_ir::DType, dims: &[u64]) -> Tensor {
     }
 }
 
-fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, runs: usize, warmup: usize) -> Result<f64, DriverError> {
-    let m = load_model(model, target, named)?;
-    let mut named = named.clone();
+fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, runs: usize, warmup: usize, cycles: bool) -> Result<f64, DriverError> {
+    let dev = Dev::new(target, false)?;
+    let m = load_model(model, target, &dev, named)?;
+    let mut all = named.clone();
     for io in m.inputs() {
-        named.entry(io.name.clone()).or_insert_with(|| filler(io.dtype, &io.dims));
+        all.entry(io.name.clone()).or_insert_with(|| filler(io.dtype, &io.dims));
     }
-    let inputs = order_inputs(&m, named)?;
+    let inputs = order_inputs(&m, all)?;
     for _ in 0..warmup {
         m.run(&inputs)?;
     }
@@ -338,15 +405,22 @@ fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, run
     times.sort_by(|a, b| a.total_cmp(b));
     let med = times[times.len() / 2];
     println!("{target:<8} median {:>10.3} ms over {} runs (min {:.3} ms, max {:.3} ms) after {warmup} warm-up", med * 1e3, times.len(), times[0] * 1e3, times[times.len() - 1] * 1e3);
+    if cycles {
+        // One more run of the same artifact on a cycle-mode simulator, for the report.
+        let cdev = Dev::new(target, true)?;
+        let cm = load_model(model, target, &cdev, named)?;
+        cm.run(&inputs)?;
+        cdev.print_cycles();
+    }
     Ok(med)
 }
 
-fn bench(model: &Path, target: &str, baseline: Option<&str>, runs: usize, warmup: usize, inputs: &[String]) -> Result<(), DriverError> {
+fn bench(model: &Path, target: &str, baseline: Option<&str>, runs: usize, warmup: usize, inputs: &[String], cycles: bool) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
-    let t = time_target(model, target, &named, runs, warmup)?;
+    let t = time_target(model, target, &named, runs, warmup, cycles)?;
     if let Some(b) = baseline {
         // The baseline is slow by design (the interpreter), so it gets fewer runs.
-        let tb = time_target(model, b, &named, runs.clamp(1, 3), warmup.min(1))?;
+        let tb = time_target(model, b, &named, runs.clamp(1, 3), warmup.min(1), false)?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
     }
     Ok(())

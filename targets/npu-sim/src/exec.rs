@@ -3,20 +3,25 @@
 
 use half::{bf16, f16};
 
+use crate::asm::format_instr;
 use crate::config::TargetConfig;
 use crate::error::{Result, SimError};
-use crate::isa::{DType, Mem, RedOp, VecForm, VecOp};
+use crate::isa::{DType, Instr, Mem, RedOp, VecForm, VecOp};
 use crate::mem::{two_mut, MemBuf, REAL, WRITTEN};
 
-/// Names the instruction in errors.
+/// Names the instruction in errors; its text is only formatted when an error is made.
 pub struct ErrCtx<'a> {
     pub pc: usize,
-    pub instr: &'a str,
+    pub instr: &'a Instr,
 }
 
 impl ErrCtx<'_> {
+    pub fn text(&self) -> String {
+        format_instr(self.instr)
+    }
+
     pub fn bad(&self, msg: impl Into<String>) -> SimError {
-        SimError::BadOperand { pc: self.pc, instr: self.instr.to_string(), msg: msg.into() }
+        SimError::BadOperand { pc: self.pc, instr: self.text(), msg: msg.into() }
     }
 
     /// Checks that `[addr, addr + len)` lies in `mem` and that `addr` is aligned.
@@ -25,13 +30,13 @@ impl ErrCtx<'_> {
         // `%` rather than `is_multiple_of`, which is newer than the workspace MSRV (1.85).
         #[allow(clippy::manual_is_multiple_of)]
         if addr % align != 0 {
-            return Err(SimError::Misaligned { pc: self.pc, instr: self.instr.to_string(), mem: m.kind.name(), addr, align });
+            return Err(SimError::Misaligned { pc: self.pc, instr: self.text(), mem: m.kind.name(), addr, align });
         }
         let end = addr.saturating_add(len);
         if end > m.len() {
             return Err(SimError::OutOfBounds {
                 pc: self.pc,
-                instr: self.instr.to_string(),
+                instr: self.text(),
                 mem: m.kind.name(),
                 addr,
                 end,
@@ -289,7 +294,7 @@ pub fn dma(cfg: &TargetConfig, mems: &mut [MemBuf], a: &DmaArgs, data: bool, ctx
             let base = (a.src + r * a.src_stride * ss) as usize;
             let row = &src_m.tag[base..base + (a.cols * ss) as usize];
             if let Some(i) = row.iter().position(|t| t & WRITTEN == 0) {
-                return Err(SimError::UninitL0C { pc: ctx.pc, instr: ctx.instr.to_string(), addr: base as u64 + i as u64 });
+                return Err(SimError::UninitL0C { pc: ctx.pc, instr: ctx.text(), addr: base as u64 + i as u64 });
             }
         }
     }
@@ -357,7 +362,7 @@ pub fn mma(
     if !a.init {
         let tags = &mems[Mem::L0c as usize].tag[c0..c0 + cbytes];
         if let Some(i) = tags.iter().position(|t| t & WRITTEN == 0) {
-            return Err(SimError::UninitL0C { pc: ctx.pc, instr: ctx.instr.to_string(), addr: (c0 + i) as u64 });
+            return Err(SimError::UninitL0C { pc: ctx.pc, instr: ctx.text(), addr: (c0 + i) as u64 });
         }
     }
     // Useful MACs: sum over k of (real A entries in column k) x (real B entries in row k).
@@ -451,18 +456,23 @@ fn vec_dtype_ok(op: VecOp, sdt: DType, ddt: DType) -> bool {
     }
 }
 
-/// IEEE 754-2019 `maximum`/`minimum`: NaN if either operand is NaN.
+/// IEEE 754-2019 `maximum`: NaN if either operand is NaN, and +0 above -0.
 fn fmax(x: f32, y: f32) -> f32 {
     if x.is_nan() || y.is_nan() {
         f32::NAN
+    } else if x == y {
+        if x.is_sign_positive() { x } else { y }
     } else {
         x.max(y)
     }
 }
 
+/// IEEE 754-2019 `minimum`: NaN if either operand is NaN, and -0 below +0.
 fn fmin(x: f32, y: f32) -> f32 {
     if x.is_nan() || y.is_nan() {
         f32::NAN
+    } else if x == y {
+        if x.is_sign_negative() { x } else { y }
     } else {
         x.min(y)
     }
@@ -499,7 +509,7 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
     }
     for (at, n) in reads {
         if let Some(i) = ub.tag[at..at + n].iter().position(|t| t & WRITTEN == 0) {
-            return Err(SimError::UninitRead { pc: ctx.pc, instr: ctx.instr.to_string(), mem: "UB", addr: (at + i) as u64 });
+            return Err(SimError::UninitRead { pc: ctx.pc, instr: ctx.text(), mem: "UB", addr: (at + i) as u64 });
         }
     }
     let scalar = if a.form == VecForm::VS { read_f32(a.sdt, &ub.data[a.src2 as usize..]) } else { 0.0 };
@@ -598,7 +608,7 @@ pub fn vred(cfg: &TargetConfig, ub: &mut MemBuf, a: &VredArgs, data: bool, ctx: 
     let s = s as usize;
     let src = a.src as usize;
     if let Some(i) = ub.tag[src..src + a.len as usize * s].iter().position(|t| t & WRITTEN == 0) {
-        return Err(SimError::UninitRead { pc: ctx.pc, instr: ctx.instr.to_string(), mem: "UB", addr: (src + i) as u64 });
+        return Err(SimError::UninitRead { pc: ctx.pc, instr: ctx.text(), mem: "UB", addr: (src + i) as u64 });
     }
     let d = a.dst as usize;
     ub.tag[d..d + s].fill(WRITTEN | REAL);
@@ -633,7 +643,7 @@ fn check_scalar(m: &MemBuf, a: &ScalarAccess, ctx: &ErrCtx) -> Result<usize> {
     if a.addr < 0 || end > m.len() {
         return Err(SimError::OutOfBounds {
             pc: ctx.pc,
-            instr: ctx.instr.to_string(),
+            instr: ctx.text(),
             mem: m.kind.name(),
             addr: a.addr as u64,
             end,
@@ -643,7 +653,7 @@ fn check_scalar(m: &MemBuf, a: &ScalarAccess, ctx: &ErrCtx) -> Result<usize> {
     // `%` rather than `is_multiple_of`, which is newer than the workspace MSRV (1.85).
     #[allow(clippy::manual_is_multiple_of)]
     if a.addr as u64 % size != 0 {
-        return Err(SimError::Misaligned { pc: ctx.pc, instr: ctx.instr.to_string(), mem: m.kind.name(), addr: a.addr as u64, align: size });
+        return Err(SimError::Misaligned { pc: ctx.pc, instr: ctx.text(), mem: m.kind.name(), addr: a.addr as u64, align: size });
     }
     Ok(a.addr as usize)
 }
@@ -653,7 +663,7 @@ pub fn scalar_load(m: &MemBuf, a: &ScalarAccess, ctx: &ErrCtx) -> Result<u64> {
     let at = check_scalar(m, a, ctx)?;
     let n = a.dt.size() as usize;
     if let Some(i) = m.tag[at..at + n].iter().position(|t| t & WRITTEN == 0) {
-        return Err(SimError::UninitRead { pc: ctx.pc, instr: ctx.instr.to_string(), mem: m.kind.name(), addr: (at + i) as u64 });
+        return Err(SimError::UninitRead { pc: ctx.pc, instr: ctx.text(), mem: m.kind.name(), addr: (at + i) as u64 });
     }
     let mut w = [0u8; 8];
     w[..n].copy_from_slice(&m.data[at..at + n]);

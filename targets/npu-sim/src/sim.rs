@@ -179,8 +179,7 @@ impl<'t> Machine<'t> {
                 }
                 Instr::Jmp { target } => next = *target as usize,
                 Instr::Ld { mem, dt, rd, base, offset } | Instr::St { mem, dt, rs: rd, base, offset } => {
-                    let text = texts(pc);
-                    let ctx = ErrCtx { pc, instr: &text };
+                    let ctx = ErrCtx { pc, instr: ins };
                     let a = exec::ScalarAccess { mem: *mem, dt: *dt, addr: (r(*base) as i64).wrapping_add(*offset as i64) };
                     let m = &mut self.mems[*mem as usize];
                     if matches!(ins, Instr::Ld { .. }) {
@@ -260,7 +259,7 @@ impl<'t> Machine<'t> {
                     dst_cols: v[7],
                     scale: scale.map(|s| f32::from_bits(r(s) as u32)),
                 };
-                exec::check_dma_types(&args, &ErrCtx { pc, instr: &texts(pc) })?;
+                exec::check_dma_types(&args, &ErrCtx { pc, instr: ins })?;
                 (edge.pipe, Work::Dma(args))
             }
             Instr::Mma { adt, cdt, regs } => {
@@ -367,8 +366,7 @@ impl<'t> Machine<'t> {
             }
         }
         let Some(head) = self.pipes[p].queue.pop_front() else { return Ok(false) };
-        let text = format_instr(&prog[head.pc]);
-        let ctx = ErrCtx { pc: head.pc, instr: &text };
+        let ctx = ErrCtx { pc: head.pc, instr: &prog[head.pc] };
         let cfg = self.cfg;
         let dur = match &head.work {
             Work::Wait(_) => cfg.flag_cycles,
