@@ -302,6 +302,9 @@ impl<'k> Gen<'k> {
         for inst in &b.insts {
             for &r in &inst.results {
                 isa_dtype(self.ty(r).elem)?;
+                if self.ty(r).is_tile() {
+                    return Err(CgError::Internal(format!("a tile value %{} after `to_backend_subset`", r.0)));
+                }
             }
             match &inst.kind {
                 InstKind::Bitcast(x) => {
@@ -595,6 +598,16 @@ impl<'k> Gen<'k> {
                 // The shared passes expand both before code generation.
                 InstKind::Mma { .. } | InstKind::Math(..) => {
                     return Err(CgError::Internal("mma or a math routine survived `to_backend_subset`".into()))
+                }
+
+                // ==== tile instructions ====
+                // `scalarize-tiles` (in `to_backend_subset`) rewrites them into the subset; Cube
+                // and DMA lowering of tile `mma`/`copy` is the next step for this backend.
+                _ => {
+                    return Err(CgError::Internal(format!(
+                        "`{}` survived `to_backend_subset`",
+                        tessera_kir::text::inst_head(self.k, inst)
+                    )))
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! [`NpuSim`]: the compiler side of the npu-sim targets. It checks what the chip cannot run
 //! (dtypes its description lacks), brings each kernel into the backend subset with the shared
-//! passes, runs [`crate::codegen`] and wraps the program in a [`crate::blob`]. One `NpuSim`
+//! passes (math routines in f32, as the chip has no f64), runs [`crate::codegen`] and wraps the program in a [`crate::blob`]. One `NpuSim`
 //! serves every chip of the family: it reads everything from the chip's `target.toml`.
 
 use tessera_kir::{Kernel, KirError};
@@ -45,7 +45,18 @@ impl NpuSim {
             }
         }
         let mut k = kernel.clone();
-        tessera_kir::passes::to_backend_subset(&mut k).map_err(|e| match e {
+        // `to_backend_subset`, with the math routines computed in f32: the chip has no f64.
+        let subset = |k: &mut Kernel| -> Result<(), KirError> {
+            use tessera_kir::passes::*;
+            scalarize_tiles(k, &ScalarizeOptions::default())?;
+            expand_mma(k)?;
+            expand_math_without_f64(k)?;
+            expand_math(k)?;
+            legalize_low_precision(k)?;
+            tessera_kir::verify(k)?;
+            check_backend_subset(k)
+        };
+        subset(&mut k).map_err(|e| match e {
             KirError::Unsupported { .. } => {
                 TargetError::Unsupported { target: self.name(), kernel: kernel.name.clone(), message: e.to_string() }
             }
