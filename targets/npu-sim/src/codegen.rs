@@ -116,6 +116,8 @@ struct Gen<'k> {
     vec_dirty: Vec<(u64, u64)>,
     ub_top: u64,
     ub_size: u64,
+    /// What `LI` last put in the VEC operand registers r1..r5, where known.
+    vreg_known: [Option<i32>; 6],
 }
 
 /// Compiles `k` (in the backend subset) for the chip `cfg` describes.
@@ -133,6 +135,7 @@ pub fn compile(k: &Kernel, cfg: &TargetConfig) -> R<Blob> {
         vec_dirty: Vec::new(),
         ub_top: 0,
         ub_size: 0,
+        vreg_known: [None; 6],
     };
     // Slots first: every value, then the shared areas.
     let mut consts = Vec::new();
@@ -240,6 +243,17 @@ impl<'k> Gen<'k> {
 
     fn bind(&mut self, l: Label) {
         self.labels[l.0] = Some(self.code.len() as u32);
+        // Control may arrive here from elsewhere: forget what the VEC operand registers hold.
+        self.vreg_known = [None; 6];
+    }
+
+    /// `LI` into a VEC operand register, skipped when it already holds `v` (only `LI` writes
+    /// those registers, and the knowledge is dropped at every label).
+    fn li_vreg(&mut self, rd: u8, v: i32) {
+        if self.vreg_known[rd as usize] != Some(v) {
+            self.li(rd, v);
+            self.vreg_known[rd as usize] = Some(v);
+        }
     }
 
     fn branch(&mut self, cond: Cond, rs1: u8, rs2: u8, l: Label) {
@@ -417,15 +431,15 @@ impl<'k> Gen<'k> {
         len: u64,
         cond: Option<u64>,
     ) -> R<()> {
-        self.li(V_DST, dst as i32);
-        self.li(V_SRC1, src1 as i32);
+        self.li_vreg(V_DST, dst as i32);
+        self.li_vreg(V_SRC1, src1 as i32);
         if let Some(s2) = src2 {
-            self.li(V_SRC2, s2 as i32);
+            self.li_vreg(V_SRC2, s2 as i32);
         }
         if let Some(c) = cond {
-            self.li(V_COND, c as i32);
+            self.li_vreg(V_COND, c as i32);
         }
-        self.li(V_LEN, len as i32);
+        self.li_vreg(V_LEN, len as i32);
         self.emit(Instr::Vec {
             op,
             form,
@@ -948,9 +962,9 @@ impl<'k> Gen<'k> {
                 ReduceOp::Max => RedOp::Max,
             };
             let (rs, xs) = (self.slot(r)?, self.slot(x)?);
-            self.li(V_DST, rs as i32);
-            self.li(V_SRC1, xs as i32);
-            self.li(V_LEN, t.lanes as i32);
+            self.li_vreg(V_DST, rs as i32);
+            self.li_vreg(V_SRC1, xs as i32);
+            self.li_vreg(V_LEN, t.lanes as i32);
             self.emit(Instr::Vred { op: rop, dt: DType::F32, dst: V_DST, src: V_SRC1, len: V_LEN });
             self.vec_touch(rs, 4);
             self.vec_touch(xs, t.lanes as u64 * 4);

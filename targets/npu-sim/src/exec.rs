@@ -134,6 +134,11 @@ pub struct Scratch {
 
 /// One element of `dt` as f32.
 pub fn read_f32(dt: DType, b: &[u8]) -> f32 {
+    match dt {
+        DType::F32 => return f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        DType::F16 => return f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+        _ => {}
+    }
     match read_num(dt, b) {
         Num::F(v) => v,
         // `as` rounds to nearest even: one rounding from the integer.
@@ -498,14 +503,14 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
     // Reading an element no instruction wrote is a hard error, never a silent zero.
     let (ss, ds) = (ss as usize, ds as usize);
     let src_len = if a.op == VecOp::Dup { 1 } else { len as usize };
-    let mut reads = vec![(a.src1 as usize, src_len * ss)];
+    let mut reads = [(a.src1 as usize, src_len * ss), (0, 0), (0, 0)];
     match a.form {
-        VecForm::VV => reads.push((a.src2 as usize, len as usize * ss)),
-        VecForm::VS => reads.push((a.src2 as usize, ss)),
+        VecForm::VV => reads[1] = (a.src2 as usize, len as usize * ss),
+        VecForm::VS => reads[1] = (a.src2 as usize, ss),
         VecForm::Unary => {}
     }
     if a.op == VecOp::Sel {
-        reads.push((a.cond as usize, len as usize));
+        reads[2] = (a.cond as usize, len as usize);
     }
     for (at, n) in reads {
         if let Some(i) = ub.tag[at..at + n].iter().position(|t| t & WRITTEN == 0) {

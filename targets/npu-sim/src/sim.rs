@@ -332,10 +332,19 @@ impl<'t> Machine<'t> {
         }
         let seq = self.seq;
         self.seq += 1;
+        let is_set = matches!(work, Work::Set(_));
         let ps = &mut self.pipes[p];
         ps.issued += 1;
         ps.queue.push_back(Pending { seq, pc, issue_t: self.scalar_t, work });
-        self.drain(prog)
+        if is_set {
+            return self.drain(prog);
+        }
+        // Every startable head was started before this push, and only a SET can unblock another
+        // pipe; so only this pipe may move now, and only if the new instruction is its head.
+        if self.pipes[p].queue.len() == 1 {
+            while self.try_start(prog, pipe)? {}
+        }
+        Ok(())
     }
 
     /// Starts every head instruction that nothing blocks, until no pipe can move.
