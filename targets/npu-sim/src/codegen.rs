@@ -311,44 +311,40 @@ impl<'k> Gen<'k> {
         t.lanes as u64 * elem_bytes(t.elem)
     }
 
-    /// Gives every value a slot; `bitcast` and `for` results share their source's.
+    /// Gives every value a slot; `bitcast` and `for` results share their source's. Slots are
+    /// reused: a value's slot is free once its live range (below) has ended.
     fn assign_slots(&mut self, b: &Block, consts: &mut Vec<(Val, Scalar)>) -> R<()> {
-        for inst in &b.insts {
-            for &r in &inst.results {
-                isa_dtype(self.ty(r).elem)?;
-                if self.ty(r).is_tile() {
-                    return Err(CgError::Internal(format!("a tile value %{} after `to_backend_subset`", r.0)));
+        let mut lv = Liveness::default();
+        lv.walk(self.k, b, &mut Vec::new(), consts)?;
+        let ranges = lv.ranges();
+        // Linear scan in order of definition; a slot is free for values defined strictly after
+        // the last use of its previous value (never in the same instruction: lane-wise scalar
+        // code may write a result lane before it reads every operand lane).
+        let mut order: Vec<(u32, u32, Val, u64)> =
+            ranges.iter().map(|(&root, &(d, e))| (d, e, root, lv.bytes(self.k, root))).collect();
+        order.sort_by_key(|&(d, e, v, _)| (d, e, v));
+        let mut active: Vec<(u32, u64, u64)> = Vec::new(); // (last use, size, addr)
+        let mut free: Vec<(u64, u64)> = Vec::new(); // (size, addr)
+        for (d, e, root, bytes) in order {
+            let size = bytes.max(1).div_ceil(SLOT_ALIGN) * SLOT_ALIGN;
+            active.retain(|&(end, sz, addr)| {
+                if end < d {
+                    free.push((sz, addr));
+                    false
+                } else {
+                    true
                 }
-            }
-            match &inst.kind {
-                InstKind::Bitcast(x) => {
-                    let s = self.slot(*x)?;
-                    self.slots.insert(inst.results[0], s);
-                    continue;
-                }
-                InstKind::Const(c) => consts.push((inst.results[0], *c)),
-                InstKind::For { iv, iter, body, .. } => {
-                    for &v in std::iter::once(iv).chain(iter) {
-                        let s = self.alloc_ub(self.slot_bytes(v));
-                        self.slots.insert(v, s);
-                    }
-                    for (&r, &it) in inst.results.iter().zip(iter) {
-                        let s = self.slot(it)?;
-                        self.slots.insert(r, s);
-                    }
-                    self.assign_slots(body, consts)?;
-                    continue;
-                }
-                InstKind::If { then_blk, else_blk, .. } => {
-                    self.assign_slots(then_blk, consts)?;
-                    self.assign_slots(else_blk, consts)?;
-                }
-                _ => {}
-            }
-            for &r in &inst.results {
-                let s = self.alloc_ub(self.slot_bytes(r));
-                self.slots.insert(r, s);
-            }
+            });
+            let addr = match free.iter().position(|&(sz, _)| sz == size) {
+                Some(i) => free.swap_remove(i).1,
+                None => self.alloc_ub(size),
+            };
+            active.push((e, size, addr));
+            self.slots.insert(root, addr);
+        }
+        for (&v, &root) in &lv.root {
+            let s = self.slot(root)?;
+            self.slots.insert(v, s);
         }
         Ok(())
     }
@@ -986,5 +982,161 @@ impl<'k> Gen<'k> {
             self.alu(o, T0, T0, T1);
         }
         self.st_lane(T0, r, 0)
+    }
+}
+
+/// Live ranges of the values of a kernel body, as positions of a pre-order walk. A value
+/// defined outside a loop and used inside it lives to the loop's end (the next iteration reads
+/// it again); `iv` and loop-carried values live through their loop; `if` results from the `if`
+/// on (the branches write them). Constants live for the whole program (the prologue writes them
+/// once). Aliases (`bitcast` and `for` results) share their root's range.
+#[derive(Default)]
+struct Liveness {
+    pos: u32,
+    def: HashMap<Val, u32>,
+    root: HashMap<Val, Val>,
+    loops: Vec<(u32, u32)>,
+    /// (root, position, enclosing loops, outermost first)
+    uses: Vec<(Val, u32, Vec<usize>)>,
+    pinned: Vec<Val>,
+    members: HashMap<Val, Vec<Val>>,
+}
+
+impl Liveness {
+    fn root_of(&self, v: Val) -> Val {
+        self.root.get(&v).copied().unwrap_or(v)
+    }
+
+    fn def_at(&mut self, v: Val, p: u32) {
+        self.def.entry(v).or_insert(p);
+        self.members.entry(v).or_default().push(v);
+    }
+
+    fn alias(&mut self, v: Val, of: Val) {
+        let r = self.root_of(of);
+        self.root.insert(v, r);
+        self.members.entry(r).or_default().push(v);
+    }
+
+    fn use_at(&mut self, v: Val, p: u32, stack: &[usize]) {
+        let r = self.root_of(v);
+        self.uses.push((r, p, stack.to_vec()));
+    }
+
+    fn walk(&mut self, k: &Kernel, b: &Block, stack: &mut Vec<usize>, consts: &mut Vec<(Val, Scalar)>) -> R<()> {
+        for inst in &b.insts {
+            for &r in &inst.results {
+                isa_dtype(k.ty(r).elem)?;
+                if k.ty(r).is_tile() {
+                    return Err(CgError::Internal(format!("a tile value %{} after `to_backend_subset`", r.0)));
+                }
+            }
+            self.pos += 1;
+            let p = self.pos;
+            let uses: Vec<Val> = match &inst.kind {
+                InstKind::Const(c) => {
+                    consts.push((inst.results[0], *c));
+                    self.def_at(inst.results[0], 0);
+                    self.pinned.push(inst.results[0]);
+                    continue;
+                }
+                InstKind::Bitcast(x) => {
+                    self.use_at(*x, p, stack);
+                    self.alias(inst.results[0], *x);
+                    continue;
+                }
+                InstKind::For { lo, hi, step, iv, iter, init, body } => {
+                    for &v in std::iter::once(lo).chain(init) {
+                        self.use_at(v, p, stack);
+                    }
+                    let id = self.loops.len();
+                    self.loops.push((p, 0));
+                    for &v in std::iter::once(iv).chain(iter) {
+                        self.def_at(v, p);
+                    }
+                    for (&r, &it) in inst.results.iter().zip(iter) {
+                        self.alias(r, it);
+                    }
+                    stack.push(id);
+                    self.walk(k, body, stack, consts)?;
+                    stack.pop();
+                    self.pos += 1;
+                    let end = self.pos;
+                    self.loops[id].1 = end;
+                    // `hi` and `step` are read again by every iteration.
+                    for &v in [iv, hi, step].into_iter().chain(iter) {
+                        self.use_at(v, end, stack);
+                    }
+                    continue;
+                }
+                InstKind::If { cond, then_blk, else_blk } => {
+                    self.use_at(*cond, p, stack);
+                    for &r in &inst.results {
+                        self.def_at(r, p);
+                    }
+                    self.walk(k, then_blk, stack, consts)?;
+                    self.walk(k, else_blk, stack, consts)?;
+                    self.pos += 1;
+                    let end = self.pos;
+                    for &r in &inst.results {
+                        self.use_at(r, end, stack);
+                    }
+                    continue;
+                }
+                InstKind::ProgramId(_) => vec![],
+                InstKind::Unary(_, x) | InstKind::Cast(x, _) | InstKind::Splat(x) | InstKind::Extract(x, _) | InstKind::ReduceLanes(_, x) => vec![*x],
+                InstKind::Binary(_, a, b) | InstKind::Cmp(_, a, b) => vec![*a, *b],
+                InstKind::Select(c, a, b) => vec![*c, *a, *b],
+                InstKind::Load { index, .. } => vec![*index],
+                InstKind::Store { index, value, .. } => vec![*index, *value],
+                InstKind::Yield(vals) => vals.clone(),
+                _ => {
+                    return Err(CgError::Internal(format!(
+                        "`{}` survived `to_backend_subset`",
+                        tessera_kir::text::inst_head(k, inst)
+                    )))
+                }
+            };
+            for v in uses {
+                self.use_at(v, p, stack);
+            }
+            for &r in &inst.results {
+                self.def_at(r, p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every root's (definition, last use).
+    fn ranges(&self) -> HashMap<Val, (u32, u32)> {
+        let mut out: HashMap<Val, (u32, u32)> = HashMap::new();
+        for (&v, &d) in &self.def {
+            if !self.root.contains_key(&v) {
+                out.insert(v, (d, d));
+            }
+        }
+        for (r, p, stack) in &self.uses {
+            let Some(&d) = self.def.get(r) else { continue };
+            // The outermost enclosing loop that the value was defined before.
+            let end = stack.iter().map(|&l| self.loops[l]).find(|&(start, _)| d < start).map_or(*p, |(_, e)| e.max(*p));
+            if let Some(x) = out.get_mut(r) {
+                x.1 = x.1.max(end);
+            }
+        }
+        for v in &self.pinned {
+            if let Some(x) = out.get_mut(v) {
+                x.1 = u32::MAX;
+            }
+        }
+        out
+    }
+
+    /// Bytes the slot of `root` needs: the widest of the values sharing it.
+    fn bytes(&self, k: &Kernel, root: Val) -> u64 {
+        let size = |v: Val| {
+            let t = k.ty(v);
+            t.lanes as u64 * elem_bytes(t.elem)
+        };
+        self.members.get(&root).map(|m| m.iter().map(|&v| size(v)).max().unwrap_or(0)).unwrap_or(0).max(size(root))
     }
 }
