@@ -283,3 +283,35 @@ fn cycle_mode_records_one_report_per_launch() {
     }
     assert!(dev.take_reports().is_empty());
 }
+
+#[test]
+fn ub_slots_are_reused_by_live_range_and_loop_invariants_survive() {
+    // 7000 chained vec<4 x f32> values need 224 000 bytes of slots if none is reused, more than
+    // the 196 608-byte UB; reusing dead slots, the kernel fits. `base` and `hi` are defined
+    // before the loop and read by every iteration while the body makes many temporaries.
+    let mut b = KernelBuilder::new("chain");
+    let x = b.param("x", DType::F32, 4, Access::Read);
+    let y = b.param("y", DType::F32, 12, Access::Write);
+    let z = b.index(0);
+    let base = b.load(x, z, 4);
+    let mut v = base;
+    let step = b.const_float(Ty::vector(DType::F32, 4), 0.5);
+    for _ in 0..7000 {
+        v = b.add(v, step);
+    }
+    b.store(y, z, v);
+    let (lo, hi, st) = (b.index(1), b.index(3), b.index(1));
+    b.for_loop(lo, hi, st, &[], |b, iv, _| {
+        let mut t = base;
+        for _ in 0..50 {
+            t = b.mul(t, base);
+        }
+        let four = b.index(4);
+        let at = b.mul(iv, four);
+        b.store(y, at, t);
+        Vec::new()
+    });
+    let k = b.finish();
+    let (want, got) = run_both(&k, &[f32_bytes(&[1.0, -1.0, 0.999, 1.001]), vec![0; 48]]);
+    assert_eq!(got, want);
+}
