@@ -696,7 +696,8 @@ impl<'k> Gen<'k> {
 
     /// Zeroes the local and shared buffers, as every program instance starts.
     fn zero_locals(&mut self) -> R<()> {
-        for p in self.places[self.k.num_params..].to_vec() {
+        for i in self.k.num_params..self.places.len() {
+            let p = self.places[i];
             match p.mem {
                 Mem::Ub => self.vec_raw(VecOp::Dup, VecForm::Unary, DType::U8, DType::U8, p.addr, self.zero, None, p.bytes, None)?,
                 _ => {
