@@ -21,12 +21,19 @@
 //!   bytes Vector instructions touched since the last barrier and emits one before the scalar
 //!   unit reads or writes any of them, and at control-flow edges where Vector work is pending.
 //!
+//! - **The Cube**: a buffer `mma` whose dtype pair the chip has, on parameters with unit column
+//!   stride that fit the buffers (`cube_mma_ok`), is kept by the compiler and becomes DMA of A and
+//!   B into L1 (zero-padded to tile multiples) and on to L0A/L0B, one `MMA`, the product copied
+//!   L0C → UB and added to the old C on the Vector unit, and a DMA back to GM, with a flag pair
+//!   between each pipe and the next. From C = 0 this is exactly `mma`'s meaning; otherwise C is
+//!   added once at the end, a reassociation within f32 tolerance (exact for i32).
+//!
 //! f64 values are refused (the chip has no f64 unit), as is anything that does not fit the UB.
 
 use std::collections::HashMap;
 
 use tessera_ir::DType as KDType;
-use tessera_kir::{BinOp, Block, Buf, CmpOp, InstKind, Kernel, ReduceOp, Scalar, Space, Ty, UnOp, Val};
+use tessera_kir::{BinOp, Block, Buf, CmpOp, Inst, InstKind, Kernel, ReduceOp, Scalar, Space, TileRef, Ty, UnOp, Val};
 
 use crate::blob::{Blob, ParamSlot};
 use crate::config::TargetConfig;
@@ -90,6 +97,45 @@ fn isa_dtype(d: KDType) -> R<DType> {
     })
 }
 
+/// An operand of a generated DMA: an immediate, or a register holding the address.
+#[derive(Clone, Copy)]
+enum Opnd {
+    Imm(u64),
+    Reg(u8),
+}
+
+/// The ISA dtype of a Cube operand.
+fn isa_dtype_narrow(d: KDType) -> R<DType> {
+    Ok(match d {
+        KDType::F16 => DType::F16,
+        KDType::BF16 => DType::Bf16,
+        KDType::I8 => DType::I8,
+        other => return Err(CgError::Internal(format!("no Cube operand dtype {other}"))),
+    })
+}
+
+/// Whether the buffer `mma` `inst` can run on the Cube of `cfg` as one `MMA`: its dtype pair
+/// is in the chip's `[mma]` table, its operands are kernel parameters (in GM) with unit column
+/// stride and row strides no shorter than the rows, and the padded blocks fit L1, L0A, L0B,
+/// L0C and a quarter of the UB. Otherwise `expand-mma` makes loops of it (on the Vector unit).
+pub fn cube_mma_ok(k: &Kernel, inst: &Inst, cfg: &TargetConfig) -> bool {
+    let InstKind::Mma { a, b, c, m, n, k: kk, a_ty, b_ty, acc } = &inst.kind else { return false };
+    let Some(s) = cfg.desc.mma_pair(*a_ty, *b_ty, *acc) else { return false };
+    let (Ok(adt), Ok(cdt)) = (isa_dtype_narrow(*a_ty), isa_dtype(*acc)) else { return false };
+    let params = k.num_params as u32;
+    let unit = [a, b, c].iter().all(|t| t.buf.0 < params && t.col_stride == 1);
+    let (m, n, kk) = (*m as u64, *n as u64, *kk as u64);
+    let rows_ok = a.row_stride >= kk as i64 && b.row_stride >= n as i64 && c.row_stride >= n as i64;
+    let (mp, np, kp) = (m.div_ceil(s.m as u64) * s.m as u64, n.div_ceil(s.n as u64) * s.n as u64, kk.div_ceil(s.k as u64) * s.k as u64);
+    let (asz, csz) = (adt.size(), cdt.size());
+    let fits = mp * kp * asz + 32 + kp * np * asz <= cfg.mem(Mem::L1).size
+        && mp * kp * asz <= cfg.mem(Mem::L0a).size
+        && kp * np * asz <= cfg.mem(Mem::L0b).size
+        && mp * np * csz <= cfg.mem(Mem::L0c).size
+        && 2 * m * n * csz <= cfg.mem(Mem::Ub).size / 4;
+    unit && rows_ok && fits && m > 0 && n > 0 && kk > 0
+}
+
 /// Element bytes in a slot.
 fn elem_bytes(d: KDType) -> u64 {
     (d.bits() as u64).div_ceil(8)
@@ -118,6 +164,8 @@ struct Gen<'k> {
     ub_size: u64,
     /// What `LI` last put in the VEC operand registers r1..r5, where known.
     vreg_known: [Option<i32>; 6],
+    /// The Cube's tile shapes: (a dtype, acc dtype, m, n, k).
+    cube: Vec<(KDType, KDType, u64, u64, u64)>,
 }
 
 /// Compiles `k` (in the backend subset) for the chip `cfg` describes.
@@ -136,6 +184,7 @@ pub fn compile(k: &Kernel, cfg: &TargetConfig) -> R<Blob> {
         ub_top: 0,
         ub_size: 0,
         vreg_known: [None; 6],
+        cube: cfg.desc.mma_pairs().iter().map(|p| (p.a, p.acc, p.m as u64, p.n as u64, p.k as u64)).collect(),
     };
     // Slots first: every value, then the shared areas.
     let mut consts = Vec::new();
@@ -604,11 +653,15 @@ impl<'k> Gen<'k> {
                 // Handled by the enclosing `for`/`if` (`block_with_yield`).
                 InstKind::Yield(_) => return Err(CgError::Internal("`yield` outside a for or if body".into())),
 
-                // ==== `mma` and `math` ====
-                // The shared passes expand both before code generation.
-                InstKind::Mma { .. } | InstKind::Math(..) => {
-                    return Err(CgError::Internal("mma or a math routine survived `to_backend_subset`".into()))
-                }
+                // ==== `mma` ====
+                // Kept only when `cube_mma_ok` holds (else `expand-mma` made loops of it): DMA of
+                // A and B to L1 and on to L0A/L0B, one Cube `MMA`, and the old C added on the
+                // Vector unit.
+                InstKind::Mma { a, b, c, m, n, k, a_ty, acc, .. } => self.mma(a, b, c, (*m, *n, *k), *a_ty, *acc)?,
+
+                // ==== `math` ====
+                // The shared passes expand it before code generation.
+                InstKind::Math(..) => return Err(CgError::Internal("a math routine survived `to_backend_subset`".into())),
 
                 // ==== tile instructions ====
                 // `scalarize-tiles` (in `to_backend_subset`) rewrites them into the subset; Cube
@@ -712,6 +765,77 @@ impl<'k> Gen<'k> {
                 }
             }
         }
+        Ok(())
+    }
+
+    // ==== `mma` (the Cube) ====
+    fn mma(&mut self, a: &TileRef, b: &TileRef, c: &TileRef, (m, n, k): (u32, u32, u32), a_ty: KDType, acc: KDType) -> R<()> {
+        let cfg_shape = self.cube.iter().find(|s| s.0 == a_ty && s.1 == acc).copied();
+        let Some((_, _, tm, tn, tk)) = cfg_shape else {
+            return Err(CgError::Internal(format!("mma {a_ty}->{acc} kept without a Cube shape")));
+        };
+        let (adt, cdt) = (isa_dtype_narrow(a_ty)?, isa_dtype(acc)?);
+        let (m, n, k) = (m as u64, n as u64, k as u64);
+        let (mp, np, kp) = (m.div_ceil(tm) * tm, n.div_ceil(tn) * tn, k.div_ceil(tk) * tk);
+        let (asz, csz) = (adt.size(), cdt.size());
+        let l1_b = (mp * kp * asz).div_ceil(SLOT_ALIGN) * SLOT_ALIGN;
+        let ub_c = self.alloc_ub(m * n * csz);
+        let ub_p = self.alloc_ub(m * n * csz);
+        // Everything the scalar unit or the Vector unit did so far is complete before the DMAs.
+        self.emit(Instr::Barrier);
+        self.vec_dirty.clear();
+        // GM addresses of the three operands, in r18..r20.
+        for (reg, t) in [(18u8, a), (19, b), (20, c)] {
+            let eb = if reg == 20 { csz } else { asz };
+            self.address(t.buf, t.offset, eb)?;
+            self.alui(AluOp::Add, reg, T1, 0);
+        }
+        let (rsa, rsb, rsc) = (a.row_stride as u64, b.row_stride as u64, c.row_stride as u64);
+        // A and B, zero-padded to Cube tile multiples, into L1, then L0A and L0B.
+        self.dma(Mem::Gm, Mem::L1, adt, adt, Opnd::Imm(0), Opnd::Reg(18), [m, k, rsa, kp, mp, kp])?;
+        self.dma(Mem::Gm, Mem::L1, adt, adt, Opnd::Imm(l1_b), Opnd::Reg(19), [k, n, rsb, np, kp, np])?;
+        self.flag(crate::isa::Pipe::Mte2, crate::isa::Pipe::Mte1);
+        self.dma(Mem::L1, Mem::L0a, adt, adt, Opnd::Imm(0), Opnd::Imm(0), [mp, kp, kp, kp, mp, kp])?;
+        self.dma(Mem::L1, Mem::L0b, adt, adt, Opnd::Imm(0), Opnd::Imm(l1_b), [kp, np, np, np, kp, np])?;
+        self.flag(crate::isa::Pipe::Mte1, crate::isa::Pipe::Cube);
+        let regs = [10u8, 11, 12, 13, 14, 15, 16];
+        for (r, v) in regs.iter().zip([0, 0, 0, mp / tm, np / tn, kp / tk, 1]) {
+            self.li64(*r, v as i64);
+        }
+        self.emit(Instr::Mma { adt, cdt, regs });
+        self.flag(crate::isa::Pipe::Cube, crate::isa::Pipe::Vec);
+        // The product to the UB (on the Vector pipe), the old C from GM, their sum back to GM.
+        self.dma(Mem::L0c, Mem::Ub, cdt, cdt, Opnd::Imm(ub_p), Opnd::Imm(0), [m, n, np, n, m, n])?;
+        self.dma(Mem::Gm, Mem::Ub, cdt, cdt, Opnd::Imm(ub_c), Opnd::Reg(20), [m, n, rsc, n, m, n])?;
+        self.flag(crate::isa::Pipe::Mte2, crate::isa::Pipe::Vec);
+        self.vec_raw(VecOp::Add, VecForm::VV, cdt, cdt, ub_c, ub_c, Some(ub_p), m * n, None)?;
+        self.flag(crate::isa::Pipe::Vec, crate::isa::Pipe::Mte3);
+        self.dma(Mem::Ub, Mem::Gm, cdt, cdt, Opnd::Reg(20), Opnd::Imm(ub_c), [m, n, n, rsc, m, n])?;
+        self.emit(Instr::Barrier);
+        self.vec_dirty.clear();
+        Ok(())
+    }
+
+    /// `SET_FLAG src, dst, 0` then `WAIT_FLAG src, dst, 0`: `dst` waits for all of `src`'s work.
+    fn flag(&mut self, src: crate::isa::Pipe, dst: crate::isa::Pipe) {
+        self.emit(Instr::SetFlag { src, dst, id: 0 });
+        self.emit(Instr::WaitFlag { src, dst, id: 0 });
+    }
+
+    /// A DMA with `dims` = rows, cols, src stride, dst stride, dst rows, dst cols (elements).
+    #[allow(clippy::too_many_arguments)]
+    fn dma(&mut self, src_mem: Mem, dst_mem: Mem, sdt: DType, ddt: DType, dst: Opnd, src: Opnd, dims: [u64; 6]) -> R<()> {
+        let regs = [10u8, 11, 12, 13, 14, 15, 16, 17];
+        for (r, o) in [(regs[0], dst), (regs[1], src)] {
+            match o {
+                Opnd::Imm(v) => self.li64(r, v as i64),
+                Opnd::Reg(x) => self.alui(AluOp::Add, r, x, 0),
+            }
+        }
+        for (r, v) in regs[2..].iter().zip(dims) {
+            self.li64(*r, v as i64);
+        }
+        self.emit(Instr::Dma { src_mem, dst_mem, sdt, ddt, regs, scale: None });
         Ok(())
     }
 
@@ -1091,6 +1215,7 @@ impl Liveness {
                 InstKind::Load { index, .. } => vec![*index],
                 InstKind::Store { index, value, .. } => vec![*index, *value],
                 InstKind::Yield(vals) => vals.clone(),
+                InstKind::Mma { a, b, c, .. } => vec![a.offset, b.offset, c.offset],
                 _ => {
                     return Err(CgError::Internal(format!(
                         "`{}` survived `to_backend_subset`",

@@ -46,15 +46,35 @@ impl NpuSim {
         }
         let mut k = kernel.clone();
         // `to_backend_subset`, with the math routines computed in f32: the chip has no f64.
+        // A buffer `mma` the Cube can run stays (see `codegen::cube_mma_ok`); if any cannot, all
+        // are expanded into loops.
+        let cfg = &self.cfg;
         let subset = |k: &mut Kernel| -> Result<(), KirError> {
             use tessera_kir::passes::*;
-            scalarize_tiles(k, &ScalarizeOptions::default())?;
-            expand_mma(k)?;
+            // An f32 tile product becomes multiply-add loops in f32 (the exact expansion
+            // needs f64, which the chip lacks).
+            let opts = ScalarizeOptions { blocked_f32_mma: true, ..ScalarizeOptions::default() };
+            scalarize_tiles(k, &opts)?;
+            let mut mmas = Vec::new();
+            collect_mma(&k.body, &mut mmas);
+            let cube = !mmas.is_empty() && mmas.iter().all(|i| codegen::cube_mma_ok(k, i, cfg));
+            if !cube {
+                expand_mma(k)?;
+            }
             expand_math_without_f64(k)?;
             expand_math(k)?;
+            // A Cube `mma` reads its f16/bf16 operands as they are in GM, so the low-precision
+            // pass has nothing to do for it; it sees the operands by their storage view while it
+            // runs, and their dtypes are put back after.
+            let types = retype_mma(&mut k.body, &mut None);
             legalize_low_precision(k)?;
+            retype_mma(&mut k.body, &mut Some(types.into_iter()));
             tessera_kir::verify(k)?;
-            check_backend_subset(k)
+            if cube {
+                Ok(())
+            } else {
+                check_backend_subset(k)
+            }
         };
         subset(&mut k).map_err(|e| match e {
             KirError::Unsupported { .. } => {
@@ -90,4 +110,51 @@ impl Target for NpuSim {
         let blob = codegen::compile(&k, &self.cfg).map_err(|e| self.cg_error(kernel, e))?;
         Ok(KernelBlob { name: kernel.name.clone(), code: blob.encode() })
     }
+}
+
+/// Every buffer `mma` of a block, nested blocks included.
+fn collect_mma(b: &tessera_kir::Block, out: &mut Vec<tessera_kir::Inst>) {
+    for i in &b.insts {
+        match &i.kind {
+            tessera_kir::InstKind::Mma { .. } => out.push(i.clone()),
+            tessera_kir::InstKind::For { body, .. } => collect_mma(body, out),
+            tessera_kir::InstKind::If { then_blk, else_blk, .. } => {
+                collect_mma(then_blk, out);
+                collect_mma(else_blk, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// With `restore` `None`: renames every `mma`'s narrow float operand dtypes to their storage
+/// view and returns the originals, in walk order. With `Some`, puts those originals back.
+fn retype_mma(
+    b: &mut tessera_kir::Block,
+    restore: &mut Option<std::vec::IntoIter<(tessera_ir::DType, tessera_ir::DType)>>,
+) -> Vec<(tessera_ir::DType, tessera_ir::DType)> {
+    let mut out = Vec::new();
+    for i in &mut b.insts {
+        match &mut i.kind {
+            tessera_kir::InstKind::Mma { a_ty, b_ty, .. } => match restore {
+                Some(it) => {
+                    if let Some((a, bt)) = it.next() {
+                        (*a_ty, *b_ty) = (a, bt);
+                    }
+                }
+                None => {
+                    out.push((*a_ty, *b_ty));
+                    *a_ty = tessera_kir::storage_view(*a_ty).unwrap_or(*a_ty);
+                    *b_ty = tessera_kir::storage_view(*b_ty).unwrap_or(*b_ty);
+                }
+            },
+            tessera_kir::InstKind::For { body, .. } => out.extend(retype_mma(body, restore)),
+            tessera_kir::InstKind::If { then_blk, else_blk, .. } => {
+                out.extend(retype_mma(then_blk, restore));
+                out.extend(retype_mma(else_blk, restore));
+            }
+            _ => {}
+        }
+    }
+    out
 }

@@ -457,6 +457,8 @@ fn vec_dtype_ok(op: VecOp, sdt: DType, ddt: DType) -> bool {
         VecOp::Cast => true,
         VecOp::Mov | VecOp::Dup | VecOp::Sel => sdt == ddt,
         _ if op.is_compare() => sdt.is_float() && ddt == DType::U8,
+        // Integer vector arithmetic: i32, wrapping.
+        VecOp::Add | VecOp::Sub | VecOp::Mul | VecOp::Max | VecOp::Min if sdt == DType::I32 => ddt == DType::I32,
         _ => sdt == ddt && sdt.is_float(),
     }
 }
@@ -552,6 +554,23 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
                 continue;
             }
             _ => {}
+        }
+        if a.sdt == DType::I32 {
+            let rd = |at: usize| i32::from_le_bytes([ub.data[at], ub.data[at + 1], ub.data[at + 2], ub.data[at + 3]]);
+            let x = rd(si);
+            let y = match a.form {
+                VecForm::VV => rd(a.src2 as usize + i * ss),
+                _ => rd(a.src2 as usize),
+            };
+            let v = match a.op {
+                VecOp::Add => x.wrapping_add(y),
+                VecOp::Sub => x.wrapping_sub(y),
+                VecOp::Mul => x.wrapping_mul(y),
+                VecOp::Max => x.max(y),
+                _ => x.min(y),
+            };
+            ub.data[di..di + 4].copy_from_slice(&v.to_le_bytes());
+            continue;
         }
         let x = read_f32(a.sdt, &ub.data[si..si + ss]);
         let y = match a.form {
