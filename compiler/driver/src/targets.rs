@@ -33,15 +33,60 @@ pub struct TargetInfo {
 /// Every target, available or not.
 pub fn all() -> Vec<TargetInfo> {
     vec![
-        TargetInfo { name: "host", description: "this CPU, via Cranelift (default)", feature: None, available: true },
-        TargetInfo { name: "interp", description: "the reference kernel-IR interpreter", feature: None, available: true },
-        TargetInfo { name: "npu-sim", description: "simulated Da Vinci-style NPU: npu-sim ISA, run by the simulator", feature: None, available: true },
-        TargetInfo { name: "npu-sim-lite", description: "a smaller npu-sim chip (less L0/L1/UB, other Cube tiles, no bf16)", feature: None, available: true },
-        TargetInfo { name: "llvm-x86_64", description: "LLVM 22 CPU code, AVX2/AVX-512", feature: Some("llvm"), available: false },
-        TargetInfo { name: "llvm-aarch64", description: "LLVM 22 CPU code, NEON", feature: Some("llvm"), available: false },
-        TargetInfo { name: "llvm-riscv64", description: "LLVM 22 CPU code, RVV 1.0", feature: Some("llvm"), available: false },
-        TargetInfo { name: "nvptx", description: "PTX for sm_80/sm_90 via LLVM", feature: Some("llvm"), available: false },
-        TargetInfo { name: "mlir", description: "export to MLIR linalg/tensor/arith", feature: Some("mlir"), available: false },
+        TargetInfo {
+            name: "host",
+            description: "this CPU, via Cranelift (default)",
+            feature: None,
+            available: true,
+        },
+        TargetInfo {
+            name: "interp",
+            description: "the reference kernel-IR interpreter",
+            feature: None,
+            available: true,
+        },
+        TargetInfo {
+            name: "npu-sim",
+            description: "simulated Da Vinci-style NPU: npu-sim ISA, run by the simulator",
+            feature: None,
+            available: true,
+        },
+        TargetInfo {
+            name: "npu-sim-lite",
+            description: "a smaller npu-sim chip (less L0/L1/UB, other Cube tiles, no bf16)",
+            feature: None,
+            available: true,
+        },
+        TargetInfo {
+            name: "llvm-x86_64",
+            description: "LLVM 22 CPU code, AVX2/AVX-512",
+            feature: Some("llvm"),
+            available: false,
+        },
+        TargetInfo {
+            name: "llvm-aarch64",
+            description: "LLVM 22 CPU code, NEON",
+            feature: Some("llvm"),
+            available: false,
+        },
+        TargetInfo {
+            name: "llvm-riscv64",
+            description: "LLVM 22 CPU code, RVV 1.0",
+            feature: Some("llvm"),
+            available: false,
+        },
+        TargetInfo {
+            name: "nvptx",
+            description: "PTX for sm_80/sm_90 via LLVM",
+            feature: Some("llvm"),
+            available: false,
+        },
+        TargetInfo {
+            name: "mlir",
+            description: "export to MLIR linalg/tensor/arith",
+            feature: Some("mlir"),
+            available: false,
+        },
     ]
 }
 
@@ -50,12 +95,18 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
     match name {
         "host" => tessera_host::Host::native()
             .map(|h| Box::new(h) as Box<dyn Target>)
-            .map_err(|e| LookupError::Init { name: name.into(), message: e.to_string() }),
+            .map_err(|e| LookupError::Init {
+                name: name.into(),
+                message: e.to_string(),
+            }),
         "interp" => Ok(Box::new(Interp::new())),
         _ => match npu_chip(name) {
             Some((toml, path)) => tessera_npu_sim::NpuSim::from_toml(toml, path)
                 .map(|t| Box::new(t) as Box<dyn Target>)
-                .map_err(|e| LookupError::Init { name: name.into(), message: e.to_string() }),
+                .map_err(|e| LookupError::Init {
+                    name: name.into(),
+                    message: e.to_string(),
+                }),
             None => Err(unavailable(name)),
         },
     }
@@ -64,22 +115,42 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
 /// The npu-sim family: one code generator and one simulator, one description file per chip.
 /// A new chip of the family is one row here and one in [`all`] (docs/adding-a-target.md).
 const NPU_CHIPS: &[(&str, &str, &str)] = &[
-    ("npu-sim", include_str!("../../../targets/npu-sim/target.toml"), "targets/npu-sim/target.toml"),
-    ("npu-sim-lite", include_str!("../../../targets/npu-sim-lite/target.toml"), "targets/npu-sim-lite/target.toml"),
+    (
+        "npu-sim",
+        include_str!("../../../targets/npu-sim/target.toml"),
+        "targets/npu-sim/target.toml",
+    ),
+    (
+        "npu-sim-lite",
+        include_str!("../../../targets/npu-sim-lite/target.toml"),
+        "targets/npu-sim-lite/target.toml",
+    ),
 ];
 
 /// The description (text, path) of an npu-sim-family chip.
 fn npu_chip(name: &str) -> Option<(&'static str, &'static str)> {
-    NPU_CHIPS.iter().find(|(n, _, _)| *n == name).map(|(_, t, p)| (*t, *p))
+    NPU_CHIPS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, t, p)| (*t, *p))
 }
 
 /// The simulator device of an npu-sim-family chip, in `mode` (cycle mode records a report per
 /// launch). `None` when `name` is not such a chip.
-pub fn npu_sim_device(name: &str, mode: tessera_npu_sim::Mode) -> Result<Option<tessera_npu_sim::NpuSimDevice>, LookupError> {
-    let Some((toml, path)) = npu_chip(name) else { return Ok(None) };
-    let cfg = tessera_npu_sim::TargetConfig::from_toml(toml)
-        .map_err(|e| LookupError::Init { name: name.into(), message: format!("{path}: {e}") })?;
-    Ok(Some(tessera_npu_sim::NpuSimDevice::new(cfg).with_mode(mode)))
+pub fn npu_sim_device(
+    name: &str,
+    mode: tessera_npu_sim::Mode,
+) -> Result<Option<tessera_npu_sim::NpuSimDevice>, LookupError> {
+    let Some((toml, path)) = npu_chip(name) else {
+        return Ok(None);
+    };
+    let cfg = tessera_npu_sim::TargetConfig::from_toml(toml).map_err(|e| LookupError::Init {
+        name: name.into(),
+        message: format!("{path}: {e}"),
+    })?;
+    Ok(Some(
+        tessera_npu_sim::NpuSimDevice::new(cfg).with_mode(mode),
+    ))
 }
 
 /// The runtime-side device for `name`.
@@ -112,8 +183,11 @@ pub struct Interp {
 
 impl Interp {
     pub fn new() -> Interp {
-        let desc = TargetDesc::parse(include_str!("../../../targets/interp/target.toml"), "targets/interp/target.toml")
-            .expect("the bundled interp target.toml parses (checked by a test)");
+        let desc = TargetDesc::parse(
+            include_str!("../../../targets/interp/target.toml"),
+            "targets/interp/target.toml",
+        )
+        .expect("the bundled interp target.toml parses (checked by a test)");
         Interp { desc }
     }
 }
@@ -130,7 +204,10 @@ impl Target for Interp {
     }
 
     fn compile(&self, kernel: &Kernel) -> Result<KernelBlob, TargetError> {
-        Ok(KernelBlob { name: kernel.name.clone(), code: tessera_kir::text::print_kernel(kernel).into_bytes() })
+        Ok(KernelBlob {
+            name: kernel.name.clone(),
+            code: tessera_kir::text::print_kernel(kernel).into_bytes(),
+        })
     }
 }
 
@@ -142,7 +219,10 @@ mod tests {
     fn bundled_descriptions_parse_and_lookup_distinguishes_errors() {
         assert_eq!(lookup("interp").unwrap().desc().name, "interp");
         assert_eq!(lookup("host").unwrap().desc().name, "host");
-        assert!(matches!(lookup("nvptx"), Err(LookupError::FeatureDisabled { .. })));
+        assert!(matches!(
+            lookup("nvptx"),
+            Err(LookupError::FeatureDisabled { .. })
+        ));
         assert!(matches!(lookup("tpu9000"), Err(LookupError::Unknown(_))));
         assert_eq!(lookup("npu-sim").unwrap().desc().name, "npu-sim");
         assert_eq!(lookup("npu-sim-lite").unwrap().desc().name, "npu-sim-lite");

@@ -491,6 +491,43 @@ impl KernelBuilder {
     }
 }
 
+/// Data checks: `trap` (see [`InstKind::Trap`]) and the index check built on it.
+impl KernelBuilder {
+    /// Stops this program instance with data error `code` and `value` when `cond` holds.
+    pub fn trap_if(&mut self, cond: Val, code: u32, value: Val) {
+        self.emit(InstKind::Trap { cond, code, value }, &[]);
+    }
+
+    /// Normalises a runtime index `idx` (an `i64`) into an axis of `n` elements as ONNX
+    /// specifies (a negative index counts from the end, once) and traps with `code` and the
+    /// index as read when it is still outside `0..n`. The result is in `0..n` whenever the
+    /// instance goes on, so it is safe to load with.
+    pub fn checked_index(&mut self, idx: Val, n: u64, code: u32) -> Val {
+        let zero = self.index(0);
+        let nv = self.index(n as i64);
+        let neg = self.cmp(CmpOp::Lt, idx, zero);
+        let plus = self.add(idx, nv);
+        let w = self.select(neg, plus, idx);
+        let lo = self.cmp(CmpOp::Lt, w, zero);
+        let hi = self.cmp(CmpOp::Ge, w, nv);
+        let bad = self.binary(BinOp::Or, lo, hi);
+        self.trap_if(bad, code, idx);
+        w
+    }
+
+    /// Traps with `code` and `idx` unless `0 <= idx < n`: for indices that ONNX does not let
+    /// count from the end (batch indices, position ids).
+    pub fn checked_below(&mut self, idx: Val, n: u64, code: u32) -> Val {
+        let zero = self.index(0);
+        let nv = self.index(n as i64);
+        let lo = self.cmp(CmpOp::Lt, idx, zero);
+        let hi = self.cmp(CmpOp::Ge, idx, nv);
+        let bad = self.binary(BinOp::Or, lo, hi);
+        self.trap_if(bad, code, idx);
+        idx
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

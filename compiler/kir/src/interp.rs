@@ -92,6 +92,16 @@ pub enum InterpError {
         inst: String,
         msg: String,
     },
+
+    /// Bad input data: a `trap` instruction fired (an index out of range, a bad size). `code`
+    /// is the kernel's check number, which the plan's trap table maps to a node and input.
+    #[error("kernel `{kernel}`, program {program}: data check {code} failed on value {value}")]
+    Data {
+        kernel: String,
+        program: String,
+        code: u32,
+        value: i64,
+    },
 }
 
 /// Runs `k` once per grid point over the parameter buffers `args`, given in parameter order as
@@ -626,6 +636,11 @@ enum TrapKind {
         end: i128,
     },
     Other(String),
+    /// A `trap` instruction fired: bad data, not a bad kernel.
+    Data {
+        code: u32,
+        value: i64,
+    },
 }
 
 struct Machine<'k, 'a> {
@@ -688,6 +703,12 @@ impl<'k> Machine<'k, '_> {
                 at,
                 inst: t.inst,
                 msg,
+            },
+            TrapKind::Data { code, value } => InterpError::Data {
+                kernel: k.name.clone(),
+                program,
+                code,
+                value,
             },
         }
     }
@@ -1046,6 +1067,17 @@ impl<'k> Machine<'k, '_> {
             }
             // Program instances run one at a time, so there is nothing to wait for.
             Barrier => {}
+            Trap { cond, code, value } => {
+                if self.scalar(*cond) != 0 {
+                    return Err(self.trap(
+                        inst,
+                        TrapKind::Data {
+                            code: *code,
+                            value: self.scalar(*value) as i64,
+                        },
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -596,4 +596,17 @@ pub enum InstKind {
     /// instance that shares that memory, completes before any access after it. Program
     /// instances that share no memory see no effect (the interpreter runs them one at a time).
     Barrier,
+    /// A data check. When `cond` (a scalar bool) is true, this program instance stops at once
+    /// and the launch fails with data error `code` and the offending `value` (an `i64`, e.g.
+    /// an index as read from a tensor); nothing after the trap runs in this instance, and the
+    /// runtime never hands out the launch's outputs. Which instance's trap is reported when
+    /// several fire is the first in row-major grid order. `code` is the kernel's own number for
+    /// the check; the plan's trap table (`Plan::traps`) says which node, op and input it is
+    /// about. Lowering puts a trap before every access whose index comes from runtime data, in
+    /// place of clamping it: an index out of range is an error, never a silent wrong answer.
+    Trap {
+        cond: Val,
+        code: u32,
+        value: Val,
+    },
 }

@@ -448,6 +448,9 @@ impl Printer<'_> {
             TileTranspose(x) => format!("tile.transpose {}", self.val(*x)),
             TileIndex(axis) => format!("tile.index {}", axis_name(*axis)),
             Barrier => "barrier".to_string(),
+            Trap { cond, code, value } => {
+                format!("trap {}, {code}, {}", self.val(*cond), self.val(*value))
+            }
         };
         self.out.push_str(&s);
         match &inst.kind {
@@ -1273,6 +1276,17 @@ impl Parser {
                     a_ty,
                     b_ty,
                     acc,
+                }
+            }
+            "trap" => {
+                let cond = self.val()?;
+                self.punct(',')?;
+                let code = self.int::<u32>("a trap code")?;
+                self.punct(',')?;
+                Trap {
+                    cond,
+                    code,
+                    value: self.val()?,
                 }
             }
             "tile.load" => {

@@ -878,6 +878,17 @@ impl<'k> Verifier<'k> {
                 }
             }
             Barrier => self.expect_results(inst, 0)?,
+            Trap { cond, value, .. } => {
+                self.expect_results(inst, 0)?;
+                let ct = self.use_val(inst, *cond)?;
+                if ct != Ty::BOOL {
+                    return Err(self.err(
+                        inst,
+                        format!("trap condition is {ct}; expected a scalar bool"),
+                    ));
+                }
+                self.index(inst, "value", *value)?;
+            }
         }
         // Define the results (For's and If's were type-checked above).
         for &r in &inst.results {

@@ -379,3 +379,119 @@ fn interpreter_reports_in_range_elements_outside_the_buffer() {
         .to_string();
     assert!(e.contains("tile.load reads") && e.contains("`a`"), "{e}");
 }
+
+/// `Y = A · Bᵀ` with B stored `n × k` (a Gemm with transB): its tiles are read through a
+/// transposed view, which the blocked expansion keeps transposed and multiplies as dot
+/// products.
+fn gemm_bt_kernel((m, n, k): (u64, u64, u64), (tm, tn, tk): (u16, u16, u16)) -> Kernel {
+    let mut b = KernelBuilder::new("gemm_bt");
+    let a = b.param("a", DType::F32, m * k, Access::Read);
+    let bb = b.param("b", DType::F32, n * k, Access::Read);
+    let y = b.param("y", DType::F32, m * n, Access::Write);
+    b.set_grid(&[m.div_ceil(tm as u64), n.div_ceil(tn as u64)]);
+    let (pi, pj) = (b.program_id(0), b.program_id(1));
+    let (tmv, tnv) = (b.index(tm as i64), b.index(tn as i64));
+    let i0 = b.mul(pi, tmv);
+    let j0 = b.mul(pj, tnv);
+    let zero = b.index(0);
+    let acc0 = b.acc_tile(DType::F32, tm, tn, 0.0);
+    let (lo, hi, step) = (b.index(0), b.index(k as i64), b.index(tk as i64));
+    let acc = b.for_loop(lo, hi, step, &[acc0], |b, k0, acc| {
+        let ta = b.tile_load(
+            TileAt::row_major(a, zero, &[m, k], &[i0, k0]),
+            tm,
+            tk,
+            Scalar::Float(0.0),
+        );
+        let bt_view = View {
+            buf: bb,
+            offset: zero,
+            dims: vec![k, n],
+            strides: vec![1, k as i64],
+        };
+        let tb = b.tile_load(
+            TileAt {
+                view: bt_view,
+                origin: vec![k0, j0],
+            },
+            tk,
+            tn,
+            Scalar::Float(0.0),
+        );
+        vec![b.tile_mma(ta, tb, acc[0])]
+    })[0];
+    b.tile_store(TileAt::row_major(y, zero, &[m, n], &[i0, j0]), acc);
+    b.finish()
+}
+
+#[test]
+fn transposed_b_tiles_multiply_as_dot_products() {
+    let (m, n, k) = (6u64, 11u64, 23u64);
+    let kern = gemm_bt_kernel((m, n, k), (4, 8, 16));
+    let a = data((m * k) as usize, 8);
+    let bt = data((n * k) as usize, 9);
+    let mut want = vec![0f32; (m * n) as usize];
+    for i in 0..m as usize {
+        for j in 0..n as usize {
+            want[i * n as usize + j] = (0..k as usize)
+                .map(|l| a[i * k as usize + l] as f64 * bt[j * k as usize + l] as f64)
+                .sum::<f64>() as f32;
+        }
+    }
+    for opts in [None, Some(ScalarizeOptions::default()), Some(blocked())] {
+        let mut kk = kern.clone();
+        if let Some(o) = opts {
+            scalarize_tiles(&mut kk, &o).unwrap();
+            to_backend_subset(&mut kk).unwrap();
+        }
+        if opts == Some(blocked()) {
+            // The B tile buffer is 8 × 16 (transposed), read with vector loads.
+            assert!(
+                print_kernel(&kk).contains("reduce add"),
+                "no dot-product form:\n{}",
+                print_kernel(&kk)
+            );
+        }
+        let mut args = vec![
+            f32_bytes(&a),
+            f32_bytes(&bt),
+            vec![0u8; (m * n * 4) as usize],
+        ];
+        run(&kk, &mut args);
+        close(&f32_of(&args[2]), &want, 1e-5);
+    }
+}
+
+/// The worked kernel of docs/kernel-ir.md parses, verifies and computes its definition.
+#[test]
+fn the_manuals_worked_kernel_runs() {
+    let doc = include_str!("../../../docs/kernel-ir.md");
+    let start = doc
+        .find("kernel @gemm_bias_relu")
+        .expect("the manual has the worked kernel");
+    let end = start + doc[start..].find("```").expect("a closed code block");
+    let k = parse_kernel(&doc[start..end]).unwrap_or_else(|e| panic!("the manual's kernel: {e}"));
+    let (m, n, kk) = (40usize, 24usize, 72usize);
+    let to_h = |xs: &[f32]| {
+        xs.iter()
+            .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let of_h = |bs: &[u8]| {
+        bs.chunks(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect::<Vec<f32>>()
+    };
+    let (a, bm, bias) = (data(m * kk, 10), data(kk * n, 11), data(n, 12));
+    let want = gemm_ref(&of_h(&to_h(&a)), &of_h(&to_h(&bm)), &bias, (m, n, kk));
+    for scalarize in [false, true] {
+        let mut kern = k.clone();
+        if scalarize {
+            scalarize_tiles(&mut kern, &blocked()).unwrap();
+            to_backend_subset(&mut kern).unwrap();
+        }
+        let mut args = vec![to_h(&a), to_h(&bm), f32_bytes(&bias), vec![0u8; m * n * 2]];
+        run(&kern, &mut args);
+        close(&of_h(&args[3]), &want, 2e-3);
+    }
+}

@@ -213,12 +213,17 @@ pub struct NpuVector {
 
 fn dtype_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DType>, D::Error> {
     let names = Vec::<String>::deserialize(d)?;
-    names.iter().map(|n| DType::from_str(n).map_err(serde::de::Error::custom)).collect()
+    names
+        .iter()
+        .map(|n| DType::from_str(n).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 fn dtype_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<DType, u64>, D::Error> {
     let m = BTreeMap::<String, u64>::deserialize(d)?;
-    m.into_iter().map(|(k, v)| Ok((DType::from_str(&k).map_err(serde::de::Error::custom)?, v))).collect()
+    m.into_iter()
+        .map(|(k, v)| Ok((DType::from_str(&k).map_err(serde::de::Error::custom)?, v)))
+        .collect()
 }
 
 /// Splits an mma key `"f16xf16->f32"` into its dtypes.
@@ -231,9 +236,14 @@ fn parse_pair(key: &str) -> Option<(DType, DType, DType)> {
 impl TargetDesc {
     /// Parses and checks a `target.toml`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &str) -> Result<TargetDesc, TargetError> {
-        let d: TargetDesc =
-            toml::from_str(text).map_err(|e| TargetError::Desc { path: path.to_string(), message: e.to_string() })?;
-        d.check().map_err(|message| TargetError::Desc { path: path.to_string(), message })?;
+        let d: TargetDesc = toml::from_str(text).map_err(|e| TargetError::Desc {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        d.check().map_err(|message| TargetError::Desc {
+            path: path.to_string(),
+            message,
+        })?;
         Ok(d)
     }
 
@@ -246,31 +256,54 @@ impl TargetDesc {
                 return Err(format!("memory `{}` listed twice", m.name));
             }
             if m.bytes == 0 || m.align == 0 || !m.align.is_power_of_two() {
-                return Err(format!("memory `{}`: bytes must be > 0 and align a power of two", m.name));
+                return Err(format!(
+                    "memory `{}`: bytes must be > 0 and align a power of two",
+                    m.name
+                ));
             }
         }
         for e in &self.dma {
             for end in [&e.src, &e.dst] {
                 if self.memory_named(end).is_none() {
-                    return Err(format!("DMA edge {}->{} names memory `{end}`, which is not listed", e.src, e.dst));
+                    return Err(format!(
+                        "DMA edge {}->{} names memory `{end}`, which is not listed",
+                        e.src, e.dst
+                    ));
                 }
             }
             if e.src == e.dst {
-                return Err(format!("DMA edge {}->{} joins a memory to itself", e.src, e.dst));
+                return Err(format!(
+                    "DMA edge {}->{} joins a memory to itself",
+                    e.src, e.dst
+                ));
             }
             if matches!(e.pipe, Pipe::Scalar | Pipe::Cube) {
-                return Err(format!("DMA edge {}->{} cannot run on pipe {:?}", e.src, e.dst, e.pipe));
+                return Err(format!(
+                    "DMA edge {}->{} cannot run on pipe {:?}",
+                    e.src, e.dst, e.pipe
+                ));
             }
             if e.bytes_per_cycle == 0 {
-                return Err(format!("DMA edge {}->{}: bytes_per_cycle must be > 0", e.src, e.dst));
+                return Err(format!(
+                    "DMA edge {}->{}: bytes_per_cycle must be > 0",
+                    e.src, e.dst
+                ));
             }
-            if self.dma.iter().filter(|o| o.src == e.src && o.dst == e.dst).count() > 1 {
+            if self
+                .dma
+                .iter()
+                .filter(|o| o.src == e.src && o.dst == e.dst)
+                .count()
+                > 1
+            {
                 return Err(format!("DMA edge {}->{} listed twice", e.src, e.dst));
             }
         }
         for (key, shape) in &self.mma {
             if parse_pair(key).is_none() {
-                return Err(format!("mma key `{key}` is not of the form `AxB->ACC` with three dtypes"));
+                return Err(format!(
+                    "mma key `{key}` is not of the form `AxB->ACC` with three dtypes"
+                ));
             }
             if shape.contains(&0) {
                 return Err(format!("mma `{key}`: tile dims must be > 0"));
@@ -291,13 +324,24 @@ impl TargetDesc {
     pub fn mma_pairs(&self) -> Vec<MmaPair> {
         self.mma
             .iter()
-            .filter_map(|(k, s)| parse_pair(k).map(|(a, b, acc)| MmaPair { a, b, acc, m: s[0], n: s[1], k: s[2] }))
+            .filter_map(|(k, s)| {
+                parse_pair(k).map(|(a, b, acc)| MmaPair {
+                    a,
+                    b,
+                    acc,
+                    m: s[0],
+                    n: s[1],
+                    k: s[2],
+                })
+            })
             .collect()
     }
 
     /// The tile shape of one dtype pair.
     pub fn mma_pair(&self, a: DType, b: DType, acc: DType) -> Option<MmaPair> {
-        self.mma_pairs().into_iter().find(|p| p.a == a && p.b == b && p.acc == acc)
+        self.mma_pairs()
+            .into_iter()
+            .find(|p| p.a == a && p.b == b && p.acc == acc)
     }
 
     pub fn memory_named(&self, name: &str) -> Option<&MemoryDesc> {
@@ -345,20 +389,28 @@ matmul_tile = [1, 1, 1]
         let bad = format!("{MINI}[mma]\n\"f16xf16\" = [16, 16, 16]\n");
         let e = TargetDesc::parse(&bad, "t.toml").unwrap_err().to_string();
         assert!(e.contains("mma key `f16xf16`"), "{e}");
-        let bad = format!("{MINI}[[memory]]\nname = \"UB\"\nbytes = 10\nalign = 3\nrole = \"vector\"\n");
+        let bad =
+            format!("{MINI}[[memory]]\nname = \"UB\"\nbytes = 10\nalign = 3\nrole = \"vector\"\n");
         let e = TargetDesc::parse(&bad, "t.toml").unwrap_err().to_string();
         assert!(e.contains("align a power of two"), "{e}");
-        let bad = format!("{MINI}[[memory]]\nname = \"UB\"\nbytes = 10\nalign = 4\nrole = \"vectr\"\n");
+        let bad =
+            format!("{MINI}[[memory]]\nname = \"UB\"\nbytes = 10\nalign = 4\nrole = \"vectr\"\n");
         let e = TargetDesc::parse(&bad, "t.toml").unwrap_err().to_string();
         assert!(e.contains("vectr"), "{e}");
-        let bad = format!("{MINI}[[dma]]\nsrc = \"GM\"\ndst = \"UB\"\npipe = \"MTE2\"\nbytes_per_cycle = 1\n");
+        let bad = format!(
+            "{MINI}[[dma]]\nsrc = \"GM\"\ndst = \"UB\"\npipe = \"MTE2\"\nbytes_per_cycle = 1\n"
+        );
         let e = TargetDesc::parse(&bad, "t.toml").unwrap_err().to_string();
         assert!(e.contains("memory `GM`, which is not listed"), "{e}");
     }
 
     #[test]
     fn mma_pairs_are_typed() {
-        let d = TargetDesc::parse(&format!("{MINI}[mma]\n\"i8xi8->i32\" = [16, 16, 32]\n"), "t.toml").unwrap();
+        let d = TargetDesc::parse(
+            &format!("{MINI}[mma]\n\"i8xi8->i32\" = [16, 16, 32]\n"),
+            "t.toml",
+        )
+        .unwrap();
         assert!(d.has_mma("i8", "i8", "i32"));
         let p = d.mma_pair(DType::I8, DType::I8, DType::I32).unwrap();
         assert_eq!((p.m, p.n, p.k), (16, 16, 32));

@@ -15,10 +15,18 @@ pub enum TargetError {
     Desc { path: String, message: String },
     /// The kernel uses something the target cannot run (a dtype, an mma pair, a construct).
     #[error("target `{target}` cannot compile kernel `{kernel}`: {message}")]
-    Unsupported { target: String, kernel: String, message: String },
+    Unsupported {
+        target: String,
+        kernel: String,
+        message: String,
+    },
     /// A compiler bug: code generation failed on a verified kernel.
     #[error("target `{target}` failed to compile kernel `{kernel}`: {message}")]
-    Codegen { target: String, kernel: String, message: String },
+    Codegen {
+        target: String,
+        kernel: String,
+        message: String,
+    },
 }
 
 /// A compiled kernel: the bytes a device loads, plus what the runtime needs to call it.

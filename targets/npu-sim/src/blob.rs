@@ -7,6 +7,10 @@ use crate::error::{Result, SimError};
 use crate::isa::{decode_program, encode_program, Instr};
 
 const MAGIC: &[u8; 4] = b"TNPU";
+
+/// The registers a fired kernel-IR `trap` leaves at `HALT`: the offending value, the trap code,
+/// and 1 (0 when no trap fired: registers start at 0).
+pub const TRAP_REGS: [u8; 3] = [21, 22, 23];
 const VERSION: u32 = 1;
 
 /// One kernel parameter's place in GM.
@@ -49,7 +53,9 @@ impl Blob {
         let bad = |m: String| SimError::Args(format!("npu-sim blob: {m}"));
         let mut at = 0usize;
         let mut take = |n: usize, what: &str| -> Result<&[u8]> {
-            let s = bytes.get(at..at + n).ok_or_else(|| bad(format!("truncated in the {what}")))?;
+            let s = bytes
+                .get(at..at + n)
+                .ok_or_else(|| bad(format!("truncated in the {what}")))?;
             at += n;
             Ok(s)
         };
@@ -60,7 +66,9 @@ impl Blob {
         let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
         let version = u32_of(take(4, "version")?);
         if version != VERSION {
-            return Err(bad(format!("version {version}, this simulator reads {VERSION}")));
+            return Err(bad(format!(
+                "version {version}, this simulator reads {VERSION}"
+            )));
         }
         let n = u32_of(take(4, "parameter count")?) as usize;
         if n > 1 << 16 {
@@ -75,16 +83,27 @@ impl Blob {
                 1 => true,
                 f => return Err(bad(format!("parameter {i}: written flag {f}"))),
             };
-            params.push(ParamSlot { addr, bytes: pbytes, written });
+            params.push(ParamSlot {
+                addr,
+                bytes: pbytes,
+                written,
+            });
         }
         let gm_bytes = u64_of(take(8, "GM size")?);
         for (i, p) in params.iter().enumerate() {
             if p.addr.checked_add(p.bytes).is_none_or(|e| e > gm_bytes) {
-                return Err(bad(format!("parameter {i} at {:#x}+{} lies outside the {gm_bytes}-byte GM", p.addr, p.bytes)));
+                return Err(bad(format!(
+                    "parameter {i} at {:#x}+{} lies outside the {gm_bytes}-byte GM",
+                    p.addr, p.bytes
+                )));
             }
         }
         let program = decode_program(&bytes[at..])?;
-        Ok(Blob { params, gm_bytes, program })
+        Ok(Blob {
+            params,
+            gm_bytes,
+            program,
+        })
     }
 }
 
@@ -95,7 +114,18 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_damage() {
         let b = Blob {
-            params: vec![ParamSlot { addr: 0x1000, bytes: 16, written: false }, ParamSlot { addr: 0x1200, bytes: 4, written: true }],
+            params: vec![
+                ParamSlot {
+                    addr: 0x1000,
+                    bytes: 16,
+                    written: false,
+                },
+                ParamSlot {
+                    addr: 0x1200,
+                    bytes: 4,
+                    written: true,
+                },
+            ],
             gm_bytes: 0x1204,
             program: vec![Instr::Li { rd: 1, imm: 3 }, Instr::Halt],
         };
@@ -105,9 +135,15 @@ mod tests {
         assert!(e.contains("truncated in the parameter"), "{e}");
         let mut bad = bytes.clone();
         bad[0] = b'X';
-        assert!(Blob::decode(&bad).unwrap_err().to_string().contains("bad magic"));
+        assert!(Blob::decode(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("bad magic"));
         let mut bad = b.clone();
         bad.gm_bytes = 0x1100;
-        assert!(Blob::decode(&bad.encode()).unwrap_err().to_string().contains("outside"));
+        assert!(Blob::decode(&bad.encode())
+            .unwrap_err()
+            .to_string()
+            .contains("outside"));
     }
 }

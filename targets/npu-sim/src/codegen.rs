@@ -33,7 +33,10 @@
 use std::collections::HashMap;
 
 use tessera_ir::DType as KDType;
-use tessera_kir::{BinOp, Block, Buf, CmpOp, Inst, InstKind, Kernel, ReduceOp, Scalar, Space, TileRef, Ty, UnOp, Val};
+use tessera_kir::{
+    BinOp, Block, Buf, CmpOp, Inst, InstKind, Kernel, ReduceOp, Scalar, Space, TileRef, Ty, UnOp,
+    Val,
+};
 
 use crate::blob::{Blob, ParamSlot};
 use crate::config::TargetConfig;
@@ -92,8 +95,16 @@ fn isa_dtype(d: KDType) -> R<DType> {
         KDType::I64 => DType::I64,
         KDType::U64 => DType::U64,
         KDType::F32 => DType::F32,
-        KDType::F64 => return Err(CgError::Unsupported("f64 values: the npu-sim Vector unit has no f64".into())),
-        other => return Err(CgError::Internal(format!("a {other} value outside the backend subset"))),
+        KDType::F64 => {
+            return Err(CgError::Unsupported(
+                "f64 values: the npu-sim Vector unit has no f64".into(),
+            ))
+        }
+        other => {
+            return Err(CgError::Internal(format!(
+                "a {other} value outside the backend subset"
+            )))
+        }
     })
 }
 
@@ -119,14 +130,37 @@ fn isa_dtype_narrow(d: KDType) -> R<DType> {
 /// stride and row strides no shorter than the rows, and the padded blocks fit L1, L0A, L0B,
 /// L0C and a quarter of the UB. Otherwise `expand-mma` makes loops of it (on the Vector unit).
 pub fn cube_mma_ok(k: &Kernel, inst: &Inst, cfg: &TargetConfig) -> bool {
-    let InstKind::Mma { a, b, c, m, n, k: kk, a_ty, b_ty, acc } = &inst.kind else { return false };
-    let Some(s) = cfg.desc.mma_pair(*a_ty, *b_ty, *acc) else { return false };
-    let (Ok(adt), Ok(cdt)) = (isa_dtype_narrow(*a_ty), isa_dtype(*acc)) else { return false };
+    let InstKind::Mma {
+        a,
+        b,
+        c,
+        m,
+        n,
+        k: kk,
+        a_ty,
+        b_ty,
+        acc,
+    } = &inst.kind
+    else {
+        return false;
+    };
+    let Some(s) = cfg.desc.mma_pair(*a_ty, *b_ty, *acc) else {
+        return false;
+    };
+    let (Ok(adt), Ok(cdt)) = (isa_dtype_narrow(*a_ty), isa_dtype(*acc)) else {
+        return false;
+    };
     let params = k.num_params as u32;
-    let unit = [a, b, c].iter().all(|t| t.buf.0 < params && t.col_stride == 1);
+    let unit = [a, b, c]
+        .iter()
+        .all(|t| t.buf.0 < params && t.col_stride == 1);
     let (m, n, kk) = (*m as u64, *n as u64, *kk as u64);
     let rows_ok = a.row_stride >= kk as i64 && b.row_stride >= n as i64 && c.row_stride >= n as i64;
-    let (mp, np, kp) = (m.div_ceil(s.m as u64) * s.m as u64, n.div_ceil(s.n as u64) * s.n as u64, kk.div_ceil(s.k as u64) * s.k as u64);
+    let (mp, np, kp) = (
+        m.div_ceil(s.m as u64) * s.m as u64,
+        n.div_ceil(s.n as u64) * s.n as u64,
+        kk.div_ceil(s.k as u64) * s.k as u64,
+    );
     let (asz, csz) = (adt.size(), cdt.size());
     let fits = mp * kp * asz + 32 + kp * np * asz <= cfg.mem(Mem::L1).size
         && mp * kp * asz <= cfg.mem(Mem::L0a).size
@@ -184,7 +218,12 @@ pub fn compile(k: &Kernel, cfg: &TargetConfig) -> R<Blob> {
         ub_top: 0,
         ub_size: 0,
         vreg_known: [None; 6],
-        cube: cfg.desc.mma_pairs().iter().map(|p| (p.a, p.acc, p.m as u64, p.n as u64, p.k as u64)).collect(),
+        cube: cfg
+            .desc
+            .mma_pairs()
+            .iter()
+            .map(|p| (p.a, p.acc, p.m as u64, p.n as u64, p.k as u64))
+            .collect(),
     };
     // Slots first: every value, then the shared areas.
     let mut consts = Vec::new();
@@ -200,15 +239,27 @@ pub fn compile(k: &Kernel, cfg: &TargetConfig) -> R<Blob> {
     let mut gm_top = GM_BASE;
     for d in k.params() {
         let bytes = d.dtype.storage_bytes(d.len);
-        g.places.push(Place { mem: Mem::Gm, addr: gm_top, bytes });
-        params.push(ParamSlot { addr: gm_top, bytes, written: d.access != tessera_kir::Access::Read });
+        g.places.push(Place {
+            mem: Mem::Gm,
+            addr: gm_top,
+            bytes,
+        });
+        params.push(ParamSlot {
+            addr: gm_top,
+            bytes,
+            written: d.access != tessera_kir::Access::Read,
+        });
         gm_top = (gm_top + bytes.max(1)).div_ceil(GM_BUFFER_ALIGN) * GM_BUFFER_ALIGN;
     }
     for d in &k.bufs[k.num_params..] {
         let bytes = d.dtype.storage_bytes(d.len).div_ceil(8) * 8;
         if g.ub_top + bytes.div_ceil(SLOT_ALIGN) * SLOT_ALIGN <= ub_size {
             let addr = g.alloc_ub(bytes);
-            g.places.push(Place { mem: Mem::Ub, addr, bytes });
+            g.places.push(Place {
+                mem: Mem::Ub,
+                addr,
+                bytes,
+            });
         } else {
             if d.space == Space::Shared {
                 return Err(CgError::Unsupported(format!(
@@ -216,25 +267,40 @@ pub fn compile(k: &Kernel, cfg: &TargetConfig) -> R<Blob> {
                     d.name, g.target, g.ub_top
                 )));
             }
-            g.places.push(Place { mem: Mem::Gm, addr: gm_top, bytes });
+            g.places.push(Place {
+                mem: Mem::Gm,
+                addr: gm_top,
+                bytes,
+            });
             gm_top = (gm_top + bytes.max(1)).div_ceil(GM_BUFFER_ALIGN) * GM_BUFFER_ALIGN;
         }
     }
     let gm_size = cfg.mem(Mem::Gm).size;
     if gm_top > gm_size {
-        return Err(CgError::Unsupported(format!("its buffers need {gm_top} bytes of GM, target `{}` has {gm_size}", g.target)));
+        return Err(CgError::Unsupported(format!(
+            "its buffers need {gm_top} bytes of GM, target `{}` has {gm_size}",
+            g.target
+        )));
     }
 
     // Prologue: r0 = 0, the zero slot, every constant.
     g.li(ZERO, 0);
     for off in (0..SLOT_ALIGN).step_by(8) {
-        g.emit(Instr::St { mem: Mem::Ub, dt: DType::U64, rs: ZERO, base: ZERO, offset: (g.zero + off) as i32 });
+        g.emit(Instr::St {
+            mem: Mem::Ub,
+            dt: DType::U64,
+            rs: ZERO,
+            base: ZERO,
+            offset: (g.zero + off) as i32,
+        });
     }
     for (v, c) in consts {
         g.constant(v, c)?;
     }
     // The grid loop nest around the body.
-    let grid: Vec<u64> = (0..3).map(|i| k.grid.get(i).copied().unwrap_or(1)).collect();
+    let grid: Vec<u64> = (0..3)
+        .map(|i| k.grid.get(i).copied().unwrap_or(1))
+        .collect();
     let mut heads = Vec::new();
     for (axis, &n) in grid.iter().enumerate() {
         if n == 0 {
@@ -278,7 +344,11 @@ impl<'k> Gen<'k> {
                 _ => return Err(CgError::Internal("fixup on a non-branch".into())),
             }
         }
-        Ok(Blob { params, gm_bytes: gm_top, program: self.code })
+        Ok(Blob {
+            params,
+            gm_bytes: gm_top,
+            program: self.code,
+        })
     }
 
     fn emit(&mut self, i: Instr) {
@@ -307,7 +377,12 @@ impl<'k> Gen<'k> {
 
     fn branch(&mut self, cond: Cond, rs1: u8, rs2: u8, l: Label) {
         self.fixups.push((self.code.len(), l));
-        self.emit(Instr::Branch { cond, rs1, rs2, target: 0 });
+        self.emit(Instr::Branch {
+            cond,
+            rs1,
+            rs2,
+            target: 0,
+        });
     }
 
     fn jmp(&mut self, l: Label) {
@@ -330,7 +405,12 @@ impl<'k> Gen<'k> {
         self.li(T3, v as i32);
         self.alui(AluOp::Shl, T3, T3, 32);
         self.alui(AluOp::Shr, T3, T3, 32);
-        self.emit(Instr::Alu { op: AluOp::Or, rd, rs1: rd, rs2: T3 });
+        self.emit(Instr::Alu {
+            op: AluOp::Or,
+            rd,
+            rs1: rd,
+            rs2: T3,
+        });
     }
 
     fn alu(&mut self, op: AluOp, rd: u8, rs1: u8, rs2: u8) {
@@ -352,7 +432,10 @@ impl<'k> Gen<'k> {
     }
 
     fn slot(&self, v: Val) -> R<u64> {
-        self.slots.get(&v).copied().ok_or_else(|| CgError::Internal(format!("value %{} has no slot", v.0)))
+        self.slots
+            .get(&v)
+            .copied()
+            .ok_or_else(|| CgError::Internal(format!("value %{} has no slot", v.0)))
     }
 
     fn slot_bytes(&self, v: Val) -> u64 {
@@ -369,8 +452,10 @@ impl<'k> Gen<'k> {
         // Linear scan in order of definition; a slot is free for values defined strictly after
         // the last use of its previous value (never in the same instruction: lane-wise scalar
         // code may write a result lane before it reads every operand lane).
-        let mut order: Vec<(u32, u32, Val, u64)> =
-            ranges.iter().map(|(&root, &(d, e))| (d, e, root, lv.bytes(self.k, root))).collect();
+        let mut order: Vec<(u32, u32, Val, u64)> = ranges
+            .iter()
+            .map(|(&root, &(d, e))| (d, e, root, lv.bytes(self.k, root)))
+            .collect();
         order.sort_by_key(|&(d, e, v, _)| (d, e, v));
         let mut active: Vec<(u32, u64, u64)> = Vec::new(); // (last use, size, addr)
         let mut free: Vec<(u64, u64)> = Vec::new(); // (size, addr)
@@ -429,7 +514,13 @@ impl<'k> Gen<'k> {
         let eb = elem_bytes(t.elem);
         let addr = self.slot(v)? + if t.lanes == 1 { 0 } else { lane * eb };
         self.scalar_touch(addr, eb);
-        self.emit(Instr::Ld { mem: Mem::Ub, dt: isa_dtype(t.elem)?, rd, base: ZERO, offset: addr as i32 });
+        self.emit(Instr::Ld {
+            mem: Mem::Ub,
+            dt: isa_dtype(t.elem)?,
+            rd,
+            base: ZERO,
+            offset: addr as i32,
+        });
         Ok(())
     }
 
@@ -439,7 +530,13 @@ impl<'k> Gen<'k> {
         let eb = elem_bytes(t.elem);
         let addr = self.slot(v)? + lane * eb;
         self.scalar_touch(addr, eb);
-        self.emit(Instr::St { mem: Mem::Ub, dt: isa_dtype(t.elem)?, rs, base: ZERO, offset: addr as i32 });
+        self.emit(Instr::St {
+            mem: Mem::Ub,
+            dt: isa_dtype(t.elem)?,
+            rs,
+            base: ZERO,
+            offset: addr as i32,
+        });
         Ok(())
     }
 
@@ -456,7 +553,17 @@ impl<'k> Gen<'k> {
         }
         let n = t.lanes as u64 * elem_bytes(t.elem);
         if t.elem == KDType::F32 {
-            return self.vec_raw(VecOp::Mov, VecForm::Unary, DType::U8, DType::U8, ds, ss, None, n, None);
+            return self.vec_raw(
+                VecOp::Mov,
+                VecForm::Unary,
+                DType::U8,
+                DType::U8,
+                ds,
+                ss,
+                None,
+                n,
+                None,
+            );
         }
         self.move_bytes(ds, ss, n)
     }
@@ -519,7 +626,11 @@ impl<'k> Gen<'k> {
             Some(b) => (VecForm::VV, Some(self.slot(b)?)),
             None => (VecForm::Unary, None),
         };
-        let ddt = if op.is_compare() { DType::U8 } else { DType::F32 };
+        let ddt = if op.is_compare() {
+            DType::U8
+        } else {
+            DType::F32
+        };
         self.vec_raw(op, form, DType::F32, ddt, rs, as_, bs, lanes, None)
     }
 
@@ -533,7 +644,10 @@ impl<'k> Gen<'k> {
 
                 // ==== `program_id` ====
                 InstKind::ProgramId(axis) => {
-                    let r = GRID.get(*axis as usize).copied().ok_or_else(|| CgError::Internal(format!("grid axis {axis}")))?;
+                    let r = GRID
+                        .get(*axis as usize)
+                        .copied()
+                        .ok_or_else(|| CgError::Internal(format!("grid axis {axis}")))?;
                     self.st_lane(r, res(0), 0)?;
                 }
 
@@ -562,7 +676,17 @@ impl<'k> Gen<'k> {
                     let t = self.ty(r);
                     if t.elem == KDType::F32 {
                         let (rs, xs) = (self.slot(r)?, self.slot(*x)?);
-                        self.vec_raw(VecOp::Dup, VecForm::Unary, DType::F32, DType::F32, rs, xs, None, t.lanes as u64, None)?;
+                        self.vec_raw(
+                            VecOp::Dup,
+                            VecForm::Unary,
+                            DType::F32,
+                            DType::F32,
+                            rs,
+                            xs,
+                            None,
+                            t.lanes as u64,
+                            None,
+                        )?;
                     } else {
                         self.ld_lane(T0, *x, 0)?;
                         for l in 0..t.lanes as u64 {
@@ -591,7 +715,13 @@ impl<'k> Gen<'k> {
                         self.scalar_touch(p.addr, p.bytes);
                     }
                     for l in 0..t.lanes as u64 {
-                        self.emit(Instr::Ld { mem: p.mem, dt, rd: T0, base: T1, offset: (l * eb) as i32 });
+                        self.emit(Instr::Ld {
+                            mem: p.mem,
+                            dt,
+                            rd: T0,
+                            base: T1,
+                            offset: (l * eb) as i32,
+                        });
                         self.st_lane(T0, r, l)?;
                     }
                 }
@@ -607,12 +737,26 @@ impl<'k> Gen<'k> {
                     }
                     for l in 0..t.lanes as u64 {
                         self.ld_lane(T0, *value, l)?;
-                        self.emit(Instr::St { mem: p.mem, dt, rs: T0, base: T1, offset: (l * eb) as i32 });
+                        self.emit(Instr::St {
+                            mem: p.mem,
+                            dt,
+                            rs: T0,
+                            base: T1,
+                            offset: (l * eb) as i32,
+                        });
                     }
                 }
 
                 // ==== `for` ====
-                InstKind::For { lo, hi, step, iv, iter, init, body } => {
+                InstKind::For {
+                    lo,
+                    hi,
+                    step,
+                    iv,
+                    iter,
+                    init,
+                    body,
+                } => {
                     for (&it, &v) in iter.iter().zip(init) {
                         self.copy_val(it, v)?;
                     }
@@ -635,7 +779,11 @@ impl<'k> Gen<'k> {
                 }
 
                 // ==== `if` ====
-                InstKind::If { cond, then_blk, else_blk } => {
+                InstKind::If {
+                    cond,
+                    then_blk,
+                    else_blk,
+                } => {
                     self.ld_lane(T0, *cond, 0)?;
                     self.sync_boundary();
                     let (els, done) = (self.new_label(), self.new_label());
@@ -651,17 +799,49 @@ impl<'k> Gen<'k> {
 
                 // ==== `yield` ====
                 // Handled by the enclosing `for`/`if` (`block_with_yield`).
-                InstKind::Yield(_) => return Err(CgError::Internal("`yield` outside a for or if body".into())),
+                InstKind::Yield(_) => {
+                    return Err(CgError::Internal("`yield` outside a for or if body".into()))
+                }
 
                 // ==== `mma` ====
                 // Kept only when `cube_mma_ok` holds (else `expand-mma` made loops of it): DMA of
                 // A and B to L1 and on to L0A/L0B, one Cube `MMA`, and the old C added on the
                 // Vector unit.
-                InstKind::Mma { a, b, c, m, n, k, a_ty, acc, .. } => self.mma(a, b, c, (*m, *n, *k), *a_ty, *acc)?,
+                InstKind::Mma {
+                    a,
+                    b,
+                    c,
+                    m,
+                    n,
+                    k,
+                    a_ty,
+                    acc,
+                    ..
+                } => self.mma(a, b, c, (*m, *n, *k), *a_ty, *acc)?,
+
+                // ==== `trap` ====
+                // The value and code into the trap registers, the flag set, and `HALT`: the grid
+                // loop runs instances in row-major order, so the first instance to trap is the
+                // one reported.
+                InstKind::Trap { cond, code, value } => {
+                    let [value_reg, code_reg, fired_reg] = crate::blob::TRAP_REGS;
+                    self.ld_lane(T0, *cond, 0)?;
+                    let skip = self.new_label();
+                    self.branch(Cond::Eq, T0, ZERO, skip);
+                    self.ld_lane(value_reg, *value, 0)?;
+                    self.li64(code_reg, *code as i64);
+                    self.li(fired_reg, 1);
+                    self.emit(Instr::Halt);
+                    self.bind(skip);
+                }
 
                 // ==== `math` ====
                 // The shared passes expand it before code generation.
-                InstKind::Math(..) => return Err(CgError::Internal("a math routine survived `to_backend_subset`".into())),
+                InstKind::Math(..) => {
+                    return Err(CgError::Internal(
+                        "a math routine survived `to_backend_subset`".into(),
+                    ))
+                }
 
                 // ==== tile instructions ====
                 // `scalarize-tiles` (in `to_backend_subset`) rewrites them into the subset; Cube
@@ -683,13 +863,19 @@ impl<'k> Gen<'k> {
             Some((l, rest)) if matches!(l.kind, InstKind::Yield(_)) => (Some(l), rest),
             _ => (None, &b.insts[..]),
         };
-        self.block(&Block { insts: body.to_vec() })?;
+        self.block(&Block {
+            insts: body.to_vec(),
+        })?;
         let vals = match last.map(|l| &l.kind) {
             Some(InstKind::Yield(v)) => v.clone(),
             _ => Vec::new(),
         };
         if vals.len() != dsts.len() {
-            return Err(CgError::Internal(format!("yield of {} values into {}", vals.len(), dsts.len())));
+            return Err(CgError::Internal(format!(
+                "yield of {} values into {}",
+                vals.len(),
+                dsts.len()
+            )));
         }
         // A parallel copy: when a yielded value sits in another destination's slot (values
         // swapped between iterations), stage every value through a fresh slot first.
@@ -701,7 +887,10 @@ impl<'k> Gen<'k> {
         for &d in dsts {
             dslots.push(self.slot(d)?);
         }
-        let clash = srcs.iter().enumerate().any(|(i, s)| dslots.iter().enumerate().any(|(j, d)| i != j && s == d));
+        let clash = srcs
+            .iter()
+            .enumerate()
+            .any(|(i, s)| dslots.iter().enumerate().any(|(j, d)| i != j && s == d));
         if clash {
             for (i, &v) in vals.iter().enumerate() {
                 let tmp = self.alloc_ub(self.slot_bytes(v));
@@ -721,15 +910,35 @@ impl<'k> Gen<'k> {
         self.scalar_touch(dst, n);
         let mut off = 0;
         while off < n {
-            let w = if n - off >= 8 { 8 } else if n - off >= 4 { 4 } else if n - off >= 2 { 2 } else { 1 };
+            let w = if n - off >= 8 {
+                8
+            } else if n - off >= 4 {
+                4
+            } else if n - off >= 2 {
+                2
+            } else {
+                1
+            };
             let dt = match w {
                 8 => DType::U64,
                 4 => DType::U32,
                 2 => DType::U16,
                 _ => DType::U8,
             };
-            self.emit(Instr::Ld { mem: Mem::Ub, dt, rd: T0, base: ZERO, offset: (src + off) as i32 });
-            self.emit(Instr::St { mem: Mem::Ub, dt, rs: T0, base: ZERO, offset: (dst + off) as i32 });
+            self.emit(Instr::Ld {
+                mem: Mem::Ub,
+                dt,
+                rd: T0,
+                base: ZERO,
+                offset: (src + off) as i32,
+            });
+            self.emit(Instr::St {
+                mem: Mem::Ub,
+                dt,
+                rs: T0,
+                base: ZERO,
+                offset: (dst + off) as i32,
+            });
             off += w;
         }
         Ok(())
@@ -737,7 +946,10 @@ impl<'k> Gen<'k> {
 
     /// Puts the byte address of element `index` of `buf` in `T1`.
     fn address(&mut self, buf: Buf, index: Val, eb: u64) -> R<Place> {
-        let p = *self.places.get(buf.0 as usize).ok_or_else(|| CgError::Internal(format!("buffer {}", buf.0)))?;
+        let p = *self
+            .places
+            .get(buf.0 as usize)
+            .ok_or_else(|| CgError::Internal(format!("buffer {}", buf.0)))?;
         self.ld_lane(T1, index, 0)?;
         if eb != 1 {
             self.alui(AluOp::Mul, T1, T1, eb as i32);
@@ -752,14 +964,30 @@ impl<'k> Gen<'k> {
         for i in self.k.num_params..self.places.len() {
             let p = self.places[i];
             match p.mem {
-                Mem::Ub => self.vec_raw(VecOp::Dup, VecForm::Unary, DType::U8, DType::U8, p.addr, self.zero, None, p.bytes, None)?,
+                Mem::Ub => self.vec_raw(
+                    VecOp::Dup,
+                    VecForm::Unary,
+                    DType::U8,
+                    DType::U8,
+                    p.addr,
+                    self.zero,
+                    None,
+                    p.bytes,
+                    None,
+                )?,
                 _ => {
                     // A loop of 8-byte stores over GM scratch (sizes are multiples of 8).
                     self.li64(T1, p.addr as i64);
                     self.li64(T2, (p.addr + p.bytes) as i64);
                     let l = self.new_label();
                     self.bind(l);
-                    self.emit(Instr::St { mem: Mem::Gm, dt: DType::U64, rs: ZERO, base: T1, offset: 0 });
+                    self.emit(Instr::St {
+                        mem: Mem::Gm,
+                        dt: DType::U64,
+                        rs: ZERO,
+                        base: T1,
+                        offset: 0,
+                    });
                     self.alui(AluOp::Add, T1, T1, 8);
                     self.branch(Cond::Lt, T1, T2, l);
                 }
@@ -769,14 +997,32 @@ impl<'k> Gen<'k> {
     }
 
     // ==== `mma` (the Cube) ====
-    fn mma(&mut self, a: &TileRef, b: &TileRef, c: &TileRef, (m, n, k): (u32, u32, u32), a_ty: KDType, acc: KDType) -> R<()> {
-        let cfg_shape = self.cube.iter().find(|s| s.0 == a_ty && s.1 == acc).copied();
+    fn mma(
+        &mut self,
+        a: &TileRef,
+        b: &TileRef,
+        c: &TileRef,
+        (m, n, k): (u32, u32, u32),
+        a_ty: KDType,
+        acc: KDType,
+    ) -> R<()> {
+        let cfg_shape = self
+            .cube
+            .iter()
+            .find(|s| s.0 == a_ty && s.1 == acc)
+            .copied();
         let Some((_, _, tm, tn, tk)) = cfg_shape else {
-            return Err(CgError::Internal(format!("mma {a_ty}->{acc} kept without a Cube shape")));
+            return Err(CgError::Internal(format!(
+                "mma {a_ty}->{acc} kept without a Cube shape"
+            )));
         };
         let (adt, cdt) = (isa_dtype_narrow(a_ty)?, isa_dtype(acc)?);
         let (m, n, k) = (m as u64, n as u64, k as u64);
-        let (mp, np, kp) = (m.div_ceil(tm) * tm, n.div_ceil(tn) * tn, k.div_ceil(tk) * tk);
+        let (mp, np, kp) = (
+            m.div_ceil(tm) * tm,
+            n.div_ceil(tn) * tn,
+            k.div_ceil(tk) * tk,
+        );
         let (asz, csz) = (adt.size(), cdt.size());
         let l1_b = (mp * kp * asz).div_ceil(SLOT_ALIGN) * SLOT_ALIGN;
         let ub_c = self.alloc_ub(m * n * csz);
@@ -790,13 +1036,49 @@ impl<'k> Gen<'k> {
             self.address(t.buf, t.offset, eb)?;
             self.alui(AluOp::Add, reg, T1, 0);
         }
-        let (rsa, rsb, rsc) = (a.row_stride as u64, b.row_stride as u64, c.row_stride as u64);
+        let (rsa, rsb, rsc) = (
+            a.row_stride as u64,
+            b.row_stride as u64,
+            c.row_stride as u64,
+        );
         // A and B, zero-padded to Cube tile multiples, into L1, then L0A and L0B.
-        self.dma(Mem::Gm, Mem::L1, adt, adt, Opnd::Imm(0), Opnd::Reg(18), [m, k, rsa, kp, mp, kp])?;
-        self.dma(Mem::Gm, Mem::L1, adt, adt, Opnd::Imm(l1_b), Opnd::Reg(19), [k, n, rsb, np, kp, np])?;
+        self.dma(
+            Mem::Gm,
+            Mem::L1,
+            adt,
+            adt,
+            Opnd::Imm(0),
+            Opnd::Reg(18),
+            [m, k, rsa, kp, mp, kp],
+        )?;
+        self.dma(
+            Mem::Gm,
+            Mem::L1,
+            adt,
+            adt,
+            Opnd::Imm(l1_b),
+            Opnd::Reg(19),
+            [k, n, rsb, np, kp, np],
+        )?;
         self.flag(crate::isa::Pipe::Mte2, crate::isa::Pipe::Mte1);
-        self.dma(Mem::L1, Mem::L0a, adt, adt, Opnd::Imm(0), Opnd::Imm(0), [mp, kp, kp, kp, mp, kp])?;
-        self.dma(Mem::L1, Mem::L0b, adt, adt, Opnd::Imm(0), Opnd::Imm(l1_b), [kp, np, np, np, kp, np])?;
+        self.dma(
+            Mem::L1,
+            Mem::L0a,
+            adt,
+            adt,
+            Opnd::Imm(0),
+            Opnd::Imm(0),
+            [mp, kp, kp, kp, mp, kp],
+        )?;
+        self.dma(
+            Mem::L1,
+            Mem::L0b,
+            adt,
+            adt,
+            Opnd::Imm(0),
+            Opnd::Imm(l1_b),
+            [kp, np, np, np, kp, np],
+        )?;
         self.flag(crate::isa::Pipe::Mte1, crate::isa::Pipe::Cube);
         let regs = [10u8, 11, 12, 13, 14, 15, 16];
         for (r, v) in regs.iter().zip([0, 0, 0, mp / tm, np / tn, kp / tk, 1]) {
@@ -805,12 +1087,46 @@ impl<'k> Gen<'k> {
         self.emit(Instr::Mma { adt, cdt, regs });
         self.flag(crate::isa::Pipe::Cube, crate::isa::Pipe::Vec);
         // The product to the UB (on the Vector pipe), the old C from GM, their sum back to GM.
-        self.dma(Mem::L0c, Mem::Ub, cdt, cdt, Opnd::Imm(ub_p), Opnd::Imm(0), [m, n, np, n, m, n])?;
-        self.dma(Mem::Gm, Mem::Ub, cdt, cdt, Opnd::Imm(ub_c), Opnd::Reg(20), [m, n, rsc, n, m, n])?;
+        self.dma(
+            Mem::L0c,
+            Mem::Ub,
+            cdt,
+            cdt,
+            Opnd::Imm(ub_p),
+            Opnd::Imm(0),
+            [m, n, np, n, m, n],
+        )?;
+        self.dma(
+            Mem::Gm,
+            Mem::Ub,
+            cdt,
+            cdt,
+            Opnd::Imm(ub_c),
+            Opnd::Reg(20),
+            [m, n, rsc, n, m, n],
+        )?;
         self.flag(crate::isa::Pipe::Mte2, crate::isa::Pipe::Vec);
-        self.vec_raw(VecOp::Add, VecForm::VV, cdt, cdt, ub_c, ub_c, Some(ub_p), m * n, None)?;
+        self.vec_raw(
+            VecOp::Add,
+            VecForm::VV,
+            cdt,
+            cdt,
+            ub_c,
+            ub_c,
+            Some(ub_p),
+            m * n,
+            None,
+        )?;
         self.flag(crate::isa::Pipe::Vec, crate::isa::Pipe::Mte3);
-        self.dma(Mem::Ub, Mem::Gm, cdt, cdt, Opnd::Reg(20), Opnd::Imm(ub_c), [m, n, n, rsc, m, n])?;
+        self.dma(
+            Mem::Ub,
+            Mem::Gm,
+            cdt,
+            cdt,
+            Opnd::Reg(20),
+            Opnd::Imm(ub_c),
+            [m, n, n, rsc, m, n],
+        )?;
         self.emit(Instr::Barrier);
         self.vec_dirty.clear();
         Ok(())
@@ -824,7 +1140,16 @@ impl<'k> Gen<'k> {
 
     /// A DMA with `dims` = rows, cols, src stride, dst stride, dst rows, dst cols (elements).
     #[allow(clippy::too_many_arguments)]
-    fn dma(&mut self, src_mem: Mem, dst_mem: Mem, sdt: DType, ddt: DType, dst: Opnd, src: Opnd, dims: [u64; 6]) -> R<()> {
+    fn dma(
+        &mut self,
+        src_mem: Mem,
+        dst_mem: Mem,
+        sdt: DType,
+        ddt: DType,
+        dst: Opnd,
+        src: Opnd,
+        dims: [u64; 6],
+    ) -> R<()> {
         let regs = [10u8, 11, 12, 13, 14, 15, 16, 17];
         for (r, o) in [(regs[0], dst), (regs[1], src)] {
             match o {
@@ -835,7 +1160,14 @@ impl<'k> Gen<'k> {
         for (r, v) in regs[2..].iter().zip(dims) {
             self.li64(*r, v as i64);
         }
-        self.emit(Instr::Dma { src_mem, dst_mem, sdt, ddt, regs, scale: None });
+        self.emit(Instr::Dma {
+            src_mem,
+            dst_mem,
+            sdt,
+            ddt,
+            regs,
+            scale: None,
+        });
         Ok(())
     }
 
@@ -984,7 +1316,11 @@ impl<'k> Gen<'k> {
             return self.vec_vals(vop, r, a, Some(b));
         }
         let signed = t.elem.is_signed_int();
-        let (lt, ge) = if signed { (Cond::Lt, Cond::Ge) } else { (Cond::Ltu, Cond::Geu) };
+        let (lt, ge) = if signed {
+            (Cond::Lt, Cond::Ge)
+        } else {
+            (Cond::Ltu, Cond::Geu)
+        };
         // (condition, swap operands)
         let (c, swap) = match op {
             CmpOp::Eq => (Cond::Eq, false),
@@ -1016,11 +1352,31 @@ impl<'k> Gen<'k> {
             let lanes = t.lanes as u64;
             let mut cs = self.slot(c)?;
             if ct.lanes == 1 && lanes > 1 {
-                self.vec_raw(VecOp::Dup, VecForm::Unary, DType::U8, DType::U8, self.scratch, cs, None, lanes, None)?;
+                self.vec_raw(
+                    VecOp::Dup,
+                    VecForm::Unary,
+                    DType::U8,
+                    DType::U8,
+                    self.scratch,
+                    cs,
+                    None,
+                    lanes,
+                    None,
+                )?;
                 cs = self.scratch;
             }
             let (rs, as_, bs) = (self.slot(r)?, self.slot(a)?, self.slot(b)?);
-            return self.vec_raw(VecOp::Sel, VecForm::VV, DType::F32, DType::F32, rs, as_, Some(bs), lanes, Some(cs));
+            return self.vec_raw(
+                VecOp::Sel,
+                VecForm::VV,
+                DType::F32,
+                DType::F32,
+                rs,
+                as_,
+                Some(bs),
+                lanes,
+                Some(cs),
+            );
         }
         // r = b + (a - b) * c, with c 0 or 1: exact in wrapping arithmetic, no branch.
         for l in 0..t.lanes as u64 {
@@ -1043,14 +1399,52 @@ impl<'k> Gen<'k> {
         match (from == KDType::F32, to == KDType::F32) {
             (true, true) => self.copy_val(r, x),
             // int/bool → f32 rounds to nearest even on the Vector unit.
-            (false, true) => self.vec_raw(VecOp::Cast, VecForm::Unary, isa_dtype(from)?, DType::F32, rs, xs, None, lanes, None),
-            (true, false) if to == KDType::Bool => {
-                self.vec_raw(VecOp::CmpNe, VecForm::VS, DType::F32, DType::U8, rs, xs, Some(self.zero), lanes, None)
-            }
+            (false, true) => self.vec_raw(
+                VecOp::Cast,
+                VecForm::Unary,
+                isa_dtype(from)?,
+                DType::F32,
+                rs,
+                xs,
+                None,
+                lanes,
+                None,
+            ),
+            (true, false) if to == KDType::Bool => self.vec_raw(
+                VecOp::CmpNe,
+                VecForm::VS,
+                DType::F32,
+                DType::U8,
+                rs,
+                xs,
+                Some(self.zero),
+                lanes,
+                None,
+            ),
             // f32 → int truncates toward zero, then the cast saturates (NaN → 0).
             (true, false) => {
-                self.vec_raw(VecOp::Trunc, VecForm::Unary, DType::F32, DType::F32, self.scratch, xs, None, lanes, None)?;
-                self.vec_raw(VecOp::Cast, VecForm::Unary, DType::F32, isa_dtype(to)?, rs, self.scratch, None, lanes, None)
+                self.vec_raw(
+                    VecOp::Trunc,
+                    VecForm::Unary,
+                    DType::F32,
+                    DType::F32,
+                    self.scratch,
+                    xs,
+                    None,
+                    lanes,
+                    None,
+                )?;
+                self.vec_raw(
+                    VecOp::Cast,
+                    VecForm::Unary,
+                    DType::F32,
+                    isa_dtype(to)?,
+                    rs,
+                    self.scratch,
+                    None,
+                    lanes,
+                    None,
+                )
             }
             (false, false) => {
                 for l in 0..lanes {
@@ -1086,7 +1480,13 @@ impl<'k> Gen<'k> {
             self.li_vreg(V_DST, rs as i32);
             self.li_vreg(V_SRC1, xs as i32);
             self.li_vreg(V_LEN, t.lanes as i32);
-            self.emit(Instr::Vred { op: rop, dt: DType::F32, dst: V_DST, src: V_SRC1, len: V_LEN });
+            self.emit(Instr::Vred {
+                op: rop,
+                dt: DType::F32,
+                dst: V_DST,
+                src: V_SRC1,
+                len: V_LEN,
+            });
             self.vec_touch(rs, 4);
             self.vec_touch(xs, t.lanes as u64 * 4);
             return Ok(());
@@ -1098,8 +1498,20 @@ impl<'k> Gen<'k> {
             (ReduceOp::Max, true) => AluOp::Or,
             (ReduceOp::Add, _) => AluOp::Add,
             (ReduceOp::Mul, _) => AluOp::Mul,
-            (ReduceOp::Min, _) => if signed { AluOp::Min } else { AluOp::Minu },
-            (ReduceOp::Max, _) => if signed { AluOp::Max } else { AluOp::Maxu },
+            (ReduceOp::Min, _) => {
+                if signed {
+                    AluOp::Min
+                } else {
+                    AluOp::Minu
+                }
+            }
+            (ReduceOp::Max, _) => {
+                if signed {
+                    AluOp::Max
+                } else {
+                    AluOp::Maxu
+                }
+            }
         };
         self.ld_lane(T0, x, 0)?;
         for l in 1..t.lanes as u64 {
@@ -1148,12 +1560,21 @@ impl Liveness {
         self.uses.push((r, p, stack.to_vec()));
     }
 
-    fn walk(&mut self, k: &Kernel, b: &Block, stack: &mut Vec<usize>, consts: &mut Vec<(Val, Scalar)>) -> R<()> {
+    fn walk(
+        &mut self,
+        k: &Kernel,
+        b: &Block,
+        stack: &mut Vec<usize>,
+        consts: &mut Vec<(Val, Scalar)>,
+    ) -> R<()> {
         for inst in &b.insts {
             for &r in &inst.results {
                 isa_dtype(k.ty(r).elem)?;
                 if k.ty(r).is_tile() {
-                    return Err(CgError::Internal(format!("a tile value %{} after `to_backend_subset`", r.0)));
+                    return Err(CgError::Internal(format!(
+                        "a tile value %{} after `to_backend_subset`",
+                        r.0
+                    )));
                 }
             }
             self.pos += 1;
@@ -1170,7 +1591,15 @@ impl Liveness {
                     self.alias(inst.results[0], *x);
                     continue;
                 }
-                InstKind::For { lo, hi, step, iv, iter, init, body } => {
+                InstKind::For {
+                    lo,
+                    hi,
+                    step,
+                    iv,
+                    iter,
+                    init,
+                    body,
+                } => {
                     for &v in std::iter::once(lo).chain(init) {
                         self.use_at(v, p, stack);
                     }
@@ -1194,7 +1623,11 @@ impl Liveness {
                     }
                     continue;
                 }
-                InstKind::If { cond, then_blk, else_blk } => {
+                InstKind::If {
+                    cond,
+                    then_blk,
+                    else_blk,
+                } => {
                     self.use_at(*cond, p, stack);
                     for &r in &inst.results {
                         self.def_at(r, p);
@@ -1209,13 +1642,18 @@ impl Liveness {
                     continue;
                 }
                 InstKind::ProgramId(_) => vec![],
-                InstKind::Unary(_, x) | InstKind::Cast(x, _) | InstKind::Splat(x) | InstKind::Extract(x, _) | InstKind::ReduceLanes(_, x) => vec![*x],
+                InstKind::Unary(_, x)
+                | InstKind::Cast(x, _)
+                | InstKind::Splat(x)
+                | InstKind::Extract(x, _)
+                | InstKind::ReduceLanes(_, x) => vec![*x],
                 InstKind::Binary(_, a, b) | InstKind::Cmp(_, a, b) => vec![*a, *b],
                 InstKind::Select(c, a, b) => vec![*c, *a, *b],
                 InstKind::Load { index, .. } => vec![*index],
                 InstKind::Store { index, value, .. } => vec![*index, *value],
                 InstKind::Yield(vals) => vals.clone(),
                 InstKind::Mma { a, b, c, .. } => vec![a.offset, b.offset, c.offset],
+                InstKind::Trap { cond, value, .. } => vec![*cond, *value],
                 _ => {
                     return Err(CgError::Internal(format!(
                         "`{}` survived `to_backend_subset`",
@@ -1244,7 +1682,11 @@ impl Liveness {
         for (r, p, stack) in &self.uses {
             let Some(&d) = self.def.get(r) else { continue };
             // The outermost enclosing loop that the value was defined before.
-            let end = stack.iter().map(|&l| self.loops[l]).find(|&(start, _)| d < start).map_or(*p, |(_, e)| e.max(*p));
+            let end = stack
+                .iter()
+                .map(|&l| self.loops[l])
+                .find(|&(start, _)| d < start)
+                .map_or(*p, |(_, e)| e.max(*p));
             if let Some(x) = out.get_mut(r) {
                 x.1 = x.1.max(end);
             }
@@ -1263,6 +1705,10 @@ impl Liveness {
             let t = k.ty(v);
             t.lanes as u64 * elem_bytes(t.elem)
         };
-        self.members.get(&root).map(|m| m.iter().map(|&v| size(v)).max().unwrap_or(0)).unwrap_or(0).max(size(root))
+        self.members
+            .get(&root)
+            .map(|m| m.iter().map(|&v| size(v)).max().unwrap_or(0))
+            .unwrap_or(0)
+            .max(size(root))
     }
 }

@@ -18,7 +18,10 @@ impl NpuSim {
     /// The chip described by `toml` (`path` names it in errors).
     pub fn from_toml(toml: &str, path: &str) -> Result<NpuSim, TargetError> {
         let desc = TargetDesc::parse(toml, path)?;
-        let cfg = TargetConfig::from_desc(desc).map_err(|e| TargetError::Desc { path: path.to_string(), message: e.to_string() })?;
+        let cfg = TargetConfig::from_desc(desc).map_err(|e| TargetError::Desc {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
         Ok(NpuSim { cfg })
     }
 
@@ -32,15 +35,22 @@ impl NpuSim {
     }
 
     fn prepare(&self, kernel: &Kernel) -> Result<Kernel, TargetError> {
-        let codegen_err =
-            |message: String| TargetError::Codegen { target: self.name(), kernel: kernel.name.clone(), message };
-        tessera_kir::verify(kernel).map_err(|e| codegen_err(format!("the kernel fails the verifier: {e}")))?;
+        let codegen_err = |message: String| TargetError::Codegen {
+            target: self.name(),
+            kernel: kernel.name.clone(),
+            message,
+        };
+        tessera_kir::verify(kernel)
+            .map_err(|e| codegen_err(format!("the kernel fails the verifier: {e}")))?;
         for b in &kernel.bufs {
             if !self.cfg.desc.has_dtype(b.dtype) {
                 return Err(TargetError::Unsupported {
                     target: self.name(),
                     kernel: kernel.name.clone(),
-                    message: format!("buffer `{}` holds {}, which the chip does not have", b.name, b.dtype),
+                    message: format!(
+                        "buffer `{}` holds {}, which the chip does not have",
+                        b.name, b.dtype
+                    ),
                 });
             }
         }
@@ -53,7 +63,10 @@ impl NpuSim {
             use tessera_kir::passes::*;
             // An f32 tile product becomes multiply-add loops in f32 (the exact expansion
             // needs f64, which the chip lacks).
-            let opts = ScalarizeOptions { blocked_f32_mma: true, ..ScalarizeOptions::default() };
+            let opts = ScalarizeOptions {
+                blocked_f32_mma: true,
+                ..ScalarizeOptions::default()
+            };
             scalarize_tiles(k, &opts)?;
             let mut mmas = Vec::new();
             collect_mma(&k.body, &mut mmas);
@@ -77,9 +90,11 @@ impl NpuSim {
             }
         };
         subset(&mut k).map_err(|e| match e {
-            KirError::Unsupported { .. } => {
-                TargetError::Unsupported { target: self.name(), kernel: kernel.name.clone(), message: e.to_string() }
-            }
+            KirError::Unsupported { .. } => TargetError::Unsupported {
+                target: self.name(),
+                kernel: kernel.name.clone(),
+                message: e.to_string(),
+            },
             other => codegen_err(format!("`to_backend_subset`: {other}")),
         })?;
         Ok(k)
@@ -94,8 +109,16 @@ impl NpuSim {
 
     fn cg_error(&self, kernel: &Kernel, e: CgError) -> TargetError {
         match e {
-            CgError::Unsupported(message) => TargetError::Unsupported { target: self.name(), kernel: kernel.name.clone(), message },
-            CgError::Internal(message) => TargetError::Codegen { target: self.name(), kernel: kernel.name.clone(), message },
+            CgError::Unsupported(message) => TargetError::Unsupported {
+                target: self.name(),
+                kernel: kernel.name.clone(),
+                message,
+            },
+            CgError::Internal(message) => TargetError::Codegen {
+                target: self.name(),
+                kernel: kernel.name.clone(),
+                message,
+            },
         }
     }
 }
@@ -108,7 +131,10 @@ impl Target for NpuSim {
     fn compile(&self, kernel: &Kernel) -> Result<KernelBlob, TargetError> {
         let k = self.prepare(kernel)?;
         let blob = codegen::compile(&k, &self.cfg).map_err(|e| self.cg_error(kernel, e))?;
-        Ok(KernelBlob { name: kernel.name.clone(), code: blob.encode() })
+        Ok(KernelBlob {
+            name: kernel.name.clone(),
+            code: blob.encode(),
+        })
     }
 }
 
@@ -118,7 +144,9 @@ fn collect_mma(b: &tessera_kir::Block, out: &mut Vec<tessera_kir::Inst>) {
         match &i.kind {
             tessera_kir::InstKind::Mma { .. } => out.push(i.clone()),
             tessera_kir::InstKind::For { body, .. } => collect_mma(body, out),
-            tessera_kir::InstKind::If { then_blk, else_blk, .. } => {
+            tessera_kir::InstKind::If {
+                then_blk, else_blk, ..
+            } => {
                 collect_mma(then_blk, out);
                 collect_mma(else_blk, out);
             }
@@ -149,7 +177,9 @@ fn retype_mma(
                 }
             },
             tessera_kir::InstKind::For { body, .. } => out.extend(retype_mma(body, restore)),
-            tessera_kir::InstKind::If { then_blk, else_blk, .. } => {
+            tessera_kir::InstKind::If {
+                then_blk, else_blk, ..
+            } => {
                 out.extend(retype_mma(then_blk, restore));
                 out.extend(retype_mma(else_blk, restore));
             }

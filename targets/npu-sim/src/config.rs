@@ -71,27 +71,42 @@ impl TargetConfig {
 
     /// Reads a description from a file.
     pub fn from_path(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
         Self::from_toml(&text)
     }
 
     /// Parses and checks a description.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let desc = TargetDesc::parse(text, "target.toml").map_err(|e| SimError::Config(e.to_string()))?;
+        let desc =
+            TargetDesc::parse(text, "target.toml").map_err(|e| SimError::Config(e.to_string()))?;
         Self::from_desc(desc)
     }
 
     /// Checks a parsed description against the ISA and builds the simulator's view of it.
     pub fn from_desc(desc: TargetDesc) -> Result<Self> {
         let cfg = |m: String| SimError::Config(m);
-        let npu = desc.npu.clone().ok_or_else(|| cfg(format!("target `{}` has no [npu] section", desc.name)))?;
+        let npu = desc
+            .npu
+            .clone()
+            .ok_or_else(|| cfg(format!("target `{}` has no [npu] section", desc.name)))?;
         let mut mems: Vec<Option<MemDesc>> = vec![None; Mem::ALL.len()];
         for m in &desc.memory {
-            let id = Mem::from_name(&m.name).ok_or_else(|| cfg(format!("unknown memory `{}`", m.name)))?;
+            let id = Mem::from_name(&m.name)
+                .ok_or_else(|| cfg(format!("unknown memory `{}`", m.name)))?;
             if m.role != mem_role(id) {
-                return Err(cfg(format!("memory {} must have role {:?}, not {:?}", m.name, mem_role(id), m.role)));
+                return Err(cfg(format!(
+                    "memory {} must have role {:?}, not {:?}",
+                    m.name,
+                    mem_role(id),
+                    m.role
+                )));
             }
-            mems[id as usize] = Some(MemDesc { size: m.bytes, align: m.align as u64, role: m.about.clone() });
+            mems[id as usize] = Some(MemDesc {
+                size: m.bytes,
+                align: m.align as u64,
+                role: m.about.clone(),
+            });
         }
         let mut got = Vec::new();
         for (i, m) in mems.into_iter().enumerate() {
@@ -101,22 +116,43 @@ impl TargetConfig {
 
         let mut edges = HashMap::new();
         for e in &desc.dma {
-            let src = Mem::from_name(&e.src).ok_or_else(|| cfg(format!("unknown memory `{}`", e.src)))?;
-            let dst = Mem::from_name(&e.dst).ok_or_else(|| cfg(format!("unknown memory `{}`", e.dst)))?;
-            edges.insert((src, dst), DmaEdge { pipe: pipe_of(e.pipe), bytes_per_cycle: e.bytes_per_cycle, setup_cycles: e.setup_cycles });
+            let src =
+                Mem::from_name(&e.src).ok_or_else(|| cfg(format!("unknown memory `{}`", e.src)))?;
+            let dst =
+                Mem::from_name(&e.dst).ok_or_else(|| cfg(format!("unknown memory `{}`", e.dst)))?;
+            edges.insert(
+                (src, dst),
+                DmaEdge {
+                    pipe: pipe_of(e.pipe),
+                    bytes_per_cycle: e.bytes_per_cycle,
+                    setup_cycles: e.setup_cycles,
+                },
+            );
         }
 
-        let dt = |d: tessera_ir::DType| DType::from_name(d.name()).ok_or_else(|| cfg(format!("the ISA has no dtype {d}")));
+        let dt = |d: tessera_ir::DType| {
+            DType::from_name(d.name()).ok_or_else(|| cfg(format!("the ISA has no dtype {d}")))
+        };
         let mut mma_shapes = Vec::new();
         for p in desc.mma_pairs() {
             let (a, b, c) = (dt(p.a)?, dt(p.b)?, dt(p.acc)?);
             if a != b {
-                return Err(cfg(format!("MMA {a}x{b}: mixed operand dtypes are not modelled")));
+                return Err(cfg(format!(
+                    "MMA {a}x{b}: mixed operand dtypes are not modelled"
+                )));
             }
-            mma_shapes.push(MmaShape { adt: a, cdt: c, m: p.m as u64, k: p.k as u64, n: p.n as u64 });
+            mma_shapes.push(MmaShape {
+                adt: a,
+                cdt: c,
+                m: p.m as u64,
+                k: p.k as u64,
+                n: p.n as u64,
+            });
         }
         if npu.cube.cycles_per_tile == 0 || desc.vector_bytes == 0 || npu.scalar.queue_depth == 0 {
-            return Err(cfg("cycles_per_tile, vector_bytes and queue_depth must be > 0".into()));
+            return Err(cfg(
+                "cycles_per_tile, vector_bytes and queue_depth must be > 0".into(),
+            ));
         }
         // The peak figures are documentation; check them against the shapes and the vector
         // width so the file cannot contradict itself.
@@ -124,14 +160,21 @@ impl TargetConfig {
             let want = 2 * s.m * s.n * s.k / npu.cube.cycles_per_tile;
             match desc.peak_ops_per_cycle.get(&p.a) {
                 Some(&v) if v == want => {}
-                Some(&v) => return Err(cfg(format!("peak_ops_per_cycle.{} = {v}, but the Cube tile shape gives {want}", p.a))),
+                Some(&v) => {
+                    return Err(cfg(format!(
+                        "peak_ops_per_cycle.{} = {v}, but the Cube tile shape gives {want}",
+                        p.a
+                    )))
+                }
                 None => return Err(cfg(format!("peak_ops_per_cycle.{} missing", p.a))),
             }
         }
         if let Some(&v) = desc.peak_ops_per_cycle.get(&tessera_ir::DType::F32) {
             let want = desc.vector_bytes as u64 / 4;
             if v != want {
-                return Err(cfg(format!("peak_ops_per_cycle.f32 = {v}, but the vector width gives {want}")));
+                return Err(cfg(format!(
+                    "peak_ops_per_cycle.f32 = {v}, but the vector width gives {want}"
+                )));
             }
         }
         if npu.scalar.registers != 32 {
@@ -176,7 +219,10 @@ impl TargetConfig {
     }
 
     pub fn mma_shape(&self, adt: DType, cdt: DType) -> Option<MmaShape> {
-        self.mma_shapes.iter().copied().find(|s| s.adt == adt && s.cdt == cdt)
+        self.mma_shapes
+            .iter()
+            .copied()
+            .find(|s| s.adt == adt && s.cdt == cdt)
     }
 }
 
@@ -217,9 +263,15 @@ mod tests {
         assert_eq!(t.mem(Mem::L0c).size, 128 * 1024);
         assert_eq!(t.mem(Mem::Ub).size, 192 * 1024);
         let e = t.edge(Mem::Gm, Mem::L1).unwrap();
-        assert_eq!((e.pipe, e.bytes_per_cycle, e.setup_cycles), (Pipe::Mte2, 128, 100));
+        assert_eq!(
+            (e.pipe, e.bytes_per_cycle, e.setup_cycles),
+            (Pipe::Mte2, 128, 100)
+        );
         let e = t.edge(Mem::L1, Mem::L0b).unwrap();
-        assert_eq!((e.pipe, e.bytes_per_cycle, e.setup_cycles), (Pipe::Mte1, 256, 20));
+        assert_eq!(
+            (e.pipe, e.bytes_per_cycle, e.setup_cycles),
+            (Pipe::Mte1, 256, 20)
+        );
         assert!(t.edge(Mem::Gm, Mem::L0c).is_none());
         let s = t.mma_shape(DType::I8, DType::I32).unwrap();
         assert_eq!((s.m, s.k, s.n), (16, 32, 16));
@@ -228,10 +280,17 @@ mod tests {
     #[test]
     fn contradictory_peak_is_rejected() {
         let bad = DEFAULT_TARGET_TOML.replace("\nf16 = 8192", "\nf16 = 9000");
-        assert!(matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(m)) if m.contains("peak_ops_per_cycle.f16 = 9000")));
+        assert!(
+            matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(m)) if m.contains("peak_ops_per_cycle.f16 = 9000"))
+        );
         let bad = DEFAULT_TARGET_TOML.replace("role = \"matrix-a\"", "role = \"vector\"");
-        assert!(matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(m)) if m.contains("L0A must have role")));
+        assert!(
+            matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(m)) if m.contains("L0A must have role"))
+        );
         let bad = DEFAULT_TARGET_TOML.replace("name = \"UB\"", "name = \"XB\"");
-        assert!(matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(_))));
+        assert!(matches!(
+            TargetConfig::from_toml(&bad),
+            Err(SimError::Config(_))
+        ));
     }
 }

@@ -34,7 +34,12 @@ pub struct NpuSimDevice {
 impl NpuSimDevice {
     /// A functional-mode device for the chip `cfg` describes.
     pub fn new(cfg: TargetConfig) -> NpuSimDevice {
-        NpuSimDevice { target: cfg.name.clone(), cfg: Arc::new(cfg), mode: Mode::Functional, reports: Default::default() }
+        NpuSimDevice {
+            target: cfg.name.clone(),
+            cfg: Arc::new(cfg),
+            mode: Mode::Functional,
+            reports: Default::default(),
+        }
     }
 
     /// The same device in `mode`; in cycle mode every launch records its report.
@@ -51,7 +56,10 @@ impl NpuSimDevice {
 
 impl std::fmt::Debug for NpuSimDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NpuSimDevice").field("target", &self.target).field("mode", &self.mode).finish()
+        f.debug_struct("NpuSimDevice")
+            .field("target", &self.target)
+            .field("mode", &self.mode)
+            .finish()
     }
 }
 
@@ -67,32 +75,48 @@ impl Device for NpuSimDevice {
     }
 
     fn load(&self, name: &str, blob: &[u8]) -> Result<Box<dyn LoadedKernel>, DeviceError> {
-        let blob = Blob::decode(blob).map_err(|e| DeviceError { kernel: name.to_string(), message: e.to_string() })?;
+        let blob = Blob::decode(blob).map_err(|e| DeviceError::new(name, e.to_string()))?;
         let gm = self.cfg.mem(Mem::Gm).size;
         if blob.gm_bytes > gm {
-            return Err(DeviceError {
-                kernel: name.to_string(),
-                message: format!("needs {} bytes of GM, target `{}` has {gm}", blob.gm_bytes, self.target),
-            });
+            return Err(DeviceError::new(
+                name,
+                format!(
+                    "needs {} bytes of GM, target `{}` has {gm}",
+                    blob.gm_bytes, self.target
+                ),
+            ));
         }
-        Ok(Box::new(NpuKernel { name: name.to_string(), blob, device: self.clone() }))
+        Ok(Box::new(NpuKernel {
+            name: name.to_string(),
+            blob,
+            device: self.clone(),
+        }))
     }
 }
 
 impl LoadedKernel for NpuKernel {
     fn launch(&self, args: &[KernelArg]) -> Result<(), DeviceError> {
-        let err = |message: String| DeviceError { kernel: self.name.clone(), message };
+        let err = |message: String| DeviceError::new(self.name.clone(), message);
         let params = &self.blob.params;
         if args.len() != params.len() {
-            return Err(err(format!("takes {} buffers, but {} were passed", params.len(), args.len())));
+            return Err(err(format!(
+                "takes {} buffers, but {} were passed",
+                params.len(),
+                args.len()
+            )));
         }
         for (i, (a, p)) in args.iter().zip(params).enumerate() {
             if (a.len() as u64) < p.bytes {
-                return Err(err(format!("buffer {i} has {} bytes, but the kernel uses {}", a.len(), p.bytes)));
+                return Err(err(format!(
+                    "buffer {i} has {} bytes, but the kernel uses {}",
+                    a.len(),
+                    p.bytes
+                )));
             }
         }
         let dev = &self.device;
-        let mut m = Machine::new(&dev.cfg, self.blob.gm_bytes, dev.mode).map_err(|e| err(e.to_string()))?;
+        let mut m =
+            Machine::new(&dev.cfg, self.blob.gm_bytes, dev.mode).map_err(|e| err(e.to_string()))?;
         for (a, p) in args.iter().zip(params) {
             let (s, e) = (p.addr as usize, (p.addr + p.bytes) as usize);
             // SAFETY: `KernelArg` guarantees `len` readable bytes, and `p.bytes <= len` was checked.
@@ -101,9 +125,21 @@ impl LoadedKernel for NpuKernel {
             gm.data[s..e].copy_from_slice(src);
             gm.tag[s..e].fill(WRITTEN | REAL);
         }
-        let report = m
-            .run(&self.blob.program)
-            .map_err(|e| err(format!("simulator error (a compiler bug in the npu-sim code generator): {e}")))?;
+        let report = m.run(&self.blob.program).map_err(|e| {
+            err(format!(
+                "simulator error (a compiler bug in the npu-sim code generator): {e}"
+            ))
+        })?;
+        // A kernel-IR `trap` that fired halted the program with its code and value in the trap
+        // registers (`crate::blob::TRAP_REGS`); the outputs are not handed back.
+        let [value_reg, code_reg, fired_reg] = crate::blob::TRAP_REGS;
+        if m.regs[fired_reg as usize] != 0 {
+            return Err(DeviceError::trapped(
+                self.name.clone(),
+                m.regs[code_reg as usize] as u32,
+                m.regs[value_reg as usize] as i64,
+            ));
+        }
         for (a, p) in args.iter().zip(params) {
             if p.written {
                 let gm = &m.mems[Mem::Gm as usize];
@@ -113,8 +149,14 @@ impl LoadedKernel for NpuKernel {
             }
         }
         if dev.mode != Mode::Functional {
-            let r = LaunchReport { kernel: self.name.clone(), report };
-            dev.reports.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+            let r = LaunchReport {
+                kernel: self.name.clone(),
+                report,
+            };
+            dev.reports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(r);
         }
         Ok(())
     }

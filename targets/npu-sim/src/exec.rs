@@ -21,7 +21,11 @@ impl ErrCtx<'_> {
     }
 
     pub fn bad(&self, msg: impl Into<String>) -> SimError {
-        SimError::BadOperand { pc: self.pc, instr: self.text(), msg: msg.into() }
+        SimError::BadOperand {
+            pc: self.pc,
+            instr: self.text(),
+            msg: msg.into(),
+        }
     }
 
     /// Checks that `[addr, addr + len)` lies in `mem` and that `addr` is aligned.
@@ -30,7 +34,13 @@ impl ErrCtx<'_> {
         // `%` rather than `is_multiple_of`, which is newer than the workspace MSRV (1.85).
         #[allow(clippy::manual_is_multiple_of)]
         if addr % align != 0 {
-            return Err(SimError::Misaligned { pc: self.pc, instr: self.text(), mem: m.kind.name(), addr, align });
+            return Err(SimError::Misaligned {
+                pc: self.pc,
+                instr: self.text(),
+                mem: m.kind.name(),
+                addr,
+                align,
+            });
         }
         let end = addr.saturating_add(len);
         if end > m.len() {
@@ -225,7 +235,11 @@ fn dma_cast(sdt: DType, ddt: DType, scale: Option<f32>, src: &[u8], dst: &mut [u
         (DType::F32, DType::F16) => {
             let v = read_f32(DType::F32, src);
             // Saturate to the largest finite f16 rather than overflow to infinity.
-            let v = if v.is_nan() { v } else { v.clamp(-65504.0, 65504.0) };
+            let v = if v.is_nan() {
+                v
+            } else {
+                v.clamp(-65504.0, 65504.0)
+            };
             write_f32(DType::F16, v, dst)
         }
         (DType::F32, DType::Bf16) => {
@@ -237,7 +251,9 @@ fn dma_cast(sdt: DType, ddt: DType, scale: Option<f32>, src: &[u8], dst: &mut [u
         (DType::I32, DType::I8) => {
             let acc = i32::from_le_bytes([src[0], src[1], src[2], src[3]]);
             // f64 holds every i32 and the f32 scale exactly, so the product rounds once.
-            let v = (acc as f64 * scale.unwrap_or(1.0) as f64).round_ties_even().clamp(-128.0, 127.0);
+            let v = (acc as f64 * scale.unwrap_or(1.0) as f64)
+                .round_ties_even()
+                .clamp(-128.0, 127.0);
             dst[0] = v as i8 as u8;
         }
         _ => dst.copy_from_slice(src),
@@ -248,7 +264,9 @@ fn dma_cast(sdt: DType, ddt: DType, scale: Option<f32>, src: &[u8], dst: &mut [u
 pub fn check_dma_types(a: &DmaArgs, ctx: &ErrCtx) -> Result<()> {
     let ok = match (a.sdt, a.ddt) {
         (s, d) if s == d => a.scale.is_none(),
-        (DType::F32, DType::F16) | (DType::F32, DType::Bf16) => a.src_mem == Mem::L0c && a.scale.is_none(),
+        (DType::F32, DType::F16) | (DType::F32, DType::Bf16) => {
+            a.src_mem == Mem::L0c && a.scale.is_none()
+        }
         (DType::I32, DType::I8) => a.src_mem == Mem::L0c && a.scale.is_some(),
         _ => false,
     };
@@ -268,7 +286,13 @@ pub fn check_dma_types(a: &DmaArgs, ctx: &ErrCtx) -> Result<()> {
 
 /// Executes a DMA. `data` false skips the byte copy (timing-only runs) but keeps
 /// every check and the tags.
-pub fn dma(cfg: &TargetConfig, mems: &mut [MemBuf], a: &DmaArgs, data: bool, ctx: &ErrCtx) -> Result<()> {
+pub fn dma(
+    cfg: &TargetConfig,
+    mems: &mut [MemBuf],
+    a: &DmaArgs,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
     check_dma_types(a, ctx)?;
     if a.dst_rows < a.rows || a.dst_cols < a.cols {
         return Err(ctx.bad(format!(
@@ -277,10 +301,16 @@ pub fn dma(cfg: &TargetConfig, mems: &mut [MemBuf], a: &DmaArgs, data: bool, ctx
         )));
     }
     if a.rows > 0 && a.cols > a.src_stride {
-        return Err(ctx.bad(format!("source stride {} is below the row length {}", a.src_stride, a.cols)));
+        return Err(ctx.bad(format!(
+            "source stride {} is below the row length {}",
+            a.src_stride, a.cols
+        )));
     }
     if a.dst_rows > 0 && a.dst_cols > a.dst_stride {
-        return Err(ctx.bad(format!("destination stride {} is below the row length {}", a.dst_stride, a.dst_cols)));
+        return Err(ctx.bad(format!(
+            "destination stride {} is below the row length {}",
+            a.dst_stride, a.dst_cols
+        )));
     }
     let (ss, ds) = (a.sdt.size(), a.ddt.size());
     let (src_m, dst_m) = two_mut(mems, a.src_mem as usize, a.dst_mem as usize);
@@ -288,18 +318,37 @@ pub fn dma(cfg: &TargetConfig, mems: &mut [MemBuf], a: &DmaArgs, data: bool, ctx
         if rows == 0 || cols == 0 {
             0
         } else {
-            (rows - 1).saturating_mul(stride).saturating_add(cols).saturating_mul(sz)
+            (rows - 1)
+                .saturating_mul(stride)
+                .saturating_add(cols)
+                .saturating_mul(sz)
         }
     };
-    ctx.check(cfg, src_m, a.src, span(a.rows, a.cols, a.src_stride, ss), ss)?;
-    ctx.check(cfg, dst_m, a.dst, span(a.dst_rows, a.dst_cols, a.dst_stride, ds), ds)?;
+    ctx.check(
+        cfg,
+        src_m,
+        a.src,
+        span(a.rows, a.cols, a.src_stride, ss),
+        ss,
+    )?;
+    ctx.check(
+        cfg,
+        dst_m,
+        a.dst,
+        span(a.dst_rows, a.dst_cols, a.dst_stride, ds),
+        ds,
+    )?;
     // Reading accumulators that no MMA wrote is an error, not a silent zero.
     if a.src_mem == Mem::L0c {
         for r in 0..a.rows {
             let base = (a.src + r * a.src_stride * ss) as usize;
             let row = &src_m.tag[base..base + (a.cols * ss) as usize];
             if let Some(i) = row.iter().position(|t| t & WRITTEN == 0) {
-                return Err(SimError::UninitL0C { pc: ctx.pc, instr: ctx.text(), addr: base as u64 + i as u64 });
+                return Err(SimError::UninitL0C {
+                    pc: ctx.pc,
+                    instr: ctx.text(),
+                    addr: base as u64 + i as u64,
+                });
             }
         }
     }
@@ -320,7 +369,13 @@ pub fn dma(cfg: &TargetConfig, mems: &mut [MemBuf], a: &DmaArgs, data: bool, ctx
                 for c in 0..a.cols as usize {
                     let (si, di) = (s0 + c * ss as usize, d0 + c * ds as usize);
                     if data {
-                        dma_cast(a.sdt, a.ddt, a.scale, &src_m.data[si..si + ss as usize], &mut dst_m.data[di..di + ds as usize]);
+                        dma_cast(
+                            a.sdt,
+                            a.ddt,
+                            a.scale,
+                            &src_m.data[si..si + ss as usize],
+                            &mut dst_m.data[di..di + ds as usize],
+                        );
                     }
                     let t = src_m.tag[si];
                     dst_m.tag[di..di + ds as usize].fill(t);
@@ -347,27 +402,59 @@ pub fn mma(
     scratch: &mut Scratch,
     ctx: &ErrCtx,
 ) -> Result<MmaOutcome> {
-    let shape = cfg
-        .mma_shape(a.adt, a.cdt)
-        .ok_or_else(|| ctx.bad(format!("the Cube has no {}x{}->{} MMA", a.adt, a.adt, a.cdt)))?;
+    let shape = cfg.mma_shape(a.adt, a.cdt).ok_or_else(|| {
+        ctx.bad(format!(
+            "the Cube has no {}x{}->{} MMA",
+            a.adt, a.adt, a.cdt
+        ))
+    })?;
     if a.m == 0 || a.n == 0 || a.k == 0 {
-        return Err(ctx.bad(format!("tile counts m={} n={} k={} must be > 0", a.m, a.n, a.k)));
+        return Err(ctx.bad(format!(
+            "tile counts m={} n={} k={} must be > 0",
+            a.m, a.n, a.k
+        )));
     }
     let big = |v: u64| v > (1 << 20);
     if big(a.m) || big(a.n) || big(a.k) {
         return Err(ctx.bad("tile count too large"));
     }
-    let (mm, nn, kk) = ((a.m * shape.m) as usize, (a.n * shape.n) as usize, (a.k * shape.k) as usize);
+    let (mm, nn, kk) = (
+        (a.m * shape.m) as usize,
+        (a.n * shape.n) as usize,
+        (a.k * shape.k) as usize,
+    );
     let (asz, csz) = (a.adt.size() as usize, a.cdt.size() as usize);
-    ctx.check(cfg, &mems[Mem::L0a as usize], a.a, (mm * kk * asz) as u64, asz as u64)?;
-    ctx.check(cfg, &mems[Mem::L0b as usize], a.b, (kk * nn * asz) as u64, asz as u64)?;
-    ctx.check(cfg, &mems[Mem::L0c as usize], a.c, (mm * nn * csz) as u64, csz as u64)?;
+    ctx.check(
+        cfg,
+        &mems[Mem::L0a as usize],
+        a.a,
+        (mm * kk * asz) as u64,
+        asz as u64,
+    )?;
+    ctx.check(
+        cfg,
+        &mems[Mem::L0b as usize],
+        a.b,
+        (kk * nn * asz) as u64,
+        asz as u64,
+    )?;
+    ctx.check(
+        cfg,
+        &mems[Mem::L0c as usize],
+        a.c,
+        (mm * nn * csz) as u64,
+        csz as u64,
+    )?;
     let c0 = a.c as usize;
     let cbytes = mm * nn * csz;
     if !a.init {
         let tags = &mems[Mem::L0c as usize].tag[c0..c0 + cbytes];
         if let Some(i) = tags.iter().position(|t| t & WRITTEN == 0) {
-            return Err(SimError::UninitL0C { pc: ctx.pc, instr: ctx.text(), addr: (c0 + i) as u64 });
+            return Err(SimError::UninitL0C {
+                pc: ctx.pc,
+                instr: ctx.text(),
+                addr: (c0 + i) as u64,
+            });
         }
     }
     // Useful MACs: sum over k of (real A entries in column k) x (real B entries in row k).
@@ -377,11 +464,17 @@ pub fn mma(
         let at = &mems[Mem::L0a as usize].tag;
         let bt = &mems[Mem::L0b as usize].tag;
         for k in 0..kk {
-            let ca = (0..mm).filter(|&i| at[a0 + (i * kk + k) * asz] & REAL != 0).count() as u64;
+            let ca = (0..mm)
+                .filter(|&i| at[a0 + (i * kk + k) * asz] & REAL != 0)
+                .count() as u64;
             if ca == 0 {
                 continue;
             }
-            let rb = bt[b0 + k * nn * asz..b0 + (k + 1) * nn * asz].iter().step_by(asz).filter(|&&t| t & REAL != 0).count() as u64;
+            let rb = bt[b0 + k * nn * asz..b0 + (k + 1) * nn * asz]
+                .iter()
+                .step_by(asz)
+                .filter(|&&t| t & REAL != 0)
+                .count() as u64;
             useful += ca * rb;
         }
     }
@@ -400,7 +493,10 @@ pub fn mma(
                 scratch.c.resize(mm * nn, 0.0);
             } else {
                 let l0c = &mems[Mem::L0c as usize].data[c0..c0 + cbytes];
-                scratch.c.extend(l0c.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+                scratch.c.extend(
+                    l0c.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
             }
             let (av, bv, cv) = (&scratch.a, &scratch.b, &mut scratch.c);
             for i in 0..mm {
@@ -429,7 +525,10 @@ pub fn mma(
                 scratch.ci.resize(mm * nn, 0);
             } else {
                 let l0c = &mems[Mem::L0c as usize].data[c0..c0 + cbytes];
-                scratch.ci.extend(l0c.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+                scratch.ci.extend(
+                    l0c.chunks_exact(4)
+                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
             }
             let (av, bv, cv) = (&scratch.ai, &scratch.bi, &mut scratch.ci);
             for i in 0..mm {
@@ -449,7 +548,11 @@ pub fn mma(
         }
     }
     mems[Mem::L0c as usize].tag[c0..c0 + cbytes].fill(WRITTEN | REAL);
-    Ok(MmaOutcome { macs_issued: (mm * nn * kk) as u64, macs_useful: useful, tiles: a.m * a.n * a.k })
+    Ok(MmaOutcome {
+        macs_issued: (mm * nn * kk) as u64,
+        macs_useful: useful,
+        tiles: a.m * a.n * a.k,
+    })
 }
 
 fn vec_dtype_ok(op: VecOp, sdt: DType, ddt: DType) -> bool {
@@ -458,7 +561,9 @@ fn vec_dtype_ok(op: VecOp, sdt: DType, ddt: DType) -> bool {
         VecOp::Mov | VecOp::Dup | VecOp::Sel => sdt == ddt,
         _ if op.is_compare() => sdt.is_float() && ddt == DType::U8,
         // Integer vector arithmetic: i32, wrapping.
-        VecOp::Add | VecOp::Sub | VecOp::Mul | VecOp::Max | VecOp::Min if sdt == DType::I32 => ddt == DType::I32,
+        VecOp::Add | VecOp::Sub | VecOp::Mul | VecOp::Max | VecOp::Min if sdt == DType::I32 => {
+            ddt == DType::I32
+        }
         _ => sdt == ddt && sdt.is_float(),
     }
 }
@@ -468,7 +573,11 @@ fn fmax(x: f32, y: f32) -> f32 {
     if x.is_nan() || y.is_nan() {
         f32::NAN
     } else if x == y {
-        if x.is_sign_positive() { x } else { y }
+        if x.is_sign_positive() {
+            x
+        } else {
+            y
+        }
     } else {
         x.max(y)
     }
@@ -479,16 +588,29 @@ fn fmin(x: f32, y: f32) -> f32 {
     if x.is_nan() || y.is_nan() {
         f32::NAN
     } else if x == y {
-        if x.is_sign_negative() { x } else { y }
+        if x.is_sign_negative() {
+            x
+        } else {
+            y
+        }
     } else {
         x.min(y)
     }
 }
 
 /// Executes an elementwise VEC instruction on the UB.
-pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &ErrCtx) -> Result<()> {
+pub fn vec(
+    cfg: &TargetConfig,
+    ub: &mut MemBuf,
+    a: &VecArgs,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
     if !vec_dtype_ok(a.op, a.sdt, a.ddt) {
-        return Err(ctx.bad(format!("the Vector unit has no {} on {}->{}", a.op, a.sdt, a.ddt)));
+        return Err(ctx.bad(format!(
+            "the Vector unit has no {} on {}->{}",
+            a.op, a.sdt, a.ddt
+        )));
     }
     let (ss, ds) = (a.sdt.size(), a.ddt.size());
     let len = a.len;
@@ -516,10 +638,19 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
     }
     for (at, n) in reads {
         if let Some(i) = ub.tag[at..at + n].iter().position(|t| t & WRITTEN == 0) {
-            return Err(SimError::UninitRead { pc: ctx.pc, instr: ctx.text(), mem: "UB", addr: (at + i) as u64 });
+            return Err(SimError::UninitRead {
+                pc: ctx.pc,
+                instr: ctx.text(),
+                mem: "UB",
+                addr: (at + i) as u64,
+            });
         }
     }
-    let scalar = if a.form == VecForm::VS { read_f32(a.sdt, &ub.data[a.src2 as usize..]) } else { 0.0 };
+    let scalar = if a.form == VecForm::VS {
+        read_f32(a.sdt, &ub.data[a.src2 as usize..])
+    } else {
+        0.0
+    };
     for i in 0..len as usize {
         if a.mask >> (i % 64) & 1 == 0 {
             continue;
@@ -536,11 +667,16 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
                 continue;
             }
             VecOp::Dup => {
-                ub.data.copy_within(a.src1 as usize..a.src1 as usize + ss, di);
+                ub.data
+                    .copy_within(a.src1 as usize..a.src1 as usize + ss, di);
                 continue;
             }
             VecOp::Sel => {
-                let from = if ub.data[a.cond as usize + i] != 0 { si } else { a.src2 as usize + i * ss };
+                let from = if ub.data[a.cond as usize + i] != 0 {
+                    si
+                } else {
+                    a.src2 as usize + i * ss
+                };
                 ub.data.copy_within(from..from + ss, di);
                 continue;
             }
@@ -556,7 +692,14 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
             _ => {}
         }
         if a.sdt == DType::I32 {
-            let rd = |at: usize| i32::from_le_bytes([ub.data[at], ub.data[at + 1], ub.data[at + 2], ub.data[at + 3]]);
+            let rd = |at: usize| {
+                i32::from_le_bytes([
+                    ub.data[at],
+                    ub.data[at + 1],
+                    ub.data[at + 2],
+                    ub.data[at + 3],
+                ])
+            };
             let x = rd(si);
             let y = match a.form {
                 VecForm::VV => rd(a.src2 as usize + i * ss),
@@ -619,7 +762,13 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
 }
 
 /// Executes a reduction over `len` elements into one element at `dst`.
-pub fn vred(cfg: &TargetConfig, ub: &mut MemBuf, a: &VredArgs, data: bool, ctx: &ErrCtx) -> Result<()> {
+pub fn vred(
+    cfg: &TargetConfig,
+    ub: &mut MemBuf,
+    a: &VredArgs,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
     if !a.dt.is_float() {
         return Err(ctx.bad(format!("the Vector unit has no reduction on {}", a.dt)));
     }
@@ -631,8 +780,16 @@ pub fn vred(cfg: &TargetConfig, ub: &mut MemBuf, a: &VredArgs, data: bool, ctx: 
     ctx.check(cfg, ub, a.dst, s, s)?;
     let s = s as usize;
     let src = a.src as usize;
-    if let Some(i) = ub.tag[src..src + a.len as usize * s].iter().position(|t| t & WRITTEN == 0) {
-        return Err(SimError::UninitRead { pc: ctx.pc, instr: ctx.text(), mem: "UB", addr: (src + i) as u64 });
+    if let Some(i) = ub.tag[src..src + a.len as usize * s]
+        .iter()
+        .position(|t| t & WRITTEN == 0)
+    {
+        return Err(SimError::UninitRead {
+            pc: ctx.pc,
+            instr: ctx.text(),
+            mem: "UB",
+            addr: (src + i) as u64,
+        });
     }
     let d = a.dst as usize;
     ub.tag[d..d + s].fill(WRITTEN | REAL);
@@ -677,7 +834,13 @@ fn check_scalar(m: &MemBuf, a: &ScalarAccess, ctx: &ErrCtx) -> Result<usize> {
     // `%` rather than `is_multiple_of`, which is newer than the workspace MSRV (1.85).
     #[allow(clippy::manual_is_multiple_of)]
     if a.addr as u64 % size != 0 {
-        return Err(SimError::Misaligned { pc: ctx.pc, instr: ctx.text(), mem: m.kind.name(), addr: a.addr as u64, align: size });
+        return Err(SimError::Misaligned {
+            pc: ctx.pc,
+            instr: ctx.text(),
+            mem: m.kind.name(),
+            addr: a.addr as u64,
+            align: size,
+        });
     }
     Ok(a.addr as usize)
 }
@@ -687,13 +850,22 @@ pub fn scalar_load(m: &MemBuf, a: &ScalarAccess, ctx: &ErrCtx) -> Result<u64> {
     let at = check_scalar(m, a, ctx)?;
     let n = a.dt.size() as usize;
     if let Some(i) = m.tag[at..at + n].iter().position(|t| t & WRITTEN == 0) {
-        return Err(SimError::UninitRead { pc: ctx.pc, instr: ctx.text(), mem: m.kind.name(), addr: (at + i) as u64 });
+        return Err(SimError::UninitRead {
+            pc: ctx.pc,
+            instr: ctx.text(),
+            mem: m.kind.name(),
+            addr: (at + i) as u64,
+        });
     }
     let mut w = [0u8; 8];
     w[..n].copy_from_slice(&m.data[at..at + n]);
     let raw = u64::from_le_bytes(w);
     let bits = 8 * n as u32;
-    Ok(if a.dt.is_signed_int() && bits < 64 { (((raw << (64 - bits)) as i64) >> (64 - bits)) as u64 } else { raw })
+    Ok(if a.dt.is_signed_int() && bits < 64 {
+        (((raw << (64 - bits)) as i64) >> (64 - bits)) as u64
+    } else {
+        raw
+    })
 }
 
 /// Executes `ST`: the low bytes of `value`.

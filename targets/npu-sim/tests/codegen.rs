@@ -4,14 +4,20 @@
 //! a simulator hard error reaches the caller as an error.
 
 use tessera_ir::DType;
-use tessera_kir::{Access, BinOp, CastMode, CmpOp, KernelBuilder, ReduceOp, Scalar, Space, Ty, UnOp};
+use tessera_kir::{
+    Access, BinOp, CastMode, CmpOp, KernelBuilder, ReduceOp, Scalar, Space, Ty, UnOp,
+};
 use tessera_npu_sim::blob::{Blob, ParamSlot};
 use tessera_npu_sim::{Instr, Mode, NpuSim, NpuSimDevice, TargetConfig};
 use tessera_runtime::{Device, KernelArg};
 use tessera_target::{Target, TargetError};
 
 fn npu_sim() -> NpuSim {
-    NpuSim::from_toml(include_str!("../target.toml"), "targets/npu-sim/target.toml").unwrap()
+    NpuSim::from_toml(
+        include_str!("../target.toml"),
+        "targets/npu-sim/target.toml",
+    )
+    .unwrap()
 }
 
 fn device(mode: Mode) -> NpuSimDevice {
@@ -30,7 +36,10 @@ fn run_both(k: &tessera_kir::Kernel, inputs: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<V
     let loaded = dev.load(&blob.name, &blob.code).unwrap();
     let mut got: Vec<Vec<u8>> = inputs.to_vec();
     // SAFETY: every buffer outlives the launch and they do not overlap.
-    let args: Vec<KernelArg> = got.iter_mut().map(|v| unsafe { KernelArg::new(v.as_mut_ptr(), v.len()) }).collect();
+    let args: Vec<KernelArg> = got
+        .iter_mut()
+        .map(|v| unsafe { KernelArg::new(v.as_mut_ptr(), v.len()) })
+        .collect();
     loaded.launch(&args).unwrap();
     (want, got)
 }
@@ -76,8 +85,18 @@ fn f32_vectors_match_the_interpreter_bit_for_bit() {
     let back = b.cast(vi, DType::F32, CastMode { saturate: false });
     b.store(z, base, back);
     let k = b.finish();
-    let xs: Vec<f32> = (0..n).map(|i| (i as f32 - 30.0) * 0.37 + if i == 7 { f32::NAN } else { 0.0 }).collect();
-    let (want, got) = run_both(&k, &[f32_bytes(&xs), vec![0; 4 * n as usize], vec![0; n as usize], vec![0; 4 * n as usize]]);
+    let xs: Vec<f32> = (0..n)
+        .map(|i| (i as f32 - 30.0) * 0.37 + if i == 7 { f32::NAN } else { 0.0 })
+        .collect();
+    let (want, got) = run_both(
+        &k,
+        &[
+            f32_bytes(&xs),
+            vec![0; 4 * n as usize],
+            vec![0; n as usize],
+            vec![0; 4 * n as usize],
+        ],
+    );
     assert_eq!(got, want);
 }
 
@@ -130,10 +149,35 @@ fn integer_ops_match_the_interpreter() {
     let narrow = b.cast(x, DType::U8, CastMode { saturate: false });
     b.store(bytes, i, narrow);
     let k = b.finish();
-    let xs: Vec<i32> = vec![7, -7, i32::MIN, 100, -1, 0, 255, 256, 31, -31, 1 << 30, 5, -100000, 3, 9, 12];
+    let xs: Vec<i32> = vec![
+        7,
+        -7,
+        i32::MIN,
+        100,
+        -1,
+        0,
+        255,
+        256,
+        31,
+        -31,
+        1 << 30,
+        5,
+        -100000,
+        3,
+        9,
+        12,
+    ];
     let ys: Vec<i32> = vec![2, 2, -1, 0, 33, 5, -3, 64, 31, 4, -2, 0, 7, -40, 1, 12];
     let inb = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (want, got) = run_both(&k, &[inb(&xs), inb(&ys), vec![0; 64 * n as usize], vec![0; n as usize]]);
+    let (want, got) = run_both(
+        &k,
+        &[
+            inb(&xs),
+            inb(&ys),
+            vec![0; 64 * n as usize],
+            vec![0; n as usize],
+        ],
+    );
     assert_eq!(got, want);
 }
 
@@ -163,7 +207,12 @@ fn loops_ifs_locals_and_swapped_carries_match_the_interpreter() {
     });
     let three = b.index(3);
     let big = b.cmp(CmpOp::Gt, i, three);
-    let picked = b.if_else(big, &[Ty::INDEX], |b| vec![b.mul(res[0], res[1])], |_| vec![res[0]]);
+    let picked = b.if_else(
+        big,
+        &[Ty::INDEX],
+        |b| vec![b.mul(res[0], res[1])],
+        |_| vec![res[0]],
+    );
     b.store(out, i, picked[0]);
     b.store(fo, i, res[2]);
     let k = b.finish();
@@ -173,7 +222,11 @@ fn loops_ifs_locals_and_swapped_carries_match_the_interpreter() {
 
 fn unsupported_message(e: TargetError) -> String {
     match e {
-        TargetError::Unsupported { target, kernel, message } => format!("{target}|{kernel}|{message}"),
+        TargetError::Unsupported {
+            target,
+            kernel,
+            message,
+        } => format!("{target}|{kernel}|{message}"),
         other => panic!("expected Unsupported, got {other}"),
     }
 }
@@ -187,7 +240,10 @@ fn what_the_chip_lacks_is_refused_naming_kernel_buffer_dtype_and_target() {
     let v = b.load(x, i, 1);
     b.store(y, i, v);
     let e = unsupported_message(npu_sim().compile(&b.finish()).unwrap_err());
-    assert_eq!(e, "npu-sim|dbl|buffer `x` holds f64, which the chip does not have");
+    assert_eq!(
+        e,
+        "npu-sim|dbl|buffer `x` holds f64, which the chip does not have"
+    );
 
     // f64 arithmetic inside a kernel on f32 buffers.
     let mut b = KernelBuilder::new("wide");
@@ -200,7 +256,10 @@ fn what_the_chip_lacks_is_refused_naming_kernel_buffer_dtype_and_target() {
     let v = b.cast(w, DType::F32, CastMode { saturate: false });
     b.store(y, i, v);
     let e = unsupported_message(npu_sim().compile(&b.finish()).unwrap_err());
-    assert_eq!(e, "npu-sim|wide|f64 values: the npu-sim Vector unit has no f64");
+    assert_eq!(
+        e,
+        "npu-sim|wide|f64 values: the npu-sim Vector unit has no f64"
+    );
 
     // A shared buffer larger than the UB.
     let mut b = KernelBuilder::new("huge");
@@ -213,7 +272,11 @@ fn what_the_chip_lacks_is_refused_naming_kernel_buffer_dtype_and_target() {
     assert!(e.starts_with("npu-sim|huge|shared buffer `big` (400000 bytes) does not fit the UB of target `npu-sim` (196608 bytes"), "{e}");
 
     // bf16 on the chip without it.
-    let lite = NpuSim::from_toml(include_str!("../../npu-sim-lite/target.toml"), "targets/npu-sim-lite/target.toml").unwrap();
+    let lite = NpuSim::from_toml(
+        include_str!("../../npu-sim-lite/target.toml"),
+        "targets/npu-sim-lite/target.toml",
+    )
+    .unwrap();
     let mut b = KernelBuilder::new("bf");
     let x = b.param("x", DType::BF16, 4, Access::Read);
     let y = b.param("y", DType::BF16, 4, Access::Write);
@@ -221,7 +284,10 @@ fn what_the_chip_lacks_is_refused_naming_kernel_buffer_dtype_and_target() {
     let v = b.load(x, i, 1);
     b.store(y, i, v);
     let e = unsupported_message(lite.compile(&b.finish()).unwrap_err());
-    assert_eq!(e, "npu-sim-lite|bf|buffer `x` holds bf16, which the chip does not have");
+    assert_eq!(
+        e,
+        "npu-sim-lite|bf|buffer `x` holds bf16, which the chip does not have"
+    );
 }
 
 #[test]
@@ -229,11 +295,21 @@ fn a_simulator_hard_error_reaches_the_caller_as_an_error() {
     // A blob whose program reads UB nothing wrote: the device must fail, naming the kernel,
     // the instruction and that it is a code generator bug, and never return data.
     let blob = Blob {
-        params: vec![ParamSlot { addr: 0x1000, bytes: 4, written: true }],
+        params: vec![ParamSlot {
+            addr: 0x1000,
+            bytes: 4,
+            written: true,
+        }],
         gm_bytes: 0x1004,
         program: vec![
             Instr::Li { rd: 1, imm: 64 },
-            Instr::Ld { mem: tessera_npu_sim::Mem::Ub, dt: tessera_npu_sim::DType::I32, rd: 2, base: 1, offset: 0 },
+            Instr::Ld {
+                mem: tessera_npu_sim::Mem::Ub,
+                dt: tessera_npu_sim::DType::I32,
+                rd: 2,
+                base: 1,
+                offset: 0,
+            },
             Instr::Halt,
         ],
     };
@@ -241,9 +317,16 @@ fn a_simulator_hard_error_reaches_the_caller_as_an_error() {
     let k = dev.load("bad", &blob.encode()).unwrap();
     let mut buf = [9u8; 4];
     // SAFETY: `buf` outlives the launch.
-    let e = k.launch(&[unsafe { KernelArg::new(buf.as_mut_ptr(), 4) }]).unwrap_err();
+    let e = k
+        .launch(&[unsafe { KernelArg::new(buf.as_mut_ptr(), 4) }])
+        .unwrap_err();
     assert_eq!(e.kernel, "bad");
-    assert!(e.message.contains("compiler bug") && e.message.contains("read of uninitialised UB at 0x40"), "{}", e.message);
+    assert!(
+        e.message.contains("compiler bug")
+            && e.message.contains("read of uninitialised UB at 0x40"),
+        "{}",
+        e.message
+    );
     assert_eq!(buf, [9; 4], "nothing is written back after an error");
     // A damaged blob is refused on load.
     let mut bytes = blob.encode();
@@ -330,8 +413,20 @@ fn batched_mma(a_ty: DType, acc: DType, (g, m, n, k): (u64, u64, u64, u64)) -> t
         b.mul(i, s)
     };
     let (oa, ob, oc) = (off(&mut b, m * k), off(&mut b, k * n), off(&mut b, m * n));
-    let t = |buf, offset, row| TileRef { buf, offset, row_stride: row as i64, col_stride: 1 };
-    b.mma(t(a, oa, k), t(bb, ob, n), t(c, oc, n), m as u32, n as u32, k as u32);
+    let t = |buf, offset, row| TileRef {
+        buf,
+        offset,
+        row_stride: row as i64,
+        col_stride: 1,
+    };
+    b.mma(
+        t(a, oa, k),
+        t(bb, ob, n),
+        t(c, oc, n),
+        m as u32,
+        n as u32,
+        k as u32,
+    );
     b.finish()
 }
 
@@ -342,19 +437,31 @@ fn buffer_mma_runs_on_the_cube_exactly_for_i8_and_f16_from_zero() {
     // i8 x i8 -> i32: exact whatever C holds.
     let kern = batched_mma(DType::I8, DType::I32, (g, m, n, k));
     let asm = npu.assembly(&kern).unwrap();
-    assert!(asm.contains("MMA i8->i32") && asm.contains("DMA GM->L1 i8"), "{asm}");
+    assert!(
+        asm.contains("MMA i8->i32") && asm.contains("DMA GM->L1 i8"),
+        "{asm}"
+    );
     let a: Vec<u8> = (0..g * m * k).map(|i| (i * 37 % 251) as u8).collect();
     let bv: Vec<u8> = (0..g * k * n).map(|i| (i * 91 % 253) as u8).collect();
-    let c: Vec<u8> = (0..g * m * n).flat_map(|i| (i as i32 * 1000 - 7).to_le_bytes()).collect();
+    let c: Vec<u8> = (0..g * m * n)
+        .flat_map(|i| (i as i32 * 1000 - 7).to_le_bytes())
+        .collect();
     let (want, got) = run_both(&kern, &[a, bv, c]);
     assert_eq!(got, want);
     // f16 x f16 -> f32 from C = 0: the Cube adds the exact products in k order, as `mma` means.
     let kern = batched_mma(DType::F16, DType::F32, (g, m, n, k));
     assert!(npu.assembly(&kern).unwrap().contains("MMA f16->f32"));
-    let h = |i: u64| half::f16::from_f32(((i * 29 % 61) as f32 - 30.0) / 16.0).to_bits().to_le_bytes();
+    let h = |i: u64| {
+        half::f16::from_f32(((i * 29 % 61) as f32 - 30.0) / 16.0)
+            .to_bits()
+            .to_le_bytes()
+    };
     let a: Vec<u8> = (0..g * m * k).flat_map(h).collect();
     let bv: Vec<u8> = (0..g * k * n).flat_map(|i| h(i + 5)).collect();
-    let (want, got) = run_both(&kern, &[a.clone(), bv.clone(), vec![0; (4 * g * m * n) as usize]]);
+    let (want, got) = run_both(
+        &kern,
+        &[a.clone(), bv.clone(), vec![0; (4 * g * m * n) as usize]],
+    );
     assert_eq!(got, want);
     // The cycle report counts the Cube's work: useful MACs are exactly g·m·n·k.
     let blob = npu.compile(&kern).unwrap();
@@ -362,7 +469,10 @@ fn buffer_mma_runs_on_the_cube_exactly_for_i8_and_f16_from_zero() {
     let loaded = dev.load(&blob.name, &blob.code).unwrap();
     let mut bufs = [a, bv, vec![0u8; (4 * g * m * n) as usize]];
     // SAFETY: the buffers outlive the launch and do not overlap.
-    let args: Vec<KernelArg> = bufs.iter_mut().map(|v| unsafe { KernelArg::new(v.as_mut_ptr(), v.len()) }).collect();
+    let args: Vec<KernelArg> = bufs
+        .iter_mut()
+        .map(|v| unsafe { KernelArg::new(v.as_mut_ptr(), v.len()) })
+        .collect();
     loaded.launch(&args).unwrap();
     let r = dev.take_reports().remove(0).report;
     assert_eq!(r.macs_useful, g * m * n * k);
@@ -370,7 +480,12 @@ fn buffer_mma_runs_on_the_cube_exactly_for_i8_and_f16_from_zero() {
     // 32 x 32 x 48 padded is 2 x 2 x 3 tiles of 16 x 16 x 16 per instance.
     assert_eq!(r.cube_tiles, g * 12);
     assert!(r.cube_utilisation > 0.0);
-    assert!(r.edge(tessera_npu_sim::Mem::L1, tessera_npu_sim::Mem::L0a).unwrap().bytes == g * 32 * 48 * 2);
+    assert!(
+        r.edge(tessera_npu_sim::Mem::L1, tessera_npu_sim::Mem::L0a)
+            .unwrap()
+            .bytes
+            == g * 32 * 48 * 2
+    );
 }
 
 #[test]
@@ -379,5 +494,8 @@ fn an_f32_mma_is_never_computed_in_f16() {
     // products, which the chip lacks: refused, naming why, rather than run on the Cube in f16.
     let kern = batched_mma(DType::F32, DType::F32, (1, 5, 7, 9));
     let e = unsupported_message(npu_sim().compile(&kern).unwrap_err());
-    assert_eq!(e, "npu-sim|bmm|f64 values: the npu-sim Vector unit has no f64");
+    assert_eq!(
+        e,
+        "npu-sim|bmm|f64 values: the npu-sim Vector unit has no f64"
+    );
 }

@@ -59,10 +59,7 @@ fn expand_one_in(b: &mut KernelBuilder, f: MathFn, args: &[Val], wide_ty: DType)
     }
     // Through f64 (or f32): one rounding back to the value's type at the end.
     let no_sat = CastMode { saturate: false };
-    let wide: Vec<Val> = args
-        .iter()
-        .map(|&a| b.cast(a, wide_ty, no_sat))
-        .collect();
+    let wide: Vec<Val> = args.iter().map(|&a| b.cast(a, wide_ty, no_sat)).collect();
     let mut m = Mx::new(b, t.with_elem(wide_ty));
     let r = routine(&mut m, f, &wide);
     b.cast(r, t.elem, no_sat)
@@ -864,6 +861,11 @@ pub fn expand_math_without_f64(k: &mut Kernel) -> Result<(), KirError> {
         if b.ty(args[0]).elem == DType::F64 {
             return Ok(Action::Keep);
         }
-        Ok(Action::Replace(vec![expand_one_in(b, *f, args, DType::F32)]))
+        Ok(Action::Replace(vec![expand_one_in(
+            b,
+            *f,
+            args,
+            DType::F32,
+        )]))
     })
 }

@@ -156,6 +156,10 @@ pub(crate) fn map_operands(kind: &mut InstKind, f: impl Fn(Val) -> Val) {
             b.offset = f(b.offset);
             c.offset = f(c.offset);
         }
+        Trap { cond, value, .. } => {
+            *cond = f(*cond);
+            *value = f(*value);
+        }
         TileLoad { src: t, .. } => map_tile_at(t, &f),
         TileStore { dst, value } => {
             map_tile_at(dst, &f);

@@ -121,8 +121,12 @@ pub fn scalarize_tiles(k: &mut Kernel, opts: &ScalarizeOptions) -> Result<(), Ki
         .map(Val)
         .filter(|v| taken.vals[v.0 as usize].is_tile())
         .collect();
+    let mut mma_b_uses = vec![0u32; taken.vals.len()];
+    count_mma_b_uses(&taken.body, &mut mma_b_uses);
     let (b, body) = KernelBuilder::resume(taken);
     let mut sc = Sc {
+        transposed: Default::default(),
+        mma_b_uses,
         b,
         opts: *opts,
         uses,
@@ -175,6 +179,26 @@ fn def_scopes(b: &Block, cur: u32, next: &mut u32, scope: &mut [u32]) {
     }
 }
 
+fn count_mma_b_uses(b: &Block, n: &mut [u32]) {
+    for inst in &b.insts {
+        match &inst.kind {
+            InstKind::TileMma { b: bt, .. } => {
+                if let Some(u) = n.get_mut(bt.0 as usize) {
+                    *u += 1;
+                }
+            }
+            InstKind::For { body, .. } => count_mma_b_uses(body, n),
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                count_mma_b_uses(then_blk, n);
+                count_mma_b_uses(else_blk, n);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn count_uses(b: &Block, uses: &mut [u32]) {
     for inst in &b.insts {
         for v in operands(&inst.kind) {
@@ -207,6 +231,11 @@ struct Sc {
     scopes: Vec<u32>,
     next_scope: u32,
     tbuf: HashMap<Val, Buf>,
+    /// Tiles kept transposed (column-major) in their buffer: B operands of `tile.mma` loaded
+    /// from a transposed view, so that both the load and the product read memory in order.
+    transposed: std::collections::HashSet<Val>,
+    /// How often each value is read as the `b` operand of a `tile.mma`.
+    mma_b_uses: Vec<u32>,
     next_buf: u32,
 }
 
@@ -410,10 +439,27 @@ impl Sc {
             TileLoad { src, fill } => {
                 let r = r.expect("tile.load defines a value");
                 let (rows, cols) = self.ty(r).tile_shape().expect("a tile");
+                // A B operand read down its columns: keep it transposed, read along rows.
+                let rank = src.view.dims.len();
+                let (mut src, mut rows, mut cols) = (src, rows, cols);
+                if self.opts.blocked_f32_mma
+                    && rank >= 2
+                    && src.view.strides[rank - 1] != 1
+                    && src.view.strides[rank - 2] == 1
+                    && self.mma_b_uses.get(r.0 as usize) == Some(&1)
+                    && self.uses(r) == 1
+                    && tile_storage(self.ty(r).elem) == DType::F32
+                {
+                    src.view.dims.swap(rank - 1, rank - 2);
+                    src.view.strides.swap(rank - 1, rank - 2);
+                    src.origin.swap(rank - 1, rank - 2);
+                    std::mem::swap(&mut rows, &mut cols);
+                    self.transposed.insert(r);
+                }
                 let elem = self.ty(r).elem;
                 let rb = self.buf(r);
                 let fillv = self.b.constant(Ty::scalar(elem), fill);
-                let lanes = if elem == DType::F32 {
+                let lanes = if tile_storage(elem) == DType::F32 {
                     self.lanes_for(DType::F32)
                 } else {
                     1
@@ -435,7 +481,7 @@ impl Sc {
                 let (rows, cols) = self.ty(value).tile_shape().expect("a tile");
                 let elem = self.ty(value).elem;
                 let vb = self.buf(value);
-                let lanes = if elem == DType::F32 {
+                let lanes = if tile_storage(elem) == DType::F32 {
                     self.lanes_for(DType::F32)
                 } else {
                     1
@@ -797,30 +843,34 @@ impl Sc {
             btt.tile_shape().expect("a tile"),
         );
         let (ab, bb, rb) = (self.buf(a), self.buf(bt), self.buf(r));
+        let b_transposed = self.transposed.contains(&bt);
         let f32_all = [at.elem, btt.elem, rt.elem]
             .iter()
             .all(|&e| tile_storage(e) == DType::F32);
-        let lanes = self.lanes_for(DType::F32);
+        let lanes = self.lanes_for(DType::F32).max(1) as u32;
+        let (mr, nv) = (self.opts.block_rows.max(1), self.opts.block_vectors.max(1));
         if self.opts.blocked_f32_mma && f32_all && rt.elem == DType::F32 {
-            blocked_mma(
-                &mut self.b,
-                (ab, bb, rb),
-                (m, n, k),
-                lanes.max(1) as u32,
-                self.opts.block_rows.max(1),
-                self.opts.block_vectors.max(1),
-            );
+            if b_transposed {
+                dot_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv);
+            } else {
+                blocked_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv);
+            }
             return;
         }
         // The exact buffer `mma` (on the storage types, which hold the same values).
         let zero = self.b.index(0);
-        let tr = |buf, cols: u32| TileRef {
+        let tr = |buf, rs: u32, cs: u32| TileRef {
             buf,
             offset: zero,
-            row_stride: cols as i64,
-            col_stride: 1,
+            row_stride: rs as i64,
+            col_stride: cs as i64,
         };
-        self.b.mma(tr(ab, k), tr(bb, n), tr(rb, n), m, n, k);
+        let b_ref = if b_transposed {
+            tr(bb, 1, k)
+        } else {
+            tr(bb, n, 1)
+        };
+        self.b.mma(tr(ab, k, 1), b_ref, tr(rb, n, 1), m, n, k);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1122,5 +1172,138 @@ fn micro(
     });
     for (&e, &v) in r_at.iter().zip(accs.iter()) {
         b.store(rb, e, v);
+    }
+}
+
+/// `R += A · Bᵀᵀ` on row-major f32 buffers A (m × k), Bt (n × k: B transposed) and R (m × n),
+/// as dot products along k: `mr` rows by `nc` columns of vector accumulators, each summing
+/// `lanes` interleaved partial products that are added up at the end.
+fn dot_mma(
+    b: &mut KernelBuilder,
+    (ab, bb, rb): (Buf, Buf, Buf),
+    (m, n, k): (u32, u32, u32),
+    lanes: u32,
+    mr: u32,
+    nc: u32,
+) {
+    // `mr × nc` vector accumulators, plus `mr` A vectors and `nc` B vectors, live at once.
+    let rows_full = m / mr * mr;
+    let cols_full = n / nc * nc;
+    let block = |b: &mut KernelBuilder, i0: Val, rows: u32, j0: Val, cols: u32| {
+        dot_micro(b, (ab, bb, rb), (n, k), i0, rows, j0, cols, lanes)
+    };
+    let row_block = |b: &mut KernelBuilder, i0: Val, rows: u32| {
+        if cols_full > 0 {
+            let (lo, hi, st) = (b.index(0), b.index(cols_full as i64), b.index(nc as i64));
+            b.for_loop(lo, hi, st, &[], |b, j0, _| {
+                block(b, i0, rows, j0, nc);
+                Vec::new()
+            });
+        }
+        if cols_full < n {
+            let j0 = b.index(cols_full as i64);
+            block(b, i0, rows, j0, n - cols_full);
+        }
+    };
+    if rows_full > 0 {
+        let (lo, hi, st) = (b.index(0), b.index(rows_full as i64), b.index(mr as i64));
+        b.for_loop(lo, hi, st, &[], |b, i0, _| {
+            row_block(b, i0, mr);
+            Vec::new()
+        });
+    }
+    if rows_full < m {
+        let i0 = b.index(rows_full as i64);
+        row_block(b, i0, m - rows_full);
+    }
+}
+
+/// One block of `rows × cols` dot products at (i0, j0).
+#[allow(clippy::too_many_arguments)]
+fn dot_micro(
+    b: &mut KernelBuilder,
+    (ab, bb, rb): (Buf, Buf, Buf),
+    (n, k): (u32, u32),
+    i0: Val,
+    rows: u32,
+    j0: Val,
+    cols: u32,
+    lanes: u32,
+) {
+    let kk = b.index(k as i64);
+    let nn = b.index(n as i64);
+    let row_base = |b: &mut KernelBuilder, base: Val, r: u32| {
+        let rv = b.index(r as i64);
+        let i = b.add(base, rv);
+        b.mul(i, kk)
+    };
+    let a_rows: Vec<Val> = (0..rows).map(|r| row_base(b, i0, r)).collect();
+    let b_rows: Vec<Val> = (0..cols).map(|c| row_base(b, j0, c)).collect();
+    let k_vec = k / lanes * lanes;
+    let l = lanes as u16;
+    let zero = b.const_float(Ty::vector(DType::F32, l), 0.0);
+    let mut sums: Vec<Val> = if lanes > 1 && k_vec > 0 {
+        let init = vec![zero; (rows * cols) as usize];
+        let (lo, hi, st) = (b.index(0), b.index(k_vec as i64), b.index(lanes as i64));
+        let accs = b.for_loop(lo, hi, st, &init, |b, kv, acc| {
+            let av: Vec<Val> = a_rows
+                .iter()
+                .map(|&ar| {
+                    let e = b.add(ar, kv);
+                    b.load(ab, e, l)
+                })
+                .collect();
+            let bv: Vec<Val> = b_rows
+                .iter()
+                .map(|&br| {
+                    let e = b.add(br, kv);
+                    b.load(bb, e, l)
+                })
+                .collect();
+            let mut next = Vec::with_capacity(acc.len());
+            for r in 0..rows as usize {
+                for c in 0..cols as usize {
+                    let p = b.mul(av[r], bv[c]);
+                    next.push(b.add(acc[r * cols as usize + c], p));
+                }
+            }
+            next
+        });
+        accs.iter()
+            .map(|&v| b.reduce_lanes(ReduceOp::Add, v))
+            .collect()
+    } else {
+        vec![b.const_float(Ty::F32, 0.0); (rows * cols) as usize]
+    };
+    let tail = if lanes > 1 { k_vec } else { 0 };
+    if tail < k {
+        let (lo, hi, one) = (b.index(tail as i64), b.index(k as i64), b.index(1));
+        sums = b.for_loop(lo, hi, one, &sums, |b, kv, acc| {
+            let mut next = Vec::with_capacity(acc.len());
+            for r in 0..rows as usize {
+                let ea = b.add(a_rows[r], kv);
+                let x = b.load(ab, ea, 1);
+                for c in 0..cols as usize {
+                    let eb = b.add(b_rows[c], kv);
+                    let y = b.load(bb, eb, 1);
+                    let p = b.mul(x, y);
+                    next.push(b.add(acc[r * cols as usize + c], p));
+                }
+            }
+            next
+        });
+    }
+    for r in 0..rows {
+        let rv = b.index(r as i64);
+        let i = b.add(i0, rv);
+        let ri = b.mul(i, nn);
+        for c in 0..cols {
+            let cv = b.index(c as i64);
+            let j = b.add(j0, cv);
+            let e = b.add(ri, j);
+            let old = b.load(rb, e, 1);
+            let s = b.add(old, sums[(r * cols + c) as usize]);
+            b.store(rb, e, s);
+        }
     }
 }
