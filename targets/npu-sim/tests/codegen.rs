@@ -499,3 +499,48 @@ fn an_f32_mma_is_never_computed_in_f16() {
         "npu-sim|bmm|f64 values: the npu-sim Vector unit has no f64"
     );
 }
+
+#[test]
+fn a_fired_trap_stops_the_launch_with_the_first_instance_in_grid_order() {
+    // y[i] = x[checked(idx[i])]: instances 2 and 4 hold bad indices; instance 2 is reported,
+    // and no output is handed back.
+    let mut b = KernelBuilder::new("gather");
+    let x = b.param("x", DType::F32, 4, Access::Read);
+    let idx = b.param("idx", DType::I64, 6, Access::Read);
+    let y = b.param("y", DType::F32, 6, Access::Write);
+    b.set_grid(&[6]);
+    let i = b.program_id(0);
+    let j = b.load(idx, i, 1);
+    let j = b.checked_below(j, 4, 7);
+    let v = b.load(x, j, 1);
+    b.store(y, i, v);
+    let k = b.finish();
+    let blob = npu_sim().compile(&k).unwrap();
+    let dev = device(Mode::Functional);
+    let loaded = dev.load(&blob.name, &blob.code).unwrap();
+    let mut xs = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+    let mut is: Vec<u8> = [0i64, 3, 9, 1, -5, 2]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let mut ys = vec![0u8; 24];
+    // SAFETY: the buffers outlive the launch and do not overlap.
+    let args = unsafe {
+        [
+            KernelArg::new(xs.as_mut_ptr(), xs.len()),
+            KernelArg::new(is.as_mut_ptr(), is.len()),
+            KernelArg::new(ys.as_mut_ptr(), ys.len()),
+        ]
+    };
+    let e = loaded.launch(&args).unwrap_err();
+    let t = e.trapped.expect("a data check, not a device failure");
+    assert_eq!((t.code, t.value), (7, 9));
+    assert_eq!(ys, vec![0u8; 24], "no output is written back after a trap");
+    // The interpreter agrees on which check fired.
+    let mut bufs = [xs.clone(), is.clone(), vec![0u8; 24]];
+    let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    let ie = tessera_kir::run_kernel(&k, &mut refs)
+        .unwrap_err()
+        .to_string();
+    assert!(ie.contains('7') && ie.contains('9'), "{ie}");
+}
