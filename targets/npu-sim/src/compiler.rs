@@ -63,9 +63,12 @@ impl NpuSim {
             use tessera_kir::passes::*;
             // An f32 tile product becomes multiply-add loops in f32 (the exact expansion
             // needs f64, which the chip lacks).
+            // Tiles become vectors as wide as the Vector unit's row (one VEC each).
             let opts = ScalarizeOptions {
+                vector_bytes: cfg.desc.vector_bytes,
                 blocked_f32_mma: true,
-                ..ScalarizeOptions::default()
+                block_rows: 4,
+                block_vectors: 1,
             };
             scalarize_tiles(k, &opts)?;
             let mut mmas = Vec::new();
