@@ -9,3 +9,13 @@ fn host_pass_list_still_passes() {
 fn interp_pass_list_still_passes() {
     tessera_tests::ratchet("interp");
 }
+
+#[test]
+fn npu_sim_pass_list_still_passes() {
+    tessera_tests::ratchet("npu-sim");
+}
+
+#[test]
+fn npu_sim_lite_pass_list_still_passes() {
+    tessera_tests::ratchet("npu-sim-lite");
+}
