@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs what the tests need (the Python venv
-# with onnx and onnxruntime), generates the ONNX node tests and the example models (both
-# cached), then runs every Rust test, conformance ratchets included, and fuzzes each parser
-# for a bounded time.
+# The whole test suite, from a fresh clone: installs what the tests need (Debian packages, the
+# Python venv with onnx and onnxruntime), generates the ONNX node tests and the example models
+# (both cached), runs every Rust test, conformance ratchets included, fuzzes each parser for a
+# bounded time, then builds the Python package and runs its pytest suite.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+scripts/setup-system.sh
 scripts/gen-node-tests.sh
 scripts/make-models.sh
 cargo test --workspace --all-features "$@"
@@ -21,3 +22,4 @@ if [ "$fuzz_secs" != 0 ]; then
   fi
   scripts/fuzz.sh "$fuzz_secs"
 fi
+scripts/test-python.sh

@@ -17,7 +17,9 @@
 
 use crate::RuntimeError;
 use tessera_ir::DType;
-use tessera_kir::{BufferId, BufferKind, Execution, NodeRecord, Plan, PlanBuffer, PlanIo, Step, TrapSite};
+use tessera_kir::{
+    BufferId, BufferKind, Execution, NodeRecord, Plan, PlanBuffer, PlanIo, Step, TrapSite,
+};
 
 pub const MAGIC: &[u8; 8] = b"TESSERA\0";
 /// Bumped whenever the payload layout changes; older files are refused, not misread.
@@ -100,6 +102,20 @@ impl Artifact {
         out
     }
 
+    /// Reads and decodes a `.tsa` file; errors name the path.
+    pub fn read(path: &std::path::Path) -> Result<Artifact, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Artifact::decode(&bytes).map_err(|e| match e {
+            RuntimeError::BadArtifact(m) => {
+                RuntimeError::BadArtifact(format!("{}: {m}", path.display()))
+            }
+            other => other,
+        })
+    }
+
     /// The SHA-256 digest of the encoded artifact's payload, as stored in its file; the same
     /// artifact always gives the same digest (encoding is deterministic).
     pub fn digest(&self) -> [u8; 32] {
@@ -123,18 +139,29 @@ impl Artifact {
 
     /// Decodes an artifact whose digest must be `expect` (when given): a mismatch is refused
     /// before the payload is parsed, so a substituted artifact is never even partly read.
-    pub fn decode_expecting(bytes: &[u8], expect: Option<&[u8; 32]>) -> Result<Artifact, RuntimeError> {
+    pub fn decode_expecting(
+        bytes: &[u8],
+        expect: Option<&[u8; 32]>,
+    ) -> Result<Artifact, RuntimeError> {
         let bad = |m: &str| RuntimeError::BadArtifact(m.to_string());
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(bad("not a Tessera artifact (bad magic)"));
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| bad("truncated header"))?);
+        let version = u32::from_le_bytes(
+            bytes[8..12]
+                .try_into()
+                .map_err(|_| bad("truncated header"))?,
+        );
         if version != FORMAT_VERSION {
             return Err(RuntimeError::BadArtifact(format!(
                 "artifact format version {version}, this runtime reads version {FORMAT_VERSION}; recompile the model"
             )));
         }
-        let len = u64::from_le_bytes(bytes[12..HEADER].try_into().map_err(|_| bad("truncated header"))?);
+        let len = u64::from_le_bytes(
+            bytes[12..HEADER]
+                .try_into()
+                .map_err(|_| bad("truncated header"))?,
+        );
         let rest = &bytes[HEADER..];
         if (rest.len() as u64) < len.saturating_add(DIGEST as u64) {
             return Err(RuntimeError::BadArtifact(format!(
@@ -146,16 +173,24 @@ impl Artifact {
             return Err(bad("trailing bytes after the digest"));
         }
         let payload = &rest[..len as usize];
-        let stored: [u8; 32] = rest[len as usize..].try_into().map_err(|_| bad("truncated digest"))?;
+        let stored: [u8; 32] = rest[len as usize..]
+            .try_into()
+            .map_err(|_| bad("truncated digest"))?;
         if let Some(want) = expect {
             if &stored != want {
-                return Err(RuntimeError::DigestMismatch { expected: digest_hex(want), found: digest_hex(&stored) });
+                return Err(RuntimeError::DigestMismatch {
+                    expected: digest_hex(want),
+                    found: digest_hex(&stored),
+                });
             }
         }
         if sha256(payload) != stored {
             return Err(bad("SHA-256 digest mismatch: the file is corrupt"));
         }
-        let mut r = Reader { data: payload, pos: 0 };
+        let mut r = Reader {
+            data: payload,
+            pos: 0,
+        };
         let target = r.str()?;
         let fingerprint = r.str()?;
         let source = r.str()?;
@@ -167,13 +202,23 @@ impl Artifact {
             let np = r.count(8)?;
             let param_bytes = (0..np).map(|_| r.u64()).collect::<Result<_, _>>()?;
             let blob = r.bytes()?.to_vec();
-            kernels.push(StoredKernel { name, param_bytes, blob });
+            kernels.push(StoredKernel {
+                name,
+                param_bytes,
+                blob,
+            });
         }
         if r.pos != payload.len() {
             return Err(bad("unexpected bytes at the end of the payload"));
         }
         validate(&plan, &kernels)?;
-        Ok(Artifact { target, fingerprint, source, plan, kernels })
+        Ok(Artifact {
+            target,
+            fingerprint,
+            source,
+            plan,
+            kernels,
+        })
     }
 }
 
@@ -185,11 +230,19 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
     for (i, b) in plan.buffers.iter().enumerate() {
         let ok = match &b.kind {
             BufferKind::Input(n) => (*n as usize) < plan.inputs.len(),
-            BufferKind::Const(n) => plan.consts.get(*n as usize).is_some_and(|c| c.len() as u64 == b.byte_len()),
+            BufferKind::Const(n) => plan
+                .consts
+                .get(*n as usize)
+                .is_some_and(|c| c.len() as u64 == b.byte_len()),
             BufferKind::Temp { .. } => true,
             BufferKind::Alias(of) => of.0 < i as u32,
         };
-        if !ok || b.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none_or(|n| n > tessera_ir::MAX_ELEMENTS) {
+        if !ok
+            || b.dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .is_none_or(|n| n > tessera_ir::MAX_ELEMENTS)
+        {
             return bad(format!("buffer {i} (`{}`) is malformed", b.name));
         }
     }
@@ -210,16 +263,26 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
                     return bad(format!("step {s} launches missing kernel {kernel}"));
                 };
                 if k.param_bytes.len() != args.len() || !args.iter().all(|&a| check(a)) {
-                    return bad(format!("step {s}: arguments of kernel `{}` do not match", k.name));
+                    return bad(format!(
+                        "step {s}: arguments of kernel `{}` do not match",
+                        k.name
+                    ));
                 }
                 for (&a, &want) in args.iter().zip(&k.param_bytes) {
                     if plan.buffers[a.0 as usize].byte_len() != want {
-                        return bad(format!("step {s}: kernel `{}` expects {want} bytes for an argument", k.name));
+                        return bad(format!(
+                            "step {s}: kernel `{}` expects {want} bytes for an argument",
+                            k.name
+                        ));
                     }
                 }
             }
             Step::Copy { src, dst } => {
-                if !check(*src) || !check(*dst) || plan.buffers[src.0 as usize].byte_len() != plan.buffers[dst.0 as usize].byte_len() {
+                if !check(*src)
+                    || !check(*dst)
+                    || plan.buffers[src.0 as usize].byte_len()
+                        != plan.buffers[dst.0 as usize].byte_len()
+                {
                     return bad(format!("step {s}: malformed copy"));
                 }
             }
@@ -261,8 +324,11 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: u64) -> Result<&'a [u8], RuntimeError> {
-        let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.data.len() as u64);
-        let end = end.ok_or_else(|| RuntimeError::BadArtifact("payload truncated".into()))? as usize;
+        let end = (self.pos as u64)
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len() as u64);
+        let end =
+            end.ok_or_else(|| RuntimeError::BadArtifact("payload truncated".into()))? as usize;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -271,29 +337,37 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u32(&mut self) -> Result<u32, RuntimeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     pub fn u64(&mut self) -> Result<u64, RuntimeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     pub fn bytes(&mut self) -> Result<&'a [u8], RuntimeError> {
         let n = self.u64()?;
         self.take(n)
     }
     pub fn str(&mut self) -> Result<String, RuntimeError> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| RuntimeError::BadArtifact("invalid UTF-8 string".into()))
+        String::from_utf8(self.bytes()?.to_vec())
+            .map_err(|_| RuntimeError::BadArtifact("invalid UTF-8 string".into()))
     }
     /// A count of items each at least `min_item` bytes long, refused if the rest cannot hold it.
     fn count(&mut self, min_item: u64) -> Result<usize, RuntimeError> {
         let n = self.u64()?;
         if n.saturating_mul(min_item.max(1)) > (self.data.len() - self.pos) as u64 {
-            return Err(RuntimeError::BadArtifact(format!("implausible item count {n}")));
+            return Err(RuntimeError::BadArtifact(format!(
+                "implausible item count {n}"
+            )));
         }
         Ok(n as usize)
     }
     fn dtype(&mut self) -> Result<DType, RuntimeError> {
         let s = self.str()?;
-        s.parse().map_err(|_| RuntimeError::BadArtifact(format!("unknown dtype `{s}`")))
+        s.parse()
+            .map_err(|_| RuntimeError::BadArtifact(format!("unknown dtype `{s}`")))
     }
 }
 
@@ -401,7 +475,12 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
             3 => BufferKind::Alias(BufferId(v)),
             _ => return Err(bad("unknown buffer kind")),
         };
-        p.buffers.push(PlanBuffer { name, dtype, dims, kind });
+        p.buffers.push(PlanBuffer {
+            name,
+            dtype,
+            dims,
+            kind,
+        });
     }
     for which in 0..2 {
         let n = r.count(16)?;
@@ -416,7 +495,13 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
                 1 => Some(r.bytes()?.to_vec()),
                 _ => return Err(bad("bad bound flag")),
             };
-            let io = PlanIo { name, buffer, dtype, dims, bound };
+            let io = PlanIo {
+                name,
+                buffer,
+                dtype,
+                dims,
+                bound,
+            };
             if which == 0 {
                 p.inputs.push(io)
             } else {
@@ -430,10 +515,15 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
             0 => {
                 let kernel = r.u32()?;
                 let na = r.count(4)?;
-                let args = (0..na).map(|_| r.u32().map(BufferId)).collect::<Result<_, _>>()?;
+                let args = (0..na)
+                    .map(|_| r.u32().map(BufferId))
+                    .collect::<Result<_, _>>()?;
                 Step::Launch { kernel, args }
             }
-            1 => Step::Copy { src: BufferId(r.u32()?), dst: BufferId(r.u32()?) },
+            1 => Step::Copy {
+                src: BufferId(r.u32()?),
+                dst: BufferId(r.u32()?),
+            },
             _ => return Err(bad("unknown step kind")),
         };
         p.steps.push(step);
@@ -448,13 +538,24 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
         let op = r.str()?;
         let dense = r.u8()? != 0;
         let how = Execution::from_name(&r.str()?).ok_or_else(|| bad("unknown execution kind"))?;
-        p.nodes.push(NodeRecord { node, op, dense, how });
+        p.nodes.push(NodeRecord {
+            node,
+            op,
+            dense,
+            how,
+        });
     }
     let nt = r.count(36)?;
     for _ in 0..nt {
         let kernel = r.u32()?;
         let (node, op, input, what) = (r.str()?, r.str()?, r.str()?, r.str()?);
-        p.traps.push(TrapSite { kernel, node, op, input, what });
+        p.traps.push(TrapSite {
+            kernel,
+            node,
+            op,
+            input,
+            what,
+        });
     }
     Ok(p)
 }
@@ -466,14 +567,44 @@ mod tests {
     fn sample() -> Artifact {
         let plan = Plan {
             buffers: vec![
-                PlanBuffer { name: "x".into(), dtype: DType::F32, dims: vec![2], kind: BufferKind::Input(0) },
-                PlanBuffer { name: "y".into(), dtype: DType::F32, dims: vec![2], kind: BufferKind::Temp { slot: 0 } },
+                PlanBuffer {
+                    name: "x".into(),
+                    dtype: DType::F32,
+                    dims: vec![2],
+                    kind: BufferKind::Input(0),
+                },
+                PlanBuffer {
+                    name: "y".into(),
+                    dtype: DType::F32,
+                    dims: vec![2],
+                    kind: BufferKind::Temp { slot: 0 },
+                },
             ],
-            inputs: vec![PlanIo { name: "x".into(), buffer: BufferId(0), dtype: DType::F32, dims: vec![2], bound: None }],
-            outputs: vec![PlanIo { name: "y".into(), buffer: BufferId(1), dtype: DType::F32, dims: vec![2], bound: None }],
-            steps: vec![Step::Launch { kernel: 0, args: vec![BufferId(0), BufferId(1)] }],
+            inputs: vec![PlanIo {
+                name: "x".into(),
+                buffer: BufferId(0),
+                dtype: DType::F32,
+                dims: vec![2],
+                bound: None,
+            }],
+            outputs: vec![PlanIo {
+                name: "y".into(),
+                buffer: BufferId(1),
+                dtype: DType::F32,
+                dims: vec![2],
+                bound: None,
+            }],
+            steps: vec![Step::Launch {
+                kernel: 0,
+                args: vec![BufferId(0), BufferId(1)],
+            }],
             consts: vec![],
-            nodes: vec![NodeRecord { node: "Relu node \"r\"".into(), op: "Relu".into(), dense: false, how: Execution::Kernel }],
+            nodes: vec![NodeRecord {
+                node: "Relu node \"r\"".into(),
+                op: "Relu".into(),
+                dense: false,
+                how: Execution::Kernel,
+            }],
             traps: vec![TrapSite {
                 kernel: 0,
                 node: "Gather node \"g\"".into(),
@@ -487,7 +618,11 @@ mod tests {
             fingerprint: String::new(),
             source: "m.onnx".into(),
             plan,
-            kernels: vec![StoredKernel { name: "relu".into(), param_bytes: vec![8, 8], blob: b"code".to_vec() }],
+            kernels: vec![StoredKernel {
+                name: "relu".into(),
+                param_bytes: vec![8, 8],
+                blob: b"code".to_vec(),
+            }],
         }
     }
 
@@ -531,7 +666,10 @@ mod tests {
         other[0] ^= 1;
         let e = Artifact::decode_expecting(&bytes, Some(&other)).unwrap_err();
         assert!(matches!(e, RuntimeError::DigestMismatch { .. }), "{e}");
-        assert!(e.to_string().contains(&digest_hex(&d)) && e.to_string().contains(&digest_hex(&other)), "{e}");
+        assert!(
+            e.to_string().contains(&digest_hex(&d)) && e.to_string().contains(&digest_hex(&other)),
+            "{e}"
+        );
         let e = parse_digest("abc").unwrap_err();
         assert!(e.contains("64 hex digits"), "{e}");
     }

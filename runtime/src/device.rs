@@ -60,7 +60,11 @@ pub struct Trapped {
 impl DeviceError {
     /// A device failure (bad blob, launch problem) of `kernel`.
     pub fn new(kernel: impl Into<String>, message: impl Into<String>) -> DeviceError {
-        DeviceError { kernel: kernel.into(), message: message.into(), trapped: None }
+        DeviceError {
+            kernel: kernel.into(),
+            message: message.into(),
+            trapped: None,
+        }
     }
 
     /// A launch of `kernel` stopped by trap `code` on `value`.

@@ -35,11 +35,22 @@ pub enum RuntimeError {
     /// range, a bad size). Names the node, its op, the input and the offending value. No
     /// output of the run is returned.
     #[error("{node}: input `{input}` holds {value}, which is {what}")]
-    Data { node: String, op: String, input: String, value: i64, what: String },
+    Data {
+        node: String,
+        op: String,
+        input: String,
+        value: i64,
+        what: String,
+    },
     /// The artifact is not the one the caller expects: its SHA-256 digest differs.
-    #[error("artifact digest mismatch: expected {expected}, the file has {found}; refusing to load it")]
+    #[error(
+        "artifact digest mismatch: expected {expected}, the file has {found}; refusing to load it"
+    )]
     DigestMismatch { expected: String, found: String },
     /// A limit exceeded: a run would need more scratch memory than the caller allows.
     #[error("the run needs {need} bytes of scratch memory, more than the limit of {limit} bytes (--max-memory)")]
     MemoryLimit { need: u64, limit: u64 },
+    /// A caller-provided output buffer does not fit ([`Model::run_into`]).
+    #[error("output `{output}`: {message}")]
+    Output { output: String, message: String },
 }

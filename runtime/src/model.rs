@@ -17,7 +17,10 @@ struct Aligned {
 
 impl Aligned {
     fn zeroed(len: usize) -> Aligned {
-        Aligned { words: vec![0u128; len.div_ceil(16)], len }
+        Aligned {
+            words: vec![0u128; len.div_ceil(16)],
+            len,
+        }
     }
 
     fn from_bytes(b: &[u8]) -> Aligned {
@@ -52,17 +55,34 @@ impl Model {
     /// Loads `artifact` on `device`: checks the target and fingerprint, then loads every kernel.
     pub fn load(artifact: Artifact, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
         if artifact.target != device.target() {
-            return Err(RuntimeError::WrongTarget { artifact: artifact.target.clone(), device: device.target().to_string() });
+            return Err(RuntimeError::WrongTarget {
+                artifact: artifact.target.clone(),
+                device: device.target().to_string(),
+            });
         }
-        device.check_fingerprint(&artifact.fingerprint).map_err(RuntimeError::IncompatibleDevice)?;
+        device
+            .check_fingerprint(&artifact.fingerprint)
+            .map_err(RuntimeError::IncompatibleDevice)?;
         let kernels = artifact
             .kernels
             .iter()
             .map(|k| device.load(&k.name, &k.blob).map_err(RuntimeError::Device))
             .collect::<Result<Vec<_>, _>>()?;
-        let consts = artifact.plan.consts.iter().map(|c| Aligned::from_bytes(c)).collect();
+        let consts = artifact
+            .plan
+            .consts
+            .iter()
+            .map(|c| Aligned::from_bytes(c))
+            .collect();
         let scratch = scratch_bytes(&artifact.plan);
-        Ok(Model { artifact, kernels, consts, device, scratch, max_memory: None })
+        Ok(Model {
+            artifact,
+            kernels,
+            consts,
+            device,
+            scratch,
+            max_memory: None,
+        })
     }
 
     /// Reads, validates and loads a `.tsa` file.
@@ -72,10 +92,19 @@ impl Model {
 
     /// Like [`Model::load_file`], refusing the file unless its SHA-256 digest is `expect`
     /// (when given). The digest is compared before anything else in the file is parsed.
-    pub fn load_file_expecting(path: &Path, device: Arc<dyn Device>, expect: Option<&[u8; 32]>) -> Result<Model, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    pub fn load_file_expecting(
+        path: &Path,
+        device: Arc<dyn Device>,
+        expect: Option<&[u8; 32]>,
+    ) -> Result<Model, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let artifact = Artifact::decode_expecting(&bytes, expect).map_err(|e| match e {
-            RuntimeError::BadArtifact(m) => RuntimeError::BadArtifact(format!("{}: {m}", path.display())),
+            RuntimeError::BadArtifact(m) => {
+                RuntimeError::BadArtifact(format!("{}: {m}", path.display()))
+            }
             other => other,
         })?;
         Model::load(artifact, device)
@@ -113,17 +142,87 @@ impl Model {
     /// Runs the plan on `inputs` (one per model input, in order) and returns the outputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let plan = &self.artifact.plan;
-        if inputs.len() != plan.inputs.len() {
-            return Err(RuntimeError::Input {
-                input: "(all)".into(),
-                message: format!("the model takes {} inputs, {} were given", plan.inputs.len(), inputs.len()),
-            });
-        }
+        self.check_count(inputs.len())?;
         for (io, t) in plan.inputs.iter().zip(inputs) {
             check_input(io, t)?;
         }
+        let bytes: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
+        let mut outs = Vec::with_capacity(plan.outputs.len());
+        self.execute(&bytes, &mut |k, b| {
+            outs.push(Tensor::new(
+                plan.outputs[k].dtype,
+                plan.outputs[k].dims.clone(),
+                b.to_vec(),
+            ))
+        })?;
+        Ok(outs)
+    }
+
+    /// Runs the plan on raw bytes and writes the outputs into caller-provided buffers: the
+    /// entry point of the C ABI and the Python package. `inputs[k]` holds input `k` laid out as
+    /// [`Model::inputs`] says (dtype, dims, row-major, sub-byte types packed as ONNX packs
+    /// them), and `outputs[k]` must be exactly as long as output `k`'s bytes. Lengths are
+    /// checked and errors name the input or output; nothing is written on an input error.
+    pub fn run_into(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<(), RuntimeError> {
+        let plan = &self.artifact.plan;
+        self.check_count(inputs.len())?;
+        for (io, b) in plan.inputs.iter().zip(inputs) {
+            check_input_bytes(io, b)?;
+        }
+        if outputs.len() != plan.outputs.len() {
+            return Err(RuntimeError::Output {
+                output: "(all)".into(),
+                message: format!(
+                    "the model has {} outputs, {} buffers were given",
+                    plan.outputs.len(),
+                    outputs.len()
+                ),
+            });
+        }
+        for (io, b) in plan.outputs.iter().zip(outputs.iter()) {
+            let need = io_bytes(io);
+            if b.len() as u64 != need {
+                return Err(RuntimeError::Output {
+                    output: io.name.clone(),
+                    message: format!(
+                        "the buffer holds {} bytes, the output ({} {:?}) needs {need}",
+                        b.len(),
+                        io.dtype,
+                        io.dims
+                    ),
+                });
+            }
+        }
+        self.execute(inputs, &mut |k, b| outputs[k].copy_from_slice(b))
+    }
+
+    fn check_count(&self, given: usize) -> Result<(), RuntimeError> {
+        let want = self.artifact.plan.inputs.len();
+        if given != want {
+            return Err(RuntimeError::Input {
+                input: "(all)".into(),
+                message: format!("the model takes {want} inputs, {given} were given"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Executes the plan on checked input bytes and hands each output's bytes to `emit`, in order.
+    fn execute(
+        &self,
+        inputs: &[&[u8]],
+        emit: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<(), RuntimeError> {
+        let plan = &self.artifact.plan;
         if let Some(limit) = self.max_memory.filter(|&l| self.scratch > l) {
-            return Err(RuntimeError::MemoryLimit { need: self.scratch, limit });
+            return Err(RuntimeError::MemoryLimit {
+                need: self.scratch,
+                limit,
+            });
         }
         // Storage for every buffer that owns some: inputs (copied, so kernels may not touch the
         // caller's data), temps (one allocation per slot), constants (shared, read-only).
@@ -140,19 +239,24 @@ impl Model {
                 }
             }
         }
-        let mut owned_inputs: Vec<Aligned> = inputs.iter().map(|t| Aligned::from_bytes(&t.bytes)).collect();
-        let mut ptr_of = |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
-            let root = plan.root(id);
-            let len = plan.buffer(id).byte_len() as usize;
-            let ptr = match plan.buffer(root).kind {
-                BufferKind::Input(n) => owned_inputs[n as usize].bytes_mut().as_mut_ptr(),
-                // Constants are read-only parameters of every kernel that takes them.
-                BufferKind::Const(n) => self.consts[n as usize].bytes().as_ptr() as *mut u8,
-                BufferKind::Temp { slot } => slots[slot as usize].as_mut().map(|a| a.bytes_mut().as_mut_ptr()).unwrap_or(std::ptr::null_mut()),
-                BufferKind::Alias(_) => std::ptr::null_mut(),
+        let mut owned_inputs: Vec<Aligned> =
+            inputs.iter().map(|b| Aligned::from_bytes(b)).collect();
+        let mut ptr_of =
+            |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
+                let root = plan.root(id);
+                let len = plan.buffer(id).byte_len() as usize;
+                let ptr = match plan.buffer(root).kind {
+                    BufferKind::Input(n) => owned_inputs[n as usize].bytes_mut().as_mut_ptr(),
+                    // Constants are read-only parameters of every kernel that takes them.
+                    BufferKind::Const(n) => self.consts[n as usize].bytes().as_ptr() as *mut u8,
+                    BufferKind::Temp { slot } => slots[slot as usize]
+                        .as_mut()
+                        .map(|a| a.bytes_mut().as_mut_ptr())
+                        .unwrap_or(std::ptr::null_mut()),
+                    BufferKind::Alias(_) => std::ptr::null_mut(),
+                };
+                (ptr, len)
             };
-            (ptr, len)
-        };
         for step in &plan.steps {
             match step {
                 Step::Launch { kernel, args } => {
@@ -161,14 +265,18 @@ impl Model {
                         .map(|&a| {
                             let (p, l) = ptr_of(a, &mut slots);
                             // SAFETY: the pointer comes from storage that lives until the end of
-                            // `run`, and validation checked lengths against the plan.
+                            // `execute`, and validation checked lengths against the plan.
                             unsafe { KernelArg::new(p, l) }
                         })
                         .collect();
                     if kargs.iter().any(|a| a.ptr().is_null()) {
-                        return Err(RuntimeError::BadArtifact(format!("kernel {kernel} has an unbacked argument")));
+                        return Err(RuntimeError::BadArtifact(format!(
+                            "kernel {kernel} has an unbacked argument"
+                        )));
                     }
-                    self.kernels[*kernel as usize].launch(&kargs).map_err(|e| self.launch_error(*kernel, e))?;
+                    self.kernels[*kernel as usize]
+                        .launch(&kargs)
+                        .map_err(|e| self.launch_error(*kernel, e))?;
                 }
                 Step::Copy { src, dst } => {
                     let (s, n) = ptr_of(*src, &mut slots);
@@ -178,14 +286,12 @@ impl Model {
                 }
             }
         }
-        let mut outs = Vec::with_capacity(plan.outputs.len());
-        for io in &plan.outputs {
+        for (k, io) in plan.outputs.iter().enumerate() {
             let (p, n) = ptr_of(io.buffer, &mut slots);
             // SAFETY: valid for `n` bytes as above.
-            let bytes = unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
-            outs.push(Tensor::new(io.dtype, io.dims.clone(), bytes));
+            emit(k, unsafe { std::slice::from_raw_parts(p, n) });
         }
-        Ok(outs)
+        Ok(())
     }
 }
 
@@ -193,7 +299,9 @@ impl Model {
     /// The error for a failed launch of kernel `kernel`: a failed data check becomes
     /// [`RuntimeError::Data`], named from the plan's trap table.
     fn launch_error(&self, kernel: u32, e: DeviceError) -> RuntimeError {
-        let Some(t) = e.trapped else { return RuntimeError::Device(e) };
+        let Some(t) = e.trapped else {
+            return RuntimeError::Device(e);
+        };
         match self.artifact.plan.traps.get(t.code as usize).filter(|s| s.kernel == kernel) {
             Some(site) => RuntimeError::Data {
                 node: site.node.clone(),
@@ -223,23 +331,54 @@ fn scratch_bytes(plan: &tessera_kir::Plan) -> u64 {
             slots[s] = slots[s].max(b.byte_len());
         }
     }
-    let io = plan.inputs.iter().chain(&plan.outputs).map(|io| io.dtype.storage_bytes(io.dims.iter().product()));
+    let io = plan
+        .inputs
+        .iter()
+        .chain(&plan.outputs)
+        .map(|io| io.dtype.storage_bytes(io.dims.iter().product()));
     slots.into_iter().chain(io).fold(0u64, u64::saturating_add)
 }
 
+/// The byte length of an input or output.
+fn io_bytes(io: &PlanIo) -> u64 {
+    io.dtype.storage_bytes(io.dims.iter().product())
+}
+
 fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
-    let err = |message: String| Err(RuntimeError::Input { input: io.name.clone(), message });
+    let err = |message: String| {
+        Err(RuntimeError::Input {
+            input: io.name.clone(),
+            message,
+        })
+    };
     if t.dtype != io.dtype {
         return err(format!("expected dtype {}, got {}", io.dtype, t.dtype));
     }
     if t.dims != io.dims {
         return err(format!("expected shape {:?}, got {:?}", io.dims, t.dims));
     }
-    if t.bytes.len() as u64 != io.dtype.storage_bytes(io.dims.iter().product()) {
-        return err(format!("holds {} bytes, its shape needs {}", t.bytes.len(), io.dtype.storage_bytes(io.dims.iter().product())));
+    check_input_bytes(io, &t.bytes)
+}
+
+/// Checks raw input bytes: their length, and the value of a bound input.
+fn check_input_bytes(io: &PlanIo, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let err = |message: String| {
+        Err(RuntimeError::Input {
+            input: io.name.clone(),
+            message,
+        })
+    };
+    if bytes.len() as u64 != io_bytes(io) {
+        return err(format!(
+            "holds {} bytes, its shape ({} {:?}) needs {}",
+            bytes.len(),
+            io.dtype,
+            io.dims,
+            io_bytes(io)
+        ));
     }
     if let Some(b) = &io.bound {
-        if b.as_slice() != t.bytes.as_slice() {
+        if b.as_slice() != bytes {
             return err("its value was bound when the model was compiled (it decides a shape); recompile with the new value".into());
         }
     }

@@ -28,7 +28,11 @@ fn write(out: &Path, target: &str, name: &str, bytes: &[u8]) {
 }
 
 fn main() {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut models: Vec<PathBuf> = Vec::new();
     let cache = root.join("tests/data/node-cache");
@@ -40,16 +44,23 @@ fn main() {
     }
     let mut count = 0usize;
     for case in &models {
-        let name = case.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = case
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let model = case.join("model.onnx");
-        let Ok(bytes) = std::fs::read(&model) else { continue };
+        let Ok(bytes) = std::fs::read(&model) else {
+            continue;
+        };
         write(&out, "onnx_import", &format!("{name}.onnx"), &bytes);
         let set = case.join("test_data_set_0");
         let mut named = BTreeMap::new();
         let names = tessera_onnx::input_names(&model).unwrap_or_default();
         for (k, input) in names.iter().enumerate() {
             let pb = set.join(format!("input_{k}.pb"));
-            let Ok(pb_bytes) = std::fs::read(&pb) else { break };
+            let Ok(pb_bytes) = std::fs::read(&pb) else {
+                break;
+            };
             write(&out, "tensor_files", &format!("{name}_{k}.pb"), &pb_bytes);
             if let Ok(t) = tessera_onnx::read_tensor_file(&pb) {
                 if let Ok(npy) = tessera_driver::npy::encode(&t) {
@@ -59,9 +70,18 @@ fn main() {
             }
         }
         let opts = tessera_driver::CompileOptions::for_target("interp").with_inputs(&named);
-        let Ok(graph) = tessera_driver::import(&model, &opts) else { continue };
-        write(&out, "ir_text", &format!("{name}.tir"), tessera_ir::text::print(&graph).as_bytes());
-        let Ok(artifact) = tessera_driver::compile_graph(&graph, &name, "interp") else { continue };
+        let Ok(graph) = tessera_driver::import(&model, &opts) else {
+            continue;
+        };
+        write(
+            &out,
+            "ir_text",
+            &format!("{name}.tir"),
+            tessera_ir::text::print(&graph).as_bytes(),
+        );
+        let Ok(artifact) = tessera_driver::compile_graph(&graph, &name, "interp") else {
+            continue;
+        };
         write(&out, "tsa_load", &format!("{name}.tsa"), &artifact.encode());
         for (i, k) in artifact.kernels.iter().enumerate() {
             write(&out, "kir_text", &format!("{name}_{i}.kir"), &k.blob);
@@ -69,19 +89,41 @@ fn main() {
         count += 1;
     }
     for dir in ["tests/filetests/infer", "tests/filetests/lower"] {
-        for e in std::fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(root.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let text = std::fs::read_to_string(e.path()).unwrap_or_default();
             // The graph is everything but the `//` header and CHECK lines.
-            let graph: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).map(|l| format!("{l}\n")).collect();
-            write(&out, "ir_text", &e.file_name().to_string_lossy(), graph.as_bytes());
+            let graph: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            write(
+                &out,
+                "ir_text",
+                &e.file_name().to_string_lossy(),
+                graph.as_bytes(),
+            );
         }
     }
-    for e in std::fs::read_dir(root.join("targets/npu-sim/kernels")).into_iter().flatten().flatten() {
+    for e in std::fs::read_dir(root.join("targets/npu-sim/kernels"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
         let name = e.file_name().to_string_lossy().to_string();
         write(&out, "npu_asm", &name, text.as_bytes());
         if let Ok(prog) = tessera_npu_sim::assemble(&text) {
-            write(&out, "npu_decode", &format!("{name}.bin"), &tessera_npu_sim::encode_program(&prog));
+            write(
+                &out,
+                "npu_decode",
+                &format!("{name}.bin"),
+                &tessera_npu_sim::encode_program(&prog),
+            );
         }
     }
     println!("seeded {} from {count} compiled models", out.display());

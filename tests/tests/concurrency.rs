@@ -22,10 +22,18 @@ graph @stress(%x: f32[32,32], %w: f32[32,32], %i: i64[16]) -> (%r, %g) {
 "#;
 
 fn inputs() -> Vec<Tensor> {
-    let x: Vec<f32> = (0..32 * 32).map(|k| ((k * 37 % 101) as f32 - 50.0) / 25.0).collect();
-    let w: Vec<f32> = (0..32 * 32).map(|k| ((k * 13 % 97) as f32 - 48.0) / 40.0).collect();
+    let x: Vec<f32> = (0..32 * 32)
+        .map(|k| ((k * 37 % 101) as f32 - 50.0) / 25.0)
+        .collect();
+    let w: Vec<f32> = (0..32 * 32)
+        .map(|k| ((k * 13 % 97) as f32 - 48.0) / 40.0)
+        .collect();
     let i: Vec<i64> = (0..16).map(|k| (k * 7 % 32) - 16).collect();
-    vec![Tensor::from_f32(vec![32, 32], &x), Tensor::from_f32(vec![32, 32], &w), Tensor::from_i64(vec![16], &i)]
+    vec![
+        Tensor::from_f32(vec![32, 32], &x),
+        Tensor::from_f32(vec![32, 32], &w),
+        Tensor::from_i64(vec![16], &i),
+    ]
 }
 
 fn stress(target: &str, runs: usize) {
@@ -36,7 +44,14 @@ fn stress(target: &str, runs: usize) {
     let inputs = Arc::new(inputs());
     let want = model.run(&inputs).unwrap();
     let mut bad = (*inputs).clone();
-    bad[2] = Tensor::from_i64(vec![16], &[3; 16].iter().enumerate().map(|(k, &v)| if k == 5 { 40 } else { v }).collect::<Vec<_>>());
+    bad[2] = Tensor::from_i64(
+        vec![16],
+        &[3; 16]
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| if k == 5 { 40 } else { v })
+            .collect::<Vec<_>>(),
+    );
     let bad = Arc::new(bad);
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {

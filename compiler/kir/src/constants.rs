@@ -16,7 +16,9 @@ pub fn int_constants(b: &Block) -> HashMap<Val, i64> {
                     }
                 }
                 InstKind::For { body, .. } => walk(body, out),
-                InstKind::If { then_blk, else_blk, .. } => {
+                InstKind::If {
+                    then_blk, else_blk, ..
+                } => {
                     walk(then_blk, out);
                     walk(else_blk, out);
                 }

@@ -85,7 +85,14 @@ impl Execution {
     }
 
     pub fn from_name(s: &str) -> Option<Execution> {
-        [Execution::Kernel, Execution::Host, Execution::Alias, Execution::Folded].into_iter().find(|e| e.name() == s)
+        [
+            Execution::Kernel,
+            Execution::Host,
+            Execution::Alias,
+            Execution::Folded,
+        ]
+        .into_iter()
+        .find(|e| e.name() == s)
     }
 }
 
@@ -153,11 +160,12 @@ impl Plan {
         let n = self.buffers.len();
         let mut first = vec![usize::MAX; n];
         let mut last = vec![0usize; n];
-        let touch = |b: BufferId, s: usize, plan: &Plan, first: &mut Vec<usize>, last: &mut Vec<usize>| {
-            let r = plan.root(b).0 as usize;
-            first[r] = first[r].min(s);
-            last[r] = last[r].max(s);
-        };
+        let touch =
+            |b: BufferId, s: usize, plan: &Plan, first: &mut Vec<usize>, last: &mut Vec<usize>| {
+                let r = plan.root(b).0 as usize;
+                first[r] = first[r].min(s);
+                last[r] = last[r].max(s);
+            };
         for (s, step) in self.steps.iter().enumerate() {
             match step {
                 Step::Launch { args, .. } => {
@@ -171,7 +179,11 @@ impl Plan {
                 }
             }
         }
-        let pinned: Vec<usize> = self.outputs.iter().map(|o| self.root(o.buffer).0 as usize).collect();
+        let pinned: Vec<usize> = self
+            .outputs
+            .iter()
+            .map(|o| self.root(o.buffer).0 as usize)
+            .collect();
         // Greedy interval colouring in order of first use; each slot remembers when it frees.
         let mut order: Vec<usize> = (0..n)
             .filter(|&i| matches!(self.buffers[i].kind, BufferKind::Temp { .. }))
@@ -182,7 +194,9 @@ impl Plan {
             let slot = if pinned.contains(&i) || first[i] == usize::MAX {
                 None
             } else {
-                slot_free_after.iter().position(|f| f.is_some_and(|end| end < first[i]))
+                slot_free_after
+                    .iter()
+                    .position(|f| f.is_some_and(|end| end < first[i]))
             };
             let slot = match slot {
                 Some(s) => s,
@@ -191,8 +205,11 @@ impl Plan {
                     slot_free_after.len() - 1
                 }
             };
-            slot_free_after[slot] =
-                if pinned.contains(&i) || first[i] == usize::MAX { None } else { Some(last[i]) };
+            slot_free_after[slot] = if pinned.contains(&i) || first[i] == usize::MAX {
+                None
+            } else {
+                Some(last[i])
+            };
             self.buffers[i].kind = BufferKind::Temp { slot: slot as u32 };
         }
         slot_free_after.len() as u32

@@ -973,7 +973,14 @@ fn roi_align(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let ratio = node.attr_int("sampling_ratio", 0);
     let scale = node.attr_float("spatial_scale", 1.0) as f64;
     let mut args = Vec::new();
-    let batch_code = cx.trap_site(node, "batch_indices", format!("not a batch of `X`, which has {nb} (valid: 0 to {})", nb.saturating_sub(1)));
+    let batch_code = cx.trap_site(
+        node,
+        "batch_indices",
+        format!(
+            "not a batch of `X`, which has {nb} (valid: 0 to {})",
+            nb.saturating_sub(1)
+        ),
+    );
     let mut b = KernelBuilder::new(cx.kernel_name("roi_align"));
     let xp = cx.bind_param(&mut b, &mut args, x, "x", Access::Read)?;
     let rp = cx.bind_param(&mut b, &mut args, rois, "rois", Access::Read)?;

@@ -47,14 +47,19 @@ impl Default for HostDevice {
 impl HostDevice {
     /// Uses as many threads as the machine offers.
     pub fn new() -> HostDevice {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         HostDevice::with_threads(n)
     }
 
     /// Uses at most `n` threads per launch (at least 1), for callers that run several
     /// launches at once or want a serial device.
     pub fn with_threads(n: usize) -> HostDevice {
-        HostDevice { max_threads: n.max(1), pool: Arc::new(OnceLock::new()) }
+        HostDevice {
+            max_threads: n.max(1),
+            pool: Arc::new(OnceLock::new()),
+        }
     }
 }
 
@@ -82,7 +87,13 @@ impl Device for HostDevice {
 }
 
 /// The entry point every blob's code starts with (see [`crate::blob`]).
-type Entry = unsafe extern "C" fn(args: *const *mut u8, scratch: *mut u8, begin: u64, end: u64, trap: *mut i64);
+type Entry = unsafe extern "C" fn(
+    args: *const *mut u8,
+    scratch: *mut u8,
+    begin: u64,
+    end: u64,
+    trap: *mut i64,
+);
 
 /// Where a call of the entry point records a trap: `[fired, code, value]`, written only by
 /// the code of the calling thread (see [`crate::blob`]).
@@ -152,11 +163,18 @@ impl LoadedKernel for HostKernel {
         let err = |message: String| DeviceError::new(self.name.clone(), message);
         let need = &self.header.param_bytes;
         if args.len() != need.len() {
-            return Err(err(format!("takes {} buffers, but {} were passed", need.len(), args.len())));
+            return Err(err(format!(
+                "takes {} buffers, but {} were passed",
+                need.len(),
+                args.len()
+            )));
         }
         for (i, (a, &n)) in args.iter().zip(need).enumerate() {
             if (a.len() as u64) < n {
-                return Err(err(format!("buffer {i} has {} bytes, but the kernel uses {n}", a.len())));
+                return Err(err(format!(
+                    "buffer {i} has {} bytes, but the kernel uses {n}",
+                    a.len()
+                )));
             }
         }
         let total = self.header.instances();
@@ -169,7 +187,8 @@ impl LoadedKernel for HostKernel {
         // executable for as long as `self` lives.
         let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(self.code.ptr) };
         let threads = self.threads_for(total);
-        let trapped = |(code, value): (u32, i64)| DeviceError::trapped(self.name.clone(), code, value);
+        let trapped =
+            |(code, value): (u32, i64)| DeviceError::trapped(self.name.clone(), code, value);
         if threads == 1 {
             let mut scratch = Scratch::new(self.header.scratch_bytes);
             let mut slot = TrapSlot::default();
@@ -272,17 +291,30 @@ impl Pool {
     /// Starts up to `n` workers (fewer if the system refuses threads).
     fn new(n: usize) -> Pool {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { job: None, to_start: 0, active: 0, panicked: false, shutdown: false }),
+            state: Mutex::new(State {
+                job: None,
+                to_start: 0,
+                active: 0,
+                panicked: false,
+                shutdown: false,
+            }),
             work: Condvar::new(),
             done: Condvar::new(),
         });
         let workers = (0..n)
             .map_while(|i| {
                 let shared = shared.clone();
-                std::thread::Builder::new().name(format!("tessera-host-{i}")).spawn(move || worker(&shared)).ok()
+                std::thread::Builder::new()
+                    .name(format!("tessera-host-{i}"))
+                    .spawn(move || worker(&shared))
+                    .ok()
             })
             .collect();
-        Pool { shared, busy: Mutex::new(()), workers }
+        Pool {
+            shared,
+            busy: Mutex::new(()),
+            workers,
+        }
     }
 
     /// Runs `work` on the calling thread and on up to `helpers` workers at once, returning
@@ -303,7 +335,9 @@ impl Pool {
         // (under the lock, while `job` is set), and this function clears `job` and then waits
         // for every joined worker to finish before returning, so `work` outlives every call.
         let job = JobRef(unsafe {
-            std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(work)
+            std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(
+                work,
+            )
         });
         {
             let mut st = self.shared.lock();
@@ -328,7 +362,9 @@ impl Pool {
         drop(guard);
         match mine {
             Err(p) => Err(panic_message(&*p)),
-            Ok(()) if worker_panicked => Err("a worker thread panicked while running the kernel".to_string()),
+            Ok(()) if worker_panicked => {
+                Err("a worker thread panicked while running the kernel".to_string())
+            }
             Ok(()) => Ok(()),
         }
     }
@@ -410,7 +446,10 @@ impl ExecCode {
                 0,
             );
             if p == libc::MAP_FAILED {
-                return Err(format!("cannot map {len} bytes for code: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "cannot map {len} bytes for code: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             std::ptr::copy_nonoverlapping(code.as_ptr(), p.cast::<u8>(), len);
             if libc::mprotect(p, len, libc::PROT_READ | libc::PROT_EXEC) != 0 {
@@ -418,7 +457,10 @@ impl ExecCode {
                 libc::munmap(p, len);
                 return Err(format!("cannot make code executable: {e}"));
             }
-            Ok(ExecCode { ptr: p.cast::<u8>().cast_const(), len })
+            Ok(ExecCode {
+                ptr: p.cast::<u8>().cast_const(),
+                len,
+            })
         }
     }
 
