@@ -26,8 +26,9 @@ for t in "${targets[@]}"; do
   (cd fuzz && cargo +nightly fuzz run -O "$t" "corpus/$t" "regressions/$t" -- \
       -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=262144 -print_final_stats=1 2>&1 \
       | grep -E "^(stat::number_of_executed_units|stat::new_units_added|Done|==[0-9]+== ERROR|SUMMARY)" || true)
-  if ls "fuzz/artifacts/$t"/crash-* "fuzz/artifacts/$t"/timeout-* "fuzz/artifacts/$t"/oom-* >/dev/null 2>&1; then
+  if [ -n "$(find "fuzz/artifacts/$t" -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) 2>/dev/null)" ]; then
     echo "fuzz target $t found a problem: see fuzz/artifacts/$t" >&2
-    exit 1
+    failed=1
   fi
 done
+exit "${failed:-0}"

@@ -9,8 +9,10 @@ use tessera_fuzz::{bounded_work, MAX_PARAM_BYTES, MAX_TRIPS};
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(k) = tessera_kir::parse_kernel(text) else { return };
+    // Compared as text: kernels holding a NaN literal are never `==` to themselves.
     let printed = tessera_kir::print_kernel(&k);
-    assert_eq!(tessera_kir::parse_kernel(&printed).as_ref(), Ok(&k), "round trip of:\n{printed}");
+    let again = tessera_kir::parse_kernel(&printed).map(|k| tessera_kir::print_kernel(&k));
+    assert_eq!(again.as_ref(), Ok(&printed), "round trip of:\n{printed}");
     if !bounded_work(&k).is_some_and(|w| w <= MAX_TRIPS) {
         return;
     }
