@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need (Debian packages, the
 # Python venv with onnx and onnxruntime), generates the ONNX node tests and the example models
-# (both cached), runs every Rust test, conformance ratchets included, then builds the Python
-# package and runs its pytest suite.
+# (both cached), runs every Rust test, conformance ratchets included, fuzzes each parser for a
+# bounded time, then builds the Python package and runs its pytest suite.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,4 +10,16 @@ scripts/setup-system.sh
 scripts/gen-node-tests.sh
 scripts/make-models.sh
 cargo test --workspace --all-features "$@"
+# Fuzz every parser of untrusted bytes for a bounded time (docs/security.md): each target
+# TESSERA_FUZZ_SECONDS seconds (default 20; 0 skips), on the nightly toolchain with cargo-fuzz.
+fuzz_secs="${TESSERA_FUZZ_SECONDS:-20}"
+if [ "$fuzz_secs" != 0 ]; then
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+  fi
+  scripts/fuzz.sh "$fuzz_secs"
+fi
 scripts/test-python.sh

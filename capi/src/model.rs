@@ -73,7 +73,10 @@ unsafe fn opt_str<'a>(s: *const c_char, what: &'static str) -> Result<Option<&'a
     if s.is_null() {
         return Ok(None);
     }
-    CStr::from_ptr(s).to_str().map(Some).map_err(|_| CapiError::InvalidArgument(format!("argument `{what}` is not UTF-8")))
+    CStr::from_ptr(s)
+        .to_str()
+        .map(Some)
+        .map_err(|_| CapiError::InvalidArgument(format!("argument `{what}` is not UTF-8")))
 }
 
 fn io_names<'a>(ios: impl Iterator<Item = (&'a str, DType, &'a [u64])>) -> Vec<IoNames> {
@@ -92,9 +95,24 @@ fn load(artifact: Artifact, target: Option<&str>) -> Result<Box<TesseraModel>, C
     let target = target.unwrap_or(&artifact.target).to_string();
     let device = device_for(&target)?;
     let model = Model::load(artifact, device)?;
-    let inputs = io_names(model.inputs().iter().map(|io| (io.name.as_str(), io.dtype, io.dims.as_slice())));
-    let outputs = io_names(model.outputs().iter().map(|io| (io.name.as_str(), io.dtype, io.dims.as_slice())));
-    Ok(Box::new(TesseraModel { model, target: CString::new(target).unwrap_or_default(), inputs, outputs }))
+    let inputs = io_names(
+        model
+            .inputs()
+            .iter()
+            .map(|io| (io.name.as_str(), io.dtype, io.dims.as_slice())),
+    );
+    let outputs = io_names(
+        model
+            .outputs()
+            .iter()
+            .map(|io| (io.name.as_str(), io.dtype, io.dims.as_slice())),
+    );
+    Ok(Box::new(TesseraModel {
+        model,
+        target: CString::new(target).unwrap_or_default(),
+        inputs,
+        outputs,
+    }))
 }
 
 /// Reads, validates and loads the `.tsa` artifact at `path`. `target` names the device
@@ -104,7 +122,11 @@ fn load(artifact: Artifact, target: Option<&str>) -> Result<Box<TesseraModel>, C
 /// # Safety
 /// `path` is a NUL-terminated string, `target` NULL or one, `out` a valid pointer.
 #[no_mangle]
-pub unsafe extern "C" fn tessera_model_load_file(path: *const c_char, target: *const c_char, out: *mut *mut TesseraModel) -> TesseraStatus {
+pub unsafe extern "C" fn tessera_model_load_file(
+    path: *const c_char,
+    target: *const c_char,
+    out: *mut *mut TesseraModel,
+) -> TesseraStatus {
     guard(|| {
         let out = out.as_mut().ok_or_else(|| CapiError::null("out"))?;
         *out = std::ptr::null_mut();
@@ -123,7 +145,12 @@ pub unsafe extern "C" fn tessera_model_load_file(path: *const c_char, target: *c
 /// `data` is valid for reading `len` bytes, `target` NULL or a NUL-terminated string, `out` a
 /// valid pointer.
 #[no_mangle]
-pub unsafe extern "C" fn tessera_model_load_memory(data: *const u8, len: usize, target: *const c_char, out: *mut *mut TesseraModel) -> TesseraStatus {
+pub unsafe extern "C" fn tessera_model_load_memory(
+    data: *const u8,
+    len: usize,
+    target: *const c_char,
+    out: *mut *mut TesseraModel,
+) -> TesseraStatus {
     guard(|| {
         let out = out.as_mut().ok_or_else(|| CapiError::null("out"))?;
         *out = std::ptr::null_mut();
@@ -145,7 +172,8 @@ pub unsafe extern "C" fn tessera_model_load_memory(data: *const u8, len: usize, 
 pub unsafe extern "C" fn tessera_model_free(model: *mut TesseraModel) {
     if !model.is_null() {
         // A panic in a destructor must not unwind into C either.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(Box::from_raw(model))));
+        let _ =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(Box::from_raw(model))));
     }
 }
 
@@ -156,7 +184,9 @@ pub unsafe extern "C" fn tessera_model_free(model: *mut TesseraModel) {
 /// `model` is NULL or a live model.
 #[no_mangle]
 pub unsafe extern "C" fn tessera_model_target(model: *const TesseraModel) -> *const c_char {
-    model.as_ref().map_or(std::ptr::null(), |m| m.target.as_ptr())
+    model
+        .as_ref()
+        .map_or(std::ptr::null(), |m| m.target.as_ptr())
 }
 
 /// The number of inputs the model takes (0 if `model` is NULL).
@@ -177,11 +207,25 @@ pub unsafe extern "C" fn tessera_model_output_count(model: *const TesseraModel) 
     model.as_ref().map_or(0, |m| m.outputs.len())
 }
 
-fn fill_info(list: &[IoNames], index: usize, what: &str, out: &mut TesseraTensorInfo) -> Result<(), CapiError> {
-    let io = list
-        .get(index)
-        .ok_or_else(|| CapiError::InvalidArgument(format!("{what} index {index} is out of range: the model has {} {what}s", list.len())))?;
-    *out = TesseraTensorInfo { name: io.name.as_ptr(), dtype: io.dtype, rank: io.dims.len(), dims: io.dims.as_ptr(), byte_len: io.byte_len };
+fn fill_info(
+    list: &[IoNames],
+    index: usize,
+    what: &str,
+    out: &mut TesseraTensorInfo,
+) -> Result<(), CapiError> {
+    let io = list.get(index).ok_or_else(|| {
+        CapiError::InvalidArgument(format!(
+            "{what} index {index} is out of range: the model has {} {what}s",
+            list.len()
+        ))
+    })?;
+    *out = TesseraTensorInfo {
+        name: io.name.as_ptr(),
+        dtype: io.dtype,
+        rank: io.dims.len(),
+        dims: io.dims.as_ptr(),
+        byte_len: io.byte_len,
+    };
     Ok(())
 }
 
@@ -190,10 +234,19 @@ fn fill_info(list: &[IoNames], index: usize, what: &str, out: &mut TesseraTensor
 /// # Safety
 /// `model` is a live model and `out` a valid pointer.
 #[no_mangle]
-pub unsafe extern "C" fn tessera_model_input_info(model: *const TesseraModel, index: usize, out: *mut TesseraTensorInfo) -> TesseraStatus {
+pub unsafe extern "C" fn tessera_model_input_info(
+    model: *const TesseraModel,
+    index: usize,
+    out: *mut TesseraTensorInfo,
+) -> TesseraStatus {
     guard(|| {
         let m = model.as_ref().ok_or_else(|| CapiError::null("model"))?;
-        fill_info(&m.inputs, index, "input", out.as_mut().ok_or_else(|| CapiError::null("out"))?)
+        fill_info(
+            &m.inputs,
+            index,
+            "input",
+            out.as_mut().ok_or_else(|| CapiError::null("out"))?,
+        )
     })
 }
 
@@ -202,10 +255,19 @@ pub unsafe extern "C" fn tessera_model_input_info(model: *const TesseraModel, in
 /// # Safety
 /// `model` is a live model and `out` a valid pointer.
 #[no_mangle]
-pub unsafe extern "C" fn tessera_model_output_info(model: *const TesseraModel, index: usize, out: *mut TesseraTensorInfo) -> TesseraStatus {
+pub unsafe extern "C" fn tessera_model_output_info(
+    model: *const TesseraModel,
+    index: usize,
+    out: *mut TesseraTensorInfo,
+) -> TesseraStatus {
     guard(|| {
         let m = model.as_ref().ok_or_else(|| CapiError::null("model"))?;
-        fill_info(&m.outputs, index, "output", out.as_mut().ok_or_else(|| CapiError::null("out"))?)
+        fill_info(
+            &m.outputs,
+            index,
+            "output",
+            out.as_mut().ok_or_else(|| CapiError::null("out"))?,
+        )
     })
 }
 
@@ -245,7 +307,9 @@ pub unsafe extern "C" fn tessera_model_run(
             out_bytes.push(if b.len == 0 {
                 &mut [][..]
             } else if b.data.is_null() {
-                return Err(CapiError::NullPointer(buffer_name("outputs", k, &m.outputs)));
+                return Err(CapiError::NullPointer(buffer_name(
+                    "outputs", k, &m.outputs,
+                )));
             } else {
                 std::slice::from_raw_parts_mut(b.data.cast::<u8>(), b.len)
             });
@@ -257,7 +321,10 @@ pub unsafe extern "C" fn tessera_model_run(
 
 /// Names the buffer `list[k]` for an error message.
 fn buffer_name(list: &str, k: usize, ios: &[IoNames]) -> String {
-    let name = ios.get(k).map(|io| io.name.to_string_lossy().to_string()).unwrap_or_default();
+    let name = ios
+        .get(k)
+        .map(|io| io.name.to_string_lossy().to_string())
+        .unwrap_or_default();
     format!("{list}[{k}].data (`{name}`)")
 }
 
@@ -265,7 +332,11 @@ fn buffer_name(list: &str, k: usize, ios: &[IoNames]) -> String {
 ///
 /// # Safety
 /// `p` is NULL or valid for `n` elements.
-unsafe fn slice_arg<'a, T>(p: *const T, n: usize, what: &'static str) -> Result<&'a [T], CapiError> {
+unsafe fn slice_arg<'a, T>(
+    p: *const T,
+    n: usize,
+    what: &'static str,
+) -> Result<&'a [T], CapiError> {
     if n == 0 {
         return Ok(&[]);
     }

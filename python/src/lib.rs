@@ -16,10 +16,30 @@ use tessera_driver::{CompileOptions, DriverError};
 use tessera_ir::{DType, Tensor};
 use tessera_runtime::{Artifact, Model, RuntimeError};
 
-create_exception!(_native, TesseraError, PyException, "Base class of every error Tessera raises.");
-create_exception!(_native, UnsupportedError, TesseraError, "An op, dtype, attribute, option or target Tessera does not support (yet).");
-create_exception!(_native, InvalidModelError, TesseraError, "A model or artifact that is malformed, inconsistent or corrupt.");
-create_exception!(_native, InvalidInputError, TesseraError, "Inputs that do not fit the model: missing, unknown, wrong dtype, shape or size.");
+create_exception!(
+    _native,
+    TesseraError,
+    PyException,
+    "Base class of every error Tessera raises."
+);
+create_exception!(
+    _native,
+    UnsupportedError,
+    TesseraError,
+    "An op, dtype, attribute, option or target Tessera does not support (yet)."
+);
+create_exception!(
+    _native,
+    InvalidModelError,
+    TesseraError,
+    "A model or artifact that is malformed, inconsistent or corrupt."
+);
+create_exception!(
+    _native,
+    InvalidInputError,
+    TesseraError,
+    "Inputs that do not fit the model: missing, unknown, wrong dtype, shape or size."
+);
 
 /// Maps a driver error onto the exception hierarchy; the message is the CLI's.
 fn py_err(e: DriverError) -> PyErr {
@@ -87,13 +107,17 @@ impl NativeArtifact {
 /// Decodes the contents of a `.tsa` file.
 #[pyfunction]
 fn artifact_from_bytes(data: &[u8]) -> PyResult<NativeArtifact> {
-    Ok(NativeArtifact { artifact: Artifact::decode(data).map_err(rt)? })
+    Ok(NativeArtifact {
+        artifact: Artifact::decode(data).map_err(rt)?,
+    })
 }
 
 /// Reads and validates a `.tsa` file.
 #[pyfunction]
 fn load_artifact(path: PathBuf) -> PyResult<NativeArtifact> {
-    Ok(NativeArtifact { artifact: Artifact::read(&path).map_err(rt)? })
+    Ok(NativeArtifact {
+        artifact: Artifact::read(&path).map_err(rt)?,
+    })
 }
 
 /// Compiles an ONNX model, given as a file `path` or as serialized `data`. `shapes` gives
@@ -119,18 +143,31 @@ fn compile(
     opts.input_shapes.extend(shapes);
     let artifact = match (path, data) {
         (Some(path), None) => py.detach(|| tessera_driver::compile_file(&path, &opts)),
-        (None, Some(bytes)) => py.detach(|| tessera_driver::compile_bytes(bytes, "<model bytes>", model_dir.as_deref(), &opts)),
-        _ => return Err(TesseraError::new_err("compile: give exactly one of `path` and `data`")),
+        (None, Some(bytes)) => py.detach(|| {
+            tessera_driver::compile_bytes(bytes, "<model bytes>", model_dir.as_deref(), &opts)
+        }),
+        _ => {
+            return Err(TesseraError::new_err(
+                "compile: give exactly one of `path` and `data`",
+            ))
+        }
     }
     .map_err(py_err)?;
     Ok(NativeArtifact { artifact })
 }
 
 fn tensor(name: &str, code: i32, dims: Vec<u64>, bytes: Vec<u8>) -> PyResult<Tensor> {
-    let dtype = DType::from_onnx(code).ok_or_else(|| UnsupportedError::new_err(format!("input `{name}`: dtype code {code} is not supported")))?;
+    let dtype = DType::from_onnx(code).ok_or_else(|| {
+        UnsupportedError::new_err(format!(
+            "input `{name}`: dtype code {code} is not supported"
+        ))
+    })?;
     let need = dtype.storage_bytes(dims.iter().product());
     if bytes.len() as u64 != need {
-        return Err(InvalidInputError::new_err(format!("input `{name}`: holds {} bytes, its shape ({dtype} {dims:?}) needs {need}", bytes.len())));
+        return Err(InvalidInputError::new_err(format!(
+            "input `{name}`: holds {} bytes, its shape ({dtype} {dims:?}) needs {need}",
+            bytes.len()
+        )));
     }
     Ok(Tensor::new(dtype, dims, bytes))
 }
@@ -150,18 +187,28 @@ impl Session {
     #[new]
     fn new(py: Python<'_>, artifact: &NativeArtifact, target: String) -> PyResult<Session> {
         let a = artifact.artifact.clone();
-        let model = py.detach(|| tessera_driver::load(a, &target)).map_err(py_err)?;
+        let model = py
+            .detach(|| tessera_driver::load(a, &target))
+            .map_err(py_err)?;
         Ok(Session { model })
     }
 
     /// The inputs as (name, dtype code, dims), in order.
     fn inputs(&self) -> Vec<(String, i32, Vec<u64>)> {
-        self.model.inputs().iter().map(|io| (io.name.clone(), io.dtype.to_onnx(), io.dims.clone())).collect()
+        self.model
+            .inputs()
+            .iter()
+            .map(|io| (io.name.clone(), io.dtype.to_onnx(), io.dims.clone()))
+            .collect()
     }
 
     /// The outputs as (name, dtype code, dims), in order.
     fn outputs(&self) -> Vec<(String, i32, Vec<u64>)> {
-        self.model.outputs().iter().map(|io| (io.name.clone(), io.dtype.to_onnx(), io.dims.clone())).collect()
+        self.model
+            .outputs()
+            .iter()
+            .map(|io| (io.name.clone(), io.dtype.to_onnx(), io.dims.clone()))
+            .collect()
     }
 
     /// The target the model runs on.
@@ -173,20 +220,41 @@ impl Session {
     /// Runs the model: `inputs` are C-contiguous byte buffers (one per input, in order),
     /// `outputs` writable C-contiguous byte buffers sized for each output. The GIL is released
     /// while the model runs; inputs are read in place.
-    fn run_into(&self, py: Python<'_>, inputs: Vec<Bound<'_, PyAny>>, outputs: Vec<Bound<'_, PyAny>>) -> PyResult<()> {
+    fn run_into(
+        &self,
+        py: Python<'_>,
+        inputs: Vec<Bound<'_, PyAny>>,
+        outputs: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let mut held = Vec::with_capacity(inputs.len() + outputs.len());
         let mut ins = Vec::with_capacity(inputs.len());
         let mut outs = Vec::with_capacity(outputs.len());
         for (k, obj) in inputs.iter().enumerate() {
-            let b = byte_buffer(obj, &self.model.inputs().get(k).map(|io| io.name.clone()).unwrap_or_default(), "input")?;
+            let b = byte_buffer(
+                obj,
+                &self
+                    .model
+                    .inputs()
+                    .get(k)
+                    .map(|io| io.name.clone())
+                    .unwrap_or_default(),
+                "input",
+            )?;
             ins.push(Raw(b.buf_ptr() as usize, b.len_bytes()));
             held.push(b);
         }
         for (k, obj) in outputs.iter().enumerate() {
-            let name = self.model.outputs().get(k).map(|io| io.name.clone()).unwrap_or_default();
+            let name = self
+                .model
+                .outputs()
+                .get(k)
+                .map(|io| io.name.clone())
+                .unwrap_or_default();
             let b = byte_buffer(obj, &name, "output")?;
             if b.readonly() {
-                return Err(TesseraError::new_err(format!("output `{name}`: the buffer is read-only")));
+                return Err(TesseraError::new_err(format!(
+                    "output `{name}`: the buffer is read-only"
+                )));
             }
             outs.push(Raw(b.buf_ptr() as usize, b.len_bytes()));
             held.push(b);
@@ -196,7 +264,8 @@ impl Session {
             // SAFETY: every buffer is held (`held`) until this returns, so the memory stays
             // valid; the outputs are writable buffers the Python layer just allocated.
             let in_slices: Vec<&[u8]> = ins.iter().map(|r| unsafe { slice(r) }).collect();
-            let mut out_slices: Vec<&mut [u8]> = outs.iter().map(|r| unsafe { slice_mut(r) }).collect();
+            let mut out_slices: Vec<&mut [u8]> =
+                outs.iter().map(|r| unsafe { slice_mut(r) }).collect();
             model.run_into(&in_slices, &mut out_slices)
         })
         .map_err(rt)?;
@@ -226,9 +295,12 @@ unsafe fn slice_mut<'a>(r: &Raw) -> &'a mut [u8] {
 }
 
 fn byte_buffer(obj: &Bound<'_, PyAny>, name: &str, what: &str) -> PyResult<PyBuffer<u8>> {
-    let b = PyBuffer::<u8>::get(obj).map_err(|e| TesseraError::new_err(format!("{what} `{name}`: not a byte buffer: {e}")))?;
+    let b = PyBuffer::<u8>::get(obj)
+        .map_err(|e| TesseraError::new_err(format!("{what} `{name}`: not a byte buffer: {e}")))?;
     if !b.is_c_contiguous() {
-        return Err(TesseraError::new_err(format!("{what} `{name}`: the buffer is not contiguous")));
+        return Err(TesseraError::new_err(format!(
+            "{what} `{name}`: the buffer is not contiguous"
+        )));
     }
     Ok(b)
 }
@@ -238,21 +310,43 @@ fn byte_buffer(obj: &Bound<'_, PyAny>, name: &str, what: &str) -> PyResult<PyBuf
 fn targets() -> Vec<(String, String, bool, Option<String>)> {
     tessera_driver::targets::all()
         .into_iter()
-        .map(|t| (t.name.to_string(), t.description.to_string(), t.available, t.feature.map(str::to_string)))
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.description.to_string(),
+                t.available,
+                t.feature.map(str::to_string),
+            )
+        })
         .collect()
 }
 
 /// Runs the ONNX node tests under `data` on `target` and returns the JSON report.
 #[pyfunction]
 #[pyo3(signature = (target, data, filter=None, jobs=1))]
-fn conformance(py: Python<'_>, target: String, data: PathBuf, filter: Option<String>, jobs: usize) -> PyResult<String> {
+fn conformance(
+    py: Python<'_>,
+    target: String,
+    data: PathBuf,
+    filter: Option<String>,
+    jobs: usize,
+) -> PyResult<String> {
     let re = filter
-        .map(|f| regex::Regex::new(&f).map_err(|e| InvalidInputError::new_err(format!("filter: {e}"))))
+        .map(|f| {
+            regex::Regex::new(&f).map_err(|e| InvalidInputError::new_err(format!("filter: {e}")))
+        })
         .transpose()?;
     if !Path::new(&data).is_dir() {
-        return Err(TesseraError::new_err(format!("{} does not exist; run scripts/gen-node-tests.sh first", data.display())));
+        return Err(TesseraError::new_err(format!(
+            "{} does not exist; run scripts/gen-node-tests.sh first",
+            data.display()
+        )));
     }
-    let results = py.detach(|| tessera_driver::conformance::run_suite(&data, &target, re.as_ref(), jobs.max(1), None)).map_err(py_err)?;
+    let results = py
+        .detach(|| {
+            tessera_driver::conformance::run_suite(&data, &target, re.as_ref(), jobs.max(1), None)
+        })
+        .map_err(py_err)?;
     Ok(tessera_driver::conformance::report_json(&target, &results))
 }
 

@@ -1,21 +1,59 @@
 //! The `.tsa` artifact: one file holding the plan, the constants and each kernel's code blob,
-//! versioned and checksummed. [`Artifact::encode`] writes it; [`Artifact::decode`] refuses a
+//! versioned and digested. [`Artifact::encode`] writes it; [`Artifact::decode`] refuses a
 //! file that is truncated, corrupt, of another format version, or malformed, naming why.
 //!
 //! Layout (all integers little-endian):
 //! ```text
-//! magic "TESSERA\0" | u32 format version | u64 payload length | payload | u32 CRC-32 of payload
+//! magic "TESSERA\0" | u32 format version (2) | u64 payload length | payload | SHA-256 of payload (32 bytes)
 //! ```
 //! The payload is a sequence of length-prefixed fields written by [`Writer`] and read back by
 //! [`Reader`] in the same order; see `encode` for the order.
+//!
+//! The SHA-256 digest is the artifact's identity: [`Artifact::digest`] and `tessera compile`
+//! report it, and [`Artifact::decode_expecting`] (`tessera run --expect-digest`) refuses a
+//! file whose digest is not the one the caller expects, before any of its payload is parsed.
+//! A digest checks integrity and identity, not trust: an artifact holds native code, and the
+//! digest only proves it is the artifact the caller meant (see docs/security.md).
 
 use crate::RuntimeError;
 use tessera_ir::DType;
-use tessera_kir::{BufferId, BufferKind, Execution, NodeRecord, Plan, PlanBuffer, PlanIo, Step};
+use tessera_kir::{
+    BufferId, BufferKind, Execution, NodeRecord, Plan, PlanBuffer, PlanIo, Step, TrapSite,
+};
 
 pub const MAGIC: &[u8; 8] = b"TESSERA\0";
 /// Bumped whenever the payload layout changes; older files are refused, not misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: SHA-256 instead of CRC-32, and the plan's trap table.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Bytes of the fixed header: magic, version, payload length.
+const HEADER: usize = 20;
+/// Bytes of the trailing digest.
+const DIGEST: usize = 32;
+
+/// The SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+/// A digest as 64 lowercase hex digits.
+pub fn digest_hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits (either case) into a digest.
+pub fn parse_digest(hex: &str) -> Result<[u8; 32], String> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("`{hex}` is not a SHA-256 digest (64 hex digits)"));
+    }
+    let mut d = [0u8; 32];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(d)
+}
 
 /// One compiled kernel as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,52 +93,104 @@ impl Artifact {
             w.bytes(&k.blob);
         }
         let payload = w.out;
-        let mut out = Vec::with_capacity(payload.len() + 24);
+        let mut out = Vec::with_capacity(payload.len() + HEADER + DIGEST);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         out.extend_from_slice(&payload);
-        out.extend_from_slice(&crc32(&payload).to_le_bytes());
+        out.extend_from_slice(&sha256(&payload));
         out
     }
 
     /// Reads and decodes a `.tsa` file; errors name the path.
     pub fn read(path: &std::path::Path) -> Result<Artifact, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io { path: path.display().to_string(), message: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Artifact::decode(&bytes).map_err(|e| match e {
-            RuntimeError::BadArtifact(m) => RuntimeError::BadArtifact(format!("{}: {m}", path.display())),
+            RuntimeError::BadArtifact(m) => {
+                RuntimeError::BadArtifact(format!("{}: {m}", path.display()))
+            }
             other => other,
         })
     }
 
+    /// The SHA-256 digest of the encoded artifact's payload, as stored in its file; the same
+    /// artifact always gives the same digest (encoding is deterministic).
+    pub fn digest(&self) -> [u8; 32] {
+        let bytes = self.encode();
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&bytes[bytes.len() - DIGEST..]);
+        d
+    }
+
+    /// The digest stored in an encoded artifact, read without decoding anything else (`None`
+    /// if `bytes` is too short to hold one).
+    pub fn stored_digest(bytes: &[u8]) -> Option<[u8; 32]> {
+        let at = bytes.len().checked_sub(DIGEST).filter(|&a| a >= HEADER)?;
+        bytes[at..].try_into().ok()
+    }
+
+    /// Decodes an artifact, checking every field (see the module doc).
     pub fn decode(bytes: &[u8]) -> Result<Artifact, RuntimeError> {
+        Artifact::decode_expecting(bytes, None)
+    }
+
+    /// Decodes an artifact whose digest must be `expect` (when given): a mismatch is refused
+    /// before the payload is parsed, so a substituted artifact is never even partly read.
+    pub fn decode_expecting(
+        bytes: &[u8],
+        expect: Option<&[u8; 32]>,
+    ) -> Result<Artifact, RuntimeError> {
         let bad = |m: &str| RuntimeError::BadArtifact(m.to_string());
-        if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(bad("not a Tessera artifact (bad magic)"));
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| bad("truncated header"))?);
+        let version = u32::from_le_bytes(
+            bytes[8..12]
+                .try_into()
+                .map_err(|_| bad("truncated header"))?,
+        );
         if version != FORMAT_VERSION {
             return Err(RuntimeError::BadArtifact(format!(
                 "artifact format version {version}, this runtime reads version {FORMAT_VERSION}; recompile the model"
             )));
         }
-        let len = u64::from_le_bytes(bytes[12..20].try_into().map_err(|_| bad("truncated header"))?);
-        let rest = &bytes[20..];
-        if (rest.len() as u64) < len.saturating_add(4) {
+        let len = u64::from_le_bytes(
+            bytes[12..HEADER]
+                .try_into()
+                .map_err(|_| bad("truncated header"))?,
+        );
+        let rest = &bytes[HEADER..];
+        if (rest.len() as u64) < len.saturating_add(DIGEST as u64) {
             return Err(RuntimeError::BadArtifact(format!(
                 "artifact truncated: payload says {len} bytes, file holds {}",
-                rest.len().saturating_sub(4)
+                rest.len().saturating_sub(DIGEST)
             )));
         }
-        if rest.len() as u64 != len + 4 {
-            return Err(bad("trailing bytes after the checksum"));
+        if rest.len() as u64 != len + DIGEST as u64 {
+            return Err(bad("trailing bytes after the digest"));
         }
         let payload = &rest[..len as usize];
-        let stored = u32::from_le_bytes(rest[len as usize..].try_into().map_err(|_| bad("truncated checksum"))?);
-        if crc32(payload) != stored {
-            return Err(bad("checksum mismatch: the file is corrupt"));
+        let stored: [u8; 32] = rest[len as usize..]
+            .try_into()
+            .map_err(|_| bad("truncated digest"))?;
+        if let Some(want) = expect {
+            if &stored != want {
+                return Err(RuntimeError::DigestMismatch {
+                    expected: digest_hex(want),
+                    found: digest_hex(&stored),
+                });
+            }
         }
-        let mut r = Reader { data: payload, pos: 0 };
+        if sha256(payload) != stored {
+            return Err(bad("SHA-256 digest mismatch: the file is corrupt"));
+        }
+        let mut r = Reader {
+            data: payload,
+            pos: 0,
+        };
         let target = r.str()?;
         let fingerprint = r.str()?;
         let source = r.str()?;
@@ -112,13 +202,23 @@ impl Artifact {
             let np = r.count(8)?;
             let param_bytes = (0..np).map(|_| r.u64()).collect::<Result<_, _>>()?;
             let blob = r.bytes()?.to_vec();
-            kernels.push(StoredKernel { name, param_bytes, blob });
+            kernels.push(StoredKernel {
+                name,
+                param_bytes,
+                blob,
+            });
         }
         if r.pos != payload.len() {
             return Err(bad("unexpected bytes at the end of the payload"));
         }
         validate(&plan, &kernels)?;
-        Ok(Artifact { target, fingerprint, source, plan, kernels })
+        Ok(Artifact {
+            target,
+            fingerprint,
+            source,
+            plan,
+            kernels,
+        })
     }
 }
 
@@ -130,17 +230,30 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
     for (i, b) in plan.buffers.iter().enumerate() {
         let ok = match &b.kind {
             BufferKind::Input(n) => (*n as usize) < plan.inputs.len(),
-            BufferKind::Const(n) => plan.consts.get(*n as usize).is_some_and(|c| c.len() as u64 == b.byte_len()),
+            BufferKind::Const(n) => plan
+                .consts
+                .get(*n as usize)
+                .is_some_and(|c| c.len() as u64 == b.byte_len()),
             BufferKind::Temp { .. } => true,
             BufferKind::Alias(of) => of.0 < i as u32,
         };
-        if !ok || b.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none_or(|n| n > tessera_ir::MAX_ELEMENTS) {
+        if !ok
+            || b.dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .is_none_or(|n| n > tessera_ir::MAX_ELEMENTS)
+        {
             return bad(format!("buffer {i} (`{}`) is malformed", b.name));
         }
     }
     for io in plan.inputs.iter().chain(&plan.outputs) {
         if !check(io.buffer) {
             return bad(format!("input/output `{}` names a missing buffer", io.name));
+        }
+    }
+    for (i, t) in plan.traps.iter().enumerate() {
+        if t.kernel as usize >= kernels.len() {
+            return bad(format!("trap {i} names missing kernel {}", t.kernel));
         }
     }
     for (s, step) in plan.steps.iter().enumerate() {
@@ -150,16 +263,26 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
                     return bad(format!("step {s} launches missing kernel {kernel}"));
                 };
                 if k.param_bytes.len() != args.len() || !args.iter().all(|&a| check(a)) {
-                    return bad(format!("step {s}: arguments of kernel `{}` do not match", k.name));
+                    return bad(format!(
+                        "step {s}: arguments of kernel `{}` do not match",
+                        k.name
+                    ));
                 }
                 for (&a, &want) in args.iter().zip(&k.param_bytes) {
                     if plan.buffers[a.0 as usize].byte_len() != want {
-                        return bad(format!("step {s}: kernel `{}` expects {want} bytes for an argument", k.name));
+                        return bad(format!(
+                            "step {s}: kernel `{}` expects {want} bytes for an argument",
+                            k.name
+                        ));
                     }
                 }
             }
             Step::Copy { src, dst } => {
-                if !check(*src) || !check(*dst) || plan.buffers[src.0 as usize].byte_len() != plan.buffers[dst.0 as usize].byte_len() {
+                if !check(*src)
+                    || !check(*dst)
+                    || plan.buffers[src.0 as usize].byte_len()
+                        != plan.buffers[dst.0 as usize].byte_len()
+                {
                     return bad(format!("step {s}: malformed copy"));
                 }
             }
@@ -201,8 +324,11 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: u64) -> Result<&'a [u8], RuntimeError> {
-        let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.data.len() as u64);
-        let end = end.ok_or_else(|| RuntimeError::BadArtifact("payload truncated".into()))? as usize;
+        let end = (self.pos as u64)
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len() as u64);
+        let end =
+            end.ok_or_else(|| RuntimeError::BadArtifact("payload truncated".into()))? as usize;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -211,29 +337,37 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u32(&mut self) -> Result<u32, RuntimeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     pub fn u64(&mut self) -> Result<u64, RuntimeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     pub fn bytes(&mut self) -> Result<&'a [u8], RuntimeError> {
         let n = self.u64()?;
         self.take(n)
     }
     pub fn str(&mut self) -> Result<String, RuntimeError> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| RuntimeError::BadArtifact("invalid UTF-8 string".into()))
+        String::from_utf8(self.bytes()?.to_vec())
+            .map_err(|_| RuntimeError::BadArtifact("invalid UTF-8 string".into()))
     }
     /// A count of items each at least `min_item` bytes long, refused if the rest cannot hold it.
     fn count(&mut self, min_item: u64) -> Result<usize, RuntimeError> {
         let n = self.u64()?;
         if n.saturating_mul(min_item.max(1)) > (self.data.len() - self.pos) as u64 {
-            return Err(RuntimeError::BadArtifact(format!("implausible item count {n}")));
+            return Err(RuntimeError::BadArtifact(format!(
+                "implausible item count {n}"
+            )));
         }
         Ok(n as usize)
     }
     fn dtype(&mut self) -> Result<DType, RuntimeError> {
         let s = self.str()?;
-        s.parse().map_err(|_| RuntimeError::BadArtifact(format!("unknown dtype `{s}`")))
+        s.parse()
+            .map_err(|_| RuntimeError::BadArtifact(format!("unknown dtype `{s}`")))
     }
 }
 
@@ -313,6 +447,14 @@ fn encode_plan(w: &mut Writer, p: &Plan) {
         w.u8(n.dense as u8);
         w.str(n.how.name());
     }
+    w.u64(p.traps.len() as u64);
+    for t in &p.traps {
+        w.u32(t.kernel);
+        w.str(&t.node);
+        w.str(&t.op);
+        w.str(&t.input);
+        w.str(&t.what);
+    }
 }
 
 fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
@@ -333,7 +475,12 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
             3 => BufferKind::Alias(BufferId(v)),
             _ => return Err(bad("unknown buffer kind")),
         };
-        p.buffers.push(PlanBuffer { name, dtype, dims, kind });
+        p.buffers.push(PlanBuffer {
+            name,
+            dtype,
+            dims,
+            kind,
+        });
     }
     for which in 0..2 {
         let n = r.count(16)?;
@@ -348,7 +495,13 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
                 1 => Some(r.bytes()?.to_vec()),
                 _ => return Err(bad("bad bound flag")),
             };
-            let io = PlanIo { name, buffer, dtype, dims, bound };
+            let io = PlanIo {
+                name,
+                buffer,
+                dtype,
+                dims,
+                bound,
+            };
             if which == 0 {
                 p.inputs.push(io)
             } else {
@@ -362,10 +515,15 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
             0 => {
                 let kernel = r.u32()?;
                 let na = r.count(4)?;
-                let args = (0..na).map(|_| r.u32().map(BufferId)).collect::<Result<_, _>>()?;
+                let args = (0..na)
+                    .map(|_| r.u32().map(BufferId))
+                    .collect::<Result<_, _>>()?;
                 Step::Launch { kernel, args }
             }
-            1 => Step::Copy { src: BufferId(r.u32()?), dst: BufferId(r.u32()?) },
+            1 => Step::Copy {
+                src: BufferId(r.u32()?),
+                dst: BufferId(r.u32()?),
+            },
             _ => return Err(bad("unknown step kind")),
         };
         p.steps.push(step);
@@ -380,30 +538,26 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
         let op = r.str()?;
         let dense = r.u8()? != 0;
         let how = Execution::from_name(&r.str()?).ok_or_else(|| bad("unknown execution kind"))?;
-        p.nodes.push(NodeRecord { node, op, dense, how });
+        p.nodes.push(NodeRecord {
+            node,
+            op,
+            dense,
+            how,
+        });
+    }
+    let nt = r.count(36)?;
+    for _ in 0..nt {
+        let kernel = r.u32()?;
+        let (node, op, input, what) = (r.str()?, r.str()?, r.str()?, r.str()?);
+        p.traps.push(TrapSite {
+            kernel,
+            node,
+            op,
+            input,
+            what,
+        });
     }
     Ok(p)
-}
-
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), computed bytewise from a table.
-pub fn crc32(data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-            *e = c;
-        }
-        t
-    });
-    let mut crc = !0u32;
-    for &b in data {
-        crc = table[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
 }
 
 #[cfg(test)]
@@ -413,21 +567,62 @@ mod tests {
     fn sample() -> Artifact {
         let plan = Plan {
             buffers: vec![
-                PlanBuffer { name: "x".into(), dtype: DType::F32, dims: vec![2], kind: BufferKind::Input(0) },
-                PlanBuffer { name: "y".into(), dtype: DType::F32, dims: vec![2], kind: BufferKind::Temp { slot: 0 } },
+                PlanBuffer {
+                    name: "x".into(),
+                    dtype: DType::F32,
+                    dims: vec![2],
+                    kind: BufferKind::Input(0),
+                },
+                PlanBuffer {
+                    name: "y".into(),
+                    dtype: DType::F32,
+                    dims: vec![2],
+                    kind: BufferKind::Temp { slot: 0 },
+                },
             ],
-            inputs: vec![PlanIo { name: "x".into(), buffer: BufferId(0), dtype: DType::F32, dims: vec![2], bound: None }],
-            outputs: vec![PlanIo { name: "y".into(), buffer: BufferId(1), dtype: DType::F32, dims: vec![2], bound: None }],
-            steps: vec![Step::Launch { kernel: 0, args: vec![BufferId(0), BufferId(1)] }],
+            inputs: vec![PlanIo {
+                name: "x".into(),
+                buffer: BufferId(0),
+                dtype: DType::F32,
+                dims: vec![2],
+                bound: None,
+            }],
+            outputs: vec![PlanIo {
+                name: "y".into(),
+                buffer: BufferId(1),
+                dtype: DType::F32,
+                dims: vec![2],
+                bound: None,
+            }],
+            steps: vec![Step::Launch {
+                kernel: 0,
+                args: vec![BufferId(0), BufferId(1)],
+            }],
             consts: vec![],
-            nodes: vec![NodeRecord { node: "Relu node \"r\"".into(), op: "Relu".into(), dense: false, how: Execution::Kernel }],
+            nodes: vec![NodeRecord {
+                node: "Relu node \"r\"".into(),
+                op: "Relu".into(),
+                dense: false,
+                how: Execution::Kernel,
+            }],
+            traps: vec![TrapSite {
+                kernel: 0,
+                node: "Gather node \"g\"".into(),
+                op: "Gather".into(),
+                input: "indices".into(),
+                what: "out of range".into(),
+            }],
         };
         Artifact {
             target: "interp".into(),
             fingerprint: String::new(),
             source: "m.onnx".into(),
             plan,
-            kernels: vec![StoredKernel { name: "relu".into(), param_bytes: vec![8, 8], blob: b"code".to_vec() }],
+            kernels: vec![StoredKernel {
+                name: "relu".into(),
+                param_bytes: vec![8, 8],
+                blob: b"code".to_vec(),
+            }],
         }
     }
 
@@ -456,5 +651,34 @@ mod tests {
         bytes[8] = 99;
         let e = Artifact::decode(&bytes).unwrap_err().to_string();
         assert!(e.contains("version 99"), "{e}");
+    }
+
+    #[test]
+    fn digest_is_stored_reported_and_checked() {
+        let a = sample();
+        let bytes = a.encode();
+        let d = a.digest();
+        assert_eq!(Artifact::stored_digest(&bytes), Some(d));
+        assert_eq!(parse_digest(&digest_hex(&d)).unwrap(), d);
+        assert_eq!(parse_digest(&digest_hex(&d).to_uppercase()).unwrap(), d);
+        assert!(Artifact::decode_expecting(&bytes, Some(&d)).is_ok());
+        let mut other = d;
+        other[0] ^= 1;
+        let e = Artifact::decode_expecting(&bytes, Some(&other)).unwrap_err();
+        assert!(matches!(e, RuntimeError::DigestMismatch { .. }), "{e}");
+        assert!(
+            e.to_string().contains(&digest_hex(&d)) && e.to_string().contains(&digest_hex(&other)),
+            "{e}"
+        );
+        let e = parse_digest("abc").unwrap_err();
+        assert!(e.contains("64 hex digits"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_trap_naming_a_missing_kernel() {
+        let mut a = sample();
+        a.plan.traps[0].kernel = 5;
+        let e = Artifact::decode(&a.encode()).unwrap_err().to_string();
+        assert!(e.contains("trap 0 names missing kernel 5"), "{e}");
     }
 }

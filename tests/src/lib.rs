@@ -6,25 +6,38 @@ use tessera_driver::conformance::{self, Status};
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The generated ONNX node tests; panics with the command to run if they are missing.
 pub fn node_tests() -> PathBuf {
     let dir = root().join("tests/data/node-cache");
-    assert!(dir.join(".stamp").is_file(), "{} is missing: run scripts/gen-node-tests.sh (scripts/test.sh does)", dir.display());
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run scripts/gen-node-tests.sh (scripts/test.sh does)",
+        dir.display()
+    );
     dir
 }
 
 /// The generated example models; panics with the command to run if they are missing.
 pub fn models() -> PathBuf {
     let dir = root().join("tests/data/models");
-    assert!(dir.join(".stamp").is_file(), "{} is missing: run scripts/make-models.sh (scripts/test.sh does)", dir.display());
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run scripts/make-models.sh (scripts/test.sh does)",
+        dir.display()
+    );
     dir
 }
 
 fn jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// The conformance ratchet for `target`: every test in `tests/conformance/<target>.pass` must
@@ -35,7 +48,11 @@ pub fn ratchet(target: &str) {
     let data = node_tests();
     if std::env::var_os("TESSERA_BLESS").is_some() {
         let results = conformance::run_suite(&data, target, None, jobs(), None).expect("run suite");
-        let passing: Vec<&str> = results.iter().filter(|r| r.status == Status::Pass).map(|r| r.name.as_str()).collect();
+        let passing: Vec<&str> = results
+            .iter()
+            .filter(|r| r.status == Status::Pass)
+            .map(|r| r.name.as_str())
+            .collect();
         let mut text = format!(
             "# ONNX node tests that pass on `{target}` (onnx 1.23.2). CI fails if one stops passing.\n# Regenerate with TESSERA_BLESS=1 cargo test -p tessera-tests --test conformance.\n"
         );
@@ -45,19 +62,41 @@ pub fn ratchet(target: &str) {
         }
         std::fs::write(&list, text).expect("write pass list");
         let s = conformance::summary(&results);
-        eprintln!("{target}: {} of {} pass; {s:?}", passing.len(), results.len());
+        eprintln!(
+            "{target}: {} of {} pass; {s:?}",
+            passing.len(),
+            results.len()
+        );
         return;
     }
     let listed = conformance::read_pass_list(&list).expect("read pass list");
-    let results = conformance::run_suite(&data, target, None, jobs(), Some(&listed)).expect("run suite");
+    let results =
+        conformance::run_suite(&data, target, None, jobs(), Some(&listed)).expect("run suite");
     let found: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
-    let missing: Vec<&String> = listed.iter().filter(|n| !found.contains(&n.as_str())).collect();
+    let missing: Vec<&String> = listed
+        .iter()
+        .filter(|n| !found.contains(&n.as_str()))
+        .collect();
     let regressions: Vec<String> = results
         .iter()
         .filter(|r| r.status != Status::Pass)
         .map(|r| format!("  {} [{}]: {}", r.name, r.status.name(), r.message))
         .collect();
-    eprintln!("{target}: {} listed tests ran, {} regressed, {} missing from the data", results.len(), regressions.len(), missing.len());
-    assert!(missing.is_empty(), "listed tests not found in {}: {missing:?}", data.display());
-    assert!(regressions.is_empty(), "tests listed in {} no longer pass on `{target}`:\n{}", list.display(), regressions.join("\n"));
+    eprintln!(
+        "{target}: {} listed tests ran, {} regressed, {} missing from the data",
+        results.len(),
+        regressions.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "listed tests not found in {}: {missing:?}",
+        data.display()
+    );
+    assert!(
+        regressions.is_empty(),
+        "tests listed in {} no longer pass on `{target}`:\n{}",
+        list.display(),
+        regressions.join("\n")
+    );
 }

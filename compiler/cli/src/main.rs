@@ -12,10 +12,28 @@ use tessera_ir::Tensor;
 use tessera_runtime::Model;
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Compile and run ONNX models on many AI chips through one IR")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Compile and run ONNX models on many AI chips through one IR"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// A hand-written kernel bound to an ONNX op (a `.tk` file, or a folder of them), for
+    /// `compile`, `run` and `bench` (repeatable; see docs/kernel-ir.md).
+    #[arg(long = "custom-op", value_name = "FILE|DIR", global = true)]
+    custom_ops: Vec<PathBuf>,
+}
+
+/// The `--custom-op` paths of this invocation, set once in `main` before any command runs.
+static CUSTOM_OPS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// Compile options for `target`, with this invocation's custom ops.
+fn options(target: &str) -> CompileOptions {
+    let mut o = CompileOptions::for_target(target);
+    o.custom_ops = CUSTOM_OPS.get().cloned().unwrap_or_default();
+    o
 }
 
 /// What `compile` and `show` take: a model, a target, an output file, and inputs or shapes
@@ -33,6 +51,10 @@ struct CompileArgs {
     /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     shapes: Vec<String>,
+    /// Accept an opset newer than the newest Tessera knows, treating the model as that
+    /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+    #[arg(long)]
+    allow_newer_opset: bool,
 }
 
 #[derive(Subcommand)]
@@ -53,6 +75,17 @@ enum Cmd {
         /// Write output_0.pb … here (with --inputs) or OUTPUT_NAME.npy files (with --input).
         #[arg(long = "outputs", value_name = "DIR")]
         outputs_dir: Option<PathBuf>,
+        /// Refuse the artifact unless its SHA-256 digest (as `tessera compile` prints it) is HEX.
+        #[arg(long, value_name = "HEX")]
+        expect_digest: Option<String>,
+        /// Refuse the run, before allocating, if it needs more scratch memory than this
+        /// (bytes, or with a K, M or G suffix for KiB, MiB, GiB).
+        #[arg(long, value_name = "BYTES")]
+        max_memory: Option<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
     /// List targets.
     Targets,
@@ -99,6 +132,10 @@ enum Cmd {
         /// Inputs as NAME=FILE.npy; missing inputs are filled with deterministic values.
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
         inputs: Vec<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
 }
 
@@ -115,7 +152,9 @@ fn restore_default_sigpipe() {
 }
 
 fn default_jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn main() -> ExitCode {
@@ -127,6 +166,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
         }
     };
+    let _ = CUSTOM_OPS.set(cli.custom_ops);
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -138,8 +178,38 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
     match cmd {
-        Cmd::Compile(a) => compile(&a.model, &a.target, &a.output, &a.inputs, &a.shapes),
-        Cmd::Run { model, target, inputs, inputs_dir, outputs_dir } => run(&model, &target, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref()),
+        Cmd::Compile(a) => compile(
+            &a.model,
+            &a.target,
+            &a.output,
+            &a.inputs,
+            &a.shapes,
+            Newer::flag(a.allow_newer_opset),
+        ),
+        Cmd::Run {
+            model,
+            target,
+            inputs,
+            inputs_dir,
+            outputs_dir,
+            allow_newer_opset,
+            expect_digest,
+            max_memory,
+        } => {
+            let load = LoadOpts {
+                newer: Newer::flag(allow_newer_opset),
+                digest: expect_digest.as_deref().map(parse_digest).transpose()?,
+                max_memory: max_memory.as_deref().map(parse_bytes).transpose()?,
+            };
+            run(
+                &model,
+                &target,
+                &inputs,
+                inputs_dir.as_deref(),
+                outputs_dir.as_deref(),
+                load,
+            )
+        }
         Cmd::Targets => {
             println!("{:<14} {:<22} description", "target", "status");
             for t in targets::all() {
@@ -152,20 +222,52 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             }
             Ok(())
         }
-        Cmd::Conformance { target, filter, jobs, data, report, verbose } => conformance_cmd(&target, filter.as_deref(), jobs, &data, &report, verbose),
+        Cmd::Conformance {
+            target,
+            filter,
+            jobs,
+            data,
+            report,
+            verbose,
+        } => conformance_cmd(&target, filter.as_deref(), jobs, &data, &report, verbose),
         Cmd::NpuSim { args } => tessera_npu_sim::cli::main_with_args(&args).map_err(|e| match e {
             tessera_npu_sim::SimError::Args(m) => DriverError::Usage(format!("npu-sim: {m}")),
             other => DriverError::Tool(format!("npu-sim: {other}")),
         }),
-        Cmd::Bench { model, target, baseline, runs, warmup, inputs } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs),
-        Cmd::Show(a) => show(&a.model, &a.target, &a.output, &a.inputs, &a.shapes),
+        Cmd::Bench {
+            model,
+            target,
+            baseline,
+            runs,
+            warmup,
+            inputs,
+            allow_newer_opset,
+        } => bench(
+            &model,
+            &target,
+            baseline.as_deref(),
+            runs,
+            warmup,
+            &inputs,
+            Newer::flag(allow_newer_opset),
+        ),
+        Cmd::Show(a) => show(
+            &a.model,
+            &a.target,
+            &a.output,
+            &a.inputs,
+            &a.shapes,
+            Newer::flag(a.allow_newer_opset),
+        ),
     }
 }
 
 fn parse_named(specs: &[String]) -> Result<BTreeMap<String, Tensor>, DriverError> {
     let mut m = BTreeMap::new();
     for s in specs {
-        let (name, file) = s.split_once('=').ok_or_else(|| DriverError::Usage(format!("`--input {s}`: expected NAME=FILE.npy")))?;
+        let (name, file) = s
+            .split_once('=')
+            .ok_or_else(|| DriverError::Usage(format!("`--input {s}`: expected NAME=FILE.npy")))?;
         m.insert(name.to_string(), npy::read(Path::new(file))?);
     }
     Ok(m)
@@ -174,15 +276,89 @@ fn parse_named(specs: &[String]) -> Result<BTreeMap<String, Tensor>, DriverError
 fn parse_shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<u64>>, DriverError> {
     let mut m = BTreeMap::new();
     for s in specs {
-        let (name, dims) = s.split_once('=').ok_or_else(|| DriverError::Usage(format!("`--shape {s}`: expected NAME=DIMS like x=1x3x224x224")))?;
+        let (name, dims) = s.split_once('=').ok_or_else(|| {
+            DriverError::Usage(format!(
+                "`--shape {s}`: expected NAME=DIMS like x=1x3x224x224"
+            ))
+        })?;
         let dims = dims
             .split('x')
             .filter(|d| !d.is_empty())
-            .map(|d| d.parse::<u64>().map_err(|_| DriverError::Usage(format!("`--shape {s}`: `{d}` is not a number"))))
+            .map(|d| {
+                d.parse::<u64>().map_err(|_| {
+                    DriverError::Usage(format!("`--shape {s}`: `{d}` is not a number"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         m.insert(name.to_string(), dims);
     }
     Ok(m)
+}
+
+/// Whether `--allow-newer-opset` was given, and whether to warn about what it overrides.
+#[derive(Clone, Copy)]
+struct Newer {
+    allow: bool,
+    warn: bool,
+}
+
+impl Newer {
+    fn flag(allow: bool) -> Newer {
+        Newer { allow, warn: true }
+    }
+
+    /// Compile options for `target`, warning about each opset the flag overrides.
+    fn options(self, model: &Path, target: &str) -> Result<CompileOptions, DriverError> {
+        if self.allow && self.warn {
+            for n in tessera_driver::newer_opsets(model)? {
+                eprintln!("warning: {n}");
+            }
+        }
+        Ok(CompileOptions {
+            allow_newer_opset: self.allow,
+            ..options(target)
+        })
+    }
+
+    /// The same permission without a second warning (the bench baseline compiles again).
+    fn quiet(self) -> Newer {
+        Newer {
+            warn: false,
+            ..self
+        }
+    }
+}
+
+/// How `run` loads its model: the opset permission, the digest it must have, the memory cap.
+#[derive(Clone, Copy)]
+struct LoadOpts {
+    newer: Newer,
+    digest: Option<[u8; 32]>,
+    max_memory: Option<u64>,
+}
+
+fn parse_digest(hex: &str) -> Result<[u8; 32], DriverError> {
+    tessera_runtime::artifact::parse_digest(hex)
+        .map_err(|m| DriverError::Usage(format!("--expect-digest: {m}")))
+}
+
+/// `1234`, `64K`, `512M`, `2G` (binary multiples).
+fn parse_bytes(s: &str) -> Result<u64, DriverError> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| {
+            DriverError::Usage(format!(
+                "--max-memory `{s}`: expected bytes like 1048576, 64K, 512M or 2G"
+            ))
+        })
 }
 
 /// A progress bar on stderr when both stdout and stderr are terminals; hidden otherwise, so
@@ -192,37 +368,62 @@ fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
     if !(std::io::stdout().is_terminal() && std::io::stderr().is_terminal()) {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
-    let style = indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style =
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(what.to_string());
     bar
 }
 
-fn compile_opts(target: &str, inputs: &[String], shapes: &[String]) -> Result<CompileOptions, DriverError> {
-    let mut opts = CompileOptions::for_target(target).with_inputs(&parse_named(inputs)?);
+/// Compile options from `compile`'s and `show`'s flags.
+fn compile_opts(
+    model: &Path,
+    target: &str,
+    inputs: &[String],
+    shapes: &[String],
+    newer: Newer,
+) -> Result<CompileOptions, DriverError> {
+    let mut opts = newer
+        .options(model, target)?
+        .with_inputs(&parse_named(inputs)?);
     opts.input_shapes.extend(parse_shapes(shapes)?);
     Ok(opts)
 }
 
-fn compile(model: &Path, target: &str, output: &Path, inputs: &[String], shapes: &[String]) -> Result<(), DriverError> {
-    let opts = compile_opts(target, inputs, shapes)?;
+fn compile(
+    model: &Path,
+    target: &str,
+    output: &Path,
+    inputs: &[String],
+    shapes: &[String],
+    newer: Newer,
+) -> Result<(), DriverError> {
+    let opts = compile_opts(model, target, inputs, shapes, newer)?;
     let start = Instant::now();
     // Stages: import, lower, then one step per kernel compiled, then writing.
     let bar = progress_bar(3, "importing");
     let graph = tessera_driver::import(model, &opts)?;
     bar.inc(1);
     bar.set_message("lowering");
-    let compiled = tessera_driver::compile_graph_traced(&graph, &model.display().to_string(), &opts.target, &mut |p| match p {
-        tessera_driver::Progress::Lowered { kernels } => {
-            bar.inc(1);
-            bar.set_length(3 + kernels as u64);
-            bar.set_message("codegen");
-        }
-        tessera_driver::Progress::Kernel { .. } => bar.inc(1),
-    });
+    let compiled = tessera_driver::compile_graph_traced(
+        &graph,
+        &model.display().to_string(),
+        &opts.target,
+        &mut |p| match p {
+            tessera_driver::Progress::Lowered { kernels } => {
+                bar.inc(1);
+                bar.set_length(3 + kernels as u64);
+                bar.set_message("codegen");
+            }
+            tessera_driver::Progress::Kernel { .. } => bar.inc(1),
+        },
+    );
     let artifact = match compiled {
         Ok(c) => c.artifact,
         Err(e) => {
@@ -235,7 +436,17 @@ fn compile(model: &Path, target: &str, output: &Path, inputs: &[String], shapes:
     bar.finish_and_clear();
     written?;
     let kernels = artifact.kernels.len();
-    println!("compiled {} for {target}: {kernels} kernels, {} plan steps, {:.1} ms -> {}", model.display(), artifact.plan.steps.len(), start.elapsed().as_secs_f64() * 1e3, output.display());
+    println!(
+        "compiled {} for {target}: {kernels} kernels, {} plan steps, {:.1} ms -> {}",
+        model.display(),
+        artifact.plan.steps.len(),
+        start.elapsed().as_secs_f64() * 1e3,
+        output.display()
+    );
+    println!(
+        "sha256 {}",
+        tessera_runtime::artifact::digest_hex(&artifact.digest())
+    );
     Ok(())
 }
 
@@ -244,28 +455,63 @@ fn is_artifact(path: &Path) -> bool {
 }
 
 /// Loads `model` (an .onnx compiled now, with `inputs` fixing shapes, or a .tsa).
-fn load_model(model: &Path, target: &str, inputs: &BTreeMap<String, Tensor>) -> Result<Model, DriverError> {
-    if is_artifact(model) {
-        return tessera_driver::load_file(model, target);
-    }
-    let opts = CompileOptions::for_target(target).with_inputs(inputs);
-    let artifact = tessera_driver::compile_file(model, &opts)?;
-    tessera_driver::load(artifact, target)
+fn load_model(
+    model: &Path,
+    target: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    load: LoadOpts,
+) -> Result<Model, DriverError> {
+    let mut m = if is_artifact(model) {
+        tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?
+    } else {
+        let opts = load.newer.options(model, target)?.with_inputs(inputs);
+        let artifact = tessera_driver::compile_file(model, &opts)?;
+        if let Some(want) = &load.digest {
+            let found = artifact.digest();
+            if &found != want {
+                return Err(tessera_runtime::RuntimeError::DigestMismatch {
+                    expected: tessera_runtime::artifact::digest_hex(want),
+                    found: tessera_runtime::artifact::digest_hex(&found),
+                }
+                .into());
+            }
+        }
+        tessera_driver::load(artifact, target)?
+    };
+    m.set_max_memory(load.max_memory);
+    Ok(m)
 }
 
 /// Orders named inputs as the model wants them; names every missing or unknown one.
-fn order_inputs(model: &Model, mut named: BTreeMap<String, Tensor>) -> Result<Vec<Tensor>, DriverError> {
+fn order_inputs(
+    model: &Model,
+    mut named: BTreeMap<String, Tensor>,
+) -> Result<Vec<Tensor>, DriverError> {
     let mut out = Vec::new();
     for io in model.inputs() {
-        out.push(named.remove(&io.name).ok_or_else(|| DriverError::Usage(format!("missing input `{}` ({} {:?})", io.name, io.dtype, io.dims)))?);
+        out.push(named.remove(&io.name).ok_or_else(|| {
+            DriverError::Usage(format!(
+                "missing input `{}` ({} {:?})",
+                io.name, io.dtype, io.dims
+            ))
+        })?);
     }
     if let Some(extra) = named.keys().next() {
-        return Err(DriverError::Usage(format!("the model has no input named `{extra}`")));
+        return Err(DriverError::Usage(format!(
+            "the model has no input named `{extra}`"
+        )));
     }
     Ok(out)
 }
 
-fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>, outputs_dir: Option<&Path>) -> Result<(), DriverError> {
+fn run(
+    model: &Path,
+    target: &str,
+    inputs: &[String],
+    inputs_dir: Option<&Path>,
+    outputs_dir: Option<&Path>,
+    load: LoadOpts,
+) -> Result<(), DriverError> {
     if let Some(dir) = inputs_dir {
         let mut tensors = Vec::new();
         for k in 0.. {
@@ -276,18 +522,31 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
             tensors.push(tessera_onnx::read_tensor_file(&p)?);
         }
         let names = if is_artifact(model) {
-            tessera_driver::load_file(model, target)?.inputs().iter().map(|i| i.name.clone()).collect()
+            tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?
+                .inputs()
+                .iter()
+                .map(|i| i.name.clone())
+                .collect()
         } else {
             tessera_onnx::input_names(model)?
         };
         if names.len() != tensors.len() {
-            return Err(DriverError::Usage(format!("the model has {} inputs but {} holds {} input_K.pb files", names.len(), dir.display(), tensors.len())));
+            return Err(DriverError::Usage(format!(
+                "the model has {} inputs but {} holds {} input_K.pb files",
+                names.len(),
+                dir.display(),
+                tensors.len()
+            )));
         }
         let named: BTreeMap<String, Tensor> = names.into_iter().zip(tensors).collect();
-        let m = load_model(model, target, &named)?;
+        let m = load_model(model, target, &named, load)?;
         let outs = m.run(&order_inputs(&m, named)?)?;
-        let out_dir = outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
-        std::fs::create_dir_all(out_dir).map_err(|e| DriverError::Io { path: out_dir.display().to_string(), message: e.to_string() })?;
+        let out_dir =
+            outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
+        std::fs::create_dir_all(out_dir).map_err(|e| DriverError::Io {
+            path: out_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
         for (k, (t, io)) in outs.iter().zip(m.outputs()).enumerate() {
             let bytes = tessera_onnx::encode_tensor(t, &io.name);
             tessera_driver::write_atomic(&out_dir.join(format!("output_{k}.pb")), &bytes)?;
@@ -296,17 +555,37 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
         return Ok(());
     }
     let named = parse_named(inputs)?;
-    let m = load_model(model, target, &named)?;
+    let m = load_model(model, target, &named, load)?;
     let outs = m.run(&order_inputs(&m, named)?)?;
     for (t, io) in outs.iter().zip(m.outputs()) {
         match outputs_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| DriverError::Io { path: dir.display().to_string(), message: e.to_string() })?;
-                let bytes = npy::encode(t).map_err(|m| DriverError::Usage(format!("output `{}`: {m}", io.name)))?;
-                let file: String = io.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+                std::fs::create_dir_all(dir).map_err(|e| DriverError::Io {
+                    path: dir.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let bytes = npy::encode(t)
+                    .map_err(|m| DriverError::Usage(format!("output `{}`: {m}", io.name)))?;
+                let file: String = io
+                    .name
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
                 let path = dir.join(format!("{file}.npy"));
                 tessera_driver::write_atomic(&path, &bytes)?;
-                println!("{}: {} {:?} -> {}", io.name, t.dtype, t.dims, path.display());
+                println!(
+                    "{}: {} {:?} -> {}",
+                    io.name,
+                    t.dtype,
+                    t.dims,
+                    path.display()
+                );
             }
             None => print_tensor(&io.name, t),
         }
@@ -317,31 +596,69 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
 fn print_tensor(name: &str, t: &Tensor) {
     let n = t.num_elements();
     let shown: Vec<String> = (0..n.min(16))
-        .map(|i| if t.dtype.is_float() { format!("{:.6}", t.get_f64(i).unwrap_or(f64::NAN)) } else { format!("{}", t.get_i64(i).unwrap_or(0)) })
+        .map(|i| {
+            if t.dtype.is_float() {
+                format!("{:.6}", t.get_f64(i).unwrap_or(f64::NAN))
+            } else {
+                format!("{}", t.get_i64(i).unwrap_or(0))
+            }
+        })
         .collect();
-    let more = if n > 16 { format!(", … ({n} elements)") } else { String::new() };
-    println!("{name}: {} {:?} [{}{more}]", t.dtype, t.dims, shown.join(", "));
+    let more = if n > 16 {
+        format!(", … ({n} elements)")
+    } else {
+        String::new()
+    };
+    println!(
+        "{name}: {} {:?} [{}{more}]",
+        t.dtype,
+        t.dims,
+        shown.join(", ")
+    );
 }
 
-fn conformance_cmd(target: &str, filter: Option<&str>, jobs: usize, data: &Path, report: &Path, verbose: bool) -> Result<(), DriverError> {
-    let re = filter.map(regex::Regex::new).transpose().map_err(|e| DriverError::Usage(format!("--filter: {e}")))?;
+fn conformance_cmd(
+    target: &str,
+    filter: Option<&str>,
+    jobs: usize,
+    data: &Path,
+    report: &Path,
+    verbose: bool,
+) -> Result<(), DriverError> {
+    let re = filter
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| DriverError::Usage(format!("--filter: {e}")))?;
     if !data.is_dir() {
-        return Err(DriverError::Usage(format!("{} does not exist; run scripts/gen-node-tests.sh first", data.display())));
+        return Err(DriverError::Usage(format!(
+            "{} does not exist; run scripts/gen-node-tests.sh first",
+            data.display()
+        )));
     }
     let start = Instant::now();
     let bar = progress_bar(1, "tests");
-    let results = conformance::run_suite_with_progress(data, target, re.as_ref(), jobs, None, &|done, total| {
-        if done == 0 {
-            bar.set_length(total as u64);
-        } else {
-            bar.inc(1);
-        }
-    });
+    let results = conformance::run_suite_with_progress(
+        data,
+        target,
+        re.as_ref(),
+        jobs,
+        None,
+        &|done, total| {
+            if done == 0 {
+                bar.set_length(total as u64);
+            } else {
+                bar.inc(1);
+            }
+        },
+    );
     bar.finish_and_clear();
     let results = results?;
     println!("{:<60} {:<12} {:<7} message", "test", "status", "kernels");
     for r in &results {
-        if verbose || r.status == conformance::Status::Fail || r.status == conformance::Status::Error {
+        if verbose
+            || r.status == conformance::Status::Fail
+            || r.status == conformance::Status::Error
+        {
             let k = match r.dense_as_kernels {
                 Some(true) => "yes",
                 Some(false) => "NO",
@@ -362,9 +679,15 @@ fn conformance_cmd(target: &str, filter: Option<&str>, jobs: usize, data: &Path,
         get(conformance::Status::Error),
         start.elapsed().as_secs_f64()
     );
-    let not_kernels = results.iter().filter(|r| r.dense_as_kernels == Some(false)).count();
+    let not_kernels = results
+        .iter()
+        .filter(|r| r.dense_as_kernels == Some(false))
+        .count();
     println!("tests where a dense op did not run as a kernel: {not_kernels}");
-    tessera_driver::write_atomic(report, conformance::report_json(target, &results).as_bytes())?;
+    tessera_driver::write_atomic(
+        report,
+        conformance::report_json(target, &results).as_bytes(),
+    )?;
     println!("report: {}", report.display());
     Ok(())
 }
@@ -372,19 +695,45 @@ fn conformance_cmd(target: &str, filter: Option<&str>, jobs: usize, data: &Path,
 /// Deterministic filler inputs for benchmarking: small values from a fixed sequence.
 fn filler(dtype: tessera_ir::DType, dims: &[u64]) -> Tensor {
     let n: u64 = dims.iter().product();
-    let vals: Vec<f64> = (0..n).map(|i| (((i * 2654435761) % 1000) as f64 / 1000.0) - 0.5).collect();
+    let vals: Vec<f64> = (0..n)
+        .map(|i| (((i * 2654435761) % 1000) as f64 / 1000.0) - 0.5)
+        .collect();
     match dtype {
-        tessera_ir::DType::F32 => Tensor::from_f32(dims.to_vec(), &vals.iter().map(|&v| v as f32).collect::<Vec<_>>()),
-        tessera_ir::DType::I64 => Tensor::from_i64(dims.to_vec(), &vals.iter().map(|&v| (v * 10.0) as i64).collect::<Vec<_>>()),
+        tessera_ir::DType::F32 => Tensor::from_f32(
+            dims.to_vec(),
+            &vals.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        ),
+        tessera_ir::DType::I64 => Tensor::from_i64(
+            dims.to_vec(),
+            &vals.iter().map(|&v| (v * 10.0) as i64).collect::<Vec<_>>(),
+        ),
         d => Tensor::new(d, dims.to_vec(), vec![0u8; d.storage_bytes(n) as usize]),
     }
 }
 
-fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, runs: usize, warmup: usize) -> Result<f64, DriverError> {
-    let m = load_model(model, target, named)?;
+fn time_target(
+    model: &Path,
+    target: &str,
+    named: &BTreeMap<String, Tensor>,
+    runs: usize,
+    warmup: usize,
+    newer: Newer,
+) -> Result<f64, DriverError> {
+    let m = load_model(
+        model,
+        target,
+        named,
+        LoadOpts {
+            newer,
+            digest: None,
+            max_memory: None,
+        },
+    )?;
     let mut named = named.clone();
     for io in m.inputs() {
-        named.entry(io.name.clone()).or_insert_with(|| filler(io.dtype, &io.dims));
+        named
+            .entry(io.name.clone())
+            .or_insert_with(|| filler(io.dtype, &io.dims));
     }
     let inputs = order_inputs(&m, named)?;
     for _ in 0..warmup {
@@ -402,22 +751,44 @@ fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, run
     Ok(med)
 }
 
-fn bench(model: &Path, target: &str, baseline: Option<&str>, runs: usize, warmup: usize, inputs: &[String]) -> Result<(), DriverError> {
+fn bench(
+    model: &Path,
+    target: &str,
+    baseline: Option<&str>,
+    runs: usize,
+    warmup: usize,
+    inputs: &[String],
+    newer: Newer,
+) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
-    let t = time_target(model, target, &named, runs, warmup)?;
+    let t = time_target(model, target, &named, runs, warmup, newer)?;
     if let Some(b) = baseline {
         // The baseline is slow by design (the interpreter), so it gets fewer runs.
-        let tb = time_target(model, b, &named, runs.clamp(1, 3), warmup.min(1))?;
+        let tb = time_target(
+            model,
+            b,
+            &named,
+            runs.clamp(1, 3),
+            warmup.min(1),
+            newer.quiet(),
+        )?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
     }
     Ok(())
 }
 
-fn show(model: &Path, target: &str, output: &Path, inputs: &[String], shapes: &[String]) -> Result<(), DriverError> {
+fn show(
+    model: &Path,
+    target: &str,
+    output: &Path,
+    inputs: &[String],
+    shapes: &[String],
+    newer: Newer,
+) -> Result<(), DriverError> {
     let page = if is_artifact(model) {
         tessera_driver::show::show_artifact(model, &tessera_runtime::Artifact::read(model)?)?
     } else {
-        tessera_driver::show::show_model(model, &compile_opts(target, inputs, shapes)?)?
+        tessera_driver::show::show_model(model, &compile_opts(model, target, inputs, shapes, newer)?)?
     };
     tessera_driver::write_atomic(output, page.as_bytes())?;
     println!("wrote {} ({} bytes)", output.display(), page.len());

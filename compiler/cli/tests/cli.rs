@@ -8,11 +8,18 @@ use std::process::{Command, Output};
 use tessera_ir::Tensor;
 
 fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera")
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("run tessera")
 }
 
 fn corpus(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/bad").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/bad")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// A fresh empty folder for one test.
@@ -35,13 +42,24 @@ fn write_npy(path: &Path, t: &Tensor) {
 fn refused(bad: &str, code: i32, needle: &str) {
     let dir = scratch(bad);
     let out = dir.join("out.tsa");
-    let o = tessera(&["compile", &corpus(bad), "--target", "host", "-o", out.to_str().unwrap()]);
+    let o = tessera(&[
+        "compile",
+        &corpus(bad),
+        "--target",
+        "host",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(code), "{bad}: {err}");
     assert!(err.starts_with("error: "), "{bad}: {err}");
     assert!(!err.contains("panicked"), "{bad}: {err}");
     assert!(err.contains(needle), "{bad}: expected `{needle}` in: {err}");
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{bad}: files left behind");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "{bad}: files left behind"
+    );
 }
 
 #[test]
@@ -83,31 +101,77 @@ fn escaping_external_data_path_is_refused() {
 fn corrupt_truncated_and_wrong_target_artifacts_are_refused() {
     let dir = scratch("artifact");
     let tsa = dir.join("m.tsa");
-    let o = tessera(&["compile", &corpus("good_add.onnx"), "--target", "interp", "-o", tsa.to_str().unwrap()]);
+    let o = tessera(&[
+        "compile",
+        &corpus("good_add.onnx"),
+        "--target",
+        "interp",
+        "-o",
+        tsa.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let x = dir.join("x.npy");
-    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    write_npy(
+        &x,
+        &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+    );
     let input = format!("x={}", x.display());
 
-    let ok = tessera(&["run", tsa.to_str().unwrap(), "--target", "interp", "--input", &input]);
+    let ok = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "interp",
+        "--input",
+        &input,
+    ]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("2.000000, 4.000000, 6.000000"));
 
-    let wrong = tessera(&["run", tsa.to_str().unwrap(), "--target", "host", "--input", &input]);
+    let wrong = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "host",
+        "--input",
+        &input,
+    ]);
     assert_eq!(wrong.status.code(), Some(1));
-    assert!(stderr(&wrong).contains("compiled for target `interp`"), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("compiled for target `interp`"),
+        "{}",
+        stderr(&wrong)
+    );
 
     let good = std::fs::read(&tsa).unwrap();
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 1;
     std::fs::write(&tsa, &flipped).unwrap();
-    let o = tessera(&["run", tsa.to_str().unwrap(), "--target", "interp", "--input", &input]);
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "interp",
+        "--input",
+        &input,
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("corrupt") && stderr(&o).contains("m.tsa"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("corrupt") && stderr(&o).contains("m.tsa"),
+        "{}",
+        stderr(&o)
+    );
 
     std::fs::write(&tsa, &good[..good.len() - 10]).unwrap();
-    let o = tessera(&["run", tsa.to_str().unwrap(), "--target", "interp", "--input", &input]);
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "interp",
+        "--input",
+        &input,
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
 }
@@ -116,12 +180,28 @@ fn corrupt_truncated_and_wrong_target_artifacts_are_refused() {
 fn wrong_input_shape_names_the_input() {
     let dir = scratch("shape");
     let tsa = dir.join("m.tsa");
-    assert!(tessera(&["compile", &corpus("good_add.onnx"), "-o", tsa.to_str().unwrap()]).status.success());
+    assert!(tessera(&[
+        "compile",
+        &corpus("good_add.onnx"),
+        "-o",
+        tsa.to_str().unwrap()
+    ])
+    .status
+    .success());
     let x = dir.join("x.npy");
     write_npy(&x, &Tensor::from_f32(vec![3, 3], &[0.0; 9]));
-    let o = tessera(&["run", tsa.to_str().unwrap(), "--input", &format!("x={}", x.display())]);
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--input",
+        &format!("x={}", x.display()),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("input `x`") && stderr(&o).contains("shape"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("input `x`") && stderr(&o).contains("shape"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -141,11 +221,24 @@ fn run_with_pb_folders_writes_outputs_in_order() {
     let x = Tensor::from_f32(vec![2, 3], &[1.0, -2.0, 3.0, -4.0, 5.0, -6.5]);
     tessera_onnx::write_tensor_file(&inputs.join("input_0.pb"), &x, "x").unwrap();
     for target in ["host", "interp"] {
-        let o = tessera(&["run", &corpus("good_add.onnx"), "--target", target, "--inputs", inputs.to_str().unwrap(), "--outputs", outputs.to_str().unwrap()]);
+        let o = tessera(&[
+            "run",
+            &corpus("good_add.onnx"),
+            "--target",
+            target,
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--outputs",
+            outputs.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{target}: {}", stderr(&o));
         let y = tessera_onnx::read_tensor_file(&outputs.join("output_0.pb")).unwrap();
         assert_eq!(y.dims, vec![2, 3]);
-        assert_eq!(y.to_f64_vec().unwrap(), vec![2.0, -4.0, 6.0, -8.0, 10.0, -13.0], "{target}");
+        assert_eq!(
+            y.to_f64_vec().unwrap(),
+            vec![2.0, -4.0, 6.0, -8.0, 10.0, -13.0],
+            "{target}"
+        );
     }
 }
 
@@ -154,16 +247,25 @@ fn targets_lists_host_and_interp() {
     let o = tessera(&["targets"]);
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
-    assert!(s.contains("host") && s.contains("interp") && s.contains("needs --features llvm"), "{s}");
+    assert!(
+        s.contains("host") && s.contains("interp") && s.contains("needs --features llvm"),
+        "{s}"
+    );
 }
 
 #[test]
 fn npu_sim_subcommand_runs_a_kernel_and_reports_cycles() {
     let dir = scratch("npusim");
     let (m, n) = (3usize, 10usize);
-    let x: Vec<f32> = (0..m * n).map(|i| ((i * 7) % 11) as f32 * 0.25 - 1.0).collect();
-    write_npy(&dir.join("x.npy"), &Tensor::from_f32(vec![m as u64, n as u64], &x));
-    let kernel = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../targets/npu-sim/kernels/softmax_f32.asm");
+    let x: Vec<f32> = (0..m * n)
+        .map(|i| ((i * 7) % 11) as f32 * 0.25 - 1.0)
+        .collect();
+    write_npy(
+        &dir.join("x.npy"),
+        &Tensor::from_f32(vec![m as u64, n as u64], &x),
+    );
+    let kernel =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../targets/npu-sim/kernels/softmax_f32.asm");
     let y_path = dir.join("y.npy");
     let o = tessera(&[
         "npu-sim",
@@ -180,14 +282,21 @@ fn npu_sim_subcommand_runs_a_kernel_and_reports_cycles() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("total cycles"));
-    let y = tessera_driver::npy::read(&y_path).unwrap().to_f64_vec().unwrap();
+    let y = tessera_driver::npy::read(&y_path)
+        .unwrap()
+        .to_f64_vec()
+        .unwrap();
     for r in 0..m {
         let row = &x[r * n..(r + 1) * n];
         let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
         let sum: f64 = row.iter().map(|&v| (v as f64 - mx).exp()).sum();
         for j in 0..n {
             let want = (row[j] as f64 - mx).exp() / sum;
-            assert!((y[r * n + j] - want).abs() < 1e-5, "row {r} col {j}: {} vs {want}", y[r * n + j]);
+            assert!(
+                (y[r * n + j] - want).abs() < 1e-5,
+                "row {r} col {j}: {} vs {want}",
+                y[r * n + j]
+            );
         }
     }
     // A kernel that does not assemble is an error (exit 1), not a panic.
@@ -201,22 +310,393 @@ fn a_bound_shape_input_must_be_passed_again_unchanged() {
     let dir = scratch("bound");
     let tsa = dir.join("m.tsa");
     let x = dir.join("x.npy");
-    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    write_npy(
+        &x,
+        &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+    );
     let s32 = dir.join("s32.npy");
     write_npy(&s32, &Tensor::from_i64(vec![2], &[3, 2]));
     let s61 = dir.join("s61.npy");
     write_npy(&s61, &Tensor::from_i64(vec![2], &[6, 1]));
-    let (xi, s32i, s61i) = (format!("x={}", x.display()), format!("shape={}", s32.display()), format!("shape={}", s61.display()));
-    let o = tessera(&["compile", &corpus("reshape_input.onnx"), "-o", tsa.to_str().unwrap(), "--input", &s32i, "--input", &xi]);
+    let (xi, s32i, s61i) = (
+        format!("x={}", x.display()),
+        format!("shape={}", s32.display()),
+        format!("shape={}", s61.display()),
+    );
+    let o = tessera(&[
+        "compile",
+        &corpus("reshape_input.onnx"),
+        "-o",
+        tsa.to_str().unwrap(),
+        "--input",
+        &s32i,
+        "--input",
+        &xi,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let ok = tessera(&["run", tsa.to_str().unwrap(), "--input", &xi, "--input", &s32i]);
+    let ok = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--input",
+        &xi,
+        "--input",
+        &s32i,
+    ]);
     assert!(ok.status.success(), "{}", stderr(&ok));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("r: f32 [3, 2]"), "{}", String::from_utf8_lossy(&ok.stdout));
-    let bad = tessera(&["run", tsa.to_str().unwrap(), "--input", &xi, "--input", &s61i]);
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("r: f32 [3, 2]"),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let bad = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--input",
+        &xi,
+        "--input",
+        &s61i,
+    ]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("input `shape`") && stderr(&bad).contains("recompile"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("input `shape`") && stderr(&bad).contains("recompile"),
+        "{}",
+        stderr(&bad)
+    );
     // Compiling the .onnx afresh with the new value works.
-    let fresh = tessera(&["run", &corpus("reshape_input.onnx"), "--input", &xi, "--input", &s61i]);
+    let fresh = tessera(&[
+        "run",
+        &corpus("reshape_input.onnx"),
+        "--input",
+        &xi,
+        "--input",
+        &s61i,
+    ]);
     assert!(fresh.status.success(), "{}", stderr(&fresh));
     assert!(String::from_utf8_lossy(&fresh.stdout).contains("r: f32 [6, 1]"));
+}
+
+// ---- reliability: data errors at run time, hostile files, digests, memory caps ----
+
+/// Running `model` from the corpus with `inputs` (NAME=corpus file) on every target fails
+/// with exit 1, an error containing every needle, and writes no output file.
+fn run_refused(model: &str, inputs: &[(&str, &str)], needles: &[&str]) {
+    for target in ["host", "interp"] {
+        let dir = scratch(&format!("{model}-{target}"));
+        let outs = dir.join("outs");
+        let mut args = vec![
+            "run".to_string(),
+            corpus(model),
+            "--target".into(),
+            target.into(),
+        ];
+        for (name, file) in inputs {
+            args.push("--input".into());
+            args.push(format!("{name}={}", corpus(file)));
+        }
+        args.push("--outputs".into());
+        args.push(outs.display().to_string());
+        let o = tessera(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{model} on {target}: {err}");
+        assert!(
+            err.starts_with("error: ") && !err.contains("panicked"),
+            "{model} on {target}: {err}"
+        );
+        for n in needles {
+            assert!(
+                err.contains(n),
+                "{model} on {target}: expected `{n}` in: {err}"
+            );
+        }
+        assert!(
+            !outs.exists() || std::fs::read_dir(&outs).unwrap().count() == 0,
+            "{model} on {target}: output written"
+        );
+    }
+}
+
+#[test]
+fn gather_with_an_out_of_range_runtime_index_is_an_error_on_every_target() {
+    // The case: [1, -1, 100000000] into 1000 rows. -1 wraps; 100000000 does not.
+    run_refused(
+        "gather_oob.onnx",
+        &[
+            ("data", "gather_data.npy"),
+            ("indices", "gather_indices.npy"),
+        ],
+        &[
+            "Gather node \"gather_oob\"",
+            "input `indices`",
+            "holds 100000000",
+            "axis 0 of `data` of size 1000",
+            "-1000 to 999",
+        ],
+    );
+    // In range (with negative indices) it runs, on both targets, with the right rows.
+    for target in ["host", "interp"] {
+        let data = format!("data={}", corpus("gather_data.npy"));
+        let ind = format!("indices={}", corpus("gather_indices_ok.npy"));
+        let o = tessera(&[
+            "run",
+            &corpus("gather_oob.onnx"),
+            "--target",
+            target,
+            "--input",
+            &data,
+            "--input",
+            &ind,
+        ]);
+        assert!(o.status.success(), "{target}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            out.contains("[2.000000, 3.000000, 1998.000000, 1999.000000, 0.000000, 1.000000]"),
+            "{target}: {out}"
+        );
+    }
+    // A constant index of 7 into a dimension of 2.
+    run_refused(
+        "gather_const_oob.onnx",
+        &[("data", "small_data.npy")],
+        &[
+            "Gather node \"gather_const\"",
+            "holds 7",
+            "size 2 (valid: -2 to 1)",
+        ],
+    );
+}
+
+#[test]
+fn every_indexing_op_refuses_out_of_range_runtime_indices() {
+    let cases: [(&str, &[(&str, &str)], &[&str]); 4] = [
+        (
+            "gather_elements_oob.onnx",
+            &[
+                ("data", "small_data.npy"),
+                ("indices", "gather_elements_indices.npy"),
+            ],
+            &[
+                "GatherElements node",
+                "input `indices`",
+                "holds -4",
+                "axis 1 of `data` of size 3",
+            ],
+        ),
+        (
+            "gather_nd_oob.onnx",
+            &[
+                ("data", "small_data.npy"),
+                ("indices", "gather_nd_indices.npy"),
+            ],
+            &[
+                "GatherND node",
+                "input `indices`",
+                "holds 2",
+                "axis 0 of `data` of size 2",
+            ],
+        ),
+        (
+            "scatter_elements_oob.onnx",
+            &[
+                ("data", "small_data.npy"),
+                ("indices", "scatter_elements_indices.npy"),
+                ("updates", "updates_2x2.npy"),
+            ],
+            &[
+                "ScatterElements node",
+                "input `indices`",
+                "holds 3",
+                "axis 1 of `data` of size 3",
+            ],
+        ),
+        (
+            "scatter_nd_oob.onnx",
+            &[
+                ("data", "small_data.npy"),
+                ("indices", "scatter_nd_indices.npy"),
+                ("updates", "updates_2x3.npy"),
+            ],
+            &[
+                "ScatterND node",
+                "input `indices`",
+                "holds -3",
+                "axis 0 of `data` of size 2",
+            ],
+        ),
+    ];
+    for (model, inputs, needles) in cases {
+        run_refused(model, inputs, needles);
+    }
+}
+
+#[test]
+fn a_future_opset_is_unsupported_unless_allowed() {
+    refused("future_opset.onnx", 3, "opset 999 of domain \"ai.onnx\"");
+    let dir = scratch("future-allowed");
+    let out = dir.join("m.tsa");
+    let o = tessera(&[
+        "compile",
+        &corpus("future_opset.onnx"),
+        "--allow-newer-opset",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("warning: ") && stderr(&o).contains("treated as opset 28"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(out.is_file());
+}
+
+#[test]
+fn negative_sizes_and_huge_metadata_are_refused() {
+    refused("negative_dim.onnx", 1, "negative dimension -3");
+    refused("huge_metadata.onnx", 1, "metadata_props");
+}
+
+#[cfg(unix)]
+#[test]
+fn hard_linked_external_data_is_refused() {
+    // Git cannot hold a hard link, so the case is made here: a model whose weights file is a
+    // hard link to a file outside the model's folder.
+    let outer = scratch("hardlink");
+    let dir = outer.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(outer.join("secret.bin"), [0u8; 24]).unwrap();
+    std::fs::hard_link(outer.join("secret.bin"), dir.join("w.bin")).unwrap();
+    // bad_external.onnx with the location rewritten to "w.bin".
+    let bytes = std::fs::read(corpus("bad_external.onnx")).unwrap();
+    let model = dir.join("model.onnx");
+    let mut proto =
+        <tessera_onnx::proto::ModelProto as prost::Message>::decode(bytes.as_slice()).unwrap();
+    let init = &mut proto.graph.as_mut().unwrap().initializer[0];
+    init.external_data
+        .iter_mut()
+        .find(|kv| kv.key == "location")
+        .unwrap()
+        .value = "w.bin".into();
+    std::fs::write(&model, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = dir.join("out.tsa");
+    let o = tessera(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("\"w.bin\"") && err.contains("2 hard links"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn digests_are_printed_checked_and_a_corrupt_artifact_never_runs() {
+    let dir = scratch("digest");
+    let tsa = dir.join("m.tsa");
+    let o = tessera(&[
+        "compile",
+        &corpus("good_add.onnx"),
+        "-o",
+        tsa.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let digest = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 "))
+        .expect("digest line")
+        .to_string();
+    assert_eq!(digest.len(), 64);
+    let x = dir.join("x.npy");
+    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0; 6]));
+    let input = format!("x={}", x.display());
+    let outs = dir.join("outs");
+    let run = |d: &str| {
+        tessera(&[
+            "run",
+            tsa.to_str().unwrap(),
+            "--input",
+            &input,
+            "--expect-digest",
+            d,
+            "--outputs",
+            outs.to_str().unwrap(),
+        ])
+    };
+    assert!(run(&digest).status.success());
+    std::fs::remove_dir_all(&outs).unwrap();
+    let other: String = digest.chars().rev().collect();
+    let o = run(&other);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("digest mismatch") && stderr(&o).contains(&digest),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!outs.exists());
+    let o = run("xyz");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A flipped byte anywhere in the payload is caught by the digest before anything runs.
+    let mut bytes = std::fs::read(&tsa).unwrap();
+    bytes[40] ^= 0x20;
+    std::fs::write(&tsa, &bytes).unwrap();
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--input",
+        &input,
+        "--outputs",
+        outs.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("SHA-256 digest mismatch: the file is corrupt"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!outs.exists());
+}
+
+#[test]
+fn max_memory_refuses_a_run_before_it_allocates() {
+    let dir = scratch("maxmem");
+    let x = dir.join("x.npy");
+    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0; 6]));
+    let input = format!("x={}", x.display());
+    let o = tessera(&[
+        "run",
+        &corpus("good_add.onnx"),
+        "--input",
+        &input,
+        "--max-memory",
+        "16",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs 72 bytes of scratch memory, more than the limit of 16 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tessera(&[
+        "run",
+        &corpus("good_add.onnx"),
+        "--input",
+        &input,
+        "--max-memory",
+        "1K",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tessera(&[
+        "run",
+        &corpus("good_add.onnx"),
+        "--input",
+        &input,
+        "--max-memory",
+        "lots",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

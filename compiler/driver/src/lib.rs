@@ -16,7 +16,9 @@ pub mod show;
 pub mod targets;
 
 pub use pipeline::{
-    compile_bytes, compile_file, compile_graph, compile_graph_traced, import, import_bytes, load, load_file, write_artifact, write_atomic, CompileOptions, Compiled, Progress,
+    compile_bytes, compile_file, compile_graph, compile_graph_traced, import, import_bytes, load,
+    load_custom_ops, load_file_expecting, newer_opsets,
+    load_file, write_artifact, write_atomic, CompileOptions, Compiled, Progress,
 };
 
 /// Every error the driver reports. [`DriverError::exit_code`] maps them to the CLI's codes.
@@ -57,11 +59,15 @@ impl DriverError {
         match self {
             DriverError::Onnx(e) if e.is_unsupported() => exit::UNSUPPORTED,
             DriverError::Lower(tessera_lower::LowerError::Unsupported { .. }) => exit::UNSUPPORTED,
-            DriverError::Target(tessera_target::TargetError::Unsupported { .. }) => exit::UNSUPPORTED,
-            DriverError::Lookup(targets::LookupError::FeatureDisabled { .. } | targets::LookupError::NotYet { .. }) => {
+            DriverError::Target(tessera_target::TargetError::Unsupported { .. }) => {
                 exit::UNSUPPORTED
             }
-            DriverError::Lookup(targets::LookupError::Unknown(_)) | DriverError::Usage(_) => exit::USAGE,
+            DriverError::Lookup(
+                targets::LookupError::FeatureDisabled { .. } | targets::LookupError::NotYet { .. },
+            ) => exit::UNSUPPORTED,
+            DriverError::Lookup(targets::LookupError::Unknown(_)) | DriverError::Usage(_) => {
+                exit::USAGE
+            }
             _ => exit::ERROR,
         }
     }

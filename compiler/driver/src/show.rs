@@ -34,7 +34,12 @@ struct KernelRow {
 /// Compiles `model` for `opts.target` and renders its page.
 pub fn show_model(model: &Path, opts: &CompileOptions) -> Result<String, DriverError> {
     let graph = import(model, opts)?;
-    let compiled = compile_graph_traced(&graph, &model.display().to_string(), &opts.target, &mut |_| {})?;
+    let compiled = compile_graph_traced(
+        &graph,
+        &model.display().to_string(),
+        &opts.target,
+        &mut |_| {},
+    )?;
     let rows = kernel_rows_compiled(&graph, &compiled);
     let dot = graph_dot(&graph, &compiled, &rows);
     let title = format!("{} on {}", model.display(), opts.target);
@@ -45,7 +50,12 @@ pub fn show_model(model: &Path, opts: &CompileOptions) -> Result<String, DriverE
 pub fn show_artifact(path: &Path, artifact: &Artifact) -> Result<String, DriverError> {
     let rows = kernel_rows_artifact(artifact);
     let dot = steps_dot(artifact, &rows);
-    let title = format!("{} ({}, compiled from {})", path.display(), artifact.target, artifact.source);
+    let title = format!(
+        "{} ({}, compiled from {})",
+        path.display(),
+        artifact.target,
+        artifact.source
+    );
     Ok(page(&title, artifact, &dot, &rows, "plan"))
 }
 
@@ -94,7 +104,9 @@ fn kernel_rows_artifact(a: &Artifact) -> Vec<KernelRow> {
         .map(|stored| {
             // An interp blob is the kernel's text, so its grid and tiles can be shown; other
             // targets' blobs are machine code.
-            let parsed = std::str::from_utf8(&stored.blob).ok().and_then(|t| tessera_kir::text::parse_kernel(t).ok());
+            let parsed = std::str::from_utf8(&stored.blob)
+                .ok()
+                .and_then(|t| tessera_kir::text::parse_kernel(t).ok());
             let (grid, tiles, lanes) = match &parsed {
                 Some(k) => {
                     let (g, t, l) = describe_kernel(k);
@@ -118,16 +130,25 @@ fn kernel_rows_artifact(a: &Artifact) -> Vec<KernelRow> {
 
 /// Escapes text for a double-quoted DOT string.
 fn dot_str(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn grid_text(g: &Option<Vec<u64>>) -> String {
     match g {
-        Some(g) if !g.is_empty() => g.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×"),
+        Some(g) if !g.is_empty() => g
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("×"),
         Some(_) => "1".into(),
         None => "—".into(),
     }
@@ -148,18 +169,32 @@ fn graph_dot(graph: &Graph, c: &Compiled, rows: &[KernelRow]) -> String {
     let mut d = String::from("digraph tessera {\n  rankdir=TB;\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\", fontsize=10];\n  edge [color=\"#6c757d\", arrowsize=0.6];\n");
     let ty = |v: tessera_ir::ValueId| {
         let val = graph.value(v);
-        val.ty.as_ref().map(|t| format!("{} {}", t.dtype, t.shape)).unwrap_or_else(|| "?".into())
+        val.ty
+            .as_ref()
+            .map(|t| format!("{} {}", t.dtype, t.shape))
+            .unwrap_or_else(|| "?".into())
     };
     // Producer of every value: a graph input or a node output.
     let mut producer: BTreeMap<tessera_ir::ValueId, String> = BTreeMap::new();
     for (i, &v) in graph.inputs.iter().enumerate() {
         let id = format!("in{i}");
-        let _ = writeln!(d, "  {id} [id=\"{id}\", shape=ellipse, fillcolor=\"#d1e7dd\", label=\"{}\\n{}\"];", dot_str(&graph.value(v).name), dot_str(&ty(v)));
+        let _ = writeln!(
+            d,
+            "  {id} [id=\"{id}\", shape=ellipse, fillcolor=\"#d1e7dd\", label=\"{}\\n{}\"];",
+            dot_str(&graph.value(v).name),
+            dot_str(&ty(v))
+        );
         producer.insert(v, id);
     }
     for (n, node) in graph.nodes.iter().enumerate() {
         let id = format!("n{n}");
-        let how = c.artifact.plan.nodes.get(n).map(|r| r.how).unwrap_or(Execution::Kernel);
+        let how = c
+            .artifact
+            .plan
+            .nodes
+            .get(n)
+            .map(|r| r.how)
+            .unwrap_or(Execution::Kernel);
         let mut label = node.op.name().to_string();
         if !node.name.is_empty() {
             let _ = write!(label, "\n\"{}\"", node.name);
@@ -177,8 +212,19 @@ fn graph_dot(graph: &Graph, c: &Compiled, rows: &[KernelRow]) -> String {
         if span.is_empty() {
             let _ = write!(label, "\n({})", how.name());
         }
-        let tooltip = format!("{} — runs as {}, {} kernel(s)", node.label(), how.name(), span.len());
-        let _ = writeln!(d, "  {id} [id=\"{id}\", fillcolor=\"{}\", label=\"{}\", tooltip=\"{}\"];", colour(how), dot_str(&label), dot_str(&tooltip));
+        let tooltip = format!(
+            "{} — runs as {}, {} kernel(s)",
+            node.label(),
+            how.name(),
+            span.len()
+        );
+        let _ = writeln!(
+            d,
+            "  {id} [id=\"{id}\", fillcolor=\"{}\", label=\"{}\", tooltip=\"{}\"];",
+            colour(how),
+            dot_str(&label),
+            dot_str(&tooltip)
+        );
         for v in node.inputs.iter().flatten() {
             if let Some(p) = producer.get(v) {
                 let _ = writeln!(d, "  {p} -> {id};");
@@ -190,7 +236,12 @@ fn graph_dot(graph: &Graph, c: &Compiled, rows: &[KernelRow]) -> String {
     }
     for (i, &v) in graph.outputs.iter().enumerate() {
         let id = format!("out{i}");
-        let _ = writeln!(d, "  {id} [id=\"{id}\", shape=ellipse, fillcolor=\"#f8d7da\", label=\"{}\\n{}\"];", dot_str(&graph.value(v).name), dot_str(&ty(v)));
+        let _ = writeln!(
+            d,
+            "  {id} [id=\"{id}\", shape=ellipse, fillcolor=\"#f8d7da\", label=\"{}\\n{}\"];",
+            dot_str(&graph.value(v).name),
+            dot_str(&ty(v))
+        );
         if let Some(p) = producer.get(&v) {
             let _ = writeln!(d, "  {p} -> {id};");
         }
@@ -209,7 +260,11 @@ fn steps_dot(a: &Artifact, rows: &[KernelRow]) -> String {
     let io_label = |io: &tessera_kir::PlanIo| format!("{}\n{} {:?}", io.name, io.dtype, io.dims);
     for (i, io) in plan.inputs.iter().enumerate() {
         let id = format!("in{i}");
-        let _ = writeln!(d, "  {id} [id=\"{id}\", shape=ellipse, fillcolor=\"#d1e7dd\", label=\"{}\"];", dot_str(&io_label(io)));
+        let _ = writeln!(
+            d,
+            "  {id} [id=\"{id}\", shape=ellipse, fillcolor=\"#d1e7dd\", label=\"{}\"];",
+            dot_str(&io_label(io))
+        );
         last.insert(plan.root(io.buffer).0, id);
     }
     for (s, step) in plan.steps.iter().enumerate() {
@@ -220,11 +275,23 @@ fn steps_dot(a: &Artifact, rows: &[KernelRow]) -> String {
                 let name = r.map(|r| r.name.clone()).unwrap_or_default();
                 let grid = r.map(|r| grid_text(&r.grid)).unwrap_or_default();
                 let bytes = r.map(|r| r.code_bytes).unwrap_or(0);
-                (format!("{name}\ngrid {grid}\n{bytes} B code"), args.clone(), colour(Execution::Kernel))
+                (
+                    format!("{name}\ngrid {grid}\n{bytes} B code"),
+                    args.clone(),
+                    colour(Execution::Kernel),
+                )
             }
-            Step::Copy { src, dst } => ("copy".to_string(), vec![*src, *dst], colour(Execution::Host)),
+            Step::Copy { src, dst } => (
+                "copy".to_string(),
+                vec![*src, *dst],
+                colour(Execution::Host),
+            ),
         };
-        let _ = writeln!(d, "  {id} [id=\"{id}\", fillcolor=\"{fill}\", label=\"{}\"];", dot_str(&label));
+        let _ = writeln!(
+            d,
+            "  {id} [id=\"{id}\", fillcolor=\"{fill}\", label=\"{}\"];",
+            dot_str(&label)
+        );
         let mut from: Vec<String> = Vec::new();
         for b in &args {
             let root = plan.root(*b);
@@ -244,7 +311,11 @@ fn steps_dot(a: &Artifact, rows: &[KernelRow]) -> String {
     }
     for (i, io) in plan.outputs.iter().enumerate() {
         let id = format!("out{i}");
-        let _ = writeln!(d, "  {id} [id=\"{id}\", shape=ellipse, fillcolor=\"#f8d7da\", label=\"{}\"];", dot_str(&io_label(io)));
+        let _ = writeln!(
+            d,
+            "  {id} [id=\"{id}\", shape=ellipse, fillcolor=\"#f8d7da\", label=\"{}\"];",
+            dot_str(&io_label(io))
+        );
         if let Some(p) = last.get(&plan.root(io.buffer).0) {
             let _ = writeln!(d, "  {p} -> {id};");
         }
@@ -255,18 +326,30 @@ fn steps_dot(a: &Artifact, rows: &[KernelRow]) -> String {
 
 /// Lays `dot` out with Graphviz. `Ok(None)` when `dot` is not installed.
 pub fn layout_svg(dot: &str) -> Result<Option<String>, DriverError> {
-    let child = Command::new("dot").arg("-Tsvg").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(DriverError::Tool(format!("dot: {e}"))),
     };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(dot.as_bytes()).map_err(|e| DriverError::Tool(format!("dot: {e}")))?;
+        stdin
+            .write_all(dot.as_bytes())
+            .map_err(|e| DriverError::Tool(format!("dot: {e}")))?;
     }
-    let out = child.wait_with_output().map_err(|e| DriverError::Tool(format!("dot: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| DriverError::Tool(format!("dot: {e}")))?;
     if !out.status.success() {
-        return Err(DriverError::Tool(format!("dot failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(DriverError::Tool(format!(
+            "dot failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     let svg = String::from_utf8_lossy(&out.stdout);
     // Keep the <svg> element only: the XML prolog and doctype do not belong inside HTML.
@@ -289,7 +372,12 @@ fn page(title: &str, a: &Artifact, dot: &str, rows: &[KernelRow], what: &str) ->
         t = html(title)
     );
     let total_code: usize = rows.iter().map(|r| r.code_bytes).sum();
-    let launches = a.plan.steps.iter().filter(|s| matches!(s, Step::Launch { .. })).count();
+    let launches = a
+        .plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Launch { .. }))
+        .count();
     let _ = writeln!(
         p,
         "<p id=\"summary\">target <b>{}</b> · {} kernels · {} plan steps ({} launches) · {} bytes of code · {} buffers · fingerprint <code>{}</code></p>",
@@ -312,21 +400,46 @@ fn page(title: &str, a: &Artifact, dot: &str, rows: &[KernelRow], what: &str) ->
     if what == "plan" {
         p.push_str("<p>An artifact keeps the plan, not the graph: each box is a plan step, linked to the next step that uses one of its buffers (so two readers of a buffer are linked too). Show the <code>.onnx</code> for the graph.</p>\n");
     }
-    let _ = writeln!(p, "<h2>{}</h2>\n<div id=\"graph\">", if what == "plan" { "Plan" } else { "Graph" });
+    let _ = writeln!(
+        p,
+        "<h2>{}</h2>\n<div id=\"graph\">",
+        if what == "plan" { "Plan" } else { "Graph" }
+    );
     match svg {
         Ok(Some(svg)) => p.push_str(&svg),
         Ok(None) => {
             let _ = write!(p, "<p><b>Graphviz <code>dot</code> is not installed</b> (Debian: <code>apt-get install graphviz</code>), so the graph is not drawn. Its DOT source:</p><pre>{}</pre>", html(dot));
         }
         Err(e) => {
-            let _ = write!(p, "<p><b>Graphviz failed:</b> {}</p><pre>{}</pre>", html(&e.to_string()), html(dot));
+            let _ = write!(
+                p,
+                "<p><b>Graphviz failed:</b> {}</p><pre>{}</pre>",
+                html(&e.to_string()),
+                html(dot)
+            );
         }
     }
     p.push_str("</div>\n<h2>Kernels</h2>\n<table id=\"kernels\"><tr><th>#</th><th>kernel</th><th>from node</th><th>grid</th><th>tiles (local buffers)</th><th>vector lanes</th><th>params</th><th>param bytes</th><th>code bytes</th></tr>\n");
     for (i, r) in rows.iter().enumerate() {
-        let lanes = if r.lanes.is_empty() { "scalar".to_string() } else { r.lanes.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ") };
-        let tiles = if r.tiles.is_empty() { "—".to_string() } else { r.tiles.join("<br>") };
-        let tiles = if r.grid.is_none() { "(machine code)".to_string() } else { tiles };
+        let lanes = if r.lanes.is_empty() {
+            "scalar".to_string()
+        } else {
+            r.lanes
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let tiles = if r.tiles.is_empty() {
+            "—".to_string()
+        } else {
+            r.tiles.join("<br>")
+        };
+        let tiles = if r.grid.is_none() {
+            "(machine code)".to_string()
+        } else {
+            tiles
+        };
         let _ = writeln!(
             p,
             "<tr><td class=\"num\">{i}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
@@ -342,7 +455,13 @@ fn page(title: &str, a: &Artifact, dot: &str, rows: &[KernelRow], what: &str) ->
     }
     p.push_str("</table>\n<h2>Nodes</h2>\n<table id=\"nodes\"><tr><th>node</th><th>op</th><th>runs as</th></tr>\n");
     for n in &a.plan.nodes {
-        let _ = writeln!(p, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", html(&n.node), html(&n.op), n.how.name());
+        let _ = writeln!(
+            p,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            html(&n.node),
+            html(&n.op),
+            n.how.name()
+        );
     }
     p.push_str(
         "</table>\n<p>Cycle counts appear here for <code>npu-sim</code> once it has a code generator; optimizer rules once the optimizer exists.</p>\n</body></html>\n",

@@ -47,11 +47,22 @@ pub enum InterpError {
 
     /// Bad input from the caller: the wrong number of buffers.
     #[error("kernel `{kernel}` takes {expected} buffers, but {got} were passed")]
-    ArgCount { kernel: String, expected: usize, got: usize },
+    ArgCount {
+        kernel: String,
+        expected: usize,
+        got: usize,
+    },
 
     /// Bad input from the caller: a buffer of the wrong size.
     #[error("kernel `{kernel}`: buffer passed for parameter `{param}` ({dtype}[{len}]) has {got} bytes, expected {expected}")]
-    ArgSize { kernel: String, param: String, dtype: DType, len: u64, expected: u64, got: u64 },
+    ArgSize {
+        kernel: String,
+        param: String,
+        dtype: DType,
+        len: u64,
+        expected: u64,
+        got: u64,
+    },
 
     /// A limit exceeded: the kernel's scratch buffers are too large to allocate.
     #[error("kernel `{kernel}`: {msg}")]
@@ -74,7 +85,23 @@ pub enum InterpError {
     /// Bad kernel: another run-time fault (a loop step that is not positive, an index that
     /// overflows).
     #[error("kernel `{kernel}`, program {program}, {at} `{inst}`: {msg}")]
-    Trap { kernel: String, program: String, at: String, inst: String, msg: String },
+    Trap {
+        kernel: String,
+        program: String,
+        at: String,
+        inst: String,
+        msg: String,
+    },
+
+    /// Bad input data: a `trap` instruction fired (an index out of range, a bad size). `code`
+    /// is the kernel's check number, which the plan's trap table maps to a node and input.
+    #[error("kernel `{kernel}`, program {program}: data check {code} failed on value {value}")]
+    Data {
+        kernel: String,
+        program: String,
+        code: u32,
+        value: i64,
+    },
 }
 
 /// Runs `k` once per grid point over the parameter buffers `args`, given in parameter order as
@@ -104,22 +131,41 @@ impl<'k> Interp<'k> {
         let mut n: usize = 0;
         for t in &k.vals {
             off.push(n as u32);
-            n += t.lanes as usize;
+            n += t.count() as usize;
         }
         if n > u32::MAX as usize {
-            return Err(InterpError::Limit { kernel: k.name.clone(), msg: "too many value lanes".into() });
+            return Err(InterpError::Limit {
+                kernel: k.name.clone(),
+                msg: "too many value lanes".into(),
+            });
         }
-        let mut c = Compiler { k, off: &off, ops: Vec::new(), locs: Vec::new(), path: Vec::new() };
+        let mut c = Compiler {
+            k,
+            off: &off,
+            ops: Vec::new(),
+            locs: Vec::new(),
+            path: Vec::new(),
+        };
         c.block(&k.body, "");
         let (ops, locs) = (c.ops, c.locs);
-        Ok(Interp { k, off, nregs: n, ops, locs })
+        Ok(Interp {
+            k,
+            off,
+            nregs: n,
+            ops,
+            locs,
+        })
     }
 
     /// Runs the kernel over `args` (see [`run_kernel`]).
     pub fn run(&self, args: &mut [&mut [u8]]) -> Result<(), InterpError> {
         let k = self.k;
         if args.len() != k.num_params {
-            return Err(InterpError::ArgCount { kernel: k.name.clone(), expected: k.num_params, got: args.len() });
+            return Err(InterpError::ArgCount {
+                kernel: k.name.clone(),
+                expected: k.num_params,
+                got: args.len(),
+            });
         }
         for (a, d) in args.iter().zip(k.params()) {
             let expected = d.dtype.storage_bytes(d.len);
@@ -144,8 +190,10 @@ impl<'k> Interp<'k> {
                 msg: format!("local buffers need {scratch_bytes} bytes; the interpreter allows {MAX_SCRATCH_BYTES}"),
             });
         }
-        let mut locals: Vec<Vec<u8>> =
-            k.bufs[k.num_params..].iter().map(|d| vec![0u8; d.dtype.storage_bytes(d.len) as usize]).collect();
+        let mut locals: Vec<Vec<u8>> = k.bufs[k.num_params..]
+            .iter()
+            .map(|d| vec![0u8; d.dtype.storage_bytes(d.len) as usize])
+            .collect();
         let mut bufs: Vec<&mut [u8]> = Vec::with_capacity(k.bufs.len());
         for a in args.iter_mut() {
             bufs.push(&mut a[..]);
@@ -208,15 +256,35 @@ enum Op<'k> {
     /// A scalar store: (dtype, value slot, buffer, index slot, buffer length, inst, loc).
     Store1(DType, u32, u32, u32, u64, &'k Inst, u32),
     /// Copies `n` slots.
-    Copy { from: u32, to: u32, n: u32 },
+    Copy {
+        from: u32,
+        to: u32,
+        n: u32,
+    },
     /// Copies several values at once, as a parallel assignment (through scratch).
     ParCopy(Vec<(u32, u32, u32)>),
     /// Loop entry: checks the step, sets the induction variable to `lo`, and jumps to `exit`
     /// when the range is empty.
-    ForHead { lo: u32, hi: u32, step: u32, iv: u32, exit: u32, inst: &'k Inst, loc: u32 },
+    ForHead {
+        lo: u32,
+        hi: u32,
+        step: u32,
+        iv: u32,
+        exit: u32,
+        inst: &'k Inst,
+        loc: u32,
+    },
     /// Loop latch: advances the induction variable and jumps back to `body` while in range.
-    ForNext { hi: u32, step: u32, iv: u32, body: u32 },
-    JumpIfNot { cond: u32, to: u32 },
+    ForNext {
+        hi: u32,
+        step: u32,
+        iv: u32,
+        body: u32,
+    },
+    JumpIfNot {
+        cond: u32,
+        to: u32,
+    },
     Jump(u32),
 }
 
@@ -234,7 +302,7 @@ impl<'k> Compiler<'k, '_> {
     }
 
     fn lanes(&self, v: Val) -> u32 {
-        self.k.vals[v.0 as usize].lanes as u32
+        self.k.vals[v.0 as usize].count()
     }
 
     fn loc(&mut self) -> u32 {
@@ -262,9 +330,15 @@ impl<'k> Compiler<'k, '_> {
 
     /// Emits copies of `from[i]` into `to[i]`, as a parallel assignment when they overlap.
     fn copies(&mut self, from: &[Val], to: &[Val]) {
-        let pairs: Vec<(u32, u32, u32)> =
-            from.iter().zip(to.iter()).map(|(&f, &t)| (self.o(f), self.o(t), self.lanes(f))).filter(|p| p.0 != p.1).collect();
-        let overlap = pairs.iter().any(|&(f, _, n)| pairs.iter().any(|&(_, t, m)| f < t + m && t < f + n));
+        let pairs: Vec<(u32, u32, u32)> = from
+            .iter()
+            .zip(to.iter())
+            .map(|(&f, &t)| (self.o(f), self.o(t), self.lanes(f)))
+            .filter(|p| p.0 != p.1)
+            .collect();
+        let overlap = pairs
+            .iter()
+            .any(|&(f, _, n)| pairs.iter().any(|&(_, t, m)| f < t + m && t < f + n));
         if overlap {
             self.ops.push(Op::ParCopy(pairs));
         } else {
@@ -278,25 +352,53 @@ impl<'k> Compiler<'k, '_> {
         use InstKind::*;
         let k = self.k;
         match &inst.kind {
-            For { lo, hi, step, iv, iter, init, body } => {
+            For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init,
+                body,
+            } => {
                 self.copies(init, iter);
                 let loc = self.loc();
                 let head = self.ops.len();
                 let (lo, hi, step, iv) = (self.o(*lo), self.o(*hi), self.o(*step), self.o(*iv));
-                self.ops.push(Op::ForHead { lo, hi, step, iv, exit: 0, inst, loc });
+                self.ops.push(Op::ForHead {
+                    lo,
+                    hi,
+                    step,
+                    iv,
+                    exit: 0,
+                    inst,
+                    loc,
+                });
                 let body_start = self.ops.len() as u32;
                 let y = self.block(body, "body");
                 self.copies(y, iter);
-                self.ops.push(Op::ForNext { hi, step, iv, body: body_start });
+                self.ops.push(Op::ForNext {
+                    hi,
+                    step,
+                    iv,
+                    body: body_start,
+                });
                 let exit = self.ops.len() as u32;
                 if let Op::ForHead { exit: e, .. } = &mut self.ops[head] {
                     *e = exit;
                 }
                 self.copies(iter, &inst.results);
             }
-            If { cond, then_blk, else_blk } => {
+            If {
+                cond,
+                then_blk,
+                else_blk,
+            } => {
                 let j = self.ops.len();
-                self.ops.push(Op::JumpIfNot { cond: self.o(*cond), to: 0 });
+                self.ops.push(Op::JumpIfNot {
+                    cond: self.o(*cond),
+                    to: 0,
+                });
                 let y = self.block(then_blk, "then");
                 self.copies(y, &inst.results);
                 let jend = self.ops.len();
@@ -313,7 +415,7 @@ impl<'k> Compiler<'k, '_> {
                 }
             }
             Yield(_) => {}
-            Binary(op, a, b) if k.vals[a.0 as usize].lanes == 1 => {
+            Binary(op, a, b) if k.vals[a.0 as usize].is_scalar() => {
                 let d = k.vals[a.0 as usize].elem;
                 let (r, a, b) = (self.o(inst.results[0]), self.o(*a), self.o(*b));
                 self.ops.push(match d {
@@ -323,23 +425,23 @@ impl<'k> Compiler<'k, '_> {
                     _ => Op::Generic(inst, 0),
                 });
             }
-            Cmp(op, a, b) if k.vals[a.0 as usize].lanes == 1 => {
+            Cmp(op, a, b) if k.vals[a.0 as usize].is_scalar() => {
                 let d = k.vals[a.0 as usize].elem;
                 let (r, a, b) = (self.o(inst.results[0]), self.o(*a), self.o(*b));
                 self.ops.push(Op::Cmp1(*op, d, r, a, b));
             }
-            Select(c, a, b) if k.vals[a.0 as usize].lanes == 1 => {
+            Select(c, a, b) if k.vals[a.0 as usize].is_scalar() => {
                 let (r, c, a, b) = (self.o(inst.results[0]), self.o(*c), self.o(*a), self.o(*b));
                 self.ops.push(Op::Select1(r, c, a, b));
             }
-            Load { buf, index } if k.vals[inst.results[0].0 as usize].lanes == 1 => {
+            Load { buf, index } if k.vals[inst.results[0].0 as usize].is_scalar() => {
                 let elem = k.vals[inst.results[0].0 as usize].elem;
                 let len = k.bufs[buf.0 as usize].view_len(elem).unwrap_or(0);
                 let loc = self.loc();
                 let (r, i) = (self.o(inst.results[0]), self.o(*index));
                 self.ops.push(Op::Load1(elem, r, buf.0, i, len, inst, loc));
             }
-            Store { buf, index, value } if k.vals[value.0 as usize].lanes == 1 => {
+            Store { buf, index, value } if k.vals[value.0 as usize].is_scalar() => {
                 let elem = k.vals[value.0 as usize].elem;
                 let len = k.bufs[buf.0 as usize].view_len(elem).unwrap_or(0);
                 let loc = self.loc();
@@ -366,13 +468,21 @@ impl<'k> Machine<'k, '_> {
             pc += 1;
             match op {
                 Op::F32Bin(o, r, a, b) => {
-                    let (x, y) = (f32::from_bits(self.regs[*a as usize] as u32), f32::from_bits(self.regs[*b as usize] as u32));
+                    let (x, y) = (
+                        f32::from_bits(self.regs[*a as usize] as u32),
+                        f32::from_bits(self.regs[*b as usize] as u32),
+                    );
                     let v: f32 = match o {
                         BinOp::Add => x + y,
                         BinOp::Sub => x - y,
                         BinOp::Mul => x * y,
                         BinOp::Div => x / y,
-                        _ => f32::from_bits(binop(*o, DType::F32, x.to_bits() as u64, y.to_bits() as u64) as u32),
+                        _ => f32::from_bits(binop(
+                            *o,
+                            DType::F32,
+                            x.to_bits() as u64,
+                            y.to_bits() as u64,
+                        ) as u32),
                     };
                     self.regs[*r as usize] = v.to_bits() as u64;
                 }
@@ -388,20 +498,33 @@ impl<'k> Machine<'k, '_> {
                         BinOp::Mul => x.wrapping_mul(y) as u64,
                         _ => binop(*o, *d, x as u64, y as u64),
                     };
-                    self.regs[*r as usize] = if *d == DType::I64 { v } else { v as i32 as i64 as u64 };
+                    self.regs[*r as usize] = if *d == DType::I64 {
+                        v
+                    } else {
+                        v as i32 as i64 as u64
+                    };
                 }
                 Op::Cmp1(o, d, r, a, b) => {
                     let (x, y) = (self.regs[*a as usize], self.regs[*b as usize]);
                     self.regs[*r as usize] = cmp(*o, *d, x, y) as u64;
                 }
                 Op::Select1(r, c, a, b) => {
-                    let v = if self.regs[*c as usize] != 0 { self.regs[*a as usize] } else { self.regs[*b as usize] };
+                    let v = if self.regs[*c as usize] != 0 {
+                        self.regs[*a as usize]
+                    } else {
+                        self.regs[*b as usize]
+                    };
                     self.regs[*r as usize] = v;
                 }
                 Op::Load1(d, r, buf, i, len, inst, loc) => {
                     let i = self.regs[*i as usize] as i64;
                     if i < 0 || i as u64 >= *len {
-                        let kind = TrapKind::Bounds { what: "loads", buf: *buf, first: i as i128, end: i as i128 + 1 };
+                        let kind = TrapKind::Bounds {
+                            what: "loads",
+                            buf: *buf,
+                            first: i as i128,
+                            end: i as i128 + 1,
+                        };
                         return Err(with_loc(self.trap(inst, kind), *loc));
                     }
                     self.regs[*r as usize] = read_elem(*d, self.bufs[*buf as usize], i as usize);
@@ -409,7 +532,12 @@ impl<'k> Machine<'k, '_> {
                 Op::Store1(d, v, buf, i, len, inst, loc) => {
                     let i = self.regs[*i as usize] as i64;
                     if i < 0 || i as u64 >= *len {
-                        let kind = TrapKind::Bounds { what: "stores", buf: *buf, first: i as i128, end: i as i128 + 1 };
+                        let kind = TrapKind::Bounds {
+                            what: "stores",
+                            buf: *buf,
+                            first: i as i128,
+                            end: i as i128 + 1,
+                        };
                         return Err(with_loc(self.trap(inst, kind), *loc));
                     }
                     let v = self.regs[*v as usize];
@@ -426,16 +554,30 @@ impl<'k> Machine<'k, '_> {
                 Op::ParCopy(pairs) => {
                     self.tmp.clear();
                     for &(f, _, n) in pairs {
-                        self.tmp.extend_from_slice(&self.regs[f as usize..(f + n) as usize]);
+                        self.tmp
+                            .extend_from_slice(&self.regs[f as usize..(f + n) as usize]);
                     }
                     let mut at = 0;
                     for &(_, t, n) in pairs {
-                        self.regs[t as usize..(t + n) as usize].copy_from_slice(&self.tmp[at..at + n as usize]);
+                        self.regs[t as usize..(t + n) as usize]
+                            .copy_from_slice(&self.tmp[at..at + n as usize]);
                         at += n as usize;
                     }
                 }
-                Op::ForHead { lo, hi, step, iv, exit, inst, loc } => {
-                    let (l, h, s) = (self.regs[*lo as usize] as i64, self.regs[*hi as usize] as i64, self.regs[*step as usize] as i64);
+                Op::ForHead {
+                    lo,
+                    hi,
+                    step,
+                    iv,
+                    exit,
+                    inst,
+                    loc,
+                } => {
+                    let (l, h, s) = (
+                        self.regs[*lo as usize] as i64,
+                        self.regs[*hi as usize] as i64,
+                        self.regs[*step as usize] as i64,
+                    );
                     if l < h {
                         if s <= 0 {
                             let kind = TrapKind::Other(format!("loop step {s} is not positive"));
@@ -447,7 +589,11 @@ impl<'k> Machine<'k, '_> {
                     }
                 }
                 Op::ForNext { hi, step, iv, body } => {
-                    let (i, h, s) = (self.regs[*iv as usize] as i64, self.regs[*hi as usize] as i64, self.regs[*step as usize] as i64);
+                    let (i, h, s) = (
+                        self.regs[*iv as usize] as i64,
+                        self.regs[*hi as usize] as i64,
+                        self.regs[*step as usize] as i64,
+                    );
                     if let Some(n) = i.checked_add(s) {
                         if n < h {
                             self.regs[*iv as usize] = n as u64;
@@ -483,8 +629,18 @@ struct Trap {
 }
 
 enum TrapKind {
-    Bounds { what: &'static str, buf: u32, first: i128, end: i128 },
+    Bounds {
+        what: &'static str,
+        buf: u32,
+        first: i128,
+        end: i128,
+    },
     Other(String),
+    /// A `trap` instruction fired: bad data, not a bad kernel.
+    Data {
+        code: u32,
+        value: i64,
+    },
 }
 
 struct Machine<'k, 'a> {
@@ -499,11 +655,17 @@ struct Machine<'k, 'a> {
     bytes: Vec<u8>,
 }
 
-
 impl<'k> Machine<'k, '_> {
     fn report(&self, t: Trap) -> InterpError {
         let k = self.k;
-        let program = format!("({})", self.pid[..k.grid.len().max(1)].iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "));
+        let program = format!(
+            "({})",
+            self.pid[..k.grid.len().max(1)]
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let mut at = String::from("instruction ");
         for (i, (label, n)) in t.path.iter().enumerate() {
             if i > 0 {
@@ -516,7 +678,12 @@ impl<'k> Machine<'k, '_> {
             at.push_str(&format!("#{n}"));
         }
         match t.kind {
-            TrapKind::Bounds { what, buf, first, end } => {
+            TrapKind::Bounds {
+                what,
+                buf,
+                first,
+                end,
+            } => {
                 let d = &k.bufs[buf as usize];
                 InterpError::OutOfBounds {
                     kernel: k.name.clone(),
@@ -530,12 +697,28 @@ impl<'k> Machine<'k, '_> {
                     len: d.len,
                 }
             }
-            TrapKind::Other(msg) => InterpError::Trap { kernel: k.name.clone(), program, at, inst: t.inst, msg },
+            TrapKind::Other(msg) => InterpError::Trap {
+                kernel: k.name.clone(),
+                program,
+                at,
+                inst: t.inst,
+                msg,
+            },
+            TrapKind::Data { code, value } => InterpError::Data {
+                kernel: k.name.clone(),
+                program,
+                code,
+                value,
+            },
         }
     }
 
     fn trap(&self, inst: &Inst, kind: TrapKind) -> Trap {
-        Trap { kind, inst: text::inst_head(self.k, inst), path: Vec::new() }
+        Trap {
+            kind,
+            inst: text::inst_head(self.k, inst),
+            path: Vec::new(),
+        }
     }
 
     #[inline]
@@ -554,11 +737,27 @@ impl<'k> Machine<'k, '_> {
     }
 
     /// Checks that elements `first..first+n` lie in buffer `b`.
-    fn bounds(&self, inst: &Inst, what: &'static str, b: Buf, elem: DType, first: i64, n: u64) -> Result<usize, Trap> {
+    fn bounds(
+        &self,
+        inst: &Inst,
+        what: &'static str,
+        b: Buf,
+        elem: DType,
+        first: i64,
+        n: u64,
+    ) -> Result<usize, Trap> {
         let len = self.k.bufs[b.0 as usize].view_len(elem).unwrap_or(0);
         let end = first as i128 + n as i128;
         if first < 0 || end > len as i128 {
-            return Err(self.trap(inst, TrapKind::Bounds { what, buf: b.0, first: first as i128, end }));
+            return Err(self.trap(
+                inst,
+                TrapKind::Bounds {
+                    what,
+                    buf: b.0,
+                    first: first as i128,
+                    end,
+                },
+            ));
         }
         Ok(first as usize)
     }
@@ -572,7 +771,7 @@ impl<'k> Machine<'k, '_> {
                 let t = self.ty(r);
                 let bits = const_bits(t.elem, *c);
                 let o = self.o(r);
-                self.regs[o..o + t.lanes as usize].fill(bits);
+                self.regs[o..o + t.count() as usize].fill(bits);
             }
             ProgramId(axis) => {
                 let v = self.pid.get(*axis as usize).copied().unwrap_or(0);
@@ -583,7 +782,7 @@ impl<'k> Machine<'k, '_> {
                 let r = inst.results[0];
                 let t = self.ty(r);
                 let (xo, ro) = (self.o(*x), self.o(r));
-                for l in 0..t.lanes as usize {
+                for l in 0..t.count() as usize {
                     self.regs[ro + l] = unop(*op, t.elem, self.regs[xo + l]);
                 }
             }
@@ -591,36 +790,42 @@ impl<'k> Machine<'k, '_> {
                 let r = inst.results[0];
                 let t = self.ty(r);
                 let (ao, bo, ro) = (self.o(*a), self.o(*b), self.o(r));
-                if t.lanes == 1 {
+                if t.is_scalar() {
                     self.regs[ro] = binop(*op, t.elem, self.regs[ao], self.regs[bo]);
                 } else {
-                    for l in 0..t.lanes as usize {
-                        self.regs[ro + l] = binop(*op, t.elem, self.regs[ao + l], self.regs[bo + l]);
+                    for l in 0..t.count() as usize {
+                        self.regs[ro + l] =
+                            binop(*op, t.elem, self.regs[ao + l], self.regs[bo + l]);
                     }
                 }
             }
             Cmp(op, a, b) => {
                 let t = self.ty(*a);
                 let (ao, bo, ro) = (self.o(*a), self.o(*b), self.o(inst.results[0]));
-                for l in 0..t.lanes as usize {
-                    self.regs[ro + l] = cmp(*op, t.elem, self.regs[ao + l], self.regs[bo + l]) as u64;
+                for l in 0..t.count() as usize {
+                    self.regs[ro + l] =
+                        cmp(*op, t.elem, self.regs[ao + l], self.regs[bo + l]) as u64;
                 }
             }
             Select(c, a, b) => {
                 let r = inst.results[0];
-                let n = self.ty(r).lanes as usize;
-                let cn = self.ty(*c).lanes as usize;
+                let n = self.ty(r).count() as usize;
+                let cn = self.ty(*c).count() as usize;
                 let (co, ao, bo, ro) = (self.o(*c), self.o(*a), self.o(*b), self.o(r));
                 for l in 0..n {
                     let cv = self.regs[co + if cn == 1 { 0 } else { l }];
-                    self.regs[ro + l] = if cv != 0 { self.regs[ao + l] } else { self.regs[bo + l] };
+                    self.regs[ro + l] = if cv != 0 {
+                        self.regs[ao + l]
+                    } else {
+                        self.regs[bo + l]
+                    };
                 }
             }
             Cast(x, mode) => {
                 let r = inst.results[0];
                 let (from, to) = (self.ty(*x), self.ty(r));
                 let (xo, ro) = (self.o(*x), self.o(r));
-                for l in 0..to.lanes as usize {
+                for l in 0..to.count() as usize {
                     self.regs[ro + l] = cast(from.elem, to.elem, self.regs[xo + l], mode.saturate);
                 }
             }
@@ -628,19 +833,19 @@ impl<'k> Machine<'k, '_> {
                 let r = inst.results[0];
                 let (from, to) = (self.ty(*x), self.ty(r));
                 let (xo, ro) = (self.o(*x), self.o(r));
-                let nbytes = from.elem.storage_bytes(from.lanes as u64) as usize;
+                let nbytes = from.elem.storage_bytes(from.count() as u64) as usize;
                 self.bytes.clear();
                 self.bytes.resize(nbytes.max(8), 0);
-                for l in 0..from.lanes as usize {
+                for l in 0..from.count() as usize {
                     write_elem(from.elem, &mut self.bytes, l, self.regs[xo + l]);
                 }
-                for l in 0..to.lanes as usize {
+                for l in 0..to.count() as usize {
                     self.regs[ro + l] = read_elem(to.elem, &self.bytes, l);
                 }
             }
             Splat(x) => {
                 let r = inst.results[0];
-                let n = self.ty(r).lanes as usize;
+                let n = self.ty(r).count() as usize;
                 let v = self.scalar(*x);
                 let ro = self.o(r);
                 self.regs[ro..ro + n].fill(v);
@@ -653,12 +858,7 @@ impl<'k> Machine<'k, '_> {
             ReduceLanes(op, x) => {
                 let t = self.ty(*x);
                 let xo = self.o(*x);
-                let bop = match op {
-                    ReduceOp::Add => BinOp::Add,
-                    ReduceOp::Mul => BinOp::Mul,
-                    ReduceOp::Min => BinOp::Min,
-                    ReduceOp::Max => BinOp::Max,
-                };
+                let bop = reduce_binop(*op);
                 let mut acc = self.regs[xo];
                 for l in 1..t.lanes as usize {
                     acc = binop(bop, t.elem, acc, self.regs[xo + l]);
@@ -672,7 +872,7 @@ impl<'k> Machine<'k, '_> {
                 let ro = self.o(r);
                 let ao = self.o(args[0]);
                 let bo = if args.len() > 1 { self.o(args[1]) } else { ao };
-                for l in 0..t.lanes as usize {
+                for l in 0..t.count() as usize {
                     let x = to_f64(t.elem, self.regs[ao + l]);
                     let y = to_f64(t.elem, self.regs[bo + l]);
                     self.regs[ro + l] = from_f64(t.elem, math(*f, x, y));
@@ -706,13 +906,232 @@ impl<'k> Machine<'k, '_> {
             }
             // Control flow is compiled into jumps (see `compile`) and never reaches here.
             For { .. } | If { .. } | Yield(_) => {}
-            Mma { a, b, c, m, n, k, a_ty, b_ty, acc } => self.mma(inst, a, b, c, (*m, *n, *k), (*a_ty, *b_ty, *acc))?,
+            Mma {
+                a,
+                b,
+                c,
+                m,
+                n,
+                k,
+                a_ty,
+                b_ty,
+                acc,
+            } => self.mma(inst, a, b, c, (*m, *n, *k), (*a_ty, *b_ty, *acc))?,
+            TileLoad { src, fill } => {
+                let r = inst.results[0];
+                let t = self.ty(r);
+                let (rows, cols) = t.tile_shape().unwrap_or((1, 1));
+                let fill = const_bits(t.elem, *fill);
+                let ro = self.o(r);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let v = match self.tile_elem(inst, "tile.load reads", src, t.elem, i, j)? {
+                            Some(e) => read_elem(t.elem, self.bufs[src.view.buf.0 as usize], e),
+                            None => fill,
+                        };
+                        self.regs[ro + (i * cols + j) as usize] = v;
+                    }
+                }
+            }
+            TileStore { dst, value } => {
+                let t = self.ty(*value);
+                let (rows, cols) = t.tile_shape().unwrap_or((1, 1));
+                let vo = self.o(*value);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        if let Some(e) =
+                            self.tile_elem(inst, "tile.store writes", dst, t.elem, i, j)?
+                        {
+                            let v = self.regs[vo + (i * cols + j) as usize];
+                            write_elem(t.elem, self.bufs[dst.view.buf.0 as usize], e, v);
+                        }
+                    }
+                }
+            }
+            TileCopy {
+                src,
+                dst,
+                rows,
+                cols,
+                fill,
+            } => {
+                let d = self.k.bufs[src.view.buf.0 as usize].dtype;
+                let fill = const_bits(d, *fill);
+                for i in 0..*rows {
+                    for j in 0..*cols {
+                        let Some(de) = self.tile_elem(inst, "tile.copy writes", dst, d, i, j)?
+                        else {
+                            continue;
+                        };
+                        let v = match self.tile_elem(inst, "tile.copy reads", src, d, i, j)? {
+                            Some(se) => read_elem(d, self.bufs[src.view.buf.0 as usize], se),
+                            None => fill,
+                        };
+                        write_elem(d, self.bufs[dst.view.buf.0 as usize], de, v);
+                    }
+                }
+            }
+            TileMma { a, b, acc } => {
+                let r = inst.results[0];
+                let (at, bt, ct) = (self.ty(*a), self.ty(*b), self.ty(*acc));
+                let ((m, kk), (_, n)) = (
+                    at.tile_shape().unwrap_or((1, 1)),
+                    bt.tile_shape().unwrap_or((1, 1)),
+                );
+                let (ao, bo, co, ro) = (self.o(*a), self.o(*b), self.o(*acc), self.o(r));
+                // Through scratch, so the result may share registers with nothing it reads.
+                self.tmp.clear();
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut s = self.regs[co + (i * n + j) as usize];
+                        for l in 0..kk {
+                            let x = self.regs[ao + (i * kk + l) as usize];
+                            let y = self.regs[bo + (l * n + j) as usize];
+                            s = mac(ct.elem, at.elem, bt.elem, s, x, y);
+                        }
+                        self.tmp.push(s);
+                    }
+                }
+                self.regs[ro..ro + self.tmp.len()].copy_from_slice(&self.tmp);
+            }
+            TileReduce(op, axis, x) => {
+                let t = self.ty(*x);
+                let (rows, cols) = t.tile_shape().unwrap_or((1, 1));
+                let bop = reduce_binop(*op);
+                let (xo, ro) = (self.o(*x), self.o(inst.results[0]));
+                let at = |i: u32, j: u32| xo + (i * cols + j) as usize;
+                self.tmp.clear();
+                match axis {
+                    Axis::Rows => {
+                        for i in 0..rows {
+                            let mut acc = self.regs[at(i, 0)];
+                            for j in 1..cols {
+                                acc = binop(bop, t.elem, acc, self.regs[at(i, j)]);
+                            }
+                            self.tmp.push(acc);
+                        }
+                    }
+                    Axis::Cols => {
+                        for j in 0..cols {
+                            let mut acc = self.regs[at(0, j)];
+                            for i in 1..rows {
+                                acc = binop(bop, t.elem, acc, self.regs[at(i, j)]);
+                            }
+                            self.tmp.push(acc);
+                        }
+                    }
+                }
+                self.regs[ro..ro + self.tmp.len()].copy_from_slice(&self.tmp);
+            }
+            TileBroadcast(x) => {
+                let r = inst.results[0];
+                let (t, xt) = (self.ty(r), self.ty(*x));
+                let ((rows, cols), (xr, xc)) = (
+                    t.tile_shape().unwrap_or((1, 1)),
+                    xt.tile_shape().unwrap_or((1, 1)),
+                );
+                let (xo, ro) = (self.o(*x), self.o(r));
+                self.tmp.clear();
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let (si, sj) = (if xr == 1 { 0 } else { i }, if xc == 1 { 0 } else { j });
+                        self.tmp.push(self.regs[xo + (si * xc + sj) as usize]);
+                    }
+                }
+                self.regs[ro..ro + self.tmp.len()].copy_from_slice(&self.tmp);
+            }
+            TileTranspose(x) => {
+                let xt = self.ty(*x);
+                let (rows, cols) = xt.tile_shape().unwrap_or((1, 1));
+                let (xo, ro) = (self.o(*x), self.o(inst.results[0]));
+                self.tmp.clear();
+                for j in 0..cols {
+                    for i in 0..rows {
+                        self.tmp.push(self.regs[xo + (i * cols + j) as usize]);
+                    }
+                }
+                self.regs[ro..ro + self.tmp.len()].copy_from_slice(&self.tmp);
+            }
+            TileIndex(axis) => {
+                let r = inst.results[0];
+                let (rows, cols) = self.ty(r).tile_shape().unwrap_or((1, 1));
+                let ro = self.o(r);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        self.regs[ro + (i * cols + j) as usize] = match axis {
+                            Axis::Rows => i as u64,
+                            Axis::Cols => j as u64,
+                        };
+                    }
+                }
+            }
+            // Program instances run one at a time, so there is nothing to wait for.
+            Barrier => {}
+            Trap { cond, code, value } => {
+                if self.scalar(*cond) != 0 {
+                    return Err(self.trap(
+                        inst,
+                        TrapKind::Data {
+                            code: *code,
+                            value: self.scalar(*value) as i64,
+                        },
+                    ));
+                }
+            }
         }
         Ok(())
     }
 
+    /// The buffer element behind element (r, c) of a tile at `t`: `None` when the view index is
+    /// out of range (a masked lane), an error when an in-range index falls outside the buffer.
+    fn tile_elem(
+        &self,
+        inst: &Inst,
+        what: &'static str,
+        t: &TileAt,
+        elem: DType,
+        r: u32,
+        c: u32,
+    ) -> Result<Option<usize>, Trap> {
+        let v = &t.view;
+        let rank = v.dims.len();
+        let mut e = self.scalar(v.offset) as i64 as i128;
+        for d in 0..rank {
+            let mut i = self.scalar(t.origin[d]) as i64 as i128;
+            if d + 1 == rank {
+                i += c as i128;
+            } else if d + 2 == rank {
+                i += r as i128;
+            }
+            if i < 0 || i >= v.dims[d] as i128 {
+                return Ok(None);
+            }
+            e += i * v.strides[d] as i128;
+        }
+        let len = self.k.bufs[v.buf.0 as usize].view_len(elem).unwrap_or(0) as i128;
+        if e < 0 || e >= len {
+            return Err(self.trap(
+                inst,
+                TrapKind::Bounds {
+                    what,
+                    buf: v.buf.0,
+                    first: e,
+                    end: e + 1,
+                },
+            ));
+        }
+        Ok(Some(e as usize))
+    }
+
     /// The first element of a tile, after checking that all its corners lie in the buffer.
-    fn tile(&self, inst: &Inst, what: &'static str, t: &TileRef, rows: u32, cols: u32) -> Result<i64, Trap> {
+    fn tile(
+        &self,
+        inst: &Inst,
+        what: &'static str,
+        t: &TileRef,
+        rows: u32,
+        cols: u32,
+    ) -> Result<i64, Trap> {
         let off = self.scalar(t.offset) as i64;
         let len = self.k.bufs[t.buf.0 as usize].len as i128;
         let (r, c) = ((rows as i128 - 1), (cols as i128 - 1));
@@ -725,7 +1144,15 @@ impl<'k> Machine<'k, '_> {
         let lo = corners.iter().copied().min().unwrap_or(0);
         let hi = corners.iter().copied().max().unwrap_or(0);
         if lo < 0 || hi >= len {
-            return Err(self.trap(inst, TrapKind::Bounds { what, buf: t.buf.0, first: lo, end: hi + 1 }));
+            return Err(self.trap(
+                inst,
+                TrapKind::Bounds {
+                    what,
+                    buf: t.buf.0,
+                    first: lo,
+                    end: hi + 1,
+                },
+            ));
         }
         Ok(off)
     }
@@ -744,7 +1171,9 @@ impl<'k> Machine<'k, '_> {
         let bo = self.tile(inst, "mma reads", b, k, n)?;
         let co = self.tile(inst, "mma accumulates into", c, m, n)?;
         // Corners are in bounds, so every index below is in 0..len (the tile is affine).
-        let idx = |off: i64, t: &TileRef, r: u32, col: u32| (off + r as i64 * t.row_stride + col as i64 * t.col_stride) as usize;
+        let idx = |off: i64, t: &TileRef, r: u32, col: u32| {
+            (off + r as i64 * t.row_stride + col as i64 * t.col_stride) as usize
+        };
         for i in 0..m {
             for j in 0..n {
                 let ci = idx(co, c, i, j);
@@ -764,6 +1193,16 @@ impl<'k> Machine<'k, '_> {
 // ================================================================================================
 // Per-lane semantics. Every function takes and returns canonical lane bits (see the file doc).
 // ================================================================================================
+
+/// The binary op a reduction folds with.
+fn reduce_binop(op: ReduceOp) -> BinOp {
+    match op {
+        ReduceOp::Add => BinOp::Add,
+        ReduceOp::Mul => BinOp::Mul,
+        ReduceOp::Min => BinOp::Min,
+        ReduceOp::Max => BinOp::Max,
+    }
+}
 
 /// One multiply-accumulate step of `mma`: `acc + x*y` with the product exact and one rounding.
 pub(crate) fn mac(acc: DType, a_ty: DType, b_ty: DType, s: u64, x: u64, y: u64) -> u64 {
@@ -817,7 +1256,13 @@ pub(crate) fn f64_to_f32_odd(x: f64) -> f32 {
 
 /// Decode tables for the float8/float4 formats, indexed by bit pattern.
 fn mini_table(d: DType) -> &'static [f32] {
-    static T: [OnceLock<Vec<f32>>; 5] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static T: [OnceLock<Vec<f32>>; 5] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
     let i = match d {
         DType::F8E4M3FN => 0,
         DType::F8E4M3FNUZ => 1,
@@ -826,7 +1271,9 @@ fn mini_table(d: DType) -> &'static [f32] {
         _ => 4,
     };
     T[i].get_or_init(|| {
-        let f = MiniFloat::of(d).or(MiniFloat::of(DType::F4E2M1)).expect("f4e2m1 is a mini float");
+        let f = MiniFloat::of(d)
+            .or(MiniFloat::of(DType::F4E2M1))
+            .expect("f4e2m1 is a mini float");
         let n = 1u32 << (1 + f.exp_bits + f.man_bits);
         (0..n).map(|b| f.decode(b)).collect()
     })
@@ -840,7 +1287,10 @@ pub(crate) fn to_f32(d: DType, bits: u64) -> f32 {
         DType::F16 => half::f16::from_bits(bits as u16).to_f32(),
         DType::BF16 => half::bf16::from_bits(bits as u16).to_f32(),
         DType::F64 => f64::from_bits(bits) as f32,
-        _ => mini_table(d).get(bits as usize).copied().unwrap_or(f32::NAN),
+        _ => mini_table(d)
+            .get(bits as usize)
+            .copied()
+            .unwrap_or(f32::NAN),
     }
 }
 
@@ -979,11 +1429,19 @@ pub(crate) fn float_to_int(d: DType, x: f64) -> u64 {
     }
     if d.is_signed_int() {
         let v = x as i64; // saturates at the i64 range
-        let (lo, hi) = if bits >= 64 { (i64::MIN, i64::MAX) } else { (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1) };
+        let (lo, hi) = if bits >= 64 {
+            (i64::MIN, i64::MAX)
+        } else {
+            (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+        };
         v.clamp(lo, hi) as u64
     } else {
         let v = x as u64; // saturates at 0 and u64::MAX
-        let hi = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let hi = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
         v.min(hi)
     }
 }
@@ -994,10 +1452,18 @@ pub(crate) fn cast(from: DType, to: DType, v: u64, saturate: bool) -> u64 {
         return v;
     }
     if to == DType::Bool {
-        return if from.is_float() { (to_f64(from, v) != 0.0) as u64 } else { (v != 0) as u64 };
+        return if from.is_float() {
+            (to_f64(from, v) != 0.0) as u64
+        } else {
+            (v != 0) as u64
+        };
     }
     if from == DType::Bool {
-        return if to.is_float() { int_to_float_sat(to, v as i128, saturate) } else { v };
+        return if to.is_float() {
+            int_to_float_sat(to, v as i128, saturate)
+        } else {
+            v
+        };
     }
     match (from.is_float(), to.is_float()) {
         (true, true) => {
@@ -1009,7 +1475,11 @@ pub(crate) fn cast(from: DType, to: DType, v: u64, saturate: bool) -> u64 {
         }
         (true, false) => float_to_int(to, to_f64(from, v)),
         (false, true) => {
-            let i = if from.is_signed_int() { v as i64 as i128 } else { v as i128 };
+            let i = if from.is_signed_int() {
+                v as i64 as i128
+            } else {
+                v as i128
+            };
             int_to_float_sat(to, i, saturate)
         }
         (false, false) => norm_int(to, v),
@@ -1022,7 +1492,11 @@ fn fmin64(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN
     } else if a == b {
-        if a.is_sign_negative() { a } else { b }
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
     } else if a < b {
         a
     } else {
@@ -1035,7 +1509,11 @@ fn fmax64(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN
     } else if a == b {
-        if a.is_sign_positive() { a } else { b }
+        if a.is_sign_positive() {
+            a
+        } else {
+            b
+        }
     } else if a > b {
         a
     } else {
@@ -1048,7 +1526,11 @@ fn fmin32(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
     } else if a == b {
-        if a.is_sign_negative() { a } else { b }
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
     } else if a < b {
         a
     } else {
@@ -1061,7 +1543,11 @@ fn fmax32(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
     } else if a == b {
-        if a.is_sign_positive() { a } else { b }
+        if a.is_sign_positive() {
+            a
+        } else {
+            b
+        }
     } else if a > b {
         a
     } else {

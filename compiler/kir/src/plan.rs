@@ -85,7 +85,14 @@ impl Execution {
     }
 
     pub fn from_name(s: &str) -> Option<Execution> {
-        [Execution::Kernel, Execution::Host, Execution::Alias, Execution::Folded].into_iter().find(|e| e.name() == s)
+        [
+            Execution::Kernel,
+            Execution::Host,
+            Execution::Alias,
+            Execution::Folded,
+        ]
+        .into_iter()
+        .find(|e| e.name() == s)
     }
 }
 
@@ -100,6 +107,23 @@ pub struct NodeRecord {
     pub how: Execution,
 }
 
+/// What one data check (a kernel's `trap` instruction) is about, so the runtime can name it:
+/// `Plan::traps[code]` describes code `code` of kernel `kernel`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrapSite {
+    /// The kernel whose `trap` instructions use this code.
+    pub kernel: u32,
+    /// The node's label, e.g. `Gather node "g"`.
+    pub node: String,
+    /// The op type, e.g. `Gather`.
+    pub op: String,
+    /// The operand whose data is checked, e.g. `indices`.
+    pub input: String,
+    /// What the value must be, completing "holds VALUE, which is …", e.g. `out of range for
+    /// axis 0 of size 1000 (valid: -1000 to 999)`.
+    pub what: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub buffers: Vec<PlanBuffer>,
@@ -108,6 +132,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub consts: Vec<Vec<u8>>,
     pub nodes: Vec<NodeRecord>,
+    /// The data checks of every kernel, indexed by trap code (see [`TrapSite`]).
+    pub traps: Vec<TrapSite>,
 }
 
 impl Plan {
@@ -134,11 +160,12 @@ impl Plan {
         let n = self.buffers.len();
         let mut first = vec![usize::MAX; n];
         let mut last = vec![0usize; n];
-        let touch = |b: BufferId, s: usize, plan: &Plan, first: &mut Vec<usize>, last: &mut Vec<usize>| {
-            let r = plan.root(b).0 as usize;
-            first[r] = first[r].min(s);
-            last[r] = last[r].max(s);
-        };
+        let touch =
+            |b: BufferId, s: usize, plan: &Plan, first: &mut Vec<usize>, last: &mut Vec<usize>| {
+                let r = plan.root(b).0 as usize;
+                first[r] = first[r].min(s);
+                last[r] = last[r].max(s);
+            };
         for (s, step) in self.steps.iter().enumerate() {
             match step {
                 Step::Launch { args, .. } => {
@@ -152,7 +179,11 @@ impl Plan {
                 }
             }
         }
-        let pinned: Vec<usize> = self.outputs.iter().map(|o| self.root(o.buffer).0 as usize).collect();
+        let pinned: Vec<usize> = self
+            .outputs
+            .iter()
+            .map(|o| self.root(o.buffer).0 as usize)
+            .collect();
         // Greedy interval colouring in order of first use; each slot remembers when it frees.
         let mut order: Vec<usize> = (0..n)
             .filter(|&i| matches!(self.buffers[i].kind, BufferKind::Temp { .. }))
@@ -163,7 +194,9 @@ impl Plan {
             let slot = if pinned.contains(&i) || first[i] == usize::MAX {
                 None
             } else {
-                slot_free_after.iter().position(|f| f.is_some_and(|end| end < first[i]))
+                slot_free_after
+                    .iter()
+                    .position(|f| f.is_some_and(|end| end < first[i]))
             };
             let slot = match slot {
                 Some(s) => s,
@@ -172,8 +205,11 @@ impl Plan {
                     slot_free_after.len() - 1
                 }
             };
-            slot_free_after[slot] =
-                if pinned.contains(&i) || first[i] == usize::MAX { None } else { Some(last[i]) };
+            slot_free_after[slot] = if pinned.contains(&i) || first[i] == usize::MAX {
+                None
+            } else {
+                Some(last[i])
+            };
             self.buffers[i].kind = BufferKind::Temp { slot: slot as u32 };
         }
         slot_free_after.len() as u32

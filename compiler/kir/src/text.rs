@@ -40,7 +40,10 @@ use tessera_ir::DType;
 
 /// Prints one kernel (ending in a newline).
 pub fn print_kernel(k: &Kernel) -> String {
-    let mut p = Printer { k, out: String::new() };
+    let mut p = Printer {
+        k,
+        out: String::new(),
+    };
     p.kernel();
     p.out
 }
@@ -53,7 +56,10 @@ pub fn print_program(ks: &[Kernel]) -> String {
 /// One line describing an instruction, for error messages: the whole instruction, or the
 /// header of a `for` or `if` (up to its `{`).
 pub fn inst_head(k: &Kernel, inst: &Inst) -> String {
-    let mut p = Printer { k, out: String::new() };
+    let mut p = Printer {
+        k,
+        out: String::new(),
+    };
     p.inst_line(inst);
     p.out
 }
@@ -64,7 +70,9 @@ struct Printer<'k> {
 }
 
 fn is_ident(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '$'))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '$'))
 }
 
 /// `s` as a name after a sigil: bare when it is a plain identifier, else quoted with escapes.
@@ -92,10 +100,29 @@ pub(crate) fn float_lit(x: f64) -> String {
     if x.is_nan() {
         format!("nan(0x{:016x})", x.to_bits())
     } else if x.is_infinite() {
-        if x > 0.0 { "inf".into() } else { "-inf".into() }
+        if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         // `{:?}` is the shortest form that round-trips and always has a `.` or an exponent.
         format!("{x:?}")
+    }
+}
+
+/// A literal as `const` prints it.
+fn lit(c: Scalar) -> String {
+    match c {
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(x) => float_lit(x),
+    }
+}
+
+pub(crate) fn axis_name(a: Axis) -> &'static str {
+    match a {
+        Axis::Rows => "rows",
+        Axis::Cols => "cols",
     }
 }
 
@@ -186,7 +213,10 @@ impl Printer<'_> {
     }
 
     fn vals(&self, vs: &[Val]) -> String {
-        vs.iter().map(|&v| self.val(v)).collect::<Vec<_>>().join(", ")
+        vs.iter()
+            .map(|&v| self.val(v))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn ty(&self, v: Val) -> String {
@@ -204,14 +234,32 @@ impl Printer<'_> {
     }
 
     fn decl(&self, d: &BufDecl) -> String {
-        format!("%{}: {} {}[{}] {}", name(&d.name), d.space.name(), d.dtype, d.len, access_name(d.access))
+        format!(
+            "%{}: {} {}[{}] {}",
+            name(&d.name),
+            d.space.name(),
+            d.dtype,
+            d.len,
+            access_name(d.access)
+        )
     }
 
     fn kernel(&mut self) {
         let k = self.k;
-        let params: Vec<String> = k.bufs.iter().take(k.num_params).map(|d| self.decl(d)).collect();
+        let params: Vec<String> = k
+            .bufs
+            .iter()
+            .take(k.num_params)
+            .map(|d| self.decl(d))
+            .collect();
         let grid: Vec<String> = k.grid.iter().map(|g| g.to_string()).collect();
-        let _ = writeln!(self.out, "kernel @{}({}) grid [{}] {{", name(&k.name), params.join(", "), grid.join(", "));
+        let _ = writeln!(
+            self.out,
+            "kernel @{}({}) grid [{}] {{",
+            name(&k.name),
+            params.join(", "),
+            grid.join(", ")
+        );
         for d in k.bufs.iter().skip(k.num_params) {
             let _ = writeln!(self.out, "  local {}", self.decl(d));
         }
@@ -230,7 +278,9 @@ impl Printer<'_> {
                     self.indent(depth);
                     self.out.push('}');
                 }
-                InstKind::If { then_blk, else_blk, .. } => {
+                InstKind::If {
+                    then_blk, else_blk, ..
+                } => {
                     self.out.push('\n');
                     self.block(then_blk, depth + 1);
                     self.indent(depth);
@@ -252,7 +302,26 @@ impl Printer<'_> {
     }
 
     fn tile(&self, t: &TileRef) -> String {
-        format!("{}[{}, {}, {}]", self.buf(t.buf), self.val(t.offset), t.row_stride, t.col_stride)
+        format!(
+            "{}[{}, {}, {}]",
+            self.buf(t.buf),
+            self.val(t.offset),
+            t.row_stride,
+            t.col_stride
+        )
+    }
+
+    /// `%buf offset %o dims [..] strides [..] at [%i, ..]`.
+    fn tile_at(&self, t: &TileAt) -> String {
+        let list = |xs: Vec<String>| xs.join(", ");
+        format!(
+            "{} offset {} dims [{}] strides [{}] at [{}]",
+            self.buf(t.view.buf),
+            self.val(t.view.offset),
+            list(t.view.dims.iter().map(|d| d.to_string()).collect()),
+            list(t.view.strides.iter().map(|d| d.to_string()).collect()),
+            self.vals(&t.origin)
+        )
     }
 
     /// The instruction on one line; `for` and `if` stop after their `{`.
@@ -263,14 +332,22 @@ impl Printer<'_> {
             let _ = write!(self.out, "{r} = ");
         }
         let s = match &inst.kind {
-            Const(Scalar::Int(i)) => format!("const {i}"),
-            Const(Scalar::Float(x)) => format!("const {}", float_lit(*x)),
+            Const(c) => format!("const {}", lit(*c)),
             ProgramId(a) => format!("program_id {a}"),
             Unary(op, x) => format!("{} {}", unop_name(*op), self.val(*x)),
             Binary(op, a, b) => format!("{} {}, {}", binop_name(*op), self.val(*a), self.val(*b)),
             Cmp(op, a, b) => format!("cmp {} {}, {}", cmp_name(*op), self.val(*a), self.val(*b)),
-            Select(c, a, b) => format!("select {}, {}, {}", self.val(*c), self.val(*a), self.val(*b)),
-            Cast(x, m) => format!("cast{} {}", if m.saturate { " sat" } else { "" }, self.val(*x)),
+            Select(c, a, b) => format!(
+                "select {}, {}, {}",
+                self.val(*c),
+                self.val(*a),
+                self.val(*b)
+            ),
+            Cast(x, m) => format!(
+                "cast{} {}",
+                if m.saturate { " sat" } else { "" },
+                self.val(*x)
+            ),
             Bitcast(x) => format!("bitcast {}", self.val(*x)),
             Splat(x) => format!("splat {}", self.val(*x)),
             Extract(x, l) => format!("extract {}, {l}", self.val(*x)),
@@ -278,14 +355,35 @@ impl Printer<'_> {
             Math(f, args) => format!("math {} {}", math_name(*f), self.vals(args)),
             Load { buf, index } => format!("load {}[{}]", self.buf(*buf), self.val(*index)),
             Store { buf, index, value } => {
-                format!("store {}, {}[{}]", self.val(*value), self.buf(*buf), self.val(*index))
+                format!(
+                    "store {}, {}[{}]",
+                    self.val(*value),
+                    self.buf(*buf),
+                    self.val(*index)
+                )
             }
-            For { lo, hi, step, iv, iter, init, .. } => {
-                let mut s =
-                    format!("for {} = {} to {} step {}", self.val(*iv), self.val(*lo), self.val(*hi), self.val(*step));
+            For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init,
+                ..
+            } => {
+                let mut s = format!(
+                    "for {} = {} to {} step {}",
+                    self.val(*iv),
+                    self.val(*lo),
+                    self.val(*hi),
+                    self.val(*step)
+                );
                 if !iter.is_empty() {
-                    let pairs: Vec<String> =
-                        iter.iter().zip(init.iter()).map(|(&p, &i)| format!("{} = {}", self.val(p), self.val(i))).collect();
+                    let pairs: Vec<String> = iter
+                        .iter()
+                        .zip(init.iter())
+                        .map(|(&p, &i)| format!("{} = {}", self.val(p), self.val(i)))
+                        .collect();
                     let _ = write!(s, " iter({})", pairs.join(", "));
                 }
                 s
@@ -298,12 +396,61 @@ impl Printer<'_> {
                     format!("yield {}", self.vals(vs))
                 }
             }
-            Mma { a, b, c, m, n, k, a_ty, b_ty, acc } => format!(
+            Mma {
+                a,
+                b,
+                c,
+                m,
+                n,
+                k,
+                a_ty,
+                b_ty,
+                acc,
+            } => format!(
                 "mma {}, {}, {} m={m} n={n} k={k} : {a_ty} x {b_ty} -> {acc}",
                 self.tile(a),
                 self.tile(b),
                 self.tile(c)
             ),
+            TileLoad { src, fill } => {
+                format!("tile.load {} fill {}", self.tile_at(src), lit(*fill))
+            }
+            TileStore { dst, value } => {
+                format!("tile.store {}, {}", self.val(*value), self.tile_at(dst))
+            }
+            TileCopy {
+                src,
+                dst,
+                rows,
+                cols,
+                fill,
+            } => {
+                format!(
+                    "tile.copy {} -> {} size {rows}x{cols} fill {}",
+                    self.tile_at(src),
+                    self.tile_at(dst),
+                    lit(*fill)
+                )
+            }
+            TileMma { a, b, acc } => format!(
+                "tile.mma {}, {}, {}",
+                self.val(*a),
+                self.val(*b),
+                self.val(*acc)
+            ),
+            TileReduce(op, axis, x) => format!(
+                "tile.reduce {} {} {}",
+                reduce_name(*op),
+                axis_name(*axis),
+                self.val(*x)
+            ),
+            TileBroadcast(x) => format!("tile.broadcast {}", self.val(*x)),
+            TileTranspose(x) => format!("tile.transpose {}", self.val(*x)),
+            TileIndex(axis) => format!("tile.index {}", axis_name(*axis)),
+            Barrier => "barrier".to_string(),
+            Trap { cond, code, value } => {
+                format!("trap {}, {code}, {}", self.val(*cond), self.val(*value))
+            }
         };
         self.out.push_str(&s);
         match &inst.kind {
@@ -338,7 +485,11 @@ pub fn parse_kernel(src: &str) -> Result<Kernel, KirError> {
     let mut ks = parse_program(src)?;
     match ks.len() {
         1 => Ok(ks.remove(0)),
-        n => Err(KirError::Parse { line: 1, col: 1, msg: format!("expected one kernel, found {n}") }),
+        n => Err(KirError::Parse {
+            line: 1,
+            col: 1,
+            msg: format!("expected one kernel, found {n}"),
+        }),
     }
 }
 
@@ -421,12 +572,23 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
         if c == '-' && chars.get(i + 1) == Some(&'>') {
             bump!();
             bump!();
-            toks.push(Token { tok: Tok::Arrow, line: tl, col: tc });
+            toks.push(Token {
+                tok: Tok::Arrow,
+                line: tl,
+                col: tc,
+            });
             continue;
         }
-        if matches!(c, '(' | ')' | '[' | ']' | '{' | '}' | ',' | ':' | '=' | '<' | '>') {
+        if matches!(
+            c,
+            '(' | ')' | '[' | ']' | '{' | '}' | ',' | ':' | '=' | '<' | '>'
+        ) {
             bump!();
-            toks.push(Token { tok: Tok::Punct(c), line: tl, col: tc });
+            toks.push(Token {
+                tok: Tok::Punct(c),
+                line: tl,
+                col: tc,
+            });
             continue;
         }
         if c == '%' || c == '@' {
@@ -452,7 +614,11 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
                                 '"' | '\\' => s.push(e),
                                 'u' => {
                                     if i >= chars.len() || chars[i] != '{' {
-                                        return Err(err(line, col, "expected `{` after `\\u`".into()));
+                                        return Err(err(
+                                            line,
+                                            col,
+                                            "expected `{` after `\\u`".into(),
+                                        ));
                                     }
                                     bump!();
                                     let mut hex = String::new();
@@ -461,13 +627,24 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
                                         bump!();
                                     }
                                     if i >= chars.len() || chars[i] != '}' {
-                                        return Err(err(line, col, "unterminated `\\u{...}` escape".into()));
+                                        return Err(err(
+                                            line,
+                                            col,
+                                            "unterminated `\\u{...}` escape".into(),
+                                        ));
                                     }
                                     bump!();
-                                    let ch = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
+                                    let ch =
+                                        u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
                                     match ch {
                                         Some(ch) => s.push(ch),
-                                        None => return Err(err(line, col, format!("bad escape `\\u{{{hex}}}`"))),
+                                        None => {
+                                            return Err(err(
+                                                line,
+                                                col,
+                                                format!("bad escape `\\u{{{hex}}}`"),
+                                            ))
+                                        }
                                     }
                                 }
                                 _ => return Err(err(line, col, format!("unknown escape `\\{e}`"))),
@@ -485,7 +662,11 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
                     return Err(err(tl, tc, format!("expected a name after `{c}`")));
                 }
             }
-            toks.push(Token { tok: if c == '%' { Tok::Pct(s) } else { Tok::At(s) }, line: tl, col: tc });
+            toks.push(Token {
+                tok: if c == '%' { Tok::Pct(s) } else { Tok::At(s) },
+                line: tl,
+                col: tc,
+            });
             continue;
         }
         if is_word(c) {
@@ -497,12 +678,24 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
                 s.push(chars[i]);
                 bump!();
             }
-            toks.push(Token { tok: Tok::Word(s), line: tl, col: tc });
+            toks.push(Token {
+                tok: Tok::Word(s),
+                line: tl,
+                col: tc,
+            });
             continue;
         }
-        return Err(err(tl, tc, format!("unexpected character `{}`", c.escape_default())));
+        return Err(err(
+            tl,
+            tc,
+            format!("unexpected character `{}`", c.escape_default()),
+        ));
     }
-    toks.push(Token { tok: Tok::Eof, line, col });
+    toks.push(Token {
+        tok: Tok::Eof,
+        line,
+        col,
+    });
     Ok(toks)
 }
 
@@ -546,7 +739,11 @@ impl Parser {
 
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, KirError> {
         let t = &self.toks[self.pos.min(self.toks.len() - 1)];
-        Err(KirError::Parse { line: t.line, col: t.col, msg: msg.into() })
+        Err(KirError::Parse {
+            line: t.line,
+            col: t.col,
+            msg: msg.into(),
+        })
     }
 
     fn unexpected<T>(&self, what: &str) -> Result<T, KirError> {
@@ -630,13 +827,46 @@ impl Parser {
         if self.eat_keyword("vec") {
             self.punct('<')?;
             let w = self.word("`<lanes>x<dtype>`")?;
-            let parsed = w.split_once('x').and_then(|(n, d)| Some((n.parse::<u16>().ok()?, d.parse::<DType>().ok()?)));
+            let parsed = w
+                .split_once('x')
+                .and_then(|(n, d)| Some((n.parse::<u16>().ok()?, d.parse::<DType>().ok()?)));
             let Some((lanes, elem)) = parsed else {
                 self.back();
                 return self.err(format!("expected `<lanes>x<dtype>`, found `{w}`"));
             };
             self.punct('>')?;
-            Ok(Ty { elem, lanes })
+            Ok(Ty::vector(elem, lanes))
+        } else if self.eat_keyword("tile") {
+            self.punct('<')?;
+            let w = self.word("`<rows>x<cols>x<dtype>`")?;
+            let mut parts = w.splitn(3, 'x');
+            let parsed = (|| {
+                let r = parts.next()?.parse::<u16>().ok()?;
+                let c = parts.next()?.parse::<u16>().ok()?;
+                let d = parts.next()?.parse::<DType>().ok()?;
+                Some((r, c, d))
+            })();
+            let Some((rows, cols, elem)) = parsed.filter(|&(r, c, _)| r > 0 && c > 0) else {
+                self.back();
+                return self.err(format!(
+                    "expected `<rows>x<cols>x<dtype>` with positive sizes, found `{w}`"
+                ));
+            };
+            let mut role = Role::Reg;
+            if self.eat_punct(',') {
+                role = match self.word("a tile role")?.as_str() {
+                    "reg" => Role::Reg,
+                    "scratch" => Role::Scratch,
+                    "acc" => Role::Acc,
+                    w => {
+                        let w = w.to_string();
+                        self.back();
+                        return self.err(format!("unknown tile role `{w}` (reg, scratch or acc)"));
+                    }
+                };
+            }
+            self.punct('>')?;
+            Ok(Ty::tile(elem, rows, cols).with_role(role))
         } else {
             Ok(Ty::scalar(self.dtype()?))
         }
@@ -663,10 +893,13 @@ impl Parser {
             "global" => Space::Global,
             "shared" => Space::Shared,
             "local" => Space::Local,
+            "acc" => Space::Acc,
             w => {
                 let w = w.to_string();
                 self.back();
-                return self.err(format!("unknown memory space `{w}` (global, shared or local)"));
+                return self.err(format!(
+                    "unknown memory space `{w}` (global, shared, local or acc)"
+                ));
             }
         };
         let dtype = self.dtype()?;
@@ -683,13 +916,22 @@ impl Parser {
                 return self.err(format!("unknown access `{w}` (read, write or readwrite)"));
             }
         };
-        Ok(BufDecl { name, space, dtype, len, access })
+        Ok(BufDecl {
+            name,
+            space,
+            dtype,
+            len,
+            access,
+        })
     }
 
     fn kernel(&mut self) -> Result<Kernel, KirError> {
         self.keyword("kernel")?;
         let name = self.kernel_name()?;
-        let mut cx = KCtx { bufs: Vec::new(), vals: Vec::new() };
+        let mut cx = KCtx {
+            bufs: Vec::new(),
+            vals: Vec::new(),
+        };
         self.punct('(')?;
         if !self.eat_punct(')') {
             loop {
@@ -721,8 +963,19 @@ impl Parser {
         }
         let body = self.block(&mut cx, 0)?;
         self.punct('}')?;
-        let vals = cx.vals.into_iter().map(|t| t.unwrap_or(Ty::INDEX)).collect();
-        Ok(Kernel { name, bufs: cx.bufs, num_params, grid, body, vals })
+        let vals = cx
+            .vals
+            .into_iter()
+            .map(|t| t.unwrap_or(Ty::INDEX))
+            .collect();
+        Ok(Kernel {
+            name,
+            bufs: cx.bufs,
+            num_params,
+            grid,
+            body,
+            vals,
+        })
     }
 
     fn add_buf(&mut self, cx: &mut KCtx, d: BufDecl) -> Result<(), KirError> {
@@ -813,7 +1066,9 @@ impl Parser {
         use InstKind::*;
         // Results: `%a, %b =`.
         let mut results = Vec::new();
-        if matches!(self.peek(), Tok::Pct(_)) && matches!(self.peek2(), Tok::Punct(',') | Tok::Punct('=')) {
+        if matches!(self.peek(), Tok::Pct(_))
+            && matches!(self.peek2(), Tok::Punct(',') | Tok::Punct('='))
+        {
             results = self.val_list()?;
             self.punct('=')?;
         }
@@ -875,17 +1130,7 @@ impl Parser {
                 Extract(v, self.int::<u16>("a lane number")?)
             }
             "reduce" => {
-                let w = self.word("a reduction")?;
-                let r = match w.as_str() {
-                    "add" => ReduceOp::Add,
-                    "mul" => ReduceOp::Mul,
-                    "min" => ReduceOp::Min,
-                    "max" => ReduceOp::Max,
-                    _ => {
-                        self.back();
-                        return self.err(format!("unknown reduction `{w}`"));
-                    }
-                };
+                let r = self.reduce_op()?;
                 ReduceLanes(r, self.val()?)
             }
             "math" => {
@@ -940,7 +1185,11 @@ impl Parser {
                         self.punct(',')?;
                     }
                 }
-                let tys = if self.eat_punct(':') { self.paren_tys()? } else { Vec::new() };
+                let tys = if self.eat_punct(':') {
+                    self.paren_tys()?
+                } else {
+                    Vec::new()
+                };
                 if tys.len() != results.len() || iter.len() != results.len() {
                     return self.err(format!(
                         "`for` has {} results, {} carried parameters and {} types; they must agree",
@@ -959,13 +1208,29 @@ impl Parser {
                 self.punct('{')?;
                 let body = self.block(cx, depth + 1)?;
                 self.punct('}')?;
-                For { lo, hi, step, iv, iter, init, body }
+                For {
+                    lo,
+                    hi,
+                    step,
+                    iv,
+                    iter,
+                    init,
+                    body,
+                }
             }
             "if" => {
                 let cond = self.val()?;
-                let tys = if self.eat_punct(':') { self.paren_tys()? } else { Vec::new() };
+                let tys = if self.eat_punct(':') {
+                    self.paren_tys()?
+                } else {
+                    Vec::new()
+                };
                 if tys.len() != results.len() {
-                    return self.err(format!("`if` has {} results but {} types", results.len(), tys.len()));
+                    return self.err(format!(
+                        "`if` has {} results but {} types",
+                        results.len(),
+                        tys.len()
+                    ));
                 }
                 for (&r, &t) in results.iter().zip(tys.iter()) {
                     self.def(cx, r, t);
@@ -977,7 +1242,11 @@ impl Parser {
                 self.punct('{')?;
                 let else_blk = self.block(cx, depth + 1)?;
                 self.punct('}')?;
-                If { cond, then_blk, else_blk }
+                If {
+                    cond,
+                    then_blk,
+                    else_blk,
+                }
             }
             "mma" => {
                 let a = self.tile(cx)?;
@@ -997,8 +1266,90 @@ impl Parser {
                     return self.unexpected("`->`");
                 }
                 let acc = self.dtype()?;
-                Mma { a, b, c, m, n, k, a_ty, b_ty, acc }
+                Mma {
+                    a,
+                    b,
+                    c,
+                    m,
+                    n,
+                    k,
+                    a_ty,
+                    b_ty,
+                    acc,
+                }
             }
+            "trap" => {
+                let cond = self.val()?;
+                self.punct(',')?;
+                let code = self.int::<u32>("a trap code")?;
+                self.punct(',')?;
+                Trap {
+                    cond,
+                    code,
+                    value: self.val()?,
+                }
+            }
+            "tile.load" => {
+                let src = self.tile_at(cx)?;
+                self.keyword("fill")?;
+                TileLoad {
+                    src,
+                    fill: self.literal()?,
+                }
+            }
+            "tile.store" => {
+                let value = self.val()?;
+                self.punct(',')?;
+                TileStore {
+                    value,
+                    dst: self.tile_at(cx)?,
+                }
+            }
+            "tile.copy" => {
+                let src = self.tile_at(cx)?;
+                if self.next() != Tok::Arrow {
+                    self.back();
+                    return self.unexpected("`->`");
+                }
+                let dst = self.tile_at(cx)?;
+                self.keyword("size")?;
+                let w = self.word("`<rows>x<cols>`")?;
+                let Some((rows, cols)) = w
+                    .split_once('x')
+                    .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)))
+                else {
+                    self.back();
+                    return self.err(format!("expected `<rows>x<cols>`, found `{w}`"));
+                };
+                self.keyword("fill")?;
+                TileCopy {
+                    src,
+                    dst,
+                    rows,
+                    cols,
+                    fill: self.literal()?,
+                }
+            }
+            "tile.mma" => {
+                let a = self.val()?;
+                self.punct(',')?;
+                let b = self.val()?;
+                self.punct(',')?;
+                TileMma {
+                    a,
+                    b,
+                    acc: self.val()?,
+                }
+            }
+            "tile.reduce" => {
+                let r = self.reduce_op()?;
+                let axis = self.axis()?;
+                TileReduce(r, axis, self.val()?)
+            }
+            "tile.broadcast" => TileBroadcast(self.val()?),
+            "tile.transpose" => TileTranspose(self.val()?),
+            "tile.index" => TileIndex(self.axis()?),
+            "barrier" => Barrier,
             _ => {
                 if let Some(b) = binop_by_name(&op) {
                     let a = self.val()?;
@@ -1033,6 +1384,83 @@ impl Parser {
         self.int::<u32>(&format!("the `{key}` tile size"))
     }
 
+    fn reduce_op(&mut self) -> Result<ReduceOp, KirError> {
+        let w = self.word("a reduction")?;
+        Ok(match w.as_str() {
+            "add" => ReduceOp::Add,
+            "mul" => ReduceOp::Mul,
+            "min" => ReduceOp::Min,
+            "max" => ReduceOp::Max,
+            _ => {
+                self.back();
+                return self.err(format!("unknown reduction `{w}`"));
+            }
+        })
+    }
+
+    fn axis(&mut self) -> Result<Axis, KirError> {
+        match self.word("`rows` or `cols`")?.as_str() {
+            "rows" => Ok(Axis::Rows),
+            "cols" => Ok(Axis::Cols),
+            w => {
+                let w = w.to_string();
+                self.back();
+                self.err(format!("expected `rows` or `cols`, found `{w}`"))
+            }
+        }
+    }
+
+    /// A bracketed, comma-separated list of integers (possibly empty).
+    fn int_list<T: std::str::FromStr>(&mut self, what: &str) -> Result<Vec<T>, KirError> {
+        self.punct('[')?;
+        let mut xs = Vec::new();
+        if !self.eat_punct(']') {
+            loop {
+                if xs.len() >= MAX_VIEW_RANK {
+                    return self.err(format!("a view has at most {MAX_VIEW_RANK} axes"));
+                }
+                xs.push(self.int::<T>(what)?);
+                if self.eat_punct(']') {
+                    break;
+                }
+                self.punct(',')?;
+            }
+        }
+        Ok(xs)
+    }
+
+    /// `%buf offset %o dims [..] strides [..] at [%i, ..]`.
+    fn tile_at(&mut self, cx: &KCtx) -> Result<TileAt, KirError> {
+        let buf = self.buf_ref(cx)?;
+        self.keyword("offset")?;
+        let offset = self.val()?;
+        self.keyword("dims")?;
+        let dims = self.int_list::<u64>("a view extent")?;
+        self.keyword("strides")?;
+        let strides = self.int_list::<i64>("a view stride")?;
+        self.keyword("at")?;
+        self.punct('[')?;
+        let origin = if self.eat_punct(']') {
+            Vec::new()
+        } else {
+            let vs = self.val_list()?;
+            self.punct(']')?;
+            vs
+        };
+        if origin.len() > MAX_VIEW_RANK {
+            return self.err(format!("a view has at most {MAX_VIEW_RANK} axes"));
+        }
+        Ok(TileAt {
+            view: View {
+                buf,
+                offset,
+                dims,
+                strides,
+            },
+            origin,
+        })
+    }
+
     fn tile(&mut self, cx: &KCtx) -> Result<TileRef, KirError> {
         let buf = self.buf_ref(cx)?;
         self.punct('[')?;
@@ -1042,7 +1470,12 @@ impl Parser {
         self.punct(',')?;
         let col_stride = self.int::<i64>("a column stride")?;
         self.punct(']')?;
-        Ok(TileRef { buf, offset, row_stride, col_stride })
+        Ok(TileRef {
+            buf,
+            offset,
+            row_stride,
+            col_stride,
+        })
     }
 
     fn literal(&mut self) -> Result<Scalar, KirError> {
@@ -1050,7 +1483,9 @@ impl Parser {
         if w == "nan" {
             self.punct('(')?;
             let h = self.word("NaN bits `0x...`")?;
-            let bits = h.strip_prefix("0x").and_then(|x| u64::from_str_radix(x, 16).ok());
+            let bits = h
+                .strip_prefix("0x")
+                .and_then(|x| u64::from_str_radix(x, 16).ok());
             let Some(bits) = bits.filter(|&b| f64::from_bits(b).is_nan()) else {
                 self.back();
                 return self.err(format!("expected the bits of a NaN, found `{h}`"));
@@ -1074,7 +1509,9 @@ impl Parser {
 
 fn binop_by_name(s: &str) -> Option<BinOp> {
     use BinOp::*;
-    [Add, Sub, Mul, Div, Rem, Min, Max, And, Or, Xor, Shl, Shr].into_iter().find(|&b| binop_name(b) == s)
+    [Add, Sub, Mul, Div, Rem, Min, Max, And, Or, Xor, Shl, Shr]
+        .into_iter()
+        .find(|&b| binop_name(b) == s)
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@ use crate::kernel::*;
 use crate::text;
 use tessera_ir::DType;
 
+/// The most elements one tile value may hold.
+pub const MAX_TILE_ELEMS: u32 = 1 << 16;
+
 /// Checks every rule of the IR. Errors name the kernel and the offending instruction.
 ///
 /// The rules: the grid has at most 3 axes; parameters are global buffers and locals are
@@ -17,7 +20,11 @@ use tessera_ir::DType;
 /// as each instruction's doc says; `yield` appears exactly as the last instruction of every
 /// `for` body and `if` branch and nowhere else; buffer ids are in range.
 pub fn verify(k: &Kernel) -> Result<(), KirError> {
-    let mut v = Verifier { k, state: vec![State::Undefined; k.vals.len()], path: Vec::new() };
+    let mut v = Verifier {
+        k,
+        state: vec![State::Undefined; k.vals.len()],
+        path: Vec::new(),
+    };
     v.kernel()
 }
 
@@ -46,7 +53,10 @@ enum Owner<'a> {
 
 impl<'k> Verifier<'k> {
     fn kernel_err(&self, msg: impl Into<String>) -> KirError {
-        KirError::InvalidKernel { kernel: self.k.name.clone(), msg: msg.into() }
+        KirError::InvalidKernel {
+            kernel: self.k.name.clone(),
+            msg: msg.into(),
+        }
     }
 
     fn err(&self, inst: &Inst, msg: impl Into<String>) -> KirError {
@@ -79,21 +89,41 @@ impl<'k> Verifier<'k> {
     fn kernel(&mut self) -> Result<(), KirError> {
         let k = self.k;
         if k.grid.len() > 3 {
-            return Err(self.kernel_err(format!("grid has {} axes; at most 3 are allowed", k.grid.len())));
+            return Err(self.kernel_err(format!(
+                "grid has {} axes; at most 3 are allowed",
+                k.grid.len()
+            )));
         }
         if k.num_params > k.bufs.len() {
-            return Err(self.kernel_err(format!("num_params {} exceeds the {} buffers", k.num_params, k.bufs.len())));
+            return Err(self.kernel_err(format!(
+                "num_params {} exceeds the {} buffers",
+                k.num_params,
+                k.bufs.len()
+            )));
         }
         for (i, b) in k.bufs.iter().enumerate() {
             if k.bufs[..i].iter().any(|o| o.name == b.name) {
-                return Err(self.kernel_err(format!("two buffers are named `{}`; buffer names must be unique", b.name)));
+                return Err(self.kernel_err(format!(
+                    "two buffers are named `{}`; buffer names must be unique",
+                    b.name
+                )));
             }
             if b.len.checked_mul(b.dtype.bits() as u64).is_none() {
-                return Err(self.kernel_err(format!("buffer `{}` has an absurd length {}", b.name, b.len)));
+                return Err(self.kernel_err(format!(
+                    "buffer `{}` has an absurd length {}",
+                    b.name, b.len
+                )));
             }
-            let what = if i < k.num_params { "parameter" } else { "local buffer" };
+            let what = if i < k.num_params {
+                "parameter"
+            } else {
+                "local buffer"
+            };
             if b.dtype == DType::String {
-                return Err(self.kernel_err(format!("{what} `{}` has dtype string, which kernels cannot hold", b.name)));
+                return Err(self.kernel_err(format!(
+                    "{what} `{}` has dtype string, which kernels cannot hold",
+                    b.name
+                )));
             }
             if i < k.num_params && b.space != Space::Global {
                 return Err(self.kernel_err(format!(
@@ -116,6 +146,18 @@ impl<'k> Verifier<'k> {
             if t.lanes == 0 {
                 return Err(self.kernel_err(format!("value %{i} has zero lanes")));
             }
+            if t.is_tile() && t.count() > MAX_TILE_ELEMS {
+                return Err(self.kernel_err(format!(
+                    "value %{i} is a {t} of {} elements; tiles hold at most {MAX_TILE_ELEMS}",
+                    t.count()
+                )));
+            }
+            if !t.is_tile() && t.role != Role::Reg {
+                return Err(self.kernel_err(format!(
+                    "value %{i} is not a tile but has role {}",
+                    t.role.name()
+                )));
+            }
         }
         self.path.push(("", 0));
         let r = self.block(&k.body, Owner::Top);
@@ -130,11 +172,17 @@ impl<'k> Verifier<'k> {
     /// Checks that `v` exists and is live; returns its type.
     fn use_val(&self, inst: &Inst, v: Val) -> Result<Ty, KirError> {
         match self.state.get(v.0 as usize) {
-            None => Err(self.err(inst, format!("uses %{}, which is not in the value table", v.0))),
-            Some(State::Undefined) => Err(self.err(inst, format!("uses %{} before it is defined", v.0))),
-            Some(State::Dead) => {
-                Err(self.err(inst, format!("uses %{} outside the block that defines it", v.0)))
+            None => Err(self.err(
+                inst,
+                format!("uses %{}, which is not in the value table", v.0),
+            )),
+            Some(State::Undefined) => {
+                Err(self.err(inst, format!("uses %{} before it is defined", v.0)))
             }
+            Some(State::Dead) => Err(self.err(
+                inst,
+                format!("uses %{} outside the block that defines it", v.0),
+            )),
             Some(State::Live) => Ok(self.ty(v)),
         }
     }
@@ -142,7 +190,10 @@ impl<'k> Verifier<'k> {
     /// Defines `v` in the current block, recording it in `scope` so the block's end kills it.
     fn define(&mut self, inst: &Inst, v: Val, scope: &mut Vec<Val>) -> Result<Ty, KirError> {
         match self.state.get(v.0 as usize) {
-            None => Err(self.err(inst, format!("defines %{}, which is not in the value table", v.0))),
+            None => Err(self.err(
+                inst,
+                format!("defines %{}, which is not in the value table", v.0),
+            )),
             Some(State::Undefined) => {
                 self.state[v.0 as usize] = State::Live;
                 scope.push(v);
@@ -154,7 +205,14 @@ impl<'k> Verifier<'k> {
 
     fn buf(&self, inst: &Inst, b: Buf) -> Result<&'k BufDecl, KirError> {
         self.k.bufs.get(b.0 as usize).ok_or_else(|| {
-            self.err(inst, format!("names buffer {} but the kernel has {}", b.0, self.k.bufs.len()))
+            self.err(
+                inst,
+                format!(
+                    "names buffer {} but the kernel has {}",
+                    b.0,
+                    self.k.bufs.len()
+                ),
+            )
         })
     }
 
@@ -167,7 +225,12 @@ impl<'k> Verifier<'k> {
         r
     }
 
-    fn block_inner(&mut self, blk: &Block, owner: Owner<'_>, scope: &mut Vec<Val>) -> Result<(), KirError> {
+    fn block_inner(
+        &mut self,
+        blk: &Block,
+        owner: Owner<'_>,
+        scope: &mut Vec<Val>,
+    ) -> Result<(), KirError> {
         let n = blk.insts.len();
         for (i, inst) in blk.insts.iter().enumerate() {
             if let Some(last) = self.path.last_mut() {
@@ -176,7 +239,9 @@ impl<'k> Verifier<'k> {
             let is_last = i + 1 == n;
             if let InstKind::Yield(vals) = &inst.kind {
                 let want = match owner {
-                    Owner::Top => return Err(self.err(inst, "yield outside a `for` body or `if` branch")),
+                    Owner::Top => {
+                        return Err(self.err(inst, "yield outside a `for` body or `if` branch"))
+                    }
                     Owner::Yields(t) => t,
                 };
                 if !is_last {
@@ -188,13 +253,20 @@ impl<'k> Verifier<'k> {
                 if vals.len() != want.len() {
                     return Err(self.err(
                         inst,
-                        format!("yields {} values but the block must yield {}", vals.len(), want.len()),
+                        format!(
+                            "yields {} values but the block must yield {}",
+                            vals.len(),
+                            want.len()
+                        ),
                     ));
                 }
                 for (j, (&v, &t)) in vals.iter().zip(want.iter()).enumerate() {
                     let vt = self.use_val(inst, v)?;
                     if vt != t {
-                        return Err(self.err(inst, format!("yielded value {j} (%{}) is {vt}, expected {t}", v.0)));
+                        return Err(self.err(
+                            inst,
+                            format!("yielded value {j} (%{}) is {vt}, expected {t}", v.0),
+                        ));
                     }
                 }
                 return Ok(());
@@ -215,14 +287,69 @@ impl<'k> Verifier<'k> {
 
     fn expect_results(&self, inst: &Inst, n: usize) -> Result<(), KirError> {
         if inst.results.len() != n {
-            return Err(self.err(inst, format!("defines {} values, expected {n}", inst.results.len())));
+            return Err(self.err(
+                inst,
+                format!("defines {} values, expected {n}", inst.results.len()),
+            ));
         }
         Ok(())
     }
 
     fn same(&self, inst: &Inst, what: &str, got: Ty, want: Ty) -> Result<(), KirError> {
-        if got != want {
+        // Roles are placement hints: values of any role agree when their shapes do.
+        if !got.same_shape(want) {
             return Err(self.err(inst, format!("{what} is {got}, expected {want}")));
+        }
+        Ok(())
+    }
+
+    /// Checks a tile position and its view for a tile of `rows` rows; returns the buffer.
+    fn view(
+        &self,
+        inst: &Inst,
+        what: &str,
+        t: &TileAt,
+        rows: u32,
+    ) -> Result<&'k BufDecl, KirError> {
+        let v = &t.view;
+        let d = self.buf(inst, v.buf)?;
+        let rank = v.dims.len();
+        if rank == 0 || rank > MAX_VIEW_RANK {
+            return Err(self.err(
+                inst,
+                format!("{what} view has rank {rank}; views have 1 to {MAX_VIEW_RANK} axes"),
+            ));
+        }
+        if v.strides.len() != rank || t.origin.len() != rank {
+            return Err(self.err(
+                inst,
+                format!(
+                    "{what} view has {rank} dims, {} strides and {} origin indices; they must agree",
+                    v.strides.len(),
+                    t.origin.len()
+                ),
+            ));
+        }
+        if rank == 1 && rows != 1 {
+            return Err(self.err(
+                inst,
+                format!("{what} view has rank 1, which holds 1-row tiles, not {rows} rows"),
+            ));
+        }
+        self.index(inst, &format!("{what} offset"), v.offset)?;
+        for (i, &o) in t.origin.iter().enumerate() {
+            self.index(inst, &format!("{what} origin {i}"), o)?;
+        }
+        Ok(d)
+    }
+
+    /// A literal read as `elem`: float literals only for float types.
+    fn literal(&self, inst: &Inst, what: &str, c: Scalar, elem: DType) -> Result<(), KirError> {
+        if matches!(c, Scalar::Float(_)) && !elem.is_float() {
+            return Err(self.err(
+                inst,
+                format!("{what} is a float literal for {elem} elements"),
+            ));
         }
         Ok(())
     }
@@ -241,7 +368,15 @@ impl<'k> Verifier<'k> {
             s.state
                 .get(inst.results[0].0 as usize)
                 .map(|_| s.ty(inst.results[0]))
-                .ok_or_else(|| s.err(inst, format!("defines %{}, which is not in the value table", inst.results[0].0)))
+                .ok_or_else(|| {
+                    s.err(
+                        inst,
+                        format!(
+                            "defines %{}, which is not in the value table",
+                            inst.results[0].0
+                        ),
+                    )
+                })
         };
         match &inst.kind {
             Const(c) => {
@@ -256,7 +391,10 @@ impl<'k> Verifier<'k> {
                 let t = rt(self)?;
                 self.same(inst, "result", t, Ty::INDEX)?;
                 if *axis > 2 {
-                    return Err(self.err(inst, format!("grid axis {axis} does not exist (at most 3 axes)")));
+                    return Err(self.err(
+                        inst,
+                        format!("grid axis {axis} does not exist (at most 3 axes)"),
+                    ));
                 }
             }
             Unary(op, x) => {
@@ -268,7 +406,9 @@ impl<'k> Verifier<'k> {
                     UnOp::Neg | UnOp::Abs => e.is_float() || e.is_int(),
                     UnOp::Not => e.is_int() || e == DType::Bool,
                     UnOp::Sqrt => e.is_float(),
-                    UnOp::Floor | UnOp::Ceil | UnOp::Round | UnOp::Trunc => e.is_float() || e.is_int(),
+                    UnOp::Floor | UnOp::Ceil | UnOp::Round | UnOp::Trunc => {
+                        e.is_float() || e.is_int()
+                    }
                 };
                 if !ok {
                     return Err(self.err(inst, format!("{op:?} is not defined on {e}")));
@@ -282,7 +422,9 @@ impl<'k> Verifier<'k> {
                 self.same(inst, "right operand", bt, t)?;
                 let e = t.elem;
                 let ok = match op {
-                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => e.is_float() || e.is_int(),
+                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
+                        e.is_float() || e.is_int()
+                    }
                     BinOp::Min | BinOp::Max => e.is_float() || e.is_int() || e == DType::Bool,
                     BinOp::And | BinOp::Or | BinOp::Xor => e.is_int() || e == DType::Bool,
                     BinOp::Shl | BinOp::Shr => e.is_int(),
@@ -305,18 +447,21 @@ impl<'k> Verifier<'k> {
                 let bt = self.use_val(inst, *b)?;
                 self.same(inst, "true operand", at, t)?;
                 self.same(inst, "false operand", bt, t)?;
-                if ct.elem != DType::Bool || (ct.lanes != 1 && ct.lanes != t.lanes) {
+                if !(ct.same_shape(Ty::BOOL) || ct.same_shape(t.with_elem(DType::Bool))) {
                     return Err(self.err(
                         inst,
-                        format!("condition is {ct}; expected bool or a bool vector of {} lanes", t.lanes),
+                        format!(
+                            "condition is {ct}; expected bool or {}",
+                            t.with_elem(DType::Bool)
+                        ),
                     ));
                 }
             }
             Cast(x, _) => {
                 let t = rt(self)?;
                 let xt = self.use_val(inst, *x)?;
-                if xt.lanes != t.lanes {
-                    return Err(self.err(inst, format!("casts {xt} to {t}: lane counts differ")));
+                if !xt.with_elem(t.elem).same_shape(t) {
+                    return Err(self.err(inst, format!("casts {xt} to {t}: shapes differ")));
                 }
             }
             Bitcast(x) => {
@@ -325,15 +470,29 @@ impl<'k> Verifier<'k> {
                 if xt.elem == DType::Bool || t.elem == DType::Bool {
                     return Err(self.err(inst, "bitcast to or from bool is not allowed; use cast"));
                 }
-                let (xb, tb) = (xt.elem.bits() as u64 * xt.lanes as u64, t.elem.bits() as u64 * t.lanes as u64);
+                if (xt.is_tile() || t.is_tile())
+                    && (xt.tile_shape() != t.tile_shape() || xt.elem.bits() != t.elem.bits())
+                {
+                    return Err(self.err(
+                        inst,
+                        format!("bitcasts {xt} to {t}: a tile keeps its shape and element width"),
+                    ));
+                }
+                let (xb, tb) = (
+                    xt.elem.bits() as u64 * xt.count() as u64,
+                    t.elem.bits() as u64 * t.count() as u64,
+                );
                 if xb != tb {
-                    return Err(self.err(inst, format!("bitcasts {xt} ({xb} bits) to {t} ({tb} bits)")));
+                    return Err(self.err(
+                        inst,
+                        format!("bitcasts {xt} ({xb} bits) to {t} ({tb} bits)"),
+                    ));
                 }
             }
             Splat(x) => {
                 let t = rt(self)?;
                 let xt = self.use_val(inst, *x)?;
-                if xt.lanes != 1 {
+                if !xt.is_scalar() {
                     return Err(self.err(inst, format!("splats {xt}, which is not a scalar")));
                 }
                 self.same(inst, "result element", Ty::scalar(t.elem), xt)?;
@@ -341,7 +500,7 @@ impl<'k> Verifier<'k> {
             Extract(x, lane) => {
                 let t = rt(self)?;
                 let xt = self.use_val(inst, *x)?;
-                if *lane >= xt.lanes {
+                if *lane as u32 >= xt.count() {
                     return Err(self.err(inst, format!("extracts lane {lane} of {xt}")));
                 }
                 self.same(inst, "result", t, Ty::scalar(xt.elem))?;
@@ -350,6 +509,12 @@ impl<'k> Verifier<'k> {
                 let t = rt(self)?;
                 let xt = self.use_val(inst, *x)?;
                 self.same(inst, "result", t, Ty::scalar(xt.elem))?;
+                if xt.is_tile() {
+                    return Err(self.err(
+                        inst,
+                        format!("reduces the lanes of {xt}; tiles reduce with `tile.reduce`"),
+                    ));
+                }
                 let e = xt.elem;
                 let ok = match op {
                     ReduceOp::Add | ReduceOp::Mul => e.is_float() || e.is_int(),
@@ -362,22 +527,37 @@ impl<'k> Verifier<'k> {
             Math(f, args) => {
                 let t = rt(self)?;
                 if args.len() != f.arity() {
-                    return Err(self.err(inst, format!("{f:?} takes {} operands, got {}", f.arity(), args.len())));
+                    return Err(self.err(
+                        inst,
+                        format!("{f:?} takes {} operands, got {}", f.arity(), args.len()),
+                    ));
                 }
                 for (i, &a) in args.iter().enumerate() {
                     let at = self.use_val(inst, a)?;
                     self.same(inst, &format!("operand {i}"), at, t)?;
                 }
                 if !t.elem.is_float() {
-                    return Err(self.err(inst, format!("math on {}, which is not a float type", t.elem)));
+                    return Err(self.err(
+                        inst,
+                        format!("math on {}, which is not a float type", t.elem),
+                    ));
                 }
             }
             Load { buf, index } => {
                 let t = rt(self)?;
                 let d = self.buf(inst, *buf)?;
                 self.index(inst, "index", *index)?;
+                if t.is_tile() {
+                    return Err(self.err(
+                        inst,
+                        format!("loads a {t}; tiles are loaded with `tile.load`"),
+                    ));
+                }
                 if d.view_len(t.elem).is_none() {
-                    return Err(self.err(inst, format!("loads {t} from buffer `{}` of {}", d.name, d.dtype)));
+                    return Err(self.err(
+                        inst,
+                        format!("loads {t} from buffer `{}` of {}", d.name, d.dtype),
+                    ));
                 }
             }
             Store { buf, index, value } => {
@@ -385,35 +565,70 @@ impl<'k> Verifier<'k> {
                 let d = self.buf(inst, *buf)?;
                 self.index(inst, "index", *index)?;
                 let vt = self.use_val(inst, *value)?;
+                if vt.is_tile() {
+                    return Err(self.err(
+                        inst,
+                        format!("stores a {vt}; tiles are stored with `tile.store`"),
+                    ));
+                }
                 if d.view_len(vt.elem).is_none() {
-                    return Err(self.err(inst, format!("stores {vt} into buffer `{}` of {}", d.name, d.dtype)));
+                    return Err(self.err(
+                        inst,
+                        format!("stores {vt} into buffer `{}` of {}", d.name, d.dtype),
+                    ));
                 }
                 if d.access == Access::Read {
-                    return Err(self.err(inst, format!("stores into read-only parameter `{}`", d.name)));
+                    return Err(self.err(
+                        inst,
+                        format!("stores into read-only parameter `{}`", d.name),
+                    ));
                 }
             }
-            For { lo, hi, step, iv, iter, init, body } => {
+            For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init,
+                body,
+            } => {
                 self.index(inst, "lower bound", *lo)?;
                 self.index(inst, "upper bound", *hi)?;
                 self.index(inst, "step", *step)?;
                 if iter.len() != init.len() {
                     return Err(self.err(
                         inst,
-                        format!("{} carried parameters but {} initial values", iter.len(), init.len()),
+                        format!(
+                            "{} carried parameters but {} initial values",
+                            iter.len(),
+                            init.len()
+                        ),
                     ));
                 }
                 self.expect_results(inst, iter.len())?;
                 let mut tys = Vec::with_capacity(iter.len());
                 for (j, (&p, &i0)) in iter.iter().zip(init.iter()).enumerate() {
                     let it = self.use_val(inst, i0)?;
-                    let pt = self.state.get(p.0 as usize).map(|_| self.ty(p)).ok_or_else(|| {
-                        self.err(inst, format!("carried parameter %{} is not in the value table", p.0))
-                    })?;
+                    let pt = self
+                        .state
+                        .get(p.0 as usize)
+                        .map(|_| self.ty(p))
+                        .ok_or_else(|| {
+                            self.err(
+                                inst,
+                                format!("carried parameter %{} is not in the value table", p.0),
+                            )
+                        })?;
                     self.same(inst, &format!("initial value {j}"), it, pt)?;
                     let r = inst.results[j];
-                    let rty = self.state.get(r.0 as usize).map(|_| self.ty(r)).ok_or_else(|| {
-                        self.err(inst, format!("result %{} is not in the value table", r.0))
-                    })?;
+                    let rty = self
+                        .state
+                        .get(r.0 as usize)
+                        .map(|_| self.ty(r))
+                        .ok_or_else(|| {
+                            self.err(inst, format!("result %{} is not in the value table", r.0))
+                        })?;
                     self.same(inst, &format!("result {j}"), rty, pt)?;
                     tys.push(pt);
                 }
@@ -432,7 +647,11 @@ impl<'k> Verifier<'k> {
                 }
                 r?;
             }
-            If { cond, then_blk, else_blk } => {
+            If {
+                cond,
+                then_blk,
+                else_blk,
+            } => {
                 let ct = self.use_val(inst, *cond)?;
                 self.same(inst, "condition", ct, Ty::BOOL)?;
                 let mut tys = Vec::with_capacity(inst.results.len());
@@ -441,7 +660,9 @@ impl<'k> Verifier<'k> {
                         .state
                         .get(r.0 as usize)
                         .map(|_| self.ty(*r))
-                        .ok_or_else(|| self.err(inst, format!("result %{} is not in the value table", r.0)))?;
+                        .ok_or_else(|| {
+                            self.err(inst, format!("result %{} is not in the value table", r.0))
+                        })?;
                     tys.push(t);
                 }
                 self.path.push(("then", 0));
@@ -454,36 +675,219 @@ impl<'k> Verifier<'k> {
                 r?;
             }
             Yield(_) => unreachable!("yield is handled by block_inner"),
-            Mma { a, b, c, m, n, k, a_ty, b_ty, acc } => {
+            Mma {
+                a,
+                b,
+                c,
+                m,
+                n,
+                k,
+                a_ty,
+                b_ty,
+                acc,
+            } => {
                 self.expect_results(inst, 0)?;
                 for (what, t, want) in [("a", a, a_ty), ("b", b, b_ty), ("c", c, acc)] {
                     let d = self.buf(inst, t.buf)?;
                     if d.dtype != *want {
                         return Err(self.err(
                             inst,
-                            format!("{what} is declared {want} but buffer `{}` holds {}", d.name, d.dtype),
+                            format!(
+                                "{what} is declared {want} but buffer `{}` holds {}",
+                                d.name, d.dtype
+                            ),
                         ));
                     }
                     self.index(inst, &format!("{what} offset"), t.offset)?;
                 }
                 let cd = self.buf(inst, c.buf)?;
                 if cd.access == Access::Read {
-                    return Err(self.err(inst, format!("accumulates into read-only parameter `{}`", cd.name)));
+                    return Err(self.err(
+                        inst,
+                        format!("accumulates into read-only parameter `{}`", cd.name),
+                    ));
                 }
                 if *m == 0 || *n == 0 || *k == 0 {
                     return Err(self.err(inst, "tile sizes must be positive"));
                 }
-                let num = |d: DType| d.is_float() || d.is_int();
-                let ok = if acc.is_float() {
-                    num(*a_ty) && num(*b_ty)
-                } else if acc.is_int() {
-                    a_ty.is_int() && b_ty.is_int()
-                } else {
-                    false
-                };
-                if !ok {
+                if !mma_pair_ok(*a_ty, *b_ty, *acc) {
                     return Err(self.err(inst, format!("no mma {a_ty} x {b_ty} -> {acc}")));
                 }
+            }
+            TileLoad { src, fill } => {
+                let t = rt(self)?;
+                let Some((rows, cols)) = t.tile_shape() else {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.load defines a {t}, which is not a tile"),
+                    ));
+                };
+                let d = self.view(inst, "source", src, rows)?;
+                if d.view_len(t.elem).is_none() {
+                    return Err(self.err(
+                        inst,
+                        format!("loads {t} from buffer `{}` of {}", d.name, d.dtype),
+                    ));
+                }
+                let _ = cols;
+                self.literal(inst, "fill", *fill, t.elem)?;
+            }
+            TileStore { dst, value } => {
+                self.expect_results(inst, 0)?;
+                let vt = self.use_val(inst, *value)?;
+                let Some((rows, _)) = vt.tile_shape() else {
+                    return Err(
+                        self.err(inst, format!("tile.store of a {vt}, which is not a tile"))
+                    );
+                };
+                let d = self.view(inst, "destination", dst, rows)?;
+                if d.view_len(vt.elem).is_none() {
+                    return Err(self.err(
+                        inst,
+                        format!("stores {vt} into buffer `{}` of {}", d.name, d.dtype),
+                    ));
+                }
+                if d.access == Access::Read {
+                    return Err(self.err(
+                        inst,
+                        format!("stores into read-only parameter `{}`", d.name),
+                    ));
+                }
+            }
+            TileCopy {
+                src,
+                dst,
+                rows,
+                cols,
+                fill,
+            } => {
+                self.expect_results(inst, 0)?;
+                if *rows == 0 || *cols == 0 || rows.saturating_mul(*cols) > MAX_TILE_ELEMS {
+                    return Err(self.err(inst, format!("copies a {rows}x{cols} tile; sizes must be positive and hold at most {MAX_TILE_ELEMS} elements")));
+                }
+                let s = self.view(inst, "source", src, *rows)?;
+                let d = self.view(inst, "destination", dst, *rows)?;
+                if s.dtype != d.dtype {
+                    return Err(self.err(
+                        inst,
+                        format!(
+                            "copies {} buffer `{}` into {} buffer `{}`",
+                            s.dtype, s.name, d.dtype, d.name
+                        ),
+                    ));
+                }
+                if d.access == Access::Read {
+                    return Err(self.err(
+                        inst,
+                        format!("copies into read-only parameter `{}`", d.name),
+                    ));
+                }
+                self.literal(inst, "fill", *fill, s.dtype)?;
+            }
+            TileMma { a, b, acc } => {
+                let t = rt(self)?;
+                let (at, bt, ct) = (
+                    self.use_val(inst, *a)?,
+                    self.use_val(inst, *b)?,
+                    self.use_val(inst, *acc)?,
+                );
+                let (Some((m, ka)), Some((kb, n)), Some((cm, cn))) =
+                    (at.tile_shape(), bt.tile_shape(), ct.tile_shape())
+                else {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.mma of {at}, {bt} and {ct}: all three must be tiles"),
+                    ));
+                };
+                if ka != kb || cm != m || cn != n {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.mma of {at} · {bt} into {ct}: shapes do not chain"),
+                    ));
+                }
+                self.same(inst, "result", t, ct)?;
+                if t.role != Role::Acc {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.mma defines a {t}; its result is an acc tile"),
+                    ));
+                }
+                if !mma_pair_ok(at.elem, bt.elem, ct.elem) {
+                    return Err(self.err(
+                        inst,
+                        format!("no mma {} x {} -> {}", at.elem, bt.elem, ct.elem),
+                    ));
+                }
+            }
+            TileReduce(op, axis, x) => {
+                let t = rt(self)?;
+                let xt = self.use_val(inst, *x)?;
+                let Some((r, c)) = xt.tile_shape() else {
+                    return Err(
+                        self.err(inst, format!("tile.reduce of a {xt}, which is not a tile"))
+                    );
+                };
+                let want = match axis {
+                    Axis::Rows => Ty::tile(xt.elem, r as u16, 1),
+                    Axis::Cols => Ty::tile(xt.elem, 1, c as u16),
+                };
+                self.same(inst, "result", t, want)?;
+                let e = xt.elem;
+                let ok = match op {
+                    ReduceOp::Add | ReduceOp::Mul => e.is_float() || e.is_int(),
+                    ReduceOp::Min | ReduceOp::Max => e.is_float() || e.is_int() || e == DType::Bool,
+                };
+                if !ok {
+                    return Err(self.err(inst, format!("reduce {op:?} is not defined on {e}")));
+                }
+            }
+            TileBroadcast(x) => {
+                let t = rt(self)?;
+                let xt = self.use_val(inst, *x)?;
+                let (Some((r, c)), Some((xr, xc))) = (t.tile_shape(), xt.tile_shape()) else {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.broadcast of {xt} to {t}: both must be tiles"),
+                    ));
+                };
+                if xt.elem != t.elem || !(xr == r || xr == 1) || !(xc == c || xc == 1) {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.broadcast cannot make a {t} from a {xt}"),
+                    ));
+                }
+            }
+            TileTranspose(x) => {
+                let t = rt(self)?;
+                let xt = self.use_val(inst, *x)?;
+                let Some((r, c)) = xt.tile_shape() else {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.transpose of a {xt}, which is not a tile"),
+                    ));
+                };
+                self.same(inst, "result", t, Ty::tile(xt.elem, c as u16, r as u16))?;
+            }
+            TileIndex(_) => {
+                let t = rt(self)?;
+                if !t.is_tile() || t.elem != DType::I64 {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.index defines a {t}; it defines an i64 tile"),
+                    ));
+                }
+            }
+            Barrier => self.expect_results(inst, 0)?,
+            Trap { cond, value, .. } => {
+                self.expect_results(inst, 0)?;
+                let ct = self.use_val(inst, *cond)?;
+                if ct != Ty::BOOL {
+                    return Err(self.err(
+                        inst,
+                        format!("trap condition is {ct}; expected a scalar bool"),
+                    ));
+                }
+                self.index(inst, "value", *value)?;
             }
         }
         // Define the results (For's and If's were type-checked above).
@@ -491,6 +895,18 @@ impl<'k> Verifier<'k> {
             self.define(inst, r, scope)?;
         }
         Ok(())
+    }
+}
+
+/// Whether `a x b -> acc` is a multiply-accumulate the IR defines (a target may still lack it).
+fn mma_pair_ok(a: DType, b: DType, acc: DType) -> bool {
+    let num = |d: DType| d.is_float() || d.is_int();
+    if acc.is_float() {
+        num(a) && num(b)
+    } else if acc.is_int() {
+        a.is_int() && b.is_int()
+    } else {
+        false
     }
 }
 

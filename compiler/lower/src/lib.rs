@@ -7,9 +7,13 @@
 
 use std::collections::HashMap;
 use tessera_ir::{DType, Family, Graph, Node, Op, Tensor, ValueId};
-use tessera_kir::{BufferId, BufferKind, Execution, Kernel, NodeRecord, PlanBuffer, PlanIo, Program, Step};
+use tessera_kir::{
+    BufferId, BufferKind, Execution, Kernel, NodeRecord, PlanBuffer, PlanIo, Program, Step,
+};
 use tessera_target::TargetDesc;
 
+pub mod contraction;
+pub mod custom;
 pub mod dense;
 pub mod elementwise;
 pub mod movement;
@@ -65,29 +69,37 @@ impl<'g> LowerCx<'g> {
 
     /// An `Unsupported` error for the current node.
     pub fn unsupported(&self, message: impl Into<String>) -> LowerError {
-        LowerError::Unsupported { node: self.node_label.clone(), message: message.into() }
+        LowerError::Unsupported {
+            node: self.node_label.clone(),
+            message: message.into(),
+        }
     }
 
     /// An `Invalid` error for the current node.
     pub fn invalid(&self, message: impl Into<String>) -> LowerError {
-        LowerError::Invalid { node: self.node_label.clone(), message: message.into() }
+        LowerError::Invalid {
+            node: self.node_label.clone(),
+            message: message.into(),
+        }
     }
 
     pub fn dtype(&self, v: ValueId) -> Result<DType> {
-        self.graph
-            .ty(v)
-            .map(|t| t.dtype)
-            .ok_or_else(|| self.invalid(format!("value `{}` has no type", self.graph.value(v).name)))
+        self.graph.ty(v).map(|t| t.dtype).ok_or_else(|| {
+            self.invalid(format!("value `{}` has no type", self.graph.value(v).name))
+        })
     }
 
     /// Static dims of `v`; a symbolic dim here is an error (the driver binds every symbol).
     pub fn dims(&self, v: ValueId) -> Result<Vec<u64>> {
-        let ty = self
-            .graph
-            .ty(v)
-            .ok_or_else(|| self.invalid(format!("value `{}` has no type", self.graph.value(v).name)))?;
+        let ty = self.graph.ty(v).ok_or_else(|| {
+            self.invalid(format!("value `{}` has no type", self.graph.value(v).name))
+        })?;
         ty.shape.as_static().ok_or_else(|| {
-            self.invalid(format!("value `{}` has symbolic shape {}; give input shapes", self.graph.value(v).name, ty.shape))
+            self.invalid(format!(
+                "value `{}` has symbolic shape {}; give input shapes",
+                self.graph.value(v).name,
+                ty.shape
+            ))
         })
     }
 
@@ -99,11 +111,15 @@ impl<'g> LowerCx<'g> {
     /// The compile-time contents of operand `i` of `node` as i64s, or an error saying it must
     /// be known at compile time.
     pub fn const_ints(&self, node: &Node, i: usize) -> Result<Option<Vec<i64>>> {
-        let Some(v) = node.input(i) else { return Ok(None) };
-        let t = self
-            .konst(v)
-            .ok_or_else(|| self.unsupported(format!("operand {i} must be known at compile time")))?;
-        t.to_i64_vec().map(Some).ok_or_else(|| self.invalid(format!("operand {i} is not numeric")))
+        let Some(v) = node.input(i) else {
+            return Ok(None);
+        };
+        let t = self.konst(v).ok_or_else(|| {
+            self.unsupported(format!("operand {i} must be known at compile time"))
+        })?;
+        t.to_i64_vec()
+            .map(Some)
+            .ok_or_else(|| self.invalid(format!("operand {i} is not numeric")))
     }
 
     /// The plan buffer holding `v`, created on first use: graph inputs become `Input`,
@@ -114,7 +130,10 @@ impl<'g> LowerCx<'g> {
         }
         let dtype = self.dtype(v)?;
         if dtype == DType::String {
-            return Err(self.unsupported(format!("string tensor `{}` cannot live in a kernel buffer", self.graph.value(v).name)));
+            return Err(self.unsupported(format!(
+                "string tensor `{}` cannot live in a kernel buffer",
+                self.graph.value(v).name
+            )));
         }
         let dims = self.dims(v)?;
         let kind = if let Some(i) = self.graph.inputs.iter().position(|&x| x == v) {
@@ -126,7 +145,15 @@ impl<'g> LowerCx<'g> {
             BufferKind::Temp { slot: 0 }
         };
         let name = self.graph.value(v).name.clone();
-        Ok(self.push_buffer(v, PlanBuffer { name, dtype, dims, kind }))
+        Ok(self.push_buffer(
+            v,
+            PlanBuffer {
+                name,
+                dtype,
+                dims,
+                kind,
+            },
+        ))
     }
 
     fn push_buffer(&mut self, v: ValueId, b: PlanBuffer) -> BufferId {
@@ -138,7 +165,12 @@ impl<'g> LowerCx<'g> {
 
     /// A scratch buffer not tied to a graph value (e.g. a transposed copy).
     pub fn scratch(&mut self, name: &str, dtype: DType, dims: Vec<u64>) -> BufferId {
-        self.program.plan.buffers.push(PlanBuffer { name: name.into(), dtype, dims, kind: BufferKind::Temp { slot: 0 } });
+        self.program.plan.buffers.push(PlanBuffer {
+            name: name.into(),
+            dtype,
+            dims,
+            kind: BufferKind::Temp { slot: 0 },
+        });
         BufferId(self.program.plan.buffers.len() as u32 - 1)
     }
 
@@ -148,7 +180,15 @@ impl<'g> LowerCx<'g> {
         let dtype = self.dtype(out)?;
         let dims = self.dims(out)?;
         let name = self.graph.value(out).name.clone();
-        self.push_buffer(out, PlanBuffer { name, dtype, dims, kind: BufferKind::Alias(src) });
+        self.push_buffer(
+            out,
+            PlanBuffer {
+                name,
+                dtype,
+                dims,
+                kind: BufferKind::Alias(src),
+            },
+        );
         Ok(())
     }
 
@@ -169,7 +209,16 @@ impl<'g> LowerCx<'g> {
 
     /// A kernel name unique in the program, derived from the node.
     pub fn kernel_name(&mut self, base: &str) -> String {
-        let clean: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        let clean: String = base
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let n = self.kernel_names.entry(clean.clone()).or_insert(0);
         *n += 1;
         if *n == 1 {
@@ -180,11 +229,29 @@ impl<'g> LowerCx<'g> {
     }
 
     /// Adds `kernel` to the program and a step launching it on `args` (one per parameter).
+    /// Trap sites registered since the last launch ([`LowerCx::trap_site`]) belong to it.
     pub fn launch(&mut self, kernel: Kernel, args: Vec<BufferId>) {
-        debug_assert_eq!(kernel.num_params, args.len(), "kernel `{}` argument count", kernel.name);
+        debug_assert_eq!(
+            kernel.num_params,
+            args.len(),
+            "kernel `{}` argument count",
+            kernel.name
+        );
         self.program.kernels.push(kernel);
         let k = self.program.kernels.len() as u32 - 1;
-        self.program.plan.steps.push(Step::Launch { kernel: k, args });
+        for t in self
+            .program
+            .plan
+            .traps
+            .iter_mut()
+            .filter(|t| t.kernel == PENDING_KERNEL)
+        {
+            t.kernel = k;
+        }
+        self.program
+            .plan
+            .steps
+            .push(Step::Launch { kernel: k, args });
     }
 
     /// A whole-buffer copy step.
@@ -198,6 +265,40 @@ impl<'g> LowerCx<'g> {
     }
 }
 
+/// The kernel of a trap site registered before its kernel is launched.
+const PENDING_KERNEL: u32 = u32::MAX;
+
+impl LowerCx<'_> {
+    /// Registers a data check of the current node on its operand `input` and returns its trap
+    /// code, for [`tessera_kir::KernelBuilder::trap_if`] in the next kernel launched. `what`
+    /// completes "input `…` holds VALUE, which is …", e.g. "out of range for axis 0 of size 4
+    /// (valid: -4 to 3)".
+    pub fn trap_site(&mut self, node: &Node, input: &str, what: impl Into<String>) -> u32 {
+        self.program.plan.traps.push(tessera_kir::TrapSite {
+            kernel: PENDING_KERNEL,
+            node: self.node_label.clone(),
+            op: node.op.name().to_string(),
+            input: input.to_string(),
+            what: what.into(),
+        });
+        self.program.plan.traps.len() as u32 - 1
+    }
+
+    /// [`LowerCx::trap_site`] for an index into an axis of `n` elements, which ONNX lets
+    /// count from the end: valid values are `-n..n`.
+    pub fn index_trap(&mut self, node: &Node, input: &str, axis_desc: &str, n: u64) -> u32 {
+        let what = if n == 0 {
+            format!("out of range for {axis_desc} of size 0 (no index is valid)")
+        } else {
+            format!(
+                "out of range for {axis_desc} of size {n} (valid: -{n} to {})",
+                n - 1
+            )
+        };
+        self.trap_site(node, input, what)
+    }
+}
+
 /// Lowers a verified, shape-inferred graph with static shapes into kernels and a plan.
 pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
     lower_traced(graph, desc).map(|(program, _)| program)
@@ -206,7 +307,10 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
 /// [`lower`], also returning for each graph node (in graph order) the range of indices into
 /// `Program::kernels` of the kernels it became (empty for aliases, copies and folded nodes).
 /// `tessera show` draws this.
-pub fn lower_traced(graph: &Graph, desc: &TargetDesc) -> Result<(Program, Vec<std::ops::Range<usize>>)> {
+pub fn lower_traced(
+    graph: &Graph,
+    desc: &TargetDesc,
+) -> Result<(Program, Vec<std::ops::Range<usize>>)> {
     let mut cx = LowerCx::new(graph, desc);
     let mut spans = Vec::with_capacity(graph.nodes.len());
     for node in &graph.nodes {
@@ -215,7 +319,12 @@ pub fn lower_traced(graph: &Graph, desc: &TargetDesc) -> Result<(Program, Vec<st
         let how = lower_node(&mut cx, node)?;
         spans.push(first..cx.program.kernels.len());
         let dense = node.op.family() == Family::Dense;
-        cx.program.plan.nodes.push(NodeRecord { node: node.label(), op: node.op.name().to_string(), dense, how });
+        cx.program.plan.nodes.push(NodeRecord {
+            node: node.label(),
+            op: node.op.name().to_string(),
+            dense,
+            how,
+        });
     }
     cx.node_label = "graph".into();
     for (i, &v) in graph.inputs.iter().enumerate() {
@@ -225,13 +334,25 @@ pub fn lower_traced(graph: &Graph, desc: &TargetDesc) -> Result<(Program, Vec<st
         } else {
             None
         };
-        let io = PlanIo { name: graph.value(v).name.clone(), buffer, dtype: cx.dtype(v)?, dims: cx.dims(v)?, bound };
+        let io = PlanIo {
+            name: graph.value(v).name.clone(),
+            buffer,
+            dtype: cx.dtype(v)?,
+            dims: cx.dims(v)?,
+            bound,
+        };
         debug_assert_eq!(cx.program.plan.inputs.len(), i);
         cx.program.plan.inputs.push(io);
     }
     for &v in &graph.outputs {
         let buffer = cx.buffer(v)?;
-        let io = PlanIo { name: graph.value(v).name.clone(), buffer, dtype: cx.dtype(v)?, dims: cx.dims(v)?, bound: None };
+        let io = PlanIo {
+            name: graph.value(v).name.clone(),
+            buffer,
+            dtype: cx.dtype(v)?,
+            dims: cx.dims(v)?,
+            bound: None,
+        };
         cx.program.plan.outputs.push(io);
     }
     cx.program.plan.assign_slots();
@@ -248,22 +369,35 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         // Softmax and friends are reductions along one axis; they live with the reductions.
         Op::Softmax | Op::LogSoftmax | Op::Hardmax => reduce::lower(cx, node),
         // Spatial ops (resampling, transposed and integer convolution, scatters): spatial.rs.
-        Op::Resize | Op::ConvTranspose | Op::ConvInteger | Op::ScatterElements | Op::ScatterND => spatial::lower(cx, node),
-        Op::MaxUnpool | Op::LRN | Op::ReverseSequence | Op::CenterCropPad | Op::Col2Im | Op::GridSample | Op::AffineGrid => {
+        Op::Resize | Op::ConvTranspose | Op::ConvInteger | Op::ScatterElements | Op::ScatterND => {
             spatial::lower(cx, node)
         }
+        Op::MaxUnpool
+        | Op::LRN
+        | Op::ReverseSequence
+        | Op::CenterCropPad
+        | Op::Col2Im
+        | Op::GridSample
+        | Op::AffineGrid => spatial::lower(cx, node),
         // added: sequence and attention ops
         Op::Attention | Op::RotaryEmbedding => attention::lower(cx, node),
         Op::NegativeLogLikelihoodLoss | Op::SoftmaxCrossEntropyLoss => loss::lower(cx, node),
         Op::RNN | Op::GRU | Op::LSTM => recurrent::lower(cx, node),
-        Op::CumProd | Op::Swish | Op::SwiGLU | Op::Einsum | Op::Det | Op::BitCast => misc::lower(cx, node),
+        Op::CumProd | Op::Swish | Op::SwiGLU | Op::Einsum | Op::Det | Op::BitCast => {
+            misc::lower(cx, node)
+        }
         Op::BlackmanWindow | Op::HannWindow | Op::HammingWindow => misc::lower(cx, node),
         // added: spectral, training and ml ops
-        Op::DFT | Op::STFT | Op::MelWeightMatrix | Op::Momentum | Op::Adagrad | Op::Adam => spectral::lower(cx, node),
+        Op::DFT | Op::STFT | Op::MelWeightMatrix | Op::Momentum | Op::Adagrad | Op::Adam => {
+            spectral::lower(cx, node)
+        }
         Op::Binarizer | Op::ArrayFeatureExtractor => spectral::lower(cx, node),
         // added: linear attention and quantized ops
         Op::LinearAttention | Op::CausalConvWithState | Op::QLinearMatMul => extra::lower(cx, node),
-        Op::TensorScatter | Op::DeformConv | Op::RoiAlign | Op::QLinearConv => extra::lower(cx, node),
+        Op::TensorScatter | Op::DeformConv | Op::RoiAlign | Op::QLinearConv => {
+            extra::lower(cx, node)
+        }
+        Op::Custom => custom::lower(cx, node),
         op => match op.family() {
             Family::Elementwise => elementwise::lower(cx, node),
             Family::Reduce => reduce::lower(cx, node),

@@ -6,12 +6,16 @@ use crate::compat;
 use crate::dtype::{dtype_from_onnx, onnx_code_name};
 use crate::error::{OnnxError, Result};
 use crate::ops;
-use crate::proto::{attribute_proto::AttributeType, type_proto, ModelProto, NodeProto, ValueInfoProto};
+use crate::proto::{
+    attribute_proto::AttributeType, type_proto, ModelProto, NodeProto, ValueInfoProto,
+};
 use crate::tensor::{checked_dims, tensor_from_proto};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tessera_ir::{Attr, Attrs, DType, Dim, Graph, Node, Op, Shape, Tensor, TensorType, ValueId, MAX_ELEMENTS};
+use tessera_ir::{
+    Attr, Attrs, DType, Dim, Graph, Node, Op, Shape, Tensor, TensorType, ValueId, MAX_ELEMENTS,
+};
 
 /// What the caller knows about the inputs at compile time.
 #[derive(Clone, Debug, Default)]
@@ -22,17 +26,87 @@ pub struct ImportOptions {
     /// that feed a shape-deciding operand (Reshape's `shape`, …) are also bound as constants
     /// and listed in [`Graph::bound_inputs`].
     pub bound_inputs: BTreeMap<String, Tensor>,
+    /// Hand-written kernels bound to `(domain, op_type)`s the registry does not know (see
+    /// `tessera_ir::custom`). A node of such an op becomes an `Op::Custom` node.
+    pub custom_ops: Vec<tessera_ir::custom::CustomOp>,
+    /// Accept an opset newer than the newest Tessera knows (for a known domain), treating the
+    /// model as that newest opset. Off by default: such a model is refused with
+    /// [`OnnxError::NewerOpset`]. [`newer_opsets`] lists what this option would override.
+    pub allow_newer_opset: bool,
+}
+
+/// An opset import newer than the newest one Tessera's registry knows for its domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewerOpset {
+    /// "" for the default domain.
+    pub domain: String,
+    pub opset: i64,
+    pub newest: i64,
+}
+
+impl std::fmt::Display for NewerOpset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the model imports opset {} of domain \"{}\", newer than the newest Tessera knows; it is treated as opset {}",
+            self.opset,
+            crate::error::domain_name(&self.domain),
+            self.newest
+        )
+    }
+}
+
+/// The model's opset imports that are newer than the newest Tessera knows, for the domains it
+/// knows (an unknown domain is refused per node, as unsupported).
+pub fn newer_opsets(model: &ModelProto) -> Vec<NewerOpset> {
+    model
+        .opset_import
+        .iter()
+        .filter_map(|o| {
+            let domain = if is_default_domain(&o.domain) {
+                ""
+            } else {
+                o.domain.as_str()
+            };
+            let newest = ops::newest_opset(domain)?;
+            (o.version > newest).then(|| NewerOpset {
+                domain: domain.to_string(),
+                opset: o.version,
+                newest,
+            })
+        })
+        .collect()
 }
 
 /// Imports an `.onnx` file. External data is resolved inside the file's folder.
 pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Graph> {
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
+    let bytes = read_bounded(path)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let model = decode_model(&bytes, &path.display().to_string())?;
     import_model(&model, Some(dir), opts)
+}
+
+/// The largest protobuf file (model or `TensorProto`) Tessera reads: protobuf's own limit for
+/// one message. A larger file is refused before it is read into memory. Everything prost
+/// decodes (repeated fields, strings, bytes, nested messages) is then bounded by the bytes
+/// present, so no declared size inside the file can make decoding allocate more than this.
+pub const MAX_PROTO_BYTES: u64 = (2 << 30) - 1;
+
+/// Reads a whole protobuf file, refusing one past [`MAX_PROTO_BYTES`] before reading it.
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| OnnxError::io(path, e))?
+        .len();
+    if len > MAX_PROTO_BYTES {
+        return Err(OnnxError::BadModel(format!(
+            "{}: {len} bytes, more than the {MAX_PROTO_BYTES} a protobuf message can hold",
+            path.display()
+        )));
+    }
+    std::fs::read(path).map_err(|e| OnnxError::io(path, e))
 }
 
 /// Imports a serialized model. `model_dir` is where external data lives; `None` refuses
@@ -44,25 +118,64 @@ pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, opts: &ImportOptions
 
 /// Decodes a `ModelProto`; `file` names the source in errors.
 pub fn decode_model(bytes: &[u8], file: &str) -> Result<ModelProto> {
-    ModelProto::decode(bytes).map_err(|e| OnnxError::Decode { file: file.to_string(), reason: e.to_string() })
+    ModelProto::decode(bytes).map_err(|e| OnnxError::Decode {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Imports a decoded model.
-pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportOptions) -> Result<Graph> {
-    let gp = model.graph.as_ref().ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
+pub fn import_model(
+    model: &ModelProto,
+    model_dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Graph> {
+    let gp = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
+    if let Some(n) = newer_opsets(model).into_iter().next() {
+        if !opts.allow_newer_opset {
+            return Err(OnnxError::NewerOpset {
+                domain: n.domain,
+                opset: n.opset,
+                newest: n.newest,
+            });
+        }
+    }
+    // With `allow_newer_opset`, a newer opset reads as the newest known one.
+    let known = |d: &str, v: i64| ops::newest_opset(d).map_or(v, |newest| v.min(newest));
     // IR versions before 3 had no opset_import and meant opset 1 of the default domain.
     let opset = if model.opset_import.is_empty() {
         Some(1)
     } else {
-        model.opset_import.iter().find(|o| is_default_domain(&o.domain)).map(|o| o.version)
+        model
+            .opset_import
+            .iter()
+            .find(|o| is_default_domain(&o.domain))
+            .map(|o| known("", o.version))
     };
-    let domain_opset = |d: &str| model.opset_import.iter().find(|o| o.domain == d).map_or(0, |o| o.version);
+    let domain_opset = |d: &str| {
+        model
+            .opset_import
+            .iter()
+            .find(|o| o.domain == d)
+            .map_or(0, |o| known(d, o.version))
+    };
 
-    let mut b = Builder { graph: Graph::new(gp.name.clone()), names: HashMap::new(), fresh: 0 };
+    let mut b = Builder {
+        graph: Graph::new(gp.name.clone()),
+        names: HashMap::new(),
+        fresh: 0,
+    };
 
     // ---- values: initializers, inputs, node results ----
     if let Some(sp) = gp.sparse_initializer.first() {
-        let name = sp.values.as_ref().map(|v| v.name.clone()).unwrap_or_default();
+        let name = sp
+            .values
+            .as_ref()
+            .map(|v| v.name.clone())
+            .unwrap_or_default();
         return Err(OnnxError::UnsupportedFeature {
             at: format!("initializer \"{name}\""),
             what: "sparse initializers".into(),
@@ -89,7 +202,12 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
             ty = Some(override_shape(&vi.name, ty, dims, "input_shapes")?);
         }
         if let Some(t) = opts.bound_inputs.get(&vi.name) {
-            ty = Some(override_shape(&vi.name, ty.clone(), &t.dims, "bound_inputs")?);
+            ty = Some(override_shape(
+                &vi.name,
+                ty.clone(),
+                &t.dims,
+                "bound_inputs",
+            )?);
             if let Some(decl) = &ty {
                 if decl.dtype != t.dtype {
                     return Err(OnnxError::BadModel(format!(
@@ -104,7 +222,12 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
         b.graph.inputs.push(id);
     }
     for name in opts.input_shapes.keys().chain(opts.bound_inputs.keys()) {
-        if !b.graph.inputs.iter().any(|&i| b.graph.value(i).name == *name) {
+        if !b
+            .graph
+            .inputs
+            .iter()
+            .any(|&i| b.graph.value(i).name == *name)
+        {
             return Err(OnnxError::BadModel(format!(
                 "the options name \"{name}\", which is not a runtime input of the graph"
             )));
@@ -129,7 +252,11 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
 
     // ---- nodes ----
     for np in &gp.node {
-        let domain = if np.domain == "ai.onnx" { "" } else { np.domain.as_str() };
+        let domain = if np.domain == "ai.onnx" {
+            ""
+        } else {
+            np.domain.as_str()
+        };
         let unsupported = |opset: i64| OnnxError::Unsupported {
             op_type: np.op_type.clone(),
             domain: domain.to_string(),
@@ -148,7 +275,12 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
         } else {
             domain_opset(domain)
         };
-        let entry = ops::lookup(domain, &np.op_type).filter(|_| opset > 0).ok_or_else(|| unsupported(opset))?;
+        let custom = opts.custom_ops.iter().find(|c| c.domain == domain && c.op_type == np.op_type);
+        let entry = match ops::lookup(domain, &np.op_type).filter(|_| opset > 0) {
+            Some(e) => Some(e),
+            None if custom.is_some() => None,
+            None => return Err(unsupported(opset)),
+        };
         let mut inputs = Vec::with_capacity(np.input.len());
         for name in &np.input {
             if name.is_empty() {
@@ -188,9 +320,41 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
             b.constant(np, &attrs, &outputs)?;
             continue;
         }
-        let node = Node { name: np.name.clone(), op: entry.op, inputs, outputs, attrs };
-        let upgrade = entry.upgrades.iter().find(|(below, _)| opset < *below).map(|(_, f)| *f);
-        let mut ctx = Ctx { b: &mut b, opset, op_type: &np.op_type, pre: Vec::new() };
+        let Some(entry) = entry else {
+            // A custom op: its file decides everything; ONNX attributes have no meaning for it.
+            let c = custom.expect("checked above: an op without a registry line is a custom op");
+            if let Some(a) = attrs.keys().next() {
+                return Err(OnnxError::BadModel(format!(
+                    "{} has attribute `{a}`, but custom op {} takes no attributes",
+                    node_desc(np),
+                    c.op_type
+                )));
+            }
+            let mut attrs = Attrs::new();
+            attrs.insert("domain".into(), Attr::String(c.domain.clone()));
+            attrs.insert("op_type".into(), Attr::String(c.op_type.clone()));
+            attrs.insert("source".into(), Attr::String(c.source.clone()));
+            b.graph.nodes.push(Node { name: np.name.clone(), op: Op::Custom, inputs, outputs, attrs });
+            continue;
+        };
+        let node = Node {
+            name: np.name.clone(),
+            op: entry.op,
+            inputs,
+            outputs,
+            attrs,
+        };
+        let upgrade = entry
+            .upgrades
+            .iter()
+            .find(|(below, _)| opset < *below)
+            .map(|(_, f)| *f);
+        let mut ctx = Ctx {
+            b: &mut b,
+            opset,
+            op_type: &np.op_type,
+            pre: Vec::new(),
+        };
         let node = match upgrade {
             Some(f) => f(&mut ctx, node)?,
             None => vec![node],
@@ -243,15 +407,25 @@ pub(crate) fn node_desc(np: &NodeProto) -> String {
 
 /// Applies a caller-given shape to an input's declared type: ranks must agree and fixed
 /// dims must match; symbolic ones become fixed.
-fn override_shape(name: &str, ty: Option<TensorType>, dims: &[u64], source: &str) -> Result<TensorType> {
-    let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS);
+fn override_shape(
+    name: &str,
+    ty: Option<TensorType>,
+    dims: &[u64],
+    source: &str,
+) -> Result<TensorType> {
+    let n = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS);
     if n.is_none() {
         return Err(OnnxError::BadModel(format!(
             "{source} gives input \"{name}\" shape {dims:?}, which exceeds the limit of {MAX_ELEMENTS} elements"
         )));
     }
     let Some(ty) = ty else {
-        return Err(OnnxError::BadModel(format!("input \"{name}\" has no declared element type")));
+        return Err(OnnxError::BadModel(format!(
+            "input \"{name}\" has no declared element type"
+        )));
     };
     if ty.shape.rank() != dims.len() {
         return Err(OnnxError::BadModel(format!(
@@ -299,7 +473,9 @@ fn bind_inputs(graph: &mut Graph, opts: &ImportOptions) {
         }
     }
     while let Some(v) = work.pop() {
-        let Some(seen) = decides_shape.get_mut(v.0 as usize) else { continue };
+        let Some(seen) = decides_shape.get_mut(v.0 as usize) else {
+            continue;
+        };
         if std::mem::replace(seen, true) {
             continue;
         }
@@ -311,7 +487,9 @@ fn bind_inputs(graph: &mut Graph, opts: &ImportOptions) {
         }
     }
     for &id in &graph.inputs.clone() {
-        let Some(t) = opts.bound_inputs.get(&graph.value(id).name) else { continue };
+        let Some(t) = opts.bound_inputs.get(&graph.value(id).name) else {
+            continue;
+        };
         if decides_shape[id.0 as usize] {
             graph.value_mut(id).konst = Some(t.clone());
             graph.bound_inputs.push(id);
@@ -345,7 +523,9 @@ fn order_nodes(graph: &mut Graph) -> Result<()> {
     for n in &graph.nodes {
         for &v in n.inputs.iter().flatten() {
             let k = v.0 as usize;
-            if !available.get(k).copied().unwrap_or(false) && producer.get(k).copied().flatten().is_none() {
+            if !available.get(k).copied().unwrap_or(false)
+                && producer.get(k).copied().flatten().is_none()
+            {
                 return Err(OnnxError::BadModel(format!(
                     "{} reads \"{}\", which nothing produces (an output dropped as training-only?)",
                     n.label(),
@@ -377,7 +557,8 @@ fn order_nodes(graph: &mut Graph) -> Result<()> {
             }
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| missing[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| missing[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -402,7 +583,11 @@ fn order_nodes(graph: &mut Graph) -> Result<()> {
                 .find(|&p| missing[p] > 0);
             let Some(next) = next else { break };
             if let Some(pos) = path.iter().position(|&p| p == next) {
-                let cycle: Vec<String> = path[pos..].iter().rev().map(|&i| graph.nodes[i].label()).collect();
+                let cycle: Vec<String> = path[pos..]
+                    .iter()
+                    .rev()
+                    .map(|&i| graph.nodes[i].label())
+                    .collect();
                 return Err(OnnxError::BadModel(format!(
                     "the graph has a cycle through {}: {}",
                     graph.nodes[next].label(),
@@ -412,22 +597,34 @@ fn order_nodes(graph: &mut Graph) -> Result<()> {
             path.push(next);
             cur = next;
         }
-        return Err(OnnxError::BadModel(format!("the graph has a cycle through {}", graph.nodes[start].label())));
+        return Err(OnnxError::BadModel(format!(
+            "the graph has a cycle through {}",
+            graph.nodes[start].label()
+        )));
     }
-    let mut old: Vec<Option<Node>> = std::mem::take(&mut graph.nodes).into_iter().map(Some).collect();
+    let mut old: Vec<Option<Node>> = std::mem::take(&mut graph.nodes)
+        .into_iter()
+        .map(Some)
+        .collect();
     graph.nodes = order.into_iter().filter_map(|i| old[i].take()).collect();
     Ok(())
 }
 
 /// Converts one attribute. Graph-valued attributes (If/Loop bodies) and type protos are not
 /// supported; those ops are refused before this is reached.
-fn convert_attr(a: &crate::proto::AttributeProto, np: &NodeProto, dir: Option<&Path>) -> Result<Attr> {
+fn convert_attr(
+    a: &crate::proto::AttributeProto,
+    np: &NodeProto,
+    dir: Option<&Path>,
+) -> Result<Attr> {
     let unsupported = |what: &str| OnnxError::UnsupportedFeature {
         at: format!("attribute `{}` of {}", a.name, node_desc(np)),
         what: what.to_string(),
     };
     if !a.ref_attr_name.is_empty() {
-        return Err(unsupported("attribute references (only meaningful inside functions)"));
+        return Err(unsupported(
+            "attribute references (only meaningful inside functions)",
+        ));
     }
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let ty = AttributeType::try_from(a.r#type).unwrap_or(AttributeType::Undefined);
@@ -437,15 +634,27 @@ fn convert_attr(a: &crate::proto::AttributeProto, np: &NodeProto, dir: Option<&P
         AttributeType::String => Attr::String(text(&a.s)),
         AttributeType::Tensor => match &a.t {
             Some(t) => Attr::Tensor(tensor_from_proto(t, dir)?),
-            None => return Err(OnnxError::BadModel(format!("attribute `{}` of {} has no tensor", a.name, node_desc(np)))),
+            None => {
+                return Err(OnnxError::BadModel(format!(
+                    "attribute `{}` of {} has no tensor",
+                    a.name,
+                    node_desc(np)
+                )))
+            }
         },
         AttributeType::Floats => Attr::Floats(a.floats.clone()),
         AttributeType::Ints => Attr::Ints(a.ints.clone()),
         AttributeType::Strings => Attr::Strings(a.strings.iter().map(|s| text(s)).collect()),
-        AttributeType::Graph | AttributeType::Graphs => return Err(unsupported("graph-valued attributes")),
-        AttributeType::SparseTensor | AttributeType::SparseTensors => return Err(unsupported("sparse tensors")),
+        AttributeType::Graph | AttributeType::Graphs => {
+            return Err(unsupported("graph-valued attributes"))
+        }
+        AttributeType::SparseTensor | AttributeType::SparseTensors => {
+            return Err(unsupported("sparse tensors"))
+        }
         AttributeType::Tensors => return Err(unsupported("tensor-list attributes")),
-        AttributeType::TypeProto | AttributeType::TypeProtos => return Err(unsupported("type attributes")),
+        AttributeType::TypeProto | AttributeType::TypeProtos => {
+            return Err(unsupported("type attributes"))
+        }
         // Very old models leave `type` unset: infer it from which field holds data.
         AttributeType::Undefined => {
             if let Some(t) = &a.t {
@@ -477,7 +686,9 @@ pub(crate) struct Builder {
 impl Builder {
     fn define(&mut self, name: &str, id: ValueId, by: &str) -> Result<()> {
         if self.names.insert(name.to_string(), id).is_some() {
-            return Err(OnnxError::BadModel(format!("value \"{name}\" is defined twice (again by {by})")));
+            return Err(OnnxError::BadModel(format!(
+                "value \"{name}\" is defined twice (again by {by})"
+            )));
         }
         Ok(())
     }
@@ -497,20 +708,36 @@ impl Builder {
     /// The declared type of a value. `None` when the model leaves the type out; an error for
     /// non-tensor types (sequences, maps, optionals) and unknown element types.
     fn value_type(&mut self, vi: &ValueInfoProto, what: &str) -> Result<Option<TensorType>> {
-        let unsupported = |w: String| OnnxError::UnsupportedFeature { at: format!("{what} \"{}\"", vi.name), what: w };
-        let Some(tp) = &vi.r#type else { return Ok(None) };
+        let unsupported = |w: String| OnnxError::UnsupportedFeature {
+            at: format!("{what} \"{}\"", vi.name),
+            what: w,
+        };
+        let Some(tp) = &vi.r#type else {
+            return Ok(None);
+        };
         let tt = match &tp.value {
             None => return Ok(None),
             Some(type_proto::Value::TensorType(t)) => t,
-            Some(type_proto::Value::SequenceType(_)) => return Err(unsupported("sequence types".into())),
+            Some(type_proto::Value::SequenceType(_)) => {
+                return Err(unsupported("sequence types".into()))
+            }
             Some(type_proto::Value::MapType(_)) => return Err(unsupported("map types".into())),
-            Some(type_proto::Value::OptionalType(_)) => return Err(unsupported("optional types".into())),
-            Some(type_proto::Value::SparseTensorType(_)) => return Err(unsupported("sparse tensor types".into())),
+            Some(type_proto::Value::OptionalType(_)) => {
+                return Err(unsupported("optional types".into()))
+            }
+            Some(type_proto::Value::SparseTensorType(_)) => {
+                return Err(unsupported("sparse tensor types".into()))
+            }
         };
         let dtype = match dtype_from_onnx(tt.elem_type) {
             Some(d) => d,
             None if tt.elem_type == 0 => return Ok(None),
-            None => return Err(unsupported(format!("element type {}", onnx_code_name(tt.elem_type)))),
+            None => {
+                return Err(unsupported(format!(
+                    "element type {}",
+                    onnx_code_name(tt.elem_type)
+                )))
+            }
         };
         let Some(shape) = &tt.shape else {
             // Unknown rank: graph IR needs a rank, so leave the type for inference.
@@ -524,7 +751,10 @@ impl Builder {
                 Some(DV::DimValue(v)) => {
                     fixed.push(*v);
                     Dim::Fixed(u64::try_from(*v).map_err(|_| {
-                        OnnxError::BadModel(format!("{what} \"{}\" has negative dimension {v}", vi.name))
+                        OnnxError::BadModel(format!(
+                            "{what} \"{}\" has negative dimension {v}",
+                            vi.name
+                        ))
                     })?)
                 }
                 Some(DV::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
@@ -533,7 +763,8 @@ impl Builder {
             });
         }
         // An absurd static shape is refused here, before anything could be sized from it.
-        checked_dims(&fixed).map_err(|m| OnnxError::BadModel(format!("{what} \"{}\": {m}", vi.name)))?;
+        checked_dims(&fixed)
+            .map_err(|m| OnnxError::BadModel(format!("{what} \"{}\": {m}", vi.name)))?;
         Ok(Some(TensorType::new(dtype, Shape(dims))))
     }
 
@@ -556,15 +787,22 @@ impl Builder {
                 ("value_int", Attr::Int(i)) => Tensor::from_i64(vec![], &[*i]),
                 ("value_ints", Attr::Ints(i)) => Tensor::from_i64(vec![i.len() as u64], i),
                 ("value_string", Attr::String(s)) => Tensor::from_strings(vec![], vec![s.clone()]),
-                ("value_strings", Attr::Strings(s)) => Tensor::from_strings(vec![s.len() as u64], s.clone()),
+                ("value_strings", Attr::Strings(s)) => {
+                    Tensor::from_strings(vec![s.len() as u64], s.clone())
+                }
                 ("sparse_value", _) => {
-                    return Err(OnnxError::UnsupportedFeature { at: node_desc(np), what: "sparse constants".into() })
+                    return Err(OnnxError::UnsupportedFeature {
+                        at: node_desc(np),
+                        what: "sparse constants".into(),
+                    })
                 }
                 (k, _) => return Err(bad(&format!("unexpected attribute `{k}`"))),
             },
             None => return Err(bad("no value")),
         };
-        let &[out] = outputs else { return Err(bad("a Constant has exactly one result")) };
+        let &[out] = outputs else {
+            return Err(bad("a Constant has exactly one result"));
+        };
         let v = self.graph.value_mut(out);
         v.ty = Some(TensorType::fixed(t.dtype, &t.dims));
         v.konst = Some(t);
@@ -678,11 +916,19 @@ pub(crate) fn scalar_tensor(dtype: DType, v: f64) -> Option<Tensor> {
 /// non-tensor type (sequence, map, optional, sparse tensor) is `UnsupportedFeature`, naming
 /// the input: its test data is not a `TensorProto` either.
 pub fn input_names(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
+    let bytes = read_bounded(path)?;
     let model = decode_model(&bytes, &path.display().to_string())?;
-    let gp = model.graph.as_ref().ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
-    let inits: std::collections::HashSet<&str> = gp.initializer.iter().map(|t| t.name.as_str()).collect();
-    let runtime: Vec<&ValueInfoProto> = gp.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
+    let gp = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
+    let inits: std::collections::HashSet<&str> =
+        gp.initializer.iter().map(|t| t.name.as_str()).collect();
+    let runtime: Vec<&ValueInfoProto> = gp
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .collect();
     for vi in &runtime {
         let what = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(type_proto::Value::SequenceType(_)) => "sequence types",
@@ -691,7 +937,10 @@ pub fn input_names(path: &Path) -> Result<Vec<String>> {
             Some(type_proto::Value::SparseTensorType(_)) => "sparse tensor types",
             Some(type_proto::Value::TensorType(_)) | None => continue,
         };
-        return Err(OnnxError::UnsupportedFeature { at: format!("graph input \"{}\"", vi.name), what: what.into() });
+        return Err(OnnxError::UnsupportedFeature {
+            at: format!("graph input \"{}\"", vi.name),
+            what: what.into(),
+        });
     }
     Ok(runtime.into_iter().map(|i| i.name.clone()).collect())
 }

@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use tessera_onnx::proto::{tensor_proto::DataLocation, ModelProto, StringStringEntryProto, TensorProto};
+use tessera_onnx::proto::{
+    tensor_proto::DataLocation, ModelProto, StringStringEntryProto, TensorProto,
+};
 use tessera_onnx::{import_bytes, import_file, ImportOptions, OnnxError};
 
 fn err_of(m: &ModelProto) -> OnnxError {
@@ -43,7 +45,9 @@ fn truncated_protobuf() {
     let dir = TempDir::new("trunc");
     let p = dir.path().join("cut.onnx");
     std::fs::write(&p, &b[..b.len() / 2]).unwrap();
-    let e = import_file(&p, &ImportOptions::default()).unwrap_err().to_string();
+    let e = import_file(&p, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cut.onnx"), "{e}");
     // Garbage, and a missing file.
     assert!(import_bytes(&[0xff; 64], None, &ImportOptions::default()).is_err());
@@ -131,11 +135,21 @@ fn unknown_op_names_type_domain_opset_and_node() {
     let mut m = relu_model();
     let g = m.graph.as_mut().unwrap();
     g.node[0].domain = "com.acme".into();
-    m.opset_import.push(tessera_onnx::proto::OperatorSetIdProto { domain: "com.acme".into(), version: 3 });
+    m.opset_import
+        .push(tessera_onnx::proto::OperatorSetIdProto {
+            domain: "com.acme".into(),
+            version: 3,
+        });
     let e = err_of(&m);
     let s = e.to_string();
     assert!(e.is_unsupported());
-    assert!(s.contains("Relu") && s.contains("com.acme") && s.contains("opset 3") && s.contains("\"r\""), "{s}");
+    assert!(
+        s.contains("Relu")
+            && s.contains("com.acme")
+            && s.contains("opset 3")
+            && s.contains("\"r\""),
+        "{s}"
+    );
 
     // Control flow needs graph attributes; it is refused as unsupported, not as broken.
     let e = err_of(&model(
@@ -171,7 +185,12 @@ fn mismatched_shapes() {
 fn absurd_dimension_is_refused_before_allocation() {
     // 2^40 elements declared by an initializer that holds no data: must fail on the dims,
     // not try to allocate 4 TiB.
-    let big = TensorProto { name: "huge".into(), data_type: F32, dims: vec![1 << 20, 1 << 20], ..Default::default() };
+    let big = TensorProto {
+        name: "huge".into(),
+        data_type: F32,
+        dims: vec![1 << 20, 1 << 20],
+        ..Default::default()
+    };
     let e = err_of(&model(
         17,
         G {
@@ -198,10 +217,23 @@ fn absurd_dimension_is_refused_before_allocation() {
     assert!(e.contains("\"x\"") && e.contains("limit"), "{e}");
 
     // Overflowing u64, and negative dims.
-    let t = TensorProto { name: "ovf".into(), data_type: F32, dims: vec![i64::MAX, i64::MAX, 4], ..Default::default() };
+    let t = TensorProto {
+        name: "ovf".into(),
+        data_type: F32,
+        dims: vec![i64::MAX, i64::MAX, 4],
+        ..Default::default()
+    };
     assert!(tessera_onnx::tensor_from_proto(&t, None).is_err());
-    let t = TensorProto { name: "neg".into(), data_type: F32, dims: vec![-1], ..Default::default() };
-    assert!(tessera_onnx::tensor_from_proto(&t, None).unwrap_err().to_string().contains("neg"));
+    let t = TensorProto {
+        name: "neg".into(),
+        data_type: F32,
+        dims: vec![-1],
+        ..Default::default()
+    };
+    assert!(tessera_onnx::tensor_from_proto(&t, None)
+        .unwrap_err()
+        .to_string()
+        .contains("neg"));
 
     // A result that would be huge: Expand to 2^40 elements.
     let e = err_of(&model(
@@ -220,20 +252,42 @@ fn absurd_dimension_is_refused_before_allocation() {
 #[test]
 fn element_count_mismatch_names_the_tensor() {
     let t = f32_init("w", &[2, 3], &[1., 2., 3., 4., 5.]);
-    let e = tessera_onnx::tensor_from_proto(&t, None).unwrap_err().to_string();
-    assert!(e.contains("\"w\"") && e.contains('6') && e.contains('5'), "{e}");
-    let t = TensorProto { name: "r".into(), data_type: F32, dims: vec![3], raw_data: vec![0; 11], ..Default::default() };
-    let e = tessera_onnx::tensor_from_proto(&t, None).unwrap_err().to_string();
+    let e = tessera_onnx::tensor_from_proto(&t, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"w\"") && e.contains('6') && e.contains('5'),
+        "{e}"
+    );
+    let t = TensorProto {
+        name: "r".into(),
+        data_type: F32,
+        dims: vec![3],
+        raw_data: vec![0; 11],
+        ..Default::default()
+    };
+    let e = tessera_onnx::tensor_from_proto(&t, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("\"r\"") && e.contains("11"), "{e}");
 }
 
 // ---- external data ----
 
 fn external(name: &str, location: &str, offset: Option<u64>, n: i64) -> TensorProto {
-    let mut kv = vec![StringStringEntryProto { key: "location".into(), value: location.into() }];
+    let mut kv = vec![StringStringEntryProto {
+        key: "location".into(),
+        value: location.into(),
+    }];
     if let Some(o) = offset {
-        kv.push(StringStringEntryProto { key: "offset".into(), value: o.to_string() });
-        kv.push(StringStringEntryProto { key: "length".into(), value: (n * 4).to_string() });
+        kv.push(StringStringEntryProto {
+            key: "offset".into(),
+            value: o.to_string(),
+        });
+        kv.push(StringStringEntryProto {
+            key: "length".into(),
+            value: (n * 4).to_string(),
+        });
     }
     TensorProto {
         name: name.into(),
@@ -272,14 +326,23 @@ fn external_data_inside_the_folder_is_read() {
         data.extend_from_slice(&v.to_le_bytes());
     }
     std::fs::write(dir.path().join("weights/w.bin"), &data).unwrap();
-    let p = write_model(dir.path(), &ext_model(external("w", "weights/w.bin", Some(8), 4)));
+    let p = write_model(
+        dir.path(),
+        &ext_model(external("w", "weights/w.bin", Some(8), 4)),
+    );
     let g = import_file(&p, &ImportOptions::default()).unwrap();
     let w = g.find_value("w").unwrap();
-    assert_eq!(g.konst(w).unwrap().to_f64_vec().unwrap(), vec![1., 2., 3., 4.]);
+    assert_eq!(
+        g.konst(w).unwrap().to_f64_vec().unwrap(),
+        vec![1., 2., 3., 4.]
+    );
 
     // Without offset/length the whole file is the tensor; `a/../` that stays inside is fine.
     std::fs::write(dir.path().join("w2.bin"), &data[8..]).unwrap();
-    let p = write_model(dir.path(), &ext_model(external("w", "weights/../w2.bin", None, 4)));
+    let p = write_model(
+        dir.path(),
+        &ext_model(external("w", "weights/../w2.bin", None, 4)),
+    );
     assert!(import_file(&p, &ImportOptions::default()).is_ok());
 }
 
@@ -310,20 +373,101 @@ fn external_data_bad_paths_are_refused() {
     {
         std::os::unix::fs::symlink(outer.path().join("secret.bin"), dir.join("link.bin")).unwrap();
         let p = write_model(&dir, &ext_model(external("w", "link.bin", None, 4)));
-        let e = import_file(&p, &ImportOptions::default()).unwrap_err().to_string();
+        let e = import_file(&p, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
         eprintln!("corpus: {e}");
-        assert!(e.contains("link.bin") && e.contains("outside"), "{e}");
+        assert!(e.contains("link.bin") && e.contains("symbolic link"), "{e}");
+
+        // A symlink that stays inside the folder is refused too, as onnx does.
+        std::fs::write(dir.join("real.bin"), [0u8; 16]).unwrap();
+        std::os::unix::fs::symlink(dir.join("real.bin"), dir.join("inner.bin")).unwrap();
+        let p = write_model(&dir, &ext_model(external("w", "inner.bin", None, 4)));
+        let e = import_file(&p, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("inner.bin") && e.contains("symbolic link"),
+            "{e}"
+        );
+        // And so is a symlinked folder on the way.
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/w.bin"), [0u8; 16]).unwrap();
+        std::os::unix::fs::symlink(dir.join("sub"), dir.join("via")).unwrap();
+        let p = write_model(&dir, &ext_model(external("w", "via/w.bin", None, 4)));
+        let e = import_file(&p, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("via") && e.contains("symbolic link"), "{e}");
+
+        // A hard link to a file outside the folder cannot be told apart by path: any file
+        // with a second name is refused.
+        std::fs::hard_link(outer.path().join("secret.bin"), dir.join("hard.bin")).unwrap();
+        let p = write_model(&dir, &ext_model(external("w", "hard.bin", None, 4)));
+        let e = import_file(&p, &ImportOptions::default()).unwrap_err();
+        assert!(matches!(e, OnnxError::ExternalData { .. }), "{e}");
+        let e = e.to_string();
+        eprintln!("corpus: {e}");
+        assert!(e.contains("hard.bin") && e.contains("2 hard links"), "{e}");
     }
 
     // Length that does not match the dims, and a range past the end of the file.
     std::fs::write(dir.join("short.bin"), [0u8; 12]).unwrap();
     let p = write_model(&dir, &ext_model(external("w", "short.bin", None, 4)));
-    assert!(import_file(&p, &ImportOptions::default()).unwrap_err().to_string().contains("16"));
+    assert!(import_file(&p, &ImportOptions::default())
+        .unwrap_err()
+        .to_string()
+        .contains("16"));
     let p = write_model(&dir, &ext_model(external("w", "short.bin", Some(4), 4)));
-    assert!(import_file(&p, &ImportOptions::default()).unwrap_err().to_string().contains("past the end"));
+    assert!(import_file(&p, &ImportOptions::default())
+        .unwrap_err()
+        .to_string()
+        .contains("past the end"));
 
     // From bytes with no folder: external data cannot be resolved.
-    let e = import_bytes(&bytes(&ext_model(external("w", "w.bin", None, 4))), None, &ImportOptions::default())
-        .unwrap_err();
+    let e = import_bytes(
+        &bytes(&ext_model(external("w", "w.bin", None, 4))),
+        None,
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, OnnxError::ExternalData { .. }), "{e}");
+}
+
+#[test]
+fn newer_opsets_are_refused_unless_allowed() {
+    let mut m = relu_model();
+    m.opset_import[0].version = 999;
+    let e = err_of(&m);
+    assert!(
+        matches!(e, OnnxError::NewerOpset { ref domain, opset: 999, newest: 28 } if domain.is_empty()),
+        "{e}"
+    );
+    assert!(e.is_unsupported());
+    assert!(
+        e.to_string().contains("opset 999 of domain \"ai.onnx\""),
+        "{e}"
+    );
+    assert_eq!(tessera_onnx::newer_opsets(&m).len(), 1);
+    let allow = ImportOptions {
+        allow_newer_opset: true,
+        ..Default::default()
+    };
+    assert!(import_bytes(&bytes(&m), None, &allow).is_ok());
+
+    // Any domain the registry knows is checked; the newest known opset itself is fine.
+    let mut m = relu_model();
+    m.opset_import
+        .push(tessera_onnx::proto::OperatorSetIdProto {
+            domain: "ai.onnx.ml".into(),
+            version: 6,
+        });
+    let e = err_of(&m);
+    assert!(
+        e.to_string().contains("opset 6 of domain \"ai.onnx.ml\"") && e.to_string().contains("(5)"),
+        "{e}"
+    );
+    m.opset_import[1].version = 5;
+    m.opset_import[0].version = 28;
+    assert!(import_bytes(&bytes(&m), None, &ImportOptions::default()).is_ok());
 }

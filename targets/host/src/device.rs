@@ -3,7 +3,7 @@
 //! threads when there is enough work. Start at [`HostDevice::load`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 
@@ -47,14 +47,19 @@ impl Default for HostDevice {
 impl HostDevice {
     /// Uses as many threads as the machine offers.
     pub fn new() -> HostDevice {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         HostDevice::with_threads(n)
     }
 
     /// Uses at most `n` threads per launch (at least 1), for callers that run several
     /// launches at once or want a serial device.
     pub fn with_threads(n: usize) -> HostDevice {
-        HostDevice { max_threads: n.max(1), pool: Arc::new(OnceLock::new()) }
+        HostDevice {
+            max_threads: n.max(1),
+            pool: Arc::new(OnceLock::new()),
+        }
     }
 }
 
@@ -68,7 +73,7 @@ impl Device for HostDevice {
     }
 
     fn load(&self, name: &str, blob: &[u8]) -> Result<Box<dyn LoadedKernel>, DeviceError> {
-        let err = |message: String| DeviceError { kernel: name.to_string(), message };
+        let err = |message: String| DeviceError::new(name, message);
         let (header, code) = BlobHeader::decode(blob).map_err(err)?;
         let code = ExecCode::new(code).map_err(err)?;
         Ok(Box::new(HostKernel {
@@ -82,7 +87,29 @@ impl Device for HostDevice {
 }
 
 /// The entry point every blob's code starts with (see [`crate::blob`]).
-type Entry = unsafe extern "C" fn(args: *const *mut u8, scratch: *mut u8, begin: u64, end: u64);
+type Entry = unsafe extern "C" fn(
+    args: *const *mut u8,
+    scratch: *mut u8,
+    begin: u64,
+    end: u64,
+    trap: *mut i64,
+);
+
+/// Where a call of the entry point records a trap: `[fired, code, value]`, written only by
+/// the code of the calling thread (see [`crate::blob`]).
+#[derive(Default)]
+struct TrapSlot([i64; 3]);
+
+impl TrapSlot {
+    fn ptr(&mut self) -> *mut i64 {
+        self.0.as_mut_ptr()
+    }
+
+    /// The trap recorded, if one fired.
+    fn fired(&self) -> Option<(u32, i64)> {
+        (self.0[0] != 0).then_some((self.0[1] as u32, self.0[2]))
+    }
+}
 
 struct HostKernel {
     name: String,
@@ -133,14 +160,21 @@ impl HostKernel {
 
 impl LoadedKernel for HostKernel {
     fn launch(&self, args: &[KernelArg]) -> Result<(), DeviceError> {
-        let err = |message: String| DeviceError { kernel: self.name.clone(), message };
+        let err = |message: String| DeviceError::new(self.name.clone(), message);
         let need = &self.header.param_bytes;
         if args.len() != need.len() {
-            return Err(err(format!("takes {} buffers, but {} were passed", need.len(), args.len())));
+            return Err(err(format!(
+                "takes {} buffers, but {} were passed",
+                need.len(),
+                args.len()
+            )));
         }
         for (i, (a, &n)) in args.iter().zip(need).enumerate() {
             if (a.len() as u64) < n {
-                return Err(err(format!("buffer {i} has {} bytes, but the kernel uses {n}", a.len())));
+                return Err(err(format!(
+                    "buffer {i} has {} bytes, but the kernel uses {n}",
+                    a.len()
+                )));
             }
         }
         let total = self.header.instances();
@@ -153,32 +187,55 @@ impl LoadedKernel for HostKernel {
         // executable for as long as `self` lives.
         let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(self.code.ptr) };
         let threads = self.threads_for(total);
+        let trapped =
+            |(code, value): (u32, i64)| DeviceError::trapped(self.name.clone(), code, value);
         if threads == 1 {
             let mut scratch = Scratch::new(self.header.scratch_bytes);
+            let mut slot = TrapSlot::default();
             // SAFETY: the argument count and sizes were checked above, `KernelArg` guarantees
             // the buffers, and the scratch area has the size the code was compiled for.
-            unsafe { entry(args.get(), scratch.ptr(), 0, total) };
-            return Ok(());
+            unsafe { entry(args.get(), scratch.ptr(), 0, total, slot.ptr()) };
+            return slot.fired().map_or(Ok(()), |t| Err(trapped(t)));
         }
         // Threads take chunks of consecutive grid points from a shared counter, so uneven
         // instances still balance; eight chunks per thread keeps the counter cold.
+        //
+        // A trap stops its chunk; no thread takes a new chunk after that. Chunks are taken in
+        // increasing order, so every chunk before the trapping one has been taken and runs to
+        // its end (or its own first trap): the trap with the lowest chunk start is the first
+        // in grid order, the one the interpreter reports.
         let chunk = (total / (threads as u64 * 8)).max(1);
         let next = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        let first: Mutex<Option<(u64, u32, i64)>> = Mutex::new(None);
         let work = &|| {
             let mut scratch = Scratch::new(self.header.scratch_bytes);
-            loop {
+            while !stop.load(Ordering::Relaxed) {
                 let begin = next.fetch_add(chunk, Ordering::Relaxed);
                 if begin >= total {
                     break;
                 }
                 let end = begin.saturating_add(chunk).min(total);
+                let mut slot = TrapSlot::default();
                 // SAFETY: as above; program instances write disjoint elements, so running
-                // disjoint ranges of them on several threads is sound.
-                unsafe { entry(args.get(), scratch.ptr(), begin, end) };
+                // disjoint ranges of them on several threads is sound. Each call has its own
+                // trap slot.
+                unsafe { entry(args.get(), scratch.ptr(), begin, end, slot.ptr()) };
+                if let Some((code, value)) = slot.fired() {
+                    stop.store(true, Ordering::Relaxed);
+                    let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
+                    if f.is_none_or(|(b, _, _)| begin < b) {
+                        *f = Some((begin, code, value));
+                    }
+                }
             }
         };
         let pool = self.pool.get_or_init(|| Pool::new(self.max_threads - 1));
-        pool.run(threads - 1, work).map_err(err)
+        pool.run(threads - 1, work).map_err(err)?;
+        match first.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some((_, code, value)) => Err(trapped((code, value))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -234,17 +291,30 @@ impl Pool {
     /// Starts up to `n` workers (fewer if the system refuses threads).
     fn new(n: usize) -> Pool {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { job: None, to_start: 0, active: 0, panicked: false, shutdown: false }),
+            state: Mutex::new(State {
+                job: None,
+                to_start: 0,
+                active: 0,
+                panicked: false,
+                shutdown: false,
+            }),
             work: Condvar::new(),
             done: Condvar::new(),
         });
         let workers = (0..n)
             .map_while(|i| {
                 let shared = shared.clone();
-                std::thread::Builder::new().name(format!("tessera-host-{i}")).spawn(move || worker(&shared)).ok()
+                std::thread::Builder::new()
+                    .name(format!("tessera-host-{i}"))
+                    .spawn(move || worker(&shared))
+                    .ok()
             })
             .collect();
-        Pool { shared, busy: Mutex::new(()), workers }
+        Pool {
+            shared,
+            busy: Mutex::new(()),
+            workers,
+        }
     }
 
     /// Runs `work` on the calling thread and on up to `helpers` workers at once, returning
@@ -265,7 +335,9 @@ impl Pool {
         // (under the lock, while `job` is set), and this function clears `job` and then waits
         // for every joined worker to finish before returning, so `work` outlives every call.
         let job = JobRef(unsafe {
-            std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(work)
+            std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(
+                work,
+            )
         });
         {
             let mut st = self.shared.lock();
@@ -290,7 +362,9 @@ impl Pool {
         drop(guard);
         match mine {
             Err(p) => Err(panic_message(&*p)),
-            Ok(()) if worker_panicked => Err("a worker thread panicked while running the kernel".to_string()),
+            Ok(()) if worker_panicked => {
+                Err("a worker thread panicked while running the kernel".to_string())
+            }
             Ok(()) => Ok(()),
         }
     }
@@ -372,7 +446,10 @@ impl ExecCode {
                 0,
             );
             if p == libc::MAP_FAILED {
-                return Err(format!("cannot map {len} bytes for code: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "cannot map {len} bytes for code: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             std::ptr::copy_nonoverlapping(code.as_ptr(), p.cast::<u8>(), len);
             if libc::mprotect(p, len, libc::PROT_READ | libc::PROT_EXEC) != 0 {
@@ -380,7 +457,10 @@ impl ExecCode {
                 libc::munmap(p, len);
                 return Err(format!("cannot make code executable: {e}"));
             }
-            Ok(ExecCode { ptr: p.cast::<u8>().cast_const(), len })
+            Ok(ExecCode {
+                ptr: p.cast::<u8>().cast_const(),
+                len,
+            })
         }
     }
 

@@ -76,7 +76,11 @@ pub(crate) const OPS: &[Entry] = &[
     op("IsNaN", Op::IsNaN),
     op("IsInf", Op::IsInf),
     up("Clip", Op::Clip, &[(11, clip_attrs_to_operands)]),
-    up("Cast", Op::Cast, &[(6, cast_to_string), (i64::MAX, cast_check_to)]),
+    up(
+        "Cast",
+        Op::Cast,
+        &[(6, cast_to_string), (i64::MAX, cast_check_to)],
+    ),
     op("CastLike", Op::CastLike),
     // added: sequence and attention ops
     op("Swish", Op::Swish),
@@ -99,7 +103,9 @@ fn legacy_broadcast(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
 fn clip_attrs_to_operands(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     let min = take_float(ctx, &mut node, "min")?;
     let max = take_float(ctx, &mut node, "max")?;
-    let x = node.input(0).ok_or_else(|| ctx.bad(&node, "missing input"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| ctx.bad(&node, "missing input"))?;
     if let Some(v) = min {
         let c = ctx.scalar_like("clip_min", v as f64, x);
         set_operand(&mut node, 1, Some(c));

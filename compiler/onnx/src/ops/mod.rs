@@ -33,29 +33,78 @@ pub(crate) struct Entry {
 
 /// A registry line with no upgrades.
 pub(crate) const fn op(onnx: &'static str, op: Op) -> Entry {
-    Entry { domain: "", onnx, op, upgrades: &[] }
+    Entry {
+        domain: "",
+        onnx,
+        op,
+        upgrades: &[],
+    }
 }
 
 /// A registry line with no upgrades for an op of a non-default domain.
 pub(crate) const fn in_domain(domain: &'static str, onnx: &'static str, op: Op) -> Entry {
-    Entry { domain, onnx, op, upgrades: &[] }
+    Entry {
+        domain,
+        onnx,
+        op,
+        upgrades: &[],
+    }
 }
 
 /// A registry line with upgrades.
 pub(crate) const fn up(onnx: &'static str, op: Op, upgrades: &'static [(i64, Upgrade)]) -> Entry {
-    Entry { domain: "", onnx, op, upgrades }
+    Entry {
+        domain: "",
+        onnx,
+        op,
+        upgrades,
+    }
 }
 
-const FAMILIES: &[&[Entry]] = &[math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS, spectral::OPS];
+/// The newest opset of each domain the registry knows, as in the pinned `onnx==1.23.2`
+/// (`onnx.defs.onnx_opset_version()` and each domain's newest schema). A model importing a
+/// newer opset of one of these domains is refused (see `OnnxError::NewerOpset`).
+pub const NEWEST_OPSETS: &[(&str, i64)] = &[
+    ("", 28),
+    ("ai.onnx.ml", 5),
+    ("ai.onnx.preview", 1),
+    ("ai.onnx.preview.training", 1),
+];
+
+/// The newest opset the registry knows of `domain` ("" for the default domain), if it knows
+/// the domain at all.
+pub fn newest_opset(domain: &str) -> Option<i64> {
+    NEWEST_OPSETS
+        .iter()
+        .find(|(d, _)| *d == domain)
+        .map(|&(_, v)| v)
+}
+
+const FAMILIES: &[&[Entry]] = &[
+    math::OPS,
+    nn::OPS,
+    reduce::OPS,
+    shape::OPS,
+    quant::OPS,
+    spectral::OPS,
+];
 
 /// The registry line for an ONNX op type of `domain` ("" for the default domain).
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<&'static Entry> {
-    FAMILIES.iter().flat_map(|f| f.iter()).find(|e| e.domain == domain && e.onnx == op_type)
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.iter())
+        .find(|e| e.domain == domain && e.onnx == op_type)
 }
 
 /// Every ONNX op type the frontend accepts, for documentation and tests.
 pub fn supported_ops() -> Vec<&'static str> {
-    let mut v: Vec<_> = FAMILIES.iter().flat_map(|f| f.iter()).filter(|e| e.domain.is_empty()).map(|e| e.onnx).collect();
+    let mut v: Vec<_> = FAMILIES
+        .iter()
+        .flat_map(|f| f.iter())
+        .filter(|e| e.domain.is_empty())
+        .map(|e| e.onnx)
+        .collect();
     v.sort_unstable();
     v
 }
@@ -103,10 +152,18 @@ pub(crate) fn trim(node: &mut Node) {
 }
 
 /// Moves an ints attribute to an i64 operand at position `k` (absent attribute: no operand).
-pub(crate) fn ints_attr_to_operand(ctx: &mut Ctx, node: &mut Node, attr: &str, k: usize) -> Result<()> {
+pub(crate) fn ints_attr_to_operand(
+    ctx: &mut Ctx,
+    node: &mut Node,
+    attr: &str,
+    k: usize,
+) -> Result<()> {
     if let Some(v) = take_ints(ctx, node, attr)? {
         if node.input(k).is_some() {
-            return Err(ctx.bad(node, &format!("`{attr}` is given both as attribute and as operand {k}")));
+            return Err(ctx.bad(
+                node,
+                &format!("`{attr}` is given both as attribute and as operand {k}"),
+            ));
         }
         let c = ctx.ints(attr, &v);
         set_operand(node, k, Some(c));

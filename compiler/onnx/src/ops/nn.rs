@@ -19,10 +19,18 @@ pub(crate) const OPS: &[Entry] = &[
     op("GlobalAveragePool", Op::GlobalAveragePool),
     op("GlobalMaxPool", Op::GlobalMaxPool),
     up("GlobalLpPool", Op::GlobalLpPool, &[(2, lp_float_p)]),
-    up("BatchNormalization", Op::BatchNormalization, &[(14, batchnorm_legacy)]),
+    up(
+        "BatchNormalization",
+        Op::BatchNormalization,
+        &[(14, batchnorm_legacy)],
+    ),
     op("LayerNormalization", Op::LayerNormalization),
     op("InstanceNormalization", Op::InstanceNormalization),
-    up("GroupNormalization", Op::GroupNormalization, &[(21, group_norm_per_group)]),
+    up(
+        "GroupNormalization",
+        Op::GroupNormalization,
+        &[(21, group_norm_per_group)],
+    ),
     op("RMSNormalization", Op::RMSNormalization),
     op("LpNormalization", Op::LpNormalization),
     op("MeanVarianceNormalization", Op::MeanVarianceNormalization),
@@ -89,7 +97,10 @@ fn batchnorm_legacy(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
 /// Opset 18-20: scale and bias had one entry per group, not per channel. There is no way
 /// to express that without knowing the channel count, so it is refused.
 fn group_norm_per_group(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
-    Err(ctx.unsupported(&node, "per-group scale and bias (GroupNormalization before opset 21)"))
+    Err(ctx.unsupported(
+        &node,
+        "per-group scale and bias (GroupNormalization before opset 21)",
+    ))
 }
 
 /// Opset < 13: Softmax, LogSoftmax and Hardmax flattened the input to 2-D at `axis`
@@ -101,18 +112,28 @@ fn coerce_2d(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
         Some(Attr::Int(a)) => a,
         Some(_) => return Err(ctx.bad(&node, "attribute `axis` must be an int")),
     };
-    let x = node.input(0).ok_or_else(|| ctx.bad(&node, "missing input"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| ctx.bad(&node, "missing input"))?;
     let rank = ctx.b.graph.ty(x).map(|t| t.shape.rank() as i64);
     let same = axis == -1 || rank.is_some_and(|r| axis == r - 1 || (r == 2 && axis == 1));
     if same {
         node.attrs.insert("axis".into(), Attr::Int(-1));
         return Ok(vec![node]);
     }
-    let &[y] = node.outputs.as_slice() else { return Err(ctx.bad(&node, "expects one result")) };
+    let &[y] = node.outputs.as_slice() else {
+        return Err(ctx.bad(&node, "expects one result"));
+    };
     let shape = ctx.tmp("coerce_shape");
     let flat = ctx.tmp("coerce_flat");
     let normed = ctx.tmp("coerce_2d");
-    let name = |suffix: &str| if node.name.is_empty() { String::new() } else { format!("{}/{suffix}", node.name) };
+    let name = |suffix: &str| {
+        if node.name.is_empty() {
+            String::new()
+        } else {
+            format!("{}/{suffix}", node.name)
+        }
+    };
     let mk = |name: String, op: Op, inputs: Vec<_>, out, attrs: Attrs| Node {
         name,
         op,
@@ -122,9 +143,27 @@ fn coerce_2d(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     };
     Ok(vec![
         mk(name("shape"), Op::Shape, vec![x], shape, Attrs::new()),
-        mk(name("flatten"), Op::Flatten, vec![x], flat, Attrs::from([("axis".to_string(), Attr::Int(axis))])),
-        mk(node.name.clone(), node.op, vec![flat], normed, Attrs::from([("axis".to_string(), Attr::Int(1))])),
-        mk(name("reshape"), Op::Reshape, vec![normed, shape], y, Attrs::new()),
+        mk(
+            name("flatten"),
+            Op::Flatten,
+            vec![x],
+            flat,
+            Attrs::from([("axis".to_string(), Attr::Int(axis))]),
+        ),
+        mk(
+            node.name.clone(),
+            node.op,
+            vec![flat],
+            normed,
+            Attrs::from([("axis".to_string(), Attr::Int(1))]),
+        ),
+        mk(
+            name("reshape"),
+            Op::Reshape,
+            vec![normed, shape],
+            y,
+            Attrs::new(),
+        ),
     ])
 }
 
