@@ -83,6 +83,13 @@ typedef struct TesseraOutput {
 // A bug in Tessera (a caught panic); the message says where.
 #define TESSERA_ERR_INTERNAL 11
 
+// Bad input data found while running: a data check in a kernel failed (an index out of range,
+// a bad size). The message names the node, its op, the input and the value.
+#define TESSERA_ERR_INVALID_DATA 12
+
+// A run would need more scratch memory than the runtime's limit allows.
+#define TESSERA_ERR_MEMORY_LIMIT 13
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
