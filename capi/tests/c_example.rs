@@ -17,7 +17,11 @@ fn static_lib() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let deps = exe.parent().unwrap();
     let lib = deps.join("libtessera_capi.a");
-    assert!(lib.is_file(), "{} is missing: cargo builds it with the tests of tessera-capi", lib.display());
+    assert!(
+        lib.is_file(),
+        "{} is missing: cargo builds it with the tests of tessera-capi",
+        lib.display()
+    );
     lib
 }
 

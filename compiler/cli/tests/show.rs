@@ -230,7 +230,10 @@ fn compile_and_conformance_print_no_progress_when_not_a_terminal() {
     );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.starts_with("compiled "), "{stdout}");
-    assert!(!stdout.contains('\r') && !stdout.contains("codegen"), "no progress bar in: {stdout}");
+    assert!(
+        !stdout.contains('\r') && !stdout.contains("codegen"),
+        "no progress bar in: {stdout}"
+    );
     let data = root().join("tests/data/node-cache");
     let report = dir.join("report.json");
     let o = tessera(&[
