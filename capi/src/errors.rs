@@ -33,14 +33,11 @@ pub const TESSERA_ERR_IO: TesseraStatus = 9;
 pub const TESSERA_ERR_UNSUPPORTED_TARGET: TesseraStatus = 10;
 /// A bug in Tessera (a caught panic); the message says where.
 pub const TESSERA_ERR_INTERNAL: TesseraStatus = 11;
-/// Bad input data found while running: an index read from a tensor is out of range, or a size
-/// read from one is negative or too large. The message names the node, the input and the value;
-/// no output of the run is written.
+/// Bad input data found while running: a data check in a kernel failed (an index out of range,
+/// a bad size). The message names the node, its op, the input and the value.
 pub const TESSERA_ERR_INVALID_DATA: TesseraStatus = 12;
-/// The artifact's SHA-256 digest is not the one the caller expects.
-pub const TESSERA_ERR_DIGEST_MISMATCH: TesseraStatus = 13;
-/// The run would need more scratch memory than the configured limit; nothing was allocated.
-pub const TESSERA_ERR_MEMORY_LIMIT: TesseraStatus = 14;
+/// A run would need more scratch memory than the runtime's limit allows.
+pub const TESSERA_ERR_MEMORY_LIMIT: TesseraStatus = 13;
 
 /// Everything a C ABI call can fail with; [`CapiError::status`] is its code.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +70,7 @@ impl CapiError {
                 RuntimeError::Device(_) => TESSERA_ERR_DEVICE,
                 RuntimeError::Io { .. } => TESSERA_ERR_IO,
                 RuntimeError::Data { .. } => TESSERA_ERR_INVALID_DATA,
-                RuntimeError::DigestMismatch { .. } => TESSERA_ERR_DIGEST_MISMATCH,
+                RuntimeError::DigestMismatch { .. } => TESSERA_ERR_INVALID_ARTIFACT,
                 RuntimeError::MemoryLimit { .. } => TESSERA_ERR_MEMORY_LIMIT,
             },
             CapiError::NullPointer(_) => TESSERA_ERR_NULL_POINTER,
@@ -118,7 +115,6 @@ pub extern "C" fn tessera_status_name(status: TesseraStatus) -> *const c_char {
         TESSERA_ERR_UNSUPPORTED_TARGET => "TESSERA_ERR_UNSUPPORTED_TARGET\0",
         TESSERA_ERR_INTERNAL => "TESSERA_ERR_INTERNAL\0",
         TESSERA_ERR_INVALID_DATA => "TESSERA_ERR_INVALID_DATA\0",
-        TESSERA_ERR_DIGEST_MISMATCH => "TESSERA_ERR_DIGEST_MISMATCH\0",
         TESSERA_ERR_MEMORY_LIMIT => "TESSERA_ERR_MEMORY_LIMIT\0",
         _ => "unknown status\0",
     };

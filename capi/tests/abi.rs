@@ -308,3 +308,55 @@ fn every_error_has_its_code_and_a_message() {
     assert_eq!(last_error(), "argument `inputs[0].data (`input`)` is NULL");
     unsafe { tessera_model_free(m) };
 }
+
+#[test]
+fn bad_input_data_is_invalid_data_naming_the_node() {
+    // Gather with indices [1, -1, 100000000] into 1000 rows (tests/data/bad): the kernel's data
+    // check refuses the last index.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bad = root.join("tests/data/bad");
+    let a = tessera_driver::compile_file(
+        &bad.join("gather_oob.onnx"),
+        &tessera_driver::CompileOptions::for_target("host"),
+    )
+    .unwrap();
+    let bytes = a.encode();
+    let mut m = std::ptr::null_mut();
+    assert_eq!(
+        unsafe { tessera_model_load_memory(bytes.as_ptr(), bytes.len(), std::ptr::null(), &mut m) },
+        TESSERA_OK
+    );
+    let data = tessera_driver::npy::read(&bad.join("gather_data.npy")).unwrap();
+    let indices = tessera_driver::npy::read(&bad.join("gather_indices.npy")).unwrap();
+    let mut out = vec![0u8; info(m, false, 0).1.byte_len as usize];
+    let ins = [
+        TesseraInput {
+            data: data.bytes.as_ptr().cast(),
+            len: data.bytes.len(),
+        },
+        TesseraInput {
+            data: indices.bytes.as_ptr().cast(),
+            len: indices.bytes.len(),
+        },
+    ];
+    let outs = [TesseraOutput {
+        data: out.as_mut_ptr().cast(),
+        len: out.len(),
+    }];
+    assert_eq!(
+        unsafe { tessera_model_run(m, ins.as_ptr(), 2, outs.as_ptr(), 1) },
+        TESSERA_ERR_INVALID_DATA
+    );
+    let msg = last_error();
+    assert!(
+        msg.starts_with("Gather node \"gather_oob\": input `indices` holds 100000000"),
+        "{msg}"
+    );
+    assert_eq!(
+        unsafe { CStr::from_ptr(tessera_status_name(TESSERA_ERR_INVALID_DATA)) }
+            .to_str()
+            .unwrap(),
+        "TESSERA_ERR_INVALID_DATA"
+    );
+    unsafe { tessera_model_free(m) };
+}

@@ -10,14 +10,16 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The static library cargo built next to this test (target/<profile>/libtessera_capi.a).
+/// The static library cargo built for this test run. `cargo test` writes the library's crate
+/// types into target/<profile>/deps/ (next to this test binary), and only `cargo build` copies
+/// them up to target/<profile>/, so the copy up there may be stale: use the one in deps/.
 fn static_lib() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let lib = profile_dir.join("libtessera_capi.a");
+    let deps = exe.parent().unwrap();
+    let lib = deps.join("libtessera_capi.a");
     assert!(
         lib.is_file(),
-        "{} is missing: `cargo build -p tessera-capi` makes it",
+        "{} is missing: cargo builds it with the tests of tessera-capi",
         lib.display()
     );
     lib

@@ -57,8 +57,12 @@ fn py_err(e: DriverError) -> PyErr {
 
 fn runtime_err(e: &RuntimeError, msg: String) -> PyErr {
     match e {
-        RuntimeError::BadArtifact(_) => InvalidModelError::new_err(msg),
-        RuntimeError::Input { .. } | RuntimeError::Output { .. } | RuntimeError::Data { .. } => InvalidInputError::new_err(msg),
+        RuntimeError::BadArtifact(_) | RuntimeError::DigestMismatch { .. } => {
+            InvalidModelError::new_err(msg)
+        }
+        RuntimeError::Input { .. } | RuntimeError::Output { .. } | RuntimeError::Data { .. } => {
+            InvalidInputError::new_err(msg)
+        }
         _ => TesseraError::new_err(msg),
     }
 }

@@ -159,6 +159,13 @@ def test_invalid_input_error():
             sess.run(None, feed)
     with pytest.raises(tessera.InvalidInputError, match=r"^the model has no output named `nope`$"):
         sess.run(["nope"], {"input": x})
+    # Input data a kernel's data check refuses: an index out of range for Gather.
+    gather = tessera.InferenceSession(BAD / "gather_oob.onnx")
+    data, indices = np.load(BAD / "gather_data.npy"), np.load(BAD / "gather_indices.npy")
+    with pytest.raises(tessera.InvalidInputError, match=r'^Gather node "gather_oob": input `indices` holds 100000000'):
+        gather.run(None, {"data": data, "indices": indices})
+    (rows,) = gather.run(None, {"data": data, "indices": np.load(BAD / "gather_indices_ok.npy")})
+    assert rows.shape[1] == 2
     # A symbolic input shape without shapes= is the CLI's usage error.
     sym = one_node_model("Relu", [("x", TensorProto.FLOAT, ["n", 4])], [("y", TensorProto.FLOAT, ["n", 4])])
     with pytest.raises(tessera.InvalidInputError, match=r"^input `x` has symbolic shape"):
