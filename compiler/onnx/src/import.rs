@@ -521,6 +521,8 @@ impl Builder {
         for (k, d) in shape.dim.iter().enumerate() {
             use crate::proto::tensor_shape_proto::dimension::Value as DV;
             dims.push(match &d.value {
+                // Old exporters wrote -1 for "dynamic": every peer reads it as a symbol.
+                Some(DV::DimValue(-1)) => Dim::Sym(format!("unk_{}_{k}", self.fresh_sym())),
                 Some(DV::DimValue(v)) => {
                     fixed.push(*v);
                     Dim::Fixed(u64::try_from(*v).map_err(|_| {

@@ -467,3 +467,75 @@ fn input_names_refuses_non_tensor_runtime_inputs() {
     assert!(e.is_unsupported(), "{e}");
     assert_eq!(e.to_string(), "unsupported feature at graph input \"seq\": sequence types");
 }
+
+#[test]
+fn add_before_7_with_axis_aligns_b_at_that_axis() {
+    // B of shape [3] at axis 1 of A [2, 3, 4]: B becomes [3, 1], which suffix-broadcasts alike.
+    let g = import(
+        6,
+        G {
+            nodes: vec![node("Add", "add", &["a", "b"], &["y"], vec![a_int("broadcast", 1), a_int("axis", 1)])],
+            inputs: vec![fixed("a", F32, &[2, 3, 4]), fixed("b", F32, &[3])],
+            outputs: vec![out("y")],
+            inits: vec![],
+        },
+    );
+    let add = only(&g, Op::Add);
+    assert!(add.attrs.is_empty(), "{:?}", add.attrs);
+    let b = add.input(1).unwrap();
+    assert_eq!(g.ty(b).unwrap().shape.as_static().unwrap(), vec![3, 1]);
+    assert_eq!(out_dims(&g, 0), vec![2, 3, 4]);
+    assert_eq!(operand_ints(&g, only(&g, Op::Unsqueeze), 1), vec![1]);
+}
+
+#[test]
+fn add_before_7_with_an_axis_outside_a_is_bad_input() {
+    let err = import_bytes(
+        &bytes(&model(
+            6,
+            G {
+                nodes: vec![node("Add", "add", &["a", "b"], &["y"], vec![a_int("broadcast", 1), a_int("axis", 2)])],
+                inputs: vec![fixed("a", F32, &[2, 3]), fixed("b", F32, &[3])],
+                outputs: vec![out("y")],
+                inits: vec![],
+            },
+        )),
+        None,
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, tessera_onnx::OnnxError::BadModel(_)), "{err:?}");
+    assert!(err.to_string().contains("Add node \"add\": `axis` 2 does not place operand B"), "{err}");
+}
+
+#[test]
+fn prelu_before_7_has_a_per_channel_slope() {
+    let g = import(
+        6,
+        G {
+            nodes: vec![node("PRelu", "p", &["x", "s"], &["y"], vec![])],
+            inputs: vec![fixed("x", F32, &[2, 3, 4, 5])],
+            outputs: vec![out("y")],
+            inits: vec![f32_init("s", &[3], &[0.1, 0.2, 0.3])],
+        },
+    );
+    let p = only(&g, Op::PRelu);
+    assert_eq!(g.ty(p.input(1).unwrap()).unwrap().shape.as_static().unwrap(), vec![3, 1, 1]);
+    assert_eq!(out_dims(&g, 0), vec![2, 3, 4, 5]);
+}
+
+#[test]
+fn dim_value_minus_one_is_symbolic() {
+    let g = import(
+        17,
+        G {
+            nodes: vec![node("Relu", "r", &["x"], &["y"], vec![])],
+            inputs: vec![vi("x", F32, &[D::N(-1), D::N(4)])],
+            outputs: vec![out("y")],
+            inits: vec![],
+        },
+    );
+    let ty = g.ty(g.inputs[0]).unwrap();
+    assert!(matches!(ty.shape.0[0], Dim::Sym(_)), "{ty}");
+    assert_eq!(ty.shape.0[1], Dim::Fixed(4));
+}
