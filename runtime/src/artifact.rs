@@ -11,10 +11,11 @@
 
 use crate::RuntimeError;
 use tessera_ir::DType;
-use tessera_kir::{BufferId, BufferKind, Execution, NodeRecord, Plan, PlanBuffer, PlanIo, Step};
+use tessera_kir::{BufferId, BufferKind, Execution, LoopSlice, LoopStep, NodeRecord, Plan, PlanBuffer, PlanIo, Step, Trip};
 
 pub const MAGIC: &[u8; 8] = b"TESSERA\0";
-/// Bumped whenever the payload layout changes; older files are refused, not misread.
+/// Bumped whenever the payload layout changes; older files are refused, not misread. (Step
+/// kinds 2 and 3, control flow, were added without a bump: older files still read the same.)
 pub const FORMAT_VERSION: u32 = 1;
 
 /// One compiled kernel as stored.
@@ -134,25 +135,61 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
             return bad(format!("input/output `{}` names a missing buffer", io.name));
         }
     }
-    for (s, step) in plan.steps.iter().enumerate() {
+    validate_steps(plan, kernels, &plan.steps, "step")?;
+    Ok(())
+}
+
+/// Checks a step list (nested ones recursively); `at` names where it sits for messages.
+fn validate_steps(plan: &Plan, kernels: &[StoredKernel], steps: &[Step], at: &str) -> Result<(), RuntimeError> {
+    let bad = |m: String| Err(RuntimeError::BadArtifact(m));
+    let check = |b: BufferId| b.0 < plan.buffers.len() as u32;
+    let bytes = |b: BufferId| plan.buffers[b.0 as usize].byte_len();
+    let scalar = |b: BufferId, dtype: DType| check(b) && plan.buffers[b.0 as usize].dtype == dtype && plan.buffers[b.0 as usize].num_elements() == 1;
+    for (s, step) in steps.iter().enumerate() {
         match step {
             Step::Launch { kernel, args } => {
                 let Some(k) = kernels.get(*kernel as usize) else {
-                    return bad(format!("step {s} launches missing kernel {kernel}"));
+                    return bad(format!("{at} {s} launches missing kernel {kernel}"));
                 };
                 if k.param_bytes.len() != args.len() || !args.iter().all(|&a| check(a)) {
-                    return bad(format!("step {s}: arguments of kernel `{}` do not match", k.name));
+                    return bad(format!("{at} {s}: arguments of kernel `{}` do not match", k.name));
                 }
                 for (&a, &want) in args.iter().zip(&k.param_bytes) {
-                    if plan.buffers[a.0 as usize].byte_len() != want {
-                        return bad(format!("step {s}: kernel `{}` expects {want} bytes for an argument", k.name));
+                    if bytes(a) != want {
+                        return bad(format!("{at} {s}: kernel `{}` expects {want} bytes for an argument", k.name));
                     }
                 }
             }
             Step::Copy { src, dst } => {
-                if !check(*src) || !check(*dst) || plan.buffers[src.0 as usize].byte_len() != plan.buffers[dst.0 as usize].byte_len() {
-                    return bad(format!("step {s}: malformed copy"));
+                if !check(*src) || !check(*dst) || bytes(*src) != bytes(*dst) {
+                    return bad(format!("{at} {s}: malformed copy"));
                 }
+            }
+            Step::If { cond, then_steps, else_steps } => {
+                if !scalar(*cond, DType::Bool) {
+                    return bad(format!("{at} {s}: the condition of an If is not a bool scalar"));
+                }
+                validate_steps(plan, kernels, then_steps, &format!("{at} {s} (then) step"))?;
+                validate_steps(plan, kernels, else_steps, &format!("{at} {s} (else) step"))?;
+            }
+            Step::Loop(l) => {
+                let ok_trip = match l.trip {
+                    Trip::Buffer(b) => scalar(b, DType::I64),
+                    Trip::Fixed(_) | Trip::Unbounded => true,
+                };
+                let ok_flags = l.cond.iter().chain(&l.cond_in).chain(&l.cond_out).all(|&b| scalar(b, DType::Bool))
+                    && l.iter.is_none_or(|b| scalar(b, DType::I64));
+                let ok_carried = l.carried.iter().all(|&(r, p)| check(r) && check(p) && bytes(r) == bytes(p));
+                let ok_slices = l.scan_in.iter().chain(&l.scan_out).all(|sl| {
+                    check(sl.whole) && check(sl.part) && {
+                        let (w, p) = (bytes(sl.whole), bytes(sl.part));
+                        if p == 0 { w == 0 } else { w % p == 0 }
+                    }
+                });
+                if !(ok_trip && ok_flags && ok_carried && ok_slices) {
+                    return bad(format!("{at} {s}: malformed loop"));
+                }
+                validate_steps(plan, kernels, &l.body, &format!("{at} {s} (loop body) step"))?;
             }
         }
     }
@@ -275,8 +312,23 @@ fn encode_plan(w: &mut Writer, p: &Plan) {
             }
         }
     }
-    w.u64(p.steps.len() as u64);
-    for s in &p.steps {
+    encode_steps(w, &p.steps);
+    w.u64(p.consts.len() as u64);
+    for c in &p.consts {
+        w.bytes(c);
+    }
+    w.u64(p.nodes.len() as u64);
+    for n in &p.nodes {
+        w.str(&n.node);
+        w.str(&n.op);
+        w.u8(n.dense as u8);
+        w.str(n.how.name());
+    }
+}
+
+fn encode_steps(w: &mut Writer, steps: &[Step]) {
+    w.u64(steps.len() as u64);
+    for s in steps {
         match s {
             Step::Launch { kernel, args } => {
                 w.u8(0);
@@ -291,19 +343,119 @@ fn encode_plan(w: &mut Writer, p: &Plan) {
                 w.u32(src.0);
                 w.u32(dst.0);
             }
+            Step::If { cond, then_steps, else_steps } => {
+                w.u8(2);
+                w.u32(cond.0);
+                encode_steps(w, then_steps);
+                encode_steps(w, else_steps);
+            }
+            Step::Loop(l) => {
+                w.u8(3);
+                match l.trip {
+                    Trip::Buffer(b) => {
+                        w.u8(0);
+                        w.u32(b.0);
+                    }
+                    Trip::Fixed(n) => {
+                        w.u8(1);
+                        w.u64(n);
+                    }
+                    Trip::Unbounded => w.u8(2),
+                }
+                for b in [l.cond, l.iter, l.cond_in, l.cond_out] {
+                    match b {
+                        Some(b) => {
+                            w.u8(1);
+                            w.u32(b.0);
+                        }
+                        None => w.u8(0),
+                    }
+                }
+                encode_steps(w, &l.body);
+                w.u64(l.carried.len() as u64);
+                for (r, p) in &l.carried {
+                    w.u32(r.0);
+                    w.u32(p.0);
+                }
+                for list in [&l.scan_in, &l.scan_out] {
+                    w.u64(list.len() as u64);
+                    for sl in list {
+                        w.u32(sl.whole.0);
+                        w.u32(sl.part.0);
+                        w.u8(sl.reverse as u8);
+                    }
+                }
+            }
         }
     }
-    w.u64(p.consts.len() as u64);
-    for c in &p.consts {
-        w.bytes(c);
+}
+
+/// How deeply control-flow steps may nest in a file; deeper is refused, not recursed into.
+const MAX_NESTING: usize = 64;
+
+fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError> {
+    let bad = |m: &str| RuntimeError::BadArtifact(m.to_string());
+    if depth > MAX_NESTING {
+        return Err(bad("control flow nested too deeply"));
     }
-    w.u64(p.nodes.len() as u64);
-    for n in &p.nodes {
-        w.str(&n.node);
-        w.str(&n.op);
-        w.u8(n.dense as u8);
-        w.str(n.how.name());
+    let ns = r.count(5)?;
+    let mut steps = Vec::with_capacity(ns);
+    for _ in 0..ns {
+        let step = match r.u8()? {
+            0 => {
+                let kernel = r.u32()?;
+                let na = r.count(4)?;
+                let args = (0..na).map(|_| r.u32().map(BufferId)).collect::<Result<_, _>>()?;
+                Step::Launch { kernel, args }
+            }
+            1 => Step::Copy { src: BufferId(r.u32()?), dst: BufferId(r.u32()?) },
+            2 => {
+                let cond = BufferId(r.u32()?);
+                let then_steps = decode_steps(r, depth + 1)?;
+                let else_steps = decode_steps(r, depth + 1)?;
+                Step::If { cond, then_steps, else_steps }
+            }
+            3 => {
+                let trip = match r.u8()? {
+                    0 => Trip::Buffer(BufferId(r.u32()?)),
+                    1 => Trip::Fixed(r.u64()?),
+                    2 => Trip::Unbounded,
+                    _ => return Err(bad("unknown loop trip kind")),
+                };
+                let mut flags = [None; 4];
+                for f in &mut flags {
+                    *f = match r.u8()? {
+                        0 => None,
+                        1 => Some(BufferId(r.u32()?)),
+                        _ => return Err(bad("bad loop flag")),
+                    };
+                }
+                let [cond, iter, cond_in, cond_out] = flags;
+                let body = decode_steps(r, depth + 1)?;
+                let nc = r.count(8)?;
+                let carried = (0..nc).map(|_| Ok((BufferId(r.u32()?), BufferId(r.u32()?)))).collect::<Result<_, RuntimeError>>()?;
+                let mut lists = [Vec::new(), Vec::new()];
+                for list in &mut lists {
+                    let n = r.count(9)?;
+                    for _ in 0..n {
+                        let whole = BufferId(r.u32()?);
+                        let part = BufferId(r.u32()?);
+                        let reverse = match r.u8()? {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(bad("bad loop slice flag")),
+                        };
+                        list.push(LoopSlice { whole, part, reverse });
+                    }
+                }
+                let [scan_in, scan_out] = lists;
+                Step::Loop(Box::new(LoopStep { trip, cond, iter, cond_in, cond_out, body, carried, scan_in, scan_out }))
+            }
+            _ => return Err(bad("unknown step kind")),
+        };
+        steps.push(step);
     }
+    Ok(steps)
 }
 
 fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
@@ -347,20 +499,7 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
             }
         }
     }
-    let ns = r.count(5)?;
-    for _ in 0..ns {
-        let step = match r.u8()? {
-            0 => {
-                let kernel = r.u32()?;
-                let na = r.count(4)?;
-                let args = (0..na).map(|_| r.u32().map(BufferId)).collect::<Result<_, _>>()?;
-                Step::Launch { kernel, args }
-            }
-            1 => Step::Copy { src: BufferId(r.u32()?), dst: BufferId(r.u32()?) },
-            _ => return Err(bad("unknown step kind")),
-        };
-        p.steps.push(step);
-    }
+    p.steps = decode_steps(r, 0)?;
     let nc = r.count(8)?;
     for _ in 0..nc {
         p.consts.push(r.bytes()?.to_vec());

@@ -31,4 +31,8 @@ pub enum RuntimeError {
     Device(DeviceError),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    /// The model's data took a path the compiled plan cannot follow (bad input at run time):
+    /// a loop that ran a different number of iterations than its scan outputs were sized for.
+    #[error("{0}")]
+    Execution(String),
 }

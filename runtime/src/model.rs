@@ -7,7 +7,7 @@ use crate::RuntimeError;
 use std::path::Path;
 use std::sync::Arc;
 use tessera_ir::Tensor;
-use tessera_kir::{BufferKind, PlanIo, Step};
+use tessera_kir::{BufferId, BufferKind, LoopSlice, LoopStep, PlanIo, Step, Trip};
 
 /// Byte storage aligned to 16 bytes, so vector loads in compiled kernels are safe.
 struct Aligned {
@@ -113,26 +113,82 @@ impl Model {
                 }
             }
         }
-        let mut owned_inputs: Vec<Aligned> = inputs.iter().map(|t| Aligned::from_bytes(&t.bytes)).collect();
-        let mut ptr_of = |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
-            let root = plan.root(id);
-            let len = plan.buffer(id).byte_len() as usize;
-            let ptr = match plan.buffer(root).kind {
-                BufferKind::Input(n) => owned_inputs[n as usize].bytes_mut().as_mut_ptr(),
-                // Constants are read-only parameters of every kernel that takes them.
-                BufferKind::Const(n) => self.consts[n as usize].bytes().as_ptr() as *mut u8,
-                BufferKind::Temp { slot } => slots[slot as usize].as_mut().map(|a| a.bytes_mut().as_mut_ptr()).unwrap_or(std::ptr::null_mut()),
-                BufferKind::Alias(_) => std::ptr::null_mut(),
-            };
-            (ptr, len)
+        let inputs: Vec<Aligned> = inputs.iter().map(|t| Aligned::from_bytes(&t.bytes)).collect();
+        let mut run = Run { model: self, slots, inputs };
+        run.steps(&plan.steps)?;
+        let mut outs = Vec::with_capacity(plan.outputs.len());
+        for io in &plan.outputs {
+            let (p, n) = run.ptr(io.buffer);
+            if p.is_null() {
+                return Err(RuntimeError::BadArtifact(format!("output `{}` is unbacked", io.name)));
+            }
+            // SAFETY: valid for `n` bytes: the storage lives in `run` and validation checked
+            // lengths against the plan.
+            let bytes = unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
+            outs.push(Tensor::new(io.dtype, io.dims.clone(), bytes));
+        }
+        Ok(outs)
+    }
+}
+
+/// The storage of one run and the step interpreter over it.
+struct Run<'m> {
+    model: &'m Model,
+    slots: Vec<Option<Aligned>>,
+    inputs: Vec<Aligned>,
+}
+
+impl Run<'_> {
+    /// The storage behind buffer `id` and its byte length; null if unbacked.
+    fn ptr(&mut self, id: BufferId) -> (*mut u8, usize) {
+        let plan = &self.model.artifact.plan;
+        let root = plan.root(id);
+        let len = plan.buffer(id).byte_len() as usize;
+        let ptr = match plan.buffer(root).kind {
+            BufferKind::Input(n) => self.inputs[n as usize].bytes_mut().as_mut_ptr(),
+            // Constants are read-only parameters of every kernel that takes them.
+            BufferKind::Const(n) => self.model.consts[n as usize].bytes().as_ptr() as *mut u8,
+            BufferKind::Temp { slot } => {
+                self.slots[slot as usize].as_mut().map(|a| a.bytes_mut().as_mut_ptr()).unwrap_or(std::ptr::null_mut())
+            }
+            BufferKind::Alias(_) => std::ptr::null_mut(),
         };
-        for step in &plan.steps {
+        (ptr, len)
+    }
+
+    /// The bytes of buffer `id`, copied out.
+    fn read(&mut self, id: BufferId) -> Result<Vec<u8>, RuntimeError> {
+        let (p, n) = self.ptr(id);
+        if p.is_null() {
+            return Err(RuntimeError::BadArtifact(format!("buffer {} is unbacked", id.0)));
+        }
+        // SAFETY: valid for `n` bytes, as for kernel arguments.
+        Ok(unsafe { std::slice::from_raw_parts(p, n) }.to_vec())
+    }
+
+    /// Writes `bytes` at byte `offset` of buffer `id`; validation sized every write.
+    fn write(&mut self, id: BufferId, offset: usize, bytes: &[u8]) -> Result<(), RuntimeError> {
+        let (p, n) = self.ptr(id);
+        if p.is_null() || offset + bytes.len() > n {
+            return Err(RuntimeError::BadArtifact(format!("write past buffer {}", id.0)));
+        }
+        // SAFETY: checked just above to lie inside the buffer; `bytes` is a separate copy.
+        unsafe { std::ptr::copy(bytes.as_ptr(), p.add(offset), bytes.len()) };
+        Ok(())
+    }
+
+    fn truthy(&mut self, id: BufferId) -> Result<bool, RuntimeError> {
+        Ok(self.read(id)?.first().is_some_and(|&b| b != 0))
+    }
+
+    fn steps(&mut self, steps: &[Step]) -> Result<(), RuntimeError> {
+        for step in steps {
             match step {
                 Step::Launch { kernel, args } => {
                     let kargs: Vec<KernelArg> = args
                         .iter()
                         .map(|&a| {
-                            let (p, l) = ptr_of(a, &mut slots);
+                            let (p, l) = self.ptr(a);
                             // SAFETY: the pointer comes from storage that lives until the end of
                             // `run`, and validation checked lengths against the plan.
                             unsafe { KernelArg::new(p, l) }
@@ -141,24 +197,101 @@ impl Model {
                     if kargs.iter().any(|a| a.ptr().is_null()) {
                         return Err(RuntimeError::BadArtifact(format!("kernel {kernel} has an unbacked argument")));
                     }
-                    self.kernels[*kernel as usize].launch(&kargs).map_err(RuntimeError::Device)?;
+                    self.model.kernels[*kernel as usize].launch(&kargs).map_err(RuntimeError::Device)?;
                 }
                 Step::Copy { src, dst } => {
-                    let (s, n) = ptr_of(*src, &mut slots);
-                    let (d, _) = ptr_of(*dst, &mut slots);
+                    let (s, n) = self.ptr(*src);
+                    let (d, _) = self.ptr(*dst);
+                    if s.is_null() || d.is_null() {
+                        return Err(RuntimeError::BadArtifact("a copy names an unbacked buffer".into()));
+                    }
                     // SAFETY: both are valid for `n` bytes; `copy` tolerates overlap.
                     unsafe { std::ptr::copy(s, d, n) };
                 }
+                Step::If { cond, then_steps, else_steps } => {
+                    if self.truthy(*cond)? {
+                        self.steps(then_steps)?;
+                    } else {
+                        self.steps(else_steps)?;
+                    }
+                }
+                Step::Loop(l) => self.run_loop(l)?,
             }
         }
-        let mut outs = Vec::with_capacity(plan.outputs.len());
-        for io in &plan.outputs {
-            let (p, n) = ptr_of(io.buffer, &mut slots);
-            // SAFETY: valid for `n` bytes as above.
-            let bytes = unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
-            outs.push(Tensor::new(io.dtype, io.dims.clone(), bytes));
+        Ok(())
+    }
+
+    fn run_loop(&mut self, l: &LoopStep) -> Result<(), RuntimeError> {
+        let plan = &self.model.artifact.plan;
+        let trip = match l.trip {
+            Trip::Buffer(b) => {
+                let v = self.read(b)?;
+                let m = i64::from_le_bytes(v.get(..8).and_then(|s| s.try_into().ok()).unwrap_or([0; 8]));
+                Some(m.max(0) as u64)
+            }
+            Trip::Fixed(n) => Some(n),
+            Trip::Unbounded => None,
+        };
+        let mut cond = match l.cond {
+            Some(c) => self.truthy(c)?,
+            None => true,
+        };
+        let parts = |sl: &LoopSlice| {
+            let p = plan.buffer(sl.part).byte_len();
+            (p as usize, plan.buffer(sl.whole).byte_len().checked_div(p).unwrap_or(0))
+        };
+        let mut i: u64 = 0;
+        while cond && trip.is_none_or(|m| i < m) {
+            for sl in l.scan_out.iter() {
+                if i >= parts(sl).1 {
+                    return Err(RuntimeError::Execution(format!(
+                        "a loop ran more than the {} iterations its scan output `{}` was sized for at compile time",
+                        parts(sl).1,
+                        plan.buffer(sl.whole).name
+                    )));
+                }
+            }
+            if let Some(b) = l.iter {
+                self.write(b, 0, &(i as i64).to_le_bytes())?;
+            }
+            if let Some(b) = l.cond_in {
+                self.write(b, 0, &[u8::from(cond)])?;
+            }
+            for sl in &l.scan_in {
+                let (n, count) = parts(sl);
+                let k = if sl.reverse { count.saturating_sub(i + 1) } else { i } as usize;
+                let whole = self.read(sl.whole)?;
+                let chunk = whole.get(k * n..(k + 1) * n).ok_or_else(|| RuntimeError::BadArtifact("scan input too short".into()))?.to_vec();
+                self.write(sl.part, 0, &chunk)?;
+            }
+            self.steps(&l.body)?;
+            for sl in &l.scan_out {
+                let (n, count) = parts(sl);
+                let k = if sl.reverse { count.saturating_sub(i + 1) } else { i } as usize;
+                let part = self.read(sl.part)?;
+                self.write(sl.whole, k * n, &part)?;
+            }
+            // Read every carried result before writing any parameter: a body may swap them.
+            let results = l.carried.iter().map(|&(r, _)| self.read(r)).collect::<Result<Vec<_>, _>>()?;
+            for (&(_, p), bytes) in l.carried.iter().zip(results) {
+                self.write(p, 0, &bytes)?;
+            }
+            cond = match l.cond_out {
+                Some(c) => self.truthy(c)?,
+                None => true,
+            };
+            i += 1;
         }
-        Ok(outs)
+        for sl in &l.scan_out {
+            let count = parts(sl).1;
+            if i != count {
+                return Err(RuntimeError::Execution(format!(
+                    "a loop ended after {i} iterations, but its scan output `{}` was sized for {count} at compile time (the plan's shapes are static)",
+                    plan.buffer(sl.whole).name
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

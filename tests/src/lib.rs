@@ -41,21 +41,20 @@ pub fn onnx_wheel_data(folder: &str) -> PathBuf {
 /// The conformance ratchet for `target` on the node tests: every test in
 /// `tests/conformance/<target>.pass` must still pass.
 pub fn ratchet(target: &str) {
-    ratchet_on(target, &node_tests(), &format!("{target}.pass"));
+    ratchet_on(target, &node_tests(), &format!("{target}.pass"), "ONNX node tests");
 }
 
 /// The conformance ratchet for `target` on the cases under `data`: every test in
 /// `tests/conformance/<list>` must still pass. With `TESSERA_BLESS=1` it runs every case instead
 /// and rewrites the list with everything that passes now (review the diff: a shrinking list is
 /// a regression).
-pub fn ratchet_on(target: &str, data: &std::path::Path, list_name: &str) {
+pub fn ratchet_on(target: &str, data: &std::path::Path, list_name: &str, what: &str) {
     let list = root().join("tests/conformance").join(list_name);
     if std::env::var_os("TESSERA_BLESS").is_some() {
         let results = conformance::run_suite(data, target, None, jobs(), None).expect("run suite");
         let passing: Vec<&str> = results.iter().filter(|r| r.status == Status::Pass).map(|r| r.name.as_str()).collect();
         let mut text = format!(
-            "# Cases of {} that pass on `{target}` (onnx 1.23.2). CI fails if one stops passing.\n# Regenerate with TESSERA_BLESS=1 cargo test -p tessera-tests --test conformance.\n",
-            data.file_name().map_or("?".into(), |f| f.to_string_lossy().into_owned())
+            "# {what} that pass on `{target}` (onnx 1.23.2). CI fails if one stops passing.\n# Regenerate with TESSERA_BLESS=1 cargo test -p tessera-tests --test conformance.\n"
         );
         for p in &passing {
             text.push_str(p);

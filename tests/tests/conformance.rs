@@ -15,7 +15,8 @@ fn interp_pass_list_still_passes() {
 fn wheel_folder(folder: &str) {
     let data = tessera_tests::onnx_wheel_data(folder);
     for target in ["host", "interp"] {
-        tessera_tests::ratchet_on(target, &data, &format!("{folder}.{target}.pass"));
+        let what = format!("Models of the onnx wheel's `{folder}` folder");
+        tessera_tests::ratchet_on(target, &data, &format!("{folder}.{target}.pass"), &what);
     }
 }
 

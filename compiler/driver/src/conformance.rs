@@ -183,7 +183,7 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize
         let artifact = compile_file(&model_path, &opts).map_err(classify)?;
         // Round-trip through the file format so every run exercises the artifact too.
         let artifact = Artifact::decode(&artifact.encode()).map_err(|e| classify(e.into()))?;
-        launches += artifact.plan.steps.iter().filter(|s| matches!(s, tessera_kir::Step::Launch { .. })).count();
+        launches += artifact.plan.steps.iter().map(tessera_kir::Step::launches).sum::<usize>();
         for n in &artifact.plan.nodes {
             if n.how == Execution::Host {
                 host_ops.push(n.op.clone());

@@ -107,7 +107,7 @@ fn kind(op: Op) -> Option<Kind> {
     use Op::*;
     Some(match op {
         Add | Sub | Mul | Div | Mod | Max | Min | Sum | Neg | Abs | Sign | Sqrt | Reciprocal | Floor | Ceil | Round
-        | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And | Or | Xor | Not | Where | Cast | CastLike => {
+        | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And | Or | Xor | Not | Where | Cast | CastLike | Relu => {
             Kind::Map
         }
         Gather | Concat | Unsqueeze | Squeeze | Reshape | Flatten | Identity | Slice | Expand => Kind::Move,
@@ -182,6 +182,7 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
             };
             return Ok(Some(vec![t]));
         }
+        Op::Split => return eval_split(&cx, tys),
         _ => {}
     }
     let Some(k) = kind(node.op) else { return Ok(None) };
@@ -236,6 +237,41 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
         return Ok(None);
     }
     Ok(encode(out_ty.dtype, out_dims, &vals).map(|t| vec![t]))
+}
+
+/// `Split` of a known integer tensor (exporters split shape vectors into dims); the part
+/// sizes come from the inferred result types.
+fn eval_split(cx: &Cx, tys: &[TensorType]) -> Result<Option<Vec<Tensor>>> {
+    let Some(id) = cx.opt_id(0)? else { return Ok(None) };
+    let Some(t) = cx.g.konst(id) else { return Ok(None) };
+    if !(t.dtype.is_int() || t.dtype == DType::Bool) || t.num_elements() > SMALL_INT {
+        return Ok(None);
+    }
+    let Some(vals) = t.to_i64_vec() else { return Ok(None) };
+    let r = t.dims.len();
+    let axis = cx.axis(cx.attr_int("axis", 0)?, r, "axis")?;
+    let d = t.dims[axis];
+    let outer: u64 = t.dims[..axis].iter().product();
+    let inner: u64 = t.dims[axis + 1..].iter().product();
+    let mut start = 0u64;
+    let mut outs = Vec::with_capacity(tys.len());
+    for ty in tys {
+        let Some(dims) = ty.shape.as_static() else { return Ok(None) };
+        let Some(&len) = dims.get(axis) else { return Ok(None) };
+        if start + len > d {
+            return Ok(None);
+        }
+        let mut part = Vec::with_capacity((outer * len * inner) as usize);
+        for o in 0..outer {
+            for j in start..start + len {
+                let at = ((o * d + j) * inner) as usize;
+                part.extend_from_slice(vals.get(at..at + inner as usize).unwrap_or(&[]));
+            }
+        }
+        start += len;
+        outs.push(Tensor::new(t.dtype, dims, encode_ints(t.dtype, &part)));
+    }
+    Ok(Some(outs))
 }
 
 /// Packs folded elements as `dtype` (a cast: floats truncate toward zero into integers, and
@@ -374,6 +410,9 @@ fn apply(op: Op, fmod: bool, v: &[Num]) -> Option<Num> {
         (Op::Reciprocal, [F(x)]) => F(1.0 / x),
         (Op::Floor, [F(x)]) => F(x.floor()),
         (Op::Ceil, [F(x)]) => F(x.ceil()),
+        (Op::Relu, [I(x)]) => I((*x).max(0)),
+        // NaN stays NaN, as the kernel's compare-and-select gives.
+        (Op::Relu, [F(x)]) => F(if *x < 0.0 { 0.0 } else { *x }),
         (Op::Round, [F(x)]) => F(x.round_ties_even()),
         _ => return None,
     })

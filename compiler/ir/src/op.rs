@@ -20,6 +20,8 @@ pub enum Family {
     Quant,
     /// Ops that only produce constants or shapes (no data-dependent numerics).
     Meta,
+    /// Control flow with subgraphs (If, Loop, Scan), run by the plan.
+    Control,
 }
 
 /// Operand or result count: `min..=max`.
@@ -259,6 +261,11 @@ op_table! {
     Adam: Dense, in (3, ANY), out (1, ANY), ["alpha", "beta", "epsilon", "norm_coefficient", "norm_coefficient_post"];
     Binarizer: Dense, in (1, 1), out (1, 1), ["threshold"];
     ArrayFeatureExtractor: Dense, in (2, 2), out (1, 1), [];
+    // ---- control flow: subgraph attributes; `captures` counts the trailing operands that
+    // pass outer values into the bodies (see infer/control.rs) ----
+    If: Control, in (1, ANY), out (1, ANY), ["captures", "else_branch", "then_branch"];
+    Loop: Control, in (2, ANY), out (1, ANY), ["body", "captures"];
+    Scan: Control, in (1, ANY), out (1, ANY), ["body", "captures", "num_scan_inputs", "scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"];
 }
 
 impl Op {
@@ -290,6 +297,9 @@ impl fmt::Display for Op {
 pub fn operand_names(op: Op) -> &'static [&'static str] {
     use Op::*;
     match op {
+        If => &["cond", "captured"],
+        Loop => &["M", "cond", "v_initial"],
+        Scan => &["initial_state_and_scan_inputs"],
         Reshape | Expand => &["data", "shape"],
         Slice => &["data", "starts", "ends", "axes", "steps"],
         Tile => &["input", "repeats"],
@@ -378,6 +388,8 @@ pub fn shape_operands(op: Op) -> &'static [usize] {
         DFT => &[1, 2],
         STFT => &[1, 3],
         MelWeightMatrix => &[0, 1],
+        // The trip count sizes a Loop's scan outputs.
+        Loop => &[0],
         _ => &[],
     }
 }

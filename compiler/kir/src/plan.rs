@@ -59,6 +59,95 @@ pub enum Step {
     Launch { kernel: u32, args: Vec<BufferId> },
     /// Copies all bytes of `src` into `dst` (same byte length).
     Copy { src: BufferId, dst: BufferId },
+    /// Runs `then_steps` if the bool scalar `cond` is true at run time, else `else_steps`.
+    /// Each branch ends by copying its results into the buffers the plan reads afterwards.
+    If { cond: BufferId, then_steps: Vec<Step>, else_steps: Vec<Step> },
+    /// Runs a loop body repeatedly (ONNX `Loop` and `Scan`); see [`LoopStep`].
+    Loop(Box<LoopStep>),
+}
+
+/// How many iterations a [`LoopStep`] runs at most.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Trip {
+    /// Read from an i64 scalar buffer when the loop starts (ONNX `Loop`'s `M`).
+    Buffer(BufferId),
+    /// Known at compile time (a `Scan`'s sequence length).
+    Fixed(u64),
+    /// Only the condition ends the loop.
+    Unbounded,
+}
+
+/// One part of a sliced buffer: `whole` is `n` equal parts of `part`'s byte length, one per
+/// iteration (iteration `i` uses part `i`, or part `n - 1 - i` when `reverse`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopSlice {
+    pub whole: BufferId,
+    pub part: BufferId,
+    pub reverse: bool,
+}
+
+/// A loop in the plan. Each iteration `i`, while `i` is below the trip count and the
+/// condition holds: the runtime writes `i` into `iter` (i64 scalar) and the condition into
+/// `cond_in` (bool scalar), copies part `i` of every `scan_in` whole into its part buffer,
+/// runs `body`, copies every `scan_out` part into part `i` of its whole, copies each carried
+/// body result into its body parameter (all results read before any parameter is written),
+/// and reads the next condition from `cond_out`. The loop-carried values keep their shapes
+/// across iterations (a static plan); scan outputs are sized for the trip count, and a loop
+/// that ends after a different number of iterations is a run-time error, not a short result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopStep {
+    pub trip: Trip,
+    /// The initial condition (bool scalar); `None` means true.
+    pub cond: Option<BufferId>,
+    pub iter: Option<BufferId>,
+    pub cond_in: Option<BufferId>,
+    pub cond_out: Option<BufferId>,
+    pub body: Vec<Step>,
+    /// `(body result, body parameter)` pairs.
+    pub carried: Vec<(BufferId, BufferId)>,
+    pub scan_in: Vec<LoopSlice>,
+    pub scan_out: Vec<LoopSlice>,
+}
+
+impl Step {
+    /// Every buffer the step reads or writes, nested steps included.
+    pub fn buffers(&self, out: &mut Vec<BufferId>) {
+        match self {
+            Step::Launch { args, .. } => out.extend(args.iter().copied()),
+            Step::Copy { src, dst } => out.extend([*src, *dst]),
+            Step::If { cond, then_steps, else_steps } => {
+                out.push(*cond);
+                for s in then_steps.iter().chain(else_steps) {
+                    s.buffers(out);
+                }
+            }
+            Step::Loop(l) => {
+                if let Trip::Buffer(b) = l.trip {
+                    out.push(b);
+                }
+                out.extend(l.cond.iter().chain(&l.iter).chain(&l.cond_in).chain(&l.cond_out).copied());
+                for (r, p) in &l.carried {
+                    out.extend([*r, *p]);
+                }
+                for sl in l.scan_in.iter().chain(&l.scan_out) {
+                    out.extend([sl.whole, sl.part]);
+                }
+                for s in &l.body {
+                    s.buffers(out);
+                }
+            }
+        }
+    }
+
+    /// The number of kernel launches written in the step, nested steps included (each once).
+    pub fn launches(&self) -> usize {
+        match self {
+            Step::Launch { .. } => 1,
+            Step::Copy { .. } => 0,
+            Step::If { then_steps, else_steps, .. } => then_steps.iter().chain(else_steps).map(Step::launches).sum(),
+            Step::Loop(l) => l.body.iter().map(Step::launches).sum(),
+        }
+    }
 }
 
 /// How one graph node was executed, for the conformance report.
@@ -139,17 +228,14 @@ impl Plan {
             first[r] = first[r].min(s);
             last[r] = last[r].max(s);
         };
+        // A control-flow step counts as one step touching every buffer inside it, so nothing
+        // its body uses shares storage with anything else live across it.
+        let mut used = Vec::new();
         for (s, step) in self.steps.iter().enumerate() {
-            match step {
-                Step::Launch { args, .. } => {
-                    for &a in args {
-                        touch(a, s, self, &mut first, &mut last);
-                    }
-                }
-                Step::Copy { src, dst } => {
-                    touch(*src, s, self, &mut first, &mut last);
-                    touch(*dst, s, self, &mut first, &mut last);
-                }
+            used.clear();
+            step.buffers(&mut used);
+            for &a in &used {
+                touch(a, s, self, &mut first, &mut last);
             }
         }
         let pinned: Vec<usize> = self.outputs.iter().map(|o| self.root(o.buffer).0 as usize).collect();

@@ -10,6 +10,7 @@ use tessera_ir::{DType, Family, Graph, Node, Op, Tensor, ValueId};
 use tessera_kir::{BufferId, BufferKind, Execution, Kernel, NodeRecord, PlanBuffer, PlanIo, Program, Step};
 use tessera_target::TargetDesc;
 
+pub mod control;
 pub mod dense;
 pub mod elementwise;
 pub mod movement;
@@ -201,12 +202,7 @@ impl<'g> LowerCx<'g> {
 /// Lowers a verified, shape-inferred graph with static shapes into kernels and a plan.
 pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
     let mut cx = LowerCx::new(graph, desc);
-    for node in &graph.nodes {
-        cx.node_label = node.label();
-        let how = lower_node(&mut cx, node)?;
-        let dense = node.op.family() == Family::Dense;
-        cx.program.plan.nodes.push(NodeRecord { node: node.label(), op: node.op.name().to_string(), dense, how });
-    }
+    lower_nodes(&mut cx, &graph.nodes, "")?;
     cx.node_label = "graph".into();
     for (i, &v) in graph.inputs.iter().enumerate() {
         let buffer = cx.buffer(v)?;
@@ -226,6 +222,19 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
     }
     cx.program.plan.assign_slots();
     Ok(cx.program)
+}
+
+/// Lowers `nodes` in order, recording how each ran. `within` names the enclosing body for
+/// nodes of a subgraph ("" at the top level), so errors and the report say where they are.
+fn lower_nodes(cx: &mut LowerCx, nodes: &[Node], within: &str) -> Result<()> {
+    for node in nodes {
+        let label = if within.is_empty() { node.label() } else { format!("{} in {within}", node.label()) };
+        cx.node_label = label.clone();
+        let how = lower_node(cx, node)?;
+        let dense = node.op.family() == Family::Dense;
+        cx.program.plan.nodes.push(NodeRecord { node: label, op: node.op.name().to_string(), dense, how });
+    }
+    Ok(())
 }
 
 /// The op registry: one arm per op, dispatching to its family's file.
@@ -260,6 +269,7 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             Family::Quant => quant::lower(cx, node),
             Family::Dense => dense::lower(cx, node),
             Family::Movement | Family::Meta => movement::lower(cx, node),
+            Family::Control => control::lower(cx, node),
         },
     }
 }

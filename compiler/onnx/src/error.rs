@@ -43,7 +43,10 @@ impl OnnxError {
     /// Whether this error means "the model is valid but uses something Tessera lacks"
     /// (CLI exit code 3) rather than "the input is broken".
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, OnnxError::Unsupported { .. } | OnnxError::UnsupportedFeature { .. })
+        matches!(
+            self,
+            OnnxError::Unsupported { .. } | OnnxError::UnsupportedFeature { .. } | OnnxError::Ir(crate::compat::IrError::Unsupported { .. })
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> OnnxError {

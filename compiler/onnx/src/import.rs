@@ -56,7 +56,7 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
     } else {
         model.opset_import.iter().find(|o| is_default_domain(&o.domain)).map(|o| o.version)
     };
-    let domain_opset = |d: &str| model.opset_import.iter().find(|o| o.domain == d).map_or(0, |o| o.version);
+    let opsets = Opsets { default: opset, model };
 
     let mut b = Builder { graph: Graph::new(gp.name.clone()), names: HashMap::new(), fresh: 0 };
 
@@ -128,7 +128,39 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
     }
 
     // ---- nodes ----
-    for np in &gp.node {
+    import_nodes(&mut b, &gp.node, &opsets, model_dir)?;
+
+    for vi in &gp.output {
+        let id = b.names.get(&vi.name).copied().ok_or_else(|| {
+            OnnxError::BadModel(format!("graph output \"{}\" is never defined", vi.name))
+        })?;
+        b.graph.outputs.push(id);
+    }
+
+    let mut graph = b.graph;
+    order_nodes(&mut graph)?;
+    bind_inputs(&mut graph, opts);
+    compat::run_passes(&mut graph)?;
+    Ok(graph)
+}
+
+/// The model's opset imports: the default domain's version and a lookup for the others.
+pub(crate) struct Opsets<'m> {
+    pub default: Option<i64>,
+    pub model: &'m ModelProto,
+}
+
+impl Opsets<'_> {
+    /// The imported version of a non-default domain; 0 when it is not imported.
+    pub fn of(&self, d: &str) -> i64 {
+        self.model.opset_import.iter().find(|o| o.domain == d).map_or(0, |o| o.version)
+    }
+}
+
+/// Maps each node through the registry into `b`'s graph (the top-level graph or a subgraph
+/// body), applying its opset upgrade.
+pub(crate) fn import_nodes(b: &mut Builder, nodes: &[NodeProto], opsets: &Opsets, model_dir: Option<&Path>) -> Result<()> {
+    for np in nodes {
         let domain = if np.domain == "ai.onnx" { "" } else { np.domain.as_str() };
         let unsupported = |opset: i64| OnnxError::Unsupported {
             op_type: np.op_type.clone(),
@@ -139,14 +171,14 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
         // A node of another domain needs that domain imported; its opset then selects the
         // upgrades of its registry line, as the default domain's does.
         let opset = if domain.is_empty() {
-            opset.ok_or_else(|| {
+            opsets.default.ok_or_else(|| {
                 OnnxError::BadModel(format!(
                     "{} uses the default domain, but the model imports no opset for it",
                     node_desc(np)
                 ))
             })?
         } else {
-            domain_opset(domain)
+            opsets.of(domain)
         };
         let entry = ops::lookup(domain, &np.op_type).filter(|_| opset > 0).ok_or_else(|| unsupported(opset))?;
         let mut inputs = Vec::with_capacity(np.input.len());
@@ -178,8 +210,17 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
             outputs.push(id);
         }
         let mut attrs = Attrs::new();
+        if crate::ops::control::has_bodies(entry.op) {
+            // Bodies are imported as closed subgraphs; the outer values they read become
+            // trailing operands (see tessera_ir::infer::control).
+            let captured = crate::ops::control::import_bodies(b, np, opsets, model_dir, &mut attrs)?;
+            inputs.extend(captured.into_iter().map(Some));
+        }
         for a in &np.attribute {
-            attrs.insert(a.name.clone(), convert_attr(a, np, model_dir)?);
+            if !attrs.contains_key(&a.name) {
+                let v = convert_attr(a, np, model_dir)?;
+                attrs.insert(a.name.clone(), v);
+            }
         }
         // Opset 1-5 bookkeeping attribute with no meaning for inference.
         attrs.remove("consumed_inputs");
@@ -190,7 +231,7 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
         }
         let node = Node { name: np.name.clone(), op: entry.op, inputs, outputs, attrs };
         let upgrade = entry.upgrades.iter().find(|(below, _)| opset < *below).map(|(_, f)| *f);
-        let mut ctx = Ctx { b: &mut b, opset, op_type: &np.op_type, pre: Vec::new() };
+        let mut ctx = Ctx { b: &mut *b, opset, op_type: &np.op_type, pre: Vec::new() };
         let node = match upgrade {
             Some(f) => f(&mut ctx, node)?,
             None => vec![node],
@@ -199,19 +240,7 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
         b.graph.nodes.extend(pre);
         b.graph.nodes.extend(node);
     }
-
-    for vi in &gp.output {
-        let id = b.names.get(&vi.name).copied().ok_or_else(|| {
-            OnnxError::BadModel(format!("graph output \"{}\" is never defined", vi.name))
-        })?;
-        b.graph.outputs.push(id);
-    }
-
-    let mut graph = b.graph;
-    order_nodes(&mut graph)?;
-    bind_inputs(&mut graph, opts);
-    compat::run_passes(&mut graph)?;
-    Ok(graph)
+    Ok(())
 }
 
 fn is_default_domain(d: &str) -> bool {
@@ -322,7 +351,7 @@ fn bind_inputs(graph: &mut Graph, opts: &ImportOptions) {
 /// Puts nodes in topological order (ONNX requires it, but models do not always comply),
 /// and checks that every operand is defined by something. A cycle is reported with a node on
 /// it and the path around it.
-fn order_nodes(graph: &mut Graph) -> Result<()> {
+pub(crate) fn order_nodes(graph: &mut Graph) -> Result<()> {
     let nv = graph.values.len();
     let mut producer: Vec<Option<usize>> = vec![None; nv];
     for (i, n) in graph.nodes.iter().enumerate() {
@@ -442,7 +471,7 @@ fn convert_attr(a: &crate::proto::AttributeProto, np: &NodeProto, dir: Option<&P
         AttributeType::Floats => Attr::Floats(a.floats.clone()),
         AttributeType::Ints => Attr::Ints(a.ints.clone()),
         AttributeType::Strings => Attr::Strings(a.strings.iter().map(|s| text(s)).collect()),
-        AttributeType::Graph | AttributeType::Graphs => return Err(unsupported("graph-valued attributes")),
+        AttributeType::Graph | AttributeType::Graphs => return Err(unsupported("graph-valued attributes of this op")),
         AttributeType::SparseTensor | AttributeType::SparseTensors => return Err(unsupported("sparse tensors")),
         AttributeType::Tensors => return Err(unsupported("tensor-list attributes")),
         AttributeType::TypeProto | AttributeType::TypeProtos => return Err(unsupported("type attributes")),
@@ -475,7 +504,16 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
-    fn define(&mut self, name: &str, id: ValueId, by: &str) -> Result<()> {
+    pub(crate) fn new(name: &str) -> Builder {
+        Builder { graph: Graph::new(name), names: HashMap::new(), fresh: 0 }
+    }
+
+    /// The value a name refers to in this graph, if any.
+    pub(crate) fn lookup(&self, name: &str) -> Option<ValueId> {
+        self.names.get(name).copied()
+    }
+
+    pub(crate) fn define(&mut self, name: &str, id: ValueId, by: &str) -> Result<()> {
         if self.names.insert(name.to_string(), id).is_some() {
             return Err(OnnxError::BadModel(format!("value \"{name}\" is defined twice (again by {by})")));
         }
@@ -496,7 +534,7 @@ impl Builder {
 
     /// The declared type of a value. `None` when the model leaves the type out; an error for
     /// non-tensor types (sequences, maps, optionals) and unknown element types.
-    fn value_type(&mut self, vi: &ValueInfoProto, what: &str) -> Result<Option<TensorType>> {
+    pub(crate) fn value_type(&mut self, vi: &ValueInfoProto, what: &str) -> Result<Option<TensorType>> {
         let unsupported = |w: String| OnnxError::UnsupportedFeature { at: format!("{what} \"{}\"", vi.name), what: w };
         let Some(tp) = &vi.r#type else { return Ok(None) };
         let tt = match &tp.value {

@@ -8,6 +8,7 @@
 //! later `Reshape` sees its `shape` operand as a constant. The nodes stay in the graph;
 //! [`crate::fold::fold_constants`] removes them.
 
+pub mod control;
 mod dense;
 mod elementwise;
 pub(crate) mod meta;
@@ -42,7 +43,10 @@ pub fn infer_shapes(g: &mut Graph) -> Result<()> {
         }
     }
     for ni in 0..g.nodes.len() {
-        let (tys, konsts) = {
+        let (tys, konsts) = if control::is_control(g.nodes[ni].op) {
+            // Control flow types its bodies in place, so it needs the graph mutably.
+            control::infer(g, ni)?
+        } else {
             let node = &g.nodes[ni];
             let cx = Cx { g, node };
             let tys = infer_node(&cx)?;
@@ -84,6 +88,9 @@ fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
             Family::Movement => movement::infer(cx)?,
             Family::Quant => quant::infer(cx)?,
             Family::Meta => meta::infer(cx)?,
+            Family::Control => {
+                return Err(IrError::Unsupported { node: cx.label(), what: "control flow is typed by `infer_shapes` only".into() })
+            }
         },
     };
     let n = cx.node.outputs.len();
