@@ -264,7 +264,8 @@ op_table! {
     // ---- control flow: subgraph attributes; `captures` counts the trailing operands that
     // pass outer values into the bodies (see infer/control.rs) ----
     If: Control, in (1, ANY), out (1, ANY), ["captures", "else_branch", "then_branch"];
-    Loop: Control, in (2, ANY), out (1, ANY), ["body", "captures"];
+    // M and cond are optional, but their positions are always there (checked by inference).
+    Loop: Control, in (0, ANY), out (1, ANY), ["body", "captures"];
     Scan: Control, in (1, ANY), out (1, ANY), ["body", "captures", "num_scan_inputs", "scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"];
 }
 
