@@ -11,7 +11,7 @@
 
 use crate::RuntimeError;
 use tessera_ir::DType;
-use tessera_kir::{BufferId, BufferKind, Execution, LoopSlice, LoopStep, NodeRecord, Plan, PlanBuffer, PlanIo, Step, Trip};
+use tessera_kir::{BufferId, BufferKind, Execution, HostOp, LoopSlice, LoopStep, NodeRecord, Plan, PlanBuffer, PlanIo, Step, Trip};
 
 pub const MAGIC: &[u8; 8] = b"TESSERA\0";
 /// Bumped whenever the payload layout changes; older files are refused, not misread. (Step
@@ -190,6 +190,12 @@ fn validate_steps(plan: &Plan, kernels: &[StoredKernel], steps: &[Step], at: &st
                     return bad(format!("{at} {s}: malformed loop"));
                 }
                 validate_steps(plan, kernels, &l.body, &format!("{at} {s} (loop body) step"))?;
+            }
+            Step::Host { op, inputs, outputs } => {
+                let (ins, outs) = crate::select::arity(op);
+                if !ins.contains(&inputs.len()) || !outs.contains(&outputs.len()) || !inputs.iter().flatten().chain(outputs).all(|&b| check(b)) {
+                    return bad(format!("{at} {s}: malformed host step"));
+                }
             }
         }
     }
@@ -386,6 +392,46 @@ fn encode_steps(w: &mut Writer, steps: &[Step]) {
                     }
                 }
             }
+            Step::Host { op, inputs, outputs } => {
+                w.u8(4);
+                let axis = |w: &mut Writer, a: &Option<i64>| match a {
+                    Some(a) => {
+                        w.u8(1);
+                        w.u64(*a as u64);
+                    }
+                    None => w.u8(0),
+                };
+                match op {
+                    HostOp::NonZero => w.u8(0),
+                    HostOp::Compress { axis: a } => {
+                        w.u8(1);
+                        axis(w, a);
+                    }
+                    HostOp::Unique { axis: a, sorted } => {
+                        w.u8(2);
+                        axis(w, a);
+                        w.u8(*sorted as u8);
+                    }
+                    HostOp::NonMaxSuppression { center_point_box } => {
+                        w.u8(3);
+                        w.u8(*center_point_box as u8);
+                    }
+                }
+                w.u64(inputs.len() as u64);
+                for i in inputs {
+                    match i {
+                        Some(b) => {
+                            w.u8(1);
+                            w.u32(b.0);
+                        }
+                        None => w.u8(0),
+                    }
+                }
+                w.u64(outputs.len() as u64);
+                for o in outputs {
+                    w.u32(o.0);
+                }
+            }
         }
     }
 }
@@ -450,6 +496,36 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                 }
                 let [scan_in, scan_out] = lists;
                 Step::Loop(Box::new(LoopStep { trip, cond, iter, cond_in, cond_out, body, carried, scan_in, scan_out }))
+            }
+            4 => {
+                let flag = |r: &mut Reader| -> Result<bool, RuntimeError> {
+                    match r.u8()? {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        _ => Err(bad("bad host-op flag")),
+                    }
+                };
+                let axis = |r: &mut Reader| -> Result<Option<i64>, RuntimeError> {
+                    Ok(if flag(r)? { Some(r.u64()? as i64) } else { None })
+                };
+                let op = match r.u8()? {
+                    0 => HostOp::NonZero,
+                    1 => HostOp::Compress { axis: axis(r)? },
+                    2 => {
+                        let a = axis(r)?;
+                        HostOp::Unique { axis: a, sorted: flag(r)? }
+                    }
+                    3 => HostOp::NonMaxSuppression { center_point_box: flag(r)? },
+                    _ => return Err(bad("unknown host op")),
+                };
+                let ni = r.count(1)?;
+                let mut inputs = Vec::with_capacity(ni);
+                for _ in 0..ni {
+                    inputs.push(if flag(r)? { Some(BufferId(r.u32()?)) } else { None });
+                }
+                let no = r.count(4)?;
+                let outputs = (0..no).map(|_| r.u32().map(BufferId)).collect::<Result<_, _>>()?;
+                Step::Host { op, inputs, outputs }
             }
             _ => return Err(bad("unknown step kind")),
         };

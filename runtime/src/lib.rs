@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod device;
 pub mod interp;
 pub mod model;
+mod select;
 
 pub use artifact::Artifact;
 pub use device::{Device, DeviceError, KernelArg, LoadedKernel};

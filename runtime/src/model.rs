@@ -7,7 +7,7 @@ use crate::RuntimeError;
 use std::path::Path;
 use std::sync::Arc;
 use tessera_ir::Tensor;
-use tessera_kir::{BufferId, BufferKind, LoopSlice, LoopStep, PlanIo, Step, Trip};
+use tessera_kir::{BufferId, BufferKind, HostOp, LoopSlice, LoopStep, PlanIo, Step, Trip};
 
 /// Byte storage aligned to 16 bytes, so vector loads in compiled kernels are safe.
 struct Aligned {
@@ -114,18 +114,21 @@ impl Model {
             }
         }
         let inputs: Vec<Aligned> = inputs.iter().map(|t| Aligned::from_bytes(&t.bytes)).collect();
-        let mut run = Run { model: self, slots, inputs };
+        let mut run = Run { model: self, slots, inputs, dims: std::collections::HashMap::new() };
         run.steps(&plan.steps)?;
         let mut outs = Vec::with_capacity(plan.outputs.len());
         for io in &plan.outputs {
             let (p, n) = run.ptr(io.buffer);
+            // A host op's result has the size it produced, within the plan's capacity.
+            let dims = run.dims.get(&io.buffer.0).cloned().unwrap_or_else(|| io.dims.clone());
+            let n = n.min(io.dtype.storage_bytes(dims.iter().product()) as usize);
             if p.is_null() {
                 return Err(RuntimeError::BadArtifact(format!("output `{}` is unbacked", io.name)));
             }
             // SAFETY: valid for `n` bytes: the storage lives in `run` and validation checked
             // lengths against the plan.
             let bytes = unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
-            outs.push(Tensor::new(io.dtype, io.dims.clone(), bytes));
+            outs.push(Tensor::new(io.dtype, dims, bytes));
         }
         Ok(outs)
     }
@@ -136,6 +139,8 @@ struct Run<'m> {
     model: &'m Model,
     slots: Vec<Option<Aligned>>,
     inputs: Vec<Aligned>,
+    /// The dims host ops produced, by buffer; other buffers have their plan dims.
+    dims: std::collections::HashMap<u32, Vec<u64>>,
 }
 
 impl Run<'_> {
@@ -216,7 +221,40 @@ impl Run<'_> {
                     }
                 }
                 Step::Loop(l) => self.run_loop(l)?,
+                Step::Host { op, inputs, outputs } => self.run_host(op, inputs, outputs)?,
             }
+        }
+        Ok(())
+    }
+
+    fn run_host(&mut self, op: &HostOp, inputs: &[Option<BufferId>], outputs: &[BufferId]) -> Result<(), RuntimeError> {
+        let plan = &self.model.artifact.plan;
+        let mut data = Vec::with_capacity(inputs.len());
+        for i in inputs {
+            data.push(match i {
+                Some(b) => {
+                    let dims = self.dims.get(&b.0).cloned().unwrap_or_else(|| plan.buffer(*b).dims.clone());
+                    Some((plan.buffer(*b).dtype, dims, self.read(*b)?))
+                }
+                None => None,
+            });
+        }
+        let ins: Vec<Option<crate::select::HostIn>> = data
+            .iter()
+            .map(|d| d.as_ref().map(|(dtype, dims, bytes)| crate::select::HostIn::new(*dtype, dims, bytes)))
+            .collect();
+        let outs = crate::select::run(op, &ins, outputs.len()).map_err(|m| RuntimeError::Execution(format!("{op:?}: {m}")))?;
+        for (&b, out) in outputs.iter().zip(outs) {
+            let cap = plan.buffer(b).byte_len() as usize;
+            if out.bytes.len() > cap {
+                return Err(RuntimeError::Execution(format!(
+                    "{op:?}: result `{}` needs {} bytes, more than the {cap} the plan allocated",
+                    plan.buffer(b).name,
+                    out.bytes.len()
+                )));
+            }
+            self.write(b, 0, &out.bytes)?;
+            self.dims.insert(b.0, out.dims);
         }
         Ok(())
     }

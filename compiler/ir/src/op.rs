@@ -266,6 +266,11 @@ op_table! {
     If: Control, in (1, ANY), out (1, ANY), ["captures", "else_branch", "then_branch"];
     // M and cond are optional, but their positions are always there (checked by inference).
     Loop: Control, in (0, ANY), out (1, ANY), ["body", "captures"];
+    // ---- selections whose result size depends on the data (run by the plan on the host) ----
+    NonZero: Movement, in (1, 1), out (1, 1), [];
+    Compress: Movement, in (2, 2), out (1, 1), ["axis"];
+    Unique: Movement, in (1, 1), out (1, 4), ["axis", "sorted"];
+    NonMaxSuppression: Movement, in (2, 5), out (1, 1), ["center_point_box"];
     Scan: Control, in (1, ANY), out (1, ANY), ["body", "captures", "num_scan_inputs", "scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"];
 }
 

@@ -64,6 +64,24 @@ pub enum Step {
     If { cond: BufferId, then_steps: Vec<Step>, else_steps: Vec<Step> },
     /// Runs a loop body repeatedly (ONNX `Loop` and `Scan`); see [`LoopStep`].
     Loop(Box<LoopStep>),
+    /// An op the runtime computes on the host because its result's size depends on the data
+    /// (see [`HostOp`]). Each output buffer is allocated at its largest possible size; the
+    /// runtime records the size actually produced, which the caller sees for graph outputs.
+    Host { op: HostOp, inputs: Vec<Option<BufferId>>, outputs: Vec<BufferId> },
+}
+
+/// The host ops of [`Step::Host`], with their attributes. Their semantics are ONNX's.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostOp {
+    /// Indices of the non-zero elements, `[rank, count]` i64.
+    NonZero,
+    /// The slices along `axis` (or the elements of the flattened input) where the condition holds.
+    Compress { axis: Option<i64> },
+    /// Unique slices along `axis` (or elements); results: values, first indices, inverse
+    /// indices, counts.
+    Unique { axis: Option<i64>, sorted: bool },
+    /// Selected box indices `[count, 3]` (batch, class, box), greedy by score.
+    NonMaxSuppression { center_point_box: bool },
 }
 
 /// How many iterations a [`LoopStep`] runs at most.
@@ -121,6 +139,7 @@ impl Step {
                     s.buffers(out);
                 }
             }
+            Step::Host { inputs, outputs, .. } => out.extend(inputs.iter().flatten().chain(outputs).copied()),
             Step::Loop(l) => {
                 if let Trip::Buffer(b) = l.trip {
                     out.push(b);
@@ -143,7 +162,7 @@ impl Step {
     pub fn launches(&self) -> usize {
         match self {
             Step::Launch { .. } => 1,
-            Step::Copy { .. } => 0,
+            Step::Copy { .. } | Step::Host { .. } => 0,
             Step::If { then_steps, else_steps, .. } => then_steps.iter().chain(else_steps).map(Step::launches).sum(),
             Step::Loop(l) => l.body.iter().map(Step::launches).sum(),
         }

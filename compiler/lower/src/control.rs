@@ -64,6 +64,7 @@ fn lower_body(cx: &mut LowerCx, g: &Graph, what: &str, params: &[BufferId]) -> R
         buffers: g.inputs.iter().copied().zip(params.iter().copied()).collect::<HashMap<_, _>>(),
         node_label: String::new(),
         kernel_names: std::mem::take(&mut cx.kernel_names),
+        dynamic: Default::default(),
     };
     let r = lower_nodes(&mut child, &g.nodes, &label).and_then(|()| {
         child.node_label = label.clone();

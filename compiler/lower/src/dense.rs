@@ -1982,7 +1982,7 @@ pub(crate) mod testexec {
                     let d = plan.root(*dst).0 as usize;
                     store[d][..s.len()].copy_from_slice(&s);
                 }
-                Step::If { .. } | Step::Loop(_) => return Err("control-flow steps are not run by this test helper".into()),
+                Step::If { .. } | Step::Loop(_) | Step::Host { .. } => return Err("control-flow and host steps are not run by this test helper".into()),
             }
         }
         Ok(plan.outputs.iter().map(|o| {

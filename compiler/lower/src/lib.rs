@@ -5,7 +5,7 @@
 //! one file per family (`elementwise.rs`, `reduce.rs`, `dense.rs`, `movement.rs`, `quant.rs`),
 //! each with one section per op.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tessera_ir::{DType, Family, Graph, Node, Op, Tensor, ValueId};
 use tessera_kir::{BufferId, BufferKind, Execution, Kernel, NodeRecord, PlanBuffer, PlanIo, Program, Step};
 use tessera_target::TargetDesc;
@@ -16,6 +16,7 @@ pub mod elementwise;
 pub mod movement;
 pub mod quant;
 pub mod reduce;
+pub mod select;
 pub mod spatial;
 pub mod util;
 // added: sequence and attention ops
@@ -50,6 +51,8 @@ pub struct LowerCx<'g> {
     /// The node being lowered, for error messages and kernel names.
     node_label: String,
     kernel_names: HashMap<String, u32>,
+    /// Values whose size is known only at run time (results of host selections).
+    dynamic: HashSet<ValueId>,
 }
 
 impl<'g> LowerCx<'g> {
@@ -61,6 +64,7 @@ impl<'g> LowerCx<'g> {
             buffers: HashMap::new(),
             node_label: String::new(),
             kernel_names: HashMap::new(),
+            dynamic: HashSet::new(),
         }
     }
 
@@ -83,6 +87,12 @@ impl<'g> LowerCx<'g> {
 
     /// Static dims of `v`; a symbolic dim here is an error (the driver binds every symbol).
     pub fn dims(&self, v: ValueId) -> Result<Vec<u64>> {
+        if self.dynamic.contains(&v) {
+            return Err(self.unsupported(format!(
+                "value `{}` has a size known only at run time; only a graph output may have one",
+                self.graph.value(v).name
+            )));
+        }
         let ty = self
             .graph
             .ty(v)
@@ -141,6 +151,15 @@ impl<'g> LowerCx<'g> {
     pub fn scratch(&mut self, name: &str, dtype: DType, dims: Vec<u64>) -> BufferId {
         self.program.plan.buffers.push(PlanBuffer { name: name.into(), dtype, dims, kind: BufferKind::Temp { slot: 0 } });
         BufferId(self.program.plan.buffers.len() as u32 - 1)
+    }
+
+    /// The buffer of `v`, a result whose size is known only at run time, allocated at its
+    /// largest possible size `capacity`; the runtime records the size produced.
+    pub fn dynamic_buffer(&mut self, v: ValueId, capacity: Vec<u64>) -> Result<BufferId> {
+        let dtype = self.dtype(v)?;
+        let name = self.graph.value(v).name.clone();
+        self.dynamic.insert(v);
+        Ok(self.push_buffer(v, PlanBuffer { name, dtype, dims: capacity, kind: BufferKind::Temp { slot: 0 } }))
     }
 
     /// Makes `out` share `of`'s storage (same bytes, `out`'s dims): reshape-like ops.
@@ -217,7 +236,9 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
     }
     for &v in &graph.outputs {
         let buffer = cx.buffer(v)?;
-        let io = PlanIo { name: graph.value(v).name.clone(), buffer, dtype: cx.dtype(v)?, dims: cx.dims(v)?, bound: None };
+        // A run-time-sized output is described by its capacity; the runtime returns its size.
+        let dims = cx.program.plan.buffer(buffer).dims.clone();
+        let io = PlanIo { name: graph.value(v).name.clone(), buffer, dtype: cx.dtype(v)?, dims, bound: None };
         cx.program.plan.outputs.push(io);
     }
     cx.program.plan.assign_slots();
@@ -230,6 +251,10 @@ fn lower_nodes(cx: &mut LowerCx, nodes: &[Node], within: &str) -> Result<()> {
     for node in nodes {
         let label = if within.is_empty() { node.label() } else { format!("{} in {within}", node.label()) };
         cx.node_label = label.clone();
+        if let Some(&v) = node.inputs.iter().flatten().find(|v| cx.dynamic.contains(v)) {
+            // Report the cause (the run-time size), not the symbolic shape it leads to.
+            cx.dims(v)?;
+        }
         let how = lower_node(cx, node)?;
         let dense = node.op.family() == Family::Dense;
         cx.program.plan.nodes.push(NodeRecord { node: label, op: node.op.name().to_string(), dense, how });
@@ -251,6 +276,7 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Op::MaxUnpool | Op::LRN | Op::ReverseSequence | Op::CenterCropPad | Op::Col2Im | Op::GridSample | Op::AffineGrid => {
             spatial::lower(cx, node)
         }
+        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression => select::lower(cx, node),
         // added: sequence and attention ops
         Op::Attention | Op::RotaryEmbedding => attention::lower(cx, node),
         Op::NegativeLogLikelihoodLoss | Op::SoftmaxCrossEntropyLoss => loss::lower(cx, node),

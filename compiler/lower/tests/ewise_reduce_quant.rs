@@ -55,7 +55,7 @@ fn execute(p: &Program, inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
                 let s = store[&plan.root(*src).0].clone();
                 store.insert(plan.root(*dst).0, s);
             }
-            Step::If { .. } | Step::Loop(_) => panic!("single-op lowerings make no control-flow steps"),
+            Step::If { .. } | Step::Loop(_) | Step::Host { .. } => panic!("these lowerings make no control-flow or host steps"),
         }
     }
     plan.outputs.iter().map(|o| store[&plan.root(o.buffer).0].clone()).collect()

@@ -15,6 +15,7 @@ pub(crate) mod meta;
 pub(crate) mod movement;
 mod quant;
 mod reduce;
+mod select;
 mod spatial;
 pub mod seq;
 mod extra;
@@ -79,7 +80,7 @@ pub fn infer_node_types(g: &Graph, node: &Node) -> Result<Vec<TensorType>> {
 
 fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
     crate::verify::check_node_signature(cx.node)?;
-    let mut tys = match seq::infer(cx).or_else(|| spatial::infer(cx)).or_else(|| extra::infer(cx)).or_else(|| spectral::infer(cx)) {
+    let mut tys = match seq::infer(cx).or_else(|| spatial::infer(cx)).or_else(|| extra::infer(cx)).or_else(|| spectral::infer(cx)).or_else(|| select::infer(cx)) {
         Some(r) => r?,
         None => match cx.node.op.family() {
             Family::Elementwise => elementwise::infer(cx)?,

@@ -1,0 +1,322 @@
+//! The host ops of the plan ([`HostOp`], run by `Step::Host`): selections whose result size
+//! depends on the data (NonZero, Compress, Unique, NonMaxSuppression). The runtime computes
+//! them on the host, which also yields the result's actual shape; the plan allocated each
+//! result at its largest possible size. Semantics follow the ONNX reference implementation.
+//! Start at [`run`].
+
+use std::cmp::Ordering;
+use std::ops::RangeInclusive;
+use tessera_ir::{DType, Tensor};
+use tessera_kir::HostOp;
+
+/// One operand: its dtype, dims and bytes, and its elements decoded.
+pub(crate) struct HostIn<'a> {
+    pub dtype: DType,
+    pub dims: &'a [u64],
+    pub bytes: &'a [u8],
+    vals: Vec<Num>,
+}
+
+impl<'a> HostIn<'a> {
+    pub fn new(dtype: DType, dims: &'a [u64], bytes: &'a [u8]) -> HostIn<'a> {
+        let vals = if readable(dtype) { decode(dtype, dims, bytes) } else { Vec::new() };
+        HostIn { dtype, dims, bytes, vals }
+    }
+}
+
+/// One result: its bytes and the dims it actually has.
+pub(crate) struct HostOut {
+    pub bytes: Vec<u8>,
+    pub dims: Vec<u64>,
+}
+
+/// The operand and result counts a host op accepts (checked when an artifact is read).
+pub(crate) fn arity(op: &HostOp) -> (RangeInclusive<usize>, RangeInclusive<usize>) {
+    match op {
+        HostOp::NonZero => (1..=1, 1..=1),
+        HostOp::Compress { .. } => (2..=2, 1..=1),
+        HostOp::Unique { .. } => (1..=1, 1..=4),
+        HostOp::NonMaxSuppression { .. } => (2..=5, 1..=1),
+    }
+}
+
+/// The dtypes host ops read element by element.
+pub(crate) fn readable(dtype: DType) -> bool {
+    use DType::*;
+    matches!(dtype, F64 | F32 | F16 | BF16 | I64 | I32 | I16 | I8 | U64 | U32 | U16 | U8 | Bool)
+}
+
+/// Runs `op` on `ins` (one per operand position, `None` where omitted), producing `n_out`
+/// results. An `Err` is bad input at run time (an operand of the wrong kind).
+pub(crate) fn run(op: &HostOp, ins: &[Option<HostIn>], n_out: usize) -> Result<Vec<HostOut>, String> {
+    let arg = |i: usize| ins.get(i).and_then(|a| a.as_ref()).ok_or_else(|| format!("operand {i} is missing"));
+    for a in ins.iter().flatten() {
+        if !readable(a.dtype) {
+            return Err(format!("dtype {} is not supported by host ops", a.dtype));
+        }
+    }
+    match op {
+        HostOp::NonZero => Ok(vec![nonzero(arg(0)?)]),
+        HostOp::Compress { axis } => compress(arg(0)?, arg(1)?, *axis).map(|o| vec![o]),
+        HostOp::Unique { axis, sorted } => unique(arg(0)?, *axis, *sorted, n_out),
+        HostOp::NonMaxSuppression { center_point_box } => {
+            let opt = |i: usize| ins.get(i).and_then(|a| a.as_ref());
+            nms(arg(0)?, arg(1)?, opt(2), opt(3), opt(4), *center_point_box).map(|o| vec![o])
+        }
+    }
+}
+
+/// A decoded element: integers exactly, floats widened.
+#[derive(Clone, Copy, PartialEq)]
+enum Num {
+    I(i128),
+    F(f64),
+}
+
+impl Num {
+    fn f(self) -> f64 {
+        match self {
+            Num::I(v) => v as f64,
+            Num::F(v) => v,
+        }
+    }
+
+    fn is_zero(self) -> bool {
+        match self {
+            Num::I(v) => v == 0,
+            Num::F(v) => v == 0.0,
+        }
+    }
+
+    /// numpy's order for `unique`: numbers ascending, NaN last and equal to NaN.
+    fn cmp(self, o: Num) -> Ordering {
+        match (self, o) {
+            (Num::I(a), Num::I(b)) => a.cmp(&b),
+            (a, b) => {
+                let (a, b) = (a.f(), b.f());
+                a.partial_cmp(&b).unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
+            }
+        }
+    }
+}
+
+fn width(dtype: DType) -> usize {
+    (dtype.bits() / 8) as usize
+}
+
+/// Element `i` of `a` (decoded by [`Tensor`]'s conversions; integers exactly).
+fn element(a: &HostIn, i: usize) -> Num {
+    a.vals.get(i).copied().unwrap_or(Num::I(0))
+}
+
+/// Decodes every element of an operand once.
+fn decode(dtype: DType, dims: &[u64], bytes: &[u8]) -> Vec<Num> {
+    let t = Tensor::new(dtype, dims.to_vec(), bytes.to_vec());
+    if dtype.is_float() {
+        t.to_f64_vec().unwrap_or_default().into_iter().map(Num::F).collect()
+    } else {
+        t.to_i64_vec().unwrap_or_default().into_iter().map(|v| Num::I(v as i128)).collect()
+    }
+}
+
+fn numel(dims: &[u64]) -> usize {
+    dims.iter().product::<u64>() as usize
+}
+
+fn i64s(v: &[i64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// `axis` normalised against `rank`.
+fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        return Err(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    Ok(a as usize)
+}
+
+// ==== NonZero ====
+
+fn nonzero(x: &HostIn) -> HostOut {
+    // A scalar counts as one element of rank 1, as numpy's `nonzero` of `atleast_1d`.
+    let dims: Vec<u64> = if x.dims.is_empty() { vec![1] } else { x.dims.to_vec() };
+    let hits: Vec<usize> = (0..numel(&dims)).filter(|&i| !element(x, i).is_zero()).collect();
+    let mut out = vec![0i64; dims.len() * hits.len()];
+    for (k, &flat) in hits.iter().enumerate() {
+        let mut rest = flat as u64;
+        for d in (0..dims.len()).rev() {
+            out[d * hits.len() + k] = (rest % dims[d]) as i64;
+            rest /= dims[d];
+        }
+    }
+    HostOut { bytes: i64s(&out), dims: vec![dims.len() as u64, hits.len() as u64] }
+}
+
+// ==== Compress ====
+
+/// The bytes of `x` as `outer × d × inner` slices along `axis` (`None`: the flattened input).
+fn slicing(x: &HostIn, axis: Option<i64>) -> Result<(usize, usize, usize), String> {
+    let w = width(x.dtype);
+    Ok(match axis {
+        None => (1, numel(x.dims), w),
+        Some(a) => {
+            let a = norm_axis(a, x.dims.len())?;
+            let outer = numel(&x.dims[..a]);
+            let inner = numel(&x.dims[a + 1..]) * w;
+            (outer, x.dims[a] as usize, inner)
+        }
+    })
+}
+
+/// Gathers slices `picks` (indices along the slicing axis) into new bytes.
+fn gather(x: &HostIn, (outer, d, inner): (usize, usize, usize), picks: &[usize]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(outer * picks.len() * inner);
+    for o in 0..outer {
+        for &j in picks {
+            let at = (o * d + j) * inner;
+            out.extend_from_slice(x.bytes.get(at..at + inner).unwrap_or(&[]));
+        }
+    }
+    out
+}
+
+fn with_axis_len(dims: &[u64], axis: Option<i64>, n: usize) -> Result<Vec<u64>, String> {
+    Ok(match axis {
+        None => vec![n as u64],
+        Some(a) => {
+            let mut d = dims.to_vec();
+            d[norm_axis(a, dims.len())?] = n as u64;
+            d
+        }
+    })
+}
+
+fn compress(x: &HostIn, cond: &HostIn, axis: Option<i64>) -> Result<HostOut, String> {
+    let sl = slicing(x, axis)?;
+    let n = numel(cond.dims).min(sl.1);
+    let picks: Vec<usize> = (0..n).filter(|&j| !element(cond, j).is_zero()).collect();
+    Ok(HostOut { bytes: gather(x, sl, &picks), dims: with_axis_len(x.dims, axis, picks.len())? })
+}
+
+// ==== Unique ====
+
+fn unique(x: &HostIn, axis: Option<i64>, sorted: bool, n_out: usize) -> Result<Vec<HostOut>, String> {
+    let (outer, d, inner) = slicing(x, axis)?;
+    let w = width(x.dtype);
+    let per = inner / w.max(1);
+    // Slice j's elements in C order (outer, then inner), as numpy compares them.
+    let cmp = |a: usize, b: usize| -> Ordering {
+        for o in 0..outer {
+            for k in 0..per {
+                let ea = element(x, (o * d + a) * per + k);
+                let eb = element(x, (o * d + b) * per + k);
+                match ea.cmp(eb) {
+                    Ordering::Equal => {}
+                    ord => return ord,
+                }
+            }
+        }
+        Ordering::Equal
+    };
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&a, &b| cmp(a, b).then(a.cmp(&b)));
+    // Groups of equal slices in sorted order; each group's first member is its first index.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &j in &order {
+        match groups.last_mut() {
+            Some(g) if cmp(g[0], j) == Ordering::Equal => g.push(j),
+            _ => groups.push(vec![j]),
+        }
+    }
+    if !sorted {
+        groups.sort_by_key(|g| g[0]);
+    }
+    let mut inverse = vec![0i64; d];
+    for (gi, g) in groups.iter().enumerate() {
+        for &j in g {
+            inverse[j] = gi as i64;
+        }
+    }
+    let firsts: Vec<usize> = groups.iter().map(|g| g[0]).collect();
+    let mut outs = vec![HostOut { bytes: gather(x, (outer, d, inner), &firsts), dims: with_axis_len(x.dims, axis, firsts.len())? }];
+    let list = |v: Vec<i64>| HostOut { dims: vec![v.len() as u64], bytes: i64s(&v) };
+    outs.push(list(firsts.iter().map(|&j| j as i64).collect()));
+    outs.push(list(inverse));
+    outs.push(list(groups.iter().map(|g| g.len() as i64).collect()));
+    outs.truncate(n_out);
+    Ok(outs)
+}
+
+// ==== NonMaxSuppression ====
+
+fn nms(
+    boxes: &HostIn,
+    scores: &HostIn,
+    max_out: Option<&HostIn>,
+    iou: Option<&HostIn>,
+    score_thr: Option<&HostIn>,
+    center_point_box: bool,
+) -> Result<HostOut, String> {
+    let (&[nb, n, four], &[sb, nc, sn]) = (boxes.dims, scores.dims) else {
+        return Err(format!("boxes must be [batch, boxes, 4] and scores [batch, classes, boxes], not {:?} and {:?}", boxes.dims, scores.dims));
+    };
+    if four != 4 || sb != nb || sn != n {
+        return Err(format!("boxes {:?} and scores {:?} do not fit together", boxes.dims, scores.dims));
+    }
+    let (nb, n, nc) = (nb as usize, n as usize, nc as usize);
+    let scalar = |a: Option<&HostIn>| a.filter(|a| numel(a.dims) > 0).map(|a| element(a, 0));
+    let max_out = scalar(max_out).map_or(0, |v| match v {
+        Num::I(i) => i.max(0) as usize,
+        Num::F(f) => f.max(0.0) as usize,
+    });
+    let iou = scalar(iou).map_or(0.0, Num::f);
+    let score_thr = scalar(score_thr).map(Num::f);
+    let corners = |b: usize, i: usize| -> [f64; 4] {
+        let at = |k: usize| element(boxes, (b * n + i) * 4 + k).f();
+        let (v0, v1, v2, v3) = (at(0), at(1), at(2), at(3));
+        if center_point_box {
+            // [x_center, y_center, width, height] -> [y1, x1, y2, x2].
+            [v1 - v3 / 2.0, v0 - v2 / 2.0, v1 + v3 / 2.0, v0 + v2 / 2.0]
+        } else {
+            [v0.min(v2), v1.min(v3), v0.max(v2), v1.max(v3)]
+        }
+    };
+    let suppress = |b: usize, i: usize, j: usize| -> bool {
+        let (p, q) = (corners(b, i), corners(b, j));
+        let (ix0, ix1) = (p[1].max(q[1]), p[3].min(q[3]));
+        let (iy0, iy1) = (p[0].max(q[0]), p[2].min(q[2]));
+        if ix1 <= ix0 || iy1 <= iy0 {
+            return false;
+        }
+        let inter = (ix1 - ix0) * (iy1 - iy0);
+        let a1 = (p[3] - p[1]) * (p[2] - p[0]);
+        let a2 = (q[3] - q[1]) * (q[2] - q[0]);
+        let union = a1 + a2 - inter;
+        if inter <= 0.0 || a1 <= 0.0 || a2 <= 0.0 || union <= 0.0 {
+            return false;
+        }
+        inter / union > iou
+    };
+    let mut selected: Vec<i64> = Vec::new();
+    for b in 0..nb {
+        for c in 0..nc {
+            let score = |i: usize| element(scores, (b * nc + c) * n + i).f();
+            let mut cand: Vec<usize> = (0..n).filter(|&i| score_thr.is_none_or(|t| score(i) > t)).collect();
+            // Highest score first; among equal scores the lower box index.
+            cand.sort_by(|&i, &j| score(j).partial_cmp(&score(i)).unwrap_or(Ordering::Equal).then(i.cmp(&j)));
+            let mut kept: Vec<usize> = Vec::new();
+            for i in cand {
+                if kept.len() >= max_out {
+                    break;
+                }
+                if kept.iter().all(|&k| !suppress(b, i, k)) {
+                    kept.push(i);
+                    selected.extend([b as i64, c as i64, i as i64]);
+                }
+            }
+        }
+    }
+    Ok(HostOut { dims: vec![selected.len() as u64 / 3, 3], bytes: i64s(&selected) })
+}
