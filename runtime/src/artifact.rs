@@ -11,7 +11,7 @@
 
 use crate::RuntimeError;
 use tessera_ir::DType;
-use tessera_kir::{BufferId, BufferKind, Execution, HostOp, LoopSlice, LoopStep, NodeRecord, Plan, PlanBuffer, PlanIo, Step, Trip};
+use tessera_kir::{BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan, PlanBuffer, PlanIo, Step, Trip};
 
 pub const MAGIC: &[u8; 8] = b"TESSERA\0";
 /// Bumped whenever the payload layout changes; older files are refused, not misread. (Step
@@ -122,6 +122,9 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
     for (i, b) in plan.buffers.iter().enumerate() {
         let ok = match &b.kind {
             BufferKind::Input(n) => (*n as usize) < plan.inputs.len(),
+            BufferKind::Const(n) if b.dtype == DType::String => {
+                plan.consts.get(*n as usize).is_some_and(|c| tessera_kir::plan::decode_strings(c, b.num_elements()).is_some())
+            }
             BufferKind::Const(n) => plan.consts.get(*n as usize).is_some_and(|c| c.len() as u64 == b.byte_len()),
             BufferKind::Temp { .. } => true,
             BufferKind::Alias(of) => of.0 < i as u32,
@@ -416,6 +419,29 @@ fn encode_steps(w: &mut Writer, steps: &[Step]) {
                         w.u8(3);
                         w.u8(*center_point_box as u8);
                     }
+                    HostOp::StringConcat => w.u8(4),
+                    HostOp::StringEqual => w.u8(5),
+                    HostOp::RegexFullMatch { pattern } => {
+                        w.u8(6);
+                        w.str(pattern);
+                    }
+                    HostOp::StringNormalizer { case, case_sensitive, stopwords } => {
+                        w.u8(7);
+                        w.u8(*case);
+                        w.u8(*case_sensitive as u8);
+                        encode_values(w, &HostValues::Strings(stopwords.clone()));
+                    }
+                    HostOp::StringSplit { delimiter, maxsplit } => {
+                        w.u8(8);
+                        w.str(delimiter);
+                        axis(w, maxsplit);
+                    }
+                    HostOp::LabelEncoder { keys, values, default } => {
+                        w.u8(9);
+                        for v in [keys, values, default] {
+                            encode_values(w, v);
+                        }
+                    }
                 }
                 w.u64(inputs.len() as u64);
                 for i in inputs {
@@ -434,6 +460,50 @@ fn encode_steps(w: &mut Writer, steps: &[Step]) {
             }
         }
     }
+}
+
+fn encode_values(w: &mut Writer, v: &HostValues) {
+    match v {
+        HostValues::Strings(s) => {
+            w.u8(0);
+            w.u64(s.len() as u64);
+            for x in s {
+                w.str(x);
+            }
+        }
+        HostValues::Ints(s) => {
+            w.u8(1);
+            w.u64(s.len() as u64);
+            for x in s {
+                w.u64(*x as u64);
+            }
+        }
+        HostValues::Floats(s) => {
+            w.u8(2);
+            w.u64(s.len() as u64);
+            for x in s {
+                w.u64(x.to_bits());
+            }
+        }
+    }
+}
+
+fn decode_values(r: &mut Reader) -> Result<HostValues, RuntimeError> {
+    Ok(match r.u8()? {
+        0 => {
+            let n = r.count(8)?;
+            HostValues::Strings((0..n).map(|_| r.str()).collect::<Result<_, _>>()?)
+        }
+        1 => {
+            let n = r.count(8)?;
+            HostValues::Ints((0..n).map(|_| r.u64().map(|v| v as i64)).collect::<Result<_, _>>()?)
+        }
+        2 => {
+            let n = r.count(8)?;
+            HostValues::Floats((0..n).map(|_| r.u64().map(f64::from_bits)).collect::<Result<_, _>>()?)
+        }
+        _ => return Err(RuntimeError::BadArtifact("unknown host-op value list".into())),
+    })
 }
 
 /// How deeply control-flow steps may nest in a file; deeper is refused, not recursed into.
@@ -516,6 +586,20 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                         HostOp::Unique { axis: a, sorted: flag(r)? }
                     }
                     3 => HostOp::NonMaxSuppression { center_point_box: flag(r)? },
+                    4 => HostOp::StringConcat,
+                    5 => HostOp::StringEqual,
+                    6 => HostOp::RegexFullMatch { pattern: r.str()? },
+                    7 => {
+                        let case = r.u8()?;
+                        let case_sensitive = flag(r)?;
+                        let HostValues::Strings(stopwords) = decode_values(r)? else { return Err(bad("bad stopwords")) };
+                        HostOp::StringNormalizer { case, case_sensitive, stopwords }
+                    }
+                    8 => {
+                        let delimiter = r.str()?;
+                        HostOp::StringSplit { delimiter, maxsplit: axis(r)? }
+                    }
+                    9 => HostOp::LabelEncoder { keys: decode_values(r)?, values: decode_values(r)?, default: decode_values(r)? },
                     _ => return Err(bad("unknown host op")),
                 };
                 let ni = r.count(1)?;

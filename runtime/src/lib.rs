@@ -10,6 +10,7 @@ pub mod device;
 pub mod interp;
 pub mod model;
 mod select;
+mod strings;
 
 pub use artifact::Artifact;
 pub use device::{Device, DeviceError, KernelArg, LoadedKernel};

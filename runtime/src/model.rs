@@ -41,6 +41,8 @@ pub struct Model {
     artifact: Artifact,
     kernels: Vec<Box<dyn LoadedKernel>>,
     consts: Vec<Aligned>,
+    /// The decoded contents of string constants, by constant number.
+    const_strings: std::collections::HashMap<u32, Vec<String>>,
     device: Arc<dyn Device>,
 }
 
@@ -57,7 +59,15 @@ impl Model {
             .map(|k| device.load(&k.name, &k.blob).map_err(RuntimeError::Device))
             .collect::<Result<Vec<_>, _>>()?;
         let consts = artifact.plan.consts.iter().map(|c| Aligned::from_bytes(c)).collect();
-        Ok(Model { artifact, kernels, consts, device })
+        let mut const_strings = std::collections::HashMap::new();
+        for b in artifact.plan.buffers.iter().filter(|b| b.dtype == tessera_ir::DType::String) {
+            if let BufferKind::Const(n) = b.kind {
+                // Validation checked that these decode.
+                let s = artifact.plan.consts.get(n as usize).and_then(|c| tessera_kir::plan::decode_strings(c, b.num_elements()));
+                const_strings.insert(n, s.unwrap_or_default());
+            }
+        }
+        Ok(Model { artifact, kernels, consts, const_strings, device })
     }
 
     /// Reads, validates and loads a `.tsa` file.
@@ -113,8 +123,9 @@ impl Model {
                 }
             }
         }
+        let input_strings: Vec<Arc<Vec<String>>> = inputs.iter().map(|t| t.strings.clone()).collect();
         let inputs: Vec<Aligned> = inputs.iter().map(|t| Aligned::from_bytes(&t.bytes)).collect();
-        let mut run = Run { model: self, slots, inputs, dims: std::collections::HashMap::new() };
+        let mut run = Run { model: self, slots, inputs, input_strings, strings: Default::default(), dims: Default::default() };
         run.steps(&plan.steps)?;
         let mut outs = Vec::with_capacity(plan.outputs.len());
         for io in &plan.outputs {
@@ -124,6 +135,10 @@ impl Model {
             let n = n.min(io.dtype.storage_bytes(dims.iter().product()) as usize);
             if p.is_null() {
                 return Err(RuntimeError::BadArtifact(format!("output `{}` is unbacked", io.name)));
+            }
+            if io.dtype == tessera_ir::DType::String {
+                outs.push(Tensor::from_strings(dims, run.strings_of(io.buffer)));
+                continue;
             }
             // SAFETY: valid for `n` bytes: the storage lives in `run` and validation checked
             // lengths against the plan.
@@ -139,6 +154,9 @@ struct Run<'m> {
     model: &'m Model,
     slots: Vec<Option<Aligned>>,
     inputs: Vec<Aligned>,
+    input_strings: Vec<Arc<Vec<String>>>,
+    /// Contents of string buffers that host ops wrote, by root buffer.
+    strings: std::collections::HashMap<u32, Vec<String>>,
     /// The dims host ops produced, by buffer; other buffers have their plan dims.
     dims: std::collections::HashMap<u32, Vec<u64>>,
 }
@@ -159,6 +177,20 @@ impl Run<'_> {
             BufferKind::Alias(_) => std::ptr::null_mut(),
         };
         (ptr, len)
+    }
+
+    /// The contents of string buffer `id` (empty strings where nothing was written).
+    fn strings_of(&self, id: BufferId) -> Vec<String> {
+        let plan = &self.model.artifact.plan;
+        let root = plan.root(id);
+        let n = self.dims.get(&id.0).map_or(plan.buffer(id).num_elements(), |d| d.iter().product()) as usize;
+        let mut v = match plan.buffer(root).kind {
+            BufferKind::Input(i) => self.input_strings.get(i as usize).map(|s| s.as_ref().clone()).unwrap_or_default(),
+            BufferKind::Const(c) => self.model.const_strings.get(&c).cloned().unwrap_or_default(),
+            _ => self.strings.get(&root.0).cloned().unwrap_or_default(),
+        };
+        v.resize(n, String::new());
+        v
     }
 
     /// The bytes of buffer `id`, copied out.
@@ -234,17 +266,26 @@ impl Run<'_> {
             data.push(match i {
                 Some(b) => {
                     let dims = self.dims.get(&b.0).cloned().unwrap_or_else(|| plan.buffer(*b).dims.clone());
-                    Some((plan.buffer(*b).dtype, dims, self.read(*b)?))
+                    let dtype = plan.buffer(*b).dtype;
+                    let strings = if dtype == tessera_ir::DType::String { self.strings_of(*b) } else { Vec::new() };
+                    Some((dtype, dims, self.read(*b)?, strings))
                 }
                 None => None,
             });
         }
         let ins: Vec<Option<crate::select::HostIn>> = data
             .iter()
-            .map(|d| d.as_ref().map(|(dtype, dims, bytes)| crate::select::HostIn::new(*dtype, dims, bytes)))
+            .map(|d| d.as_ref().map(|(dtype, dims, bytes, strings)| crate::select::HostIn::new(*dtype, dims, bytes, strings)))
             .collect();
-        let outs = crate::select::run(op, &ins, outputs.len()).map_err(|m| RuntimeError::Execution(format!("{op:?}: {m}")))?;
+        let out_dtypes: Vec<tessera_ir::DType> = outputs.iter().map(|&b| plan.buffer(b).dtype).collect();
+        let outs = crate::select::run(op, &ins, &out_dtypes).map_err(|m| RuntimeError::Execution(format!("{op:?}: {m}")))?;
         for (&b, out) in outputs.iter().zip(outs) {
+            if plan.buffer(b).dtype == tessera_ir::DType::String {
+                // String storage is host memory, sized by the result itself.
+                self.strings.insert(plan.root(b).0, out.strings);
+                self.dims.insert(b.0, out.dims);
+                continue;
+            }
             let cap = plan.buffer(b).byte_len() as usize;
             if out.bytes.len() > cap {
                 return Err(RuntimeError::Execution(format!(

@@ -9,24 +9,40 @@ use std::ops::RangeInclusive;
 use tessera_ir::{DType, Tensor};
 use tessera_kir::HostOp;
 
-/// One operand: its dtype, dims and bytes, and its elements decoded.
+/// One operand: its dtype, dims and bytes (or strings), and its elements decoded.
 pub(crate) struct HostIn<'a> {
     pub dtype: DType,
     pub dims: &'a [u64],
     pub bytes: &'a [u8],
+    pub strings: &'a [String],
     vals: Vec<Num>,
 }
 
 impl<'a> HostIn<'a> {
-    pub fn new(dtype: DType, dims: &'a [u64], bytes: &'a [u8]) -> HostIn<'a> {
+    pub fn new(dtype: DType, dims: &'a [u64], bytes: &'a [u8], strings: &'a [String]) -> HostIn<'a> {
         let vals = if readable(dtype) { decode(dtype, dims, bytes) } else { Vec::new() };
-        HostIn { dtype, dims, bytes, vals }
+        HostIn { dtype, dims, bytes, strings, vals }
+    }
+
+    /// Element `i` as a float (0 past the end).
+    pub fn f(&self, i: usize) -> f64 {
+        element(self, i).f()
+    }
+
+    /// Element `i` as an integer (floats truncated; 0 past the end).
+    pub fn i(&self, i: usize) -> i64 {
+        match element(self, i) {
+            Num::I(v) => v as i64,
+            Num::F(v) => v as i64,
+        }
     }
 }
 
-/// One result: its bytes and the dims it actually has.
+/// One result: its bytes (or strings, for a string result) and the dims it actually has.
+#[derive(Default)]
 pub(crate) struct HostOut {
     pub bytes: Vec<u8>,
+    pub strings: Vec<String>,
     pub dims: Vec<u64>,
 }
 
@@ -37,6 +53,9 @@ pub(crate) fn arity(op: &HostOp) -> (RangeInclusive<usize>, RangeInclusive<usize
         HostOp::Compress { .. } => (2..=2, 1..=1),
         HostOp::Unique { .. } => (1..=1, 1..=4),
         HostOp::NonMaxSuppression { .. } => (2..=5, 1..=1),
+        HostOp::StringConcat | HostOp::StringEqual => (2..=2, 1..=1),
+        HostOp::RegexFullMatch { .. } | HostOp::StringNormalizer { .. } | HostOp::LabelEncoder { .. } => (1..=1, 1..=1),
+        HostOp::StringSplit { .. } => (1..=1, 1..=2),
     }
 }
 
@@ -46,10 +65,13 @@ pub(crate) fn readable(dtype: DType) -> bool {
     matches!(dtype, F64 | F32 | F16 | BF16 | I64 | I32 | I16 | I8 | U64 | U32 | U16 | U8 | Bool)
 }
 
-/// Runs `op` on `ins` (one per operand position, `None` where omitted), producing `n_out`
-/// results. An `Err` is bad input at run time (an operand of the wrong kind).
-pub(crate) fn run(op: &HostOp, ins: &[Option<HostIn>], n_out: usize) -> Result<Vec<HostOut>, String> {
+/// Runs `op` on `ins` (one per operand position, `None` where omitted), producing results of
+/// dtypes `outs`. An `Err` is bad input at run time (an operand of the wrong kind).
+pub(crate) fn run(op: &HostOp, ins: &[Option<HostIn>], outs: &[DType]) -> Result<Vec<HostOut>, String> {
     let arg = |i: usize| ins.get(i).and_then(|a| a.as_ref()).ok_or_else(|| format!("operand {i} is missing"));
+    if crate::strings::is_string_op(op) {
+        return crate::strings::run(op, ins, outs);
+    }
     for a in ins.iter().flatten() {
         if !readable(a.dtype) {
             return Err(format!("dtype {} is not supported by host ops", a.dtype));
@@ -58,11 +80,12 @@ pub(crate) fn run(op: &HostOp, ins: &[Option<HostIn>], n_out: usize) -> Result<V
     match op {
         HostOp::NonZero => Ok(vec![nonzero(arg(0)?)]),
         HostOp::Compress { axis } => compress(arg(0)?, arg(1)?, *axis).map(|o| vec![o]),
-        HostOp::Unique { axis, sorted } => unique(arg(0)?, *axis, *sorted, n_out),
+        HostOp::Unique { axis, sorted } => unique(arg(0)?, *axis, *sorted, outs.len()),
         HostOp::NonMaxSuppression { center_point_box } => {
             let opt = |i: usize| ins.get(i).and_then(|a| a.as_ref());
             nms(arg(0)?, arg(1)?, opt(2), opt(3), opt(4), *center_point_box).map(|o| vec![o])
         }
+        _ => Err(format!("{op:?} is not a selection")),
     }
 }
 
@@ -123,7 +146,7 @@ fn numel(dims: &[u64]) -> usize {
     dims.iter().product::<u64>() as usize
 }
 
-fn i64s(v: &[i64]) -> Vec<u8> {
+pub(crate) fn i64s(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
@@ -151,7 +174,7 @@ fn nonzero(x: &HostIn) -> HostOut {
             rest /= dims[d];
         }
     }
-    HostOut { bytes: i64s(&out), dims: vec![dims.len() as u64, hits.len() as u64] }
+    HostOut { bytes: i64s(&out), dims: vec![dims.len() as u64, hits.len() as u64], ..HostOut::default() }
 }
 
 // ==== Compress ====
@@ -197,7 +220,7 @@ fn compress(x: &HostIn, cond: &HostIn, axis: Option<i64>) -> Result<HostOut, Str
     let sl = slicing(x, axis)?;
     let n = numel(cond.dims).min(sl.1);
     let picks: Vec<usize> = (0..n).filter(|&j| !element(cond, j).is_zero()).collect();
-    Ok(HostOut { bytes: gather(x, sl, &picks), dims: with_axis_len(x.dims, axis, picks.len())? })
+    Ok(HostOut { bytes: gather(x, sl, &picks), dims: with_axis_len(x.dims, axis, picks.len())?, ..HostOut::default() })
 }
 
 // ==== Unique ====
@@ -240,8 +263,8 @@ fn unique(x: &HostIn, axis: Option<i64>, sorted: bool, n_out: usize) -> Result<V
         }
     }
     let firsts: Vec<usize> = groups.iter().map(|g| g[0]).collect();
-    let mut outs = vec![HostOut { bytes: gather(x, (outer, d, inner), &firsts), dims: with_axis_len(x.dims, axis, firsts.len())? }];
-    let list = |v: Vec<i64>| HostOut { dims: vec![v.len() as u64], bytes: i64s(&v) };
+    let mut outs = vec![HostOut { bytes: gather(x, (outer, d, inner), &firsts), dims: with_axis_len(x.dims, axis, firsts.len())?, ..HostOut::default() }];
+    let list = |v: Vec<i64>| HostOut { dims: vec![v.len() as u64], bytes: i64s(&v), ..HostOut::default() };
     outs.push(list(firsts.iter().map(|&j| j as i64).collect()));
     outs.push(list(inverse));
     outs.push(list(groups.iter().map(|g| g.len() as i64).collect()));
@@ -318,5 +341,5 @@ fn nms(
             }
         }
     }
-    Ok(HostOut { dims: vec![selected.len() as u64 / 3, 3], bytes: i64s(&selected) })
+    Ok(HostOut { dims: vec![selected.len() as u64 / 3, 3], bytes: i64s(&selected), ..HostOut::default() })
 }

@@ -271,6 +271,12 @@ op_table! {
     Compress: Movement, in (2, 2), out (1, 1), ["axis"];
     Unique: Movement, in (1, 1), out (1, 4), ["axis", "sorted"];
     NonMaxSuppression: Movement, in (2, 5), out (1, 1), ["center_point_box"];
+    // ---- string ops and encoders (run by the plan on the host) ----
+    StringConcat: Movement, in (2, 2), out (1, 1), [];
+    RegexFullMatch: Movement, in (1, 1), out (1, 1), ["pattern"];
+    StringNormalizer: Movement, in (1, 1), out (1, 1), ["case_change_action", "is_case_sensitive", "locale", "stopwords"];
+    StringSplit: Movement, in (1, 1), out (1, 2), ["delimiter", "maxsplit"];
+    LabelEncoder: Movement, in (1, 1), out (1, 1), ["default_float", "default_int64", "default_string", "default_tensor", "keys_floats", "keys_int64s", "keys_strings", "keys_tensor", "values_floats", "values_int64s", "values_strings", "values_tensor"];
     Scan: Control, in (1, ANY), out (1, ANY), ["body", "captures", "num_scan_inputs", "scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"];
 }
 

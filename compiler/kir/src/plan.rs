@@ -82,6 +82,27 @@ pub enum HostOp {
     Unique { axis: Option<i64>, sorted: bool },
     /// Selected box indices `[count, 3]` (batch, class, box), greedy by score.
     NonMaxSuppression { center_point_box: bool },
+    /// Elementwise concatenation of two broadcast string tensors.
+    StringConcat,
+    /// `Equal` on two broadcast string tensors.
+    StringEqual,
+    /// Whether each string matches `pattern` as a whole (RE2-like syntax).
+    RegexFullMatch { pattern: String },
+    /// Case change (0 none, 1 lower, 2 upper) and stopword removal; empty results dropped.
+    StringNormalizer { case: u8, case_sensitive: bool, stopwords: Vec<String> },
+    /// Splits each string at `delimiter` (whitespace runs when empty), at most `maxsplit`
+    /// times; results: the parts padded with "" to the longest, and the part counts.
+    StringSplit { delimiter: String, maxsplit: Option<i64> },
+    /// Maps each element through `keys` → `values`, else `default` (ai.onnx.ml).
+    LabelEncoder { keys: HostValues, values: HostValues, default: HostValues },
+}
+
+/// A list of attribute values of a host op.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostValues {
+    Strings(Vec<String>),
+    Ints(Vec<i64>),
+    Floats(Vec<f64>),
 }
 
 /// How many iterations a [`LoopStep`] runs at most.
@@ -290,4 +311,27 @@ impl Plan {
 pub struct Program {
     pub kernels: Vec<Kernel>,
     pub plan: Plan,
+}
+
+/// The bytes of a string constant in [`Plan::consts`]: each string as a little-endian u32
+/// byte length and its UTF-8 bytes. (A string buffer has no byte storage of its own.)
+pub fn encode_strings(strings: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in strings {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    out
+}
+
+/// Reads `n` strings written by [`encode_strings`]; `None` if the bytes do not hold exactly that.
+pub fn decode_strings(mut bytes: &[u8], n: u64) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let s = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?;
+        out.push(s.to_string());
+        bytes = &bytes[4 + len..];
+    }
+    bytes.is_empty().then_some(out)
 }

@@ -17,6 +17,7 @@ pub mod movement;
 pub mod quant;
 pub mod reduce;
 pub mod select;
+pub mod strings;
 pub mod spatial;
 pub mod util;
 // added: sequence and attention ops
@@ -147,6 +148,39 @@ impl<'g> LowerCx<'g> {
         id
     }
 
+    /// The buffer of string value `v`, which only host ops and graph inputs and outputs may
+    /// use (kernels never see strings). A constant's strings are stored encoded.
+    pub fn string_buffer(&mut self, v: ValueId) -> Result<BufferId> {
+        if let Some(&b) = self.buffers.get(&v) {
+            return Ok(b);
+        }
+        let dims = self.dims(v)?;
+        let kind = if let Some(i) = self.graph.inputs.iter().position(|&x| x == v) {
+            BufferKind::Input(i as u32)
+        } else if let Some(t) = self.graph.konst(v) {
+            self.program.plan.consts.push(tessera_kir::plan::encode_strings(&t.strings));
+            BufferKind::Const(self.program.plan.consts.len() as u32 - 1)
+        } else {
+            BufferKind::Temp { slot: 0 }
+        };
+        let name = self.graph.value(v).name.clone();
+        Ok(self.push_buffer(v, PlanBuffer { name, dtype: DType::String, dims, kind }))
+    }
+
+    /// [`LowerCx::string_buffer`] for strings, [`LowerCx::buffer`] otherwise.
+    pub fn any_buffer(&mut self, v: ValueId) -> Result<BufferId> {
+        if self.dtype(v)? == DType::String {
+            self.string_buffer(v)
+        } else {
+            self.buffer(v)
+        }
+    }
+
+    /// The buffers of a node's operands (`None` where omitted), strings included: for host steps.
+    pub fn operand_buffers(&mut self, node: &Node) -> Result<Vec<Option<BufferId>>> {
+        node.inputs.iter().map(|v| v.map(|v| self.any_buffer(v)).transpose()).collect()
+    }
+
     /// A scratch buffer not tied to a graph value (e.g. a transposed copy).
     pub fn scratch(&mut self, name: &str, dtype: DType, dims: Vec<u64>) -> BufferId {
         self.program.plan.buffers.push(PlanBuffer { name: name.into(), dtype, dims, kind: BufferKind::Temp { slot: 0 } });
@@ -224,7 +258,7 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
     lower_nodes(&mut cx, &graph.nodes, "")?;
     cx.node_label = "graph".into();
     for (i, &v) in graph.inputs.iter().enumerate() {
-        let buffer = cx.buffer(v)?;
+        let buffer = cx.any_buffer(v)?;
         let bound = if graph.bound_inputs.contains(&v) {
             graph.konst(v).map(|t| t.bytes.as_ref().clone())
         } else {
@@ -235,7 +269,7 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
         cx.program.plan.inputs.push(io);
     }
     for &v in &graph.outputs {
-        let buffer = cx.buffer(v)?;
+        let buffer = cx.any_buffer(v)?;
         // A run-time-sized output is described by its capacity; the runtime returns its size.
         let dims = cx.program.plan.buffer(buffer).dims.clone();
         let io = PlanIo { name: graph.value(v).name.clone(), buffer, dtype: cx.dtype(v)?, dims, bound: None };
@@ -277,6 +311,8 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             spatial::lower(cx, node)
         }
         Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression => select::lower(cx, node),
+        Op::StringConcat | Op::RegexFullMatch | Op::StringNormalizer | Op::StringSplit | Op::LabelEncoder => strings::lower(cx, node),
+        Op::Equal if node.input(0).is_some_and(|v| cx.dtype(v).ok() == Some(DType::String)) => strings::lower(cx, node),
         // added: sequence and attention ops
         Op::Attention | Op::RotaryEmbedding => attention::lower(cx, node),
         Op::NegativeLogLikelihoodLoss | Op::SoftmaxCrossEntropyLoss => loss::lower(cx, node),

@@ -65,13 +65,7 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         }
         op => return Err(cx.invalid(format!("{op} is not a host selection"))),
     };
-    let mut inputs = Vec::with_capacity(node.inputs.len());
-    for v in &node.inputs {
-        inputs.push(match v {
-            Some(v) => Some(cx.buffer(*v)?),
-            None => None,
-        });
-    }
+    let inputs = cx.operand_buffers(node)?;
     let mut outputs = Vec::with_capacity(node.outputs.len());
     for (&o, cap) in node.outputs.iter().zip(capacity) {
         outputs.push(cx.dynamic_buffer(o, cap)?);

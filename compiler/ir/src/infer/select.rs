@@ -1,5 +1,6 @@
-//! Inference for selections whose result size depends on the data: NonZero, Compress, Unique,
-//! NonMaxSuppression. That size is a fresh symbolic dim; lowering gives such a result its
+//! Inference for the ops the plan runs on the host: selections whose result size depends on
+//! the data (NonZero, Compress, Unique, NonMaxSuppression) and string ops (StringConcat,
+//! RegexFullMatch, StringNormalizer, StringSplit, LabelEncoder). That size is a fresh symbolic dim; lowering gives such a result its
 //! largest possible size and the runtime reports the size produced (see
 //! `tessera_kir::HostOp`). Nothing is folded here: the inputs are run-time data.
 
@@ -15,6 +16,11 @@ pub(super) fn infer(cx: &Cx) -> Option<Result<Vec<TensorType>>> {
         Op::Compress => compress(cx),
         Op::Unique => unique(cx),
         Op::NonMaxSuppression => nms(cx),
+        Op::StringConcat => strings_only(cx, &[0, 1]).and_then(|()| Ok(vec![TensorType::new(DType::String, cx.broadcast(&[0, 1])?)])),
+        Op::RegexFullMatch => strings_only(cx, &[0]).and_then(|()| Ok(vec![TensorType::new(DType::Bool, cx.ty(0)?.shape.clone())])),
+        Op::StringNormalizer => string_normalizer(cx),
+        Op::StringSplit => string_split(cx),
+        Op::LabelEncoder => label_encoder(cx),
         _ => return None,
     })
 }
@@ -68,4 +74,50 @@ fn nms(cx: &Cx) -> Result<Vec<TensorType>> {
         return Err(cx.shape_err(format!("boxes must be [batch, boxes, 4] and scores [batch, classes, boxes], not {b} and {s}")));
     }
     Ok(vec![TensorType::new(DType::I64, Shape(vec![cx.fresh(0, 0), Dim::Fixed(3)]))])
+}
+
+fn strings_only(cx: &Cx, operands: &[usize]) -> Result<()> {
+    for &i in operands {
+        let t = cx.ty(i)?;
+        if t.dtype != DType::String {
+            return Err(cx.dtype_err(t.dtype, format!("operand {i} (a string tensor is expected)")));
+        }
+    }
+    Ok(())
+}
+
+fn string_normalizer(cx: &Cx) -> Result<Vec<TensorType>> {
+    strings_only(cx, &[0])?;
+    let x = cx.ty(0)?;
+    // Stopwords may remove elements: the count is known at run time only.
+    let shape = match x.shape.0.as_slice() {
+        [_] => Shape(vec![cx.fresh(0, 0)]),
+        [Dim::Fixed(1), _] => Shape(vec![Dim::Fixed(1), cx.fresh(0, 1)]),
+        _ => return Err(cx.shape_err(format!("the input must be [C] or [1, C], not {x}"))),
+    };
+    Ok(vec![TensorType::new(DType::String, shape)])
+}
+
+fn string_split(cx: &Cx) -> Result<Vec<TensorType>> {
+    strings_only(cx, &[0])?;
+    let x = cx.ty(0)?;
+    let mut parts = x.shape.0.clone();
+    parts.push(cx.fresh(0, x.shape.rank()));
+    Ok(vec![TensorType::new(DType::String, Shape(parts)), TensorType::new(DType::I64, x.shape.clone())])
+}
+
+fn label_encoder(cx: &Cx) -> Result<Vec<TensorType>> {
+    let x = cx.ty(0)?;
+    let dtype = if cx.node.attr("values_strings").is_some() {
+        DType::String
+    } else if cx.node.attr("values_int64s").is_some() {
+        DType::I64
+    } else if cx.node.attr("values_floats").is_some() {
+        DType::F32
+    } else if let Some(Attr::Tensor(t)) = cx.node.attr("values_tensor") {
+        t.dtype
+    } else {
+        return Err(cx.bad_attr("values_*", "one of values_strings, values_int64s, values_floats, values_tensor is required"));
+    };
+    Ok(vec![TensorType::new(dtype, x.shape.clone())])
 }

@@ -14,6 +14,7 @@ mod reduce;
 mod select;
 mod shape;
 mod spectral;
+mod strings;
 
 use crate::error::Result;
 use crate::import::Ctx;
@@ -48,7 +49,7 @@ pub(crate) const fn up(onnx: &'static str, op: Op, upgrades: &'static [(i64, Upg
     Entry { domain: "", onnx, op, upgrades }
 }
 
-const FAMILIES: &[&[Entry]] = &[control::OPS, select::OPS, math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS, spectral::OPS];
+const FAMILIES: &[&[Entry]] = &[control::OPS, select::OPS, strings::OPS, math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS, spectral::OPS];
 
 /// The registry line for an ONNX op type of `domain` ("" for the default domain).
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<&'static Entry> {

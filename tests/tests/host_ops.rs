@@ -1,4 +1,4 @@
-//! Host selections end to end: results whose size depends on the data come back with the size
+//! Host ops end to end: string ops, and selections whose results come back with the size
 //! produced (within the plan's capacity), on host and interp; a kernel that would consume such
 //! a result is refused as unsupported, naming the value.
 
@@ -43,4 +43,39 @@ fn a_kernel_reading_a_run_time_sized_value_is_unsupported() {
     let e = tessera_driver::compile_graph(&g, "test", "interp").unwrap_err();
     assert!(e.is_unsupported(), "{e}");
     assert!(e.to_string().contains("value `s` has a size known only at run time; only a graph output may have one"), "{e}");
+}
+
+#[test]
+fn string_ops_run_on_the_host_with_strings_in_and_out() {
+    let src = "graph @g(%a: string[2], %b: string[2]) -> (%cat, %eq, %m, %parts, %n) {
+  const %tail = dense<string[1]: [\"!\"]>
+  %ab = StringConcat(%a, %b)
+  %cat = StringConcat(%ab, %tail)
+  %eq = Equal(%a, %b)
+  %m = RegexFullMatch(%a) {pattern = \"[a-z]+\"}
+  %parts, %n = StringSplit(%cat) {delimiter = \"-\"}
+}
+";
+    let g = graph(src);
+    let s = |v: &[&str]| Tensor::from_strings(vec![v.len() as u64], v.iter().map(|x| x.to_string()).collect());
+    for target in ["host", "interp"] {
+        let a = tessera_driver::compile_graph(&g, "test", target).unwrap();
+        let a = tessera_runtime::Artifact::decode(&a.encode()).unwrap();
+        let m = tessera_driver::load(a, target).unwrap();
+        let out = m.run(&[s(&["ab", "x-y"]), s(&["ab", "-z"])]).unwrap();
+        assert_eq!(out[0].strings.as_slice(), ["abab!", "x-y-z!"], "{target}");
+        assert_eq!(out[1].bytes.as_slice(), [1, 0]);
+        assert_eq!(out[2].bytes.as_slice(), [1, 0]);
+        assert_eq!(out[3].dims, vec![2, 3]);
+        assert_eq!(out[3].strings.as_slice(), ["abab!", "", "", "x", "y", "z!"]);
+        assert_eq!(out[4].to_i64_vec().unwrap(), vec![1, 3]);
+    }
+}
+
+#[test]
+fn an_invalid_regex_is_refused_at_compile_time() {
+    let g = graph("graph @g(%a: string[1]) -> (%m) {\n  %m = RegexFullMatch(%a) {pattern = \"(unclosed\"}\n}\n");
+    let e = tessera_driver::compile_graph(&g, "test", "interp").unwrap_err();
+    assert!(!e.is_unsupported(), "{e}");
+    assert!(e.to_string().contains("RegexFullMatch node (unnamed): attribute `pattern` is not a valid regex"), "{e}");
 }

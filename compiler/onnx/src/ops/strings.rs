@@ -1,0 +1,12 @@
+//! Registry lines for string ops and the `ai.onnx.ml` LabelEncoder (run on the host by the plan).
+
+use super::{in_domain, op, Entry};
+use tessera_ir::Op;
+
+pub(crate) const OPS: &[Entry] = &[
+    op("StringConcat", Op::StringConcat),
+    op("RegexFullMatch", Op::RegexFullMatch),
+    op("StringNormalizer", Op::StringNormalizer),
+    op("StringSplit", Op::StringSplit),
+    in_domain("ai.onnx.ml", "LabelEncoder", Op::LabelEncoder),
+];
