@@ -442,6 +442,17 @@ fn encode_steps(w: &mut Writer, steps: &[Step]) {
                             encode_values(w, v);
                         }
                     }
+                    HostOp::TfIdf { min_gram, max_gram, max_skip, mode, ngram_counts, ngram_indexes, pool, weights } => {
+                        w.u8(10);
+                        for v in [min_gram, max_gram, max_skip] {
+                            w.u64(*v as u64);
+                        }
+                        w.u8(*mode);
+                        encode_values(w, &HostValues::Ints(ngram_counts.clone()));
+                        encode_values(w, &HostValues::Ints(ngram_indexes.clone()));
+                        encode_values(w, pool);
+                        encode_values(w, &HostValues::Floats(weights.clone()));
+                    }
                 }
                 w.u64(inputs.len() as u64);
                 for i in inputs {
@@ -600,6 +611,19 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                         HostOp::StringSplit { delimiter, maxsplit: axis(r)? }
                     }
                     9 => HostOp::LabelEncoder { keys: decode_values(r)?, values: decode_values(r)?, default: decode_values(r)? },
+                    10 => {
+                        let (min_gram, max_gram, max_skip) = (r.u64()? as i64, r.u64()? as i64, r.u64()? as i64);
+                        let mode = r.u8()?;
+                        let ints = |r: &mut Reader| match decode_values(r)? {
+                            HostValues::Ints(v) => Ok(v),
+                            _ => Err(bad("bad TfIdf list")),
+                        };
+                        let ngram_counts = ints(r)?;
+                        let ngram_indexes = ints(r)?;
+                        let pool = decode_values(r)?;
+                        let HostValues::Floats(weights) = decode_values(r)? else { return Err(bad("bad TfIdf weights")) };
+                        HostOp::TfIdf { min_gram, max_gram, max_skip, mode, ngram_counts, ngram_indexes, pool, weights }
+                    }
                     _ => return Err(bad("unknown host op")),
                 };
                 let ni = r.count(1)?;

@@ -54,7 +54,7 @@ pub(crate) fn arity(op: &HostOp) -> (RangeInclusive<usize>, RangeInclusive<usize
         HostOp::Unique { .. } => (1..=1, 1..=4),
         HostOp::NonMaxSuppression { .. } => (2..=5, 1..=1),
         HostOp::StringConcat | HostOp::StringEqual => (2..=2, 1..=1),
-        HostOp::RegexFullMatch { .. } | HostOp::StringNormalizer { .. } | HostOp::LabelEncoder { .. } => (1..=1, 1..=1),
+        HostOp::RegexFullMatch { .. } | HostOp::StringNormalizer { .. } | HostOp::LabelEncoder { .. } | HostOp::TfIdf { .. } => (1..=1, 1..=1),
         HostOp::StringSplit { .. } => (1..=1, 1..=2),
     }
 }

@@ -1,7 +1,7 @@
 //! String host ops of the plan (no chip computes on strings): StringConcat, Equal on strings,
 //! RegexFullMatch (the `regex` crate; RE2-like syntax without look-around or
 //! backreferences, as RE2 itself), StringNormalizer, StringSplit and the `ai.onnx.ml`
-//! LabelEncoder. Semantics follow the ONNX reference implementation, except that
+//! LabelEncoder and TfIdfVectorizer (text featurizers, on strings or token ids). Semantics follow the ONNX reference implementation, except that
 //! StringNormalizer does not strip accents (ASCII text is unaffected). Start at [`run`].
 
 use crate::select::{i64s, HostIn, HostOut};
@@ -17,6 +17,7 @@ pub(crate) fn is_string_op(op: &HostOp) -> bool {
             | HostOp::StringNormalizer { .. }
             | HostOp::StringSplit { .. }
             | HostOp::LabelEncoder { .. }
+            | HostOp::TfIdf { .. }
     )
 }
 
@@ -47,6 +48,7 @@ pub(crate) fn run(op: &HostOp, ins: &[Option<HostIn>], outs: &[DType]) -> Result
             let out = outs.first().copied().ok_or("no result")?;
             label_encode(arg(0)?, keys, values, default, out).map(|o| vec![o])
         }
+        HostOp::TfIdf { .. } => tfidf(arg(0)?, op).map(|o| vec![o]),
         _ => Err(format!("{op:?} is not a string op")),
     }
 }
@@ -232,4 +234,101 @@ fn label_encode(x: &HostIn, keys: &HostValues, values: &HostValues, default: &Ho
             Ok(HostOut { bytes, dims, ..HostOut::default() })
         }
     }
+}
+
+// ==== TfIdfVectorizer ====
+
+/// A token: an integer id or a string.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Token {
+    I(i64),
+    S(String),
+}
+
+fn tfidf(x: &HostIn, op: &HostOp) -> Result<HostOut, String> {
+    let HostOp::TfIdf { min_gram, max_gram, max_skip, mode, ngram_counts, ngram_indexes, pool, weights } = op else {
+        return Err("not TfIdf".into());
+    };
+    let pool: Vec<Token> = match pool {
+        HostValues::Ints(v) => v.iter().map(|&i| Token::I(i)).collect(),
+        HostValues::Strings(v) => v.iter().map(|s| Token::S(s.clone())).collect(),
+        HostValues::Floats(_) => return Err("a float pool".into()),
+    };
+    let out_size = ngram_indexes.iter().copied().max().map_or(0, |m| m.max(-1) + 1) as usize;
+    // Grams of each size in [min_gram, max_gram] with their ids (1-based, in pool order, ids
+    // of other sizes skipped), and every prefix of them.
+    let mut grams: std::collections::HashMap<Vec<Token>, usize> = std::collections::HashMap::new();
+    let mut prefixes: std::collections::HashSet<Vec<Token>> = std::collections::HashSet::new();
+    let mut id = 1usize;
+    for (i, &start) in ngram_counts.iter().enumerate() {
+        let size = i + 1;
+        let end = ngram_counts.get(i + 1).map_or(pool.len(), |&e| e as usize).min(pool.len());
+        let start = (start.max(0) as usize).min(end);
+        let n = (end - start) / size;
+        for g in 0..n {
+            if (size as i64) >= *min_gram && (size as i64) <= *max_gram {
+                let gram = pool[start + g * size..start + (g + 1) * size].to_vec();
+                for k in 1..=size {
+                    prefixes.insert(gram[..k].to_vec());
+                }
+                grams.insert(gram, id);
+            }
+            id += 1;
+        }
+    }
+    let (rows, c, dims) = match x.dims {
+        [] => (1, 1, vec![out_size as u64]),
+        [c] => (1, *c as usize, vec![out_size as u64]),
+        [b, c] => (*b as usize, *c as usize, vec![*b, out_size as u64]),
+        d => return Err(format!("TfIdfVectorizer takes [C] or [B, C], not {d:?}")),
+    };
+    let token = |i: usize| if x.dtype == DType::String { Token::S(x.strings.get(i).cloned().unwrap_or_default()) } else { Token::I(x.i(i)) };
+    let mut freq = vec![0u64; rows * out_size];
+    for row in 0..rows {
+        let mut start_size = (*min_gram).max(1) as usize;
+        for skip in 1..=(*max_skip).max(0) as usize + 1 {
+            for s in 0..c {
+                if s + skip * (start_size - 1) >= c {
+                    break;
+                }
+                let mut gram = Vec::new();
+                let mut item = s;
+                while gram.len() < *max_gram as usize && item < c {
+                    gram.push(token(row * c + item));
+                    if !prefixes.contains(&gram) {
+                        break;
+                    }
+                    if gram.len() >= start_size {
+                        if let Some(&g) = grams.get(&gram) {
+                            if let Some(o) = ngram_indexes.get(g - 1).and_then(|&o| usize::try_from(o).ok()).filter(|&o| o < out_size) {
+                                freq[row * out_size + o] += 1;
+                            }
+                        }
+                    }
+                    item += skip;
+                }
+            }
+            // Unigrams count once, not once per skip distance.
+            if start_size == 1 {
+                start_size = 2;
+                if start_size as i64 > *max_gram {
+                    break;
+                }
+            }
+        }
+    }
+    let y: Vec<f32> = freq
+        .iter()
+        .enumerate()
+        .map(|(p, &f)| {
+            let w = weights.get(p % out_size.max(1)).copied();
+            match (mode, w) {
+                (2, Some(w)) => if f > 0 { w as f32 } else { 0.0 },
+                (2, None) => if f > 0 { 1.0 } else { 0.0 },
+                (3, Some(w)) => (w * f as f64) as f32,
+                _ => f as f32,
+            }
+        })
+        .collect();
+    Ok(HostOut { bytes: y.iter().flat_map(|v| v.to_le_bytes()).collect(), dims, ..HostOut::default() })
 }

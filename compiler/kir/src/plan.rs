@@ -95,6 +95,8 @@ pub enum HostOp {
     StringSplit { delimiter: String, maxsplit: Option<i64> },
     /// Maps each element through `keys` → `values`, else `default` (ai.onnx.ml).
     LabelEncoder { keys: HostValues, values: HostValues, default: HostValues },
+    /// N-gram counts of each row against a pool (mode 1 TF, 2 IDF, 3 TFIDF), as f32.
+    TfIdf { min_gram: i64, max_gram: i64, max_skip: i64, mode: u8, ngram_counts: Vec<i64>, ngram_indexes: Vec<i64>, pool: HostValues, weights: Vec<f64> },
 }
 
 /// A list of attribute values of a host op.

@@ -1,5 +1,5 @@
 //! String ops (StringConcat, Equal on strings, RegexFullMatch, StringNormalizer, StringSplit)
-//! and the `ai.onnx.ml` LabelEncoder become host steps of the plan ([`Step::Host`]): no chip
+//! the `ai.onnx.ml` LabelEncoder and TfIdfVectorizer become host steps of the plan ([`Step::Host`]): no chip
 //! computes on strings. Attributes are checked here, at compile time (a bad regex is bad input).
 
 use crate::{LowerCx, Result};
@@ -33,6 +33,38 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             maxsplit: node.attr("maxsplit").map(|_| node.attr_int("maxsplit", -1)),
         },
         Op::LabelEncoder => label_encoder(cx, node)?,
+        Op::TfIdfVectorizer => {
+            let ints = |n: &str| node.attr_ints(n).map(|v| v.to_vec()).unwrap_or_default();
+            let pool = match (node.attr("pool_strings"), node.attr("pool_int64s")) {
+                (Some(Attr::Strings(s)), _) => HostValues::Strings(s.clone()),
+                (_, Some(Attr::Ints(v))) => HostValues::Ints(v.clone()),
+                _ => return Err(cx.invalid("needs `pool_strings` or `pool_int64s`")),
+            };
+            let mode = match node.attr_str("mode").unwrap_or("TF") {
+                "TF" => 1,
+                "IDF" => 2,
+                "TFIDF" => 3,
+                other => return Err(cx.invalid(format!("unknown mode \"{other}\""))),
+            };
+            let weights = match node.attr("weights") {
+                Some(Attr::Floats(w)) => w.iter().map(|&f| f as f64).collect(),
+                _ => Vec::new(),
+            };
+            let (min_gram, max_gram) = (node.attr_int("min_gram_length", 1), node.attr_int("max_gram_length", 1));
+            if min_gram < 1 || max_gram < min_gram {
+                return Err(cx.invalid(format!("gram lengths {min_gram}..{max_gram} are not a range of positive sizes")));
+            }
+            HostOp::TfIdf {
+                min_gram,
+                max_gram,
+                max_skip: node.attr_int("max_skip_count", 0),
+                mode,
+                ngram_counts: ints("ngram_counts"),
+                ngram_indexes: ints("ngram_indexes"),
+                pool,
+                weights,
+            }
+        }
         op => return Err(cx.invalid(format!("{op} is not a string op"))),
     };
     let inputs = cx.operand_buffers(node)?;

@@ -21,6 +21,7 @@ pub(super) fn infer(cx: &Cx) -> Option<Result<Vec<TensorType>>> {
         Op::StringNormalizer => string_normalizer(cx),
         Op::StringSplit => string_split(cx),
         Op::LabelEncoder => label_encoder(cx),
+        Op::TfIdfVectorizer => tfidf(cx),
         _ => return None,
     })
 }
@@ -120,4 +121,16 @@ fn label_encoder(cx: &Cx) -> Result<Vec<TensorType>> {
         return Err(cx.bad_attr("values_*", "one of values_strings, values_int64s, values_floats, values_tensor is required"));
     };
     Ok(vec![TensorType::new(dtype, x.shape.clone())])
+}
+
+fn tfidf(cx: &Cx) -> Result<Vec<TensorType>> {
+    let x = cx.ty(0)?;
+    let idx = cx.attr_ints("ngram_indexes")?.unwrap_or_default();
+    let n = idx.iter().copied().max().map_or(0, |m| m.max(-1) + 1) as u64;
+    let shape = match x.shape.0.as_slice() {
+        [] | [_] => Shape(vec![Dim::Fixed(n)]),
+        [b, _] => Shape(vec![b.clone(), Dim::Fixed(n)]),
+        _ => return Err(cx.shape_err(format!("the input must be [C] or [B, C], not {x}"))),
+    };
+    Ok(vec![TensorType::new(DType::F32, shape)])
 }

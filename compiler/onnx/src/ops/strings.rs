@@ -8,5 +8,6 @@ pub(crate) const OPS: &[Entry] = &[
     op("RegexFullMatch", Op::RegexFullMatch),
     op("StringNormalizer", Op::StringNormalizer),
     op("StringSplit", Op::StringSplit),
+    op("TfIdfVectorizer", Op::TfIdfVectorizer),
     in_domain("ai.onnx.ml", "LabelEncoder", Op::LabelEncoder),
 ];
