@@ -453,6 +453,17 @@ fn encode_steps(w: &mut Writer, steps: &[Step]) {
                         encode_values(w, pool);
                         encode_values(w, &HostValues::Floats(weights.clone()));
                     }
+                    HostOp::TreeEnsemble(t) => {
+                        w.u8(11);
+                        w.u8(t.aggregate);
+                        w.u64(t.n_targets as u64);
+                        for v in [&t.tree_roots, &t.feature_ids, &t.modes, &t.true_ids, &t.true_leafs, &t.false_ids, &t.false_leafs, &t.missing_tracks_true, &t.leaf_targets] {
+                            encode_values(w, &HostValues::Ints(v.clone()));
+                        }
+                        for v in [&t.splits, &t.leaf_weights, &t.membership] {
+                            encode_values(w, &HostValues::Floats(v.clone()));
+                        }
+                    }
                 }
                 w.u64(inputs.len() as u64);
                 for i in inputs {
@@ -623,6 +634,31 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                         let pool = decode_values(r)?;
                         let HostValues::Floats(weights) = decode_values(r)? else { return Err(bad("bad TfIdf weights")) };
                         HostOp::TfIdf { min_gram, max_gram, max_skip, mode, ngram_counts, ngram_indexes, pool, weights }
+                    }
+                    11 => {
+                        let aggregate = r.u8()?;
+                        let n_targets = r.u64()? as i64;
+                        let mut ints: Vec<Vec<i64>> = Vec::with_capacity(9);
+                        for _ in 0..9 {
+                            let HostValues::Ints(v) = decode_values(r)? else { return Err(bad("bad tree list")) };
+                            ints.push(v);
+                        }
+                        let mut floats: Vec<Vec<f64>> = Vec::with_capacity(3);
+                        for _ in 0..3 {
+                            let HostValues::Floats(v) = decode_values(r)? else { return Err(bad("bad tree list")) };
+                            floats.push(v);
+                        }
+                        let mut i = ints.into_iter();
+                        let mut f = floats.into_iter();
+                        let mut next_i = || i.next().unwrap_or_default();
+                        let (tree_roots, feature_ids, modes, true_ids, true_leafs, false_ids, false_leafs, missing_tracks_true, leaf_targets) =
+                            (next_i(), next_i(), next_i(), next_i(), next_i(), next_i(), next_i(), next_i(), next_i());
+                        let mut next_f = || f.next().unwrap_or_default();
+                        let (splits, leaf_weights, membership) = (next_f(), next_f(), next_f());
+                        HostOp::TreeEnsemble(Box::new(tessera_kir::TreeEnsemble {
+                            aggregate, n_targets, tree_roots, feature_ids, splits, modes, true_ids, true_leafs, false_ids, false_leafs,
+                            missing_tracks_true, leaf_targets, leaf_weights, membership,
+                        }))
                     }
                     _ => return Err(bad("unknown host op")),
                 };

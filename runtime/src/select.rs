@@ -1,5 +1,6 @@
 //! The host ops of the plan ([`HostOp`], run by `Step::Host`): selections whose result size
-//! depends on the data (NonZero, Compress, Unique, NonMaxSuppression). The runtime computes
+//! depends on the data (NonZero, Compress, Unique, NonMaxSuppression), and tree ensembles,
+//! whose data-dependent branching has no kernel form yet. The runtime computes
 //! them on the host, which also yields the result's actual shape; the plan allocated each
 //! result at its largest possible size. Semantics follow the ONNX reference implementation.
 //! Start at [`run`].
@@ -54,7 +55,7 @@ pub(crate) fn arity(op: &HostOp) -> (RangeInclusive<usize>, RangeInclusive<usize
         HostOp::Unique { .. } => (1..=1, 1..=4),
         HostOp::NonMaxSuppression { .. } => (2..=5, 1..=1),
         HostOp::StringConcat | HostOp::StringEqual => (2..=2, 1..=1),
-        HostOp::RegexFullMatch { .. } | HostOp::StringNormalizer { .. } | HostOp::LabelEncoder { .. } | HostOp::TfIdf { .. } => (1..=1, 1..=1),
+        HostOp::RegexFullMatch { .. } | HostOp::StringNormalizer { .. } | HostOp::LabelEncoder { .. } | HostOp::TfIdf { .. } | HostOp::TreeEnsemble(_) => (1..=1, 1..=1),
         HostOp::StringSplit { .. } => (1..=1, 1..=2),
     }
 }
@@ -85,6 +86,7 @@ pub(crate) fn run(op: &HostOp, ins: &[Option<HostIn>], outs: &[DType]) -> Result
             let opt = |i: usize| ins.get(i).and_then(|a| a.as_ref());
             nms(arg(0)?, arg(1)?, opt(2), opt(3), opt(4), *center_point_box).map(|o| vec![o])
         }
+        HostOp::TreeEnsemble(t) => tree_ensemble(arg(0)?, t, outs.first().copied().unwrap_or(DType::F32)).map(|o| vec![o]),
         _ => Err(format!("{op:?} is not a selection")),
     }
 }
@@ -342,4 +344,88 @@ fn nms(
         }
     }
     Ok(HostOut { dims: vec![selected.len() as u64 / 3, 3], bytes: i64s(&selected), ..HostOut::default() })
+}
+
+// ==== TreeEnsemble ====
+
+fn tree_ensemble(x: &HostIn, t: &tessera_kir::TreeEnsemble, out: DType) -> Result<HostOut, String> {
+    let (rows, feats) = match x.dims {
+        [n, f] => (*n as usize, *f as usize),
+        [f] => (1, *f as usize),
+        d => return Err(format!("TreeEnsemble takes [N, F], not {d:?}")),
+    };
+    let nt = t.n_targets.max(0) as usize;
+    let nodes = t.modes.len();
+    // Each member node's set, in node order.
+    let mut sets: Vec<Vec<f64>> = Vec::new();
+    let mut member_set = vec![usize::MAX; nodes];
+    let mut groups = t.membership.split(|v| v.is_nan());
+    for (i, &m) in t.modes.iter().enumerate() {
+        if m == 6 {
+            member_set[i] = sets.len();
+            sets.push(groups.next().unwrap_or(&[]).to_vec());
+        }
+    }
+    let at = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(0);
+    let mut y = vec![0f64; rows * nt];
+    for r in 0..rows {
+        let mut acc: Vec<Option<f64>> = vec![None; nt];
+        for &root in &t.tree_roots {
+            let mut node = root.max(0) as usize;
+            // A bound on the walk: a malformed tree cannot loop forever.
+            let mut leaf = None;
+            for _ in 0..=nodes {
+                if node >= nodes {
+                    return Err(format!("node {node} is out of range"));
+                }
+                let f = at(&t.feature_ids, node).max(0) as usize;
+                if f >= feats {
+                    return Err(format!("node {node} reads feature {f} of {feats}"));
+                }
+                let v = x.f(r * feats + f);
+                let s = t.splits.get(node).copied().unwrap_or(0.0);
+                let go_true = if v.is_nan() && at(&t.missing_tracks_true, node) != 0 {
+                    true
+                } else {
+                    match at(&t.modes, node) {
+                        0 => v <= s,
+                        1 => v < s,
+                        2 => v >= s,
+                        3 => v > s,
+                        4 => v == s,
+                        5 => v != s,
+                        6 => sets.get(member_set[node]).is_some_and(|set| set.contains(&v)),
+                        m => return Err(format!("unknown node mode {m}")),
+                    }
+                };
+                let (next, is_leaf) = if go_true { (at(&t.true_ids, node), at(&t.true_leafs, node)) } else { (at(&t.false_ids, node), at(&t.false_leafs, node)) };
+                if is_leaf != 0 {
+                    leaf = Some(next.max(0) as usize);
+                    break;
+                }
+                node = next.max(0) as usize;
+            }
+            let leaf = leaf.ok_or("a tree walk did not reach a leaf")?;
+            let target = at(&t.leaf_targets, leaf).max(0) as usize;
+            let w = t.leaf_weights.get(leaf).copied().ok_or_else(|| format!("leaf {leaf} has no weight"))?;
+            let Some(slot) = acc.get_mut(target) else { return Err(format!("leaf {leaf} targets {target} of {nt}")) };
+            *slot = Some(match (t.aggregate, *slot) {
+                (_, None) => w,
+                (2, Some(a)) => a.min(w),
+                (3, Some(a)) => a.max(w),
+                (_, Some(a)) => a + w,
+            });
+        }
+        for (k, a) in acc.into_iter().enumerate() {
+            let v = a.unwrap_or(0.0);
+            y[r * nt + k] = if t.aggregate == 0 { v / t.tree_roots.len().max(1) as f64 } else { v };
+        }
+    }
+    let bytes = match out {
+        DType::F64 => y.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F32 => y.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
+        DType::F16 => y.iter().flat_map(|&v| half::f16::from_f64(v).to_le_bytes()).collect(),
+        d => return Err(format!("a {d} result")),
+    };
+    Ok(HostOut { bytes, dims: vec![rows as u64, nt as u64], ..HostOut::default() })
 }

@@ -276,6 +276,7 @@ op_table! {
     RegexFullMatch: Movement, in (1, 1), out (1, 1), ["pattern"];
     StringNormalizer: Movement, in (1, 1), out (1, 1), ["case_change_action", "is_case_sensitive", "locale", "stopwords"];
     StringSplit: Movement, in (1, 1), out (1, 2), ["delimiter", "maxsplit"];
+    TreeEnsemble: Dense, in (1, 1), out (1, 1), ["aggregate_function", "leaf_targetids", "leaf_weights", "membership_values", "n_targets", "nodes_falseleafs", "nodes_falsenodeids", "nodes_featureids", "nodes_hitrates", "nodes_missing_value_tracks_true", "nodes_modes", "nodes_splits", "nodes_trueleafs", "nodes_truenodeids", "post_transform", "tree_roots"];
     TfIdfVectorizer: Movement, in (1, 1), out (1, 1), ["max_gram_length", "max_skip_count", "min_gram_length", "mode", "ngram_counts", "ngram_indexes", "pool_int64s", "pool_strings", "weights"];
     LabelEncoder: Movement, in (1, 1), out (1, 1), ["default_float", "default_int64", "default_string", "default_tensor", "keys_floats", "keys_int64s", "keys_strings", "keys_tensor", "values_floats", "values_int64s", "values_strings", "values_tensor"];
     Scan: Control, in (1, ANY), out (1, ANY), ["body", "captures", "num_scan_inputs", "scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"];

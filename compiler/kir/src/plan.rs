@@ -97,6 +97,30 @@ pub enum HostOp {
     LabelEncoder { keys: HostValues, values: HostValues, default: HostValues },
     /// N-gram counts of each row against a pool (mode 1 TF, 2 IDF, 3 TFIDF), as f32.
     TfIdf { min_gram: i64, max_gram: i64, max_skip: i64, mode: u8, ngram_counts: Vec<i64>, ngram_indexes: Vec<i64>, pool: HostValues, weights: Vec<f64> },
+    /// A tree ensemble (ai.onnx.ml `TreeEnsemble`), evaluated per row on the host.
+    TreeEnsemble(Box<TreeEnsemble>),
+}
+
+/// The attributes of an ai.onnx.ml `TreeEnsemble`, per node and per leaf.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TreeEnsemble {
+    /// 0 average, 1 sum, 2 min, 3 max.
+    pub aggregate: u8,
+    pub n_targets: i64,
+    pub tree_roots: Vec<i64>,
+    pub feature_ids: Vec<i64>,
+    pub splits: Vec<f64>,
+    /// 0 `<=`, 1 `<`, 2 `>=`, 3 `>`, 4 `==`, 5 `!=`, 6 member of a set.
+    pub modes: Vec<i64>,
+    pub true_ids: Vec<i64>,
+    pub true_leafs: Vec<i64>,
+    pub false_ids: Vec<i64>,
+    pub false_leafs: Vec<i64>,
+    pub missing_tracks_true: Vec<i64>,
+    pub leaf_targets: Vec<i64>,
+    pub leaf_weights: Vec<f64>,
+    /// The sets of the member nodes, in node order, separated by NaN.
+    pub membership: Vec<f64>,
 }
 
 /// A list of attribute values of a host op.

@@ -310,7 +310,7 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Op::MaxUnpool | Op::LRN | Op::ReverseSequence | Op::CenterCropPad | Op::Col2Im | Op::GridSample | Op::AffineGrid => {
             spatial::lower(cx, node)
         }
-        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression => select::lower(cx, node),
+        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression | Op::TreeEnsemble => select::lower(cx, node),
         Op::StringConcat | Op::RegexFullMatch | Op::StringNormalizer | Op::StringSplit | Op::LabelEncoder => strings::lower(cx, node),
         Op::TfIdfVectorizer => strings::lower(cx, node),
         Op::Equal if node.input(0).is_some_and(|v| cx.dtype(v).ok() == Some(DType::String)) => strings::lower(cx, node),

@@ -22,6 +22,7 @@ pub(super) fn infer(cx: &Cx) -> Option<Result<Vec<TensorType>>> {
         Op::StringSplit => string_split(cx),
         Op::LabelEncoder => label_encoder(cx),
         Op::TfIdfVectorizer => tfidf(cx),
+        Op::TreeEnsemble => tree_ensemble(cx),
         _ => return None,
     })
 }
@@ -133,4 +134,18 @@ fn tfidf(cx: &Cx) -> Result<Vec<TensorType>> {
         _ => return Err(cx.shape_err(format!("the input must be [C] or [B, C], not {x}"))),
     };
     Ok(vec![TensorType::new(DType::F32, shape)])
+}
+
+fn tree_ensemble(cx: &Cx) -> Result<Vec<TensorType>> {
+    let x = cx.ty(0)?;
+    if !x.dtype.is_float() {
+        return Err(cx.dtype_err(x.dtype, "the features"));
+    }
+    let n = cx.attr_int("n_targets", 1)?;
+    let rows = match x.shape.0.as_slice() {
+        [n, _] => n.clone(),
+        [_] => Dim::Fixed(1),
+        _ => return Err(cx.shape_err(format!("the features must be [N, F], not {x}"))),
+    };
+    Ok(vec![TensorType::new(x.dtype, Shape(vec![rows, Dim::Fixed(n.max(0) as u64)]))])
 }

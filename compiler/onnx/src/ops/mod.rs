@@ -9,6 +9,7 @@
 pub(crate) mod control;
 mod math;
 mod nn;
+mod optional;
 mod quant;
 mod reduce;
 mod select;
@@ -49,7 +50,7 @@ pub(crate) const fn up(onnx: &'static str, op: Op, upgrades: &'static [(i64, Upg
     Entry { domain: "", onnx, op, upgrades }
 }
 
-const FAMILIES: &[&[Entry]] = &[control::OPS, select::OPS, strings::OPS, math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS, spectral::OPS];
+const FAMILIES: &[&[Entry]] = &[control::OPS, select::OPS, strings::OPS, optional::OPS, math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS, spectral::OPS];
 
 /// The registry line for an ONNX op type of `domain` ("" for the default domain).
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<&'static Entry> {

@@ -1,4 +1,5 @@
-//! Registry lines for string ops and the `ai.onnx.ml` LabelEncoder (run on the host by the plan).
+//! Registry lines for string ops, text featurizers and the `ai.onnx.ml` LabelEncoder and
+//! TreeEnsemble (run on the host by the plan).
 
 use super::{in_domain, op, Entry};
 use tessera_ir::Op;
@@ -10,4 +11,5 @@ pub(crate) const OPS: &[Entry] = &[
     op("StringSplit", Op::StringSplit),
     op("TfIdfVectorizer", Op::TfIdfVectorizer),
     in_domain("ai.onnx.ml", "LabelEncoder", Op::LabelEncoder),
+    in_domain("ai.onnx.ml", "TreeEnsemble", Op::TreeEnsemble),
 ];
