@@ -296,6 +296,18 @@ fn lower_nodes(cx: &mut LowerCx, nodes: &[Node], within: &str) -> Result<()> {
     Ok(())
 }
 
+/// How an op is executed, as documentation reports it: `"kernels"`, `"host"` (a plan host
+/// step: strings, run-time-sized selections, tree ensembles) or `"plan"` (control flow whose
+/// bodies are kernels). Equal on strings also runs on the host; it is listed as kernels.
+pub fn execution_of(op: Op) -> &'static str {
+    match op {
+        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression | Op::TreeEnsemble => "host",
+        Op::StringConcat | Op::RegexFullMatch | Op::StringNormalizer | Op::StringSplit | Op::LabelEncoder | Op::TfIdfVectorizer => "host",
+        op if op.family() == Family::Control => "plan",
+        _ => "kernels",
+    }
+}
+
 /// The op registry: one arm per op, dispatching to its family's file.
 fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     // Outputs whose contents were folded at compile time need no work.

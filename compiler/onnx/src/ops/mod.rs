@@ -64,6 +64,28 @@ pub fn supported_ops() -> Vec<&'static str> {
     v
 }
 
+/// One registry line as documentation sees it: the ONNX domain ("" for the default) and op
+/// type, the graph-IR op it becomes, and the opset bounds below which an older form is
+/// upgraded at import (`i64::MAX` for a rewrite that applies at every opset).
+#[derive(Clone, Debug)]
+pub struct RegistryLine {
+    pub domain: &'static str,
+    pub onnx: &'static str,
+    pub op: Op,
+    pub upgrades_below: Vec<i64>,
+}
+
+/// Every registry line, sorted by domain and op type (for docs/ops.md and its test).
+pub fn registry() -> Vec<RegistryLine> {
+    let mut v: Vec<RegistryLine> = FAMILIES
+        .iter()
+        .flat_map(|f| f.iter())
+        .map(|e| RegistryLine { domain: e.domain, onnx: e.onnx, op: e.op, upgrades_below: e.upgrades.iter().map(|(b, _)| *b).collect() })
+        .collect();
+    v.sort_by(|a, b| (a.domain, a.onnx).cmp(&(b.domain, b.onnx)));
+    v
+}
+
 // ---- helpers shared by the family files ----
 
 /// Removes an attribute and returns it.
