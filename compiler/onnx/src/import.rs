@@ -58,7 +58,7 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
     };
     let opsets = Opsets { default: opset, model };
 
-    let mut b = Builder { graph: Graph::new(gp.name.clone()), names: HashMap::new(), fresh: 0 };
+    let mut b = Builder::new(&gp.name);
 
     // ---- values: initializers, inputs, node results ----
     if let Some(sp) = gp.sparse_initializer.first() {
@@ -131,6 +131,9 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
     import_nodes(&mut b, &gp.node, &opsets, model_dir)?;
 
     for vi in &gp.output {
+        if b.sequence(&vi.name).is_some() {
+            return Err(OnnxError::UnsupportedFeature { at: format!("graph output \"{}\"", vi.name), what: "sequence values".into() });
+        }
         let id = b.names.get(&vi.name).copied().ok_or_else(|| {
             OnnxError::BadModel(format!("graph output \"{}\" is never defined", vi.name))
         })?;
@@ -180,6 +183,10 @@ pub(crate) fn import_nodes(b: &mut Builder, nodes: &[NodeProto], opsets: &Opsets
         } else {
             opsets.of(domain)
         };
+        if domain.is_empty() && ops::sequence::is_sequence_op(&np.op_type) {
+            ops::sequence::import(b, np)?;
+            continue;
+        }
         let entry = ops::lookup(domain, &np.op_type).filter(|_| opset > 0).ok_or_else(|| unsupported(opset))?;
         let mut inputs = Vec::with_capacity(np.input.len());
         for name in &np.input {
@@ -501,11 +508,38 @@ pub(crate) struct Builder {
     pub graph: Graph,
     names: HashMap<String, ValueId>,
     fresh: usize,
+    /// Sequences built in this graph, as the tensors they hold (see `ops::sequence`).
+    seqs: HashMap<String, Vec<ValueId>>,
 }
 
 impl Builder {
     pub(crate) fn new(name: &str) -> Builder {
-        Builder { graph: Graph::new(name), names: HashMap::new(), fresh: 0 }
+        Builder { graph: Graph::new(name), names: HashMap::new(), fresh: 0, seqs: HashMap::new() }
+    }
+
+    /// The tensors of sequence `name`, if it is one built in this graph.
+    pub(crate) fn sequence(&self, name: &str) -> Option<&Vec<ValueId>> {
+        self.seqs.get(name)
+    }
+
+    pub(crate) fn set_sequence(&mut self, name: &str, items: Vec<ValueId>) {
+        self.seqs.insert(name.to_string(), items);
+    }
+
+    /// A fresh untyped value.
+    pub(crate) fn fresh_value(&mut self, hint: &str) -> ValueId {
+        let name = self.fresh_name(hint);
+        let id = self.graph.add_value(name.clone(), None);
+        self.names.insert(name, id);
+        id
+    }
+
+    /// A fresh constant.
+    pub(crate) fn fresh_const(&mut self, hint: &str, t: Tensor) -> ValueId {
+        let name = self.fresh_name(hint);
+        let id = self.graph.add_const(name.clone(), t);
+        self.names.insert(name, id);
+        id
     }
 
     /// The value a name refers to in this graph, if any.

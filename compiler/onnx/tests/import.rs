@@ -539,3 +539,50 @@ fn dim_value_minus_one_is_symbolic() {
     assert!(matches!(ty.shape.0[0], Dim::Sym(_)), "{ty}");
     assert_eq!(ty.shape.0[1], Dim::Fixed(4));
 }
+
+#[test]
+fn sequences_built_in_the_graph_resolve_to_tensor_ops() {
+    // [a, b] with c inserted at 1 is [a, c, b]; element 1 is c; ConcatFromSequence joins all.
+    let g = import(
+        17,
+        G {
+            nodes: vec![
+                node("SequenceConstruct", "mk", &["a", "b"], &["s1"], vec![]),
+                node("SequenceInsert", "ins", &["s1", "c", "one"], &["s2"], vec![]),
+                node("SequenceAt", "at", &["s2", "one"], &["y"], vec![]),
+                node("SequenceLength", "len", &["s2"], &["n"], vec![]),
+                node("ConcatFromSequence", "cat", &["s2"], &["all"], vec![a_int("axis", 0)]),
+            ],
+            inputs: vec![fixed("a", F32, &[2]), fixed("b", F32, &[2]), fixed("c", F32, &[2])],
+            outputs: vec![out("y"), out("n"), out("all")],
+            inits: vec![i64_init("one", &[], &[1])],
+        },
+    );
+    let id = only(&g, Op::Identity);
+    assert_eq!(g.value(id.input(0).unwrap()).name, "c");
+    assert_eq!(g.konst(g.outputs[1]).unwrap().to_i64_vec().unwrap(), vec![3]);
+    let cat = only(&g, Op::Concat);
+    let names: Vec<&str> = cat.inputs.iter().map(|v| g.value(v.unwrap()).name.as_str()).collect();
+    assert_eq!(names, ["a", "c", "b"]);
+    assert_eq!(out_dims(&g, 2), vec![6]);
+}
+
+#[test]
+fn a_sequence_graph_output_is_unsupported() {
+    let err = import_bytes(
+        &bytes(&model(
+            17,
+            G {
+                nodes: vec![node("SequenceConstruct", "mk", &["a"], &["s"], vec![])],
+                inputs: vec![fixed("a", F32, &[2])],
+                outputs: vec![out("s")],
+                inits: vec![],
+            },
+        )),
+        None,
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.is_unsupported(), "{err}");
+    assert_eq!(err.to_string(), "unsupported feature at graph output \"s\": sequence values");
+}

@@ -12,6 +12,7 @@ mod nn;
 mod optional;
 mod quant;
 mod reduce;
+pub(crate) mod sequence;
 mod select;
 mod shape;
 mod spectral;
