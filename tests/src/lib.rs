@@ -23,6 +23,14 @@ pub fn models() -> PathBuf {
     dir
 }
 
+/// The com.microsoft contrib-op cases with onnxruntime's outputs; panics with the command to
+/// run if they are missing.
+pub fn contrib_tests() -> PathBuf {
+    let dir = root().join("tests/data/contrib");
+    assert!(dir.join(".stamp").is_file(), "{} is missing: run scripts/make-contrib-tests.sh (scripts/test.sh does)", dir.display());
+    dir
+}
+
 fn jobs() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }

@@ -34,3 +34,13 @@ fn pytorch_operator_pass_lists_still_pass() {
 fn simple_pass_lists_still_pass() {
     wheel_folder("simple");
 }
+
+/// The com.microsoft contrib ops against onnxruntime's outputs, on both reference targets.
+#[test]
+fn contrib_pass_lists_still_pass() {
+    let data = tessera_tests::contrib_tests();
+    for target in ["host", "interp"] {
+        let what = "com.microsoft contrib-op cases (tests/python/make_contrib_tests.py, outputs from onnxruntime)";
+        tessera_tests::ratchet_on(target, &data, &format!("contrib.{target}.pass"), what);
+    }
+}

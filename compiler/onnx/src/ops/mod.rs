@@ -6,6 +6,7 @@
 //! pair wins, so list them in ascending order. `f` handles the whole range below its bound
 //! (it may call the next range's function after its own rewrite).
 
+mod contrib;
 pub(crate) mod control;
 mod math;
 mod nn;
@@ -51,7 +52,7 @@ pub(crate) const fn up(onnx: &'static str, op: Op, upgrades: &'static [(i64, Upg
     Entry { domain: "", onnx, op, upgrades }
 }
 
-const FAMILIES: &[&[Entry]] = &[control::OPS, select::OPS, strings::OPS, optional::OPS, math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS, spectral::OPS];
+const FAMILIES: &[&[Entry]] = &[contrib::OPS, control::OPS, select::OPS, strings::OPS, optional::OPS, math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS, spectral::OPS];
 
 /// The registry line for an ONNX op type of `domain` ("" for the default domain).
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<&'static Entry> {
