@@ -155,6 +155,55 @@ def cases():
     )
 
 
+def more_cases():
+    q = [
+        numpy_helper.from_array(scalar(0.05, np.float32), "sa"),
+        numpy_helper.from_array(scalar(120, np.uint8), "za"),
+        numpy_helper.from_array(scalar(0.07, np.float32), "sc"),
+        numpy_helper.from_array(scalar(125, np.uint8), "zc"),
+    ]
+    yield case(
+        "test_ms_qlinear_global_average_pool",
+        [helper.make_node("QLinearGlobalAveragePool", ["x", "sa", "za", "sc", "zc"], ["y"], domain=MS, channels_last=0)],
+        [("x", U8, [1, 3, 4, 4])],
+        [("y", U8, [1, 3, 1, 1])],
+        {"x": u8(1, 3, 4, 4)},
+        q,
+    )
+    yield case(
+        "test_ms_qlinear_average_pool",
+        [helper.make_node("QLinearAveragePool", ["x", "sa", "za", "sc", "zc"], ["y"], domain=MS, kernel_shape=[2, 2], strides=[2, 2])],
+        [("x", U8, [1, 2, 4, 4])],
+        [("y", U8, [1, 2, 2, 2])],
+        {"x": u8(1, 2, 4, 4)},
+        q,
+    )
+    h = 16
+    yield case(
+        "test_ms_simplified_layer_normalization",
+        [helper.make_node("SimplifiedLayerNormalization", ["x", "g"], ["y"], axis=-1, epsilon=1e-5)],
+        [("x", F, [2, 3, h]), ("g", F, [h])],
+        [("y", F, [2, 3, h])],
+        {"x": f32(2, 3, h), "g": f32(h)},
+    )
+    b, sq, nh, d = 2, 3, 2, 4
+    pos = np.array([[0, 1, 2], [1, 2, 3]], dtype=np.int64)
+    yield case(
+        "test_ms_rotary_embedding",
+        [helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], domain=MS, num_heads=nh, interleaved=0)],
+        [("x", F, [b, sq, nh * d]), ("pos", TensorProto.INT64, [b, sq]), ("cos", F, [8, d // 2]), ("sin", F, [8, d // 2])],
+        [("y", F, [b, sq, nh * d])],
+        {"x": f32(b, sq, nh * d), "pos": pos, "cos": np.cos(f32(8, d // 2)), "sin": np.sin(f32(8, d // 2))},
+    )
+    yield case(
+        "test_ms_multi_head_attention",
+        [helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], domain=MS, num_heads=nh)],
+        [("q", F, [b, sq, nh * d]), ("k", F, [b, 5, nh * d]), ("v", F, [b, 5, nh * d])],
+        [("y", F, [b, sq, nh * d])],
+        {"q": f32(b, sq, nh * d), "k": f32(b, 5, nh * d), "v": f32(b, 5, nh * d)},
+    )
+
+
 def write(out, name, model, feeds):
     d = out / name
     ds = d / "test_data_set_0"
@@ -177,7 +226,7 @@ def main():
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for name, model, feeds in cases():
+    for name, model, feeds in [*cases(), *more_cases()]:
         write(out, name, model, feeds)
     (out / ".stamp").write_text(stamp)
 

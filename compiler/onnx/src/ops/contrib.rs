@@ -32,6 +32,10 @@ pub(crate) const OPS: &[Entry] = &[
     ms!("QLinearLeakyRelu", Op::LeakyRelu, qlinear_unary),
     ms!("QLinearConcat", Op::Concat, qlinear_concat),
     ms!("MatMulIntegerToFloat", Op::MatMulInteger, matmul_integer_to_float),
+    ms!("QLinearGlobalAveragePool", Op::GlobalAveragePool, qlinear_unary),
+    ms!("QLinearAveragePool", Op::AveragePool, qlinear_unary),
+    ms!("RotaryEmbedding", Op::RotaryEmbedding, rotary_embedding),
+    ms!("MultiHeadAttention", Op::Attention, multi_head_attention),
 ];
 
 /// A new node named after `of`.
@@ -251,15 +255,16 @@ fn qlinear_mul(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
     Ok(out)
 }
 
-/// `QLinearSigmoid/LeakyRelu(X, X_scale, X_zp, Y_scale, Y_zp)`.
+/// `QLinearSigmoid/LeakyRelu/GlobalAveragePool/AveragePool(X, X_scale, X_zp, Y_scale, Y_zp)`;
+/// the float op keeps the node's attributes (channels-first layout only).
 fn qlinear_unary(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
+    let mut attrs = node.attrs.clone();
+    if matches!(attrs.remove("channels_last"), Some(Attr::Int(v)) if v != 0) {
+        return Err(ctx.unsupported(&node, "channels_last=1"));
+    }
     let mut out = Vec::new();
     let x = dequant(ctx, &node, 0, &mut out)?;
     let f = ctx.tmp("qlinear_float");
-    let attrs = match node.op {
-        Op::LeakyRelu => Attrs::from([("alpha".to_string(), Attr::Float(node.attr_float("alpha", 0.01)))]),
-        _ => Attrs::new(),
-    };
     out.push(mk(&node, node.op, vec![Some(x)], vec![f], attrs));
     quant(ctx, &node, f, 3, &mut out)?;
     Ok(out)
@@ -305,4 +310,40 @@ fn matmul_integer_to_float(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
         out.push(mk(&node, Op::Add, vec![Some(scaled), Some(bias)], vec![y], Attrs::new()));
     }
     Ok(out)
+}
+
+/// The contrib `RotaryEmbedding(input, position_ids, cos_cache, sin_cache)` is the standard op
+/// (opset 23) with its operands in another order; `scale` must be 1.
+fn rotary_embedding(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    if node.attr_float("scale", 1.0) != 1.0 || node.attr_int("is_packed_batching", 0) != 0 {
+        return Err(ctx.unsupported(&node, "RotaryEmbedding with `scale` other than 1 or packed batching"));
+    }
+    let (x, pos, cos, sin) = (operand(ctx, &node, 0)?, operand(ctx, &node, 1)?, operand(ctx, &node, 2)?, operand(ctx, &node, 3)?);
+    node.inputs = vec![Some(x), Some(cos), Some(sin), Some(pos)];
+    node.attrs.retain(|k, _| matches!(k.as_str(), "interleaved" | "num_heads" | "rotary_embedding_dim"));
+    Ok(vec![node])
+}
+
+/// `MultiHeadAttention(query, key, value)` on `[batch, seq, heads · head_size]` tensors is the
+/// standard Attention (opset 23) with `num_heads` query and key/value heads. Biases, masks and
+/// past state are refused.
+fn multi_head_attention(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
+    if node.inputs.iter().skip(3).any(Option::is_some) || node.outputs.len() > 1 {
+        return Err(ctx.unsupported(&node, "MultiHeadAttention with bias, masks or past key/value"));
+    }
+    let heads = node.attr_int("num_heads", 0);
+    if heads <= 0 {
+        return Err(ctx.bad(&node, "attribute `num_heads` must be positive"));
+    }
+    let mut attrs = Attrs::from([("q_num_heads".to_string(), Attr::Int(heads)), ("kv_num_heads".to_string(), Attr::Int(heads))]);
+    if let Some(Attr::Float(s)) = node.attr("scale") {
+        if *s != 0.0 {
+            attrs.insert("scale".into(), Attr::Float(*s));
+        }
+    }
+    if node.attr_int("unidirectional", 0) != 0 {
+        attrs.insert("is_causal".into(), Attr::Int(1));
+    }
+    let inputs = node.inputs[..3].to_vec();
+    Ok(vec![mk(&node, Op::Attention, inputs, node.outputs.clone(), attrs)])
 }

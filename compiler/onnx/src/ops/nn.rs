@@ -19,6 +19,8 @@ pub(crate) const OPS: &[Entry] = &[
     op("GlobalAveragePool", Op::GlobalAveragePool),
     op("GlobalMaxPool", Op::GlobalMaxPool),
     up("GlobalLpPool", Op::GlobalLpPool, &[(2, lp_float_p)]),
+    // onnxruntime's contrib schema in the default domain: RMS normalisation.
+    op("SimplifiedLayerNormalization", Op::RMSNormalization),
     up("BatchNormalization", Op::BatchNormalization, &[(14, batchnorm_legacy), (i64::MAX, batchnorm_training)]),
     op("LayerNormalization", Op::LayerNormalization),
     op("InstanceNormalization", Op::InstanceNormalization),
