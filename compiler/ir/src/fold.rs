@@ -1,8 +1,9 @@
 //! Constant folding of *shape computations only*. [`fold_constants`] evaluates `Constant`,
 //! `Shape`, `Size`, small `ConstantOfShape`, and the small chains exporters and ONNX
 //! function bodies emit to compute shapes and scale factors (`Gather`, `Concat`,
-//! `Unsqueeze`, `Slice`, `Expand`, `Cast`, integer arithmetic, `Mod`, comparisons, logic,
-//! `Where`, `ReduceProd`, integer `Range` …) whose operands are all known at compile time.
+//! `Unsqueeze`, `Slice`, `Expand`, `Transpose`, `Split`, `Cast`, integer arithmetic, `Mod`,
+//! comparisons, logic, `Where`, `ReduceProd`, integer `Range` …) whose operands are all known
+//! at compile time.
 //!
 //! What "known" means is the safety rule: a value is known if it is an initializer, a
 //! `Constant`, the result of `Shape`/`Size` (which read only types), an input bound at
@@ -110,7 +111,7 @@ fn kind(op: Op) -> Option<Kind> {
         | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And | Or | Xor | Not | Where | Cast | CastLike | Relu => {
             Kind::Map
         }
-        Gather | Concat | Unsqueeze | Squeeze | Reshape | Flatten | Identity | Slice | Expand => Kind::Move,
+        Gather | Concat | Unsqueeze | Squeeze | Reshape | Flatten | Identity | Slice | Expand | Transpose => Kind::Move,
         Range => Kind::Range,
         ReduceProd | ReduceSum | ReduceMax | ReduceMin => Kind::Reduce,
         _ => return None,
@@ -425,6 +426,27 @@ fn eval_move(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option
     let n_out: u64 = out_dims.iter().product();
     Ok(Some(match cx.node.op {
         Op::Unsqueeze | Op::Squeeze | Op::Reshape | Op::Flatten | Op::Identity => a.vals.clone(),
+        Op::Transpose => {
+            let r = a.dims.len();
+            let perm: Vec<usize> = match cx.node.attr_ints("perm") {
+                Some(p) => p.iter().map(|&x| x.rem_euclid(r.max(1) as i64) as usize).collect(),
+                None => (0..r).rev().collect(),
+            };
+            if perm.len() != r || out_dims.len() != r {
+                return Ok(None);
+            }
+            (0..n_out)
+                .map(|flat| {
+                    // Result index j reads source index i with i[perm[k]] = j[k].
+                    let j = unravel(flat, out_dims);
+                    let mut i = vec![0; r];
+                    for (k, &p) in perm.iter().enumerate() {
+                        i[p] = j[k];
+                    }
+                    a.vals.get(ravel(&i, &a.dims) as usize).copied().unwrap_or(Num::I(0))
+                })
+                .collect()
+        }
         Op::Expand => (0..n_out)
             .map(|flat| {
                 let i = broadcast_index(&unravel(flat, out_dims), &a.dims);

@@ -586,3 +586,37 @@ fn a_sequence_graph_output_is_unsupported() {
     assert!(err.is_unsupported(), "{err}");
     assert_eq!(err.to_string(), "unsupported feature at graph output \"s\": sequence values");
 }
+
+#[test]
+fn exported_pad_amounts_fold_through_reshape_slice_transpose_cast() {
+    // PyTorch's export of F.pad: [1, 1, 2, 2] + zeros → pairs → reversed → transposed → flat.
+    let g = import(
+        17,
+        G {
+            nodes: vec![
+                node("Concat", "cat", &["torch_pads", "zeros"], &["all"], vec![a_int("axis", 0)]),
+                node("Reshape", "pairs", &["all", "pair_shape"], &["p"], vec![]),
+                node("Slice", "rev", &["p", "st", "en", "ax", "step"], &["r"], vec![]),
+                node("Transpose", "tr", &["r"], &["t"], vec![a_ints("perm", &[1, 0])]),
+                node("Reshape", "flat", &["t", "flat_shape"], &["f"], vec![]),
+                node("Cast", "cast", &["f"], &["pads"], vec![a_int("to", 7)]),
+                node("Pad", "pad", &["x", "pads"], &["y"], vec![]),
+            ],
+            inputs: vec![fixed("x", F32, &[1, 1, 3, 3])],
+            outputs: vec![out("y")],
+            inits: vec![
+                i64_init("torch_pads", &[4], &[1, 1, 2, 2]),
+                i64_init("zeros", &[4], &[0, 0, 0, 0]),
+                i64_init("pair_shape", &[2], &[-1, 2]),
+                i64_init("st", &[1], &[-1]),
+                i64_init("en", &[1], &[i64::MIN + 1]),
+                i64_init("ax", &[1], &[0]),
+                i64_init("step", &[1], &[-1]),
+                i64_init("flat_shape", &[1], &[-1]),
+            ],
+        },
+    );
+    let pad = only(&g, Op::Pad);
+    assert_eq!(operand_ints(&g, pad, 1), vec![0, 0, 2, 1, 0, 0, 2, 1]);
+    assert_eq!(out_dims(&g, 0), vec![1, 1, 7, 5]);
+}
