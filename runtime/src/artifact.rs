@@ -11,7 +11,10 @@
 
 use crate::RuntimeError;
 use tessera_ir::DType;
-use tessera_kir::{BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan, PlanBuffer, PlanIo, Step, Trip};
+use tessera_kir::{
+    BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan,
+    PlanBuffer, PlanIo, Step, Trip,
+};
 
 pub const MAGIC: &[u8; 8] = b"TESSERA\0";
 /// Bumped whenever the payload layout changes; older files are refused, not misread. (Step
@@ -70,13 +73,21 @@ impl Artifact {
         if bytes.len() < 20 || &bytes[..8] != MAGIC {
             return Err(bad("not a Tessera artifact (bad magic)"));
         }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| bad("truncated header"))?);
+        let version = u32::from_le_bytes(
+            bytes[8..12]
+                .try_into()
+                .map_err(|_| bad("truncated header"))?,
+        );
         if version != FORMAT_VERSION {
             return Err(RuntimeError::BadArtifact(format!(
                 "artifact format version {version}, this runtime reads version {FORMAT_VERSION}; recompile the model"
             )));
         }
-        let len = u64::from_le_bytes(bytes[12..20].try_into().map_err(|_| bad("truncated header"))?);
+        let len = u64::from_le_bytes(
+            bytes[12..20]
+                .try_into()
+                .map_err(|_| bad("truncated header"))?,
+        );
         let rest = &bytes[20..];
         if (rest.len() as u64) < len.saturating_add(4) {
             return Err(RuntimeError::BadArtifact(format!(
@@ -88,11 +99,18 @@ impl Artifact {
             return Err(bad("trailing bytes after the checksum"));
         }
         let payload = &rest[..len as usize];
-        let stored = u32::from_le_bytes(rest[len as usize..].try_into().map_err(|_| bad("truncated checksum"))?);
+        let stored = u32::from_le_bytes(
+            rest[len as usize..]
+                .try_into()
+                .map_err(|_| bad("truncated checksum"))?,
+        );
         if crc32(payload) != stored {
             return Err(bad("checksum mismatch: the file is corrupt"));
         }
-        let mut r = Reader { data: payload, pos: 0 };
+        let mut r = Reader {
+            data: payload,
+            pos: 0,
+        };
         let target = r.str()?;
         let fingerprint = r.str()?;
         let source = r.str()?;
@@ -104,13 +122,23 @@ impl Artifact {
             let np = r.count(8)?;
             let param_bytes = (0..np).map(|_| r.u64()).collect::<Result<_, _>>()?;
             let blob = r.bytes()?.to_vec();
-            kernels.push(StoredKernel { name, param_bytes, blob });
+            kernels.push(StoredKernel {
+                name,
+                param_bytes,
+                blob,
+            });
         }
         if r.pos != payload.len() {
             return Err(bad("unexpected bytes at the end of the payload"));
         }
         validate(&plan, &kernels)?;
-        Ok(Artifact { target, fingerprint, source, plan, kernels })
+        Ok(Artifact {
+            target,
+            fingerprint,
+            source,
+            plan,
+            kernels,
+        })
     }
 }
 
@@ -122,14 +150,23 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
     for (i, b) in plan.buffers.iter().enumerate() {
         let ok = match &b.kind {
             BufferKind::Input(n) => (*n as usize) < plan.inputs.len(),
-            BufferKind::Const(n) if b.dtype == DType::String => {
-                plan.consts.get(*n as usize).is_some_and(|c| tessera_kir::plan::decode_strings(c, b.num_elements()).is_some())
-            }
-            BufferKind::Const(n) => plan.consts.get(*n as usize).is_some_and(|c| c.len() as u64 == b.byte_len()),
+            BufferKind::Const(n) if b.dtype == DType::String => plan
+                .consts
+                .get(*n as usize)
+                .is_some_and(|c| tessera_kir::plan::decode_strings(c, b.num_elements()).is_some()),
+            BufferKind::Const(n) => plan
+                .consts
+                .get(*n as usize)
+                .is_some_and(|c| c.len() as u64 == b.byte_len()),
             BufferKind::Temp { .. } => true,
             BufferKind::Alias(of) => of.0 < i as u32,
         };
-        if !ok || b.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none_or(|n| n > tessera_ir::MAX_ELEMENTS) {
+        if !ok
+            || b.dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .is_none_or(|n| n > tessera_ir::MAX_ELEMENTS)
+        {
             return bad(format!("buffer {i} (`{}`) is malformed", b.name));
         }
     }
@@ -143,11 +180,20 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
 }
 
 /// Checks a step list (nested ones recursively); `at` names where it sits for messages.
-fn validate_steps(plan: &Plan, kernels: &[StoredKernel], steps: &[Step], at: &str) -> Result<(), RuntimeError> {
+fn validate_steps(
+    plan: &Plan,
+    kernels: &[StoredKernel],
+    steps: &[Step],
+    at: &str,
+) -> Result<(), RuntimeError> {
     let bad = |m: String| Err(RuntimeError::BadArtifact(m));
     let check = |b: BufferId| b.0 < plan.buffers.len() as u32;
     let bytes = |b: BufferId| plan.buffers[b.0 as usize].byte_len();
-    let scalar = |b: BufferId, dtype: DType| check(b) && plan.buffers[b.0 as usize].dtype == dtype && plan.buffers[b.0 as usize].num_elements() == 1;
+    let scalar = |b: BufferId, dtype: DType| {
+        check(b)
+            && plan.buffers[b.0 as usize].dtype == dtype
+            && plan.buffers[b.0 as usize].num_elements() == 1
+    };
     for (s, step) in steps.iter().enumerate() {
         match step {
             Step::Launch { kernel, args } => {
@@ -155,11 +201,17 @@ fn validate_steps(plan: &Plan, kernels: &[StoredKernel], steps: &[Step], at: &st
                     return bad(format!("{at} {s} launches missing kernel {kernel}"));
                 };
                 if k.param_bytes.len() != args.len() || !args.iter().all(|&a| check(a)) {
-                    return bad(format!("{at} {s}: arguments of kernel `{}` do not match", k.name));
+                    return bad(format!(
+                        "{at} {s}: arguments of kernel `{}` do not match",
+                        k.name
+                    ));
                 }
                 for (&a, &want) in args.iter().zip(&k.param_bytes) {
                     if bytes(a) != want {
-                        return bad(format!("{at} {s}: kernel `{}` expects {want} bytes for an argument", k.name));
+                        return bad(format!(
+                            "{at} {s}: kernel `{}` expects {want} bytes for an argument",
+                            k.name
+                        ));
                     }
                 }
             }
@@ -168,9 +220,15 @@ fn validate_steps(plan: &Plan, kernels: &[StoredKernel], steps: &[Step], at: &st
                     return bad(format!("{at} {s}: malformed copy"));
                 }
             }
-            Step::If { cond, then_steps, else_steps } => {
+            Step::If {
+                cond,
+                then_steps,
+                else_steps,
+            } => {
                 if !scalar(*cond, DType::Bool) {
-                    return bad(format!("{at} {s}: the condition of an If is not a bool scalar"));
+                    return bad(format!(
+                        "{at} {s}: the condition of an If is not a bool scalar"
+                    ));
                 }
                 validate_steps(plan, kernels, then_steps, &format!("{at} {s} (then) step"))?;
                 validate_steps(plan, kernels, else_steps, &format!("{at} {s} (else) step"))?;
@@ -180,23 +238,47 @@ fn validate_steps(plan: &Plan, kernels: &[StoredKernel], steps: &[Step], at: &st
                     Trip::Buffer(b) => scalar(b, DType::I64),
                     Trip::Fixed(_) | Trip::Unbounded => true,
                 };
-                let ok_flags = l.cond.iter().chain(&l.cond_in).chain(&l.cond_out).all(|&b| scalar(b, DType::Bool))
+                let ok_flags = l
+                    .cond
+                    .iter()
+                    .chain(&l.cond_in)
+                    .chain(&l.cond_out)
+                    .all(|&b| scalar(b, DType::Bool))
                     && l.iter.is_none_or(|b| scalar(b, DType::I64));
-                let ok_carried = l.carried.iter().all(|&(r, p)| check(r) && check(p) && bytes(r) == bytes(p));
+                let ok_carried = l
+                    .carried
+                    .iter()
+                    .all(|&(r, p)| check(r) && check(p) && bytes(r) == bytes(p));
                 let ok_slices = l.scan_in.iter().chain(&l.scan_out).all(|sl| {
                     check(sl.whole) && check(sl.part) && {
                         let (w, p) = (bytes(sl.whole), bytes(sl.part));
-                        if p == 0 { w == 0 } else { w % p == 0 }
+                        if p == 0 {
+                            w == 0
+                        } else {
+                            w % p == 0
+                        }
                     }
                 });
                 if !(ok_trip && ok_flags && ok_carried && ok_slices) {
                     return bad(format!("{at} {s}: malformed loop"));
                 }
-                validate_steps(plan, kernels, &l.body, &format!("{at} {s} (loop body) step"))?;
+                validate_steps(
+                    plan,
+                    kernels,
+                    &l.body,
+                    &format!("{at} {s} (loop body) step"),
+                )?;
             }
-            Step::Host { op, inputs, outputs } => {
+            Step::Host {
+                op,
+                inputs,
+                outputs,
+            } => {
                 let (ins, outs) = crate::select::arity(op);
-                if !ins.contains(&inputs.len()) || !outs.contains(&outputs.len()) || !inputs.iter().flatten().chain(outputs).all(|&b| check(b)) {
+                if !ins.contains(&inputs.len())
+                    || !outs.contains(&outputs.len())
+                    || !inputs.iter().flatten().chain(outputs).all(|&b| check(b))
+                {
                     return bad(format!("{at} {s}: malformed host step"));
                 }
             }
@@ -238,8 +320,11 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: u64) -> Result<&'a [u8], RuntimeError> {
-        let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.data.len() as u64);
-        let end = end.ok_or_else(|| RuntimeError::BadArtifact("payload truncated".into()))? as usize;
+        let end = (self.pos as u64)
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len() as u64);
+        let end =
+            end.ok_or_else(|| RuntimeError::BadArtifact("payload truncated".into()))? as usize;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -248,29 +333,37 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u32(&mut self) -> Result<u32, RuntimeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     pub fn u64(&mut self) -> Result<u64, RuntimeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     pub fn bytes(&mut self) -> Result<&'a [u8], RuntimeError> {
         let n = self.u64()?;
         self.take(n)
     }
     pub fn str(&mut self) -> Result<String, RuntimeError> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| RuntimeError::BadArtifact("invalid UTF-8 string".into()))
+        String::from_utf8(self.bytes()?.to_vec())
+            .map_err(|_| RuntimeError::BadArtifact("invalid UTF-8 string".into()))
     }
     /// A count of items each at least `min_item` bytes long, refused if the rest cannot hold it.
     fn count(&mut self, min_item: u64) -> Result<usize, RuntimeError> {
         let n = self.u64()?;
         if n.saturating_mul(min_item.max(1)) > (self.data.len() - self.pos) as u64 {
-            return Err(RuntimeError::BadArtifact(format!("implausible item count {n}")));
+            return Err(RuntimeError::BadArtifact(format!(
+                "implausible item count {n}"
+            )));
         }
         Ok(n as usize)
     }
     fn dtype(&mut self) -> Result<DType, RuntimeError> {
         let s = self.str()?;
-        s.parse().map_err(|_| RuntimeError::BadArtifact(format!("unknown dtype `{s}`")))
+        s.parse()
+            .map_err(|_| RuntimeError::BadArtifact(format!("unknown dtype `{s}`")))
     }
 }
 
@@ -352,7 +445,11 @@ fn encode_steps(w: &mut Writer, steps: &[Step]) {
                 w.u32(src.0);
                 w.u32(dst.0);
             }
-            Step::If { cond, then_steps, else_steps } => {
+            Step::If {
+                cond,
+                then_steps,
+                else_steps,
+            } => {
                 w.u8(2);
                 w.u32(cond.0);
                 encode_steps(w, then_steps);
@@ -395,7 +492,11 @@ fn encode_steps(w: &mut Writer, steps: &[Step]) {
                     }
                 }
             }
-            Step::Host { op, inputs, outputs } => {
+            Step::Host {
+                op,
+                inputs,
+                outputs,
+            } => {
                 w.u8(4);
                 let axis = |w: &mut Writer, a: &Option<i64>| match a {
                     Some(a) => {
@@ -425,24 +526,44 @@ fn encode_steps(w: &mut Writer, steps: &[Step]) {
                         w.u8(6);
                         w.str(pattern);
                     }
-                    HostOp::StringNormalizer { case, case_sensitive, stopwords } => {
+                    HostOp::StringNormalizer {
+                        case,
+                        case_sensitive,
+                        stopwords,
+                    } => {
                         w.u8(7);
                         w.u8(*case);
                         w.u8(*case_sensitive as u8);
                         encode_values(w, &HostValues::Strings(stopwords.clone()));
                     }
-                    HostOp::StringSplit { delimiter, maxsplit } => {
+                    HostOp::StringSplit {
+                        delimiter,
+                        maxsplit,
+                    } => {
                         w.u8(8);
                         w.str(delimiter);
                         axis(w, maxsplit);
                     }
-                    HostOp::LabelEncoder { keys, values, default } => {
+                    HostOp::LabelEncoder {
+                        keys,
+                        values,
+                        default,
+                    } => {
                         w.u8(9);
                         for v in [keys, values, default] {
                             encode_values(w, v);
                         }
                     }
-                    HostOp::TfIdf { min_gram, max_gram, max_skip, mode, ngram_counts, ngram_indexes, pool, weights } => {
+                    HostOp::TfIdf {
+                        min_gram,
+                        max_gram,
+                        max_skip,
+                        mode,
+                        ngram_counts,
+                        ngram_indexes,
+                        pool,
+                        weights,
+                    } => {
                         w.u8(10);
                         for v in [min_gram, max_gram, max_skip] {
                             w.u64(*v as u64);
@@ -457,7 +578,17 @@ fn encode_steps(w: &mut Writer, steps: &[Step]) {
                         w.u8(11);
                         w.u8(t.aggregate);
                         w.u64(t.n_targets as u64);
-                        for v in [&t.tree_roots, &t.feature_ids, &t.modes, &t.true_ids, &t.true_leafs, &t.false_ids, &t.false_leafs, &t.missing_tracks_true, &t.leaf_targets] {
+                        for v in [
+                            &t.tree_roots,
+                            &t.feature_ids,
+                            &t.modes,
+                            &t.true_ids,
+                            &t.true_leafs,
+                            &t.false_ids,
+                            &t.false_leafs,
+                            &t.missing_tracks_true,
+                            &t.leaf_targets,
+                        ] {
                             encode_values(w, &HostValues::Ints(v.clone()));
                         }
                         for v in [&t.splits, &t.leaf_weights, &t.membership] {
@@ -518,13 +649,25 @@ fn decode_values(r: &mut Reader) -> Result<HostValues, RuntimeError> {
         }
         1 => {
             let n = r.count(8)?;
-            HostValues::Ints((0..n).map(|_| r.u64().map(|v| v as i64)).collect::<Result<_, _>>()?)
+            HostValues::Ints(
+                (0..n)
+                    .map(|_| r.u64().map(|v| v as i64))
+                    .collect::<Result<_, _>>()?,
+            )
         }
         2 => {
             let n = r.count(8)?;
-            HostValues::Floats((0..n).map(|_| r.u64().map(f64::from_bits)).collect::<Result<_, _>>()?)
+            HostValues::Floats(
+                (0..n)
+                    .map(|_| r.u64().map(f64::from_bits))
+                    .collect::<Result<_, _>>()?,
+            )
         }
-        _ => return Err(RuntimeError::BadArtifact("unknown host-op value list".into())),
+        _ => {
+            return Err(RuntimeError::BadArtifact(
+                "unknown host-op value list".into(),
+            ))
+        }
     })
 }
 
@@ -543,15 +686,24 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
             0 => {
                 let kernel = r.u32()?;
                 let na = r.count(4)?;
-                let args = (0..na).map(|_| r.u32().map(BufferId)).collect::<Result<_, _>>()?;
+                let args = (0..na)
+                    .map(|_| r.u32().map(BufferId))
+                    .collect::<Result<_, _>>()?;
                 Step::Launch { kernel, args }
             }
-            1 => Step::Copy { src: BufferId(r.u32()?), dst: BufferId(r.u32()?) },
+            1 => Step::Copy {
+                src: BufferId(r.u32()?),
+                dst: BufferId(r.u32()?),
+            },
             2 => {
                 let cond = BufferId(r.u32()?);
                 let then_steps = decode_steps(r, depth + 1)?;
                 let else_steps = decode_steps(r, depth + 1)?;
-                Step::If { cond, then_steps, else_steps }
+                Step::If {
+                    cond,
+                    then_steps,
+                    else_steps,
+                }
             }
             3 => {
                 let trip = match r.u8()? {
@@ -571,7 +723,9 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                 let [cond, iter, cond_in, cond_out] = flags;
                 let body = decode_steps(r, depth + 1)?;
                 let nc = r.count(8)?;
-                let carried = (0..nc).map(|_| Ok((BufferId(r.u32()?), BufferId(r.u32()?)))).collect::<Result<_, RuntimeError>>()?;
+                let carried = (0..nc)
+                    .map(|_| Ok((BufferId(r.u32()?), BufferId(r.u32()?))))
+                    .collect::<Result<_, RuntimeError>>()?;
                 let mut lists = [Vec::new(), Vec::new()];
                 for list in &mut lists {
                     let n = r.count(9)?;
@@ -583,11 +737,25 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                             1 => true,
                             _ => return Err(bad("bad loop slice flag")),
                         };
-                        list.push(LoopSlice { whole, part, reverse });
+                        list.push(LoopSlice {
+                            whole,
+                            part,
+                            reverse,
+                        });
                     }
                 }
                 let [scan_in, scan_out] = lists;
-                Step::Loop(Box::new(LoopStep { trip, cond, iter, cond_in, cond_out, body, carried, scan_in, scan_out }))
+                Step::Loop(Box::new(LoopStep {
+                    trip,
+                    cond,
+                    iter,
+                    cond_in,
+                    cond_out,
+                    body,
+                    carried,
+                    scan_in,
+                    scan_out,
+                }))
             }
             4 => {
                 let flag = |r: &mut Reader| -> Result<bool, RuntimeError> {
@@ -598,32 +766,55 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                     }
                 };
                 let axis = |r: &mut Reader| -> Result<Option<i64>, RuntimeError> {
-                    Ok(if flag(r)? { Some(r.u64()? as i64) } else { None })
+                    Ok(if flag(r)? {
+                        Some(r.u64()? as i64)
+                    } else {
+                        None
+                    })
                 };
                 let op = match r.u8()? {
                     0 => HostOp::NonZero,
                     1 => HostOp::Compress { axis: axis(r)? },
                     2 => {
                         let a = axis(r)?;
-                        HostOp::Unique { axis: a, sorted: flag(r)? }
+                        HostOp::Unique {
+                            axis: a,
+                            sorted: flag(r)?,
+                        }
                     }
-                    3 => HostOp::NonMaxSuppression { center_point_box: flag(r)? },
+                    3 => HostOp::NonMaxSuppression {
+                        center_point_box: flag(r)?,
+                    },
                     4 => HostOp::StringConcat,
                     5 => HostOp::StringEqual,
                     6 => HostOp::RegexFullMatch { pattern: r.str()? },
                     7 => {
                         let case = r.u8()?;
                         let case_sensitive = flag(r)?;
-                        let HostValues::Strings(stopwords) = decode_values(r)? else { return Err(bad("bad stopwords")) };
-                        HostOp::StringNormalizer { case, case_sensitive, stopwords }
+                        let HostValues::Strings(stopwords) = decode_values(r)? else {
+                            return Err(bad("bad stopwords"));
+                        };
+                        HostOp::StringNormalizer {
+                            case,
+                            case_sensitive,
+                            stopwords,
+                        }
                     }
                     8 => {
                         let delimiter = r.str()?;
-                        HostOp::StringSplit { delimiter, maxsplit: axis(r)? }
+                        HostOp::StringSplit {
+                            delimiter,
+                            maxsplit: axis(r)?,
+                        }
                     }
-                    9 => HostOp::LabelEncoder { keys: decode_values(r)?, values: decode_values(r)?, default: decode_values(r)? },
+                    9 => HostOp::LabelEncoder {
+                        keys: decode_values(r)?,
+                        values: decode_values(r)?,
+                        default: decode_values(r)?,
+                    },
                     10 => {
-                        let (min_gram, max_gram, max_skip) = (r.u64()? as i64, r.u64()? as i64, r.u64()? as i64);
+                        let (min_gram, max_gram, max_skip) =
+                            (r.u64()? as i64, r.u64()? as i64, r.u64()? as i64);
                         let mode = r.u8()?;
                         let ints = |r: &mut Reader| match decode_values(r)? {
                             HostValues::Ints(v) => Ok(v),
@@ -632,32 +823,78 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                         let ngram_counts = ints(r)?;
                         let ngram_indexes = ints(r)?;
                         let pool = decode_values(r)?;
-                        let HostValues::Floats(weights) = decode_values(r)? else { return Err(bad("bad TfIdf weights")) };
-                        HostOp::TfIdf { min_gram, max_gram, max_skip, mode, ngram_counts, ngram_indexes, pool, weights }
+                        let HostValues::Floats(weights) = decode_values(r)? else {
+                            return Err(bad("bad TfIdf weights"));
+                        };
+                        HostOp::TfIdf {
+                            min_gram,
+                            max_gram,
+                            max_skip,
+                            mode,
+                            ngram_counts,
+                            ngram_indexes,
+                            pool,
+                            weights,
+                        }
                     }
                     11 => {
                         let aggregate = r.u8()?;
                         let n_targets = r.u64()? as i64;
                         let mut ints: Vec<Vec<i64>> = Vec::with_capacity(9);
                         for _ in 0..9 {
-                            let HostValues::Ints(v) = decode_values(r)? else { return Err(bad("bad tree list")) };
+                            let HostValues::Ints(v) = decode_values(r)? else {
+                                return Err(bad("bad tree list"));
+                            };
                             ints.push(v);
                         }
                         let mut floats: Vec<Vec<f64>> = Vec::with_capacity(3);
                         for _ in 0..3 {
-                            let HostValues::Floats(v) = decode_values(r)? else { return Err(bad("bad tree list")) };
+                            let HostValues::Floats(v) = decode_values(r)? else {
+                                return Err(bad("bad tree list"));
+                            };
                             floats.push(v);
                         }
                         let mut i = ints.into_iter();
                         let mut f = floats.into_iter();
                         let mut next_i = || i.next().unwrap_or_default();
-                        let (tree_roots, feature_ids, modes, true_ids, true_leafs, false_ids, false_leafs, missing_tracks_true, leaf_targets) =
-                            (next_i(), next_i(), next_i(), next_i(), next_i(), next_i(), next_i(), next_i(), next_i());
+                        let (
+                            tree_roots,
+                            feature_ids,
+                            modes,
+                            true_ids,
+                            true_leafs,
+                            false_ids,
+                            false_leafs,
+                            missing_tracks_true,
+                            leaf_targets,
+                        ) = (
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                        );
                         let mut next_f = || f.next().unwrap_or_default();
                         let (splits, leaf_weights, membership) = (next_f(), next_f(), next_f());
                         HostOp::TreeEnsemble(Box::new(tessera_kir::TreeEnsemble {
-                            aggregate, n_targets, tree_roots, feature_ids, splits, modes, true_ids, true_leafs, false_ids, false_leafs,
-                            missing_tracks_true, leaf_targets, leaf_weights, membership,
+                            aggregate,
+                            n_targets,
+                            tree_roots,
+                            feature_ids,
+                            splits,
+                            modes,
+                            true_ids,
+                            true_leafs,
+                            false_ids,
+                            false_leafs,
+                            missing_tracks_true,
+                            leaf_targets,
+                            leaf_weights,
+                            membership,
                         }))
                     }
                     _ => return Err(bad("unknown host op")),
@@ -665,11 +902,21 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                 let ni = r.count(1)?;
                 let mut inputs = Vec::with_capacity(ni);
                 for _ in 0..ni {
-                    inputs.push(if flag(r)? { Some(BufferId(r.u32()?)) } else { None });
+                    inputs.push(if flag(r)? {
+                        Some(BufferId(r.u32()?))
+                    } else {
+                        None
+                    });
                 }
                 let no = r.count(4)?;
-                let outputs = (0..no).map(|_| r.u32().map(BufferId)).collect::<Result<_, _>>()?;
-                Step::Host { op, inputs, outputs }
+                let outputs = (0..no)
+                    .map(|_| r.u32().map(BufferId))
+                    .collect::<Result<_, _>>()?;
+                Step::Host {
+                    op,
+                    inputs,
+                    outputs,
+                }
             }
             _ => return Err(bad("unknown step kind")),
         };
@@ -696,7 +943,12 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
             3 => BufferKind::Alias(BufferId(v)),
             _ => return Err(bad("unknown buffer kind")),
         };
-        p.buffers.push(PlanBuffer { name, dtype, dims, kind });
+        p.buffers.push(PlanBuffer {
+            name,
+            dtype,
+            dims,
+            kind,
+        });
     }
     for which in 0..2 {
         let n = r.count(16)?;
@@ -711,7 +963,13 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
                 1 => Some(r.bytes()?.to_vec()),
                 _ => return Err(bad("bad bound flag")),
             };
-            let io = PlanIo { name, buffer, dtype, dims, bound };
+            let io = PlanIo {
+                name,
+                buffer,
+                dtype,
+                dims,
+                bound,
+            };
             if which == 0 {
                 p.inputs.push(io)
             } else {
@@ -730,7 +988,12 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
         let op = r.str()?;
         let dense = r.u8()? != 0;
         let how = Execution::from_name(&r.str()?).ok_or_else(|| bad("unknown execution kind"))?;
-        p.nodes.push(NodeRecord { node, op, dense, how });
+        p.nodes.push(NodeRecord {
+            node,
+            op,
+            dense,
+            how,
+        });
     }
     Ok(p)
 }
@@ -743,7 +1006,11 @@ pub fn crc32(data: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
@@ -763,21 +1030,55 @@ mod tests {
     fn sample() -> Artifact {
         let plan = Plan {
             buffers: vec![
-                PlanBuffer { name: "x".into(), dtype: DType::F32, dims: vec![2], kind: BufferKind::Input(0) },
-                PlanBuffer { name: "y".into(), dtype: DType::F32, dims: vec![2], kind: BufferKind::Temp { slot: 0 } },
+                PlanBuffer {
+                    name: "x".into(),
+                    dtype: DType::F32,
+                    dims: vec![2],
+                    kind: BufferKind::Input(0),
+                },
+                PlanBuffer {
+                    name: "y".into(),
+                    dtype: DType::F32,
+                    dims: vec![2],
+                    kind: BufferKind::Temp { slot: 0 },
+                },
             ],
-            inputs: vec![PlanIo { name: "x".into(), buffer: BufferId(0), dtype: DType::F32, dims: vec![2], bound: None }],
-            outputs: vec![PlanIo { name: "y".into(), buffer: BufferId(1), dtype: DType::F32, dims: vec![2], bound: None }],
-            steps: vec![Step::Launch { kernel: 0, args: vec![BufferId(0), BufferId(1)] }],
+            inputs: vec![PlanIo {
+                name: "x".into(),
+                buffer: BufferId(0),
+                dtype: DType::F32,
+                dims: vec![2],
+                bound: None,
+            }],
+            outputs: vec![PlanIo {
+                name: "y".into(),
+                buffer: BufferId(1),
+                dtype: DType::F32,
+                dims: vec![2],
+                bound: None,
+            }],
+            steps: vec![Step::Launch {
+                kernel: 0,
+                args: vec![BufferId(0), BufferId(1)],
+            }],
             consts: vec![],
-            nodes: vec![NodeRecord { node: "Relu node \"r\"".into(), op: "Relu".into(), dense: false, how: Execution::Kernel }],
+            nodes: vec![NodeRecord {
+                node: "Relu node \"r\"".into(),
+                op: "Relu".into(),
+                dense: false,
+                how: Execution::Kernel,
+            }],
         };
         Artifact {
             target: "interp".into(),
             fingerprint: String::new(),
             source: "m.onnx".into(),
             plan,
-            kernels: vec![StoredKernel { name: "relu".into(), param_bytes: vec![8, 8], blob: b"code".to_vec() }],
+            kernels: vec![StoredKernel {
+                name: "relu".into(),
+                param_bytes: vec![8, 8],
+                blob: b"code".to_vec(),
+            }],
         }
     }
 

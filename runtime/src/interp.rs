@@ -16,8 +16,12 @@ impl Device for InterpDevice {
     }
 
     fn load(&self, name: &str, blob: &[u8]) -> Result<Box<dyn LoadedKernel>, DeviceError> {
-        let err = |message: String| DeviceError { kernel: name.to_string(), message };
-        let text = std::str::from_utf8(blob).map_err(|_| err("code blob is not UTF-8 kernel IR text".into()))?;
+        let err = |message: String| DeviceError {
+            kernel: name.to_string(),
+            message,
+        };
+        let text = std::str::from_utf8(blob)
+            .map_err(|_| err("code blob is not UTF-8 kernel IR text".into()))?;
         let kernel = tessera_kir::text::parse_kernel(text).map_err(|e| err(e.to_string()))?;
         tessera_kir::verify::verify(&kernel).map_err(|e| err(e.to_string()))?;
         Ok(Box::new(InterpKernel { kernel }))
@@ -33,7 +37,9 @@ impl LoadedKernel for InterpKernel {
         for i in 0..args.len() {
             if args[..i].iter().any(|a| a.ptr() == args[i].ptr()) && !args[i].is_empty() {
                 // SAFETY: the runtime guarantees `ptr` is valid for `len` bytes.
-                copies[i] = Some(unsafe { std::slice::from_raw_parts(args[i].ptr(), args[i].len()) }.to_vec());
+                copies[i] = Some(
+                    unsafe { std::slice::from_raw_parts(args[i].ptr(), args[i].len()) }.to_vec(),
+                );
             }
         }
         let mut slices: Vec<&mut [u8]> = Vec::with_capacity(args.len());
@@ -45,7 +51,9 @@ impl LoadedKernel for InterpKernel {
                 None => slices.push(unsafe { std::slice::from_raw_parts_mut(a.ptr(), a.len()) }),
             }
         }
-        tessera_kir::interp::run_kernel(&self.kernel, &mut slices)
-            .map_err(|e| DeviceError { kernel: self.kernel.name.clone(), message: e.to_string() })
+        tessera_kir::interp::run_kernel(&self.kernel, &mut slices).map_err(|e| DeviceError {
+            kernel: self.kernel.name.clone(),
+            message: e.to_string(),
+        })
     }
 }

@@ -17,7 +17,10 @@ struct Aligned {
 
 impl Aligned {
     fn zeroed(len: usize) -> Aligned {
-        Aligned { words: vec![0u128; len.div_ceil(16)], len }
+        Aligned {
+            words: vec![0u128; len.div_ceil(16)],
+            len,
+        }
     }
 
     fn from_bytes(b: &[u8]) -> Aligned {
@@ -50,31 +53,61 @@ impl Model {
     /// Loads `artifact` on `device`: checks the target and fingerprint, then loads every kernel.
     pub fn load(artifact: Artifact, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
         if artifact.target != device.target() {
-            return Err(RuntimeError::WrongTarget { artifact: artifact.target.clone(), device: device.target().to_string() });
+            return Err(RuntimeError::WrongTarget {
+                artifact: artifact.target.clone(),
+                device: device.target().to_string(),
+            });
         }
-        device.check_fingerprint(&artifact.fingerprint).map_err(RuntimeError::IncompatibleDevice)?;
+        device
+            .check_fingerprint(&artifact.fingerprint)
+            .map_err(RuntimeError::IncompatibleDevice)?;
         let kernels = artifact
             .kernels
             .iter()
             .map(|k| device.load(&k.name, &k.blob).map_err(RuntimeError::Device))
             .collect::<Result<Vec<_>, _>>()?;
-        let consts = artifact.plan.consts.iter().map(|c| Aligned::from_bytes(c)).collect();
+        let consts = artifact
+            .plan
+            .consts
+            .iter()
+            .map(|c| Aligned::from_bytes(c))
+            .collect();
         let mut const_strings = std::collections::HashMap::new();
-        for b in artifact.plan.buffers.iter().filter(|b| b.dtype == tessera_ir::DType::String) {
+        for b in artifact
+            .plan
+            .buffers
+            .iter()
+            .filter(|b| b.dtype == tessera_ir::DType::String)
+        {
             if let BufferKind::Const(n) = b.kind {
                 // Validation checked that these decode.
-                let s = artifact.plan.consts.get(n as usize).and_then(|c| tessera_kir::plan::decode_strings(c, b.num_elements()));
+                let s = artifact
+                    .plan
+                    .consts
+                    .get(n as usize)
+                    .and_then(|c| tessera_kir::plan::decode_strings(c, b.num_elements()));
                 const_strings.insert(n, s.unwrap_or_default());
             }
         }
-        Ok(Model { artifact, kernels, consts, const_strings, device })
+        Ok(Model {
+            artifact,
+            kernels,
+            consts,
+            const_strings,
+            device,
+        })
     }
 
     /// Reads, validates and loads a `.tsa` file.
     pub fn load_file(path: &Path, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io { path: path.display().to_string(), message: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let artifact = Artifact::decode(&bytes).map_err(|e| match e {
-            RuntimeError::BadArtifact(m) => RuntimeError::BadArtifact(format!("{}: {m}", path.display())),
+            RuntimeError::BadArtifact(m) => {
+                RuntimeError::BadArtifact(format!("{}: {m}", path.display()))
+            }
             other => other,
         })?;
         Model::load(artifact, device)
@@ -102,7 +135,11 @@ impl Model {
         if inputs.len() != plan.inputs.len() {
             return Err(RuntimeError::Input {
                 input: "(all)".into(),
-                message: format!("the model takes {} inputs, {} were given", plan.inputs.len(), inputs.len()),
+                message: format!(
+                    "the model takes {} inputs, {} were given",
+                    plan.inputs.len(),
+                    inputs.len()
+                ),
             });
         }
         for (io, t) in plan.inputs.iter().zip(inputs) {
@@ -123,18 +160,36 @@ impl Model {
                 }
             }
         }
-        let input_strings: Vec<Arc<Vec<String>>> = inputs.iter().map(|t| t.strings.clone()).collect();
-        let inputs: Vec<Aligned> = inputs.iter().map(|t| Aligned::from_bytes(&t.bytes)).collect();
-        let mut run = Run { model: self, slots, inputs, input_strings, strings: Default::default(), dims: Default::default() };
+        let input_strings: Vec<Arc<Vec<String>>> =
+            inputs.iter().map(|t| t.strings.clone()).collect();
+        let inputs: Vec<Aligned> = inputs
+            .iter()
+            .map(|t| Aligned::from_bytes(&t.bytes))
+            .collect();
+        let mut run = Run {
+            model: self,
+            slots,
+            inputs,
+            input_strings,
+            strings: Default::default(),
+            dims: Default::default(),
+        };
         run.steps(&plan.steps)?;
         let mut outs = Vec::with_capacity(plan.outputs.len());
         for io in &plan.outputs {
             let (p, n) = run.ptr(io.buffer);
             // A host op's result has the size it produced, within the plan's capacity.
-            let dims = run.dims.get(&io.buffer.0).cloned().unwrap_or_else(|| io.dims.clone());
+            let dims = run
+                .dims
+                .get(&io.buffer.0)
+                .cloned()
+                .unwrap_or_else(|| io.dims.clone());
             let n = n.min(io.dtype.storage_bytes(dims.iter().product()) as usize);
             if p.is_null() {
-                return Err(RuntimeError::BadArtifact(format!("output `{}` is unbacked", io.name)));
+                return Err(RuntimeError::BadArtifact(format!(
+                    "output `{}` is unbacked",
+                    io.name
+                )));
             }
             if io.dtype == tessera_ir::DType::String {
                 outs.push(Tensor::from_strings(dims, run.strings_of(io.buffer)));
@@ -171,9 +226,10 @@ impl Run<'_> {
             BufferKind::Input(n) => self.inputs[n as usize].bytes_mut().as_mut_ptr(),
             // Constants are read-only parameters of every kernel that takes them.
             BufferKind::Const(n) => self.model.consts[n as usize].bytes().as_ptr() as *mut u8,
-            BufferKind::Temp { slot } => {
-                self.slots[slot as usize].as_mut().map(|a| a.bytes_mut().as_mut_ptr()).unwrap_or(std::ptr::null_mut())
-            }
+            BufferKind::Temp { slot } => self.slots[slot as usize]
+                .as_mut()
+                .map(|a| a.bytes_mut().as_mut_ptr())
+                .unwrap_or(std::ptr::null_mut()),
             BufferKind::Alias(_) => std::ptr::null_mut(),
         };
         (ptr, len)
@@ -183,10 +239,23 @@ impl Run<'_> {
     fn strings_of(&self, id: BufferId) -> Vec<String> {
         let plan = &self.model.artifact.plan;
         let root = plan.root(id);
-        let n = self.dims.get(&id.0).map_or(plan.buffer(id).num_elements(), |d| d.iter().product()) as usize;
+        let n = self
+            .dims
+            .get(&id.0)
+            .map_or(plan.buffer(id).num_elements(), |d| d.iter().product())
+            as usize;
         let mut v = match plan.buffer(root).kind {
-            BufferKind::Input(i) => self.input_strings.get(i as usize).map(|s| s.as_ref().clone()).unwrap_or_default(),
-            BufferKind::Const(c) => self.model.const_strings.get(&c).cloned().unwrap_or_default(),
+            BufferKind::Input(i) => self
+                .input_strings
+                .get(i as usize)
+                .map(|s| s.as_ref().clone())
+                .unwrap_or_default(),
+            BufferKind::Const(c) => self
+                .model
+                .const_strings
+                .get(&c)
+                .cloned()
+                .unwrap_or_default(),
             _ => self.strings.get(&root.0).cloned().unwrap_or_default(),
         };
         v.resize(n, String::new());
@@ -197,7 +266,10 @@ impl Run<'_> {
     fn read(&mut self, id: BufferId) -> Result<Vec<u8>, RuntimeError> {
         let (p, n) = self.ptr(id);
         if p.is_null() {
-            return Err(RuntimeError::BadArtifact(format!("buffer {} is unbacked", id.0)));
+            return Err(RuntimeError::BadArtifact(format!(
+                "buffer {} is unbacked",
+                id.0
+            )));
         }
         // SAFETY: valid for `n` bytes, as for kernel arguments.
         Ok(unsafe { std::slice::from_raw_parts(p, n) }.to_vec())
@@ -207,7 +279,10 @@ impl Run<'_> {
     fn write(&mut self, id: BufferId, offset: usize, bytes: &[u8]) -> Result<(), RuntimeError> {
         let (p, n) = self.ptr(id);
         if p.is_null() || offset + bytes.len() > n {
-            return Err(RuntimeError::BadArtifact(format!("write past buffer {}", id.0)));
+            return Err(RuntimeError::BadArtifact(format!(
+                "write past buffer {}",
+                id.0
+            )));
         }
         // SAFETY: checked just above to lie inside the buffer; `bytes` is a separate copy.
         unsafe { std::ptr::copy(bytes.as_ptr(), p.add(offset), bytes.len()) };
@@ -232,20 +307,30 @@ impl Run<'_> {
                         })
                         .collect();
                     if kargs.iter().any(|a| a.ptr().is_null()) {
-                        return Err(RuntimeError::BadArtifact(format!("kernel {kernel} has an unbacked argument")));
+                        return Err(RuntimeError::BadArtifact(format!(
+                            "kernel {kernel} has an unbacked argument"
+                        )));
                     }
-                    self.model.kernels[*kernel as usize].launch(&kargs).map_err(RuntimeError::Device)?;
+                    self.model.kernels[*kernel as usize]
+                        .launch(&kargs)
+                        .map_err(RuntimeError::Device)?;
                 }
                 Step::Copy { src, dst } => {
                     let (s, n) = self.ptr(*src);
                     let (d, _) = self.ptr(*dst);
                     if s.is_null() || d.is_null() {
-                        return Err(RuntimeError::BadArtifact("a copy names an unbacked buffer".into()));
+                        return Err(RuntimeError::BadArtifact(
+                            "a copy names an unbacked buffer".into(),
+                        ));
                     }
                     // SAFETY: both are valid for `n` bytes; `copy` tolerates overlap.
                     unsafe { std::ptr::copy(s, d, n) };
                 }
-                Step::If { cond, then_steps, else_steps } => {
+                Step::If {
+                    cond,
+                    then_steps,
+                    else_steps,
+                } => {
                     if self.truthy(*cond)? {
                         self.steps(then_steps)?;
                     } else {
@@ -253,21 +338,38 @@ impl Run<'_> {
                     }
                 }
                 Step::Loop(l) => self.run_loop(l)?,
-                Step::Host { op, inputs, outputs } => self.run_host(op, inputs, outputs)?,
+                Step::Host {
+                    op,
+                    inputs,
+                    outputs,
+                } => self.run_host(op, inputs, outputs)?,
             }
         }
         Ok(())
     }
 
-    fn run_host(&mut self, op: &HostOp, inputs: &[Option<BufferId>], outputs: &[BufferId]) -> Result<(), RuntimeError> {
+    fn run_host(
+        &mut self,
+        op: &HostOp,
+        inputs: &[Option<BufferId>],
+        outputs: &[BufferId],
+    ) -> Result<(), RuntimeError> {
         let plan = &self.model.artifact.plan;
         let mut data = Vec::with_capacity(inputs.len());
         for i in inputs {
             data.push(match i {
                 Some(b) => {
-                    let dims = self.dims.get(&b.0).cloned().unwrap_or_else(|| plan.buffer(*b).dims.clone());
+                    let dims = self
+                        .dims
+                        .get(&b.0)
+                        .cloned()
+                        .unwrap_or_else(|| plan.buffer(*b).dims.clone());
                     let dtype = plan.buffer(*b).dtype;
-                    let strings = if dtype == tessera_ir::DType::String { self.strings_of(*b) } else { Vec::new() };
+                    let strings = if dtype == tessera_ir::DType::String {
+                        self.strings_of(*b)
+                    } else {
+                        Vec::new()
+                    };
                     Some((dtype, dims, self.read(*b)?, strings))
                 }
                 None => None,
@@ -275,10 +377,16 @@ impl Run<'_> {
         }
         let ins: Vec<Option<crate::select::HostIn>> = data
             .iter()
-            .map(|d| d.as_ref().map(|(dtype, dims, bytes, strings)| crate::select::HostIn::new(*dtype, dims, bytes, strings)))
+            .map(|d| {
+                d.as_ref().map(|(dtype, dims, bytes, strings)| {
+                    crate::select::HostIn::new(*dtype, dims, bytes, strings)
+                })
+            })
             .collect();
-        let out_dtypes: Vec<tessera_ir::DType> = outputs.iter().map(|&b| plan.buffer(b).dtype).collect();
-        let outs = crate::select::run(op, &ins, &out_dtypes).map_err(|m| RuntimeError::Execution(format!("{op:?}: {m}")))?;
+        let out_dtypes: Vec<tessera_ir::DType> =
+            outputs.iter().map(|&b| plan.buffer(b).dtype).collect();
+        let outs = crate::select::run(op, &ins, &out_dtypes)
+            .map_err(|m| RuntimeError::Execution(format!("{op:?}: {m}")))?;
         for (&b, out) in outputs.iter().zip(outs) {
             if plan.buffer(b).dtype == tessera_ir::DType::String {
                 // String storage is host memory, sized by the result itself.
@@ -305,7 +413,9 @@ impl Run<'_> {
         let trip = match l.trip {
             Trip::Buffer(b) => {
                 let v = self.read(b)?;
-                let m = i64::from_le_bytes(v.get(..8).and_then(|s| s.try_into().ok()).unwrap_or([0; 8]));
+                let m = i64::from_le_bytes(
+                    v.get(..8).and_then(|s| s.try_into().ok()).unwrap_or([0; 8]),
+                );
                 Some(m.max(0) as u64)
             }
             Trip::Fixed(n) => Some(n),
@@ -317,7 +427,10 @@ impl Run<'_> {
         };
         let parts = |sl: &LoopSlice| {
             let p = plan.buffer(sl.part).byte_len();
-            (p as usize, plan.buffer(sl.whole).byte_len().checked_div(p).unwrap_or(0))
+            (
+                p as usize,
+                plan.buffer(sl.whole).byte_len().checked_div(p).unwrap_or(0),
+            )
         };
         let mut i: u64 = 0;
         while cond && trip.is_none_or(|m| i < m) {
@@ -338,20 +451,35 @@ impl Run<'_> {
             }
             for sl in &l.scan_in {
                 let (n, count) = parts(sl);
-                let k = if sl.reverse { count.saturating_sub(i + 1) } else { i } as usize;
+                let k = if sl.reverse {
+                    count.saturating_sub(i + 1)
+                } else {
+                    i
+                } as usize;
                 let whole = self.read(sl.whole)?;
-                let chunk = whole.get(k * n..(k + 1) * n).ok_or_else(|| RuntimeError::BadArtifact("scan input too short".into()))?.to_vec();
+                let chunk = whole
+                    .get(k * n..(k + 1) * n)
+                    .ok_or_else(|| RuntimeError::BadArtifact("scan input too short".into()))?
+                    .to_vec();
                 self.write(sl.part, 0, &chunk)?;
             }
             self.steps(&l.body)?;
             for sl in &l.scan_out {
                 let (n, count) = parts(sl);
-                let k = if sl.reverse { count.saturating_sub(i + 1) } else { i } as usize;
+                let k = if sl.reverse {
+                    count.saturating_sub(i + 1)
+                } else {
+                    i
+                } as usize;
                 let part = self.read(sl.part)?;
                 self.write(sl.whole, k * n, &part)?;
             }
             // Read every carried result before writing any parameter: a body may swap them.
-            let results = l.carried.iter().map(|&(r, _)| self.read(r)).collect::<Result<Vec<_>, _>>()?;
+            let results = l
+                .carried
+                .iter()
+                .map(|&(r, _)| self.read(r))
+                .collect::<Result<Vec<_>, _>>()?;
             for (&(_, p), bytes) in l.carried.iter().zip(results) {
                 self.write(p, 0, &bytes)?;
             }
@@ -375,7 +503,12 @@ impl Run<'_> {
 }
 
 fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
-    let err = |message: String| Err(RuntimeError::Input { input: io.name.clone(), message });
+    let err = |message: String| {
+        Err(RuntimeError::Input {
+            input: io.name.clone(),
+            message,
+        })
+    };
     if t.dtype != io.dtype {
         return err(format!("expected dtype {}, got {}", io.dtype, t.dtype));
     }
@@ -383,7 +516,11 @@ fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
         return err(format!("expected shape {:?}, got {:?}", io.dims, t.dims));
     }
     if t.bytes.len() as u64 != io.dtype.storage_bytes(io.dims.iter().product()) {
-        return err(format!("holds {} bytes, its shape needs {}", t.bytes.len(), io.dtype.storage_bytes(io.dims.iter().product())));
+        return err(format!(
+            "holds {} bytes, its shape needs {}",
+            t.bytes.len(),
+            io.dtype.storage_bytes(io.dims.iter().product())
+        ));
     }
     if let Some(b) = &io.bound {
         if b.as_slice() != t.bytes.as_slice() {

@@ -20,9 +20,24 @@ pub(crate) struct HostIn<'a> {
 }
 
 impl<'a> HostIn<'a> {
-    pub fn new(dtype: DType, dims: &'a [u64], bytes: &'a [u8], strings: &'a [String]) -> HostIn<'a> {
-        let vals = if readable(dtype) { decode(dtype, dims, bytes) } else { Vec::new() };
-        HostIn { dtype, dims, bytes, strings, vals }
+    pub fn new(
+        dtype: DType,
+        dims: &'a [u64],
+        bytes: &'a [u8],
+        strings: &'a [String],
+    ) -> HostIn<'a> {
+        let vals = if readable(dtype) {
+            decode(dtype, dims, bytes)
+        } else {
+            Vec::new()
+        };
+        HostIn {
+            dtype,
+            dims,
+            bytes,
+            strings,
+            vals,
+        }
     }
 
     /// Element `i` as a float (0 past the end).
@@ -55,7 +70,11 @@ pub(crate) fn arity(op: &HostOp) -> (RangeInclusive<usize>, RangeInclusive<usize
         HostOp::Unique { .. } => (1..=1, 1..=4),
         HostOp::NonMaxSuppression { .. } => (2..=5, 1..=1),
         HostOp::StringConcat | HostOp::StringEqual => (2..=2, 1..=1),
-        HostOp::RegexFullMatch { .. } | HostOp::StringNormalizer { .. } | HostOp::LabelEncoder { .. } | HostOp::TfIdf { .. } | HostOp::TreeEnsemble(_) => (1..=1, 1..=1),
+        HostOp::RegexFullMatch { .. }
+        | HostOp::StringNormalizer { .. }
+        | HostOp::LabelEncoder { .. }
+        | HostOp::TfIdf { .. }
+        | HostOp::TreeEnsemble(_) => (1..=1, 1..=1),
         HostOp::StringSplit { .. } => (1..=1, 1..=2),
     }
 }
@@ -63,13 +82,24 @@ pub(crate) fn arity(op: &HostOp) -> (RangeInclusive<usize>, RangeInclusive<usize
 /// The dtypes host ops read element by element.
 pub(crate) fn readable(dtype: DType) -> bool {
     use DType::*;
-    matches!(dtype, F64 | F32 | F16 | BF16 | I64 | I32 | I16 | I8 | U64 | U32 | U16 | U8 | Bool)
+    matches!(
+        dtype,
+        F64 | F32 | F16 | BF16 | I64 | I32 | I16 | I8 | U64 | U32 | U16 | U8 | Bool
+    )
 }
 
 /// Runs `op` on `ins` (one per operand position, `None` where omitted), producing results of
 /// dtypes `outs`. An `Err` is bad input at run time (an operand of the wrong kind).
-pub(crate) fn run(op: &HostOp, ins: &[Option<HostIn>], outs: &[DType]) -> Result<Vec<HostOut>, String> {
-    let arg = |i: usize| ins.get(i).and_then(|a| a.as_ref()).ok_or_else(|| format!("operand {i} is missing"));
+pub(crate) fn run(
+    op: &HostOp,
+    ins: &[Option<HostIn>],
+    outs: &[DType],
+) -> Result<Vec<HostOut>, String> {
+    let arg = |i: usize| {
+        ins.get(i)
+            .and_then(|a| a.as_ref())
+            .ok_or_else(|| format!("operand {i} is missing"))
+    };
     if crate::strings::is_string_op(op) {
         return crate::strings::run(op, ins, outs);
     }
@@ -86,7 +116,9 @@ pub(crate) fn run(op: &HostOp, ins: &[Option<HostIn>], outs: &[DType]) -> Result
             let opt = |i: usize| ins.get(i).and_then(|a| a.as_ref());
             nms(arg(0)?, arg(1)?, opt(2), opt(3), opt(4), *center_point_box).map(|o| vec![o])
         }
-        HostOp::TreeEnsemble(t) => tree_ensemble(arg(0)?, t, outs.first().copied().unwrap_or(DType::F32)).map(|o| vec![o]),
+        HostOp::TreeEnsemble(t) => {
+            tree_ensemble(arg(0)?, t, outs.first().copied().unwrap_or(DType::F32)).map(|o| vec![o])
+        }
         _ => Err(format!("{op:?} is not a selection")),
     }
 }
@@ -119,7 +151,8 @@ impl Num {
             (Num::I(a), Num::I(b)) => a.cmp(&b),
             (a, b) => {
                 let (a, b) = (a.f(), b.f());
-                a.partial_cmp(&b).unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
+                a.partial_cmp(&b)
+                    .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
             }
         }
     }
@@ -138,9 +171,17 @@ fn element(a: &HostIn, i: usize) -> Num {
 fn decode(dtype: DType, dims: &[u64], bytes: &[u8]) -> Vec<Num> {
     let t = Tensor::new(dtype, dims.to_vec(), bytes.to_vec());
     if dtype.is_float() {
-        t.to_f64_vec().unwrap_or_default().into_iter().map(Num::F).collect()
+        t.to_f64_vec()
+            .unwrap_or_default()
+            .into_iter()
+            .map(Num::F)
+            .collect()
     } else {
-        t.to_i64_vec().unwrap_or_default().into_iter().map(|v| Num::I(v as i128)).collect()
+        t.to_i64_vec()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| Num::I(v as i128))
+            .collect()
     }
 }
 
@@ -166,8 +207,14 @@ fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
 
 fn nonzero(x: &HostIn) -> HostOut {
     // A scalar counts as one element of rank 1, as numpy's `nonzero` of `atleast_1d`.
-    let dims: Vec<u64> = if x.dims.is_empty() { vec![1] } else { x.dims.to_vec() };
-    let hits: Vec<usize> = (0..numel(&dims)).filter(|&i| !element(x, i).is_zero()).collect();
+    let dims: Vec<u64> = if x.dims.is_empty() {
+        vec![1]
+    } else {
+        x.dims.to_vec()
+    };
+    let hits: Vec<usize> = (0..numel(&dims))
+        .filter(|&i| !element(x, i).is_zero())
+        .collect();
     let mut out = vec![0i64; dims.len() * hits.len()];
     for (k, &flat) in hits.iter().enumerate() {
         let mut rest = flat as u64;
@@ -176,7 +223,11 @@ fn nonzero(x: &HostIn) -> HostOut {
             rest /= dims[d];
         }
     }
-    HostOut { bytes: i64s(&out), dims: vec![dims.len() as u64, hits.len() as u64], ..HostOut::default() }
+    HostOut {
+        bytes: i64s(&out),
+        dims: vec![dims.len() as u64, hits.len() as u64],
+        ..HostOut::default()
+    }
 }
 
 // ==== Compress ====
@@ -222,12 +273,21 @@ fn compress(x: &HostIn, cond: &HostIn, axis: Option<i64>) -> Result<HostOut, Str
     let sl = slicing(x, axis)?;
     let n = numel(cond.dims).min(sl.1);
     let picks: Vec<usize> = (0..n).filter(|&j| !element(cond, j).is_zero()).collect();
-    Ok(HostOut { bytes: gather(x, sl, &picks), dims: with_axis_len(x.dims, axis, picks.len())?, ..HostOut::default() })
+    Ok(HostOut {
+        bytes: gather(x, sl, &picks),
+        dims: with_axis_len(x.dims, axis, picks.len())?,
+        ..HostOut::default()
+    })
 }
 
 // ==== Unique ====
 
-fn unique(x: &HostIn, axis: Option<i64>, sorted: bool, n_out: usize) -> Result<Vec<HostOut>, String> {
+fn unique(
+    x: &HostIn,
+    axis: Option<i64>,
+    sorted: bool,
+    n_out: usize,
+) -> Result<Vec<HostOut>, String> {
     let (outer, d, inner) = slicing(x, axis)?;
     let w = width(x.dtype);
     let per = inner / w.max(1);
@@ -265,8 +325,16 @@ fn unique(x: &HostIn, axis: Option<i64>, sorted: bool, n_out: usize) -> Result<V
         }
     }
     let firsts: Vec<usize> = groups.iter().map(|g| g[0]).collect();
-    let mut outs = vec![HostOut { bytes: gather(x, (outer, d, inner), &firsts), dims: with_axis_len(x.dims, axis, firsts.len())?, ..HostOut::default() }];
-    let list = |v: Vec<i64>| HostOut { dims: vec![v.len() as u64], bytes: i64s(&v), ..HostOut::default() };
+    let mut outs = vec![HostOut {
+        bytes: gather(x, (outer, d, inner), &firsts),
+        dims: with_axis_len(x.dims, axis, firsts.len())?,
+        ..HostOut::default()
+    }];
+    let list = |v: Vec<i64>| HostOut {
+        dims: vec![v.len() as u64],
+        bytes: i64s(&v),
+        ..HostOut::default()
+    };
     outs.push(list(firsts.iter().map(|&j| j as i64).collect()));
     outs.push(list(inverse));
     outs.push(list(groups.iter().map(|g| g.len() as i64).collect()));
@@ -285,10 +353,16 @@ fn nms(
     center_point_box: bool,
 ) -> Result<HostOut, String> {
     let (&[nb, n, four], &[sb, nc, sn]) = (boxes.dims, scores.dims) else {
-        return Err(format!("boxes must be [batch, boxes, 4] and scores [batch, classes, boxes], not {:?} and {:?}", boxes.dims, scores.dims));
+        return Err(format!(
+            "boxes must be [batch, boxes, 4] and scores [batch, classes, boxes], not {:?} and {:?}",
+            boxes.dims, scores.dims
+        ));
     };
     if four != 4 || sb != nb || sn != n {
-        return Err(format!("boxes {:?} and scores {:?} do not fit together", boxes.dims, scores.dims));
+        return Err(format!(
+            "boxes {:?} and scores {:?} do not fit together",
+            boxes.dims, scores.dims
+        ));
     }
     let (nb, n, nc) = (nb as usize, n as usize, nc as usize);
     let scalar = |a: Option<&HostIn>| a.filter(|a| numel(a.dims) > 0).map(|a| element(a, 0));
@@ -328,9 +402,16 @@ fn nms(
     for b in 0..nb {
         for c in 0..nc {
             let score = |i: usize| element(scores, (b * nc + c) * n + i).f();
-            let mut cand: Vec<usize> = (0..n).filter(|&i| score_thr.is_none_or(|t| score(i) > t)).collect();
+            let mut cand: Vec<usize> = (0..n)
+                .filter(|&i| score_thr.is_none_or(|t| score(i) > t))
+                .collect();
             // Highest score first; among equal scores the lower box index.
-            cand.sort_by(|&i, &j| score(j).partial_cmp(&score(i)).unwrap_or(Ordering::Equal).then(i.cmp(&j)));
+            cand.sort_by(|&i, &j| {
+                score(j)
+                    .partial_cmp(&score(i))
+                    .unwrap_or(Ordering::Equal)
+                    .then(i.cmp(&j))
+            });
             let mut kept: Vec<usize> = Vec::new();
             for i in cand {
                 if kept.len() >= max_out {
@@ -343,7 +424,11 @@ fn nms(
             }
         }
     }
-    Ok(HostOut { dims: vec![selected.len() as u64 / 3, 3], bytes: i64s(&selected), ..HostOut::default() })
+    Ok(HostOut {
+        dims: vec![selected.len() as u64 / 3, 3],
+        bytes: i64s(&selected),
+        ..HostOut::default()
+    })
 }
 
 // ==== TreeEnsemble ====
@@ -394,11 +479,17 @@ fn tree_ensemble(x: &HostIn, t: &tessera_kir::TreeEnsemble, out: DType) -> Resul
                         3 => v > s,
                         4 => v == s,
                         5 => v != s,
-                        6 => sets.get(member_set[node]).is_some_and(|set| set.contains(&v)),
+                        6 => sets
+                            .get(member_set[node])
+                            .is_some_and(|set| set.contains(&v)),
                         m => return Err(format!("unknown node mode {m}")),
                     }
                 };
-                let (next, is_leaf) = if go_true { (at(&t.true_ids, node), at(&t.true_leafs, node)) } else { (at(&t.false_ids, node), at(&t.false_leafs, node)) };
+                let (next, is_leaf) = if go_true {
+                    (at(&t.true_ids, node), at(&t.true_leafs, node))
+                } else {
+                    (at(&t.false_ids, node), at(&t.false_leafs, node))
+                };
                 if is_leaf != 0 {
                     leaf = Some(next.max(0) as usize);
                     break;
@@ -407,8 +498,14 @@ fn tree_ensemble(x: &HostIn, t: &tessera_kir::TreeEnsemble, out: DType) -> Resul
             }
             let leaf = leaf.ok_or("a tree walk did not reach a leaf")?;
             let target = at(&t.leaf_targets, leaf).max(0) as usize;
-            let w = t.leaf_weights.get(leaf).copied().ok_or_else(|| format!("leaf {leaf} has no weight"))?;
-            let Some(slot) = acc.get_mut(target) else { return Err(format!("leaf {leaf} targets {target} of {nt}")) };
+            let w = t
+                .leaf_weights
+                .get(leaf)
+                .copied()
+                .ok_or_else(|| format!("leaf {leaf} has no weight"))?;
+            let Some(slot) = acc.get_mut(target) else {
+                return Err(format!("leaf {leaf} targets {target} of {nt}"));
+            };
             *slot = Some(match (t.aggregate, *slot) {
                 (_, None) => w,
                 (2, Some(a)) => a.min(w),
@@ -418,14 +515,25 @@ fn tree_ensemble(x: &HostIn, t: &tessera_kir::TreeEnsemble, out: DType) -> Resul
         }
         for (k, a) in acc.into_iter().enumerate() {
             let v = a.unwrap_or(0.0);
-            y[r * nt + k] = if t.aggregate == 0 { v / t.tree_roots.len().max(1) as f64 } else { v };
+            y[r * nt + k] = if t.aggregate == 0 {
+                v / t.tree_roots.len().max(1) as f64
+            } else {
+                v
+            };
         }
     }
     let bytes = match out {
         DType::F64 => y.iter().flat_map(|v| v.to_le_bytes()).collect(),
         DType::F32 => y.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
-        DType::F16 => y.iter().flat_map(|&v| half::f16::from_f64(v).to_le_bytes()).collect(),
+        DType::F16 => y
+            .iter()
+            .flat_map(|&v| half::f16::from_f64(v).to_le_bytes())
+            .collect(),
         d => return Err(format!("a {d} result")),
     };
-    Ok(HostOut { bytes, dims: vec![rows as u64, nt as u64], ..HostOut::default() })
+    Ok(HostOut {
+        bytes,
+        dims: vec![rows as u64, nt as u64],
+        ..HostOut::default()
+    })
 }

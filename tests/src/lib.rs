@@ -6,20 +6,31 @@ use tessera_driver::conformance::{self, Status};
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The generated ONNX node tests; panics with the command to run if they are missing.
 pub fn node_tests() -> PathBuf {
     let dir = root().join("tests/data/node-cache");
-    assert!(dir.join(".stamp").is_file(), "{} is missing: run scripts/gen-node-tests.sh (scripts/test.sh does)", dir.display());
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run scripts/gen-node-tests.sh (scripts/test.sh does)",
+        dir.display()
+    );
     dir
 }
 
 /// The generated example models; panics with the command to run if they are missing.
 pub fn models() -> PathBuf {
     let dir = root().join("tests/data/models");
-    assert!(dir.join(".stamp").is_file(), "{} is missing: run scripts/make-models.sh (scripts/test.sh does)", dir.display());
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run scripts/make-models.sh (scripts/test.sh does)",
+        dir.display()
+    );
     dir
 }
 
@@ -27,29 +38,48 @@ pub fn models() -> PathBuf {
 /// run if they are missing.
 pub fn contrib_tests() -> PathBuf {
     let dir = root().join("tests/data/contrib");
-    assert!(dir.join(".stamp").is_file(), "{} is missing: run scripts/make-contrib-tests.sh (scripts/test.sh does)", dir.display());
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run scripts/make-contrib-tests.sh (scripts/test.sh does)",
+        dir.display()
+    );
     dir
 }
 
 fn jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// The model folders the `onnx` wheel ships (`pytorch-converted`, `pytorch-operator`, `simple`),
 /// found in the project's venv; panics with the command to run if it is missing.
 pub fn onnx_wheel_data(folder: &str) -> PathBuf {
     let lib = root().join(".venv/lib");
-    let found = std::fs::read_dir(&lib).ok().into_iter().flatten().filter_map(|e| e.ok()).find_map(|e| {
-        let d = e.path().join("site-packages/onnx/backend/test/data").join(folder);
-        d.is_dir().then_some(d)
-    });
+    let found = std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let d = e
+                .path()
+                .join("site-packages/onnx/backend/test/data")
+                .join(folder);
+            d.is_dir().then_some(d)
+        });
     found.unwrap_or_else(|| panic!("onnx's `{folder}` test data is missing under {}: run scripts/setup-python.sh (scripts/test.sh does)", lib.display()))
 }
 
 /// The conformance ratchet for `target` on the node tests: every test in
 /// `tests/conformance/<target>.pass` must still pass.
 pub fn ratchet(target: &str) {
-    ratchet_on(target, &node_tests(), &format!("{target}.pass"), "ONNX node tests");
+    ratchet_on(
+        target,
+        &node_tests(),
+        &format!("{target}.pass"),
+        "ONNX node tests",
+    );
 }
 
 /// The conformance ratchet for `target` on the cases under `data`: every test in
@@ -60,7 +90,11 @@ pub fn ratchet_on(target: &str, data: &std::path::Path, list_name: &str, what: &
     let list = root().join("tests/conformance").join(list_name);
     if std::env::var_os("TESSERA_BLESS").is_some() {
         let results = conformance::run_suite(data, target, None, jobs(), None).expect("run suite");
-        let passing: Vec<&str> = results.iter().filter(|r| r.status == Status::Pass).map(|r| r.name.as_str()).collect();
+        let passing: Vec<&str> = results
+            .iter()
+            .filter(|r| r.status == Status::Pass)
+            .map(|r| r.name.as_str())
+            .collect();
         let mut text = format!(
             "# {what} that pass on `{target}` (onnx 1.23.2). CI fails if one stops passing.\n# Regenerate with TESSERA_BLESS=1 cargo test -p tessera-tests --test conformance.\n"
         );
@@ -70,22 +104,45 @@ pub fn ratchet_on(target: &str, data: &std::path::Path, list_name: &str, what: &
         }
         std::fs::write(&list, text).expect("write pass list");
         let s = conformance::summary(&results);
-        eprintln!("{target} on {}: {} of {} pass; {s:?}", data.display(), passing.len(), results.len());
+        eprintln!(
+            "{target} on {}: {} of {} pass; {s:?}",
+            data.display(),
+            passing.len(),
+            results.len()
+        );
         for r in results.iter().filter(|r| r.status != Status::Pass) {
             eprintln!("  {} [{}]: {}", r.name, r.status.name(), r.message);
         }
         return;
     }
     let listed = conformance::read_pass_list(&list).expect("read pass list");
-    let results = conformance::run_suite(data, target, None, jobs(), Some(&listed)).expect("run suite");
+    let results =
+        conformance::run_suite(data, target, None, jobs(), Some(&listed)).expect("run suite");
     let found: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
-    let missing: Vec<&String> = listed.iter().filter(|n| !found.contains(&n.as_str())).collect();
+    let missing: Vec<&String> = listed
+        .iter()
+        .filter(|n| !found.contains(&n.as_str()))
+        .collect();
     let regressions: Vec<String> = results
         .iter()
         .filter(|r| r.status != Status::Pass)
         .map(|r| format!("  {} [{}]: {}", r.name, r.status.name(), r.message))
         .collect();
-    eprintln!("{target}: {} listed tests ran, {} regressed, {} missing from the data", results.len(), regressions.len(), missing.len());
-    assert!(missing.is_empty(), "listed tests not found in {}: {missing:?}", data.display());
-    assert!(regressions.is_empty(), "tests listed in {} no longer pass on `{target}`:\n{}", list.display(), regressions.join("\n"));
+    eprintln!(
+        "{target}: {} listed tests ran, {} regressed, {} missing from the data",
+        results.len(),
+        regressions.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "listed tests not found in {}: {missing:?}",
+        data.display()
+    );
+    assert!(
+        regressions.is_empty(),
+        "tests listed in {} no longer pass on `{target}`:\n{}",
+        list.display(),
+        regressions.join("\n")
+    );
 }

@@ -13,14 +13,20 @@ fn compile(src: &str, target: &str) -> tessera_runtime::Model {
     tessera_ir::fold_constants(&mut g).unwrap_or_else(|e| panic!("fold: {e}"));
     tessera_ir::infer_shapes(&mut g).unwrap_or_else(|e| panic!("infer: {e}"));
     tessera_ir::verify(&g).unwrap_or_else(|e| panic!("verify: {e}"));
-    let a = tessera_driver::compile_graph(&g, "test", target).unwrap_or_else(|e| panic!("compile: {e}"));
+    let a = tessera_driver::compile_graph(&g, "test", target)
+        .unwrap_or_else(|e| panic!("compile: {e}"));
     // Through the file format, as the CLI does.
-    let a = tessera_runtime::Artifact::decode(&a.encode()).unwrap_or_else(|e| panic!("decode: {e}"));
+    let a =
+        tessera_runtime::Artifact::decode(&a.encode()).unwrap_or_else(|e| panic!("decode: {e}"));
     tessera_driver::load(a, target).unwrap_or_else(|e| panic!("load: {e}"))
 }
 
 fn f32s(t: &Tensor) -> Vec<f32> {
-    t.to_f64_vec().expect("numeric").into_iter().map(|v| v as f32).collect()
+    t.to_f64_vec()
+        .expect("numeric")
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
 }
 
 fn flag(b: bool) -> Tensor {
@@ -71,7 +77,12 @@ fn loop_runs_its_trip_count_and_nests_an_if() {
     let m_of = |m: i64| Tensor::from_i64(vec![], &[m]);
     for target in TARGETS {
         let model = compile(LOOP_WITH_IF, target);
-        for (m, want) in [(0, vec![1.0, 1.0]), (1, vec![2.0, 3.0]), (2, vec![3.0, 5.0]), (4, vec![3.0, 20.0])] {
+        for (m, want) in [
+            (0, vec![1.0, 1.0]),
+            (1, vec![2.0, 3.0]),
+            (2, vec![3.0, 5.0]),
+            (4, vec![3.0, 20.0]),
+        ] {
             let y = model.run(&[m_of(m), x.clone()]).unwrap();
             assert_eq!(f32s(&y[0]), want, "{target}, M = {m}");
         }
@@ -93,7 +104,9 @@ const WHILE: &str = "graph @g(%x: f32[1]) -> (%acc) {
 #[test]
 fn loop_without_trip_count_stops_on_its_condition() {
     for target in TARGETS {
-        let y = compile(WHILE, target).run(&[Tensor::from_f32(vec![1], &[2.5])]).unwrap();
+        let y = compile(WHILE, target)
+            .run(&[Tensor::from_f32(vec![1], &[2.5])])
+            .unwrap();
         assert_eq!(f32s(&y[0]), vec![7.5], "{target}");
     }
 }
@@ -114,7 +127,11 @@ fn scan_runs_in_reverse() {
     for target in TARGETS {
         let y = compile(SCAN_REVERSE, target).run(&[x.clone()]).unwrap();
         assert_eq!(f32s(&y[0]), vec![10.0, 100.0], "{target}");
-        assert_eq!(f32s(&y[1]), vec![10.0, 100.0, 9.0, 90.0, 7.0, 70.0, 4.0, 40.0], "{target}");
+        assert_eq!(
+            f32s(&y[1]),
+            vec![10.0, 100.0, 9.0, 90.0, 7.0, 70.0, 4.0, 40.0],
+            "{target}"
+        );
         assert_eq!(y[1].dims, vec![4, 2]);
     }
 }
@@ -130,7 +147,11 @@ fn loop_carried_value_that_changes_shape_is_unsupported() {
     let mut g = text::parse(src).unwrap();
     let e = tessera_ir::infer_shapes(&mut g).unwrap_err();
     assert_eq!(e.kind(), "unsupported");
-    assert!(e.to_string().contains("loop-carried value 0 changes shape across iterations (f32[2] to f32[4])"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("loop-carried value 0 changes shape across iterations (f32[2] to f32[4])"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -150,7 +171,12 @@ fn loop_that_ends_before_its_scan_outputs_are_full_is_a_run_time_error() {
         let m = compile(src, target);
         let e = m.run(&[flag(true), x.clone()]).unwrap_err();
         assert!(matches!(e, RuntimeError::Execution(_)), "{e:?}");
-        assert!(e.to_string().contains("a loop ended after 1 iterations, but its scan output `all` was sized for 5"), "{e}");
+        assert!(
+            e.to_string().contains(
+                "a loop ended after 1 iterations, but its scan output `all` was sized for 5"
+            ),
+            "{e}"
+        );
     }
 }
 
@@ -161,5 +187,8 @@ fn subgraphs_round_trip_through_the_text_format() {
     let printed = text::print(&g);
     let again = text::parse(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
     assert_eq!(text::print(&again), printed);
-    assert!(printed.contains("%next: f32[2] = If(%small, %a, %x)"), "{printed}");
+    assert!(
+        printed.contains("%next: f32[2] = If(%small, %a, %x)"),
+        "{printed}"
+    );
 }

@@ -29,15 +29,27 @@ fn check(model: &str, target: &str) {
     let want = tessera_onnx::read_tensor_file(&set.join("output_0.pb")).unwrap();
     let names = tessera_onnx::input_names(&dir.join("model.onnx")).unwrap();
     let named: BTreeMap<String, Tensor> = [(names[0].clone(), input.clone())].into();
-    let artifact = compile_file(&dir.join("model.onnx"), &CompileOptions::for_target(target).with_inputs(&named)).unwrap();
+    let artifact = compile_file(
+        &dir.join("model.onnx"),
+        &CompileOptions::for_target(target).with_inputs(&named),
+    )
+    .unwrap();
     for n in &artifact.plan.nodes {
-        assert!(!n.dense || n.how == tessera_kir::Execution::Kernel, "{} ran as {:?}", n.node, n.how);
+        assert!(
+            !n.dense || n.how == tessera_kir::Execution::Kernel,
+            "{} ran as {:?}",
+            n.node,
+            n.how
+        );
     }
     let m = load(artifact, target).unwrap();
     let got = m.run(&[input]).unwrap();
     let err = relative_error(&got[0], &want);
     eprintln!("{model} on {target}: relative error {err:.3e}");
-    assert!(err <= 1e-4, "{model} on {target}: relative error {err:.3e} > 1e-4");
+    assert!(
+        err <= 1e-4,
+        "{model} on {target}: relative error {err:.3e} > 1e-4"
+    );
 }
 
 #[test]
@@ -77,11 +89,20 @@ fn one_model_many_threads() {
     let dir = tessera_tests::models().join("cnn");
     let set = dir.join("test_data_set_0");
     let input = tessera_onnx::read_tensor_file(&set.join("input_0.pb")).unwrap();
-    let artifact = compile_file(&dir.join("model.onnx"), &CompileOptions::for_target("host")).unwrap();
+    let artifact =
+        compile_file(&dir.join("model.onnx"), &CompileOptions::for_target("host")).unwrap();
     let m = load(artifact, "host").unwrap();
     let alone = m.run(std::slice::from_ref(&input)).unwrap();
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| (0..3).map(|_| m.run(std::slice::from_ref(&input)).unwrap()).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..3)
+                        .map(|_| m.run(std::slice::from_ref(&input)).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
         for h in handles {
             for out in h.join().unwrap() {
                 assert_eq!(out, alone);
@@ -95,8 +116,12 @@ fn one_model_many_threads() {
 fn compiling_is_deterministic() {
     let model = tessera_tests::models().join("cnn/model.onnx");
     for target in ["host", "interp"] {
-        let a = compile_file(&model, &CompileOptions::for_target(target)).unwrap().encode();
-        let b = compile_file(&model, &CompileOptions::for_target(target)).unwrap().encode();
+        let a = compile_file(&model, &CompileOptions::for_target(target))
+            .unwrap()
+            .encode();
+        let b = compile_file(&model, &CompileOptions::for_target(target))
+            .unwrap()
+            .encode();
         assert!(a == b, "{target}: two compilations differ");
     }
 }

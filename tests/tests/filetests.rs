@@ -19,7 +19,8 @@ fn run_pass(pass: &str, target: Option<&str>, input: &str) -> Result<String, Str
         }
         "lower" => {
             tessera_ir::infer::infer_shapes(&mut g).map_err(|e| e.to_string())?;
-            let t = tessera_driver::targets::lookup(target.ok_or("`// target NAME` missing")?).map_err(|e| e.to_string())?;
+            let t = tessera_driver::targets::lookup(target.ok_or("`// target NAME` missing")?)
+                .map_err(|e| e.to_string())?;
             let p = tessera_lower::lower(&g, t.desc()).map_err(|e| e.to_string())?;
             let mut out = String::new();
             for k in &p.kernels {
@@ -70,7 +71,9 @@ fn check(output: &str, checks: &[Check]) -> Result<(), String> {
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -91,7 +94,10 @@ fn filetests() {
     let mut failures = Vec::new();
     for path in &all {
         let text = std::fs::read_to_string(path).unwrap();
-        let header = |key: &str| text.lines().find_map(|l| l.strip_prefix(&format!("// {key} ")).map(str::trim));
+        let header = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("// {key} ")).map(str::trim))
+        };
         let pass = header("test").unwrap_or("");
         let target = header("target");
         let mut blessed = String::new();
@@ -100,17 +106,31 @@ fn filetests() {
                 .lines()
                 .filter_map(|l| {
                     let l = l.trim();
-                    l.strip_prefix("// CHECK-NOT:").map(|t| Check::Not(t.trim().to_string())).or_else(|| l.strip_prefix("// CHECK:").map(|t| Check::Contains(t.trim().to_string())))
+                    l.strip_prefix("// CHECK-NOT:")
+                        .map(|t| Check::Not(t.trim().to_string()))
+                        .or_else(|| {
+                            l.strip_prefix("// CHECK:")
+                                .map(|t| Check::Contains(t.trim().to_string()))
+                        })
                 })
                 .collect();
             let result = run_pass(pass, target, case);
-            let label = format!("{} case {n}", path.strip_prefix(&root).unwrap_or(path).display());
+            let label = format!(
+                "{} case {n}",
+                path.strip_prefix(&root).unwrap_or(path).display()
+            );
             if bless && checks.iter().all(|c| matches!(c, Check::Contains(_))) {
-                let kept: Vec<&str> = case.lines().filter(|l| !l.trim().starts_with("// CHECK")).collect();
+                let kept: Vec<&str> = case
+                    .lines()
+                    .filter(|l| !l.trim().starts_with("// CHECK"))
+                    .collect();
                 let mut c = kept.join("\n").trim_end().to_string();
                 c.push('\n');
                 match &result {
-                    Ok(out) => out.lines().filter(|l| !l.trim().is_empty()).for_each(|l| c.push_str(&format!("// CHECK: {}\n", l.trim()))),
+                    Ok(out) => out
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .for_each(|l| c.push_str(&format!("// CHECK: {}\n", l.trim()))),
                     Err(e) => c.push_str(&format!("// CHECK: {e}\n")),
                 }
                 if n > 0 {
@@ -125,7 +145,9 @@ fn filetests() {
             // A case may expect an error: its CHECK lines then match the error message.
             let out = result.unwrap_or_else(|e| e);
             if checks.is_empty() {
-                failures.push(format!("{label}: no CHECK lines (a test that checks nothing)"));
+                failures.push(format!(
+                    "{label}: no CHECK lines (a test that checks nothing)"
+                ));
             } else if let Err(e) = check(&out, &checks) {
                 failures.push(format!("{label}: {e}\n--- output ---\n{out}"));
             }
@@ -134,6 +156,11 @@ fn filetests() {
             std::fs::write(path, blessed).unwrap();
         }
     }
-    assert!(failures.is_empty(), "{} file test case(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} file test case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     eprintln!("{} file tests passed", all.len());
 }

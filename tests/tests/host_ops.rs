@@ -31,7 +31,9 @@ fn nonzero_and_unique_return_the_size_the_data_gives() {
         assert_eq!(out[3].to_i64_vec().unwrap(), vec![0, 2, 2, 0, 3, 1]);
         assert_eq!(out[4].to_i64_vec().unwrap(), vec![2, 1, 2, 1]);
         // A second run with other data gets its own sizes.
-        let out = m.run(&[Tensor::new(DType::F32, vec![2, 3], vec![0; 24])]).unwrap();
+        let out = m
+            .run(&[Tensor::new(DType::F32, vec![2, 3], vec![0; 24])])
+            .unwrap();
         assert_eq!(out[0].dims, vec![2, 0], "{target}");
         assert_eq!(out[1].dims, vec![1]);
     }
@@ -42,7 +44,12 @@ fn a_kernel_reading_a_run_time_sized_value_is_unsupported() {
     let g = graph("graph @g(%x: f32[4], %c: bool[4]) -> (%y) {\n  %s = Compress(%x, %c) {axis = 0}\n  %y = Relu(%s)\n}\n");
     let e = tessera_driver::compile_graph(&g, "test", "interp").unwrap_err();
     assert!(e.is_unsupported(), "{e}");
-    assert!(e.to_string().contains("value `s` has a size known only at run time; only a graph output may have one"), "{e}");
+    assert!(
+        e.to_string().contains(
+            "value `s` has a size known only at run time; only a graph output may have one"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -57,7 +64,12 @@ fn string_ops_run_on_the_host_with_strings_in_and_out() {
 }
 ";
     let g = graph(src);
-    let s = |v: &[&str]| Tensor::from_strings(vec![v.len() as u64], v.iter().map(|x| x.to_string()).collect());
+    let s = |v: &[&str]| {
+        Tensor::from_strings(
+            vec![v.len() as u64],
+            v.iter().map(|x| x.to_string()).collect(),
+        )
+    };
     for target in ["host", "interp"] {
         let a = tessera_driver::compile_graph(&g, "test", target).unwrap();
         let a = tessera_runtime::Artifact::decode(&a.encode()).unwrap();
@@ -77,5 +89,9 @@ fn an_invalid_regex_is_refused_at_compile_time() {
     let g = graph("graph @g(%a: string[1]) -> (%m) {\n  %m = RegexFullMatch(%a) {pattern = \"(unclosed\"}\n}\n");
     let e = tessera_driver::compile_graph(&g, "test", "interp").unwrap_err();
     assert!(!e.is_unsupported(), "{e}");
-    assert!(e.to_string().contains("RegexFullMatch node (unnamed): attribute `pattern` is not a valid regex"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("RegexFullMatch node (unnamed): attribute `pattern` is not a valid regex"),
+        "{e}"
+    );
 }

@@ -8,15 +8,30 @@ const END: &str = "<!-- END generated op table -->";
 
 fn table() -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "| domain | op | opsets | graph-IR op | runs as | targets |");
+    let _ = writeln!(
+        out,
+        "| domain | op | opsets | graph-IR op | runs as | targets |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for line in tessera_onnx::registry() {
-        let domain = if line.domain.is_empty() { "ai.onnx" } else { line.domain };
+        let domain = if line.domain.is_empty() {
+            "ai.onnx"
+        } else {
+            line.domain
+        };
         let opsets = match line.upgrades_below.as_slice() {
             [] => "all".to_string(),
             b => {
-                let parts: Vec<String> =
-                    b.iter().map(|&x| if x == i64::MAX { "rewritten at import".to_string() } else { format!("older than {x} upgraded") }).collect();
+                let parts: Vec<String> = b
+                    .iter()
+                    .map(|&x| {
+                        if x == i64::MAX {
+                            "rewritten at import".to_string()
+                        } else {
+                            format!("older than {x} upgraded")
+                        }
+                    })
+                    .collect();
                 format!("all ({})", parts.join(", "))
             }
         };
@@ -35,7 +50,9 @@ fn table() -> String {
 fn ops_doc_table_is_current() {
     let path = tessera_tests::root().join("docs/ops.md");
     let doc = std::fs::read_to_string(&path).expect("read docs/ops.md");
-    let (Some(a), Some(b)) = (doc.find(BEGIN), doc.find(END)) else { panic!("docs/ops.md lacks the table markers") };
+    let (Some(a), Some(b)) = (doc.find(BEGIN), doc.find(END)) else {
+        panic!("docs/ops.md lacks the table markers")
+    };
     let want = format!("{BEGIN}\n{}{END}", table());
     let have = &doc[a..b + END.len()];
     if std::env::var_os("TESSERA_BLESS").is_some() {
@@ -43,5 +60,8 @@ fn ops_doc_table_is_current() {
         std::fs::write(&path, new).expect("write docs/ops.md");
         return;
     }
-    assert_eq!(have, want, "docs/ops.md's op table is stale: rerun with TESSERA_BLESS=1");
+    assert_eq!(
+        have, want,
+        "docs/ops.md's op table is stale: rerun with TESSERA_BLESS=1"
+    );
 }

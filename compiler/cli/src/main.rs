@@ -12,7 +12,11 @@ use tessera_ir::Tensor;
 use tessera_runtime::Model;
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Compile and run ONNX models on many AI chips through one IR")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Compile and run ONNX models on many AI chips through one IR"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -107,7 +111,9 @@ fn restore_default_sigpipe() {
 }
 
 fn default_jobs() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn main() -> ExitCode {
@@ -130,8 +136,26 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
     match cmd {
-        Cmd::Compile { model, target, output, inputs, shapes } => compile(&model, &target, &output, &inputs, &shapes),
-        Cmd::Run { model, target, inputs, inputs_dir, outputs_dir } => run(&model, &target, &inputs, inputs_dir.as_deref(), outputs_dir.as_deref()),
+        Cmd::Compile {
+            model,
+            target,
+            output,
+            inputs,
+            shapes,
+        } => compile(&model, &target, &output, &inputs, &shapes),
+        Cmd::Run {
+            model,
+            target,
+            inputs,
+            inputs_dir,
+            outputs_dir,
+        } => run(
+            &model,
+            &target,
+            &inputs,
+            inputs_dir.as_deref(),
+            outputs_dir.as_deref(),
+        ),
         Cmd::Targets => {
             println!("{:<14} {:<22} description", "target", "status");
             for t in targets::all() {
@@ -144,19 +168,35 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             }
             Ok(())
         }
-        Cmd::Conformance { target, filter, jobs, data, report, verbose } => conformance_cmd(&target, filter.as_deref(), jobs, &data, &report, verbose),
+        Cmd::Conformance {
+            target,
+            filter,
+            jobs,
+            data,
+            report,
+            verbose,
+        } => conformance_cmd(&target, filter.as_deref(), jobs, &data, &report, verbose),
         Cmd::NpuSim { args } => tessera_npu_sim::cli::main_with_args(&args).map_err(|e| match e {
             tessera_npu_sim::SimError::Args(m) => DriverError::Usage(format!("npu-sim: {m}")),
             other => DriverError::Tool(format!("npu-sim: {other}")),
         }),
-        Cmd::Bench { model, target, baseline, runs, warmup, inputs } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs),
+        Cmd::Bench {
+            model,
+            target,
+            baseline,
+            runs,
+            warmup,
+            inputs,
+        } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs),
     }
 }
 
 fn parse_named(specs: &[String]) -> Result<BTreeMap<String, Tensor>, DriverError> {
     let mut m = BTreeMap::new();
     for s in specs {
-        let (name, file) = s.split_once('=').ok_or_else(|| DriverError::Usage(format!("`--input {s}`: expected NAME=FILE.npy")))?;
+        let (name, file) = s
+            .split_once('=')
+            .ok_or_else(|| DriverError::Usage(format!("`--input {s}`: expected NAME=FILE.npy")))?;
         m.insert(name.to_string(), npy::read(Path::new(file))?);
     }
     Ok(m)
@@ -165,25 +205,45 @@ fn parse_named(specs: &[String]) -> Result<BTreeMap<String, Tensor>, DriverError
 fn parse_shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<u64>>, DriverError> {
     let mut m = BTreeMap::new();
     for s in specs {
-        let (name, dims) = s.split_once('=').ok_or_else(|| DriverError::Usage(format!("`--shape {s}`: expected NAME=DIMS like x=1x3x224x224")))?;
+        let (name, dims) = s.split_once('=').ok_or_else(|| {
+            DriverError::Usage(format!(
+                "`--shape {s}`: expected NAME=DIMS like x=1x3x224x224"
+            ))
+        })?;
         let dims = dims
             .split('x')
             .filter(|d| !d.is_empty())
-            .map(|d| d.parse::<u64>().map_err(|_| DriverError::Usage(format!("`--shape {s}`: `{d}` is not a number"))))
+            .map(|d| {
+                d.parse::<u64>().map_err(|_| {
+                    DriverError::Usage(format!("`--shape {s}`: `{d}` is not a number"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         m.insert(name.to_string(), dims);
     }
     Ok(m)
 }
 
-fn compile(model: &Path, target: &str, output: &Path, inputs: &[String], shapes: &[String]) -> Result<(), DriverError> {
+fn compile(
+    model: &Path,
+    target: &str,
+    output: &Path,
+    inputs: &[String],
+    shapes: &[String],
+) -> Result<(), DriverError> {
     let mut opts = CompileOptions::for_target(target).with_inputs(&parse_named(inputs)?);
     opts.input_shapes.extend(parse_shapes(shapes)?);
     let start = Instant::now();
     let artifact = tessera_driver::compile_file(model, &opts)?;
     tessera_driver::write_artifact(output, &artifact)?;
     let kernels = artifact.kernels.len();
-    println!("compiled {} for {target}: {kernels} kernels, {} plan steps, {:.1} ms -> {}", model.display(), artifact.plan.steps.len(), start.elapsed().as_secs_f64() * 1e3, output.display());
+    println!(
+        "compiled {} for {target}: {kernels} kernels, {} plan steps, {:.1} ms -> {}",
+        model.display(),
+        artifact.plan.steps.len(),
+        start.elapsed().as_secs_f64() * 1e3,
+        output.display()
+    );
     Ok(())
 }
 
@@ -192,7 +252,11 @@ fn is_artifact(path: &Path) -> bool {
 }
 
 /// Loads `model` (an .onnx compiled now, with `inputs` fixing shapes, or a .tsa).
-fn load_model(model: &Path, target: &str, inputs: &BTreeMap<String, Tensor>) -> Result<Model, DriverError> {
+fn load_model(
+    model: &Path,
+    target: &str,
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<Model, DriverError> {
     if is_artifact(model) {
         return tessera_driver::load_file(model, target);
     }
@@ -202,18 +266,34 @@ fn load_model(model: &Path, target: &str, inputs: &BTreeMap<String, Tensor>) -> 
 }
 
 /// Orders named inputs as the model wants them; names every missing or unknown one.
-fn order_inputs(model: &Model, mut named: BTreeMap<String, Tensor>) -> Result<Vec<Tensor>, DriverError> {
+fn order_inputs(
+    model: &Model,
+    mut named: BTreeMap<String, Tensor>,
+) -> Result<Vec<Tensor>, DriverError> {
     let mut out = Vec::new();
     for io in model.inputs() {
-        out.push(named.remove(&io.name).ok_or_else(|| DriverError::Usage(format!("missing input `{}` ({} {:?})", io.name, io.dtype, io.dims)))?);
+        out.push(named.remove(&io.name).ok_or_else(|| {
+            DriverError::Usage(format!(
+                "missing input `{}` ({} {:?})",
+                io.name, io.dtype, io.dims
+            ))
+        })?);
     }
     if let Some(extra) = named.keys().next() {
-        return Err(DriverError::Usage(format!("the model has no input named `{extra}`")));
+        return Err(DriverError::Usage(format!(
+            "the model has no input named `{extra}`"
+        )));
     }
     Ok(out)
 }
 
-fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>, outputs_dir: Option<&Path>) -> Result<(), DriverError> {
+fn run(
+    model: &Path,
+    target: &str,
+    inputs: &[String],
+    inputs_dir: Option<&Path>,
+    outputs_dir: Option<&Path>,
+) -> Result<(), DriverError> {
     if let Some(dir) = inputs_dir {
         let mut tensors = Vec::new();
         for k in 0.. {
@@ -224,18 +304,31 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
             tensors.push(tessera_onnx::read_tensor_file(&p)?);
         }
         let names = if is_artifact(model) {
-            tessera_driver::load_file(model, target)?.inputs().iter().map(|i| i.name.clone()).collect()
+            tessera_driver::load_file(model, target)?
+                .inputs()
+                .iter()
+                .map(|i| i.name.clone())
+                .collect()
         } else {
             tessera_onnx::input_names(model)?
         };
         if names.len() != tensors.len() {
-            return Err(DriverError::Usage(format!("the model has {} inputs but {} holds {} input_K.pb files", names.len(), dir.display(), tensors.len())));
+            return Err(DriverError::Usage(format!(
+                "the model has {} inputs but {} holds {} input_K.pb files",
+                names.len(),
+                dir.display(),
+                tensors.len()
+            )));
         }
         let named: BTreeMap<String, Tensor> = names.into_iter().zip(tensors).collect();
         let m = load_model(model, target, &named)?;
         let outs = m.run(&order_inputs(&m, named)?)?;
-        let out_dir = outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
-        std::fs::create_dir_all(out_dir).map_err(|e| DriverError::Io { path: out_dir.display().to_string(), message: e.to_string() })?;
+        let out_dir =
+            outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
+        std::fs::create_dir_all(out_dir).map_err(|e| DriverError::Io {
+            path: out_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
         for (k, (t, io)) in outs.iter().zip(m.outputs()).enumerate() {
             let bytes = tessera_onnx::encode_tensor(t, &io.name);
             tessera_driver::write_atomic(&out_dir.join(format!("output_{k}.pb")), &bytes)?;
@@ -249,12 +342,32 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
     for (t, io) in outs.iter().zip(m.outputs()) {
         match outputs_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| DriverError::Io { path: dir.display().to_string(), message: e.to_string() })?;
-                let bytes = npy::encode(t).map_err(|m| DriverError::Usage(format!("output `{}`: {m}", io.name)))?;
-                let file: String = io.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+                std::fs::create_dir_all(dir).map_err(|e| DriverError::Io {
+                    path: dir.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let bytes = npy::encode(t)
+                    .map_err(|m| DriverError::Usage(format!("output `{}`: {m}", io.name)))?;
+                let file: String = io
+                    .name
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
                 let path = dir.join(format!("{file}.npy"));
                 tessera_driver::write_atomic(&path, &bytes)?;
-                println!("{}: {} {:?} -> {}", io.name, t.dtype, t.dims, path.display());
+                println!(
+                    "{}: {} {:?} -> {}",
+                    io.name,
+                    t.dtype,
+                    t.dims,
+                    path.display()
+                );
             }
             None => print_tensor(&io.name, t),
         }
@@ -265,22 +378,53 @@ fn run(model: &Path, target: &str, inputs: &[String], inputs_dir: Option<&Path>,
 fn print_tensor(name: &str, t: &Tensor) {
     let n = t.num_elements();
     let shown: Vec<String> = (0..n.min(16))
-        .map(|i| if t.dtype.is_float() { format!("{:.6}", t.get_f64(i).unwrap_or(f64::NAN)) } else { format!("{}", t.get_i64(i).unwrap_or(0)) })
+        .map(|i| {
+            if t.dtype.is_float() {
+                format!("{:.6}", t.get_f64(i).unwrap_or(f64::NAN))
+            } else {
+                format!("{}", t.get_i64(i).unwrap_or(0))
+            }
+        })
         .collect();
-    let more = if n > 16 { format!(", … ({n} elements)") } else { String::new() };
-    println!("{name}: {} {:?} [{}{more}]", t.dtype, t.dims, shown.join(", "));
+    let more = if n > 16 {
+        format!(", … ({n} elements)")
+    } else {
+        String::new()
+    };
+    println!(
+        "{name}: {} {:?} [{}{more}]",
+        t.dtype,
+        t.dims,
+        shown.join(", ")
+    );
 }
 
-fn conformance_cmd(target: &str, filter: Option<&str>, jobs: usize, data: &Path, report: &Path, verbose: bool) -> Result<(), DriverError> {
-    let re = filter.map(regex::Regex::new).transpose().map_err(|e| DriverError::Usage(format!("--filter: {e}")))?;
+fn conformance_cmd(
+    target: &str,
+    filter: Option<&str>,
+    jobs: usize,
+    data: &Path,
+    report: &Path,
+    verbose: bool,
+) -> Result<(), DriverError> {
+    let re = filter
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| DriverError::Usage(format!("--filter: {e}")))?;
     if !data.is_dir() {
-        return Err(DriverError::Usage(format!("{} does not exist; run scripts/gen-node-tests.sh first", data.display())));
+        return Err(DriverError::Usage(format!(
+            "{} does not exist; run scripts/gen-node-tests.sh first",
+            data.display()
+        )));
     }
     let start = Instant::now();
     let results = conformance::run_suite(data, target, re.as_ref(), jobs, None)?;
     println!("{:<60} {:<12} {:<7} message", "test", "status", "kernels");
     for r in &results {
-        if verbose || r.status == conformance::Status::Fail || r.status == conformance::Status::Error {
+        if verbose
+            || r.status == conformance::Status::Fail
+            || r.status == conformance::Status::Error
+        {
             let k = match r.dense_as_kernels {
                 Some(true) => "yes",
                 Some(false) => "NO",
@@ -301,9 +445,15 @@ fn conformance_cmd(target: &str, filter: Option<&str>, jobs: usize, data: &Path,
         get(conformance::Status::Error),
         start.elapsed().as_secs_f64()
     );
-    let not_kernels = results.iter().filter(|r| r.dense_as_kernels == Some(false)).count();
+    let not_kernels = results
+        .iter()
+        .filter(|r| r.dense_as_kernels == Some(false))
+        .count();
     println!("tests where a dense op did not run as a kernel: {not_kernels}");
-    tessera_driver::write_atomic(report, conformance::report_json(target, &results).as_bytes())?;
+    tessera_driver::write_atomic(
+        report,
+        conformance::report_json(target, &results).as_bytes(),
+    )?;
     println!("report: {}", report.display());
     Ok(())
 }
@@ -311,19 +461,35 @@ fn conformance_cmd(target: &str, filter: Option<&str>, jobs: usize, data: &Path,
 /// Deterministic filler inputs for benchmarking: small values from a fixed sequence.
 fn filler(dtype: tessera_ir::DType, dims: &[u64]) -> Tensor {
     let n: u64 = dims.iter().product();
-    let vals: Vec<f64> = (0..n).map(|i| (((i * 2654435761) % 1000) as f64 / 1000.0) - 0.5).collect();
+    let vals: Vec<f64> = (0..n)
+        .map(|i| (((i * 2654435761) % 1000) as f64 / 1000.0) - 0.5)
+        .collect();
     match dtype {
-        tessera_ir::DType::F32 => Tensor::from_f32(dims.to_vec(), &vals.iter().map(|&v| v as f32).collect::<Vec<_>>()),
-        tessera_ir::DType::I64 => Tensor::from_i64(dims.to_vec(), &vals.iter().map(|&v| (v * 10.0) as i64).collect::<Vec<_>>()),
+        tessera_ir::DType::F32 => Tensor::from_f32(
+            dims.to_vec(),
+            &vals.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        ),
+        tessera_ir::DType::I64 => Tensor::from_i64(
+            dims.to_vec(),
+            &vals.iter().map(|&v| (v * 10.0) as i64).collect::<Vec<_>>(),
+        ),
         d => Tensor::new(d, dims.to_vec(), vec![0u8; d.storage_bytes(n) as usize]),
     }
 }
 
-fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, runs: usize, warmup: usize) -> Result<f64, DriverError> {
+fn time_target(
+    model: &Path,
+    target: &str,
+    named: &BTreeMap<String, Tensor>,
+    runs: usize,
+    warmup: usize,
+) -> Result<f64, DriverError> {
     let m = load_model(model, target, named)?;
     let mut named = named.clone();
     for io in m.inputs() {
-        named.entry(io.name.clone()).or_insert_with(|| filler(io.dtype, &io.dims));
+        named
+            .entry(io.name.clone())
+            .or_insert_with(|| filler(io.dtype, &io.dims));
     }
     let inputs = order_inputs(&m, named)?;
     for _ in 0..warmup {
@@ -341,7 +507,14 @@ fn time_target(model: &Path, target: &str, named: &BTreeMap<String, Tensor>, run
     Ok(med)
 }
 
-fn bench(model: &Path, target: &str, baseline: Option<&str>, runs: usize, warmup: usize, inputs: &[String]) -> Result<(), DriverError> {
+fn bench(
+    model: &Path,
+    target: &str,
+    baseline: Option<&str>,
+    runs: usize,
+    warmup: usize,
+    inputs: &[String],
+) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
     let t = time_target(model, target, &named, runs, warmup)?;
     if let Some(b) = baseline {

@@ -8,11 +8,18 @@ use std::process::{Command, Output};
 use tessera_ir::Tensor;
 
 fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().expect("run tessera")
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("run tessera")
 }
 
 fn corpus(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/bad").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data/bad")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// A fresh empty folder for one test.
@@ -35,13 +42,24 @@ fn write_npy(path: &Path, t: &Tensor) {
 fn refused(bad: &str, code: i32, needle: &str) {
     let dir = scratch(bad);
     let out = dir.join("out.tsa");
-    let o = tessera(&["compile", &corpus(bad), "--target", "host", "-o", out.to_str().unwrap()]);
+    let o = tessera(&[
+        "compile",
+        &corpus(bad),
+        "--target",
+        "host",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(code), "{bad}: {err}");
     assert!(err.starts_with("error: "), "{bad}: {err}");
     assert!(!err.contains("panicked"), "{bad}: {err}");
     assert!(err.contains(needle), "{bad}: expected `{needle}` in: {err}");
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{bad}: files left behind");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "{bad}: files left behind"
+    );
 }
 
 #[test]
@@ -83,31 +101,77 @@ fn escaping_external_data_path_is_refused() {
 fn corrupt_truncated_and_wrong_target_artifacts_are_refused() {
     let dir = scratch("artifact");
     let tsa = dir.join("m.tsa");
-    let o = tessera(&["compile", &corpus("good_add.onnx"), "--target", "interp", "-o", tsa.to_str().unwrap()]);
+    let o = tessera(&[
+        "compile",
+        &corpus("good_add.onnx"),
+        "--target",
+        "interp",
+        "-o",
+        tsa.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let x = dir.join("x.npy");
-    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    write_npy(
+        &x,
+        &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+    );
     let input = format!("x={}", x.display());
 
-    let ok = tessera(&["run", tsa.to_str().unwrap(), "--target", "interp", "--input", &input]);
+    let ok = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "interp",
+        "--input",
+        &input,
+    ]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("2.000000, 4.000000, 6.000000"));
 
-    let wrong = tessera(&["run", tsa.to_str().unwrap(), "--target", "host", "--input", &input]);
+    let wrong = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "host",
+        "--input",
+        &input,
+    ]);
     assert_eq!(wrong.status.code(), Some(1));
-    assert!(stderr(&wrong).contains("compiled for target `interp`"), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("compiled for target `interp`"),
+        "{}",
+        stderr(&wrong)
+    );
 
     let good = std::fs::read(&tsa).unwrap();
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 1;
     std::fs::write(&tsa, &flipped).unwrap();
-    let o = tessera(&["run", tsa.to_str().unwrap(), "--target", "interp", "--input", &input]);
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "interp",
+        "--input",
+        &input,
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("corrupt") && stderr(&o).contains("m.tsa"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("corrupt") && stderr(&o).contains("m.tsa"),
+        "{}",
+        stderr(&o)
+    );
 
     std::fs::write(&tsa, &good[..good.len() - 10]).unwrap();
-    let o = tessera(&["run", tsa.to_str().unwrap(), "--target", "interp", "--input", &input]);
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "interp",
+        "--input",
+        &input,
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
 }
@@ -116,12 +180,28 @@ fn corrupt_truncated_and_wrong_target_artifacts_are_refused() {
 fn wrong_input_shape_names_the_input() {
     let dir = scratch("shape");
     let tsa = dir.join("m.tsa");
-    assert!(tessera(&["compile", &corpus("good_add.onnx"), "-o", tsa.to_str().unwrap()]).status.success());
+    assert!(tessera(&[
+        "compile",
+        &corpus("good_add.onnx"),
+        "-o",
+        tsa.to_str().unwrap()
+    ])
+    .status
+    .success());
     let x = dir.join("x.npy");
     write_npy(&x, &Tensor::from_f32(vec![3, 3], &[0.0; 9]));
-    let o = tessera(&["run", tsa.to_str().unwrap(), "--input", &format!("x={}", x.display())]);
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--input",
+        &format!("x={}", x.display()),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("input `x`") && stderr(&o).contains("shape"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("input `x`") && stderr(&o).contains("shape"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -141,11 +221,24 @@ fn run_with_pb_folders_writes_outputs_in_order() {
     let x = Tensor::from_f32(vec![2, 3], &[1.0, -2.0, 3.0, -4.0, 5.0, -6.5]);
     tessera_onnx::write_tensor_file(&inputs.join("input_0.pb"), &x, "x").unwrap();
     for target in ["host", "interp"] {
-        let o = tessera(&["run", &corpus("good_add.onnx"), "--target", target, "--inputs", inputs.to_str().unwrap(), "--outputs", outputs.to_str().unwrap()]);
+        let o = tessera(&[
+            "run",
+            &corpus("good_add.onnx"),
+            "--target",
+            target,
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--outputs",
+            outputs.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{target}: {}", stderr(&o));
         let y = tessera_onnx::read_tensor_file(&outputs.join("output_0.pb")).unwrap();
         assert_eq!(y.dims, vec![2, 3]);
-        assert_eq!(y.to_f64_vec().unwrap(), vec![2.0, -4.0, 6.0, -8.0, 10.0, -13.0], "{target}");
+        assert_eq!(
+            y.to_f64_vec().unwrap(),
+            vec![2.0, -4.0, 6.0, -8.0, 10.0, -13.0],
+            "{target}"
+        );
     }
 }
 
@@ -154,16 +247,25 @@ fn targets_lists_host_and_interp() {
     let o = tessera(&["targets"]);
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
-    assert!(s.contains("host") && s.contains("interp") && s.contains("needs --features llvm"), "{s}");
+    assert!(
+        s.contains("host") && s.contains("interp") && s.contains("needs --features llvm"),
+        "{s}"
+    );
 }
 
 #[test]
 fn npu_sim_subcommand_runs_a_kernel_and_reports_cycles() {
     let dir = scratch("npusim");
     let (m, n) = (3usize, 10usize);
-    let x: Vec<f32> = (0..m * n).map(|i| ((i * 7) % 11) as f32 * 0.25 - 1.0).collect();
-    write_npy(&dir.join("x.npy"), &Tensor::from_f32(vec![m as u64, n as u64], &x));
-    let kernel = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../targets/npu-sim/kernels/softmax_f32.asm");
+    let x: Vec<f32> = (0..m * n)
+        .map(|i| ((i * 7) % 11) as f32 * 0.25 - 1.0)
+        .collect();
+    write_npy(
+        &dir.join("x.npy"),
+        &Tensor::from_f32(vec![m as u64, n as u64], &x),
+    );
+    let kernel =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../targets/npu-sim/kernels/softmax_f32.asm");
     let y_path = dir.join("y.npy");
     let o = tessera(&[
         "npu-sim",
@@ -180,14 +282,21 @@ fn npu_sim_subcommand_runs_a_kernel_and_reports_cycles() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("total cycles"));
-    let y = tessera_driver::npy::read(&y_path).unwrap().to_f64_vec().unwrap();
+    let y = tessera_driver::npy::read(&y_path)
+        .unwrap()
+        .to_f64_vec()
+        .unwrap();
     for r in 0..m {
         let row = &x[r * n..(r + 1) * n];
         let mx = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
         let sum: f64 = row.iter().map(|&v| (v as f64 - mx).exp()).sum();
         for j in 0..n {
             let want = (row[j] as f64 - mx).exp() / sum;
-            assert!((y[r * n + j] - want).abs() < 1e-5, "row {r} col {j}: {} vs {want}", y[r * n + j]);
+            assert!(
+                (y[r * n + j] - want).abs() < 1e-5,
+                "row {r} col {j}: {} vs {want}",
+                y[r * n + j]
+            );
         }
     }
     // A kernel that does not assemble is an error (exit 1), not a panic.
@@ -201,22 +310,67 @@ fn a_bound_shape_input_must_be_passed_again_unchanged() {
     let dir = scratch("bound");
     let tsa = dir.join("m.tsa");
     let x = dir.join("x.npy");
-    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    write_npy(
+        &x,
+        &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+    );
     let s32 = dir.join("s32.npy");
     write_npy(&s32, &Tensor::from_i64(vec![2], &[3, 2]));
     let s61 = dir.join("s61.npy");
     write_npy(&s61, &Tensor::from_i64(vec![2], &[6, 1]));
-    let (xi, s32i, s61i) = (format!("x={}", x.display()), format!("shape={}", s32.display()), format!("shape={}", s61.display()));
-    let o = tessera(&["compile", &corpus("reshape_input.onnx"), "-o", tsa.to_str().unwrap(), "--input", &s32i, "--input", &xi]);
+    let (xi, s32i, s61i) = (
+        format!("x={}", x.display()),
+        format!("shape={}", s32.display()),
+        format!("shape={}", s61.display()),
+    );
+    let o = tessera(&[
+        "compile",
+        &corpus("reshape_input.onnx"),
+        "-o",
+        tsa.to_str().unwrap(),
+        "--input",
+        &s32i,
+        "--input",
+        &xi,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let ok = tessera(&["run", tsa.to_str().unwrap(), "--input", &xi, "--input", &s32i]);
+    let ok = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--input",
+        &xi,
+        "--input",
+        &s32i,
+    ]);
     assert!(ok.status.success(), "{}", stderr(&ok));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("r: f32 [3, 2]"), "{}", String::from_utf8_lossy(&ok.stdout));
-    let bad = tessera(&["run", tsa.to_str().unwrap(), "--input", &xi, "--input", &s61i]);
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("r: f32 [3, 2]"),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let bad = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--input",
+        &xi,
+        "--input",
+        &s61i,
+    ]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("input `shape`") && stderr(&bad).contains("recompile"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("input `shape`") && stderr(&bad).contains("recompile"),
+        "{}",
+        stderr(&bad)
+    );
     // Compiling the .onnx afresh with the new value works.
-    let fresh = tessera(&["run", &corpus("reshape_input.onnx"), "--input", &xi, "--input", &s61i]);
+    let fresh = tessera(&[
+        "run",
+        &corpus("reshape_input.onnx"),
+        "--input",
+        &xi,
+        "--input",
+        &s61i,
+    ]);
     assert!(fresh.status.success(), "{}", stderr(&fresh));
     assert!(String::from_utf8_lossy(&fresh.stdout).contains("r: f32 [6, 1]"));
 }
@@ -226,14 +380,26 @@ fn if_on_a_run_time_condition_takes_either_branch() {
     let dir = scratch("if");
     let outputs = dir.join("out");
     let x = Tensor::from_f32(vec![2, 3], &[1.0, -2.0, 3.0, -4.0, 5.0, -6.5]);
-    for (flag, want) in [(1u8, vec![1.0, 0.0, 3.0, 0.0, 5.0, 0.0]), (0, vec![-1.0, 2.0, -3.0, 4.0, -5.0, 6.5])] {
+    for (flag, want) in [
+        (1u8, vec![1.0, 0.0, 3.0, 0.0, 5.0, 0.0]),
+        (0, vec![-1.0, 2.0, -3.0, 4.0, -5.0, 6.5]),
+    ] {
         let inputs = dir.join(format!("in{flag}"));
         std::fs::create_dir_all(&inputs).unwrap();
         let c = Tensor::new(tessera_ir::DType::Bool, vec![], vec![flag]);
         tessera_onnx::write_tensor_file(&inputs.join("input_0.pb"), &c, "cond").unwrap();
         tessera_onnx::write_tensor_file(&inputs.join("input_1.pb"), &x, "x").unwrap();
         for target in ["host", "interp"] {
-            let o = tessera(&["run", &corpus("good_if.onnx"), "--target", target, "--inputs", inputs.to_str().unwrap(), "--outputs", outputs.to_str().unwrap()]);
+            let o = tessera(&[
+                "run",
+                &corpus("good_if.onnx"),
+                "--target",
+                target,
+                "--inputs",
+                inputs.to_str().unwrap(),
+                "--outputs",
+                outputs.to_str().unwrap(),
+            ]);
             assert!(o.status.success(), "{target}: {}", stderr(&o));
             let y = tessera_onnx::read_tensor_file(&outputs.join("output_0.pb")).unwrap();
             assert_eq!(y.to_f64_vec().unwrap(), want, "{target}, cond = {flag}");

@@ -51,7 +51,10 @@ pub struct CaseResult {
 
 /// The node-test case folders under `dir`, sorted by name.
 pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, DriverError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DriverError::Io { path: dir.display().to_string(), message: e.to_string() })?;
+    let rd = std::fs::read_dir(dir).map_err(|e| DriverError::Io {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
     let mut cases: Vec<PathBuf> = rd
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -77,20 +80,34 @@ pub fn tolerance(dtype: DType) -> Option<(f64, f64)> {
 /// Compares one output; `Err` says how it differs.
 pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
     if got.dtype != want.dtype {
-        return Err(format!("dtype {} where {} was expected", got.dtype, want.dtype));
+        return Err(format!(
+            "dtype {} where {} was expected",
+            got.dtype, want.dtype
+        ));
     }
     if got.dims != want.dims {
-        return Err(format!("shape {:?} where {:?} was expected", got.dims, want.dims));
+        return Err(format!(
+            "shape {:?} where {:?} was expected",
+            got.dims, want.dims
+        ));
     }
     if want.dtype == DType::String {
-        return if got.strings == want.strings { Ok(()) } else { Err("strings differ".into()) };
+        return if got.strings == want.strings {
+            Ok(())
+        } else {
+            Err("strings differ".into())
+        };
     }
     let n = want.num_elements();
     match tolerance(want.dtype) {
         Some((rtol, atol)) => {
             for i in 0..n {
-                let (g, w) = (got.get_f64(i).unwrap_or(f64::NAN), want.get_f64(i).unwrap_or(f64::NAN));
-                let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= atol + rtol * w.abs();
+                let (g, w) = (
+                    got.get_f64(i).unwrap_or(f64::NAN),
+                    want.get_f64(i).unwrap_or(f64::NAN),
+                );
+                let ok =
+                    (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= atol + rtol * w.abs();
                 if !ok {
                     return Err(format!("element {i}: got {g}, expected {w}"));
                 }
@@ -122,18 +139,39 @@ fn read_pb_set(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, DriverError> {
 
 /// Runs one case folder on `target`.
 pub fn run_case(case: &Path, target: &str) -> CaseResult {
-    let name = case.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = case
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let start = std::time::Instant::now();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case_inner(case, target)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_case_inner(case, target)
+    }));
     let mut r = match outcome {
-        Ok(Ok((dense, host_ops, launches))) => {
-            CaseResult { name, status: Status::Pass, message: String::new(), dense_as_kernels: Some(dense), host_ops, launches, millis: 0 }
-        }
-        Ok(Err((status, message, dense))) => {
-            CaseResult { name, status, message, dense_as_kernels: dense, host_ops: Vec::new(), launches: 0, millis: 0 }
-        }
+        Ok(Ok((dense, host_ops, launches))) => CaseResult {
+            name,
+            status: Status::Pass,
+            message: String::new(),
+            dense_as_kernels: Some(dense),
+            host_ops,
+            launches,
+            millis: 0,
+        },
+        Ok(Err((status, message, dense))) => CaseResult {
+            name,
+            status,
+            message,
+            dense_as_kernels: dense,
+            host_ops: Vec::new(),
+            launches: 0,
+            millis: 0,
+        },
         Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
             CaseResult {
                 name,
                 status: Status::Error,
@@ -152,7 +190,11 @@ pub fn run_case(case: &Path, target: &str) -> CaseResult {
 type CaseErr = (Status, String, Option<bool>);
 
 fn classify(e: DriverError) -> CaseErr {
-    let status = if e.is_unsupported() { Status::Unsupported } else { Status::Error };
+    let status = if e.is_unsupported() {
+        Status::Unsupported
+    } else {
+        Status::Error
+    };
     (status, e.to_string(), None)
 }
 
@@ -161,7 +203,11 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize
     let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
         .map_err(|e| (Status::Error, e.to_string(), None))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+        })
         .collect();
     sets.sort();
     if sets.is_empty() {
@@ -174,16 +220,35 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize
         let inputs = read_pb_set(set, "input").map_err(classify)?;
         let expected = read_pb_set(set, "output").map_err(classify)?;
         // Input names come from the model; the .pb files are in graph-input order.
-        let graph_inputs = tessera_onnx::input_names(&model_path).map_err(|e| classify(e.into()))?;
+        let graph_inputs =
+            tessera_onnx::input_names(&model_path).map_err(|e| classify(e.into()))?;
         if graph_inputs.len() != inputs.len() {
-            return Err((Status::Error, format!("model has {} inputs, data set {} has {}", graph_inputs.len(), set.display(), inputs.len()), None));
+            return Err((
+                Status::Error,
+                format!(
+                    "model has {} inputs, data set {} has {}",
+                    graph_inputs.len(),
+                    set.display(),
+                    inputs.len()
+                ),
+                None,
+            ));
         }
-        let named: BTreeMap<String, Tensor> = graph_inputs.iter().cloned().zip(inputs.iter().cloned()).collect();
+        let named: BTreeMap<String, Tensor> = graph_inputs
+            .iter()
+            .cloned()
+            .zip(inputs.iter().cloned())
+            .collect();
         let opts = CompileOptions::for_target(target).with_inputs(&named);
         let artifact = compile_file(&model_path, &opts).map_err(classify)?;
         // Round-trip through the file format so every run exercises the artifact too.
         let artifact = Artifact::decode(&artifact.encode()).map_err(|e| classify(e.into()))?;
-        launches += artifact.plan.steps.iter().map(tessera_kir::Step::launches).sum::<usize>();
+        launches += artifact
+            .plan
+            .steps
+            .iter()
+            .map(tessera_kir::Step::launches)
+            .sum::<usize>();
         for n in &artifact.plan.nodes {
             if n.how == Execution::Host {
                 host_ops.push(n.op.clone());
@@ -195,10 +260,19 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize
         let model = load(artifact, target).map_err(classify)?;
         let got = model.run(&inputs).map_err(|e| classify(e.into()))?;
         if got.len() != expected.len() {
-            return Err((Status::Fail, format!("{} outputs where {} were expected", got.len(), expected.len()), Some(dense_all)));
+            return Err((
+                Status::Fail,
+                format!(
+                    "{} outputs where {} were expected",
+                    got.len(),
+                    expected.len()
+                ),
+                Some(dense_all),
+            ));
         }
         for (k, (g, w)) in got.iter().zip(&expected).enumerate() {
-            compare(g, w).map_err(|m| (Status::Fail, format!("output {k}: {m}"), Some(dense_all)))?;
+            compare(g, w)
+                .map_err(|m| (Status::Fail, format!("output {k}: {m}"), Some(dense_all)))?;
         }
     }
     host_ops.sort();
@@ -207,11 +281,20 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize
 }
 
 /// Runs every case under `dir` whose name matches `filter`, on `jobs` threads.
-pub fn run_suite(dir: &Path, target: &str, filter: Option<&regex::Regex>, jobs: usize, only: Option<&[String]>) -> Result<Vec<CaseResult>, DriverError> {
+pub fn run_suite(
+    dir: &Path,
+    target: &str,
+    filter: Option<&regex::Regex>,
+    jobs: usize,
+    only: Option<&[String]>,
+) -> Result<Vec<CaseResult>, DriverError> {
     let cases: Vec<PathBuf> = discover(dir)?
         .into_iter()
         .filter(|c| {
-            let n = c.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let n = c
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             filter.is_none_or(|f| f.is_match(&n)) && only.is_none_or(|o| o.contains(&n))
         })
         .collect();
@@ -272,6 +355,14 @@ pub fn report_json(target: &str, results: &[CaseResult]) -> String {
 
 /// Reads a committed pass list: one test name per line, `#` comments.
 pub fn read_pass_list(path: &Path) -> Result<Vec<String>, DriverError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DriverError::Io { path: path.display().to_string(), message: e.to_string() })?;
-    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
+    let text = std::fs::read_to_string(path).map_err(|e| DriverError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
 }

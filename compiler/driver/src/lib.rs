@@ -14,7 +14,10 @@ pub mod npy;
 pub mod pipeline;
 pub mod targets;
 
-pub use pipeline::{compile_file, compile_graph, import, load, load_file, write_artifact, write_atomic, CompileOptions};
+pub use pipeline::{
+    compile_file, compile_graph, import, load, load_file, write_artifact, write_atomic,
+    CompileOptions,
+};
 
 /// Every error the driver reports. [`DriverError::exit_code`] maps them to the CLI's codes.
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +57,15 @@ impl DriverError {
         match self {
             DriverError::Onnx(e) if e.is_unsupported() => exit::UNSUPPORTED,
             DriverError::Lower(tessera_lower::LowerError::Unsupported { .. }) => exit::UNSUPPORTED,
-            DriverError::Target(tessera_target::TargetError::Unsupported { .. }) => exit::UNSUPPORTED,
-            DriverError::Lookup(targets::LookupError::FeatureDisabled { .. } | targets::LookupError::NotYet { .. }) => {
+            DriverError::Target(tessera_target::TargetError::Unsupported { .. }) => {
                 exit::UNSUPPORTED
             }
-            DriverError::Lookup(targets::LookupError::Unknown(_)) | DriverError::Usage(_) => exit::USAGE,
+            DriverError::Lookup(
+                targets::LookupError::FeatureDisabled { .. } | targets::LookupError::NotYet { .. },
+            ) => exit::UNSUPPORTED,
+            DriverError::Lookup(targets::LookupError::Unknown(_)) | DriverError::Usage(_) => {
+                exit::USAGE
+            }
             _ => exit::ERROR,
         }
     }

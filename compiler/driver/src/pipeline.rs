@@ -23,7 +23,10 @@ pub struct CompileOptions {
 
 impl CompileOptions {
     pub fn for_target(target: &str) -> CompileOptions {
-        CompileOptions { target: target.to_string(), ..CompileOptions::default() }
+        CompileOptions {
+            target: target.to_string(),
+            ..CompileOptions::default()
+        }
     }
 
     /// Shapes and shape-deciding values from a set of example inputs.
@@ -38,7 +41,10 @@ impl CompileOptions {
 
 /// Imports an ONNX file into graph IR with static shapes.
 pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError> {
-    let io = tessera_onnx::ImportOptions { input_shapes: opts.input_shapes.clone(), bound_inputs: opts.bound_inputs.clone() };
+    let io = tessera_onnx::ImportOptions {
+        input_shapes: opts.input_shapes.clone(),
+        bound_inputs: opts.bound_inputs.clone(),
+    };
     let graph = tessera_onnx::import_file(model, &io)?;
     for &v in &graph.inputs {
         let val = graph.value(v);
@@ -60,10 +66,20 @@ pub fn compile_graph(graph: &Graph, source: &str, target: &str) -> Result<Artifa
     let program = tessera_lower::lower(graph, t.desc())?;
     let mut kernels = Vec::with_capacity(program.kernels.len());
     for k in &program.kernels {
-        tessera_kir::verify::verify(k).map_err(|e| DriverError::Internal(format!("lowering produced an invalid kernel: {e}")))?;
+        tessera_kir::verify::verify(k).map_err(|e| {
+            DriverError::Internal(format!("lowering produced an invalid kernel: {e}"))
+        })?;
         let blob = t.compile(k)?;
-        let param_bytes = k.params().iter().map(|p| p.dtype.storage_bytes(p.len)).collect();
-        kernels.push(StoredKernel { name: k.name.clone(), param_bytes, blob: blob.code });
+        let param_bytes = k
+            .params()
+            .iter()
+            .map(|p| p.dtype.storage_bytes(p.len))
+            .collect();
+        kernels.push(StoredKernel {
+            name: k.name.clone(),
+            param_bytes,
+            blob: blob.code,
+        });
     }
     Ok(Artifact {
         target: target.to_string(),
@@ -87,9 +103,18 @@ pub fn write_artifact(path: &Path, artifact: &Artifact) -> Result<(), DriverErro
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
-    let io = |e: std::io::Error| DriverError::Io { path: path.display().to_string(), message: e.to_string() };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
+    let io = |e: std::io::Error| DriverError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

@@ -49,7 +49,10 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
     match name {
         "host" => tessera_host::Host::native()
             .map(|h| Box::new(h) as Box<dyn Target>)
-            .map_err(|e| LookupError::Init { name: name.into(), message: e.to_string() }),
+            .map_err(|e| LookupError::Init {
+                name: name.into(),
+                message: e.to_string(),
+            }),
         "interp" => Ok(Box::new(Interp::new())),
         _ => Err(unavailable(name)),
     }
@@ -82,8 +85,11 @@ pub struct Interp {
 
 impl Interp {
     pub fn new() -> Interp {
-        let desc = TargetDesc::parse(include_str!("../../../targets/interp/target.toml"), "targets/interp/target.toml")
-            .expect("the bundled interp target.toml parses (checked by a test)");
+        let desc = TargetDesc::parse(
+            include_str!("../../../targets/interp/target.toml"),
+            "targets/interp/target.toml",
+        )
+        .expect("the bundled interp target.toml parses (checked by a test)");
         Interp { desc }
     }
 }
@@ -100,7 +106,10 @@ impl Target for Interp {
     }
 
     fn compile(&self, kernel: &Kernel) -> Result<KernelBlob, TargetError> {
-        Ok(KernelBlob { name: kernel.name.clone(), code: tessera_kir::text::print_kernel(kernel).into_bytes() })
+        Ok(KernelBlob {
+            name: kernel.name.clone(),
+            code: tessera_kir::text::print_kernel(kernel).into_bytes(),
+        })
     }
 }
 
@@ -112,7 +121,10 @@ mod tests {
     fn bundled_descriptions_parse_and_lookup_distinguishes_errors() {
         assert_eq!(lookup("interp").unwrap().desc().name, "interp");
         assert_eq!(lookup("host").unwrap().desc().name, "host");
-        assert!(matches!(lookup("nvptx"), Err(LookupError::FeatureDisabled { .. })));
+        assert!(matches!(
+            lookup("nvptx"),
+            Err(LookupError::FeatureDisabled { .. })
+        ));
         assert!(matches!(lookup("tpu9000"), Err(LookupError::Unknown(_))));
         assert!(matches!(lookup("npu-sim"), Err(LookupError::NotYet { .. })));
     }

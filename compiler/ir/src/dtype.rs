@@ -88,7 +88,11 @@ impl DType {
     ];
 
     pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(d, _)| *d == self).map(|(_, n)| *n).unwrap_or("?")
+        NAMES
+            .iter()
+            .find(|(d, _)| *d == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("?")
     }
 
     /// Storage width in bits. Strings have no fixed width and report 0.
@@ -112,7 +116,10 @@ impl DType {
 
     pub fn is_float(self) -> bool {
         use DType::*;
-        matches!(self, F64 | F32 | F16 | BF16 | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | F4E2M1)
+        matches!(
+            self,
+            F64 | F32 | F16 | BF16 | F8E4M3FN | F8E4M3FNUZ | F8E5M2 | F8E5M2FNUZ | F4E2M1
+        )
     }
 
     /// Float types narrower than f32: computed in f32 and rounded back after every op.
@@ -155,7 +162,11 @@ impl DType {
     pub fn to_onnx(self) -> i32 {
         // Every dtype has a row in `ONNX_CODES` (checked by a test), so the fallback (0,
         // ONNX's UNDEFINED) is never returned.
-        ONNX_CODES.iter().find(|(_, d)| *d == self).map(|(c, _)| *c).unwrap_or(0)
+        ONNX_CODES
+            .iter()
+            .find(|(_, d)| *d == self)
+            .map(|(c, _)| *c)
+            .unwrap_or(0)
     }
 }
 
@@ -199,7 +210,11 @@ pub struct UnknownDType(pub String);
 impl FromStr for DType {
     type Err = UnknownDType;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NAMES.iter().find(|(_, n)| *n == s).map(|(d, _)| *d).ok_or_else(|| UnknownDType(s.to_string()))
+        NAMES
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(d, _)| *d)
+            .ok_or_else(|| UnknownDType(s.to_string()))
     }
 }
 

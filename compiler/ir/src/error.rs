@@ -11,32 +11,64 @@ use thiserror::Error;
 pub enum IrError {
     /// Bad input: a node has the wrong number of operands or results for its op.
     #[error("{node} takes {expected} {what}, but has {got}")]
-    Arity { node: String, what: &'static str, expected: String, got: usize },
+    Arity {
+        node: String,
+        what: &'static str,
+        expected: String,
+        got: usize,
+    },
 
     /// Bad input: an attribute the op table does not list for the op.
     #[error("{node} has unknown attribute `{attr}` (known attributes of {op}: {known})")]
-    UnknownAttr { node: String, op: String, attr: String, known: String },
+    UnknownAttr {
+        node: String,
+        op: String,
+        attr: String,
+        known: String,
+    },
 
     /// Bad input: an attribute with a value the op does not accept (wrong kind, out of range).
     #[error("attribute `{attr}` of {node} {msg}")]
-    BadAttr { node: String, attr: String, msg: String },
+    BadAttr {
+        node: String,
+        attr: String,
+        msg: String,
+    },
 
     /// Bad input (or an unbound runtime input): an operand whose contents decide the output
     /// shape is not known at compile time.
     #[error("operand {index} (`{operand}`) of {node} must be known at compile time")]
-    NotConstant { node: String, index: usize, operand: String },
+    NotConstant {
+        node: String,
+        index: usize,
+        operand: String,
+    },
 
     /// Bad input: a required operand is omitted.
     #[error("operand {index} (`{operand}`) of {node} is required but omitted")]
-    MissingOperand { node: String, index: usize, operand: String },
+    MissingOperand {
+        node: String,
+        index: usize,
+        operand: String,
+    },
 
     /// Bad input: an operand's contents are unusable (a negative size, an index out of range).
     #[error("operand {index} (`{operand}`) of {node} {msg}")]
-    BadOperand { node: String, index: usize, operand: String, msg: String },
+    BadOperand {
+        node: String,
+        index: usize,
+        operand: String,
+        msg: String,
+    },
 
     /// Bad input or a compiler bug: an operand has no type when inference reaches its user.
     #[error("operand {index} (`{operand}`, value %{value}) of {node} has no type")]
-    UntypedOperand { node: String, index: usize, operand: String, value: String },
+    UntypedOperand {
+        node: String,
+        index: usize,
+        operand: String,
+        value: String,
+    },
 
     /// Bad input: shapes that do not fit together (mismatched dims, ranks, axes).
     #[error("{node}: {msg}")]
@@ -44,7 +76,13 @@ pub enum IrError {
 
     /// Bad input: operands that cannot be broadcast together under numpy rules.
     #[error("{node}: cannot broadcast {lhs} with {rhs}: dimension {lhs_dim} vs {rhs_dim}")]
-    Broadcast { node: String, lhs: String, rhs: String, lhs_dim: String, rhs_dim: String },
+    Broadcast {
+        node: String,
+        lhs: String,
+        rhs: String,
+        lhs_dim: String,
+        rhs_dim: String,
+    },
 
     /// Bad input: the nodes form a cycle. `path` lists the nodes around it.
     #[error("the graph has a cycle through {node}: {path}")]
@@ -56,24 +94,44 @@ pub enum IrError {
 
     /// Bad input: a value used by a node listed before the node that defines it.
     #[error("{user} uses value %{value} before {def}, which defines it")]
-    UseBeforeDef { user: String, value: String, def: String },
+    UseBeforeDef {
+        user: String,
+        value: String,
+        def: String,
+    },
 
     /// Bad input: a value defined twice (two producers, or a name given to two values).
     #[error("value %{value} is defined twice: by {first} and by {second}")]
-    Duplicate { value: String, first: String, second: String },
+    Duplicate {
+        value: String,
+        first: String,
+        second: String,
+    },
 
     /// Limit exceeded: a tensor with more than [`crate::MAX_ELEMENTS`] elements. Caught during
     /// inference, before anything is allocated.
     #[error("{what} would have shape {shape}, which exceeds the limit of {limit} elements")]
-    TooLarge { what: String, shape: String, limit: u64 },
+    TooLarge {
+        what: String,
+        shape: String,
+        limit: u64,
+    },
 
     /// Unsupported: a symbolic dimension where a static size is needed.
     #[error("{node}: {what} needs a static size, but dimension `{dim}` is symbolic")]
-    Symbolic { node: String, what: String, dim: String },
+    Symbolic {
+        node: String,
+        what: String,
+        dim: String,
+    },
 
     /// Bad input or unsupported: a dtype the op does not accept for that operand.
     #[error("{node} does not support dtype {dtype} for {what}")]
-    UnsupportedDType { node: String, dtype: DType, what: String },
+    UnsupportedDType {
+        node: String,
+        dtype: DType,
+        what: String,
+    },
 
     /// Compiler bug (or verifying before inference): a node result without a type.
     #[error("result %{value} of {node} has no type")]
@@ -81,7 +139,11 @@ pub enum IrError {
 
     /// Bad input: text that is not a well-formed graph.
     #[error("{line}:{col}: {msg}")]
-    Parse { line: usize, col: usize, msg: String },
+    Parse {
+        line: usize,
+        col: usize,
+        msg: String,
+    },
 
     /// Unsupported: a valid use of an op that the static-shape plan cannot express (a loop
     /// whose carried values change shape across iterations, If branches of different shapes).

@@ -107,11 +107,11 @@ enum Kind {
 fn kind(op: Op) -> Option<Kind> {
     use Op::*;
     Some(match op {
-        Add | Sub | Mul | Div | Mod | Max | Min | Sum | Neg | Abs | Sign | Sqrt | Reciprocal | Floor | Ceil | Round
-        | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And | Or | Xor | Not | Where | Cast | CastLike | Relu => {
-            Kind::Map
-        }
-        Gather | Concat | Unsqueeze | Squeeze | Reshape | Flatten | Identity | Slice | Expand | Transpose => Kind::Move,
+        Add | Sub | Mul | Div | Mod | Max | Min | Sum | Neg | Abs | Sign | Sqrt | Reciprocal
+        | Floor | Ceil | Round | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And
+        | Or | Xor | Not | Where | Cast | CastLike | Relu => Kind::Map,
+        Gather | Concat | Unsqueeze | Squeeze | Reshape | Flatten | Identity | Slice | Expand
+        | Transpose => Kind::Move,
         Range => Kind::Range,
         ReduceProd | ReduceSum | ReduceMax | ReduceMin => Kind::Reduce,
         _ => return None,
@@ -148,13 +148,17 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
         Op::Constant => return Ok(Some(vec![constant_value(node)?])),
         Op::Shape => {
             let t = cx.ty(0)?;
-            let Some(dims) = t.shape.as_static() else { return Ok(None) };
+            let Some(dims) = t.shape.as_static() else {
+                return Ok(None);
+            };
             let (s, e) = crate::infer::meta::shape_range(&cx, dims.len())?;
             let v: Vec<i64> = dims[s..e].iter().map(|&d| d as i64).collect();
             return Ok(Some(vec![Tensor::from_i64(vec![v.len() as u64], &v)]));
         }
         Op::Size => {
-            let Some(n) = cx.ty(0)?.shape.num_elements() else { return Ok(None) };
+            let Some(n) = cx.ty(0)?.shape.num_elements() else {
+                return Ok(None);
+            };
             return Ok(Some(vec![Tensor::from_i64(vec![], &[n as i64])]));
         }
         Op::ConstantOfShape => {
@@ -174,7 +178,11 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
                 // Sub-byte fills are repeated element by element; byte-sized ones by bytes.
                 if bits >= 8 {
                     let w = bits / 8;
-                    let one = fill.bytes.get(..w).map(|b| b.to_vec()).unwrap_or_else(|| vec![0; w]);
+                    let one = fill
+                        .bytes
+                        .get(..w)
+                        .map(|b| b.to_vec())
+                        .unwrap_or_else(|| vec![0; w]);
                     Tensor::new(fill.dtype, dims, one.repeat(n))
                 } else {
                     let v = fill.get_i64(0).unwrap_or(0);
@@ -186,8 +194,12 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
         Op::Split => return eval_split(&cx, tys),
         _ => {}
     }
-    let Some(k) = kind(node.op) else { return Ok(None) };
-    let Some(out_dims) = out_ty.shape.as_static() else { return Ok(None) };
+    let Some(k) = kind(node.op) else {
+        return Ok(None);
+    };
+    let Some(out_dims) = out_ty.shape.as_static() else {
+        return Ok(None);
+    };
     let Some(out_n) = out_n else { return Ok(None) };
     if tys.len() != 1 || out_ty.dtype == DType::String {
         return Ok(None);
@@ -206,7 +218,9 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
             args.push(None);
             continue;
         }
-        let Some(t) = g.konst(id) else { return Ok(None) };
+        let Some(t) = g.konst(id) else {
+            return Ok(None);
+        };
         if t.dtype == DType::String || t.num_elements() > SMALL_INT {
             return Ok(None);
         }
@@ -220,7 +234,11 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
         if t.dtype == DType::U64 && vals.iter().any(|v| matches!(v, Num::I(x) if *x < 0)) {
             return Ok(None);
         }
-        args.push(Some(Known { dtype: t.dtype, dims: t.dims.clone(), vals }));
+        args.push(Some(Known {
+            dtype: t.dtype,
+            dims: t.dims.clone(),
+            vals,
+        }));
     }
     let floats = out_ty.dtype.is_float() || args.iter().flatten().any(|a| a.dtype.is_float());
     let lim = limit(node.op, k, floats);
@@ -243,12 +261,18 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
 /// `Split` of a known integer tensor (exporters split shape vectors into dims); the part
 /// sizes come from the inferred result types.
 fn eval_split(cx: &Cx, tys: &[TensorType]) -> Result<Option<Vec<Tensor>>> {
-    let Some(id) = cx.opt_id(0)? else { return Ok(None) };
-    let Some(t) = cx.g.konst(id) else { return Ok(None) };
+    let Some(id) = cx.opt_id(0)? else {
+        return Ok(None);
+    };
+    let Some(t) = cx.g.konst(id) else {
+        return Ok(None);
+    };
     if !(t.dtype.is_int() || t.dtype == DType::Bool) || t.num_elements() > SMALL_INT {
         return Ok(None);
     }
-    let Some(vals) = t.to_i64_vec() else { return Ok(None) };
+    let Some(vals) = t.to_i64_vec() else {
+        return Ok(None);
+    };
     let r = t.dims.len();
     let axis = cx.axis(cx.attr_int("axis", 0)?, r, "axis")?;
     let d = t.dims[axis];
@@ -257,8 +281,12 @@ fn eval_split(cx: &Cx, tys: &[TensorType]) -> Result<Option<Vec<Tensor>>> {
     let mut start = 0u64;
     let mut outs = Vec::with_capacity(tys.len());
     for ty in tys {
-        let Some(dims) = ty.shape.as_static() else { return Ok(None) };
-        let Some(&len) = dims.get(axis) else { return Ok(None) };
+        let Some(dims) = ty.shape.as_static() else {
+            return Ok(None);
+        };
+        let Some(&len) = dims.get(axis) else {
+            return Ok(None);
+        };
         if start + len > d {
             return Ok(None);
         }
@@ -295,8 +323,12 @@ fn encode(dtype: DType, dims: Vec<u64>, vals: &[Num]) -> Option<Tensor> {
     let bytes: Vec<u8> = match dtype {
         DType::F64 => fs.flat_map(|v| v.to_le_bytes()).collect(),
         DType::F32 => fs.flat_map(|v| (v as f32).to_le_bytes()).collect(),
-        DType::F16 => fs.flat_map(|v| half::f16::from_f64(v).to_le_bytes()).collect(),
-        DType::BF16 => fs.flat_map(|v| half::bf16::from_f64(v).to_le_bytes()).collect(),
+        DType::F16 => fs
+            .flat_map(|v| half::f16::from_f64(v).to_le_bytes())
+            .collect(),
+        DType::BF16 => fs
+            .flat_map(|v| half::bf16::from_f64(v).to_le_bytes())
+            .collect(),
         _ => return None,
     };
     Some(Tensor::new(dtype, dims, bytes))
@@ -348,7 +380,11 @@ fn apply(op: Op, fmod: bool, v: &[Num]) -> Option<Num> {
         (Op::Mod, [I(x), I(y)]) => {
             let r = x.wrapping_rem(*y);
             // Without fmod the remainder takes the divisor's sign (Python's %).
-            I(if !fmod && r != 0 && ((r < 0) != (*y < 0)) { r + y } else { r })
+            I(if !fmod && r != 0 && ((r < 0) != (*y < 0)) {
+                r + y
+            } else {
+                r
+            })
         }
         (Op::Add, [x, y]) => F(x.f() + y.f()),
         (Op::Sub, [x, y]) => F(x.f() - y.f()),
@@ -377,10 +413,26 @@ fn apply(op: Op, fmod: bool, v: &[Num]) -> Option<Num> {
             }
         }
         (Op::Equal, [x, y]) => b(if any_f { x.f() == y.f() } else { x == y }),
-        (Op::Less, [x, y]) => b(if any_f { x.f() < y.f() } else { x.int() < y.int() }),
-        (Op::LessOrEqual, [x, y]) => b(if any_f { x.f() <= y.f() } else { x.int() <= y.int() }),
-        (Op::Greater, [x, y]) => b(if any_f { x.f() > y.f() } else { x.int() > y.int() }),
-        (Op::GreaterOrEqual, [x, y]) => b(if any_f { x.f() >= y.f() } else { x.int() >= y.int() }),
+        (Op::Less, [x, y]) => b(if any_f {
+            x.f() < y.f()
+        } else {
+            x.int() < y.int()
+        }),
+        (Op::LessOrEqual, [x, y]) => b(if any_f {
+            x.f() <= y.f()
+        } else {
+            x.int() <= y.int()
+        }),
+        (Op::Greater, [x, y]) => b(if any_f {
+            x.f() > y.f()
+        } else {
+            x.int() > y.int()
+        }),
+        (Op::GreaterOrEqual, [x, y]) => b(if any_f {
+            x.f() >= y.f()
+        } else {
+            x.int() >= y.int()
+        }),
         (Op::And, [x, y]) => b(x.truthy() && y.truthy()),
         (Op::Or, [x, y]) => b(x.truthy() || y.truthy()),
         (Op::Xor, [x, y]) => b(x.truthy() != y.truthy()),
@@ -429,7 +481,10 @@ fn eval_move(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option
         Op::Transpose => {
             let r = a.dims.len();
             let perm: Vec<usize> = match cx.node.attr_ints("perm") {
-                Some(p) => p.iter().map(|&x| x.rem_euclid(r.max(1) as i64) as usize).collect(),
+                Some(p) => p
+                    .iter()
+                    .map(|&x| x.rem_euclid(r.max(1) as i64) as usize)
+                    .collect(),
                 None => (0..r).rev().collect(),
             };
             if perm.len() != r || out_dims.len() != r {
@@ -443,7 +498,10 @@ fn eval_move(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option
                     for (k, &p) in perm.iter().enumerate() {
                         i[p] = j[k];
                     }
-                    a.vals.get(ravel(&i, &a.dims) as usize).copied().unwrap_or(Num::I(0))
+                    a.vals
+                        .get(ravel(&i, &a.dims) as usize)
+                        .copied()
+                        .unwrap_or(Num::I(0))
                 })
                 .collect()
         }
@@ -466,12 +524,18 @@ fn eval_move(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option
                     let Some(ix) = ix.int() else { return Ok(None) };
                     let j = if ix < 0 { ix + d as i64 } else { ix };
                     if j < 0 || j as u64 >= d {
-                        return Err(
-                            cx.bad_operand(1, &format!("holds index {ix}, out of range for axis {axis} of size {d}"))
-                        );
+                        return Err(cx.bad_operand(
+                            1,
+                            &format!("holds index {ix}, out of range for axis {axis} of size {d}"),
+                        ));
                     }
                     for k in 0..inner {
-                        out.push(a.vals.get(((o * d + j as u64) * inner + k) as usize).copied().unwrap_or(Num::I(0)));
+                        out.push(
+                            a.vals
+                                .get(((o * d + j as u64) * inner + k) as usize)
+                                .copied()
+                                .unwrap_or(Num::I(0)),
+                        );
                     }
                 }
             }
@@ -505,7 +569,12 @@ fn eval_move(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option
                         None => i,
                     })
                     .collect();
-                out.push(a.vals.get(ravel(&src, &a.dims) as usize).copied().unwrap_or(Num::I(0)));
+                out.push(
+                    a.vals
+                        .get(ravel(&src, &a.dims) as usize)
+                        .copied()
+                        .unwrap_or(Num::I(0)),
+                );
             }
             out
         }
@@ -517,13 +586,19 @@ fn eval_move(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option
 fn eval_range(args: &[Option<Known>], n_out: u64) -> Option<Vec<Num>> {
     let scalar = |i: usize| args.get(i)?.as_ref()?.vals.first()?.int();
     let (s, d) = (scalar(0)?, scalar(2)?);
-    Some((0..n_out as i64).map(|i| Num::I(s.wrapping_add(i.wrapping_mul(d)))).collect())
+    Some(
+        (0..n_out as i64)
+            .map(|i| Num::I(s.wrapping_add(i.wrapping_mul(d))))
+            .collect(),
+    )
 }
 
 /// `ReduceProd`, `ReduceSum`, `ReduceMax` and `ReduceMin` over the `axes` operand (all axes
 /// when it is omitted or empty, unless `noop_with_empty_axes`), honouring `keepdims`.
 fn eval_reduce(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option<Vec<Num>>> {
-    let Some(Some(a)) = args.first() else { return Ok(None) };
+    let Some(Some(a)) = args.first() else {
+        return Ok(None);
+    };
     let r = a.dims.len();
     let keep = cx.attr_int("keepdims", 1)? != 0;
     let axes: Vec<i64> = match args.get(1).and_then(|x| x.as_ref()) {
@@ -536,7 +611,11 @@ fn eval_reduce(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Opti
     if axes.is_empty() && cx.attr_int("noop_with_empty_axes", 0)? != 0 {
         return Ok(Some(a.vals.clone()));
     }
-    let axes = if axes.is_empty() { (0..r).collect() } else { cx.axes(&axes, r, "axis")? };
+    let axes = if axes.is_empty() {
+        (0..r).collect()
+    } else {
+        cx.axes(&axes, r, "axis")?
+    };
     let op = cx.node.op;
     let bin = match op {
         Op::ReduceProd => Op::Mul,
@@ -563,7 +642,9 @@ fn eval_reduce(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Opti
                 (true, false) => None,
             })
             .collect();
-        let Some(slot) = acc.get_mut(ravel(&o, out_dims) as usize) else { return Ok(None) };
+        let Some(slot) = acc.get_mut(ravel(&o, out_dims) as usize) else {
+            return Ok(None);
+        };
         *slot = match *slot {
             None => Some(x),
             Some(s) => apply(bin, false, &[s, x]),
@@ -594,7 +675,11 @@ fn ravel(idx: &[u64], dims: &[u64]) -> u64 {
 fn broadcast_index(idx: &[u64], dims: &[u64]) -> u64 {
     let off = idx.len().saturating_sub(dims.len());
     dims.iter().enumerate().fold(0, |acc, (k, &d)| {
-        let i = if d == 1 { 0 } else { idx.get(k + off).copied().unwrap_or(0) };
+        let i = if d == 1 {
+            0
+        } else {
+            idx.get(k + off).copied().unwrap_or(0)
+        };
         acc * d + i
     })
 }
@@ -607,7 +692,10 @@ pub fn encode_ints(dtype: DType, vals: &[i64]) -> Vec<u8> {
     }
     if bits >= 8 {
         let w = bits / 8;
-        return vals.iter().flat_map(|v| v.to_le_bytes().into_iter().take(w)).collect();
+        return vals
+            .iter()
+            .flat_map(|v| v.to_le_bytes().into_iter().take(w))
+            .collect();
     }
     let mut out = vec![0u8; (vals.len() * bits).div_ceil(8)];
     let mask = (1u16 << bits) - 1;
@@ -622,14 +710,25 @@ pub fn encode_ints(dtype: DType, vals: &[i64]) -> Vec<u8> {
 
 /// The tensor a `Constant` node produces, from whichever `value*` attribute it has.
 pub fn constant_value(node: &Node) -> Result<Tensor> {
-    let bad = |msg: String| IrError::BadAttr { node: node.label(), attr: "value".into(), msg };
+    let bad = |msg: String| IrError::BadAttr {
+        node: node.label(),
+        attr: "value".into(),
+        msg,
+    };
     if node.attrs.len() != 1 {
         let names: Vec<&str> = node.attrs.keys().map(|k| k.as_str()).collect();
-        return Err(bad(format!("(or one other value_* attribute) must be given exactly once; found {names:?}")));
+        return Err(bad(format!(
+            "(or one other value_* attribute) must be given exactly once; found {names:?}"
+        )));
     }
-    let Some((name, attr)) = node.attrs.iter().next() else { return Err(bad("is missing".into())) };
-    let wrong =
-        || IrError::BadAttr { node: node.label(), attr: name.clone(), msg: "has the wrong kind of value".into() };
+    let Some((name, attr)) = node.attrs.iter().next() else {
+        return Err(bad("is missing".into()));
+    };
+    let wrong = || IrError::BadAttr {
+        node: node.label(),
+        attr: name.clone(),
+        msg: "has the wrong kind of value".into(),
+    };
     Ok(match (name.as_str(), attr) {
         ("value", Attr::Tensor(t)) => t.clone(),
         ("value_float", Attr::Float(v)) => Tensor::from_f32(vec![], &[*v]),
@@ -637,7 +736,9 @@ pub fn constant_value(node: &Node) -> Result<Tensor> {
         ("value_int", Attr::Int(v)) => Tensor::from_i64(vec![], &[*v]),
         ("value_ints", Attr::Ints(v)) => Tensor::from_i64(vec![v.len() as u64], v),
         ("value_string", Attr::String(s)) => Tensor::from_strings(vec![], vec![s.clone()]),
-        ("value_strings", Attr::Strings(v)) => Tensor::from_strings(vec![v.len() as u64], v.clone()),
+        ("value_strings", Attr::Strings(v)) => {
+            Tensor::from_strings(vec![v.len() as u64], v.clone())
+        }
         _ => return Err(wrong()),
     })
 }
@@ -692,13 +793,20 @@ mod tests {
         let big = b.ints("big", &[8, 9]);
         let cos = b.node1(Op::ConstantOfShape, &[big], &[]);
         let small = b.ints("small", &[2, 2]);
-        let cos2 = b.node1(Op::ConstantOfShape, &[small], &[("value", Attr::Tensor(Tensor::from_i64(vec![1], &[7])))]);
+        let cos2 = b.node1(
+            Op::ConstantOfShape,
+            &[small],
+            &[("value", Attr::Tensor(Tensor::from_i64(vec![1], &[7])))],
+        );
         let zero = b.ints("zero", &[0, 1]);
         let div = b.node1(Op::Div, &[i, zero], &[]);
         b.g.outputs = vec![fa, ra, cos, cos2, div];
         assert_eq!(fold_constants(&mut b.g).unwrap(), 1);
         assert!(
-            b.g.konst(fa).is_none() && b.g.konst(ra).is_none() && b.g.konst(cos).is_none() && b.g.konst(div).is_none()
+            b.g.konst(fa).is_none()
+                && b.g.konst(ra).is_none()
+                && b.g.konst(cos).is_none()
+                && b.g.konst(div).is_none()
         );
         assert_eq!(b.g.konst(cos2).unwrap().to_i64_vec(), Some(vec![7; 4]));
     }
@@ -753,7 +861,13 @@ mod tests {
         let mut b = B::new();
         let q = b.input("q", "f32[2,6,4,8]");
         let k = b.input("k", "f32[2,3,4,8]");
-        let heads = |b: &mut B, x| b.node1(Op::Shape, &[x], &[("start", Attr::Int(1)), ("end", Attr::Int(2))]);
+        let heads = |b: &mut B, x| {
+            b.node1(
+                Op::Shape,
+                &[x],
+                &[("start", Attr::Int(1)), ("end", Attr::Int(2))],
+            )
+        };
         let (qh, kh) = (heads(&mut b, q), heads(&mut b, k));
         let zero = b.ints("zero", &[0]);
         let one = b.ints("one", &[1]);
@@ -767,7 +881,11 @@ mod tests {
         let dims = b.node1(Op::Shape, &[k], &[]);
         let batch = b.node1(Op::Slice, &[dims, zero, one], &[]);
         let rest = b.ints("rest", &[4, 8]);
-        let shape = b.node1(Op::Concat, &[batch, kh, inter, rest], &[("axis", Attr::Int(0))]);
+        let shape = b.node1(
+            Op::Concat,
+            &[batch, kh, inter, rest],
+            &[("axis", Attr::Int(0))],
+        );
         let two = b.ints("two", &[2]);
         let ku = b.node1(Op::Unsqueeze, &[k, two], &[]);
         let ke = b.node1(Op::Expand, &[ku, shape], &[]);
@@ -775,7 +893,10 @@ mod tests {
         let less = b.node1(Op::Less, &[kh, qh], &[]);
         b.g.outputs = vec![ke, prod, less];
         fold_constants(&mut b.g).unwrap();
-        assert_eq!(b.g.konst(shape).unwrap().to_i64_vec(), Some(vec![2, 3, 2, 4, 8]));
+        assert_eq!(
+            b.g.konst(shape).unwrap().to_i64_vec(),
+            Some(vec![2, 3, 2, 4, 8])
+        );
         assert_eq!(b.g.ty(ke).unwrap().to_string(), "f32[2,3,2,4,8]");
         assert_eq!(b.g.konst(prod).unwrap().to_i64_vec(), Some(vec![384]));
         assert_eq!(b.g.konst(less).unwrap().to_i64_vec(), Some(vec![1]));
@@ -804,7 +925,10 @@ mod tests {
         let r = b.node1(Op::Expand, &[y, w], &[]);
         b.g.outputs = vec![r];
         let err = crate::infer_shapes(&mut b.g).unwrap_err();
-        assert_eq!(err.to_string(), "operand 1 (`shape`) of Expand node \"n5\" must be known at compile time");
+        assert_eq!(
+            err.to_string(),
+            "operand 1 (`shape`) of Expand node \"n5\" must be known at compile time"
+        );
     }
 
     #[test]
@@ -822,11 +946,17 @@ mod tests {
         let vs = b.node1(Op::Sqrt, &[v], &[]);
         b.g.outputs = vec![y, vs];
         assert_eq!(fold_constants(&mut b.g).unwrap(), 5);
-        assert_eq!(b.g.konst(scale).unwrap().to_f64_vec(), Some(vec![(1.0 / 8f32.sqrt()) as f64]));
+        assert_eq!(
+            b.g.konst(scale).unwrap().to_f64_vec(),
+            Some(vec![(1.0 / 8f32.sqrt()) as f64])
+        );
         let h = b.g.konst(half).unwrap();
         assert_eq!(
             (h.dtype, h.to_f64_vec()),
-            (DType::F16, Some(vec![half::f16::from_f32(1.0 / 8f32.sqrt()).to_f64()]))
+            (
+                DType::F16,
+                Some(vec![half::f16::from_f32(1.0 / 8f32.sqrt()).to_f64()])
+            )
         );
         assert!(b.g.konst(y).is_none() && b.g.konst(vs).is_none());
         let ops: Vec<Op> = b.g.nodes.iter().map(|n| n.op).collect();
@@ -887,7 +1017,10 @@ mod tests {
     #[test]
     fn sub_byte_and_bool_encoding() {
         assert_eq!(encode_ints(DType::I4, &[1, -1, 7]), vec![0xf1, 0x07]);
-        assert_eq!(encode_ints(DType::U2, &[3, 0, 1, 2, 1]), vec![0b1001_0011, 0x01]);
+        assert_eq!(
+            encode_ints(DType::U2, &[3, 0, 1, 2, 1]),
+            vec![0b1001_0011, 0x01]
+        );
         assert_eq!(encode_ints(DType::Bool, &[0, 5]), vec![0, 1]);
         assert_eq!(encode_ints(DType::I16, &[-2]), vec![0xfe, 0xff]);
     }

@@ -31,7 +31,10 @@ impl TensorType {
     }
 
     pub fn fixed(dtype: DType, dims: &[u64]) -> TensorType {
-        TensorType { dtype, shape: Shape::from_static(dims) }
+        TensorType {
+            dtype,
+            shape: Shape::from_static(dims),
+        }
     }
 }
 
@@ -149,12 +152,19 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
-        Graph { name: name.into(), ..Graph::default() }
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
     }
 
     pub fn add_value(&mut self, name: impl Into<String>, ty: Option<TensorType>) -> ValueId {
         let id = ValueId(self.values.len() as u32);
-        self.values.push(Value { name: name.into(), ty, konst: None });
+        self.values.push(Value {
+            name: name.into(),
+            ty,
+            konst: None,
+        });
         id
     }
 
@@ -178,10 +188,15 @@ impl Graph {
     }
 
     pub fn konst(&self, id: ValueId) -> Option<&Tensor> {
-        self.values.get(id.0 as usize).and_then(|v| v.konst.as_ref())
+        self.values
+            .get(id.0 as usize)
+            .and_then(|v| v.konst.as_ref())
     }
 
     pub fn find_value(&self, name: &str) -> Option<ValueId> {
-        self.values.iter().position(|v| v.name == name).map(|i| ValueId(i as u32))
+        self.values
+            .iter()
+            .position(|v| v.name == name)
+            .map(|i| ValueId(i as u32))
     }
 }

@@ -37,7 +37,12 @@ impl MiniFloat {
             DType::F4E2M1 => (2, 1, 1, Special::FiniteOnly),
             _ => return None,
         };
-        Some(MiniFloat { exp_bits, man_bits, bias, special })
+        Some(MiniFloat {
+            exp_bits,
+            man_bits,
+            bias,
+            special,
+        })
     }
 
     fn total_bits(&self) -> u32 {
@@ -53,7 +58,9 @@ impl MiniFloat {
         let exp_max = (1u32 << self.exp_bits) - 1;
         match self.special {
             Special::FiniteNanNegZero if bits == sign_bit => return f32::NAN,
-            Special::FiniteNanOnes if exp == exp_max && man == (1 << self.man_bits) - 1 => return f32::NAN,
+            Special::FiniteNanOnes if exp == exp_max && man == (1 << self.man_bits) - 1 => {
+                return f32::NAN
+            }
             Special::Ieee if exp == exp_max => {
                 let v = if man == 0 { f32::INFINITY } else { f32::NAN };
                 return if neg { -v } else { v };
@@ -76,7 +83,11 @@ impl MiniFloat {
     pub fn max_finite(&self) -> f32 {
         let all = (1u32 << (self.exp_bits + self.man_bits)) - 1;
         // Walk down from the top encoding to the first finite one.
-        (0..=all).rev().map(|b| self.decode(b)).find(|v| v.is_finite()).unwrap_or(0.0)
+        (0..=all)
+            .rev()
+            .map(|b| self.decode(b))
+            .find(|v| v.is_finite())
+            .unwrap_or(0.0)
     }
 
     /// Encodes with round-to-nearest-even. With `saturate`, out-of-range values (and
@@ -192,7 +203,11 @@ pub fn load_as_f64(dtype: DType, bytes: &[u8], i: u64) -> Option<f64> {
 pub fn load_as_i64(dtype: DType, bytes: &[u8], i: u64) -> Option<i64> {
     if dtype.is_int() || dtype == DType::Bool {
         let raw = read_bits(bytes, dtype.bits(), i)?;
-        return Some(if dtype.is_signed_int() { sign_extend(raw, dtype.bits()) } else { raw as i64 });
+        return Some(if dtype.is_signed_int() {
+            sign_extend(raw, dtype.bits())
+        } else {
+            raw as i64
+        });
     }
     load_as_f64(dtype, bytes, i).map(|v| v as i64)
 }

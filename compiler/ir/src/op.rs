@@ -320,8 +320,8 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         Pad => &["data", "pads", "constant_value", "axes"],
         Squeeze | Unsqueeze => &["data", "axes"],
         Split => &["input", "split"],
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceSumSquare
-        | ReduceLogSum | ReduceLogSumExp => &["data", "axes"],
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2
+        | ReduceSumSquare | ReduceLogSum | ReduceLogSumExp => &["data", "axes"],
         Range => &["start", "limit", "delta"],
         TopK => &["X", "K"],
         Resize => &["X", "roi", "scales", "sizes"],
@@ -334,7 +334,13 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         OneHot => &["indices", "depth", "values"],
         DFT => &["input", "dft_length", "axis"],
         STFT => &["signal", "frame_step", "window", "frame_length"],
-        MelWeightMatrix => &["num_mel_bins", "dft_length", "sample_rate", "lower_edge_hertz", "upper_edge_hertz"],
+        MelWeightMatrix => &[
+            "num_mel_bins",
+            "dft_length",
+            "sample_rate",
+            "lower_edge_hertz",
+            "upper_edge_hertz",
+        ],
         Momentum | Adagrad | Adam => &["R", "T", "inputs"],
         Binarizer => &["X"],
         ArrayFeatureExtractor => &["X", "Y"],
@@ -353,11 +359,30 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         Where => &["condition", "X", "Y"],
         LinearAttention => &["query", "key", "value", "past_state", "decay", "beta"],
         CausalConvWithState => &["input", "weight", "bias", "past_state"],
-        QLinearMatMul => &["a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point", "y_scale", "y_zero_point"],
+        QLinearMatMul => &[
+            "a",
+            "a_scale",
+            "a_zero_point",
+            "b",
+            "b_scale",
+            "b_zero_point",
+            "y_scale",
+            "y_zero_point",
+        ],
         TensorScatter => &["past_cache", "update", "write_indices"],
         DeformConv => &["X", "W", "offset", "B", "mask"],
         RoiAlign => &["X", "rois", "batch_indices"],
-        QLinearConv => &["x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale", "y_zero_point", "B"],
+        QLinearConv => &[
+            "x",
+            "x_scale",
+            "x_zero_point",
+            "w",
+            "w_scale",
+            "w_zero_point",
+            "y_scale",
+            "y_zero_point",
+            "B",
+        ],
         Clip => &["input", "min", "max"],
         CastLike => &["input", "target_type"],
         PRelu => &["X", "slope"],
@@ -368,8 +393,8 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         DequantizeLinear => &["x", "x_scale", "x_zero_point"],
         Max | Min | Sum | Mean | Concat => &["inputs"],
         MaxPool | AveragePool | LpPool | GlobalAveragePool | GlobalMaxPool | GlobalLpPool => &["X"],
-        Add | Sub | Mul | Div | Pow | Mod | And | Or | Xor | Equal | Less | LessOrEqual | Greater | GreaterOrEqual
-        | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor => &["A", "B"],
+        Add | Sub | Mul | Div | Pow | Mod | And | Or | Xor | Equal | Less | LessOrEqual
+        | Greater | GreaterOrEqual | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor => &["A", "B"],
         _ => &["input"],
     }
 }
@@ -386,9 +411,11 @@ pub fn operand_name(op: Op, i: usize) -> &'static str {
 pub fn shape_operands(op: Op) -> &'static [usize] {
     use Op::*;
     match op {
-        Reshape | Expand | Tile | Squeeze | Unsqueeze | Split | TopK | OneHot | Trilu | CumSum => &[1],
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceSumSquare
-        | ReduceLogSum | ReduceLogSumExp => &[1],
+        Reshape | Expand | Tile | Squeeze | Unsqueeze | Split | TopK | OneHot | Trilu | CumSum => {
+            &[1]
+        }
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2
+        | ReduceSumSquare | ReduceLogSum | ReduceLogSumExp => &[1],
         Slice => &[1, 2, 3, 4],
         Pad => &[1, 3],
         Range => &[0, 1, 2],

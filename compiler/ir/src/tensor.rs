@@ -17,24 +17,45 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn new(dtype: DType, dims: Vec<u64>, bytes: Vec<u8>) -> Tensor {
-        Tensor { dtype, dims, bytes: Arc::new(bytes), strings: Arc::new(Vec::new()) }
+        Tensor {
+            dtype,
+            dims,
+            bytes: Arc::new(bytes),
+            strings: Arc::new(Vec::new()),
+        }
     }
 
     pub fn from_strings(dims: Vec<u64>, strings: Vec<String>) -> Tensor {
-        Tensor { dtype: DType::String, dims, bytes: Arc::new(Vec::new()), strings: Arc::new(strings) }
+        Tensor {
+            dtype: DType::String,
+            dims,
+            bytes: Arc::new(Vec::new()),
+            strings: Arc::new(strings),
+        }
     }
 
     pub fn from_f32(dims: Vec<u64>, data: &[f32]) -> Tensor {
-        Tensor::new(DType::F32, dims, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        Tensor::new(
+            DType::F32,
+            dims,
+            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
     }
 
     pub fn from_i64(dims: Vec<u64>, data: &[i64]) -> Tensor {
-        Tensor::new(DType::I64, dims, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        Tensor::new(
+            DType::I64,
+            dims,
+            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
     }
 
     /// The element count; saturates at `u64::MAX` for absurd dims rather than overflowing.
     pub fn num_elements(&self) -> u64 {
-        self.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).unwrap_or(u64::MAX)
+        self.dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 
     /// Element `i` widened to f64. Defined for every numeric dtype (ints convert exactly where

@@ -11,7 +11,12 @@ pub fn ty(s: &str) -> TensorType {
         vec![]
     } else {
         dims.split(',')
-            .map(|x| x.trim().parse::<u64>().map(Dim::Fixed).unwrap_or_else(|_| Dim::Sym(x.trim().to_string())))
+            .map(|x| {
+                x.trim()
+                    .parse::<u64>()
+                    .map(Dim::Fixed)
+                    .unwrap_or_else(|_| Dim::Sym(x.trim().to_string()))
+            })
             .collect()
     };
     TensorType::new(d.parse::<DType>().expect("dtype"), Shape(dims))
@@ -24,7 +29,10 @@ pub struct B {
 
 impl B {
     pub fn new() -> B {
-        B { g: Graph::new("t"), n: 0 }
+        B {
+            g: Graph::new("t"),
+            n: 0,
+        }
     }
 
     pub fn input(&mut self, name: &str, t: &str) -> ValueId {
@@ -34,7 +42,8 @@ impl B {
     }
 
     pub fn ints(&mut self, name: &str, v: &[i64]) -> ValueId {
-        self.g.add_const(name, Tensor::from_i64(vec![v.len() as u64], v))
+        self.g
+            .add_const(name, Tensor::from_i64(vec![v.len() as u64], v))
     }
 
     pub fn konst(&mut self, name: &str, t: Tensor) -> ValueId {
@@ -42,16 +51,27 @@ impl B {
     }
 
     /// Adds a node with `n_out` untyped results.
-    pub fn node(&mut self, op: Op, inputs: &[Option<ValueId>], n_out: usize, attrs: &[(&str, Attr)]) -> Vec<ValueId> {
+    pub fn node(
+        &mut self,
+        op: Op,
+        inputs: &[Option<ValueId>],
+        n_out: usize,
+        attrs: &[(&str, Attr)],
+    ) -> Vec<ValueId> {
         let k = self.n;
         self.n += 1;
-        let outputs: Vec<ValueId> = (0..n_out).map(|j| self.g.add_value(format!("n{k}_{j}"), None)).collect();
+        let outputs: Vec<ValueId> = (0..n_out)
+            .map(|j| self.g.add_value(format!("n{k}_{j}"), None))
+            .collect();
         self.g.nodes.push(Node {
             name: format!("n{k}"),
             op,
             inputs: inputs.to_vec(),
             outputs: outputs.clone(),
-            attrs: attrs.iter().map(|(n, a)| (n.to_string(), a.clone())).collect(),
+            attrs: attrs
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.clone()))
+                .collect(),
         });
         outputs
     }

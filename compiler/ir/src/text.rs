@@ -65,7 +65,11 @@ pub fn print(g: &Graph) -> String {
             let _ = writeln!(out, "  known {} = {}", name(i), tensor_text(t));
         }
     }
-    let produced: HashSet<ValueId> = g.nodes.iter().flat_map(|n| n.outputs.iter().copied()).collect();
+    let produced: HashSet<ValueId> = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().copied())
+        .collect();
     let inputs: HashSet<ValueId> = g.inputs.iter().copied().collect();
     for (i, v) in g.values.iter().enumerate() {
         let id = ValueId(i as u32);
@@ -146,7 +150,9 @@ fn value_ref(g: &Graph, id: ValueId) -> String {
 }
 
 fn is_bare(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
 fn bare_or_quoted(s: &str) -> String {
@@ -227,7 +233,10 @@ fn attr_text(a: &Attr) -> String {
         Attr::Float(v) => float_text(*v as f64, true),
         Attr::String(s) => quote(s),
         Attr::Ints(v) => list(v.iter().map(|x| x.to_string()).collect(), "ints"),
-        Attr::Floats(v) => list(v.iter().map(|x| float_text(*x as f64, true)).collect(), "floats"),
+        Attr::Floats(v) => list(
+            v.iter().map(|x| float_text(*x as f64, true)).collect(),
+            "floats",
+        ),
         Attr::Strings(v) => list(v.iter().map(|s| quote(s)).collect(), "strings"),
         Attr::Tensor(t) => tensor_text(t),
         // A subgraph prints as a nested graph, indented under its node.
@@ -245,7 +254,10 @@ pub fn tensor_text(t: &Tensor) -> String {
     }
     let n = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
     if let Some(n) = n.filter(|&n| n <= LIST_MAX) {
-        if let Some(items) = (0..n).map(|i| element_text(t, i)).collect::<Option<Vec<String>>>() {
+        if let Some(items) = (0..n)
+            .map(|i| element_text(t, i))
+            .collect::<Option<Vec<String>>>()
+        {
             let toks: Vec<&str> = items.iter().map(|s| s.as_str()).collect();
             // Only if the list encodes back to exactly these bytes.
             if encode_elements(t.dtype, &toks).ok().as_deref() == Some(t.bytes.as_slice()) {
@@ -282,9 +294,13 @@ fn encode_elements(dtype: DType, toks: &[&str]) -> Result<Vec<u8>, String> {
                 "false" => 0,
                 _ => return Err(format!("expected true or false, found `{tok}`")),
             },
-            DType::U64 => tok.parse::<u64>().map_err(|_| format!("`{tok}` is not a u64"))?,
+            DType::U64 => tok
+                .parse::<u64>()
+                .map_err(|_| format!("`{tok}` is not a u64"))?,
             d if d.is_int() => {
-                let v: i128 = tok.parse().map_err(|_| format!("`{tok}` is not an integer"))?;
+                let v: i128 = tok
+                    .parse()
+                    .map_err(|_| format!("`{tok}` is not an integer"))?;
                 let b = d.bits();
                 let (lo, hi) = if d.is_signed_int() {
                     (-(1i128 << (b - 1)), (1i128 << (b - 1)) - 1)
@@ -309,7 +325,10 @@ fn encode_elements(dtype: DType, toks: &[&str]) -> Result<Vec<u8>, String> {
     }
     if bits >= 8 {
         let w = bits / 8;
-        Ok(codes.iter().flat_map(|c| c.to_le_bytes().into_iter().take(w)).collect())
+        Ok(codes
+            .iter()
+            .flat_map(|c| c.to_le_bytes().into_iter().take(w))
+            .collect())
     } else {
         let mut out = vec![0u8; (codes.len() * bits).div_ceil(8)];
         for (i, c) in codes.iter().enumerate() {
@@ -335,14 +354,20 @@ fn parse_float<T: std::str::FromStr>(tok: &str) -> Result<T, String> {
         "nan" => "NaN",
         other => other,
     };
-    t.parse::<T>().map_err(|_| format!("`{tok}` is not a number"))
+    t.parse::<T>()
+        .map_err(|_| format!("`{tok}` is not a number"))
 }
 
 // ==== parsing ====
 
 /// Parses the text format. Errors carry `line:col`.
 pub fn parse(s: &str) -> Result<Graph, IrError> {
-    let mut p = Parser { s, pos: 0, line: 1, col: 1 };
+    let mut p = Parser {
+        s,
+        pos: 0,
+        line: 1,
+        col: 1,
+    };
     p.graph()
 }
 
@@ -372,9 +397,18 @@ struct Builder {
 }
 
 impl Builder {
-    fn define(&mut self, name: String, ty: Option<TensorType>, at: Pos) -> Result<ValueId, IrError> {
+    fn define(
+        &mut self,
+        name: String,
+        ty: Option<TensorType>,
+        at: Pos,
+    ) -> Result<ValueId, IrError> {
         if self.names.contains_key(&name) {
-            return Err(IrError::Parse { line: at.line, col: at.col, msg: format!("value %{name} is defined twice") });
+            return Err(IrError::Parse {
+                line: at.line,
+                col: at.col,
+                msg: format!("value %{name} is defined twice"),
+            });
         }
         let id = self.g.add_value(name.clone(), ty);
         self.names.insert(name, id);
@@ -382,25 +416,39 @@ impl Builder {
     }
 
     fn resolve(&self, r: &PendingRef) -> Result<ValueId, IrError> {
-        self.names.get(&r.name).copied().ok_or_else(|| IrError::Parse {
-            line: r.at.line,
-            col: r.at.col,
-            msg: format!("undefined value %{}", r.name),
-        })
+        self.names
+            .get(&r.name)
+            .copied()
+            .ok_or_else(|| IrError::Parse {
+                line: r.at.line,
+                col: r.at.col,
+                msg: format!("undefined value %{}", r.name),
+            })
     }
 }
 
 impl<'a> Parser<'a> {
     fn here(&self) -> Pos {
-        Pos { line: self.line, col: self.col }
+        Pos {
+            line: self.line,
+            col: self.col,
+        }
     }
 
     fn err(&self, msg: impl Into<String>) -> IrError {
-        IrError::Parse { line: self.line, col: self.col, msg: msg.into() }
+        IrError::Parse {
+            line: self.line,
+            col: self.col,
+            msg: msg.into(),
+        }
     }
 
     fn err_at(at: Pos, msg: impl Into<String>) -> IrError {
-        IrError::Parse { line: at.line, col: at.col, msg: msg.into() }
+        IrError::Parse {
+            line: at.line,
+            col: at.col,
+            msg: msg.into(),
+        }
     }
 
     fn rest(&self) -> &'a str {
@@ -459,7 +507,10 @@ impl<'a> Parser<'a> {
         if self.eat(tok) {
             Ok(())
         } else {
-            let found = self.peek().map(|c| format!("`{c}`")).unwrap_or_else(|| "end of input".into());
+            let found = self
+                .peek()
+                .map(|c| format!("`{c}`"))
+                .unwrap_or_else(|| "end of input".into());
             Err(self.err(format!("expected `{tok}`, found {found}")))
         }
     }
@@ -521,7 +572,9 @@ impl<'a> Parser<'a> {
                             hex.push(c);
                         }
                         let c = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
-                        out.push(c.ok_or_else(|| Self::err_at(at, format!("bad escape \\u{{{hex}}}")))?);
+                        out.push(
+                            c.ok_or_else(|| Self::err_at(at, format!("bad escape \\u{{{hex}}}")))?,
+                        );
                     }
                     _ => return Err(Self::err_at(at, "unknown escape")),
                 },
@@ -549,7 +602,9 @@ impl<'a> Parser<'a> {
             t.extend(self.bump());
         }
         while let Some(c) = self.peek() {
-            let exp_sign = (c == '-' || c == '+') && matches!(t.chars().last(), Some('e' | 'E')) && !t.contains("inf");
+            let exp_sign = (c == '-' || c == '+')
+                && matches!(t.chars().last(), Some('e' | 'E'))
+                && !t.contains("inf");
             if c.is_ascii_alphanumeric() || c == '.' || exp_sign {
                 t.push(c);
                 self.bump();
@@ -569,7 +624,9 @@ impl<'a> Parser<'a> {
         }
         let at = self.here();
         let d = self.word();
-        let dtype: DType = d.parse().map_err(|_| Self::err_at(at, format!("unknown dtype `{d}`")))?;
+        let dtype: DType = d
+            .parse()
+            .map_err(|_| Self::err_at(at, format!("unknown dtype `{d}`")))?;
         self.expect("[")?;
         let mut dims = Vec::new();
         if !self.eat("]") {
@@ -580,7 +637,10 @@ impl<'a> Parser<'a> {
                     Some('"') => Dim::Sym(self.quoted()?),
                     Some(c) if c.is_ascii_digit() => {
                         let w = self.word();
-                        Dim::Fixed(w.parse().map_err(|_| Self::err_at(at, format!("bad dimension `{w}`")))?)
+                        Dim::Fixed(
+                            w.parse()
+                                .map_err(|_| Self::err_at(at, format!("bad dimension `{w}`")))?,
+                        )
                     }
                     _ => {
                         let w = self.word();
@@ -610,8 +670,13 @@ impl<'a> Parser<'a> {
         } else {
             return Err(self.err("expected a tensor literal (`dense<...>` or `dense_hex<...>`)"));
         };
-        let ty = self.ty()?.ok_or_else(|| Self::err_at(at, "a tensor literal needs a type"))?;
-        let dims = ty.shape.as_static().ok_or_else(|| Self::err_at(at, "a tensor literal needs static dims"))?;
+        let ty = self
+            .ty()?
+            .ok_or_else(|| Self::err_at(at, "a tensor literal needs a type"))?;
+        let dims = ty
+            .shape
+            .as_static()
+            .ok_or_else(|| Self::err_at(at, "a tensor literal needs static dims"))?;
         self.expect(":")?;
         let t = if hex {
             let h = self.quoted()?;
@@ -619,7 +684,10 @@ impl<'a> Parser<'a> {
                 return Err(Self::err_at(at, "odd number of hex digits"));
             }
             let bytes = (0..h.len() / 2)
-                .map(|i| h.get(2 * i..2 * i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .map(|i| {
+                    h.get(2 * i..2 * i + 2)
+                        .and_then(|b| u8::from_str_radix(b, 16).ok())
+                })
                 .collect::<Option<Vec<u8>>>()
                 .ok_or_else(|| Self::err_at(at, "bad hex digits"))?;
             Tensor::new(ty.dtype, dims, bytes)
@@ -629,7 +697,11 @@ impl<'a> Parser<'a> {
             if !self.eat("]") {
                 loop {
                     self.ws();
-                    toks.push(if ty.dtype == DType::String { self.quoted()? } else { self.number()? });
+                    toks.push(if ty.dtype == DType::String {
+                        self.quoted()?
+                    } else {
+                        self.number()?
+                    });
                     if self.eat("]") {
                         break;
                     }
@@ -643,7 +715,8 @@ impl<'a> Parser<'a> {
                     format!(
                         "the type {} needs {} elements, but the list has {}",
                         type_text(&ty),
-                        n.map(|n| n.to_string()).unwrap_or_else(|| "too many".into()),
+                        n.map(|n| n.to_string())
+                            .unwrap_or_else(|| "too many".into()),
                         toks.len()
                     ),
                 ));
@@ -666,7 +739,9 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some('"') => return Ok(Attr::String(self.quoted()?)),
             Some('d') => return Ok(Attr::Tensor(self.tensor()?)),
-            Some('g') if self.rest().starts_with("graph") => return Ok(Attr::Graph(Box::new(self.graph_inner(false)?))),
+            Some('g') if self.rest().starts_with("graph") => {
+                return Ok(Attr::Graph(Box::new(self.graph_inner(false)?)))
+            }
             Some('[') => {}
             Some('i') if self.rest().starts_with("ints[]") => {
                 self.eat("ints[]");
@@ -683,9 +758,13 @@ impl<'a> Parser<'a> {
             _ => {
                 let t = self.number()?;
                 return if is_float_token(&t) {
-                    parse_float::<f32>(&t).map(Attr::Float).map_err(|m| Self::err_at(at, m))
+                    parse_float::<f32>(&t)
+                        .map(Attr::Float)
+                        .map_err(|m| Self::err_at(at, m))
                 } else {
-                    t.parse::<i64>().map(Attr::Int).map_err(|_| Self::err_at(at, format!("`{t}` is not an integer")))
+                    t.parse::<i64>()
+                        .map(Attr::Int)
+                        .map_err(|_| Self::err_at(at, format!("`{t}` is not an integer")))
                 };
             }
         }
@@ -718,7 +797,10 @@ impl<'a> Parser<'a> {
         } else {
             let v = toks
                 .iter()
-                .map(|(p, t)| t.parse::<i64>().map_err(|_| Self::err_at(*p, format!("`{t}` is not an integer"))))
+                .map(|(p, t)| {
+                    t.parse::<i64>()
+                        .map_err(|_| Self::err_at(*p, format!("`{t}` is not an integer")))
+                })
                 .collect::<Result<_, _>>()?;
             Ok(Attr::Ints(v))
         }
@@ -730,8 +812,15 @@ impl<'a> Parser<'a> {
 
     /// A graph; `top` for the whole text (nothing may follow), else a subgraph attribute.
     fn graph_inner(&mut self, top: bool) -> Result<Graph, IrError> {
-        let mut b = Builder { g: Graph::default(), names: HashMap::new() };
-        let start = if top { Pos { line: 1, col: 1 } } else { self.here() };
+        let mut b = Builder {
+            g: Graph::default(),
+            names: HashMap::new(),
+        };
+        let start = if top {
+            Pos { line: 1, col: 1 }
+        } else {
+            self.here()
+        };
         let kw = self.word();
         if kw != "graph" {
             return Err(Parser::err_at(start, "expected `graph`"));
@@ -800,7 +889,11 @@ impl<'a> Parser<'a> {
                     match w.as_str() {
                         "bind" => {
                             let (name, at) = self.value_name()?;
-                            let t = if self.eat("=") { Some(self.tensor()?) } else { None };
+                            let t = if self.eat("=") {
+                                Some(self.tensor()?)
+                            } else {
+                                None
+                            };
                             binds.push((PendingRef { name, at }, t));
                         }
                         "known" => {
@@ -810,10 +903,15 @@ impl<'a> Parser<'a> {
                         }
                         "const" => {
                             let (name, vat) = self.value_name()?;
-                            let ty = if self.eat(":") { Some(self.ty()?) } else { None };
+                            let ty = if self.eat(":") {
+                                Some(self.ty()?)
+                            } else {
+                                None
+                            };
                             self.expect("=")?;
                             let t = self.tensor()?;
-                            let ty = ty.unwrap_or_else(|| Some(TensorType::fixed(t.dtype, &t.dims)));
+                            let ty =
+                                ty.unwrap_or_else(|| Some(TensorType::fixed(t.dtype, &t.dims)));
                             let id = b.define(name, ty, vat)?;
                             b.g.values[id.0 as usize].konst = Some(t);
                         }
@@ -830,12 +928,9 @@ impl<'a> Parser<'a> {
         for (node, refs) in b.g.nodes.iter_mut().zip(&node_refs) {
             for (slot, r) in node.inputs.iter_mut().zip(refs) {
                 *slot = match r {
-                    Some(r) => Some(
-                        b.names
-                            .get(&r.name)
-                            .copied()
-                            .ok_or_else(|| Parser::err_at(r.at, format!("undefined value %{}", r.name)))?,
-                    ),
+                    Some(r) => Some(b.names.get(&r.name).copied().ok_or_else(|| {
+                        Parser::err_at(r.at, format!("undefined value %{}", r.name))
+                    })?),
                     None => None,
                 };
             }
@@ -847,7 +942,10 @@ impl<'a> Parser<'a> {
         for (r, t) in binds {
             let id = b.resolve(&r)?;
             if !b.g.inputs.contains(&id) {
-                return Err(Parser::err_at(r.at, format!("%{} is bound but is not a graph input", r.name)));
+                return Err(Parser::err_at(
+                    r.at,
+                    format!("%{} is bound but is not a graph input", r.name),
+                ));
             }
             b.g.bound_inputs.push(id);
             if let Some(t) = t {
@@ -869,7 +967,8 @@ impl<'a> Parser<'a> {
         op_at: Pos,
         outputs: Vec<ValueId>,
     ) -> Result<Vec<Option<PendingRef>>, IrError> {
-        let op = Op::from_name(&op).ok_or_else(|| Self::err_at(op_at, format!("unknown op `{op}`")))?;
+        let op =
+            Op::from_name(&op).ok_or_else(|| Self::err_at(op_at, format!("unknown op `{op}`")))?;
         self.expect("(")?;
         let mut refs = Vec::new();
         if !self.eat(")") {
@@ -900,7 +999,10 @@ impl<'a> Parser<'a> {
                 self.expect("=")?;
                 let v = self.attr_value()?;
                 if attrs.insert(key.clone(), v).is_some() {
-                    return Err(Self::err_at(at, format!("attribute `{key}` is given twice")));
+                    return Err(Self::err_at(
+                        at,
+                        format!("attribute `{key}` is given twice"),
+                    ));
                 }
                 if self.eat("}") {
                     break;
@@ -908,13 +1010,22 @@ impl<'a> Parser<'a> {
                 self.expect(",")?;
             }
         }
-        b.g.nodes.push(Node { name, op, inputs: vec![None; refs.len()], outputs, attrs });
+        b.g.nodes.push(Node {
+            name,
+            op,
+            inputs: vec![None; refs.len()],
+            outputs,
+            attrs,
+        });
         Ok(refs)
     }
 }
 
 fn is_float_token(t: &str) -> bool {
-    t.contains('.') || t.contains("inf") || t.contains("nan") || (t.contains(['e', 'E']) && !t.starts_with("0x"))
+    t.contains('.')
+        || t.contains("inf")
+        || t.contains("nan")
+        || (t.contains(['e', 'E']) && !t.starts_with("0x"))
 }
 
 #[cfg(test)]

@@ -17,14 +17,20 @@ pub fn verify(g: &Graph) -> Result<()> {
     for node in &g.nodes {
         for &o in &node.outputs {
             if g.ty(o).is_none() {
-                return Err(IrError::UntypedResult { node: node.label(), value: value_name(g, o) });
+                return Err(IrError::UntypedResult {
+                    node: node.label(),
+                    value: value_name(g, o),
+                });
             }
         }
         // Subgraphs are verified like graphs; an If on a known condition types only the
         // branch it takes, so an untyped branch there is not an error.
         for a in node.attrs.values() {
             if let crate::graph::Attr::Graph(b) = a {
-                if b.nodes.iter().all(|n| n.outputs.iter().all(|&o| b.ty(o).is_some())) {
+                if b.nodes
+                    .iter()
+                    .all(|n| n.outputs.iter().all(|&o| b.ty(o).is_some()))
+                {
                     verify(b)?;
                 } else {
                     verify_structure(b)?;
@@ -39,10 +45,17 @@ pub fn verify(g: &Graph) -> Result<()> {
 pub fn verify_structure(g: &Graph) -> Result<()> {
     let n_values = g.values.len();
     let in_range = |id: ValueId| (id.0 as usize) < n_values;
-    for (what, list) in [("graph input", &g.inputs), ("graph output", &g.outputs), ("bound input", &g.bound_inputs)] {
+    for (what, list) in [
+        ("graph input", &g.inputs),
+        ("graph output", &g.outputs),
+        ("bound input", &g.bound_inputs),
+    ] {
         for (k, &id) in list.iter().enumerate() {
             if !in_range(id) {
-                return Err(IrError::Dangling { user: format!("{what} {k}"), value: id.to_string() });
+                return Err(IrError::Dangling {
+                    user: format!("{what} {k}"),
+                    value: id.to_string(),
+                });
             }
         }
     }
@@ -67,16 +80,31 @@ pub fn verify_structure(g: &Graph) -> Result<()> {
         }
     }
     // Walk in order: every operand must be defined before its user.
-    let mut defined: Vec<bool> =
-        (0..n_values).map(|i| matches!(defs[i], Some(Def::Input) | Some(Def::Const))).collect();
+    let mut defined: Vec<bool> = (0..n_values)
+        .map(|i| matches!(defs[i], Some(Def::Input) | Some(Def::Const)))
+        .collect();
     for node in &g.nodes {
         check_node_signature(node)?;
         for (i, inp) in node.inputs.iter().enumerate() {
             let Some(id) = *inp else { continue };
-            let user = format!("operand {i} (`{}`) of {}", operand_name(node.op, i), node.label());
+            let user = format!(
+                "operand {i} (`{}`) of {}",
+                operand_name(node.op, i),
+                node.label()
+            );
             match defs.get(id.0 as usize) {
-                None => return Err(IrError::Dangling { user, value: id.to_string() }),
-                Some(None) => return Err(IrError::Dangling { user, value: format!("%{}", value_name(g, id)) }),
+                None => {
+                    return Err(IrError::Dangling {
+                        user,
+                        value: id.to_string(),
+                    })
+                }
+                Some(None) => {
+                    return Err(IrError::Dangling {
+                        user,
+                        value: format!("%{}", value_name(g, id)),
+                    })
+                }
                 Some(Some(Def::Node(p))) if !defined[id.0 as usize] => {
                     if let Some(err) = cycle_error(g) {
                         return Err(err);
@@ -136,7 +164,11 @@ pub fn check_node_signature(node: &Node) -> Result<()> {
     }
     for name in node.attrs.keys() {
         if !info.attrs.contains(&name.as_str()) {
-            let known = if info.attrs.is_empty() { "none".to_string() } else { info.attrs.join(", ") };
+            let known = if info.attrs.is_empty() {
+                "none".to_string()
+            } else {
+                info.attrs.join(", ")
+            };
             return Err(IrError::UnknownAttr {
                 node: node.label(),
                 op: info.name.to_string(),
@@ -159,7 +191,10 @@ fn arity_text(a: Arity) -> String {
 }
 
 fn value_name(g: &Graph, id: ValueId) -> String {
-    g.values.get(id.0 as usize).map(|v| v.name.clone()).unwrap_or_else(|| id.to_string())
+    g.values
+        .get(id.0 as usize)
+        .map(|v| v.name.clone())
+        .unwrap_or_else(|| id.to_string())
 }
 
 /// How a value comes to exist.
@@ -213,7 +248,11 @@ fn definitions(g: &Graph) -> Result<Vec<Option<Def>>> {
             if let Some(id) = inp {
                 if id.0 as usize >= g.values.len() {
                     return Err(IrError::Dangling {
-                        user: format!("operand {i} (`{}`) of {}", operand_name(node.op, i), node.label()),
+                        user: format!(
+                            "operand {i} (`{}`) of {}",
+                            operand_name(node.op, i),
+                            node.label()
+                        ),
                         value: id.to_string(),
                     });
                 }
@@ -230,7 +269,16 @@ fn definitions(g: &Graph) -> Result<Vec<Option<Def>>> {
 
 /// The producing node of every value, if any.
 fn producers(g: &Graph) -> Result<Vec<Option<usize>>> {
-    Ok(definitions(g)?.into_iter().map(|d| if let Some(Def::Node(n)) = d { Some(n) } else { None }).collect())
+    Ok(definitions(g)?
+        .into_iter()
+        .map(|d| {
+            if let Some(Def::Node(n)) = d {
+                Some(n)
+            } else {
+                None
+            }
+        })
+        .collect())
 }
 
 /// Finds a cycle among the nodes and describes it, if there is one.
@@ -284,12 +332,20 @@ fn describe_cycle(g: &Graph, prod: &[Option<usize>], remaining: &[usize]) -> IrE
             let mut cyc: Vec<usize> = path[pos..].to_vec();
             // Present the cycle in dataflow order, starting from its earliest node.
             cyc.reverse();
-            let start = cyc.iter().enumerate().min_by_key(|(_, &n)| n).map(|(i, _)| i).unwrap_or(0);
+            let start = cyc
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, &n)| n)
+                .map(|(i, _)| i)
+                .unwrap_or(0);
             cyc.rotate_left(start);
             let mut labels: Vec<String> = cyc.iter().map(|&i| g.nodes[i].label()).collect();
             let first = labels.first().cloned().unwrap_or_default();
             labels.push(first.clone());
-            return IrError::Cycle { node: first, path: labels.join(" -> ") };
+            return IrError::Cycle {
+                node: first,
+                path: labels.join(" -> "),
+            };
         }
         path.push(cur);
         let next = g.nodes[cur]
@@ -304,7 +360,10 @@ fn describe_cycle(g: &Graph, prod: &[Option<usize>], remaining: &[usize]) -> IrE
             // practice; report the node anyway rather than loop.
             None => {
                 let l = g.nodes[cur].label();
-                return IrError::Cycle { node: l.clone(), path: l };
+                return IrError::Cycle {
+                    node: l.clone(),
+                    path: l,
+                };
             }
         }
     }
@@ -321,7 +380,10 @@ pub fn topo_sort(g: &mut Graph) -> Result<()> {
         return Err(describe_cycle(g, &prod, &remaining));
     }
     let mut old: Vec<Option<Node>> = std::mem::take(&mut g.nodes).into_iter().map(Some).collect();
-    g.nodes = order.into_iter().filter_map(|i| old.get_mut(i).and_then(Option::take)).collect();
+    g.nodes = order
+        .into_iter()
+        .filter_map(|i| old.get_mut(i).and_then(Option::take))
+        .collect();
     Ok(())
 }
 
@@ -332,7 +394,9 @@ mod tests {
     use crate::{Attr, Op};
 
     fn err(g: &Graph) -> String {
-        verify(g).map(|_| "ok".into()).unwrap_or_else(|e| format!("{}: {e}", e.kind()))
+        verify(g)
+            .map(|_| "ok".into())
+            .unwrap_or_else(|e| format!("{}: {e}", e.kind()))
     }
 
     #[test]
@@ -387,7 +451,10 @@ mod tests {
         );
         b.g.nodes[0].inputs[0] = Some(x);
         b.g.outputs.push(orphan);
-        assert_eq!(err(&b.g), "dangling: graph output 1 refers to value %orphan, which is never defined");
+        assert_eq!(
+            err(&b.g),
+            "dangling: graph output 1 refers to value %orphan, which is never defined"
+        );
     }
 
     #[test]
@@ -396,19 +463,33 @@ mod tests {
         let x = b.input("x", "f32[2]");
         let y = b.node1(Op::Relu, &[x], &[]);
         b.g.outputs = vec![y];
-        assert_eq!(err(&b.g), "untyped-result: result %n0_0 of Relu node \"n0\" has no type");
+        assert_eq!(
+            err(&b.g),
+            "untyped-result: result %n0_0 of Relu node \"n0\" has no type"
+        );
         b.g.nodes[0].inputs.push(Some(x));
-        assert_eq!(err(&b.g), "arity: Relu node \"n0\" takes exactly 1 operands, but has 2");
+        assert_eq!(
+            err(&b.g),
+            "arity: Relu node \"n0\" takes exactly 1 operands, but has 2"
+        );
         b.g.nodes[0].inputs.pop();
         b.g.nodes[0].attrs.insert("axis".into(), Attr::Int(0));
-        assert!(err(&b.g).starts_with("unknown-attr: Relu node \"n0\" has unknown attribute `axis`"));
+        assert!(
+            err(&b.g).starts_with("unknown-attr: Relu node \"n0\" has unknown attribute `axis`")
+        );
         b.g.nodes[0].attrs.clear();
         b.g.nodes[0].outputs = vec![x];
-        assert_eq!(err(&b.g), "duplicate: value %x is defined twice: by the graph inputs and by Relu node \"n0\"");
+        assert_eq!(
+            err(&b.g),
+            "duplicate: value %x is defined twice: by the graph inputs and by Relu node \"n0\""
+        );
         let mut b = B::new();
         let x = b.input("x", "f32[2]");
         let c = b.node(Op::Clip, &[None, Some(x)], 1, &[]);
         b.g.outputs = c;
-        assert_eq!(err(&b.g), "missing-operand: operand 0 (`input`) of Clip node \"n0\" is required but omitted");
+        assert_eq!(
+            err(&b.g),
+            "missing-operand: operand 0 (`input`) of Clip node \"n0\" is required but omitted"
+        );
     }
 }

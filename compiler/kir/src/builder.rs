@@ -28,15 +28,37 @@ impl KernelBuilder {
     }
 
     /// Declares a global buffer parameter. Parameters must be declared before any local.
-    pub fn param(&mut self, name: impl Into<String>, dtype: DType, len: u64, access: Access) -> Buf {
-        assert_eq!(self.kernel.num_params, self.kernel.bufs.len(), "params must precede locals");
+    pub fn param(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        len: u64,
+        access: Access,
+    ) -> Buf {
+        assert_eq!(
+            self.kernel.num_params,
+            self.kernel.bufs.len(),
+            "params must precede locals"
+        );
         self.kernel.num_params += 1;
-        self.push_buf(BufDecl { name: name.into(), space: Space::Global, dtype, len, access })
+        self.push_buf(BufDecl {
+            name: name.into(),
+            space: Space::Global,
+            dtype,
+            len,
+            access,
+        })
     }
 
     /// Declares a scratch buffer in `space` (shared or local).
     pub fn local(&mut self, name: impl Into<String>, space: Space, dtype: DType, len: u64) -> Buf {
-        self.push_buf(BufDecl { name: name.into(), space, dtype, len, access: Access::ReadWrite })
+        self.push_buf(BufDecl {
+            name: name.into(),
+            space,
+            dtype,
+            len,
+            access: Access::ReadWrite,
+        })
     }
 
     fn push_buf(&mut self, d: BufDecl) -> Buf {
@@ -64,7 +86,14 @@ impl KernelBuilder {
 
     fn emit(&mut self, kind: InstKind, result_tys: &[Ty]) -> Vec<Val> {
         let results: Vec<Val> = result_tys.iter().map(|&t| self.fresh(t)).collect();
-        self.stack.last_mut().expect("block stack").insts.push(Inst { results: results.clone(), kind });
+        self.stack
+            .last_mut()
+            .expect("block stack")
+            .insts
+            .push(Inst {
+                results: results.clone(),
+                kind,
+            });
         results
     }
 
@@ -200,7 +229,20 @@ impl KernelBuilder {
         let a_ty = self.buf_decl(a.buf).dtype;
         let b_ty = self.buf_decl(b.buf).dtype;
         let acc = self.buf_decl(c.buf).dtype;
-        self.emit(InstKind::Mma { a, b, c, m, n, k, a_ty, b_ty, acc }, &[]);
+        self.emit(
+            InstKind::Mma {
+                a,
+                b,
+                c,
+                m,
+                n,
+                k,
+                a_ty,
+                b_ty,
+                acc,
+            },
+            &[],
+        );
     }
 
     // ---- structured control flow ----
@@ -223,7 +265,18 @@ impl KernelBuilder {
         let next = body(self, iv, &iter);
         self.emit(InstKind::Yield(next), &[]);
         let blk = self.stack.pop().expect("block stack");
-        self.emit(InstKind::For { lo, hi, step, iv, iter, init: init.to_vec(), body: blk }, &tys)
+        self.emit(
+            InstKind::For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init: init.to_vec(),
+                body: blk,
+            },
+            &tys,
+        )
     }
 
     /// A loop over the constant range `lo..hi` with step 1 and nothing carried.
@@ -263,7 +316,14 @@ impl KernelBuilder {
         let e = else_f(self);
         self.emit(InstKind::Yield(e), &[]);
         let else_blk = self.stack.pop().expect("block stack");
-        self.emit(InstKind::If { cond, then_blk, else_blk }, result_tys)
+        self.emit(
+            InstKind::If {
+                cond,
+                then_blk,
+                else_blk,
+            },
+            result_tys,
+        )
     }
 
     /// `if cond { then }` with no results.
@@ -286,7 +346,13 @@ impl KernelBuilder {
     /// values after the existing ones, so old values keep their numbers.
     pub fn resume(mut k: Kernel) -> (KernelBuilder, Block) {
         let body = std::mem::take(&mut k.body);
-        (KernelBuilder { kernel: k, stack: vec![Block::default()] }, body)
+        (
+            KernelBuilder {
+                kernel: k,
+                stack: vec![Block::default()],
+            },
+            body,
+        )
     }
 
     /// Appends an existing instruction unchanged.

@@ -12,7 +12,12 @@ pub enum KirError {
     /// A compiler bug (or a bad hand-written kernel): the kernel breaks a rule of the IR.
     /// `at` is the instruction's path in the body, e.g. `#4 > body #1`, and `inst` its text.
     #[error("kernel `{kernel}`: {at} `{inst}`: {msg}")]
-    Invalid { kernel: String, at: String, inst: String, msg: String },
+    Invalid {
+        kernel: String,
+        at: String,
+        inst: String,
+        msg: String,
+    },
 
     /// A compiler bug (or a bad hand-written kernel): a rule about the kernel as a whole
     /// (its buffers, grid or value table) is broken.
@@ -21,9 +26,17 @@ pub enum KirError {
 
     /// Bad input: kernel text that does not parse. `line` and `col` are 1-based.
     #[error("{line}:{col}: {msg}")]
-    Parse { line: usize, col: usize, msg: String },
+    Parse {
+        line: usize,
+        col: usize,
+        msg: String,
+    },
 
     /// Unsupported: a pass met a construct it cannot rewrite (named in `what`).
     #[error("kernel `{kernel}`: pass `{pass}` does not support {what}")]
-    Unsupported { kernel: String, pass: String, what: String },
+    Unsupported {
+        kernel: String,
+        pass: String,
+        what: String,
+    },
 }

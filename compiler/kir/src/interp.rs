@@ -47,11 +47,22 @@ pub enum InterpError {
 
     /// Bad input from the caller: the wrong number of buffers.
     #[error("kernel `{kernel}` takes {expected} buffers, but {got} were passed")]
-    ArgCount { kernel: String, expected: usize, got: usize },
+    ArgCount {
+        kernel: String,
+        expected: usize,
+        got: usize,
+    },
 
     /// Bad input from the caller: a buffer of the wrong size.
     #[error("kernel `{kernel}`: buffer passed for parameter `{param}` ({dtype}[{len}]) has {got} bytes, expected {expected}")]
-    ArgSize { kernel: String, param: String, dtype: DType, len: u64, expected: u64, got: u64 },
+    ArgSize {
+        kernel: String,
+        param: String,
+        dtype: DType,
+        len: u64,
+        expected: u64,
+        got: u64,
+    },
 
     /// A limit exceeded: the kernel's scratch buffers are too large to allocate.
     #[error("kernel `{kernel}`: {msg}")]
@@ -74,7 +85,13 @@ pub enum InterpError {
     /// Bad kernel: another run-time fault (a loop step that is not positive, an index that
     /// overflows).
     #[error("kernel `{kernel}`, program {program}, {at} `{inst}`: {msg}")]
-    Trap { kernel: String, program: String, at: String, inst: String, msg: String },
+    Trap {
+        kernel: String,
+        program: String,
+        at: String,
+        inst: String,
+        msg: String,
+    },
 }
 
 /// Runs `k` once per grid point over the parameter buffers `args`, given in parameter order as
@@ -107,19 +124,38 @@ impl<'k> Interp<'k> {
             n += t.lanes as usize;
         }
         if n > u32::MAX as usize {
-            return Err(InterpError::Limit { kernel: k.name.clone(), msg: "too many value lanes".into() });
+            return Err(InterpError::Limit {
+                kernel: k.name.clone(),
+                msg: "too many value lanes".into(),
+            });
         }
-        let mut c = Compiler { k, off: &off, ops: Vec::new(), locs: Vec::new(), path: Vec::new() };
+        let mut c = Compiler {
+            k,
+            off: &off,
+            ops: Vec::new(),
+            locs: Vec::new(),
+            path: Vec::new(),
+        };
         c.block(&k.body, "");
         let (ops, locs) = (c.ops, c.locs);
-        Ok(Interp { k, off, nregs: n, ops, locs })
+        Ok(Interp {
+            k,
+            off,
+            nregs: n,
+            ops,
+            locs,
+        })
     }
 
     /// Runs the kernel over `args` (see [`run_kernel`]).
     pub fn run(&self, args: &mut [&mut [u8]]) -> Result<(), InterpError> {
         let k = self.k;
         if args.len() != k.num_params {
-            return Err(InterpError::ArgCount { kernel: k.name.clone(), expected: k.num_params, got: args.len() });
+            return Err(InterpError::ArgCount {
+                kernel: k.name.clone(),
+                expected: k.num_params,
+                got: args.len(),
+            });
         }
         for (a, d) in args.iter().zip(k.params()) {
             let expected = d.dtype.storage_bytes(d.len);
@@ -144,8 +180,10 @@ impl<'k> Interp<'k> {
                 msg: format!("local buffers need {scratch_bytes} bytes; the interpreter allows {MAX_SCRATCH_BYTES}"),
             });
         }
-        let mut locals: Vec<Vec<u8>> =
-            k.bufs[k.num_params..].iter().map(|d| vec![0u8; d.dtype.storage_bytes(d.len) as usize]).collect();
+        let mut locals: Vec<Vec<u8>> = k.bufs[k.num_params..]
+            .iter()
+            .map(|d| vec![0u8; d.dtype.storage_bytes(d.len) as usize])
+            .collect();
         let mut bufs: Vec<&mut [u8]> = Vec::with_capacity(k.bufs.len());
         for a in args.iter_mut() {
             bufs.push(&mut a[..]);
@@ -208,15 +246,35 @@ enum Op<'k> {
     /// A scalar store: (dtype, value slot, buffer, index slot, buffer length, inst, loc).
     Store1(DType, u32, u32, u32, u64, &'k Inst, u32),
     /// Copies `n` slots.
-    Copy { from: u32, to: u32, n: u32 },
+    Copy {
+        from: u32,
+        to: u32,
+        n: u32,
+    },
     /// Copies several values at once, as a parallel assignment (through scratch).
     ParCopy(Vec<(u32, u32, u32)>),
     /// Loop entry: checks the step, sets the induction variable to `lo`, and jumps to `exit`
     /// when the range is empty.
-    ForHead { lo: u32, hi: u32, step: u32, iv: u32, exit: u32, inst: &'k Inst, loc: u32 },
+    ForHead {
+        lo: u32,
+        hi: u32,
+        step: u32,
+        iv: u32,
+        exit: u32,
+        inst: &'k Inst,
+        loc: u32,
+    },
     /// Loop latch: advances the induction variable and jumps back to `body` while in range.
-    ForNext { hi: u32, step: u32, iv: u32, body: u32 },
-    JumpIfNot { cond: u32, to: u32 },
+    ForNext {
+        hi: u32,
+        step: u32,
+        iv: u32,
+        body: u32,
+    },
+    JumpIfNot {
+        cond: u32,
+        to: u32,
+    },
     Jump(u32),
 }
 
@@ -262,9 +320,15 @@ impl<'k> Compiler<'k, '_> {
 
     /// Emits copies of `from[i]` into `to[i]`, as a parallel assignment when they overlap.
     fn copies(&mut self, from: &[Val], to: &[Val]) {
-        let pairs: Vec<(u32, u32, u32)> =
-            from.iter().zip(to.iter()).map(|(&f, &t)| (self.o(f), self.o(t), self.lanes(f))).filter(|p| p.0 != p.1).collect();
-        let overlap = pairs.iter().any(|&(f, _, n)| pairs.iter().any(|&(_, t, m)| f < t + m && t < f + n));
+        let pairs: Vec<(u32, u32, u32)> = from
+            .iter()
+            .zip(to.iter())
+            .map(|(&f, &t)| (self.o(f), self.o(t), self.lanes(f)))
+            .filter(|p| p.0 != p.1)
+            .collect();
+        let overlap = pairs
+            .iter()
+            .any(|&(f, _, n)| pairs.iter().any(|&(_, t, m)| f < t + m && t < f + n));
         if overlap {
             self.ops.push(Op::ParCopy(pairs));
         } else {
@@ -278,25 +342,53 @@ impl<'k> Compiler<'k, '_> {
         use InstKind::*;
         let k = self.k;
         match &inst.kind {
-            For { lo, hi, step, iv, iter, init, body } => {
+            For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init,
+                body,
+            } => {
                 self.copies(init, iter);
                 let loc = self.loc();
                 let head = self.ops.len();
                 let (lo, hi, step, iv) = (self.o(*lo), self.o(*hi), self.o(*step), self.o(*iv));
-                self.ops.push(Op::ForHead { lo, hi, step, iv, exit: 0, inst, loc });
+                self.ops.push(Op::ForHead {
+                    lo,
+                    hi,
+                    step,
+                    iv,
+                    exit: 0,
+                    inst,
+                    loc,
+                });
                 let body_start = self.ops.len() as u32;
                 let y = self.block(body, "body");
                 self.copies(y, iter);
-                self.ops.push(Op::ForNext { hi, step, iv, body: body_start });
+                self.ops.push(Op::ForNext {
+                    hi,
+                    step,
+                    iv,
+                    body: body_start,
+                });
                 let exit = self.ops.len() as u32;
                 if let Op::ForHead { exit: e, .. } = &mut self.ops[head] {
                     *e = exit;
                 }
                 self.copies(iter, &inst.results);
             }
-            If { cond, then_blk, else_blk } => {
+            If {
+                cond,
+                then_blk,
+                else_blk,
+            } => {
                 let j = self.ops.len();
-                self.ops.push(Op::JumpIfNot { cond: self.o(*cond), to: 0 });
+                self.ops.push(Op::JumpIfNot {
+                    cond: self.o(*cond),
+                    to: 0,
+                });
                 let y = self.block(then_blk, "then");
                 self.copies(y, &inst.results);
                 let jend = self.ops.len();
@@ -366,13 +458,21 @@ impl<'k> Machine<'k, '_> {
             pc += 1;
             match op {
                 Op::F32Bin(o, r, a, b) => {
-                    let (x, y) = (f32::from_bits(self.regs[*a as usize] as u32), f32::from_bits(self.regs[*b as usize] as u32));
+                    let (x, y) = (
+                        f32::from_bits(self.regs[*a as usize] as u32),
+                        f32::from_bits(self.regs[*b as usize] as u32),
+                    );
                     let v: f32 = match o {
                         BinOp::Add => x + y,
                         BinOp::Sub => x - y,
                         BinOp::Mul => x * y,
                         BinOp::Div => x / y,
-                        _ => f32::from_bits(binop(*o, DType::F32, x.to_bits() as u64, y.to_bits() as u64) as u32),
+                        _ => f32::from_bits(binop(
+                            *o,
+                            DType::F32,
+                            x.to_bits() as u64,
+                            y.to_bits() as u64,
+                        ) as u32),
                     };
                     self.regs[*r as usize] = v.to_bits() as u64;
                 }
@@ -388,20 +488,33 @@ impl<'k> Machine<'k, '_> {
                         BinOp::Mul => x.wrapping_mul(y) as u64,
                         _ => binop(*o, *d, x as u64, y as u64),
                     };
-                    self.regs[*r as usize] = if *d == DType::I64 { v } else { v as i32 as i64 as u64 };
+                    self.regs[*r as usize] = if *d == DType::I64 {
+                        v
+                    } else {
+                        v as i32 as i64 as u64
+                    };
                 }
                 Op::Cmp1(o, d, r, a, b) => {
                     let (x, y) = (self.regs[*a as usize], self.regs[*b as usize]);
                     self.regs[*r as usize] = cmp(*o, *d, x, y) as u64;
                 }
                 Op::Select1(r, c, a, b) => {
-                    let v = if self.regs[*c as usize] != 0 { self.regs[*a as usize] } else { self.regs[*b as usize] };
+                    let v = if self.regs[*c as usize] != 0 {
+                        self.regs[*a as usize]
+                    } else {
+                        self.regs[*b as usize]
+                    };
                     self.regs[*r as usize] = v;
                 }
                 Op::Load1(d, r, buf, i, len, inst, loc) => {
                     let i = self.regs[*i as usize] as i64;
                     if i < 0 || i as u64 >= *len {
-                        let kind = TrapKind::Bounds { what: "loads", buf: *buf, first: i as i128, end: i as i128 + 1 };
+                        let kind = TrapKind::Bounds {
+                            what: "loads",
+                            buf: *buf,
+                            first: i as i128,
+                            end: i as i128 + 1,
+                        };
                         return Err(with_loc(self.trap(inst, kind), *loc));
                     }
                     self.regs[*r as usize] = read_elem(*d, self.bufs[*buf as usize], i as usize);
@@ -409,7 +522,12 @@ impl<'k> Machine<'k, '_> {
                 Op::Store1(d, v, buf, i, len, inst, loc) => {
                     let i = self.regs[*i as usize] as i64;
                     if i < 0 || i as u64 >= *len {
-                        let kind = TrapKind::Bounds { what: "stores", buf: *buf, first: i as i128, end: i as i128 + 1 };
+                        let kind = TrapKind::Bounds {
+                            what: "stores",
+                            buf: *buf,
+                            first: i as i128,
+                            end: i as i128 + 1,
+                        };
                         return Err(with_loc(self.trap(inst, kind), *loc));
                     }
                     let v = self.regs[*v as usize];
@@ -426,16 +544,30 @@ impl<'k> Machine<'k, '_> {
                 Op::ParCopy(pairs) => {
                     self.tmp.clear();
                     for &(f, _, n) in pairs {
-                        self.tmp.extend_from_slice(&self.regs[f as usize..(f + n) as usize]);
+                        self.tmp
+                            .extend_from_slice(&self.regs[f as usize..(f + n) as usize]);
                     }
                     let mut at = 0;
                     for &(_, t, n) in pairs {
-                        self.regs[t as usize..(t + n) as usize].copy_from_slice(&self.tmp[at..at + n as usize]);
+                        self.regs[t as usize..(t + n) as usize]
+                            .copy_from_slice(&self.tmp[at..at + n as usize]);
                         at += n as usize;
                     }
                 }
-                Op::ForHead { lo, hi, step, iv, exit, inst, loc } => {
-                    let (l, h, s) = (self.regs[*lo as usize] as i64, self.regs[*hi as usize] as i64, self.regs[*step as usize] as i64);
+                Op::ForHead {
+                    lo,
+                    hi,
+                    step,
+                    iv,
+                    exit,
+                    inst,
+                    loc,
+                } => {
+                    let (l, h, s) = (
+                        self.regs[*lo as usize] as i64,
+                        self.regs[*hi as usize] as i64,
+                        self.regs[*step as usize] as i64,
+                    );
                     if l < h {
                         if s <= 0 {
                             let kind = TrapKind::Other(format!("loop step {s} is not positive"));
@@ -447,7 +579,11 @@ impl<'k> Machine<'k, '_> {
                     }
                 }
                 Op::ForNext { hi, step, iv, body } => {
-                    let (i, h, s) = (self.regs[*iv as usize] as i64, self.regs[*hi as usize] as i64, self.regs[*step as usize] as i64);
+                    let (i, h, s) = (
+                        self.regs[*iv as usize] as i64,
+                        self.regs[*hi as usize] as i64,
+                        self.regs[*step as usize] as i64,
+                    );
                     if let Some(n) = i.checked_add(s) {
                         if n < h {
                             self.regs[*iv as usize] = n as u64;
@@ -483,7 +619,12 @@ struct Trap {
 }
 
 enum TrapKind {
-    Bounds { what: &'static str, buf: u32, first: i128, end: i128 },
+    Bounds {
+        what: &'static str,
+        buf: u32,
+        first: i128,
+        end: i128,
+    },
     Other(String),
 }
 
@@ -499,11 +640,17 @@ struct Machine<'k, 'a> {
     bytes: Vec<u8>,
 }
 
-
 impl<'k> Machine<'k, '_> {
     fn report(&self, t: Trap) -> InterpError {
         let k = self.k;
-        let program = format!("({})", self.pid[..k.grid.len().max(1)].iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "));
+        let program = format!(
+            "({})",
+            self.pid[..k.grid.len().max(1)]
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let mut at = String::from("instruction ");
         for (i, (label, n)) in t.path.iter().enumerate() {
             if i > 0 {
@@ -516,7 +663,12 @@ impl<'k> Machine<'k, '_> {
             at.push_str(&format!("#{n}"));
         }
         match t.kind {
-            TrapKind::Bounds { what, buf, first, end } => {
+            TrapKind::Bounds {
+                what,
+                buf,
+                first,
+                end,
+            } => {
                 let d = &k.bufs[buf as usize];
                 InterpError::OutOfBounds {
                     kernel: k.name.clone(),
@@ -530,12 +682,22 @@ impl<'k> Machine<'k, '_> {
                     len: d.len,
                 }
             }
-            TrapKind::Other(msg) => InterpError::Trap { kernel: k.name.clone(), program, at, inst: t.inst, msg },
+            TrapKind::Other(msg) => InterpError::Trap {
+                kernel: k.name.clone(),
+                program,
+                at,
+                inst: t.inst,
+                msg,
+            },
         }
     }
 
     fn trap(&self, inst: &Inst, kind: TrapKind) -> Trap {
-        Trap { kind, inst: text::inst_head(self.k, inst), path: Vec::new() }
+        Trap {
+            kind,
+            inst: text::inst_head(self.k, inst),
+            path: Vec::new(),
+        }
     }
 
     #[inline]
@@ -554,11 +716,27 @@ impl<'k> Machine<'k, '_> {
     }
 
     /// Checks that elements `first..first+n` lie in buffer `b`.
-    fn bounds(&self, inst: &Inst, what: &'static str, b: Buf, elem: DType, first: i64, n: u64) -> Result<usize, Trap> {
+    fn bounds(
+        &self,
+        inst: &Inst,
+        what: &'static str,
+        b: Buf,
+        elem: DType,
+        first: i64,
+        n: u64,
+    ) -> Result<usize, Trap> {
         let len = self.k.bufs[b.0 as usize].view_len(elem).unwrap_or(0);
         let end = first as i128 + n as i128;
         if first < 0 || end > len as i128 {
-            return Err(self.trap(inst, TrapKind::Bounds { what, buf: b.0, first: first as i128, end }));
+            return Err(self.trap(
+                inst,
+                TrapKind::Bounds {
+                    what,
+                    buf: b.0,
+                    first: first as i128,
+                    end,
+                },
+            ));
         }
         Ok(first as usize)
     }
@@ -595,7 +773,8 @@ impl<'k> Machine<'k, '_> {
                     self.regs[ro] = binop(*op, t.elem, self.regs[ao], self.regs[bo]);
                 } else {
                     for l in 0..t.lanes as usize {
-                        self.regs[ro + l] = binop(*op, t.elem, self.regs[ao + l], self.regs[bo + l]);
+                        self.regs[ro + l] =
+                            binop(*op, t.elem, self.regs[ao + l], self.regs[bo + l]);
                     }
                 }
             }
@@ -603,7 +782,8 @@ impl<'k> Machine<'k, '_> {
                 let t = self.ty(*a);
                 let (ao, bo, ro) = (self.o(*a), self.o(*b), self.o(inst.results[0]));
                 for l in 0..t.lanes as usize {
-                    self.regs[ro + l] = cmp(*op, t.elem, self.regs[ao + l], self.regs[bo + l]) as u64;
+                    self.regs[ro + l] =
+                        cmp(*op, t.elem, self.regs[ao + l], self.regs[bo + l]) as u64;
                 }
             }
             Select(c, a, b) => {
@@ -613,7 +793,11 @@ impl<'k> Machine<'k, '_> {
                 let (co, ao, bo, ro) = (self.o(*c), self.o(*a), self.o(*b), self.o(r));
                 for l in 0..n {
                     let cv = self.regs[co + if cn == 1 { 0 } else { l }];
-                    self.regs[ro + l] = if cv != 0 { self.regs[ao + l] } else { self.regs[bo + l] };
+                    self.regs[ro + l] = if cv != 0 {
+                        self.regs[ao + l]
+                    } else {
+                        self.regs[bo + l]
+                    };
                 }
             }
             Cast(x, mode) => {
@@ -706,13 +890,30 @@ impl<'k> Machine<'k, '_> {
             }
             // Control flow is compiled into jumps (see `compile`) and never reaches here.
             For { .. } | If { .. } | Yield(_) => {}
-            Mma { a, b, c, m, n, k, a_ty, b_ty, acc } => self.mma(inst, a, b, c, (*m, *n, *k), (*a_ty, *b_ty, *acc))?,
+            Mma {
+                a,
+                b,
+                c,
+                m,
+                n,
+                k,
+                a_ty,
+                b_ty,
+                acc,
+            } => self.mma(inst, a, b, c, (*m, *n, *k), (*a_ty, *b_ty, *acc))?,
         }
         Ok(())
     }
 
     /// The first element of a tile, after checking that all its corners lie in the buffer.
-    fn tile(&self, inst: &Inst, what: &'static str, t: &TileRef, rows: u32, cols: u32) -> Result<i64, Trap> {
+    fn tile(
+        &self,
+        inst: &Inst,
+        what: &'static str,
+        t: &TileRef,
+        rows: u32,
+        cols: u32,
+    ) -> Result<i64, Trap> {
         let off = self.scalar(t.offset) as i64;
         let len = self.k.bufs[t.buf.0 as usize].len as i128;
         let (r, c) = ((rows as i128 - 1), (cols as i128 - 1));
@@ -725,7 +926,15 @@ impl<'k> Machine<'k, '_> {
         let lo = corners.iter().copied().min().unwrap_or(0);
         let hi = corners.iter().copied().max().unwrap_or(0);
         if lo < 0 || hi >= len {
-            return Err(self.trap(inst, TrapKind::Bounds { what, buf: t.buf.0, first: lo, end: hi + 1 }));
+            return Err(self.trap(
+                inst,
+                TrapKind::Bounds {
+                    what,
+                    buf: t.buf.0,
+                    first: lo,
+                    end: hi + 1,
+                },
+            ));
         }
         Ok(off)
     }
@@ -744,7 +953,9 @@ impl<'k> Machine<'k, '_> {
         let bo = self.tile(inst, "mma reads", b, k, n)?;
         let co = self.tile(inst, "mma accumulates into", c, m, n)?;
         // Corners are in bounds, so every index below is in 0..len (the tile is affine).
-        let idx = |off: i64, t: &TileRef, r: u32, col: u32| (off + r as i64 * t.row_stride + col as i64 * t.col_stride) as usize;
+        let idx = |off: i64, t: &TileRef, r: u32, col: u32| {
+            (off + r as i64 * t.row_stride + col as i64 * t.col_stride) as usize
+        };
         for i in 0..m {
             for j in 0..n {
                 let ci = idx(co, c, i, j);
@@ -817,7 +1028,13 @@ pub(crate) fn f64_to_f32_odd(x: f64) -> f32 {
 
 /// Decode tables for the float8/float4 formats, indexed by bit pattern.
 fn mini_table(d: DType) -> &'static [f32] {
-    static T: [OnceLock<Vec<f32>>; 5] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static T: [OnceLock<Vec<f32>>; 5] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
+    ];
     let i = match d {
         DType::F8E4M3FN => 0,
         DType::F8E4M3FNUZ => 1,
@@ -826,7 +1043,9 @@ fn mini_table(d: DType) -> &'static [f32] {
         _ => 4,
     };
     T[i].get_or_init(|| {
-        let f = MiniFloat::of(d).or(MiniFloat::of(DType::F4E2M1)).expect("f4e2m1 is a mini float");
+        let f = MiniFloat::of(d)
+            .or(MiniFloat::of(DType::F4E2M1))
+            .expect("f4e2m1 is a mini float");
         let n = 1u32 << (1 + f.exp_bits + f.man_bits);
         (0..n).map(|b| f.decode(b)).collect()
     })
@@ -840,7 +1059,10 @@ pub(crate) fn to_f32(d: DType, bits: u64) -> f32 {
         DType::F16 => half::f16::from_bits(bits as u16).to_f32(),
         DType::BF16 => half::bf16::from_bits(bits as u16).to_f32(),
         DType::F64 => f64::from_bits(bits) as f32,
-        _ => mini_table(d).get(bits as usize).copied().unwrap_or(f32::NAN),
+        _ => mini_table(d)
+            .get(bits as usize)
+            .copied()
+            .unwrap_or(f32::NAN),
     }
 }
 
@@ -979,11 +1201,19 @@ pub(crate) fn float_to_int(d: DType, x: f64) -> u64 {
     }
     if d.is_signed_int() {
         let v = x as i64; // saturates at the i64 range
-        let (lo, hi) = if bits >= 64 { (i64::MIN, i64::MAX) } else { (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1) };
+        let (lo, hi) = if bits >= 64 {
+            (i64::MIN, i64::MAX)
+        } else {
+            (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+        };
         v.clamp(lo, hi) as u64
     } else {
         let v = x as u64; // saturates at 0 and u64::MAX
-        let hi = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let hi = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
         v.min(hi)
     }
 }
@@ -994,10 +1224,18 @@ pub(crate) fn cast(from: DType, to: DType, v: u64, saturate: bool) -> u64 {
         return v;
     }
     if to == DType::Bool {
-        return if from.is_float() { (to_f64(from, v) != 0.0) as u64 } else { (v != 0) as u64 };
+        return if from.is_float() {
+            (to_f64(from, v) != 0.0) as u64
+        } else {
+            (v != 0) as u64
+        };
     }
     if from == DType::Bool {
-        return if to.is_float() { int_to_float_sat(to, v as i128, saturate) } else { v };
+        return if to.is_float() {
+            int_to_float_sat(to, v as i128, saturate)
+        } else {
+            v
+        };
     }
     match (from.is_float(), to.is_float()) {
         (true, true) => {
@@ -1009,7 +1247,11 @@ pub(crate) fn cast(from: DType, to: DType, v: u64, saturate: bool) -> u64 {
         }
         (true, false) => float_to_int(to, to_f64(from, v)),
         (false, true) => {
-            let i = if from.is_signed_int() { v as i64 as i128 } else { v as i128 };
+            let i = if from.is_signed_int() {
+                v as i64 as i128
+            } else {
+                v as i128
+            };
             int_to_float_sat(to, i, saturate)
         }
         (false, false) => norm_int(to, v),
@@ -1022,7 +1264,11 @@ fn fmin64(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN
     } else if a == b {
-        if a.is_sign_negative() { a } else { b }
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
     } else if a < b {
         a
     } else {
@@ -1035,7 +1281,11 @@ fn fmax64(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         f64::NAN
     } else if a == b {
-        if a.is_sign_positive() { a } else { b }
+        if a.is_sign_positive() {
+            a
+        } else {
+            b
+        }
     } else if a > b {
         a
     } else {
@@ -1048,7 +1298,11 @@ fn fmin32(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
     } else if a == b {
-        if a.is_sign_negative() { a } else { b }
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
     } else if a < b {
         a
     } else {
@@ -1061,7 +1315,11 @@ fn fmax32(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
     } else if a == b {
-        if a.is_sign_positive() { a } else { b }
+        if a.is_sign_positive() {
+            a
+        } else {
+            b
+        }
     } else if a > b {
         a
     } else {

@@ -42,9 +42,18 @@ pub struct Ty {
 }
 
 impl Ty {
-    pub const INDEX: Ty = Ty { elem: DType::I64, lanes: 1 };
-    pub const BOOL: Ty = Ty { elem: DType::Bool, lanes: 1 };
-    pub const F32: Ty = Ty { elem: DType::F32, lanes: 1 };
+    pub const INDEX: Ty = Ty {
+        elem: DType::I64,
+        lanes: 1,
+    };
+    pub const BOOL: Ty = Ty {
+        elem: DType::Bool,
+        lanes: 1,
+    };
+    pub const F32: Ty = Ty {
+        elem: DType::F32,
+        lanes: 1,
+    };
 
     pub fn scalar(elem: DType) -> Ty {
         Ty { elem, lanes: 1 }
@@ -60,7 +69,10 @@ impl Ty {
 
     /// The same lane count with another element type.
     pub fn with_elem(self, elem: DType) -> Ty {
-        Ty { elem, lanes: self.lanes }
+        Ty {
+            elem,
+            lanes: self.lanes,
+        }
     }
 }
 
@@ -102,7 +114,11 @@ impl BufDecl {
         if elem == self.dtype {
             Some(self.len)
         } else if storage_view(self.dtype) == Some(elem) {
-            Some(if self.dtype.is_sub_byte() { self.dtype.storage_bytes(self.len) } else { self.len })
+            Some(if self.dtype.is_sub_byte() {
+                self.dtype.storage_bytes(self.len)
+            } else {
+                self.len
+            })
         } else {
             None
         }
@@ -340,20 +356,49 @@ pub enum InstKind {
     /// [`BufDecl::view_len`]): f16/bf16 buffers may be read as `u16` bit patterns, float8 ones
     /// as `u8`, and sub-byte ones (i4, u4, i2, u2, f4e2m1) as `u8` bytes, in which case `index`
     /// counts bytes. The `legalize-low-precision` pass produces such accesses.
-    Load { buf: Buf, index: Val },
+    Load {
+        buf: Buf,
+        index: Val,
+    },
     /// Writes `value` (scalar or vector) at element `index` onward. Like `load`, it may write
     /// the buffer's storage view.
-    Store { buf: Buf, index: Val, value: Val },
+    Store {
+        buf: Buf,
+        index: Val,
+        value: Val,
+    },
     /// `for iv = lo; iv < hi; iv += step` (all `i64`, `step > 0`). `iter` are the body's
     /// loop-carried parameters, initialised from `init`; the body ends with `Yield` of their
     /// next values, and the instruction's results are their final values.
-    For { lo: Val, hi: Val, step: Val, iv: Val, iter: Vec<Val>, init: Vec<Val>, body: Block },
+    For {
+        lo: Val,
+        hi: Val,
+        step: Val,
+        iv: Val,
+        iter: Vec<Val>,
+        init: Vec<Val>,
+        body: Block,
+    },
     /// Both blocks end with `Yield` of one value per result.
-    If { cond: Val, then_blk: Block, else_blk: Block },
+    If {
+        cond: Val,
+        then_blk: Block,
+        else_blk: Block,
+    },
     /// Ends a `for` body or an `if` branch.
     Yield(Vec<Val>),
     /// Tile multiply-accumulate: `C[m×n] += A[m×k] · B[k×n]` with products formed exactly
     /// and accumulated in `acc` in increasing k order. `a`, `b` and `acc` name the element
     /// types, which must match the buffers'; targets refuse pairs their matrix unit lacks.
-    Mma { a: TileRef, b: TileRef, c: TileRef, m: u32, n: u32, k: u32, a_ty: DType, b_ty: DType, acc: DType },
+    Mma {
+        a: TileRef,
+        b: TileRef,
+        c: TileRef,
+        m: u32,
+        n: u32,
+        k: u32,
+        a_ty: DType,
+        b_ty: DType,
+        acc: DType,
+    },
 }

@@ -23,6 +23,9 @@ pub use builder::KernelBuilder;
 pub use error::KirError;
 pub use interp::{run_kernel, Interp, InterpError};
 pub use kernel::*;
-pub use plan::{BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan, PlanBuffer, PlanIo, Program, Step, TreeEnsemble, Trip};
+pub use plan::{
+    BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan,
+    PlanBuffer, PlanIo, Program, Step, TreeEnsemble, Trip,
+};
 pub use text::{parse_kernel, parse_program, print_kernel, print_program};
 pub use verify::verify;

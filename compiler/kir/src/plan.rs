@@ -61,13 +61,21 @@ pub enum Step {
     Copy { src: BufferId, dst: BufferId },
     /// Runs `then_steps` if the bool scalar `cond` is true at run time, else `else_steps`.
     /// Each branch ends by copying its results into the buffers the plan reads afterwards.
-    If { cond: BufferId, then_steps: Vec<Step>, else_steps: Vec<Step> },
+    If {
+        cond: BufferId,
+        then_steps: Vec<Step>,
+        else_steps: Vec<Step>,
+    },
     /// Runs a loop body repeatedly (ONNX `Loop` and `Scan`); see [`LoopStep`].
     Loop(Box<LoopStep>),
     /// An op the runtime computes on the host because its result's size depends on the data
     /// (see [`HostOp`]). Each output buffer is allocated at its largest possible size; the
     /// runtime records the size actually produced, which the caller sees for graph outputs.
-    Host { op: HostOp, inputs: Vec<Option<BufferId>>, outputs: Vec<BufferId> },
+    Host {
+        op: HostOp,
+        inputs: Vec<Option<BufferId>>,
+        outputs: Vec<BufferId>,
+    },
 }
 
 /// The host ops of [`Step::Host`], with their attributes. Their semantics are ONNX's.
@@ -89,14 +97,34 @@ pub enum HostOp {
     /// Whether each string matches `pattern` as a whole (RE2-like syntax).
     RegexFullMatch { pattern: String },
     /// Case change (0 none, 1 lower, 2 upper) and stopword removal; empty results dropped.
-    StringNormalizer { case: u8, case_sensitive: bool, stopwords: Vec<String> },
+    StringNormalizer {
+        case: u8,
+        case_sensitive: bool,
+        stopwords: Vec<String>,
+    },
     /// Splits each string at `delimiter` (whitespace runs when empty), at most `maxsplit`
     /// times; results: the parts padded with "" to the longest, and the part counts.
-    StringSplit { delimiter: String, maxsplit: Option<i64> },
+    StringSplit {
+        delimiter: String,
+        maxsplit: Option<i64>,
+    },
     /// Maps each element through `keys` → `values`, else `default` (ai.onnx.ml).
-    LabelEncoder { keys: HostValues, values: HostValues, default: HostValues },
+    LabelEncoder {
+        keys: HostValues,
+        values: HostValues,
+        default: HostValues,
+    },
     /// N-gram counts of each row against a pool (mode 1 TF, 2 IDF, 3 TFIDF), as f32.
-    TfIdf { min_gram: i64, max_gram: i64, max_skip: i64, mode: u8, ngram_counts: Vec<i64>, ngram_indexes: Vec<i64>, pool: HostValues, weights: Vec<f64> },
+    TfIdf {
+        min_gram: i64,
+        max_gram: i64,
+        max_skip: i64,
+        mode: u8,
+        ngram_counts: Vec<i64>,
+        ngram_indexes: Vec<i64>,
+        pool: HostValues,
+        weights: Vec<f64>,
+    },
     /// A tree ensemble (ai.onnx.ml `TreeEnsemble`), evaluated per row on the host.
     TreeEnsemble(Box<TreeEnsemble>),
 }
@@ -180,18 +208,31 @@ impl Step {
         match self {
             Step::Launch { args, .. } => out.extend(args.iter().copied()),
             Step::Copy { src, dst } => out.extend([*src, *dst]),
-            Step::If { cond, then_steps, else_steps } => {
+            Step::If {
+                cond,
+                then_steps,
+                else_steps,
+            } => {
                 out.push(*cond);
                 for s in then_steps.iter().chain(else_steps) {
                     s.buffers(out);
                 }
             }
-            Step::Host { inputs, outputs, .. } => out.extend(inputs.iter().flatten().chain(outputs).copied()),
+            Step::Host {
+                inputs, outputs, ..
+            } => out.extend(inputs.iter().flatten().chain(outputs).copied()),
             Step::Loop(l) => {
                 if let Trip::Buffer(b) = l.trip {
                     out.push(b);
                 }
-                out.extend(l.cond.iter().chain(&l.iter).chain(&l.cond_in).chain(&l.cond_out).copied());
+                out.extend(
+                    l.cond
+                        .iter()
+                        .chain(&l.iter)
+                        .chain(&l.cond_in)
+                        .chain(&l.cond_out)
+                        .copied(),
+                );
                 for (r, p) in &l.carried {
                     out.extend([*r, *p]);
                 }
@@ -210,7 +251,15 @@ impl Step {
         match self {
             Step::Launch { .. } => 1,
             Step::Copy { .. } | Step::Host { .. } => 0,
-            Step::If { then_steps, else_steps, .. } => then_steps.iter().chain(else_steps).map(Step::launches).sum(),
+            Step::If {
+                then_steps,
+                else_steps,
+                ..
+            } => then_steps
+                .iter()
+                .chain(else_steps)
+                .map(Step::launches)
+                .sum(),
             Step::Loop(l) => l.body.iter().map(Step::launches).sum(),
         }
     }
@@ -240,7 +289,14 @@ impl Execution {
     }
 
     pub fn from_name(s: &str) -> Option<Execution> {
-        [Execution::Kernel, Execution::Host, Execution::Alias, Execution::Folded].into_iter().find(|e| e.name() == s)
+        [
+            Execution::Kernel,
+            Execution::Host,
+            Execution::Alias,
+            Execution::Folded,
+        ]
+        .into_iter()
+        .find(|e| e.name() == s)
     }
 }
 
@@ -289,11 +345,12 @@ impl Plan {
         let n = self.buffers.len();
         let mut first = vec![usize::MAX; n];
         let mut last = vec![0usize; n];
-        let touch = |b: BufferId, s: usize, plan: &Plan, first: &mut Vec<usize>, last: &mut Vec<usize>| {
-            let r = plan.root(b).0 as usize;
-            first[r] = first[r].min(s);
-            last[r] = last[r].max(s);
-        };
+        let touch =
+            |b: BufferId, s: usize, plan: &Plan, first: &mut Vec<usize>, last: &mut Vec<usize>| {
+                let r = plan.root(b).0 as usize;
+                first[r] = first[r].min(s);
+                last[r] = last[r].max(s);
+            };
         // A control-flow step counts as one step touching every buffer inside it, so nothing
         // its body uses shares storage with anything else live across it.
         let mut used = Vec::new();
@@ -304,7 +361,11 @@ impl Plan {
                 touch(a, s, self, &mut first, &mut last);
             }
         }
-        let pinned: Vec<usize> = self.outputs.iter().map(|o| self.root(o.buffer).0 as usize).collect();
+        let pinned: Vec<usize> = self
+            .outputs
+            .iter()
+            .map(|o| self.root(o.buffer).0 as usize)
+            .collect();
         // Greedy interval colouring in order of first use; each slot remembers when it frees.
         let mut order: Vec<usize> = (0..n)
             .filter(|&i| matches!(self.buffers[i].kind, BufferKind::Temp { .. }))
@@ -315,7 +376,9 @@ impl Plan {
             let slot = if pinned.contains(&i) || first[i] == usize::MAX {
                 None
             } else {
-                slot_free_after.iter().position(|f| f.is_some_and(|end| end < first[i]))
+                slot_free_after
+                    .iter()
+                    .position(|f| f.is_some_and(|end| end < first[i]))
             };
             let slot = match slot {
                 Some(s) => s,
@@ -324,8 +387,11 @@ impl Plan {
                     slot_free_after.len() - 1
                 }
             };
-            slot_free_after[slot] =
-                if pinned.contains(&i) || first[i] == usize::MAX { None } else { Some(last[i]) };
+            slot_free_after[slot] = if pinned.contains(&i) || first[i] == usize::MAX {
+                None
+            } else {
+                Some(last[i])
+            };
             self.buffers[i].kind = BufferKind::Temp { slot: slot as u32 };
         }
         slot_free_after.len() as u32

@@ -80,7 +80,12 @@ pub fn kitchen_sink() -> Kernel {
     let sum = b.add(f8b, mxr);
     let sum = b.add(sum, ex);
     let pos = b.cmp(CmpOp::Gt, sum, zero_f);
-    let r = b.if_else(pos, &[Ty::F32], |b| vec![b.math(MathFn::Tanh, &[sum])], |b| vec![b.math(MathFn::Erf, &[sum])]);
+    let r = b.if_else(
+        pos,
+        &[Ty::F32],
+        |b| vec![b.math(MathFn::Tanh, &[sum])],
+        |b| vec![b.math(MathFn::Erf, &[sum])],
+    );
     let one = b.index(1);
     let at = b.add(base, one);
     b.store(y, at, r[0]);
@@ -93,9 +98,24 @@ pub fn kitchen_sink() -> Kernel {
     let off = b.index(0);
     let _ = off;
     b.mma(
-        TileRef { buf: x, offset: base, row_stride: 4, col_stride: 1 },
-        TileRef { buf: x, offset: z, row_stride: 1, col_stride: 4 },
-        TileRef { buf: c, offset: base, row_stride: 4, col_stride: 1 },
+        TileRef {
+            buf: x,
+            offset: base,
+            row_stride: 4,
+            col_stride: 1,
+        },
+        TileRef {
+            buf: x,
+            offset: z,
+            row_stride: 1,
+            col_stride: 4,
+        },
+        TileRef {
+            buf: c,
+            offset: base,
+            row_stride: 4,
+            col_stride: 1,
+        },
         2,
         4,
         4,

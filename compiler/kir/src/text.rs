@@ -40,7 +40,10 @@ use tessera_ir::DType;
 
 /// Prints one kernel (ending in a newline).
 pub fn print_kernel(k: &Kernel) -> String {
-    let mut p = Printer { k, out: String::new() };
+    let mut p = Printer {
+        k,
+        out: String::new(),
+    };
     p.kernel();
     p.out
 }
@@ -53,7 +56,10 @@ pub fn print_program(ks: &[Kernel]) -> String {
 /// One line describing an instruction, for error messages: the whole instruction, or the
 /// header of a `for` or `if` (up to its `{`).
 pub fn inst_head(k: &Kernel, inst: &Inst) -> String {
-    let mut p = Printer { k, out: String::new() };
+    let mut p = Printer {
+        k,
+        out: String::new(),
+    };
     p.inst_line(inst);
     p.out
 }
@@ -64,7 +70,9 @@ struct Printer<'k> {
 }
 
 fn is_ident(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '$'))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '$'))
 }
 
 /// `s` as a name after a sigil: bare when it is a plain identifier, else quoted with escapes.
@@ -92,7 +100,11 @@ pub(crate) fn float_lit(x: f64) -> String {
     if x.is_nan() {
         format!("nan(0x{:016x})", x.to_bits())
     } else if x.is_infinite() {
-        if x > 0.0 { "inf".into() } else { "-inf".into() }
+        if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else {
         // `{:?}` is the shortest form that round-trips and always has a `.` or an exponent.
         format!("{x:?}")
@@ -186,7 +198,10 @@ impl Printer<'_> {
     }
 
     fn vals(&self, vs: &[Val]) -> String {
-        vs.iter().map(|&v| self.val(v)).collect::<Vec<_>>().join(", ")
+        vs.iter()
+            .map(|&v| self.val(v))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn ty(&self, v: Val) -> String {
@@ -204,14 +219,32 @@ impl Printer<'_> {
     }
 
     fn decl(&self, d: &BufDecl) -> String {
-        format!("%{}: {} {}[{}] {}", name(&d.name), d.space.name(), d.dtype, d.len, access_name(d.access))
+        format!(
+            "%{}: {} {}[{}] {}",
+            name(&d.name),
+            d.space.name(),
+            d.dtype,
+            d.len,
+            access_name(d.access)
+        )
     }
 
     fn kernel(&mut self) {
         let k = self.k;
-        let params: Vec<String> = k.bufs.iter().take(k.num_params).map(|d| self.decl(d)).collect();
+        let params: Vec<String> = k
+            .bufs
+            .iter()
+            .take(k.num_params)
+            .map(|d| self.decl(d))
+            .collect();
         let grid: Vec<String> = k.grid.iter().map(|g| g.to_string()).collect();
-        let _ = writeln!(self.out, "kernel @{}({}) grid [{}] {{", name(&k.name), params.join(", "), grid.join(", "));
+        let _ = writeln!(
+            self.out,
+            "kernel @{}({}) grid [{}] {{",
+            name(&k.name),
+            params.join(", "),
+            grid.join(", ")
+        );
         for d in k.bufs.iter().skip(k.num_params) {
             let _ = writeln!(self.out, "  local {}", self.decl(d));
         }
@@ -230,7 +263,9 @@ impl Printer<'_> {
                     self.indent(depth);
                     self.out.push('}');
                 }
-                InstKind::If { then_blk, else_blk, .. } => {
+                InstKind::If {
+                    then_blk, else_blk, ..
+                } => {
                     self.out.push('\n');
                     self.block(then_blk, depth + 1);
                     self.indent(depth);
@@ -252,7 +287,13 @@ impl Printer<'_> {
     }
 
     fn tile(&self, t: &TileRef) -> String {
-        format!("{}[{}, {}, {}]", self.buf(t.buf), self.val(t.offset), t.row_stride, t.col_stride)
+        format!(
+            "{}[{}, {}, {}]",
+            self.buf(t.buf),
+            self.val(t.offset),
+            t.row_stride,
+            t.col_stride
+        )
     }
 
     /// The instruction on one line; `for` and `if` stop after their `{`.
@@ -269,8 +310,17 @@ impl Printer<'_> {
             Unary(op, x) => format!("{} {}", unop_name(*op), self.val(*x)),
             Binary(op, a, b) => format!("{} {}, {}", binop_name(*op), self.val(*a), self.val(*b)),
             Cmp(op, a, b) => format!("cmp {} {}, {}", cmp_name(*op), self.val(*a), self.val(*b)),
-            Select(c, a, b) => format!("select {}, {}, {}", self.val(*c), self.val(*a), self.val(*b)),
-            Cast(x, m) => format!("cast{} {}", if m.saturate { " sat" } else { "" }, self.val(*x)),
+            Select(c, a, b) => format!(
+                "select {}, {}, {}",
+                self.val(*c),
+                self.val(*a),
+                self.val(*b)
+            ),
+            Cast(x, m) => format!(
+                "cast{} {}",
+                if m.saturate { " sat" } else { "" },
+                self.val(*x)
+            ),
             Bitcast(x) => format!("bitcast {}", self.val(*x)),
             Splat(x) => format!("splat {}", self.val(*x)),
             Extract(x, l) => format!("extract {}, {l}", self.val(*x)),
@@ -278,14 +328,35 @@ impl Printer<'_> {
             Math(f, args) => format!("math {} {}", math_name(*f), self.vals(args)),
             Load { buf, index } => format!("load {}[{}]", self.buf(*buf), self.val(*index)),
             Store { buf, index, value } => {
-                format!("store {}, {}[{}]", self.val(*value), self.buf(*buf), self.val(*index))
+                format!(
+                    "store {}, {}[{}]",
+                    self.val(*value),
+                    self.buf(*buf),
+                    self.val(*index)
+                )
             }
-            For { lo, hi, step, iv, iter, init, .. } => {
-                let mut s =
-                    format!("for {} = {} to {} step {}", self.val(*iv), self.val(*lo), self.val(*hi), self.val(*step));
+            For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init,
+                ..
+            } => {
+                let mut s = format!(
+                    "for {} = {} to {} step {}",
+                    self.val(*iv),
+                    self.val(*lo),
+                    self.val(*hi),
+                    self.val(*step)
+                );
                 if !iter.is_empty() {
-                    let pairs: Vec<String> =
-                        iter.iter().zip(init.iter()).map(|(&p, &i)| format!("{} = {}", self.val(p), self.val(i))).collect();
+                    let pairs: Vec<String> = iter
+                        .iter()
+                        .zip(init.iter())
+                        .map(|(&p, &i)| format!("{} = {}", self.val(p), self.val(i)))
+                        .collect();
                     let _ = write!(s, " iter({})", pairs.join(", "));
                 }
                 s
@@ -298,7 +369,17 @@ impl Printer<'_> {
                     format!("yield {}", self.vals(vs))
                 }
             }
-            Mma { a, b, c, m, n, k, a_ty, b_ty, acc } => format!(
+            Mma {
+                a,
+                b,
+                c,
+                m,
+                n,
+                k,
+                a_ty,
+                b_ty,
+                acc,
+            } => format!(
                 "mma {}, {}, {} m={m} n={n} k={k} : {a_ty} x {b_ty} -> {acc}",
                 self.tile(a),
                 self.tile(b),
@@ -338,7 +419,11 @@ pub fn parse_kernel(src: &str) -> Result<Kernel, KirError> {
     let mut ks = parse_program(src)?;
     match ks.len() {
         1 => Ok(ks.remove(0)),
-        n => Err(KirError::Parse { line: 1, col: 1, msg: format!("expected one kernel, found {n}") }),
+        n => Err(KirError::Parse {
+            line: 1,
+            col: 1,
+            msg: format!("expected one kernel, found {n}"),
+        }),
     }
 }
 
@@ -421,12 +506,23 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
         if c == '-' && chars.get(i + 1) == Some(&'>') {
             bump!();
             bump!();
-            toks.push(Token { tok: Tok::Arrow, line: tl, col: tc });
+            toks.push(Token {
+                tok: Tok::Arrow,
+                line: tl,
+                col: tc,
+            });
             continue;
         }
-        if matches!(c, '(' | ')' | '[' | ']' | '{' | '}' | ',' | ':' | '=' | '<' | '>') {
+        if matches!(
+            c,
+            '(' | ')' | '[' | ']' | '{' | '}' | ',' | ':' | '=' | '<' | '>'
+        ) {
             bump!();
-            toks.push(Token { tok: Tok::Punct(c), line: tl, col: tc });
+            toks.push(Token {
+                tok: Tok::Punct(c),
+                line: tl,
+                col: tc,
+            });
             continue;
         }
         if c == '%' || c == '@' {
@@ -452,7 +548,11 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
                                 '"' | '\\' => s.push(e),
                                 'u' => {
                                     if i >= chars.len() || chars[i] != '{' {
-                                        return Err(err(line, col, "expected `{` after `\\u`".into()));
+                                        return Err(err(
+                                            line,
+                                            col,
+                                            "expected `{` after `\\u`".into(),
+                                        ));
                                     }
                                     bump!();
                                     let mut hex = String::new();
@@ -461,13 +561,24 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
                                         bump!();
                                     }
                                     if i >= chars.len() || chars[i] != '}' {
-                                        return Err(err(line, col, "unterminated `\\u{...}` escape".into()));
+                                        return Err(err(
+                                            line,
+                                            col,
+                                            "unterminated `\\u{...}` escape".into(),
+                                        ));
                                     }
                                     bump!();
-                                    let ch = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
+                                    let ch =
+                                        u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
                                     match ch {
                                         Some(ch) => s.push(ch),
-                                        None => return Err(err(line, col, format!("bad escape `\\u{{{hex}}}`"))),
+                                        None => {
+                                            return Err(err(
+                                                line,
+                                                col,
+                                                format!("bad escape `\\u{{{hex}}}`"),
+                                            ))
+                                        }
                                     }
                                 }
                                 _ => return Err(err(line, col, format!("unknown escape `\\{e}`"))),
@@ -485,7 +596,11 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
                     return Err(err(tl, tc, format!("expected a name after `{c}`")));
                 }
             }
-            toks.push(Token { tok: if c == '%' { Tok::Pct(s) } else { Tok::At(s) }, line: tl, col: tc });
+            toks.push(Token {
+                tok: if c == '%' { Tok::Pct(s) } else { Tok::At(s) },
+                line: tl,
+                col: tc,
+            });
             continue;
         }
         if is_word(c) {
@@ -497,12 +612,24 @@ fn lex(src: &str) -> Result<Vec<Token>, KirError> {
                 s.push(chars[i]);
                 bump!();
             }
-            toks.push(Token { tok: Tok::Word(s), line: tl, col: tc });
+            toks.push(Token {
+                tok: Tok::Word(s),
+                line: tl,
+                col: tc,
+            });
             continue;
         }
-        return Err(err(tl, tc, format!("unexpected character `{}`", c.escape_default())));
+        return Err(err(
+            tl,
+            tc,
+            format!("unexpected character `{}`", c.escape_default()),
+        ));
     }
-    toks.push(Token { tok: Tok::Eof, line, col });
+    toks.push(Token {
+        tok: Tok::Eof,
+        line,
+        col,
+    });
     Ok(toks)
 }
 
@@ -546,7 +673,11 @@ impl Parser {
 
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, KirError> {
         let t = &self.toks[self.pos.min(self.toks.len() - 1)];
-        Err(KirError::Parse { line: t.line, col: t.col, msg: msg.into() })
+        Err(KirError::Parse {
+            line: t.line,
+            col: t.col,
+            msg: msg.into(),
+        })
     }
 
     fn unexpected<T>(&self, what: &str) -> Result<T, KirError> {
@@ -630,7 +761,9 @@ impl Parser {
         if self.eat_keyword("vec") {
             self.punct('<')?;
             let w = self.word("`<lanes>x<dtype>`")?;
-            let parsed = w.split_once('x').and_then(|(n, d)| Some((n.parse::<u16>().ok()?, d.parse::<DType>().ok()?)));
+            let parsed = w
+                .split_once('x')
+                .and_then(|(n, d)| Some((n.parse::<u16>().ok()?, d.parse::<DType>().ok()?)));
             let Some((lanes, elem)) = parsed else {
                 self.back();
                 return self.err(format!("expected `<lanes>x<dtype>`, found `{w}`"));
@@ -666,7 +799,9 @@ impl Parser {
             w => {
                 let w = w.to_string();
                 self.back();
-                return self.err(format!("unknown memory space `{w}` (global, shared or local)"));
+                return self.err(format!(
+                    "unknown memory space `{w}` (global, shared or local)"
+                ));
             }
         };
         let dtype = self.dtype()?;
@@ -683,13 +818,22 @@ impl Parser {
                 return self.err(format!("unknown access `{w}` (read, write or readwrite)"));
             }
         };
-        Ok(BufDecl { name, space, dtype, len, access })
+        Ok(BufDecl {
+            name,
+            space,
+            dtype,
+            len,
+            access,
+        })
     }
 
     fn kernel(&mut self) -> Result<Kernel, KirError> {
         self.keyword("kernel")?;
         let name = self.kernel_name()?;
-        let mut cx = KCtx { bufs: Vec::new(), vals: Vec::new() };
+        let mut cx = KCtx {
+            bufs: Vec::new(),
+            vals: Vec::new(),
+        };
         self.punct('(')?;
         if !self.eat_punct(')') {
             loop {
@@ -721,8 +865,19 @@ impl Parser {
         }
         let body = self.block(&mut cx, 0)?;
         self.punct('}')?;
-        let vals = cx.vals.into_iter().map(|t| t.unwrap_or(Ty::INDEX)).collect();
-        Ok(Kernel { name, bufs: cx.bufs, num_params, grid, body, vals })
+        let vals = cx
+            .vals
+            .into_iter()
+            .map(|t| t.unwrap_or(Ty::INDEX))
+            .collect();
+        Ok(Kernel {
+            name,
+            bufs: cx.bufs,
+            num_params,
+            grid,
+            body,
+            vals,
+        })
     }
 
     fn add_buf(&mut self, cx: &mut KCtx, d: BufDecl) -> Result<(), KirError> {
@@ -813,7 +968,9 @@ impl Parser {
         use InstKind::*;
         // Results: `%a, %b =`.
         let mut results = Vec::new();
-        if matches!(self.peek(), Tok::Pct(_)) && matches!(self.peek2(), Tok::Punct(',') | Tok::Punct('=')) {
+        if matches!(self.peek(), Tok::Pct(_))
+            && matches!(self.peek2(), Tok::Punct(',') | Tok::Punct('='))
+        {
             results = self.val_list()?;
             self.punct('=')?;
         }
@@ -940,7 +1097,11 @@ impl Parser {
                         self.punct(',')?;
                     }
                 }
-                let tys = if self.eat_punct(':') { self.paren_tys()? } else { Vec::new() };
+                let tys = if self.eat_punct(':') {
+                    self.paren_tys()?
+                } else {
+                    Vec::new()
+                };
                 if tys.len() != results.len() || iter.len() != results.len() {
                     return self.err(format!(
                         "`for` has {} results, {} carried parameters and {} types; they must agree",
@@ -959,13 +1120,29 @@ impl Parser {
                 self.punct('{')?;
                 let body = self.block(cx, depth + 1)?;
                 self.punct('}')?;
-                For { lo, hi, step, iv, iter, init, body }
+                For {
+                    lo,
+                    hi,
+                    step,
+                    iv,
+                    iter,
+                    init,
+                    body,
+                }
             }
             "if" => {
                 let cond = self.val()?;
-                let tys = if self.eat_punct(':') { self.paren_tys()? } else { Vec::new() };
+                let tys = if self.eat_punct(':') {
+                    self.paren_tys()?
+                } else {
+                    Vec::new()
+                };
                 if tys.len() != results.len() {
-                    return self.err(format!("`if` has {} results but {} types", results.len(), tys.len()));
+                    return self.err(format!(
+                        "`if` has {} results but {} types",
+                        results.len(),
+                        tys.len()
+                    ));
                 }
                 for (&r, &t) in results.iter().zip(tys.iter()) {
                     self.def(cx, r, t);
@@ -977,7 +1154,11 @@ impl Parser {
                 self.punct('{')?;
                 let else_blk = self.block(cx, depth + 1)?;
                 self.punct('}')?;
-                If { cond, then_blk, else_blk }
+                If {
+                    cond,
+                    then_blk,
+                    else_blk,
+                }
             }
             "mma" => {
                 let a = self.tile(cx)?;
@@ -997,7 +1178,17 @@ impl Parser {
                     return self.unexpected("`->`");
                 }
                 let acc = self.dtype()?;
-                Mma { a, b, c, m, n, k, a_ty, b_ty, acc }
+                Mma {
+                    a,
+                    b,
+                    c,
+                    m,
+                    n,
+                    k,
+                    a_ty,
+                    b_ty,
+                    acc,
+                }
             }
             _ => {
                 if let Some(b) = binop_by_name(&op) {
@@ -1042,7 +1233,12 @@ impl Parser {
         self.punct(',')?;
         let col_stride = self.int::<i64>("a column stride")?;
         self.punct(']')?;
-        Ok(TileRef { buf, offset, row_stride, col_stride })
+        Ok(TileRef {
+            buf,
+            offset,
+            row_stride,
+            col_stride,
+        })
     }
 
     fn literal(&mut self) -> Result<Scalar, KirError> {
@@ -1050,7 +1246,9 @@ impl Parser {
         if w == "nan" {
             self.punct('(')?;
             let h = self.word("NaN bits `0x...`")?;
-            let bits = h.strip_prefix("0x").and_then(|x| u64::from_str_radix(x, 16).ok());
+            let bits = h
+                .strip_prefix("0x")
+                .and_then(|x| u64::from_str_radix(x, 16).ok());
             let Some(bits) = bits.filter(|&b| f64::from_bits(b).is_nan()) else {
                 self.back();
                 return self.err(format!("expected the bits of a NaN, found `{h}`"));
@@ -1074,7 +1272,9 @@ impl Parser {
 
 fn binop_by_name(s: &str) -> Option<BinOp> {
     use BinOp::*;
-    [Add, Sub, Mul, Div, Rem, Min, Max, And, Or, Xor, Shl, Shr].into_iter().find(|&b| binop_name(b) == s)
+    [Add, Sub, Mul, Div, Rem, Min, Max, And, Or, Xor, Shl, Shr]
+        .into_iter()
+        .find(|&b| binop_name(b) == s)
 }
 
 #[cfg(test)]

@@ -17,7 +17,11 @@ use tessera_ir::DType;
 /// as each instruction's doc says; `yield` appears exactly as the last instruction of every
 /// `for` body and `if` branch and nowhere else; buffer ids are in range.
 pub fn verify(k: &Kernel) -> Result<(), KirError> {
-    let mut v = Verifier { k, state: vec![State::Undefined; k.vals.len()], path: Vec::new() };
+    let mut v = Verifier {
+        k,
+        state: vec![State::Undefined; k.vals.len()],
+        path: Vec::new(),
+    };
     v.kernel()
 }
 
@@ -46,7 +50,10 @@ enum Owner<'a> {
 
 impl<'k> Verifier<'k> {
     fn kernel_err(&self, msg: impl Into<String>) -> KirError {
-        KirError::InvalidKernel { kernel: self.k.name.clone(), msg: msg.into() }
+        KirError::InvalidKernel {
+            kernel: self.k.name.clone(),
+            msg: msg.into(),
+        }
     }
 
     fn err(&self, inst: &Inst, msg: impl Into<String>) -> KirError {
@@ -79,21 +86,41 @@ impl<'k> Verifier<'k> {
     fn kernel(&mut self) -> Result<(), KirError> {
         let k = self.k;
         if k.grid.len() > 3 {
-            return Err(self.kernel_err(format!("grid has {} axes; at most 3 are allowed", k.grid.len())));
+            return Err(self.kernel_err(format!(
+                "grid has {} axes; at most 3 are allowed",
+                k.grid.len()
+            )));
         }
         if k.num_params > k.bufs.len() {
-            return Err(self.kernel_err(format!("num_params {} exceeds the {} buffers", k.num_params, k.bufs.len())));
+            return Err(self.kernel_err(format!(
+                "num_params {} exceeds the {} buffers",
+                k.num_params,
+                k.bufs.len()
+            )));
         }
         for (i, b) in k.bufs.iter().enumerate() {
             if k.bufs[..i].iter().any(|o| o.name == b.name) {
-                return Err(self.kernel_err(format!("two buffers are named `{}`; buffer names must be unique", b.name)));
+                return Err(self.kernel_err(format!(
+                    "two buffers are named `{}`; buffer names must be unique",
+                    b.name
+                )));
             }
             if b.len.checked_mul(b.dtype.bits() as u64).is_none() {
-                return Err(self.kernel_err(format!("buffer `{}` has an absurd length {}", b.name, b.len)));
+                return Err(self.kernel_err(format!(
+                    "buffer `{}` has an absurd length {}",
+                    b.name, b.len
+                )));
             }
-            let what = if i < k.num_params { "parameter" } else { "local buffer" };
+            let what = if i < k.num_params {
+                "parameter"
+            } else {
+                "local buffer"
+            };
             if b.dtype == DType::String {
-                return Err(self.kernel_err(format!("{what} `{}` has dtype string, which kernels cannot hold", b.name)));
+                return Err(self.kernel_err(format!(
+                    "{what} `{}` has dtype string, which kernels cannot hold",
+                    b.name
+                )));
             }
             if i < k.num_params && b.space != Space::Global {
                 return Err(self.kernel_err(format!(
@@ -130,11 +157,17 @@ impl<'k> Verifier<'k> {
     /// Checks that `v` exists and is live; returns its type.
     fn use_val(&self, inst: &Inst, v: Val) -> Result<Ty, KirError> {
         match self.state.get(v.0 as usize) {
-            None => Err(self.err(inst, format!("uses %{}, which is not in the value table", v.0))),
-            Some(State::Undefined) => Err(self.err(inst, format!("uses %{} before it is defined", v.0))),
-            Some(State::Dead) => {
-                Err(self.err(inst, format!("uses %{} outside the block that defines it", v.0)))
+            None => Err(self.err(
+                inst,
+                format!("uses %{}, which is not in the value table", v.0),
+            )),
+            Some(State::Undefined) => {
+                Err(self.err(inst, format!("uses %{} before it is defined", v.0)))
             }
+            Some(State::Dead) => Err(self.err(
+                inst,
+                format!("uses %{} outside the block that defines it", v.0),
+            )),
             Some(State::Live) => Ok(self.ty(v)),
         }
     }
@@ -142,7 +175,10 @@ impl<'k> Verifier<'k> {
     /// Defines `v` in the current block, recording it in `scope` so the block's end kills it.
     fn define(&mut self, inst: &Inst, v: Val, scope: &mut Vec<Val>) -> Result<Ty, KirError> {
         match self.state.get(v.0 as usize) {
-            None => Err(self.err(inst, format!("defines %{}, which is not in the value table", v.0))),
+            None => Err(self.err(
+                inst,
+                format!("defines %{}, which is not in the value table", v.0),
+            )),
             Some(State::Undefined) => {
                 self.state[v.0 as usize] = State::Live;
                 scope.push(v);
@@ -154,7 +190,14 @@ impl<'k> Verifier<'k> {
 
     fn buf(&self, inst: &Inst, b: Buf) -> Result<&'k BufDecl, KirError> {
         self.k.bufs.get(b.0 as usize).ok_or_else(|| {
-            self.err(inst, format!("names buffer {} but the kernel has {}", b.0, self.k.bufs.len()))
+            self.err(
+                inst,
+                format!(
+                    "names buffer {} but the kernel has {}",
+                    b.0,
+                    self.k.bufs.len()
+                ),
+            )
         })
     }
 
@@ -167,7 +210,12 @@ impl<'k> Verifier<'k> {
         r
     }
 
-    fn block_inner(&mut self, blk: &Block, owner: Owner<'_>, scope: &mut Vec<Val>) -> Result<(), KirError> {
+    fn block_inner(
+        &mut self,
+        blk: &Block,
+        owner: Owner<'_>,
+        scope: &mut Vec<Val>,
+    ) -> Result<(), KirError> {
         let n = blk.insts.len();
         for (i, inst) in blk.insts.iter().enumerate() {
             if let Some(last) = self.path.last_mut() {
@@ -176,7 +224,9 @@ impl<'k> Verifier<'k> {
             let is_last = i + 1 == n;
             if let InstKind::Yield(vals) = &inst.kind {
                 let want = match owner {
-                    Owner::Top => return Err(self.err(inst, "yield outside a `for` body or `if` branch")),
+                    Owner::Top => {
+                        return Err(self.err(inst, "yield outside a `for` body or `if` branch"))
+                    }
                     Owner::Yields(t) => t,
                 };
                 if !is_last {
@@ -188,13 +238,20 @@ impl<'k> Verifier<'k> {
                 if vals.len() != want.len() {
                     return Err(self.err(
                         inst,
-                        format!("yields {} values but the block must yield {}", vals.len(), want.len()),
+                        format!(
+                            "yields {} values but the block must yield {}",
+                            vals.len(),
+                            want.len()
+                        ),
                     ));
                 }
                 for (j, (&v, &t)) in vals.iter().zip(want.iter()).enumerate() {
                     let vt = self.use_val(inst, v)?;
                     if vt != t {
-                        return Err(self.err(inst, format!("yielded value {j} (%{}) is {vt}, expected {t}", v.0)));
+                        return Err(self.err(
+                            inst,
+                            format!("yielded value {j} (%{}) is {vt}, expected {t}", v.0),
+                        ));
                     }
                 }
                 return Ok(());
@@ -215,7 +272,10 @@ impl<'k> Verifier<'k> {
 
     fn expect_results(&self, inst: &Inst, n: usize) -> Result<(), KirError> {
         if inst.results.len() != n {
-            return Err(self.err(inst, format!("defines {} values, expected {n}", inst.results.len())));
+            return Err(self.err(
+                inst,
+                format!("defines {} values, expected {n}", inst.results.len()),
+            ));
         }
         Ok(())
     }
@@ -241,7 +301,15 @@ impl<'k> Verifier<'k> {
             s.state
                 .get(inst.results[0].0 as usize)
                 .map(|_| s.ty(inst.results[0]))
-                .ok_or_else(|| s.err(inst, format!("defines %{}, which is not in the value table", inst.results[0].0)))
+                .ok_or_else(|| {
+                    s.err(
+                        inst,
+                        format!(
+                            "defines %{}, which is not in the value table",
+                            inst.results[0].0
+                        ),
+                    )
+                })
         };
         match &inst.kind {
             Const(c) => {
@@ -256,7 +324,10 @@ impl<'k> Verifier<'k> {
                 let t = rt(self)?;
                 self.same(inst, "result", t, Ty::INDEX)?;
                 if *axis > 2 {
-                    return Err(self.err(inst, format!("grid axis {axis} does not exist (at most 3 axes)")));
+                    return Err(self.err(
+                        inst,
+                        format!("grid axis {axis} does not exist (at most 3 axes)"),
+                    ));
                 }
             }
             Unary(op, x) => {
@@ -268,7 +339,9 @@ impl<'k> Verifier<'k> {
                     UnOp::Neg | UnOp::Abs => e.is_float() || e.is_int(),
                     UnOp::Not => e.is_int() || e == DType::Bool,
                     UnOp::Sqrt => e.is_float(),
-                    UnOp::Floor | UnOp::Ceil | UnOp::Round | UnOp::Trunc => e.is_float() || e.is_int(),
+                    UnOp::Floor | UnOp::Ceil | UnOp::Round | UnOp::Trunc => {
+                        e.is_float() || e.is_int()
+                    }
                 };
                 if !ok {
                     return Err(self.err(inst, format!("{op:?} is not defined on {e}")));
@@ -282,7 +355,9 @@ impl<'k> Verifier<'k> {
                 self.same(inst, "right operand", bt, t)?;
                 let e = t.elem;
                 let ok = match op {
-                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => e.is_float() || e.is_int(),
+                    BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
+                        e.is_float() || e.is_int()
+                    }
                     BinOp::Min | BinOp::Max => e.is_float() || e.is_int() || e == DType::Bool,
                     BinOp::And | BinOp::Or | BinOp::Xor => e.is_int() || e == DType::Bool,
                     BinOp::Shl | BinOp::Shr => e.is_int(),
@@ -308,7 +383,10 @@ impl<'k> Verifier<'k> {
                 if ct.elem != DType::Bool || (ct.lanes != 1 && ct.lanes != t.lanes) {
                     return Err(self.err(
                         inst,
-                        format!("condition is {ct}; expected bool or a bool vector of {} lanes", t.lanes),
+                        format!(
+                            "condition is {ct}; expected bool or a bool vector of {} lanes",
+                            t.lanes
+                        ),
                     ));
                 }
             }
@@ -325,9 +403,15 @@ impl<'k> Verifier<'k> {
                 if xt.elem == DType::Bool || t.elem == DType::Bool {
                     return Err(self.err(inst, "bitcast to or from bool is not allowed; use cast"));
                 }
-                let (xb, tb) = (xt.elem.bits() as u64 * xt.lanes as u64, t.elem.bits() as u64 * t.lanes as u64);
+                let (xb, tb) = (
+                    xt.elem.bits() as u64 * xt.lanes as u64,
+                    t.elem.bits() as u64 * t.lanes as u64,
+                );
                 if xb != tb {
-                    return Err(self.err(inst, format!("bitcasts {xt} ({xb} bits) to {t} ({tb} bits)")));
+                    return Err(self.err(
+                        inst,
+                        format!("bitcasts {xt} ({xb} bits) to {t} ({tb} bits)"),
+                    ));
                 }
             }
             Splat(x) => {
@@ -362,14 +446,20 @@ impl<'k> Verifier<'k> {
             Math(f, args) => {
                 let t = rt(self)?;
                 if args.len() != f.arity() {
-                    return Err(self.err(inst, format!("{f:?} takes {} operands, got {}", f.arity(), args.len())));
+                    return Err(self.err(
+                        inst,
+                        format!("{f:?} takes {} operands, got {}", f.arity(), args.len()),
+                    ));
                 }
                 for (i, &a) in args.iter().enumerate() {
                     let at = self.use_val(inst, a)?;
                     self.same(inst, &format!("operand {i}"), at, t)?;
                 }
                 if !t.elem.is_float() {
-                    return Err(self.err(inst, format!("math on {}, which is not a float type", t.elem)));
+                    return Err(self.err(
+                        inst,
+                        format!("math on {}, which is not a float type", t.elem),
+                    ));
                 }
             }
             Load { buf, index } => {
@@ -377,7 +467,10 @@ impl<'k> Verifier<'k> {
                 let d = self.buf(inst, *buf)?;
                 self.index(inst, "index", *index)?;
                 if d.view_len(t.elem).is_none() {
-                    return Err(self.err(inst, format!("loads {t} from buffer `{}` of {}", d.name, d.dtype)));
+                    return Err(self.err(
+                        inst,
+                        format!("loads {t} from buffer `{}` of {}", d.name, d.dtype),
+                    ));
                 }
             }
             Store { buf, index, value } => {
@@ -386,34 +479,63 @@ impl<'k> Verifier<'k> {
                 self.index(inst, "index", *index)?;
                 let vt = self.use_val(inst, *value)?;
                 if d.view_len(vt.elem).is_none() {
-                    return Err(self.err(inst, format!("stores {vt} into buffer `{}` of {}", d.name, d.dtype)));
+                    return Err(self.err(
+                        inst,
+                        format!("stores {vt} into buffer `{}` of {}", d.name, d.dtype),
+                    ));
                 }
                 if d.access == Access::Read {
-                    return Err(self.err(inst, format!("stores into read-only parameter `{}`", d.name)));
+                    return Err(self.err(
+                        inst,
+                        format!("stores into read-only parameter `{}`", d.name),
+                    ));
                 }
             }
-            For { lo, hi, step, iv, iter, init, body } => {
+            For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init,
+                body,
+            } => {
                 self.index(inst, "lower bound", *lo)?;
                 self.index(inst, "upper bound", *hi)?;
                 self.index(inst, "step", *step)?;
                 if iter.len() != init.len() {
                     return Err(self.err(
                         inst,
-                        format!("{} carried parameters but {} initial values", iter.len(), init.len()),
+                        format!(
+                            "{} carried parameters but {} initial values",
+                            iter.len(),
+                            init.len()
+                        ),
                     ));
                 }
                 self.expect_results(inst, iter.len())?;
                 let mut tys = Vec::with_capacity(iter.len());
                 for (j, (&p, &i0)) in iter.iter().zip(init.iter()).enumerate() {
                     let it = self.use_val(inst, i0)?;
-                    let pt = self.state.get(p.0 as usize).map(|_| self.ty(p)).ok_or_else(|| {
-                        self.err(inst, format!("carried parameter %{} is not in the value table", p.0))
-                    })?;
+                    let pt = self
+                        .state
+                        .get(p.0 as usize)
+                        .map(|_| self.ty(p))
+                        .ok_or_else(|| {
+                            self.err(
+                                inst,
+                                format!("carried parameter %{} is not in the value table", p.0),
+                            )
+                        })?;
                     self.same(inst, &format!("initial value {j}"), it, pt)?;
                     let r = inst.results[j];
-                    let rty = self.state.get(r.0 as usize).map(|_| self.ty(r)).ok_or_else(|| {
-                        self.err(inst, format!("result %{} is not in the value table", r.0))
-                    })?;
+                    let rty = self
+                        .state
+                        .get(r.0 as usize)
+                        .map(|_| self.ty(r))
+                        .ok_or_else(|| {
+                            self.err(inst, format!("result %{} is not in the value table", r.0))
+                        })?;
                     self.same(inst, &format!("result {j}"), rty, pt)?;
                     tys.push(pt);
                 }
@@ -432,7 +554,11 @@ impl<'k> Verifier<'k> {
                 }
                 r?;
             }
-            If { cond, then_blk, else_blk } => {
+            If {
+                cond,
+                then_blk,
+                else_blk,
+            } => {
                 let ct = self.use_val(inst, *cond)?;
                 self.same(inst, "condition", ct, Ty::BOOL)?;
                 let mut tys = Vec::with_capacity(inst.results.len());
@@ -441,7 +567,9 @@ impl<'k> Verifier<'k> {
                         .state
                         .get(r.0 as usize)
                         .map(|_| self.ty(*r))
-                        .ok_or_else(|| self.err(inst, format!("result %{} is not in the value table", r.0)))?;
+                        .ok_or_else(|| {
+                            self.err(inst, format!("result %{} is not in the value table", r.0))
+                        })?;
                     tys.push(t);
                 }
                 self.path.push(("then", 0));
@@ -454,21 +582,37 @@ impl<'k> Verifier<'k> {
                 r?;
             }
             Yield(_) => unreachable!("yield is handled by block_inner"),
-            Mma { a, b, c, m, n, k, a_ty, b_ty, acc } => {
+            Mma {
+                a,
+                b,
+                c,
+                m,
+                n,
+                k,
+                a_ty,
+                b_ty,
+                acc,
+            } => {
                 self.expect_results(inst, 0)?;
                 for (what, t, want) in [("a", a, a_ty), ("b", b, b_ty), ("c", c, acc)] {
                     let d = self.buf(inst, t.buf)?;
                     if d.dtype != *want {
                         return Err(self.err(
                             inst,
-                            format!("{what} is declared {want} but buffer `{}` holds {}", d.name, d.dtype),
+                            format!(
+                                "{what} is declared {want} but buffer `{}` holds {}",
+                                d.name, d.dtype
+                            ),
                         ));
                     }
                     self.index(inst, &format!("{what} offset"), t.offset)?;
                 }
                 let cd = self.buf(inst, c.buf)?;
                 if cd.access == Access::Read {
-                    return Err(self.err(inst, format!("accumulates into read-only parameter `{}`", cd.name)));
+                    return Err(self.err(
+                        inst,
+                        format!("accumulates into read-only parameter `{}`", cd.name),
+                    ));
                 }
                 if *m == 0 || *n == 0 || *k == 0 {
                     return Err(self.err(inst, "tile sizes must be positive"));

@@ -9,7 +9,9 @@
 use crate::util::{compute_dtype, strides};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node, Op, ValueId};
-use tessera_kir::{Access, Buf, BufferId, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Space, Ty, Val};
+use tessera_kir::{
+    Access, Buf, BufferId, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Space, Ty, Val,
+};
 
 pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     match node.op {
@@ -56,7 +58,10 @@ fn attention(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let q = input(node, 0).ok_or_else(|| cx.invalid("missing Q"))?;
     let k = input(node, 1).ok_or_else(|| cx.invalid("missing K"))?;
     let v = input(node, 2).ok_or_else(|| cx.invalid("missing V"))?;
-    let y = *node.outputs.first().ok_or_else(|| cx.invalid("missing Y"))?;
+    let y = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("missing Y"))?;
     let dt = cx.dtype(q)?;
     if !dt.is_float() {
         return Err(cx.unsupported(format!("Attention on {dt}")));
@@ -108,7 +113,9 @@ fn attention(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Some(p) => {
             let d = cx.dims(p)?;
             if d != [batch, hkv, d.get(2).copied().unwrap_or(0), dk] {
-                return Err(cx.invalid(format!("past_key has shape {d:?}, expected [{batch}, {hkv}, P, {dk}]")));
+                return Err(cx.invalid(format!(
+                    "past_key has shape {d:?}, expected [{batch}, {hkv}, P, {dk}]"
+                )));
             }
             d[2]
         }
@@ -126,7 +133,9 @@ fn attention(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     if let Some(np) = nonpad {
         if cx.dims(np)? != [batch] || !cx.dtype(np)?.is_int() {
-            return Err(cx.invalid(format!("nonpad_kv_seqlen must be an integer tensor of shape [{batch}]")));
+            return Err(cx.invalid(format!(
+                "nonpad_kv_seqlen must be an integer tensor of shape [{batch}]"
+            )));
         }
     }
 
@@ -158,8 +167,28 @@ fn attention(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     };
     let kn: u64 = kd.iter().product();
     let vn: u64 = vd.iter().product();
-    assemble_cache(cx, "attn_present_key", dt, (batch, hkv, past, skv, dk), kst, kn, k_in, pk_b, kb);
-    assemble_cache(cx, "attn_present_value", dt, (batch, hkv, past, skv, dv), vst, vn, v_in, pv_b, vb);
+    assemble_cache(
+        cx,
+        "attn_present_key",
+        dt,
+        (batch, hkv, past, skv, dk),
+        kst,
+        kn,
+        k_in,
+        pk_b,
+        kb,
+    );
+    assemble_cache(
+        cx,
+        "attn_present_value",
+        dt,
+        (batch, hkv, past, skv, dv),
+        vst,
+        vn,
+        v_in,
+        pv_b,
+        vb,
+    );
 
     // Mask.
     let mask = input(node, 3);
@@ -175,7 +204,9 @@ fn attention(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             }
             let last = md[md.len() - 1];
             if last > total {
-                return Err(cx.invalid(format!("attn_mask's last dim {last} exceeds the key length {total}")));
+                return Err(cx.invalid(format!(
+                    "attn_mask's last dim {last} exceeds the key length {total}"
+                )));
             }
             // Strides against (batch, q heads, q seq), right-aligned, size-1 dims broadcast.
             let target = [batch, hq, sq];
@@ -183,13 +214,17 @@ fn attention(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             let mut st = [0u64; 3];
             let lead = md.len() - 1;
             for a in 0..3 {
-                let Some(mi) = (a + lead).checked_sub(3) else { continue };
+                let Some(mi) = (a + lead).checked_sub(3) else {
+                    continue;
+                };
                 let d = md[mi];
                 if d == 1 {
                     continue;
                 }
                 if d != target[a] {
-                    return Err(cx.invalid(format!("attn_mask shape {md:?} does not broadcast to {target:?}")));
+                    return Err(cx.invalid(format!(
+                        "attn_mask shape {md:?} does not broadcast to {target:?}"
+                    )));
                 }
                 st[a] = ms[mi];
             }
@@ -204,7 +239,11 @@ fn attention(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 
     // Outputs.
     let y_dims = cx.dims(y)?;
-    let y_want: Vec<u64> = if rank == 4 { vec![batch, hq, sq, dv] } else { vec![batch, sq, hq * dv] };
+    let y_want: Vec<u64> = if rank == 4 {
+        vec![batch, hq, sq, dv]
+    } else {
+        vec![batch, sq, hq * dv]
+    };
     if y_dims != y_want || cx.dtype(y)? != dt {
         return Err(cx.invalid("Y has the wrong type"));
     }
@@ -350,7 +389,11 @@ fn attention(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
                 let jc = b.min(j, lm1);
                 let mi = b.add(mbase, jc);
                 let raw = b.load(mp, mi, 1);
-                let val = if mdt == DType::Bool { b.select(raw, zero, ninf) } else { b.cast(raw, acc, NO_SAT) };
+                let val = if mdt == DType::Bool {
+                    b.select(raw, zero, ninf)
+                } else {
+                    b.cast(raw, acc, NO_SAT)
+                };
                 if last < total {
                     let lv = idx(b, last);
                     let inside = b.cmp(CmpOp::Lt, j, lv);
@@ -556,7 +599,10 @@ fn rotary(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let cos = input(node, 1).ok_or_else(|| cx.invalid("missing cos_cache"))?;
     let sin = input(node, 2).ok_or_else(|| cx.invalid("missing sin_cache"))?;
     let pos = input(node, 3);
-    let y = *node.outputs.first().ok_or_else(|| cx.invalid("missing output"))?;
+    let y = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("missing output"))?;
     let dt = cx.dtype(x)?;
     if !dt.is_float() || cx.dtype(cos)? != dt || cx.dtype(sin)? != dt {
         return Err(cx.unsupported(format!("RotaryEmbedding on {dt}")));
@@ -591,19 +637,25 @@ fn rotary(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let interleaved = node.attr_int("interleaved", 0) != 0;
     let cd = cx.dims(cos)?;
     if cx.dims(sin)? != cd || cd.last().copied() != Some(half) {
-        return Err(cx.invalid(format!("cos/sin caches must end in rotary_embedding_dim/2 = {half}")));
+        return Err(cx.invalid(format!(
+            "cos/sin caches must end in rotary_embedding_dim/2 = {half}"
+        )));
     }
     // Cache rows: by position id (cache (max_pos, half)) or per (batch, seq).
     let max_pos = match pos {
         Some(p) => {
             if cd.len() != 2 || cx.dims(p)? != [batch, seq] || !cx.dtype(p)?.is_int() {
-                return Err(cx.invalid("position_ids must be (batch, seq) integers with a 2-D cache"));
+                return Err(
+                    cx.invalid("position_ids must be (batch, seq) integers with a 2-D cache")
+                );
             }
             cd[0]
         }
         None => {
             if cd != [batch, seq, half] {
-                return Err(cx.invalid("without position_ids the caches must be (batch, seq, dim/2)"));
+                return Err(
+                    cx.invalid("without position_ids the caches must be (batch, seq, dim/2)")
+                );
             }
             0
         }

@@ -32,10 +32,16 @@ fn body<'n>(cx: &LowerCx, node: &'n Node, name: &str) -> Result<&'n Graph> {
 /// The capture operands (the node's last `captures` operands) as buffers.
 fn capture_buffers(cx: &mut LowerCx, node: &Node) -> Result<Vec<BufferId>> {
     let k = node.attr_int("captures", 0).max(0) as usize;
-    let first = node.inputs.len().checked_sub(k).ok_or_else(|| cx.invalid("more captures than operands"))?;
+    let first = node
+        .inputs
+        .len()
+        .checked_sub(k)
+        .ok_or_else(|| cx.invalid("more captures than operands"))?;
     (first..node.inputs.len())
         .map(|i| {
-            let v = node.input(i).ok_or_else(|| cx.invalid(format!("capture operand {i} is omitted")))?;
+            let v = node
+                .input(i)
+                .ok_or_else(|| cx.invalid(format!("capture operand {i} is omitted")))?;
             cx.buffer(v)
         })
         .collect()
@@ -43,16 +49,33 @@ fn capture_buffers(cx: &mut LowerCx, node: &Node) -> Result<Vec<BufferId>> {
 
 /// A scratch buffer shaped like body input `v`.
 fn param_buffer(cx: &mut LowerCx, g: &Graph, v: ValueId) -> Result<BufferId> {
-    let ty = g.ty(v).ok_or_else(|| cx.invalid(format!("body input `{}` has no type", g.value(v).name)))?;
-    let dims = ty.shape.as_static().ok_or_else(|| cx.unsupported(format!("body input `{}` has symbolic shape {}", g.value(v).name, ty.shape)))?;
+    let ty = g
+        .ty(v)
+        .ok_or_else(|| cx.invalid(format!("body input `{}` has no type", g.value(v).name)))?;
+    let dims = ty.shape.as_static().ok_or_else(|| {
+        cx.unsupported(format!(
+            "body input `{}` has symbolic shape {}",
+            g.value(v).name,
+            ty.shape
+        ))
+    })?;
     Ok(cx.scratch(&g.value(v).name, ty.dtype, dims))
 }
 
 /// Lowers `g` with its inputs bound to `params`, into steps of its own (not appended to the
 /// plan) plus the buffers holding its results. Kernels go into the same program.
-fn lower_body(cx: &mut LowerCx, g: &Graph, what: &str, params: &[BufferId]) -> Result<(Vec<Step>, Vec<BufferId>)> {
+fn lower_body(
+    cx: &mut LowerCx,
+    g: &Graph,
+    what: &str,
+    params: &[BufferId],
+) -> Result<(Vec<Step>, Vec<BufferId>)> {
     if g.inputs.len() != params.len() {
-        return Err(cx.invalid(format!("{what} takes {} inputs, {} given", g.inputs.len(), params.len())));
+        return Err(cx.invalid(format!(
+            "{what} takes {} inputs, {} given",
+            g.inputs.len(),
+            params.len()
+        )));
     }
     let label = format!("{what} of {}", cx.node_label);
     let mut program = std::mem::take(&mut cx.program);
@@ -61,14 +84,22 @@ fn lower_body(cx: &mut LowerCx, g: &Graph, what: &str, params: &[BufferId]) -> R
         graph: g,
         desc: cx.desc,
         program,
-        buffers: g.inputs.iter().copied().zip(params.iter().copied()).collect::<HashMap<_, _>>(),
+        buffers: g
+            .inputs
+            .iter()
+            .copied()
+            .zip(params.iter().copied())
+            .collect::<HashMap<_, _>>(),
         node_label: String::new(),
         kernel_names: std::mem::take(&mut cx.kernel_names),
         dynamic: Default::default(),
     };
     let r = lower_nodes(&mut child, &g.nodes, &label).and_then(|()| {
         child.node_label = label.clone();
-        g.outputs.iter().map(|&v| child.buffer(v)).collect::<Result<Vec<_>>>()
+        g.outputs
+            .iter()
+            .map(|&v| child.buffer(v))
+            .collect::<Result<Vec<_>>>()
     });
     cx.kernel_names = std::mem::take(&mut child.kernel_names);
     cx.program = child.program;
@@ -77,7 +108,12 @@ fn lower_body(cx: &mut LowerCx, g: &Graph, what: &str, params: &[BufferId]) -> R
 }
 
 /// Copies each body result into the node result it becomes.
-fn copy_out(cx: &mut LowerCx, steps: &mut Vec<Step>, results: &[BufferId], outs: &[ValueId]) -> Result<()> {
+fn copy_out(
+    cx: &mut LowerCx,
+    steps: &mut Vec<Step>,
+    results: &[BufferId],
+    outs: &[ValueId],
+) -> Result<()> {
     for (&r, &o) in results.iter().zip(outs) {
         let dst = cx.buffer(o)?;
         steps.push(Step::Copy { src: r, dst });
@@ -88,9 +124,14 @@ fn copy_out(cx: &mut LowerCx, steps: &mut Vec<Step>, results: &[BufferId], outs:
 // ==== If ====
 
 fn lower_if(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let cond = node.input(0).ok_or_else(|| cx.invalid("missing condition"))?;
+    let cond = node
+        .input(0)
+        .ok_or_else(|| cx.invalid("missing condition"))?;
     let caps = capture_buffers(cx, node)?;
-    let known = cx.konst(cond).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied());
+    let known = cx
+        .konst(cond)
+        .and_then(|t| t.to_i64_vec())
+        .and_then(|v| v.first().copied());
     if let Some(c) = known {
         // Only the branch taken was typed; it runs inline.
         let name = if c != 0 { "then_branch" } else { "else_branch" };
@@ -100,11 +141,17 @@ fn lower_if(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Ok(Execution::Host);
     }
     let cond = cx.buffer(cond)?;
-    let (mut then_steps, then_results) = lower_body(cx, body(cx, node, "then_branch")?, "then_branch", &caps)?;
+    let (mut then_steps, then_results) =
+        lower_body(cx, body(cx, node, "then_branch")?, "then_branch", &caps)?;
     copy_out(cx, &mut then_steps, &then_results, &node.outputs)?;
-    let (mut else_steps, else_results) = lower_body(cx, body(cx, node, "else_branch")?, "else_branch", &caps)?;
+    let (mut else_steps, else_results) =
+        lower_body(cx, body(cx, node, "else_branch")?, "else_branch", &caps)?;
     copy_out(cx, &mut else_steps, &else_results, &node.outputs)?;
-    cx.program.plan.steps.push(Step::If { cond, then_steps, else_steps });
+    cx.program.plan.steps.push(Step::If {
+        cond,
+        then_steps,
+        else_steps,
+    });
     Ok(Execution::Host)
 }
 
@@ -123,7 +170,9 @@ fn lower_loop(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut params = vec![iter, cond_in];
     for j in 0..n {
         let p = param_buffer(cx, g, g.inputs[2 + j])?;
-        let init = node.input(2 + j).ok_or_else(|| cx.invalid(format!("carried value {j} is omitted")))?;
+        let init = node
+            .input(2 + j)
+            .ok_or_else(|| cx.invalid(format!("carried value {j} is omitted")))?;
         let init = cx.buffer(init)?;
         cx.copy(init, p);
         params.push(p);
@@ -132,7 +181,11 @@ fn lower_loop(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let (steps, results) = lower_body(cx, g, "body", &params)?;
     let trip = match node.input(0) {
         None => Trip::Unbounded,
-        Some(m) => match cx.konst(m).and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied()) {
+        Some(m) => match cx
+            .konst(m)
+            .and_then(|t| t.to_i64_vec())
+            .and_then(|v| v.first().copied())
+        {
             Some(m) => Trip::Fixed(m.max(0) as u64),
             None if cx.dtype(m)? == DType::I64 => Trip::Buffer(cx.buffer(m)?),
             None => return Err(cx.unsupported("a trip count that is not int64")),
@@ -145,8 +198,14 @@ fn lower_loop(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut scan_out = Vec::new();
     for (j, &o) in node.outputs.iter().enumerate().skip(n) {
         let whole = cx.buffer(o)?;
-        let part = *results.get(1 + j).ok_or_else(|| cx.invalid("the body has too few results"))?;
-        scan_out.push(LoopSlice { whole, part, reverse: false });
+        let part = *results
+            .get(1 + j)
+            .ok_or_else(|| cx.invalid("the body has too few results"))?;
+        scan_out.push(LoopSlice {
+            whole,
+            part,
+            reverse: false,
+        });
     }
     let carried = (0..n).map(|j| (results[1 + j], params[2 + j])).collect();
     cx.program.plan.steps.push(Step::Loop(Box::new(LoopStep {
@@ -177,20 +236,27 @@ fn lower_scan(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let n = node.inputs.len() - k - m;
     let s = node.outputs.len() - n;
     for attr in ["scan_input_axes", "scan_output_axes"] {
-        if node.attr_ints(attr).is_some_and(|v| v.iter().any(|&a| a != 0)) {
+        if node
+            .attr_ints(attr)
+            .is_some_and(|v| v.iter().any(|&a| a != 0))
+        {
             return Err(cx.unsupported(format!("`{attr}` other than 0")));
         }
     }
     let directions = |attr: &str, count: usize| -> Vec<bool> {
         let v = node.attr_ints(attr).unwrap_or(&[]);
-        (0..count).map(|i| v.get(i).is_some_and(|&d| d == 1)).collect()
+        (0..count)
+            .map(|i| v.get(i).is_some_and(|&d| d == 1))
+            .collect()
     };
     let in_rev = directions("scan_input_directions", m);
     let out_rev = directions("scan_output_directions", s);
     let mut params = Vec::with_capacity(n + m + k);
     for j in 0..n {
         let p = param_buffer(cx, g, g.inputs[j])?;
-        let init = node.input(j).ok_or_else(|| cx.invalid(format!("state {j} is omitted")))?;
+        let init = node
+            .input(j)
+            .ok_or_else(|| cx.invalid(format!("state {j} is omitted")))?;
         let init = cx.buffer(init)?;
         cx.copy(init, p);
         params.push(p);
@@ -199,10 +265,16 @@ fn lower_scan(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut len = 0;
     for i in 0..m {
         let part = param_buffer(cx, g, g.inputs[n + i])?;
-        let x = node.input(n + i).ok_or_else(|| cx.invalid(format!("scan input {i} is omitted")))?;
+        let x = node
+            .input(n + i)
+            .ok_or_else(|| cx.invalid(format!("scan input {i} is omitted")))?;
         len = cx.dims(x)?.first().copied().unwrap_or(0);
         let whole = cx.buffer(x)?;
-        scan_in.push(LoopSlice { whole, part, reverse: in_rev[i] });
+        scan_in.push(LoopSlice {
+            whole,
+            part,
+            reverse: in_rev[i],
+        });
         params.push(part);
     }
     params.extend(caps);
@@ -210,7 +282,11 @@ fn lower_scan(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut scan_out = Vec::with_capacity(s);
     for j in 0..s {
         let whole = cx.buffer(node.outputs[n + j])?;
-        scan_out.push(LoopSlice { whole, part: results[n + j], reverse: out_rev[j] });
+        scan_out.push(LoopSlice {
+            whole,
+            part: results[n + j],
+            reverse: out_rev[j],
+        });
     }
     let carried = (0..n).map(|j| (results[j], params[j])).collect();
     cx.program.plan.steps.push(Step::Loop(Box::new(LoopStep {

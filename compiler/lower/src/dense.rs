@@ -12,8 +12,8 @@ use crate::util::{broadcast_strides, linear_index, strides, unravel};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node, Op, ValueId};
 use tessera_kir::{
-    Access, BinOp, Buf, CastMode, CmpOp, Execution, Kernel, KernelBuilder, MathFn, ReduceOp, Scalar, Ty, UnOp,
-    Val,
+    Access, BinOp, Buf, CastMode, CmpOp, Execution, Kernel, KernelBuilder, MathFn, ReduceOp,
+    Scalar, Ty, UnOp, Val,
 };
 
 pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
@@ -46,7 +46,11 @@ fn acc_type(t: DType) -> DType {
 }
 
 fn fconst(b: &mut KernelBuilder, ty: Ty, v: f64) -> Val {
-    let s = if ty.elem.is_float() { Scalar::Float(v) } else { Scalar::Int(v as i64) };
+    let s = if ty.elem.is_float() {
+        Scalar::Float(v)
+    } else {
+        Scalar::Int(v as i64)
+    };
     b.constant(ty, s)
 }
 
@@ -62,7 +66,13 @@ fn ceil_div_pos(b: &mut KernelBuilder, a: Val, d: i64) -> Val {
 
 /// Calls `f(start, count)` for blocks of `blk` items over `lo..hi`: full blocks with
 /// `count == blk`, then the leftover items one at a time with `count == 1`.
-fn split_loop(b: &mut KernelBuilder, lo: Val, hi: Val, blk: u64, f: &dyn Fn(&mut KernelBuilder, Val, u64)) {
+fn split_loop(
+    b: &mut KernelBuilder,
+    lo: Val,
+    hi: Val,
+    blk: u64,
+    f: &dyn Fn(&mut KernelBuilder, Val, u64),
+) {
     let step = b.index(blk as i64);
     b.for_loop(lo, hi, step, &[], |b, x, _| {
         if blk == 1 {
@@ -158,18 +168,35 @@ fn matmul_kernel(spec: &MmSpec, tile: [u32; 3], vector_bytes: u32) -> Kernel {
     let b = &mut kb;
     let abuf = b.param("a", s.a.0, s.a.1.max(1), Access::Read);
     let bbuf = b.param("b", s.b.0, s.b.1.max(1), Access::Read);
-    let cbuf = s.c.map(|c| b.param("c", c.dtype, c.len.max(1), Access::Read));
-    let azb = s.a_zp.map(|z| b.param("a_zero_point", z.dtype, z.len.max(1), Access::Read));
-    let bzb = s.b_zp.map(|z| b.param("b_zero_point", z.dtype, z.len.max(1), Access::Read));
+    let cbuf =
+        s.c.map(|c| b.param("c", c.dtype, c.len.max(1), Access::Read));
+    let azb = s
+        .a_zp
+        .map(|z| b.param("a_zero_point", z.dtype, z.len.max(1), Access::Read));
+    let bzb = s
+        .b_zp
+        .map(|z| b.param("b_zero_point", z.dtype, z.len.max(1), Access::Read));
     // Large k is processed in blocks of the target's k tile (at least 128), keeping each B
     // panel block in cache across row blocks; partial sums live in Y between blocks, so this
     // needs Y to have the accumulator's type.
     let kc = (tile[2] as u64).max(128);
     let k_blocked = s.y.0 == s.acc && s.k > 2 * kc && s.a_zp.is_none() && s.b_zp.is_none();
-    let ybuf = b.param("y", s.y.0, s.y.1, if k_blocked { Access::ReadWrite } else { Access::Write });
+    let ybuf = b.param(
+        "y",
+        s.y.0,
+        s.y.1,
+        if k_blocked {
+            Access::ReadWrite
+        } else {
+            Access::Write
+        },
+    );
 
     // Vectors only where every operand is f32 (the host maps vec<4xf32> to SIMD).
-    let all_f32 = s.a.0 == DType::F32 && s.b.0 == DType::F32 && s.y.0 == DType::F32 && s.c.is_none_or(|c| c.dtype == DType::F32);
+    let all_f32 = s.a.0 == DType::F32
+        && s.b.0 == DType::F32
+        && s.y.0 == DType::F32
+        && s.c.is_none_or(|c| c.dtype == DType::F32);
     let lanes: u64 = if all_f32 && vector_bytes >= 16 { 4 } else { 1 };
     enum Path {
         /// Vectors along N (B rows contiguous): `lanes` wide, `nr` columns, `mr` rows.
@@ -178,11 +205,19 @@ fn matmul_kernel(spec: &MmSpec, tile: [u32; 3], vector_bytes: u32) -> Kernel {
         Dot { mr: u64, nc: u64 },
     }
     let path = if lanes > 1 && s.b_ns == 1 && s.n >= 2 * lanes {
-        Path::RowB { lanes, mr: 4, nr: 2 * lanes }
+        Path::RowB {
+            lanes,
+            mr: 4,
+            nr: 2 * lanes,
+        }
     } else if lanes > 1 && s.a_ks == 1 && s.b_ks == 1 && s.k >= lanes {
         Path::Dot { mr: 4, nc: 2 }
     } else {
-        Path::RowB { lanes: 1, mr: 4, nr: 4 }
+        Path::RowB {
+            lanes: 1,
+            mr: 4,
+            nr: 4,
+        }
     };
     let (mr, nr) = match path {
         Path::RowB { mr, nr, .. } => (mr, nr),
@@ -201,7 +236,17 @@ fn matmul_kernel(spec: &MmSpec, tile: [u32; 3], vector_bytes: u32) -> Kernel {
     let b_off = linear_index(b, &coords, &s.b_bst);
     let mn = b.index((s.m * s.n) as i64);
     let y_off = b.mul(p0, mn);
-    let v = MmVals { a: abuf, b: bbuf, c: cbuf, a_zp: azb, b_zp: bzb, y: ybuf, a_off, b_off, y_off };
+    let v = MmVals {
+        a: abuf,
+        b: bbuf,
+        c: cbuf,
+        a_zp: azb,
+        b_zp: bzb,
+        y: ybuf,
+        a_off,
+        b_off,
+        y_off,
+    };
 
     let p1 = b.program_id(1);
     let p2 = b.program_id(2);
@@ -237,7 +282,15 @@ fn matmul_kernel(spec: &MmSpec, tile: [u32; 3], vector_bytes: u32) -> Kernel {
                     let zero = b.index(0);
                     let first = b.cmp(CmpOp::Eq, k0, zero);
                     let last = b.cmp(CmpOp::Ge, end, hi);
-                    tiles(b, KBlock::Block { lo: k0, hi: k1, first, last });
+                    tiles(
+                        b,
+                        KBlock::Block {
+                            lo: k0,
+                            hi: k1,
+                            first,
+                            last,
+                        },
+                    );
                     Vec::new()
                 });
             } else {
@@ -246,7 +299,9 @@ fn matmul_kernel(spec: &MmSpec, tile: [u32; 3], vector_bytes: u32) -> Kernel {
         }
         Path::Dot { mr, nc } => {
             split_loop(b, m_lo, m_hi, mr, &|b, m0, rc| {
-                split_loop(b, n_lo, n_hi, nc, &|b, n0, cc| micro_dot(b, s, v, m0, rc, n0, cc, lanes));
+                split_loop(b, n_lo, n_hi, nc, &|b, n0, cc| {
+                    micro_dot(b, s, v, m0, rc, n0, cc, lanes)
+                });
             });
         }
     }
@@ -274,14 +329,24 @@ fn load_acc(b: &mut KernelBuilder, buf: Buf, idx: Val, lanes: u64, acc: DType) -
 
 /// The zero point for row/column `line`, as `lanes` lanes of the accumulator type (lanes
 /// cover consecutive lines when the zero point is per line).
-fn zero_point(b: &mut KernelBuilder, z: Option<(Buf, ZeroPoint)>, line: Val, lanes: u64, acc: DType) -> Option<Val> {
+fn zero_point(
+    b: &mut KernelBuilder,
+    z: Option<(Buf, ZeroPoint)>,
+    line: Val,
+    lanes: u64,
+    acc: DType,
+) -> Option<Val> {
     let (buf, zp) = z?;
     if zp.per_line {
         Some(load_acc(b, buf, line, lanes, acc))
     } else {
         let zero = b.index(0);
         let x = load_acc(b, buf, zero, 1, acc);
-        Some(if lanes > 1 { b.splat(x, lanes as u16) } else { x })
+        Some(if lanes > 1 {
+            b.splat(x, lanes as u16)
+        } else {
+            x
+        })
     }
 }
 
@@ -325,7 +390,17 @@ fn store_out(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m: Val, n: Val, accv:
 
 /// `rows × (groups·lanes)` outputs at (m0, n0), accumulating along k with vectors along n.
 #[allow(clippy::too_many_arguments)]
-fn micro_rowb(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m0: Val, rows: u64, n0: Val, groups: u64, lanes: u64, kb: KBlock) {
+fn micro_rowb(
+    b: &mut KernelBuilder,
+    s: &MmSpec,
+    v: MmVals,
+    m0: Val,
+    rows: u64,
+    n0: Val,
+    groups: u64,
+    lanes: u64,
+    kb: KBlock,
+) {
     let vty = Ty::vector(s.acc, lanes as u16);
     let mut a_rows = Vec::new();
     let mut a_zps = Vec::new();
@@ -361,16 +436,21 @@ fn micro_rowb(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m0: Val, rows: u64, 
         KBlock::Whole => zeros,
         KBlock::Block { first, .. } => {
             let tys = vec![vty; zeros.len()];
-            b.if_else(first, &tys, |_| zeros.clone(), |b| {
-                let mut out = Vec::new();
-                for r in 0..rows {
-                    for g in 0..groups {
-                        let (_, _, yi) = y_at(b, r, g);
-                        out.push(b.load(v.y, yi, lanes as u16));
+            b.if_else(
+                first,
+                &tys,
+                |_| zeros.clone(),
+                |b| {
+                    let mut out = Vec::new();
+                    for r in 0..rows {
+                        for g in 0..groups {
+                            let (_, _, yi) = y_at(b, r, g);
+                            out.push(b.load(v.y, yi, lanes as u16));
+                        }
                     }
-                }
-                out
-            })
+                    out
+                },
+            )
         }
     };
     let (lo, hi) = match kb {
@@ -395,7 +475,11 @@ fn micro_rowb(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m0: Val, rows: u64, 
             if let Some(z) = a_zps[r] {
                 x = b.sub(x, z);
             }
-            let xs = if lanes > 1 { b.splat(x, lanes as u16) } else { x };
+            let xs = if lanes > 1 {
+                b.splat(x, lanes as u16)
+            } else {
+                x
+            };
             for g in 0..groups as usize {
                 let p = b.mul(xs, bv[g]);
                 next.push(b.add(acc[r * groups as usize + g], p));
@@ -440,13 +524,27 @@ fn micro_rowb(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m0: Val, rows: u64, 
 enum KBlock {
     Whole,
     /// `lo..hi`; `first`/`last` say whether this is the first or last block.
-    Block { lo: Val, hi: Val, first: Val, last: Val },
+    Block {
+        lo: Val,
+        hi: Val,
+        first: Val,
+        last: Val,
+    },
 }
 
 /// `rows × cols` outputs at (m0, n0) as dot products along contiguous k, `lanes` at a time,
 /// then a scalar tail.
 #[allow(clippy::too_many_arguments)]
-fn micro_dot(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m0: Val, rows: u64, n0: Val, cols: u64, lanes: u64) {
+fn micro_dot(
+    b: &mut KernelBuilder,
+    s: &MmSpec,
+    v: MmVals,
+    m0: Val,
+    rows: u64,
+    n0: Val,
+    cols: u64,
+    lanes: u64,
+) {
     let vty = Ty::vector(s.acc, lanes as u16);
     let mut a_rows = Vec::new();
     let mut a_zps = Vec::new();
@@ -474,7 +572,11 @@ fn micro_dot(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m0: Val, rows: u64, n
             let ai = b.add(a_rows[r], k);
             let mut x = load_acc(b, v.a, ai, lanes, s.acc);
             if let Some(z) = a_zps[r] {
-                let zs = if lanes > 1 { b.splat(z, lanes as u16) } else { z };
+                let zs = if lanes > 1 {
+                    b.splat(z, lanes as u16)
+                } else {
+                    z
+                };
                 x = b.sub(x, zs);
             }
             av.push(x);
@@ -484,7 +586,11 @@ fn micro_dot(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m0: Val, rows: u64, n
             let bi = b.add(b_cols[c], k);
             let mut x = load_acc(b, v.b, bi, lanes, s.acc);
             if let Some(z) = b_zps[c] {
-                let zs = if lanes > 1 { b.splat(z, lanes as u16) } else { z };
+                let zs = if lanes > 1 {
+                    b.splat(z, lanes as u16)
+                } else {
+                    z
+                };
                 x = b.sub(x, zs);
             }
             bv.push(x);
@@ -498,7 +604,16 @@ fn micro_dot(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m0: Val, rows: u64, n
         }
         next
     });
-    let mut sums: Vec<Val> = accs.iter().map(|&a| if lanes > 1 { b.reduce_lanes(ReduceOp::Add, a) } else { a }).collect();
+    let mut sums: Vec<Val> = accs
+        .iter()
+        .map(|&a| {
+            if lanes > 1 {
+                b.reduce_lanes(ReduceOp::Add, a)
+            } else {
+                a
+            }
+        })
+        .collect();
     if main < s.k {
         let (lo, hi, one) = (b.index(main as i64), b.index(s.k as i64), b.index(1));
         sums = b.for_loop(lo, hi, one, &sums, |b, k, acc| {
@@ -546,8 +661,16 @@ fn broadcast_batch(cx: &LowerCx, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
     let r = a.len().max(b.len());
     let mut out = vec![1; r];
     for i in 0..r {
-        let x = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let y = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let x = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let y = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if x == y || y == 1 {
             x
         } else if x == 1 {
@@ -560,14 +683,31 @@ fn broadcast_batch(cx: &LowerCx, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
 }
 
 /// Lowers a (batched, broadcast) product of A and B read through numpy matmul rules.
-fn lower_matmul_like(cx: &mut LowerCx, node: &Node, acc: DType, zps: [Option<ValueId>; 2]) -> Result<Execution> {
-    let (a, bv, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, result(cx, node, 0)?);
+fn lower_matmul_like(
+    cx: &mut LowerCx,
+    node: &Node,
+    acc: DType,
+    zps: [Option<ValueId>; 2],
+) -> Result<Execution> {
+    let (a, bv, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        result(cx, node, 0)?,
+    );
     let (ad, bd) = (cx.dims(a)?, cx.dims(bv)?);
     if ad.is_empty() || bd.is_empty() {
         return Err(cx.invalid("MatMul operands must have rank >= 1"));
     }
-    let a2 = if ad.len() == 1 { vec![1, ad[0]] } else { ad.clone() };
-    let b2 = if bd.len() == 1 { vec![bd[0], 1] } else { bd.clone() };
+    let a2 = if ad.len() == 1 {
+        vec![1, ad[0]]
+    } else {
+        ad.clone()
+    };
+    let b2 = if bd.len() == 1 {
+        vec![bd[0], 1]
+    } else {
+        bd.clone()
+    };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -582,8 +722,14 @@ fn lower_matmul_like(cx: &mut LowerCx, node: &Node, acc: DType, zps: [Option<Val
     if total == 0 {
         return Ok(Execution::Kernel);
     }
-    let a_bst: Vec<u64> = broadcast_strides(ab, &batch).iter().map(|s| s * m * k).collect();
-    let b_bst: Vec<u64> = broadcast_strides(bb, &batch).iter().map(|s| s * k * n).collect();
+    let a_bst: Vec<u64> = broadcast_strides(ab, &batch)
+        .iter()
+        .map(|s| s * m * k)
+        .collect();
+    let b_bst: Vec<u64> = broadcast_strides(bb, &batch)
+        .iter()
+        .map(|s| s * k * n)
+        .collect();
     let mut spec = MmSpec {
         name: cx.kernel_name(&node.op.name().to_ascii_lowercase()),
         a: (cx.dtype(a)?, cx.numel(a)?),
@@ -613,9 +759,15 @@ fn lower_matmul_like(cx: &mut LowerCx, node: &Node, acc: DType, zps: [Option<Val
         let line = if i == 0 { m } else { n };
         let per_line = zl > 1;
         if per_line && zl != line {
-            return Err(cx.unsupported(format!("zero point of {zl} elements (only scalar or per row/column)")));
+            return Err(cx.unsupported(format!(
+                "zero point of {zl} elements (only scalar or per row/column)"
+            )));
         }
-        let zp = ZeroPoint { dtype: cx.dtype(z)?, len: zl, per_line };
+        let zp = ZeroPoint {
+            dtype: cx.dtype(z)?,
+            len: zl,
+            per_line,
+        };
         if zl == 0 {
             return Err(cx.invalid("empty zero point"));
         }
@@ -658,12 +810,19 @@ fn matmul_integer(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== Gemm ====
 
 fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (a, bv, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, result(cx, node, 0)?);
+    let (a, bv, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        result(cx, node, 0)?,
+    );
     let (ad, bd) = (cx.dims(a)?, cx.dims(bv)?);
     if ad.len() != 2 || bd.len() != 2 {
         return Err(cx.invalid("Gemm operands must be 2-D"));
     }
-    let (ta, tb) = (node.attr_int("transA", 0) != 0, node.attr_int("transB", 0) != 0);
+    let (ta, tb) = (
+        node.attr_int("transA", 0) != 0,
+        node.attr_int("transB", 0) != 0,
+    );
     let (m, k) = if ta { (ad[1], ad[0]) } else { (ad[0], ad[1]) };
     let (k2, n) = if tb { (bd[1], bd[0]) } else { (bd[0], bd[1]) };
     if k != k2 || cx.numel(y)? != m * n {
@@ -674,7 +833,10 @@ fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Err(cx.unsupported(format!("Gemm on {dt}")));
     }
     let acc = acc_type(dt);
-    let (alpha, beta) = (node.attr_float("alpha", 1.0) as f64, node.attr_float("beta", 1.0) as f64);
+    let (alpha, beta) = (
+        node.attr_float("alpha", 1.0) as f64,
+        node.attr_float("beta", 1.0) as f64,
+    );
     if !acc.is_float() && (alpha.fract() != 0.0 || beta.fract() != 0.0) {
         return Err(cx.unsupported("integer Gemm with a fractional alpha or beta"));
     }
@@ -685,12 +847,23 @@ fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let c = match node.input(2) {
         Some(c) => {
             let cd = cx.dims(c)?;
-            if cd.len() > 2 || cd.iter().rev().zip([n, m]).any(|(&d, want)| d != 1 && d != want) {
+            if cd.len() > 2
+                || cd
+                    .iter()
+                    .rev()
+                    .zip([n, m])
+                    .any(|(&d, want)| d != 1 && d != want)
+            {
                 return Err(cx.invalid(format!("C {cd:?} does not broadcast to [{m}, {n}]")));
             }
             let st = broadcast_strides(&cd, &[m, n]);
             args.push(cx.buffer(c)?);
-            Some(CTerm { dtype: cx.dtype(c)?, len: cx.numel(c)?, rs: st[0] as i64, cs: st[1] as i64 })
+            Some(CTerm {
+                dtype: cx.dtype(c)?,
+                len: cx.numel(c)?,
+                rs: st[0] as i64,
+                cs: st[1] as i64,
+            })
         }
         None => None,
     };
@@ -737,11 +910,19 @@ struct Window {
 }
 
 /// Reads kernel_shape/strides/dilations/pads/auto_pad for spatial `input` → `output`.
-fn window(cx: &LowerCx, node: &Node, input: &[u64], output: &[u64], kernel: Vec<u64>) -> Result<Window> {
+fn window(
+    cx: &LowerCx,
+    node: &Node,
+    input: &[u64],
+    output: &[u64],
+    kernel: Vec<u64>,
+) -> Result<Window> {
     let r = input.len();
     let ints = |name: &str, default: u64| -> Result<Vec<u64>> {
         match node.attr_ints(name) {
-            Some(v) if v.len() == r && v.iter().all(|&x| x > 0) => Ok(v.iter().map(|&x| x as u64).collect()),
+            Some(v) if v.len() == r && v.iter().all(|&x| x > 0) => {
+                Ok(v.iter().map(|&x| x as u64).collect())
+            }
             Some(v) => Err(cx.invalid(format!("`{name}` {v:?} must have {r} positive entries"))),
             None => Ok(vec![default; r]),
         }
@@ -765,20 +946,40 @@ fn window(cx: &LowerCx, node: &Node, input: &[u64], output: &[u64], kernel: Vec<
         "VALID" => {}
         mode @ ("SAME_UPPER" | "SAME_LOWER") => {
             for i in 0..r {
-                let need = (output[i] as i64 - 1) * strides[i] as i64 + (kernel[i] as i64 - 1) * dilations[i] as i64 + 1;
+                let need = (output[i] as i64 - 1) * strides[i] as i64
+                    + (kernel[i] as i64 - 1) * dilations[i] as i64
+                    + 1;
                 let total = (need - input[i] as i64).max(0);
                 let small = total / 2;
-                (pb[i], pe[i]) = if mode == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                (pb[i], pe[i]) = if mode == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
             }
         }
         other => return Err(cx.invalid(format!("auto_pad `{other}`"))),
     }
-    Ok(Window { input: input.to_vec(), output: output.to_vec(), kernel, strides, dilations, pad_begin: pb, pad_end: pe })
+    Ok(Window {
+        input: input.to_vec(),
+        output: output.to_vec(),
+        kernel,
+        strides,
+        dilations,
+        pad_begin: pb,
+        pad_end: pe,
+    })
 }
 
 /// For output coordinates `oc`: per spatial dim, the first input coordinate of the window
 /// (`start`, may be negative) and the tap range `lo..hi` that lands inside `0..extent`.
-fn window_ranges(b: &mut KernelBuilder, w: &Window, oc: &[Val], extent: &[i64], shift: &[i64]) -> Vec<(Val, Val, Val)> {
+fn window_ranges(
+    b: &mut KernelBuilder,
+    w: &Window,
+    oc: &[Val],
+    extent: &[i64],
+    shift: &[i64],
+) -> Vec<(Val, Val, Val)> {
     let mut out = Vec::new();
     for i in 0..oc.len() {
         let s = b.index(w.strides[i] as i64);
@@ -826,7 +1027,14 @@ fn window_fold(
 }
 
 /// The flat input offset of the taps: Σ (start_i + k_i·d_i) · stride_i.
-fn tap_offset(b: &mut KernelBuilder, w: &Window, ranges: &[(Val, Val, Val)], taps: &[Val], base: Val, st: &[u64]) -> Val {
+fn tap_offset(
+    b: &mut KernelBuilder,
+    w: &Window,
+    ranges: &[(Val, Val, Val)],
+    taps: &[Val],
+    base: Val,
+    st: &[u64],
+) -> Val {
     let mut idx = base;
     for i in 0..taps.len() {
         let dv = b.index(w.dilations[i] as i64);
@@ -840,10 +1048,16 @@ fn tap_offset(b: &mut KernelBuilder, w: &Window, ranges: &[(Val, Val, Val)], tap
 // ==== Conv ====
 
 fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (x, wv, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, result(cx, node, 0)?);
+    let (x, wv, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        result(cx, node, 0)?,
+    );
     let (xd, wd, yd) = (cx.dims(x)?, cx.dims(wv)?, cx.dims(y)?);
     if xd.len() < 3 || wd.len() != xd.len() || yd.len() != xd.len() {
-        return Err(cx.invalid(format!("Conv needs X [N, C, ...] and W [M, C/group, ...] of equal rank; got {xd:?}, {wd:?}")));
+        return Err(cx.invalid(format!(
+            "Conv needs X [N, C, ...] and W [M, C/group, ...] of equal rank; got {xd:?}, {wd:?}"
+        )));
     }
     let dt = cx.dtype(x)?;
     if !dt.is_float() || dt.bits() < 16 || cx.dtype(wv)? != dt {
@@ -851,8 +1065,15 @@ fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let group = node.attr_int("group", 1);
     let (nb, c, mo) = (xd[0], xd[1], wd[0]);
-    if group <= 0 || c % group as u64 != 0 || mo % group as u64 != 0 || wd[1] * group as u64 != c || yd[1] != mo {
-        return Err(cx.invalid(format!("channels do not agree with group {group}: X {xd:?}, W {wd:?}")));
+    if group <= 0
+        || c % group as u64 != 0
+        || mo % group as u64 != 0
+        || wd[1] * group as u64 != c
+        || yd[1] != mo
+    {
+        return Err(cx.invalid(format!(
+            "channels do not agree with group {group}: X {xd:?}, W {wd:?}"
+        )));
     }
     let g = group as u64;
     let kernel = wd[2..].to_vec();
@@ -880,8 +1101,19 @@ fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         args.push(cx.buffer(bb)?);
     }
     args.push(cx.buffer(y)?);
-    if dt == DType::F32 && cx.dtype(y)? == DType::F32 && cx.desc.vector_bytes >= 16 && w.input.len() == 2 && mg > 0 {
-        let kern = conv_rows_f32(cx.kernel_name("conv"), &w, [nb, c, mo, g], bias.is_some(), [cx.numel(x)?, cx.numel(wv)?, total]);
+    if dt == DType::F32
+        && cx.dtype(y)? == DType::F32
+        && cx.desc.vector_bytes >= 16
+        && w.input.len() == 2
+        && mg > 0
+    {
+        let kern = conv_rows_f32(
+            cx.kernel_name("conv"),
+            &w,
+            [nb, c, mo, g],
+            bias.is_some(),
+            [cx.numel(x)?, cx.numel(wv)?, total],
+        );
         cx.launch(kern, args);
         return Ok(Execution::Kernel);
     }
@@ -977,7 +1209,13 @@ fn conv_rows_vec(w: &Window) -> bool {
 /// among the block's channels. Every output is summed in the same order
 /// as the generic path (bias, then input channels, then taps in order), so the results are
 /// the same. Parameters: x, w, [bias], y.
-fn conv_rows_f32(name: String, w: &Window, dims: [u64; 4], has_bias: bool, lens: [u64; 3]) -> Kernel {
+fn conv_rows_f32(
+    name: String,
+    w: &Window,
+    dims: [u64; 4],
+    has_bias: bool,
+    lens: [u64; 3],
+) -> Kernel {
     let [nb, c, mo, g] = dims;
     let (cg, mg) = (c / g, mo / g);
     let mb: u64 = if mg % 4 == 0 {
@@ -1193,7 +1431,11 @@ fn lowest(t: DType) -> Scalar {
     if t.is_float() {
         Scalar::Float(f64::NEG_INFINITY)
     } else if t.is_signed_int() {
-        Scalar::Int(if t.bits() >= 64 { i64::MIN } else { -(1i64 << (t.bits() - 1)) })
+        Scalar::Int(if t.bits() >= 64 {
+            i64::MIN
+        } else {
+            -(1i64 << (t.bits() - 1))
+        })
     } else {
         Scalar::Int(0)
     }
@@ -1203,7 +1445,9 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
     let (x, y) = (operand(cx, node, 0)?, result(cx, node, 0)?);
     let (xd, yd) = (cx.dims(x)?, cx.dims(y)?);
     if xd.len() < 3 || yd.len() != xd.len() || yd[..2] != xd[..2] {
-        return Err(cx.invalid(format!("pooling needs [N, C, ...] in and out; got {xd:?} -> {yd:?}")));
+        return Err(cx.invalid(format!(
+            "pooling needs [N, C, ...] in and out; got {xd:?} -> {yd:?}"
+        )));
     }
     let dt = cx.dtype(x)?;
     let kind = match node.op {
@@ -1229,11 +1473,21 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
             pad_end: vec![0; r],
         }
     } else {
-        let ks = node.attr_ints("kernel_shape").ok_or_else(|| cx.invalid("missing kernel_shape"))?;
+        let ks = node
+            .attr_ints("kernel_shape")
+            .ok_or_else(|| cx.invalid("missing kernel_shape"))?;
         if ks.len() != r || ks.iter().any(|&k| k <= 0) {
-            return Err(cx.invalid(format!("kernel_shape {ks:?} must have {r} positive entries")));
+            return Err(cx.invalid(format!(
+                "kernel_shape {ks:?} must have {r} positive entries"
+            )));
         }
-        window(cx, node, &xd[2..], &yd[2..], ks.iter().map(|&k| k as u64).collect())?
+        window(
+            cx,
+            node,
+            &xd[2..],
+            &yd[2..],
+            ks.iter().map(|&k| k as u64).collect(),
+        )?
     };
     let count_include_pad = node.attr_int("count_include_pad", 0) != 0;
     let p = node.attr_int("p", 2) as f64;
@@ -1275,7 +1529,9 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
         cst[i] = cst[i - 1] * w.input[i - 1];
     }
     let extent: Vec<i64> = w.input.iter().map(|&v| v as i64).collect();
-    let padded: Vec<i64> = (0..r).map(|i| w.input[i] as i64 + w.pad_begin[i] + w.pad_end[i]).collect();
+    let padded: Vec<i64> = (0..r)
+        .map(|i| w.input[i] as i64 + w.pad_begin[i] + w.pad_end[i])
+        .collect();
     let chv = b.index(chunk as i64);
     let lo = b.mul(pid, chv);
     let hi0 = b.add(lo, chv);
@@ -1293,7 +1549,14 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
                 let minus1 = b.index(-1);
                 let body = |b: &mut KernelBuilder, taps: &[Val], carried: &[Val]| -> Vec<Val> {
                     let zero = b.index(0);
-                    let sp = tap_offset(b, wref, &ranges, taps, zero, if col_major { &cst } else { &ist });
+                    let sp = tap_offset(
+                        b,
+                        wref,
+                        &ranges,
+                        taps,
+                        zero,
+                        if col_major { &cst } else { &ist },
+                    );
                     let xi = tap_offset(b, wref, &ranges, taps, x_base, &ist);
                     let v = load_acc(b, xb, xi, 1, acc);
                     let better = b.cmp(CmpOp::Gt, v, carried[0]);
@@ -1384,7 +1647,9 @@ fn batch_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if !dt.is_float() {
         return Err(cx.unsupported(format!("BatchNormalization on {dt}")));
     }
-    let params: Vec<ValueId> = (1..5).map(|i| operand(cx, node, i)).collect::<Result<_>>()?;
+    let params: Vec<ValueId> = (1..5)
+        .map(|i| operand(cx, node, i))
+        .collect::<Result<_>>()?;
     for &p in &params {
         if cx.numel(p)? != c {
             return Err(cx.invalid("scale, B, mean and var must have C elements"));
@@ -1476,7 +1741,12 @@ struct RowLayout {
 impl RowLayout {
     /// Rows of `len` contiguous elements, one after another.
     fn contiguous(rows: u64, len: u64) -> RowLayout {
-        RowLayout { rows: vec![rows], row_st: vec![len], elems: vec![len], elem_st: vec![1] }
+        RowLayout {
+            rows: vec![rows],
+            row_st: vec![len],
+            elems: vec![len],
+            elem_st: vec![1],
+        }
     }
 
     fn row_count(&self) -> u64 {
@@ -1516,11 +1786,20 @@ fn norm_kernel(s: &NormSpec) -> Kernel {
     let mut kb = KernelBuilder::new(s.name.clone());
     let b = &mut kb;
     let xb = b.param("x", s.dtype, s.total, Access::Read);
-    let sb = s.scale.map(|(d, l, _)| b.param("scale", d, l.max(1), Access::Read));
-    let bb = s.bias.map(|(d, l, _)| b.param("bias", d, l.max(1), Access::Read));
+    let sb = s
+        .scale
+        .map(|(d, l, _)| b.param("scale", d, l.max(1), Access::Read));
+    let bb = s
+        .bias
+        .map(|(d, l, _)| b.param("bias", d, l.max(1), Access::Read));
     let yb = b.param("y", s.dtype, s.total, Access::Write);
     let rows = s.layout.row_count();
-    let stat_bufs = s.stats.map(|(md, id)| (b.param("mean", md, rows, Access::Write), b.param("inv_std_dev", id, rows, Access::Write)));
+    let stat_bufs = s.stats.map(|(md, id)| {
+        (
+            b.param("mean", md, rows, Access::Write),
+            b.param("inv_std_dev", id, rows, Access::Write),
+        )
+    });
     let len = s.layout.len();
     let acc = s.acc;
     let sty = Ty::scalar(acc);
@@ -1587,7 +1866,11 @@ fn norm_kernel(s: &NormSpec) -> Kernel {
                 (zero, inv, None)
             }
             NormKind::Lp(p) => {
-                let norm = if p == 2 { b.unary(UnOp::Sqrt, s1[0]) } else { s1[0] };
+                let norm = if p == 2 {
+                    b.unary(UnOp::Sqrt, s1[0])
+                } else {
+                    s1[0]
+                };
                 // A zero vector normalises to zeros (as ONNX's reference does), not to NaN.
                 let is_zero = b.cmp(CmpOp::Eq, norm, zero);
                 let safe = b.select(is_zero, onev, norm);
@@ -1655,7 +1938,15 @@ fn norm_acc(dt: DType) -> DType {
 }
 
 /// Launches `spec` on x, scale, bias, y and the optional stats results.
-fn launch_norm(cx: &mut LowerCx, spec: NormSpec, x: ValueId, scale: Option<ValueId>, bias: Option<ValueId>, y: ValueId, stats: &[ValueId]) -> Result<Execution> {
+fn launch_norm(
+    cx: &mut LowerCx,
+    spec: NormSpec,
+    x: ValueId,
+    scale: Option<ValueId>,
+    bias: Option<ValueId>,
+    y: ValueId,
+    stats: &[ValueId],
+) -> Result<Execution> {
     if spec.total == 0 {
         return Ok(Execution::Kernel);
     }
@@ -1682,10 +1973,19 @@ fn suffix_param(cx: &LowerCx, v: ValueId, norm: &[u64]) -> Result<(DType, u64, P
     let trimmed: Vec<u64> = d.iter().copied().skip_while(|&x| x == 1).collect();
     let n = trimmed.len();
     if n > norm.len() || trimmed[..] != norm[norm.len() - n..] {
-        return Err(cx.unsupported(format!("parameter of shape {d:?} over normalised dims {norm:?}")));
+        return Err(cx.unsupported(format!(
+            "parameter of shape {d:?} over normalised dims {norm:?}"
+        )));
     }
     let len: u64 = trimmed.iter().product();
-    let map = if len <= 1 { ParamMap::default() } else { ParamMap { row: None, elem: Some((1, len, 1)) } };
+    let map = if len <= 1 {
+        ParamMap::default()
+    } else {
+        ParamMap {
+            row: None,
+            elem: Some((1, len, 1)),
+        }
+    };
     Ok((cx.dtype(v)?, cx.numel(v)?, map))
 }
 
@@ -1721,7 +2021,11 @@ fn layer_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     };
     let spec = NormSpec {
         name: cx.kernel_name(if rms { "rms_norm" } else { "layer_norm" }),
-        kind: if rms { NormKind::Rms } else { NormKind::Standard },
+        kind: if rms {
+            NormKind::Rms
+        } else {
+            NormKind::Standard
+        },
         layout: RowLayout::contiguous(rows, len),
         dtype: dt,
         total: rows * len,
@@ -1738,15 +2042,25 @@ fn layer_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== InstanceNormalization ====
 
 fn instance_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (x, s, bi, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, operand(cx, node, 2)?, result(cx, node, 0)?);
+    let (x, s, bi, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        operand(cx, node, 2)?,
+        result(cx, node, 0)?,
+    );
     let xd = cx.dims(x)?;
     let dt = cx.dtype(x)?;
     if xd.len() < 3 || !dt.is_float() || cx.numel(s)? != xd[1] || cx.numel(bi)? != xd[1] {
-        return Err(cx.invalid("InstanceNormalization needs float X [N, C, ...] with C scales and biases"));
+        return Err(
+            cx.invalid("InstanceNormalization needs float X [N, C, ...] with C scales and biases")
+        );
     }
     let len: u64 = xd[2..].iter().product();
     let rows = xd[0] * xd[1];
-    let map = ParamMap { row: Some((xd[1], 1)), elem: None };
+    let map = ParamMap {
+        row: Some((xd[1], 1)),
+        elem: None,
+    };
     let spec = NormSpec {
         name: cx.kernel_name("instance_norm"),
         kind: NormKind::Standard,
@@ -1765,12 +2079,19 @@ fn instance_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== GroupNormalization ====
 
 fn group_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (x, s, bi, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, operand(cx, node, 2)?, result(cx, node, 0)?);
+    let (x, s, bi, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        operand(cx, node, 2)?,
+        result(cx, node, 0)?,
+    );
     let xd = cx.dims(x)?;
     let dt = cx.dtype(x)?;
     let g = node.attr_int("num_groups", 0);
     if xd.len() < 2 || !dt.is_float() || g <= 0 || xd[1] % g as u64 != 0 {
-        return Err(cx.invalid("GroupNormalization needs float X [N, C, ...] with C divisible by num_groups"));
+        return Err(cx.invalid(
+            "GroupNormalization needs float X [N, C, ...] with C divisible by num_groups",
+        ));
     }
     let g = g as u64;
     let c = xd[1];
@@ -1782,11 +2103,19 @@ fn group_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         let n = cx.numel(v)?;
         // Opset 21 scales are per channel; opset 18 ones per group.
         let map = if n == c {
-            ParamMap { row: Some((g, cg)), elem: Some((spatial.max(1), cg.max(1), 1)) }
+            ParamMap {
+                row: Some((g, cg)),
+                elem: Some((spatial.max(1), cg.max(1), 1)),
+            }
         } else if n == g {
-            ParamMap { row: Some((g, 1)), elem: None }
+            ParamMap {
+                row: Some((g, 1)),
+                elem: None,
+            }
         } else {
-            return Err(cx.invalid(format!("scale/bias of {n} elements for {c} channels in {g} groups")));
+            return Err(cx.invalid(format!(
+                "scale/bias of {n} elements for {c} channels in {g} groups"
+            )));
         };
         Ok((cx.dtype(v)?, n, map))
     };
@@ -1819,7 +2148,12 @@ fn lp_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let outer: u64 = xd[..axis].iter().product();
     let n = xd.get(axis).copied().unwrap_or(1);
     let inner: u64 = xd.get(axis + 1..).map(|d| d.iter().product()).unwrap_or(1);
-    let layout = RowLayout { rows: vec![outer, inner], row_st: vec![n * inner, 1], elems: vec![n], elem_st: vec![inner] };
+    let layout = RowLayout {
+        rows: vec![outer, inner],
+        row_st: vec![n * inner, 1],
+        elems: vec![n],
+        elem_st: vec![inner],
+    };
     let spec = NormSpec {
         name: cx.kernel_name("lp_norm"),
         kind: NormKind::Lp(p as u8),
@@ -1845,7 +2179,10 @@ fn mvn(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Err(cx.unsupported(format!("MeanVarianceNormalization on {dt}")));
     }
     let axes: Vec<usize> = match node.attr_ints("axes") {
-        Some(a) => a.iter().map(|&a| norm_axis(cx, a, xd.len())).collect::<Result<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| norm_axis(cx, a, xd.len()))
+            .collect::<Result<_>>()?,
         None => vec![0, 2, 3],
     };
     if axes.iter().any(|&a| a >= xd.len()) {
@@ -1866,7 +2203,12 @@ fn mvn(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let spec = NormSpec {
         name: cx.kernel_name("mean_variance_norm"),
         kind: NormKind::Mvn,
-        layout: RowLayout { rows, row_st, elems, elem_st },
+        layout: RowLayout {
+            rows,
+            row_st,
+            elems,
+            elem_st,
+        },
         dtype: dt,
         total,
         eps: 1e-9,
@@ -1915,7 +2257,10 @@ pub(crate) mod testexec {
 
     impl G {
         pub fn input(&mut self, dtype: DType, dims: &[u64], bytes: Vec<u8>) -> ValueId {
-            let v = self.g.add_value(format!("in{}", self.g.inputs.len()), Some(TensorType::fixed(dtype, dims)));
+            let v = self.g.add_value(
+                format!("in{}", self.g.inputs.len()),
+                Some(TensorType::fixed(dtype, dims)),
+            );
             self.g.inputs.push(v);
             self.feeds.push(bytes);
             v
@@ -1926,16 +2271,32 @@ pub(crate) mod testexec {
             self.g.add_const(format!("c{n}"), t)
         }
 
-        pub fn node(&mut self, op: Op, inputs: &[Option<ValueId>], outs: &[(DType, &[u64])], attrs: &[(&str, Attr)]) -> Vec<ValueId> {
+        pub fn node(
+            &mut self,
+            op: Op,
+            inputs: &[Option<ValueId>],
+            outs: &[(DType, &[u64])],
+            attrs: &[(&str, Attr)],
+        ) -> Vec<ValueId> {
             let outputs: Vec<ValueId> = outs
                 .iter()
                 .map(|(d, s)| {
                     let n = self.g.values.len();
-                    self.g.add_value(format!("v{n}"), Some(TensorType::fixed(*d, s)))
+                    self.g
+                        .add_value(format!("v{n}"), Some(TensorType::fixed(*d, s)))
                 })
                 .collect();
-            let attrs: BTreeMap<String, Attr> = attrs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-            self.g.nodes.push(Node { name: format!("n{}", self.g.nodes.len()), op, inputs: inputs.to_vec(), outputs: outputs.clone(), attrs });
+            let attrs: BTreeMap<String, Attr> = attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            self.g.nodes.push(Node {
+                name: format!("n{}", self.g.nodes.len()),
+                op,
+                inputs: inputs.to_vec(),
+                outputs: outputs.clone(),
+                attrs,
+            });
             outputs
         }
 
@@ -1965,13 +2326,18 @@ pub(crate) mod testexec {
             match step {
                 Step::Launch { kernel, args } => {
                     let k = &p.kernels[*kernel as usize];
-                    let mut bufs: Vec<Vec<u8>> = args.iter().map(|a| {
-                        let r = plan.root(*a).0 as usize;
-                        let n = plan.buffer(*a).byte_len() as usize;
-                        store[r][..n].to_vec()
-                    }).collect();
-                    let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
-                    tessera_kir::run_kernel(k, &mut refs).map_err(|e| format!("{e}\n{}", tessera_kir::print_kernel(k)))?;
+                    let mut bufs: Vec<Vec<u8>> = args
+                        .iter()
+                        .map(|a| {
+                            let r = plan.root(*a).0 as usize;
+                            let n = plan.buffer(*a).byte_len() as usize;
+                            store[r][..n].to_vec()
+                        })
+                        .collect();
+                    let mut refs: Vec<&mut [u8]> =
+                        bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+                    tessera_kir::run_kernel(k, &mut refs)
+                        .map_err(|e| format!("{e}\n{}", tessera_kir::print_kernel(k)))?;
                     for (a, b) in args.iter().zip(bufs) {
                         let r = plan.root(*a).0 as usize;
                         store[r][..b.len()].copy_from_slice(&b);
@@ -1982,21 +2348,33 @@ pub(crate) mod testexec {
                     let d = plan.root(*dst).0 as usize;
                     store[d][..s.len()].copy_from_slice(&s);
                 }
-                Step::If { .. } | Step::Loop(_) | Step::Host { .. } => return Err("control-flow and host steps are not run by this test helper".into()),
+                Step::If { .. } | Step::Loop(_) | Step::Host { .. } => {
+                    return Err(
+                        "control-flow and host steps are not run by this test helper".into(),
+                    )
+                }
             }
         }
-        Ok(plan.outputs.iter().map(|o| {
-            let n = plan.buffer(o.buffer).byte_len() as usize;
-            store[plan.root(o.buffer).0 as usize][..n].to_vec()
-        }).collect())
+        Ok(plan
+            .outputs
+            .iter()
+            .map(|o| {
+                let n = plan.buffer(o.buffer).byte_len() as usize;
+                store[plan.root(o.buffer).0 as usize][..n].to_vec()
+            })
+            .collect())
     }
 
     /// Deterministic pseudo-random values in [-1, 1).
     pub fn rand(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
             })
             .collect()
@@ -2007,7 +2385,9 @@ pub(crate) mod testexec {
     }
 
     pub fn to_f32(b: &[u8]) -> Vec<f32> {
-        b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     pub fn i64_bytes(v: &[i64]) -> Vec<u8> {
@@ -2015,7 +2395,9 @@ pub(crate) mod testexec {
     }
 
     pub fn to_i64(b: &[u8]) -> Vec<i64> {
-        b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+        b.chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     /// Asserts `got ≈ want` elementwise (f32 tolerance).
@@ -2038,7 +2420,12 @@ mod tests {
         let (m, k, n) = (ad[ad.len() - 2], ad[ad.len() - 1], bd[bd.len() - 1]);
         let (ab, bb) = (&ad[..ad.len() - 2], &bd[..bd.len() - 2]);
         let r = ab.len().max(bb.len());
-        let pad = |d: &[u64]| -> Vec<u64> { std::iter::repeat(1).take(r - d.len()).chain(d.iter().copied()).collect() };
+        let pad = |d: &[u64]| -> Vec<u64> {
+            std::iter::repeat(1)
+                .take(r - d.len())
+                .chain(d.iter().copied())
+                .collect()
+        };
         let (pa, pb) = (pad(ab), pad(bb));
         let batch: Vec<u64> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
         let nb: u64 = batch.iter().product();
@@ -2058,7 +2445,8 @@ mod tests {
                 for j in 0..n {
                     let mut s = 0f64;
                     for kk in 0..k {
-                        s += a[(ao * m * k + i * k + kk) as usize] as f64 * b[(bo * k * n + kk * n + j) as usize] as f64;
+                        s += a[(ao * m * k + i * k + kk) as usize] as f64
+                            * b[(bo * k * n + kk * n + j) as usize] as f64;
                     }
                     out.push(s as f32);
                 }
@@ -2073,8 +2461,16 @@ mod tests {
         let na: u64 = ad.iter().product();
         let nb: u64 = bd.iter().product();
         let (a, b) = (rand(na as usize, 1), rand(nb as usize, 2));
-        let a2: Vec<u64> = if ad.len() == 1 { vec![1, ad[0]] } else { ad.to_vec() };
-        let b2: Vec<u64> = if bd.len() == 1 { vec![bd[0], 1] } else { bd.to_vec() };
+        let a2: Vec<u64> = if ad.len() == 1 {
+            vec![1, ad[0]]
+        } else {
+            ad.to_vec()
+        };
+        let b2: Vec<u64> = if bd.len() == 1 {
+            vec![bd[0], 1]
+        } else {
+            bd.to_vec()
+        };
         let (want, mut od) = ref_matmul(&a, &a2, &b, &b2);
         if bd.len() == 1 {
             od.pop();
@@ -2088,7 +2484,11 @@ mod tests {
         let y = g.input(DType::F32, bd, f32_bytes(&b));
         let o = g.node(Op::MatMul, &[Some(x), Some(y)], &[(DType::F32, &od)], &[]);
         let got = g.run(&o, &desc(vb)).unwrap();
-        close(&to_f32(&got[0]), &want, &format!("matmul {ad:?} x {bd:?} (vector_bytes {vb})"));
+        close(
+            &to_f32(&got[0]),
+            &want,
+            &format!("matmul {ad:?} x {bd:?} (vector_bytes {vb})"),
+        );
     }
 
     #[test]
@@ -2108,13 +2508,35 @@ mod tests {
         }
     }
 
-    fn check_gemm(m: u64, k: u64, n: u64, ta: bool, tb: bool, cd: Option<&[u64]>, alpha: f32, beta: f32, vb: u32) {
+    fn check_gemm(
+        m: u64,
+        k: u64,
+        n: u64,
+        ta: bool,
+        tb: bool,
+        cd: Option<&[u64]>,
+        alpha: f32,
+        beta: f32,
+        vb: u32,
+    ) {
         let a = rand((m * k) as usize, 3);
         let b = rand((k * n) as usize, 4);
         let ad = if ta { [k, m] } else { [m, k] };
         let bd = if tb { [n, k] } else { [k, n] };
-        let ael = |i: u64, kk: u64| if ta { a[(kk * m + i) as usize] } else { a[(i * k + kk) as usize] };
-        let bel = |kk: u64, j: u64| if tb { b[(j * k + kk) as usize] } else { b[(kk * n + j) as usize] };
+        let ael = |i: u64, kk: u64| {
+            if ta {
+                a[(kk * m + i) as usize]
+            } else {
+                a[(i * k + kk) as usize]
+            }
+        };
+        let bel = |kk: u64, j: u64| {
+            if tb {
+                b[(j * k + kk) as usize]
+            } else {
+                b[(kk * n + j) as usize]
+            }
+        };
         let cn: u64 = cd.map(|d| d.iter().product()).unwrap_or(0);
         let c = rand(cn as usize, 5);
         let mut want = Vec::new();
@@ -2140,10 +2562,19 @@ mod tests {
             Op::Gemm,
             &[Some(x), Some(y), cv],
             &[(DType::F32, &[m, n])],
-            &[("transA", Attr::Int(ta as i64)), ("transB", Attr::Int(tb as i64)), ("alpha", Attr::Float(alpha)), ("beta", Attr::Float(beta))],
+            &[
+                ("transA", Attr::Int(ta as i64)),
+                ("transB", Attr::Int(tb as i64)),
+                ("alpha", Attr::Float(alpha)),
+                ("beta", Attr::Float(beta)),
+            ],
         );
         let got = g.run(&o, &desc(vb)).unwrap();
-        close(&to_f32(&got[0]), &want, &format!("gemm {m}x{k}x{n} tA={ta} tB={tb} C={cd:?}"));
+        close(
+            &to_f32(&got[0]),
+            &want,
+            &format!("gemm {m}x{k}x{n} tA={ta} tB={tb} C={cd:?}"),
+        );
     }
 
     #[test]
@@ -2164,18 +2595,33 @@ mod tests {
     fn matmul_f16_accumulates_in_f32_and_ints_are_exact() {
         let a = rand(6 * 10, 7);
         let b = rand(10 * 5, 8);
-        let h = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect() };
+        let h = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect()
+        };
         let ar: Vec<f32> = a.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect();
         let br: Vec<f32> = b.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect();
         let (want, _) = ref_matmul(&ar, &[6, 10], &br, &[10, 5]);
         let mut g = G::default();
         let x = g.input(DType::F16, &[6, 10], h(&a));
         let y = g.input(DType::F16, &[10, 5], h(&b));
-        let o = g.node(Op::MatMul, &[Some(x), Some(y)], &[(DType::F16, &[6, 5])], &[]);
+        let o = g.node(
+            Op::MatMul,
+            &[Some(x), Some(y)],
+            &[(DType::F16, &[6, 5])],
+            &[],
+        );
         let got = g.run(&o, &desc(16)).unwrap();
-        let got: Vec<f32> = got[0].chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+        let got: Vec<f32> = got[0]
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect();
         for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() <= 2e-3 * (1.0 + w.abs()), "f16 matmul: {g} vs {w}");
+            assert!(
+                (g - w).abs() <= 2e-3 * (1.0 + w.abs()),
+                "f16 matmul: {g} vs {w}"
+            );
         }
 
         let ai: Vec<i64> = (0..12).map(|i| i * 7 - 30).collect();
@@ -2183,9 +2629,16 @@ mod tests {
         let mut g = G::default();
         let x = g.input(DType::I64, &[3, 4], i64_bytes(&ai));
         let y = g.input(DType::I64, &[4, 5], i64_bytes(&bi));
-        let o = g.node(Op::MatMul, &[Some(x), Some(y)], &[(DType::I64, &[3, 5])], &[]);
+        let o = g.node(
+            Op::MatMul,
+            &[Some(x), Some(y)],
+            &[(DType::I64, &[3, 5])],
+            &[],
+        );
         let got = to_i64(&g.run(&o, &desc(16)).unwrap()[0]);
-        let want: Vec<i64> = (0..15).map(|e| (0..4).map(|k| ai[e / 5 * 4 + k] * bi[k * 5 + e % 5]).sum()).collect();
+        let want: Vec<i64> = (0..15)
+            .map(|e| (0..4).map(|k| ai[e / 5 * 4 + k] * bi[k * 5 + e % 5]).sum())
+            .collect();
         assert_eq!(got, want);
     }
 
@@ -2198,17 +2651,44 @@ mod tests {
         let y = g.input(DType::U8, &[4, 2], b.clone());
         let za = g.konst(Tensor::new(DType::U8, vec![], vec![12]));
         let zb = g.konst(Tensor::new(DType::U8, vec![2], vec![3, 200]));
-        let o = g.node(Op::MatMulInteger, &[Some(x), Some(y), Some(za), Some(zb)], &[(DType::I32, &[3, 2])], &[]);
+        let o = g.node(
+            Op::MatMulInteger,
+            &[Some(x), Some(y), Some(za), Some(zb)],
+            &[(DType::I32, &[3, 2])],
+            &[],
+        );
         let got = g.run(&o, &desc(16)).unwrap();
-        let got: Vec<i32> = got[0].chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+        let got: Vec<i32> = got[0]
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         let zbv = [3i32, 200];
-        let want: Vec<i32> = (0..6).map(|e| (0..4).map(|k| (a[e / 2 * 4 + k] as i32 - 12) * (b[k * 2 + e % 2] as i32 - zbv[e % 2])).sum()).collect();
+        let want: Vec<i32> = (0..6)
+            .map(|e| {
+                (0..4)
+                    .map(|k| {
+                        (a[e / 2 * 4 + k] as i32 - 12) * (b[k * 2 + e % 2] as i32 - zbv[e % 2])
+                    })
+                    .sum()
+            })
+            .collect();
         assert_eq!(got, want);
     }
 
     /// Reference N-d convolution (NCHW…), with explicit begin pads.
     #[allow(clippy::too_many_arguments)]
-    fn ref_conv(x: &[f32], xd: &[u64], w: &[f32], wd: &[u64], bias: Option<&[f32]>, od: &[u64], s: &[u64], d: &[u64], pb: &[i64], group: u64) -> Vec<f32> {
+    fn ref_conv(
+        x: &[f32],
+        xd: &[u64],
+        w: &[f32],
+        wd: &[u64],
+        bias: Option<&[f32]>,
+        od: &[u64],
+        s: &[u64],
+        d: &[u64],
+        pb: &[i64],
+        group: u64,
+    ) -> Vec<f32> {
         let r = xd.len() - 2;
         let (c, mo) = (xd[1], wd[0]);
         let (cg, mg) = (c / group, mo / group);
@@ -2236,7 +2716,8 @@ mod tests {
                             let mut inside = true;
                             let mut xi = 0i64;
                             for i in 0..r {
-                                let p = oc[i] as i64 * s[i] as i64 - pb[i] + kc[i] as i64 * d[i] as i64;
+                                let p =
+                                    oc[i] as i64 * s[i] as i64 - pb[i] + kc[i] as i64 * d[i] as i64;
                                 if p < 0 || p >= xd[2 + i] as i64 {
                                     inside = false;
                                 }
@@ -2257,7 +2738,17 @@ mod tests {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn check_conv(xd: &[u64], wd: &[u64], od: &[u64], s: &[u64], d: &[u64], pads: &[i64], group: u64, bias: bool, auto_pad: Option<&str>) {
+    fn check_conv(
+        xd: &[u64],
+        wd: &[u64],
+        od: &[u64],
+        s: &[u64],
+        d: &[u64],
+        pads: &[i64],
+        group: u64,
+        bias: bool,
+        auto_pad: Option<&str>,
+    ) {
         let nx: u64 = xd.iter().product();
         let nw: u64 = wd.iter().product();
         let x = rand(nx as usize, 11);
@@ -2267,40 +2758,125 @@ mod tests {
         let pb: Vec<i64> = match auto_pad {
             Some(mode) => (0..r)
                 .map(|i| {
-                    let need = (od[2 + i] as i64 - 1) * s[i] as i64 + (wd[2 + i] as i64 - 1) * d[i] as i64 + 1;
+                    let need = (od[2 + i] as i64 - 1) * s[i] as i64
+                        + (wd[2 + i] as i64 - 1) * d[i] as i64
+                        + 1;
                     let t = (need - xd[2 + i] as i64).max(0);
-                    if mode == "SAME_UPPER" { t / 2 } else { t - t / 2 }
+                    if mode == "SAME_UPPER" {
+                        t / 2
+                    } else {
+                        t - t / 2
+                    }
                 })
                 .collect(),
             None => pads[..r].to_vec(),
         };
-        let want = ref_conv(&x, xd, &w, wd, bias.then_some(&bv[..]), od, s, d, &pb, group);
+        let want = ref_conv(
+            &x,
+            xd,
+            &w,
+            wd,
+            bias.then_some(&bv[..]),
+            od,
+            s,
+            d,
+            &pb,
+            group,
+        );
         let mut g = G::default();
         let xv = g.input(DType::F32, xd, f32_bytes(&x));
         let wv = g.konst(Tensor::from_f32(wd.to_vec(), &w));
         let bb = bias.then(|| g.konst(Tensor::from_f32(vec![wd[0]], &bv)));
         let mut attrs = vec![
             ("strides", Attr::Ints(s.iter().map(|&v| v as i64).collect())),
-            ("dilations", Attr::Ints(d.iter().map(|&v| v as i64).collect())),
+            (
+                "dilations",
+                Attr::Ints(d.iter().map(|&v| v as i64).collect()),
+            ),
             ("group", Attr::Int(group as i64)),
         ];
         match auto_pad {
             Some(m) => attrs.push(("auto_pad", Attr::String(m.into()))),
             None => attrs.push(("pads", Attr::Ints(pads.to_vec()))),
         }
-        let o = g.node(Op::Conv, &[Some(xv), Some(wv), bb], &[(DType::F32, od)], &attrs);
+        let o = g.node(
+            Op::Conv,
+            &[Some(xv), Some(wv), bb],
+            &[(DType::F32, od)],
+            &attrs,
+        );
         let got = g.run(&o, &desc(16)).unwrap();
         close(&to_f32(&got[0]), &want, &format!("conv {xd:?} * {wd:?}"));
     }
 
     #[test]
     fn conv_1d_2d_3d_groups_pads_strides_dilations() {
-        check_conv(&[1, 2, 5, 5], &[3, 2, 3, 3], &[1, 3, 5, 5], &[1, 1], &[1, 1], &[1, 1, 1, 1], 1, true, None);
-        check_conv(&[2, 4, 7, 6], &[6, 2, 3, 2], &[2, 6, 3, 4], &[2, 2], &[1, 2], &[1, 0, 0, 1], 2, false, None);
-        check_conv(&[1, 3, 8, 8], &[3, 1, 3, 3], &[1, 3, 4, 4], &[2, 2], &[1, 1], &[], 3, true, Some("SAME_UPPER"));
-        check_conv(&[1, 3, 8, 8], &[3, 1, 2, 2], &[1, 3, 4, 4], &[2, 2], &[1, 1], &[], 3, true, Some("SAME_LOWER"));
-        check_conv(&[1, 2, 9], &[4, 2, 3], &[1, 4, 4], &[2], &[2], &[1, 2], 1, true, None);
-        check_conv(&[1, 2, 4, 5, 3], &[2, 2, 2, 3, 2], &[1, 2, 3, 3, 2], &[1, 1, 1], &[1, 1, 1], &[0, 0, 0, 0, 0, 0], 1, true, None);
+        check_conv(
+            &[1, 2, 5, 5],
+            &[3, 2, 3, 3],
+            &[1, 3, 5, 5],
+            &[1, 1],
+            &[1, 1],
+            &[1, 1, 1, 1],
+            1,
+            true,
+            None,
+        );
+        check_conv(
+            &[2, 4, 7, 6],
+            &[6, 2, 3, 2],
+            &[2, 6, 3, 4],
+            &[2, 2],
+            &[1, 2],
+            &[1, 0, 0, 1],
+            2,
+            false,
+            None,
+        );
+        check_conv(
+            &[1, 3, 8, 8],
+            &[3, 1, 3, 3],
+            &[1, 3, 4, 4],
+            &[2, 2],
+            &[1, 1],
+            &[],
+            3,
+            true,
+            Some("SAME_UPPER"),
+        );
+        check_conv(
+            &[1, 3, 8, 8],
+            &[3, 1, 2, 2],
+            &[1, 3, 4, 4],
+            &[2, 2],
+            &[1, 1],
+            &[],
+            3,
+            true,
+            Some("SAME_LOWER"),
+        );
+        check_conv(
+            &[1, 2, 9],
+            &[4, 2, 3],
+            &[1, 4, 4],
+            &[2],
+            &[2],
+            &[1, 2],
+            1,
+            true,
+            None,
+        );
+        check_conv(
+            &[1, 2, 4, 5, 3],
+            &[2, 2, 2, 3, 2],
+            &[1, 2, 3, 3, 2],
+            &[1, 1, 1],
+            &[1, 1, 1],
+            &[0, 0, 0, 0, 0, 0],
+            1,
+            true,
+            None,
+        );
     }
 
     /// 2-D f32 convs that take the vectorised row kernel (vector_bytes 16) give the same bits
@@ -2310,20 +2886,104 @@ mod tests {
         // (X, W, pads [t, l, b, r], strides, dilations, group, bias)
         type Case = ([u64; 4], [u64; 4], [i64; 4], [u64; 2], [u64; 2], u64, bool);
         let cases: [Case; 10] = [
-            ([1, 4, 9, 11], [4, 2, 3, 3], [1, 1, 1, 1], [2, 2], [1, 1], 2, true),
-            ([1, 3, 8, 12], [5, 3, 2, 3], [0, 2, 1, 0], [1, 2], [2, 2], 1, false),
-            ([1, 2, 5, 5], [3, 2, 3, 3], [1, 1, 1, 1], [1, 1], [1, 1], 1, true),
-            ([1, 3, 6, 23], [8, 3, 3, 3], [1, 1, 1, 1], [1, 1], [1, 1], 1, true),
-            ([2, 4, 5, 13], [6, 2, 2, 5], [0, 2, 1, 1], [2, 1], [2, 1], 2, false),
-            ([1, 2, 4, 20], [2, 2, 1, 9], [0, 3, 0, 4], [1, 1], [1, 1], 1, true),
-            ([1, 8, 3, 12], [4, 8, 1, 1], [0, 0, 0, 0], [1, 1], [1, 1], 1, false),
-            ([1, 4, 7, 10], [4, 1, 3, 3], [1, 1, 1, 1], [1, 1], [1, 1], 4, true),
-            ([1, 3, 9, 16], [6, 3, 3, 3], [1, 0, 0, 2], [2, 1], [1, 1], 1, true),
-            ([1, 2, 8, 8], [4, 2, 7, 7], [3, 3, 3, 3], [1, 1], [1, 1], 1, true),
+            (
+                [1, 4, 9, 11],
+                [4, 2, 3, 3],
+                [1, 1, 1, 1],
+                [2, 2],
+                [1, 1],
+                2,
+                true,
+            ),
+            (
+                [1, 3, 8, 12],
+                [5, 3, 2, 3],
+                [0, 2, 1, 0],
+                [1, 2],
+                [2, 2],
+                1,
+                false,
+            ),
+            (
+                [1, 2, 5, 5],
+                [3, 2, 3, 3],
+                [1, 1, 1, 1],
+                [1, 1],
+                [1, 1],
+                1,
+                true,
+            ),
+            (
+                [1, 3, 6, 23],
+                [8, 3, 3, 3],
+                [1, 1, 1, 1],
+                [1, 1],
+                [1, 1],
+                1,
+                true,
+            ),
+            (
+                [2, 4, 5, 13],
+                [6, 2, 2, 5],
+                [0, 2, 1, 1],
+                [2, 1],
+                [2, 1],
+                2,
+                false,
+            ),
+            (
+                [1, 2, 4, 20],
+                [2, 2, 1, 9],
+                [0, 3, 0, 4],
+                [1, 1],
+                [1, 1],
+                1,
+                true,
+            ),
+            (
+                [1, 8, 3, 12],
+                [4, 8, 1, 1],
+                [0, 0, 0, 0],
+                [1, 1],
+                [1, 1],
+                1,
+                false,
+            ),
+            (
+                [1, 4, 7, 10],
+                [4, 1, 3, 3],
+                [1, 1, 1, 1],
+                [1, 1],
+                [1, 1],
+                4,
+                true,
+            ),
+            (
+                [1, 3, 9, 16],
+                [6, 3, 3, 3],
+                [1, 0, 0, 2],
+                [2, 1],
+                [1, 1],
+                1,
+                true,
+            ),
+            (
+                [1, 2, 8, 8],
+                [4, 2, 7, 7],
+                [3, 3, 3, 3],
+                [1, 1],
+                [1, 1],
+                1,
+                true,
+            ),
         ];
         for (xd, wd, pads, s, d, group, bias) in cases {
-            let oh = (xd[2] as i64 + pads[0] + pads[2] - ((wd[2] as i64 - 1) * d[0] as i64 + 1)) / s[0] as i64 + 1;
-            let ow = (xd[3] as i64 + pads[1] + pads[3] - ((wd[3] as i64 - 1) * d[1] as i64 + 1)) / s[1] as i64 + 1;
+            let oh = (xd[2] as i64 + pads[0] + pads[2] - ((wd[2] as i64 - 1) * d[0] as i64 + 1))
+                / s[0] as i64
+                + 1;
+            let ow = (xd[3] as i64 + pads[1] + pads[3] - ((wd[3] as i64 - 1) * d[1] as i64 + 1))
+                / s[1] as i64
+                + 1;
             let od = [xd[0], wd[0], oh as u64, ow as u64];
             let x = rand(xd.iter().product::<u64>() as usize, 31);
             let w = rand(wd.iter().product::<u64>() as usize, 32);
@@ -2335,17 +2995,40 @@ mod tests {
                 let bb = bias.then(|| g.konst(Tensor::from_f32(vec![wd[0]], &bv)));
                 let attrs = vec![
                     ("strides", Attr::Ints(s.iter().map(|&v| v as i64).collect())),
-                    ("dilations", Attr::Ints(d.iter().map(|&v| v as i64).collect())),
+                    (
+                        "dilations",
+                        Attr::Ints(d.iter().map(|&v| v as i64).collect()),
+                    ),
                     ("group", Attr::Int(group as i64)),
                     ("pads", Attr::Ints(pads.to_vec())),
                 ];
-                let o = g.node(Op::Conv, &[Some(xv), Some(wv), bb], &[(DType::F32, &od)], &attrs);
+                let o = g.node(
+                    Op::Conv,
+                    &[Some(xv), Some(wv), bb],
+                    &[(DType::F32, &od)],
+                    &attrs,
+                );
                 to_f32(&g.run(&o, &desc(vb)).unwrap()[0])
             };
             let (fast, slow) = (run(16), run(4));
             let what = format!("conv {xd:?} * {wd:?} pads {pads:?}");
-            assert_eq!(fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), slow.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{what}");
-            let want = ref_conv(&x, &xd, &w, &wd, bias.then_some(&bv[..]), &od, &s, &d, &pads[..2], group);
+            assert_eq!(
+                fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                slow.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{what}"
+            );
+            let want = ref_conv(
+                &x,
+                &xd,
+                &w,
+                &wd,
+                bias.then_some(&bv[..]),
+                &od,
+                &s,
+                &d,
+                &pads[..2],
+                group,
+            );
             close(&fast, &want, &what);
         }
     }
@@ -2360,7 +3043,12 @@ mod tests {
             Op::MaxPool,
             &[Some(xv)],
             &[(DType::F32, &[1, 2, 3, 3]), (DType::I64, &[1, 2, 3, 3])],
-            &[("kernel_shape", Attr::Ints(vec![3, 2])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![1, 0, 1, 0])), ("storage_order", Attr::Int(1))],
+            &[
+                ("kernel_shape", Attr::Ints(vec![3, 2])),
+                ("strides", Attr::Ints(vec![2, 2])),
+                ("pads", Attr::Ints(vec![1, 0, 1, 0])),
+                ("storage_order", Attr::Int(1)),
+            ],
         );
         let got = g.run(&outs, &desc(16)).unwrap();
         let (y, idx) = (to_f32(&got[0]), to_i64(&got[1]));
@@ -2398,7 +3086,13 @@ mod tests {
                 Op::AveragePool,
                 &[Some(xv)],
                 &[(DType::F32, &[1, 2, 3, 4])],
-                &[("kernel_shape", Attr::Ints(vec![2, 3])), ("strides", Attr::Ints(vec![2, 2])), ("pads", Attr::Ints(vec![0, 1, 0, 1])), ("count_include_pad", Attr::Int(cip)), ("ceil_mode", Attr::Int(1))],
+                &[
+                    ("kernel_shape", Attr::Ints(vec![2, 3])),
+                    ("strides", Attr::Ints(vec![2, 2])),
+                    ("pads", Attr::Ints(vec![0, 1, 0, 1])),
+                    ("count_include_pad", Attr::Int(cip)),
+                    ("ceil_mode", Attr::Int(1)),
+                ],
             );
             let y = to_f32(&g.run(&o, &desc(16)).unwrap()[0]);
             let mut want = vec![];
@@ -2427,11 +3121,30 @@ mod tests {
 
         let mut g = G::default();
         let xv = g.input(DType::F32, &xd, f32_bytes(&x));
-        let a = g.node(Op::GlobalAveragePool, &[Some(xv)], &[(DType::F32, &[1, 2, 1, 1])], &[]);
-        let m = g.node(Op::GlobalMaxPool, &[Some(xv)], &[(DType::F32, &[1, 2, 1, 1])], &[]);
+        let a = g.node(
+            Op::GlobalAveragePool,
+            &[Some(xv)],
+            &[(DType::F32, &[1, 2, 1, 1])],
+            &[],
+        );
+        let m = g.node(
+            Op::GlobalMaxPool,
+            &[Some(xv)],
+            &[(DType::F32, &[1, 2, 1, 1])],
+            &[],
+        );
         let got = g.run(&[a[0], m[0]], &desc(16)).unwrap();
-        let avg: Vec<f32> = (0..2).map(|c| x[c * 30..c * 30 + 30].iter().sum::<f32>() / 30.0).collect();
-        let mx: Vec<f32> = (0..2).map(|c| x[c * 30..c * 30 + 30].iter().cloned().fold(f32::MIN, f32::max)).collect();
+        let avg: Vec<f32> = (0..2)
+            .map(|c| x[c * 30..c * 30 + 30].iter().sum::<f32>() / 30.0)
+            .collect();
+        let mx: Vec<f32> = (0..2)
+            .map(|c| {
+                x[c * 30..c * 30 + 30]
+                    .iter()
+                    .cloned()
+                    .fold(f32::MIN, f32::max)
+            })
+            .collect();
         close(&to_f32(&got[0]), &avg, "global average");
         close(&to_f32(&got[1]), &mx, "global max");
     }
@@ -2446,28 +3159,52 @@ mod tests {
         let b5 = rand(5, 35);
         let mut g = G::default();
         let xv = g.input(DType::F32, &xd, f32_bytes(&x));
-        let (sc3, bi3) = (g.konst(Tensor::from_f32(vec![3], &s3)), g.konst(Tensor::from_f32(vec![3], &b3)));
+        let (sc3, bi3) = (
+            g.konst(Tensor::from_f32(vec![3], &s3)),
+            g.konst(Tensor::from_f32(vec![3], &b3)),
+        );
         let mean = g.konst(Tensor::from_f32(vec![3], &[0.1, -0.2, 0.3]));
         let var = g.konst(Tensor::from_f32(vec![3], &[0.5, 1.5, 2.0]));
-        let bn = g.node(Op::BatchNormalization, &[Some(xv), Some(sc3), Some(bi3), Some(mean), Some(var)], &[(DType::F32, &xd)], &[("epsilon", Attr::Float(1e-3))]);
+        let bn = g.node(
+            Op::BatchNormalization,
+            &[Some(xv), Some(sc3), Some(bi3), Some(mean), Some(var)],
+            &[(DType::F32, &xd)],
+            &[("epsilon", Attr::Float(1e-3))],
+        );
         let s20v = g.konst(Tensor::from_f32(vec![4, 5], &s20));
         let b5v = g.konst(Tensor::from_f32(vec![5], &b5));
         let ln = g.node(
             Op::LayerNormalization,
             &[Some(xv), Some(s20v), Some(b5v)],
-            &[(DType::F32, &xd), (DType::F32, &[2, 3, 1, 1]), (DType::F32, &[2, 3, 1, 1])],
+            &[
+                (DType::F32, &xd),
+                (DType::F32, &[2, 3, 1, 1]),
+                (DType::F32, &[2, 3, 1, 1]),
+            ],
             &[("axis", Attr::Int(-2))],
         );
-        let inn = g.node(Op::InstanceNormalization, &[Some(xv), Some(sc3), Some(bi3)], &[(DType::F32, &xd)], &[]);
-        let lp = g.node(Op::LpNormalization, &[Some(xv)], &[(DType::F32, &xd)], &[("axis", Attr::Int(1))]);
+        let inn = g.node(
+            Op::InstanceNormalization,
+            &[Some(xv), Some(sc3), Some(bi3)],
+            &[(DType::F32, &xd)],
+            &[],
+        );
+        let lp = g.node(
+            Op::LpNormalization,
+            &[Some(xv)],
+            &[(DType::F32, &xd)],
+            &[("axis", Attr::Int(1))],
+        );
         let outs = vec![bn[0], ln[0], ln[1], ln[2], inn[0], lp[0]];
         let got = g.run(&outs, &desc(16)).unwrap();
         let m = [0.1f32, -0.2, 0.3];
         let v = [0.5f32, 1.5, 2.0];
-        let want_bn: Vec<f32> = (0..120).map(|i| {
-            let c = i / 20 % 3;
-            (x[i] - m[c]) / (v[c] + 1e-3).sqrt() * s3[c] + b3[c]
-        }).collect();
+        let want_bn: Vec<f32> = (0..120)
+            .map(|i| {
+                let c = i / 20 % 3;
+                (x[i] - m[c]) / (v[c] + 1e-3).sqrt() * s3[c] + b3[c]
+            })
+            .collect();
         close(&to_f32(&got[0]), &want_bn, "batchnorm");
         let (mut want_ln, mut wm, mut wi, mut want_in) = (vec![], vec![], vec![], vec![]);
         for r in 0..6 {
@@ -2476,8 +3213,11 @@ mod tests {
             let var = row.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / 20.0;
             let inv = 1.0 / (var + 1e-5).sqrt();
             for j in 0..20 {
-                want_ln.push(((row[j] as f64 - mu) * inv * s20[j] as f64 + b5[j % 5] as f64) as f32);
-                want_in.push(((row[j] as f64 - mu) * inv * s3[r % 3] as f64 + b3[r % 3] as f64) as f32);
+                want_ln
+                    .push(((row[j] as f64 - mu) * inv * s20[j] as f64 + b5[j % 5] as f64) as f32);
+                want_in.push(
+                    ((row[j] as f64 - mu) * inv * s3[r % 3] as f64 + b3[r % 3] as f64) as f32,
+                );
             }
             wm.push(mu as f32);
             wi.push(inv as f32);
@@ -2486,11 +3226,16 @@ mod tests {
         close(&to_f32(&got[2]), &wm, "layernorm mean");
         close(&to_f32(&got[3]), &wi, "layernorm inv_std_dev");
         close(&to_f32(&got[4]), &want_in, "instancenorm");
-        let want_lp: Vec<f32> = (0..120).map(|i| {
-            let (n, rest) = (i / 60, i % 20);
-            let norm = (0..3).map(|c| x[n * 60 + c * 20 + rest].powi(2)).sum::<f32>().sqrt();
-            x[i] / norm
-        }).collect();
+        let want_lp: Vec<f32> = (0..120)
+            .map(|i| {
+                let (n, rest) = (i / 60, i % 20);
+                let norm = (0..3)
+                    .map(|c| x[n * 60 + c * 20 + rest].powi(2))
+                    .sum::<f32>()
+                    .sqrt();
+                x[i] / norm
+            })
+            .collect();
         close(&to_f32(&got[5]), &want_lp, "lpnorm");
     }
 
@@ -2499,7 +3244,12 @@ mod tests {
         let mut g = G::default();
         let xv = g.input(DType::F32, &[2, 3], f32_bytes(&rand(6, 1)));
         let yv = g.input(DType::F32, &[4, 5], f32_bytes(&rand(20, 1)));
-        let o = g.node(Op::MatMul, &[Some(xv), Some(yv)], &[(DType::F32, &[2, 5])], &[]);
+        let o = g.node(
+            Op::MatMul,
+            &[Some(xv), Some(yv)],
+            &[(DType::F32, &[2, 5])],
+            &[],
+        );
         let e = g.run(&o, &desc(16)).unwrap_err();
         assert!(e.contains("inner dims differ"), "{e}");
     }

@@ -17,8 +17,8 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     use Op::*;
     let op = node.op;
     let body: Body = match op {
-        Add | Sub | Mul | Div | Pow | Mod | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor | And | Or
-        | Xor => binary(cx, node)?,
+        Add | Sub | Mul | Div | Pow | Mod | BitShift | BitwiseAnd | BitwiseOr | BitwiseXor
+        | And | Or | Xor => binary(cx, node)?,
         Equal | Less | LessOrEqual | Greater | GreaterOrEqual => compare(op),
         Max | Min | Sum | Mean => variadic(cx, node)?,
         Where => Box::new(|b, v| b.select(v[0], v[1], v[2])),
@@ -43,7 +43,10 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 
 /// Lowers `node` as one elementwise kernel over `inputs`, each broadcast to output 0.
 fn map(cx: &mut LowerCx, node: &Node, inputs: &[ValueId], body: Body) -> Result<Execution> {
-    let out = *node.outputs.first().ok_or_else(|| cx.invalid("no output"))?;
+    let out = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("no output"))?;
     let out_dims = cx.dims(out)?;
     let out_dtype = cx.dtype(out)?;
     let mut operands = Vec::new();
@@ -60,7 +63,9 @@ fn map(cx: &mut LowerCx, node: &Node, inputs: &[ValueId], body: Body) -> Result<
 }
 
 fn input_dtype(cx: &LowerCx, node: &Node, i: usize) -> Result<DType> {
-    let v = node.input(i).ok_or_else(|| cx.invalid(format!("operand {i} is missing")))?;
+    let v = node
+        .input(i)
+        .ok_or_else(|| cx.invalid(format!("operand {i} is missing")))?;
     cx.dtype(v)
 }
 
@@ -118,7 +123,11 @@ fn binary(cx: &LowerCx, node: &Node) -> Result<Body> {
             // The result has the base's dtype; the exponent may be any numeric type. An int
             // base is raised in f64 and truncated back, like the reference's numpy power.
             let base_compute = compute_dtype(a_dt);
-            let via = if a_dt.is_float() { base_compute } else { DType::F64 };
+            let via = if a_dt.is_float() {
+                base_compute
+            } else {
+                DType::F64
+            };
             Box::new(move |b, v| {
                 let x = b.cast(v[0], via, CastMode { saturate: false });
                 let y = b.cast(v[1], via, CastMode { saturate: false });
@@ -129,7 +138,11 @@ fn binary(cx: &LowerCx, node: &Node) -> Result<Body> {
             let left = match node.attr_str("direction") {
                 Some("LEFT") => true,
                 Some("RIGHT") => false,
-                other => return Err(cx.invalid(format!("BitShift direction must be LEFT or RIGHT, got {other:?}"))),
+                other => {
+                    return Err(cx.invalid(format!(
+                        "BitShift direction must be LEFT or RIGHT, got {other:?}"
+                    )))
+                }
             };
             let bits = a_dt.bits();
             let signed = a_dt.is_signed_int();
@@ -235,14 +248,25 @@ fn cast(cx: &LowerCx, node: &Node) -> Result<Body> {
             .ok_or_else(|| cx.unsupported(format!("Cast to ONNX dtype code {code}")))?
     };
     if from == DType::String || to == DType::String {
-        return Err(cx.unsupported(format!("Cast from {from} to {to}: string casts have no kernel lowering")));
+        return Err(cx.unsupported(format!(
+            "Cast from {from} to {to}: string casts have no kernel lowering"
+        )));
     }
-    let out = node.outputs.first().copied().ok_or_else(|| cx.invalid("no output"))?;
+    let out = node
+        .outputs
+        .first()
+        .copied()
+        .ok_or_else(|| cx.invalid("no output"))?;
     if cx.dtype(out)? != to {
-        return Err(cx.invalid(format!("output dtype {} differs from the cast's target {to}", cx.dtype(out)?)));
+        return Err(cx.invalid(format!(
+            "output dtype {} differs from the cast's target {to}",
+            cx.dtype(out)?
+        )));
     }
     // saturate only matters for float8 targets; ONNX's default is 1.
-    let mode = CastMode { saturate: node.attr_int("saturate", 1) != 0 };
+    let mode = CastMode {
+        saturate: node.attr_int("saturate", 1) != 0,
+    };
     // ONNX casts floats to the sub-byte ints by converting to an integer and keeping the low
     // bits (-9 becomes 7 in int4), not by saturating as kernel IR's float->int cast does; so
     // go through i64 and let the int->int cast wrap.
@@ -283,16 +307,24 @@ fn unary(cx: &LowerCx, node: &Node) -> Result<Body> {
                 let lt = b.cmp(CmpOp::Lt, x, zero);
                 // x * 0 keeps a NaN a NaN (numpy's sign(nan) is nan) and is 0 otherwise.
                 let rest = b.mul(x, zero);
-                let minus_one = if b.ty(x).elem.is_unsigned_int() { zero } else { b.unary(UnOp::Neg, one) };
+                let minus_one = if b.ty(x).elem.is_unsigned_int() {
+                    zero
+                } else {
+                    b.unary(UnOp::Neg, one)
+                };
                 let r = b.select(lt, minus_one, rest);
                 b.select(gt, one, r)
-            }))
+            }));
         }
         Shrink => {
             let bias = node.attr_float("bias", 0.0) as f64;
             let lambd = node.attr_float("lambd", 0.5) as f64;
             // Ints are shrunk in f64 and truncated back.
-            let via = if dt.is_float() { compute_dtype(dt) } else { DType::F64 };
+            let via = if dt.is_float() {
+                compute_dtype(dt)
+            } else {
+                DType::F64
+            };
             return Ok(Box::new(move |b, v| {
                 let x = b.cast(v[0], via, CastMode { saturate: false });
                 let lo = konst_like(b, x, -lambd);
@@ -423,7 +455,11 @@ fn unary(cx: &LowerCx, node: &Node) -> Result<Body> {
             let tanh = match node.attr_str("approximate").unwrap_or("none") {
                 "none" => false,
                 "tanh" => true,
-                other => return Err(cx.invalid(format!("Gelu approximate must be none or tanh, got `{other}`"))),
+                other => {
+                    return Err(cx.invalid(format!(
+                        "Gelu approximate must be none or tanh, got `{other}`"
+                    )))
+                }
             };
             Box::new(move |b, v| {
                 let x = v[0];
@@ -454,7 +490,10 @@ fn unary(cx: &LowerCx, node: &Node) -> Result<Body> {
             let (a, beta) = if node.op == HardSwish {
                 (1.0 / 6.0, 0.5)
             } else {
-                (node.attr_float("alpha", 0.2) as f64, node.attr_float("beta", 0.5) as f64)
+                (
+                    node.attr_float("alpha", 0.2) as f64,
+                    node.attr_float("beta", 0.5) as f64,
+                )
             };
             let swish = node.op == HardSwish;
             Box::new(move |b, v| {

@@ -7,7 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 use tessera_ir::{DType, Family, Graph, Node, Op, Tensor, ValueId};
-use tessera_kir::{BufferId, BufferKind, Execution, Kernel, NodeRecord, PlanBuffer, PlanIo, Program, Step};
+use tessera_kir::{
+    BufferId, BufferKind, Execution, Kernel, NodeRecord, PlanBuffer, PlanIo, Program, Step,
+};
 use tessera_target::TargetDesc;
 
 pub mod control;
@@ -17,8 +19,8 @@ pub mod movement;
 pub mod quant;
 pub mod reduce;
 pub mod select;
-pub mod strings;
 pub mod spatial;
+pub mod strings;
 pub mod util;
 // added: sequence and attention ops
 pub mod attention;
@@ -71,19 +73,24 @@ impl<'g> LowerCx<'g> {
 
     /// An `Unsupported` error for the current node.
     pub fn unsupported(&self, message: impl Into<String>) -> LowerError {
-        LowerError::Unsupported { node: self.node_label.clone(), message: message.into() }
+        LowerError::Unsupported {
+            node: self.node_label.clone(),
+            message: message.into(),
+        }
     }
 
     /// An `Invalid` error for the current node.
     pub fn invalid(&self, message: impl Into<String>) -> LowerError {
-        LowerError::Invalid { node: self.node_label.clone(), message: message.into() }
+        LowerError::Invalid {
+            node: self.node_label.clone(),
+            message: message.into(),
+        }
     }
 
     pub fn dtype(&self, v: ValueId) -> Result<DType> {
-        self.graph
-            .ty(v)
-            .map(|t| t.dtype)
-            .ok_or_else(|| self.invalid(format!("value `{}` has no type", self.graph.value(v).name)))
+        self.graph.ty(v).map(|t| t.dtype).ok_or_else(|| {
+            self.invalid(format!("value `{}` has no type", self.graph.value(v).name))
+        })
     }
 
     /// Static dims of `v`; a symbolic dim here is an error (the driver binds every symbol).
@@ -94,12 +101,15 @@ impl<'g> LowerCx<'g> {
                 self.graph.value(v).name
             )));
         }
-        let ty = self
-            .graph
-            .ty(v)
-            .ok_or_else(|| self.invalid(format!("value `{}` has no type", self.graph.value(v).name)))?;
+        let ty = self.graph.ty(v).ok_or_else(|| {
+            self.invalid(format!("value `{}` has no type", self.graph.value(v).name))
+        })?;
         ty.shape.as_static().ok_or_else(|| {
-            self.invalid(format!("value `{}` has symbolic shape {}; give input shapes", self.graph.value(v).name, ty.shape))
+            self.invalid(format!(
+                "value `{}` has symbolic shape {}; give input shapes",
+                self.graph.value(v).name,
+                ty.shape
+            ))
         })
     }
 
@@ -111,11 +121,15 @@ impl<'g> LowerCx<'g> {
     /// The compile-time contents of operand `i` of `node` as i64s, or an error saying it must
     /// be known at compile time.
     pub fn const_ints(&self, node: &Node, i: usize) -> Result<Option<Vec<i64>>> {
-        let Some(v) = node.input(i) else { return Ok(None) };
-        let t = self
-            .konst(v)
-            .ok_or_else(|| self.unsupported(format!("operand {i} must be known at compile time")))?;
-        t.to_i64_vec().map(Some).ok_or_else(|| self.invalid(format!("operand {i} is not numeric")))
+        let Some(v) = node.input(i) else {
+            return Ok(None);
+        };
+        let t = self.konst(v).ok_or_else(|| {
+            self.unsupported(format!("operand {i} must be known at compile time"))
+        })?;
+        t.to_i64_vec()
+            .map(Some)
+            .ok_or_else(|| self.invalid(format!("operand {i} is not numeric")))
     }
 
     /// The plan buffer holding `v`, created on first use: graph inputs become `Input`,
@@ -126,7 +140,10 @@ impl<'g> LowerCx<'g> {
         }
         let dtype = self.dtype(v)?;
         if dtype == DType::String {
-            return Err(self.unsupported(format!("string tensor `{}` cannot live in a kernel buffer", self.graph.value(v).name)));
+            return Err(self.unsupported(format!(
+                "string tensor `{}` cannot live in a kernel buffer",
+                self.graph.value(v).name
+            )));
         }
         let dims = self.dims(v)?;
         let kind = if let Some(i) = self.graph.inputs.iter().position(|&x| x == v) {
@@ -138,7 +155,15 @@ impl<'g> LowerCx<'g> {
             BufferKind::Temp { slot: 0 }
         };
         let name = self.graph.value(v).name.clone();
-        Ok(self.push_buffer(v, PlanBuffer { name, dtype, dims, kind }))
+        Ok(self.push_buffer(
+            v,
+            PlanBuffer {
+                name,
+                dtype,
+                dims,
+                kind,
+            },
+        ))
     }
 
     fn push_buffer(&mut self, v: ValueId, b: PlanBuffer) -> BufferId {
@@ -158,13 +183,24 @@ impl<'g> LowerCx<'g> {
         let kind = if let Some(i) = self.graph.inputs.iter().position(|&x| x == v) {
             BufferKind::Input(i as u32)
         } else if let Some(t) = self.graph.konst(v) {
-            self.program.plan.consts.push(tessera_kir::plan::encode_strings(&t.strings));
+            self.program
+                .plan
+                .consts
+                .push(tessera_kir::plan::encode_strings(&t.strings));
             BufferKind::Const(self.program.plan.consts.len() as u32 - 1)
         } else {
             BufferKind::Temp { slot: 0 }
         };
         let name = self.graph.value(v).name.clone();
-        Ok(self.push_buffer(v, PlanBuffer { name, dtype: DType::String, dims, kind }))
+        Ok(self.push_buffer(
+            v,
+            PlanBuffer {
+                name,
+                dtype: DType::String,
+                dims,
+                kind,
+            },
+        ))
     }
 
     /// [`LowerCx::string_buffer`] for strings, [`LowerCx::buffer`] otherwise.
@@ -178,12 +214,20 @@ impl<'g> LowerCx<'g> {
 
     /// The buffers of a node's operands (`None` where omitted), strings included: for host steps.
     pub fn operand_buffers(&mut self, node: &Node) -> Result<Vec<Option<BufferId>>> {
-        node.inputs.iter().map(|v| v.map(|v| self.any_buffer(v)).transpose()).collect()
+        node.inputs
+            .iter()
+            .map(|v| v.map(|v| self.any_buffer(v)).transpose())
+            .collect()
     }
 
     /// A scratch buffer not tied to a graph value (e.g. a transposed copy).
     pub fn scratch(&mut self, name: &str, dtype: DType, dims: Vec<u64>) -> BufferId {
-        self.program.plan.buffers.push(PlanBuffer { name: name.into(), dtype, dims, kind: BufferKind::Temp { slot: 0 } });
+        self.program.plan.buffers.push(PlanBuffer {
+            name: name.into(),
+            dtype,
+            dims,
+            kind: BufferKind::Temp { slot: 0 },
+        });
         BufferId(self.program.plan.buffers.len() as u32 - 1)
     }
 
@@ -193,7 +237,15 @@ impl<'g> LowerCx<'g> {
         let dtype = self.dtype(v)?;
         let name = self.graph.value(v).name.clone();
         self.dynamic.insert(v);
-        Ok(self.push_buffer(v, PlanBuffer { name, dtype, dims: capacity, kind: BufferKind::Temp { slot: 0 } }))
+        Ok(self.push_buffer(
+            v,
+            PlanBuffer {
+                name,
+                dtype,
+                dims: capacity,
+                kind: BufferKind::Temp { slot: 0 },
+            },
+        ))
     }
 
     /// Makes `out` share `of`'s storage (same bytes, `out`'s dims): reshape-like ops.
@@ -202,7 +254,15 @@ impl<'g> LowerCx<'g> {
         let dtype = self.dtype(out)?;
         let dims = self.dims(out)?;
         let name = self.graph.value(out).name.clone();
-        self.push_buffer(out, PlanBuffer { name, dtype, dims, kind: BufferKind::Alias(src) });
+        self.push_buffer(
+            out,
+            PlanBuffer {
+                name,
+                dtype,
+                dims,
+                kind: BufferKind::Alias(src),
+            },
+        );
         Ok(())
     }
 
@@ -223,7 +283,16 @@ impl<'g> LowerCx<'g> {
 
     /// A kernel name unique in the program, derived from the node.
     pub fn kernel_name(&mut self, base: &str) -> String {
-        let clean: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        let clean: String = base
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let n = self.kernel_names.entry(clean.clone()).or_insert(0);
         *n += 1;
         if *n == 1 {
@@ -235,10 +304,18 @@ impl<'g> LowerCx<'g> {
 
     /// Adds `kernel` to the program and a step launching it on `args` (one per parameter).
     pub fn launch(&mut self, kernel: Kernel, args: Vec<BufferId>) {
-        debug_assert_eq!(kernel.num_params, args.len(), "kernel `{}` argument count", kernel.name);
+        debug_assert_eq!(
+            kernel.num_params,
+            args.len(),
+            "kernel `{}` argument count",
+            kernel.name
+        );
         self.program.kernels.push(kernel);
         let k = self.program.kernels.len() as u32 - 1;
-        self.program.plan.steps.push(Step::Launch { kernel: k, args });
+        self.program
+            .plan
+            .steps
+            .push(Step::Launch { kernel: k, args });
     }
 
     /// A whole-buffer copy step.
@@ -264,7 +341,13 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
         } else {
             None
         };
-        let io = PlanIo { name: graph.value(v).name.clone(), buffer, dtype: cx.dtype(v)?, dims: cx.dims(v)?, bound };
+        let io = PlanIo {
+            name: graph.value(v).name.clone(),
+            buffer,
+            dtype: cx.dtype(v)?,
+            dims: cx.dims(v)?,
+            bound,
+        };
         debug_assert_eq!(cx.program.plan.inputs.len(), i);
         cx.program.plan.inputs.push(io);
     }
@@ -272,7 +355,13 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
         let buffer = cx.any_buffer(v)?;
         // A run-time-sized output is described by its capacity; the runtime returns its size.
         let dims = cx.program.plan.buffer(buffer).dims.clone();
-        let io = PlanIo { name: graph.value(v).name.clone(), buffer, dtype: cx.dtype(v)?, dims, bound: None };
+        let io = PlanIo {
+            name: graph.value(v).name.clone(),
+            buffer,
+            dtype: cx.dtype(v)?,
+            dims,
+            bound: None,
+        };
         cx.program.plan.outputs.push(io);
     }
     cx.program.plan.assign_slots();
@@ -283,15 +372,29 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
 /// nodes of a subgraph ("" at the top level), so errors and the report say where they are.
 fn lower_nodes(cx: &mut LowerCx, nodes: &[Node], within: &str) -> Result<()> {
     for node in nodes {
-        let label = if within.is_empty() { node.label() } else { format!("{} in {within}", node.label()) };
+        let label = if within.is_empty() {
+            node.label()
+        } else {
+            format!("{} in {within}", node.label())
+        };
         cx.node_label = label.clone();
-        if let Some(&v) = node.inputs.iter().flatten().find(|v| cx.dynamic.contains(v)) {
+        if let Some(&v) = node
+            .inputs
+            .iter()
+            .flatten()
+            .find(|v| cx.dynamic.contains(v))
+        {
             // Report the cause (the run-time size), not the symbolic shape it leads to.
             cx.dims(v)?;
         }
         let how = lower_node(cx, node)?;
         let dense = node.op.family() == Family::Dense;
-        cx.program.plan.nodes.push(NodeRecord { node: label, op: node.op.name().to_string(), dense, how });
+        cx.program.plan.nodes.push(NodeRecord {
+            node: label,
+            op: node.op.name().to_string(),
+            dense,
+            how,
+        });
     }
     Ok(())
 }
@@ -301,8 +404,15 @@ fn lower_nodes(cx: &mut LowerCx, nodes: &[Node], within: &str) -> Result<()> {
 /// bodies are kernels). Equal on strings also runs on the host; it is listed as kernels.
 pub fn execution_of(op: Op) -> &'static str {
     match op {
-        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression | Op::TreeEnsemble => "host",
-        Op::StringConcat | Op::RegexFullMatch | Op::StringNormalizer | Op::StringSplit | Op::LabelEncoder | Op::TfIdfVectorizer => "host",
+        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression | Op::TreeEnsemble => {
+            "host"
+        }
+        Op::StringConcat
+        | Op::RegexFullMatch
+        | Op::StringNormalizer
+        | Op::StringSplit
+        | Op::LabelEncoder
+        | Op::TfIdfVectorizer => "host",
         op if op.family() == Family::Control => "plan",
         _ => "kernels",
     }
@@ -318,26 +428,50 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         // Softmax and friends are reductions along one axis; they live with the reductions.
         Op::Softmax | Op::LogSoftmax | Op::Hardmax => reduce::lower(cx, node),
         // Spatial ops (resampling, transposed and integer convolution, scatters): spatial.rs.
-        Op::Resize | Op::ConvTranspose | Op::ConvInteger | Op::ScatterElements | Op::ScatterND => spatial::lower(cx, node),
-        Op::MaxUnpool | Op::LRN | Op::ReverseSequence | Op::CenterCropPad | Op::Col2Im | Op::GridSample | Op::AffineGrid => {
+        Op::Resize | Op::ConvTranspose | Op::ConvInteger | Op::ScatterElements | Op::ScatterND => {
             spatial::lower(cx, node)
         }
-        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression | Op::TreeEnsemble => select::lower(cx, node),
-        Op::StringConcat | Op::RegexFullMatch | Op::StringNormalizer | Op::StringSplit | Op::LabelEncoder => strings::lower(cx, node),
+        Op::MaxUnpool
+        | Op::LRN
+        | Op::ReverseSequence
+        | Op::CenterCropPad
+        | Op::Col2Im
+        | Op::GridSample
+        | Op::AffineGrid => spatial::lower(cx, node),
+        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression | Op::TreeEnsemble => {
+            select::lower(cx, node)
+        }
+        Op::StringConcat
+        | Op::RegexFullMatch
+        | Op::StringNormalizer
+        | Op::StringSplit
+        | Op::LabelEncoder => strings::lower(cx, node),
         Op::TfIdfVectorizer => strings::lower(cx, node),
-        Op::Equal if node.input(0).is_some_and(|v| cx.dtype(v).ok() == Some(DType::String)) => strings::lower(cx, node),
+        Op::Equal
+            if node
+                .input(0)
+                .is_some_and(|v| cx.dtype(v).ok() == Some(DType::String)) =>
+        {
+            strings::lower(cx, node)
+        }
         // added: sequence and attention ops
         Op::Attention | Op::RotaryEmbedding => attention::lower(cx, node),
         Op::NegativeLogLikelihoodLoss | Op::SoftmaxCrossEntropyLoss => loss::lower(cx, node),
         Op::RNN | Op::GRU | Op::LSTM => recurrent::lower(cx, node),
-        Op::CumProd | Op::Swish | Op::SwiGLU | Op::Einsum | Op::Det | Op::BitCast => misc::lower(cx, node),
+        Op::CumProd | Op::Swish | Op::SwiGLU | Op::Einsum | Op::Det | Op::BitCast => {
+            misc::lower(cx, node)
+        }
         Op::BlackmanWindow | Op::HannWindow | Op::HammingWindow => misc::lower(cx, node),
         // added: spectral, training and ml ops
-        Op::DFT | Op::STFT | Op::MelWeightMatrix | Op::Momentum | Op::Adagrad | Op::Adam => spectral::lower(cx, node),
+        Op::DFT | Op::STFT | Op::MelWeightMatrix | Op::Momentum | Op::Adagrad | Op::Adam => {
+            spectral::lower(cx, node)
+        }
         Op::Binarizer | Op::ArrayFeatureExtractor => spectral::lower(cx, node),
         // added: linear attention and quantized ops
         Op::LinearAttention | Op::CausalConvWithState | Op::QLinearMatMul => extra::lower(cx, node),
-        Op::TensorScatter | Op::DeformConv | Op::RoiAlign | Op::QLinearConv => extra::lower(cx, node),
+        Op::TensorScatter | Op::DeformConv | Op::RoiAlign | Op::QLinearConv => {
+            extra::lower(cx, node)
+        }
         op => match op.family() {
             Family::Elementwise => elementwise::lower(cx, node),
             Family::Reduce => reduce::lower(cx, node),

@@ -9,7 +9,9 @@
 use crate::util::compute_dtype;
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node, Op};
-use tessera_kir::{Access, BinOp, BufferId, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Ty, Val};
+use tessera_kir::{
+    Access, BinOp, BufferId, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Ty, Val,
+};
 
 const NO_SAT: CastMode = CastMode { saturate: false };
 
@@ -17,7 +19,10 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let x = node.input(0).ok_or_else(|| cx.invalid("missing input"))?;
     let t = node.input(1).ok_or_else(|| cx.invalid("missing target"))?;
     let w = node.input(2);
-    let out = *node.outputs.first().ok_or_else(|| cx.invalid("missing loss"))?;
+    let out = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("missing loss"))?;
     let dt = cx.dtype(x)?;
     if !dt.is_float() {
         return Err(cx.unsupported(format!("{} on {dt}", node.op)));
@@ -36,11 +41,15 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut want_t = xd.clone();
     want_t.remove(1);
     if td != want_t {
-        return Err(cx.invalid(format!("target shape {td:?} does not match input shape {xd:?}")));
+        return Err(cx.invalid(format!(
+            "target shape {td:?} does not match input shape {xd:?}"
+        )));
     }
     if let Some(w) = w {
         if cx.dims(w)? != [c] || cx.dtype(w)? != dt {
-            return Err(cx.invalid(format!("weight must be a [{c}] tensor of the input's dtype")));
+            return Err(cx.invalid(format!(
+                "weight must be a [{c}] tensor of the input's dtype"
+            )));
         }
     }
     let reduction = node.attr_str("reduction").unwrap_or("mean").to_string();
@@ -53,7 +62,9 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if cx.dims(out)? != want_out || cx.dtype(out)? != dt {
         return Err(cx.invalid("loss has the wrong type"));
     }
-    let ignore = node.attr("ignore_index").map(|_| node.attr_int("ignore_index", 0));
+    let ignore = node
+        .attr("ignore_index")
+        .map(|_| node.attr_int("ignore_index", 0));
     let total = n * c * d;
     let xb = cx.buffer(x)?;
     // The log-probabilities the NLL kernel reads.
@@ -88,7 +99,13 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 }
 
 /// `lp[n, :, d] = log_softmax(x[n, :, d])`, one program instance per `(n, d)`.
-fn log_softmax(cx: &mut LowerCx, dt: DType, (n, c, d): (u64, u64, u64), xb: BufferId, lpb: BufferId) {
+fn log_softmax(
+    cx: &mut LowerCx,
+    dt: DType,
+    (n, c, d): (u64, u64, u64),
+    xb: BufferId,
+    lpb: BufferId,
+) {
     let acc = compute_dtype(dt);
     let at = Ty::scalar(acc);
     let name = cx.kernel_name("log_softmax_classes");
@@ -220,7 +237,11 @@ fn nll(
             let (l, w) = elem(b, e);
             vec![b.add(a[0], l), b.add(a[1], w)]
         });
-        let v = if reduction == "mean" { b.div(r[0], r[1]) } else { r[0] };
+        let v = if reduction == "mean" {
+            b.div(r[0], r[1])
+        } else {
+            r[0]
+        };
         let v = b.cast(v, dt, NO_SAT);
         let z = b.index(0);
         b.store(op, z, v);

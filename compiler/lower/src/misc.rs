@@ -1,10 +1,14 @@
 //! Lowering of the smaller ops added with the sequence and attention work: CumProd, Swish,
 //! SwiGLU, Einsum (one loop-nest kernel), the window generators, Det and BitCast.
 
-use crate::util::{compute_dtype, emit_elementwise, konst_like, linear_index, strides, unravel, EwOperand};
+use crate::util::{
+    compute_dtype, emit_elementwise, konst_like, linear_index, strides, unravel, EwOperand,
+};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node, Op};
-use tessera_kir::{Access, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Space, Ty, UnOp, Val};
+use tessera_kir::{
+    Access, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Space, Ty, UnOp, Val,
+};
 
 const NO_SAT: CastMode = CastMode { saturate: false };
 
@@ -22,7 +26,10 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 
 fn io(cx: &LowerCx, node: &Node) -> Result<(tessera_ir::ValueId, tessera_ir::ValueId)> {
     let x = node.input(0).ok_or_else(|| cx.invalid("missing input"))?;
-    let y = *node.outputs.first().ok_or_else(|| cx.invalid("missing output"))?;
+    let y = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("missing output"))?;
     Ok((x, y))
 }
 
@@ -135,9 +142,19 @@ fn swish(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== Einsum ====
 
 fn einsum(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let y = *node.outputs.first().ok_or_else(|| cx.invalid("missing output"))?;
-    let eq = node.attr_str("equation").ok_or_else(|| cx.invalid("missing equation"))?.to_string();
-    let ins: Vec<_> = node.inputs.iter().map(|i| i.ok_or_else(|| cx.invalid("omitted operand"))).collect::<Result<_>>()?;
+    let y = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("missing output"))?;
+    let eq = node
+        .attr_str("equation")
+        .ok_or_else(|| cx.invalid("missing equation"))?
+        .to_string();
+    let ins: Vec<_> = node
+        .inputs
+        .iter()
+        .map(|i| i.ok_or_else(|| cx.invalid("omitted operand")))
+        .collect::<Result<_>>()?;
     let dt = cx.dtype(y)?;
     if !dt.is_numeric() || dt == DType::Bool {
         return Err(cx.unsupported(format!("Einsum on {dt}")));
@@ -149,13 +166,26 @@ fn einsum(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         }
         shapes.push(cx.dims(v)?);
     }
-    let sym: Vec<Vec<tessera_ir::Dim>> =
-        shapes.iter().map(|s| s.iter().map(|&d| tessera_ir::Dim::Fixed(d)).collect()).collect();
-    let (terms, out_term, ell, _) =
-        tessera_ir::infer::seq::einsum_plan(&eq, &sym).map_err(|m| cx.invalid(format!("equation: {m}")))?;
-    let ell: Vec<u64> = ell.iter().map(|d| if let tessera_ir::Dim::Fixed(x) = d { *x } else { 1 }).collect();
+    let sym: Vec<Vec<tessera_ir::Dim>> = shapes
+        .iter()
+        .map(|s| s.iter().map(|&d| tessera_ir::Dim::Fixed(d)).collect())
+        .collect();
+    let (terms, out_term, ell, _) = tessera_ir::infer::seq::einsum_plan(&eq, &sym)
+        .map_err(|m| cx.invalid(format!("equation: {m}")))?;
+    let ell: Vec<u64> = ell
+        .iter()
+        .map(|d| {
+            if let tessera_ir::Dim::Fixed(x) = d {
+                *x
+            } else {
+                1
+            }
+        })
+        .collect();
     // Letters: named ones, then one per ellipsis dim ('0', '1', ...).
-    let ell_names: Vec<char> = (0..ell.len()).map(|k| char::from(b'0' + (k as u8 % 10))).collect();
+    let ell_names: Vec<char> = (0..ell.len())
+        .map(|k| char::from(b'0' + (k as u8 % 10)))
+        .collect();
     if ell.len() > 10 {
         return Err(cx.unsupported("more than 10 ellipsis dims"));
     }
@@ -172,8 +202,15 @@ fn einsum(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         }
         v
     };
-    let out_letters = expand(&out_term, out_term.iter().filter(|&&c| c != '*').count() + ell.len());
-    let in_letters: Vec<Vec<char>> = terms.iter().zip(&shapes).map(|(t, s)| expand(t, s.len())).collect();
+    let out_letters = expand(
+        &out_term,
+        out_term.iter().filter(|&&c| c != '*').count() + ell.len(),
+    );
+    let in_letters: Vec<Vec<char>> = terms
+        .iter()
+        .zip(&shapes)
+        .map(|(t, s)| expand(t, s.len()))
+        .collect();
     // Each letter's size (the largest seen: others are 1 and broadcast).
     let mut size: Vec<(char, u64)> = Vec::new();
     for (ls, s) in in_letters.iter().zip(&shapes) {
@@ -187,17 +224,33 @@ fn einsum(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let size_of = |c: char| size.iter().find(|(l, _)| *l == c).map(|x| x.1).unwrap_or(1);
     let out_dims: Vec<u64> = out_letters.iter().map(|&c| size_of(c)).collect();
     if cx.dims(y)? != out_dims {
-        return Err(cx.invalid(format!("output shape {:?} differs from the equation's {out_dims:?}", cx.dims(y)?)));
+        return Err(cx.invalid(format!(
+            "output shape {:?} differs from the equation's {out_dims:?}",
+            cx.dims(y)?
+        )));
     }
-    let red: Vec<char> = size.iter().map(|x| x.0).filter(|c| !out_letters.contains(c)).collect();
+    let red: Vec<char> = size
+        .iter()
+        .map(|x| x.0)
+        .filter(|c| !out_letters.contains(c))
+        .collect();
     let red_dims: Vec<u64> = red.iter().map(|&c| size_of(c)).collect();
     // Per input, the element stride of each output letter and each reduced letter.
     let letter_stride = |k: usize, c: char| -> u64 {
         let st = strides(&shapes[k]);
-        in_letters[k].iter().enumerate().filter(|(p, &l)| l == c && shapes[k][*p] != 1).map(|(p, _)| st[p]).sum()
+        in_letters[k]
+            .iter()
+            .enumerate()
+            .filter(|(p, &l)| l == c && shapes[k][*p] != 1)
+            .map(|(p, _)| st[p])
+            .sum()
     };
-    let out_st: Vec<Vec<u64>> = (0..ins.len()).map(|k| out_letters.iter().map(|&c| letter_stride(k, c)).collect()).collect();
-    let red_st: Vec<Vec<u64>> = (0..ins.len()).map(|k| red.iter().map(|&c| letter_stride(k, c)).collect()).collect();
+    let out_st: Vec<Vec<u64>> = (0..ins.len())
+        .map(|k| out_letters.iter().map(|&c| letter_stride(k, c)).collect())
+        .collect();
+    let red_st: Vec<Vec<u64>> = (0..ins.len())
+        .map(|k| red.iter().map(|&c| letter_stride(k, c)).collect())
+        .collect();
     let n: u64 = out_dims.iter().product();
     let yb = cx.buffer(y)?;
     if n == 0 {
@@ -210,7 +263,12 @@ fn einsum(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut ps = Vec::new();
     for (k, &v) in ins.iter().enumerate() {
         args.push(cx.buffer(v)?);
-        ps.push(b.param(format!("in{k}"), dt, shapes[k].iter().product(), Access::Read));
+        ps.push(b.param(
+            format!("in{k}"),
+            dt,
+            shapes[k].iter().product(),
+            Access::Read,
+        ));
     }
     let yp = b.param("y", dt, n, Access::Write);
     args.push(yb);
@@ -229,7 +287,11 @@ fn einsum(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         let bases: Vec<Val> = out_st.iter().map(|s| linear_index(b, &oc, s)).collect();
         let zero = b.const_num(acc, 0.0);
         let r = b.range_fold(0, rn.max(1) as i64, &[zero], |b, ri, a| {
-            let rc = if red_dims.is_empty() { Vec::new() } else { unravel(b, ri, &red_dims) };
+            let rc = if red_dims.is_empty() {
+                Vec::new()
+            } else {
+                unravel(b, ri, &red_dims)
+            };
             let mut prod: Option<Val> = None;
             for (k, &p) in ps.iter().enumerate() {
                 let off = linear_index(b, &rc, &red_st[k]);
@@ -255,7 +317,10 @@ fn einsum(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== BlackmanWindow, HannWindow, HammingWindow ====
 
 fn window(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let y = *node.outputs.first().ok_or_else(|| cx.invalid("missing output"))?;
+    let y = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("missing output"))?;
     let dt = cx.dtype(y)?;
     let n = cx.numel(y)?;
     if !dt.is_numeric() || dt == DType::Bool {
@@ -266,7 +331,11 @@ fn window(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Ok(Execution::Kernel);
     }
     let periodic = node.attr_int("periodic", 1) != 0;
-    let denom = if periodic { n as f64 } else { (n as f64 - 1.0).max(1.0) };
+    let denom = if periodic {
+        n as f64
+    } else {
+        (n as f64 - 1.0).max(1.0)
+    };
     let w = 2.0 * std::f64::consts::PI / denom;
     // a0 - a1 cos(w n) + a2 cos(2 w n)
     let (a0, a1, a2) = match node.op {
@@ -274,7 +343,11 @@ fn window(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Op::HammingWindow => (25.0 / 46.0, 21.0 / 46.0, 0.0),
         _ => (0.42, 0.5, 0.08),
     };
-    let ct = if dt == DType::F64 { DType::F64 } else { DType::F32 };
+    let ct = if dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
     let at = Ty::scalar(ct);
     let name = cx.kernel_name(&node.op.name().to_ascii_lowercase());
     let mut b = KernelBuilder::new(name);
@@ -321,7 +394,11 @@ fn det(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if count == 0 {
         return Ok(Execution::Kernel);
     }
-    let ct = if dt == DType::F64 { DType::F64 } else { DType::F32 };
+    let ct = if dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
     let at = Ty::scalar(ct);
     let name = cx.kernel_name("det");
     let mut b = KernelBuilder::new(name);
@@ -409,7 +486,9 @@ fn bitcast(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let (x, y) = io(cx, node)?;
     let (xt, yt) = (cx.dtype(x)?, cx.dtype(y)?);
     if xt.bits() != yt.bits() || cx.dims(x)? != cx.dims(y)? {
-        return Err(cx.invalid(format!("BitCast from {xt} to {yt} changes the bit width or shape")));
+        return Err(cx.invalid(format!(
+            "BitCast from {xt} to {yt} changes the bit width or shape"
+        )));
     }
     // Same bytes, another dtype: storage is shared.
     cx.alias(y, x)?;

@@ -16,7 +16,9 @@ use tessera_kir::{
 
 pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     match node.op {
-        Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Identity => alias_op(cx, node),
+        Op::Reshape | Op::Flatten | Op::Squeeze | Op::Unsqueeze | Op::Identity => {
+            alias_op(cx, node)
+        }
         Op::Dropout => dropout(cx, node),
         Op::Transpose => transpose(cx, node),
         Op::Concat => concat(cx, node),
@@ -44,12 +46,20 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 
 /// Operand `i`, or an error naming it as missing.
 pub(crate) fn operand(cx: &LowerCx, node: &Node, i: usize) -> Result<ValueId> {
-    node.input(i).ok_or_else(|| cx.invalid(format!("missing operand {i} (`{}`)", tessera_ir::op::operand_name(node.op, i))))
+    node.input(i).ok_or_else(|| {
+        cx.invalid(format!(
+            "missing operand {i} (`{}`)",
+            tessera_ir::op::operand_name(node.op, i)
+        ))
+    })
 }
 
 /// Result `i`, or an error naming it as missing.
 pub(crate) fn result(cx: &LowerCx, node: &Node, i: usize) -> Result<ValueId> {
-    node.outputs.get(i).copied().ok_or_else(|| cx.invalid(format!("missing result {i}")))
+    node.outputs
+        .get(i)
+        .copied()
+        .ok_or_else(|| cx.invalid(format!("missing result {i}")))
 }
 
 /// Normalises a possibly negative axis against `rank`.
@@ -89,13 +99,22 @@ pub(crate) fn chunking(total: u64, per: u64, dtype: DType) -> (u64, u64) {
     if total == 0 {
         return (0, 1);
     }
-    let chunk = if dtype.is_sub_byte() { total } else { per.max(1).min(total) };
+    let chunk = if dtype.is_sub_byte() {
+        total
+    } else {
+        per.max(1).min(total)
+    };
     (total.div_ceil(chunk), chunk)
 }
 
 /// Sets a 1-D grid and emits `for item in [pid*chunk, min(total, (pid+1)*chunk))`, calling `f`
 /// for each item.
-pub(crate) fn for_each_item(b: &mut KernelBuilder, total: u64, chunk: u64, f: impl FnOnce(&mut KernelBuilder, Val)) {
+pub(crate) fn for_each_item(
+    b: &mut KernelBuilder,
+    total: u64,
+    chunk: u64,
+    f: impl FnOnce(&mut KernelBuilder, Val),
+) {
     b.set_grid(&[total.div_ceil(chunk.max(1))]);
     let pid = b.program_id(0);
     let c = b.index(chunk as i64);
@@ -171,7 +190,14 @@ impl CopySpec {
     /// A copy whose destination is the whole iteration space, row-major.
     pub fn dense(dims: Vec<u64>, src: Vec<(AxisMap, i64)>) -> CopySpec {
         let dst_strides = strides(&dims);
-        CopySpec { dims, src, src_offset: 0, dst_strides, dst_offset: 0, fill: Fill::Value(Scalar::Int(0)) }
+        CopySpec {
+            dims,
+            src,
+            src_offset: 0,
+            dst_strides,
+            dst_offset: 0,
+            fill: Fill::Value(Scalar::Int(0)),
+        }
     }
 }
 
@@ -242,7 +268,14 @@ fn map_coord(b: &mut KernelBuilder, coord: Val, m: AxisMap) -> (Val, Option<Val>
 /// Builds the copy kernel for `spec`: parameters `src`, `dst` (and `fill` for
 /// [`Fill::Operand`]). The grid runs over chunks of rows (all axes but the last); each row is
 /// an inner loop, vectorised for contiguous f32 rows when `vector` is set.
-pub fn copy_kernel(name: String, dtype: DType, src_len: u64, dst_len: u64, spec: &CopySpec, vector: bool) -> Kernel {
+pub fn copy_kernel(
+    name: String,
+    dtype: DType,
+    src_len: u64,
+    dst_len: u64,
+    spec: &CopySpec,
+    vector: bool,
+) -> Kernel {
     let mut spec = spec.clone();
     if spec.dims.is_empty() {
         spec.dims = vec![1];
@@ -252,7 +285,8 @@ pub fn copy_kernel(name: String, dtype: DType, src_len: u64, dst_len: u64, spec:
     let mut b = KernelBuilder::new(name);
     let src = b.param("src", dtype, src_len.max(1), Access::Read);
     let dst = b.param("dst", dtype, dst_len, Access::Write);
-    let fill_buf = matches!(spec.fill, Fill::Operand).then(|| b.param("fill", dtype, 1, Access::Read));
+    let fill_buf =
+        matches!(spec.fill, Fill::Operand).then(|| b.param("fill", dtype, 1, Access::Read));
     let rank = spec.dims.len();
     let outer = spec.dims[..rank - 1].to_vec();
     let inner = spec.dims[rank - 1];
@@ -260,8 +294,17 @@ pub fn copy_kernel(name: String, dtype: DType, src_len: u64, dst_len: u64, spec:
     let (_, chunk) = chunking(rows, (16384 / inner.max(1)).max(1), dtype);
     let (last_map, last_stride) = spec.src[rank - 1];
     let last_dst = spec.dst_strides[rank - 1];
-    let any_pad = spec.src.iter().any(|(m, _)| matches!(m, AxisMap::Pad { mode: PadMode::Constant, .. }));
-    let contiguous = matches!(last_map, AxisMap::Affine { mul: 1, .. }) && last_stride == 1 && last_dst == 1;
+    let any_pad = spec.src.iter().any(|(m, _)| {
+        matches!(
+            m,
+            AxisMap::Pad {
+                mode: PadMode::Constant,
+                ..
+            }
+        )
+    });
+    let contiguous =
+        matches!(last_map, AxisMap::Affine { mul: 1, .. }) && last_stride == 1 && last_dst == 1;
     let use_vec = vector && dtype == DType::F32 && contiguous && !any_pad && inner >= 4;
     let empty_src = src_len == 0;
     for_each_item(&mut b, rows, chunk, |b, r| {
@@ -285,12 +328,18 @@ pub fn copy_kernel(name: String, dtype: DType, src_len: u64, dst_len: u64, spec:
             Fill::Value(s) => b.constant(Ty::scalar(dtype), s),
             Fill::Operand => {
                 let z = b.index(0);
-                b.load(fill_buf.expect("fill operand declared for Fill::Operand"), z, 1)
+                b.load(
+                    fill_buf.expect("fill operand declared for Fill::Operand"),
+                    z,
+                    1,
+                )
             }
         };
         let mut j_lo = b.index(0);
         if use_vec {
-            let AxisMap::Affine { add, .. } = last_map else { unreachable!("checked contiguous above") };
+            let AxisMap::Affine { add, .. } = last_map else {
+                unreachable!("checked contiguous above")
+            };
             let addv = b.index(add);
             let sb = b.add(sbase, addv);
             let hi = b.index((inner / 4 * 4) as i64);
@@ -343,7 +392,14 @@ pub fn copy_kernel(name: String, dtype: DType, src_len: u64, dst_len: u64, spec:
 
 /// Launches the copy `spec` from value `src` into value `dst` (nothing when the space is
 /// empty). `fill` is the buffer of a runtime pad value, for [`Fill::Operand`].
-pub fn launch_copy(cx: &mut LowerCx, base: &str, src: ValueId, dst: ValueId, spec: &CopySpec, fill: Option<BufferId>) -> Result<()> {
+pub fn launch_copy(
+    cx: &mut LowerCx,
+    base: &str,
+    src: ValueId,
+    dst: ValueId,
+    spec: &CopySpec,
+    fill: Option<BufferId>,
+) -> Result<()> {
     if spec.dims.iter().product::<u64>() == 0 {
         return Ok(());
     }
@@ -381,7 +437,9 @@ fn dropout(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         match cx.konst(t).and_then(|t| t.get_i64(0)) {
             Some(0) => {}
             Some(_) => return Err(cx.unsupported("Dropout in training mode (random masks)")),
-            None => return Err(cx.unsupported("Dropout's training_mode must be known at compile time")),
+            None => {
+                return Err(cx.unsupported("Dropout's training_mode must be known at compile time"))
+            }
         }
     }
     let x = operand(cx, node, 0)?;
@@ -402,7 +460,10 @@ fn transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let dims = cx.dims(x)?;
     let rank = dims.len();
     let perm: Vec<usize> = match node.attr_ints("perm") {
-        Some(p) => p.iter().map(|&a| norm_axis(cx, a, rank)).collect::<Result<_>>()?,
+        Some(p) => p
+            .iter()
+            .map(|&a| norm_axis(cx, a, rank))
+            .collect::<Result<_>>()?,
         None => (0..rank).rev().collect(),
     };
     let mut seen = vec![false; rank];
@@ -411,7 +472,12 @@ fn transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let st = strides(&dims);
     let out_dims: Vec<u64> = perm.iter().map(|&p| dims[p]).collect();
-    let spec = CopySpec::dense(out_dims, perm.iter().map(|&p| (AxisMap::Affine { mul: 1, add: 0 }, st[p] as i64)).collect());
+    let spec = CopySpec::dense(
+        out_dims,
+        perm.iter()
+            .map(|&p| (AxisMap::Affine { mul: 1, add: 0 }, st[p] as i64))
+            .collect(),
+    );
     launch_copy(cx, "transpose", x, y, &spec, None)?;
     Ok(Execution::Kernel)
 }
@@ -428,17 +494,29 @@ fn concat(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         let Some(x) = node.input(i) else { continue };
         let dims = cx.dims(x)?;
         if dims.len() != out.len() {
-            return Err(cx.invalid(format!("input {i} has rank {}, expected {}", dims.len(), out.len())));
+            return Err(cx.invalid(format!(
+                "input {i} has rank {}, expected {}",
+                dims.len(),
+                out.len()
+            )));
         }
         let st = strides(&dims);
-        let mut spec = CopySpec::dense(dims.clone(), st.iter().map(|&s| (AxisMap::Affine { mul: 1, add: 0 }, s as i64)).collect());
+        let mut spec = CopySpec::dense(
+            dims.clone(),
+            st.iter()
+                .map(|&s| (AxisMap::Affine { mul: 1, add: 0 }, s as i64))
+                .collect(),
+        );
         spec.dst_strides = ost.clone();
         spec.dst_offset = off * ost[axis];
         launch_copy(cx, "concat", x, y, &spec, None)?;
         off += dims[axis];
     }
     if off != out[axis] {
-        return Err(cx.invalid(format!("inputs sum to {off} along axis {axis}, result has {}", out[axis])));
+        return Err(cx.invalid(format!(
+            "inputs sum to {off} along axis {axis}, result has {}",
+            out[axis]
+        )));
     }
     Ok(Execution::Kernel)
 }
@@ -459,14 +537,25 @@ fn split(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             return Err(cx.invalid("results must have the input's rank"));
         }
         let src = (0..dims.len())
-            .map(|i| (AxisMap::Affine { mul: 1, add: if i == axis { off as i64 } else { 0 } }, st[i] as i64))
+            .map(|i| {
+                (
+                    AxisMap::Affine {
+                        mul: 1,
+                        add: if i == axis { off as i64 } else { 0 },
+                    },
+                    st[i] as i64,
+                )
+            })
             .collect();
         let spec = CopySpec::dense(od.clone(), src);
         launch_copy(cx, "split", x, y, &spec, None)?;
         off += od[axis];
     }
     if off > dims[axis] {
-        return Err(cx.invalid(format!("results take {off} along axis {axis}, input has {}", dims[axis])));
+        return Err(cx.invalid(format!(
+            "results take {off} along axis {axis}, input has {}",
+            dims[axis]
+        )));
     }
     Ok(Execution::Kernel)
 }
@@ -479,17 +568,26 @@ fn slice(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let dims = cx.dims(x)?;
     let out = cx.dims(y)?;
     let rank = dims.len();
-    let starts = cx.const_ints(node, 1)?.ok_or_else(|| cx.invalid("missing `starts`"))?;
+    let starts = cx
+        .const_ints(node, 1)?
+        .ok_or_else(|| cx.invalid("missing `starts`"))?;
     let axes: Vec<usize> = match cx.const_ints(node, 3)? {
-        Some(a) => a.iter().map(|&a| norm_axis(cx, a, rank)).collect::<Result<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| norm_axis(cx, a, rank))
+            .collect::<Result<_>>()?,
         None => (0..starts.len()).collect(),
     };
-    let steps = cx.const_ints(node, 4)?.unwrap_or_else(|| vec![1; starts.len()]);
+    let steps = cx
+        .const_ints(node, 4)?
+        .unwrap_or_else(|| vec![1; starts.len()]);
     if axes.len() != starts.len() || steps.len() != starts.len() || out.len() != rank {
         return Err(cx.invalid("starts, axes and steps must have the same length"));
     }
     let st = strides(&dims);
-    let mut maps: Vec<(AxisMap, i64)> = (0..rank).map(|i| (AxisMap::Affine { mul: 1, add: 0 }, st[i] as i64)).collect();
+    let mut maps: Vec<(AxisMap, i64)> = (0..rank)
+        .map(|i| (AxisMap::Affine { mul: 1, add: 0 }, st[i] as i64))
+        .collect();
     if out.iter().product::<u64>() == 0 {
         return Ok(Execution::Kernel);
     }
@@ -503,7 +601,11 @@ fn slice(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         if s < 0 {
             s = s.saturating_add(n);
         }
-        s = if step > 0 { s.max(0).min(n) } else { s.max(0).min(n - 1) };
+        s = if step > 0 {
+            s.max(0).min(n)
+        } else {
+            s.max(0).min(n - 1)
+        };
         // The last element read must be in range (inference computed the count).
         let last = s as i128 + (out[a] as i128 - 1) * step as i128;
         if last < 0 || last >= n as i128 {
@@ -527,7 +629,12 @@ fn expand(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Err(cx.invalid("result rank is below the input's"));
     }
     let bs = broadcast_strides(&dims, &out);
-    let spec = CopySpec::dense(out, bs.iter().map(|&s| (AxisMap::Affine { mul: 1, add: 0 }, s as i64)).collect());
+    let spec = CopySpec::dense(
+        out,
+        bs.iter()
+            .map(|&s| (AxisMap::Affine { mul: 1, add: 0 }, s as i64))
+            .collect(),
+    );
     launch_copy(cx, "expand", x, y, &spec, None)?;
     Ok(Execution::Kernel)
 }
@@ -543,7 +650,12 @@ fn tile(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Err(cx.invalid("result rank differs from the input's"));
     }
     let st = strides(&dims);
-    let spec = CopySpec::dense(out, (0..dims.len()).map(|i| (AxisMap::Modulo { n: dims[i].max(1) }, st[i] as i64)).collect());
+    let spec = CopySpec::dense(
+        out,
+        (0..dims.len())
+            .map(|i| (AxisMap::Modulo { n: dims[i].max(1) }, st[i] as i64))
+            .collect(),
+    );
     launch_copy(cx, "tile", x, y, &spec, None)?;
     Ok(Execution::Kernel)
 }
@@ -557,13 +669,22 @@ fn pad(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let out = cx.dims(y)?;
     let rank = dims.len();
     let dtype = cx.dtype(x)?;
-    let pads = cx.const_ints(node, 1)?.ok_or_else(|| cx.invalid("missing `pads`"))?;
+    let pads = cx
+        .const_ints(node, 1)?
+        .ok_or_else(|| cx.invalid("missing `pads`"))?;
     let axes: Vec<usize> = match cx.const_ints(node, 3)? {
-        Some(a) => a.iter().map(|&a| norm_axis(cx, a, rank)).collect::<Result<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| norm_axis(cx, a, rank))
+            .collect::<Result<_>>()?,
         None => (0..rank).collect(),
     };
     if pads.len() != 2 * axes.len() || out.len() != rank {
-        return Err(cx.invalid(format!("pads has {} entries for {} axes", pads.len(), axes.len())));
+        return Err(cx.invalid(format!(
+            "pads has {} entries for {} axes",
+            pads.len(),
+            axes.len()
+        )));
     }
     let mode = match node.attr_str("mode").unwrap_or("constant") {
         "constant" => PadMode::Constant,
@@ -573,17 +694,26 @@ fn pad(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         m => return Err(cx.unsupported(format!("Pad mode `{m}`"))),
     };
     let st = strides(&dims);
-    let mut maps: Vec<(AxisMap, i64)> = (0..rank).map(|i| (AxisMap::Affine { mul: 1, add: 0 }, st[i] as i64)).collect();
+    let mut maps: Vec<(AxisMap, i64)> = (0..rank)
+        .map(|i| (AxisMap::Affine { mul: 1, add: 0 }, st[i] as i64))
+        .collect();
     for (j, &a) in axes.iter().enumerate() {
         let before = pads[j];
         let expect = dims[a] as i64 + before + pads[j + axes.len()];
         if expect != out[a] as i64 {
-            return Err(cx.invalid(format!("padded axis {a} has {} elements, expected {expect}", out[a])));
+            return Err(cx.invalid(format!(
+                "padded axis {a} has {} elements, expected {expect}",
+                out[a]
+            )));
         }
         if mode != PadMode::Constant && dims[a] == 0 && out[a] > 0 {
             return Err(cx.invalid(format!("cannot pad empty axis {a} in this mode")));
         }
-        maps[a].0 = AxisMap::Pad { before, n: dims[a], mode };
+        maps[a].0 = AxisMap::Pad {
+            before,
+            n: dims[a],
+            mode,
+        };
     }
     let mut spec = CopySpec::dense(out, maps);
     let mut fill_buf = None;
@@ -618,7 +748,9 @@ fn depth_to_space(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let d = cx.dims(x)?;
     let bs = node.attr_int("blocksize", 0);
     if d.len() != 4 || bs <= 0 || d[1] % (bs * bs) as u64 != 0 {
-        return Err(cx.invalid("DepthToSpace needs a 4-D input whose channels divide by blocksize²"));
+        return Err(
+            cx.invalid("DepthToSpace needs a 4-D input whose channels divide by blocksize²")
+        );
     }
     let b = bs as u64;
     let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
@@ -626,9 +758,23 @@ fn depth_to_space(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let hw = (h * w) as i64;
     let crd = node.attr_str("mode") == Some("CRD");
     // Iterate the output as [N, C', H, b, W, b] (its row-major layout).
-    let (si, sj, sc) = if crd { (b as i64 * hw, hw, (b * b) as i64 * hw) } else { (b as i64 * co as i64 * hw, co as i64 * hw, hw) };
+    let (si, sj, sc) = if crd {
+        (b as i64 * hw, hw, (b * b) as i64 * hw)
+    } else {
+        (b as i64 * co as i64 * hw, co as i64 * hw, hw)
+    };
     let a = |s: i64| (AxisMap::Affine { mul: 1, add: 0 }, s);
-    let spec = CopySpec::dense(vec![n, co, h, b, w, b], vec![a((c * h * w) as i64), a(sc), a(w as i64), a(si), a(1), a(sj)]);
+    let spec = CopySpec::dense(
+        vec![n, co, h, b, w, b],
+        vec![
+            a((c * h * w) as i64),
+            a(sc),
+            a(w as i64),
+            a(si),
+            a(1),
+            a(sj),
+        ],
+    );
     launch_copy(cx, "depth_to_space", x, y, &spec, None)?;
     Ok(Execution::Kernel)
 }
@@ -639,17 +785,25 @@ fn space_to_depth(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let d = cx.dims(x)?;
     let bs = node.attr_int("blocksize", 0);
     if d.len() != 4 || bs <= 0 || d[2] % bs as u64 != 0 || d[3] % bs as u64 != 0 {
-        return Err(cx.invalid("SpaceToDepth needs a 4-D input whose spatial dims divide by blocksize"));
+        return Err(
+            cx.invalid("SpaceToDepth needs a 4-D input whose spatial dims divide by blocksize")
+        );
     }
     let b = bs as u64;
     let (n, c, h, w) = (d[0], d[1], d[2], d[3]);
     let a = |s: u64| (AxisMap::Affine { mul: 1, add: 0 }, s as i64);
     let spec = if node.attr_str("mode") == Some("CRD") {
         // Iterate the output as [N, C, b, b, H/b, W/b]: out channel = c*b*b + i*b + j.
-        CopySpec::dense(vec![n, c, b, b, h / b, w / b], vec![a(c * h * w), a(h * w), a(w), a(1), a(b * w), a(b)])
+        CopySpec::dense(
+            vec![n, c, b, b, h / b, w / b],
+            vec![a(c * h * w), a(h * w), a(w), a(1), a(b * w), a(b)],
+        )
     } else {
         // DCR (the default): iterate the output as [N, b, b, C, H/b, W/b]: out channel = (i*b + j)*C + c.
-        CopySpec::dense(vec![n, b, b, c, h / b, w / b], vec![a(c * h * w), a(w), a(1), a(h * w), a(b * w), a(b)])
+        CopySpec::dense(
+            vec![n, b, b, c, h / b, w / b],
+            vec![a(c * h * w), a(w), a(1), a(h * w), a(b * w), a(b)],
+        )
     };
     launch_copy(cx, "space_to_depth", x, y, &spec, None)?;
     Ok(Execution::Kernel)
@@ -819,7 +973,12 @@ fn gather_nd(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut b = KernelBuilder::new(name);
     let dlen: u64 = d.iter().product();
     let src = b.param("data", dtype, dlen.max(1), Access::Read);
-    let ibuf = b.param("indices", cx.dtype(ind)?, (rows * k as u64).max(1), Access::Read);
+    let ibuf = b.param(
+        "indices",
+        cx.dtype(ind)?,
+        (rows * k as u64).max(1),
+        Access::Read,
+    );
     let dst = b.param("y", dtype, total, Access::Write);
     let (_, chunk) = chunking(rows, (16384 / slice).max(1), dtype);
     for_each_item(&mut b, rows, chunk, |b, r| {
@@ -872,7 +1031,10 @@ fn trilu(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Err(cx.invalid("Trilu needs rank >= 2"));
     }
     let k = match node.input(1) {
-        Some(_) => cx.const_ints(node, 1)?.and_then(|v| v.first().copied()).unwrap_or(0),
+        Some(_) => cx
+            .const_ints(node, 1)?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0),
         None => 0,
     };
     let upper = node.attr_int("upper", 1) != 0;
@@ -917,7 +1079,10 @@ fn one_hot(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let vals = operand(cx, node, 2)?;
     let y = result(cx, node, 0)?;
     let od = cx.dims(y)?;
-    let depth = cx.konst(operand(cx, node, 1)?).and_then(|t| t.get_f64(0)).ok_or_else(|| cx.unsupported("depth must be known at compile time"))?;
+    let depth = cx
+        .konst(operand(cx, node, 1)?)
+        .and_then(|t| t.get_f64(0))
+        .ok_or_else(|| cx.unsupported("depth must be known at compile time"))?;
     let depth = depth as i64;
     let axis = norm_axis(cx, node.attr_int("axis", -1), od.len())?;
     if depth < 0 || od[axis] != depth as u64 || cx.numel(vals)? != 2 {
@@ -1008,7 +1173,10 @@ fn store_literals(cx: &mut LowerCx, v: ValueId, values: &[Scalar]) -> Result<()>
         return Ok(());
     }
     if values.len() as u64 > MAX_LITERAL {
-        return Err(cx.unsupported(format!("a literal of {} elements that was not folded", values.len())));
+        return Err(cx.unsupported(format!(
+            "a literal of {} elements that was not folded",
+            values.len()
+        )));
     }
     let dtype = cx.dtype(v)?;
     let vb = cx.buffer(v)?;
@@ -1053,7 +1221,10 @@ fn literal_op(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
             let s = clamp(node.attr_int("start", 0));
             let e = clamp(node.attr_int("end", r));
-            d[s..e.max(s)].iter().map(|&x| Scalar::Int(x as i64)).collect()
+            d[s..e.max(s)]
+                .iter()
+                .map(|&x| Scalar::Int(x as i64))
+                .collect()
         }
         Op::Size => vec![Scalar::Int(cx.numel(operand(cx, node, 0)?)? as i64)],
         _ => {
@@ -1065,7 +1236,9 @@ fn literal_op(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
                 Some((_, Attr::Ints(i))) => Tensor::from_i64(vec![i.len() as u64], i),
                 _ => return Err(cx.unsupported("Constant of this kind (strings or no value)")),
             };
-            (0..t.num_elements()).map(|i| tensor_scalar(&t, i).unwrap_or(Scalar::Int(0))).collect()
+            (0..t.num_elements())
+                .map(|i| tensor_scalar(&t, i).unwrap_or(Scalar::Int(0)))
+                .collect()
         }
     };
     if values.len() as u64 != cx.numel(y)? {
@@ -1091,7 +1264,9 @@ fn range(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let dtype = cx.dtype(y)?;
     let get = |i: usize| -> Result<f64> {
         let v = operand(cx, node, i)?;
-        cx.konst(v).and_then(|t| t.get_f64(0)).ok_or_else(|| cx.unsupported(format!("Range operand {i} must be known at compile time")))
+        cx.konst(v).and_then(|t| t.get_f64(0)).ok_or_else(|| {
+            cx.unsupported(format!("Range operand {i} must be known at compile time"))
+        })
     };
     let (start, delta) = (get(0)?, get(2)?);
     let total = cx.numel(y)?;
@@ -1104,7 +1279,11 @@ fn range(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let dst = b.param("y", dtype, total, Access::Write);
     let (_, chunk) = chunking(total, 16384, dtype);
     // Integers compute exactly in i64; floats in f64, rounded once to the result type.
-    let wide = if dtype.is_float() { DType::F64 } else { DType::I64 };
+    let wide = if dtype.is_float() {
+        DType::F64
+    } else {
+        DType::I64
+    };
     for_each_item(&mut b, total, chunk, |b, e| {
         let ei = b.cast(e, wide, CastMode { saturate: false });
         let d = b.constant(Ty::scalar(wide), scalar_of(wide, delta));
@@ -1151,8 +1330,15 @@ mod tests {
         let x = iota(2 * 3 * 5);
         let mut g = G::default();
         let xv = g.input(DType::F32, &[2, 3, 5], f32_bytes(&x));
-        let t = g.node(Op::Transpose, &[Some(xv)], &[(DType::F32, &[5, 2, 3])], &[("perm", Attr::Ints(vec![2, 0, 1]))]);
-        let want = gather_ref(&[5, 2, 3], |c| Some(x[(c[1] * 15 + c[2] * 5 + c[0]) as usize]));
+        let t = g.node(
+            Op::Transpose,
+            &[Some(xv)],
+            &[(DType::F32, &[5, 2, 3])],
+            &[("perm", Attr::Ints(vec![2, 0, 1]))],
+        );
+        let want = gather_ref(&[5, 2, 3], |c| {
+            Some(x[(c[1] * 15 + c[2] * 5 + c[0]) as usize])
+        });
         assert_eq!(run1(g, t[0]), want);
 
         // Slice with a negative step, clamped start and a negative axis.
@@ -1162,21 +1348,41 @@ mod tests {
         let en = g.konst(Tensor::from_i64(vec![2], &[-100, 2]));
         let ax = g.konst(Tensor::from_i64(vec![2], &[-1, 1]));
         let sp = g.konst(Tensor::from_i64(vec![2], &[-2, 1]));
-        let s = g.node(Op::Slice, &[Some(xv), Some(st), Some(en), Some(ax), Some(sp)], &[(DType::F32, &[2, 2, 3])], &[]);
-        let want = gather_ref(&[2, 2, 3], |c| Some(x[(c[0] * 15 + c[1] * 5 + 4 - 2 * c[2]) as usize]));
+        let s = g.node(
+            Op::Slice,
+            &[Some(xv), Some(st), Some(en), Some(ax), Some(sp)],
+            &[(DType::F32, &[2, 2, 3])],
+            &[],
+        );
+        let want = gather_ref(&[2, 2, 3], |c| {
+            Some(x[(c[0] * 15 + c[1] * 5 + 4 - 2 * c[2]) as usize])
+        });
         assert_eq!(run1(g, s[0]), want);
 
         let mut g = G::default();
         let xv = g.input(DType::F32, &[3, 1], f32_bytes(&iota(3)));
         let shape = g.konst(Tensor::from_i64(vec![3], &[2, 1, 6]));
-        let e = g.node(Op::Expand, &[Some(xv), Some(shape)], &[(DType::F32, &[2, 3, 6])], &[]);
+        let e = g.node(
+            Op::Expand,
+            &[Some(xv), Some(shape)],
+            &[(DType::F32, &[2, 3, 6])],
+            &[],
+        );
         assert_eq!(run1(g, e[0]), gather_ref(&[2, 3, 6], |c| Some(c[1] as f32)));
 
         let mut g = G::default();
         let xv = g.input(DType::F32, &[2, 3], f32_bytes(&iota(6)));
         let reps = g.konst(Tensor::from_i64(vec![2], &[2, 3]));
-        let t = g.node(Op::Tile, &[Some(xv), Some(reps)], &[(DType::F32, &[4, 9])], &[]);
-        assert_eq!(run1(g, t[0]), gather_ref(&[4, 9], |c| Some(((c[0] % 2) * 3 + c[1] % 3) as f32)));
+        let t = g.node(
+            Op::Tile,
+            &[Some(xv), Some(reps)],
+            &[(DType::F32, &[4, 9])],
+            &[],
+        );
+        assert_eq!(
+            run1(g, t[0]),
+            gather_ref(&[4, 9], |c| Some(((c[0] % 2) * 3 + c[1] % 3) as f32))
+        );
     }
 
     #[test]
@@ -1186,12 +1392,30 @@ mod tests {
         let mut g = G::default();
         let av = g.input(DType::F32, &[2, 3], f32_bytes(&a));
         let bv = g.input(DType::F32, &[2, 2], f32_bytes(&b));
-        let c = g.node(Op::Concat, &[Some(av), Some(bv)], &[(DType::F32, &[2, 5])], &[("axis", Attr::Int(-1))]);
-        let parts = g.node(Op::Split, &[Some(c[0])], &[(DType::F32, &[2, 3]), (DType::F32, &[2, 2])], &[("axis", Attr::Int(1))]);
+        let c = g.node(
+            Op::Concat,
+            &[Some(av), Some(bv)],
+            &[(DType::F32, &[2, 5])],
+            &[("axis", Attr::Int(-1))],
+        );
+        let parts = g.node(
+            Op::Split,
+            &[Some(c[0])],
+            &[(DType::F32, &[2, 3]), (DType::F32, &[2, 2])],
+            &[("axis", Attr::Int(1))],
+        );
         let shp = g.konst(Tensor::from_i64(vec![1], &[-1]));
-        let r = g.node(Op::Reshape, &[Some(parts[1]), Some(shp)], &[(DType::F32, &[4])], &[]);
+        let r = g.node(
+            Op::Reshape,
+            &[Some(parts[1]), Some(shp)],
+            &[(DType::F32, &[4])],
+            &[],
+        );
         let got = g.run(&[c[0], parts[0], r[0]], &desc(16)).unwrap();
-        assert_eq!(to_f32(&got[0]), vec![0., 1., 2., 100., 101., 3., 4., 5., 102., 103.]);
+        assert_eq!(
+            to_f32(&got[0]),
+            vec![0., 1., 2., 100., 101., 3., 4., 5., 102., 103.]
+        );
         assert_eq!(to_f32(&got[1]), a);
         assert_eq!(to_f32(&got[2]), b);
     }
@@ -1215,7 +1439,12 @@ mod tests {
             // Pad rows by (2, 1) and crop one column at the front, add 3 at the back.
             let pads = g.konst(Tensor::from_i64(vec![4], &[2, -1, 1, 3]));
             let cv = g.konst(Tensor::from_f32(vec![], &[7.5]));
-            let p = g.node(Op::Pad, &[Some(xv), Some(pads), Some(cv)], &[(DType::F32, &[6, 6])], &[("mode", Attr::String(mode.into()))]);
+            let p = g.node(
+                Op::Pad,
+                &[Some(xv), Some(pads), Some(cv)],
+                &[(DType::F32, &[6, 6])],
+                &[("mode", Attr::String(mode.into()))],
+            );
             let want = gather_ref(&[6, 6], |c| {
                 let (i, j) = (map(c[0] as i64 - 2, 3), map(c[1] as i64 + 1, 4));
                 Some(match (i, j) {
@@ -1233,7 +1462,12 @@ mod tests {
         let mut g = G::default();
         let xv = g.input(DType::F32, &[3, 4], f32_bytes(&x));
         let iv = g.input(DType::I64, &[2, 2], i64_bytes(&[0, -1, 3, 9]));
-        let o = g.node(Op::Gather, &[Some(xv), Some(iv)], &[(DType::F32, &[3, 2, 2])], &[("axis", Attr::Int(1))]);
+        let o = g.node(
+            Op::Gather,
+            &[Some(xv), Some(iv)],
+            &[(DType::F32, &[3, 2, 2])],
+            &[("axis", Attr::Int(1))],
+        );
         let want = gather_ref(&[3, 2, 2], |c| {
             let idx = [0i64, 3, 3, 9][(c[1] * 2 + c[2]) as usize];
             (idx < 4).then(|| x[(c[0] * 4) as usize + idx as usize])
@@ -1243,7 +1477,12 @@ mod tests {
         let mut g = G::default();
         let xv = g.input(DType::F32, &[3, 4], f32_bytes(&x));
         let iv = g.input(DType::I64, &[2, 4], i64_bytes(&[0, 1, 2, -1, 2, 0, 1, 1]));
-        let o = g.node(Op::GatherElements, &[Some(xv), Some(iv)], &[(DType::F32, &[2, 4])], &[("axis", Attr::Int(0))]);
+        let o = g.node(
+            Op::GatherElements,
+            &[Some(xv), Some(iv)],
+            &[(DType::F32, &[2, 4])],
+            &[("axis", Attr::Int(0))],
+        );
         let idx = [0i64, 1, 2, 2, 2, 0, 1, 1];
         let want: Vec<f32> = (0..8).map(|e| x[(idx[e] * 4) as usize + e % 4]).collect();
         assert_eq!(run1(g, o[0]), want);
@@ -1251,7 +1490,12 @@ mod tests {
         let mut g = G::default();
         let xv = g.input(DType::F32, &[3, 4], f32_bytes(&x));
         let iv = g.input(DType::I64, &[2, 1], i64_bytes(&[2, 0]));
-        let o = g.node(Op::GatherND, &[Some(xv), Some(iv)], &[(DType::F32, &[2, 4])], &[]);
+        let o = g.node(
+            Op::GatherND,
+            &[Some(xv), Some(iv)],
+            &[(DType::F32, &[2, 4])],
+            &[],
+        );
         assert_eq!(run1(g, o[0]), vec![8., 9., 10., 11., 0., 1., 2., 3.]);
     }
 
@@ -1261,17 +1505,34 @@ mod tests {
         for mode in ["DCR", "CRD"] {
             let mut g = G::default();
             let xv = g.input(DType::F32, &[1, 8, 2, 3], f32_bytes(&x));
-            let o = g.node(Op::DepthToSpace, &[Some(xv)], &[(DType::F32, &[1, 2, 4, 6])], &[("blocksize", Attr::Int(2)), ("mode", Attr::String(mode.into()))]);
+            let o = g.node(
+                Op::DepthToSpace,
+                &[Some(xv)],
+                &[(DType::F32, &[1, 2, 4, 6])],
+                &[
+                    ("blocksize", Attr::Int(2)),
+                    ("mode", Attr::String(mode.into())),
+                ],
+            );
             let want = gather_ref(&[1, 2, 4, 6], |c| {
                 let (cc, h, w) = (c[1], c[2], c[3]);
                 let (i, j) = (h % 2, w % 2);
-                let ch = if mode == "DCR" { (i * 2 + j) * 2 + cc } else { cc * 4 + i * 2 + j };
+                let ch = if mode == "DCR" {
+                    (i * 2 + j) * 2 + cc
+                } else {
+                    cc * 4 + i * 2 + j
+                };
                 Some(x[(ch * 6 + h / 2 * 3 + w / 2) as usize])
             });
             let got = {
                 let mut g2 = G::default();
                 let xv2 = g2.input(DType::F32, &[1, 2, 4, 6], f32_bytes(&want));
-                let back = g2.node(Op::SpaceToDepth, &[Some(xv2)], &[(DType::F32, &[1, 8, 2, 3])], &[("blocksize", Attr::Int(2))]);
+                let back = g2.node(
+                    Op::SpaceToDepth,
+                    &[Some(xv2)],
+                    &[(DType::F32, &[1, 8, 2, 3])],
+                    &[("blocksize", Attr::Int(2))],
+                );
                 run1(g2, back[0])
             };
             assert_eq!(run1(g, o[0]), want, "DepthToSpace {mode}");
@@ -1283,23 +1544,57 @@ mod tests {
         let mut g = G::default();
         let xv = g.input(DType::F32, &[3, 4], f32_bytes(&iota(12)));
         let k = g.konst(Tensor::from_i64(vec![], &[-1]));
-        let o = g.node(Op::Trilu, &[Some(xv), Some(k)], &[(DType::F32, &[3, 4])], &[("upper", Attr::Int(0))]);
-        assert_eq!(run1(g, o[0]), gather_ref(&[3, 4], |c| Some(if c[1] as i64 - c[0] as i64 <= -1 { (c[0] * 4 + c[1]) as f32 } else { 0.0 })));
+        let o = g.node(
+            Op::Trilu,
+            &[Some(xv), Some(k)],
+            &[(DType::F32, &[3, 4])],
+            &[("upper", Attr::Int(0))],
+        );
+        assert_eq!(
+            run1(g, o[0]),
+            gather_ref(&[3, 4], |c| Some(if c[1] as i64 - c[0] as i64 <= -1 {
+                (c[0] * 4 + c[1]) as f32
+            } else {
+                0.0
+            }))
+        );
 
         let mut g = G::default();
         let iv = g.input(DType::I64, &[3], i64_bytes(&[1, -1, 5]));
         let d = g.konst(Tensor::from_i64(vec![], &[3]));
         let vals = g.konst(Tensor::from_f32(vec![2], &[-1.0, 2.0]));
-        let o = g.node(Op::OneHot, &[Some(iv), Some(d), Some(vals)], &[(DType::F32, &[3, 3])], &[("axis", Attr::Int(-1))]);
-        assert_eq!(run1(g, o[0]), vec![-1., 2., -1., -1., -1., 2., -1., -1., -1.]);
+        let o = g.node(
+            Op::OneHot,
+            &[Some(iv), Some(d), Some(vals)],
+            &[(DType::F32, &[3, 3])],
+            &[("axis", Attr::Int(-1))],
+        );
+        assert_eq!(
+            run1(g, o[0]),
+            vec![-1., 2., -1., -1., -1., 2., -1., -1., -1.]
+        );
 
         // Shape, Range and ConstantOfShape whose results were not folded.
         let mut g = G::default();
         let xv = g.input(DType::F32, &[2, 5], f32_bytes(&iota(10)));
         let s = g.node(Op::Shape, &[Some(xv)], &[(DType::I64, &[2])], &[]);
-        let (a, l, dl) = (g.konst(Tensor::from_i64(vec![], &[10])), g.konst(Tensor::from_i64(vec![], &[1])), g.konst(Tensor::from_i64(vec![], &[-3])));
-        let r = g.node(Op::Range, &[Some(a), Some(l), Some(dl)], &[(DType::I64, &[3])], &[]);
-        let c = g.node(Op::ConstantOfShape, &[Some(s[0])], &[(DType::I64, &[2, 5])], &[("value", Attr::Tensor(Tensor::from_i64(vec![1], &[4])))]);
+        let (a, l, dl) = (
+            g.konst(Tensor::from_i64(vec![], &[10])),
+            g.konst(Tensor::from_i64(vec![], &[1])),
+            g.konst(Tensor::from_i64(vec![], &[-3])),
+        );
+        let r = g.node(
+            Op::Range,
+            &[Some(a), Some(l), Some(dl)],
+            &[(DType::I64, &[3])],
+            &[],
+        );
+        let c = g.node(
+            Op::ConstantOfShape,
+            &[Some(s[0])],
+            &[(DType::I64, &[2, 5])],
+            &[("value", Attr::Tensor(Tensor::from_i64(vec![1], &[4])))],
+        );
         let got = g.run(&[s[0], r[0], c[0]], &desc(16)).unwrap();
         assert_eq!(to_i64(&got[0]), vec![2, 5]);
         assert_eq!(to_i64(&got[1]), vec![10, 7, 4]);
@@ -1310,7 +1605,11 @@ mod tests {
     fn sub_byte_and_bool_copies() {
         // Transpose an int4 tensor (packed two per byte).
         let vals: Vec<i8> = (0..12).map(|i| (i % 16) as i8 - 8).collect();
-        let pack = |v: &[i8]| -> Vec<u8> { v.chunks(2).map(|c| (c[0] as u8 & 15) | ((*c.get(1).unwrap_or(&0) as u8 & 15) << 4)).collect() };
+        let pack = |v: &[i8]| -> Vec<u8> {
+            v.chunks(2)
+                .map(|c| (c[0] as u8 & 15) | ((*c.get(1).unwrap_or(&0) as u8 & 15) << 4))
+                .collect()
+        };
         let mut g = G::default();
         let xv = g.input(DType::I4, &[3, 4], pack(&vals));
         let t = g.node(Op::Transpose, &[Some(xv)], &[(DType::I4, &[4, 3])], &[]);
@@ -1320,7 +1619,12 @@ mod tests {
 
         let mut g = G::default();
         let xv = g.input(DType::F32, &[2, 2], f32_bytes(&iota(4)));
-        let d = g.node(Op::Dropout, &[Some(xv)], &[(DType::F32, &[2, 2]), (DType::Bool, &[2, 2])], &[]);
+        let d = g.node(
+            Op::Dropout,
+            &[Some(xv)],
+            &[(DType::F32, &[2, 2]), (DType::Bool, &[2, 2])],
+            &[],
+        );
         let got = g.run(&d, &desc(16)).unwrap();
         assert_eq!(to_f32(&got[0]), iota(4));
         assert_eq!(got[1], vec![1u8; 4]);

@@ -46,14 +46,26 @@ fn param_operand(cx: &mut LowerCx, node: &Node, p: ValueId, x_dims: &[u64]) -> R
         let want: Vec<u64> = x_dims
             .iter()
             .enumerate()
-            .map(|(i, &d)| if i == axis { d.div_ceil(block as u64) } else { d })
+            .map(|(i, &d)| {
+                if i == axis {
+                    d.div_ceil(block as u64)
+                } else {
+                    d
+                }
+            })
             .collect();
         if p_dims != want {
             return Err(cx.invalid(format!(
                 "`{name}` has shape {p_dims:?}; blocked quantization with block_size {block} along axis {axis} needs {want:?}"
             )));
         }
-        return Ok(EwOperand { buffer, dtype, len, strides: strides(&p_dims), block: Some((axis, block as u64)) });
+        return Ok(EwOperand {
+            buffer,
+            dtype,
+            len,
+            strides: strides(&p_dims),
+            block: Some((axis, block as u64)),
+        });
     }
     if p_dims.len() != 1 || p_dims[0] != x_dims[axis] {
         return Err(cx.invalid(format!(
@@ -63,7 +75,13 @@ fn param_operand(cx: &mut LowerCx, node: &Node, p: ValueId, x_dims: &[u64]) -> R
     }
     let mut st = vec![0u64; rank];
     st[axis] = 1;
-    Ok(EwOperand { buffer, dtype, len, strides: st, block: None })
+    Ok(EwOperand {
+        buffer,
+        dtype,
+        len,
+        strides: st,
+        block: None,
+    })
 }
 
 /// The representable range of an int dtype, for saturation.
@@ -81,9 +99,16 @@ fn int_bounds(d: DType) -> (f64, f64) {
 // ==== QuantizeLinear ====
 
 fn quantize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let x = node.input(0).ok_or_else(|| cx.invalid("operand x is missing"))?;
-    let scale = node.input(1).ok_or_else(|| cx.invalid("operand y_scale is missing"))?;
-    let y = *node.outputs.first().ok_or_else(|| cx.invalid("no output"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| cx.invalid("operand x is missing"))?;
+    let scale = node
+        .input(1)
+        .ok_or_else(|| cx.invalid("operand y_scale is missing"))?;
+    let y = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("no output"))?;
     let x_dims = cx.dims(x)?;
     let x_dt = cx.dtype(x)?;
     let s_dt = cx.dtype(scale)?;
@@ -94,15 +119,25 @@ fn quantize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if !(out_dt.is_int() || (out_dt.is_float() && out_dt.bits() <= 8)) {
         return Err(cx.unsupported(format!("QuantizeLinear to {out_dt}")));
     }
-    let mut operands = vec![EwOperand::broadcast(cx, x, &x_dims)?, param_operand(cx, node, scale, &x_dims)?];
+    let mut operands = vec![
+        EwOperand::broadcast(cx, x, &x_dims)?,
+        param_operand(cx, node, scale, &x_dims)?,
+    ];
     let zp = node.input(2);
     if let Some(z) = zp {
         if cx.dtype(z)? != out_dt {
-            return Err(cx.invalid(format!("zero point dtype {} differs from the output's {out_dt}", cx.dtype(z)?)));
+            return Err(cx.invalid(format!(
+                "zero point dtype {} differs from the output's {out_dt}",
+                cx.dtype(z)?
+            )));
         }
         operands.push(param_operand(cx, node, z, &x_dims)?);
     }
-    let ct = if x_dt == DType::F64 || s_dt == DType::F64 || x_dt == DType::I32 { DType::F64 } else { DType::F32 };
+    let ct = if x_dt == DType::F64 || s_dt == DType::F64 || x_dt == DType::I32 {
+        DType::F64
+    } else {
+        DType::F32
+    };
     let saturate = node.attr_int("saturate", 1) != 0;
     let yb = cx.buffer(y)?;
     let has_zp = zp.is_some();
@@ -141,9 +176,16 @@ fn quantize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== DequantizeLinear ====
 
 fn dequantize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let x = node.input(0).ok_or_else(|| cx.invalid("operand x is missing"))?;
-    let scale = node.input(1).ok_or_else(|| cx.invalid("operand x_scale is missing"))?;
-    let y = *node.outputs.first().ok_or_else(|| cx.invalid("no output"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| cx.invalid("operand x is missing"))?;
+    let scale = node
+        .input(1)
+        .ok_or_else(|| cx.invalid("operand x_scale is missing"))?;
+    let y = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("no output"))?;
     let x_dims = cx.dims(x)?;
     let x_dt = cx.dtype(x)?;
     let s_dt = cx.dtype(scale)?;
@@ -154,15 +196,25 @@ fn dequantize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if !out_dt.is_float() || !s_dt.is_float() {
         return Err(cx.unsupported(format!("DequantizeLinear with scale {s_dt} to {out_dt}")));
     }
-    let mut operands = vec![EwOperand::broadcast(cx, x, &x_dims)?, param_operand(cx, node, scale, &x_dims)?];
+    let mut operands = vec![
+        EwOperand::broadcast(cx, x, &x_dims)?,
+        param_operand(cx, node, scale, &x_dims)?,
+    ];
     let zp = node.input(2);
     if let Some(z) = zp {
         if cx.dtype(z)? != x_dt {
-            return Err(cx.invalid(format!("zero point dtype {} differs from the input's {x_dt}", cx.dtype(z)?)));
+            return Err(cx.invalid(format!(
+                "zero point dtype {} differs from the input's {x_dt}",
+                cx.dtype(z)?
+            )));
         }
         operands.push(param_operand(cx, node, z, &x_dims)?);
     }
-    let ct = if s_dt == DType::F64 || out_dt == DType::F64 { DType::F64 } else { DType::F32 };
+    let ct = if s_dt == DType::F64 || out_dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
     let yb = cx.buffer(y)?;
     let has_zp = zp.is_some();
     let mode = CastMode { saturate: false };
@@ -178,22 +230,38 @@ fn dequantize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         let sv = b.cast(v[1], ct, mode);
         b.mul(d, sv)
     };
-    emit_elementwise(cx, "dequantizelinear", &operands, yb, out_dt, &x_dims, &body)?;
+    emit_elementwise(
+        cx,
+        "dequantizelinear",
+        &operands,
+        yb,
+        out_dt,
+        &x_dims,
+        &body,
+    )?;
     Ok(Execution::Kernel)
 }
 
 // ==== DynamicQuantizeLinear ====
 
 fn dynamic_quantize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let x = node.input(0).ok_or_else(|| cx.invalid("operand x is missing"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| cx.invalid("operand x is missing"))?;
     let (y, s, z) = match node.outputs[..] {
         [y, s, z] => (y, s, z),
         _ => return Err(cx.invalid("DynamicQuantizeLinear has three outputs")),
     };
     let x_dims = cx.dims(x)?;
     let x_dt = cx.dtype(x)?;
-    if !x_dt.is_float() || cx.dtype(y)? != DType::U8 || cx.dtype(s)? != x_dt || cx.dtype(z)? != DType::U8 {
-        return Err(cx.unsupported(format!("DynamicQuantizeLinear on {x_dt} (x is a float, y and y_zero_point u8)")));
+    if !x_dt.is_float()
+        || cx.dtype(y)? != DType::U8
+        || cx.dtype(s)? != x_dt
+        || cx.dtype(z)? != DType::U8
+    {
+        return Err(cx.unsupported(format!(
+            "DynamicQuantizeLinear on {x_dt} (x is a float, y and y_zero_point u8)"
+        )));
     }
     if cx.numel(s)? != 1 || cx.numel(z)? != 1 || cx.dims(y)? != x_dims {
         return Err(cx.invalid("output shapes do not match DynamicQuantizeLinear's"));
@@ -258,6 +326,14 @@ fn dynamic_quantize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         // A zero scale sends x / 0 to NaN or inf; NaN casts to 0.
         q
     };
-    emit_elementwise(cx, "dynamicquantizelinear", &operands, yb, DType::U8, &x_dims, &body)?;
+    emit_elementwise(
+        cx,
+        "dynamicquantizelinear",
+        &operands,
+        yb,
+        DType::U8,
+        &x_dims,
+        &body,
+    )?;
     Ok(Execution::Kernel)
 }

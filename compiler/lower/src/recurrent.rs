@@ -8,7 +8,9 @@
 use crate::util::compute_dtype;
 use crate::{LowerCx, Result};
 use tessera_ir::{Attr, DType, Node, Op, ValueId};
-use tessera_kir::{Access, Buf, BufferId, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Space, Ty, Val};
+use tessera_kir::{
+    Access, Buf, BufferId, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Space, Ty, Val,
+};
 
 const NO_SAT: CastMode = CastMode { saturate: false };
 
@@ -154,7 +156,11 @@ fn activations(cx: &LowerCx, node: &Node, per_dir: usize, dirs: usize) -> Result
         out.extend(again);
     }
     if out.len() != per_dir * dirs {
-        return Err(cx.invalid(format!("{} activations given, expected {}", out.len(), per_dir * dirs)));
+        return Err(cx.invalid(format!(
+            "{} activations given, expected {}",
+            out.len(),
+            per_dir * dirs
+        )));
     }
     Ok(out)
 }
@@ -214,7 +220,11 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Ok(())
     };
     check(cx, bias, vec![dirs, 2 * gates * h], "B")?;
-    let state_dims = if layout == 0 { vec![dirs, batch, h] } else { vec![batch, dirs, h] };
+    let state_dims = if layout == 0 {
+        vec![dirs, batch, h]
+    } else {
+        vec![batch, dirs, h]
+    };
     check(cx, init_h, state_dims.clone(), "initial_h")?;
     check(cx, init_c, state_dims.clone(), "initial_c")?;
     check(cx, peep, vec![dirs, 3 * h], "P")?;
@@ -232,13 +242,22 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         _ => 3,
     };
     let acts = activations(cx, node, per_dir, dirs as usize)?;
-    let clip = node.attr("clip").map(|_| node.attr_float("clip", 0.0) as f64);
+    let clip = node
+        .attr("clip")
+        .map(|_| node.attr_float("clip", 0.0) as f64);
     let lbr = op == Op::GRU && node.attr_int("linear_before_reset", 0) != 0;
 
     // Outputs (each optional).
-    let y_dims = if layout == 0 { vec![s, dirs, batch, h] } else { vec![batch, s, dirs, h] };
+    let y_dims = if layout == 0 {
+        vec![s, dirs, batch, h]
+    } else {
+        vec![batch, s, dirs, h]
+    };
     let mut outs: Vec<Option<BufferId>> = Vec::new();
-    for (k, want) in [y_dims.clone(), state_dims.clone(), state_dims.clone()].into_iter().enumerate() {
+    for (k, want) in [y_dims.clone(), state_dims.clone(), state_dims.clone()]
+        .into_iter()
+        .enumerate()
+    {
         let Some(&o) = node.outputs.get(k) else {
             outs.push(None);
             continue;
@@ -260,18 +279,33 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let xp = cx.bind_param(&mut b, &mut args, x, "x", Access::Read)?;
     let wp = cx.bind_param(&mut b, &mut args, w, "w", Access::Read)?;
     let rp = cx.bind_param(&mut b, &mut args, r, "r", Access::Read)?;
-    let bp = bias.map(|v| cx.bind_param(&mut b, &mut args, v, "b", Access::Read)).transpose()?;
-    let slp = seq_lens.map(|v| cx.bind_param(&mut b, &mut args, v, "seq_lens", Access::Read)).transpose()?;
-    let ihp = init_h.map(|v| cx.bind_param(&mut b, &mut args, v, "initial_h", Access::Read)).transpose()?;
-    let icp = init_c.map(|v| cx.bind_param(&mut b, &mut args, v, "initial_c", Access::Read)).transpose()?;
-    let pp = peep.map(|v| cx.bind_param(&mut b, &mut args, v, "p", Access::Read)).transpose()?;
+    let bp = bias
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "b", Access::Read))
+        .transpose()?;
+    let slp = seq_lens
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "seq_lens", Access::Read))
+        .transpose()?;
+    let ihp = init_h
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "initial_h", Access::Read))
+        .transpose()?;
+    let icp = init_c
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "initial_c", Access::Read))
+        .transpose()?;
+    let pp = peep
+        .map(|v| cx.bind_param(&mut b, &mut args, v, "p", Access::Read))
+        .transpose()?;
     let y_len: u64 = y_dims.iter().product();
     let st_len: u64 = state_dims.iter().product();
     let mut outp = Vec::new();
     for (k, o) in outs.iter().enumerate() {
         outp.push(o.map(|o| {
             args.push(o);
-            b.param(format!("out{k}"), dt, if k == 0 { y_len } else { st_len }, Access::Write)
+            b.param(
+                format!("out{k}"),
+                dt,
+                if k == 0 { y_len } else { st_len },
+                Access::Write,
+            )
         }));
     }
     let hs = b.local("h", Space::Local, acc, h.max(1));
@@ -284,7 +318,11 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let iv = |b: &mut KernelBuilder, v: u64| b.index(v as i64);
     // Flat index of state element (d, bi, j).
     let state_at = move |b: &mut KernelBuilder, j: Val| -> Val {
-        let (a0, a1, n1) = if layout == 0 { (d, bi, batch) } else { (bi, d, dirs) };
+        let (a0, a1, n1) = if layout == 0 {
+            (d, bi, batch)
+        } else {
+            (bi, d, dirs)
+        };
         let n1v = b.index(n1 as i64);
         let t = b.mul(a0, n1v);
         let t = b.add(t, a1);
@@ -356,7 +394,11 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     };
     let xt_at = move |b: &mut KernelBuilder, t: Val, i: Val| -> Val {
         // X[t, bi, i] (layout 0) or X[bi, t, i] (layout 1).
-        let (a0, a1, n1) = if layout == 0 { (t, bi, batch) } else { (bi, t, s) };
+        let (a0, a1, n1) = if layout == 0 {
+            (t, bi, batch)
+        } else {
+            (bi, t, s)
+        };
         let n1v = b.index(n1 as i64);
         let q = b.mul(a0, n1v);
         let q = b.add(q, a1);
@@ -561,8 +603,11 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
                 let v = b.select(active, hv, z);
                 let v = b.cast(v, dt, NO_SAT);
                 // Y[t, d, bi, j] (layout 0) or Y[bi, t, d, j] (layout 1).
-                let (a0, a1, a2, n1, n2) =
-                    if layout == 0 { (ypos, d, bi, dirs, batch) } else { (bi, ypos, d, s, dirs) };
+                let (a0, a1, a2, n1, n2) = if layout == 0 {
+                    (ypos, d, bi, dirs, batch)
+                } else {
+                    (bi, ypos, d, s, dirs)
+                };
                 let n1v = iv(b, n1);
                 let n2v = iv(b, n2);
                 let q = b.mul(a0, n1v);

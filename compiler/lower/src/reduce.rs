@@ -10,13 +10,15 @@
 use crate::util::{compute_dtype, linear_index, strides, unravel, widen, EW_CHUNK};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node, Op};
-use tessera_kir::{Access, BinOp, Buf, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Ty, UnOp, Val};
+use tessera_kir::{
+    Access, BinOp, Buf, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Ty, UnOp, Val,
+};
 
 pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     use Op::*;
     match node.op {
-        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2 | ReduceSumSquare
-        | ReduceLogSum | ReduceLogSumExp => reduce(cx, node),
+        ReduceSum | ReduceMean | ReduceMax | ReduceMin | ReduceProd | ReduceL1 | ReduceL2
+        | ReduceSumSquare | ReduceLogSum | ReduceLogSumExp => reduce(cx, node),
         ArgMax | ArgMin => arg_reduce(cx, node),
         Softmax | LogSoftmax | Hardmax => softmax(cx, node),
         CumSum => cumsum(cx, node),
@@ -40,7 +42,11 @@ impl AxisSplit {
         let mut kept = Vec::new();
         let mut reduced = Vec::new();
         for (ax, (&d, &s)) in dims.iter().zip(&st).enumerate() {
-            let list: &mut Vec<(u64, u64)> = if reduced_axes.contains(&ax) { &mut reduced } else { &mut kept };
+            let list: &mut Vec<(u64, u64)> = if reduced_axes.contains(&ax) {
+                &mut reduced
+            } else {
+                &mut kept
+            };
             if d == 1 {
                 continue;
             }
@@ -86,7 +92,12 @@ fn fold_axes(
 /// Sets a 1-D grid over `rows` rows of `row_len` elements each, about [`EW_CHUNK`] elements
 /// per program instance, and emits the loop over this instance's rows. `f` gets the row
 /// number.
-fn for_each_row(b: &mut KernelBuilder, rows: u64, row_len: u64, f: &dyn Fn(&mut KernelBuilder, Val)) {
+fn for_each_row(
+    b: &mut KernelBuilder,
+    rows: u64,
+    row_len: u64,
+    f: &dyn Fn(&mut KernelBuilder, Val),
+) {
     let per = (EW_CHUNK / row_len.max(1)).clamp(1, rows.max(1));
     b.set_grid(&[rows.div_ceil(per)]);
     let pid = b.program_id(0);
@@ -116,7 +127,11 @@ fn norm_axis(cx: &LowerCx, axis: i64, rank: usize) -> Result<usize> {
     if axis < -r || axis >= r {
         return Err(cx.invalid(format!("axis {axis} is out of range for rank {rank}")));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 /// The smallest and largest values of an int (or bool) dtype, as kernel-IR literal bits.
@@ -131,15 +146,22 @@ fn int_range(d: DType) -> (i64, i64) {
 }
 
 fn io(cx: &LowerCx, node: &Node) -> Result<(tessera_ir::ValueId, tessera_ir::ValueId)> {
-    let x = node.input(0).ok_or_else(|| cx.invalid("operand 0 is missing"))?;
-    let y = *node.outputs.first().ok_or_else(|| cx.invalid("no output"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| cx.invalid("operand 0 is missing"))?;
+    let y = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("no output"))?;
     Ok((x, y))
 }
 
 fn check_out_count(cx: &LowerCx, out_dims: &[u64], expected: u64) -> Result<()> {
     let n: u64 = out_dims.iter().product();
     if n != expected {
-        return Err(cx.invalid(format!("output shape {out_dims:?} does not match the reduction ({expected} elements)")));
+        return Err(cx.invalid(format!(
+            "output shape {out_dims:?} does not match the reduction ({expected} elements)"
+        )));
     }
     Ok(())
 }
@@ -156,7 +178,10 @@ fn reduce(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let rank = dims.len();
     let axes = match cx.const_ints(node, 1)? {
         Some(a) => a,
-        None => node.attr_ints("axes").map(|a| a.to_vec()).unwrap_or_default(),
+        None => node
+            .attr_ints("axes")
+            .map(|a| a.to_vec())
+            .unwrap_or_default(),
     };
     let xb = cx.buffer(x)?;
     let yb = cx.buffer(y)?;
@@ -193,15 +218,16 @@ fn reduce(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Err(cx.unsupported(format!("{op} on bool")));
     }
     // The accumulator: f32 for narrow floats; f64 for ints under a float-valued finish.
-    let acc_dt = if !dt.is_float() && matches!(op, ReduceL2 | ReduceLogSum | ReduceLogSumExp | ReduceMean) {
-        if op == ReduceMean {
-            dt // an int mean is the truncated quotient of the exact int sum
+    let acc_dt =
+        if !dt.is_float() && matches!(op, ReduceL2 | ReduceLogSum | ReduceLogSumExp | ReduceMean) {
+            if op == ReduceMean {
+                dt // an int mean is the truncated quotient of the exact int sum
+            } else {
+                DType::F64
+            }
         } else {
-            DType::F64
-        }
-    } else {
-        compute_dtype(dt)
-    };
+            compute_dtype(dt)
+        };
     let acc_ty = Ty::scalar(acc_dt);
     let name = cx.kernel_name(&op.name().to_ascii_lowercase());
     let mut b = KernelBuilder::new(name);
@@ -323,7 +349,11 @@ fn emit_arg(
             let best_nan = b.cmp(CmpOp::Ne, best, best);
             let best_num = b.unary(UnOp::Not, best_nan);
             // first: a NaN replaces a number; last: a NaN replaces anything.
-            let nan_take = if last { v_nan } else { b.binary(BinOp::And, v_nan, best_num) };
+            let nan_take = if last {
+                v_nan
+            } else {
+                b.binary(BinOp::And, v_nan, best_num)
+            };
             let num_take = b.binary(BinOp::And, take, best_num);
             b.binary(BinOp::Or, num_take, nan_take)
         } else {
@@ -535,7 +565,10 @@ fn cumsum(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 
 fn topk(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let (x, vals) = io(cx, node)?;
-    let idxs = *node.outputs.get(1).ok_or_else(|| cx.invalid("TopK needs two outputs"))?;
+    let idxs = *node
+        .outputs
+        .get(1)
+        .ok_or_else(|| cx.invalid("TopK needs two outputs"))?;
     let dims = cx.dims(x)?;
     let dt = cx.dtype(x)?;
     let k = match cx.const_ints(node, 1)?.as_deref() {
@@ -601,7 +634,11 @@ fn topk(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
                 let c_nan = b.cmp(CmpOp::Ne, c, c);
                 let c_num = b.unary(UnOp::Not, c_nan);
                 let a_num = b.unary(UnOp::Not, a_nan);
-                let (first, second) = if largest { (a_nan, c_num) } else { (a_num, c_nan) };
+                let (first, second) = if largest {
+                    (a_nan, c_num)
+                } else {
+                    (a_num, c_nan)
+                };
                 let nan_order = b.binary(BinOp::And, first, second);
                 b.binary(BinOp::Or, ahead, nan_order)
             };

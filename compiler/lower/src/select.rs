@@ -12,7 +12,10 @@ use tessera_kir::{Execution, HostOp, Step};
 /// The dtypes the runtime's host ops read.
 fn host_readable(d: DType) -> bool {
     use DType::*;
-    matches!(d, F64 | F32 | F16 | BF16 | I64 | I32 | I16 | I8 | U64 | U32 | U16 | U8 | Bool)
+    matches!(
+        d,
+        F64 | F32 | F16 | BF16 | I64 | I32 | I16 | I8 | U64 | U32 | U16 | U8 | Bool
+    )
 }
 
 pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
@@ -22,7 +25,9 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             return Err(cx.unsupported(format!("dtype {d} in a host op")));
         }
     }
-    let x = node.input(0).ok_or_else(|| cx.invalid("missing operand 0"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| cx.invalid("missing operand 0"))?;
     let dims = cx.dims(x)?;
     let numel: u64 = dims.iter().product();
     let axis = match node.attr("axis") {
@@ -39,7 +44,9 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let (op, capacity): (HostOp, Vec<Vec<u64>>) = match node.op {
         Op::NonZero => (HostOp::NonZero, vec![vec![dims.len().max(1) as u64, numel]]),
         Op::Compress => {
-            let c = node.input(1).ok_or_else(|| cx.invalid("missing condition"))?;
+            let c = node
+                .input(1)
+                .ok_or_else(|| cx.invalid("missing condition"))?;
             let c = cx.numel(c)?;
             let cap = match axis {
                 Some(a) => {
@@ -49,7 +56,12 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
                 }
                 None => vec![numel.min(c)],
             };
-            (HostOp::Compress { axis: axis.map(|a| a as i64) }, vec![cap])
+            (
+                HostOp::Compress {
+                    axis: axis.map(|a| a as i64),
+                },
+                vec![cap],
+            )
         }
         Op::Unique => {
             let (y, d) = match axis {
@@ -57,20 +69,38 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
                 None => (vec![numel], numel),
             };
             let sorted = node.attr_int("sorted", 1) != 0;
-            (HostOp::Unique { axis: axis.map(|a| a as i64), sorted }, vec![y, vec![d], vec![d], vec![d]])
+            (
+                HostOp::Unique {
+                    axis: axis.map(|a| a as i64),
+                    sorted,
+                },
+                vec![y, vec![d], vec![d], vec![d]],
+            )
         }
         Op::NonMaxSuppression => {
             let s = node.input(1).ok_or_else(|| cx.invalid("missing scores"))?;
             let sd = cx.dims(s)?;
             let most: u64 = sd.iter().product();
-            (HostOp::NonMaxSuppression { center_point_box: node.attr_int("center_point_box", 0) != 0 }, vec![vec![most, 3]])
+            (
+                HostOp::NonMaxSuppression {
+                    center_point_box: node.attr_int("center_point_box", 0) != 0,
+                },
+                vec![vec![most, 3]],
+            )
         }
         Op::TreeEnsemble => {
-            let out = node.outputs.first().ok_or_else(|| cx.invalid("no result"))?;
+            let out = node
+                .outputs
+                .first()
+                .ok_or_else(|| cx.invalid("no result"))?;
             let t = tree_ensemble(cx, node)?;
             let inputs = cx.operand_buffers(node)?;
             let outputs = vec![cx.buffer(*out)?];
-            cx.program.plan.steps.push(Step::Host { op: HostOp::TreeEnsemble(Box::new(t)), inputs, outputs });
+            cx.program.plan.steps.push(Step::Host {
+                op: HostOp::TreeEnsemble(Box::new(t)),
+                inputs,
+                outputs,
+            });
             return Ok(Execution::Host);
         }
         op => return Err(cx.invalid(format!("{op} is not a host selection"))),
@@ -80,7 +110,11 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     for (&o, cap) in node.outputs.iter().zip(capacity) {
         outputs.push(cx.dynamic_buffer(o, cap)?);
     }
-    cx.program.plan.steps.push(Step::Host { op, inputs, outputs });
+    cx.program.plan.steps.push(Step::Host {
+        op,
+        inputs,
+        outputs,
+    });
     Ok(Execution::Host)
 }
 
@@ -93,7 +127,9 @@ fn tree_ensemble(cx: &LowerCx, node: &Node) -> Result<tessera_kir::TreeEnsemble>
         match node.attr(n) {
             None => Ok(Vec::new()),
             Some(Attr::Ints(v)) => Ok(v.clone()),
-            Some(Attr::Tensor(t)) => t.to_i64_vec().ok_or_else(|| cx.invalid(format!("`{n}` is not numeric"))),
+            Some(Attr::Tensor(t)) => t
+                .to_i64_vec()
+                .ok_or_else(|| cx.invalid(format!("`{n}` is not numeric"))),
             Some(_) => Err(cx.invalid(format!("`{n}` must be a list of ints"))),
         }
     };
@@ -101,7 +137,9 @@ fn tree_ensemble(cx: &LowerCx, node: &Node) -> Result<tessera_kir::TreeEnsemble>
         match node.attr(n) {
             None => Ok(Vec::new()),
             Some(Attr::Floats(v)) => Ok(v.iter().map(|&f| f as f64).collect()),
-            Some(Attr::Tensor(t)) => t.to_f64_vec().ok_or_else(|| cx.invalid(format!("`{n}` is not numeric"))),
+            Some(Attr::Tensor(t)) => t
+                .to_f64_vec()
+                .ok_or_else(|| cx.invalid(format!("`{n}` is not numeric"))),
             Some(_) => Err(cx.invalid(format!("`{n}` must be a list of floats"))),
         }
     };
@@ -122,7 +160,12 @@ fn tree_ensemble(cx: &LowerCx, node: &Node) -> Result<tessera_kir::TreeEnsemble>
         membership: floats("membership_values")?,
     };
     let n = t.modes.len();
-    for (name, len) in [("nodes_featureids", t.feature_ids.len()), ("nodes_splits", t.splits.len()), ("nodes_truenodeids", t.true_ids.len()), ("nodes_falsenodeids", t.false_ids.len())] {
+    for (name, len) in [
+        ("nodes_featureids", t.feature_ids.len()),
+        ("nodes_splits", t.splits.len()),
+        ("nodes_truenodeids", t.true_ids.len()),
+        ("nodes_falsenodeids", t.false_ids.len()),
+    ] {
         if len != n {
             return Err(cx.invalid(format!("`{name}` has {len} entries for {n} nodes")));
         }

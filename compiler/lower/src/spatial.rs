@@ -13,8 +13,8 @@ use crate::util::{linear_index, strides, unravel};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node, Op, Tensor};
 use tessera_kir::{
-    Access, BinOp, Buf, BufferId, BufferKind, CastMode, CmpOp, Execution, KernelBuilder, MathFn, PlanBuffer, Scalar,
-    Ty, UnOp, Val,
+    Access, BinOp, Buf, BufferId, BufferKind, CastMode, CmpOp, Execution, KernelBuilder, MathFn,
+    PlanBuffer, Scalar, Ty, UnOp, Val,
 };
 
 const NO_SAT: CastMode = CastMode { saturate: false };
@@ -64,7 +64,12 @@ fn fc(b: &mut KernelBuilder, c: DType, v: f64) -> Val {
 fn const_table(cx: &mut LowerCx, name: &str, t: Tensor) -> BufferId {
     cx.program.plan.consts.push(t.bytes.as_ref().clone());
     let k = cx.program.plan.consts.len() as u32 - 1;
-    cx.program.plan.buffers.push(PlanBuffer { name: name.into(), dtype: t.dtype, dims: t.dims.clone(), kind: BufferKind::Const(k) });
+    cx.program.plan.buffers.push(PlanBuffer {
+        name: name.into(),
+        dtype: t.dtype,
+        dims: t.dims.clone(),
+        kind: BufferKind::Const(k),
+    });
     BufferId(cx.program.plan.buffers.len() as u32 - 1)
 }
 
@@ -81,7 +86,15 @@ fn in_range(b: &mut KernelBuilder, v: Val, lo: i64, hi: i64) -> Val {
 /// reads through kernel tap `k`, where `o + pad - k*dil = q*stride` must hold exactly with
 /// `0 <= q < len`. Returns `q` (0 when there is none, so it is always safe to load) and
 /// whether it exists. ConvTranspose and Col2Im both walk their windows this way.
-fn transposed_tap(b: &mut KernelBuilder, o: Val, k: Val, pad: i64, dil: i64, stride: i64, len: i64) -> (Val, Val) {
+fn transposed_tap(
+    b: &mut KernelBuilder,
+    o: Val,
+    k: Val,
+    pad: i64,
+    dil: i64,
+    stride: i64,
+    len: i64,
+) -> (Val, Val) {
     let pv = b.index(pad);
     let dv = b.index(dil);
     let kd = b.mul(k, dv);
@@ -128,9 +141,15 @@ fn attr_s<'a>(node: &'a Node, name: &str, default: &'a str) -> &'a str {
 
 /// The compile-time float contents of operand `i` (`None` when absent or empty).
 fn const_floats(cx: &LowerCx, node: &Node, i: usize) -> Result<Option<Vec<f64>>> {
-    let Some(v) = node.input(i) else { return Ok(None) };
-    let t = cx.konst(v).ok_or_else(|| cx.unsupported(format!("operand {i} must be known at compile time")))?;
-    let f = t.to_f64_vec().ok_or_else(|| cx.invalid(format!("operand {i} is not numeric")))?;
+    let Some(v) = node.input(i) else {
+        return Ok(None);
+    };
+    let t = cx
+        .konst(v)
+        .ok_or_else(|| cx.unsupported(format!("operand {i} must be known at compile time")))?;
+    let f = t
+        .to_f64_vec()
+        .ok_or_else(|| cx.invalid(format!("operand {i} is not numeric")))?;
     Ok(if f.is_empty() { None } else { Some(f) })
 }
 
@@ -221,8 +240,9 @@ fn resize_coeffs(cfg: &ResizeCfg, ratio: f64, scale: f64) -> std::result::Result
             let scale = scale.min(1.0);
             let start = (-1.0 / scale).floor() as i64 + 1;
             let footprint = 2 - 2 * start;
-            let c: Vec<f64> =
-                (start..start + footprint).map(|i| (1.0 - ((i as f64 - ratio) * scale).abs()).clamp(0.0, 1.0)).collect();
+            let c: Vec<f64> = (start..start + footprint)
+                .map(|i| (1.0 - ((i as f64 - ratio) * scale).abs()).clamp(0.0, 1.0))
+                .collect();
             let s: f64 = c.iter().sum();
             c.iter().map(|v| v / s).collect()
         }
@@ -243,7 +263,9 @@ fn resize_coeffs(cfg: &ResizeCfg, ratio: f64, scale: f64) -> std::result::Result
             };
             let i_start = (-2.0 / scale).floor() as i64 + 1;
             let i_end = 2 - i_start;
-            let c: Vec<f64> = (i_start..i_end).map(|i| coeff(scale * (i as f64 - ratio))).collect();
+            let c: Vec<f64> = (i_start..i_end)
+                .map(|i| coeff(scale * (i as f64 - ratio)))
+                .collect();
             let s: f64 = c.iter().sum();
             c.iter().map(|v| v / s).collect()
         }
@@ -274,7 +296,12 @@ fn resize_axis(
     }
     let (iw, ow_int) = (input as f64, output as f64);
     let ow = scale * iw;
-    let mut out = AxisTaps { taps: 0, idx: Vec::new(), w: Vec::new(), ext: Vec::new() };
+    let mut out = AxisTaps {
+        taps: 0,
+        idx: Vec::new(),
+        w: Vec::new(),
+        ext: Vec::new(),
+    };
     for y in 0..output {
         let y = y as f64;
         let mut ext = false;
@@ -396,7 +423,10 @@ fn resize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     };
     let extrapolation = node.attr_float("extrapolation_value", 0.0) as f64;
     let axes: Vec<usize> = match node.attr_ints("axes") {
-        Some(a) => a.iter().map(|&v| norm_axis(cx, v, r)).collect::<Result<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&v| norm_axis(cx, v, r))
+            .collect::<Result<_>>()?,
         None => (0..r).collect(),
     };
     let na = axes.len();
@@ -419,18 +449,27 @@ fn resize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             return Err(cx.invalid(format!("sizes has {} values for {na} axes", sizes.len())));
         }
         for (k, &a) in axes.iter().enumerate() {
-            scale[a] = if xd[a] == 0 { 1.0 } else { sizes[k] as f64 / xd[a] as f64 };
+            scale[a] = if xd[a] == 0 {
+                1.0
+            } else {
+                sizes[k] as f64 / xd[a] as f64
+            };
         }
         let policy = attr_s(node, "keep_aspect_ratio_policy", "stretch");
         if policy != "stretch" {
             let it = axes.iter().map(|&a| scale[a]);
-            let s = if policy == "not_larger" { it.fold(f64::INFINITY, f64::min) } else { it.fold(0.0, f64::max) };
+            let s = if policy == "not_larger" {
+                it.fold(f64::INFINITY, f64::min)
+            } else {
+                it.fold(0.0, f64::max)
+            };
             for &a in &axes {
                 scale[a] = s;
             }
         }
     } else {
-        let scales = const_floats(cx, node, 2)?.ok_or_else(|| cx.invalid("neither scales nor sizes is given"))?;
+        let scales = const_floats(cx, node, 2)?
+            .ok_or_else(|| cx.invalid("neither scales nor sizes is given"))?;
         if scales.len() != na {
             return Err(cx.invalid(format!("scales has {} values for {na} axes", scales.len())));
         }
@@ -446,7 +485,10 @@ fn resize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Err(cx.invalid("cannot resize an empty input to a non-empty result"));
     }
     if interp != Interp::Nearest && !(dt.is_float() || dt.is_int()) {
-        return Err(cx.unsupported(format!("{} interpolation on {dt}", attr_s(node, "mode", ""))));
+        return Err(cx.unsupported(format!(
+            "{} interpolation on {dt}",
+            attr_s(node, "mode", "")
+        )));
     }
     // Per axis: identity (read the output coordinate) or a tap table.
     struct Act {
@@ -461,7 +503,8 @@ fn resize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     for a in 0..r {
         let identity = (scale[a] - 1.0).abs() <= 1e-9 * scale[a].abs().max(1.0)
             && yd[a] == xd[a]
-            && (roi.is_none() || ((roi_full[a].0).abs() <= 1e-9 && (roi_full[a].1 - 1.0).abs() <= 1e-9));
+            && (roi.is_none()
+                || ((roi_full[a].0).abs() <= 1e-9 && (roi_full[a].1 - 1.0).abs() <= 1e-9));
         if identity {
             continue;
         }
@@ -472,10 +515,19 @@ fn resize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             return Err(cx.invalid(format!("scale {} for dim {a}", scale[a])));
         }
         if yd[a] > 1 << 24 {
-            return Err(cx.unsupported(format!("resizing dim {a} to {} (tap tables too large)", yd[a])));
+            return Err(cx.unsupported(format!(
+                "resizing dim {a} to {} (tap tables too large)",
+                yd[a]
+            )));
         }
-        let t = resize_axis(&cfg, xd[a], yd[a], scale[a], roi_full[a]).map_err(|m| cx.unsupported(m))?;
-        acts.push(Act { axis: a, taps: t.taps as i64, off: idx_tab.len() as i64, ext_off: ext_tab.len() as i64 });
+        let t = resize_axis(&cfg, xd[a], yd[a], scale[a], roi_full[a])
+            .map_err(|m| cx.unsupported(m))?;
+        acts.push(Act {
+            axis: a,
+            taps: t.taps as i64,
+            off: idx_tab.len() as i64,
+            ext_off: ext_tab.len() as i64,
+        });
         idx_tab.extend(t.idx);
         w_tab.extend(t.w.iter().map(|&v| v as f32));
         any_ext |= t.ext.iter().any(|&e| e);
@@ -486,10 +538,22 @@ fn resize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         idx_tab.push(0);
         w_tab.push(0.0);
     }
-    let ib = const_table(cx, "resize_index", Tensor::from_i64(vec![idx_tab.len() as u64], &idx_tab));
-    let wb_ = const_table(cx, "resize_weight", Tensor::from_f32(vec![w_tab.len() as u64], &w_tab));
+    let ib = const_table(
+        cx,
+        "resize_index",
+        Tensor::from_i64(vec![idx_tab.len() as u64], &idx_tab),
+    );
+    let wb_ = const_table(
+        cx,
+        "resize_weight",
+        Tensor::from_f32(vec![w_tab.len() as u64], &w_tab),
+    );
     let eb = if any_ext {
-        Some(const_table(cx, "resize_extrapolate", Tensor::from_i64(vec![ext_tab.len() as u64], &ext_tab)))
+        Some(const_table(
+            cx,
+            "resize_extrapolate",
+            Tensor::from_i64(vec![ext_tab.len() as u64], &ext_tab),
+        ))
     } else {
         None
     };
@@ -498,7 +562,14 @@ fn resize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let xbuf = b.param("x", dt, xd.iter().product(), Access::Read);
     let ibuf = b.param("index", DType::I64, idx_tab.len() as u64, Access::Read);
     let wbuf = b.param("weight", DType::F32, w_tab.len() as u64, Access::Read);
-    let ebuf = eb.map(|_| b.param("extrapolate", DType::I64, ext_tab.len() as u64, Access::Read));
+    let ebuf = eb.map(|_| {
+        b.param(
+            "extrapolate",
+            DType::I64,
+            ext_tab.len() as u64,
+            Access::Read,
+        )
+    });
     let ybuf = b.param("y", dt, total, Access::Write);
     let mut args = vec![cx.buffer(x)?, ib, wb_];
     args.extend(eb);
@@ -529,7 +600,19 @@ fn resize(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         } else {
             let one = fc(b, c, 1.0);
             let zero = fc(b, c, 0.0);
-            let acc = taps_fold(b, &acts.iter().map(|t| (t.axis, t.taps, t.off, xs[t.axis])).collect::<Vec<_>>(), &oc, base, one, zero, [xbuf, ibuf, wbuf], c);
+            let acc = taps_fold(
+                b,
+                &acts
+                    .iter()
+                    .map(|t| (t.axis, t.taps, t.off, xs[t.axis]))
+                    .collect::<Vec<_>>(),
+                &oc,
+                base,
+                one,
+                zero,
+                [xbuf, ibuf, wbuf],
+                c,
+            );
             b.cast(acc, dt, NO_SAT)
         };
         if let Some(ebuf) = ebuf {
@@ -589,7 +672,11 @@ fn taps_fold(
 // ==== ConvTranspose ====
 
 fn conv_transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (x, wv, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, result(cx, node, 0)?);
+    let (x, wv, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        result(cx, node, 0)?,
+    );
     let (xd, wd, yd) = (cx.dims(x)?, cx.dims(wv)?, cx.dims(y)?);
     if xd.len() < 3 || wd.len() != xd.len() || yd.len() != xd.len() {
         return Err(cx.invalid(format!("ConvTranspose needs X [N, C, ...] and W [C, M/group, ...] of equal rank; got {xd:?}, {wd:?}")));
@@ -601,8 +688,16 @@ fn conv_transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let n = xd.len() - 2;
     let group = node.attr_int("group", 1);
     let (nb, ch) = (xd[0], xd[1]);
-    if group <= 0 || group > ATTR_LIMIT || ch % group as u64 != 0 || wd[0] != ch || yd[1] != wd[1] * group as u64 || yd[0] != nb {
-        return Err(cx.invalid(format!("channels do not agree with group {group}: X {xd:?}, W {wd:?}, Y {yd:?}")));
+    if group <= 0
+        || group > ATTR_LIMIT
+        || ch % group as u64 != 0
+        || wd[0] != ch
+        || yd[1] != wd[1] * group as u64
+        || yd[0] != nb
+    {
+        return Err(cx.invalid(format!(
+            "channels do not agree with group {group}: X {xd:?}, W {wd:?}, Y {yd:?}"
+        )));
     }
     let g = group as u64;
     let (cg, mg, mo) = (ch / g, wd[1], yd[1]);
@@ -637,8 +732,11 @@ fn conv_transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             }
             (0..n)
                 .map(|i| {
-                    let total =
-                        st[i] * (xd[i + 2] as i64 - 1) + out_pad[i] + (kernel[i] as i64 - 1) * dil[i] + 1 - os[i];
+                    let total = st[i] * (xd[i + 2] as i64 - 1)
+                        + out_pad[i]
+                        + (kernel[i] as i64 - 1) * dil[i]
+                        + 1
+                        - os[i];
                     if auto_pad == "SAME_UPPER" {
                         floor_div(total, 2)
                     } else {
@@ -710,7 +808,8 @@ fn conv_transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             let mut ok = b.constant(Ty::BOOL, Scalar::Int(1));
             let mut xoff = b.index(0);
             for d in 0..n {
-                let (safe, valid) = transposed_tap(b, oc[d], kc[d], pb[d], dil[d], st[d], ins[d] as i64);
+                let (safe, valid) =
+                    transposed_tap(b, oc[d], kc[d], pb[d], dil[d], st[d], ins[d] as i64);
                 ok = and(b, ok, valid);
                 let sd = b.index(ist[d] as i64);
                 let tt = b.mul(safe, sd);
@@ -741,7 +840,11 @@ fn conv_transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== ConvInteger ====
 
 fn conv_integer(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (x, wv, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, result(cx, node, 0)?);
+    let (x, wv, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        result(cx, node, 0)?,
+    );
     let (xd, wd, yd) = (cx.dims(x)?, cx.dims(wv)?, cx.dims(y)?);
     if xd.len() < 3 || wd.len() != xd.len() || yd.len() != xd.len() {
         return Err(cx.invalid(format!("ConvInteger needs X [N, C, ...] and W [M, C/group, ...] of equal rank; got {xd:?}, {wd:?}")));
@@ -755,8 +858,17 @@ fn conv_integer(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let n = xd.len() - 2;
     let group = node.attr_int("group", 1);
     let (nb, ch, mo) = (xd[0], xd[1], wd[0]);
-    if group <= 0 || group > ATTR_LIMIT || ch % group as u64 != 0 || mo % group as u64 != 0 || wd[1] * group as u64 != ch || yd[1] != mo || yd[0] != nb {
-        return Err(cx.invalid(format!("channels do not agree with group {group}: X {xd:?}, W {wd:?}")));
+    if group <= 0
+        || group > ATTR_LIMIT
+        || ch % group as u64 != 0
+        || mo % group as u64 != 0
+        || wd[1] * group as u64 != ch
+        || yd[1] != mo
+        || yd[0] != nb
+    {
+        return Err(cx.invalid(format!(
+            "channels do not agree with group {group}: X {xd:?}, W {wd:?}"
+        )));
     }
     let g = group as u64;
     let (cg, mg) = (ch / g, mo / g);
@@ -802,7 +914,9 @@ fn conv_integer(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if let Some(z) = wz {
         wz_len = cx.numel(z)?;
         if wz_len != 1 && wz_len != mo {
-            return Err(cx.invalid(format!("w_zero_point has {wz_len} values; expected 1 or {mo}")));
+            return Err(cx.invalid(format!(
+                "w_zero_point has {wz_len} values; expected 1 or {mo}"
+            )));
         }
         args.push(cx.buffer(z)?);
     }
@@ -810,8 +924,22 @@ fn conv_integer(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut b = KernelBuilder::new(cx.kernel_name("conv_integer"));
     let xb = b.param("x", xt, cx.numel(x)?.max(1), Access::Read);
     let wb = b.param("w", wt, cx.numel(wv)?.max(1), Access::Read);
-    let xzb = xz.map(|z| b.param("x_zero_point", cx.dtype(z).unwrap_or(xt), xz_len, Access::Read));
-    let wzb = wz.map(|z| b.param("w_zero_point", cx.dtype(z).unwrap_or(wt), wz_len, Access::Read));
+    let xzb = xz.map(|z| {
+        b.param(
+            "x_zero_point",
+            cx.dtype(z).unwrap_or(xt),
+            xz_len,
+            Access::Read,
+        )
+    });
+    let wzb = wz.map(|z| {
+        b.param(
+            "w_zero_point",
+            cx.dtype(z).unwrap_or(wt),
+            wz_len,
+            Access::Read,
+        )
+    });
     let yb = b.param("y", DType::I32, total, Access::Write);
     let ins: Vec<u64> = xd[2..].to_vec();
     let outs: Vec<u64> = yd[2..].to_vec();
@@ -916,17 +1044,33 @@ fn reduction(cx: &LowerCx, node: &Node) -> Result<Reduction> {
         "mul" => Reduction::Mul,
         "max" => Reduction::Max,
         "min" => Reduction::Min,
-        r => return Err(cx.invalid(format!("reduction `{r}`; expected none, add, mul, max or min"))),
+        r => {
+            return Err(cx.invalid(format!(
+                "reduction `{r}`; expected none, add, mul, max or min"
+            )))
+        }
     })
 }
 
 /// `out[at] = red(out[at], upd[from])`.
-fn scatter_one(b: &mut KernelBuilder, red: Reduction, out: Buf, at: Val, upd: Buf, from: Val, dt: DType) {
+fn scatter_one(
+    b: &mut KernelBuilder,
+    red: Reduction,
+    out: Buf,
+    at: Val,
+    upd: Buf,
+    from: Val,
+    dt: DType,
+) {
     let u = b.load(upd, from, 1);
     let v = match red {
         Reduction::None => u,
         _ => {
-            let c = if dt.is_low_precision_float() { DType::F32 } else { dt };
+            let c = if dt.is_low_precision_float() {
+                DType::F32
+            } else {
+                dt
+            };
             let o = b.load(out, at, 1);
             let (o, u) = (b.cast(o, c, NO_SAT), b.cast(u, c, NO_SAT));
             let r = match (red, dt) {
@@ -944,10 +1088,17 @@ fn scatter_one(b: &mut KernelBuilder, red: Reduction, out: Buf, at: Val, upd: Bu
 }
 
 fn scatter_elements(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (data, ind, upd, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, operand(cx, node, 2)?, result(cx, node, 0)?);
+    let (data, ind, upd, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        operand(cx, node, 2)?,
+        result(cx, node, 0)?,
+    );
     let (d, id, ud) = (cx.dims(data)?, cx.dims(ind)?, cx.dims(upd)?);
     if id != ud || id.len() != d.len() {
-        return Err(cx.invalid(format!("indices {id:?} and updates {ud:?} must have the same shape and data's rank")));
+        return Err(cx.invalid(format!(
+            "indices {id:?} and updates {ud:?} must have the same shape and data's rank"
+        )));
     }
     let axis = norm_axis(cx, node.attr_int("axis", 0), d.len())?;
     for (k, (&i, &n)) in id.iter().zip(&d).enumerate() {
@@ -957,7 +1108,12 @@ fn scatter_elements(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let red = reduction(cx, node)?;
     let dt = cx.dtype(data)?;
-    let (db, ib, ub, yb) = (cx.buffer(data)?, cx.buffer(ind)?, cx.buffer(upd)?, cx.buffer(y)?);
+    let (db, ib, ub, yb) = (
+        cx.buffer(data)?,
+        cx.buffer(ind)?,
+        cx.buffer(upd)?,
+        cx.buffer(y)?,
+    );
     cx.copy(db, yb);
     let total: u64 = id.iter().product();
     if total == 0 {
@@ -996,10 +1152,17 @@ fn scatter_elements(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 }
 
 fn scatter_nd(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (data, ind, upd, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, operand(cx, node, 2)?, result(cx, node, 0)?);
+    let (data, ind, upd, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        operand(cx, node, 2)?,
+        result(cx, node, 0)?,
+    );
     let (d, id, ud) = (cx.dims(data)?, cx.dims(ind)?, cx.dims(upd)?);
     let q = id.len();
-    let k = *id.last().ok_or_else(|| cx.invalid("indices must have rank >= 1"))? as usize;
+    let k = *id
+        .last()
+        .ok_or_else(|| cx.invalid("indices must have rank >= 1"))? as usize;
     if q < 1 || k > d.len() {
         return Err(cx.invalid(format!("indices {id:?} do not fit data {d:?}")));
     }
@@ -1010,7 +1173,12 @@ fn scatter_nd(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let red = reduction(cx, node)?;
     let dt = cx.dtype(data)?;
-    let (db, ib, ub, yb) = (cx.buffer(data)?, cx.buffer(ind)?, cx.buffer(upd)?, cx.buffer(y)?);
+    let (db, ib, ub, yb) = (
+        cx.buffer(data)?,
+        cx.buffer(ind)?,
+        cx.buffer(upd)?,
+        cx.buffer(y)?,
+    );
     cx.copy(db, yb);
     let tuples: u64 = id[..q - 1].iter().product();
     let slice: u64 = d[k..].iter().product();
@@ -1019,7 +1187,12 @@ fn scatter_nd(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let dst_ = strides(&d);
     let mut b = KernelBuilder::new(cx.kernel_name("scatter_nd"));
-    let ibuf = b.param("indices", cx.dtype(ind)?, (tuples * k as u64).max(1), Access::Read);
+    let ibuf = b.param(
+        "indices",
+        cx.dtype(ind)?,
+        (tuples * k as u64).max(1),
+        Access::Read,
+    );
     let ubuf = b.param("updates", dt, tuples * slice, Access::Read);
     let ybuf = b.param("y", dt, d.iter().product::<u64>().max(1), Access::ReadWrite);
     // Updates may hit the same element, so they apply in order, in one program instance.
@@ -1055,7 +1228,11 @@ fn scatter_nd(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== MaxUnpool ====
 
 fn max_unpool(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (x, ind, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, result(cx, node, 0)?);
+    let (x, ind, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        result(cx, node, 0)?,
+    );
     let (xd, id, yd) = (cx.dims(x)?, cx.dims(ind)?, cx.dims(y)?);
     if xd != id {
         return Err(cx.invalid(format!("X {xd:?} and I {id:?} must have the same shape")));
@@ -1086,7 +1263,9 @@ fn max_unpool(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     // Out-of-range ones are skipped.
     let sd = xd.len().saturating_sub(2);
     if xd.len() < 3 || yd.len() != xd.len() || node.attr_ints("kernel_shape").is_none() {
-        return Err(cx.invalid("MaxUnpool needs X [N, C, spatial...], a result of the same rank and kernel_shape"));
+        return Err(cx.invalid(
+            "MaxUnpool needs X [N, C, spatial...], a result of the same rank and kernel_shape",
+        ));
     }
     let kernel = ints_attr(cx, node, "kernel_shape", sd, 1)?;
     let st = ints_attr(cx, node, "strides", sd, 1)?;
@@ -1189,7 +1368,11 @@ fn lrn(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== ReverseSequence ====
 
 fn reverse_sequence(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (x, lens, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, result(cx, node, 0)?);
+    let (x, lens, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        result(cx, node, 0)?,
+    );
     let xd = cx.dims(x)?;
     if xd.len() < 2 {
         return Err(cx.invalid("ReverseSequence needs an input of rank >= 2"));
@@ -1253,7 +1436,13 @@ fn center_crop_pad(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let shift: Vec<i64> = xd
         .iter()
         .zip(&yd)
-        .map(|(&i, &o)| if i >= o { ((i - o) / 2) as i64 } else { -(((o - i) / 2) as i64) })
+        .map(|(&i, &o)| {
+            if i >= o {
+                ((i - o) / 2) as i64
+            } else {
+                -(((o - i) / 2) as i64)
+            }
+        })
         .collect();
     let xs = strides(&xd);
     let n: u64 = xd.iter().product();
@@ -1299,7 +1488,9 @@ fn col2im(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         .collect();
     let n = block.len();
     if xd.len() != 3 || yd.len() != n + 2 || n == 0 {
-        return Err(cx.invalid(format!("input {xd:?} and result {yd:?} do not fit a {n}-d block")));
+        return Err(cx.invalid(format!(
+            "input {xd:?} and result {yd:?} do not fit a {n}-d block"
+        )));
     }
     let img: Vec<u64> = yd[2..].to_vec();
     let list = |name: &str, len: usize, default: i64| ints_attr(cx, node, name, len, default);
@@ -1311,12 +1502,24 @@ fn col2im(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     // Number of block positions per dim.
     let lens: Vec<i64> = (0..n)
-        .map(|i| (img[i] as i64 + pads[i] + pads[i + n] - dil[i] * (block[i] as i64 - 1) - 1) / st[i] + 1)
+        .map(|i| {
+            (img[i] as i64 + pads[i] + pads[i + n] - dil[i] * (block[i] as i64 - 1) - 1) / st[i] + 1
+        })
         .collect();
     let l: i64 = lens.iter().product();
-    let kt: u64 = block.iter().try_fold(1u64, |a, &v| a.checked_mul(v)).unwrap_or(u64::MAX);
-    if kt == u64::MAX || lens.iter().any(|&v| v < 0) || xd[2] as i64 != l || xd[1] != yd[1].saturating_mul(kt) || xd[0] != yd[0] {
-        return Err(cx.invalid(format!("input {xd:?} does not match result {yd:?} with block {block:?}")));
+    let kt: u64 = block
+        .iter()
+        .try_fold(1u64, |a, &v| a.checked_mul(v))
+        .unwrap_or(u64::MAX);
+    if kt == u64::MAX
+        || lens.iter().any(|&v| v < 0)
+        || xd[2] as i64 != l
+        || xd[1] != yd[1].saturating_mul(kt)
+        || xd[0] != yd[0]
+    {
+        return Err(cx.invalid(format!(
+            "input {xd:?} does not match result {yd:?} with block {block:?}"
+        )));
     }
     let dt = cx.dtype(x)?;
     let total: u64 = yd.iter().product();
@@ -1346,7 +1549,8 @@ fn col2im(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             let mut ok = b.constant(Ty::BOOL, Scalar::Int(1));
             let mut loff = b.index(0);
             for d in 0..n {
-                let (safe, valid) = transposed_tap(b, oc[d], kc[d], pads[d], dil[d], st[d], lens[d]);
+                let (safe, valid) =
+                    transposed_tap(b, oc[d], kc[d], pads[d], dil[d], st[d], lens[d]);
                 ok = and(b, ok, valid);
                 let sd = b.index(lst[d] as i64);
                 let tt = b.mul(safe, sd);
@@ -1403,7 +1607,11 @@ fn reflect(b: &mut KernelBuilder, x: Val, lo: f64, hi: f64, c: DType) -> Val {
 }
 
 fn grid_sample(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
-    let (x, grid, y) = (operand(cx, node, 0)?, operand(cx, node, 1)?, result(cx, node, 0)?);
+    let (x, grid, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        result(cx, node, 0)?,
+    );
     let (xd, gd, yd) = (cx.dims(x)?, cx.dims(grid)?, cx.dims(y)?);
     let r = xd.len();
     if r < 3 || gd.len() != r || gd[r - 1] != (r - 2) as u64 || yd.len() != r {
@@ -1481,7 +1689,11 @@ fn grid_sample(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             if mode == Interp::Nearest {
                 xv = b.unary(UnOp::Round, xv);
             }
-            let (lo, hi) = if align { (0.0, len - 1.0) } else { (-0.5, len - 0.5) };
+            let (lo, hi) = if align {
+                (0.0, len - 1.0)
+            } else {
+                (-0.5, len - 0.5)
+            };
             match padding.as_str() {
                 "border" => {
                     let (z, h) = (fc(b, c, 0.0), fc(b, c, len - 1.0));
@@ -1540,7 +1752,16 @@ fn grid_sample(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         let one_w = fc(b, c, 1.0);
         let zero_i = b.index(0);
         let yes = b_true(b);
-        let g = GsCx { sp: &sp, ist: &ist, padding: &padding, lo_hi: align, taps, xb, x_base, c };
+        let g = GsCx {
+            sp: &sp,
+            ist: &ist,
+            padding: &padding,
+            lo_hi: align,
+            taps,
+            xb,
+            x_base,
+            c,
+        };
         let acc = gs_fold(b, &g, &base, &coeffs, 0, zero_i, one_w, yes, z);
         let out = b.cast(acc, dt, NO_SAT);
         b.store(yb, e, out);
@@ -1558,7 +1779,12 @@ fn cubic_w(b: &mut KernelBuilder, d: Val, a: f64, far: bool, c: DType) -> Val {
     let d3 = b.mul(d2, d);
     if far {
         // a d^3 - 5a d^2 + 8a d - 4a
-        let (ka, k5, k8, k4) = (fc(b, c, a), fc(b, c, -5.0 * a), fc(b, c, 8.0 * a), fc(b, c, -4.0 * a));
+        let (ka, k5, k8, k4) = (
+            fc(b, c, a),
+            fc(b, c, -5.0 * a),
+            fc(b, c, 8.0 * a),
+            fc(b, c, -4.0 * a),
+        );
         let t1 = b.mul(d3, ka);
         let t2 = b.mul(d2, k5);
         let t3 = b.mul(d, k8);
@@ -1626,7 +1852,11 @@ fn gs_fold(
             }
             _ => {
                 // Reflect the integer index (as a float) into the borders, then clamp for safety.
-                let (lo, hi) = if g.lo_hi { (0.0, n as f64 - 1.0) } else { (-0.5, n as f64 - 0.5) };
+                let (lo, hi) = if g.lo_hi {
+                    (0.0, n as f64 - 1.0)
+                } else {
+                    (-0.5, n as f64 - 0.5)
+                };
                 let f = b.cast(i, g.c, NO_SAT);
                 let r = reflect(b, f, lo, hi, g.c);
                 let ri = b.cast(r, DType::I64, NO_SAT);
@@ -1657,7 +1887,10 @@ fn affine_grid(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     // y: [N, (D,) H, W, sd]; theta: [N, sd, sd+1].
     let sd = yd.len().saturating_sub(2);
-    if !(sd == 2 || sd == 3) || yd[yd.len() - 1] != sd as u64 || td != [yd[0], sd as u64, sd as u64 + 1] {
+    if !(sd == 2 || sd == 3)
+        || yd[yd.len() - 1] != sd as u64
+        || td != [yd[0], sd as u64, sd as u64 + 1]
+    {
         return Err(cx.invalid(format!("theta {td:?} does not fit result {yd:?}")));
     }
     let align = node.attr_int("align_corners", 0) != 0;
@@ -1726,7 +1959,14 @@ mod tests {
     use super::*;
 
     fn cfg(interp: Interp, ctm: &'static str) -> ResizeCfg<'static> {
-        ResizeCfg { interp, nearest_mode: "round_prefer_floor", ctm, cubic_a: -0.75, exclude_outside: false, antialias: false }
+        ResizeCfg {
+            interp,
+            nearest_mode: "round_prefer_floor",
+            ctm,
+            cubic_a: -0.75,
+            exclude_outside: false,
+            antialias: false,
+        }
     }
 
     #[test]
@@ -1742,13 +1982,23 @@ mod tests {
     fn nearest_and_extrapolation() {
         let t = resize_axis(&cfg(Interp::Nearest, "asymmetric"), 4, 2, 0.5, (0.0, 1.0)).unwrap();
         assert_eq!((t.taps, t.idx), (1, vec![0, 2]));
-        let t = resize_axis(&cfg(Interp::Linear, "tf_crop_and_resize"), 4, 3, 0.75, (-0.5, 1.0)).unwrap();
+        let t = resize_axis(
+            &cfg(Interp::Linear, "tf_crop_and_resize"),
+            4,
+            3,
+            0.75,
+            (-0.5, 1.0),
+        )
+        .unwrap();
         assert_eq!(t.ext, vec![true, false, false]);
         assert!(resize_axis(&cfg(Interp::Linear, "bogus"), 4, 3, 0.75, (0.0, 1.0)).is_err());
     }
 
     #[test]
     fn python_floor_division() {
-        assert_eq!((floor_div(-1, 2), floor_div(3, 2), floor_div(-4, 2)), (-1, 1, -2));
+        assert_eq!(
+            (floor_div(-1, 2), floor_div(3, 2), floor_div(-4, 2)),
+            (-1, 1, -2)
+        );
     }
 }

@@ -6,7 +6,9 @@
 use crate::util::{emit_elementwise, konst_like, EwOperand};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node, Op, ValueId};
-use tessera_kir::{Access, BinOp, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Ty, UnOp, Val};
+use tessera_kir::{
+    Access, BinOp, CastMode, CmpOp, Execution, KernelBuilder, MathFn, Ty, UnOp, Val,
+};
 
 const NO_SAT: CastMode = CastMode { saturate: false };
 
@@ -23,11 +25,15 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 }
 
 fn output(cx: &LowerCx, node: &Node, k: usize) -> Result<ValueId> {
-    node.outputs.get(k).copied().ok_or_else(|| cx.invalid(format!("missing result {k}")))
+    node.outputs
+        .get(k)
+        .copied()
+        .ok_or_else(|| cx.invalid(format!("missing result {k}")))
 }
 
 fn input(cx: &LowerCx, node: &Node, i: usize) -> Result<ValueId> {
-    node.input(i).ok_or_else(|| cx.invalid(format!("missing operand {i}")))
+    node.input(i)
+        .ok_or_else(|| cx.invalid(format!("missing operand {i}")))
 }
 
 /// Operand `i` as one compile-time integer, if present.
@@ -80,7 +86,14 @@ struct DftPlan {
 /// Emits and launches the direct-sum DFT: O(N * terms) per run, exact enough for the
 /// lengths models use on the way to a real FFT. Angles are reduced as integers (`k*n mod N`)
 /// before scaling, so they stay in `[0, 2 pi)` whatever the length.
-fn dft_kernel(cx: &mut LowerCx, name: &str, p: &DftPlan, x: ValueId, window: Option<ValueId>, y: ValueId) -> Result<()> {
+fn dft_kernel(
+    cx: &mut LowerCx,
+    name: &str,
+    p: &DftPlan,
+    x: ValueId,
+    window: Option<ValueId>,
+    y: ValueId,
+) -> Result<()> {
     let dt = cx.dtype(x)?;
     if !dt.is_float() {
         return Err(cx.unsupported(format!("{name} on {dt}")));
@@ -111,7 +124,11 @@ fn dft_kernel(cx: &mut LowerCx, name: &str, p: &DftPlan, x: ValueId, window: Opt
     }
     args.push(yb);
     let step = 2.0 * std::f64::consts::PI / p.n as f64;
-    let scale = if p.mode == Mode::Forward { 1.0 } else { 1.0 / p.n as f64 };
+    let scale = if p.mode == Mode::Forward {
+        1.0
+    } else {
+        1.0 / p.n as f64
+    };
     // `%` rather than `is_multiple_of`, which is newer than the workspace MSRV (1.85).
     #[allow(clippy::manual_is_multiple_of)]
     let even = p.n % 2 == 0;
@@ -226,7 +243,9 @@ fn dft(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let yd = cx.dims(y)?;
     let r = xd.len();
     if r < 2 || yd.len() != r {
-        return Err(cx.invalid("DFT needs an input of rank 2 or more and a result of the same rank"));
+        return Err(
+            cx.invalid("DFT needs an input of rank 2 or more and a result of the same rank")
+        );
     }
     let axis = const_scalar(cx, node, 2)?.unwrap_or(-2);
     let a = axis.rem_euclid(r as i64) as usize;
@@ -251,7 +270,11 @@ fn dft(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         (true, true) => Mode::InverseReal,
     };
     let bins = yd[a];
-    let terms = if mode == Mode::InverseReal { len.min(n / 2 + 1) } else { len.min(n) };
+    let terms = if mode == Mode::InverseReal {
+        len.min(n / 2 + 1)
+    } else {
+        len.min(n)
+    };
     let comps = xd[r - 1];
     let out_comps = yd[r - 1];
     let outer: u64 = xd[..a].iter().product();
@@ -357,7 +380,11 @@ fn mel_weight_matrix(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let at = Ty::scalar(ct);
     let name = cx.kernel_name("mel_weight_matrix");
     let mut b = KernelBuilder::new(name);
-    let ps: Vec<_> = params.iter().enumerate().map(|(k, (_, d))| b.param(format!("s{k}"), *d, 1, Access::Read)).collect();
+    let ps: Vec<_> = params
+        .iter()
+        .enumerate()
+        .map(|(k, (_, d))| b.param(format!("s{k}"), *d, 1, Access::Read))
+        .collect();
     let yp = b.param("y", dt, rows * bins, Access::Write);
     let zero_i = b.index(0);
     let mut sc = Vec::new();
@@ -453,8 +480,14 @@ fn mel_weight_matrix(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 fn optimizer(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let op = node.op;
     let per = if op == Op::Adam { 4 } else { 3 };
-    let rest = node.inputs.len().checked_sub(2).filter(|r| *r > 0 && r % per == 0);
-    let n = rest.ok_or_else(|| cx.invalid("operands do not form R, T and whole groups of tensors"))? / per;
+    let rest = node
+        .inputs
+        .len()
+        .checked_sub(2)
+        .filter(|r| *r > 0 && r % per == 0);
+    let n = rest
+        .ok_or_else(|| cx.invalid("operands do not form R, T and whole groups of tensors"))?
+        / per;
     let r = input(cx, node, 0)?;
     let t = input(cx, node, 1)?;
     if cx.numel(r)? != 1 || cx.numel(t)? != 1 {
@@ -476,16 +509,24 @@ fn optimizer(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         let rb = cx.buffer(r)?;
         let (rdt, tdt) = (cx.dtype(r)?, cx.dtype(t)?);
         let tb = cx.buffer(t)?;
-        let mut operands = vec![EwOperand::scalar(rb, rdt, 1, dims.len()), EwOperand::scalar(tb, tdt, 1, dims.len())];
+        let mut operands = vec![
+            EwOperand::scalar(rb, rdt, 1, dims.len()),
+            EwOperand::scalar(tb, tdt, 1, dims.len()),
+        ];
         for k in 0..per {
             let v = input(cx, node, 2 + k * n + j)?;
             if cx.dims(v)? != dims {
-                return Err(cx.invalid(format!("operand {} does not have the shape of X", 2 + k * n + j)));
+                return Err(cx.invalid(format!(
+                    "operand {} does not have the shape of X",
+                    2 + k * n + j
+                )));
             }
             operands.push(EwOperand::broadcast(cx, v, &dims)?);
         }
         for k in 0..per - 1 {
-            let Some(&out) = node.outputs.get(k * n + j) else { continue };
+            let Some(&out) = node.outputs.get(k * n + j) else {
+                continue;
+            };
             let ob = cx.buffer(out)?;
             let odt = cx.dtype(out)?;
             let name = format!("{}_{}", op.name().to_ascii_lowercase(), k);
@@ -618,7 +659,9 @@ fn array_feature_extractor(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let y = output(cx, node, 0)?;
     let dt = cx.dtype(x)?;
     let xd = cx.dims(x)?;
-    let last = *xd.last().ok_or_else(|| cx.invalid("X must have rank 1 or more"))?;
+    let last = *xd
+        .last()
+        .ok_or_else(|| cx.invalid("X must have rank 1 or more"))?;
     let rows: u64 = xd[..xd.len() - 1].iter().product();
     let m = cx.numel(idx)?;
     if cx.dtype(idx)? != DType::I64 {

@@ -12,7 +12,9 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Op::Equal => HostOp::StringEqual,
         Op::RegexFullMatch => {
             let pattern = node.attr_str("pattern").unwrap_or("").to_string();
-            regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| cx.invalid(format!("attribute `pattern` is not a valid regex: {e}")))?;
+            regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                cx.invalid(format!("attribute `pattern` is not a valid regex: {e}"))
+            })?;
             HostOp::RegexFullMatch { pattern }
         }
         Op::StringNormalizer => {
@@ -26,7 +28,11 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
                 Some(Attr::Strings(s)) => s.clone(),
                 _ => Vec::new(),
             };
-            HostOp::StringNormalizer { case, case_sensitive: node.attr_int("is_case_sensitive", 0) != 0, stopwords }
+            HostOp::StringNormalizer {
+                case,
+                case_sensitive: node.attr_int("is_case_sensitive", 0) != 0,
+                stopwords,
+            }
         }
         Op::StringSplit => HostOp::StringSplit {
             delimiter: node.attr_str("delimiter").unwrap_or("").to_string(),
@@ -50,9 +56,14 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
                 Some(Attr::Floats(w)) => w.iter().map(|&f| f as f64).collect(),
                 _ => Vec::new(),
             };
-            let (min_gram, max_gram) = (node.attr_int("min_gram_length", 1), node.attr_int("max_gram_length", 1));
+            let (min_gram, max_gram) = (
+                node.attr_int("min_gram_length", 1),
+                node.attr_int("max_gram_length", 1),
+            );
             if min_gram < 1 || max_gram < min_gram {
-                return Err(cx.invalid(format!("gram lengths {min_gram}..{max_gram} are not a range of positive sizes")));
+                return Err(cx.invalid(format!(
+                    "gram lengths {min_gram}..{max_gram} are not a range of positive sizes"
+                )));
             }
             HostOp::TfIdf {
                 min_gram,
@@ -70,7 +81,9 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let inputs = cx.operand_buffers(node)?;
     let mut outputs = Vec::with_capacity(node.outputs.len());
     for (k, &o) in node.outputs.iter().enumerate() {
-        let x = node.input(0).ok_or_else(|| cx.invalid("missing operand 0"))?;
+        let x = node
+            .input(0)
+            .ok_or_else(|| cx.invalid("missing operand 0"))?;
         let b = match (node.op, k) {
             // Sized by the data: nominally the input's size (string storage is host memory).
             (Op::StringNormalizer, _) | (Op::StringSplit, 0) => {
@@ -84,7 +97,11 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         };
         outputs.push(b);
     }
-    cx.program.plan.steps.push(Step::Host { op, inputs, outputs });
+    cx.program.plan.steps.push(Step::Host {
+        op,
+        inputs,
+        outputs,
+    });
     Ok(Execution::Host)
 }
 
@@ -99,10 +116,14 @@ fn label_encoder(cx: &LowerCx, node: &Node) -> Result<HostOp> {
             return Ok(Some(HostValues::Ints(v.clone())));
         }
         if let Some(Attr::Floats(v)) = node.attr(&format!("{prefix}_floats")) {
-            return Ok(Some(HostValues::Floats(v.iter().map(|&f| f as f64).collect())));
+            return Ok(Some(HostValues::Floats(
+                v.iter().map(|&f| f as f64).collect(),
+            )));
         }
         match node.attr(&format!("{prefix}_tensor")) {
-            Some(Attr::Tensor(t)) => tensor_values(t).map(Some).ok_or_else(|| cx.unsupported(format!("`{prefix}_tensor` of dtype {}", t.dtype))),
+            Some(Attr::Tensor(t)) => tensor_values(t)
+                .map(Some)
+                .ok_or_else(|| cx.unsupported(format!("`{prefix}_tensor` of dtype {}", t.dtype))),
             _ => Ok(None),
         }
     };
@@ -117,14 +138,24 @@ fn label_encoder(cx: &LowerCx, node: &Node) -> Result<HostOp> {
         return Err(cx.invalid(format!("{} keys but {} values", n(&keys), n(&values))));
     }
     let default = match node.attr("default_tensor") {
-        Some(Attr::Tensor(t)) => tensor_values(t).ok_or_else(|| cx.unsupported(format!("`default_tensor` of dtype {}", t.dtype)))?,
+        Some(Attr::Tensor(t)) => tensor_values(t)
+            .ok_or_else(|| cx.unsupported(format!("`default_tensor` of dtype {}", t.dtype)))?,
         _ => match &values {
-            HostValues::Strings(_) => HostValues::Strings(vec![node.attr_str("default_string").unwrap_or("_Unused").to_string()]),
+            HostValues::Strings(_) => HostValues::Strings(vec![node
+                .attr_str("default_string")
+                .unwrap_or("_Unused")
+                .to_string()]),
             HostValues::Ints(_) => HostValues::Ints(vec![node.attr_int("default_int64", -1)]),
-            HostValues::Floats(_) => HostValues::Floats(vec![node.attr_float("default_float", -0.0) as f64]),
+            HostValues::Floats(_) => {
+                HostValues::Floats(vec![node.attr_float("default_float", -0.0) as f64])
+            }
         },
     };
-    Ok(HostOp::LabelEncoder { keys, values, default })
+    Ok(HostOp::LabelEncoder {
+        keys,
+        values,
+        default,
+    })
 }
 
 fn tensor_values(t: &Tensor) -> Option<HostValues> {

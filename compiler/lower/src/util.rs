@@ -18,7 +18,13 @@ pub fn broadcast_strides(in_dims: &[u64], out_dims: &[u64]) -> Vec<u64> {
     let s = strides(in_dims);
     let off = out_dims.len() - in_dims.len();
     (0..out_dims.len())
-        .map(|i| if i < off || in_dims[i - off] == 1 { 0 } else { s[i - off] })
+        .map(|i| {
+            if i < off || in_dims[i - off] == 1 {
+                0
+            } else {
+                s[i - off]
+            }
+        })
         .collect()
 }
 
@@ -109,7 +115,11 @@ impl EwOperand {
     pub fn broadcast(cx: &mut LowerCx, v: ValueId, out_dims: &[u64]) -> Result<EwOperand> {
         let dims = cx.dims(v)?;
         let ok = dims.len() <= out_dims.len()
-            && dims.iter().rev().zip(out_dims.iter().rev()).all(|(&i, &o)| i == o || i == 1);
+            && dims
+                .iter()
+                .rev()
+                .zip(out_dims.iter().rev())
+                .all(|(&i, &o)| i == o || i == 1);
         if !ok {
             return Err(cx.invalid(format!(
                 "operand `{}` of shape {:?} does not broadcast to the output shape {:?}",
@@ -120,13 +130,25 @@ impl EwOperand {
         }
         let dtype = cx.dtype(v)?;
         let buffer = cx.buffer(v)?;
-        Ok(EwOperand { buffer, dtype, len: dims.iter().product(), strides: broadcast_strides(&dims, out_dims), block: None })
+        Ok(EwOperand {
+            buffer,
+            dtype,
+            len: dims.iter().product(),
+            strides: broadcast_strides(&dims, out_dims),
+            block: None,
+        })
     }
 
     /// Element 0 of `buffer`, whatever the output coordinates (a scalar computed by an earlier
     /// kernel, e.g. DynamicQuantizeLinear's scale).
     pub fn scalar(buffer: BufferId, dtype: DType, len: u64, rank: usize) -> EwOperand {
-        EwOperand { buffer, dtype, len, strides: vec![0; rank], block: None }
+        EwOperand {
+            buffer,
+            dtype,
+            len,
+            strides: vec![0; rank],
+            block: None,
+        }
     }
 }
 
@@ -165,7 +187,10 @@ fn coalesce(dims: &[u64], strides: &[Vec<u64>]) -> (Vec<u64>, Vec<Vec<u64>>) {
             continue;
         }
         let mergeable = !out_dims.is_empty()
-            && strides.iter().zip(&out_strides).all(|(s, os)| *os.last().unwrap_or(&0) == s[ax] * d);
+            && strides
+                .iter()
+                .zip(&out_strides)
+                .all(|(s, os)| *os.last().unwrap_or(&0) == s[ax] * d);
         if mergeable {
             let last = out_dims.len() - 1;
             out_dims[last] *= d;
@@ -218,7 +243,11 @@ pub fn emit_elementwise(
     }
     let blocked = operands.iter().any(|o| o.block.is_some());
     let all_strides: Vec<Vec<u64>> = operands.iter().map(|o| o.strides.clone()).collect();
-    let (dims, strides) = if blocked { (out_dims.to_vec(), all_strides) } else { coalesce(out_dims, &all_strides) };
+    let (dims, strides) = if blocked {
+        (out_dims.to_vec(), all_strides)
+    } else {
+        coalesce(out_dims, &all_strides)
+    };
     let flat_strides = self::strides(&dims);
     let kinds: Vec<IndexKind> = operands
         .iter()
@@ -267,7 +296,11 @@ pub fn emit_elementwise(
 
     // One element (or one vector of `l` elements) at flat index `i`.
     let emit_at = |b: &mut KernelBuilder, i: Val, l: u16| {
-        let coords = if kinds.contains(&IndexKind::Strided) { unravel(b, i, &dims) } else { Vec::new() };
+        let coords = if kinds.contains(&IndexKind::Strided) {
+            unravel(b, i, &dims)
+        } else {
+            Vec::new()
+        };
         let mut vals = Vec::with_capacity(operands.len());
         for (k, o) in operands.iter().enumerate() {
             let v = match kinds[k] {

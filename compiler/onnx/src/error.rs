@@ -12,7 +12,12 @@ pub enum OnnxError {
 
     /// An op Tessera does not implement. Maps to CLI exit code 3.
     #[error("unsupported op `{op_type}` (domain \"{domain}\", opset {opset}) at node \"{node}\"")]
-    Unsupported { op_type: String, domain: String, opset: i64, node: String },
+    Unsupported {
+        op_type: String,
+        domain: String,
+        opset: i64,
+        node: String,
+    },
 
     /// A supported op used in a way Tessera does not implement (an attribute, a type, a
     /// legacy semantic). Maps to CLI exit code 3 as well.
@@ -21,7 +26,11 @@ pub enum OnnxError {
 
     /// An external-data reference that cannot be used.
     #[error("tensor \"{tensor}\": external data \"{path}\": {reason}")]
-    ExternalData { tensor: String, path: String, reason: String },
+    ExternalData {
+        tensor: String,
+        path: String,
+        reason: String,
+    },
 
     #[error("{}: {source}", path.display())]
     Io {
@@ -45,12 +54,17 @@ impl OnnxError {
     pub fn is_unsupported(&self) -> bool {
         matches!(
             self,
-            OnnxError::Unsupported { .. } | OnnxError::UnsupportedFeature { .. } | OnnxError::Ir(crate::compat::IrError::Unsupported { .. })
+            OnnxError::Unsupported { .. }
+                | OnnxError::UnsupportedFeature { .. }
+                | OnnxError::Ir(crate::compat::IrError::Unsupported { .. })
         )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> OnnxError {
-        OnnxError::Io { path: path.into(), source }
+        OnnxError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

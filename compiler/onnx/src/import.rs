@@ -6,12 +6,16 @@ use crate::compat;
 use crate::dtype::{dtype_from_onnx, onnx_code_name};
 use crate::error::{OnnxError, Result};
 use crate::ops;
-use crate::proto::{attribute_proto::AttributeType, type_proto, ModelProto, NodeProto, ValueInfoProto};
+use crate::proto::{
+    attribute_proto::AttributeType, type_proto, ModelProto, NodeProto, ValueInfoProto,
+};
 use crate::tensor::{checked_dims, tensor_from_proto};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tessera_ir::{Attr, Attrs, DType, Dim, Graph, Node, Op, Shape, Tensor, TensorType, ValueId, MAX_ELEMENTS};
+use tessera_ir::{
+    Attr, Attrs, DType, Dim, Graph, Node, Op, Shape, Tensor, TensorType, ValueId, MAX_ELEMENTS,
+};
 
 /// What the caller knows about the inputs at compile time.
 #[derive(Clone, Debug, Default)]
@@ -44,25 +48,46 @@ pub fn import_bytes(bytes: &[u8], model_dir: Option<&Path>, opts: &ImportOptions
 
 /// Decodes a `ModelProto`; `file` names the source in errors.
 pub fn decode_model(bytes: &[u8], file: &str) -> Result<ModelProto> {
-    ModelProto::decode(bytes).map_err(|e| OnnxError::Decode { file: file.to_string(), reason: e.to_string() })
+    ModelProto::decode(bytes).map_err(|e| OnnxError::Decode {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Imports a decoded model.
-pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportOptions) -> Result<Graph> {
-    let gp = model.graph.as_ref().ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
+pub fn import_model(
+    model: &ModelProto,
+    model_dir: Option<&Path>,
+    opts: &ImportOptions,
+) -> Result<Graph> {
+    let gp = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
     // IR versions before 3 had no opset_import and meant opset 1 of the default domain.
     let opset = if model.opset_import.is_empty() {
         Some(1)
     } else {
-        model.opset_import.iter().find(|o| is_default_domain(&o.domain)).map(|o| o.version)
+        model
+            .opset_import
+            .iter()
+            .find(|o| is_default_domain(&o.domain))
+            .map(|o| o.version)
     };
-    let opsets = Opsets { default: opset, model };
+    let opsets = Opsets {
+        default: opset,
+        model,
+    };
 
     let mut b = Builder::new(&gp.name);
 
     // ---- values: initializers, inputs, node results ----
     if let Some(sp) = gp.sparse_initializer.first() {
-        let name = sp.values.as_ref().map(|v| v.name.clone()).unwrap_or_default();
+        let name = sp
+            .values
+            .as_ref()
+            .map(|v| v.name.clone())
+            .unwrap_or_default();
         return Err(OnnxError::UnsupportedFeature {
             at: format!("initializer \"{name}\""),
             what: "sparse initializers".into(),
@@ -89,7 +114,12 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
             ty = Some(override_shape(&vi.name, ty, dims, "input_shapes")?);
         }
         if let Some(t) = opts.bound_inputs.get(&vi.name) {
-            ty = Some(override_shape(&vi.name, ty.clone(), &t.dims, "bound_inputs")?);
+            ty = Some(override_shape(
+                &vi.name,
+                ty.clone(),
+                &t.dims,
+                "bound_inputs",
+            )?);
             if let Some(decl) = &ty {
                 if decl.dtype != t.dtype {
                     return Err(OnnxError::BadModel(format!(
@@ -104,7 +134,12 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
         b.graph.inputs.push(id);
     }
     for name in opts.input_shapes.keys().chain(opts.bound_inputs.keys()) {
-        if !b.graph.inputs.iter().any(|&i| b.graph.value(i).name == *name) {
+        if !b
+            .graph
+            .inputs
+            .iter()
+            .any(|&i| b.graph.value(i).name == *name)
+        {
             return Err(OnnxError::BadModel(format!(
                 "the options name \"{name}\", which is not a runtime input of the graph"
             )));
@@ -132,7 +167,10 @@ pub fn import_model(model: &ModelProto, model_dir: Option<&Path>, opts: &ImportO
 
     for vi in &gp.output {
         if b.sequence(&vi.name).is_some() {
-            return Err(OnnxError::UnsupportedFeature { at: format!("graph output \"{}\"", vi.name), what: "sequence values".into() });
+            return Err(OnnxError::UnsupportedFeature {
+                at: format!("graph output \"{}\"", vi.name),
+                what: "sequence values".into(),
+            });
         }
         let id = b.names.get(&vi.name).copied().ok_or_else(|| {
             OnnxError::BadModel(format!("graph output \"{}\" is never defined", vi.name))
@@ -156,15 +194,28 @@ pub(crate) struct Opsets<'m> {
 impl Opsets<'_> {
     /// The imported version of a non-default domain; 0 when it is not imported.
     pub fn of(&self, d: &str) -> i64 {
-        self.model.opset_import.iter().find(|o| o.domain == d).map_or(0, |o| o.version)
+        self.model
+            .opset_import
+            .iter()
+            .find(|o| o.domain == d)
+            .map_or(0, |o| o.version)
     }
 }
 
 /// Maps each node through the registry into `b`'s graph (the top-level graph or a subgraph
 /// body), applying its opset upgrade.
-pub(crate) fn import_nodes(b: &mut Builder, nodes: &[NodeProto], opsets: &Opsets, model_dir: Option<&Path>) -> Result<()> {
+pub(crate) fn import_nodes(
+    b: &mut Builder,
+    nodes: &[NodeProto],
+    opsets: &Opsets,
+    model_dir: Option<&Path>,
+) -> Result<()> {
     for np in nodes {
-        let domain = if np.domain == "ai.onnx" { "" } else { np.domain.as_str() };
+        let domain = if np.domain == "ai.onnx" {
+            ""
+        } else {
+            np.domain.as_str()
+        };
         let unsupported = |opset: i64| OnnxError::Unsupported {
             op_type: np.op_type.clone(),
             domain: domain.to_string(),
@@ -187,7 +238,9 @@ pub(crate) fn import_nodes(b: &mut Builder, nodes: &[NodeProto], opsets: &Opsets
             ops::sequence::import(b, np)?;
             continue;
         }
-        let entry = ops::lookup(domain, &np.op_type).filter(|_| opset > 0).ok_or_else(|| unsupported(opset))?;
+        let entry = ops::lookup(domain, &np.op_type)
+            .filter(|_| opset > 0)
+            .ok_or_else(|| unsupported(opset))?;
         let mut inputs = Vec::with_capacity(np.input.len());
         for name in &np.input {
             if name.is_empty() {
@@ -220,7 +273,8 @@ pub(crate) fn import_nodes(b: &mut Builder, nodes: &[NodeProto], opsets: &Opsets
         if crate::ops::control::has_bodies(entry.op) {
             // Bodies are imported as closed subgraphs; the outer values they read become
             // trailing operands (see tessera_ir::infer::control).
-            let captured = crate::ops::control::import_bodies(b, np, opsets, model_dir, &mut attrs)?;
+            let captured =
+                crate::ops::control::import_bodies(b, np, opsets, model_dir, &mut attrs)?;
             inputs.extend(captured.into_iter().map(Some));
         }
         for a in &np.attribute {
@@ -236,9 +290,24 @@ pub(crate) fn import_nodes(b: &mut Builder, nodes: &[NodeProto], opsets: &Opsets
             b.constant(np, &attrs, &outputs)?;
             continue;
         }
-        let node = Node { name: np.name.clone(), op: entry.op, inputs, outputs, attrs };
-        let upgrade = entry.upgrades.iter().find(|(below, _)| opset < *below).map(|(_, f)| *f);
-        let mut ctx = Ctx { b: &mut *b, opset, op_type: &np.op_type, pre: Vec::new() };
+        let node = Node {
+            name: np.name.clone(),
+            op: entry.op,
+            inputs,
+            outputs,
+            attrs,
+        };
+        let upgrade = entry
+            .upgrades
+            .iter()
+            .find(|(below, _)| opset < *below)
+            .map(|(_, f)| *f);
+        let mut ctx = Ctx {
+            b: &mut *b,
+            opset,
+            op_type: &np.op_type,
+            pre: Vec::new(),
+        };
         let node = match upgrade {
             Some(f) => f(&mut ctx, node)?,
             None => vec![node],
@@ -279,15 +348,25 @@ pub(crate) fn node_desc(np: &NodeProto) -> String {
 
 /// Applies a caller-given shape to an input's declared type: ranks must agree and fixed
 /// dims must match; symbolic ones become fixed.
-fn override_shape(name: &str, ty: Option<TensorType>, dims: &[u64], source: &str) -> Result<TensorType> {
-    let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS);
+fn override_shape(
+    name: &str,
+    ty: Option<TensorType>,
+    dims: &[u64],
+    source: &str,
+) -> Result<TensorType> {
+    let n = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS);
     if n.is_none() {
         return Err(OnnxError::BadModel(format!(
             "{source} gives input \"{name}\" shape {dims:?}, which exceeds the limit of {MAX_ELEMENTS} elements"
         )));
     }
     let Some(ty) = ty else {
-        return Err(OnnxError::BadModel(format!("input \"{name}\" has no declared element type")));
+        return Err(OnnxError::BadModel(format!(
+            "input \"{name}\" has no declared element type"
+        )));
     };
     if ty.shape.rank() != dims.len() {
         return Err(OnnxError::BadModel(format!(
@@ -335,7 +414,9 @@ fn bind_inputs(graph: &mut Graph, opts: &ImportOptions) {
         }
     }
     while let Some(v) = work.pop() {
-        let Some(seen) = decides_shape.get_mut(v.0 as usize) else { continue };
+        let Some(seen) = decides_shape.get_mut(v.0 as usize) else {
+            continue;
+        };
         if std::mem::replace(seen, true) {
             continue;
         }
@@ -347,7 +428,9 @@ fn bind_inputs(graph: &mut Graph, opts: &ImportOptions) {
         }
     }
     for &id in &graph.inputs.clone() {
-        let Some(t) = opts.bound_inputs.get(&graph.value(id).name) else { continue };
+        let Some(t) = opts.bound_inputs.get(&graph.value(id).name) else {
+            continue;
+        };
         if decides_shape[id.0 as usize] {
             graph.value_mut(id).konst = Some(t.clone());
             graph.bound_inputs.push(id);
@@ -381,7 +464,9 @@ pub(crate) fn order_nodes(graph: &mut Graph) -> Result<()> {
     for n in &graph.nodes {
         for &v in n.inputs.iter().flatten() {
             let k = v.0 as usize;
-            if !available.get(k).copied().unwrap_or(false) && producer.get(k).copied().flatten().is_none() {
+            if !available.get(k).copied().unwrap_or(false)
+                && producer.get(k).copied().flatten().is_none()
+            {
                 return Err(OnnxError::BadModel(format!(
                     "{} reads \"{}\", which nothing produces (an output dropped as training-only?)",
                     n.label(),
@@ -413,7 +498,8 @@ pub(crate) fn order_nodes(graph: &mut Graph) -> Result<()> {
             }
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| missing[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| missing[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -438,7 +524,11 @@ pub(crate) fn order_nodes(graph: &mut Graph) -> Result<()> {
                 .find(|&p| missing[p] > 0);
             let Some(next) = next else { break };
             if let Some(pos) = path.iter().position(|&p| p == next) {
-                let cycle: Vec<String> = path[pos..].iter().rev().map(|&i| graph.nodes[i].label()).collect();
+                let cycle: Vec<String> = path[pos..]
+                    .iter()
+                    .rev()
+                    .map(|&i| graph.nodes[i].label())
+                    .collect();
                 return Err(OnnxError::BadModel(format!(
                     "the graph has a cycle through {}: {}",
                     graph.nodes[next].label(),
@@ -448,22 +538,34 @@ pub(crate) fn order_nodes(graph: &mut Graph) -> Result<()> {
             path.push(next);
             cur = next;
         }
-        return Err(OnnxError::BadModel(format!("the graph has a cycle through {}", graph.nodes[start].label())));
+        return Err(OnnxError::BadModel(format!(
+            "the graph has a cycle through {}",
+            graph.nodes[start].label()
+        )));
     }
-    let mut old: Vec<Option<Node>> = std::mem::take(&mut graph.nodes).into_iter().map(Some).collect();
+    let mut old: Vec<Option<Node>> = std::mem::take(&mut graph.nodes)
+        .into_iter()
+        .map(Some)
+        .collect();
     graph.nodes = order.into_iter().filter_map(|i| old[i].take()).collect();
     Ok(())
 }
 
 /// Converts one attribute. Graph-valued attributes (If/Loop bodies) and type protos are not
 /// supported; those ops are refused before this is reached.
-fn convert_attr(a: &crate::proto::AttributeProto, np: &NodeProto, dir: Option<&Path>) -> Result<Attr> {
+fn convert_attr(
+    a: &crate::proto::AttributeProto,
+    np: &NodeProto,
+    dir: Option<&Path>,
+) -> Result<Attr> {
     let unsupported = |what: &str| OnnxError::UnsupportedFeature {
         at: format!("attribute `{}` of {}", a.name, node_desc(np)),
         what: what.to_string(),
     };
     if !a.ref_attr_name.is_empty() {
-        return Err(unsupported("attribute references (only meaningful inside functions)"));
+        return Err(unsupported(
+            "attribute references (only meaningful inside functions)",
+        ));
     }
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let ty = AttributeType::try_from(a.r#type).unwrap_or(AttributeType::Undefined);
@@ -473,15 +575,27 @@ fn convert_attr(a: &crate::proto::AttributeProto, np: &NodeProto, dir: Option<&P
         AttributeType::String => Attr::String(text(&a.s)),
         AttributeType::Tensor => match &a.t {
             Some(t) => Attr::Tensor(tensor_from_proto(t, dir)?),
-            None => return Err(OnnxError::BadModel(format!("attribute `{}` of {} has no tensor", a.name, node_desc(np)))),
+            None => {
+                return Err(OnnxError::BadModel(format!(
+                    "attribute `{}` of {} has no tensor",
+                    a.name,
+                    node_desc(np)
+                )))
+            }
         },
         AttributeType::Floats => Attr::Floats(a.floats.clone()),
         AttributeType::Ints => Attr::Ints(a.ints.clone()),
         AttributeType::Strings => Attr::Strings(a.strings.iter().map(|s| text(s)).collect()),
-        AttributeType::Graph | AttributeType::Graphs => return Err(unsupported("graph-valued attributes of this op")),
-        AttributeType::SparseTensor | AttributeType::SparseTensors => return Err(unsupported("sparse tensors")),
+        AttributeType::Graph | AttributeType::Graphs => {
+            return Err(unsupported("graph-valued attributes of this op"))
+        }
+        AttributeType::SparseTensor | AttributeType::SparseTensors => {
+            return Err(unsupported("sparse tensors"))
+        }
         AttributeType::Tensors => return Err(unsupported("tensor-list attributes")),
-        AttributeType::TypeProto | AttributeType::TypeProtos => return Err(unsupported("type attributes")),
+        AttributeType::TypeProto | AttributeType::TypeProtos => {
+            return Err(unsupported("type attributes"))
+        }
         // Very old models leave `type` unset: infer it from which field holds data.
         AttributeType::Undefined => {
             if let Some(t) = &a.t {
@@ -514,7 +628,12 @@ pub(crate) struct Builder {
 
 impl Builder {
     pub(crate) fn new(name: &str) -> Builder {
-        Builder { graph: Graph::new(name), names: HashMap::new(), fresh: 0, seqs: HashMap::new() }
+        Builder {
+            graph: Graph::new(name),
+            names: HashMap::new(),
+            fresh: 0,
+            seqs: HashMap::new(),
+        }
     }
 
     /// The tensors of sequence `name`, if it is one built in this graph.
@@ -549,7 +668,9 @@ impl Builder {
 
     pub(crate) fn define(&mut self, name: &str, id: ValueId, by: &str) -> Result<()> {
         if self.names.insert(name.to_string(), id).is_some() {
-            return Err(OnnxError::BadModel(format!("value \"{name}\" is defined twice (again by {by})")));
+            return Err(OnnxError::BadModel(format!(
+                "value \"{name}\" is defined twice (again by {by})"
+            )));
         }
         Ok(())
     }
@@ -568,21 +689,41 @@ impl Builder {
 
     /// The declared type of a value. `None` when the model leaves the type out; an error for
     /// non-tensor types (sequences, maps, optionals) and unknown element types.
-    pub(crate) fn value_type(&mut self, vi: &ValueInfoProto, what: &str) -> Result<Option<TensorType>> {
-        let unsupported = |w: String| OnnxError::UnsupportedFeature { at: format!("{what} \"{}\"", vi.name), what: w };
-        let Some(tp) = &vi.r#type else { return Ok(None) };
+    pub(crate) fn value_type(
+        &mut self,
+        vi: &ValueInfoProto,
+        what: &str,
+    ) -> Result<Option<TensorType>> {
+        let unsupported = |w: String| OnnxError::UnsupportedFeature {
+            at: format!("{what} \"{}\"", vi.name),
+            what: w,
+        };
+        let Some(tp) = &vi.r#type else {
+            return Ok(None);
+        };
         let tt = match &tp.value {
             None => return Ok(None),
             Some(type_proto::Value::TensorType(t)) => t,
-            Some(type_proto::Value::SequenceType(_)) => return Err(unsupported("sequence types".into())),
+            Some(type_proto::Value::SequenceType(_)) => {
+                return Err(unsupported("sequence types".into()))
+            }
             Some(type_proto::Value::MapType(_)) => return Err(unsupported("map types".into())),
-            Some(type_proto::Value::OptionalType(_)) => return Err(unsupported("optional types".into())),
-            Some(type_proto::Value::SparseTensorType(_)) => return Err(unsupported("sparse tensor types".into())),
+            Some(type_proto::Value::OptionalType(_)) => {
+                return Err(unsupported("optional types".into()))
+            }
+            Some(type_proto::Value::SparseTensorType(_)) => {
+                return Err(unsupported("sparse tensor types".into()))
+            }
         };
         let dtype = match dtype_from_onnx(tt.elem_type) {
             Some(d) => d,
             None if tt.elem_type == 0 => return Ok(None),
-            None => return Err(unsupported(format!("element type {}", onnx_code_name(tt.elem_type)))),
+            None => {
+                return Err(unsupported(format!(
+                    "element type {}",
+                    onnx_code_name(tt.elem_type)
+                )))
+            }
         };
         let Some(shape) = &tt.shape else {
             // Unknown rank: graph IR needs a rank, so leave the type for inference.
@@ -598,7 +739,10 @@ impl Builder {
                 Some(DV::DimValue(v)) => {
                     fixed.push(*v);
                     Dim::Fixed(u64::try_from(*v).map_err(|_| {
-                        OnnxError::BadModel(format!("{what} \"{}\" has negative dimension {v}", vi.name))
+                        OnnxError::BadModel(format!(
+                            "{what} \"{}\" has negative dimension {v}",
+                            vi.name
+                        ))
                     })?)
                 }
                 Some(DV::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
@@ -607,7 +751,8 @@ impl Builder {
             });
         }
         // An absurd static shape is refused here, before anything could be sized from it.
-        checked_dims(&fixed).map_err(|m| OnnxError::BadModel(format!("{what} \"{}\": {m}", vi.name)))?;
+        checked_dims(&fixed)
+            .map_err(|m| OnnxError::BadModel(format!("{what} \"{}\": {m}", vi.name)))?;
         Ok(Some(TensorType::new(dtype, Shape(dims))))
     }
 
@@ -630,15 +775,22 @@ impl Builder {
                 ("value_int", Attr::Int(i)) => Tensor::from_i64(vec![], &[*i]),
                 ("value_ints", Attr::Ints(i)) => Tensor::from_i64(vec![i.len() as u64], i),
                 ("value_string", Attr::String(s)) => Tensor::from_strings(vec![], vec![s.clone()]),
-                ("value_strings", Attr::Strings(s)) => Tensor::from_strings(vec![s.len() as u64], s.clone()),
+                ("value_strings", Attr::Strings(s)) => {
+                    Tensor::from_strings(vec![s.len() as u64], s.clone())
+                }
                 ("sparse_value", _) => {
-                    return Err(OnnxError::UnsupportedFeature { at: node_desc(np), what: "sparse constants".into() })
+                    return Err(OnnxError::UnsupportedFeature {
+                        at: node_desc(np),
+                        what: "sparse constants".into(),
+                    })
                 }
                 (k, _) => return Err(bad(&format!("unexpected attribute `{k}`"))),
             },
             None => return Err(bad("no value")),
         };
-        let &[out] = outputs else { return Err(bad("a Constant has exactly one result")) };
+        let &[out] = outputs else {
+            return Err(bad("a Constant has exactly one result"));
+        };
         let v = self.graph.value_mut(out);
         v.ty = Some(TensorType::fixed(t.dtype, &t.dims));
         v.konst = Some(t);
@@ -754,9 +906,17 @@ pub(crate) fn scalar_tensor(dtype: DType, v: f64) -> Option<Tensor> {
 pub fn input_names(path: &Path) -> Result<Vec<String>> {
     let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
     let model = decode_model(&bytes, &path.display().to_string())?;
-    let gp = model.graph.as_ref().ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
-    let inits: std::collections::HashSet<&str> = gp.initializer.iter().map(|t| t.name.as_str()).collect();
-    let runtime: Vec<&ValueInfoProto> = gp.input.iter().filter(|i| !inits.contains(i.name.as_str())).collect();
+    let gp = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
+    let inits: std::collections::HashSet<&str> =
+        gp.initializer.iter().map(|t| t.name.as_str()).collect();
+    let runtime: Vec<&ValueInfoProto> = gp
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .collect();
     for vi in &runtime {
         let what = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(type_proto::Value::SequenceType(_)) => "sequence types",
@@ -765,7 +925,10 @@ pub fn input_names(path: &Path) -> Result<Vec<String>> {
             Some(type_proto::Value::SparseTensorType(_)) => "sparse tensor types",
             Some(type_proto::Value::TensorType(_)) | None => continue,
         };
-        return Err(OnnxError::UnsupportedFeature { at: format!("graph input \"{}\"", vi.name), what: what.into() });
+        return Err(OnnxError::UnsupportedFeature {
+            at: format!("graph input \"{}\"", vi.name),
+            what: what.into(),
+        });
     }
     Ok(runtime.into_iter().map(|i| i.name.clone()).collect())
 }

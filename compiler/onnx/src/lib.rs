@@ -20,6 +20,11 @@ pub mod proto {
 
 pub use dtype::{dtype_from_onnx, dtype_to_onnx};
 pub use error::OnnxError;
-pub use import::{decode_model, import_bytes, import_file, import_model, input_names, ImportOptions};
+pub use import::{
+    decode_model, import_bytes, import_file, import_model, input_names, ImportOptions,
+};
 pub use ops::{registry, supported_ops, RegistryLine};
-pub use tensor::{decode_tensor, encode_tensor, read_tensor_file, tensor_from_proto, tensor_to_proto, write_tensor_file};
+pub use tensor::{
+    decode_tensor, encode_tensor, read_tensor_file, tensor_from_proto, tensor_to_proto,
+    write_tensor_file,
+};

@@ -50,7 +50,11 @@ pub fn tensor_from_proto(tp: &TensorProto, model_dir: Option<&Path>) -> Result<T
         }
         // Graph IR keeps strings as Rust `String`s; ONNX strings are byte strings, so an
         // invalid UTF-8 sequence is replaced rather than refused.
-        let strings = tp.string_data.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+        let strings = tp
+            .string_data
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
         return Ok(Tensor::from_strings(dims, strings));
     }
 
@@ -74,9 +78,10 @@ pub(crate) fn checked_dims(dims: &[i64]) -> std::result::Result<Vec<u64>, String
     let mut n: u64 = 1;
     for &d in dims {
         let d = u64::try_from(d).map_err(|_| format!("negative dimension {d} in dims {dims:?}"))?;
-        n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| {
-            format!("dims {dims:?} exceed the limit of {MAX_ELEMENTS} elements")
-        })?;
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| format!("dims {dims:?} exceed the limit of {MAX_ELEMENTS} elements"))?;
         out.push(d);
     }
     Ok(out)
@@ -91,9 +96,16 @@ fn display_name(name: &str) -> &str {
 }
 
 /// Reads data from the typed repeated fields, checking the element count first.
-fn typed_field_bytes(tp: &TensorProto, dtype: DType, n: u64) -> std::result::Result<Vec<u8>, String> {
+fn typed_field_bytes(
+    tp: &TensorProto,
+    dtype: DType,
+    n: u64,
+) -> std::result::Result<Vec<u8>, String> {
     let count_err = |field: &str, have: usize, want: u64| {
-        format!("dims {:?} of {dtype} need {want} values, {field} holds {have}", tp.dims)
+        format!(
+            "dims {:?} of {dtype} need {want} values, {field} holds {have}",
+            tp.dims
+        )
     };
     macro_rules! take {
         ($field:ident, $want:expr, |$v:ident| $conv:expr) => {{
@@ -135,7 +147,12 @@ fn typed_field_bytes(tp: &TensorProto, dtype: DType, n: u64) -> std::result::Res
 /// Resolves and reads an external-data reference. The location must be relative and stay
 /// inside the model's folder even after following symlinks: a model must not be able to make
 /// the compiler read arbitrary files.
-fn read_external(tp: &TensorProto, name: &str, model_dir: Option<&Path>, expect: u64) -> Result<Vec<u8>> {
+fn read_external(
+    tp: &TensorProto,
+    name: &str,
+    model_dir: Option<&Path>,
+    expect: u64,
+) -> Result<Vec<u8>> {
     let mut location = None;
     let mut offset: u64 = 0;
     let mut length: Option<u64> = None;
@@ -148,11 +165,19 @@ fn read_external(tp: &TensorProto, name: &str, model_dir: Option<&Path>, expect:
         match kv.key.as_str() {
             "location" => location = Some(kv.value.clone()),
             "offset" => {
-                offset = kv.value.trim().parse().map_err(|_| ext_err("", format!("bad offset \"{}\"", kv.value)))?
+                offset = kv
+                    .value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ext_err("", format!("bad offset \"{}\"", kv.value)))?
             }
             "length" => {
-                length =
-                    Some(kv.value.trim().parse().map_err(|_| ext_err("", format!("bad length \"{}\"", kv.value)))?)
+                length = Some(
+                    kv.value
+                        .trim()
+                        .parse()
+                        .map_err(|_| ext_err("", format!("bad length \"{}\"", kv.value)))?,
+                )
             }
             // `checksum` and unknown keys carry no layout information.
             _ => {}
@@ -160,23 +185,35 @@ fn read_external(tp: &TensorProto, name: &str, model_dir: Option<&Path>, expect:
     }
     let location = location.ok_or_else(|| ext_err("", "no `location` key".into()))?;
     let err = |reason: String| ext_err(&location, reason);
-    let dir = model_dir.ok_or_else(|| err("external data needs the model's folder, and none is known".into()))?;
+    let dir = model_dir
+        .ok_or_else(|| err("external data needs the model's folder, and none is known".into()))?;
     let path = resolve_inside(dir, &location).map_err(err)?;
 
     let mut file = std::fs::File::open(&path).map_err(|e| err(format!("cannot open: {e}")))?;
-    let file_len = file.metadata().map_err(|e| err(format!("cannot stat: {e}")))?.len();
+    let file_len = file
+        .metadata()
+        .map_err(|e| err(format!("cannot stat: {e}")))?
+        .len();
     let length = length.unwrap_or_else(|| file_len.saturating_sub(offset));
     if length != expect {
-        return Err(err(format!("length {length} does not match the {expect} bytes the tensor's dims need")));
+        return Err(err(format!(
+            "length {length} does not match the {expect} bytes the tensor's dims need"
+        )));
     }
-    let end = offset.checked_add(length).ok_or_else(|| err("offset + length overflows".into()))?;
+    let end = offset
+        .checked_add(length)
+        .ok_or_else(|| err("offset + length overflows".into()))?;
     if end > file_len {
-        return Err(err(format!("bytes {offset}..{end} lie past the end of the {file_len}-byte file")));
+        return Err(err(format!(
+            "bytes {offset}..{end} lie past the end of the {file_len}-byte file"
+        )));
     }
-    file.seek(SeekFrom::Start(offset)).map_err(|e| err(format!("cannot seek: {e}")))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| err(format!("cannot seek: {e}")))?;
     // `length` is bounded by MAX_ELEMENTS (via the dims) and by the file's real size.
     let mut buf = vec![0u8; length as usize];
-    file.read_exact(&mut buf).map_err(|e| err(format!("cannot read: {e}")))?;
+    file.read_exact(&mut buf)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
     Ok(buf)
 }
 
@@ -187,8 +224,15 @@ pub(crate) fn resolve_inside(dir: &Path, location: &str) -> std::result::Result<
     if location.is_empty() {
         return Err("empty location".into());
     }
-    if rel.is_absolute() || rel.has_root() || location.starts_with('/') || location.starts_with('\\') {
-        return Err("absolute locations are refused; external data must lie inside the model's folder".into());
+    if rel.is_absolute()
+        || rel.has_root()
+        || location.starts_with('/')
+        || location.starts_with('\\')
+    {
+        return Err(
+            "absolute locations are refused; external data must lie inside the model's folder"
+                .into(),
+        );
     }
     let mut depth: i64 = 0;
     for c in rel.components() {
@@ -207,10 +251,17 @@ pub(crate) fn resolve_inside(dir: &Path, location: &str) -> std::result::Result<
         }
     }
     let joined = dir.join(rel);
-    let real_dir = dir.canonicalize().map_err(|e| format!("cannot resolve the model's folder: {e}"))?;
-    let real = joined.canonicalize().map_err(|e| format!("cannot open: {e}"))?;
+    let real_dir = dir
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve the model's folder: {e}"))?;
+    let real = joined
+        .canonicalize()
+        .map_err(|e| format!("cannot open: {e}"))?;
     if !real.starts_with(&real_dir) {
-        return Err(format!("resolves to {}, outside the model's folder (via a symlink)", real.display()));
+        return Err(format!(
+            "resolves to {}, outside the model's folder (via a symlink)",
+            real.display()
+        ));
     }
     Ok(real)
 }
@@ -240,8 +291,10 @@ pub fn encode_tensor(t: &Tensor, name: &str) -> Vec<u8> {
 /// Decodes one serialized `TensorProto` (`file` names it in errors). External data is
 /// resolved relative to `dir`, if given.
 pub fn decode_tensor(bytes: &[u8], file: &str, dir: Option<&Path>) -> Result<Tensor> {
-    let tp = TensorProto::decode(bytes)
-        .map_err(|e| OnnxError::Decode { file: file.to_string(), reason: e.to_string() })?;
+    let tp = TensorProto::decode(bytes).map_err(|e| OnnxError::Decode {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })?;
     tensor_from_proto(&tp, dir)
 }
 
@@ -285,7 +338,9 @@ fn looks_like_sequence_or_optional(bytes: &[u8]) -> bool {
     let mut at = 0;
     let mut elem_type = None;
     while at < bytes.len() {
-        let Some(key) = varint(bytes, &mut at) else { return false };
+        let Some(key) = varint(bytes, &mut at) else {
+            return false;
+        };
         let (field, wire) = (key >> 3, key & 7);
         match (field, wire) {
             (2, 0) => match varint(bytes, &mut at) {
@@ -293,8 +348,13 @@ fn looks_like_sequence_or_optional(bytes: &[u8]) -> bool {
                 None => return false,
             },
             (1 | 3..=7, 2) => {
-                let Some(len) = varint(bytes, &mut at) else { return false };
-                let Some(body) = usize::try_from(len).ok().and_then(|l| bytes.get(at..at.checked_add(l)?)) else {
+                let Some(len) = varint(bytes, &mut at) else {
+                    return false;
+                };
+                let Some(body) = usize::try_from(len)
+                    .ok()
+                    .and_then(|l| bytes.get(at..at.checked_add(l)?))
+                else {
                     return false;
                 };
                 if field == 1 && !body.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
@@ -313,7 +373,10 @@ fn looks_like_sequence_or_optional(bytes: &[u8]) -> bool {
 pub fn write_tensor_file(path: impl AsRef<Path>, t: &Tensor, name: &str) -> Result<()> {
     let path = path.as_ref();
     let bytes = encode_tensor(t, name);
-    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

@@ -5,7 +5,9 @@
 mod common;
 
 use common::*;
-use tessera_onnx::proto::{tensor_proto::DataLocation, ModelProto, StringStringEntryProto, TensorProto};
+use tessera_onnx::proto::{
+    tensor_proto::DataLocation, ModelProto, StringStringEntryProto, TensorProto,
+};
 use tessera_onnx::{import_bytes, import_file, ImportOptions, OnnxError};
 
 fn err_of(m: &ModelProto) -> OnnxError {
@@ -43,7 +45,9 @@ fn truncated_protobuf() {
     let dir = TempDir::new("trunc");
     let p = dir.path().join("cut.onnx");
     std::fs::write(&p, &b[..b.len() / 2]).unwrap();
-    let e = import_file(&p, &ImportOptions::default()).unwrap_err().to_string();
+    let e = import_file(&p, &ImportOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cut.onnx"), "{e}");
     // Garbage, and a missing file.
     assert!(import_bytes(&[0xff; 64], None, &ImportOptions::default()).is_err());
@@ -131,11 +135,21 @@ fn unknown_op_names_type_domain_opset_and_node() {
     let mut m = relu_model();
     let g = m.graph.as_mut().unwrap();
     g.node[0].domain = "com.acme".into();
-    m.opset_import.push(tessera_onnx::proto::OperatorSetIdProto { domain: "com.acme".into(), version: 3 });
+    m.opset_import
+        .push(tessera_onnx::proto::OperatorSetIdProto {
+            domain: "com.acme".into(),
+            version: 3,
+        });
     let e = err_of(&m);
     let s = e.to_string();
     assert!(e.is_unsupported());
-    assert!(s.contains("Relu") && s.contains("com.acme") && s.contains("opset 3") && s.contains("\"r\""), "{s}");
+    assert!(
+        s.contains("Relu")
+            && s.contains("com.acme")
+            && s.contains("opset 3")
+            && s.contains("\"r\""),
+        "{s}"
+    );
 
     // An If without its branches is a broken model, named as such.
     let e = err_of(&model(
@@ -148,7 +162,11 @@ fn unknown_op_names_type_domain_opset_and_node() {
         },
     ));
     assert!(!e.is_unsupported(), "{e}");
-    assert!(e.to_string().contains("attribute `then_branch` of If node \"branch\" must be a subgraph"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("attribute `then_branch` of If node \"branch\" must be a subgraph"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -172,7 +190,12 @@ fn mismatched_shapes() {
 fn absurd_dimension_is_refused_before_allocation() {
     // 2^40 elements declared by an initializer that holds no data: must fail on the dims,
     // not try to allocate 4 TiB.
-    let big = TensorProto { name: "huge".into(), data_type: F32, dims: vec![1 << 20, 1 << 20], ..Default::default() };
+    let big = TensorProto {
+        name: "huge".into(),
+        data_type: F32,
+        dims: vec![1 << 20, 1 << 20],
+        ..Default::default()
+    };
     let e = err_of(&model(
         17,
         G {
@@ -199,10 +222,23 @@ fn absurd_dimension_is_refused_before_allocation() {
     assert!(e.contains("\"x\"") && e.contains("limit"), "{e}");
 
     // Overflowing u64, and negative dims.
-    let t = TensorProto { name: "ovf".into(), data_type: F32, dims: vec![i64::MAX, i64::MAX, 4], ..Default::default() };
+    let t = TensorProto {
+        name: "ovf".into(),
+        data_type: F32,
+        dims: vec![i64::MAX, i64::MAX, 4],
+        ..Default::default()
+    };
     assert!(tessera_onnx::tensor_from_proto(&t, None).is_err());
-    let t = TensorProto { name: "neg".into(), data_type: F32, dims: vec![-1], ..Default::default() };
-    assert!(tessera_onnx::tensor_from_proto(&t, None).unwrap_err().to_string().contains("neg"));
+    let t = TensorProto {
+        name: "neg".into(),
+        data_type: F32,
+        dims: vec![-1],
+        ..Default::default()
+    };
+    assert!(tessera_onnx::tensor_from_proto(&t, None)
+        .unwrap_err()
+        .to_string()
+        .contains("neg"));
 
     // A result that would be huge: Expand to 2^40 elements.
     let e = err_of(&model(
@@ -221,20 +257,42 @@ fn absurd_dimension_is_refused_before_allocation() {
 #[test]
 fn element_count_mismatch_names_the_tensor() {
     let t = f32_init("w", &[2, 3], &[1., 2., 3., 4., 5.]);
-    let e = tessera_onnx::tensor_from_proto(&t, None).unwrap_err().to_string();
-    assert!(e.contains("\"w\"") && e.contains('6') && e.contains('5'), "{e}");
-    let t = TensorProto { name: "r".into(), data_type: F32, dims: vec![3], raw_data: vec![0; 11], ..Default::default() };
-    let e = tessera_onnx::tensor_from_proto(&t, None).unwrap_err().to_string();
+    let e = tessera_onnx::tensor_from_proto(&t, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"w\"") && e.contains('6') && e.contains('5'),
+        "{e}"
+    );
+    let t = TensorProto {
+        name: "r".into(),
+        data_type: F32,
+        dims: vec![3],
+        raw_data: vec![0; 11],
+        ..Default::default()
+    };
+    let e = tessera_onnx::tensor_from_proto(&t, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("\"r\"") && e.contains("11"), "{e}");
 }
 
 // ---- external data ----
 
 fn external(name: &str, location: &str, offset: Option<u64>, n: i64) -> TensorProto {
-    let mut kv = vec![StringStringEntryProto { key: "location".into(), value: location.into() }];
+    let mut kv = vec![StringStringEntryProto {
+        key: "location".into(),
+        value: location.into(),
+    }];
     if let Some(o) = offset {
-        kv.push(StringStringEntryProto { key: "offset".into(), value: o.to_string() });
-        kv.push(StringStringEntryProto { key: "length".into(), value: (n * 4).to_string() });
+        kv.push(StringStringEntryProto {
+            key: "offset".into(),
+            value: o.to_string(),
+        });
+        kv.push(StringStringEntryProto {
+            key: "length".into(),
+            value: (n * 4).to_string(),
+        });
     }
     TensorProto {
         name: name.into(),
@@ -273,14 +331,23 @@ fn external_data_inside_the_folder_is_read() {
         data.extend_from_slice(&v.to_le_bytes());
     }
     std::fs::write(dir.path().join("weights/w.bin"), &data).unwrap();
-    let p = write_model(dir.path(), &ext_model(external("w", "weights/w.bin", Some(8), 4)));
+    let p = write_model(
+        dir.path(),
+        &ext_model(external("w", "weights/w.bin", Some(8), 4)),
+    );
     let g = import_file(&p, &ImportOptions::default()).unwrap();
     let w = g.find_value("w").unwrap();
-    assert_eq!(g.konst(w).unwrap().to_f64_vec().unwrap(), vec![1., 2., 3., 4.]);
+    assert_eq!(
+        g.konst(w).unwrap().to_f64_vec().unwrap(),
+        vec![1., 2., 3., 4.]
+    );
 
     // Without offset/length the whole file is the tensor; `a/../` that stays inside is fine.
     std::fs::write(dir.path().join("w2.bin"), &data[8..]).unwrap();
-    let p = write_model(dir.path(), &ext_model(external("w", "weights/../w2.bin", None, 4)));
+    let p = write_model(
+        dir.path(),
+        &ext_model(external("w", "weights/../w2.bin", None, 4)),
+    );
     assert!(import_file(&p, &ImportOptions::default()).is_ok());
 }
 
@@ -311,7 +378,9 @@ fn external_data_bad_paths_are_refused() {
     {
         std::os::unix::fs::symlink(outer.path().join("secret.bin"), dir.join("link.bin")).unwrap();
         let p = write_model(&dir, &ext_model(external("w", "link.bin", None, 4)));
-        let e = import_file(&p, &ImportOptions::default()).unwrap_err().to_string();
+        let e = import_file(&p, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
         eprintln!("corpus: {e}");
         assert!(e.contains("link.bin") && e.contains("outside"), "{e}");
     }
@@ -319,12 +388,22 @@ fn external_data_bad_paths_are_refused() {
     // Length that does not match the dims, and a range past the end of the file.
     std::fs::write(dir.join("short.bin"), [0u8; 12]).unwrap();
     let p = write_model(&dir, &ext_model(external("w", "short.bin", None, 4)));
-    assert!(import_file(&p, &ImportOptions::default()).unwrap_err().to_string().contains("16"));
+    assert!(import_file(&p, &ImportOptions::default())
+        .unwrap_err()
+        .to_string()
+        .contains("16"));
     let p = write_model(&dir, &ext_model(external("w", "short.bin", Some(4), 4)));
-    assert!(import_file(&p, &ImportOptions::default()).unwrap_err().to_string().contains("past the end"));
+    assert!(import_file(&p, &ImportOptions::default())
+        .unwrap_err()
+        .to_string()
+        .contains("past the end"));
 
     // From bytes with no folder: external data cannot be resolved.
-    let e = import_bytes(&bytes(&ext_model(external("w", "w.bin", None, 4))), None, &ImportOptions::default())
-        .unwrap_err();
+    let e = import_bytes(
+        &bytes(&ext_model(external("w", "w.bin", None, 4))),
+        None,
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, OnnxError::ExternalData { .. }), "{e}");
 }

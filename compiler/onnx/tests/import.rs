@@ -21,17 +21,28 @@ fn import_opts(opset: i64, g: G, opts: &ImportOptions) -> Graph {
 
 fn only(g: &Graph, op: Op) -> &Node {
     let v: Vec<_> = g.nodes.iter().filter(|n| n.op == op).collect();
-    assert_eq!(v.len(), 1, "expected one {op} node in {:?}", g.nodes.iter().map(|n| n.op).collect::<Vec<_>>());
+    assert_eq!(
+        v.len(),
+        1,
+        "expected one {op} node in {:?}",
+        g.nodes.iter().map(|n| n.op).collect::<Vec<_>>()
+    );
     v[0]
 }
 
 fn operand_ints(g: &Graph, n: &Node, k: usize) -> Vec<i64> {
-    let id = n.input(k).unwrap_or_else(|| panic!("{} has no operand {k}", n.label()));
-    g.konst(id).and_then(|t| t.to_i64_vec()).unwrap_or_else(|| panic!("operand {k} is not constant"))
+    let id = n
+        .input(k)
+        .unwrap_or_else(|| panic!("{} has no operand {k}", n.label()));
+    g.konst(id)
+        .and_then(|t| t.to_i64_vec())
+        .unwrap_or_else(|| panic!("operand {k} is not constant"))
 }
 
 fn out_dims(g: &Graph, k: usize) -> Vec<u64> {
-    g.ty(g.outputs[k]).and_then(|t| t.shape.as_static()).expect("static output")
+    g.ty(g.outputs[k])
+        .and_then(|t| t.shape.as_static())
+        .expect("static output")
 }
 
 #[test]
@@ -49,7 +60,10 @@ fn initializers_are_constants_not_inputs() {
     assert_eq!(g.inputs.len(), 1);
     assert_eq!(g.value(g.inputs[0]).name, "x");
     let w = g.find_value("w").unwrap();
-    assert_eq!(g.konst(w).unwrap().to_f64_vec().unwrap(), vec![1., 2., 3., 4., 5., 6.]);
+    assert_eq!(
+        g.konst(w).unwrap().to_f64_vec().unwrap(),
+        vec![1., 2., 3., 4., 5., 6.]
+    );
     assert_eq!(out_dims(&g, 0), vec![2, 3]);
     assert_eq!(g.nodes[0].name, "add");
 }
@@ -66,12 +80,20 @@ fn symbolic_dims_stay_symbolic_unless_overridden() {
     let ty = g.ty(g.inputs[0]).unwrap();
     assert_eq!(ty.shape.0, vec![Dim::Sym("N".into()), Dim::Fixed(4)]);
 
-    let opts = ImportOptions { input_shapes: BTreeMap::from([("x".into(), vec![8, 4])]), ..Default::default() };
+    let opts = ImportOptions {
+        input_shapes: BTreeMap::from([("x".into(), vec![8, 4])]),
+        ..Default::default()
+    };
     let g = import_opts(17, gb(), &opts);
     assert_eq!(out_dims(&g, 0), vec![8, 4]);
 
-    let bad = ImportOptions { input_shapes: BTreeMap::from([("x".into(), vec![8, 5])]), ..Default::default() };
-    let err = import_bytes(&bytes(&model(17, gb())), None, &bad).unwrap_err().to_string();
+    let bad = ImportOptions {
+        input_shapes: BTreeMap::from([("x".into(), vec![8, 5])]),
+        ..Default::default()
+    };
+    let err = import_bytes(&bytes(&model(17, gb())), None, &bad)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("\"x\""), "{err}");
 }
 
@@ -85,7 +107,10 @@ fn bound_input_feeding_a_shape_operand_is_bound() {
     };
     let shape = Tensor::from_i64(vec![2], &[3, 2]);
     let opts = ImportOptions {
-        bound_inputs: BTreeMap::from([("s".into(), shape.clone()), ("x".into(), Tensor::from_f32(vec![2, 3], &[0.; 6]))]),
+        bound_inputs: BTreeMap::from([
+            ("s".into(), shape.clone()),
+            ("x".into(), Tensor::from_f32(vec![2, 3], &[0.; 6])),
+        ]),
         ..Default::default()
     };
     let g = import_opts(17, gb(), &opts);
@@ -105,8 +130,20 @@ fn constant_nodes_become_constants() {
         17,
         G {
             nodes: vec![
-                node("Constant", "c", &[], &["k"], vec![a_tensor("value", f32_init("", &[3], &[1., 2., 3.]))]),
-                node("Constant", "c2", &[], &["axes"], vec![a_ints("value_ints", &[0])]),
+                node(
+                    "Constant",
+                    "c",
+                    &[],
+                    &["k"],
+                    vec![a_tensor("value", f32_init("", &[3], &[1., 2., 3.]))],
+                ),
+                node(
+                    "Constant",
+                    "c2",
+                    &[],
+                    &["axes"],
+                    vec![a_ints("value_ints", &[0])],
+                ),
                 node("Mul", "m", &["x", "k"], &["y"], vec![]),
                 node("Unsqueeze", "u", &["y", "axes"], &["z"], vec![]),
             ],
@@ -124,7 +161,13 @@ fn clip_before_11_moves_min_max_to_operands() {
     let g = import(
         6,
         G {
-            nodes: vec![node("Clip", "c", &["x"], &["y"], vec![a_float("min", -1.0), a_float("max", 2.5)])],
+            nodes: vec![node(
+                "Clip",
+                "c",
+                &["x"],
+                &["y"],
+                vec![a_float("min", -1.0), a_float("max", 2.5)],
+            )],
             inputs: vec![fixed("x", F32, &[4])],
             outputs: vec![out("y")],
             inits: vec![],
@@ -148,7 +191,11 @@ fn clip_min_of_untyped_value_goes_through_castlike() {
                 node("Relu", "r", &["x"], &["t"], vec![]),
                 node("Clip", "c", &["t"], &["y"], vec![a_float("max", 6.0)]),
             ],
-            inputs: vec![fixed("x", tessera_onnx::dtype_to_onnx(tessera_ir::DType::F16), &[4])],
+            inputs: vec![fixed(
+                "x",
+                tessera_onnx::dtype_to_onnx(tessera_ir::DType::F16),
+                &[4],
+            )],
             outputs: vec![out("y")],
             inits: vec![],
         },
@@ -161,11 +208,22 @@ fn clip_min_of_untyped_value_goes_through_castlike() {
 
 #[test]
 fn reduce_axes_attribute_becomes_operand() {
-    for (op, opset) in [("ReduceSum", 12), ("ReduceMean", 17), ("ReduceMax", 13), ("ReduceL2", 11)] {
+    for (op, opset) in [
+        ("ReduceSum", 12),
+        ("ReduceMean", 17),
+        ("ReduceMax", 13),
+        ("ReduceL2", 11),
+    ] {
         let g = import(
             opset,
             G {
-                nodes: vec![node(op, "r", &["x"], &["y"], vec![a_ints("axes", &[1]), a_int("keepdims", 0)])],
+                nodes: vec![node(
+                    op,
+                    "r",
+                    &["x"],
+                    &["y"],
+                    vec![a_ints("axes", &[1]), a_int("keepdims", 0)],
+                )],
                 inputs: vec![fixed("x", F32, &[2, 3, 4])],
                 outputs: vec![out("y")],
                 inits: vec![],
@@ -180,7 +238,13 @@ fn reduce_axes_attribute_becomes_operand() {
     let g = import(
         13,
         G {
-            nodes: vec![node("ReduceSum", "r", &["x"], &["y"], vec![a_int("keepdims", 0)])],
+            nodes: vec![node(
+                "ReduceSum",
+                "r",
+                &["x"],
+                &["y"],
+                vec![a_int("keepdims", 0)],
+            )],
             inputs: vec![fixed("x", F32, &[2, 3])],
             outputs: vec![out("y")],
             inits: vec![],
@@ -195,7 +259,13 @@ fn squeeze_unsqueeze_axes_attribute_becomes_operand() {
         11,
         G {
             nodes: vec![
-                node("Unsqueeze", "u", &["x"], &["t"], vec![a_ints("axes", &[0, 3])]),
+                node(
+                    "Unsqueeze",
+                    "u",
+                    &["x"],
+                    &["t"],
+                    vec![a_ints("axes", &[0, 3])],
+                ),
                 node("Squeeze", "s", &["t"], &["y"], vec![a_ints("axes", &[0])]),
             ],
             inputs: vec![fixed("x", F32, &[2, 3])],
@@ -212,7 +282,13 @@ fn split_attribute_becomes_operand_and_equal_split_gets_num_outputs() {
     let g = import(
         11,
         G {
-            nodes: vec![node("Split", "s", &["x"], &["a", "b"], vec![a_int("axis", 1), a_ints("split", &[1, 3])])],
+            nodes: vec![node(
+                "Split",
+                "s",
+                &["x"],
+                &["a", "b"],
+                vec![a_int("axis", 1), a_ints("split", &[1, 3])],
+            )],
             inputs: vec![fixed("x", F32, &[2, 4])],
             outputs: vec![out("a"), out("b")],
             inits: vec![],
@@ -224,7 +300,13 @@ fn split_attribute_becomes_operand_and_equal_split_gets_num_outputs() {
     let g = import(
         13,
         G {
-            nodes: vec![node("Split", "s", &["x"], &["a", "b"], vec![a_int("axis", 1)])],
+            nodes: vec![node(
+                "Split",
+                "s",
+                &["x"],
+                &["a", "b"],
+                vec![a_int("axis", 1)],
+            )],
             inputs: vec![fixed("x", F32, &[2, 4])],
             outputs: vec![out("a"), out("b")],
             inits: vec![],
@@ -239,7 +321,13 @@ fn pad_before_11_moves_pads_and_value_to_operands() {
     let g = import(
         2,
         G {
-            nodes: vec![node("Pad", "p", &["x"], &["y"], vec![a_ints("pads", &[0, 1, 0, 2]), a_float("value", 1.5)])],
+            nodes: vec![node(
+                "Pad",
+                "p",
+                &["x"],
+                &["y"],
+                vec![a_ints("pads", &[0, 1, 0, 2]), a_float("value", 1.5)],
+            )],
             inputs: vec![fixed("x", F32, &[2, 3])],
             outputs: vec![out("y")],
             inits: vec![],
@@ -247,7 +335,10 @@ fn pad_before_11_moves_pads_and_value_to_operands() {
     );
     let n = only(&g, Op::Pad);
     assert_eq!(operand_ints(&g, n, 1), vec![0, 1, 0, 2]);
-    assert_eq!(g.konst(n.input(2).unwrap()).unwrap().to_f64_vec().unwrap(), vec![1.5]);
+    assert_eq!(
+        g.konst(n.input(2).unwrap()).unwrap().to_f64_vec().unwrap(),
+        vec![1.5]
+    );
     assert_eq!(out_dims(&g, 0), vec![2, 6]);
 }
 
@@ -261,7 +352,11 @@ fn slice_before_10_moves_attributes_to_operands() {
                 "s",
                 &["x"],
                 &["y"],
-                vec![a_ints("starts", &[1]), a_ints("ends", &[3]), a_ints("axes", &[1])],
+                vec![
+                    a_ints("starts", &[1]),
+                    a_ints("ends", &[3]),
+                    a_ints("axes", &[1]),
+                ],
             )],
             inputs: vec![fixed("x", F32, &[2, 5])],
             outputs: vec![out("y")],
@@ -280,7 +375,13 @@ fn upsample_becomes_resize_and_resize_10_moves_scales() {
     let g = import(
         9,
         G {
-            nodes: vec![node("Upsample", "u", &["x", "sc"], &["y"], vec![a_str("mode", "nearest")])],
+            nodes: vec![node(
+                "Upsample",
+                "u",
+                &["x", "sc"],
+                &["y"],
+                vec![a_str("mode", "nearest")],
+            )],
             inputs: vec![fixed("x", F32, &[1, 1, 2, 2])],
             outputs: vec![out("y")],
             inits: vec![f32_init("sc", &[4], &[1., 1., 2., 3.])],
@@ -289,13 +390,22 @@ fn upsample_becomes_resize_and_resize_10_moves_scales() {
     let n = only(&g, Op::Resize);
     assert!(n.input(1).is_none());
     assert!(n.input(2).is_some());
-    assert_eq!(n.attr_str("coordinate_transformation_mode"), Some("asymmetric"));
+    assert_eq!(
+        n.attr_str("coordinate_transformation_mode"),
+        Some("asymmetric")
+    );
     assert_eq!(out_dims(&g, 0), vec![1, 1, 4, 6]);
 
     let g = import(
         7,
         G {
-            nodes: vec![node("Upsample", "u", &["x"], &["y"], vec![a_floats("scales", &[1., 1., 2., 2.])])],
+            nodes: vec![node(
+                "Upsample",
+                "u",
+                &["x"],
+                &["y"],
+                vec![a_floats("scales", &[1., 1., 2., 2.])],
+            )],
             inputs: vec![fixed("x", F32, &[1, 1, 2, 2])],
             outputs: vec![out("y")],
             inits: vec![],
@@ -306,7 +416,13 @@ fn upsample_becomes_resize_and_resize_10_moves_scales() {
     let g = import(
         10,
         G {
-            nodes: vec![node("Resize", "r", &["x", "sc"], &["y"], vec![a_str("mode", "linear")])],
+            nodes: vec![node(
+                "Resize",
+                "r",
+                &["x", "sc"],
+                &["y"],
+                vec![a_str("mode", "linear")],
+            )],
             inputs: vec![fixed("x", F32, &[1, 1, 2, 2])],
             outputs: vec![out("y")],
             inits: vec![f32_init("sc", &[4], &[1., 1., 2., 2.])],
@@ -328,7 +444,11 @@ fn batchnorm_legacy_attributes_are_dropped() {
                 "bn",
                 &["x", "s", "b", "m", "v"],
                 &["y"],
-                vec![a_int("spatial", 1), a_float("epsilon", 1e-5), a_float("momentum", 0.9)],
+                vec![
+                    a_int("spatial", 1),
+                    a_float("epsilon", 1e-5),
+                    a_float("momentum", 0.9),
+                ],
             )],
             inputs: vec![fixed("x", F32, &[1, 2, 3])],
             outputs: vec![out("y")],
@@ -350,14 +470,23 @@ fn dropout_ratio_attribute_becomes_operand() {
     let g = import(
         10,
         G {
-            nodes: vec![node("Dropout", "d", &["x"], &["y"], vec![a_float("ratio", 0.25)])],
+            nodes: vec![node(
+                "Dropout",
+                "d",
+                &["x"],
+                &["y"],
+                vec![a_float("ratio", 0.25)],
+            )],
             inputs: vec![fixed("x", F32, &[3])],
             outputs: vec![out("y")],
             inits: vec![],
         },
     );
     let n = only(&g, Op::Dropout);
-    assert_eq!(g.konst(n.input(1).unwrap()).unwrap().to_f64_vec().unwrap(), vec![0.25]);
+    assert_eq!(
+        g.konst(n.input(1).unwrap()).unwrap().to_f64_vec().unwrap(),
+        vec![0.25]
+    );
 }
 
 #[test]
@@ -379,7 +508,11 @@ fn softmax_before_13_coerces_to_2d() {
     assert_eq!(out_dims(&g, 0), vec![2, 3, 4]);
 
     // On the last axis the semantics coincide: one node.
-    for (op, ir) in [("Softmax", Op::Softmax), ("LogSoftmax", Op::LogSoftmax), ("Hardmax", Op::Hardmax)] {
+    for (op, ir) in [
+        ("Softmax", Op::Softmax),
+        ("LogSoftmax", Op::LogSoftmax),
+        ("Hardmax", Op::Hardmax),
+    ] {
         let g = import(
             11,
             G {
@@ -399,7 +532,13 @@ fn cast_before_6_takes_a_type_name() {
     let g = import(
         5,
         G {
-            nodes: vec![node("Cast", "c", &["x"], &["y"], vec![a_str("to", "INT64")])],
+            nodes: vec![node(
+                "Cast",
+                "c",
+                &["x"],
+                &["y"],
+                vec![a_str("to", "INT64")],
+            )],
             inputs: vec![fixed("x", F32, &[3])],
             outputs: vec![out("y")],
             inits: vec![],
@@ -413,7 +552,10 @@ fn nodes_out_of_order_are_sorted() {
     let g = import(
         17,
         G {
-            nodes: vec![node("Relu", "second", &["t"], &["y"], vec![]), node("Neg", "first", &["x"], &["t"], vec![])],
+            nodes: vec![
+                node("Relu", "second", &["t"], &["y"], vec![]),
+                node("Neg", "first", &["x"], &["t"], vec![]),
+            ],
             inputs: vec![fixed("x", F32, &[3])],
             outputs: vec![out("y")],
             inits: vec![],
@@ -452,20 +594,32 @@ fn input_names_refuses_non_tensor_runtime_inputs() {
         inits: vec![],
     };
     std::fs::write(&p, bytes(&model(17, g()))).unwrap();
-    assert_eq!(tessera_onnx::input_names(&p).unwrap(), vec!["x".to_string()]);
+    assert_eq!(
+        tessera_onnx::input_names(&p).unwrap(),
+        vec!["x".to_string()]
+    );
 
     let mut gs = g();
     let seq = TypeProto {
-        value: Some(type_proto::Value::SequenceType(Box::new(type_proto::Sequence {
-            elem_type: fixed("e", F32, &[2]).r#type.map(Box::new),
-        }))),
+        value: Some(type_proto::Value::SequenceType(Box::new(
+            type_proto::Sequence {
+                elem_type: fixed("e", F32, &[2]).r#type.map(Box::new),
+            },
+        ))),
         denotation: String::new(),
     };
-    gs.inputs.push(ValueInfoProto { name: "seq".into(), r#type: Some(seq), ..Default::default() });
+    gs.inputs.push(ValueInfoProto {
+        name: "seq".into(),
+        r#type: Some(seq),
+        ..Default::default()
+    });
     std::fs::write(&p, bytes(&model(17, gs))).unwrap();
     let e = tessera_onnx::input_names(&p).unwrap_err();
     assert!(e.is_unsupported(), "{e}");
-    assert_eq!(e.to_string(), "unsupported feature at graph input \"seq\": sequence types");
+    assert_eq!(
+        e.to_string(),
+        "unsupported feature at graph input \"seq\": sequence types"
+    );
 }
 
 #[test]
@@ -474,7 +628,13 @@ fn add_before_7_with_axis_aligns_b_at_that_axis() {
     let g = import(
         6,
         G {
-            nodes: vec![node("Add", "add", &["a", "b"], &["y"], vec![a_int("broadcast", 1), a_int("axis", 1)])],
+            nodes: vec![node(
+                "Add",
+                "add",
+                &["a", "b"],
+                &["y"],
+                vec![a_int("broadcast", 1), a_int("axis", 1)],
+            )],
             inputs: vec![fixed("a", F32, &[2, 3, 4]), fixed("b", F32, &[3])],
             outputs: vec![out("y")],
             inits: vec![],
@@ -494,7 +654,13 @@ fn add_before_7_with_an_axis_outside_a_is_bad_input() {
         &bytes(&model(
             6,
             G {
-                nodes: vec![node("Add", "add", &["a", "b"], &["y"], vec![a_int("broadcast", 1), a_int("axis", 2)])],
+                nodes: vec![node(
+                    "Add",
+                    "add",
+                    &["a", "b"],
+                    &["y"],
+                    vec![a_int("broadcast", 1), a_int("axis", 2)],
+                )],
                 inputs: vec![fixed("a", F32, &[2, 3]), fixed("b", F32, &[3])],
                 outputs: vec![out("y")],
                 inits: vec![],
@@ -504,8 +670,15 @@ fn add_before_7_with_an_axis_outside_a_is_bad_input() {
         &ImportOptions::default(),
     )
     .unwrap_err();
-    assert!(matches!(err, tessera_onnx::OnnxError::BadModel(_)), "{err:?}");
-    assert!(err.to_string().contains("Add node \"add\": `axis` 2 does not place operand B"), "{err}");
+    assert!(
+        matches!(err, tessera_onnx::OnnxError::BadModel(_)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("Add node \"add\": `axis` 2 does not place operand B"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -520,7 +693,14 @@ fn prelu_before_7_has_a_per_channel_slope() {
         },
     );
     let p = only(&g, Op::PRelu);
-    assert_eq!(g.ty(p.input(1).unwrap()).unwrap().shape.as_static().unwrap(), vec![3, 1, 1]);
+    assert_eq!(
+        g.ty(p.input(1).unwrap())
+            .unwrap()
+            .shape
+            .as_static()
+            .unwrap(),
+        vec![3, 1, 1]
+    );
     assert_eq!(out_dims(&g, 0), vec![2, 3, 4, 5]);
 }
 
@@ -548,21 +728,44 @@ fn sequences_built_in_the_graph_resolve_to_tensor_ops() {
         G {
             nodes: vec![
                 node("SequenceConstruct", "mk", &["a", "b"], &["s1"], vec![]),
-                node("SequenceInsert", "ins", &["s1", "c", "one"], &["s2"], vec![]),
+                node(
+                    "SequenceInsert",
+                    "ins",
+                    &["s1", "c", "one"],
+                    &["s2"],
+                    vec![],
+                ),
                 node("SequenceAt", "at", &["s2", "one"], &["y"], vec![]),
                 node("SequenceLength", "len", &["s2"], &["n"], vec![]),
-                node("ConcatFromSequence", "cat", &["s2"], &["all"], vec![a_int("axis", 0)]),
+                node(
+                    "ConcatFromSequence",
+                    "cat",
+                    &["s2"],
+                    &["all"],
+                    vec![a_int("axis", 0)],
+                ),
             ],
-            inputs: vec![fixed("a", F32, &[2]), fixed("b", F32, &[2]), fixed("c", F32, &[2])],
+            inputs: vec![
+                fixed("a", F32, &[2]),
+                fixed("b", F32, &[2]),
+                fixed("c", F32, &[2]),
+            ],
             outputs: vec![out("y"), out("n"), out("all")],
             inits: vec![i64_init("one", &[], &[1])],
         },
     );
     let id = only(&g, Op::Identity);
     assert_eq!(g.value(id.input(0).unwrap()).name, "c");
-    assert_eq!(g.konst(g.outputs[1]).unwrap().to_i64_vec().unwrap(), vec![3]);
+    assert_eq!(
+        g.konst(g.outputs[1]).unwrap().to_i64_vec().unwrap(),
+        vec![3]
+    );
     let cat = only(&g, Op::Concat);
-    let names: Vec<&str> = cat.inputs.iter().map(|v| g.value(v.unwrap()).name.as_str()).collect();
+    let names: Vec<&str> = cat
+        .inputs
+        .iter()
+        .map(|v| g.value(v.unwrap()).name.as_str())
+        .collect();
     assert_eq!(names, ["a", "c", "b"]);
     assert_eq!(out_dims(&g, 2), vec![6]);
 }
@@ -584,7 +787,10 @@ fn a_sequence_graph_output_is_unsupported() {
     )
     .unwrap_err();
     assert!(err.is_unsupported(), "{err}");
-    assert_eq!(err.to_string(), "unsupported feature at graph output \"s\": sequence values");
+    assert_eq!(
+        err.to_string(),
+        "unsupported feature at graph output \"s\": sequence values"
+    );
 }
 
 #[test]
@@ -594,10 +800,28 @@ fn exported_pad_amounts_fold_through_reshape_slice_transpose_cast() {
         17,
         G {
             nodes: vec![
-                node("Concat", "cat", &["torch_pads", "zeros"], &["all"], vec![a_int("axis", 0)]),
+                node(
+                    "Concat",
+                    "cat",
+                    &["torch_pads", "zeros"],
+                    &["all"],
+                    vec![a_int("axis", 0)],
+                ),
                 node("Reshape", "pairs", &["all", "pair_shape"], &["p"], vec![]),
-                node("Slice", "rev", &["p", "st", "en", "ax", "step"], &["r"], vec![]),
-                node("Transpose", "tr", &["r"], &["t"], vec![a_ints("perm", &[1, 0])]),
+                node(
+                    "Slice",
+                    "rev",
+                    &["p", "st", "en", "ax", "step"],
+                    &["r"],
+                    vec![],
+                ),
+                node(
+                    "Transpose",
+                    "tr",
+                    &["r"],
+                    &["t"],
+                    vec![a_ints("perm", &[1, 0])],
+                ),
                 node("Reshape", "flat", &["t", "flat_shape"], &["f"], vec![]),
                 node("Cast", "cast", &["f"], &["pads"], vec![a_int("to", 7)]),
                 node("Pad", "pad", &["x", "pads"], &["y"], vec![]),

@@ -10,11 +10,19 @@ use tessera_onnx::{decode_model, import_file, read_tensor_file, ImportOptions};
 
 fn options_for(dir: &Path) -> ImportOptions {
     let mut opts = ImportOptions::default();
-    let Ok(bytes) = std::fs::read(dir.join("model.onnx")) else { return opts };
-    let Ok(m) = decode_model(&bytes, "model.onnx") else { return opts };
+    let Ok(bytes) = std::fs::read(dir.join("model.onnx")) else {
+        return opts;
+    };
+    let Ok(m) = decode_model(&bytes, "model.onnx") else {
+        return opts;
+    };
     let Some(g) = m.graph else { return opts };
     let inits: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let names = g.input.iter().map(|v| v.name.clone()).filter(|n| !inits.contains(&n.as_str()));
+    let names = g
+        .input
+        .iter()
+        .map(|v| v.name.clone())
+        .filter(|n| !inits.contains(&n.as_str()));
     for (k, name) in names.enumerate() {
         if let Ok(t) = read_tensor_file(dir.join("test_data_set_0").join(format!("input_{k}.pb"))) {
             opts.bound_inputs.insert(name, t);
@@ -66,9 +74,16 @@ fn sweep_node_tests() {
         eprintln!("unsupported {n:4}  {k}");
     }
     for (msg, tests) in &errors {
-        eprintln!("ERROR {} [{}]: {msg}", tests.len(), tests.first().map_or("", |s| s.as_str()));
+        eprintln!(
+            "ERROR {} [{}]: {msg}",
+            tests.len(),
+            tests.first().map_or("", |s| s.as_str())
+        );
     }
     let nerr: usize = errors.values().map(|v| v.len()).sum();
-    eprintln!("{} models: {ok} imported, {unsupported} unsupported, {nerr} errors, {panics} panics", dirs.len());
+    eprintln!(
+        "{} models: {ok} imported, {unsupported} unsupported, {nerr} errors, {panics} panics",
+        dirs.len()
+    );
     assert_eq!(panics, 0);
 }

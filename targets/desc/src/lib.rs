@@ -59,15 +59,26 @@ pub enum TargetError {
     Desc { path: String, message: String },
     /// The kernel uses something the target cannot run (a dtype, an mma pair, a construct).
     #[error("target `{target}` cannot compile kernel `{kernel}`: {message}")]
-    Unsupported { target: String, kernel: String, message: String },
+    Unsupported {
+        target: String,
+        kernel: String,
+        message: String,
+    },
     #[error("target `{target}` failed to compile kernel `{kernel}`: {message}")]
-    Codegen { target: String, kernel: String, message: String },
+    Codegen {
+        target: String,
+        kernel: String,
+        message: String,
+    },
 }
 
 impl TargetDesc {
     /// Parses a `target.toml`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &str) -> Result<TargetDesc, TargetError> {
-        toml::from_str(text).map_err(|e| TargetError::Desc { path: path.to_string(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| TargetError::Desc {
+            path: path.to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Whether the matrix unit runs `a x b -> acc` natively.

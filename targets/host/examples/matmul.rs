@@ -93,10 +93,20 @@ fn main() {
     let host = Host::native().expect("host target");
     let device = HostDevice::new();
     let bytes = (n * n * 4) as usize;
-    let av: Vec<u8> = (0..n * n).flat_map(|i| ((i % 7) as f32 * 0.5).to_le_bytes()).collect();
-    let bv: Vec<u8> = (0..n * n).flat_map(|i| ((i % 5) as f32 - 2.0).to_le_bytes()).collect();
+    let av: Vec<u8> = (0..n * n)
+        .flat_map(|i| ((i % 7) as f32 * 0.5).to_le_bytes())
+        .collect();
+    let bv: Vec<u8> = (0..n * n)
+        .flat_map(|i| ((i % 5) as f32 - 2.0).to_le_bytes())
+        .collect();
     let mut reference = None;
-    let kernels = [matmul(n, 1), matmul(n, 4), tiled(n, 4, 8), tiled(n, 4, 16), tiled(n, 2, 16)];
+    let kernels = [
+        matmul(n, 1),
+        matmul(n, 4),
+        tiled(n, 4, 8),
+        tiled(n, 4, 16),
+        tiled(n, 2, 16),
+    ];
     for k in kernels {
         let lanes = &k.name;
         let t = Instant::now();
@@ -120,7 +130,9 @@ fn main() {
         let t = Instant::now();
         loaded.launch(&kargs).expect("runs");
         let run = t.elapsed();
-        let single = HostDevice::with_threads(1).load(&blob.name, &blob.code).expect("loads");
+        let single = HostDevice::with_threads(1)
+            .load(&blob.name, &blob.code)
+            .expect("loads");
         let t = Instant::now();
         single.launch(&kargs).expect("runs");
         let run1 = t.elapsed();
@@ -141,6 +153,9 @@ fn main() {
         tessera_kir::run_kernel(&k, &mut [&mut a, &mut b, &mut c]).expect("interprets");
         let run = t.elapsed();
         println!("interp matmul1: run {run:?}");
-        assert!(reference.as_ref() == Some(&c), "host and interpreter disagree");
+        assert!(
+            reference.as_ref() == Some(&c),
+            "host and interpreter disagree"
+        );
     }
 }

@@ -65,14 +65,19 @@ impl BlobHeader {
     /// Splits a blob into its header and code, checking every field.
     pub fn decode(blob: &[u8]) -> Result<(BlobHeader, &[u8]), String> {
         if blob.len() < FIXED_LEN {
-            return Err(format!("host code blob is truncated: {} bytes, the header alone is {FIXED_LEN}", blob.len()));
+            return Err(format!(
+                "host code blob is truncated: {} bytes, the header alone is {FIXED_LEN}",
+                blob.len()
+            ));
         }
         if blob[0..4] != MAGIC {
             return Err("not a host code blob (bad magic)".to_string());
         }
         let version = u16::from_le_bytes([blob[4], blob[5]]);
         if version != VERSION {
-            return Err(format!("host code blob has format version {version}, this runtime reads version {VERSION}"));
+            return Err(format!(
+                "host code blob has format version {version}, this runtime reads version {VERSION}"
+            ));
         }
         let u64_at = |off: usize| -> u64 {
             let mut b = [0u8; 8];
@@ -88,12 +93,22 @@ impl BlobHeader {
             return Err(format!("host code blob claims {n} parameters (corrupt)"));
         }
         if scratch_bytes > MAX_SCRATCH {
-            return Err(format!("host code blob claims {scratch_bytes} scratch bytes per instance (corrupt)"));
+            return Err(format!(
+                "host code blob claims {scratch_bytes} scratch bytes per instance (corrupt)"
+            ));
         }
-        if grid.iter().try_fold(1u64, |acc, &g| acc.checked_mul(g)).is_none() {
-            return Err(format!("host code blob has a grid of {grid:?} points, which overflows"));
+        if grid
+            .iter()
+            .try_fold(1u64, |acc, &g| acc.checked_mul(g))
+            .is_none()
+        {
+            return Err(format!(
+                "host code blob has a grid of {grid:?} points, which overflows"
+            ));
         }
-        let expected = (FIXED_LEN as u64).checked_add(8 * n as u64).and_then(|x| x.checked_add(code_len));
+        let expected = (FIXED_LEN as u64)
+            .checked_add(8 * n as u64)
+            .and_then(|x| x.checked_add(code_len));
         if expected != Some(blob.len() as u64) {
             return Err(format!(
                 "host code blob is truncated or padded: {} bytes, its header describes {}",
@@ -106,7 +121,15 @@ impl BlobHeader {
         }
         let params_end = FIXED_LEN + 8 * n as usize;
         let param_bytes = (0..n as usize).map(|i| u64_at(FIXED_LEN + 8 * i)).collect();
-        Ok((BlobHeader { grid, scratch_bytes, work, param_bytes }, &blob[params_end..]))
+        Ok((
+            BlobHeader {
+                grid,
+                scratch_bytes,
+                work,
+                param_bytes,
+            },
+            &blob[params_end..],
+        ))
     }
 
     /// Program instances in the grid.
@@ -122,7 +145,12 @@ mod tests {
     use super::*;
 
     fn sample() -> (BlobHeader, Vec<u8>) {
-        let h = BlobHeader { grid: [2, 3, 1], scratch_bytes: 32, work: 7, param_bytes: vec![16, 48] };
+        let h = BlobHeader {
+            grid: [2, 3, 1],
+            scratch_bytes: 32,
+            work: 7,
+            param_bytes: vec![16, 48],
+        };
         let blob = h.encode(&[0xc3, 0x90]);
         (h, blob)
     }
@@ -150,16 +178,25 @@ mod tests {
         let (_, blob) = sample();
         let mut b = blob.clone();
         b[0] = b'X';
-        assert_eq!(BlobHeader::decode(&b).unwrap_err(), "not a host code blob (bad magic)");
+        assert_eq!(
+            BlobHeader::decode(&b).unwrap_err(),
+            "not a host code blob (bad magic)"
+        );
         let mut b = blob.clone();
         b[4] = 9;
-        assert!(BlobHeader::decode(&b).unwrap_err().contains("format version 9"));
+        assert!(BlobHeader::decode(&b)
+            .unwrap_err()
+            .contains("format version 9"));
         let mut b = blob.clone();
         b[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(BlobHeader::decode(&b).unwrap_err().contains("parameters (corrupt)"));
+        assert!(BlobHeader::decode(&b)
+            .unwrap_err()
+            .contains("parameters (corrupt)"));
         let mut b = blob.clone();
         b[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(BlobHeader::decode(&b).unwrap_err().contains("more than 2^64"));
+        assert!(BlobHeader::decode(&b)
+            .unwrap_err()
+            .contains("more than 2^64"));
         let mut b = blob;
         for g in 0..3 {
             b[8 + 8 * g..16 + 8 * g].copy_from_slice(&(1u64 << 30).to_le_bytes());

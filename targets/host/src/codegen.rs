@@ -20,14 +20,16 @@ use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::immediates::{Ieee32, Ieee64};
 use cranelift_codegen::ir::{
-    types, AbiParam, Block as ClBlock, BlockArg, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
-    StackSlotKind, Type, UserFuncName, Value,
+    types, AbiParam, Block as ClBlock, BlockArg, Function, InstBuilder, MemFlagsData, Signature,
+    StackSlotData, StackSlotKind, Type, UserFuncName, Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use tessera_ir::DType;
-use tessera_kir::{BinOp, Block, Buf, CmpOp, Inst, InstKind, Kernel, ReduceOp, Scalar, Ty, UnOp, Val};
+use tessera_kir::{
+    BinOp, Block, Buf, CmpOp, Inst, InstKind, Kernel, ReduceOp, Scalar, Ty, UnOp, Val,
+};
 
 /// Why a kernel did not compile; [`crate::Host`] turns it into a `TargetError`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,7 +121,11 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
         return unsupported(format!("a grid of {} axes (at most 3)", k.grid.len()));
     }
     if k.num_params > k.bufs.len() {
-        return internal(format!("{} parameters but {} buffers", k.num_params, k.bufs.len()));
+        return internal(format!(
+            "{} parameters but {} buffers",
+            k.num_params,
+            k.bufs.len()
+        ));
     }
     // Buffers of every numeric dtype are fine: the backend subset reads a low-precision or
     // sub-byte buffer through its storage view (bit patterns as u8/u16), and `address`
@@ -131,7 +137,11 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
     for (g, &e) in grid.iter_mut().zip(&k.grid) {
         *g = e;
     }
-    let param_bytes: Vec<u64> = k.params().iter().map(|b| b.dtype.storage_bytes(b.len)).collect();
+    let param_bytes: Vec<u64> = k
+        .params()
+        .iter()
+        .map(|b| b.dtype.storage_bytes(b.len))
+        .collect();
 
     // Local and shared buffers live in the scratch area, each 16-byte aligned.
     let mut offsets = vec![0u64; k.bufs.len()];
@@ -141,7 +151,9 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
         scratch = align16(scratch.saturating_add(b.dtype.storage_bytes(b.len)));
     }
     if scratch > u32::MAX as u64 {
-        return unsupported(format!("{scratch} bytes of local buffers per program instance"));
+        return unsupported(format!(
+            "{scratch} bytes of local buffers per program instance"
+        ));
     }
 
     let ptr = types::I64;
@@ -160,7 +172,8 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
     let mut bases = Vec::with_capacity(k.bufs.len());
     for (i, &off) in offsets.iter().enumerate() {
         let base = if i < k.num_params {
-            b.ins().load(ptr, mem().with_readonly(), args, (8 * i) as i32)
+            b.ins()
+                .load(ptr, mem().with_readonly(), args, (8 * i) as i32)
         } else {
             b.ins().iadd_imm_s(scratch_ptr, off as i64)
         };
@@ -189,7 +202,13 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
     b.switch_to_block(point);
     let pp = b.block_params(point).to_vec();
     let (lin, p0, p1, p2) = (pp[0], pp[1], pp[2], pp[3]);
-    let mut cg = Cg { k, b, vals: vec![None; k.vals.len()], bases, pids: [p0, p1, p2] };
+    let mut cg = Cg {
+        k,
+        b,
+        vals: vec![None; k.vals.len()],
+        bases,
+        pids: [p0, p1, p2],
+    };
     cg.zero_scratch(scratch_ptr, scratch);
     if let Some(y) = cg.block(&k.body)? {
         if !y.is_empty() {
@@ -221,7 +240,13 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
     b.ins().return_(&[]);
     b.seal_all_blocks();
     b.finalize(isa.frontend_config());
-    let compiled = Compiled { code: Vec::new(), grid, scratch_bytes: scratch, param_bytes, work: estimate_work(k) };
+    let compiled = Compiled {
+        code: Vec::new(),
+        grid,
+        scratch_bytes: scratch,
+        param_bytes,
+        work: estimate_work(k),
+    };
     Ok((func, compiled))
 }
 
@@ -256,7 +281,9 @@ fn estimate_work(k: &Kernel) -> u64 {
                     }
                 }
                 InstKind::For { body, .. } => consts(body, out),
-                InstKind::If { then_blk, else_blk, .. } => {
+                InstKind::If {
+                    then_blk, else_blk, ..
+                } => {
                     consts(then_blk, out);
                     consts(else_blk, out);
                 }
@@ -267,7 +294,9 @@ fn estimate_work(k: &Kernel) -> u64 {
     fn work(b: &Block, c: &HashMap<Val, i64>) -> u64 {
         b.insts.iter().fold(0u64, |acc, i| {
             let w = match &i.kind {
-                InstKind::For { lo, hi, step, body, .. } => {
+                InstKind::For {
+                    lo, hi, step, body, ..
+                } => {
                     let trips = match (c.get(lo), c.get(hi), c.get(step)) {
                         (Some(&l), Some(&h), Some(&s)) if s > 0 => {
                             let span = (h as i128 - l as i128).max(0);
@@ -277,7 +306,9 @@ fn estimate_work(k: &Kernel) -> u64 {
                     };
                     trips.saturating_mul(work(body, c).saturating_add(2))
                 }
-                InstKind::If { then_blk, else_blk, .. } => 1 + work(then_blk, c).max(work(else_blk, c)),
+                InstKind::If {
+                    then_blk, else_blk, ..
+                } => 1 + work(then_blk, c).max(work(else_blk, c)),
                 _ => 1,
             };
             acc.saturating_add(w)
@@ -296,11 +327,18 @@ fn float_literal_to_int(d: DType, x: f64) -> i64 {
     }
     let bits = d.bits();
     if d.is_signed_int() {
-        let (lo, hi) =
-            if bits >= 64 { (i64::MIN, i64::MAX) } else { (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1) };
+        let (lo, hi) = if bits >= 64 {
+            (i64::MIN, i64::MAX)
+        } else {
+            (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
+        };
         (x as i64).clamp(lo, hi)
     } else {
-        let hi = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        let hi = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
         (x as u64).min(hi) as i64
     }
 }
@@ -336,11 +374,21 @@ fn layout(ty: Ty) -> R<Layout> {
     let per = 128 / s.bits();
     if lanes > 1 && lanes % per == 0 {
         match s.by(per) {
-            Some(v) => return Ok(Layout { part: v, per, parts: lanes / per }),
+            Some(v) => {
+                return Ok(Layout {
+                    part: v,
+                    per,
+                    parts: lanes / per,
+                })
+            }
             None => return internal(format!("no {s}x{per} vector type")),
         }
     }
-    Ok(Layout { part: s, per: 1, parts: lanes })
+    Ok(Layout {
+        part: s,
+        per: 1,
+        parts: lanes,
+    })
 }
 
 /// How one kernel-IR value is held.
@@ -408,7 +456,11 @@ impl Cg<'_, '_> {
     /// An integer constant of scalar type `t`, wrapped to its width.
     fn iconst(&mut self, t: Type, v: i64) -> Value {
         let bits = t.bits();
-        let v = if bits < 64 { v & ((1i64 << bits) - 1) } else { v };
+        let v = if bits < 64 {
+            v & ((1i64 << bits) - 1)
+        } else {
+            v
+        };
         self.b.ins().iconst(t, v)
     }
 
@@ -443,7 +495,11 @@ impl Cg<'_, '_> {
         for &p in &r.parts {
             for i in 0..mt.lane_count() {
                 let e = self.b.ins().extractlane(p, i as u8);
-                let e8 = if mt.lane_bits() > 8 { self.b.ins().ireduce(types::I8, e) } else { e };
+                let e8 = if mt.lane_bits() > 8 {
+                    self.b.ins().ireduce(types::I8, e)
+                } else {
+                    e
+                };
                 lanes.push(self.b.ins().band_imm_s(e8, 1));
             }
         }
@@ -454,7 +510,10 @@ impl Cg<'_, '_> {
     fn scalar(&mut self, v: Val) -> R<Value> {
         let t = self.ty(v)?;
         if t.lanes != 1 {
-            return internal(format!("value %{} of type {t} is used where a scalar is expected", v.0));
+            return internal(format!(
+                "value %{} of type {t} is used where a scalar is expected",
+                v.0
+            ));
         }
         Ok(self.plain(v)?[0])
     }
@@ -509,16 +568,30 @@ impl Cg<'_, '_> {
         let lanes = self.lanes_of(&parts);
         let per = it.lane_count();
         if lanes.len() as u32 % per != 0 {
-            return internal(format!("a condition of {} lanes for values of type {vt}", lanes.len()));
+            return internal(format!(
+                "a condition of {} lanes for values of type {vt}",
+                lanes.len()
+            ));
         }
         let lt = it.lane_type();
         let mut masks = Vec::with_capacity(lanes.len());
         for l in lanes {
-            let w = if lt.bits() > 8 { self.b.ins().uextend(lt, l) } else { l };
+            let w = if lt.bits() > 8 {
+                self.b.ins().uextend(lt, l)
+            } else {
+                l
+            };
             masks.push(self.b.ins().ineg(w));
         }
         let n = masks.len() as u32 / per;
-        self.build(Layout { part: it, per, parts: n }, masks)
+        self.build(
+            Layout {
+                part: it,
+                per,
+                parts: n,
+            },
+            masks,
+        )
     }
 
     /// Zeroes the scratch area, so every program instance starts with zeroed local buffers.
@@ -543,8 +616,13 @@ impl Cg<'_, '_> {
         let at = self.b.ins().iadd(base, off);
         self.b.ins().store(mem(), zero, at, 0);
         let next = self.b.ins().iadd_imm_s(off, 16);
-        let more = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, next, bytes as i64);
-        self.b.ins().brif(more, lp, &[BlockArg::from(next)], after, &[]);
+        let more = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, next, bytes as i64);
+        self.b
+            .ins()
+            .brif(more, lp, &[BlockArg::from(next)], after, &[]);
         self.b.switch_to_block(after);
     }
 
@@ -619,17 +697,29 @@ impl Cg<'_, '_> {
             InstKind::Splat(x) => self.splat(inst, *x),
             InstKind::Extract(x, lane) => self.extract(inst, *x, *lane),
             InstKind::ReduceLanes(op, x) => self.reduce_lanes(inst, *op, *x),
-            InstKind::Math(f, _) => {
-                unsupported(format!("math routine `{f:?}` (the shared `to_backend_subset` pass expands math routines)"))
-            }
+            InstKind::Math(f, _) => unsupported(format!(
+                "math routine `{f:?}` (the shared `to_backend_subset` pass expands math routines)"
+            )),
             InstKind::Load { buf, index } => self.load(inst, *buf, *index),
             InstKind::Store { buf, index, value } => self.store(*buf, *index, *value),
-            InstKind::For { lo, hi, step, iv, iter, init, body } => {
-                self.for_(inst, *lo, *hi, *step, *iv, iter, init, body)
-            }
-            InstKind::If { cond, then_blk, else_blk } => self.if_(inst, *cond, then_blk, else_blk),
+            InstKind::For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init,
+                body,
+            } => self.for_(inst, *lo, *hi, *step, *iv, iter, init, body),
+            InstKind::If {
+                cond,
+                then_blk,
+                else_blk,
+            } => self.if_(inst, *cond, then_blk, else_blk),
             InstKind::Yield(_) => internal("a `yield` outside the end of a `for` or `if` block"),
-            InstKind::Mma { .. } => unsupported("`mma` (the shared `to_backend_subset` pass expands it into loops)"),
+            InstKind::Mma { .. } => {
+                unsupported("`mma` (the shared `to_backend_subset` pass expands it into loops)")
+            }
         }
     }
 
@@ -731,7 +821,11 @@ impl Cg<'_, '_> {
         let same_masks = ra.mask
             && rb.mask
             && ra.parts.len() == rb.parts.len()
-            && ra.parts.iter().zip(&rb.parts).all(|(&x, &y)| self.vtype(x) == self.vtype(y));
+            && ra
+                .parts
+                .iter()
+                .zip(&rb.parts)
+                .all(|(&x, &y)| self.vtype(x) == self.vtype(y));
         if same_masks {
             // Bool ops are bitwise, and all-ones/all-zeros lanes stay masks under them.
             let mut parts = Vec::new();
@@ -768,7 +862,9 @@ impl Cg<'_, '_> {
                 // Cranelift's fmin/fmax return NaN when either operand is NaN, as kernel IR's do.
                 Min => self.b.ins().fmin(a, b),
                 Max => self.b.ins().fmax(a, b),
-                Rem if t.is_vector() => return self.lanewise(a, b, |cg, x, y| cg.binary_part(op, elem, x, y)),
+                Rem if t.is_vector() => {
+                    return self.lanewise(a, b, |cg, x, y| cg.binary_part(op, elem, x, y))
+                }
                 Rem => self.fmod(a, b),
                 _ => return unsupported(format!("binary `{op:?}` on {elem}")),
             });
@@ -778,7 +874,9 @@ impl Cg<'_, '_> {
             Add => self.b.ins().iadd(a, b),
             Sub => self.b.ins().isub(a, b),
             // x86 has no byte-lane multiply, and Cranelift does not emulate one.
-            Mul if t == types::I8X16 => return self.lanewise(a, b, |cg, x, y| cg.binary_part(op, elem, x, y)),
+            Mul if t == types::I8X16 => {
+                return self.lanewise(a, b, |cg, x, y| cg.binary_part(op, elem, x, y))
+            }
             Mul => self.b.ins().imul(a, b),
             // x86 has no vector division; a shift's amount is one scalar in Cranelift's
             // vector shifts but per lane in kernel IR. Both go lane by lane.
@@ -801,14 +899,23 @@ impl Cg<'_, '_> {
     }
 
     /// Applies a scalar operation to each lane pair of two vectors of the same type.
-    fn lanewise(&mut self, a: Value, b: Value, mut f: impl FnMut(&mut Self, Value, Value) -> R<Value>) -> R<Value> {
+    fn lanewise(
+        &mut self,
+        a: Value,
+        b: Value,
+        mut f: impl FnMut(&mut Self, Value, Value) -> R<Value>,
+    ) -> R<Value> {
         let t = self.vtype(a);
         let (la, lb) = (self.lanes_of(&[a]), self.lanes_of(&[b]));
         let mut out = Vec::with_capacity(la.len());
         for (x, y) in la.into_iter().zip(lb) {
             out.push(f(self, x, y)?);
         }
-        let lay = Layout { part: t, per: t.lane_count(), parts: 1 };
+        let lay = Layout {
+            part: t,
+            per: t.lane_count(),
+            parts: 1,
+        };
         Ok(self.build(lay, out)?[0])
     }
 
@@ -850,11 +957,23 @@ impl Cg<'_, '_> {
     /// long division of the significands, one bit per exponent step.
     fn fmod(&mut self, x: Value, y: Value) -> Value {
         let ft = self.vtype(x);
-        let (it, w, mb): (Type, i64, i64) = if ft == types::F32 { (types::I32, 32, 23) } else { (types::I64, 64, 52) };
+        let (it, w, mb): (Type, i64, i64) = if ft == types::F32 {
+            (types::I32, 32, 23)
+        } else {
+            (types::I64, 64, 52)
+        };
         let sign = if w == 32 { 0x8000_0000 } else { i64::MIN };
         let abs = if w == 32 { 0x7fff_ffff } else { i64::MAX };
-        let inf = if w == 32 { 0x7f80_0000 } else { 0x7ff0_0000_0000_0000 };
-        let nan = if w == 32 { 0x7fc0_0000 } else { 0x7ff8_0000_0000_0000 };
+        let inf = if w == 32 {
+            0x7f80_0000
+        } else {
+            0x7ff0_0000_0000_0000
+        };
+        let nan = if w == 32 {
+            0x7fc0_0000
+        } else {
+            0x7ff8_0000_0000_0000
+        };
         let implicit = 1i64 << mb;
         let ux = self.b.ins().bitcast(it, MemFlagsData::new(), x);
         let uy = self.b.ins().bitcast(it, MemFlagsData::new(), y);
@@ -864,7 +983,10 @@ impl Cg<'_, '_> {
         // NaN when y is 0 or NaN or x is inf or NaN; x itself when |x| < |y|; ±0 when equal.
         let y0 = self.b.ins().icmp_imm_s(IntCC::Equal, ay, 0);
         let ynan = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, ay, inf);
-        let xbad = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, ax, inf);
+        let xbad = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, ax, inf);
         let bad = self.b.ins().bor(y0, ynan);
         let bad = self.b.ins().bor(bad, xbad);
         let small = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, ax, ay);
@@ -876,7 +998,9 @@ impl Cg<'_, '_> {
         let main = self.b.create_block();
         let done = self.b.create_block();
         let res = self.b.append_block_param(done, it);
-        self.b.ins().brif(early, done, &[BlockArg::from(early_res)], main, &[]);
+        self.b
+            .ins()
+            .brif(early, done, &[BlockArg::from(early_res)], main, &[]);
 
         self.b.switch_to_block(main);
         let (mx, ex) = self.fmod_normalize(ax, it, w, mb);
@@ -888,23 +1012,39 @@ impl Cg<'_, '_> {
         let he = self.b.append_block_param(hdr, it);
         let am = self.b.append_block_param(after, it);
         let ae = self.b.append_block_param(after, it);
-        self.b.ins().jump(hdr, &[BlockArg::from(mx), BlockArg::from(ex)]);
+        self.b
+            .ins()
+            .jump(hdr, &[BlockArg::from(mx), BlockArg::from(ex)]);
 
         // One quotient bit per exponent step: subtract when it fits, then shift.
         self.b.switch_to_block(hdr);
         let go = self.b.ins().icmp(IntCC::SignedGreaterThan, he, ey);
-        self.b.ins().brif(go, body, &[], after, &[BlockArg::from(hm), BlockArg::from(he)]);
+        self.b.ins().brif(
+            go,
+            body,
+            &[],
+            after,
+            &[BlockArg::from(hm), BlockArg::from(he)],
+        );
         self.b.switch_to_block(body);
         let i = self.b.ins().isub(hm, my);
-        let keep = self.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, i, 0);
+        let keep = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, i, 0);
         let m2 = self.b.ins().select(keep, i, hm);
         let m3 = self.b.ins().ishl_imm_s(m2, 1);
         let e2 = self.b.ins().iadd_imm_s(he, -1);
-        self.b.ins().jump(hdr, &[BlockArg::from(m3), BlockArg::from(e2)]);
+        self.b
+            .ins()
+            .jump(hdr, &[BlockArg::from(m3), BlockArg::from(e2)]);
 
         self.b.switch_to_block(after);
         let i = self.b.ins().isub(am, my);
-        let keep = self.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, i, 0);
+        let keep = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, i, 0);
         let m = self.b.ins().select(keep, i, am);
         let is_zero = self.b.ins().icmp_imm_s(IntCC::Equal, m, 0);
         // Renormalise so the leading one sits at the implicit bit.
@@ -999,28 +1139,46 @@ impl Cg<'_, '_> {
         let cty = self.ty(c)?;
         let vty = self.ty(a)?;
         if cty.elem != DType::Bool || (cty.lanes != 1 && cty.lanes != vty.lanes) {
-            return internal(format!("select on a condition of type {cty} for values of type {vty}"));
+            return internal(format!(
+                "select on a condition of type {cty} for values of type {vty}"
+            ));
         }
         let (ra, rb) = (self.repr(a)?, self.repr(b)?);
         let keep_masks = ra.mask && rb.mask && {
-            let (ta, tb): (Vec<Type>, Vec<Type>) =
-                (ra.parts.iter().map(|&p| self.vtype(p)).collect(), rb.parts.iter().map(|&p| self.vtype(p)).collect());
+            let (ta, tb): (Vec<Type>, Vec<Type>) = (
+                ra.parts.iter().map(|&p| self.vtype(p)).collect(),
+                rb.parts.iter().map(|&p| self.vtype(p)).collect(),
+            );
             ta == tb
         };
-        let (pa, pb) = if keep_masks { (ra.parts, rb.parts) } else { (self.plain(a)?, self.plain(b)?) };
+        let (pa, pb) = if keep_masks {
+            (ra.parts, rb.parts)
+        } else {
+            (self.plain(a)?, self.plain(b)?)
+        };
         let mut out = Vec::with_capacity(pa.len());
         if cty.lanes == 1 {
             let cv = self.scalar(c)?;
             for (x, y) in pa.into_iter().zip(pb) {
                 out.push(self.b.ins().select(cv, x, y));
             }
-            return self.def(r, Repr { parts: out, mask: keep_masks });
+            return self.def(
+                r,
+                Repr {
+                    parts: out,
+                    mask: keep_masks,
+                },
+            );
         }
         let pt = self.vtype(pa[0]);
         if pt.is_vector() {
             let masks = self.mask_for(c, pt)?;
             for ((x, y), m) in pa.into_iter().zip(pb).zip(masks) {
-                let m = if pt.lane_type().is_float() { self.b.ins().bitcast(pt, little(), m) } else { m };
+                let m = if pt.lane_type().is_float() {
+                    self.b.ins().bitcast(pt, little(), m)
+                } else {
+                    m
+                };
                 out.push(self.b.ins().bitselect(m, x, y));
             }
         } else {
@@ -1030,7 +1188,13 @@ impl Cg<'_, '_> {
                 out.push(self.b.ins().select(cv, x, y));
             }
         }
-        self.def(r, Repr { parts: out, mask: keep_masks })
+        self.def(
+            r,
+            Repr {
+                parts: out,
+                mask: keep_masks,
+            },
+        )
     }
 
     // ==== `cast` ====
@@ -1135,8 +1299,11 @@ impl Cg<'_, '_> {
             // fits a signed i32, which converts exactly as the source would.
             let (src, as_signed) = match tf.bits() {
                 8 | 16 => {
-                    let w =
-                        if signed { self.b.ins().sextend(types::I32, v) } else { self.b.ins().uextend(types::I32, v) };
+                    let w = if signed {
+                        self.b.ins().sextend(types::I32, v)
+                    } else {
+                        self.b.ins().uextend(types::I32, v)
+                    };
                     (w, true)
                 }
                 _ => (v, signed),
@@ -1148,7 +1315,11 @@ impl Cg<'_, '_> {
             });
         }
         if to.is_float() {
-            return Ok(if tt.bits() > tf.bits() { self.b.ins().fpromote(tt, v) } else { self.b.ins().fdemote(tt, v) });
+            return Ok(if tt.bits() > tf.bits() {
+                self.b.ins().fpromote(tt, v)
+            } else {
+                self.b.ins().fdemote(tt, v)
+            });
         }
         // float → int: Cranelift's saturating conversions truncate, saturate and send NaN to
         // 0. They exist for 32 and 64 bits; narrower targets convert to i32 and clamp.
@@ -1176,9 +1347,14 @@ impl Cg<'_, '_> {
     fn bitcast(&mut self, inst: &Inst, x: Val) -> R<()> {
         let r = Self::result(inst, 0)?;
         let (from, to) = (self.ty(x)?, self.ty(r)?);
-        let (fb, tb) = (from.elem.bits() as u64 * from.lanes as u64, to.elem.bits() as u64 * to.lanes as u64);
+        let (fb, tb) = (
+            from.elem.bits() as u64 * from.lanes as u64,
+            to.elem.bits() as u64 * to.lanes as u64,
+        );
         if fb != tb {
-            return internal(format!("bitcast from {from} ({fb} bits) to {to} ({tb} bits)"));
+            return internal(format!(
+                "bitcast from {from} ({fb} bits) to {to} ({tb} bits)"
+            ));
         }
         let (lf, lt) = (layout(from)?, layout(to)?);
         let parts = self.plain(x)?;
@@ -1196,15 +1372,22 @@ impl Cg<'_, '_> {
             out
         } else {
             // Different splits of the same bytes: go through a stack slot.
-            let size = u32::try_from(fb / 8).map_err(|_| CgError::Unsupported(format!("bitcast of {from}")))?;
-            let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 4));
+            let size = u32::try_from(fb / 8)
+                .map_err(|_| CgError::Unsupported(format!("bitcast of {from}")))?;
+            let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                size,
+                4,
+            ));
             let addr = self.b.ins().stack_addr(types::I64, slot, 0);
             let sb = lf.part.bytes() as i32;
             for (i, p) in parts.into_iter().enumerate() {
                 self.b.ins().store(mem(), p, addr, i as i32 * sb);
             }
             let lb = lt.part.bytes() as i32;
-            (0..lt.parts as i32).map(|i| self.b.ins().load(lt.part, mem(), addr, i * lb)).collect()
+            (0..lt.parts as i32)
+                .map(|i| self.b.ins().load(lt.part, mem(), addr, i * lb))
+                .collect()
         };
         if to.elem == DType::Bool {
             // Bits that are not 0/1 are true when nonzero, as every bool read is.
@@ -1213,7 +1396,13 @@ impl Cg<'_, '_> {
             for p in out {
                 parts.push(self.b.ins().icmp(IntCC::NotEqual, p, zero));
             }
-            return self.def(r, Repr { parts, mask: lt.part.is_vector() });
+            return self.def(
+                r,
+                Repr {
+                    parts,
+                    mask: lt.part.is_vector(),
+                },
+            );
         }
         self.def(r, Repr::plain(out))
     }
@@ -1239,7 +1428,11 @@ impl Cg<'_, '_> {
         let lay = layout(xt)?;
         let parts = self.plain(x)?;
         let (p, l) = ((lane as u32 / lay.per) as usize, lane as u32 % lay.per);
-        let v = if lay.per == 1 { parts[p] } else { self.b.ins().extractlane(parts[p], l as u8) };
+        let v = if lay.per == 1 {
+            parts[p]
+        } else {
+            self.b.ins().extractlane(parts[p], l as u8)
+        };
         self.def(r, Repr::plain(vec![v]))
     }
 
@@ -1281,7 +1474,10 @@ impl Cg<'_, '_> {
         }
         let eb = elem.bits() / 8;
         if eb == 0 {
-            return unsupported(format!("an access to buffer `{}` as sub-byte {elem}", decl.name));
+            return unsupported(format!(
+                "an access to buffer `{}` as sub-byte {elem}",
+                decl.name
+            ));
         }
         let it = self.ty(index)?;
         if it != Ty::INDEX {
@@ -1289,7 +1485,11 @@ impl Cg<'_, '_> {
         }
         let idx = self.scalar(index)?;
         // A shift lets Cranelift fold the scaling into the x86 addressing mode.
-        let off = if eb == 1 { idx } else { self.b.ins().ishl_imm_s(idx, eb.trailing_zeros() as i64) };
+        let off = if eb == 1 {
+            idx
+        } else {
+            self.b.ins().ishl_imm_s(idx, eb.trailing_zeros() as i64)
+        };
         let base = self.bases[buf.0 as usize];
         Ok((self.b.ins().iadd(base, off), eb))
     }
@@ -1307,8 +1507,17 @@ impl Cg<'_, '_> {
         if ty.elem == DType::Bool {
             // A stored bool byte is true when nonzero; vectors of them become masks.
             let zero = self.int_splat(lay.part, 0);
-            let parts = parts.into_iter().map(|p| self.b.ins().icmp(IntCC::NotEqual, p, zero)).collect();
-            return self.def(r, Repr { parts, mask: lay.part.is_vector() });
+            let parts = parts
+                .into_iter()
+                .map(|p| self.b.ins().icmp(IntCC::NotEqual, p, zero))
+                .collect();
+            return self.def(
+                r,
+                Repr {
+                    parts,
+                    mask: lay.part.is_vector(),
+                },
+            );
         }
         self.def(r, Repr::plain(parts))
     }
@@ -1371,7 +1580,11 @@ impl Cg<'_, '_> {
         let span1 = self.b.ins().iadd_imm_s(span, -1);
         let q = self.b.ins().udiv(span1, divisor);
         let trips = self.b.ins().iadd_imm_s(q, 1);
-        let first: Vec<BlockArg> = [lo, trips].into_iter().chain(init.iter().copied()).map(BlockArg::from).collect();
+        let first: Vec<BlockArg> = [lo, trips]
+            .into_iter()
+            .chain(init.iter().copied())
+            .map(BlockArg::from)
+            .collect();
         let skip: Vec<BlockArg> = init.iter().copied().map(BlockArg::from).collect();
         self.b.ins().brif(enter, body_blk, &first, exit, &skip);
 
@@ -1386,7 +1599,11 @@ impl Cg<'_, '_> {
         let ivn = self.b.ins().iadd(ivp, step);
         let left = self.b.ins().iadd_imm_s(count, -1);
         let again = self.b.ins().icmp_imm_s(IntCC::NotEqual, left, 0);
-        let back: Vec<BlockArg> = [ivn, left].into_iter().chain(next.iter().copied()).map(BlockArg::from).collect();
+        let back: Vec<BlockArg> = [ivn, left]
+            .into_iter()
+            .chain(next.iter().copied())
+            .map(BlockArg::from)
+            .collect();
         let leave: Vec<BlockArg> = next.iter().copied().map(BlockArg::from).collect();
         self.b.ins().brif(again, body_blk, &back, exit, &leave);
 
@@ -1398,7 +1615,11 @@ impl Cg<'_, '_> {
 
     fn if_(&mut self, inst: &Inst, cond: Val, then_blk: &Block, else_blk: &Block) -> R<()> {
         let c = self.scalar(cond)?;
-        let (tb, eb, merge) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        let (tb, eb, merge) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
         let outs = self.params_for(merge, &inst.results)?;
         self.b.ins().brif(c, tb, &[], eb, &[]);
         for (blk, body) in [(tb, then_blk), (eb, else_blk)] {

@@ -44,7 +44,10 @@ impl Host {
             message,
         };
         if !cfg!(target_arch = "x86_64") {
-            return Err(fail(format!("the host target generates {} code, and this machine is not one", cpu::ISA)));
+            return Err(fail(format!(
+                "the host target generates {} code, and this machine is not one",
+                cpu::ISA
+            )));
         }
         let mut flags = settings::builder();
         let settings_err = |e: settings::SetError| fail(format!("Cranelift setting: {e}"));
@@ -54,7 +57,9 @@ impl Host {
         flags.enable("is_pic").map_err(settings_err)?;
         // Large frames (bitcasts of long vectors) probe the stack inline, never via a libcall.
         flags.enable("enable_probestack").map_err(settings_err)?;
-        flags.set("probestack_strategy", "inline").map_err(settings_err)?;
+        flags
+            .set("probestack_strategy", "inline")
+            .map_err(settings_err)?;
         let mut isa_builder = cranelift_native::builder_with_options(native)
             .map_err(|e| fail(format!("Cranelift cannot target this machine: {e}")))?;
         if !native {
@@ -62,24 +67,38 @@ impl Host {
                 isa_builder.enable(f).map_err(settings_err)?;
             }
         }
-        let isa = isa_builder.finish(settings::Flags::new(flags)).map_err(|e| fail(format!("Cranelift ISA: {e}")))?;
-        let enabled: Vec<&'static str> =
-            isa.isa_flags().iter().filter(|v| v.as_bool() == Some(true)).map(|v| v.name).collect();
+        let isa = isa_builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| fail(format!("Cranelift ISA: {e}")))?;
+        let enabled: Vec<&'static str> = isa
+            .isa_flags()
+            .iter()
+            .filter(|v| v.as_bool() == Some(true))
+            .map(|v| v.name)
+            .collect();
         // With SSE4.1, floor/ceil/round/trunc and the byte-lane ops are instructions; without
         // it Cranelift would call libm, and blobs may not call anything.
         if !enabled.contains(&"has_sse41") {
             return Err(fail("the host target needs a CPU with SSE4.1".to_string()));
         }
         let fingerprint = cpu::fingerprint(enabled.iter().copied());
-        Ok(Host { desc, isa, fingerprint })
+        Ok(Host {
+            desc,
+            isa,
+            fingerprint,
+        })
     }
 
     /// Brings a kernel into the backend subset that [`codegen`] handles: the shared passes
     /// expand `mma` and math routines and legalise low-precision dtypes.
     fn prepare(&self, kernel: &Kernel) -> Result<Kernel, TargetError> {
-        let codegen_err =
-            |message: String| TargetError::Codegen { target: NAME.to_string(), kernel: kernel.name.clone(), message };
-        tessera_kir::verify(kernel).map_err(|e| codegen_err(format!("the kernel fails the verifier: {e}")))?;
+        let codegen_err = |message: String| TargetError::Codegen {
+            target: NAME.to_string(),
+            kernel: kernel.name.clone(),
+            message,
+        };
+        tessera_kir::verify(kernel)
+            .map_err(|e| codegen_err(format!("the kernel fails the verifier: {e}")))?;
         let mut k = kernel.clone();
         tessera_kir::passes::to_backend_subset(&mut k).map_err(|e| match e {
             KirError::Unsupported { .. } => TargetError::Unsupported {
@@ -105,12 +124,16 @@ impl Host {
 /// A code generator error as the `Target` trait reports it.
 fn cg_error(kernel: &Kernel, e: codegen::CgError) -> TargetError {
     match e {
-        codegen::CgError::Unsupported(message) => {
-            TargetError::Unsupported { target: NAME.to_string(), kernel: kernel.name.clone(), message }
-        }
-        codegen::CgError::Internal(message) => {
-            TargetError::Codegen { target: NAME.to_string(), kernel: kernel.name.clone(), message }
-        }
+        codegen::CgError::Unsupported(message) => TargetError::Unsupported {
+            target: NAME.to_string(),
+            kernel: kernel.name.clone(),
+            message,
+        },
+        codegen::CgError::Internal(message) => TargetError::Codegen {
+            target: NAME.to_string(),
+            kernel: kernel.name.clone(),
+            message,
+        },
     }
 }
 
@@ -122,9 +145,16 @@ impl Target for Host {
     fn compile(&self, kernel: &Kernel) -> Result<KernelBlob, TargetError> {
         let k = self.prepare(kernel)?;
         let c = codegen::compile(&*self.isa, &k).map_err(|e| cg_error(kernel, e))?;
-        let header =
-            blob::BlobHeader { grid: c.grid, scratch_bytes: c.scratch_bytes, work: c.work, param_bytes: c.param_bytes };
-        Ok(KernelBlob { name: kernel.name.clone(), code: header.encode(&c.code) })
+        let header = blob::BlobHeader {
+            grid: c.grid,
+            scratch_bytes: c.scratch_bytes,
+            work: c.work,
+            param_bytes: c.param_bytes,
+        };
+        Ok(KernelBlob {
+            name: kernel.name.clone(),
+            code: header.encode(&c.code),
+        })
     }
 
     fn fingerprint(&self) -> String {

@@ -28,7 +28,14 @@ pub const FEATURES: &[(&str, &str)] = &[
 ];
 
 /// The features of x86-64-v2 (SSE4.2 and POPCNT), which `Host::portable` compiles for.
-pub const PORTABLE: &[&str] = &["has_sse3", "has_ssse3", "has_sse41", "has_sse42", "has_popcnt", "has_cmpxchg16b"];
+pub const PORTABLE: &[&str] = &[
+    "has_sse3",
+    "has_ssse3",
+    "has_sse41",
+    "has_sse42",
+    "has_popcnt",
+    "has_cmpxchg16b",
+];
 
 /// The prefix of every host fingerprint.
 pub const ISA: &str = "x86_64";
@@ -73,7 +80,11 @@ pub fn detected(feature: &str) -> Option<bool> {
 pub fn fingerprint<'a>(enabled_flags: impl IntoIterator<Item = &'a str>) -> String {
     let enabled: Vec<&str> = enabled_flags.into_iter().collect();
     // Table order, not Cranelift's order, so the same features always print the same way.
-    let names: Vec<&str> = FEATURES.iter().filter(|(flag, _)| enabled.contains(flag)).map(|(_, name)| *name).collect();
+    let names: Vec<&str> = FEATURES
+        .iter()
+        .filter(|(flag, _)| enabled.contains(flag))
+        .map(|(_, name)| *name)
+        .collect();
     format!("{ISA}:{}", names.join(","))
 }
 
@@ -82,23 +93,36 @@ pub fn check(fingerprint: &str) -> Result<(), String> {
     let features = match fingerprint.split_once(':') {
         Some((isa, rest)) if isa == ISA => rest,
         None if fingerprint == ISA => "",
-        _ => return Err(format!("code was compiled for `{fingerprint}`, not for {ISA}")),
+        _ => {
+            return Err(format!(
+                "code was compiled for `{fingerprint}`, not for {ISA}"
+            ))
+        }
     };
     if !cfg!(target_arch = "x86_64") {
-        return Err(format!("code was compiled for {ISA}, and this CPU is not {ISA}"));
+        return Err(format!(
+            "code was compiled for {ISA}, and this CPU is not {ISA}"
+        ));
     }
     let mut missing = Vec::new();
     for f in features.split(',').filter(|f| !f.is_empty()) {
         match detected(f) {
             Some(true) => {}
             Some(false) => missing.push(f),
-            None => return Err(format!("code needs CPU feature `{f}`, which this runtime does not know")),
+            None => {
+                return Err(format!(
+                    "code needs CPU feature `{f}`, which this runtime does not know"
+                ))
+            }
         }
     }
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!("code needs CPU features this CPU lacks: {}", missing.join(", ")))
+        Err(format!(
+            "code needs CPU features this CPU lacks: {}",
+            missing.join(", ")
+        ))
     }
 }
 
@@ -108,13 +132,19 @@ mod tests {
 
     #[test]
     fn fingerprint_uses_rust_names_in_table_order() {
-        assert_eq!(fingerprint(["has_sse42", "has_sse41", "has_avx"]), "x86_64:sse4.1,sse4.2,avx");
+        assert_eq!(
+            fingerprint(["has_sse42", "has_sse41", "has_avx"]),
+            "x86_64:sse4.1,sse4.2,avx"
+        );
         assert_eq!(fingerprint([]), "x86_64:");
     }
 
     #[test]
     fn check_refuses_other_isas_and_unknown_features() {
-        assert_eq!(check("aarch64:neon").unwrap_err(), "code was compiled for `aarch64:neon`, not for x86_64");
+        assert_eq!(
+            check("aarch64:neon").unwrap_err(),
+            "code was compiled for `aarch64:neon`, not for x86_64"
+        );
         assert_eq!(
             check("x86_64:sse4.1,teleport").unwrap_err(),
             "code needs CPU feature `teleport`, which this runtime does not know"

@@ -47,14 +47,19 @@ impl Default for HostDevice {
 impl HostDevice {
     /// Uses as many threads as the machine offers.
     pub fn new() -> HostDevice {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         HostDevice::with_threads(n)
     }
 
     /// Uses at most `n` threads per launch (at least 1), for callers that run several
     /// launches at once or want a serial device.
     pub fn with_threads(n: usize) -> HostDevice {
-        HostDevice { max_threads: n.max(1), pool: Arc::new(OnceLock::new()) }
+        HostDevice {
+            max_threads: n.max(1),
+            pool: Arc::new(OnceLock::new()),
+        }
     }
 }
 
@@ -68,7 +73,10 @@ impl Device for HostDevice {
     }
 
     fn load(&self, name: &str, blob: &[u8]) -> Result<Box<dyn LoadedKernel>, DeviceError> {
-        let err = |message: String| DeviceError { kernel: name.to_string(), message };
+        let err = |message: String| DeviceError {
+            kernel: name.to_string(),
+            message,
+        };
         let (header, code) = BlobHeader::decode(blob).map_err(err)?;
         let code = ExecCode::new(code).map_err(err)?;
         Ok(Box::new(HostKernel {
@@ -133,14 +141,24 @@ impl HostKernel {
 
 impl LoadedKernel for HostKernel {
     fn launch(&self, args: &[KernelArg]) -> Result<(), DeviceError> {
-        let err = |message: String| DeviceError { kernel: self.name.clone(), message };
+        let err = |message: String| DeviceError {
+            kernel: self.name.clone(),
+            message,
+        };
         let need = &self.header.param_bytes;
         if args.len() != need.len() {
-            return Err(err(format!("takes {} buffers, but {} were passed", need.len(), args.len())));
+            return Err(err(format!(
+                "takes {} buffers, but {} were passed",
+                need.len(),
+                args.len()
+            )));
         }
         for (i, (a, &n)) in args.iter().zip(need).enumerate() {
             if (a.len() as u64) < n {
-                return Err(err(format!("buffer {i} has {} bytes, but the kernel uses {n}", a.len())));
+                return Err(err(format!(
+                    "buffer {i} has {} bytes, but the kernel uses {n}",
+                    a.len()
+                )));
             }
         }
         let total = self.header.instances();
@@ -234,17 +252,30 @@ impl Pool {
     /// Starts up to `n` workers (fewer if the system refuses threads).
     fn new(n: usize) -> Pool {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { job: None, to_start: 0, active: 0, panicked: false, shutdown: false }),
+            state: Mutex::new(State {
+                job: None,
+                to_start: 0,
+                active: 0,
+                panicked: false,
+                shutdown: false,
+            }),
             work: Condvar::new(),
             done: Condvar::new(),
         });
         let workers = (0..n)
             .map_while(|i| {
                 let shared = shared.clone();
-                std::thread::Builder::new().name(format!("tessera-host-{i}")).spawn(move || worker(&shared)).ok()
+                std::thread::Builder::new()
+                    .name(format!("tessera-host-{i}"))
+                    .spawn(move || worker(&shared))
+                    .ok()
             })
             .collect();
-        Pool { shared, busy: Mutex::new(()), workers }
+        Pool {
+            shared,
+            busy: Mutex::new(()),
+            workers,
+        }
     }
 
     /// Runs `work` on the calling thread and on up to `helpers` workers at once, returning
@@ -265,7 +296,9 @@ impl Pool {
         // (under the lock, while `job` is set), and this function clears `job` and then waits
         // for every joined worker to finish before returning, so `work` outlives every call.
         let job = JobRef(unsafe {
-            std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(work)
+            std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(
+                work,
+            )
         });
         {
             let mut st = self.shared.lock();
@@ -290,7 +323,9 @@ impl Pool {
         drop(guard);
         match mine {
             Err(p) => Err(panic_message(&*p)),
-            Ok(()) if worker_panicked => Err("a worker thread panicked while running the kernel".to_string()),
+            Ok(()) if worker_panicked => {
+                Err("a worker thread panicked while running the kernel".to_string())
+            }
             Ok(()) => Ok(()),
         }
     }
@@ -372,7 +407,10 @@ impl ExecCode {
                 0,
             );
             if p == libc::MAP_FAILED {
-                return Err(format!("cannot map {len} bytes for code: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "cannot map {len} bytes for code: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             std::ptr::copy_nonoverlapping(code.as_ptr(), p.cast::<u8>(), len);
             if libc::mprotect(p, len, libc::PROT_READ | libc::PROT_EXEC) != 0 {
@@ -380,7 +418,10 @@ impl ExecCode {
                 libc::munmap(p, len);
                 return Err(format!("cannot make code executable: {e}"));
             }
-            Ok(ExecCode { ptr: p.cast::<u8>().cast_const(), len })
+            Ok(ExecCode {
+                ptr: p.cast::<u8>().cast_const(),
+                len,
+            })
         }
     }
 

@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use tessera_host::{Host, HostDevice};
 use tessera_ir::DType;
 use tessera_kir::{
-    Access, BinOp, CastMode, CmpOp, Kernel, KernelBuilder, MathFn, ReduceOp, Space, TileRef, Ty, UnOp, Val,
+    Access, BinOp, CastMode, CmpOp, Kernel, KernelBuilder, MathFn, ReduceOp, Space, TileRef, Ty,
+    UnOp, Val,
 };
 use tessera_runtime::{Device, KernelArg};
 use tessera_target::{Target, TargetError};
@@ -28,8 +29,17 @@ impl Aligned {
     fn from(bytes: &[u8]) -> Aligned {
         let mut words = vec![0u128; bytes.len().div_ceil(16).max(1)];
         // SAFETY: `words` holds at least `bytes.len()` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
-        Aligned { words, len: bytes.len() }
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                words.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+            )
+        };
+        Aligned {
+            words,
+            len: bytes.len(),
+        }
     }
 
     fn bytes(&self) -> Vec<u8> {
@@ -46,7 +56,9 @@ impl Aligned {
 /// Compiles, loads and runs `k` on the host device over copies of `inputs`.
 fn run_host_with(device: &HostDevice, k: &Kernel, inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let blob = host().compile(k).unwrap_or_else(|e| panic!("{e}"));
-    let loaded = device.load(&blob.name, &blob.code).unwrap_or_else(|e| panic!("{e}"));
+    let loaded = device
+        .load(&blob.name, &blob.code)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut bufs: Vec<Aligned> = inputs.iter().map(|b| Aligned::from(b)).collect();
     let args: Vec<KernelArg> = bufs.iter_mut().map(|b| b.arg()).collect();
     loaded.launch(&args).unwrap_or_else(|e| panic!("{e}"));
@@ -84,7 +96,11 @@ fn check_on(device: &HostDevice, k: &Kernel, inputs: &[Vec<u8>]) -> Vec<Vec<u8>>
                     }
                     _ => false,
                 };
-            assert!(same, "kernel `{}`, buffer `{}`, element {i}: host {ge:?}, interpreter {we:?}", k.name, p.name);
+            assert!(
+                same,
+                "kernel `{}`, buffer `{}`, element {i}: host {ge:?}, interpreter {we:?}",
+                k.name, p.name
+            );
         }
     }
     got
@@ -105,21 +121,31 @@ fn i64s(v: &[i64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 fn to_f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 fn to_i32s(b: &[u8]) -> Vec<i32> {
-    b.chunks(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks(4)
+        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 fn to_i64s(b: &[u8]) -> Vec<i64> {
-    b.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// Deterministic pseudo-random bytes (a 64-bit LCG).
 fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (s >> 56) as u8
         })
         .collect()
@@ -127,7 +153,10 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 
 /// Deterministic f32 values in [-8, 8).
 fn floats(n: usize, seed: u64) -> Vec<f32> {
-    noise(2 * n, seed).chunks(2).map(|c| (u16::from_le_bytes([c[0], c[1]]) as f32 / 4096.0) - 8.0).collect()
+    noise(2 * n, seed)
+        .chunks(2)
+        .map(|c| (u16::from_le_bytes([c[0], c[1]]) as f32 / 4096.0) - 8.0)
+        .collect()
 }
 
 /// Interesting values of each dtype, padded with noise to `n` elements.
@@ -181,9 +210,10 @@ fn edge_values(d: DType, n: usize, seed: u64) -> Vec<u8> {
         ]),
         DType::I64 | DType::U64 => i64s(&[0, 1, -1, i64::MIN, i64::MAX, 7, -7, 3, 64, 65]),
         DType::I32 | DType::U32 => i32s(&[0, 1, -1, i32::MIN, i32::MAX, 7, -7, 3, 32, 33]),
-        DType::I16 | DType::U16 => {
-            [0i16, 1, -1, i16::MIN, i16::MAX, 7, -7, 3, 16, 17].iter().flat_map(|x| x.to_le_bytes()).collect()
-        }
+        DType::I16 | DType::U16 => [0i16, 1, -1, i16::MIN, i16::MAX, 7, -7, 3, 16, 17]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
         DType::I8 | DType::U8 => vec![0, 1, 0xff, 0x80, 0x7f, 7, 0xf9, 3, 8, 9],
         DType::Bool => vec![0, 1, 1, 0, 2, 0, 1, 1],
         _ => Vec::new(),
@@ -199,7 +229,13 @@ fn edge_values(d: DType, n: usize, seed: u64) -> Vec<u8> {
 
 /// `z = op(x, y)` elementwise over `n` elements of `d` in vectors of `lanes`, one vector per
 /// grid point.
-fn elementwise(name: &str, d: DType, lanes: u16, n: u64, f: impl Fn(&mut KernelBuilder, Val, Val) -> Val) -> Kernel {
+fn elementwise(
+    name: &str,
+    d: DType,
+    lanes: u16,
+    n: u64,
+    f: impl Fn(&mut KernelBuilder, Val, Val) -> Val,
+) -> Kernel {
     let mut b = KernelBuilder::new(name);
     let x = b.param("x", d, n, Access::Read);
     let y = b.param("y", d, n, Access::Read);
@@ -224,7 +260,12 @@ fn elementwise(name: &str, d: DType, lanes: u16, n: u64, f: impl Fn(&mut KernelB
     b.finish()
 }
 
-fn run_elementwise(d: DType, lanes: u16, n: u64, f: impl Fn(&mut KernelBuilder, Val, Val) -> Val + Copy) {
+fn run_elementwise(
+    d: DType,
+    lanes: u16,
+    n: u64,
+    f: impl Fn(&mut KernelBuilder, Val, Val) -> Val + Copy,
+) {
     let k = elementwise("ew", d, lanes, n, f);
     let size = (d.bits() / 8) as usize;
     let out = k.params()[2].dtype.storage_bytes(n) as usize;
@@ -315,9 +356,25 @@ fn every_binary_op_on_every_dtype_and_shape_matches_the_interpreter() {
 
 #[test]
 fn every_comparison_on_every_dtype_and_shape_matches_the_interpreter() {
-    let ops = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge];
-    for d in [DType::F32, DType::F64, DType::I8, DType::U8, DType::I16, DType::U32, DType::I64, DType::U64, DType::Bool]
-    {
+    let ops = [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ];
+    for d in [
+        DType::F32,
+        DType::F64,
+        DType::I8,
+        DType::U8,
+        DType::I16,
+        DType::U32,
+        DType::I64,
+        DType::U64,
+        DType::Bool,
+    ] {
         for lanes in [1u16, 2, 4, 16] {
             for op in ops {
                 run_elementwise(d, lanes, 32, move |b, x, y| b.cmp(op, x, y));
@@ -341,7 +398,9 @@ fn int_division_by_zero_and_min_by_minus_one() {
     let y = [0, 0, -1, 0, -1, 0, 2, -1];
     for op in [BinOp::Div, BinOp::Rem] {
         for lanes in [1, 4] {
-            let k = elementwise("divrem", DType::I32, lanes, 8, move |b, x, y| b.binary(op, x, y));
+            let k = elementwise("divrem", DType::I32, lanes, 8, move |b, x, y| {
+                b.binary(op, x, y)
+            });
             let out = check(&k, &[i32s(&x), i32s(&y), vec![0; 32]]);
             let want: Vec<i32> = match op {
                 BinOp::Div => vec![0, 0, i32::MIN, 0, -5, 0, i32::MAX / 2, 1],
@@ -351,7 +410,14 @@ fn int_division_by_zero_and_min_by_minus_one() {
         }
     }
     let k = elementwise("div64", DType::I64, 2, 4, |b, x, y| b.div(x, y));
-    let out = check(&k, &[i64s(&[i64::MIN, 9, 1, 2]), i64s(&[-1, 0, 0, 2]), vec![0; 32]]);
+    let out = check(
+        &k,
+        &[
+            i64s(&[i64::MIN, 9, 1, 2]),
+            i64s(&[-1, 0, 0, 2]),
+            vec![0; 32],
+        ],
+    );
     assert_eq!(to_i64s(&out[2]), [i64::MIN, 0, 0, 1]);
 }
 
@@ -359,26 +425,73 @@ fn int_division_by_zero_and_min_by_minus_one() {
 fn float_min_max_propagate_nan() {
     for lanes in [1, 4] {
         for op in [BinOp::Min, BinOp::Max] {
-            let k = elementwise("minmax", DType::F32, lanes, 8, move |b, x, y| b.binary(op, x, y));
+            let k = elementwise("minmax", DType::F32, lanes, 8, move |b, x, y| {
+                b.binary(op, x, y)
+            });
             let x = [f32::NAN, 1.0, 2.0, f32::NAN, -0.0, 0.0, 3.0, -5.0];
             let y = [1.0, f32::NAN, 3.0, f32::NAN, 0.0, -0.0, f32::INFINITY, -5.0];
             let out = to_f32s(&check(&k, &[f32s(&x), f32s(&y), vec![0; 32]])[2]);
-            assert!(out[0].is_nan() && out[1].is_nan() && out[3].is_nan(), "{op:?} {out:?}");
+            assert!(
+                out[0].is_nan() && out[1].is_nan() && out[3].is_nan(),
+                "{op:?} {out:?}"
+            );
             let (lo, hi) = (op == BinOp::Min, op == BinOp::Max);
             assert_eq!(out[2], if lo { 2.0 } else { 3.0 });
             // -0 < +0, as IEEE 754-2019 minimum/maximum say.
-            assert_eq!(out[4].to_bits(), if lo { (-0.0f32).to_bits() } else { 0.0f32.to_bits() });
-            assert_eq!(out[5].to_bits(), if hi { 0.0f32.to_bits() } else { (-0.0f32).to_bits() });
+            assert_eq!(
+                out[4].to_bits(),
+                if lo {
+                    (-0.0f32).to_bits()
+                } else {
+                    0.0f32.to_bits()
+                }
+            );
+            assert_eq!(
+                out[5].to_bits(),
+                if hi {
+                    0.0f32.to_bits()
+                } else {
+                    (-0.0f32).to_bits()
+                }
+            );
         }
     }
 }
 
 #[test]
 fn float_rem_is_exact_fmod() {
-    let x = [5.5f32, -5.5, 1e30, 7.0, 1e-40, 3.0, f32::INFINITY, 2.0, -0.0, 1.0, 16777217.0, 0.1];
-    let y = [2.0f32, 2.0, 3.0, -7.0, 3e-41, f32::NAN, 2.0, 0.0, 1.0, f32::INFINITY, 3.0, 0.03];
+    let x = [
+        5.5f32,
+        -5.5,
+        1e30,
+        7.0,
+        1e-40,
+        3.0,
+        f32::INFINITY,
+        2.0,
+        -0.0,
+        1.0,
+        16777217.0,
+        0.1,
+    ];
+    let y = [
+        2.0f32,
+        2.0,
+        3.0,
+        -7.0,
+        3e-41,
+        f32::NAN,
+        2.0,
+        0.0,
+        1.0,
+        f32::INFINITY,
+        3.0,
+        0.03,
+    ];
     for lanes in [1, 4] {
-        let k = elementwise("fmod", DType::F32, lanes, 12, |b, x, y| b.binary(BinOp::Rem, x, y));
+        let k = elementwise("fmod", DType::F32, lanes, 12, |b, x, y| {
+            b.binary(BinOp::Rem, x, y)
+        });
         let out = to_f32s(&check(&k, &[f32s(&x), f32s(&y), vec![0; 48]])[2]);
         for i in 0..12 {
             let want = x[i] % y[i];
@@ -391,9 +504,14 @@ fn float_rem_is_exact_fmod() {
     }
     let x = [5.5f64, -1e300, 1e-310, 123456789.123, -0.0, 7.0];
     let y = [2.0f64, 3.3, 7e-311, 0.001, 2.0, 7.0];
-    let k = elementwise("fmod64", DType::F64, 2, 6, |b, x, y| b.binary(BinOp::Rem, x, y));
+    let k = elementwise("fmod64", DType::F64, 2, 6, |b, x, y| {
+        b.binary(BinOp::Rem, x, y)
+    });
     let out = check(&k, &[f64s(&x), f64s(&y), vec![0; 48]]);
-    let got: Vec<f64> = out[2].chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+    let got: Vec<f64> = out[2]
+        .chunks(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     for i in 0..6 {
         assert_eq!(got[i].to_bits(), (x[i] % y[i]).to_bits(), "{i}");
     }
@@ -401,13 +519,36 @@ fn float_rem_is_exact_fmod() {
 
 #[test]
 fn every_unary_op_matches_the_interpreter() {
-    let ops = [UnOp::Neg, UnOp::Abs, UnOp::Not, UnOp::Sqrt, UnOp::Floor, UnOp::Ceil, UnOp::Round, UnOp::Trunc];
-    for d in [DType::F32, DType::F64, DType::I8, DType::U8, DType::I16, DType::I32, DType::U32, DType::I64, DType::Bool]
-    {
+    let ops = [
+        UnOp::Neg,
+        UnOp::Abs,
+        UnOp::Not,
+        UnOp::Sqrt,
+        UnOp::Floor,
+        UnOp::Ceil,
+        UnOp::Round,
+        UnOp::Trunc,
+    ];
+    for d in [
+        DType::F32,
+        DType::F64,
+        DType::I8,
+        DType::U8,
+        DType::I16,
+        DType::I32,
+        DType::U32,
+        DType::I64,
+        DType::Bool,
+    ] {
         for lanes in [1u16, 2, 4, 16] {
             for op in ops {
                 let ok = match op {
-                    UnOp::Neg | UnOp::Abs | UnOp::Floor | UnOp::Ceil | UnOp::Round | UnOp::Trunc => d != DType::Bool,
+                    UnOp::Neg
+                    | UnOp::Abs
+                    | UnOp::Floor
+                    | UnOp::Ceil
+                    | UnOp::Round
+                    | UnOp::Trunc => d != DType::Bool,
                     UnOp::Not => !d.is_float(),
                     UnOp::Sqrt => d.is_float(),
                 };
@@ -447,7 +588,9 @@ fn every_cast_matches_the_interpreter() {
     for from in dtypes {
         for to in dtypes {
             for lanes in [1u16, 4, 16] {
-                run_elementwise(from, lanes, 32, move |b, x, _| b.cast(x, to, CastMode { saturate: false }));
+                run_elementwise(from, lanes, 32, move |b, x, _| {
+                    b.cast(x, to, CastMode { saturate: false })
+                });
             }
         }
     }
@@ -455,14 +598,36 @@ fn every_cast_matches_the_interpreter() {
 
 #[test]
 fn float_to_int_casts_saturate_and_send_nan_to_zero() {
-    let k = elementwise("f2i", DType::F32, 4, 8, |b, x, _| b.cast(x, DType::I8, CastMode { saturate: false }));
-    let x = [f32::NAN, 1e10, -1e10, 127.9, -128.9, -0.9, f32::INFINITY, 3.7];
+    let k = elementwise("f2i", DType::F32, 4, 8, |b, x, _| {
+        b.cast(x, DType::I8, CastMode { saturate: false })
+    });
+    let x = [
+        f32::NAN,
+        1e10,
+        -1e10,
+        127.9,
+        -128.9,
+        -0.9,
+        f32::INFINITY,
+        3.7,
+    ];
     let out = check(&k, &[f32s(&x), f32s(&x), vec![0; 8]]);
-    assert_eq!(out[2].iter().map(|&b| b as i8).collect::<Vec<_>>(), [0, 127, -128, 127, -128, 0, 127, 3]);
-    let k = elementwise("f2u", DType::F32, 1, 4, |b, x, _| b.cast(x, DType::U32, CastMode { saturate: false }));
+    assert_eq!(
+        out[2].iter().map(|&b| b as i8).collect::<Vec<_>>(),
+        [0, 127, -128, 127, -128, 0, 127, 3]
+    );
+    let k = elementwise("f2u", DType::F32, 1, 4, |b, x, _| {
+        b.cast(x, DType::U32, CastMode { saturate: false })
+    });
     let x = [f32::NAN, -5.0, 5e9, 4e9];
     let out = check(&k, &[f32s(&x), f32s(&x), vec![0; 16]]);
-    assert_eq!(to_i32s(&out[2]).iter().map(|&v| v as u32).collect::<Vec<_>>(), [0, 0, u32::MAX, 4_000_000_000]);
+    assert_eq!(
+        to_i32s(&out[2])
+            .iter()
+            .map(|&v| v as u32)
+            .collect::<Vec<_>>(),
+        [0, 0, u32::MAX, 4_000_000_000]
+    );
 }
 
 #[test]
@@ -529,11 +694,22 @@ fn splat_extract_and_reduce_lanes() {
             // w = splat(lane (lanes-1)) + v, or lane-wise max for bools.
             let e = b.extract(v, lanes - 1);
             let s = b.splat(e, lanes);
-            let sum = if d == DType::Bool { b.max(s, v) } else { b.add(s, v) };
+            let sum = if d == DType::Bool {
+                b.max(s, v)
+            } else {
+                b.add(s, v)
+            };
             b.store(w, i, sum);
             let k = b.finish();
             let sz = (d.bits() / 8) as u64;
-            check(&k, &[edge_values(d, n as usize, 4), vec![0; (4 * sz) as usize], vec![0; (n * sz) as usize]]);
+            check(
+                &k,
+                &[
+                    edge_values(d, n as usize, 4),
+                    vec![0; (4 * sz) as usize],
+                    vec![0; (n * sz) as usize],
+                ],
+            );
         }
     }
 }
@@ -547,7 +723,14 @@ fn bool_vectors_load_combine_and_store() {
             let o = b.binary(BinOp::Or, n, x);
             b.binary(BinOp::Xor, o, y)
         });
-        check(&k, &[edge_values(DType::Bool, 64, 5), edge_values(DType::Bool, 64, 6), vec![0; 64]]);
+        check(
+            &k,
+            &[
+                edge_values(DType::Bool, 64, 5),
+                edge_values(DType::Bool, 64, 6),
+                vec![0; 64],
+            ],
+        );
     }
     // A bool vector from a comparison, combined with one loaded from memory, selects floats.
     let mut b = KernelBuilder::new("mask_mix");
@@ -567,7 +750,14 @@ fn bool_vectors_load_combine_and_store() {
     let r = b.select(both, v, neg);
     b.store(z, i, r);
     let k = b.finish();
-    check(&k, &[f32s(&floats(16, 3)), edge_values(DType::Bool, 16, 7), vec![0; 64]]);
+    check(
+        &k,
+        &[
+            f32s(&floats(16, 3)),
+            edge_values(DType::Bool, 16, 7),
+            vec![0; 64],
+        ],
+    );
 }
 
 // ---- control flow ----
@@ -884,7 +1074,11 @@ fn a_large_grid_runs_on_several_threads_like_the_interpreter() {
         }
         acc
     });
-    let inputs = [f32s(&floats(n as usize, 31)), f32s(&floats(n as usize, 32)), vec![0; (n * 4) as usize]];
+    let inputs = [
+        f32s(&floats(n as usize, 31)),
+        f32s(&floats(n as usize, 32)),
+        vec![0; (n * 4) as usize],
+    ];
     check_on(&HostDevice::with_threads(4), &k, &inputs);
     check_on(&HostDevice::with_threads(1), &k, &inputs);
 }
@@ -922,7 +1116,10 @@ fn many_concurrent_launches_from_several_threads_match_the_interpreter() {
                     let args: Vec<KernelArg> = bufs.iter_mut().map(|b| b.arg()).collect();
                     loaded.launch(&args).unwrap_or_else(|e| panic!("{e}"));
                     let got: Vec<Vec<u8>> = bufs.iter().map(|b| b.bytes()).collect();
-                    assert!(got == want, "thread {t}, launch {i}: host and interpreter differ");
+                    assert!(
+                        got == want,
+                        "thread {t}, launch {i}: host and interpreter differ"
+                    );
                 }
             });
         }
@@ -932,7 +1129,11 @@ fn many_concurrent_launches_from_several_threads_match_the_interpreter() {
     check_on(
         &HostDevice::with_threads(3),
         &k,
-        &[f32s(&floats(n as usize, 7)), f32s(&floats(n as usize, 8)), vec![0; (n * 4) as usize]],
+        &[
+            f32s(&floats(n as usize, 7)),
+            f32s(&floats(n as usize, 8)),
+            vec![0; (n * 4) as usize],
+        ],
     );
     drop(loaded);
 }
@@ -958,7 +1159,10 @@ fn corrupt_and_truncated_blobs_are_refused() {
     }
     let mut bad = blob.code.clone();
     bad[1] ^= 0xff;
-    assert_eq!(err(&bad).to_string(), "kernel `tiny`: not a host code blob (bad magic)");
+    assert_eq!(
+        err(&bad).to_string(),
+        "kernel `tiny`: not a host code blob (bad magic)"
+    );
     let mut bad = blob.code.clone();
     bad[4] = 2;
     assert_eq!(
@@ -977,10 +1181,16 @@ fn launches_with_wrong_arguments_are_refused() {
     let mut a = Aligned::from(&[0u8; 16]);
     let mut short = Aligned::from(&[0u8; 12]);
     let e = loaded.launch(&[a.arg()]).unwrap_err();
-    assert_eq!(e.to_string(), "kernel `tiny`: takes 3 buffers, but 1 were passed");
+    assert_eq!(
+        e.to_string(),
+        "kernel `tiny`: takes 3 buffers, but 1 were passed"
+    );
     let (mut b, mut c) = (Aligned::from(&[0u8; 16]), Aligned::from(&[0u8; 16]));
     let e = loaded.launch(&[b.arg(), short.arg(), c.arg()]).unwrap_err();
-    assert_eq!(e.to_string(), "kernel `tiny`: buffer 1 has 12 bytes, but the kernel uses 16");
+    assert_eq!(
+        e.to_string(),
+        "kernel `tiny`: buffer 1 has 12 bytes, but the kernel uses 16"
+    );
 }
 
 /// Like [`check`], but the interpreter runs the kernel after `to_backend_subset`: for math
@@ -991,9 +1201,15 @@ fn check_expanded(k: &Kernel, inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let got = run_host_with(&HostDevice::new(), k, inputs);
     let want = run_interp(&e, inputs);
     for (p, (g, w)) in k.params().iter().zip(got.iter().zip(&want)) {
-        let nan = |b: &[u8]| p.dtype == DType::F32 && f32::from_le_bytes(b.try_into().unwrap()).is_nan();
+        let nan =
+            |b: &[u8]| p.dtype == DType::F32 && f32::from_le_bytes(b.try_into().unwrap()).is_nan();
         for (i, (ge, we)) in g.chunks(4).zip(w.chunks(4)).enumerate() {
-            assert!(ge == we || (nan(ge) && nan(we)), "`{}` {}[{i}]: {ge:?} vs {we:?}", k.name, p.name);
+            assert!(
+                ge == we || (nan(ge) && nan(we)),
+                "`{}` {}[{i}]: {ge:?} vs {we:?}",
+                k.name,
+                p.name
+            );
         }
     }
     got
@@ -1064,13 +1280,25 @@ fn low_precision_and_sub_byte_dtypes_match_the_interpreter() {
         });
         let k = b.finish();
         let bytes = d.storage_bytes(n) as usize;
-        check(&k, &[noise(bytes, 61), noise(bytes, 62), vec![0; bytes], vec![0; 256]]);
+        check(
+            &k,
+            &[
+                noise(bytes, 61),
+                noise(bytes, 62),
+                vec![0; bytes],
+                vec![0; 256],
+            ],
+        );
     }
 }
 
 #[test]
 fn mma_runs_through_its_expansion() {
-    for (a_ty, acc) in [(DType::F32, DType::F32), (DType::F16, DType::F32), (DType::I8, DType::I32)] {
+    for (a_ty, acc) in [
+        (DType::F32, DType::F32),
+        (DType::F16, DType::F32),
+        (DType::I8, DType::I32),
+    ] {
         let (m, n, kk) = (4u32, 8u32, 16u32);
         let mut b = KernelBuilder::new("mma");
         let a = b.param("a", a_ty, (2 * m * kk) as u64, Access::Read);
@@ -1082,20 +1310,35 @@ fn mma_runs_through_its_expansion() {
         let ao = b.mul(p, am);
         let co = b.mul(p, cm);
         let zero = b.index(0);
-        let tile = |buf, offset, cols: u32| TileRef { buf, offset, row_stride: cols as i64, col_stride: 1 };
+        let tile = |buf, offset, cols: u32| TileRef {
+            buf,
+            offset,
+            row_stride: cols as i64,
+            col_stride: 1,
+        };
         b.mma(tile(a, ao, kk), tile(bm, zero, n), tile(c, co, n), m, n, kk);
         let k = b.finish();
         let bytes = |d: DType, len: u32| d.storage_bytes(len as u64) as usize;
         // Small integers in every format, so that products and sums are exact.
         let small = |d: DType, len: u32, seed: u64| -> Vec<u8> {
-            let v: Vec<f32> = noise(len as usize, seed).iter().map(|&x| (x % 7) as f32 - 3.0).collect();
+            let v: Vec<f32> = noise(len as usize, seed)
+                .iter()
+                .map(|&x| (x % 7) as f32 - 3.0)
+                .collect();
             match d {
                 DType::F32 => f32s(&v),
-                DType::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+                DType::F16 => v
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect(),
                 _ => v.iter().map(|&x| x as i8 as u8).collect(),
             }
         };
-        let inputs = [small(a_ty, 2 * m * kk, 71), small(a_ty, kk * n, 72), vec![0; bytes(acc, 2 * m * n)]];
+        let inputs = [
+            small(a_ty, 2 * m * kk, 71),
+            small(a_ty, kk * n, 72),
+            vec![0; bytes(acc, 2 * m * n)],
+        ];
         check(&k, &inputs);
     }
 }
@@ -1105,9 +1348,16 @@ fn what_the_shared_passes_refuse_is_unsupported() {
     // Vector access to a sub-byte buffer: the passes want it scalarised first.
     let k = elementwise("nibbles", DType::I4, 2, 8, |b, x, y| b.add(x, y));
     match host().compile(&k) {
-        Err(TargetError::Unsupported { target, kernel, message }) => {
+        Err(TargetError::Unsupported {
+            target,
+            kernel,
+            message,
+        }) => {
             assert_eq!((target.as_str(), kernel.as_str()), ("host", "nibbles"));
-            assert!(message.contains("a vector load of a sub-byte dtype"), "{message}");
+            assert!(
+                message.contains("a vector load of a sub-byte dtype"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -1125,16 +1375,23 @@ fn four_lane_f32_code_is_sse_vector_code() {
     for want in ["load.f32x4", "fmul", "fcmp gt", "bitselect", "store"] {
         assert!(clif.contains(want), "no `{want}` in\n{clif}");
     }
-    assert!(!clif.contains("extractlane"), "the vector was split into lanes:\n{clif}");
+    assert!(
+        !clif.contains("extractlane"),
+        "the vector was split into lanes:\n{clif}"
+    );
 }
 
 #[test]
 fn invalid_kernels_are_errors_not_panics() {
     let mut k = tiny_kernel();
     // Use a value that nothing defines.
-    k.body.insts.retain(|i| !matches!(i.kind, tessera_kir::InstKind::ProgramId(_)));
+    k.body
+        .insts
+        .retain(|i| !matches!(i.kind, tessera_kir::InstKind::ProgramId(_)));
     match host().compile(&k) {
-        Err(TargetError::Codegen { message, .. }) => assert!(message.contains("verifier"), "{message}"),
+        Err(TargetError::Codegen { message, .. }) => {
+            assert!(message.contains("verifier"), "{message}")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -1145,9 +1402,14 @@ fn fingerprint_names_the_features_and_this_cpu_passes_it() {
     assert!(fp.starts_with("x86_64:") && fp.contains("sse4.1"), "{fp}");
     HostDevice::new().check_fingerprint(&fp).unwrap();
     let portable = Host::portable().unwrap().fingerprint();
-    assert_eq!(portable, "x86_64:sse3,ssse3,sse4.1,sse4.2,popcnt,cmpxchg16b");
     assert_eq!(
-        HostDevice::new().check_fingerprint("riscv64:v").unwrap_err(),
+        portable,
+        "x86_64:sse3,ssse3,sse4.1,sse4.2,popcnt,cmpxchg16b"
+    );
+    assert_eq!(
+        HostDevice::new()
+            .check_fingerprint("riscv64:v")
+            .unwrap_err(),
         "code was compiled for `riscv64:v`, not for x86_64"
     );
 }
@@ -1170,7 +1432,15 @@ fn portable_code_runs_the_same() {
 #[test]
 fn desc_parses_and_names_the_target() {
     let d = tessera_host::desc().unwrap();
-    assert_eq!((d.name.as_str(), d.isa.as_str(), d.launch.as_str(), d.vector_bytes), ("host", "x86_64", "threads", 16));
+    assert_eq!(
+        (
+            d.name.as_str(),
+            d.isa.as_str(),
+            d.launch.as_str(),
+            d.vector_bytes
+        ),
+        ("host", "x86_64", "threads", 16)
+    );
     assert!(!d.dtypes.iter().any(|t| t == "string"));
     assert_eq!(d.dtypes.len(), DType::ALL.len() - 1);
     assert_eq!(d.tolerance["f32"], [1e-3, 1e-5]);

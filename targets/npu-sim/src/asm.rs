@@ -38,19 +38,25 @@ pub fn assemble(text: &str) -> Result<Vec<Instr>> {
         if let Some(rest) = s.strip_prefix('.') {
             let mut it = rest.split_whitespace();
             let dir = it.next().unwrap_or("");
-            let name = it.next().ok_or_else(|| err(format!("`.{dir}` needs a name")))?;
-            let value = it.next().ok_or_else(|| err(format!("`.{dir} {name}` needs a value")))?;
+            let name = it
+                .next()
+                .ok_or_else(|| err(format!("`.{dir}` needs a name")))?;
+            let value = it
+                .next()
+                .ok_or_else(|| err(format!("`.{dir} {name}` needs a value")))?;
             if it.next().is_some() {
                 return Err(err(format!("trailing text after `.{dir} {name} {value}`")));
             }
             check_ident(name).map_err(&err)?;
             match dir {
                 "alias" => {
-                    let r = parse_reg_plain(value).ok_or_else(|| err(format!("`{value}` is not a register")))?;
+                    let r = parse_reg_plain(value)
+                        .ok_or_else(|| err(format!("`{value}` is not a register")))?;
                     aliases.insert(name.to_string(), r);
                 }
                 "equ" => {
-                    let v = parse_int(value, &equs).ok_or_else(|| err(format!("`{value}` is not an integer")))?;
+                    let v = parse_int(value, &equs)
+                        .ok_or_else(|| err(format!("`{value}` is not an integer")))?;
                     equs.insert(name.to_string(), v);
                 }
                 d => return Err(err(format!("unknown directive `.{d}`"))),
@@ -75,8 +81,15 @@ pub fn assemble(text: &str) -> Result<Vec<Instr>> {
             lines.push((lineno, s.to_string()));
         }
     }
-    let ctx = Ctx { labels, aliases, equs };
-    lines.iter().map(|(line, s)| parse_instr(s, &ctx).map_err(|msg| SimError::Asm { line: *line, msg })).collect()
+    let ctx = Ctx {
+        labels,
+        aliases,
+        equs,
+    };
+    lines
+        .iter()
+        .map(|(line, s)| parse_instr(s, &ctx).map_err(|msg| SimError::Asm { line: *line, msg }))
+        .collect()
 }
 
 /// Prints a program in canonical text form, with `L<pc>` labels at branch targets.
@@ -84,7 +97,9 @@ pub fn disassemble(prog: &[Instr]) -> String {
     let targets: BTreeSet<u32> = prog
         .iter()
         .filter_map(|i| match i {
-            Instr::Branch { target, .. } | Instr::Jmp { target } | Instr::Dbnz { target, .. } => Some(*target),
+            Instr::Branch { target, .. } | Instr::Jmp { target } | Instr::Dbnz { target, .. } => {
+                Some(*target)
+            }
             _ => None,
         })
         .collect();
@@ -119,15 +134,33 @@ pub fn format_instr(ins: &Instr) -> String {
         Instr::Halt => "HALT".into(),
         Instr::Barrier => "BARRIER".into(),
         Instr::Li { rd, imm } => format!("LI {}, {imm}", reg(*rd)),
-        Instr::Alu { op, rd, rs1, rs2 } => format!("{op} {}, {}, {}", reg(*rd), reg(*rs1), reg(*rs2)),
+        Instr::Alu { op, rd, rs1, rs2 } => {
+            format!("{op} {}, {}, {}", reg(*rd), reg(*rs1), reg(*rs2))
+        }
         Instr::AluI { op, rd, rs1, imm } => format!("{op}I {}, {}, {imm}", reg(*rd), reg(*rs1)),
-        Instr::Branch { cond, rs1, rs2, target } => format!("{cond} {}, {}, L{target}", reg(*rs1), reg(*rs2)),
+        Instr::Branch {
+            cond,
+            rs1,
+            rs2,
+            target,
+        } => format!("{cond} {}, {}, L{target}", reg(*rs1), reg(*rs2)),
         Instr::Jmp { target } => format!("JMP L{target}"),
         Instr::Dbnz { rd, target } => format!("DBNZ {}, L{target}", reg(*rd)),
         Instr::SetFlag { src, dst, id } => format!("SET_FLAG {src}, {dst}, {id}"),
         Instr::WaitFlag { src, dst, id } => format!("WAIT_FLAG {src}, {dst}, {id}"),
-        Instr::Dma { src_mem, dst_mem, sdt, ddt, regs, scale } => {
-            let dts = if sdt == ddt { sdt.to_string() } else { format!("{sdt}->{ddt}") };
+        Instr::Dma {
+            src_mem,
+            dst_mem,
+            sdt,
+            ddt,
+            regs,
+            scale,
+        } => {
+            let dts = if sdt == ddt {
+                sdt.to_string()
+            } else {
+                format!("{sdt}->{ddt}")
+            };
             let rs: Vec<String> = regs.iter().map(|r| reg(*r)).collect();
             let mut s = format!("DMA {src_mem}->{dst_mem} {dts} {}", rs.join(", "));
             if let Some(sc) = scale {
@@ -139,9 +172,23 @@ pub fn format_instr(ins: &Instr) -> String {
             let rs: Vec<String> = regs.iter().map(|r| reg(*r)).collect();
             format!("MMA {adt}->{cdt} {}", rs.join(", "))
         }
-        Instr::Vec { op, form, sdt, ddt, dst, src1, src2, len, mask } => {
+        Instr::Vec {
+            op,
+            form,
+            sdt,
+            ddt,
+            dst,
+            src1,
+            src2,
+            len,
+            mask,
+        } => {
             let suffix = if *form == VecForm::VS { "S" } else { "" };
-            let dts = if sdt == ddt { sdt.to_string() } else { format!("{sdt}->{ddt}") };
+            let dts = if sdt == ddt {
+                sdt.to_string()
+            } else {
+                format!("{sdt}->{ddt}")
+            };
             let mut rs = vec![reg(*dst), reg(*src1)];
             if let Some(s2) = src2 {
                 rs.push(reg(*s2));
@@ -152,7 +199,13 @@ pub fn format_instr(ins: &Instr) -> String {
             }
             format!("V{op}{suffix} {dts} {}", rs.join(", "))
         }
-        Instr::Vred { op, dt, dst, src, len } => format!("VRED{op} {dt} {}, {}, {}", reg(*dst), reg(*src), reg(*len)),
+        Instr::Vred {
+            op,
+            dt,
+            dst,
+            src,
+            len,
+        } => format!("VRED{op} {dt} {}, {}, {}", reg(*dst), reg(*src), reg(*len)),
     }
 }
 
@@ -169,7 +222,8 @@ impl Ctx {
             .ok_or_else(|| format!("`{s}` is not a register (r0..r31) or register alias"))
     }
     fn imm(&self, s: &str) -> std::result::Result<i32, String> {
-        let v = parse_int(s, &self.equs).ok_or_else(|| format!("`{s}` is not an integer or .equ name"))?;
+        let v = parse_int(s, &self.equs)
+            .ok_or_else(|| format!("`{s}` is not an integer or .equ name"))?;
         i32::try_from(v).map_err(|_| format!("immediate {v} does not fit in 32 bits"))
     }
     fn target(&self, s: &str) -> std::result::Result<u32, String> {
@@ -185,7 +239,9 @@ impl Ctx {
 
 fn check_ident(s: &str) -> std::result::Result<(), String> {
     let ok = !s.is_empty()
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
         Ok(())
@@ -195,7 +251,11 @@ fn check_ident(s: &str) -> std::result::Result<(), String> {
 }
 
 fn parse_reg_plain(s: &str) -> Option<u8> {
-    let n: u8 = s.strip_prefix('r').or_else(|| s.strip_prefix('R'))?.parse().ok()?;
+    let n: u8 = s
+        .strip_prefix('r')
+        .or_else(|| s.strip_prefix('R'))?
+        .parse()
+        .ok()?;
     (n < 32).then_some(n)
 }
 
@@ -270,28 +330,42 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
         "LI" => {
             let o = ops(rest);
             want(&o, 2)?;
-            return Ok(Instr::Li { rd: ctx.reg(&o[0])?, imm: ctx.imm(&o[1])? });
+            return Ok(Instr::Li {
+                rd: ctx.reg(&o[0])?,
+                imm: ctx.imm(&o[1])?,
+            });
         }
         "JMP" => {
             let o = ops(rest);
             want(&o, 1)?;
-            return Ok(Instr::Jmp { target: ctx.target(&o[0])? });
+            return Ok(Instr::Jmp {
+                target: ctx.target(&o[0])?,
+            });
         }
         "DBNZ" => {
             let o = ops(rest);
             want(&o, 2)?;
-            return Ok(Instr::Dbnz { rd: ctx.reg(&o[0])?, target: ctx.target(&o[1])? });
+            return Ok(Instr::Dbnz {
+                rd: ctx.reg(&o[0])?,
+                target: ctx.target(&o[1])?,
+            });
         }
         "SET_FLAG" | "WAIT_FLAG" => {
             let o = ops(rest);
             want(&o, 3)?;
             let (src, dst, id) = (pipe(&o[0])?, pipe(&o[1])?, flag_id(&o[2])?);
-            return Ok(if mn_up == "SET_FLAG" { Instr::SetFlag { src, dst, id } } else { Instr::WaitFlag { src, dst, id } });
+            return Ok(if mn_up == "SET_FLAG" {
+                Instr::SetFlag { src, dst, id }
+            } else {
+                Instr::WaitFlag { src, dst, id }
+            });
         }
         "DMA" => {
             let (edge, r) = take_word(rest);
             let (dts, r) = take_word(&r);
-            let (s, d) = edge.split_once("->").ok_or_else(|| format!("DMA edge `{edge}` is not SRC->DST"))?;
+            let (s, d) = edge
+                .split_once("->")
+                .ok_or_else(|| format!("DMA edge `{edge}` is not SRC->DST"))?;
             let mem = |t: &str| Mem::from_name(t).ok_or_else(|| format!("unknown memory `{t}`"));
             let (src_mem, dst_mem) = (mem(s)?, mem(d)?);
             let (sdt, ddt) = parse_dtypes(&dts)?;
@@ -308,7 +382,14 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
             for (i, t) in o.iter().enumerate() {
                 regs[i] = ctx.reg(t)?;
             }
-            return Ok(Instr::Dma { src_mem, dst_mem, sdt, ddt, regs, scale });
+            return Ok(Instr::Dma {
+                src_mem,
+                dst_mem,
+                sdt,
+                ddt,
+                regs,
+                scale,
+            });
         }
         "MMA" => {
             let (dts, r) = take_word(rest);
@@ -326,17 +407,32 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
     if let Some(cond) = Cond::from_name(&mn_up) {
         let o = ops(rest);
         want(&o, 3)?;
-        return Ok(Instr::Branch { cond, rs1: ctx.reg(&o[0])?, rs2: ctx.reg(&o[1])?, target: ctx.target(&o[2])? });
+        return Ok(Instr::Branch {
+            cond,
+            rs1: ctx.reg(&o[0])?,
+            rs2: ctx.reg(&o[1])?,
+            target: ctx.target(&o[2])?,
+        });
     }
     if let Some(op) = AluOp::from_name(&mn_up) {
         let o = ops(rest);
         want(&o, 3)?;
-        return Ok(Instr::Alu { op, rd: ctx.reg(&o[0])?, rs1: ctx.reg(&o[1])?, rs2: ctx.reg(&o[2])? });
+        return Ok(Instr::Alu {
+            op,
+            rd: ctx.reg(&o[0])?,
+            rs1: ctx.reg(&o[1])?,
+            rs2: ctx.reg(&o[2])?,
+        });
     }
     if let Some(op) = mn_up.strip_suffix('I').and_then(AluOp::from_name) {
         let o = ops(rest);
         want(&o, 3)?;
-        return Ok(Instr::AluI { op, rd: ctx.reg(&o[0])?, rs1: ctx.reg(&o[1])?, imm: ctx.imm(&o[2])? });
+        return Ok(Instr::AluI {
+            op,
+            rd: ctx.reg(&o[0])?,
+            rs1: ctx.reg(&o[1])?,
+            imm: ctx.imm(&o[2])?,
+        });
     }
     if let Some(red) = mn_up.strip_prefix("VRED") {
         let op = RedOp::from_name(red).ok_or_else(|| format!("unknown reduction `{mn}`"))?;
@@ -344,12 +440,29 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
         let dt = DType::from_name(&dts).ok_or_else(|| format!("unknown dtype `{dts}`"))?;
         let o = ops(&r);
         want(&o, 3)?;
-        return Ok(Instr::Vred { op, dt, dst: ctx.reg(&o[0])?, src: ctx.reg(&o[1])?, len: ctx.reg(&o[2])? });
+        return Ok(Instr::Vred {
+            op,
+            dt,
+            dst: ctx.reg(&o[0])?,
+            src: ctx.reg(&o[1])?,
+            len: ctx.reg(&o[2])?,
+        });
     }
     if let Some(name) = mn_up.strip_prefix('V') {
         let (op, form) = if let Some(op) = VecOp::from_name(name) {
-            (op, if op.is_binary() { VecForm::VV } else { VecForm::Unary })
-        } else if let Some(op) = name.strip_suffix('S').and_then(VecOp::from_name).filter(|o| o.is_binary()) {
+            (
+                op,
+                if op.is_binary() {
+                    VecForm::VV
+                } else {
+                    VecForm::Unary
+                },
+            )
+        } else if let Some(op) = name
+            .strip_suffix('S')
+            .and_then(VecOp::from_name)
+            .filter(|o| o.is_binary())
+        {
             (op, VecForm::VS)
         } else {
             return Err(format!("unknown mnemonic `{mn}`"));
@@ -370,8 +483,22 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
         let binary = op.is_binary();
         want(&o, if binary { 4 } else { 3 })?;
         let (dst, src1) = (ctx.reg(&o[0])?, ctx.reg(&o[1])?);
-        let (src2, len) = if binary { (Some(ctx.reg(&o[2])?), ctx.reg(&o[3])?) } else { (None, ctx.reg(&o[2])?) };
-        return Ok(Instr::Vec { op, form, sdt, ddt, dst, src1, src2, len, mask });
+        let (src2, len) = if binary {
+            (Some(ctx.reg(&o[2])?), ctx.reg(&o[3])?)
+        } else {
+            (None, ctx.reg(&o[2])?)
+        };
+        return Ok(Instr::Vec {
+            op,
+            form,
+            sdt,
+            ddt,
+            dst,
+            src1,
+            src2,
+            len,
+            mask,
+        });
     }
     Err(format!("unknown mnemonic `{mn}`"))
 }
@@ -419,13 +546,19 @@ end:
     #[test]
     fn errors_name_the_line() {
         let e = assemble("NOP\n\n  FROB r1\n").unwrap_err();
-        assert!(matches!(e, SimError::Asm { line: 3, ref msg } if msg.contains("FROB")), "{e}");
+        assert!(
+            matches!(e, SimError::Asm { line: 3, ref msg } if msg.contains("FROB")),
+            "{e}"
+        );
         let e = assemble("ADD r1, r2\n").unwrap_err();
         assert!(matches!(e, SimError::Asm { line: 1, .. }), "{e}");
         let e = assemble("LI r40, 1\n").unwrap_err();
         assert!(matches!(e, SimError::Asm { line: 1, .. }), "{e}");
         let e = assemble("JMP nowhere\n").unwrap_err();
-        assert!(matches!(e, SimError::Asm { line: 1, ref msg } if msg.contains("nowhere")), "{e}");
+        assert!(
+            matches!(e, SimError::Asm { line: 1, ref msg } if msg.contains("nowhere")),
+            "{e}"
+        );
         let e = assemble("VADD f32->f16 r1, r2, r3, r4\n").unwrap_err();
         assert!(matches!(e, SimError::Asm { line: 1, .. }), "{e}");
     }
@@ -434,10 +567,16 @@ end:
     fn bad_words_do_not_decode() {
         let mut w = Instr::Halt.encode();
         w[0] = 0x7f;
-        assert!(matches!(Instr::decode(&w, 4), Err(SimError::Decode { pc: 4, .. })));
+        assert!(matches!(
+            Instr::decode(&w, 4),
+            Err(SimError::Decode { pc: 4, .. })
+        ));
         let mut w = Instr::Li { rd: 1, imm: 2 }.encode();
         w[5] = 3; // an unused register field must be 0xff
-        assert!(matches!(Instr::decode(&w, 0), Err(SimError::Decode { pc: 0, .. })));
+        assert!(matches!(
+            Instr::decode(&w, 0),
+            Err(SimError::Decode { pc: 0, .. })
+        ));
         assert!(decode_program(&[0u8; 17]).is_err());
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use crate::npy::{read_npy, write_npy};
 use crate::{
-    assemble, decode_program, disassemble, encode_program, run_program, DType, KernelArgs, Mode, NdArray, SimError,
-    TargetConfig,
+    assemble, decode_program, disassemble, encode_program, run_program, DType, KernelArgs, Mode,
+    NdArray, SimError, TargetConfig,
 };
 
 const USAGE: &str = "\
@@ -21,7 +21,6 @@ usage:
   npu-sim asm KERNEL.asm OUT.bin       assemble to the 16-byte-per-instruction binary
   npu-sim disasm PROG.bin              print the canonical assembly of a binary
 ";
-
 
 fn io<T>(r: std::io::Result<T>, what: &str) -> Result<T, SimError> {
     r.map_err(|e| SimError::Io(format!("{what}: {e}")))
@@ -54,19 +53,31 @@ pub fn main_with_args(args: &[String]) -> Result<(), SimError> {
             Ok(())
         }
         "asm" => {
-            let [_, src, out] = args else { return Err(SimError::Args(format!("asm takes KERNEL.asm OUT.bin\n{USAGE}"))) };
+            let [_, src, out] = args else {
+                return Err(SimError::Args(format!(
+                    "asm takes KERNEL.asm OUT.bin\n{USAGE}"
+                )));
+            };
             let prog = load_program(src)?;
             io(std::fs::write(out, encode_program(&prog)), out)?;
-            println!("{} instructions, {} bytes -> {out}", prog.len(), prog.len() * 16);
+            println!(
+                "{} instructions, {} bytes -> {out}",
+                prog.len(),
+                prog.len() * 16
+            );
             Ok(())
         }
         "disasm" => {
-            let [_, bin] = args else { return Err(SimError::Args(format!("disasm takes PROG.bin\n{USAGE}"))) };
+            let [_, bin] = args else {
+                return Err(SimError::Args(format!("disasm takes PROG.bin\n{USAGE}")));
+            };
             print!("{}", disassemble(&load_program(bin)?));
             Ok(())
         }
         "run" => run(&args[1..]),
-        other => Err(SimError::Args(format!("unknown command `{other}`\n{USAGE}"))),
+        other => Err(SimError::Args(format!(
+            "unknown command `{other}`\n{USAGE}"
+        ))),
     }
 }
 
@@ -78,23 +89,36 @@ fn run(args: &[String]) -> Result<(), SimError> {
     let mut outs: Vec<(u8, String)> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| SimError::Args(format!("{a} needs a value")));
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| SimError::Args(format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--in" => {
                 let v = val()?;
-                let (r, f) = v.split_once('=').ok_or_else(|| SimError::Args(format!("--in {v}: want rN=FILE.npy")))?;
-                let arr = read_npy(&io(std::fs::read(f), f)?).map_err(|e| SimError::Npy(format!("{f}: {e}")))?;
+                let (r, f) = v
+                    .split_once('=')
+                    .ok_or_else(|| SimError::Args(format!("--in {v}: want rN=FILE.npy")))?;
+                let arr = read_npy(&io(std::fs::read(f), f)?)
+                    .map_err(|e| SimError::Npy(format!("{f}: {e}")))?;
                 kargs = kargs.input(parse_reg(r)?, arr);
             }
             "--out" => {
                 let v = val()?;
-                let (r, spec) = v.split_once('=').ok_or_else(|| SimError::Args(format!("--out {v}: want rN=FILE:DTYPE:SHAPE")))?;
+                let (r, spec) = v.split_once('=').ok_or_else(|| {
+                    SimError::Args(format!("--out {v}: want rN=FILE:DTYPE:SHAPE"))
+                })?;
                 let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
                 let [shape, dt, file] = parts[..] else {
-                    return Err(SimError::Args(format!("--out {v}: want rN=FILE.npy:DTYPE:D0xD1")));
+                    return Err(SimError::Args(format!(
+                        "--out {v}: want rN=FILE.npy:DTYPE:D0xD1"
+                    )));
                 };
-                let dt = DType::from_name(dt).ok_or_else(|| SimError::Args(format!("unknown dtype `{dt}`")))?;
-                let dims: Result<Vec<usize>, _> = shape.split('x').map(|d| d.parse::<usize>()).collect();
+                let dt = DType::from_name(dt)
+                    .ok_or_else(|| SimError::Args(format!("unknown dtype `{dt}`")))?;
+                let dims: Result<Vec<usize>, _> =
+                    shape.split('x').map(|d| d.parse::<usize>()).collect();
                 let dims = dims.map_err(|_| SimError::Args(format!("bad shape `{shape}`")))?;
                 let reg = parse_reg(r)?;
                 kargs = kargs.output(reg, NdArray::zeros(dt, &dims));
@@ -102,11 +126,17 @@ fn run(args: &[String]) -> Result<(), SimError> {
             }
             "--set" => {
                 let v = val()?;
-                let (r, x) = v.split_once('=').ok_or_else(|| SimError::Args(format!("--set {v}: want rN=VALUE")))?;
+                let (r, x) = v
+                    .split_once('=')
+                    .ok_or_else(|| SimError::Args(format!("--set {v}: want rN=VALUE")))?;
                 let value = if let Some(f) = x.strip_prefix("f32:") {
-                    f.parse::<f32>().map_err(|_| SimError::Args(format!("bad f32 `{f}`")))?.to_bits() as u64
+                    f.parse::<f32>()
+                        .map_err(|_| SimError::Args(format!("bad f32 `{f}`")))?
+                        .to_bits() as u64
                 } else {
-                    x.parse::<i64>().map_err(|_| SimError::Args(format!("bad integer `{x}`")))? as u64
+                    x.parse::<i64>()
+                        .map_err(|_| SimError::Args(format!("bad integer `{x}`")))?
+                        as u64
                 };
                 kargs = kargs.scalar(parse_reg(r)?, value);
             }
@@ -119,7 +149,9 @@ fn run(args: &[String]) -> Result<(), SimError> {
                 }
             }
             "--target" => target = Some(val()?),
-            s if s.starts_with("--") => return Err(SimError::Args(format!("unknown option `{s}`\n{USAGE}"))),
+            s if s.starts_with("--") => {
+                return Err(SimError::Args(format!("unknown option `{s}`\n{USAGE}")))
+            }
             s => {
                 if kernel.replace(s.to_string()).is_some() {
                     return Err(SimError::Args("more than one kernel file given".into()));
@@ -137,11 +169,16 @@ fn run(args: &[String]) -> Result<(), SimError> {
     let out = run_program(&prog, &target, &kargs, mode)?;
     let secs = t0.elapsed().as_secs_f64();
     for (reg, file) in &outs {
-        let arr = out.output(*reg).ok_or_else(|| SimError::Args(format!("no output in r{reg}")))?;
+        let arr = out
+            .output(*reg)
+            .ok_or_else(|| SimError::Args(format!("no output in r{reg}")))?;
         io(std::fs::write(file, write_npy(arr)?), file)?;
         println!("wrote r{reg} -> {file} ({:?} {})", arr.shape, arr.dtype);
     }
-    println!("{kernel}: {} instructions, simulated in {secs:.3} s", prog.len());
+    println!(
+        "{kernel}: {} instructions, simulated in {secs:.3} s",
+        prog.len()
+    );
     if let Some(rep) = &out.report {
         println!("{rep}");
     }

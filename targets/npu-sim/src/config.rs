@@ -135,7 +135,8 @@ impl TargetConfig {
 
     /// Reads a description from a file.
     pub fn from_path(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimError::Io(format!("{}: {e}", path.display())))?;
         Self::from_toml(&text)
     }
 
@@ -145,11 +146,22 @@ impl TargetConfig {
         let cfg = |m: String| SimError::Config(m);
         let mut mems: Vec<Option<MemDesc>> = vec![None; Mem::ALL.len()];
         for m in &raw.memory {
-            let id = Mem::from_name(&m.name).ok_or_else(|| cfg(format!("unknown memory `{}`", m.name)))?;
+            let id = Mem::from_name(&m.name)
+                .ok_or_else(|| cfg(format!("unknown memory `{}`", m.name)))?;
             if m.size == 0 || m.align == 0 || !m.align.is_power_of_two() {
-                return Err(cfg(format!("memory {}: size must be > 0 and align a power of two", m.name)));
+                return Err(cfg(format!(
+                    "memory {}: size must be > 0 and align a power of two",
+                    m.name
+                )));
             }
-            if mems[id as usize].replace(MemDesc { size: m.size, align: m.align, role: m.role.clone() }).is_some() {
+            if mems[id as usize]
+                .replace(MemDesc {
+                    size: m.size,
+                    align: m.align,
+                    role: m.role.clone(),
+                })
+                .is_some()
+            {
                 return Err(cfg(format!("memory {} listed twice", m.name)));
             }
         }
@@ -161,19 +173,38 @@ impl TargetConfig {
 
         let mut edges = HashMap::new();
         for e in &raw.dma {
-            let src = Mem::from_name(&e.src).ok_or_else(|| cfg(format!("unknown memory `{}`", e.src)))?;
-            let dst = Mem::from_name(&e.dst).ok_or_else(|| cfg(format!("unknown memory `{}`", e.dst)))?;
-            let pipe = Pipe::from_name(&e.pipe).ok_or_else(|| cfg(format!("unknown pipe `{}`", e.pipe)))?;
+            let src =
+                Mem::from_name(&e.src).ok_or_else(|| cfg(format!("unknown memory `{}`", e.src)))?;
+            let dst =
+                Mem::from_name(&e.dst).ok_or_else(|| cfg(format!("unknown memory `{}`", e.dst)))?;
+            let pipe = Pipe::from_name(&e.pipe)
+                .ok_or_else(|| cfg(format!("unknown pipe `{}`", e.pipe)))?;
             if src == dst {
-                return Err(cfg(format!("DMA edge {}->{} joins a memory to itself", e.src, e.dst)));
+                return Err(cfg(format!(
+                    "DMA edge {}->{} joins a memory to itself",
+                    e.src, e.dst
+                )));
             }
             if pipe == Pipe::S || pipe == Pipe::Cube {
-                return Err(cfg(format!("DMA {}->{} cannot run on pipe {pipe}", e.src, e.dst)));
+                return Err(cfg(format!(
+                    "DMA {}->{} cannot run on pipe {pipe}",
+                    e.src, e.dst
+                )));
             }
             if e.bytes_per_cycle == 0 {
-                return Err(cfg(format!("DMA {}->{}: bytes_per_cycle must be > 0", e.src, e.dst)));
+                return Err(cfg(format!(
+                    "DMA {}->{}: bytes_per_cycle must be > 0",
+                    e.src, e.dst
+                )));
             }
-            edges.insert((src, dst), DmaEdge { pipe, bytes_per_cycle: e.bytes_per_cycle, setup_cycles: e.setup_cycles });
+            edges.insert(
+                (src, dst),
+                DmaEdge {
+                    pipe,
+                    bytes_per_cycle: e.bytes_per_cycle,
+                    setup_cycles: e.setup_cycles,
+                },
+            );
         }
 
         let dt = |s: &str| DType::from_name(s).ok_or_else(|| cfg(format!("unknown dtype `{s}`")));
@@ -181,15 +212,29 @@ impl TargetConfig {
         for m in &raw.cube.mma {
             let (a, b, c) = (dt(&m.a)?, dt(&m.b)?, dt(&m.c)?);
             if a != b {
-                return Err(cfg(format!("MMA {}x{}: mixed operand dtypes are not modelled", m.a, m.b)));
+                return Err(cfg(format!(
+                    "MMA {}x{}: mixed operand dtypes are not modelled",
+                    m.a, m.b
+                )));
             }
             if m.m == 0 || m.k == 0 || m.n == 0 {
                 return Err(cfg("MMA tile dims must be > 0".into()));
             }
-            mma_shapes.push(MmaShape { adt: a, cdt: c, m: m.m, k: m.k, n: m.n });
+            mma_shapes.push(MmaShape {
+                adt: a,
+                cdt: c,
+                m: m.m,
+                k: m.k,
+                n: m.n,
+            });
         }
-        if raw.cube.cycles_per_tile == 0 || raw.vector.bytes_per_cycle == 0 || raw.scalar.queue_depth == 0 {
-            return Err(cfg("cycles_per_tile, vector bytes_per_cycle and queue_depth must be > 0".into()));
+        if raw.cube.cycles_per_tile == 0
+            || raw.vector.bytes_per_cycle == 0
+            || raw.scalar.queue_depth == 0
+        {
+            return Err(cfg(
+                "cycles_per_tile, vector bytes_per_cycle and queue_depth must be > 0".into(),
+            ));
         }
         // The peak figures are documentation; check them against the shapes so
         // the file cannot contradict itself.
@@ -198,7 +243,11 @@ impl TargetConfig {
             let want = 2 * s.m * s.n * s.k / raw.cube.cycles_per_tile;
             match raw.peak_ops_per_cycle.get(&key) {
                 Some(&v) if v == want => {}
-                Some(&v) => return Err(cfg(format!("peak_ops_per_cycle.{key} = {v}, but the tile shape gives {want}"))),
+                Some(&v) => {
+                    return Err(cfg(format!(
+                        "peak_ops_per_cycle.{key} = {v}, but the tile shape gives {want}"
+                    )))
+                }
                 None => return Err(cfg(format!("peak_ops_per_cycle.{key} missing"))),
             }
         }
@@ -207,7 +256,9 @@ impl TargetConfig {
             let want = raw.vector.bytes_per_cycle / d.size();
             if let Some(&v) = raw.peak_ops_per_cycle.get(&key) {
                 if v != want {
-                    return Err(cfg(format!("peak_ops_per_cycle.{key} = {v}, but the vector width gives {want}")));
+                    return Err(cfg(format!(
+                        "peak_ops_per_cycle.{key} = {v}, but the vector width gives {want}"
+                    )));
                 }
             }
         }
@@ -251,7 +302,10 @@ impl TargetConfig {
     }
 
     pub fn mma_shape(&self, adt: DType, cdt: DType) -> Option<MmaShape> {
-        self.mma_shapes.iter().copied().find(|s| s.adt == adt && s.cdt == cdt)
+        self.mma_shapes
+            .iter()
+            .copied()
+            .find(|s| s.adt == adt && s.cdt == cdt)
     }
 }
 
@@ -267,9 +321,15 @@ mod tests {
         assert_eq!(t.mem(Mem::L0c).size, 128 * 1024);
         assert_eq!(t.mem(Mem::Ub).size, 192 * 1024);
         let e = t.edge(Mem::Gm, Mem::L1).unwrap();
-        assert_eq!((e.pipe, e.bytes_per_cycle, e.setup_cycles), (Pipe::Mte2, 128, 100));
+        assert_eq!(
+            (e.pipe, e.bytes_per_cycle, e.setup_cycles),
+            (Pipe::Mte2, 128, 100)
+        );
         let e = t.edge(Mem::L1, Mem::L0b).unwrap();
-        assert_eq!((e.pipe, e.bytes_per_cycle, e.setup_cycles), (Pipe::Mte1, 256, 20));
+        assert_eq!(
+            (e.pipe, e.bytes_per_cycle, e.setup_cycles),
+            (Pipe::Mte1, 256, 20)
+        );
         assert!(t.edge(Mem::Gm, Mem::L0c).is_none());
         let s = t.mma_shape(DType::I8, DType::I32).unwrap();
         assert_eq!((s.m, s.k, s.n), (16, 32, 16));
@@ -278,8 +338,13 @@ mod tests {
     #[test]
     fn contradictory_peak_is_rejected() {
         let bad = DEFAULT_TARGET_TOML.replace("cube_f16 = 8192", "cube_f16 = 9000");
-        assert!(matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(m)) if m.contains("cube_f16")));
+        assert!(
+            matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(m)) if m.contains("cube_f16"))
+        );
         let bad = DEFAULT_TARGET_TOML.replace("name = \"UB\"", "name = \"XB\"");
-        assert!(matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(_))));
+        assert!(matches!(
+            TargetConfig::from_toml(&bad),
+            Err(SimError::Config(_))
+        ));
     }
 }

@@ -20,12 +20,29 @@ pub enum SimError {
     Decode { pc: usize, msg: String },
 
     /// Bad input: an access falls outside its memory.
-    #[error("pc {pc} `{instr}`: out-of-bounds {mem} access [{addr:#x}, {end:#x}) (size {size:#x})")]
-    OutOfBounds { pc: usize, instr: String, mem: &'static str, addr: u64, end: u64, size: u64 },
+    #[error(
+        "pc {pc} `{instr}`: out-of-bounds {mem} access [{addr:#x}, {end:#x}) (size {size:#x})"
+    )]
+    OutOfBounds {
+        pc: usize,
+        instr: String,
+        mem: &'static str,
+        addr: u64,
+        end: u64,
+        size: u64,
+    },
 
     /// Bad input: an access base address breaks the memory's alignment rule.
-    #[error("pc {pc} `{instr}`: misaligned {mem} address {addr:#x} (needs {align}-byte alignment)")]
-    Misaligned { pc: usize, instr: String, mem: &'static str, addr: u64, align: u64 },
+    #[error(
+        "pc {pc} `{instr}`: misaligned {mem} address {addr:#x} (needs {align}-byte alignment)"
+    )]
+    Misaligned {
+        pc: usize,
+        instr: String,
+        mem: &'static str,
+        addr: u64,
+        align: u64,
+    },
 
     /// Bad input: L0C was read (DMA out, or MMA accumulate) before any MMA wrote it.
     #[error("pc {pc} `{instr}`: read of uninitialised L0C at {addr:#x}")]
@@ -33,12 +50,20 @@ pub enum SimError {
 
     /// Bad input: a flag wait (or a full queue behind one) can never be satisfied.
     #[error("pc {pc} `{instr}`: deadlock: {detail}")]
-    Deadlock { pc: usize, instr: String, detail: String },
+    Deadlock {
+        pc: usize,
+        instr: String,
+        detail: String,
+    },
 
     /// Bad input: an operand value is illegal (negative count, unknown DMA edge,
     /// dtype not supported by the unit, flag overflow, division by zero, ...).
     #[error("pc {pc} `{instr}`: {msg}")]
-    BadOperand { pc: usize, instr: String, msg: String },
+    BadOperand {
+        pc: usize,
+        instr: String,
+        msg: String,
+    },
 
     /// Bad input: control ran off the end of the program without HALT.
     #[error("pc {pc}: execution ran past the end of the program (missing HALT?)")]

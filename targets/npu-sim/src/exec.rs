@@ -16,7 +16,11 @@ pub struct ErrCtx<'a> {
 
 impl ErrCtx<'_> {
     pub fn bad(&self, msg: impl Into<String>) -> SimError {
-        SimError::BadOperand { pc: self.pc, instr: self.instr.to_string(), msg: msg.into() }
+        SimError::BadOperand {
+            pc: self.pc,
+            instr: self.instr.to_string(),
+            msg: msg.into(),
+        }
     }
 
     /// Checks that `[addr, addr + len)` lies in `mem` and that `addr` is aligned.
@@ -25,7 +29,13 @@ impl ErrCtx<'_> {
         // `%` rather than `is_multiple_of`, which is newer than the workspace MSRV (1.85).
         #[allow(clippy::manual_is_multiple_of)]
         if addr % align != 0 {
-            return Err(SimError::Misaligned { pc: self.pc, instr: self.instr.to_string(), mem: m.kind.name(), addr, align });
+            return Err(SimError::Misaligned {
+                pc: self.pc,
+                instr: self.instr.to_string(),
+                mem: m.kind.name(),
+                addr,
+                align,
+            });
         }
         let end = addr.saturating_add(len);
         if end > m.len() {
@@ -155,7 +165,11 @@ fn dma_cast(sdt: DType, ddt: DType, scale: Option<f32>, src: &[u8], dst: &mut [u
         (DType::F32, DType::F16) => {
             let v = read_f32(DType::F32, src);
             // Saturate to the largest finite f16 rather than overflow to infinity.
-            let v = if v.is_nan() { v } else { v.clamp(-65504.0, 65504.0) };
+            let v = if v.is_nan() {
+                v
+            } else {
+                v.clamp(-65504.0, 65504.0)
+            };
             write_f32(DType::F16, v, dst)
         }
         (DType::F32, DType::Bf16) => {
@@ -167,7 +181,9 @@ fn dma_cast(sdt: DType, ddt: DType, scale: Option<f32>, src: &[u8], dst: &mut [u
         (DType::I32, DType::I8) => {
             let acc = i32::from_le_bytes([src[0], src[1], src[2], src[3]]);
             // f64 holds every i32 and the f32 scale exactly, so the product rounds once.
-            let v = (acc as f64 * scale.unwrap_or(1.0) as f64).round_ties_even().clamp(-128.0, 127.0);
+            let v = (acc as f64 * scale.unwrap_or(1.0) as f64)
+                .round_ties_even()
+                .clamp(-128.0, 127.0);
             dst[0] = v as i8 as u8;
         }
         _ => dst.copy_from_slice(src),
@@ -178,7 +194,9 @@ fn dma_cast(sdt: DType, ddt: DType, scale: Option<f32>, src: &[u8], dst: &mut [u
 pub fn check_dma_types(a: &DmaArgs, ctx: &ErrCtx) -> Result<()> {
     let ok = match (a.sdt, a.ddt) {
         (s, d) if s == d => a.scale.is_none(),
-        (DType::F32, DType::F16) | (DType::F32, DType::Bf16) => a.src_mem == Mem::L0c && a.scale.is_none(),
+        (DType::F32, DType::F16) | (DType::F32, DType::Bf16) => {
+            a.src_mem == Mem::L0c && a.scale.is_none()
+        }
         (DType::I32, DType::I8) => a.src_mem == Mem::L0c && a.scale.is_some(),
         _ => false,
     };
@@ -198,7 +216,13 @@ pub fn check_dma_types(a: &DmaArgs, ctx: &ErrCtx) -> Result<()> {
 
 /// Executes a DMA. `data` false skips the byte copy (timing-only runs) but keeps
 /// every check and the tags.
-pub fn dma(cfg: &TargetConfig, mems: &mut [MemBuf], a: &DmaArgs, data: bool, ctx: &ErrCtx) -> Result<()> {
+pub fn dma(
+    cfg: &TargetConfig,
+    mems: &mut [MemBuf],
+    a: &DmaArgs,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
     check_dma_types(a, ctx)?;
     if a.dst_rows < a.rows || a.dst_cols < a.cols {
         return Err(ctx.bad(format!(
@@ -207,10 +231,16 @@ pub fn dma(cfg: &TargetConfig, mems: &mut [MemBuf], a: &DmaArgs, data: bool, ctx
         )));
     }
     if a.rows > 0 && a.cols > a.src_stride {
-        return Err(ctx.bad(format!("source stride {} is below the row length {}", a.src_stride, a.cols)));
+        return Err(ctx.bad(format!(
+            "source stride {} is below the row length {}",
+            a.src_stride, a.cols
+        )));
     }
     if a.dst_rows > 0 && a.dst_cols > a.dst_stride {
-        return Err(ctx.bad(format!("destination stride {} is below the row length {}", a.dst_stride, a.dst_cols)));
+        return Err(ctx.bad(format!(
+            "destination stride {} is below the row length {}",
+            a.dst_stride, a.dst_cols
+        )));
     }
     let (ss, ds) = (a.sdt.size(), a.ddt.size());
     let (src_m, dst_m) = two_mut(mems, a.src_mem as usize, a.dst_mem as usize);
@@ -218,18 +248,37 @@ pub fn dma(cfg: &TargetConfig, mems: &mut [MemBuf], a: &DmaArgs, data: bool, ctx
         if rows == 0 || cols == 0 {
             0
         } else {
-            (rows - 1).saturating_mul(stride).saturating_add(cols).saturating_mul(sz)
+            (rows - 1)
+                .saturating_mul(stride)
+                .saturating_add(cols)
+                .saturating_mul(sz)
         }
     };
-    ctx.check(cfg, src_m, a.src, span(a.rows, a.cols, a.src_stride, ss), ss)?;
-    ctx.check(cfg, dst_m, a.dst, span(a.dst_rows, a.dst_cols, a.dst_stride, ds), ds)?;
+    ctx.check(
+        cfg,
+        src_m,
+        a.src,
+        span(a.rows, a.cols, a.src_stride, ss),
+        ss,
+    )?;
+    ctx.check(
+        cfg,
+        dst_m,
+        a.dst,
+        span(a.dst_rows, a.dst_cols, a.dst_stride, ds),
+        ds,
+    )?;
     // Reading accumulators that no MMA wrote is an error, not a silent zero.
     if a.src_mem == Mem::L0c {
         for r in 0..a.rows {
             let base = (a.src + r * a.src_stride * ss) as usize;
             let row = &src_m.tag[base..base + (a.cols * ss) as usize];
             if let Some(i) = row.iter().position(|t| t & WRITTEN == 0) {
-                return Err(SimError::UninitL0C { pc: ctx.pc, instr: ctx.instr.to_string(), addr: base as u64 + i as u64 });
+                return Err(SimError::UninitL0C {
+                    pc: ctx.pc,
+                    instr: ctx.instr.to_string(),
+                    addr: base as u64 + i as u64,
+                });
             }
         }
     }
@@ -250,7 +299,13 @@ pub fn dma(cfg: &TargetConfig, mems: &mut [MemBuf], a: &DmaArgs, data: bool, ctx
                 for c in 0..a.cols as usize {
                     let (si, di) = (s0 + c * ss as usize, d0 + c * ds as usize);
                     if data {
-                        dma_cast(a.sdt, a.ddt, a.scale, &src_m.data[si..si + ss as usize], &mut dst_m.data[di..di + ds as usize]);
+                        dma_cast(
+                            a.sdt,
+                            a.ddt,
+                            a.scale,
+                            &src_m.data[si..si + ss as usize],
+                            &mut dst_m.data[di..di + ds as usize],
+                        );
                     }
                     let t = src_m.tag[si];
                     dst_m.tag[di..di + ds as usize].fill(t);
@@ -277,27 +332,59 @@ pub fn mma(
     scratch: &mut Scratch,
     ctx: &ErrCtx,
 ) -> Result<MmaOutcome> {
-    let shape = cfg
-        .mma_shape(a.adt, a.cdt)
-        .ok_or_else(|| ctx.bad(format!("the Cube has no {}x{}->{} MMA", a.adt, a.adt, a.cdt)))?;
+    let shape = cfg.mma_shape(a.adt, a.cdt).ok_or_else(|| {
+        ctx.bad(format!(
+            "the Cube has no {}x{}->{} MMA",
+            a.adt, a.adt, a.cdt
+        ))
+    })?;
     if a.m == 0 || a.n == 0 || a.k == 0 {
-        return Err(ctx.bad(format!("tile counts m={} n={} k={} must be > 0", a.m, a.n, a.k)));
+        return Err(ctx.bad(format!(
+            "tile counts m={} n={} k={} must be > 0",
+            a.m, a.n, a.k
+        )));
     }
     let big = |v: u64| v > (1 << 20);
     if big(a.m) || big(a.n) || big(a.k) {
         return Err(ctx.bad("tile count too large"));
     }
-    let (mm, nn, kk) = ((a.m * shape.m) as usize, (a.n * shape.n) as usize, (a.k * shape.k) as usize);
+    let (mm, nn, kk) = (
+        (a.m * shape.m) as usize,
+        (a.n * shape.n) as usize,
+        (a.k * shape.k) as usize,
+    );
     let (asz, csz) = (a.adt.size() as usize, a.cdt.size() as usize);
-    ctx.check(cfg, &mems[Mem::L0a as usize], a.a, (mm * kk * asz) as u64, asz as u64)?;
-    ctx.check(cfg, &mems[Mem::L0b as usize], a.b, (kk * nn * asz) as u64, asz as u64)?;
-    ctx.check(cfg, &mems[Mem::L0c as usize], a.c, (mm * nn * csz) as u64, csz as u64)?;
+    ctx.check(
+        cfg,
+        &mems[Mem::L0a as usize],
+        a.a,
+        (mm * kk * asz) as u64,
+        asz as u64,
+    )?;
+    ctx.check(
+        cfg,
+        &mems[Mem::L0b as usize],
+        a.b,
+        (kk * nn * asz) as u64,
+        asz as u64,
+    )?;
+    ctx.check(
+        cfg,
+        &mems[Mem::L0c as usize],
+        a.c,
+        (mm * nn * csz) as u64,
+        csz as u64,
+    )?;
     let c0 = a.c as usize;
     let cbytes = mm * nn * csz;
     if !a.init {
         let tags = &mems[Mem::L0c as usize].tag[c0..c0 + cbytes];
         if let Some(i) = tags.iter().position(|t| t & WRITTEN == 0) {
-            return Err(SimError::UninitL0C { pc: ctx.pc, instr: ctx.instr.to_string(), addr: (c0 + i) as u64 });
+            return Err(SimError::UninitL0C {
+                pc: ctx.pc,
+                instr: ctx.instr.to_string(),
+                addr: (c0 + i) as u64,
+            });
         }
     }
     // Useful MACs: sum over k of (real A entries in column k) x (real B entries in row k).
@@ -307,11 +394,17 @@ pub fn mma(
         let at = &mems[Mem::L0a as usize].tag;
         let bt = &mems[Mem::L0b as usize].tag;
         for k in 0..kk {
-            let ca = (0..mm).filter(|&i| at[a0 + (i * kk + k) * asz] & REAL != 0).count() as u64;
+            let ca = (0..mm)
+                .filter(|&i| at[a0 + (i * kk + k) * asz] & REAL != 0)
+                .count() as u64;
             if ca == 0 {
                 continue;
             }
-            let rb = bt[b0 + k * nn * asz..b0 + (k + 1) * nn * asz].iter().step_by(asz).filter(|&&t| t & REAL != 0).count() as u64;
+            let rb = bt[b0 + k * nn * asz..b0 + (k + 1) * nn * asz]
+                .iter()
+                .step_by(asz)
+                .filter(|&&t| t & REAL != 0)
+                .count() as u64;
             useful += ca * rb;
         }
     }
@@ -330,7 +423,10 @@ pub fn mma(
                 scratch.c.resize(mm * nn, 0.0);
             } else {
                 let l0c = &mems[Mem::L0c as usize].data[c0..c0 + cbytes];
-                scratch.c.extend(l0c.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+                scratch.c.extend(
+                    l0c.chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
             }
             let (av, bv, cv) = (&scratch.a, &scratch.b, &mut scratch.c);
             for i in 0..mm {
@@ -359,7 +455,10 @@ pub fn mma(
                 scratch.ci.resize(mm * nn, 0);
             } else {
                 let l0c = &mems[Mem::L0c as usize].data[c0..c0 + cbytes];
-                scratch.ci.extend(l0c.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+                scratch.ci.extend(
+                    l0c.chunks_exact(4)
+                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
             }
             let (av, bv, cv) = (&scratch.ai, &scratch.bi, &mut scratch.ci);
             for i in 0..mm {
@@ -379,7 +478,11 @@ pub fn mma(
         }
     }
     mems[Mem::L0c as usize].tag[c0..c0 + cbytes].fill(WRITTEN | REAL);
-    Ok(MmaOutcome { macs_issued: (mm * nn * kk) as u64, macs_useful: useful, tiles: a.m * a.n * a.k })
+    Ok(MmaOutcome {
+        macs_issued: (mm * nn * kk) as u64,
+        macs_useful: useful,
+        tiles: a.m * a.n * a.k,
+    })
 }
 
 fn vec_dtype_ok(op: VecOp, sdt: DType, ddt: DType) -> bool {
@@ -391,9 +494,18 @@ fn vec_dtype_ok(op: VecOp, sdt: DType, ddt: DType) -> bool {
 }
 
 /// Executes an elementwise VEC instruction on the UB.
-pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &ErrCtx) -> Result<()> {
+pub fn vec(
+    cfg: &TargetConfig,
+    ub: &mut MemBuf,
+    a: &VecArgs,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
     if !vec_dtype_ok(a.op, a.sdt, a.ddt) {
-        return Err(ctx.bad(format!("the Vector unit has no {} on {}->{}", a.op, a.sdt, a.ddt)));
+        return Err(ctx.bad(format!(
+            "the Vector unit has no {} on {}->{}",
+            a.op, a.sdt, a.ddt
+        )));
     }
     let (ss, ds) = (a.sdt.size(), a.ddt.size());
     let len = a.len;
@@ -405,7 +517,11 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
         VecForm::Unary => {}
     }
     let (ss, ds) = (ss as usize, ds as usize);
-    let scalar = if a.form == VecForm::VS { read_f32(a.sdt, &ub.data[a.src2 as usize..]) } else { 0.0 };
+    let scalar = if a.form == VecForm::VS {
+        read_f32(a.sdt, &ub.data[a.src2 as usize..])
+    } else {
+        0.0
+    };
     for i in 0..len as usize {
         if a.mask >> (i % 64) & 1 == 0 {
             continue;
@@ -420,7 +536,12 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
             if a.op == VecOp::Mov || (a.sdt == a.ddt) {
                 ub.data.copy_within(si..si + ss, di);
             } else if a.sdt == DType::I32 && a.ddt == DType::I8 {
-                let v = i32::from_le_bytes([ub.data[si], ub.data[si + 1], ub.data[si + 2], ub.data[si + 3]]);
+                let v = i32::from_le_bytes([
+                    ub.data[si],
+                    ub.data[si + 1],
+                    ub.data[si + 2],
+                    ub.data[si + 3],
+                ]);
                 ub.data[di] = v.clamp(-128, 127) as i8 as u8;
             } else {
                 let x = read_f32(a.sdt, &ub.data[si..si + ss]);
@@ -455,7 +576,13 @@ pub fn vec(cfg: &TargetConfig, ub: &mut MemBuf, a: &VecArgs, data: bool, ctx: &E
 }
 
 /// Executes a reduction over `len` elements into one element at `dst`.
-pub fn vred(cfg: &TargetConfig, ub: &mut MemBuf, a: &VredArgs, data: bool, ctx: &ErrCtx) -> Result<()> {
+pub fn vred(
+    cfg: &TargetConfig,
+    ub: &mut MemBuf,
+    a: &VredArgs,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
     if !a.dt.is_float() {
         return Err(ctx.bad(format!("the Vector unit has no reduction on {}", a.dt)));
     }

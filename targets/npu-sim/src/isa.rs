@@ -119,29 +119,87 @@ pub enum Instr {
     Nop,
     Halt,
     /// `LI rd, imm`: rd = sign-extended imm.
-    Li { rd: u8, imm: i32 },
+    Li {
+        rd: u8,
+        imm: i32,
+    },
     /// `ADD rd, rs1, rs2` etc.
-    Alu { op: AluOp, rd: u8, rs1: u8, rs2: u8 },
+    Alu {
+        op: AluOp,
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
     /// `ADDI rd, rs1, imm` etc.
-    AluI { op: AluOp, rd: u8, rs1: u8, imm: i32 },
+    AluI {
+        op: AluOp,
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
     /// `BLT rs1, rs2, target` etc.
-    Branch { cond: Cond, rs1: u8, rs2: u8, target: u32 },
+    Branch {
+        cond: Cond,
+        rs1: u8,
+        rs2: u8,
+        target: u32,
+    },
     /// `JMP target`.
-    Jmp { target: u32 },
+    Jmp {
+        target: u32,
+    },
     /// `DBNZ rd, target`: rd -= 1; branch if rd != 0.
-    Dbnz { rd: u8, target: u32 },
-    SetFlag { src: Pipe, dst: Pipe, id: u32 },
-    WaitFlag { src: Pipe, dst: Pipe, id: u32 },
+    Dbnz {
+        rd: u8,
+        target: u32,
+    },
+    SetFlag {
+        src: Pipe,
+        dst: Pipe,
+        id: u32,
+    },
+    WaitFlag {
+        src: Pipe,
+        dst: Pipe,
+        id: u32,
+    },
     Barrier,
     /// 2-D strided copy with padding and (out of L0C only) a cast.
     /// Registers: dst, src, rows, cols, src_stride, dst_stride, dst_rows, dst_cols.
-    Dma { src_mem: Mem, dst_mem: Mem, sdt: DType, ddt: DType, regs: [u8; 8], scale: Option<u8> },
+    Dma {
+        src_mem: Mem,
+        dst_mem: Mem,
+        sdt: DType,
+        ddt: DType,
+        regs: [u8; 8],
+        scale: Option<u8>,
+    },
     /// Registers: c, a, b, m_tiles, n_tiles, k_tiles, init.
-    Mma { adt: DType, cdt: DType, regs: [u8; 7] },
+    Mma {
+        adt: DType,
+        cdt: DType,
+        regs: [u8; 7],
+    },
     /// Registers: dst, src1, src2 (binary only), len; optional mask.
-    Vec { op: VecOp, form: VecForm, sdt: DType, ddt: DType, dst: u8, src1: u8, src2: Option<u8>, len: u8, mask: Option<u8> },
+    Vec {
+        op: VecOp,
+        form: VecForm,
+        sdt: DType,
+        ddt: DType,
+        dst: u8,
+        src1: u8,
+        src2: Option<u8>,
+        len: u8,
+        mask: Option<u8>,
+    },
     /// Registers: dst, src, len.
-    Vred { op: RedOp, dt: DType, dst: u8, src: u8, len: u8 },
+    Vred {
+        op: RedOp,
+        dt: DType,
+        dst: u8,
+        src: u8,
+        len: u8,
+    },
 }
 
 mod opc {
@@ -175,7 +233,14 @@ struct Word {
 
 impl Word {
     fn new(opcode: u8) -> Self {
-        Word { opcode, sub: 0, dt: 0, mem: 0, r: [NO_REG; 8], imm: 0 }
+        Word {
+            opcode,
+            sub: 0,
+            dt: 0,
+            mem: 0,
+            r: [NO_REG; 8],
+            imm: 0,
+        }
     }
     fn to_bytes(self) -> [u8; INSTR_BYTES] {
         let mut b = [0u8; INSTR_BYTES];
@@ -190,7 +255,14 @@ impl Word {
     fn from_bytes(b: &[u8; INSTR_BYTES]) -> Self {
         let mut r = [0u8; 8];
         r.copy_from_slice(&b[4..12]);
-        Word { opcode: b[0], sub: b[1], dt: b[2], mem: b[3], r, imm: i32::from_le_bytes([b[12], b[13], b[14], b[15]]) }
+        Word {
+            opcode: b[0],
+            sub: b[1],
+            dt: b[2],
+            mem: b[3],
+            r,
+            imm: i32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+        }
     }
 }
 
@@ -237,7 +309,12 @@ impl Instr {
                 w.imm = *imm;
                 w
             }
-            Instr::Branch { cond, rs1, rs2, target } => {
+            Instr::Branch {
+                cond,
+                rs1,
+                rs2,
+                target,
+            } => {
                 let mut w = Word::new(opc::BR);
                 w.sub = cond.code();
                 w.r[..2].copy_from_slice(&[*rs1, *rs2]);
@@ -256,12 +333,23 @@ impl Instr {
                 w
             }
             Instr::SetFlag { src, dst, id } | Instr::WaitFlag { src, dst, id } => {
-                let mut w = Word::new(if matches!(self, Instr::SetFlag { .. }) { opc::SET_FLAG } else { opc::WAIT_FLAG });
+                let mut w = Word::new(if matches!(self, Instr::SetFlag { .. }) {
+                    opc::SET_FLAG
+                } else {
+                    opc::WAIT_FLAG
+                });
                 w.mem = nib(src.code(), dst.code());
                 w.imm = *id as i32;
                 w
             }
-            Instr::Dma { src_mem, dst_mem, sdt, ddt, regs, scale } => {
+            Instr::Dma {
+                src_mem,
+                dst_mem,
+                sdt,
+                ddt,
+                regs,
+                scale,
+            } => {
                 let mut w = Word::new(opc::DMA);
                 w.sub = scale.unwrap_or(NO_REG);
                 w.dt = nib(sdt.code(), ddt.code());
@@ -275,7 +363,17 @@ impl Instr {
                 w.r[..7].copy_from_slice(regs);
                 w
             }
-            Instr::Vec { op, form, sdt, ddt, dst, src1, src2, len, mask } => {
+            Instr::Vec {
+                op,
+                form,
+                sdt,
+                ddt,
+                dst,
+                src1,
+                src2,
+                len,
+                mask,
+            } => {
                 let mut w = Word::new(opc::VEC);
                 w.sub = op.code();
                 w.dt = nib(sdt.code(), ddt.code());
@@ -287,7 +385,13 @@ impl Instr {
                 w.r[4] = mask.unwrap_or(NO_REG);
                 w
             }
-            Instr::Vred { op, dt, dst, src, len } => {
+            Instr::Vred {
+                op,
+                dt,
+                dst,
+                src,
+                len,
+            } => {
                 let mut w = Word::new(opc::VRED);
                 w.sub = op.code();
                 w.dt = nib(dt.code(), dt.code());
@@ -309,13 +413,19 @@ impl Instr {
                     return Err(err(format!("register field {i} holds {r}, not a register")));
                 }
                 if i >= n && r != NO_REG {
-                    return Err(err(format!("unused register field {i} is {r:#x}, must be 0xff")));
+                    return Err(err(format!(
+                        "unused register field {i} is {r:#x}, must be 0xff"
+                    )));
                 }
             }
             Ok(())
         };
         let unused = |sub: bool, dt: bool, mem: bool, imm: bool| -> Result<()> {
-            if (sub && w.sub != 0) || (dt && w.dt != 0) || (mem && w.mem != 0) || (imm && w.imm != 0) {
+            if (sub && w.sub != 0)
+                || (dt && w.dt != 0)
+                || (mem && w.mem != 0)
+                || (imm && w.imm != 0)
+            {
                 return Err(err("unused field is not zero".into()));
             }
             Ok(())
@@ -346,25 +456,46 @@ impl Instr {
             opc::LI => {
                 regs(1)?;
                 unused(true, true, true, false)?;
-                Instr::Li { rd: w.r[0], imm: w.imm }
+                Instr::Li {
+                    rd: w.r[0],
+                    imm: w.imm,
+                }
             }
             opc::ALU => {
                 regs(3)?;
                 unused(false, true, true, true)?;
-                let op = AluOp::from_code(w.sub).ok_or_else(|| err(format!("bad ALU op {}", w.sub)))?;
-                Instr::Alu { op, rd: w.r[0], rs1: w.r[1], rs2: w.r[2] }
+                let op =
+                    AluOp::from_code(w.sub).ok_or_else(|| err(format!("bad ALU op {}", w.sub)))?;
+                Instr::Alu {
+                    op,
+                    rd: w.r[0],
+                    rs1: w.r[1],
+                    rs2: w.r[2],
+                }
             }
             opc::ALUI => {
                 regs(2)?;
                 unused(false, true, true, false)?;
-                let op = AluOp::from_code(w.sub).ok_or_else(|| err(format!("bad ALU op {}", w.sub)))?;
-                Instr::AluI { op, rd: w.r[0], rs1: w.r[1], imm: w.imm }
+                let op =
+                    AluOp::from_code(w.sub).ok_or_else(|| err(format!("bad ALU op {}", w.sub)))?;
+                Instr::AluI {
+                    op,
+                    rd: w.r[0],
+                    rs1: w.r[1],
+                    imm: w.imm,
+                }
             }
             opc::BR => {
                 regs(2)?;
                 unused(false, true, true, false)?;
-                let cond = Cond::from_code(w.sub).ok_or_else(|| err(format!("bad branch condition {}", w.sub)))?;
-                Instr::Branch { cond, rs1: w.r[0], rs2: w.r[1], target: target()? }
+                let cond = Cond::from_code(w.sub)
+                    .ok_or_else(|| err(format!("bad branch condition {}", w.sub)))?;
+                Instr::Branch {
+                    cond,
+                    rs1: w.r[0],
+                    rs2: w.r[1],
+                    target: target()?,
+                }
             }
             opc::JMP => {
                 regs(0)?;
@@ -374,13 +505,17 @@ impl Instr {
             opc::DBNZ => {
                 regs(1)?;
                 unused(true, true, true, false)?;
-                Instr::Dbnz { rd: w.r[0], target: target()? }
+                Instr::Dbnz {
+                    rd: w.r[0],
+                    target: target()?,
+                }
             }
             opc::SET_FLAG | opc::WAIT_FLAG => {
                 regs(0)?;
                 unused(true, true, false, false)?;
                 let (src, dst) = (pipe(w.mem >> 4)?, pipe(w.mem & 15)?);
-                let id = u32::try_from(w.imm).map_err(|_| err(format!("negative flag id {}", w.imm)))?;
+                let id =
+                    u32::try_from(w.imm).map_err(|_| err(format!("negative flag id {}", w.imm)))?;
                 if w.opcode == opc::SET_FLAG {
                     Instr::SetFlag { src, dst, id }
                 } else {
@@ -404,11 +539,16 @@ impl Instr {
                 unused(true, false, true, true)?;
                 let mut r = [0u8; 7];
                 r.copy_from_slice(&w.r[..7]);
-                Instr::Mma { adt: dtype(w.dt >> 4)?, cdt: dtype(w.dt & 15)?, regs: r }
+                Instr::Mma {
+                    adt: dtype(w.dt >> 4)?,
+                    cdt: dtype(w.dt & 15)?,
+                    regs: r,
+                }
             }
             opc::VEC => {
                 unused(false, false, false, true)?;
-                let op = VecOp::from_code(w.sub).ok_or_else(|| err(format!("bad VEC op {}", w.sub)))?;
+                let op =
+                    VecOp::from_code(w.sub).ok_or_else(|| err(format!("bad VEC op {}", w.sub)))?;
                 let form = match w.mem {
                     0 => VecForm::VV,
                     1 => VecForm::VS,
@@ -420,7 +560,9 @@ impl Instr {
                 }
                 for (i, &r) in w.r.iter().enumerate().skip(5) {
                     if r != NO_REG {
-                        return Err(err(format!("unused register field {i} is {r:#x}, must be 0xff")));
+                        return Err(err(format!(
+                            "unused register field {i} is {r:#x}, must be 0xff"
+                        )));
                     }
                 }
                 let src2 = opt_reg(w.r[2])?;
@@ -447,12 +589,19 @@ impl Instr {
             opc::VRED => {
                 regs(3)?;
                 unused(false, false, true, true)?;
-                let op = RedOp::from_code(w.sub).ok_or_else(|| err(format!("bad VRED op {}", w.sub)))?;
+                let op =
+                    RedOp::from_code(w.sub).ok_or_else(|| err(format!("bad VRED op {}", w.sub)))?;
                 let dt = dtype(w.dt & 15)?;
                 if w.dt >> 4 != w.dt & 15 {
                     return Err(err("VRED dtype nibbles differ".into()));
                 }
-                Instr::Vred { op, dt, dst: w.r[0], src: w.r[1], len: w.r[2] }
+                Instr::Vred {
+                    op,
+                    dt,
+                    dst: w.r[0],
+                    src: w.r[1],
+                    len: w.r[2],
+                }
             }
             o => return Err(err(format!("unknown opcode {o:#04x}"))),
         })
@@ -471,7 +620,10 @@ pub fn decode_program(bytes: &[u8]) -> Result<Vec<Instr>> {
     if bytes.len() % INSTR_BYTES != 0 {
         return Err(SimError::Decode {
             pc: bytes.len() / INSTR_BYTES,
-            msg: format!("image length {} is not a multiple of {INSTR_BYTES}", bytes.len()),
+            msg: format!(
+                "image length {} is not a multiple of {INSTR_BYTES}",
+                bytes.len()
+            ),
         });
     }
     bytes

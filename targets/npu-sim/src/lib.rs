@@ -55,11 +55,19 @@ pub struct KernelArgs {
 
 impl KernelArgs {
     pub fn input(mut self, reg: u8, array: NdArray) -> Self {
-        self.buffers.push(BufferArg { reg, array, output: false });
+        self.buffers.push(BufferArg {
+            reg,
+            array,
+            output: false,
+        });
         self
     }
     pub fn output(mut self, reg: u8, array: NdArray) -> Self {
-        self.buffers.push(BufferArg { reg, array, output: true });
+        self.buffers.push(BufferArg {
+            reg,
+            array,
+            output: true,
+        });
         self
     }
     pub fn scalar(mut self, reg: u8, value: u64) -> Self {
@@ -90,13 +98,23 @@ impl RunOutput {
 }
 
 /// Assembles `source` and runs it once on `target`.
-pub fn run_kernel(source: &str, target: &TargetConfig, args: &KernelArgs, mode: Mode) -> Result<RunOutput> {
+pub fn run_kernel(
+    source: &str,
+    target: &TargetConfig,
+    args: &KernelArgs,
+    mode: Mode,
+) -> Result<RunOutput> {
     let prog = assemble(source)?;
     run_program(&prog, target, args, mode)
 }
 
 /// Runs an already assembled (or decoded) program.
-pub fn run_program(prog: &[Instr], target: &TargetConfig, args: &KernelArgs, mode: Mode) -> Result<RunOutput> {
+pub fn run_program(
+    prog: &[Instr],
+    target: &TargetConfig,
+    args: &KernelArgs,
+    mode: Mode,
+) -> Result<RunOutput> {
     let mut used = [false; 32];
     let mut claim = |r: u8| -> Result<()> {
         if r >= 32 {
@@ -113,7 +131,11 @@ pub fn run_program(prog: &[Instr], target: &TargetConfig, args: &KernelArgs, mod
         claim(b.reg)?;
         let need = b.array.len() as u64 * b.array.dtype.size();
         if b.array.data.len() as u64 != need {
-            return Err(SimError::Args(format!("buffer for r{} has {} bytes, its shape needs {need}", b.reg, b.array.data.len())));
+            return Err(SimError::Args(format!(
+                "buffer for r{} has {} bytes, its shape needs {need}",
+                b.reg,
+                b.array.data.len()
+            )));
         }
         addrs.push(top);
         top = (top + need).div_ceil(GM_BUFFER_ALIGN) * GM_BUFFER_ALIGN;
@@ -142,9 +164,14 @@ pub fn run_program(prog: &[Instr], target: &TargetConfig, args: &KernelArgs, mod
             let gm = &m.mems[Mem::Gm as usize];
             let mut a = b.array.clone();
             let n = a.data.len();
-            a.data.copy_from_slice(&gm.data[addr as usize..addr as usize + n]);
+            a.data
+                .copy_from_slice(&gm.data[addr as usize..addr as usize + n]);
             (b.reg, a)
         })
         .collect();
-    Ok(RunOutput { outputs, report: (mode != Mode::Functional).then_some(report), regs: m.regs })
+    Ok(RunOutput {
+        outputs,
+        report: (mode != Mode::Functional).then_some(report),
+        regs: m.regs,
+    })
 }

@@ -19,7 +19,11 @@ pub struct MemBuf {
 impl MemBuf {
     /// A zeroed, untagged memory of `len` bytes.
     pub fn new(kind: Mem, len: usize) -> Self {
-        MemBuf { kind, data: vec![0; len], tag: vec![0; len] }
+        MemBuf {
+            kind,
+            data: vec![0; len],
+            tag: vec![0; len],
+        }
     }
 
     pub fn len(&self) -> u64 {
@@ -33,7 +37,10 @@ impl MemBuf {
 
 /// Mutable access to two distinct memories at once (DMA reads one, writes the other).
 pub fn two_mut(mems: &mut [MemBuf], a: usize, b: usize) -> (&mut MemBuf, &mut MemBuf) {
-    assert_ne!(a, b, "a DMA edge always joins two different memories (checked on load)");
+    assert_ne!(
+        a, b,
+        "a DMA edge always joins two different memories (checked on load)"
+    );
     if a < b {
         let (lo, hi) = mems.split_at_mut(b);
         (&mut lo[a], &mut hi[0])

@@ -16,7 +16,11 @@ impl NdArray {
     /// A zero-filled array.
     pub fn zeros(dtype: DType, shape: &[usize]) -> Self {
         let n: usize = shape.iter().product();
-        NdArray { dtype, shape: shape.to_vec(), data: vec![0; n * dtype.size() as usize] }
+        NdArray {
+            dtype,
+            shape: shape.to_vec(),
+            data: vec![0; n * dtype.size() as usize],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -28,16 +32,32 @@ impl NdArray {
     }
 
     pub fn from_f32(shape: &[usize], v: &[f32]) -> Self {
-        NdArray { dtype: DType::F32, shape: shape.to_vec(), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+        NdArray {
+            dtype: DType::F32,
+            shape: shape.to_vec(),
+            data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
     }
     pub fn from_f16(shape: &[usize], v: &[half::f16]) -> Self {
-        NdArray { dtype: DType::F16, shape: shape.to_vec(), data: v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect() }
+        NdArray {
+            dtype: DType::F16,
+            shape: shape.to_vec(),
+            data: v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+        }
     }
     pub fn from_i8(shape: &[usize], v: &[i8]) -> Self {
-        NdArray { dtype: DType::I8, shape: shape.to_vec(), data: v.iter().map(|&x| x as u8).collect() }
+        NdArray {
+            dtype: DType::I8,
+            shape: shape.to_vec(),
+            data: v.iter().map(|&x| x as u8).collect(),
+        }
     }
     pub fn from_i32(shape: &[usize], v: &[i32]) -> Self {
-        NdArray { dtype: DType::I32, shape: shape.to_vec(), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+        NdArray {
+            dtype: DType::I32,
+            shape: shape.to_vec(),
+            data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
     }
 
     /// Elements as f32 (exact for f16, bf16, i8; i32 rounds).
@@ -73,10 +93,18 @@ fn descr(dt: DType) -> Option<&'static str> {
 
 /// Serialises an array as `.npy` version 1.0.
 pub fn write_npy(a: &NdArray) -> Result<Vec<u8>> {
-    let d = descr(a.dtype).ok_or_else(|| SimError::Npy(format!("{} has no .npy dtype", a.dtype)))?;
+    let d =
+        descr(a.dtype).ok_or_else(|| SimError::Npy(format!("{} has no .npy dtype", a.dtype)))?;
     let shape = match a.shape.len() {
         1 => format!("({},)", a.shape[0]),
-        _ => format!("({})", a.shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            a.shape
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '{d}', 'fortran_order': False, 'shape': {shape}, }}");
     // Pad so the data starts on a 64-byte boundary, as NumPy does.
@@ -103,25 +131,40 @@ pub fn read_npy(bytes: &[u8]) -> Result<NdArray> {
             if bytes.len() < 12 {
                 return Err(e("truncated header length"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(SimError::Npy(format!("unsupported format version {v}"))),
     };
-    let hend = hstart.checked_add(hlen).filter(|&h| h <= bytes.len()).ok_or_else(|| e("truncated header"))?;
+    let hend = hstart
+        .checked_add(hlen)
+        .filter(|&h| h <= bytes.len())
+        .ok_or_else(|| e("truncated header"))?;
     let header = std::str::from_utf8(&bytes[hstart..hend]).map_err(|_| e("header is not UTF-8"))?;
     let field = |key: &str| -> Result<&str> {
         let pat = format!("'{key}':");
-        let at = header.find(&pat).ok_or_else(|| SimError::Npy(format!("header has no '{key}'")))?;
+        let at = header
+            .find(&pat)
+            .ok_or_else(|| SimError::Npy(format!("header has no '{key}'")))?;
         Ok(header[at + pat.len()..].trim_start())
     };
     let d = field("descr")?;
-    let d = d.strip_prefix('\'').and_then(|s| s.split('\'').next()).ok_or_else(|| e("bad descr"))?;
+    let d = d
+        .strip_prefix('\'')
+        .and_then(|s| s.split('\'').next())
+        .ok_or_else(|| e("bad descr"))?;
     let dtype = match d {
         "<f2" => DType::F16,
         "<f4" => DType::F32,
         "|i1" | "<i1" | "i1" => DType::I8,
         "<i4" => DType::I32,
-        other => return Err(SimError::Npy(format!("unsupported dtype '{other}' (want <f2, <f4, |i1 or <i4)"))),
+        other => {
+            return Err(SimError::Npy(format!(
+                "unsupported dtype '{other}' (want <f2, <f4, |i1 or <i4)"
+            )))
+        }
     };
     if field("fortran_order")?.starts_with("True") {
         return Err(e("Fortran-order arrays are not supported"));
@@ -131,15 +174,33 @@ pub fn read_npy(bytes: &[u8]) -> Result<NdArray> {
     let s = &s[..s.find(')').ok_or_else(|| e("bad shape"))?];
     let mut shape = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        shape.push(part.parse::<usize>().map_err(|_| SimError::Npy(format!("bad shape entry '{part}'")))?);
+        shape.push(
+            part.parse::<usize>()
+                .map_err(|_| SimError::Npy(format!("bad shape entry '{part}'")))?,
+        );
     }
-    let n = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b)).ok_or_else(|| e("shape overflows"))?;
-    let nbytes = n.checked_mul(dtype.size() as usize).ok_or_else(|| e("shape overflows"))?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| e("shape overflows"))?;
+    let nbytes = n
+        .checked_mul(dtype.size() as usize)
+        .ok_or_else(|| e("shape overflows"))?;
     let data = &bytes[hend..];
     if data.len() != nbytes {
-        return Err(SimError::Npy(format!("data is {} bytes, shape {:?} of {} needs {}", data.len(), shape, dtype, nbytes)));
+        return Err(SimError::Npy(format!(
+            "data is {} bytes, shape {:?} of {} needs {}",
+            data.len(),
+            shape,
+            dtype,
+            nbytes
+        )));
     }
-    Ok(NdArray { dtype, shape, data: data.to_vec() })
+    Ok(NdArray {
+        dtype,
+        shape,
+        data: data.to_vec(),
+    })
 }
 
 #[cfg(test)]

@@ -67,7 +67,10 @@ impl fmt::Display for CycleReport {
             self.clock_ghz
         )?;
         writeln!(f, "scalar issued     {:>12}", self.scalar_instructions)?;
-        writeln!(f, "pipe   instrs        busy        stall        idle   busy%")?;
+        writeln!(
+            f,
+            "pipe   instrs        busy        stall        idle   busy%"
+        )?;
         for p in &self.pipes {
             writeln!(
                 f,
@@ -82,7 +85,13 @@ impl fmt::Display for CycleReport {
         }
         writeln!(f, "edge          bytes   transfers")?;
         for e in &self.edges {
-            writeln!(f, "{:<9} {:>12} {:>9}", format!("{}->{}", e.src, e.dst), e.bytes, e.transfers)?;
+            writeln!(
+                f,
+                "{:<9} {:>12} {:>9}",
+                format!("{}->{}", e.src, e.dst),
+                e.bytes,
+                e.transfers
+            )?;
         }
         writeln!(f, "MACs issued       {:>12}", self.macs_issued)?;
         writeln!(
@@ -92,6 +101,10 @@ impl fmt::Display for CycleReport {
             100.0 * self.macs_useful as f64 / self.macs_issued.max(1) as f64
         )?;
         writeln!(f, "ideal Cube cycles {:>12.0}", self.ideal_cube_cycles)?;
-        write!(f, "Cube utilisation  {:>11.1}%", 100.0 * self.cube_utilisation)
+        write!(
+            f,
+            "Cube utilisation  {:>11.1}%",
+            100.0 * self.cube_utilisation
+        )
     }
 }

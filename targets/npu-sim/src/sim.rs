@@ -99,11 +99,22 @@ impl<'t> Machine<'t> {
     pub fn new(cfg: &'t TargetConfig, gm_bytes: u64, mode: Mode) -> Result<Self> {
         let gm_max = cfg.mem(Mem::Gm).size;
         if gm_bytes > gm_max {
-            return Err(SimError::Args(format!("kernel buffers need {gm_bytes} bytes of GM, the target has {gm_max}")));
+            return Err(SimError::Args(format!(
+                "kernel buffers need {gm_bytes} bytes of GM, the target has {gm_max}"
+            )));
         }
         let mems = Mem::ALL
             .iter()
-            .map(|&m| MemBuf::new(m, if m == Mem::Gm { gm_bytes as usize } else { cfg.mem(m).size as usize }))
+            .map(|&m| {
+                MemBuf::new(
+                    m,
+                    if m == Mem::Gm {
+                        gm_bytes as usize
+                    } else {
+                        cfg.mem(m).size as usize
+                    },
+                )
+            })
             .collect();
         let nflags = 6 * 6 * cfg.flag_ids as usize;
         Ok(Machine {
@@ -117,7 +128,11 @@ impl<'t> Machine<'t> {
             scalar_t: 0,
             seq: 0,
             steps: 0,
-            edge_bytes: cfg.edges().into_iter().map(|(s, d, _)| (s, d, 0, 0)).collect(),
+            edge_bytes: cfg
+                .edges()
+                .into_iter()
+                .map(|(s, d, _)| (s, d, 0, 0))
+                .collect(),
             macs_issued: 0,
             macs_useful: 0,
             ideal_cube_cycles: 0.0,
@@ -138,10 +153,17 @@ impl<'t> Machine<'t> {
             let ins = prog.get(pc).ok_or(SimError::PcOutOfRange { pc })?;
             self.steps += 1;
             if self.steps > self.max_steps {
-                return Err(SimError::StepLimit { pc, limit: self.max_steps });
+                return Err(SimError::StepLimit {
+                    pc,
+                    limit: self.max_steps,
+                });
             }
             let r = |i: u8| self.regs[i as usize];
-            let bad = |msg: String| SimError::BadOperand { pc, instr: texts(pc), msg };
+            let bad = |msg: String| SimError::BadOperand {
+                pc,
+                instr: texts(pc),
+                msg,
+            };
             let mut next = pc + 1;
             match ins {
                 Instr::Nop => {}
@@ -156,14 +178,21 @@ impl<'t> Machine<'t> {
                 }
                 Instr::Li { rd, imm } => self.regs[*rd as usize] = *imm as i64 as u64,
                 Instr::Alu { op, rd, rs1, rs2 } => {
-                    let v = alu(*op, r(*rs1) as i64, r(*rs2) as i64).ok_or_else(|| bad(format!("{op} by zero")))?;
+                    let v = alu(*op, r(*rs1) as i64, r(*rs2) as i64)
+                        .ok_or_else(|| bad(format!("{op} by zero")))?;
                     self.regs[*rd as usize] = v as u64;
                 }
                 Instr::AluI { op, rd, rs1, imm } => {
-                    let v = alu(*op, r(*rs1) as i64, *imm as i64).ok_or_else(|| bad(format!("{op} by zero")))?;
+                    let v = alu(*op, r(*rs1) as i64, *imm as i64)
+                        .ok_or_else(|| bad(format!("{op} by zero")))?;
                     self.regs[*rd as usize] = v as u64;
                 }
-                Instr::Branch { cond, rs1, rs2, target } => {
+                Instr::Branch {
+                    cond,
+                    rs1,
+                    rs2,
+                    target,
+                } => {
                     let (a, b) = (r(*rs1) as i64, r(*rs2) as i64);
                     let take = match cond {
                         Cond::Eq => a == b,
@@ -194,9 +223,18 @@ impl<'t> Machine<'t> {
     }
 
     /// Reads register operands and picks the pipe.
-    fn resolve(&self, ins: &Instr, pc: usize, texts: &dyn Fn(usize) -> String) -> Result<(Pipe, Work)> {
+    fn resolve(
+        &self,
+        ins: &Instr,
+        pc: usize,
+        texts: &dyn Fn(usize) -> String,
+    ) -> Result<(Pipe, Work)> {
         let r = |i: u8| self.regs[i as usize];
-        let bad = |msg: String| SimError::BadOperand { pc, instr: texts(pc), msg };
+        let bad = |msg: String| SimError::BadOperand {
+            pc,
+            instr: texts(pc),
+            msg,
+        };
         // Register values are unsigned quantities here; a negative one is a bug in the kernel.
         let u = |i: u8, what: &str| -> Result<u64> {
             let v = r(i);
@@ -212,21 +250,43 @@ impl<'t> Machine<'t> {
                     return Err(bad("flags join two different queued pipes".into()));
                 }
                 if *id >= self.cfg.flag_ids {
-                    return Err(bad(format!("flag id {id} is not below {}", self.cfg.flag_ids)));
+                    return Err(bad(format!(
+                        "flag id {id} is not below {}",
+                        self.cfg.flag_ids
+                    )));
                 }
-                let k = FlagKey { src: *src, dst: *dst, id: *id };
+                let k = FlagKey {
+                    src: *src,
+                    dst: *dst,
+                    id: *id,
+                };
                 if matches!(ins, Instr::SetFlag { .. }) {
                     (*src, Work::Set(k))
                 } else {
                     (*dst, Work::Wait(k))
                 }
             }
-            Instr::Dma { src_mem, dst_mem, sdt, ddt, regs, scale } => {
-                let edge = self
-                    .cfg
-                    .edge(*src_mem, *dst_mem)
-                    .ok_or_else(|| bad(format!("no DMA edge {src_mem}->{dst_mem} on this target")))?;
-                let names = ["dst", "src", "rows", "cols", "src_stride", "dst_stride", "dst_rows", "dst_cols"];
+            Instr::Dma {
+                src_mem,
+                dst_mem,
+                sdt,
+                ddt,
+                regs,
+                scale,
+            } => {
+                let edge = self.cfg.edge(*src_mem, *dst_mem).ok_or_else(|| {
+                    bad(format!("no DMA edge {src_mem}->{dst_mem} on this target"))
+                })?;
+                let names = [
+                    "dst",
+                    "src",
+                    "rows",
+                    "cols",
+                    "src_stride",
+                    "dst_stride",
+                    "dst_rows",
+                    "dst_cols",
+                ];
                 let mut v = [0u64; 8];
                 for i in 0..8 {
                     v[i] = u(regs[i], names[i])?;
@@ -246,7 +306,13 @@ impl<'t> Machine<'t> {
                     dst_cols: v[7],
                     scale: scale.map(|s| f32::from_bits(r(s) as u32)),
                 };
-                exec::check_dma_types(&args, &ErrCtx { pc, instr: &texts(pc) })?;
+                exec::check_dma_types(
+                    &args,
+                    &ErrCtx {
+                        pc,
+                        instr: &texts(pc),
+                    },
+                )?;
                 (edge.pipe, Work::Dma(args))
             }
             Instr::Mma { adt, cdt, regs } => {
@@ -263,7 +329,17 @@ impl<'t> Machine<'t> {
                 };
                 (Pipe::Cube, Work::Mma(args))
             }
-            Instr::Vec { op, form, sdt, ddt, dst, src1, src2, len, mask } => {
+            Instr::Vec {
+                op,
+                form,
+                sdt,
+                ddt,
+                dst,
+                src1,
+                src2,
+                len,
+                mask,
+            } => {
                 let args = VecArgs {
                     op: *op,
                     form: *form,
@@ -280,11 +356,28 @@ impl<'t> Machine<'t> {
                 };
                 (Pipe::Vec, Work::Vec(args))
             }
-            Instr::Vred { op, dt, dst, src, len } => {
-                let args = VredArgs { op: *op, dt: *dt, dst: u(*dst, "dst")?, src: u(*src, "src")?, len: u(*len, "len")? };
+            Instr::Vred {
+                op,
+                dt,
+                dst,
+                src,
+                len,
+            } => {
+                let args = VredArgs {
+                    op: *op,
+                    dt: *dt,
+                    dst: u(*dst, "dst")?,
+                    src: u(*src, "src")?,
+                    len: u(*len, "len")?,
+                };
                 (Pipe::Vec, Work::Vred(args))
             }
-            other => return Err(bad(format!("`{}` is not a pipe instruction", format_instr(other)))),
+            other => {
+                return Err(bad(format!(
+                    "`{}` is not a pipe instruction",
+                    format_instr(other)
+                )))
+            }
         })
     }
 
@@ -317,7 +410,12 @@ impl<'t> Machine<'t> {
         self.seq += 1;
         let ps = &mut self.pipes[p];
         ps.issued += 1;
-        ps.queue.push_back(Pending { seq, pc, issue_t: self.scalar_t, work });
+        ps.queue.push_back(Pending {
+            seq,
+            pc,
+            issue_t: self.scalar_t,
+            work,
+        });
         self.drain(prog)
     }
 
@@ -338,7 +436,9 @@ impl<'t> Machine<'t> {
 
     fn try_start(&mut self, prog: &[Instr], pipe: Pipe) -> Result<bool> {
         let p = pidx(pipe);
-        let Some(head) = self.pipes[p].queue.front() else { return Ok(false) };
+        let Some(head) = self.pipes[p].queue.front() else {
+            return Ok(false);
+        };
         let ready = self.pipes[p].free_at.max(head.issue_t);
         let mut start = ready;
         if let Work::Wait(k) = head.work {
@@ -348,16 +448,24 @@ impl<'t> Machine<'t> {
                 None => return Ok(false),
             }
         }
-        let Some(head) = self.pipes[p].queue.pop_front() else { return Ok(false) };
+        let Some(head) = self.pipes[p].queue.pop_front() else {
+            return Ok(false);
+        };
         let text = format_instr(&prog[head.pc]);
-        let ctx = ErrCtx { pc: head.pc, instr: &text };
+        let ctx = ErrCtx {
+            pc: head.pc,
+            instr: &text,
+        };
         let cfg = self.cfg;
         let dur = match &head.work {
             Work::Wait(_) => cfg.flag_cycles,
             Work::Set(k) => {
                 let slot = self.flag_slot(*k);
                 if self.flags[slot].len() as u64 >= cfg.flag_max_count as u64 {
-                    return Err(ctx.bad(format!("flag {}->{} {} overflows its count of {}", k.src, k.dst, k.id, cfg.flag_max_count)));
+                    return Err(ctx.bad(format!(
+                        "flag {}->{} {} overflows its count of {}",
+                        k.src, k.dst, k.id, cfg.flag_max_count
+                    )));
                 }
                 // The token is visible once the SET (and so all before it on this pipe) completes.
                 self.flags[slot].push_back(start + cfg.flag_cycles);
@@ -365,9 +473,15 @@ impl<'t> Machine<'t> {
             }
             Work::Dma(a) => {
                 exec::dma(cfg, &mut self.mems, a, self.data, &ctx)?;
-                let edge = cfg.edge(a.src_mem, a.dst_mem).ok_or_else(|| ctx.bad("DMA edge vanished"))?;
+                let edge = cfg
+                    .edge(a.src_mem, a.dst_mem)
+                    .ok_or_else(|| ctx.bad("DMA edge vanished"))?;
                 let bytes = a.bytes();
-                if let Some(e) = self.edge_bytes.iter_mut().find(|e| e.0 == a.src_mem && e.1 == a.dst_mem) {
+                if let Some(e) = self
+                    .edge_bytes
+                    .iter_mut()
+                    .find(|e| e.0 == a.src_mem && e.1 == a.dst_mem)
+                {
                     e.2 += bytes;
                     e.3 += 1;
                 }
@@ -375,11 +489,14 @@ impl<'t> Machine<'t> {
             }
             Work::Mma(a) => {
                 let out = exec::mma(cfg, &mut self.mems, a, self.data, &mut self.scratch, &ctx)?;
-                let shape = cfg.mma_shape(a.adt, a.cdt).ok_or_else(|| ctx.bad("MMA shape vanished"))?;
+                let shape = cfg
+                    .mma_shape(a.adt, a.cdt)
+                    .ok_or_else(|| ctx.bad("MMA shape vanished"))?;
                 self.macs_issued += out.macs_issued;
                 self.macs_useful += out.macs_useful;
                 self.cube_tiles += out.tiles;
-                let macs_per_cycle = (shape.m * shape.n * shape.k) as f64 / cfg.cube_cycles_per_tile as f64;
+                let macs_per_cycle =
+                    (shape.m * shape.n * shape.k) as f64 / cfg.cube_cycles_per_tile as f64;
                 self.ideal_cube_cycles += out.macs_useful as f64 / macs_per_cycle;
                 cfg.cube_startup_cycles + out.tiles * cfg.cube_cycles_per_tile
             }
@@ -390,7 +507,8 @@ impl<'t> Machine<'t> {
             }
             Work::Vred(a) => {
                 exec::vred(cfg, &mut self.mems[Mem::Ub as usize], a, self.data, &ctx)?;
-                cfg.vector_startup_cycles + (a.len * a.dt.size()).div_ceil(cfg.vector_bytes_per_cycle)
+                cfg.vector_startup_cycles
+                    + (a.len * a.dt.size()).div_ceil(cfg.vector_bytes_per_cycle)
             }
         };
         let ps = &mut self.pipes[p];
@@ -407,12 +525,18 @@ impl<'t> Machine<'t> {
 
     /// After a drain, any instruction still queued waits on a flag nobody will set.
     fn check_drained(&self, prog: &[Instr], why: &str) -> Result<()> {
-        let stuck = self.pipes.iter().filter_map(|p| p.queue.front()).min_by_key(|h| h.seq);
+        let stuck = self
+            .pipes
+            .iter()
+            .filter_map(|p| p.queue.front())
+            .min_by_key(|h| h.seq);
         if let Some(h) = stuck {
             return Err(SimError::Deadlock {
                 pc: h.pc,
                 instr: format_instr(&prog[h.pc]),
-                detail: format!("{why} while this wait has no matching SET_FLAG, so it can never be satisfied"),
+                detail: format!(
+                    "{why} while this wait has no matching SET_FLAG, so it can never be satisfied"
+                ),
             });
         }
         Ok(())
@@ -440,13 +564,22 @@ impl<'t> Machine<'t> {
             edges: self
                 .edge_bytes
                 .iter()
-                .map(|&(src, dst, bytes, transfers)| EdgeReport { src, dst, bytes, transfers })
+                .map(|&(src, dst, bytes, transfers)| EdgeReport {
+                    src,
+                    dst,
+                    bytes,
+                    transfers,
+                })
                 .collect(),
             macs_issued: self.macs_issued,
             macs_useful: self.macs_useful,
             cube_tiles: self.cube_tiles,
             ideal_cube_cycles: self.ideal_cube_cycles,
-            cube_utilisation: if total == 0 { 0.0 } else { self.ideal_cube_cycles / total as f64 },
+            cube_utilisation: if total == 0 {
+                0.0
+            } else {
+                self.ideal_cube_cycles / total as f64
+            },
         }
     }
 }

@@ -3,7 +3,9 @@
 
 mod common;
 use common::*;
-use tessera_npu_sim::{assemble, run_kernel, DType, KernelArgs, Machine, Mem, Mode, NdArray, Pipe, SimError};
+use tessera_npu_sim::{
+    assemble, run_kernel, DType, KernelArgs, Machine, Mem, Mode, NdArray, Pipe, SimError,
+};
 
 fn run(src: &str) -> Result<tessera_npu_sim::RunOutput, SimError> {
     run_kernel(src, &target(), &KernelArgs::default(), Mode::Cycle)
@@ -18,33 +20,61 @@ const SETUP: &str = "\
 #[test]
 fn out_of_bounds_dma_names_pc_and_memory() {
     // L1 is 512 KiB: a 32-byte row at 512 KiB lies just past its end.
-    let src = format!("{SETUP}    LI r6, 524288\n    DMA GM->L1 f16 r6, r1, r3, r4, r4, r4, r3, r4\n    HALT\n");
+    let src = format!(
+        "{SETUP}    LI r6, 524288\n    DMA GM->L1 f16 r6, r1, r3, r4, r4, r4, r3, r4\n    HALT\n"
+    );
     match run(&src) {
-        Err(SimError::OutOfBounds { pc, mem, addr, .. }) => assert_eq!((pc, mem, addr), (4, "L1", 524288)),
+        Err(SimError::OutOfBounds { pc, mem, addr, .. }) => {
+            assert_eq!((pc, mem, addr), (4, "L1", 524288))
+        }
         other => panic!("expected OutOfBounds, got {other:?}"),
     }
     // GM holds only the kernel's buffers: reading past them is an error too.
     let src = format!("{SETUP}    LI r6, 0\n    LI r1, 1000000\n    DMA GM->L1 f16 r6, r1, r3, r4, r4, r4, r3, r4\n    HALT\n");
-    assert!(matches!(run(&src), Err(SimError::OutOfBounds { pc: 5, mem: "GM", .. })));
+    assert!(matches!(
+        run(&src),
+        Err(SimError::OutOfBounds {
+            pc: 5,
+            mem: "GM",
+            ..
+        })
+    ));
 }
 
 #[test]
 fn misaligned_access_names_pc() {
     // L1 needs 32-byte alignment.
-    let src = format!("{SETUP}    LI r6, 16\n    DMA GM->L1 f16 r6, r1, r3, r4, r4, r4, r3, r4\n    HALT\n");
+    let src = format!(
+        "{SETUP}    LI r6, 16\n    DMA GM->L1 f16 r6, r1, r3, r4, r4, r4, r3, r4\n    HALT\n"
+    );
     match run(&src) {
-        Err(SimError::Misaligned { pc, mem, addr, align, .. }) => assert_eq!((pc, mem, addr, align), (4, "L1", 16, 32)),
+        Err(SimError::Misaligned {
+            pc,
+            mem,
+            addr,
+            align,
+            ..
+        }) => assert_eq!((pc, mem, addr, align), (4, "L1", 16, 32)),
         other => panic!("expected Misaligned, got {other:?}"),
     }
     // MMA operands must sit on the L0A 512-byte boundary.
     let src = "LI r1, 1\nLI r2, 0\nLI r3, 256\nMMA f16->f32 r2, r3, r2, r1, r1, r1, r1\nHALT\n";
-    assert!(matches!(run(src), Err(SimError::Misaligned { pc: 3, mem: "L0A", .. })));
+    assert!(matches!(
+        run(src),
+        Err(SimError::Misaligned {
+            pc: 3,
+            mem: "L0A",
+            ..
+        })
+    ));
 }
 
 #[test]
 fn uninitialised_l0c_read_names_pc() {
     // DMA out of L0C before any MMA wrote it.
-    let src = format!("{SETUP}    LI r6, 0\n    DMA L0C->GM f32 r1, r6, r3, r4, r4, r4, r3, r4\n    HALT\n");
+    let src = format!(
+        "{SETUP}    LI r6, 0\n    DMA L0C->GM f32 r1, r6, r3, r4, r4, r4, r3, r4\n    HALT\n"
+    );
     match run(&src) {
         Err(SimError::UninitL0C { pc, addr, .. }) => assert_eq!((pc, addr), (4, 0)),
         other => panic!("expected UninitL0C, got {other:?}"),
@@ -61,7 +91,9 @@ fn uninitialised_l0c_read_names_pc() {
 fn unsatisfiable_wait_is_a_deadlock() {
     let src = "NOP\nWAIT_FLAG MTE2, CUBE, 0\nHALT\n";
     match run(src) {
-        Err(SimError::Deadlock { pc, instr, .. }) => assert_eq!((pc, instr.as_str()), (1, "WAIT_FLAG MTE2, CUBE, 0")),
+        Err(SimError::Deadlock { pc, instr, .. }) => {
+            assert_eq!((pc, instr.as_str()), (1, "WAIT_FLAG MTE2, CUBE, 0"))
+        }
         other => panic!("expected Deadlock, got {other:?}"),
     }
     // A wait issued before its set is fine: the pipes run independently.
@@ -80,20 +112,34 @@ fn unsatisfiable_wait_is_a_deadlock() {
 
 #[test]
 fn other_bad_programs_are_errors() {
-    assert!(matches!(run("NOP\n"), Err(SimError::PcOutOfRange { pc: 1 })));
+    assert!(matches!(
+        run("NOP\n"),
+        Err(SimError::PcOutOfRange { pc: 1 })
+    ));
     // No DMA edge GM->L0C exists on this target.
     let src = format!("{SETUP}    DMA GM->L0C f32 r1, r1, r3, r4, r4, r4, r3, r4\n    HALT\n");
-    assert!(matches!(run(&src), Err(SimError::BadOperand { pc: 3, ref msg, .. }) if msg.contains("no DMA edge")));
+    assert!(
+        matches!(run(&src), Err(SimError::BadOperand { pc: 3, ref msg, .. }) if msg.contains("no DMA edge"))
+    );
     // Casts only happen out of L0C.
     let src = format!("{SETUP}    DMA GM->L1 f32->f16 r1, r1, r3, r4, r4, r4, r3, r4\n    HALT\n");
     assert!(matches!(run(&src), Err(SimError::BadOperand { pc: 3, .. })));
-    assert!(matches!(run("LI r1, 0\nLI r2, 5\nDIV r3, r2, r1\nHALT\n"), Err(SimError::BadOperand { pc: 2, .. })));
-    assert!(matches!(run("LI r1, -1\nLI r2, 1\nMMA f16->f32 r1, r2, r2, r2, r2, r2, r2\nHALT\n"), Err(SimError::BadOperand { pc: 2, .. })));
+    assert!(matches!(
+        run("LI r1, 0\nLI r2, 5\nDIV r3, r2, r1\nHALT\n"),
+        Err(SimError::BadOperand { pc: 2, .. })
+    ));
+    assert!(matches!(
+        run("LI r1, -1\nLI r2, 1\nMMA f16->f32 r1, r2, r2, r2, r2, r2, r2\nHALT\n"),
+        Err(SimError::BadOperand { pc: 2, .. })
+    ));
     let t = target();
     let prog = assemble("l: JMP l\n").unwrap();
     let mut m = Machine::new(&t, 0, Mode::Functional).unwrap();
     m.max_steps = 1000;
-    assert!(matches!(m.run(&prog), Err(SimError::StepLimit { pc: 0, limit: 1000 })));
+    assert!(matches!(
+        m.run(&prog),
+        Err(SimError::StepLimit { pc: 0, limit: 1000 })
+    ));
 }
 
 #[test]
@@ -114,9 +160,14 @@ fn vector_mask_selects_lanes() {
     DMA UB->GM f32 r2, r0, r3, r4, r4, r4, r3, r4
     HALT
 ";
-    let args = KernelArgs::default().input(1, NdArray::from_f32(&[8], &x)).output(2, NdArray::zeros(DType::F32, &[8]));
+    let args = KernelArgs::default()
+        .input(1, NdArray::from_f32(&[8], &x))
+        .output(2, NdArray::zeros(DType::F32, &[8]));
     let out = run_kernel(src, &target(), &args, Mode::Functional).unwrap();
-    assert_eq!(out.output(2).unwrap().to_f32(), vec![0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(
+        out.output(2).unwrap().to_f32(),
+        vec![0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0]
+    );
 }
 
 #[test]
@@ -132,13 +183,24 @@ fn flags_serialise_pipes_in_the_cycle_count() {
     let args = KernelArgs::default().input(5, NdArray::zeros(DType::F16, &[128, 128]));
     let go = |src: String| {
         let src = src.replace("DMA GM->L1 f16 r0, r0,", "DMA GM->L1 f16 r0, r5,");
-        run_kernel(&src, &target(), &args, Mode::Cycle).unwrap().report.unwrap()
+        run_kernel(&src, &target(), &args, Mode::Cycle)
+            .unwrap()
+            .report
+            .unwrap()
     };
     let free = go(body(""));
     let synced = go(body("SET_FLAG MTE2, CUBE, 0\nWAIT_FLAG MTE2, CUBE, 0\n"));
     let (dma, mma) = (100 + 128 * 128 * 2 / 128, 8 + 64);
-    assert!(free.total_cycles < dma + mma, "independent pipes overlap: {}", free.total_cycles);
-    assert!(synced.total_cycles >= dma + mma, "a flag serialises them: {}", synced.total_cycles);
+    assert!(
+        free.total_cycles < dma + mma,
+        "independent pipes overlap: {}",
+        free.total_cycles
+    );
+    assert!(
+        synced.total_cycles >= dma + mma,
+        "a flag serialises them: {}",
+        synced.total_cycles
+    );
     assert!(synced.pipe(Pipe::Cube).unwrap().stall > 0);
     assert_eq!(synced.edge(Mem::Gm, Mem::L1).unwrap().bytes, 128 * 128 * 2);
 }

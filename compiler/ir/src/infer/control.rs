@@ -46,7 +46,11 @@ pub(crate) fn infer(g: &mut Graph, ni: usize) -> Result<(Vec<TensorType>, Option
         match g.nodes[ni].attrs.remove(n) {
             Some(Attr::Graph(b)) => bodies.push(b),
             _ => {
-                return Err(IrError::BadAttr { node: g.nodes[ni].label(), attr: n.into(), msg: "must be a subgraph".into() })
+                return Err(IrError::BadAttr {
+                    node: g.nodes[ni].label(),
+                    attr: n.into(),
+                    msg: "must be a subgraph".into(),
+                })
             }
         }
     }
@@ -101,7 +105,11 @@ fn type_body(g: &Graph, ni: usize, what: &str, body: &mut Graph, params: Vec<Par
     if body.inputs.len() != params.len() {
         return Err(IrError::ShapeMismatch {
             node: g.nodes[ni].label(),
-            msg: format!("its {what} takes {} inputs, but {} are passed to it", body.inputs.len(), params.len()),
+            msg: format!(
+                "its {what} takes {} inputs, but {} are passed to it",
+                body.inputs.len(),
+                params.len()
+            ),
         });
     }
     for (&id, (ty, konst)) in body.inputs.clone().iter().zip(params) {
@@ -125,20 +133,33 @@ fn type_body(g: &Graph, ni: usize, what: &str, body: &mut Graph, params: Vec<Par
 fn result_ty(g: &Graph, ni: usize, what: &str, body: &Graph, k: usize) -> Result<TensorType> {
     let id: ValueId = *body.outputs.get(k).ok_or_else(|| IrError::ShapeMismatch {
         node: g.nodes[ni].label(),
-        msg: format!("its {what} has {} results, fewer than the node needs", body.outputs.len()),
+        msg: format!(
+            "its {what} has {} results, fewer than the node needs",
+            body.outputs.len()
+        ),
     })?;
-    body.ty(id).cloned().ok_or_else(|| IrError::UntypedResult { node: format!("the {what} of {}", g.nodes[ni].label()), value: body.value(id).name.clone() })
+    body.ty(id).cloned().ok_or_else(|| IrError::UntypedResult {
+        node: format!("the {what} of {}", g.nodes[ni].label()),
+        value: body.value(id).name.clone(),
+    })
 }
 
 fn capture_params(g: &Graph, ni: usize, first: usize, k: usize) -> Result<Vec<Param>> {
     (first..first + k).map(|i| operand(g, ni, i)).collect()
 }
 
-fn infer_if(g: &mut Graph, ni: usize, bodies: &mut [Box<Graph>]) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
+fn infer_if(
+    g: &mut Graph,
+    ni: usize,
+    bodies: &mut [Box<Graph>],
+) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
     let k = captures(g, ni, 1)?;
     let (cond_ty, cond) = operand(g, ni, 0)?;
     if cond_ty.dtype != DType::Bool || cond_ty.shape.num_elements() != Some(1) {
-        return Err(IrError::ShapeMismatch { node: g.nodes[ni].label(), msg: format!("the condition must be one bool, not {cond_ty}") });
+        return Err(IrError::ShapeMismatch {
+            node: g.nodes[ni].label(),
+            msg: format!("the condition must be one bool, not {cond_ty}"),
+        });
     }
     let params = capture_params(g, ni, 1, k)?;
     let n = g.nodes[ni].outputs.len();
@@ -146,14 +167,21 @@ fn infer_if(g: &mut Graph, ni: usize, bodies: &mut [Box<Graph>]) -> Result<(Vec<
         if b.outputs.len() != n {
             return Err(IrError::ShapeMismatch {
                 node: g.nodes[ni].label(),
-                msg: format!("its {what} has {} results, but the node has {n}", b.outputs.len()),
+                msg: format!(
+                    "its {what} has {} results, but the node has {n}",
+                    b.outputs.len()
+                ),
             });
         }
         (0..n).map(|j| result_ty(g, ni, what, b, j)).collect()
     };
     // A known condition: only the branch taken is typed (the other may not even fit).
     if let Some(c) = cond.as_ref().and_then(|t| t.to_i64_vec()) {
-        let (what, idx) = if c.first().is_some_and(|&v| v != 0) { ("then_branch", 0) } else { ("else_branch", 1) };
+        let (what, idx) = if c.first().is_some_and(|&v| v != 0) {
+            ("then_branch", 0)
+        } else {
+            ("else_branch", 1)
+        };
         type_body(g, ni, what, &mut bodies[idx], params)?;
         let tys = results(g, what, &bodies[idx])?;
         let b = &bodies[idx];
@@ -168,16 +196,28 @@ fn infer_if(g: &mut Graph, ni: usize, bodies: &mut [Box<Graph>]) -> Result<(Vec<
         if t != e {
             let what = format!("result {j} is {t} from then_branch but {e} from else_branch; a plan's shapes are static");
             if t.dtype != e.dtype {
-                return Err(IrError::ShapeMismatch { node: g.nodes[ni].label(), msg: what });
+                return Err(IrError::ShapeMismatch {
+                    node: g.nodes[ni].label(),
+                    msg: what,
+                });
             }
-            return Err(IrError::Unsupported { node: g.nodes[ni].label(), what });
+            return Err(IrError::Unsupported {
+                node: g.nodes[ni].label(),
+                what,
+            });
         }
     }
     Ok((then_tys, None))
 }
 
 /// Checks that each carried value's body result has the type it came in with.
-fn check_carried(g: &Graph, ni: usize, body: &Graph, first_result: usize, carried: &[Param]) -> Result<()> {
+fn check_carried(
+    g: &Graph,
+    ni: usize,
+    body: &Graph,
+    first_result: usize,
+    carried: &[Param],
+) -> Result<()> {
     for (j, (ty, _)) in carried.iter().enumerate() {
         let got = result_ty(g, ni, "body", body, first_result + j)?;
         if got.dtype != ty.dtype {
@@ -196,32 +236,54 @@ fn check_carried(g: &Graph, ni: usize, body: &Graph, first_result: usize, carrie
     Ok(())
 }
 
-fn infer_loop(g: &mut Graph, ni: usize, body: &mut Graph) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
+fn infer_loop(
+    g: &mut Graph,
+    ni: usize,
+    body: &mut Graph,
+) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
     let k = captures(g, ni, 2)?;
     let node = &g.nodes[ni];
     let n = node.inputs.len() - 2 - k;
     let label = node.label();
-    let s = node.outputs.len().checked_sub(n).ok_or_else(|| IrError::ShapeMismatch {
-        node: label.clone(),
-        msg: format!("it carries {n} values but has only {} results", node.outputs.len()),
-    })?;
+    let s = node
+        .outputs
+        .len()
+        .checked_sub(n)
+        .ok_or_else(|| IrError::ShapeMismatch {
+            node: label.clone(),
+            msg: format!(
+                "it carries {n} values but has only {} results",
+                node.outputs.len()
+            ),
+        })?;
     let trip = match node.input(0) {
         None => None,
         Some(_) => {
             let (ty, t) = operand(g, ni, 0)?;
             if ty.shape.num_elements() != Some(1) || !ty.dtype.is_int() {
-                return Err(IrError::ShapeMismatch { node: label, msg: format!("the trip count must be one integer, not {ty}") });
+                return Err(IrError::ShapeMismatch {
+                    node: label,
+                    msg: format!("the trip count must be one integer, not {ty}"),
+                });
             }
-            Some(t.and_then(|t| t.to_i64_vec()).and_then(|v| v.first().copied()))
+            Some(
+                t.and_then(|t| t.to_i64_vec())
+                    .and_then(|v| v.first().copied()),
+            )
         }
     };
     if node.input(1).is_some() {
         let (ty, _) = operand(g, ni, 1)?;
         if ty.dtype != DType::Bool || ty.shape.num_elements() != Some(1) {
-            return Err(IrError::ShapeMismatch { node: label, msg: format!("the condition must be one bool, not {ty}") });
+            return Err(IrError::ShapeMismatch {
+                node: label,
+                msg: format!("the condition must be one bool, not {ty}"),
+            });
         }
     }
-    let carried: Vec<Param> = (2..2 + n).map(|i| operand(g, ni, i).map(|(t, _)| (t, None))).collect::<Result<_>>()?;
+    let carried: Vec<Param> = (2..2 + n)
+        .map(|i| operand(g, ni, i).map(|(t, _)| (t, None)))
+        .collect::<Result<_>>()?;
     let mut params = vec![(scalar(DType::I64), None), (scalar(DType::Bool), None)];
     params.extend(carried.iter().cloned());
     params.extend(capture_params(g, ni, 2 + n, k)?);
@@ -234,7 +296,10 @@ fn infer_loop(g: &mut Graph, ni: usize, body: &mut Graph) -> Result<(Vec<TensorT
     }
     let c = result_ty(g, ni, "body", body, 0)?;
     if c.dtype != DType::Bool || c.shape.num_elements() != Some(1) {
-        return Err(IrError::ShapeMismatch { node: g.nodes[ni].label(), msg: format!("the body's condition must be one bool, not {c}") });
+        return Err(IrError::ShapeMismatch {
+            node: g.nodes[ni].label(),
+            msg: format!("the body's condition must be one bool, not {c}"),
+        });
     }
     check_carried(g, ni, body, 1, &carried)?;
     let mut tys: Vec<TensorType> = carried.into_iter().map(|(t, _)| t).collect();
@@ -258,11 +323,24 @@ fn infer_loop(g: &mut Graph, ni: usize, body: &mut Graph) -> Result<(Vec<TensorT
 }
 
 /// An axis attribute list (default all zero), normalised against `rank(i)`.
-fn axes(g: &Graph, ni: usize, attr: &str, count: usize, rank: impl Fn(usize) -> usize) -> Result<Vec<usize>> {
+fn axes(
+    g: &Graph,
+    ni: usize,
+    attr: &str,
+    count: usize,
+    rank: impl Fn(usize) -> usize,
+) -> Result<Vec<usize>> {
     let node = &g.nodes[ni];
-    let given = node.attr_ints(attr).map(|v| v.to_vec()).unwrap_or_else(|| vec![0; count]);
+    let given = node
+        .attr_ints(attr)
+        .map(|v| v.to_vec())
+        .unwrap_or_else(|| vec![0; count]);
     if given.len() != count {
-        return Err(IrError::BadAttr { node: node.label(), attr: attr.into(), msg: format!("has {} entries for {count} tensors", given.len()) });
+        return Err(IrError::BadAttr {
+            node: node.label(),
+            attr: attr.into(),
+            msg: format!("has {} entries for {count} tensors", given.len()),
+        });
     }
     given
         .iter()
@@ -271,41 +349,81 @@ fn axes(g: &Graph, ni: usize, attr: &str, count: usize, rank: impl Fn(usize) -> 
             let r = rank(i) as i64;
             let a2 = if a < 0 { a + r } else { a };
             if a2 < 0 || a2 >= r {
-                return Err(IrError::BadAttr { node: node.label(), attr: attr.into(), msg: format!("entry {i} ({a}) is out of range for rank {r}") });
+                return Err(IrError::BadAttr {
+                    node: node.label(),
+                    attr: attr.into(),
+                    msg: format!("entry {i} ({a}) is out of range for rank {r}"),
+                });
             }
             Ok(a2 as usize)
         })
         .collect()
 }
 
-fn infer_scan(g: &mut Graph, ni: usize, body: &mut Graph) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
+fn infer_scan(
+    g: &mut Graph,
+    ni: usize,
+    body: &mut Graph,
+) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
     let k = captures(g, ni, 0)?;
     let node = &g.nodes[ni];
     let label = node.label();
     let m = node.attr_int("num_scan_inputs", -1);
     let explicit = node.inputs.len() - k;
     if m < 1 || m as usize > explicit {
-        return Err(IrError::BadAttr { node: label, attr: "num_scan_inputs".into(), msg: format!("is {m}, with {explicit} operands") });
+        return Err(IrError::BadAttr {
+            node: label,
+            attr: "num_scan_inputs".into(),
+            msg: format!("is {m}, with {explicit} operands"),
+        });
     }
     let m = m as usize;
     let n = explicit - m;
-    let s = node.outputs.len().checked_sub(n).ok_or_else(|| IrError::ShapeMismatch {
-        node: label.clone(),
-        msg: format!("it carries {n} states but has only {} results", node.outputs.len()),
-    })?;
-    let states: Vec<Param> = (0..n).map(|i| operand(g, ni, i).map(|(t, _)| (t, None))).collect::<Result<_>>()?;
-    let scans: Vec<Param> = (n..n + m).map(|i| operand(g, ni, i)).collect::<Result<_>>()?;
+    let s = node
+        .outputs
+        .len()
+        .checked_sub(n)
+        .ok_or_else(|| IrError::ShapeMismatch {
+            node: label.clone(),
+            msg: format!(
+                "it carries {n} states but has only {} results",
+                node.outputs.len()
+            ),
+        })?;
+    let states: Vec<Param> = (0..n)
+        .map(|i| operand(g, ni, i).map(|(t, _)| (t, None)))
+        .collect::<Result<_>>()?;
+    let scans: Vec<Param> = (n..n + m)
+        .map(|i| operand(g, ni, i))
+        .collect::<Result<_>>()?;
     let in_axes = axes(g, ni, "scan_input_axes", m, |i| scans[i].0.shape.rank())?;
     let mut len: Option<u64> = None;
     let mut params = states.clone();
     for (i, ((ty, _), &ax)) in scans.iter().zip(&in_axes).enumerate() {
         let d = match ty.shape.0.get(ax) {
             Some(Dim::Fixed(d)) => *d,
-            Some(Dim::Sym(sym)) => return Err(IrError::Symbolic { node: label, what: format!("scan input {i}'s sequence length"), dim: sym.clone() }),
-            None => return Err(IrError::ShapeMismatch { node: label, msg: format!("scan input {i} ({ty}) has no axis {ax}") }),
+            Some(Dim::Sym(sym)) => {
+                return Err(IrError::Symbolic {
+                    node: label,
+                    what: format!("scan input {i}'s sequence length"),
+                    dim: sym.clone(),
+                })
+            }
+            None => {
+                return Err(IrError::ShapeMismatch {
+                    node: label,
+                    msg: format!("scan input {i} ({ty}) has no axis {ax}"),
+                })
+            }
         };
         if len.is_some_and(|l| l != d) {
-            return Err(IrError::ShapeMismatch { node: label, msg: format!("scan inputs have different sequence lengths ({} and {d})", len.unwrap_or(0)) });
+            return Err(IrError::ShapeMismatch {
+                node: label,
+                msg: format!(
+                    "scan inputs have different sequence lengths ({} and {d})",
+                    len.unwrap_or(0)
+                ),
+            });
         }
         len = Some(d);
         let mut dims = ty.shape.0.clone();
@@ -318,11 +436,16 @@ fn infer_scan(g: &mut Graph, ni: usize, body: &mut Graph) -> Result<(Vec<TensorT
     if body.outputs.len() != n + s {
         return Err(IrError::ShapeMismatch {
             node: g.nodes[ni].label(),
-            msg: format!("its body has {} results; {n} states and {s} scan outputs were expected", body.outputs.len()),
+            msg: format!(
+                "its body has {} results; {n} states and {s} scan outputs were expected",
+                body.outputs.len()
+            ),
         });
     }
     check_carried(g, ni, body, 0, &states)?;
-    let outs: Vec<TensorType> = (0..s).map(|j| result_ty(g, ni, "body", body, n + j)).collect::<Result<_>>()?;
+    let outs: Vec<TensorType> = (0..s)
+        .map(|j| result_ty(g, ni, "body", body, n + j))
+        .collect::<Result<_>>()?;
     let out_axes = axes(g, ni, "scan_output_axes", s, |j| outs[j].shape.rank() + 1)?;
     let mut tys: Vec<TensorType> = states.into_iter().map(|(t, _)| t).collect();
     for (t, &ax) in outs.iter().zip(&out_axes) {

@@ -54,7 +54,9 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
                 code => i32::try_from(code)
                     .ok()
                     .and_then(DType::from_onnx)
-                    .ok_or_else(|| cx.bad_attr("stash_type", format!("is {code}, not a dtype code")))?,
+                    .ok_or_else(|| {
+                        cx.bad_attr("stash_type", format!("is {code}, not a dtype code"))
+                    })?,
             };
             let mut stat = x.shape.0.clone();
             for d in stat.iter_mut().skip(axis) {
@@ -90,7 +92,11 @@ fn matmul(cx: &Cx) -> Result<Shape> {
     let a = &cx.ty(0)?.shape;
     let b = &cx.ty(1)?.shape;
     if a.rank() == 0 || b.rank() == 0 {
-        return Err(cx.shape_err(format!("{} and {} must not be scalars", cx.describe(0), cx.describe(1))));
+        return Err(cx.shape_err(format!(
+            "{} and {} must not be scalars",
+            cx.describe(0),
+            cx.describe(1)
+        )));
     }
     let mut a2 = a.0.clone();
     let mut b2 = b.0.clone();
@@ -137,8 +143,16 @@ fn gemm(cx: &Cx) -> Result<Vec<TensorType>> {
     }
     let ta = cx.attr_int("transA", 0)? != 0;
     let tb = cx.attr_int("transB", 0)? != 0;
-    let (m, ka) = if ta { (&a.shape.0[1], &a.shape.0[0]) } else { (&a.shape.0[0], &a.shape.0[1]) };
-    let (kb, n) = if tb { (&b.shape.0[1], &b.shape.0[0]) } else { (&b.shape.0[0], &b.shape.0[1]) };
+    let (m, ka) = if ta {
+        (&a.shape.0[1], &a.shape.0[0])
+    } else {
+        (&a.shape.0[0], &a.shape.0[1])
+    };
+    let (kb, n) = if tb {
+        (&b.shape.0[1], &b.shape.0[0])
+    } else {
+        (&b.shape.0[0], &b.shape.0[1])
+    };
     if !compatible(ka, kb) {
         return Err(cx.shape_err(format!(
             "inner dimensions differ: {} gives K = {ka}, {} gives K = {kb} (transA = {}, transB = {})",
@@ -151,9 +165,14 @@ fn gemm(cx: &Cx) -> Result<Vec<TensorType>> {
     let out = Shape(vec![m.clone(), n.clone()]);
     if let Some(c) = cx.opt_ty(2)? {
         // C broadcasts unidirectionally to [M, N].
-        let ok = broadcast_pair(&c.shape, &out).map(|s| s.rank() == 2 && fits(&s, &out)).unwrap_or(false);
+        let ok = broadcast_pair(&c.shape, &out)
+            .map(|s| s.rank() == 2 && fits(&s, &out))
+            .unwrap_or(false);
         if !ok {
-            return Err(cx.shape_err(format!("{} cannot be broadcast to the result shape {out}", cx.describe(2))));
+            return Err(cx.shape_err(format!(
+                "{} cannot be broadcast to the result shape {out}",
+                cx.describe(2)
+            )));
         }
     }
     Ok(vec![TensorType::new(a.dtype, out)])
@@ -179,18 +198,29 @@ fn window(cx: &Cx, n: usize, kernel: Vec<i64>) -> Result<Window> {
         match cx.attr_ints(name)? {
             None => Ok(vec![default; len]),
             Some(v) if v.len() == len => Ok(v),
-            Some(v) => Err(cx.bad_attr(name, format!("has {} values, but the input has {n} spatial dims", v.len()))),
+            Some(v) => Err(cx.bad_attr(
+                name,
+                format!("has {} values, but the input has {n} spatial dims", v.len()),
+            )),
         }
     };
     if kernel.len() != n {
-        return Err(
-            cx.bad_attr("kernel_shape", format!("has {} values, but the input has {n} spatial dims", kernel.len()))
-        );
+        return Err(cx.bad_attr(
+            "kernel_shape",
+            format!(
+                "has {} values, but the input has {n} spatial dims",
+                kernel.len()
+            ),
+        ));
     }
     let strides = list("strides", n, 1)?;
     let dilations = list("dilations", n, 1)?;
     let pads = list("pads", 2 * n, 0)?;
-    for (name, v) in [("strides", &strides), ("dilations", &dilations), ("kernel_shape", &kernel)] {
+    for (name, v) in [
+        ("strides", &strides),
+        ("dilations", &dilations),
+        ("kernel_shape", &kernel),
+    ] {
         if v.iter().any(|&x| x < 1) {
             return Err(cx.bad_attr(name, format!("must be positive, got {v:?}")));
         }
@@ -199,20 +229,44 @@ fn window(cx: &Cx, n: usize, kernel: Vec<i64>) -> Result<Window> {
         return Err(cx.bad_attr("pads", format!("must not be negative, got {pads:?}")));
     }
     let auto_pad = cx.attr_str("auto_pad")?.unwrap_or("NOTSET").to_string();
-    if !matches!(auto_pad.as_str(), "NOTSET" | "SAME_UPPER" | "SAME_LOWER" | "VALID") {
-        return Err(
-            cx.bad_attr("auto_pad", format!("is `{auto_pad}`; expected NOTSET, SAME_UPPER, SAME_LOWER or VALID"))
-        );
+    if !matches!(
+        auto_pad.as_str(),
+        "NOTSET" | "SAME_UPPER" | "SAME_LOWER" | "VALID"
+    ) {
+        return Err(cx.bad_attr(
+            "auto_pad",
+            format!("is `{auto_pad}`; expected NOTSET, SAME_UPPER, SAME_LOWER or VALID"),
+        ));
     }
-    Ok(Window { kernel, strides, dilations, pads, auto_pad })
+    Ok(Window {
+        kernel,
+        strides,
+        dilations,
+        pads,
+        auto_pad,
+    })
 }
 
 /// The output size of one spatial dim of a convolution or pool.
-fn window_out(cx: &Cx, w: &Window, i: usize, input: &Dim, ceil_mode: bool, k_out: usize, axis: usize) -> Result<Dim> {
-    let Dim::Fixed(x) = input else { return Ok(cx.fresh(k_out, axis)) };
+fn window_out(
+    cx: &Cx,
+    w: &Window,
+    i: usize,
+    input: &Dim,
+    ceil_mode: bool,
+    k_out: usize,
+    axis: usize,
+) -> Result<Dim> {
+    let Dim::Fixed(x) = input else {
+        return Ok(cx.fresh(k_out, axis));
+    };
     // i128 throughout: attributes are user data and may be absurd.
     let x = *x as i128;
-    let (k, s, d) = (w.kernel[i] as i128, w.strides[i] as i128, w.dilations[i] as i128);
+    let (k, s, d) = (
+        w.kernel[i] as i128,
+        w.strides[i] as i128,
+        w.dilations[i] as i128,
+    );
     let ek = (k - 1) * d + 1;
     let out: i128 = match w.auto_pad.as_str() {
         "SAME_UPPER" | "SAME_LOWER" => (x + s - 1) / s,
@@ -257,10 +311,17 @@ fn conv(cx: &Cx) -> Result<Shape> {
     let x = &cx.ty(0)?.shape;
     let w = &cx.ty(1)?.shape;
     if x.rank() < 3 {
-        return Err(cx.shape_err(format!("{} needs rank >= 3 (N, C, spatial...)", cx.describe(0))));
+        return Err(cx.shape_err(format!(
+            "{} needs rank >= 3 (N, C, spatial...)",
+            cx.describe(0)
+        )));
     }
     if w.rank() != x.rank() {
-        return Err(cx.shape_err(format!("{} must have the same rank as {}", cx.describe(1), cx.describe(0))));
+        return Err(cx.shape_err(format!(
+            "{} must have the same rank as {}",
+            cx.describe(1),
+            cx.describe(0)
+        )));
     }
     let n = x.rank() - 2;
     let group = cx.attr_int("group", 1)?;
@@ -280,7 +341,11 @@ fn conv(cx: &Cx) -> Result<Shape> {
         Some(k) => k,
         None => w.0[2..]
             .iter()
-            .map(|d| d.fixed().map(|v| v as i64).ok_or_else(|| cx.symbolic("the kernel shape", d)))
+            .map(|d| {
+                d.fixed()
+                    .map(|v| v as i64)
+                    .ok_or_else(|| cx.symbolic("the kernel shape", d))
+            })
             .collect::<Result<_>>()?,
     };
     let win = window(cx, n, kernel)?;
@@ -301,7 +366,11 @@ fn conv_transpose(cx: &Cx) -> Result<Vec<TensorType>> {
     let x = &xt.shape;
     let w = &cx.ty(1)?.shape;
     if x.rank() < 3 || w.rank() != x.rank() {
-        return Err(cx.shape_err(format!("{} needs rank >= 3 and {} the same rank", cx.describe(0), cx.describe(1))));
+        return Err(cx.shape_err(format!(
+            "{} needs rank >= 3 and {} the same rank",
+            cx.describe(0),
+            cx.describe(1)
+        )));
     }
     let n = x.rank() - 2;
     let group = cx.attr_int("group", 1)?;
@@ -312,14 +381,23 @@ fn conv_transpose(cx: &Cx) -> Result<Vec<TensorType>> {
         Some(k) => k,
         None => w.0[2..]
             .iter()
-            .map(|d| d.fixed().map(|v| v as i64).ok_or_else(|| cx.symbolic("the kernel shape", d)))
+            .map(|d| {
+                d.fixed()
+                    .map(|v| v as i64)
+                    .ok_or_else(|| cx.symbolic("the kernel shape", d))
+            })
             .collect::<Result<_>>()?,
     };
     let win = window(cx, n, kernel)?;
     let out_pad = match cx.attr_ints("output_padding")? {
         None => vec![0; n],
         Some(v) if v.len() == n => v,
-        Some(v) => return Err(cx.bad_attr("output_padding", format!("has {} values for {n} spatial dims", v.len()))),
+        Some(v) => {
+            return Err(cx.bad_attr(
+                "output_padding",
+                format!("has {} values for {n} spatial dims", v.len()),
+            ))
+        }
     };
     let m = super::dim_mul(&w.0[1], &Dim::Fixed(group as u64));
     let mut out = vec![x.0[0].clone(), m];
@@ -327,7 +405,10 @@ fn conv_transpose(cx: &Cx) -> Result<Vec<TensorType>> {
         // `output_shape` may list only the spatial dims or the whole shape.
         let spatial = if os.len() == n + 2 { &os[2..] } else { &os[..] };
         if spatial.len() != n || spatial.iter().any(|&v| v < 0) {
-            return Err(cx.bad_attr("output_shape", format!("{os:?} does not give {n} spatial sizes")));
+            return Err(cx.bad_attr(
+                "output_shape",
+                format!("{os:?} does not give {n} spatial sizes"),
+            ));
         }
         out.extend(spatial.iter().map(|&v| fixed(v)));
         return Ok(vec![TensorType::new(xt.dtype, Shape(out))]);
@@ -339,17 +420,26 @@ fn conv_transpose(cx: &Cx) -> Result<Vec<TensorType>> {
             continue;
         };
         let xi = *xi as i128;
-        let (k, s, d) = (win.kernel[i] as i128, win.strides[i] as i128, win.dilations[i] as i128);
+        let (k, s, d) = (
+            win.kernel[i] as i128,
+            win.strides[i] as i128,
+            win.dilations[i] as i128,
+        );
         let o: i128 = match win.auto_pad.as_str() {
             "SAME_UPPER" | "SAME_LOWER" => xi * s,
             _ => {
-                let (pb, pe) =
-                    if win.auto_pad == "VALID" { (0, 0) } else { (win.pads[i] as i128, win.pads[i + n] as i128) };
+                let (pb, pe) = if win.auto_pad == "VALID" {
+                    (0, 0)
+                } else {
+                    (win.pads[i] as i128, win.pads[i + n] as i128)
+                };
                 s * (xi - 1) + out_pad[i] as i128 + ((k - 1) * d + 1) - pb - pe
             }
         };
         if o < 0 {
-            return Err(cx.shape_err(format!("spatial dim {i} of the result would be negative ({o})")));
+            return Err(cx.shape_err(format!(
+                "spatial dim {i} of the result would be negative ({o})"
+            )));
         }
         out.push(Dim::Fixed(o.clamp(0, u64::MAX as i128) as u64));
     }
@@ -360,10 +450,15 @@ fn pool(cx: &Cx) -> Result<Vec<TensorType>> {
     let xt = cx.ty(0)?;
     let x = &xt.shape;
     if x.rank() < 3 {
-        return Err(cx.shape_err(format!("{} needs rank >= 3 (N, C, spatial...)", cx.describe(0))));
+        return Err(cx.shape_err(format!(
+            "{} needs rank >= 3 (N, C, spatial...)",
+            cx.describe(0)
+        )));
     }
     let n = x.rank() - 2;
-    let kernel = cx.attr_ints("kernel_shape")?.ok_or_else(|| cx.bad_attr("kernel_shape", "is required"))?;
+    let kernel = cx
+        .attr_ints("kernel_shape")?
+        .ok_or_else(|| cx.bad_attr("kernel_shape", "is required"))?;
     let win = window(cx, n, kernel)?;
     let ceil_mode = cx.attr_int("ceil_mode", 0)? != 0;
     let mut out = vec![x.0[0].clone(), x.0[1].clone()];

@@ -73,7 +73,10 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             for i in 1..3 {
                 if let Some(b) = cx.opt_ty(i)? {
                     if b.dtype != t.dtype {
-                        return Err(cx.dtype_err(b.dtype, format!("{} (the input is {})", cx.describe(i), t.dtype)));
+                        return Err(cx.dtype_err(
+                            b.dtype,
+                            format!("{} (the input is {})", cx.describe(i), t.dtype),
+                        ));
                     }
                     if b.shape.rank() > 1 || b.shape.num_elements().is_some_and(|n| n != 1) {
                         return Err(cx.shape_err(format!("{} must be a scalar", cx.describe(i))));
@@ -84,7 +87,9 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
         }
         Cast => {
             let t = cx.ty(0)?;
-            let to = cx.attr_dtype("to")?.ok_or_else(|| cx.bad_attr("to", "is required"))?;
+            let to = cx
+                .attr_dtype("to")?
+                .ok_or_else(|| cx.bad_attr("to", "is required"))?;
             TensorType::new(to, t.shape.clone())
         }
         CastLike => {
@@ -111,10 +116,16 @@ fn same_dtype(cx: &Cx, operands: &[usize]) -> Result<DType> {
         match first {
             None => first = Some((i, t.dtype)),
             Some((j, d)) if d != t.dtype => {
-                return Err(cx.shape_err(format!("{} and {} must have the same dtype", cx.describe(j), cx.describe(i))))
+                return Err(cx.shape_err(format!(
+                    "{} and {} must have the same dtype",
+                    cx.describe(j),
+                    cx.describe(i)
+                )))
             }
             Some(_) => {}
         }
     }
-    first.map(|(_, d)| d).ok_or_else(|| cx.missing(operands.first().copied().unwrap_or(0)))
+    first
+        .map(|(_, d)| d)
+        .ok_or_else(|| cx.missing(operands.first().copied().unwrap_or(0)))
 }

@@ -12,7 +12,10 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
         Op::Shape => {
             let r = cx.ty(0)?.shape.rank();
             let (s, e) = shape_range(cx, r)?;
-            Ok(vec![TensorType::new(DType::I64, Shape(vec![Dim::Fixed((e - s) as u64)]))])
+            Ok(vec![TensorType::new(
+                DType::I64,
+                Shape(vec![Dim::Fixed((e - s) as u64)]),
+            )])
         }
         Op::Size => {
             cx.ty(0)?;
@@ -32,7 +35,10 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
                 return Err(cx.bad_operand(0, &format!("is {dims:?}; sizes must not be negative")));
             }
             let dtype = crate::fold::constant_of_shape_fill(cx.node)?.dtype;
-            Ok(vec![TensorType::new(dtype, Shape(dims.iter().map(|&d| fixed(d)).collect()))])
+            Ok(vec![TensorType::new(
+                dtype,
+                Shape(dims.iter().map(|&d| fixed(d)).collect()),
+            )])
         }
         // Range.
         _ => {
@@ -40,7 +46,10 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             for i in 0..3 {
                 let t = cx.ty(i)?;
                 if t.dtype != dtype {
-                    return Err(cx.dtype_err(t.dtype, format!("{} (operand 0 is {dtype})", cx.describe(i))));
+                    return Err(cx.dtype_err(
+                        t.dtype,
+                        format!("{} (operand 0 is {dtype})", cx.describe(i)),
+                    ));
                 }
                 if t.shape.num_elements() != Some(1) {
                     return Err(cx.shape_err(format!("{} must be a scalar", cx.describe(i))));
@@ -81,12 +90,20 @@ pub(crate) fn range_count(cx: &Cx) -> Result<u64> {
             return Err(cx.bad_operand(2, "is 0"));
         }
         let num = l - s;
-        let q = num / d + if num % d != 0 && ((num > 0) == (d > 0)) { 1 } else { 0 };
+        let q = num / d
+            + if num % d != 0 && ((num > 0) == (d > 0)) {
+                1
+            } else {
+                0
+            };
         return Ok(q.clamp(0, u64::MAX as i128) as u64);
     }
     let (s, l, d) = (one(0)?, one(1)?, one(2)?);
     if d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
-        return Err(cx.bad_operand(2, &format!("gives an undefined count (start {s}, limit {l}, delta {d})")));
+        return Err(cx.bad_operand(
+            2,
+            &format!("gives an undefined count (start {s}, limit {l}, delta {d})"),
+        ));
     }
     let n = ((l - s) / d).ceil();
     Ok(if n <= 0.0 {

@@ -11,14 +11,14 @@
 pub mod control;
 mod dense;
 mod elementwise;
+mod extra;
 pub(crate) mod meta;
 pub(crate) mod movement;
 mod quant;
 mod reduce;
 mod select;
-mod spatial;
 pub mod seq;
-mod extra;
+mod spatial;
 mod spectral;
 #[cfg(test)]
 mod tests;
@@ -60,7 +60,10 @@ pub fn infer_shapes(g: &mut Graph) -> Result<()> {
             let v = g
                 .values
                 .get_mut(id.0 as usize)
-                .ok_or_else(|| IrError::Dangling { user: format!("result {k} of {label}"), value: id.to_string() })?;
+                .ok_or_else(|| IrError::Dangling {
+                    user: format!("result {k} of {label}"),
+                    value: id.to_string(),
+                })?;
             v.ty = Some(ty);
             if let Some(ks) = &konsts {
                 if let Some(t) = ks.get(k) {
@@ -80,7 +83,12 @@ pub fn infer_node_types(g: &Graph, node: &Node) -> Result<Vec<TensorType>> {
 
 fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
     crate::verify::check_node_signature(cx.node)?;
-    let mut tys = match seq::infer(cx).or_else(|| spatial::infer(cx)).or_else(|| extra::infer(cx)).or_else(|| spectral::infer(cx)).or_else(|| select::infer(cx)) {
+    let mut tys = match seq::infer(cx)
+        .or_else(|| spatial::infer(cx))
+        .or_else(|| extra::infer(cx))
+        .or_else(|| spectral::infer(cx))
+        .or_else(|| select::infer(cx))
+    {
         Some(r) => r?,
         None => match cx.node.op.family() {
             Family::Elementwise => elementwise::infer(cx)?,
@@ -90,7 +98,10 @@ fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
             Family::Quant => quant::infer(cx)?,
             Family::Meta => meta::infer(cx)?,
             Family::Control => {
-                return Err(IrError::Unsupported { node: cx.label(), what: "control flow is typed by `infer_shapes` only".into() })
+                return Err(IrError::Unsupported {
+                    node: cx.label(),
+                    what: "control flow is typed by `infer_shapes` only".into(),
+                })
             }
         },
     };
@@ -105,7 +116,10 @@ fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
     }
     tys.truncate(n);
     for (k, ty) in tys.iter().enumerate() {
-        check_size(&format!("result {k} (%{}) of {}", cx.out_name(k), cx.label()), &ty.shape)?;
+        check_size(
+            &format!("result {k} (%{}) of {}", cx.out_name(k), cx.label()),
+            &ty.shape,
+        )?;
     }
     Ok(tys)
 }
@@ -122,7 +136,11 @@ pub fn check_size(what: &str, shape: &Shape) -> Result<()> {
     // A zero anywhere makes the tensor empty, whatever the other dims are.
     let empty = shape.0.contains(&Dim::Fixed(0));
     if !empty && n > MAX_ELEMENTS {
-        return Err(IrError::TooLarge { what: what.to_string(), shape: shape.to_string(), limit: MAX_ELEMENTS });
+        return Err(IrError::TooLarge {
+            what: what.to_string(),
+            shape: shape.to_string(),
+            limit: MAX_ELEMENTS,
+        });
     }
     Ok(())
 }
@@ -152,11 +170,19 @@ impl<'a> Cx<'a> {
     }
 
     pub fn value_name(&self, id: ValueId) -> String {
-        self.g.values.get(id.0 as usize).map(|v| v.name.clone()).unwrap_or_else(|| id.to_string())
+        self.g
+            .values
+            .get(id.0 as usize)
+            .map(|v| v.name.clone())
+            .unwrap_or_else(|| id.to_string())
     }
 
     pub fn out_name(&self, k: usize) -> String {
-        self.node.outputs.get(k).map(|id| self.value_name(*id)).unwrap_or_else(|| format!("#{k}"))
+        self.node
+            .outputs
+            .get(k)
+            .map(|id| self.value_name(*id))
+            .unwrap_or_else(|| format!("#{k}"))
     }
 
     /// The id of operand `i`, if present. An id out of range is a dangling reference.
@@ -173,7 +199,9 @@ impl<'a> Cx<'a> {
 
     /// The type of operand `i`, if present.
     pub fn opt_ty(&self, i: usize) -> Result<Option<&'a TensorType>> {
-        let Some(id) = self.opt_id(i)? else { return Ok(None) };
+        let Some(id) = self.opt_id(i)? else {
+            return Ok(None);
+        };
         match self.g.ty(id) {
             Some(t) => Ok(Some(t)),
             None => Err(IrError::UntypedOperand {
@@ -191,30 +219,47 @@ impl<'a> Cx<'a> {
     }
 
     pub fn missing(&self, i: usize) -> IrError {
-        IrError::MissingOperand { node: self.label(), index: i, operand: self.operand(i).to_string() }
+        IrError::MissingOperand {
+            node: self.label(),
+            index: i,
+            operand: self.operand(i).to_string(),
+        }
     }
 
     /// The compile-time contents of operand `i`: `None` if omitted, an error if present but
     /// unknown.
     pub fn konst(&self, i: usize) -> Result<Option<&'a Tensor>> {
-        let Some(id) = self.opt_id(i)? else { return Ok(None) };
+        let Some(id) = self.opt_id(i)? else {
+            return Ok(None);
+        };
         match self.g.konst(id) {
             Some(t) => Ok(Some(t)),
-            None => Err(IrError::NotConstant { node: self.label(), index: i, operand: self.operand(i).to_string() }),
+            None => Err(IrError::NotConstant {
+                node: self.label(),
+                index: i,
+                operand: self.operand(i).to_string(),
+            }),
         }
     }
 
     /// Operand `i`'s contents as integers (it must have an integer dtype).
     pub fn ints(&self, i: usize) -> Result<Option<Vec<i64>>> {
-        let Some(t) = self.konst(i)? else { return Ok(None) };
+        let Some(t) = self.konst(i)? else {
+            return Ok(None);
+        };
         if !t.dtype.is_int() {
             return Err(IrError::UnsupportedDType {
                 node: self.label(),
                 dtype: t.dtype,
-                what: format!("operand {i} (`{}`), which must hold integers", self.operand(i)),
+                what: format!(
+                    "operand {i} (`{}`), which must hold integers",
+                    self.operand(i)
+                ),
             });
         }
-        t.to_i64_vec().map(Some).ok_or_else(|| self.bad_operand(i, "has truncated contents"))
+        t.to_i64_vec()
+            .map(Some)
+            .ok_or_else(|| self.bad_operand(i, "has truncated contents"))
     }
 
     pub fn req_ints(&self, i: usize) -> Result<Vec<i64>> {
@@ -223,8 +268,12 @@ impl<'a> Cx<'a> {
 
     /// Operand `i`'s contents as floats.
     pub fn floats(&self, i: usize) -> Result<Option<Vec<f64>>> {
-        let Some(t) = self.konst(i)? else { return Ok(None) };
-        t.to_f64_vec().map(Some).ok_or_else(|| self.bad_operand(i, "has contents that are not numbers"))
+        let Some(t) = self.konst(i)? else {
+            return Ok(None);
+        };
+        t.to_f64_vec()
+            .map(Some)
+            .ok_or_else(|| self.bad_operand(i, "has contents that are not numbers"))
     }
 
     /// Operand `i`, which must hold one integer (a scalar or a 1-element tensor).
@@ -237,23 +286,43 @@ impl<'a> Cx<'a> {
     }
 
     pub fn bad_operand(&self, i: usize, msg: &str) -> IrError {
-        IrError::BadOperand { node: self.label(), index: i, operand: self.operand(i).to_string(), msg: msg.to_string() }
+        IrError::BadOperand {
+            node: self.label(),
+            index: i,
+            operand: self.operand(i).to_string(),
+            msg: msg.to_string(),
+        }
     }
 
     pub fn shape_err(&self, msg: impl Into<String>) -> IrError {
-        IrError::ShapeMismatch { node: self.label(), msg: msg.into() }
+        IrError::ShapeMismatch {
+            node: self.label(),
+            msg: msg.into(),
+        }
     }
 
     pub fn bad_attr(&self, attr: &str, msg: impl Into<String>) -> IrError {
-        IrError::BadAttr { node: self.label(), attr: attr.to_string(), msg: msg.into() }
+        IrError::BadAttr {
+            node: self.label(),
+            attr: attr.to_string(),
+            msg: msg.into(),
+        }
     }
 
     pub fn symbolic(&self, what: &str, dim: &Dim) -> IrError {
-        IrError::Symbolic { node: self.label(), what: what.to_string(), dim: dim.to_string() }
+        IrError::Symbolic {
+            node: self.label(),
+            what: what.to_string(),
+            dim: dim.to_string(),
+        }
     }
 
     pub fn dtype_err(&self, dtype: DType, what: impl Into<String>) -> IrError {
-        IrError::UnsupportedDType { node: self.label(), dtype, what: what.into() }
+        IrError::UnsupportedDType {
+            node: self.label(),
+            dtype,
+            what: what.into(),
+        }
     }
 
     /// Describes operand `i` with its type: "operand 0 (`A`: f32[2,3])".
@@ -300,17 +369,24 @@ impl<'a> Cx<'a> {
                 .ok()
                 .and_then(DType::from_onnx)
                 .map(Some)
-                .ok_or_else(|| self.bad_attr(name, format!("is {code}, which is not a supported ONNX dtype code"))),
-            Some(Attr::String(s)) => {
-                s.parse::<DType>().map(Some).map_err(|_| self.bad_attr(name, format!("names unknown dtype `{s}`")))
-            }
+                .ok_or_else(|| {
+                    self.bad_attr(
+                        name,
+                        format!("is {code}, which is not a supported ONNX dtype code"),
+                    )
+                }),
+            Some(Attr::String(s)) => s
+                .parse::<DType>()
+                .map(Some)
+                .map_err(|_| self.bad_attr(name, format!("names unknown dtype `{s}`"))),
             Some(_) => Err(self.bad_attr(name, "must be a dtype code")),
         }
     }
 
     /// Normalises an axis against `rank` (ONNX accepts `-rank..rank`).
     pub fn axis(&self, axis: i64, rank: usize, what: &str) -> Result<usize> {
-        norm_axis(axis, rank).ok_or_else(|| self.shape_err(format!("{what} {axis} is out of range for rank {rank}")))
+        norm_axis(axis, rank)
+            .ok_or_else(|| self.shape_err(format!("{what} {axis} is out of range for rank {rank}")))
     }
 
     /// Normalises a list of axes, refusing duplicates.
@@ -340,13 +416,14 @@ impl<'a> Cx<'a> {
             acc = Some(match acc {
                 None => (self.describe(i), t.shape.clone()),
                 Some((desc, s)) => {
-                    let out = broadcast_pair(&s, &t.shape).map_err(|(a, b)| IrError::Broadcast {
-                        node: self.label(),
-                        lhs: desc.clone(),
-                        rhs: self.describe(i),
-                        lhs_dim: a.to_string(),
-                        rhs_dim: b.to_string(),
-                    })?;
+                    let out =
+                        broadcast_pair(&s, &t.shape).map_err(|(a, b)| IrError::Broadcast {
+                            node: self.label(),
+                            lhs: desc.clone(),
+                            rhs: self.describe(i),
+                            lhs_dim: a.to_string(),
+                            rhs_dim: b.to_string(),
+                        })?;
                     (format!("{desc} and {}", self.describe(i)), out)
                 }
             });
@@ -369,8 +446,16 @@ pub fn broadcast_pair(a: &Shape, b: &Shape) -> std::result::Result<Shape, (Dim, 
     let r = a.rank().max(b.rank());
     let mut out = Vec::with_capacity(r);
     for k in 0..r {
-        let da = (k + a.rank()).checked_sub(r).and_then(|i| a.0.get(i)).cloned().unwrap_or(Dim::Fixed(1));
-        let db = (k + b.rank()).checked_sub(r).and_then(|i| b.0.get(i)).cloned().unwrap_or(Dim::Fixed(1));
+        let da = (k + a.rank())
+            .checked_sub(r)
+            .and_then(|i| a.0.get(i))
+            .cloned()
+            .unwrap_or(Dim::Fixed(1));
+        let db = (k + b.rank())
+            .checked_sub(r)
+            .and_then(|i| b.0.get(i))
+            .cloned()
+            .unwrap_or(Dim::Fixed(1));
         let d = match (&da, &db) {
             (x, y) if x == y => x.clone(),
             (Dim::Fixed(1), y) => y.clone(),

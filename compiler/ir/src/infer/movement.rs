@@ -21,7 +21,10 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             let a = cx.attr_int("axis", 1)?;
             let a = if a < 0 { a + r as i64 } else { a };
             if a < 0 || a > r as i64 {
-                return Err(cx.shape_err(format!("axis {} is out of range for rank {r}", cx.attr_int("axis", 1)?)));
+                return Err(cx.shape_err(format!(
+                    "axis {} is out of range for rank {r}",
+                    cx.attr_int("axis", 1)?
+                )));
             }
             let (lo, hi) = x.shape.0.split_at(a as usize);
             same(Shape(vec![dims_product(lo), dims_product(hi)]))
@@ -34,10 +37,17 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             let mut seen = vec![false; r];
             let mut out = Vec::with_capacity(r);
             for &p in &perm {
-                let slot = usize::try_from(p).ok().filter(|&p| p < r).and_then(|p| seen.get_mut(p));
+                let slot = usize::try_from(p)
+                    .ok()
+                    .filter(|&p| p < r)
+                    .and_then(|p| seen.get_mut(p));
                 match slot {
                     Some(s) if !*s => *s = true,
-                    _ => return Err(cx.bad_attr("perm", format!("{perm:?} is not a permutation of 0..{r}"))),
+                    _ => {
+                        return Err(
+                            cx.bad_attr("perm", format!("{perm:?} is not a permutation of 0..{r}"))
+                        )
+                    }
                 }
                 out.push(x.shape.0[p as usize].clone());
             }
@@ -47,20 +57,34 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             same(Shape(out))
         }
         Squeeze => match cx.ints(1)? {
-            None => same(Shape(x.shape.0.iter().filter(|d| **d != Dim::Fixed(1)).cloned().collect())),
+            None => same(Shape(
+                x.shape
+                    .0
+                    .iter()
+                    .filter(|d| **d != Dim::Fixed(1))
+                    .cloned()
+                    .collect(),
+            )),
             Some(axes) => {
                 let axes = cx.axes(&axes, r, "axis")?;
                 for &a in &axes {
                     if let Dim::Fixed(d) = x.shape.0[a] {
                         if d != 1 {
-                            return Err(
-                                cx.shape_err(format!("cannot squeeze axis {a} of {}: its size is {d}", cx.describe(0)))
-                            );
+                            return Err(cx.shape_err(format!(
+                                "cannot squeeze axis {a} of {}: its size is {d}",
+                                cx.describe(0)
+                            )));
                         }
                     }
                 }
                 same(Shape(
-                    x.shape.0.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect(),
+                    x.shape
+                        .0
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !axes.contains(i))
+                        .map(|(_, d)| d.clone())
+                        .collect(),
                 ))
             }
         },
@@ -70,7 +94,13 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             let axes = cx.axes(&axes, out_r, "axis")?;
             let mut src = x.shape.0.iter();
             let out = (0..out_r)
-                .map(|i| if axes.contains(&i) { Dim::Fixed(1) } else { src.next().cloned().unwrap_or(Dim::Fixed(1)) })
+                .map(|i| {
+                    if axes.contains(&i) {
+                        Dim::Fixed(1)
+                    } else {
+                        src.next().cloned().unwrap_or(Dim::Fixed(1))
+                    }
+                })
                 .collect();
             same(Shape(out))
         }
@@ -106,7 +136,11 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             let ind = cx.ty(1)?;
             index_dtype(cx, ind.dtype)?;
             if ind.shape.rank() != r {
-                return Err(cx.shape_err(format!("{} must have the rank of {}", cx.describe(1), cx.describe(0))));
+                return Err(cx.shape_err(format!(
+                    "{} must have the rank of {}",
+                    cx.describe(1),
+                    cx.describe(0)
+                )));
             }
             cx.axis(cx.attr_int("axis", 0)?, r, "axis")?;
             same(ind.shape.clone())
@@ -117,9 +151,14 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             let q = ind.shape.rank();
             let b = cx.attr_int("batch_dims", 0)?;
             let last =
-                ind.shape.0.last().ok_or_else(|| cx.shape_err(format!("{} must not be a scalar", cx.describe(1))))?;
-            let last = last.fixed().ok_or_else(|| cx.symbolic("the index depth", last))? as usize;
-            let b = usize::try_from(b).map_err(|_| cx.bad_attr("batch_dims", "must not be negative"))?;
+                ind.shape.0.last().ok_or_else(|| {
+                    cx.shape_err(format!("{} must not be a scalar", cx.describe(1)))
+                })?;
+            let last =
+                last.fixed()
+                    .ok_or_else(|| cx.symbolic("the index depth", last))? as usize;
+            let b = usize::try_from(b)
+                .map_err(|_| cx.bad_attr("batch_dims", "must not be negative"))?;
             if b >= q || b.saturating_add(last) > r {
                 return Err(cx.shape_err(format!(
                     "batch_dims {b} plus index depth {last} do not fit {} and {}",
@@ -135,7 +174,9 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             index_dtype(cx, cx.ty(1)?.dtype)?;
             let u = cx.ty(2)?;
             if u.dtype != x.dtype {
-                return Err(cx.dtype_err(u.dtype, format!("{} (data is {})", cx.describe(2), x.dtype)));
+                return Err(
+                    cx.dtype_err(u.dtype, format!("{} (data is {})", cx.describe(2), x.dtype))
+                );
             }
             same(x.shape.clone())
         }
@@ -145,12 +186,14 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
                 return Err(cx.bad_operand(1, &format!("is {shape:?}; sizes must not be negative")));
             }
             let target = Shape(shape.iter().map(|&d| Dim::Fixed(d as u64)).collect());
-            let out = super::broadcast_pair(&x.shape, &target).map_err(|(a, b)| crate::IrError::Broadcast {
-                node: cx.label(),
-                lhs: cx.describe(0),
-                rhs: format!("the shape {shape:?} in operand 1 (`shape`)"),
-                lhs_dim: a.to_string(),
-                rhs_dim: b.to_string(),
+            let out = super::broadcast_pair(&x.shape, &target).map_err(|(a, b)| {
+                crate::IrError::Broadcast {
+                    node: cx.label(),
+                    lhs: cx.describe(0),
+                    rhs: format!("the shape {shape:?} in operand 1 (`shape`)"),
+                    lhs_dim: a.to_string(),
+                    rhs_dim: b.to_string(),
+                }
             })?;
             same(out)
         }
@@ -163,17 +206,27 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             if pads.len() != 2 * axes.len() {
                 return Err(cx.bad_operand(
                     1,
-                    &format!("has {} values; expected {} (2 per padded axis)", pads.len(), 2 * axes.len()),
+                    &format!(
+                        "has {} values; expected {} (2 per padded axis)",
+                        pads.len(),
+                        2 * axes.len()
+                    ),
                 ));
             }
             if let Some(cv) = cx.opt_ty(2)? {
                 if cv.dtype != x.dtype {
-                    return Err(cx.dtype_err(cv.dtype, format!("{} (data is {})", cx.describe(2), x.dtype)));
+                    return Err(cx.dtype_err(
+                        cv.dtype,
+                        format!("{} (data is {})", cx.describe(2), x.dtype),
+                    ));
                 }
             }
             let mode = cx.attr_str("mode")?.unwrap_or("constant");
             if !matches!(mode, "constant" | "reflect" | "edge" | "wrap") {
-                return Err(cx.bad_attr("mode", format!("is `{mode}`; expected constant, reflect, edge or wrap")));
+                return Err(cx.bad_attr(
+                    "mode",
+                    format!("is `{mode}`; expected constant, reflect, edge or wrap"),
+                ));
             }
             let mut out = x.shape.0.clone();
             let n = axes.len();
@@ -183,7 +236,10 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
                     Dim::Fixed(d) => {
                         let v = (*d as i64).saturating_add(total);
                         if v < 0 {
-                            return Err(cx.bad_operand(1, &format!("removes more than the {d} elements of axis {a}")));
+                            return Err(cx.bad_operand(
+                                1,
+                                &format!("removes more than the {d} elements of axis {a}"),
+                            ));
                         }
                         fixed(v)
                     }
@@ -197,14 +253,28 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
         Tile => {
             let reps = cx.req_ints(1)?;
             if reps.len() != r {
-                return Err(
-                    cx.bad_operand(1, &format!("has {} values, but {} has rank {r}", reps.len(), cx.describe(0)))
-                );
+                return Err(cx.bad_operand(
+                    1,
+                    &format!(
+                        "has {} values, but {} has rank {r}",
+                        reps.len(),
+                        cx.describe(0)
+                    ),
+                ));
             }
             if reps.iter().any(|&v| v < 0) {
-                return Err(cx.bad_operand(1, &format!("is {reps:?}; repeats must not be negative")));
+                return Err(
+                    cx.bad_operand(1, &format!("is {reps:?}; repeats must not be negative"))
+                );
             }
-            same(Shape(x.shape.0.iter().zip(&reps).map(|(d, &k)| dim_mul(d, &Dim::Fixed(k as u64))).collect()))
+            same(Shape(
+                x.shape
+                    .0
+                    .iter()
+                    .zip(&reps)
+                    .map(|(d, &k)| dim_mul(d, &Dim::Fixed(k as u64)))
+                    .collect(),
+            ))
         }
         Identity | Trilu => {
             if cx.op() == Trilu && r < 2 {
@@ -212,7 +282,10 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             }
             Ok(vec![x.clone()])
         }
-        Dropout => Ok(vec![x.clone(), TensorType::new(DType::Bool, x.shape.clone())]),
+        Dropout => Ok(vec![
+            x.clone(),
+            TensorType::new(DType::Bool, x.shape.clone()),
+        ]),
         DepthToSpace | SpaceToDepth => {
             if r != 4 {
                 return Err(cx.shape_err(format!("{} must be 4-D (N, C, H, W)", cx.describe(0))));
@@ -231,7 +304,9 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             let div = |dim: &Dim, by: u64, what: &str, axis: usize| -> Result<Dim> {
                 match dim {
                     Dim::Fixed(v) if v % by == 0 => Ok(Dim::Fixed(v / by)),
-                    Dim::Fixed(v) => Err(cx.shape_err(format!("{what} ({v}) is not divisible by {by}"))),
+                    Dim::Fixed(v) => {
+                        Err(cx.shape_err(format!("{what} ({v}) is not divisible by {by}")))
+                    }
                     Dim::Sym(_) => Ok(cx.fresh(0, axis)),
                 }
             };
@@ -256,11 +331,15 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             index_dtype_or_float(cx, x.dtype)?;
             let depth = match cx.floats(1)?.as_deref() {
                 Some([d]) => *d,
-                Some(v) => return Err(cx.bad_operand(1, &format!("must hold one value, not {}", v.len()))),
+                Some(v) => {
+                    return Err(cx.bad_operand(1, &format!("must hold one value, not {}", v.len())))
+                }
                 None => return Err(cx.missing(1)),
             };
             if !(0.0..1e18).contains(&depth) {
-                return Err(cx.bad_operand(1, &format!("is {depth}; depth must be a non-negative size")));
+                return Err(
+                    cx.bad_operand(1, &format!("is {depth}; depth must be a non-negative size"))
+                );
             }
             let values = cx.ty(2)?;
             let axis = cx.axis(cx.attr_int("axis", -1)?, r + 1, "axis")?;
@@ -321,19 +400,32 @@ fn reshape(cx: &Cx, input: &Shape) -> Result<Shape> {
                 infer_at = Some(i);
                 None
             }
-            -1 => return Err(cx.bad_operand(1, &format!("is {target:?}; at most one dimension may be -1"))),
+            -1 => {
+                return Err(cx.bad_operand(
+                    1,
+                    &format!("is {target:?}; at most one dimension may be -1"),
+                ))
+            }
             0 if !allowzero => Some(input.0.get(i).cloned().ok_or_else(|| {
                 cx.bad_operand(
                     1,
-                    &format!("is {target:?}; the 0 at index {i} copies a dim the input (rank {}) lacks", input.rank()),
+                    &format!(
+                        "is {target:?}; the 0 at index {i} copies a dim the input (rank {}) lacks",
+                        input.rank()
+                    ),
                 )
             })?),
-            t if t < 0 => return Err(cx.bad_operand(1, &format!("is {target:?}; {t} is not a size"))),
+            t if t < 0 => {
+                return Err(cx.bad_operand(1, &format!("is {target:?}; {t} is not a size")))
+            }
             t => Some(Dim::Fixed(t as u64)),
         });
     }
     if allowzero && infer_at.is_some() && target.contains(&0) {
-        return Err(cx.bad_operand(1, &format!("is {target:?}; with allowzero a 0 cannot be combined with -1")));
+        return Err(cx.bad_operand(
+            1,
+            &format!("is {target:?}; with allowzero a 0 cannot be combined with -1"),
+        ));
     }
     let (p_in, s_in) = factor(&input.0);
     let known: Vec<Dim> = out.iter().flatten().cloned().collect();
@@ -362,7 +454,10 @@ fn reshape(cx: &Cx, input: &Shape) -> Result<Shape> {
                 cx.fresh(0, at)
             } else if p_out == 0 {
                 if p_in == 0 {
-                    return Err(cx.bad_operand(1, &format!("is {target:?}; -1 is ambiguous with a zero-sized dim")));
+                    return Err(cx.bad_operand(
+                        1,
+                        &format!("is {target:?}; -1 is ambiguous with a zero-sized dim"),
+                    ));
                 }
                 return Err(mismatch());
             } else if p_in % p_out != 0 {
@@ -372,12 +467,17 @@ fn reshape(cx: &Cx, input: &Shape) -> Result<Shape> {
                 cx.fresh(0, at)
             } else {
                 let q = Dim::Fixed(p_in / p_out);
-                rest.iter().fold(q, |acc, s| dim_mul(&acc, &Dim::Sym(s.clone())))
+                rest.iter()
+                    .fold(q, |acc, s| dim_mul(&acc, &Dim::Sym(s.clone())))
             };
             out[at] = Some(d);
         }
     }
-    Ok(Shape(out.into_iter().map(|d| d.unwrap_or(Dim::Fixed(0))).collect()))
+    Ok(Shape(
+        out.into_iter()
+            .map(|d| d.unwrap_or(Dim::Fixed(0)))
+            .collect(),
+    ))
 }
 
 fn concat(cx: &Cx) -> Result<Vec<TensorType>> {
@@ -392,10 +492,17 @@ fn concat(cx: &Cx) -> Result<Vec<TensorType>> {
     for i in 1..cx.n_inputs() {
         let t = cx.ty(i)?;
         if t.dtype != first.dtype {
-            return Err(cx.dtype_err(t.dtype, format!("{} (operand 0 is {})", cx.describe(i), first.dtype)));
+            return Err(cx.dtype_err(
+                t.dtype,
+                format!("{} (operand 0 is {})", cx.describe(i), first.dtype),
+            ));
         }
         if t.shape.rank() != r {
-            return Err(cx.shape_err(format!("{} and {} must have the same rank", cx.describe(0), cx.describe(i))));
+            return Err(cx.shape_err(format!(
+                "{} and {} must have the same rank",
+                cx.describe(0),
+                cx.describe(i)
+            )));
         }
         for (k, d) in t.shape.0.iter().enumerate() {
             if k == axis {
@@ -424,7 +531,9 @@ fn split(cx: &Cx) -> Result<Vec<TensorType>> {
     let sizes: Vec<Dim> = match cx.ints(1)? {
         Some(split) => {
             if split.len() != n_out {
-                return Err(cx.bad_operand(1, &format!("has {} sizes for {n_out} results", split.len())));
+                return Err(
+                    cx.bad_operand(1, &format!("has {} sizes for {n_out} results", split.len()))
+                );
             }
             if split.iter().any(|&s| s < 0) {
                 return Err(cx.bad_operand(1, &format!("is {split:?}; sizes must not be negative")));
@@ -432,9 +541,10 @@ fn split(cx: &Cx) -> Result<Vec<TensorType>> {
             let total = split.iter().fold(0i64, |a, &b| a.saturating_add(b));
             if let Dim::Fixed(d) = dim {
                 if total as u64 != *d {
-                    return Err(
-                        cx.bad_operand(1, &format!("is {split:?}, which sums to {total}, but axis {axis} has {d}"))
-                    );
+                    return Err(cx.bad_operand(
+                        1,
+                        &format!("is {split:?}, which sums to {total}, but axis {axis} has {d}"),
+                    ));
                 }
             }
             split.iter().map(|&s| fixed(s)).collect()
@@ -445,7 +555,10 @@ fn split(cx: &Cx) -> Result<Vec<TensorType>> {
                 None => n_out as i64,
             };
             if n < 1 || n as usize != n_out {
-                return Err(cx.bad_attr("num_outputs", format!("is {n}, but the node has {n_out} results")));
+                return Err(cx.bad_attr(
+                    "num_outputs",
+                    format!("is {n}, but the node has {n_out} results"),
+                ));
             }
             let n = n as u64;
             match dim {
@@ -453,9 +566,13 @@ fn split(cx: &Cx) -> Result<Vec<TensorType>> {
                     let chunk = d.div_ceil(n);
                     let before_last = chunk.saturating_mul(n - 1);
                     if before_last > *d {
-                        return Err(cx.shape_err(format!("axis {axis} ({d}) is too small to split into {n} parts")));
+                        return Err(cx.shape_err(format!(
+                            "axis {axis} ({d}) is too small to split into {n} parts"
+                        )));
                     }
-                    (0..n).map(|i| Dim::Fixed(if i + 1 == n { d - before_last } else { chunk })).collect()
+                    (0..n)
+                        .map(|i| Dim::Fixed(if i + 1 == n { d - before_last } else { chunk }))
+                        .collect()
                 }
                 Dim::Sym(_) if n == 1 => vec![dim.clone()],
                 Dim::Sym(_) => (0..n_out).map(|k| cx.fresh(k, axis)).collect(),
@@ -489,14 +606,25 @@ pub(crate) fn slice_axis(d: i64, start: i64, end: i64, step: i64) -> SliceAxis {
     let (s, count) = if step128 > 0 {
         let s = s.clamp(0, d);
         let e = e.clamp(0, d);
-        (s, if e > s { (e - s + step128 - 1) / step128 } else { 0 })
+        (
+            s,
+            if e > s {
+                (e - s + step128 - 1) / step128
+            } else {
+                0
+            },
+        )
     } else {
         let s = s.clamp(-1, d - 1);
         let e = e.clamp(-1, d - 1);
         let neg = -step128;
         (s, if s > e { (s - e + neg - 1) / neg } else { 0 })
     };
-    SliceAxis { start: s as i64, step, count: count as i64 }
+    SliceAxis {
+        start: s as i64,
+        step,
+        count: count as i64,
+    }
 }
 
 /// Per-axis slice parameters for `Slice`; `None` for an axis left whole. A symbolic axis
@@ -507,25 +635,41 @@ pub(crate) fn slice_params(cx: &Cx, shape: &Shape) -> Result<Vec<Option<SliceAxi
     let starts = cx.req_ints(1)?;
     let ends = cx.req_ints(2)?;
     if starts.len() != ends.len() {
-        return Err(cx.bad_operand(2, &format!("has {} values, but `starts` has {}", ends.len(), starts.len())));
+        return Err(cx.bad_operand(
+            2,
+            &format!(
+                "has {} values, but `starts` has {}",
+                ends.len(),
+                starts.len()
+            ),
+        ));
     }
     let axes = match cx.ints(3)? {
         Some(a) => {
             if a.len() != starts.len() {
-                return Err(cx.bad_operand(3, &format!("has {} values, but `starts` has {}", a.len(), starts.len())));
+                return Err(cx.bad_operand(
+                    3,
+                    &format!("has {} values, but `starts` has {}", a.len(), starts.len()),
+                ));
             }
             cx.axes(&a, r, "axis")?
         }
         None => {
             if starts.len() > r {
-                return Err(cx.bad_operand(1, &format!("has {} values for a rank-{r} input", starts.len())));
+                return Err(cx.bad_operand(
+                    1,
+                    &format!("has {} values for a rank-{r} input", starts.len()),
+                ));
             }
             (0..starts.len()).collect()
         }
     };
     let steps = match cx.ints(4)? {
         Some(s) if s.len() != starts.len() => {
-            return Err(cx.bad_operand(4, &format!("has {} values, but `starts` has {}", s.len(), starts.len())))
+            return Err(cx.bad_operand(
+                4,
+                &format!("has {} values, but `starts` has {}", s.len(), starts.len()),
+            ))
         }
         Some(s) => s,
         None => vec![1; starts.len()],
@@ -537,10 +681,18 @@ pub(crate) fn slice_params(cx: &Cx, shape: &Shape) -> Result<Vec<Option<SliceAxi
             return Err(cx.bad_operand(4, "contains a zero step"));
         }
         match &shape.0[a] {
-            Dim::Fixed(d) => out[a] = Some(slice_axis((*d).min(i64::MAX as u64) as i64, st, en, sp)),
+            Dim::Fixed(d) => {
+                out[a] = Some(slice_axis((*d).min(i64::MAX as u64) as i64, st, en, sp))
+            }
             // The whole of a symbolic axis: the dim stays the symbol.
             Dim::Sym(_) if st == 0 && sp == 1 && en >= i32::MAX as i64 => {}
-            Dim::Sym(_) => out[a] = Some(SliceAxis { start: 0, step: sp, count: -1 }),
+            Dim::Sym(_) => {
+                out[a] = Some(SliceAxis {
+                    start: 0,
+                    step: sp,
+                    count: -1,
+                })
+            }
         }
     }
     Ok(out)
@@ -554,16 +706,25 @@ fn resize(cx: &Cx, input: &Shape) -> Result<Shape> {
     };
     // An empty tensor stands for an omitted operand (older exporters write one).
     let sizes = cx.ints(3)?.filter(|v| !v.is_empty());
-    let scales = if sizes.is_none() { cx.floats(2)?.filter(|v| !v.is_empty()) } else { None };
+    let scales = if sizes.is_none() {
+        cx.floats(2)?.filter(|v| !v.is_empty())
+    } else {
+        None
+    };
     let mut out = input.0.clone();
     if let Some(sizes) = sizes {
         if sizes.len() != axes.len() {
-            return Err(cx.bad_operand(3, &format!("has {} values for {} axes", sizes.len(), axes.len())));
+            return Err(cx.bad_operand(
+                3,
+                &format!("has {} values for {} axes", sizes.len(), axes.len()),
+            ));
         }
         if sizes.iter().any(|&s| s < 0) {
             return Err(cx.bad_operand(3, &format!("is {sizes:?}; sizes must not be negative")));
         }
-        let policy = cx.attr_str("keep_aspect_ratio_policy")?.unwrap_or("stretch");
+        let policy = cx
+            .attr_str("keep_aspect_ratio_policy")?
+            .unwrap_or("stretch");
         match policy {
             "stretch" => {
                 for (k, &a) in axes.iter().enumerate() {
@@ -573,7 +734,9 @@ fn resize(cx: &Cx, input: &Shape) -> Result<Shape> {
             "not_larger" | "not_smaller" => {
                 let mut scale: Option<f64> = None;
                 for (k, &a) in axes.iter().enumerate() {
-                    let d = input.0[a].fixed().ok_or_else(|| cx.symbolic("keep_aspect_ratio_policy", &input.0[a]))?;
+                    let d = input.0[a]
+                        .fixed()
+                        .ok_or_else(|| cx.symbolic("keep_aspect_ratio_policy", &input.0[a]))?;
                     let s = sizes[k] as f64 / d as f64;
                     scale = Some(match scale {
                         None => s,
@@ -597,7 +760,10 @@ fn resize(cx: &Cx, input: &Shape) -> Result<Shape> {
         }
     } else if let Some(scales) = scales {
         if scales.len() != axes.len() {
-            return Err(cx.bad_operand(2, &format!("has {} values for {} axes", scales.len(), axes.len())));
+            return Err(cx.bad_operand(
+                2,
+                &format!("has {} values for {} axes", scales.len(), axes.len()),
+            ));
         }
         for (k, &a) in axes.iter().enumerate() {
             let s = scales[k];
@@ -618,7 +784,9 @@ fn resize(cx: &Cx, input: &Shape) -> Result<Shape> {
             };
         }
     } else {
-        return Err(cx.shape_err("one of operand 2 (`scales`) and operand 3 (`sizes`) must be given"));
+        return Err(
+            cx.shape_err("one of operand 2 (`scales`) and operand 3 (`sizes`) must be given")
+        );
     }
     Ok(Shape(out))
 }

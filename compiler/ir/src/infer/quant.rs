@@ -13,13 +13,18 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
         Op::QuantizeLinear => {
             let scale = cx.ty(1)?;
             if !scale.dtype.is_float() {
-                return Err(cx.dtype_err(scale.dtype, "operand 1 (`y_scale`), which must be a float"));
+                return Err(
+                    cx.dtype_err(scale.dtype, "operand 1 (`y_scale`), which must be a float")
+                );
             }
             let attr = cx.attr_dtype("output_dtype")?;
             let zp = cx.opt_ty(2)?.map(|t| t.dtype);
             let out = match (zp, attr) {
                 (Some(z), Some(a)) if z != a => {
-                    return Err(cx.bad_attr("output_dtype", format!("is {a}, but operand 2 (`y_zero_point`) is {z}")))
+                    return Err(cx.bad_attr(
+                        "output_dtype",
+                        format!("is {a}, but operand 2 (`y_zero_point`) is {z}"),
+                    ))
                 }
                 (Some(z), _) => z,
                 (None, Some(a)) => a,
@@ -33,11 +38,16 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
         Op::DequantizeLinear => {
             let scale = cx.ty(1)?;
             if !scale.dtype.is_float() {
-                return Err(cx.dtype_err(scale.dtype, "operand 1 (`x_scale`), which must be a float"));
+                return Err(
+                    cx.dtype_err(scale.dtype, "operand 1 (`x_scale`), which must be a float")
+                );
             }
             if let Some(zp) = cx.opt_ty(2)? {
                 if zp.dtype != x.dtype {
-                    return Err(cx.dtype_err(zp.dtype, format!("{} (operand 0 is {})", cx.describe(2), x.dtype)));
+                    return Err(cx.dtype_err(
+                        zp.dtype,
+                        format!("{} (operand 0 is {})", cx.describe(2), x.dtype),
+                    ));
                 }
             }
             let out = cx.attr_dtype("output_dtype")?.unwrap_or(scale.dtype);

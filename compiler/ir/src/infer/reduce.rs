@@ -16,14 +16,23 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
     match cx.op() {
         ArgMax | ArgMin => {
             let keep = cx.attr_int("keepdims", 1)? != 0;
-            let axis = if r == 0 { None } else { Some(cx.axis(cx.attr_int("axis", 0)?, r, "axis")?) };
+            let axis = if r == 0 {
+                None
+            } else {
+                Some(cx.axis(cx.attr_int("axis", 0)?, r, "axis")?)
+            };
             let axes: Vec<usize> = axis.into_iter().collect();
-            Ok(vec![TensorType::new(DType::I64, reduced(&x.shape, &axes, keep))])
+            Ok(vec![TensorType::new(
+                DType::I64,
+                reduced(&x.shape, &axes, keep),
+            )])
         }
         CumSum => {
             if let Some(t) = cx.opt_ty(1)? {
                 if !t.dtype.is_int() {
-                    return Err(cx.dtype_err(t.dtype, "operand 1 (`axis`), which must be an integer"));
+                    return Err(
+                        cx.dtype_err(t.dtype, "operand 1 (`axis`), which must be an integer")
+                    );
                 }
             }
             Ok(vec![x.clone()])
@@ -39,13 +48,19 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
             }
             if let Dim::Fixed(d) = &x.shape.0[axis] {
                 if k as u64 > *d {
-                    return Err(cx.bad_operand(1, &format!("is {k}, more than the {d} elements along axis {axis}")));
+                    return Err(cx.bad_operand(
+                        1,
+                        &format!("is {k}, more than the {d} elements along axis {axis}"),
+                    ));
                 }
             }
             let mut dims = x.shape.0.clone();
             dims[axis] = fixed(k);
             let s = Shape(dims);
-            Ok(vec![TensorType::new(x.dtype, s.clone()), TensorType::new(DType::I64, s)])
+            Ok(vec![
+                TensorType::new(x.dtype, s.clone()),
+                TensorType::new(DType::I64, s),
+            ])
         }
         // Reduce*.
         _ => {
@@ -57,10 +72,16 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
                     return Ok(vec![x.clone()]);
                 }
                 let all: Vec<usize> = (0..r).collect();
-                return Ok(vec![TensorType::new(x.dtype, reduced(&x.shape, &all, keep))]);
+                return Ok(vec![TensorType::new(
+                    x.dtype,
+                    reduced(&x.shape, &all, keep),
+                )]);
             }
             let axes = cx.axes(&axes, r, "axis")?;
-            Ok(vec![TensorType::new(x.dtype, reduced(&x.shape, &axes, keep))])
+            Ok(vec![TensorType::new(
+                x.dtype,
+                reduced(&x.shape, &axes, keep),
+            )])
         }
     }
 }

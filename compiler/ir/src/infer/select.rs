@@ -16,8 +16,10 @@ pub(super) fn infer(cx: &Cx) -> Option<Result<Vec<TensorType>>> {
         Op::Compress => compress(cx),
         Op::Unique => unique(cx),
         Op::NonMaxSuppression => nms(cx),
-        Op::StringConcat => strings_only(cx, &[0, 1]).and_then(|()| Ok(vec![TensorType::new(DType::String, cx.broadcast(&[0, 1])?)])),
-        Op::RegexFullMatch => strings_only(cx, &[0]).and_then(|()| Ok(vec![TensorType::new(DType::Bool, cx.ty(0)?.shape.clone())])),
+        Op::StringConcat => strings_only(cx, &[0, 1])
+            .and_then(|()| Ok(vec![TensorType::new(DType::String, cx.broadcast(&[0, 1])?)])),
+        Op::RegexFullMatch => strings_only(cx, &[0])
+            .and_then(|()| Ok(vec![TensorType::new(DType::Bool, cx.ty(0)?.shape.clone())])),
         Op::StringNormalizer => string_normalizer(cx),
         Op::StringSplit => string_split(cx),
         Op::LabelEncoder => label_encoder(cx),
@@ -30,7 +32,10 @@ pub(super) fn infer(cx: &Cx) -> Option<Result<Vec<TensorType>>> {
 fn nonzero(cx: &Cx) -> Result<Vec<TensorType>> {
     let x = cx.ty(0)?;
     let rank = x.shape.rank().max(1) as u64;
-    Ok(vec![TensorType::new(DType::I64, Shape(vec![Dim::Fixed(rank), cx.fresh(0, 1)]))])
+    Ok(vec![TensorType::new(
+        DType::I64,
+        Shape(vec![Dim::Fixed(rank), cx.fresh(0, 1)]),
+    )])
 }
 
 /// The input's dims with the `axis` attribute's dim replaced by `count`, or `[count]` without
@@ -54,7 +59,10 @@ fn compress(cx: &Cx) -> Result<Vec<TensorType>> {
     if c.dtype != DType::Bool || c.shape.rank() != 1 {
         return Err(cx.shape_err(format!("the condition must be a 1-D bool tensor, not {c}")));
     }
-    Ok(vec![TensorType::new(x.dtype, along_axis(cx, x, cx.fresh(0, 0))?)])
+    Ok(vec![TensorType::new(
+        x.dtype,
+        along_axis(cx, x, cx.fresh(0, 0))?,
+    )])
 }
 
 fn unique(cx: &Cx) -> Result<Vec<TensorType>> {
@@ -73,16 +81,24 @@ fn nms(cx: &Cx) -> Result<Vec<TensorType>> {
     let b = cx.ty(0)?;
     let s = cx.ty(1)?;
     if b.shape.rank() != 3 || s.shape.rank() != 3 {
-        return Err(cx.shape_err(format!("boxes must be [batch, boxes, 4] and scores [batch, classes, boxes], not {b} and {s}")));
+        return Err(cx.shape_err(format!(
+            "boxes must be [batch, boxes, 4] and scores [batch, classes, boxes], not {b} and {s}"
+        )));
     }
-    Ok(vec![TensorType::new(DType::I64, Shape(vec![cx.fresh(0, 0), Dim::Fixed(3)]))])
+    Ok(vec![TensorType::new(
+        DType::I64,
+        Shape(vec![cx.fresh(0, 0), Dim::Fixed(3)]),
+    )])
 }
 
 fn strings_only(cx: &Cx, operands: &[usize]) -> Result<()> {
     for &i in operands {
         let t = cx.ty(i)?;
         if t.dtype != DType::String {
-            return Err(cx.dtype_err(t.dtype, format!("operand {i} (a string tensor is expected)")));
+            return Err(cx.dtype_err(
+                t.dtype,
+                format!("operand {i} (a string tensor is expected)"),
+            ));
         }
     }
     Ok(())
@@ -105,7 +121,10 @@ fn string_split(cx: &Cx) -> Result<Vec<TensorType>> {
     let x = cx.ty(0)?;
     let mut parts = x.shape.0.clone();
     parts.push(cx.fresh(0, x.shape.rank()));
-    Ok(vec![TensorType::new(DType::String, Shape(parts)), TensorType::new(DType::I64, x.shape.clone())])
+    Ok(vec![
+        TensorType::new(DType::String, Shape(parts)),
+        TensorType::new(DType::I64, x.shape.clone()),
+    ])
 }
 
 fn label_encoder(cx: &Cx) -> Result<Vec<TensorType>> {
@@ -119,7 +138,10 @@ fn label_encoder(cx: &Cx) -> Result<Vec<TensorType>> {
     } else if let Some(Attr::Tensor(t)) = cx.node.attr("values_tensor") {
         t.dtype
     } else {
-        return Err(cx.bad_attr("values_*", "one of values_strings, values_int64s, values_floats, values_tensor is required"));
+        return Err(cx.bad_attr(
+            "values_*",
+            "one of values_strings, values_int64s, values_floats, values_tensor is required",
+        ));
     };
     Ok(vec![TensorType::new(dtype, x.shape.clone())])
 }
@@ -147,5 +169,8 @@ fn tree_ensemble(cx: &Cx) -> Result<Vec<TensorType>> {
         [_] => Dim::Fixed(1),
         _ => return Err(cx.shape_err(format!("the features must be [N, F], not {x}"))),
     };
-    Ok(vec![TensorType::new(x.dtype, Shape(vec![rows, Dim::Fixed(n.max(0) as u64)]))])
+    Ok(vec![TensorType::new(
+        x.dtype,
+        Shape(vec![rows, Dim::Fixed(n.max(0) as u64)]),
+    )])
 }

@@ -35,7 +35,10 @@ fn same_as_input(cx: &Cx) -> Result<Vec<TensorType>> {
 fn float_input<'a>(cx: &Cx<'a>, i: usize) -> Result<&'a TensorType> {
     let t = cx.ty(i)?;
     if !t.dtype.is_float() {
-        return Err(cx.dtype_err(t.dtype, format!("{}, which must be a float tensor", cx.describe(i))));
+        return Err(cx.dtype_err(
+            t.dtype,
+            format!("{}, which must be a float tensor", cx.describe(i)),
+        ));
     }
     Ok(t)
 }
@@ -44,7 +47,11 @@ fn swiglu(cx: &Cx) -> Result<Vec<TensorType>> {
     let a = float_input(cx, 0)?;
     let b = cx.ty(1)?;
     if a.shape != b.shape || a.dtype != b.dtype {
-        return Err(cx.shape_err(format!("{} and {} must have the same type", cx.describe(0), cx.describe(1))));
+        return Err(cx.shape_err(format!(
+            "{} and {} must have the same type",
+            cx.describe(0),
+            cx.describe(1)
+        )));
     }
     Ok(vec![a.clone()])
 }
@@ -56,7 +63,9 @@ fn dim_div(cx: &Cx, a: &Dim, b: i64, what: &str, k: usize, axis: usize) -> Resul
     }
     match a {
         Dim::Fixed(x) if x % (b as u64) == 0 => Ok(Dim::Fixed(x / b as u64)),
-        Dim::Fixed(x) => Err(cx.shape_err(format!("hidden size {x} is not a multiple of `{what}` = {b}"))),
+        Dim::Fixed(x) => Err(cx.shape_err(format!(
+            "hidden size {x} is not a multiple of `{what}` = {b}"
+        ))),
         Dim::Sym(_) => Ok(cx.fresh(k, axis)),
     }
 }
@@ -79,19 +88,43 @@ fn attention(cx: &Cx) -> Result<Vec<TensorType>> {
     let batch = qs[0].clone();
     // (heads_q, seq_q, heads_kv, seq_kv, head_k, head_v), Y's shape.
     let (hq, sq, hkv, skv, hk, hv, y) = if r == 4 {
-        let y = Shape(vec![batch.clone(), qs[1].clone(), qs[2].clone(), vs[3].clone()]);
-        (qs[1].clone(), qs[2].clone(), ks[1].clone(), ks[2].clone(), ks[3].clone(), vs[3].clone(), y)
+        let y = Shape(vec![
+            batch.clone(),
+            qs[1].clone(),
+            qs[2].clone(),
+            vs[3].clone(),
+        ]);
+        (
+            qs[1].clone(),
+            qs[2].clone(),
+            ks[1].clone(),
+            ks[2].clone(),
+            ks[3].clone(),
+            vs[3].clone(),
+            y,
+        )
     } else {
         let nq = cx.attr_int("q_num_heads", 0)?;
         let nkv = cx.attr_int("kv_num_heads", 0)?;
         if nq <= 0 || nkv <= 0 {
-            return Err(cx.bad_attr("q_num_heads", "3-D inputs need positive `q_num_heads` and `kv_num_heads`"));
+            return Err(cx.bad_attr(
+                "q_num_heads",
+                "3-D inputs need positive `q_num_heads` and `kv_num_heads`",
+            ));
         }
         let hk = dim_div(cx, &ks[2], nkv, "kv_num_heads", 1, 3)?;
         let hv = dim_div(cx, &vs[2], nkv, "kv_num_heads", 2, 3)?;
         dim_div(cx, &qs[2], nq, "q_num_heads", 0, 2)?;
         let y = Shape(vec![batch.clone(), qs[1].clone(), dim_mul(&fixed(nq), &hv)]);
-        (fixed(nq), qs[1].clone(), fixed(nkv), ks[1].clone(), hk, hv, y)
+        (
+            fixed(nq),
+            qs[1].clone(),
+            fixed(nkv),
+            ks[1].clone(),
+            hk,
+            hv,
+            y,
+        )
     };
     let past = match cx.opt_ty(4)? {
         Some(p) => {
@@ -119,11 +152,18 @@ fn loss(cx: &Cx, sce: bool) -> Result<Vec<TensorType>> {
     let x = float_input(cx, 0)?;
     let t = cx.ty(1)?;
     if !t.dtype.is_int() {
-        return Err(cx.dtype_err(t.dtype, format!("{}, which must hold integer class indices", cx.describe(1))));
+        return Err(cx.dtype_err(
+            t.dtype,
+            format!("{}, which must hold integer class indices", cx.describe(1)),
+        ));
     }
     let r = x.shape.rank();
     if r < 2 || t.shape.rank() + 1 != r {
-        return Err(cx.shape_err(format!("{} must have shape (N, C, d...) and {} (N, d...)", cx.describe(0), cx.describe(1))));
+        return Err(cx.shape_err(format!(
+            "{} must have shape (N, C, d...) and {} (N, d...)",
+            cx.describe(0),
+            cx.describe(1)
+        )));
     }
     let mut tdims = x.shape.0.clone();
     tdims.remove(1);
@@ -131,7 +171,12 @@ fn loss(cx: &Cx, sce: bool) -> Result<Vec<TensorType>> {
     let out = match reduction {
         "none" => Shape(tdims),
         "sum" | "mean" => Shape(vec![]),
-        other => return Err(cx.bad_attr("reduction", format!("is \"{other}\", not none, sum or mean"))),
+        other => {
+            return Err(cx.bad_attr(
+                "reduction",
+                format!("is \"{other}\", not none, sum or mean"),
+            ))
+        }
     };
     let mut v = vec![TensorType::new(x.dtype, out)];
     if sce {
@@ -176,7 +221,11 @@ pub type EinsumPlan = (Vec<Vec<char>>, Vec<char>, Vec<Dim>, Vec<(char, Dim)>);
 pub fn einsum_plan(eq: &str, shapes: &[Vec<Dim>]) -> std::result::Result<EinsumPlan, String> {
     let (ins, out) = parse_einsum(eq).ok_or_else(|| format!("cannot parse equation \"{eq}\""))?;
     if ins.len() != shapes.len() {
-        return Err(format!("equation has {} inputs but the node has {}", ins.len(), shapes.len()));
+        return Err(format!(
+            "equation has {} inputs but the node has {}",
+            ins.len(),
+            shapes.len()
+        ));
     }
     let mut sizes: Vec<(char, Dim)> = Vec::new();
     let mut ell: Vec<Dim> = Vec::new();
@@ -184,7 +233,11 @@ pub fn einsum_plan(eq: &str, shapes: &[Vec<Dim>]) -> std::result::Result<EinsumP
         let named = term.iter().filter(|&&c| c != '*').count();
         let has_ell = term.contains(&'*');
         if shape.len() < named || (!has_ell && shape.len() != named) {
-            return Err(format!("term \"{}\" does not match rank {}", term.iter().collect::<String>(), shape.len()));
+            return Err(format!(
+                "term \"{}\" does not match rank {}",
+                term.iter().collect::<String>(),
+                shape.len()
+            ));
         }
         let ell_rank = shape.len() - named;
         let mut pos = 0;
@@ -195,8 +248,14 @@ pub fn einsum_plan(eq: &str, shapes: &[Vec<Dim>]) -> std::result::Result<EinsumP
                 let n = ell.len().max(dims.len());
                 let mut merged = vec![Dim::Fixed(1); n];
                 for (k, m) in merged.iter_mut().enumerate() {
-                    let a = (k + ell.len()).checked_sub(n).map(|i| ell[i].clone()).unwrap_or(Dim::Fixed(1));
-                    let b = (k + dims.len()).checked_sub(n).map(|i| dims[i].clone()).unwrap_or(Dim::Fixed(1));
+                    let a = (k + ell.len())
+                        .checked_sub(n)
+                        .map(|i| ell[i].clone())
+                        .unwrap_or(Dim::Fixed(1));
+                    let b = (k + dims.len())
+                        .checked_sub(n)
+                        .map(|i| dims[i].clone())
+                        .unwrap_or(Dim::Fixed(1));
                     *m = if a == Dim::Fixed(1) { b } else { a };
                 }
                 ell = merged;
@@ -227,7 +286,11 @@ pub fn einsum_plan(eq: &str, shapes: &[Vec<Dim>]) -> std::result::Result<EinsumP
                 .filter(|c| ins.iter().flatten().filter(|x| *x == c).count() == 1)
                 .collect();
             once.sort_unstable();
-            let mut o = if ins.iter().any(|t| t.contains(&'*')) { vec!['*'] } else { vec![] };
+            let mut o = if ins.iter().any(|t| t.contains(&'*')) {
+                vec!['*']
+            } else {
+                vec![]
+            };
             o.extend(once);
             o
         }
@@ -241,7 +304,9 @@ pub fn einsum_plan(eq: &str, shapes: &[Vec<Dim>]) -> std::result::Result<EinsumP
 }
 
 fn einsum(cx: &Cx) -> Result<Vec<TensorType>> {
-    let eq = cx.attr_str("equation")?.ok_or_else(|| cx.bad_attr("equation", "is required"))?;
+    let eq = cx
+        .attr_str("equation")?
+        .ok_or_else(|| cx.bad_attr("equation", "is required"))?;
     let mut shapes = Vec::new();
     let dt = cx.ty(0)?.dtype;
     for i in 0..cx.n_inputs() {
@@ -284,17 +349,31 @@ fn recurrent(cx: &Cx) -> Result<Vec<TensorType>> {
         _ => {
             // Not given: R's last dim.
             let r = cx.ty(2)?;
-            r.shape.0.get(2).cloned().ok_or_else(|| cx.shape_err("R must be 3-D"))?
+            r.shape
+                .0
+                .get(2)
+                .cloned()
+                .ok_or_else(|| cx.shape_err("R must be 3-D"))?
         }
     };
     let d = fixed(dirs);
     let (y, yh) = if layout == 0 {
-        (Shape(vec![s, d.clone(), b.clone(), h.clone()]), Shape(vec![d, b, h]))
+        (
+            Shape(vec![s, d.clone(), b.clone(), h.clone()]),
+            Shape(vec![d, b, h]),
+        )
     } else {
-        (Shape(vec![b.clone(), s, d.clone(), h.clone()]), Shape(vec![b, d, h]))
+        (
+            Shape(vec![b.clone(), s, d.clone(), h.clone()]),
+            Shape(vec![b, d, h]),
+        )
     };
     let dt = x.dtype;
-    Ok(vec![TensorType::new(dt, y), TensorType::new(dt, yh.clone()), TensorType::new(dt, yh)])
+    Ok(vec![
+        TensorType::new(dt, y),
+        TensorType::new(dt, yh.clone()),
+        TensorType::new(dt, yh),
+    ])
 }
 
 fn window(cx: &Cx) -> Result<Vec<TensorType>> {
@@ -316,17 +395,28 @@ fn det(cx: &Cx) -> Result<Vec<TensorType>> {
     if r < 2 || x.shape.0[r - 1] != x.shape.0[r - 2] {
         return Err(cx.shape_err(format!("{} must be (..., M, M)", cx.describe(0))));
     }
-    Ok(vec![TensorType::new(x.dtype, Shape(x.shape.0[..r - 2].to_vec()))])
+    Ok(vec![TensorType::new(
+        x.dtype,
+        Shape(x.shape.0[..r - 2].to_vec()),
+    )])
 }
 
 fn bitcast(cx: &Cx) -> Result<Vec<TensorType>> {
     let x = cx.ty(0)?;
-    let to = cx.attr_dtype("to")?.ok_or_else(|| cx.bad_attr("to", "is required"))?;
+    let to = cx
+        .attr_dtype("to")?
+        .ok_or_else(|| cx.bad_attr("to", "is required"))?;
     if to == DType::String || x.dtype == DType::String {
         return Err(cx.dtype_err(x.dtype, "BitCast to or from string"));
     }
     if to.bits() != x.dtype.bits() {
-        return Err(cx.bad_attr("to", format!("{to} has a different bit width from the input's {}", x.dtype)));
+        return Err(cx.bad_attr(
+            "to",
+            format!(
+                "{to} has a different bit width from the input's {}",
+                x.dtype
+            ),
+        ));
     }
     Ok(vec![TensorType::new(to, x.shape.clone())])
 }
@@ -341,13 +431,17 @@ mod tests {
 
     #[test]
     fn einsum_explicit_and_implicit_outputs() {
-        let (ins, out, _, sizes) =
-            einsum_plan("bij, bjk -> bik", &[fixed_dims(&[5, 2, 3]), fixed_dims(&[5, 3, 4])]).unwrap();
+        let (ins, out, _, sizes) = einsum_plan(
+            "bij, bjk -> bik",
+            &[fixed_dims(&[5, 2, 3]), fixed_dims(&[5, 3, 4])],
+        )
+        .unwrap();
         assert_eq!(ins.len(), 2);
         assert_eq!(out, vec!['b', 'i', 'k']);
         assert!(sizes.contains(&('j', Dim::Fixed(3))));
         // Implicit: letters used once, alphabetically.
-        let (_, out, _, _) = einsum_plan("ij,jk", &[fixed_dims(&[2, 3]), fixed_dims(&[3, 4])]).unwrap();
+        let (_, out, _, _) =
+            einsum_plan("ij,jk", &[fixed_dims(&[2, 3]), fixed_dims(&[3, 4])]).unwrap();
         assert_eq!(out, vec!['i', 'k']);
         // Ellipsis broadcast dims come first in implicit mode.
         let (_, out, ell, _) = einsum_plan("...ii->...i", &[fixed_dims(&[3, 5, 5])]).unwrap();

@@ -27,7 +27,10 @@ pub(super) fn infer(cx: &Cx) -> Option<Result<Vec<TensorType>>> {
 fn float_input<'a>(cx: &Cx<'a>, i: usize) -> Result<&'a TensorType> {
     let t = cx.ty(i)?;
     if !t.dtype.is_float() {
-        return Err(cx.dtype_err(t.dtype, format!("{}, which must be a float tensor", cx.describe(i))));
+        return Err(cx.dtype_err(
+            t.dtype,
+            format!("{}, which must be a float tensor", cx.describe(i)),
+        ));
     }
     Ok(t)
 }
@@ -42,7 +45,10 @@ fn dft_geometry(cx: &Cx, rank: usize, dims: &[Dim]) -> Result<(usize, Option<u64
     // Python's `axis % rank`, then the last axis (the complex pair) is not a signal axis.
     let a = axis.rem_euclid(r.max(1));
     if axis < -r || axis >= r || a > r - 2 {
-        return Err(cx.bad_operand(2, &format!("is {axis}, outside [-{r}, -2] and [0, {}]", r - 2)));
+        return Err(cx.bad_operand(
+            2,
+            &format!("is {axis}, outside [-{r}, -2] and [0, {}]", r - 2),
+        ));
     }
     let a = a as usize;
     let inverse = cx.attr_int("inverse", 0)? != 0;
@@ -72,7 +78,12 @@ fn dft(cx: &Cx) -> Result<Vec<TensorType>> {
     }
     match x.shape.0[r - 1] {
         Dim::Fixed(1) | Dim::Fixed(2) => {}
-        _ => return Err(cx.shape_err(format!("{} must end in a dim of 1 (real) or 2 (complex)", cx.describe(0)))),
+        _ => {
+            return Err(cx.shape_err(format!(
+                "{} must end in a dim of 1 (real) or 2 (complex)",
+                cx.describe(0)
+            )))
+        }
     }
     let (a, n) = dft_geometry(cx, r, &x.shape.0)?;
     let inverse = cx.attr_int("inverse", 0)? != 0;
@@ -90,7 +101,10 @@ fn dft(cx: &Cx) -> Result<Vec<TensorType>> {
 fn stft(cx: &Cx) -> Result<Vec<TensorType>> {
     let x = float_input(cx, 0)?;
     if x.shape.rank() != 3 {
-        return Err(cx.shape_err(format!("{} must be [batch, length, 1 or 2]", cx.describe(0))));
+        return Err(cx.shape_err(format!(
+            "{} must be [batch, length, 1 or 2]",
+            cx.describe(0)
+        )));
     }
     let step = cx.req_scalar_int(1)?;
     if step < 1 {
@@ -112,11 +126,17 @@ fn stft(cx: &Cx) -> Result<Vec<TensorType>> {
             if *n < 1 || n > l {
                 return Err(cx.shape_err(format!("frame length {n} must be in 1..={l}")));
             }
-            (Dim::Fixed(1 + (l - n) / step as u64), Dim::Fixed(if onesided { n / 2 + 1 } else { *n }))
+            (
+                Dim::Fixed(1 + (l - n) / step as u64),
+                Dim::Fixed(if onesided { n / 2 + 1 } else { *n }),
+            )
         }
         _ => (cx.fresh(0, 1), cx.fresh(0, 2)),
     };
-    Ok(vec![TensorType::new(x.dtype, Shape(vec![x.shape.0[0].clone(), frames, bins, Dim::Fixed(2)]))])
+    Ok(vec![TensorType::new(
+        x.dtype,
+        Shape(vec![x.shape.0[0].clone(), frames, bins, Dim::Fixed(2)]),
+    )])
 }
 
 fn mel(cx: &Cx) -> Result<Vec<TensorType>> {
@@ -126,7 +146,10 @@ fn mel(cx: &Cx) -> Result<Vec<TensorType>> {
         return Err(cx.bad_operand(0, "num_mel_bins and dft_length must not be negative"));
     }
     let dt = cx.attr_dtype("output_datatype")?.unwrap_or(DType::F32);
-    Ok(vec![TensorType::new(dt, Shape(vec![fixed(n / 2 + 1), fixed(bins)]))])
+    Ok(vec![TensorType::new(
+        dt,
+        Shape(vec![fixed(n / 2 + 1), fixed(bins)]),
+    )])
 }
 
 /// The number of tensors an optimizer node updates, and how many per-tensor inputs each has
@@ -138,17 +161,29 @@ pub fn optimizer_groups(op: Op, n_inputs: usize) -> Option<(usize, usize)> {
 }
 
 fn optimizer(cx: &Cx) -> Result<Vec<TensorType>> {
-    let (n, per) = optimizer_groups(cx.op(), cx.n_inputs())
-        .ok_or_else(|| cx.shape_err(format!("{} operands do not form R, T and whole groups of tensors", cx.n_inputs())))?;
+    let (n, per) = optimizer_groups(cx.op(), cx.n_inputs()).ok_or_else(|| {
+        cx.shape_err(format!(
+            "{} operands do not form R, T and whole groups of tensors",
+            cx.n_inputs()
+        ))
+    })?;
     let mut out = Vec::with_capacity(n * (per - 1));
     for group in 0..per - 1 {
         for j in 0..n {
             // Results: X_new for each tensor, then each state in operand order (skipping G).
-            let src = if group == 0 { 2 + j } else { 2 + (group + 1) * n + j };
+            let src = if group == 0 {
+                2 + j
+            } else {
+                2 + (group + 1) * n + j
+            };
             let x = float_input(cx, 2 + j)?;
             let s = cx.ty(src)?;
             if s.shape != x.shape {
-                return Err(cx.shape_err(format!("{} must have the shape of {}", cx.describe(src), cx.describe(2 + j))));
+                return Err(cx.shape_err(format!(
+                    "{} must have the shape of {}",
+                    cx.describe(src),
+                    cx.describe(2 + j)
+                )));
             }
             out.push(s.clone());
         }
@@ -160,7 +195,10 @@ fn array_feature_extractor(cx: &Cx) -> Result<Vec<TensorType>> {
     let x = cx.ty(0)?;
     let y = cx.ty(1)?;
     if y.dtype != DType::I64 {
-        return Err(cx.dtype_err(y.dtype, format!("{}, which must hold int64 indices", cx.describe(1))));
+        return Err(cx.dtype_err(
+            y.dtype,
+            format!("{}, which must hold int64 indices", cx.describe(1)),
+        ));
     }
     let count = super::dims_product(&y.shape.0);
     let mut dims = match x.shape.rank() {
@@ -191,27 +229,41 @@ mod tests {
     #[test]
     fn dft_shapes() {
         assert_eq!(dft("f32[1,10,10,1]", None, Some(1), &[]), "f32[1,10,10,2]");
-        assert_eq!(dft("f32[1,10,10,1]", None, None, &[("onesided", Attr::Int(1))]), "f32[1,10,6,2]");
+        assert_eq!(
+            dft("f32[1,10,10,1]", None, None, &[("onesided", Attr::Int(1))]),
+            "f32[1,10,6,2]"
+        );
         let irfft = [("inverse", Attr::Int(1)), ("onesided", Attr::Int(1))];
-        assert_eq!(dft("f32[1,6,10,2]", None, Some(1), &irfft), "f32[1,10,10,1]");
+        assert_eq!(
+            dft("f32[1,6,10,2]", None, Some(1), &irfft),
+            "f32[1,10,10,1]"
+        );
         assert_eq!(dft("f32[3,2]", Some(8), Some(-2), &[]), "f32[8,2]");
         let e = dft("f32[1,10,10,1]", None, Some(3), &[]);
         assert!(e.contains("outside [-4, -2] and [0, 2]"), "{e}");
         let e = dft("f32[4,3]", None, None, &[]);
-        assert!(e.contains("must end in a dim of 1 (real) or 2 (complex)"), "{e}");
+        assert!(
+            e.contains("must end in a dim of 1 (real) or 2 (complex)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn optimizer_results_follow_their_tensors() {
         let mut b = B::new();
-        let ins: Vec<_> = ["f32[]", "i64[]", "f32[1]", "f32[2]", "f32[1]", "f32[2]", "f32[1]", "f32[2]"]
-            .iter()
-            .enumerate()
-            .map(|(k, t)| Some(b.input(&format!("i{k}"), t)))
-            .collect();
+        let ins: Vec<_> = [
+            "f32[]", "i64[]", "f32[1]", "f32[2]", "f32[1]", "f32[2]", "f32[1]", "f32[2]",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(k, t)| Some(b.input(&format!("i{k}"), t)))
+        .collect();
         let outs = b.node(Op::Momentum, &ins, 4, &[]);
         assert_eq!(b.infer(outs[1]).unwrap(), "f32[2]");
-        assert_eq!(b.g.ty(outs[2]).map(|t| t.to_string()).unwrap_or_default(), "f32[1]");
+        assert_eq!(
+            b.g.ty(outs[2]).map(|t| t.to_string()).unwrap_or_default(),
+            "f32[1]"
+        );
     }
 
     #[test]

@@ -25,9 +25,19 @@ fn mlp() -> Graph {
     let mut b = B::new();
     b.g.name = "mlp".into();
     let x = b.input("x", "f32[N,4]");
-    let w = b.konst("w", Tensor::from_f32(vec![4, 2], &[0.5, -1.0, 2.25, 1e-7, 3.0, f32::INFINITY, -0.0, 1e30]));
+    let w = b.konst(
+        "w",
+        Tensor::from_f32(
+            vec![4, 2],
+            &[0.5, -1.0, 2.25, 1e-7, 3.0, f32::INFINITY, -0.0, 1e30],
+        ),
+    );
     let bias = b.konst("bias", Tensor::from_f32(vec![2], &[0.1, 0.2]));
-    let y = b.node1(Op::Gemm, &[x, w, bias], &[("transB", Attr::Int(0)), ("alpha", Attr::Float(1.0))]);
+    let y = b.node1(
+        Op::Gemm,
+        &[x, w, bias],
+        &[("transB", Attr::Int(0)), ("alpha", Attr::Float(1.0))],
+    );
     let r = b.node1(Op::Relu, &[y], &[]);
     let sm = b.node1(Op::Softmax, &[r], &[("axis", Attr::Int(-1))]);
     b.g.outputs.push(sm);
@@ -62,13 +72,39 @@ fn attributes_of_every_kind_and_omitted_operands() {
     let k = b.node1(
         Op::Constant,
         &[],
-        &[("value_strings", Attr::Strings(vec!["a".into(), "é\n\"q\"".into(), String::new()]))],
+        &[(
+            "value_strings",
+            Attr::Strings(vec!["a".into(), "é\n\"q\"".into(), String::new()]),
+        )],
     );
-    let k2 = b.node1(Op::Constant, &[], &[("value_floats", Attr::Floats(vec![1.0, -2.5e-8, f32::NEG_INFINITY]))]);
+    let k2 = b.node1(
+        Op::Constant,
+        &[],
+        &[(
+            "value_floats",
+            Attr::Floats(vec![1.0, -2.5e-8, f32::NEG_INFINITY]),
+        )],
+    );
     let k3 = b.node1(Op::Constant, &[], &[("value_floats", Attr::Floats(vec![]))]);
-    let k4 = b.node1(Op::Constant, &[], &[("value_strings", Attr::Strings(vec![]))]);
-    let k5 = b.node1(Op::Constant, &[], &[("value", Attr::Tensor(Tensor::from_i64(vec![2, 1], &[3, -4])))]);
-    let outs = b.node(Op::Split, &[Some(t), None], 2, &[("axis", Attr::Int(2)), ("num_outputs", Attr::Int(2))]);
+    let k4 = b.node1(
+        Op::Constant,
+        &[],
+        &[("value_strings", Attr::Strings(vec![]))],
+    );
+    let k5 = b.node1(
+        Op::Constant,
+        &[],
+        &[(
+            "value",
+            Attr::Tensor(Tensor::from_i64(vec![2, 1], &[3, -4])),
+        )],
+    );
+    let outs = b.node(
+        Op::Split,
+        &[Some(t), None],
+        2,
+        &[("axis", Attr::Int(2)), ("num_outputs", Attr::Int(2))],
+    );
     b.g.outputs = vec![outs[0], outs[1], k, k2, k3, k4, k5];
     check("attributes", &b.g);
 }
@@ -77,7 +113,10 @@ fn attributes_of_every_kind_and_omitted_operands() {
 fn every_dtype_round_trips() {
     // Written as text, so the parser is exercised too; the text is already canonical.
     let mut text = String::from("graph @dtypes(");
-    let params: Vec<String> = DType::ALL.iter().map(|d| format!("%in_{d}: {d}[N,2]")).collect();
+    let params: Vec<String> = DType::ALL
+        .iter()
+        .map(|d| format!("%in_{d}: {d}[N,2]"))
+        .collect();
     text.push_str(&params.join(", "));
     text.push_str(") -> () {\n");
     for d in DType::ALL {
@@ -103,9 +142,18 @@ fn every_dtype_round_trips() {
     text.push_str("}\n");
     let g = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(print(&g), text);
-    assert_eq!(g.konst(g.find_value("c_i4").unwrap()).unwrap().bytes.as_slice(), &[0xf1, 0xe0, 0x01]);
     assert_eq!(
-        g.konst(g.find_value("c_f4e2m1").unwrap()).unwrap().to_f64_vec().unwrap(),
+        g.konst(g.find_value("c_i4").unwrap())
+            .unwrap()
+            .bytes
+            .as_slice(),
+        &[0xf1, 0xe0, 0x01]
+    );
+    assert_eq!(
+        g.konst(g.find_value("c_f4e2m1").unwrap())
+            .unwrap()
+            .to_f64_vec()
+            .unwrap(),
         vec![1.0, -1.5, 0.0, 0.5, 6.0]
     );
     check("dtypes", &g);
@@ -137,7 +185,8 @@ fn folded_and_bound_values_round_trip() {
 
 #[test]
 fn cyclic_graphs_print_and_parse() {
-    let text = "graph @c(%x: f32[2]) -> (%b) {\n  %a = Add(%x, %b) @\"a\"\n  %b = Relu(%a) @\"b\"\n}\n";
+    let text =
+        "graph @c(%x: f32[2]) -> (%b) {\n  %a = Add(%x, %b) @\"a\"\n  %b = Relu(%a) @\"b\"\n}\n";
     let g = parse(text).unwrap();
     assert_eq!(print(&g), text);
     let err = crate::verify_structure(&g).unwrap_err();
@@ -148,16 +197,33 @@ fn cyclic_graphs_print_and_parse() {
 }
 
 fn parse_err(text: &str) -> String {
-    parse(text).map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string())
+    parse(text)
+        .map(|_| "ok".to_string())
+        .unwrap_or_else(|e| e.to_string())
 }
 
 #[test]
 fn parse_errors_have_positions() {
-    assert_eq!(parse_err("graph @g() -> () {\n  %a = Frobnicate()\n}"), "2:8: unknown op `Frobnicate`");
-    assert_eq!(parse_err("graph @g(%x: f99[2]) -> () {}"), "1:14: unknown dtype `f99`");
-    assert_eq!(parse_err("graph @g(%x: f32[2]) -> (%y) {\n}"), "1:26: undefined value %y");
-    assert_eq!(parse_err("graph @g(%x: f32[2]) -> () {\n  %z = Relu(%q)\n}"), "2:13: undefined value %q");
-    assert_eq!(parse_err("graph @g(%x: f32[2], %x: f32[2]) -> () {}"), "1:22: value %x is defined twice");
+    assert_eq!(
+        parse_err("graph @g() -> () {\n  %a = Frobnicate()\n}"),
+        "2:8: unknown op `Frobnicate`"
+    );
+    assert_eq!(
+        parse_err("graph @g(%x: f99[2]) -> () {}"),
+        "1:14: unknown dtype `f99`"
+    );
+    assert_eq!(
+        parse_err("graph @g(%x: f32[2]) -> (%y) {\n}"),
+        "1:26: undefined value %y"
+    );
+    assert_eq!(
+        parse_err("graph @g(%x: f32[2]) -> () {\n  %z = Relu(%q)\n}"),
+        "2:13: undefined value %q"
+    );
+    assert_eq!(
+        parse_err("graph @g(%x: f32[2], %x: f32[2]) -> () {}"),
+        "1:22: value %x is defined twice"
+    );
     assert_eq!(
         parse_err("graph @g() -> () {\n  const %c = dense<i8[2]: [1, 300]>\n}"),
         "2:14: 300 is out of range for i8"
@@ -166,7 +232,10 @@ fn parse_errors_have_positions() {
         parse_err("graph @g() -> () {\n  const %c = dense<f32[3]: [1.0]>\n}"),
         "2:14: the type f32[3] needs 3 elements, but the list has 1"
     );
-    assert_eq!(parse_err("graph @g() -> () {"), "1:19: expected `}` at the end of the graph");
+    assert_eq!(
+        parse_err("graph @g() -> () {"),
+        "1:19: expected `}` at the end of the graph"
+    );
     assert_eq!(parse_err("grph"), "1:1: expected `graph`");
     assert_eq!(
         parse_err("graph @g(%x: f32[2]) -> () {\n  %y = Relu(%x) {a = 1, a = 2}\n}"),
@@ -176,7 +245,13 @@ fn parse_errors_have_positions() {
 
 #[test]
 fn truncated_and_mangled_text_never_panics() {
-    let text = print(&mlp()) + &print(&parse("graph @q(%\"a b\": u4[2]) -> () {\n  bind %\"a b\" = dense<u4[2]: [1, 15]>\n}\n").unwrap());
+    let text = print(&mlp())
+        + &print(
+            &parse(
+                "graph @q(%\"a b\": u4[2]) -> () {\n  bind %\"a b\" = dense<u4[2]: [1, 15]>\n}\n",
+            )
+            .unwrap(),
+        );
     for cut in 0..text.len() {
         if text.is_char_boundary(cut) {
             let _ = parse(&text[..cut]);

@@ -15,7 +15,9 @@ fn pack_ints(d: DType, xs: &[i64]) -> Vec<u8> {
 }
 
 fn unpack_ints(d: DType, b: &[u8], n: usize) -> Vec<i64> {
-    (0..n as u64).map(|i| load_as_i64(d, b, i).unwrap()).collect()
+    (0..n as u64)
+        .map(|i| load_as_i64(d, b, i).unwrap())
+        .collect()
 }
 
 fn f32_bytes(xs: &[f32]) -> Vec<u8> {
@@ -23,7 +25,9 @@ fn f32_bytes(xs: &[f32]) -> Vec<u8> {
 }
 
 fn bytes_f32(b: &[u8]) -> Vec<f32> {
-    b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 /// A kernel computing `out[i] = a[i] op b[i]` over `n` elements of dtype `d`.
@@ -52,29 +56,79 @@ fn run_int_binop(d: DType, op: BinOp, a: &[i64], bb: &[i64]) -> Vec<i64> {
 #[test]
 fn int_division_edge_cases() {
     let min = i32::MIN as i64;
-    assert_eq!(run_int_binop(DType::I32, BinOp::Div, &[7, -7, 5, min, min], &[2, 2, 0, -1, 1]), vec![3, -3, 0, min, min]);
-    assert_eq!(run_int_binop(DType::I32, BinOp::Rem, &[7, -7, 5, min], &[2, 2, 0, -1]), vec![1, -1, 0, 0]);
-    assert_eq!(run_int_binop(DType::I64, BinOp::Div, &[i64::MIN, 9], &[-1, 0]), vec![i64::MIN, 0]);
-    assert_eq!(run_int_binop(DType::I8, BinOp::Div, &[-128], &[-1]), vec![-128]);
-    assert_eq!(run_int_binop(DType::U8, BinOp::Div, &[200, 9], &[0, 4]), vec![0, 2]);
-    assert_eq!(run_int_binop(DType::U32, BinOp::Rem, &[200, 9], &[0, 4]), vec![0, 1]);
+    assert_eq!(
+        run_int_binop(
+            DType::I32,
+            BinOp::Div,
+            &[7, -7, 5, min, min],
+            &[2, 2, 0, -1, 1]
+        ),
+        vec![3, -3, 0, min, min]
+    );
+    assert_eq!(
+        run_int_binop(DType::I32, BinOp::Rem, &[7, -7, 5, min], &[2, 2, 0, -1]),
+        vec![1, -1, 0, 0]
+    );
+    assert_eq!(
+        run_int_binop(DType::I64, BinOp::Div, &[i64::MIN, 9], &[-1, 0]),
+        vec![i64::MIN, 0]
+    );
+    assert_eq!(
+        run_int_binop(DType::I8, BinOp::Div, &[-128], &[-1]),
+        vec![-128]
+    );
+    assert_eq!(
+        run_int_binop(DType::U8, BinOp::Div, &[200, 9], &[0, 4]),
+        vec![0, 2]
+    );
+    assert_eq!(
+        run_int_binop(DType::U32, BinOp::Rem, &[200, 9], &[0, 4]),
+        vec![0, 1]
+    );
 }
 
 #[test]
 fn ints_wrap_at_their_width() {
-    assert_eq!(run_int_binop(DType::I8, BinOp::Add, &[127, -128], &[1, -1]), vec![-128, 127]);
-    assert_eq!(run_int_binop(DType::I4, BinOp::Add, &[7, -8, 3], &[1, -1, 2]), vec![-8, 7, 5]);
-    assert_eq!(run_int_binop(DType::U4, BinOp::Add, &[15, 0, 3], &[1, -1, 2]), vec![0, 15, 5]);
-    assert_eq!(run_int_binop(DType::I2, BinOp::Mul, &[1, -2, -1], &[1, -1, -1]), vec![1, -2, 1]);
-    assert_eq!(run_int_binop(DType::U2, BinOp::Sub, &[0, 3], &[1, 1]), vec![3, 2]);
-    assert_eq!(run_int_binop(DType::U16, BinOp::Mul, &[300], &[300]), vec![(300 * 300) % 65536]);
-    assert_eq!(run_int_binop(DType::I64, BinOp::Add, &[i64::MAX], &[1]), vec![i64::MIN]);
+    assert_eq!(
+        run_int_binop(DType::I8, BinOp::Add, &[127, -128], &[1, -1]),
+        vec![-128, 127]
+    );
+    assert_eq!(
+        run_int_binop(DType::I4, BinOp::Add, &[7, -8, 3], &[1, -1, 2]),
+        vec![-8, 7, 5]
+    );
+    assert_eq!(
+        run_int_binop(DType::U4, BinOp::Add, &[15, 0, 3], &[1, -1, 2]),
+        vec![0, 15, 5]
+    );
+    assert_eq!(
+        run_int_binop(DType::I2, BinOp::Mul, &[1, -2, -1], &[1, -1, -1]),
+        vec![1, -2, 1]
+    );
+    assert_eq!(
+        run_int_binop(DType::U2, BinOp::Sub, &[0, 3], &[1, 1]),
+        vec![3, 2]
+    );
+    assert_eq!(
+        run_int_binop(DType::U16, BinOp::Mul, &[300], &[300]),
+        vec![(300 * 300) % 65536]
+    );
+    assert_eq!(
+        run_int_binop(DType::I64, BinOp::Add, &[i64::MAX], &[1]),
+        vec![i64::MIN]
+    );
 }
 
 #[test]
 fn shifts_take_the_amount_modulo_the_width() {
-    assert_eq!(run_int_binop(DType::I32, BinOp::Shl, &[1, 1], &[33, 31]), vec![2, i32::MIN as i64]);
-    assert_eq!(run_int_binop(DType::I8, BinOp::Shr, &[-128, -1, 64], &[3, 7, 9]), vec![-16, -1, 32]);
+    assert_eq!(
+        run_int_binop(DType::I32, BinOp::Shl, &[1, 1], &[33, 31]),
+        vec![2, i32::MIN as i64]
+    );
+    assert_eq!(
+        run_int_binop(DType::I8, BinOp::Shr, &[-128, -1, 64], &[3, 7, 9]),
+        vec![-16, -1, 32]
+    );
     assert_eq!(run_int_binop(DType::U8, BinOp::Shr, &[128], &[3]), vec![16]);
     assert_eq!(run_int_binop(DType::U8, BinOp::Shl, &[0x81], &[1]), vec![2]);
     assert_eq!(run_int_binop(DType::I4, BinOp::Shl, &[3], &[2]), vec![-4]);
@@ -82,9 +136,18 @@ fn shifts_take_the_amount_modulo_the_width() {
 
 #[test]
 fn bitwise_and_minmax() {
-    assert_eq!(run_int_binop(DType::I16, BinOp::Xor, &[-1, 0x0f0f], &[0x00ff, 0x00ff]), vec![-256, 0x0ff0]);
-    assert_eq!(run_int_binop(DType::U64, BinOp::Max, &[-1, 5], &[3, 2]), vec![-1, 5]); // u64::MAX as i64
-    assert_eq!(run_int_binop(DType::I64, BinOp::Min, &[-1, 5], &[3, 2]), vec![-1, 2]);
+    assert_eq!(
+        run_int_binop(DType::I16, BinOp::Xor, &[-1, 0x0f0f], &[0x00ff, 0x00ff]),
+        vec![-256, 0x0ff0]
+    );
+    assert_eq!(
+        run_int_binop(DType::U64, BinOp::Max, &[-1, 5], &[3, 2]),
+        vec![-1, 5]
+    ); // u64::MAX as i64
+    assert_eq!(
+        run_int_binop(DType::I64, BinOp::Min, &[-1, 5], &[3, 2]),
+        vec![-1, 2]
+    );
 }
 
 fn run_f32_binop(op: BinOp, a: &[f32], b: &[f32]) -> Vec<f32> {
@@ -97,7 +160,11 @@ fn run_f32_binop(op: BinOp, a: &[f32], b: &[f32]) -> Vec<f32> {
 
 #[test]
 fn float_min_max_propagate_nan_and_order_zeros() {
-    let r = run_f32_binop(BinOp::Min, &[1.0, f32::NAN, 2.0, 0.0], &[f32::NAN, 1.0, -3.0, -0.0]);
+    let r = run_f32_binop(
+        BinOp::Min,
+        &[1.0, f32::NAN, 2.0, 0.0],
+        &[f32::NAN, 1.0, -3.0, -0.0],
+    );
     assert!(r[0].is_nan() && r[1].is_nan());
     assert_eq!(r[2], -3.0);
     assert!(r[3] == 0.0 && r[3].is_sign_negative());
@@ -121,21 +188,34 @@ fn f16_and_bf16_round_after_every_op() {
     let d = DType::F16;
     let k = binop_kernel(d, BinOp::Add, 3);
     let h = |x: f32| half::f16::from_f32(x).to_bits().to_le_bytes();
-    let mut a: Vec<u8> = [2048.0, 2048.0, 65504.0].iter().flat_map(|&x| h(x)).collect();
+    let mut a: Vec<u8> = [2048.0, 2048.0, 65504.0]
+        .iter()
+        .flat_map(|&x| h(x))
+        .collect();
     let mut b: Vec<u8> = [1.0, 3.0, 32.0].iter().flat_map(|&x| h(x)).collect();
     let mut o = vec![0u8; 6];
     run_kernel(&k, &mut [&mut a, &mut b, &mut o]).unwrap();
-    let r: Vec<f32> = o.chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+    let r: Vec<f32> = o
+        .chunks(2)
+        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+        .collect();
     assert_eq!(r[0], 2048.0); // tie to even
     assert_eq!(r[1], 2052.0);
     assert_eq!(r[2], f32::INFINITY); // 65536 overflows f16
 
     let k = binop_kernel(DType::BF16, BinOp::Mul, 1);
     let bf = |x: f32| half::bf16::from_f32(x).to_bits().to_le_bytes();
-    let (mut a, mut b, mut o) = (bf(1.0 + 1.0 / 128.0).to_vec(), bf(1.0 + 1.0 / 128.0).to_vec(), vec![0u8; 2]);
+    let (mut a, mut b, mut o) = (
+        bf(1.0 + 1.0 / 128.0).to_vec(),
+        bf(1.0 + 1.0 / 128.0).to_vec(),
+        vec![0u8; 2],
+    );
     run_kernel(&k, &mut [&mut a, &mut b, &mut o]).unwrap();
     // (1 + 2^-7)^2 = 1 + 2^-6 + 2^-14 rounds to 1 + 2^-6 in bf16.
-    assert_eq!(half::bf16::from_le_bytes([o[0], o[1]]).to_f32(), 1.0 + 1.0 / 64.0);
+    assert_eq!(
+        half::bf16::from_le_bytes([o[0], o[1]]).to_f32(),
+        1.0 + 1.0 / 64.0
+    );
 }
 
 /// Runs `cast` of every input element from `from` to `to`.
@@ -157,35 +237,88 @@ fn run_cast(from: DType, to: DType, sat: bool, input: &[u8], n: u64) -> Vec<u8> 
 
 #[test]
 fn float_to_int_casts_truncate_and_saturate() {
-    let xs = [300.7f32, -300.7, f32::NAN, -0.9, 2.9, f32::INFINITY, f32::NEG_INFINITY];
+    let xs = [
+        300.7f32,
+        -300.7,
+        f32::NAN,
+        -0.9,
+        2.9,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
     let o = run_cast(DType::F32, DType::I8, false, &f32_bytes(&xs), 7);
-    assert_eq!(unpack_ints(DType::I8, &o, 7), vec![127, -128, 0, 0, 2, 127, -128]);
+    assert_eq!(
+        unpack_ints(DType::I8, &o, 7),
+        vec![127, -128, 0, 0, 2, 127, -128]
+    );
     let o = run_cast(DType::F32, DType::U8, false, &f32_bytes(&xs), 7);
     assert_eq!(unpack_ints(DType::U8, &o, 7), vec![255, 0, 0, 0, 2, 255, 0]);
     let o = run_cast(DType::F32, DType::I4, false, &f32_bytes(&xs), 7);
     assert_eq!(unpack_ints(DType::I4, &o, 7), vec![7, -8, 0, 0, 2, 7, -8]);
     let o = run_cast(DType::F32, DType::I64, false, &f32_bytes(&[1e30, -1e30]), 2);
     assert_eq!(unpack_ints(DType::I64, &o, 2), vec![i64::MAX, i64::MIN]);
-    let o = run_cast(DType::F32, DType::Bool, false, &f32_bytes(&[0.0, -0.0, f32::NAN, 0.1]), 4);
+    let o = run_cast(
+        DType::F32,
+        DType::Bool,
+        false,
+        &f32_bytes(&[0.0, -0.0, f32::NAN, 0.1]),
+        4,
+    );
     assert_eq!(o, vec![0, 0, 1, 1]);
 }
 
 #[test]
 fn int_casts_wrap_and_round_to_float() {
-    let o = run_cast(DType::I32, DType::I8, false, &pack_ints(DType::I32, &[300, -129, 127]), 3);
+    let o = run_cast(
+        DType::I32,
+        DType::I8,
+        false,
+        &pack_ints(DType::I32, &[300, -129, 127]),
+        3,
+    );
     assert_eq!(unpack_ints(DType::I8, &o, 3), vec![44, 127, 127]);
-    let o = run_cast(DType::I8, DType::U4, false, &pack_ints(DType::I8, &[-1, 17]), 2);
+    let o = run_cast(
+        DType::I8,
+        DType::U4,
+        false,
+        &pack_ints(DType::I8, &[-1, 17]),
+        2,
+    );
     assert_eq!(unpack_ints(DType::U4, &o, 2), vec![15, 1]);
     // 2^24 + 1 rounds to even in f32; i64 → f16 rounds once (2049 → 2048, 2051 → 2052).
-    let o = run_cast(DType::I64, DType::F32, false, &pack_ints(DType::I64, &[16777217, 16777219]), 2);
+    let o = run_cast(
+        DType::I64,
+        DType::F32,
+        false,
+        &pack_ints(DType::I64, &[16777217, 16777219]),
+        2,
+    );
     assert_eq!(bytes_f32(&o), vec![16777216.0, 16777220.0]);
-    let o = run_cast(DType::I64, DType::F16, false, &pack_ints(DType::I64, &[2049, 2051, 70000]), 3);
-    let h: Vec<f32> = o.chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+    let o = run_cast(
+        DType::I64,
+        DType::F16,
+        false,
+        &pack_ints(DType::I64, &[2049, 2051, 70000]),
+        3,
+    );
+    let h: Vec<f32> = o
+        .chunks(2)
+        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+        .collect();
     assert_eq!(h, vec![2048.0, 2052.0, f32::INFINITY]);
     // A 64-bit value whose f64 rounding would create a false tie for bf16.
     let v: i64 = (1 << 62) + (1 << 54) + 1; // just above the bf16 midpoint 2^62 + 2^54
-    let o = run_cast(DType::I64, DType::BF16, false, &pack_ints(DType::I64, &[v]), 1);
-    assert_eq!(half::bf16::from_le_bytes([o[0], o[1]]).to_f32(), (1u64 << 62) as f32 + (1u64 << 55) as f32);
+    let o = run_cast(
+        DType::I64,
+        DType::BF16,
+        false,
+        &pack_ints(DType::I64, &[v]),
+        1,
+    );
+    assert_eq!(
+        half::bf16::from_le_bytes([o[0], o[1]]).to_f32(),
+        (1u64 << 62) as f32 + (1u64 << 55) as f32
+    );
 }
 
 #[test]
@@ -200,8 +333,17 @@ fn float8_casts_follow_saturate() {
     let nosat = run_cast(DType::F32, DType::F8E4M3FN, false, &f32_bytes(&xs), 6);
     assert!(f.decode(nosat[0] as u32).is_nan() && f.decode(nosat[3] as u32).is_nan());
     let e5 = MiniFloat::of(DType::F8E5M2).unwrap();
-    let o = run_cast(DType::F32, DType::F8E5M2, false, &f32_bytes(&[1e6, -1e6]), 2);
-    assert_eq!([e5.decode(o[0] as u32), e5.decode(o[1] as u32)], [f32::INFINITY, f32::NEG_INFINITY]);
+    let o = run_cast(
+        DType::F32,
+        DType::F8E5M2,
+        false,
+        &f32_bytes(&[1e6, -1e6]),
+        2,
+    );
+    assert_eq!(
+        [e5.decode(o[0] as u32), e5.decode(o[1] as u32)],
+        [f32::INFINITY, f32::NEG_INFINITY]
+    );
     let o = run_cast(DType::F32, DType::F8E5M2, true, &f32_bytes(&[1e6]), 1);
     assert_eq!(e5.decode(o[0] as u32), 57344.0);
     // Every f8e4m3fn pattern decodes to f32 exactly and back to itself.
@@ -210,10 +352,19 @@ fn float8_casts_follow_saturate() {
     let back = run_cast(DType::F32, DType::F8E4M3FN, false, &wide, 256);
     for (i, (&a, &b)) in all.iter().zip(back.iter()).enumerate() {
         let x = f.decode(a as u32);
-        assert!(a == b || (x.is_nan() && f.decode(b as u32).is_nan()), "pattern {i:#x}");
+        assert!(
+            a == b || (x.is_nan() && f.decode(b as u32).is_nan()),
+            "pattern {i:#x}"
+        );
     }
     // f4e2m1 packs two to a byte.
-    let o = run_cast(DType::F32, DType::F4E2M1, false, &f32_bytes(&[2.5, -6.0, 100.0]), 3);
+    let o = run_cast(
+        DType::F32,
+        DType::F4E2M1,
+        false,
+        &f32_bytes(&[2.5, -6.0, 100.0]),
+        3,
+    );
     assert_eq!(o, vec![0x4 | (0xf << 4), 0x7]);
 }
 
@@ -222,7 +373,10 @@ fn f64_to_narrow_rounds_once() {
     // Halfway between two f16 values plus a tiny bit that f64 → f32 would drop.
     let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
     let o = run_cast(DType::F64, DType::F16, false, &x.to_le_bytes(), 1);
-    assert_eq!(half::f16::from_le_bytes([o[0], o[1]]).to_f64(), 1.0 + 2f64.powi(-10));
+    assert_eq!(
+        half::f16::from_le_bytes([o[0], o[1]]).to_f64(),
+        1.0 + 2f64.powi(-10)
+    );
     let o = run_cast(DType::F64, DType::F32, false, &1e300f64.to_le_bytes(), 1);
     assert_eq!(bytes_f32(&o), vec![f32::INFINITY]);
 }
@@ -264,7 +418,12 @@ fn nested_loops_if_and_grid() {
         let r = b.binary(BinOp::Rem, i, two);
         let odd = b.cmp(CmpOp::Eq, r, one);
         let i32v = b.cast(i, DType::I32, CastMode { saturate: false });
-        let t = b.if_else(odd, &[Ty::scalar(DType::I32)], |b| vec![b.add(acc[0], i32v)], |_| vec![acc[0]]);
+        let t = b.if_else(
+            odd,
+            &[Ty::scalar(DType::I32)],
+            |b| vec![b.add(acc[0], i32v)],
+            |_| vec![acc[0]],
+        );
         vec![t[0]]
     })[0];
     let ten = b.index(10);
@@ -369,17 +528,40 @@ fn mma_f16_f32_and_i8_i32() {
     let c = b.param("c", DType::F32, (m * n) as u64, Access::ReadWrite);
     let z = b.index(0);
     b.mma(
-        TileRef { buf: a, offset: z, row_stride: kk as i64, col_stride: 1 },
-        TileRef { buf: bb, offset: z, row_stride: 1, col_stride: kk as i64 },
-        TileRef { buf: c, offset: z, row_stride: n as i64, col_stride: 1 },
+        TileRef {
+            buf: a,
+            offset: z,
+            row_stride: kk as i64,
+            col_stride: 1,
+        },
+        TileRef {
+            buf: bb,
+            offset: z,
+            row_stride: 1,
+            col_stride: kk as i64,
+        },
+        TileRef {
+            buf: c,
+            offset: z,
+            row_stride: n as i64,
+            col_stride: 1,
+        },
         m,
         n,
         kk,
     );
     let k = b.finish();
-    let av: Vec<f32> = (0..m * kk).map(|i| half::f16::from_f32(i as f32 * 0.37 - 3.0).to_f32()).collect();
-    let bv: Vec<f32> = (0..kk * n).map(|i| half::f16::from_f32(1.3 - i as f32 * 0.11).to_f32()).collect();
-    let h = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect() };
+    let av: Vec<f32> = (0..m * kk)
+        .map(|i| half::f16::from_f32(i as f32 * 0.37 - 3.0).to_f32())
+        .collect();
+    let bv: Vec<f32> = (0..kk * n)
+        .map(|i| half::f16::from_f32(1.3 - i as f32 * 0.11).to_f32())
+        .collect();
+    let h = |v: &[f32]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect()
+    };
     let mut cv: Vec<f32> = (0..m * n).map(|i| i as f32 * 0.5).collect();
     let (mut ab, mut bbb, mut cb) = (h(&av), h(&bv), f32_bytes(&cv));
     run_kernel(&k, &mut [&mut ab, &mut bbb, &mut cb]).unwrap();
@@ -391,15 +573,28 @@ fn mma_f16_f32_and_i8_i32() {
     let bb = b.param("b", DType::I8, 4, Access::Read);
     let c = b.param("c", DType::I32, 4, Access::ReadWrite);
     let z = b.index(0);
-    let t = |buf| TileRef { buf, offset: z, row_stride: 2, col_stride: 1 };
+    let t = |buf| TileRef {
+        buf,
+        offset: z,
+        row_stride: 2,
+        col_stride: 1,
+    };
     b.mma(t(a), t(bb), t(c), 2, 2, 2);
     let k = b.finish();
-    let (mut ab, mut bbb) = (pack_ints(DType::I8, &[-128, 127, 3, -4]), pack_ints(DType::I8, &[-128, 1, 127, 2]));
+    let (mut ab, mut bbb) = (
+        pack_ints(DType::I8, &[-128, 127, 3, -4]),
+        pack_ints(DType::I8, &[-128, 1, 127, 2]),
+    );
     let mut cb = pack_ints(DType::I32, &[1, 2, 3, 4]);
     run_kernel(&k, &mut [&mut ab, &mut bbb, &mut cb]).unwrap();
     assert_eq!(
         unpack_ints(DType::I32, &cb, 4),
-        vec![1 + 16384 + 127 * 127, 2 - 128 + 254, 3 - 384 - 508, 4 + 3 - 8]
+        vec![
+            1 + 16384 + 127 * 127,
+            2 - 128 + 254,
+            3 - 384 - 508,
+            4 + 3 - 8
+        ]
     );
 }
 
@@ -417,7 +612,18 @@ fn out_of_bounds_load_is_an_error_naming_everything() {
     let k = b.finish();
     let (mut xb, mut yb) = (vec![0u8; 16], vec![0u8; 16]);
     let e = run_kernel(&k, &mut [&mut xb, &mut yb]).unwrap_err();
-    assert!(matches!(e, InterpError::OutOfBounds { first: 4, end: 5, len: 4, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            InterpError::OutOfBounds {
+                first: 4,
+                end: 5,
+                len: 4,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let msg = e.to_string();
     assert_eq!(
         msg,
@@ -435,12 +641,32 @@ fn vector_store_past_the_end_and_bad_args_are_errors() {
     let k = b.finish();
     let mut yb = vec![0u8; 24];
     let e = run_kernel(&k, &mut [&mut yb]).unwrap_err();
-    assert!(matches!(e, InterpError::OutOfBounds { first: 3, end: 7, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            InterpError::OutOfBounds {
+                first: 3,
+                end: 7,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let mut short = vec![0u8; 20];
     let e = run_kernel(&k, &mut [&mut short]).unwrap_err();
-    assert_eq!(e.to_string(), "kernel `vs`: buffer passed for parameter `y` (f32[6]) has 20 bytes, expected 24");
+    assert_eq!(
+        e.to_string(),
+        "kernel `vs`: buffer passed for parameter `y` (f32[6]) has 20 bytes, expected 24"
+    );
     let e = run_kernel(&k, &mut []).unwrap_err();
-    assert!(matches!(e, InterpError::ArgCount { expected: 1, got: 0, .. }));
+    assert!(matches!(
+        e,
+        InterpError::ArgCount {
+            expected: 1,
+            got: 0,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -452,7 +678,10 @@ fn math_routines_round_to_the_value_type() {
         let v = b.load(x, i, 1);
         let three = b.index(3);
         let base = b.mul(i, three);
-        for (j, f) in [MathFn::Exp, MathFn::Erf, MathFn::Sigmoid].into_iter().enumerate() {
+        for (j, f) in [MathFn::Exp, MathFn::Erf, MathFn::Sigmoid]
+            .into_iter()
+            .enumerate()
+        {
             let r = b.math(f, &[v]);
             let o = b.index(j as i64);
             let at = b.add(base, o);
@@ -507,6 +736,12 @@ fn round_to_odd_helpers() {
     let x = 1.0 + 2f64.powi(-30);
     assert_eq!(f64_to_f32_odd(x).to_bits(), 1.0f32.to_bits() | 1);
     assert_eq!(f64_to_f32_odd(1e300), f32::MAX);
-    assert_eq!(add_round_odd(1.0, 2f64.powi(-60)).to_bits(), 1.0f64.to_bits() | 1);
-    assert_eq!(add_round_odd(1.0, -(2f64.powi(-60))).to_bits(), (1.0f64.to_bits() - 1) | 1);
+    assert_eq!(
+        add_round_odd(1.0, 2f64.powi(-60)).to_bits(),
+        1.0f64.to_bits() | 1
+    );
+    assert_eq!(
+        add_round_odd(1.0, -(2f64.powi(-60))).to_bits(),
+        (1.0f64.to_bits() - 1) | 1
+    );
 }

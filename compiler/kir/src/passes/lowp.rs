@@ -49,7 +49,11 @@ pub(crate) fn wide(d: DType) -> DType {
     if is_narrow_float(d) {
         DType::F32
     } else if is_sub_byte_int(d) {
-        if d.is_signed_int() { DType::I32 } else { DType::U32 }
+        if d.is_signed_int() {
+            DType::I32
+        } else {
+            DType::U32
+        }
     } else {
         d
     }
@@ -69,7 +73,10 @@ pub fn legalize_low_precision(k: &mut Kernel) -> Result<(), KirError> {
         // the fallback is never used.
         let act = {
             let sem = |v: Val| -> Ty {
-                orig.get(v.0 as usize).copied().or_else(|| sem_new.get(&v.0).copied()).unwrap_or(Ty::INDEX)
+                orig.get(v.0 as usize)
+                    .copied()
+                    .or_else(|| sem_new.get(&v.0).copied())
+                    .unwrap_or(Ty::INDEX)
             };
             legalize_inst(b, inst, &sem, &name)?
         };
@@ -96,7 +103,12 @@ fn needs(d: DType) -> bool {
     is_narrow_float(d) || is_sub_byte_int(d)
 }
 
-fn legalize_inst(b: &mut KernelBuilder, inst: &Inst, sem: &dyn Fn(Val) -> Ty, kname: &str) -> Result<Action, KirError> {
+fn legalize_inst(
+    b: &mut KernelBuilder,
+    inst: &Inst,
+    sem: &dyn Fn(Val) -> Ty,
+    kname: &str,
+) -> Result<Action, KirError> {
     use InstKind::*;
     let rt = inst.results.first().map(|&r| sem(r));
     let t = rt.map(|t| t.elem).unwrap_or(DType::Bool);
@@ -155,25 +167,51 @@ fn legalize_inst(b: &mut KernelBuilder, inst: &Inst, sem: &dyn Fn(Val) -> Ty, kn
                 return Ok(Action::Keep);
             }
             if ft.lanes != tt.lanes {
-                return Err(unsupported(kname, b, inst, "a bitcast that changes the lane count across a narrow type"));
+                return Err(unsupported(
+                    kname,
+                    b,
+                    inst,
+                    "a bitcast that changes the lane count across a narrow type",
+                ));
             }
             // To the bit pattern as i32, then to the target.
             let bits = to_bits(b, *x, ft.elem);
             rep(from_bits(b, bits, tt.elem))
         }
-        Math(..) if is_narrow_float(t) => Err(unsupported(kname, b, inst, "a math routine on a narrow float; run expand-math first")),
-        Mma { a_ty, b_ty, acc, .. } if needs(*a_ty) || needs(*b_ty) || needs(*acc) => {
-            Err(unsupported(kname, b, inst, "mma on narrow types; run expand-mma first"))
-        }
+        Math(..) if is_narrow_float(t) => Err(unsupported(
+            kname,
+            b,
+            inst,
+            "a math routine on a narrow float; run expand-math first",
+        )),
+        Mma {
+            a_ty, b_ty, acc, ..
+        } if needs(*a_ty) || needs(*b_ty) || needs(*acc) => Err(unsupported(
+            kname,
+            b,
+            inst,
+            "mma on narrow types; run expand-mma first",
+        )),
         Load { buf, index } if needs(t) => {
             let d = b.buf_decl(*buf).dtype;
             let lanes = wty.lanes;
             if d.is_sub_byte() {
                 if lanes != 1 {
-                    return Err(unsupported(kname, b, inst, "a vector load of a sub-byte dtype"));
+                    return Err(unsupported(
+                        kname,
+                        b,
+                        inst,
+                        "a vector load of a sub-byte dtype",
+                    ));
                 }
                 let (byte, shift) = byte_and_shift(b, d, *index);
-                let raw = b.emit_inst(Load { buf: *buf, index: byte }, &[Ty::scalar(DType::U8)])[0];
+                let raw = b.emit_inst(
+                    Load {
+                        buf: *buf,
+                        index: byte,
+                    },
+                    &[Ty::scalar(DType::U8)],
+                )[0];
                 let raw = b.cast(raw, DType::I32, NO_SAT);
                 let v = b.binary(BinOp::Shr, raw, shift);
                 let mask = b.const_int(Ty::scalar(DType::I32), (1 << d.bits()) - 1);
@@ -181,7 +219,13 @@ fn legalize_inst(b: &mut KernelBuilder, inst: &Inst, sem: &dyn Fn(Val) -> Ty, kn
                 rep(from_bits(b, code, d))
             } else {
                 let view = storage_view(d).unwrap_or(DType::U8);
-                let raw = b.emit_inst(Load { buf: *buf, index: *index }, &[Ty::vector(view, lanes)])[0];
+                let raw = b.emit_inst(
+                    Load {
+                        buf: *buf,
+                        index: *index,
+                    },
+                    &[Ty::vector(view, lanes)],
+                )[0];
                 let code = b.cast(raw, DType::I32, NO_SAT);
                 rep(from_bits(b, code, d))
             }
@@ -192,7 +236,12 @@ fn legalize_inst(b: &mut KernelBuilder, inst: &Inst, sem: &dyn Fn(Val) -> Ty, kn
             let code = to_bits(b, *value, d);
             if d.is_sub_byte() {
                 if vt.lanes != 1 {
-                    return Err(unsupported(kname, b, inst, "a vector store of a sub-byte dtype"));
+                    return Err(unsupported(
+                        kname,
+                        b,
+                        inst,
+                        "a vector store of a sub-byte dtype",
+                    ));
                 }
                 let (byte, shift) = byte_and_shift(b, d, *index);
                 let i32t = Ty::scalar(DType::I32);
@@ -201,7 +250,13 @@ fn legalize_inst(b: &mut KernelBuilder, inst: &Inst, sem: &dyn Fn(Val) -> Ty, kn
                 let code = b.binary(BinOp::Shl, code, shift);
                 let hole = b.binary(BinOp::Shl, mask, shift);
                 let keep = b.unary(UnOp::Not, hole);
-                let old = b.emit_inst(InstKind::Load { buf: *buf, index: byte }, &[Ty::scalar(DType::U8)])[0];
+                let old = b.emit_inst(
+                    InstKind::Load {
+                        buf: *buf,
+                        index: byte,
+                    },
+                    &[Ty::scalar(DType::U8)],
+                )[0];
                 let old = b.cast(old, DType::I32, NO_SAT);
                 let old = b.binary(BinOp::And, old, keep);
                 let new = b.binary(BinOp::Or, old, code);
@@ -268,11 +323,31 @@ struct Fmt {
 
 fn fmt(d: DType) -> Fmt {
     match d {
-        DType::F16 => Fmt { e: 5, m: 10, bias: 15, special: Special::Ieee, max: 65504.0 },
-        DType::BF16 => Fmt { e: 8, m: 7, bias: 127, special: Special::Ieee, max: half::bf16::MAX.to_f32() },
+        DType::F16 => Fmt {
+            e: 5,
+            m: 10,
+            bias: 15,
+            special: Special::Ieee,
+            max: 65504.0,
+        },
+        DType::BF16 => Fmt {
+            e: 8,
+            m: 7,
+            bias: 127,
+            special: Special::Ieee,
+            max: half::bf16::MAX.to_f32(),
+        },
         _ => {
-            let f = MiniFloat::of(d).or(MiniFloat::of(DType::F4E2M1)).expect("f4e2m1 is a mini float");
-            Fmt { e: f.exp_bits, m: f.man_bits, bias: f.bias, special: f.special, max: f.max_finite() }
+            let f = MiniFloat::of(d)
+                .or(MiniFloat::of(DType::F4E2M1))
+                .expect("f4e2m1 is a mini float");
+            Fmt {
+                e: f.exp_bits,
+                m: f.man_bits,
+                bias: f.bias,
+                special: f.special,
+                max: f.max_finite(),
+            }
         }
     }
 }
@@ -336,7 +411,11 @@ fn quantize(b: &mut KernelBuilder, t: DType, x: Val, saturate: bool) -> Val {
         v
     };
     // NaN: stays NaN (with its bits, as `half` keeps them), except in f4e2m1, which encodes +0.
-    let nan_v = if f.special == Special::FiniteOnly { m.c(0.0) } else { x };
+    let nan_v = if f.special == Special::FiniteOnly {
+        m.c(0.0)
+    } else {
+        x
+    };
     m.sel(isnan, nan_v, v)
 }
 
@@ -353,7 +432,11 @@ fn to_bits(b: &mut KernelBuilder, x: Val, t: DType) -> Val {
     }
     if !is_narrow_float(t) {
         // A backend type of at most 32 bits (the only bitcast partners of narrow types).
-        let v = if t.is_float() { b.bitcast(x, ty.with_elem(DType::I32)) } else { b.cast(x, DType::I32, NO_SAT) };
+        let v = if t.is_float() {
+            b.bitcast(x, ty.with_elem(DType::I32))
+        } else {
+            b.cast(x, DType::I32, NO_SAT)
+        };
         if t.bits() < 32 {
             let mk = b.const_int(i32t, (1i64 << t.bits()) - 1);
             return b.binary(BinOp::And, v, mk);
@@ -430,7 +513,11 @@ fn from_bits(b: &mut KernelBuilder, code: Val, t: DType) -> Val {
         return b.cast(v, wide(t), NO_SAT);
     }
     if !is_narrow_float(t) {
-        return if t.is_float() { b.bitcast(code, ity.with_elem(t)) } else { b.cast(code, t, NO_SAT) };
+        return if t.is_float() {
+            b.bitcast(code, ity.with_elem(t))
+        } else {
+            b.cast(code, t, NO_SAT)
+        };
     }
     let fty = ity.with_elem(DType::F32);
     let mut m = Mx::new(b, fty);
@@ -512,7 +599,9 @@ fn cast(b: &mut KernelBuilder, x: Val, f: DType, t: DType, saturate: bool) -> Va
         let v = match f {
             _ if is_narrow_float(f) || f == DType::F32 => x,
             _ if is_sub_byte_int(f) => b.cast(x, DType::F32, NO_SAT),
-            DType::Bool | DType::I8 | DType::U8 | DType::I16 | DType::U16 => b.cast(x, DType::F32, NO_SAT),
+            DType::Bool | DType::I8 | DType::U8 | DType::I16 | DType::U16 => {
+                b.cast(x, DType::F32, NO_SAT)
+            }
             DType::I32 | DType::U32 => {
                 let d = b.cast(x, DType::F64, NO_SAT);
                 f64_to_f32_odd(b, d)
@@ -530,7 +619,11 @@ fn cast(b: &mut KernelBuilder, x: Val, f: DType, t: DType, saturate: bool) -> Va
         if f.is_float() {
             // Truncate and saturate into the narrow range (NaN gives 0).
             let v = b.cast(x, it, NO_SAT);
-            let (lo, hi) = if t.is_signed_int() { (-(1i64 << (t.bits() - 1)), (1i64 << (t.bits() - 1)) - 1) } else { (0, (1i64 << t.bits()) - 1) };
+            let (lo, hi) = if t.is_signed_int() {
+                (-(1i64 << (t.bits() - 1)), (1i64 << (t.bits() - 1)) - 1)
+            } else {
+                (0, (1i64 << t.bits()) - 1)
+            };
             let lo = b.const_int(xt.with_elem(it), lo);
             let hi = b.const_int(xt.with_elem(it), hi);
             let v = b.min(v, hi);
@@ -571,7 +664,14 @@ fn int64_to_f64_odd(b: &mut KernelBuilder, v: Val, signed: bool) -> Val {
     let f64t = vt.with_elem(DType::F64);
     let f = b.cast(v, DType::F64, NO_SAT);
     let back = b.cast(f, vt.elem, NO_SAT);
-    let limit = b.const_float(f64t, if signed { 9223372036854775808.0 } else { 18446744073709551616.0 });
+    let limit = b.const_float(
+        f64t,
+        if signed {
+            9223372036854775808.0
+        } else {
+            18446744073709551616.0
+        },
+    );
     let big = b.cmp(CmpOp::Ge, f, limit);
     let ne = b.cmp(CmpOp::Ne, back, v);
     let inexact = b.binary(BinOp::Or, ne, big);

@@ -29,7 +29,9 @@ use tessera_ir::DType;
 /// Replaces every `math` instruction of `k` with primitive instructions.
 pub fn expand_math(k: &mut Kernel) -> Result<(), KirError> {
     rewrite(k, &mut |b, inst| {
-        let InstKind::Math(f, args) = &inst.kind else { return Ok(Action::Keep) };
+        let InstKind::Math(f, args) = &inst.kind else {
+            return Ok(Action::Keep);
+        };
         Ok(Action::Replace(vec![expand_one(b, *f, args)]))
     })
 }
@@ -37,14 +39,20 @@ pub fn expand_math(k: &mut Kernel) -> Result<(), KirError> {
 /// Emits routine `f` on `args` (all of one float type) and returns the result.
 pub(crate) fn expand_one(b: &mut KernelBuilder, f: MathFn, args: &[Val]) -> Val {
     let t = b.ty(args[0]);
-    let native_f32 = matches!(f, MathFn::Exp | MathFn::Log | MathFn::Tanh | MathFn::Sigmoid);
+    let native_f32 = matches!(
+        f,
+        MathFn::Exp | MathFn::Log | MathFn::Tanh | MathFn::Sigmoid
+    );
     if t.elem == DType::F64 || (t.elem == DType::F32 && native_f32) {
         let mut m = Mx::new(b, t);
         return routine(&mut m, f, args);
     }
     // Through f64: one rounding back to the value's type at the end.
     let no_sat = CastMode { saturate: false };
-    let wide: Vec<Val> = args.iter().map(|&a| b.cast(a, DType::F64, no_sat)).collect();
+    let wide: Vec<Val> = args
+        .iter()
+        .map(|&a| b.cast(a, DType::F64, no_sat))
+        .collect();
     let mut m = Mx::new(b, t.with_elem(DType::F64));
     let r = routine(&mut m, f, &wide);
     b.cast(r, t.elem, no_sat)
@@ -87,8 +95,16 @@ pub(crate) struct Mx<'a> {
 
 impl<'a> Mx<'a> {
     pub fn new(b: &'a mut KernelBuilder, ty: Ty) -> Mx<'a> {
-        let ie = if ty.elem == DType::F64 { DType::I64 } else { DType::I32 };
-        Mx { b, ty, ity: ty.with_elem(ie) }
+        let ie = if ty.elem == DType::F64 {
+            DType::I64
+        } else {
+            DType::I32
+        };
+        Mx {
+            b,
+            ty,
+            ity: ty.with_elem(ie),
+        }
     }
 
     pub fn is_f64(&self) -> bool {
@@ -196,7 +212,11 @@ impl<'a> Mx<'a> {
     /// `|mag|` with the sign bit of `sign`.
     pub fn copysign(&mut self, mag: Val, sign: Val) -> Val {
         let (mb, sb) = (self.bits(mag), self.bits(sign));
-        let top = if self.is_f64() { i64::MIN } else { i32::MIN as i64 };
+        let top = if self.is_f64() {
+            i64::MIN
+        } else {
+            i32::MIN as i64
+        };
         let m = self.ibin(BinOp::And, mb, !top);
         let s = self.ibin(BinOp::And, sb, top);
         let r = self.b.binary(BinOp::Or, m, s);
@@ -235,7 +255,13 @@ fn inv_factorials(n: usize) -> Vec<f64> {
 pub(crate) fn exp(m: &mut Mx<'_>, x: Val) -> Val {
     let f64p = m.is_f64();
     let (ln2hi, ln2lo, lo, hi, terms) = if f64p {
-        (6.93147180369123816490e-01, 1.90821492927058770002e-10, -746.0, 710.0, 14)
+        (
+            6.93147180369123816490e-01,
+            1.90821492927058770002e-10,
+            -746.0,
+            710.0,
+            14,
+        )
     } else {
         (0.693145751953125, 1.428606765330187045e-06, -104.0, 89.0, 8)
     };
@@ -279,8 +305,16 @@ pub(crate) fn expm1(m: &mut Mx<'_>, x: Val) -> Val {
 pub(crate) fn log(m: &mut Mx<'_>, x: Val) -> Val {
     let f64p = m.is_f64();
     let (mant, bias) = m.layout();
-    let (min_normal, up, up_e) = if f64p { (f64::MIN_POSITIVE, 2f64.powi(54), 54) } else { (f32::MIN_POSITIVE as f64, 2f64.powi(24), 24) };
-    let (ln2hi, ln2lo) = if f64p { (6.93147180369123816490e-01, 1.90821492927058770002e-10) } else { (0.693145751953125, 1.428606765330187045e-06) };
+    let (min_normal, up, up_e) = if f64p {
+        (f64::MIN_POSITIVE, 2f64.powi(54), 54)
+    } else {
+        (f32::MIN_POSITIVE as f64, 2f64.powi(24), 24)
+    };
+    let (ln2hi, ln2lo) = if f64p {
+        (6.93147180369123816490e-01, 1.90821492927058770002e-10)
+    } else {
+        (0.693145751953125, 1.428606765330187045e-06)
+    };
     let k = if f64p { 10 } else { 5 };
     let sub = m.cmpc(CmpOp::Lt, x, min_normal);
     let xs_up = m.mulc(x, up);
@@ -529,8 +563,18 @@ fn sin_cos_tan(m: &mut Mx<'_>, x: Val, which: Trig) -> Val {
     // sin r = r·(1 − z/3! + z²/5! − …), cos r = 1 − z/2! + z²/4! − …
     let (ns, nc) = if m.is_f64() { (10, 10) } else { (6, 6) };
     let f = inv_factorials(2 * ns.max(nc) + 2);
-    let sc: Vec<f64> = (0..ns).map(|k| if k % 2 == 0 { f[2 * k + 1] } else { -f[2 * k + 1] }).collect();
-    let cc: Vec<f64> = (0..nc).map(|k| if k % 2 == 0 { f[2 * k] } else { -f[2 * k] }).collect();
+    let sc: Vec<f64> = (0..ns)
+        .map(|k| {
+            if k % 2 == 0 {
+                f[2 * k + 1]
+            } else {
+                -f[2 * k + 1]
+            }
+        })
+        .collect();
+    let cc: Vec<f64> = (0..nc)
+        .map(|k| if k % 2 == 0 { f[2 * k] } else { -f[2 * k] })
+        .collect();
     let sp = m.poly(z, &sc);
     let s = m.mul(r, sp);
     let c = m.poly(z, &cc);
@@ -540,7 +584,11 @@ fn sin_cos_tan(m: &mut Mx<'_>, x: Val, which: Trig) -> Val {
     let odd = m.b.cmp(CmpOp::Ne, q1, zi);
     let res = match which {
         Trig::Sin | Trig::Cos => {
-            let (a, b, shift) = if which == Trig::Sin { (c, s, 0) } else { (s, c, 1) };
+            let (a, b, shift) = if which == Trig::Sin {
+                (c, s, 0)
+            } else {
+                (s, c, 1)
+            };
             let v = m.sel(odd, a, b);
             let qs = m.ibin(BinOp::Add, q, shift);
             let q2 = m.ibin(BinOp::And, qs, 2);
@@ -567,8 +615,18 @@ fn sin_cos_tan(m: &mut Mx<'_>, x: Val, which: Trig) -> Val {
 /// atan, after fdlibm: reduction to |t| < 7/16 around atan(0.5), atan(1), atan(1.5), atan(inf),
 /// then an odd polynomial of degree 23.
 fn atan(m: &mut Mx<'_>, x: Val) -> Val {
-    const ATANHI: [f64; 4] = [4.63647609000806093515e-01, std::f64::consts::FRAC_PI_4, 9.82793723247329054082e-01, std::f64::consts::FRAC_PI_2];
-    const ATANLO: [f64; 4] = [2.26987774529616870924e-17, 3.06161699786838301793e-17, 1.39033110312309984516e-17, 6.12323399573676603587e-17];
+    const ATANHI: [f64; 4] = [
+        4.63647609000806093515e-01,
+        std::f64::consts::FRAC_PI_4,
+        9.82793723247329054082e-01,
+        std::f64::consts::FRAC_PI_2,
+    ];
+    const ATANLO: [f64; 4] = [
+        2.26987774529616870924e-17,
+        3.06161699786838301793e-17,
+        1.39033110312309984516e-17,
+        6.12323399573676603587e-17,
+    ];
     const AT: [f64; 11] = [
         3.33333333333329318027e-01,
         -1.99999999998764832476e-01,
@@ -659,8 +717,21 @@ fn acos(m: &mut Mx<'_>, x: Val) -> Val {
 
 fn erf(m: &mut Mx<'_>, x: Val) -> Val {
     const ERX: f64 = 8.45062911510467529297e-01;
-    const PP: [f64; 5] = [1.28379167095512558561e-01, -3.25042107247001499370e-01, -2.84817495755985104766e-02, -5.77027029648944159157e-03, -2.37630166566501626084e-05];
-    const QQ: [f64; 6] = [1.0, 3.97917223959155352819e-01, 6.50222499887672944485e-02, 5.08130628187576562776e-03, 1.32494738004321644526e-04, -3.96022827877536812320e-06];
+    const PP: [f64; 5] = [
+        1.28379167095512558561e-01,
+        -3.25042107247001499370e-01,
+        -2.84817495755985104766e-02,
+        -5.77027029648944159157e-03,
+        -2.37630166566501626084e-05,
+    ];
+    const QQ: [f64; 6] = [
+        1.0,
+        3.97917223959155352819e-01,
+        6.50222499887672944485e-02,
+        5.08130628187576562776e-03,
+        1.32494738004321644526e-04,
+        -3.96022827877536812320e-06,
+    ];
     const PA: [f64; 7] = [
         -2.36211856075265944077e-03,
         4.14856118683748331666e-01,

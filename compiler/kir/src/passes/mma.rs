@@ -27,7 +27,20 @@ use tessera_ir::DType;
 /// Replaces every `mma` of `k` with loops.
 pub fn expand_mma(k: &mut Kernel) -> Result<(), KirError> {
     rewrite(k, &mut |b, inst| {
-        let InstKind::Mma { a, b: bt, c, m, n, k, a_ty, b_ty, acc } = &inst.kind else { return Ok(Action::Keep) };
+        let InstKind::Mma {
+            a,
+            b: bt,
+            c,
+            m,
+            n,
+            k,
+            a_ty,
+            b_ty,
+            acc,
+        } = &inst.kind
+        else {
+            return Ok(Action::Keep);
+        };
         emit(b, a, bt, c, (*m, *n, *k), (*a_ty, *b_ty, *acc));
         Ok(Action::Replace(Vec::new()))
     })
@@ -53,7 +66,11 @@ fn precision(d: DType) -> Option<(i32, i32)> {
 
 /// Whether every product of an `a` and a `b` is exactly representable in `acc`.
 fn product_exact_in(a: DType, b: DType, acc: DType) -> bool {
-    let (Some((pa, ea)), Some((pb, eb)), Some((pc, _))) = (precision(a), precision(b), precision(acc)) else { return false };
+    let (Some((pa, ea)), Some((pb, eb)), Some((pc, _))) =
+        (precision(a), precision(b), precision(acc))
+    else {
+        return false;
+    };
     // The smallest product must be a normal number of the accumulator: exponents above its
     // minimum normal exponent.
     let min_normal = match acc {
@@ -64,7 +81,14 @@ fn product_exact_in(a: DType, b: DType, acc: DType) -> bool {
     pa + pb <= pc && ea + eb >= min_normal
 }
 
-fn emit(b: &mut KernelBuilder, a: &TileRef, bt: &TileRef, c: &TileRef, (m, n, k): (u32, u32, u32), (a_ty, b_ty, acc): (DType, DType, DType)) {
+fn emit(
+    b: &mut KernelBuilder,
+    a: &TileRef,
+    bt: &TileRef,
+    c: &TileRef,
+    (m, n, k): (u32, u32, u32),
+    (a_ty, b_ty, acc): (DType, DType, DType),
+) {
     let no_sat = CastMode { saturate: false };
     b.range(0, m as i64, |b, i| {
         b.range(0, n as i64, |b, j| {
@@ -76,7 +100,9 @@ fn emit(b: &mut KernelBuilder, a: &TileRef, bt: &TileRef, c: &TileRef, (m, n, k)
                 let x = b.load(a.buf, ai, 1);
                 let y = b.load(bt.buf, bi, 1);
                 let s = s[0];
-                let r = if acc.is_int() || (acc.is_float() && (acc == DType::F64 || product_exact_in(a_ty, b_ty, acc))) {
+                let r = if acc.is_int()
+                    || (acc.is_float() && (acc == DType::F64 || product_exact_in(a_ty, b_ty, acc)))
+                {
                     let x = b.cast(x, acc, no_sat);
                     let y = b.cast(y, acc, no_sat);
                     let p = b.mul(x, y);

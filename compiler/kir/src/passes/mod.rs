@@ -42,7 +42,10 @@ pub fn to_backend_subset(k: &mut Kernel) -> Result<(), KirError> {
 /// Whether `d` is an element type the backend subset computes with.
 pub fn is_backend_dtype(d: DType) -> bool {
     use DType::*;
-    matches!(d, Bool | I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64 | F32 | F64)
+    matches!(
+        d,
+        Bool | I8 | I16 | I32 | I64 | U8 | U16 | U32 | U64 | F32 | F64
+    )
 }
 
 /// Checks that every instruction of `k` is in the backend subset (see the module doc). A load
@@ -68,7 +71,9 @@ pub fn check_backend_subset(k: &Kernel) -> Result<(), KirError> {
                 InstKind::Math(..) => return Err(bad("a math routine".into())),
                 InstKind::Mma { .. } => return Err(bad("mma".into())),
                 InstKind::For { body, .. } => walk(k, body)?,
-                InstKind::If { then_blk, else_blk, .. } => {
+                InstKind::If {
+                    then_blk, else_blk, ..
+                } => {
                     walk(k, then_blk)?;
                     walk(k, else_blk)?;
                 }

@@ -22,7 +22,14 @@ pub(crate) fn rewrite(
 ) -> Result<(), KirError> {
     let taken = std::mem::replace(
         k,
-        Kernel { name: String::new(), bufs: Vec::new(), num_params: 0, grid: Vec::new(), body: Block::default(), vals: Vec::new() },
+        Kernel {
+            name: String::new(),
+            bufs: Vec::new(),
+            num_params: 0,
+            grid: Vec::new(),
+            body: Block::default(),
+            vals: Vec::new(),
+        },
     );
     let mut map: Vec<Val> = (0..taken.vals.len() as u32).map(Val).collect();
     let (mut b, body) = KernelBuilder::resume(taken);
@@ -38,22 +45,54 @@ fn block(
     f: &mut dyn FnMut(&mut KernelBuilder, &Inst) -> Result<Action, KirError>,
 ) -> Result<(), KirError> {
     for mut inst in blk.insts {
-        map_operands(&mut inst.kind, |v| map.get(v.0 as usize).copied().unwrap_or(v));
+        map_operands(&mut inst.kind, |v| {
+            map.get(v.0 as usize).copied().unwrap_or(v)
+        });
         match inst.kind {
-            InstKind::For { lo, hi, step, iv, iter, init, body } => {
+            InstKind::For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init,
+                body,
+            } => {
                 b.open_block();
                 block(b, body, map, f)?;
                 let body = b.close_block();
-                b.push_inst(Inst { results: inst.results, kind: InstKind::For { lo, hi, step, iv, iter, init, body } });
+                b.push_inst(Inst {
+                    results: inst.results,
+                    kind: InstKind::For {
+                        lo,
+                        hi,
+                        step,
+                        iv,
+                        iter,
+                        init,
+                        body,
+                    },
+                });
             }
-            InstKind::If { cond, then_blk, else_blk } => {
+            InstKind::If {
+                cond,
+                then_blk,
+                else_blk,
+            } => {
                 b.open_block();
                 block(b, then_blk, map, f)?;
                 let then_blk = b.close_block();
                 b.open_block();
                 block(b, else_blk, map, f)?;
                 let else_blk = b.close_block();
-                b.push_inst(Inst { results: inst.results, kind: InstKind::If { cond, then_blk, else_blk } });
+                b.push_inst(Inst {
+                    results: inst.results,
+                    kind: InstKind::If {
+                        cond,
+                        then_blk,
+                        else_blk,
+                    },
+                });
             }
             InstKind::Yield(_) => b.push_inst(inst),
             _ => match f(b, &inst)? {
@@ -79,7 +118,9 @@ pub(crate) fn map_operands(kind: &mut InstKind, f: impl Fn(Val) -> Val) {
     use InstKind::*;
     match kind {
         Const(_) | ProgramId(_) => {}
-        Unary(_, x) | Cast(x, _) | Bitcast(x) | Splat(x) | Extract(x, _) | ReduceLanes(_, x) => *x = f(*x),
+        Unary(_, x) | Cast(x, _) | Bitcast(x) | Splat(x) | Extract(x, _) | ReduceLanes(_, x) => {
+            *x = f(*x)
+        }
         Binary(_, a, b) | Cmp(_, a, b) => {
             *a = f(*a);
             *b = f(*b);
@@ -99,7 +140,9 @@ pub(crate) fn map_operands(kind: &mut InstKind, f: impl Fn(Val) -> Val) {
             *index = f(*index);
             *value = f(*value);
         }
-        For { lo, hi, step, init, .. } => {
+        For {
+            lo, hi, step, init, ..
+        } => {
             *lo = f(*lo);
             *hi = f(*hi);
             *step = f(*step);

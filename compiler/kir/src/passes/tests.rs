@@ -11,7 +11,10 @@ use tessera_ir::DType;
 pub(crate) struct Lcg(pub u64);
 impl Lcg {
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let x = self.0;
         (x ^ (x >> 29)).wrapping_mul(0xbf58476d1ce4e5b9) ^ (x >> 32)
     }
@@ -51,7 +54,11 @@ fn same_elems(d: DType, a: &[u8], b: &[u8], n: usize) -> Result<(), String> {
             if d.is_float() && to_f64(d, x).is_nan() && to_f64(d, y).is_nan() {
                 continue;
             }
-            return Err(format!("element {i}: {x:#x} vs {y:#x} ({} vs {})", fmt_lane(d, x), fmt_lane(d, y)));
+            return Err(format!(
+                "element {i}: {x:#x} vs {y:#x} ({} vs {})",
+                fmt_lane(d, x),
+                fmt_lane(d, y)
+            ));
         }
     }
     Ok(())
@@ -79,7 +86,11 @@ fn math_kernel(f: MathFn, d: DType, lanes: u16, n: u64) -> Kernel {
     b.for_loop(lo, hi, st, &[], |b, i, _| {
         let xv = b.load(x, i, lanes);
         let zv = b.load(z, i, lanes);
-        let args = if f.arity() == 2 { vec![xv, zv] } else { vec![xv] };
+        let args = if f.arity() == 2 {
+            vec![xv, zv]
+        } else {
+            vec![xv]
+        };
         let r = b.math(f, &args);
         b.store(y, i, r);
         Vec::new()
@@ -89,21 +100,79 @@ fn math_kernel(f: MathFn, d: DType, lanes: u16, n: u64) -> Kernel {
 
 fn ord32(x: f32) -> i64 {
     let b = x.to_bits() as i32;
-    if b < 0 { i32::MIN as i64 - b as i64 } else { b as i64 }
+    if b < 0 {
+        i32::MIN as i64 - b as i64
+    } else {
+        b as i64
+    }
 }
 
 fn ord64(x: f64) -> i128 {
     let b = x.to_bits() as i64;
-    if b < 0 { i64::MIN as i128 - b as i128 } else { b as i128 }
+    if b < 0 {
+        i64::MIN as i128 - b as i128
+    } else {
+        b as i128
+    }
 }
 
 /// Sample points for `f`: specials, then random points over the function's interesting range.
 fn points(f: MathFn, rng: &mut Lcg, n: usize) -> Vec<f64> {
     let mut v = vec![
-        0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 1e-30, -1e-30, 1e-40, -1e-40, 1e-310, 3.0, 10.0, -10.0, 20.0, -20.0,
-        88.7, -88.7, 89.5, -103.5, -104.5, 700.0, -700.0, 709.7, 710.0, -745.0, -746.0, 1e5, -1e5, 1e30, -1e30, 1e300,
-        f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 0.84375, 1.25, 2.857, 6.0, 22.0, 0.99999, -0.99999, 1.00001, 0.4375,
-        0.6875, 1.1875, 2.4375, std::f64::consts::PI, std::f64::consts::FRAC_PI_2, 1e-8, 3e8, 268435457.0,
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        -0.5,
+        2.0,
+        -2.0,
+        1e-30,
+        -1e-30,
+        1e-40,
+        -1e-40,
+        1e-310,
+        3.0,
+        10.0,
+        -10.0,
+        20.0,
+        -20.0,
+        88.7,
+        -88.7,
+        89.5,
+        -103.5,
+        -104.5,
+        700.0,
+        -700.0,
+        709.7,
+        710.0,
+        -745.0,
+        -746.0,
+        1e5,
+        -1e5,
+        1e30,
+        -1e30,
+        1e300,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        0.84375,
+        1.25,
+        2.857,
+        6.0,
+        22.0,
+        0.99999,
+        -0.99999,
+        1.00001,
+        0.4375,
+        0.6875,
+        1.1875,
+        2.4375,
+        std::f64::consts::PI,
+        std::f64::consts::FRAC_PI_2,
+        1e-8,
+        3e8,
+        268435457.0,
     ];
     while v.len() < n {
         let u = rng.unit();
@@ -132,7 +201,18 @@ fn math_error(f: MathFn, d: DType, lanes: u16) -> (f64, f64, f64) {
         .map(|i| match i % 4 {
             0 => (rng.unit() * 8.0 - 4.0).round(),
             1 => rng.unit() * 6.0 - 3.0,
-            2 => [0.0, -0.0, 0.5, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1.0, -1.0, 3.0, -3.0][i % 10],
+            2 => [
+                0.0,
+                -0.0,
+                0.5,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NAN,
+                1.0,
+                -1.0,
+                3.0,
+                -3.0,
+            ][i % 10],
             _ => rng.unit() * 40.0 - 20.0,
         })
         .collect();
@@ -144,7 +224,14 @@ fn math_error(f: MathFn, d: DType, lanes: u16) -> (f64, f64, f64) {
         }
     };
     // Pow: mix negative bases in.
-    let xs: Vec<f64> = if f == MathFn::Pow { xs.iter().enumerate().map(|(i, &x)| if i % 3 == 0 { -x } else { x }).collect() } else { xs };
+    let xs: Vec<f64> = if f == MathFn::Pow {
+        xs.iter()
+            .enumerate()
+            .map(|(i, &x)| if i % 3 == 0 { -x } else { x })
+            .collect()
+    } else {
+        xs
+    };
     let k = math_kernel(f, d, lanes, n as u64);
     let e = passed(&k, expand_math);
     assert!(check_no_math(&e), "math left after expand-math");
@@ -157,13 +244,21 @@ fn math_error(f: MathFn, d: DType, lanes: u16) -> (f64, f64, f64) {
         // The documented limit of the trig reduction: beyond 2^20·π/2 only range is promised.
         if matches!(f, MathFn::Sin | MathFn::Cos | MathFn::Tan) && xs[i].abs() > 1.6e6 {
             let b = to_f64(d, read_elem(d, &r1[2], i));
-            assert!(b.is_nan() || f == MathFn::Tan || b.abs() <= 1.0, "{f:?}({}) = {b}", xs[i]);
+            assert!(
+                b.is_nan() || f == MathFn::Tan || b.abs() <= 1.0,
+                "{f:?}({}) = {b}",
+                xs[i]
+            );
             continue;
         }
         let (a, b) = (read_elem(d, &r0[2], i), read_elem(d, &r1[2], i));
         let (fa, fb) = (to_f64(d, a), to_f64(d, b));
         let err = if fa.is_nan() || fb.is_nan() {
-            if fa.is_nan() && fb.is_nan() { 0.0 } else { f64::INFINITY }
+            if fa.is_nan() && fb.is_nan() {
+                0.0
+            } else {
+                f64::INFINITY
+            }
         } else if d == DType::F32 {
             (ord32(fa as f32) - ord32(fb as f32)).abs() as f64
         } else {
@@ -181,7 +276,9 @@ fn check_no_math(k: &Kernel) -> bool {
         b.insts.iter().all(|i| match &i.kind {
             InstKind::Math(..) => false,
             InstKind::For { body, .. } => walk(body),
-            InstKind::If { then_blk, else_blk, .. } => walk(then_blk) && walk(else_blk),
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => walk(then_blk) && walk(else_blk),
             _ => true,
         })
     }
@@ -206,7 +303,10 @@ fn math_routines_match_libm() {
     for d in [DType::F32, DType::F64] {
         for f in MathFn::ALL {
             let (err, x, z) = math_error(f, d, 1);
-            report.push_str(&format!("{d} {:>8}: max {err} ulp (at x={x:e}, y={z:e})\n", crate::text::math_name(f)));
+            report.push_str(&format!(
+                "{d} {:>8}: max {err} ulp (at x={x:e}, y={z:e})\n",
+                crate::text::math_name(f)
+            ));
             if err > ulp_bound(f, d) {
                 failures.push(format!("{d} {f:?}: {err} ulp at x={x:e} y={z:e}"));
             }
@@ -220,7 +320,10 @@ fn math_routines_match_libm() {
 fn math_routines_work_on_vectors_and_narrow_types() {
     for f in [MathFn::Exp, MathFn::Erf, MathFn::Pow, MathFn::Sin] {
         let (err, x, _) = math_error(f, DType::F32, 4);
-        assert!(err <= ulp_bound(f, DType::F32), "{f:?} on vec<4xf32>: {err} ulp at {x}");
+        assert!(
+            err <= ulp_bound(f, DType::F32),
+            "{f:?} on vec<4xf32>: {err} ulp at {x}"
+        );
     }
     // f16: the routine runs in f64 and rounds once, like the interpreter.
     let n = 512u64;
@@ -228,11 +331,18 @@ fn math_routines_work_on_vectors_and_narrow_types() {
         let k = math_kernel(f, DType::F16, 1, n);
         let e = passed(&k, expand_math);
         let mut rng = Lcg(f as u64);
-        let inputs = vec![rng.bytes(2 * n as usize), rng.bytes(2 * n as usize), vec![0; 2 * n as usize]];
+        let inputs = vec![
+            rng.bytes(2 * n as usize),
+            rng.bytes(2 * n as usize),
+            vec![0; 2 * n as usize],
+        ];
         let (r0, r1) = (run(&k, &inputs), run(&e, &inputs));
         let mut bad = 0;
         for i in 0..n as usize {
-            let (a, b) = (to_f64(DType::F16, read_elem(DType::F16, &r0[2], i)), to_f64(DType::F16, read_elem(DType::F16, &r1[2], i)));
+            let (a, b) = (
+                to_f64(DType::F16, read_elem(DType::F16, &r0[2], i)),
+                to_f64(DType::F16, read_elem(DType::F16, &r1[2], i)),
+            );
             if !(a == b || (a.is_nan() && b.is_nan())) {
                 bad += 1;
             }
@@ -254,9 +364,24 @@ fn mma_kernel(a_ty: DType, b_ty: DType, acc: DType, m: u32, n: u32, k: u32) -> K
     let off = b.index(3);
     let z = b.index(0);
     b.mma(
-        TileRef { buf: a, offset: off, row_stride: k as i64, col_stride: 1 },
-        TileRef { buf: bb, offset: z, row_stride: 1, col_stride: k as i64 },
-        TileRef { buf: c, offset: z, row_stride: n as i64, col_stride: 1 },
+        TileRef {
+            buf: a,
+            offset: off,
+            row_stride: k as i64,
+            col_stride: 1,
+        },
+        TileRef {
+            buf: bb,
+            offset: z,
+            row_stride: 1,
+            col_stride: k as i64,
+        },
+        TileRef {
+            buf: c,
+            offset: z,
+            row_stride: n as i64,
+            col_stride: 1,
+        },
         m,
         n,
         k,
@@ -298,9 +423,14 @@ fn expand_mma_matches_the_interpreter_bit_for_bit() {
         let k = mma_kernel(a, b, acc, 3, 5, 7);
         let e = passed(&k, expand_mma);
         for _ in 0..4 {
-            let inputs = vec![random_values(a, 24, &mut rng), random_values(b, 35, &mut rng), random_values(acc, 15, &mut rng)];
+            let inputs = vec![
+                random_values(a, 24, &mut rng),
+                random_values(b, 35, &mut rng),
+                random_values(acc, 15, &mut rng),
+            ];
             let (r0, r1) = (run(&k, &inputs), run(&e, &inputs));
-            same_elems(acc, &r0[2], &r1[2], 15).unwrap_or_else(|m| panic!("{a} x {b} -> {acc}: {m}"));
+            same_elems(acc, &r0[2], &r1[2], 15)
+                .unwrap_or_else(|m| panic!("{a} x {b} -> {acc}: {m}"));
         }
     }
 }
@@ -331,8 +461,15 @@ fn check_legalized_cast(f: DType, t: DType, sat: bool, input: Vec<u8>, n: usize)
     same_elems(t, &r0[1], &r1[1], n).unwrap_or_else(|m| panic!("cast {f} -> {t} (sat {sat}): {m}"));
 }
 
-const NARROW: [DType; 7] =
-    [DType::F16, DType::BF16, DType::F8E4M3FN, DType::F8E4M3FNUZ, DType::F8E5M2, DType::F8E5M2FNUZ, DType::F4E2M1];
+const NARROW: [DType; 7] = [
+    DType::F16,
+    DType::BF16,
+    DType::F8E4M3FN,
+    DType::F8E4M3FNUZ,
+    DType::F8E5M2,
+    DType::F8E5M2FNUZ,
+    DType::F4E2M1,
+];
 
 #[test]
 fn decoding_every_bit_pattern_matches() {
@@ -352,17 +489,39 @@ fn decoding_every_bit_pattern_matches() {
 fn rounding_probes(d: DType) -> Vec<f32> {
     let mut v = Vec::new();
     let n = 1u32 << d.bits();
-    let vals: Vec<f32> = (0..n).map(|b| crate::interp::to_f32(d, b as u64)).filter(|x| x.is_finite()).collect();
+    let vals: Vec<f32> = (0..n)
+        .map(|b| crate::interp::to_f32(d, b as u64))
+        .filter(|x| x.is_finite())
+        .collect();
     let mut sorted = vals.clone();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     for w in sorted.windows(2) {
         let mid = ((w[0] as f64 + w[1] as f64) / 2.0) as f32;
-        for x in [w[0], mid, f32::from_bits(mid.to_bits().wrapping_add(1)), f32::from_bits(mid.to_bits().wrapping_sub(1))] {
+        for x in [
+            w[0],
+            mid,
+            f32::from_bits(mid.to_bits().wrapping_add(1)),
+            f32::from_bits(mid.to_bits().wrapping_sub(1)),
+        ] {
             v.push(x);
         }
     }
     let max = sorted.last().copied().unwrap_or(0.0);
-    for x in [max, max * 1.0625, max * 1.03, max * 2.0, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, 0.0, -0.0, 1e-45, -1e-45] {
+    for x in [
+        max,
+        max * 1.0625,
+        max * 1.03,
+        max * 2.0,
+        f32::MAX,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        0.0,
+        -0.0,
+        1e-45,
+        -1e-45,
+    ] {
         v.push(x);
         v.push(-x);
     }
@@ -389,9 +548,24 @@ fn rounding_f32_to_narrow_matches_numeric_and_half() {
 #[test]
 fn casts_between_narrow_wide_and_int_types() {
     let mut rng = Lcg(11);
-    let srcs = [DType::F64, DType::I64, DType::U64, DType::I32, DType::U32, DType::I16, DType::U8, DType::Bool, DType::I4, DType::U2];
+    let srcs = [
+        DType::F64,
+        DType::I64,
+        DType::U64,
+        DType::I32,
+        DType::U32,
+        DType::I16,
+        DType::U8,
+        DType::Bool,
+        DType::I4,
+        DType::U2,
+    ];
     for f in srcs {
-        for t in NARROW.iter().copied().chain([DType::I4, DType::U4, DType::I2, DType::U2]) {
+        for t in NARROW
+            .iter()
+            .copied()
+            .chain([DType::I4, DType::U4, DType::I2, DType::U2])
+        {
             let n = 600usize;
             let mut input = rng.bytes(f.storage_bytes(n as u64) as usize);
             if f == DType::Bool {
@@ -410,8 +584,23 @@ fn casts_between_narrow_wide_and_int_types() {
         }
     }
     // From narrow and sub-byte types to everything.
-    for f in NARROW.iter().copied().chain([DType::I4, DType::U4, DType::I2, DType::U2]) {
-        for t in [DType::F32, DType::F64, DType::I64, DType::I8, DType::U16, DType::Bool, DType::I4, DType::U2, DType::F16, DType::F8E4M3FN] {
+    for f in NARROW
+        .iter()
+        .copied()
+        .chain([DType::I4, DType::U4, DType::I2, DType::U2])
+    {
+        for t in [
+            DType::F32,
+            DType::F64,
+            DType::I64,
+            DType::I8,
+            DType::U16,
+            DType::Bool,
+            DType::I4,
+            DType::U2,
+            DType::F16,
+            DType::F8E4M3FN,
+        ] {
             let n = 300usize;
             let input = rng.bytes(f.storage_bytes(n as u64) as usize);
             check_legalized_cast(f, t, true, input.clone(), n);
@@ -433,7 +622,11 @@ fn arith_kernel(d: DType, op: BinOp, n: u64) -> Kernel {
         let r = b.binary(op, u, v);
         let lt = b.cmp(CmpOp::Lt, r, u);
         b.store(flags, i, lt);
-        let r = if d.is_float() || d.is_signed_int() { b.unary(UnOp::Neg, r) } else { b.unary(UnOp::Not, r) };
+        let r = if d.is_float() || d.is_signed_int() {
+            b.unary(UnOp::Neg, r)
+        } else {
+            b.unary(UnOp::Not, r)
+        };
         b.store(o, i, r);
     });
     b.finish()
@@ -444,12 +637,25 @@ fn narrow_arithmetic_rounds_after_every_op() {
     let mut rng = Lcg(3);
     let n = 700u64;
     for d in NARROW {
-        for op in [BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div, BinOp::Rem, BinOp::Min, BinOp::Max] {
+        for op in [
+            BinOp::Add,
+            BinOp::Sub,
+            BinOp::Mul,
+            BinOp::Div,
+            BinOp::Rem,
+            BinOp::Min,
+            BinOp::Max,
+        ] {
             let k = arith_kernel(d, op, n);
             let l = passed(&k, legalize_low_precision);
             check_backend_subset(&l).unwrap();
             let sz = d.storage_bytes(n) as usize;
-            let inputs = vec![rng.bytes(sz), rng.bytes(sz), vec![0; sz], vec![0; n as usize]];
+            let inputs = vec![
+                rng.bytes(sz),
+                rng.bytes(sz),
+                vec![0; sz],
+                vec![0; n as usize],
+            ];
             let (r0, r1) = (run(&k, &inputs), run(&l, &inputs));
             same_elems(d, &r0[2], &r1[2], n as usize).unwrap_or_else(|m| panic!("{d} {op:?}: {m}"));
             assert_eq!(r0[3], r1[3], "{d} {op:?} comparisons");
@@ -462,12 +668,29 @@ fn sub_byte_int_arithmetic_wraps() {
     let mut rng = Lcg(4);
     let n = 301u64;
     for d in [DType::I4, DType::U4, DType::I2, DType::U2] {
-        for op in [BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div, BinOp::Rem, BinOp::Min, BinOp::Max, BinOp::And, BinOp::Xor, BinOp::Shl, BinOp::Shr] {
+        for op in [
+            BinOp::Add,
+            BinOp::Sub,
+            BinOp::Mul,
+            BinOp::Div,
+            BinOp::Rem,
+            BinOp::Min,
+            BinOp::Max,
+            BinOp::And,
+            BinOp::Xor,
+            BinOp::Shl,
+            BinOp::Shr,
+        ] {
             let k = arith_kernel(d, op, n);
             let l = passed(&k, legalize_low_precision);
             check_backend_subset(&l).unwrap();
             let sz = d.storage_bytes(n) as usize;
-            let inputs = vec![rng.bytes(sz), rng.bytes(sz), rng.bytes(sz), vec![0; n as usize]];
+            let inputs = vec![
+                rng.bytes(sz),
+                rng.bytes(sz),
+                rng.bytes(sz),
+                vec![0; n as usize],
+            ];
             let (r0, r1) = (run(&k, &inputs), run(&l, &inputs));
             assert_eq!(r0[2], r1[2], "{d} {op:?}");
             assert_eq!(r0[3], r1[3], "{d} {op:?} comparisons");
@@ -519,7 +742,11 @@ fn narrow_loops_ifs_vectors_reductions_and_bitcasts() {
         check_backend_subset(&l).unwrap();
         let mut rng = Lcg(d as u64);
         for _ in 0..8 {
-            let inputs = vec![random_values(d, 64, &mut rng), vec![0; d.storage_bytes(4) as usize], vec![0; 32]];
+            let inputs = vec![
+                random_values(d, 64, &mut rng),
+                vec![0; d.storage_bytes(4) as usize],
+                vec![0; 32],
+            ];
             let (r0, r1) = (run(&k, &inputs), run(&l, &inputs));
             same_elems(d, &r0[1], &r1[1], 4).unwrap_or_else(|m| panic!("{d}: {m}"));
             assert_eq!(r0[2], r1[2]);
@@ -545,7 +772,10 @@ fn sub_byte_stores_read_modify_write_their_byte() {
     });
     let k = b.finish();
     let l = passed(&k, legalize_low_precision);
-    let inputs = vec![vec![0x9f, 0x73, 0x1c, 0xe8, 0x05], vec![0xab, 0xcd, 0xef, 0x12, 0x34]];
+    let inputs = vec![
+        vec![0x9f, 0x73, 0x1c, 0xe8, 0x05],
+        vec![0xab, 0xcd, 0xef, 0x12, 0x34],
+    ];
     let (r0, r1) = (run(&k, &inputs), run(&l, &inputs));
     assert_eq!(r0[1], r1[1]);
     // Even elements kept their old nibbles.
@@ -578,15 +808,27 @@ fn to_backend_subset_preserves_meaning() {
     check_backend_subset(&s).unwrap();
     // The text of the result round-trips too.
     let t = crate::text::print_kernel(&s);
-    assert_eq!(crate::text::print_kernel(&crate::text::parse_kernel(&t).unwrap()), t);
+    assert_eq!(
+        crate::text::print_kernel(&crate::text::parse_kernel(&t).unwrap()),
+        t
+    );
     let mut rng = Lcg(9);
     for _ in 0..6 {
-        let inputs: Vec<Vec<u8>> = k.params().iter().map(|p| random_values(p.dtype, p.len as usize, &mut rng)).collect();
+        let inputs: Vec<Vec<u8>> = k
+            .params()
+            .iter()
+            .map(|p| random_values(p.dtype, p.len as usize, &mut rng))
+            .collect();
         let (r0, r1) = (run(&k, &inputs), run(&s, &inputs));
         for (j, p) in k.params().iter().enumerate() {
             for i in 0..p.len as usize {
-                let (a, b) = (to_f64(p.dtype, read_elem(p.dtype, &r0[j], i)), to_f64(p.dtype, read_elem(p.dtype, &r1[j], i)));
-                let ok = a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * a.abs().max(b.abs());
+                let (a, b) = (
+                    to_f64(p.dtype, read_elem(p.dtype, &r0[j], i)),
+                    to_f64(p.dtype, read_elem(p.dtype, &r1[j], i)),
+                );
+                let ok = a == b
+                    || (a.is_nan() && b.is_nan())
+                    || (a - b).abs() <= 1e-5 * a.abs().max(b.abs());
                 assert!(ok, "param {} [{i}]: {a} vs {b}", p.name);
             }
         }

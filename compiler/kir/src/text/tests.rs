@@ -12,7 +12,10 @@ fn round_trip(k: &Kernel) -> String {
     };
     // Debug, not ==, because a NaN literal is not == to itself (its bits are checked by the
     // printed text being identical).
-    assert!(format!("{back:?}") == format!("{k:?}"), "parse(print(k)) differs from k:\n{t}");
+    assert!(
+        format!("{back:?}") == format!("{k:?}"),
+        "parse(print(k)) differs from k:\n{t}"
+    );
     assert_eq!(print_kernel(&back), t);
     t
 }
@@ -28,7 +31,10 @@ fn kitchen_sink_round_trips_exactly() {
     assert!(t.contains("const -inf : f64"), "{t}");
     assert!(t.contains("const 0.3333333333333333 : f64"), "{t}");
     assert!(t.contains("%\"h.in/0\": global f16[16] read"), "{t}");
-    assert!(t.contains("local %\"priv \\\"q\\\"\": local i32[4] readwrite"), "{t}");
+    assert!(
+        t.contains("local %\"priv \\\"q\\\"\": local i32[4] readwrite"),
+        "{t}"
+    );
     assert!(t.contains("cast sat"), "{t}");
     assert!(t.contains(" : f32 x f32 -> f32"), "{t}");
 }
@@ -87,7 +93,10 @@ fn programs_of_several_kernels() {
 fn comments_and_whitespace_are_ignored() {
     let src = "// a comment\nkernel @k() grid [] { // trailing\n  %0 = const 1 : i32\n}\n";
     let k = parse_kernel(src).unwrap();
-    assert_eq!(print_kernel(&k), "kernel @k() grid [] {\n  %0 = const 1 : i32\n}\n");
+    assert_eq!(
+        print_kernel(&k),
+        "kernel @k() grid [] {\n  %0 = const 1 : i32\n}\n"
+    );
 }
 
 fn perr(src: &str) -> String {
@@ -96,13 +105,31 @@ fn perr(src: &str) -> String {
 
 #[test]
 fn errors_have_positions() {
-    assert_eq!(perr("kernel @k() grid [] {\n  %0 = frob 1 : i32\n}"), "2:8: unknown instruction `frob`");
-    assert_eq!(perr("kernel @k() grid [] {\n  %0 = const 1 : f33\n}"), "2:18: unknown dtype `f33`");
+    assert_eq!(
+        perr("kernel @k() grid [] {\n  %0 = frob 1 : i32\n}"),
+        "2:8: unknown instruction `frob`"
+    );
+    assert_eq!(
+        perr("kernel @k() grid [] {\n  %0 = const 1 : f33\n}"),
+        "2:18: unknown dtype `f33`"
+    );
     assert_eq!(perr("kernel @k(%x: global f32[4] read) grid [] {\n  %0 = const 0 : i64\n  %1 = load %z[%0] : f32\n}"), "3:13: unknown buffer `%z`");
-    assert_eq!(perr("kernel @k() grid [] {\n  %0 = const 1 : i32\n"), "3:1: expected `}`, found end of input");
-    assert_eq!(perr("kernel @k() grid [] { %0 = const 1 # : i32 }"), "1:36: unexpected character `#`");
-    assert_eq!(perr("kernel @k() grid [] { %0 = const 1x : i32 }"), "1:34: bad literal `1x`");
-    assert_eq!(perr("kernel @k() grid [] { %0 = const nan : f32 }"), "1:38: expected `(`, found `:`");
+    assert_eq!(
+        perr("kernel @k() grid [] {\n  %0 = const 1 : i32\n"),
+        "3:1: expected `}`, found end of input"
+    );
+    assert_eq!(
+        perr("kernel @k() grid [] { %0 = const 1 # : i32 }"),
+        "1:36: unexpected character `#`"
+    );
+    assert_eq!(
+        perr("kernel @k() grid [] { %0 = const 1x : i32 }"),
+        "1:34: bad literal `1x`"
+    );
+    assert_eq!(
+        perr("kernel @k() grid [] { %0 = const nan : f32 }"),
+        "1:38: expected `(`, found `:`"
+    );
     // Verifier errors come through with the kernel and instruction.
     assert_eq!(
         perr("kernel @k() grid [] {\n  %1 = add %0, %0 : f32\n}"),
@@ -112,22 +139,34 @@ fn errors_have_positions() {
 
 #[test]
 fn absurd_input_is_refused_without_panic() {
-    assert!(perr("kernel @k() grid [] { %99999999999 = const 1 : i32 }").contains("expected a value"));
+    assert!(
+        perr("kernel @k() grid [] { %99999999999 = const 1 : i32 }").contains("expected a value")
+    );
     assert!(perr("kernel @k() grid [] { %16777216 = const 1 : i32 }").contains("too large"));
-    let deep = format!("kernel @k() grid [] {{ %0 = const true : bool {} }}", "if %0 { ".repeat(1000));
+    let deep = format!(
+        "kernel @k() grid [] {{ %0 = const true : bool {} }}",
+        "if %0 { ".repeat(1000)
+    );
     assert!(perr(&deep).contains("bad literal") || perr(&deep).contains("nest"));
     let deep = format!(
         "kernel @k() grid [] {{ %0 = const 1 : bool {} }}",
         "if %0 { ".repeat(1000)
     );
-    assert!(perr(&deep).contains("blocks nest deeper than 200"), "{}", perr(&deep));
+    assert!(
+        perr(&deep).contains("blocks nest deeper than 200"),
+        "{}",
+        perr(&deep)
+    );
 }
 
 /// A tiny deterministic generator for the fuzz tests (no dependency needed).
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -139,10 +178,15 @@ fn truncations_and_mutations_never_panic() {
     for n in 0..chars.len() {
         let s: String = chars[..n].iter().collect();
         // Every proper prefix is rejected: the kernel's closing brace is the last token.
-        assert!(parse_program(&s).is_err() || s.trim().is_empty() || n + 1 >= chars.len(), "prefix {n} parsed");
+        assert!(
+            parse_program(&s).is_err() || s.trim().is_empty() || n + 1 >= chars.len(),
+            "prefix {n} parsed"
+        );
     }
     let mut rng = Lcg(7);
-    let alphabet: Vec<char> = "%@{}[](),:=<>-x0123456789abcfgiklmnoprstuvxy \n\"\\.".chars().collect();
+    let alphabet: Vec<char> = "%@{}[](),:=<>-x0123456789abcfgiklmnoprstuvxy \n\"\\."
+        .chars()
+        .collect();
     for _ in 0..3000 {
         let mut c = chars.clone();
         for _ in 0..1 + rng.next() % 4 {

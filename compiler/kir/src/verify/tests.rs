@@ -56,14 +56,21 @@ fn values_of_a_loop_body_are_not_visible_after_it() {
     if let InstKind::Store { index, .. } = &mut k.body.insts[last].kind {
         *index = Val(4);
     }
-    assert!(err(&k).ends_with("uses %4 outside the block that defines it"), "{}", err(&k));
+    assert!(
+        err(&k).ends_with("uses %4 outside the block that defines it"),
+        "{}",
+        err(&k)
+    );
 }
 
 #[test]
 fn a_value_defined_twice() {
     let mut k = good();
     k.body.insts[1].results[0] = Val(0);
-    assert_eq!(err(&k), "kernel `good`: instruction #1 `%0 = const 0 : f32`: defines %0 a second time");
+    assert_eq!(
+        err(&k),
+        "kernel `good`: instruction #1 `%0 = const 0 : f32`: defines %0 a second time"
+    );
 }
 
 #[test]
@@ -73,7 +80,10 @@ fn binary_operands_must_agree() {
     let i = b.index(1);
     b.binary(BinOp::Add, a, i);
     let k = b.finish();
-    assert_eq!(err(&k), "kernel `mix`: instruction #2 `%2 = add %0, %1 : f32`: right operand is i64, expected f32");
+    assert_eq!(
+        err(&k),
+        "kernel `mix`: instruction #2 `%2 = add %0, %1 : f32`: right operand is i64, expected f32"
+    );
 }
 
 #[test]
@@ -95,7 +105,10 @@ fn store_value_must_match_the_buffer() {
     let v = b.const_float(Ty::F32, 1.0);
     let i = b.index(0);
     b.store(y, i, v);
-    assert_eq!(err(&b.finish()), "kernel `st`: instruction #2 `store %0, %y[%1]`: stores f32 into buffer `y` of f16");
+    assert_eq!(
+        err(&b.finish()),
+        "kernel `st`: instruction #2 `store %0, %y[%1]`: stores f32 into buffer `y` of f16"
+    );
 }
 
 #[test]
@@ -133,10 +146,21 @@ fn blocks_must_end_with_yield_and_yield_only_ends_blocks() {
     if let InstKind::For { body, .. } = &mut k.body.insts[4].kind {
         body.insts.pop();
     }
-    assert!(err(&k).ends_with("block does not end with yield"), "{}", err(&k));
+    assert!(
+        err(&k).ends_with("block does not end with yield"),
+        "{}",
+        err(&k)
+    );
     let mut k = good();
-    k.body.insts.push(Inst { results: vec![], kind: InstKind::Yield(vec![]) });
-    assert!(err(&k).ends_with("yield outside a `for` body or `if` branch"), "{}", err(&k));
+    k.body.insts.push(Inst {
+        results: vec![],
+        kind: InstKind::Yield(vec![]),
+    });
+    assert!(
+        err(&k).ends_with("yield outside a `for` body or `if` branch"),
+        "{}",
+        err(&k)
+    );
 }
 
 #[test]
@@ -145,14 +169,21 @@ fn if_branches_must_yield_the_results() {
     if let InstKind::If { else_blk, .. } = &mut k.body.insts[6].kind {
         else_blk.insts[0].kind = InstKind::Yield(vec![]);
     }
-    assert!(err(&k).ends_with("yields 0 values but the block must yield 1"), "{}", err(&k));
+    assert!(
+        err(&k).ends_with("yields 0 values but the block must yield 1"),
+        "{}",
+        err(&k)
+    );
 }
 
 #[test]
 fn kernel_level_rules() {
     let mut k = good();
     k.grid = vec![1, 1, 1, 1];
-    assert_eq!(err(&k), "kernel `good`: grid has 4 axes; at most 3 are allowed");
+    assert_eq!(
+        err(&k),
+        "kernel `good`: grid has 4 axes; at most 3 are allowed"
+    );
     let mut k = good();
     k.bufs[0].dtype = DType::String;
     assert!(err(&k).contains("has dtype string"));
@@ -160,7 +191,13 @@ fn kernel_level_rules() {
     k.bufs[1].name = "x".into();
     assert!(err(&k).contains("two buffers are named `x`"));
     let mut k = good();
-    k.bufs.push(BufDecl { name: "g".into(), space: Space::Global, dtype: DType::F32, len: 1, access: Access::ReadWrite });
+    k.bufs.push(BufDecl {
+        name: "g".into(),
+        space: Space::Global,
+        dtype: DType::F32,
+        len: 1,
+        access: Access::ReadWrite,
+    });
     assert!(err(&k).contains("local buffer `g` is global"));
     let mut k = good();
     k.num_params = 5;
@@ -173,12 +210,20 @@ fn buffer_ids_and_value_ids_are_checked() {
     if let InstKind::Store { buf, .. } = &mut k.body.insts[9].kind {
         *buf = Buf(7);
     }
-    assert!(err(&k).ends_with("names buffer 7 but the kernel has 2"), "{}", err(&k));
+    assert!(
+        err(&k).ends_with("names buffer 7 but the kernel has 2"),
+        "{}",
+        err(&k)
+    );
     let mut k = good();
     if let InstKind::Store { value, .. } = &mut k.body.insts[9].kind {
         *value = Val(99);
     }
-    assert!(err(&k).ends_with("uses %99, which is not in the value table"), "{}", err(&k));
+    assert!(
+        err(&k).ends_with("uses %99, which is not in the value table"),
+        "{}",
+        err(&k)
+    );
 }
 
 #[test]
@@ -187,14 +232,23 @@ fn mma_dtypes_must_match_buffers() {
     let a = b.param("a", DType::F16, 4, Access::Read);
     let c = b.param("c", DType::F32, 4, Access::ReadWrite);
     let z = b.index(0);
-    let t = |buf| TileRef { buf, offset: z, row_stride: 2, col_stride: 1 };
+    let t = |buf| TileRef {
+        buf,
+        offset: z,
+        row_stride: 2,
+        col_stride: 1,
+    };
     b.mma(t(a), t(a), t(c), 2, 2, 2);
     let mut k = b.finish();
     verify(&k).unwrap();
     if let InstKind::Mma { b_ty, .. } = &mut k.body.insts[1].kind {
         *b_ty = DType::BF16;
     }
-    assert!(err(&k).ends_with("b is declared bf16 but buffer `a` holds f16"), "{}", err(&k));
+    assert!(
+        err(&k).ends_with("b is declared bf16 but buffer `a` holds f16"),
+        "{}",
+        err(&k)
+    );
 }
 
 #[test]
@@ -203,7 +257,8 @@ fn select_and_vector_lanes() {
     let c = b.const_int(Ty::vector(DType::Bool, 2), 1);
     let v = b.const_float(Ty::vector(DType::F32, 4), 1.0);
     b.select(c, v, v);
-    assert!(err(&b.finish()).ends_with("condition is vec<2xbool>; expected bool or a bool vector of 4 lanes"));
+    assert!(err(&b.finish())
+        .ends_with("condition is vec<2xbool>; expected bool or a bool vector of 4 lanes"));
     let mut b = KernelBuilder::new("ext");
     let v = b.const_float(Ty::vector(DType::F32, 4), 1.0);
     b.extract(v, 4);
@@ -216,16 +271,26 @@ fn loads_and_stores_may_use_the_storage_view() {
     let h = b.param("h", DType::F16, 4, Access::ReadWrite);
     let q = b.param("q", DType::I4, 5, Access::ReadWrite);
     let i = b.index(0);
-    let bits = b.emit_inst(InstKind::Load { buf: h, index: i }, &[Ty::vector(DType::U16, 4)])[0];
+    let bits = b.emit_inst(
+        InstKind::Load { buf: h, index: i },
+        &[Ty::vector(DType::U16, 4)],
+    )[0];
     b.store(h, i, bits);
-    let byte = b.emit_inst(InstKind::Load { buf: q, index: i }, &[Ty::scalar(DType::U8)])[0];
+    let byte = b.emit_inst(
+        InstKind::Load { buf: q, index: i },
+        &[Ty::scalar(DType::U8)],
+    )[0];
     b.store(q, i, byte);
     let k = b.finish();
     verify(&k).unwrap();
     // A view that is not the dtype's storage view is refused.
     let mut k2 = k.clone();
     k2.vals[1] = Ty::vector(DType::I16, 4);
-    assert!(err(&k2).ends_with("loads vec<4xi16> from buffer `h` of f16"), "{}", err(&k2));
+    assert!(
+        err(&k2).ends_with("loads vec<4xi16> from buffer `h` of f16"),
+        "{}",
+        err(&k2)
+    );
     // Byte views count bytes: 5 nibbles are 3 bytes, so byte 3 is out of bounds.
     let mut hb = vec![0u8; 8];
     let mut qb = vec![0x21u8, 0x43, 0x05];

@@ -21,7 +21,10 @@ pub(crate) const OPS: &[Entry] = &[
 
 /// Opset 8's Scan had a batch axis and a `sequence_lens` operand; opset 9 dropped both.
 fn scan_batched(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
-    Err(ctx.unsupported(&node, "Scan before opset 9 (a batch axis and `sequence_lens`)"))
+    Err(ctx.unsupported(
+        &node,
+        "Scan before opset 9 (a batch axis and `sequence_lens`)",
+    ))
 }
 
 /// Whether `op` has subgraph attributes that [`import_bodies`] imports.
@@ -33,7 +36,9 @@ pub(crate) fn has_bodies(op: Op) -> bool {
 fn bodies(np: &NodeProto) -> impl Iterator<Item = (&str, &GraphProto)> {
     np.attribute.iter().filter_map(|a| {
         let is_graph = a.r#type == AttributeType::Graph as i32 || (a.r#type == 0 && a.g.is_some());
-        a.g.as_ref().filter(|_| is_graph).map(|g| (a.name.as_str(), g))
+        a.g.as_ref()
+            .filter(|_| is_graph)
+            .map(|g| (a.name.as_str(), g))
     })
 }
 
@@ -41,7 +46,11 @@ fn bodies(np: &NodeProto) -> impl Iterator<Item = (&str, &GraphProto)> {
 fn free_names(g: &GraphProto, out: &mut Vec<String>) {
     let mut defined: BTreeSet<&str> = g.input.iter().map(|v| v.name.as_str()).collect();
     defined.extend(g.initializer.iter().map(|t| t.name.as_str()));
-    defined.extend(g.node.iter().flat_map(|n| n.output.iter().map(|o| o.as_str())));
+    defined.extend(
+        g.node
+            .iter()
+            .flat_map(|n| n.output.iter().map(|o| o.as_str())),
+    );
     let add = |name: &str, out: &mut Vec<String>| {
         if !name.is_empty() && !defined.contains(name) && !out.iter().any(|o| o == name) {
             out.push(name.to_string());
@@ -80,7 +89,10 @@ pub(crate) fn import_bodies(
     let mut captured = Vec::with_capacity(names.len());
     for name in &names {
         let id = b.lookup(name).ok_or_else(|| {
-            OnnxError::BadModel(format!("a subgraph of {} reads \"{name}\", which no enclosing graph defines", node_desc(np)))
+            OnnxError::BadModel(format!(
+                "a subgraph of {} reads \"{name}\", which no enclosing graph defines",
+                node_desc(np)
+            ))
         })?;
         captured.push(id);
     }
@@ -126,7 +138,9 @@ fn import_body(
         b.graph.inputs.push(id);
     }
     for (name, &outer_id) in names.iter().zip(captured) {
-        let id = b.graph.add_value(name.clone(), outer.graph.ty(outer_id).cloned());
+        let id = b
+            .graph
+            .add_value(name.clone(), outer.graph.ty(outer_id).cloned());
         b.define(name, id, "a captured value")?;
         b.graph.inputs.push(id);
     }
@@ -147,7 +161,9 @@ fn import_body(
     }
     import_nodes(&mut b, &g.node, opsets, model_dir)?;
     for vi in &g.output {
-        let id = b.lookup(&vi.name).ok_or_else(|| OnnxError::BadModel(format!("output \"{}\" is never defined", vi.name)))?;
+        let id = b.lookup(&vi.name).ok_or_else(|| {
+            OnnxError::BadModel(format!("output \"{}\" is never defined", vi.name))
+        })?;
         b.graph.outputs.push(id);
     }
     let mut graph = b.graph;

@@ -76,7 +76,11 @@ pub(crate) const OPS: &[Entry] = &[
     op("IsNaN", Op::IsNaN),
     op("IsInf", Op::IsInf),
     up("Clip", Op::Clip, &[(11, clip_attrs_to_operands)]),
-    up("Cast", Op::Cast, &[(6, cast_to_string), (i64::MAX, cast_check_to)]),
+    up(
+        "Cast",
+        Op::Cast,
+        &[(6, cast_to_string), (i64::MAX, cast_check_to)],
+    ),
     op("CastLike", Op::CastLike),
     // added: sequence and attention ops
     op("Swish", Op::Swish),
@@ -94,18 +98,30 @@ fn legacy_broadcast(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     if !broadcast {
         return Ok(vec![node]);
     }
-    let Some(axis) = axis else { return Ok(vec![node]) };
-    let Attr::Int(axis) = axis else { return Err(ctx.bad(&node, "attribute `axis` must be an int")) };
+    let Some(axis) = axis else {
+        return Ok(vec![node]);
+    };
+    let Attr::Int(axis) = axis else {
+        return Err(ctx.bad(&node, "attribute `axis` must be an int"));
+    };
     let (Some(a), Some(b)) = (node.input(0), node.input(1)) else {
         return Err(ctx.bad(&node, "legacy broadcasting needs two operands"));
     };
     let rank = |ctx: &Ctx, v| ctx.b.graph.ty(v).map(|t| t.shape.rank() as i64);
     let (Some(ra), Some(rb)) = (rank(ctx, a), rank(ctx, b)) else {
-        return Err(ctx.unsupported(&node, "legacy broadcasting with an `axis` attribute on operands of unknown rank"));
+        return Err(ctx.unsupported(
+            &node,
+            "legacy broadcasting with an `axis` attribute on operands of unknown rank",
+        ));
     };
     let axis = if axis < 0 { axis + ra } else { axis };
     if axis < 0 || axis + rb > ra {
-        return Err(ctx.bad(&node, &format!("`axis` {axis} does not place operand B (rank {rb}) inside operand A (rank {ra})")));
+        return Err(ctx.bad(
+            &node,
+            &format!(
+                "`axis` {axis} does not place operand B (rank {rb}) inside operand A (rank {ra})"
+            ),
+        ));
     }
     let b = trailing_unit_dims(ctx, &node, b, rb, ra - axis - rb);
     set_operand(&mut node, 1, Some(b));
@@ -119,10 +135,16 @@ fn prelu_per_channel(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
         return Err(ctx.bad(&node, "PRelu needs two operands"));
     };
     let (Some(tx), Some(ts)) = (ctx.b.graph.ty(x).cloned(), ctx.b.graph.ty(slope).cloned()) else {
-        return Err(ctx.unsupported(&node, "a per-channel PRelu slope on operands of unknown shape"));
+        return Err(ctx.unsupported(
+            &node,
+            "a per-channel PRelu slope on operands of unknown shape",
+        ));
     };
     let rx = tx.shape.rank() as i64;
-    let single = ts.shape.as_static().is_some_and(|d| d.iter().product::<u64>() == 1);
+    let single = ts
+        .shape
+        .as_static()
+        .is_some_and(|d| d.iter().product::<u64>() == 1);
     if ts.shape.rank() == 1 && !single && rx >= 3 {
         let s = trailing_unit_dims(ctx, &node, slope, 1, rx - 2);
         set_operand(&mut node, 1, Some(s));
@@ -132,7 +154,13 @@ fn prelu_per_channel(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
 
 /// `v` (of rank `rank`) with `extra` unit dims appended, by an `Unsqueeze` placed before
 /// `node`; `v` itself when `extra` is 0.
-fn trailing_unit_dims(ctx: &mut Ctx, node: &Node, v: tessera_ir::ValueId, rank: i64, extra: i64) -> tessera_ir::ValueId {
+fn trailing_unit_dims(
+    ctx: &mut Ctx,
+    node: &Node,
+    v: tessera_ir::ValueId,
+    rank: i64,
+    extra: i64,
+) -> tessera_ir::ValueId {
     if extra <= 0 {
         return v;
     }
@@ -140,7 +168,11 @@ fn trailing_unit_dims(ctx: &mut Ctx, node: &Node, v: tessera_ir::ValueId, rank: 
     let axes = ctx.ints("legacy_axes", &axes);
     let out = ctx.tmp("legacy_unsqueezed");
     ctx.pre.push(Node {
-        name: if node.name.is_empty() { String::new() } else { format!("{}/unsqueeze", node.name) },
+        name: if node.name.is_empty() {
+            String::new()
+        } else {
+            format!("{}/unsqueeze", node.name)
+        },
         op: Op::Unsqueeze,
         inputs: vec![Some(v), Some(axes)],
         outputs: vec![out],
@@ -153,7 +185,9 @@ fn trailing_unit_dims(ctx: &mut Ctx, node: &Node, v: tessera_ir::ValueId, rank: 
 fn clip_attrs_to_operands(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     let min = take_float(ctx, &mut node, "min")?;
     let max = take_float(ctx, &mut node, "max")?;
-    let x = node.input(0).ok_or_else(|| ctx.bad(&node, "missing input"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| ctx.bad(&node, "missing input"))?;
     if let Some(v) = min {
         let c = ctx.scalar_like("clip_min", v as f64, x);
         set_operand(&mut node, 1, Some(c));

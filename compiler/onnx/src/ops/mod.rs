@@ -13,8 +13,8 @@ mod nn;
 mod optional;
 mod quant;
 mod reduce;
-pub(crate) mod sequence;
 mod select;
+pub(crate) mod sequence;
 mod shape;
 mod spectral;
 mod strings;
@@ -39,29 +39,64 @@ pub(crate) struct Entry {
 
 /// A registry line with no upgrades.
 pub(crate) const fn op(onnx: &'static str, op: Op) -> Entry {
-    Entry { domain: "", onnx, op, upgrades: &[] }
+    Entry {
+        domain: "",
+        onnx,
+        op,
+        upgrades: &[],
+    }
 }
 
 /// A registry line with no upgrades for an op of a non-default domain.
 pub(crate) const fn in_domain(domain: &'static str, onnx: &'static str, op: Op) -> Entry {
-    Entry { domain, onnx, op, upgrades: &[] }
+    Entry {
+        domain,
+        onnx,
+        op,
+        upgrades: &[],
+    }
 }
 
 /// A registry line with upgrades.
 pub(crate) const fn up(onnx: &'static str, op: Op, upgrades: &'static [(i64, Upgrade)]) -> Entry {
-    Entry { domain: "", onnx, op, upgrades }
+    Entry {
+        domain: "",
+        onnx,
+        op,
+        upgrades,
+    }
 }
 
-const FAMILIES: &[&[Entry]] = &[contrib::OPS, control::OPS, select::OPS, strings::OPS, optional::OPS, math::OPS, nn::OPS, reduce::OPS, shape::OPS, quant::OPS, spectral::OPS];
+const FAMILIES: &[&[Entry]] = &[
+    contrib::OPS,
+    control::OPS,
+    select::OPS,
+    strings::OPS,
+    optional::OPS,
+    math::OPS,
+    nn::OPS,
+    reduce::OPS,
+    shape::OPS,
+    quant::OPS,
+    spectral::OPS,
+];
 
 /// The registry line for an ONNX op type of `domain` ("" for the default domain).
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<&'static Entry> {
-    FAMILIES.iter().flat_map(|f| f.iter()).find(|e| e.domain == domain && e.onnx == op_type)
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.iter())
+        .find(|e| e.domain == domain && e.onnx == op_type)
 }
 
 /// Every ONNX op type the frontend accepts, for documentation and tests.
 pub fn supported_ops() -> Vec<&'static str> {
-    let mut v: Vec<_> = FAMILIES.iter().flat_map(|f| f.iter()).filter(|e| e.domain.is_empty()).map(|e| e.onnx).collect();
+    let mut v: Vec<_> = FAMILIES
+        .iter()
+        .flat_map(|f| f.iter())
+        .filter(|e| e.domain.is_empty())
+        .map(|e| e.onnx)
+        .collect();
     v.sort_unstable();
     v
 }
@@ -82,7 +117,12 @@ pub fn registry() -> Vec<RegistryLine> {
     let mut v: Vec<RegistryLine> = FAMILIES
         .iter()
         .flat_map(|f| f.iter())
-        .map(|e| RegistryLine { domain: e.domain, onnx: e.onnx, op: e.op, upgrades_below: e.upgrades.iter().map(|(b, _)| *b).collect() })
+        .map(|e| RegistryLine {
+            domain: e.domain,
+            onnx: e.onnx,
+            op: e.op,
+            upgrades_below: e.upgrades.iter().map(|(b, _)| *b).collect(),
+        })
         .collect();
     v.sort_by(|a, b| (a.domain, a.onnx).cmp(&(b.domain, b.onnx)));
     v
@@ -131,10 +171,18 @@ pub(crate) fn trim(node: &mut Node) {
 }
 
 /// Moves an ints attribute to an i64 operand at position `k` (absent attribute: no operand).
-pub(crate) fn ints_attr_to_operand(ctx: &mut Ctx, node: &mut Node, attr: &str, k: usize) -> Result<()> {
+pub(crate) fn ints_attr_to_operand(
+    ctx: &mut Ctx,
+    node: &mut Node,
+    attr: &str,
+    k: usize,
+) -> Result<()> {
     if let Some(v) = take_ints(ctx, node, attr)? {
         if node.input(k).is_some() {
-            return Err(ctx.bad(node, &format!("`{attr}` is given both as attribute and as operand {k}")));
+            return Err(ctx.bad(
+                node,
+                &format!("`{attr}` is given both as attribute and as operand {k}"),
+            ));
         }
         let c = ctx.ints(attr, &v);
         set_operand(node, k, Some(c));

@@ -21,10 +21,18 @@ pub(crate) const OPS: &[Entry] = &[
     up("GlobalLpPool", Op::GlobalLpPool, &[(2, lp_float_p)]),
     // onnxruntime's contrib schema in the default domain: RMS normalisation.
     op("SimplifiedLayerNormalization", Op::RMSNormalization),
-    up("BatchNormalization", Op::BatchNormalization, &[(14, batchnorm_legacy), (i64::MAX, batchnorm_training)]),
+    up(
+        "BatchNormalization",
+        Op::BatchNormalization,
+        &[(14, batchnorm_legacy), (i64::MAX, batchnorm_training)],
+    ),
     op("LayerNormalization", Op::LayerNormalization),
     op("InstanceNormalization", Op::InstanceNormalization),
-    up("GroupNormalization", Op::GroupNormalization, &[(21, group_norm_per_group)]),
+    up(
+        "GroupNormalization",
+        Op::GroupNormalization,
+        &[(21, group_norm_per_group)],
+    ),
     op("RMSNormalization", Op::RMSNormalization),
     op("LpNormalization", Op::LpNormalization),
     op("MeanVarianceNormalization", Op::MeanVarianceNormalization),
@@ -99,8 +107,17 @@ fn batchnorm_training(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     }
     let eps = take_float(ctx, &mut node, "epsilon")?.unwrap_or(1e-5) as f64;
     let momentum = take_float(ctx, &mut node, "momentum")?.unwrap_or(0.9) as f64;
-    let operand = |k: usize, ctx: &Ctx| node.input(k).ok_or_else(|| ctx.bad(&node, &format!("operand {k} is required")));
-    let (x, scale, bias, mean_in, var_in) = (operand(0, ctx)?, operand(1, ctx)?, operand(2, ctx)?, operand(3, ctx)?, operand(4, ctx)?);
+    let operand = |k: usize, ctx: &Ctx| {
+        node.input(k)
+            .ok_or_else(|| ctx.bad(&node, &format!("operand {k} is required")))
+    };
+    let (x, scale, bias, mean_in, var_in) = (
+        operand(0, ctx)?,
+        operand(1, ctx)?,
+        operand(2, ctx)?,
+        operand(3, ctx)?,
+        operand(4, ctx)?,
+    );
     let Some(rank) = ctx.b.graph.ty(x).map(|t| t.shape.rank() as i64) else {
         return Err(ctx.unsupported(&node, "training mode on an input of unknown rank"));
     };
@@ -108,13 +125,25 @@ fn batchnorm_training(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
         return Err(ctx.bad(&node, "the input needs a channel axis"));
     }
     let mut out: Vec<Node> = Vec::new();
-    let mut mk = |op: Op, inputs: &[tessera_ir::ValueId], output: tessera_ir::ValueId, attrs: Attrs| {
-        out.push(Node { name: String::new(), op, inputs: inputs.iter().map(|&v| Some(v)).collect(), outputs: vec![output], attrs });
-    };
+    let mut mk =
+        |op: Op, inputs: &[tessera_ir::ValueId], output: tessera_ir::ValueId, attrs: Attrs| {
+            out.push(Node {
+                name: String::new(),
+                op,
+                inputs: inputs.iter().map(|&v| Some(v)).collect(),
+                outputs: vec![output],
+                attrs,
+            });
+        };
     let keep = |k: i64| Attrs::from([("keepdims".to_string(), Attr::Int(k))]);
     let axes: Vec<i64> = std::iter::once(0).chain(2..rank).collect();
     let axes = ctx.ints("bn_axes", &axes);
-    let (mean, d, sq, var) = (ctx.tmp("bn_mean"), ctx.tmp("bn_centered"), ctx.tmp("bn_sq"), ctx.tmp("bn_var"));
+    let (mean, d, sq, var) = (
+        ctx.tmp("bn_mean"),
+        ctx.tmp("bn_centered"),
+        ctx.tmp("bn_sq"),
+        ctx.tmp("bn_var"),
+    );
     mk(Op::ReduceMean, &[x, axes], mean, keep(1));
     mk(Op::Sub, &[x, mean], d, Attrs::new());
     mk(Op::Mul, &[d, d], sq, Attrs::new());
@@ -125,16 +154,19 @@ fn batchnorm_training(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     mk(Op::Sqrt, &[ve], sd, Attrs::new());
     mk(Op::Div, &[d, sd], norm, Attrs::new());
     // [C] scale and bias align with axis 1 once they have rank - 2 trailing unit dims.
-    let per_channel = |ctx: &mut Ctx, v, mk: &mut dyn FnMut(Op, &[tessera_ir::ValueId], tessera_ir::ValueId, Attrs)| {
-        if rank == 2 {
-            return v;
-        }
-        let t: Vec<i64> = (1..rank - 1).collect();
-        let t = ctx.ints("bn_unsqueeze", &t);
-        let o = ctx.tmp("bn_per_channel");
-        mk(Op::Unsqueeze, &[v, t], o, Attrs::new());
-        o
-    };
+    let per_channel =
+        |ctx: &mut Ctx,
+         v,
+         mk: &mut dyn FnMut(Op, &[tessera_ir::ValueId], tessera_ir::ValueId, Attrs)| {
+            if rank == 2 {
+                return v;
+            }
+            let t: Vec<i64> = (1..rank - 1).collect();
+            let t = ctx.ints("bn_unsqueeze", &t);
+            let o = ctx.tmp("bn_per_channel");
+            mk(Op::Unsqueeze, &[v, t], o, Attrs::new());
+            o
+        };
     let sc = per_channel(ctx, scale, &mut mk);
     let bi = per_channel(ctx, bias, &mut mk);
     let scaled = ctx.tmp("bn_scaled");
@@ -146,7 +178,9 @@ fn batchnorm_training(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     let rest = ctx.scalar_like("bn_one_minus_momentum", 1.0 - momentum, mean_in);
     // The batch mean is the mean of x, the batch variance the mean of the squared deviations.
     for (k, (of, running)) in [(x, mean_in), (sq, var_in)].into_iter().enumerate() {
-        let Some(&result) = node.outputs.get(k + 1) else { continue };
+        let Some(&result) = node.outputs.get(k + 1) else {
+            continue;
+        };
         let batch = ctx.tmp("bn_batch_stat");
         mk(Op::ReduceMean, &[of, axes], batch, keep(0));
         let (a, b) = (ctx.tmp("bn_running_part"), ctx.tmp("bn_batch_part"));
@@ -162,7 +196,10 @@ fn batchnorm_training(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
 /// Opset 18-20: scale and bias had one entry per group, not per channel. There is no way
 /// to express that without knowing the channel count, so it is refused.
 fn group_norm_per_group(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
-    Err(ctx.unsupported(&node, "per-group scale and bias (GroupNormalization before opset 21)"))
+    Err(ctx.unsupported(
+        &node,
+        "per-group scale and bias (GroupNormalization before opset 21)",
+    ))
 }
 
 /// Opset < 13: Softmax, LogSoftmax and Hardmax flattened the input to 2-D at `axis`
@@ -174,18 +211,28 @@ fn coerce_2d(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
         Some(Attr::Int(a)) => a,
         Some(_) => return Err(ctx.bad(&node, "attribute `axis` must be an int")),
     };
-    let x = node.input(0).ok_or_else(|| ctx.bad(&node, "missing input"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| ctx.bad(&node, "missing input"))?;
     let rank = ctx.b.graph.ty(x).map(|t| t.shape.rank() as i64);
     let same = axis == -1 || rank.is_some_and(|r| axis == r - 1 || (r == 2 && axis == 1));
     if same {
         node.attrs.insert("axis".into(), Attr::Int(-1));
         return Ok(vec![node]);
     }
-    let &[y] = node.outputs.as_slice() else { return Err(ctx.bad(&node, "expects one result")) };
+    let &[y] = node.outputs.as_slice() else {
+        return Err(ctx.bad(&node, "expects one result"));
+    };
     let shape = ctx.tmp("coerce_shape");
     let flat = ctx.tmp("coerce_flat");
     let normed = ctx.tmp("coerce_2d");
-    let name = |suffix: &str| if node.name.is_empty() { String::new() } else { format!("{}/{suffix}", node.name) };
+    let name = |suffix: &str| {
+        if node.name.is_empty() {
+            String::new()
+        } else {
+            format!("{}/{suffix}", node.name)
+        }
+    };
     let mk = |name: String, op: Op, inputs: Vec<_>, out, attrs: Attrs| Node {
         name,
         op,
@@ -195,9 +242,27 @@ fn coerce_2d(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     };
     Ok(vec![
         mk(name("shape"), Op::Shape, vec![x], shape, Attrs::new()),
-        mk(name("flatten"), Op::Flatten, vec![x], flat, Attrs::from([("axis".to_string(), Attr::Int(axis))])),
-        mk(node.name.clone(), node.op, vec![flat], normed, Attrs::from([("axis".to_string(), Attr::Int(1))])),
-        mk(name("reshape"), Op::Reshape, vec![normed, shape], y, Attrs::new()),
+        mk(
+            name("flatten"),
+            Op::Flatten,
+            vec![x],
+            flat,
+            Attrs::from([("axis".to_string(), Attr::Int(axis))]),
+        ),
+        mk(
+            node.name.clone(),
+            node.op,
+            vec![flat],
+            normed,
+            Attrs::from([("axis".to_string(), Attr::Int(1))]),
+        ),
+        mk(
+            name("reshape"),
+            Op::Reshape,
+            vec![normed, shape],
+            y,
+            Attrs::new(),
+        ),
     ])
 }
 

@@ -9,17 +9,27 @@ use crate::import::Ctx;
 use tessera_ir::{Node, Op, Tensor, TensorType};
 
 pub(crate) const OPS: &[Entry] = &[
-    up("OptionalHasElement", Op::Identity, &[(i64::MAX, has_element)]),
+    up(
+        "OptionalHasElement",
+        Op::Identity,
+        &[(i64::MAX, has_element)],
+    ),
     up("OptionalGetElement", Op::Identity, &[(i64::MAX, of_tensor)]),
     up("Optional", Op::Identity, &[(i64::MAX, of_tensor)]),
 ];
 
 fn has_element(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
     let present = node.input(0).is_some();
-    let &[out] = node.outputs.as_slice() else { return Err(ctx.bad(&node, "expects one result")) };
+    let &[out] = node.outputs.as_slice() else {
+        return Err(ctx.bad(&node, "expects one result"));
+    };
     let v = ctx.b.graph.value_mut(out);
     v.ty = Some(TensorType::fixed(tessera_ir::DType::Bool, &[]));
-    v.konst = Some(Tensor::new(tessera_ir::DType::Bool, vec![], vec![u8::from(present)]));
+    v.konst = Some(Tensor::new(
+        tessera_ir::DType::Bool,
+        vec![],
+        vec![u8::from(present)],
+    ));
     Ok(Vec::new())
 }
 

@@ -1,6 +1,9 @@
 //! Registry lines for shape changes, data movement, constants and shape queries.
 
-use super::{axes_to_operand, ints_attr_to_operand, op, set_operand, take, take_float, take_ints, trim, up, Entry};
+use super::{
+    axes_to_operand, ints_attr_to_operand, op, set_operand, take, take_float, take_ints, trim, up,
+    Entry,
+};
 use crate::error::Result;
 use crate::import::Ctx;
 use tessera_ir::{Attr, Node, Op, Tensor};
@@ -12,7 +15,11 @@ pub(crate) const OPS: &[Entry] = &[
     up("Squeeze", Op::Squeeze, &[(13, axes_to_operand)]),
     up("Unsqueeze", Op::Unsqueeze, &[(13, axes_to_operand)]),
     up("Concat", Op::Concat, &[(4, concat_default_axis)]),
-    up("Split", Op::Split, &[(13, split_attr), (18, split_num_outputs)]),
+    up(
+        "Split",
+        Op::Split,
+        &[(13, split_attr), (18, split_num_outputs)],
+    ),
     up("Slice", Op::Slice, &[(10, slice_attrs)]),
     op("Gather", Op::Gather),
     op("GatherElements", Op::GatherElements),
@@ -43,7 +50,11 @@ pub(crate) const OPS: &[Entry] = &[
     op("ReverseSequence", Op::ReverseSequence),
     op("CenterCropPad", Op::CenterCropPad),
     op("Col2Im", Op::Col2Im),
-    up("GridSample", Op::GridSample, &[(20, grid_sample_mode_names)]),
+    up(
+        "GridSample",
+        Op::GridSample,
+        &[(20, grid_sample_mode_names)],
+    ),
     op("AffineGrid", Op::AffineGrid),
     // added: linear attention and quantized ops
     op("TensorScatter", Op::TensorScatter),
@@ -72,7 +83,8 @@ fn split_attr(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
 fn split_num_outputs(_ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     trim(&mut node);
     if node.input(1).is_none() && !node.attrs.contains_key("num_outputs") {
-        node.attrs.insert("num_outputs".into(), Attr::Int(node.outputs.len() as i64));
+        node.attrs
+            .insert("num_outputs".into(), Attr::Int(node.outputs.len() as i64));
     }
     Ok(vec![node])
 }
@@ -94,10 +106,13 @@ fn slice_attrs(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
 fn pad_attrs(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     let pads = match take_ints(ctx, &mut node, "pads")? {
         Some(p) => p,
-        None => take_ints(ctx, &mut node, "paddings")?.ok_or_else(|| ctx.bad(&node, "needs attribute `pads`"))?,
+        None => take_ints(ctx, &mut node, "paddings")?
+            .ok_or_else(|| ctx.bad(&node, "needs attribute `pads`"))?,
     };
     let value = take_float(ctx, &mut node, "value")?;
-    let x = node.input(0).ok_or_else(|| ctx.bad(&node, "missing input"))?;
+    let x = node
+        .input(0)
+        .ok_or_else(|| ctx.bad(&node, "missing input"))?;
     let p = ctx.ints("pads", &pads);
     set_operand(&mut node, 1, Some(p));
     if let Some(v) = value.filter(|&v| v != 0.0) {
@@ -124,8 +139,12 @@ fn legacy_resize_attrs(ctx: &Ctx, node: &mut Node) -> Result<()> {
         Some(_) => return Err(ctx.bad(node, "attribute `mode` must be a string")),
     };
     node.attrs.insert("mode".into(), Attr::String(mode));
-    node.attrs.insert("coordinate_transformation_mode".into(), Attr::String("asymmetric".into()));
-    node.attrs.insert("nearest_mode".into(), Attr::String("floor".into()));
+    node.attrs.insert(
+        "coordinate_transformation_mode".into(),
+        Attr::String("asymmetric".into()),
+    );
+    node.attrs
+        .insert("nearest_mode".into(), Attr::String("floor".into()));
     Ok(())
 }
 

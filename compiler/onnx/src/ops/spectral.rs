@@ -22,13 +22,21 @@ pub(crate) const OPS: &[Entry] = &[
     in_domain(ML, "ArrayFeatureExtractor", Op::ArrayFeatureExtractor),
     // FlexAttention without modifier subgraphs is 4-D Attention; graph-valued `score_mod` and
     // `prob_mod` are refused when attributes are decoded.
-    Entry { domain: PREVIEW, onnx: "FlexAttention", op: Op::Attention, upgrades: &[(i64::MAX, flex_attention)] },
+    Entry {
+        domain: PREVIEW,
+        onnx: "FlexAttention",
+        op: Op::Attention,
+        upgrades: &[(i64::MAX, flex_attention)],
+    },
 ];
 
 /// FlexAttention's remaining attributes (`scale`, `softmax_precision`) mean what Attention's
 /// do; only rank-4 inputs are allowed, which Attention reads without head-count attributes.
 fn flex_attention(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
-    if let Some(name) = ["score_mod", "prob_mod"].into_iter().find(|a| node.attrs.contains_key(*a)) {
+    if let Some(name) = ["score_mod", "prob_mod"]
+        .into_iter()
+        .find(|a| node.attrs.contains_key(*a))
+    {
         return Err(ctx.unsupported(&node, &format!("FlexAttention with `{name}`")));
     }
     if node.inputs.len() != 3 {

@@ -6,9 +6,9 @@
 use prost::Message;
 use std::path::{Path, PathBuf};
 use tessera_onnx::proto::{
-    attribute_proto::AttributeType, tensor_shape_proto::dimension::Value as DimValue, tensor_shape_proto::Dimension,
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_shape_proto::dimension::Value as DimValue,
+    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 pub const F32: i32 = 1;
@@ -45,10 +45,20 @@ pub fn vi(name: &str, elem: i32, dims: &[D]) -> ValueInfoProto {
 }
 
 pub fn fixed(name: &str, elem: i32, dims: &[i64]) -> ValueInfoProto {
-    vi(name, elem, &dims.iter().map(|&d| D::N(d)).collect::<Vec<_>>())
+    vi(
+        name,
+        elem,
+        &dims.iter().map(|&d| D::N(d)).collect::<Vec<_>>(),
+    )
 }
 
-pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+pub fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         op_type: op.into(),
         name: name.into(),
@@ -60,29 +70,71 @@ pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<
 }
 
 pub fn a_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
 }
 pub fn a_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f: v, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
 }
 pub fn a_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 pub fn a_floats(name: &str, v: &[f32]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Floats as i32, floats: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Floats as i32,
+        floats: v.to_vec(),
+        ..Default::default()
+    }
 }
 pub fn a_str(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: v.as_bytes().to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
 }
 pub fn a_tensor(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Tensor as i32, t: Some(t), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Tensor as i32,
+        t: Some(t),
+        ..Default::default()
+    }
 }
 
 pub fn f32_init(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    TensorProto { name: name.into(), data_type: F32, dims: dims.to_vec(), float_data: data.to_vec(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        data_type: F32,
+        dims: dims.to_vec(),
+        float_data: data.to_vec(),
+        ..Default::default()
+    }
 }
 pub fn i64_init(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
-    TensorProto { name: name.into(), data_type: I64, dims: dims.to_vec(), int64_data: data.to_vec(), ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        data_type: I64,
+        dims: dims.to_vec(),
+        int64_data: data.to_vec(),
+        ..Default::default()
+    }
 }
 
 pub struct G {
@@ -95,7 +147,10 @@ pub struct G {
 pub fn model(opset: i64, g: G) -> ModelProto {
     ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: opset }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
         producer_name: "tessera-tests".into(),
         graph: Some(GraphProto {
             name: "g".into(),
@@ -111,7 +166,10 @@ pub fn model(opset: i64, g: G) -> ModelProto {
 
 /// A graph output whose type is left to inference.
 pub fn out(name: &str) -> ValueInfoProto {
-    ValueInfoProto { name: name.into(), ..Default::default() }
+    ValueInfoProto {
+        name: name.into(),
+        ..Default::default()
+    }
 }
 
 pub fn bytes(m: &ModelProto) -> Vec<u8> {

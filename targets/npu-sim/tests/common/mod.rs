@@ -21,7 +21,9 @@ pub fn rng(seed: u64) -> StdRng {
 }
 
 pub fn rand_f16(rng: &mut StdRng, n: usize) -> Vec<f16> {
-    (0..n).map(|_| f16::from_f32(rng.gen_range(-1.0f32..1.0))).collect()
+    (0..n)
+        .map(|_| f16::from_f32(rng.gen_range(-1.0f32..1.0)))
+        .collect()
 }
 
 pub fn rand_i8(rng: &mut StdRng, n: usize) -> Vec<i8> {
@@ -43,7 +45,15 @@ pub fn gemm_ref(a: &[f16], b: &[f16], m: usize, n: usize, k: usize) -> Vec<f64> 
 }
 
 /// Runs the f16 GEMM kernel and returns the C output and the report.
-pub fn run_gemm_f16(src: &str, a: &[f16], b: &[f16], m: usize, n: usize, k: usize, mode: Mode) -> (Vec<f32>, Option<CycleReport>) {
+pub fn run_gemm_f16(
+    src: &str,
+    a: &[f16],
+    b: &[f16],
+    m: usize,
+    n: usize,
+    k: usize,
+    mode: Mode,
+) -> (Vec<f32>, Option<CycleReport>) {
     let args = KernelArgs::default()
         .input(1, NdArray::from_f16(&[m, k], a))
         .input(2, NdArray::from_f16(&[k, n], b))
@@ -51,7 +61,8 @@ pub fn run_gemm_f16(src: &str, a: &[f16], b: &[f16], m: usize, n: usize, k: usiz
         .scalar(4, m as u64)
         .scalar(5, n as u64)
         .scalar(6, k as u64);
-    let out = run_kernel(src, &target(), &args, mode).unwrap_or_else(|e| panic!("gemm {m}x{n}x{k}: {e}"));
+    let out =
+        run_kernel(src, &target(), &args, mode).unwrap_or_else(|e| panic!("gemm {m}x{n}x{k}: {e}"));
     (out.output(3).expect("C is an output").to_f32(), out.report)
 }
 
@@ -60,6 +71,9 @@ pub fn assert_close(got: &[f32], want: &[f64], rel: f64, abs: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w).abs();
-        assert!(err <= rel * w.abs() + abs, "{what}: element {i}: got {g}, want {w} (err {err:e})");
+        assert!(
+            err <= rel * w.abs() + abs,
+            "{what}: element {i}: got {g}, want {w} (err {err:e})"
+        );
     }
 }
