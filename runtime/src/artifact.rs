@@ -1,25 +1,61 @@
 //! The `.tsa` artifact: one file holding the plan, the constants and each kernel's code blob,
-//! versioned and checksummed. [`Artifact::encode`] writes it; [`Artifact::decode`] refuses a
+//! versioned and digested. [`Artifact::encode`] writes it; [`Artifact::decode`] refuses a
 //! file that is truncated, corrupt, of another format version, or malformed, naming why.
 //!
 //! Layout (all integers little-endian):
 //! ```text
-//! magic "TESSERA\0" | u32 format version | u64 payload length | payload | u32 CRC-32 of payload
+//! magic "TESSERA\0" | u32 format version (2) | u64 payload length | payload | SHA-256 of payload (32 bytes)
 //! ```
 //! The payload is a sequence of length-prefixed fields written by [`Writer`] and read back by
 //! [`Reader`] in the same order; see `encode` for the order.
+//!
+//! The SHA-256 digest is the artifact's identity: [`Artifact::digest`] and `tessera compile`
+//! report it, and [`Artifact::decode_expecting`] (`tessera run --expect-digest`) refuses a
+//! file whose digest is not the one the caller expects, before any of its payload is parsed.
+//! A digest checks integrity and identity, not trust: an artifact holds native code, and the
+//! digest only proves it is the artifact the caller meant (see docs/security.md).
 
 use crate::RuntimeError;
 use tessera_ir::DType;
 use tessera_kir::{
     BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan,
-    PlanBuffer, PlanIo, Step, Trip,
+    PlanBuffer, PlanIo, Step, TrapSite, Trip,
 };
 
 pub const MAGIC: &[u8; 8] = b"TESSERA\0";
-/// Bumped whenever the payload layout changes; older files are refused, not misread. (Step
-/// kinds 2 and 3, control flow, were added without a bump: older files still read the same.)
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the payload layout changes; older files are refused, not misread.
+/// Version 2: SHA-256 instead of CRC-32, and the plan's trap table. Step kinds 2-4 (If, Loop,
+/// host ops) were added without a bump: they only add tags, and older files read the same.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Bytes of the fixed header: magic, version, payload length.
+const HEADER: usize = 20;
+/// Bytes of the trailing digest.
+const DIGEST: usize = 32;
+
+/// The SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+/// A digest as 64 lowercase hex digits.
+pub fn digest_hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses 64 hex digits (either case) into a digest.
+pub fn parse_digest(hex: &str) -> Result<[u8; 32], String> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("`{hex}` is not a SHA-256 digest (64 hex digits)"));
+    }
+    let mut d = [0u8; 32];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(d)
+}
 
 /// One compiled kernel as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,18 +95,58 @@ impl Artifact {
             w.bytes(&k.blob);
         }
         let payload = w.out;
-        let mut out = Vec::with_capacity(payload.len() + 24);
+        let mut out = Vec::with_capacity(payload.len() + HEADER + DIGEST);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         out.extend_from_slice(&payload);
-        out.extend_from_slice(&crc32(&payload).to_le_bytes());
+        out.extend_from_slice(&sha256(&payload));
         out
     }
 
+    /// Reads and decodes a `.tsa` file; errors name the path.
+    pub fn read(path: &std::path::Path) -> Result<Artifact, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Artifact::decode(&bytes).map_err(|e| match e {
+            RuntimeError::BadArtifact(m) => {
+                RuntimeError::BadArtifact(format!("{}: {m}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// The SHA-256 digest of the encoded artifact's payload, as stored in its file; the same
+    /// artifact always gives the same digest (encoding is deterministic).
+    pub fn digest(&self) -> [u8; 32] {
+        let bytes = self.encode();
+        let mut d = [0u8; 32];
+        d.copy_from_slice(&bytes[bytes.len() - DIGEST..]);
+        d
+    }
+
+    /// The digest stored in an encoded artifact, read without decoding anything else (`None`
+    /// if `bytes` is too short to hold one).
+    pub fn stored_digest(bytes: &[u8]) -> Option<[u8; 32]> {
+        let at = bytes.len().checked_sub(DIGEST).filter(|&a| a >= HEADER)?;
+        bytes[at..].try_into().ok()
+    }
+
+    /// Decodes an artifact, checking every field (see the module doc).
     pub fn decode(bytes: &[u8]) -> Result<Artifact, RuntimeError> {
+        Artifact::decode_expecting(bytes, None)
+    }
+
+    /// Decodes an artifact whose digest must be `expect` (when given): a mismatch is refused
+    /// before the payload is parsed, so a substituted artifact is never even partly read.
+    pub fn decode_expecting(
+        bytes: &[u8],
+        expect: Option<&[u8; 32]>,
+    ) -> Result<Artifact, RuntimeError> {
         let bad = |m: &str| RuntimeError::BadArtifact(m.to_string());
-        if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(bad("not a Tessera artifact (bad magic)"));
         }
         let version = u32::from_le_bytes(
@@ -84,28 +160,34 @@ impl Artifact {
             )));
         }
         let len = u64::from_le_bytes(
-            bytes[12..20]
+            bytes[12..HEADER]
                 .try_into()
                 .map_err(|_| bad("truncated header"))?,
         );
-        let rest = &bytes[20..];
-        if (rest.len() as u64) < len.saturating_add(4) {
+        let rest = &bytes[HEADER..];
+        if (rest.len() as u64) < len.saturating_add(DIGEST as u64) {
             return Err(RuntimeError::BadArtifact(format!(
                 "artifact truncated: payload says {len} bytes, file holds {}",
-                rest.len().saturating_sub(4)
+                rest.len().saturating_sub(DIGEST)
             )));
         }
-        if rest.len() as u64 != len + 4 {
-            return Err(bad("trailing bytes after the checksum"));
+        if rest.len() as u64 != len + DIGEST as u64 {
+            return Err(bad("trailing bytes after the digest"));
         }
         let payload = &rest[..len as usize];
-        let stored = u32::from_le_bytes(
-            rest[len as usize..]
-                .try_into()
-                .map_err(|_| bad("truncated checksum"))?,
-        );
-        if crc32(payload) != stored {
-            return Err(bad("checksum mismatch: the file is corrupt"));
+        let stored: [u8; 32] = rest[len as usize..]
+            .try_into()
+            .map_err(|_| bad("truncated digest"))?;
+        if let Some(want) = expect {
+            if &stored != want {
+                return Err(RuntimeError::DigestMismatch {
+                    expected: digest_hex(want),
+                    found: digest_hex(&stored),
+                });
+            }
+        }
+        if sha256(payload) != stored {
+            return Err(bad("SHA-256 digest mismatch: the file is corrupt"));
         }
         let mut r = Reader {
             data: payload,
@@ -173,6 +255,11 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
     for io in plan.inputs.iter().chain(&plan.outputs) {
         if !check(io.buffer) {
             return bad(format!("input/output `{}` names a missing buffer", io.name));
+        }
+    }
+    for (i, t) in plan.traps.iter().enumerate() {
+        if t.kernel as usize >= kernels.len() {
+            return bad(format!("trap {i} names missing kernel {}", t.kernel));
         }
     }
     validate_steps(plan, kernels, &plan.steps, "step")?;
@@ -425,6 +512,14 @@ fn encode_plan(w: &mut Writer, p: &Plan) {
         w.str(&n.op);
         w.u8(n.dense as u8);
         w.str(n.how.name());
+    }
+    w.u64(p.traps.len() as u64);
+    for t in &p.traps {
+        w.u32(t.kernel);
+        w.str(&t.node);
+        w.str(&t.op);
+        w.str(&t.input);
+        w.str(&t.what);
     }
 }
 
@@ -995,32 +1090,19 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
             how,
         });
     }
-    Ok(p)
-}
-
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), computed bytewise from a table.
-pub fn crc32(data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *e = c;
-        }
-        t
-    });
-    let mut crc = !0u32;
-    for &b in data {
-        crc = table[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+    let nt = r.count(36)?;
+    for _ in 0..nt {
+        let kernel = r.u32()?;
+        let (node, op, input, what) = (r.str()?, r.str()?, r.str()?, r.str()?);
+        p.traps.push(TrapSite {
+            kernel,
+            node,
+            op,
+            input,
+            what,
+        });
     }
-    !crc
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -1068,6 +1150,13 @@ mod tests {
                 dense: false,
                 how: Execution::Kernel,
             }],
+            traps: vec![TrapSite {
+                kernel: 0,
+                node: "Gather node \"g\"".into(),
+                op: "Gather".into(),
+                input: "indices".into(),
+                what: "out of range".into(),
+            }],
         };
         Artifact {
             target: "interp".into(),
@@ -1107,5 +1196,34 @@ mod tests {
         bytes[8] = 99;
         let e = Artifact::decode(&bytes).unwrap_err().to_string();
         assert!(e.contains("version 99"), "{e}");
+    }
+
+    #[test]
+    fn digest_is_stored_reported_and_checked() {
+        let a = sample();
+        let bytes = a.encode();
+        let d = a.digest();
+        assert_eq!(Artifact::stored_digest(&bytes), Some(d));
+        assert_eq!(parse_digest(&digest_hex(&d)).unwrap(), d);
+        assert_eq!(parse_digest(&digest_hex(&d).to_uppercase()).unwrap(), d);
+        assert!(Artifact::decode_expecting(&bytes, Some(&d)).is_ok());
+        let mut other = d;
+        other[0] ^= 1;
+        let e = Artifact::decode_expecting(&bytes, Some(&other)).unwrap_err();
+        assert!(matches!(e, RuntimeError::DigestMismatch { .. }), "{e}");
+        assert!(
+            e.to_string().contains(&digest_hex(&d)) && e.to_string().contains(&digest_hex(&other)),
+            "{e}"
+        );
+        let e = parse_digest("abc").unwrap_err();
+        assert!(e.contains("64 hex digits"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_trap_naming_a_missing_kernel() {
+        let mut a = sample();
+        a.plan.traps[0].kernel = 5;
+        let e = Artifact::decode(&a.encode()).unwrap_err().to_string();
+        assert!(e.contains("trap 0 names missing kernel 5"), "{e}");
     }
 }

@@ -44,6 +44,37 @@ impl KernelArg {
 pub struct DeviceError {
     pub kernel: String,
     pub message: String,
+    /// Set when the launch stopped because a kernel's `trap` fired: bad input data rather than
+    /// a device failure. The runtime names the node and input from the plan's trap table.
+    pub trapped: Option<Trapped>,
+}
+
+/// A data check that failed in a launch: the kernel's trap code and the offending value, from
+/// the first trapping program instance in row-major grid order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trapped {
+    pub code: u32,
+    pub value: i64,
+}
+
+impl DeviceError {
+    /// A device failure (bad blob, launch problem) of `kernel`.
+    pub fn new(kernel: impl Into<String>, message: impl Into<String>) -> DeviceError {
+        DeviceError {
+            kernel: kernel.into(),
+            message: message.into(),
+            trapped: None,
+        }
+    }
+
+    /// A launch of `kernel` stopped by trap `code` on `value`.
+    pub fn trapped(kernel: impl Into<String>, code: u32, value: i64) -> DeviceError {
+        DeviceError {
+            kernel: kernel.into(),
+            message: format!("data check {code} failed on value {value}"),
+            trapped: Some(Trapped { code, value }),
+        }
+    }
 }
 
 impl fmt::Display for DeviceError {

@@ -2,7 +2,7 @@
 //! kernel's text form, so an artifact for `interp` is readable with any text viewer.
 
 use crate::device::{Device, DeviceError, KernelArg, LoadedKernel};
-use tessera_kir::Kernel;
+use tessera_kir::{InterpError, Kernel};
 
 pub struct InterpDevice;
 
@@ -16,10 +16,7 @@ impl Device for InterpDevice {
     }
 
     fn load(&self, name: &str, blob: &[u8]) -> Result<Box<dyn LoadedKernel>, DeviceError> {
-        let err = |message: String| DeviceError {
-            kernel: name.to_string(),
-            message,
-        };
+        let err = |message: String| DeviceError::new(name, message);
         let text = std::str::from_utf8(blob)
             .map_err(|_| err("code blob is not UTF-8 kernel IR text".into()))?;
         let kernel = tessera_kir::text::parse_kernel(text).map_err(|e| err(e.to_string()))?;
@@ -51,9 +48,11 @@ impl LoadedKernel for InterpKernel {
                 None => slices.push(unsafe { std::slice::from_raw_parts_mut(a.ptr(), a.len()) }),
             }
         }
-        tessera_kir::interp::run_kernel(&self.kernel, &mut slices).map_err(|e| DeviceError {
-            kernel: self.kernel.name.clone(),
-            message: e.to_string(),
+        tessera_kir::interp::run_kernel(&self.kernel, &mut slices).map_err(|e| match e {
+            InterpError::Data { code, value, .. } => {
+                DeviceError::trapped(self.kernel.name.clone(), code, value)
+            }
+            e => DeviceError::new(self.kernel.name.clone(), e.to_string()),
         })
     }
 }

@@ -13,7 +13,7 @@ mod select;
 mod strings;
 
 pub use artifact::Artifact;
-pub use device::{Device, DeviceError, KernelArg, LoadedKernel};
+pub use device::{Device, DeviceError, KernelArg, LoadedKernel, Trapped};
 pub use interp::InterpDevice;
 pub use model::Model;
 
@@ -37,4 +37,26 @@ pub enum RuntimeError {
     /// a loop that ran a different number of iterations than its scan outputs were sized for.
     #[error("{0}")]
     Execution(String),
+    /// Bad input data found while running: a kernel's data check failed (an index out of
+    /// range, a bad size). Names the node, its op, the input and the offending value. No
+    /// output of the run is returned.
+    #[error("{node}: input `{input}` holds {value}, which is {what}")]
+    Data {
+        node: String,
+        op: String,
+        input: String,
+        value: i64,
+        what: String,
+    },
+    /// The artifact is not the one the caller expects: its SHA-256 digest differs.
+    #[error(
+        "artifact digest mismatch: expected {expected}, the file has {found}; refusing to load it"
+    )]
+    DigestMismatch { expected: String, found: String },
+    /// A limit exceeded: a run would need more scratch memory than the caller allows.
+    #[error("the run needs {need} bytes of scratch memory, more than the limit of {limit} bytes (--max-memory)")]
+    MemoryLimit { need: u64, limit: u64 },
+    /// A caller-provided output buffer does not fit ([`Model::run_into`]).
+    #[error("output `{output}`: {message}")]
+    Output { output: String, message: String },
 }

@@ -2,7 +2,7 @@
 //! any number of threads at once (each run owns its scratch memory).
 
 use crate::artifact::Artifact;
-use crate::device::{Device, KernelArg, LoadedKernel};
+use crate::device::{Device, DeviceError, KernelArg, LoadedKernel};
 use crate::RuntimeError;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,6 +47,10 @@ pub struct Model {
     /// The decoded contents of string constants, by constant number.
     const_strings: std::collections::HashMap<u32, Vec<String>>,
     device: Arc<dyn Device>,
+    /// Bytes a run allocates (see [`Model::scratch_bytes`]).
+    scratch: u64,
+    /// The most a run may allocate, if capped (see [`Model::set_max_memory`]).
+    max_memory: Option<u64>,
 }
 
 impl Model {
@@ -89,22 +93,35 @@ impl Model {
                 const_strings.insert(n, s.unwrap_or_default());
             }
         }
+        let scratch = scratch_bytes(&artifact.plan);
         Ok(Model {
             artifact,
             kernels,
             consts,
             const_strings,
             device,
+            scratch,
+            max_memory: None,
         })
     }
 
     /// Reads, validates and loads a `.tsa` file.
     pub fn load_file(path: &Path, device: Arc<dyn Device>) -> Result<Model, RuntimeError> {
+        Model::load_file_expecting(path, device, None)
+    }
+
+    /// Like [`Model::load_file`], refusing the file unless its SHA-256 digest is `expect`
+    /// (when given). The digest is compared before anything else in the file is parsed.
+    pub fn load_file_expecting(
+        path: &Path,
+        device: Arc<dyn Device>,
+        expect: Option<&[u8; 32]>,
+    ) -> Result<Model, RuntimeError> {
         let bytes = std::fs::read(path).map_err(|e| RuntimeError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let artifact = Artifact::decode(&bytes).map_err(|e| match e {
+        let artifact = Artifact::decode_expecting(&bytes, expect).map_err(|e| match e {
             RuntimeError::BadArtifact(m) => {
                 RuntimeError::BadArtifact(format!("{}: {m}", path.display()))
             }
@@ -129,21 +146,117 @@ impl Model {
         &self.artifact.plan.outputs
     }
 
+    /// The bytes one run allocates: its scratch slots, its private copies of the inputs and
+    /// the outputs it returns. The same for every run of the model.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.scratch
+    }
+
+    /// Caps the memory of each run at `limit` bytes (`None`: no cap). A run that would need
+    /// more ([`Model::scratch_bytes`]) is refused with [`RuntimeError::MemoryLimit`] before
+    /// it allocates anything.
+    pub fn set_max_memory(&mut self, limit: Option<u64>) {
+        self.max_memory = limit;
+    }
+
     /// Runs the plan on `inputs` (one per model input, in order) and returns the outputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         let plan = &self.artifact.plan;
-        if inputs.len() != plan.inputs.len() {
-            return Err(RuntimeError::Input {
-                input: "(all)".into(),
+        self.check_count(inputs.len())?;
+        for (io, t) in plan.inputs.iter().zip(inputs) {
+            check_input(io, t)?;
+        }
+        let bytes: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
+        let strings: Vec<Arc<Vec<String>>> = inputs.iter().map(|t| t.strings.clone()).collect();
+        let mut outs = Vec::with_capacity(plan.outputs.len());
+        self.execute(&bytes, strings, &mut |k, out| {
+            let dtype = plan.outputs[k].dtype;
+            outs.push(match out {
+                Emitted::Bytes(b, dims) => Tensor::new(dtype, dims, b.to_vec()),
+                Emitted::Strings(s, dims) => Tensor::from_strings(dims, s),
+            });
+            Ok(())
+        })?;
+        Ok(outs)
+    }
+
+    /// Runs the plan on raw bytes and writes the outputs into caller-provided buffers: the
+    /// entry point of the C ABI and the Python package. `inputs[k]` holds input `k` laid out as
+    /// [`Model::inputs`] says (dtype, dims, row-major, sub-byte types packed as ONNX packs
+    /// them), and `outputs[k]` must be exactly as long as output `k`'s bytes. Lengths are
+    /// checked and errors name the input or output; nothing is written on an input error.
+    pub fn run_into(
+        &self,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+    ) -> Result<(), RuntimeError> {
+        let plan = &self.artifact.plan;
+        self.check_count(inputs.len())?;
+        for (io, b) in plan.inputs.iter().zip(inputs) {
+            check_input_bytes(io, b)?;
+        }
+        if outputs.len() != plan.outputs.len() {
+            return Err(RuntimeError::Output {
+                output: "(all)".into(),
                 message: format!(
-                    "the model takes {} inputs, {} were given",
-                    plan.inputs.len(),
-                    inputs.len()
+                    "the model has {} outputs, {} buffers were given",
+                    plan.outputs.len(),
+                    outputs.len()
                 ),
             });
         }
-        for (io, t) in plan.inputs.iter().zip(inputs) {
-            check_input(io, t)?;
+        for (io, b) in plan.outputs.iter().zip(outputs.iter()) {
+            let need = io_bytes(io);
+            if b.len() as u64 != need {
+                return Err(RuntimeError::Output {
+                    output: io.name.clone(),
+                    message: format!(
+                        "the buffer holds {} bytes, the output ({} {:?}) needs {need}",
+                        b.len(),
+                        io.dtype,
+                        io.dims
+                    ),
+                });
+            }
+        }
+        let plan_outputs = &plan.outputs;
+        self.execute(inputs, Vec::new(), &mut |k, out| match out {
+            Emitted::Bytes(b, dims) if dims == plan_outputs[k].dims => {
+                outputs[k].copy_from_slice(b);
+                Ok(())
+            }
+            _ => Err(RuntimeError::Output {
+                output: plan_outputs[k].name.clone(),
+                message: "it holds strings or a size known only at run time; use Model::run".into(),
+            }),
+        })
+    }
+
+    fn check_count(&self, given: usize) -> Result<(), RuntimeError> {
+        let want = self.artifact.plan.inputs.len();
+        if given != want {
+            return Err(RuntimeError::Input {
+                input: "(all)".into(),
+                message: format!("the model takes {want} inputs, {given} were given"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Executes the plan on checked input bytes (and the strings of string inputs) and hands
+    /// each output to `emit`, in order, with the dims it has.
+    fn execute(
+        &self,
+        inputs: &[&[u8]],
+        input_strings: Vec<Arc<Vec<String>>>,
+        emit: &mut dyn FnMut(usize, Emitted<'_>) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        let plan = &self.artifact.plan;
+        if let Some(limit) = self.max_memory.filter(|&l| self.scratch > l) {
+            return Err(RuntimeError::MemoryLimit {
+                need: self.scratch,
+                limit,
+            });
         }
         // Storage for every buffer that owns some: inputs (copied, so kernels may not touch the
         // caller's data), temps (one allocation per slot), constants (shared, read-only).
@@ -160,12 +273,7 @@ impl Model {
                 }
             }
         }
-        let input_strings: Vec<Arc<Vec<String>>> =
-            inputs.iter().map(|t| t.strings.clone()).collect();
-        let inputs: Vec<Aligned> = inputs
-            .iter()
-            .map(|t| Aligned::from_bytes(&t.bytes))
-            .collect();
+        let inputs: Vec<Aligned> = inputs.iter().map(|b| Aligned::from_bytes(b)).collect();
         let mut run = Run {
             model: self,
             slots,
@@ -175,33 +283,40 @@ impl Model {
             dims: Default::default(),
         };
         run.steps(&plan.steps)?;
-        let mut outs = Vec::with_capacity(plan.outputs.len());
-        for io in &plan.outputs {
-            let (p, n) = run.ptr(io.buffer);
+        for (k, io) in plan.outputs.iter().enumerate() {
             // A host op's result has the size it produced, within the plan's capacity.
             let dims = run
                 .dims
                 .get(&io.buffer.0)
                 .cloned()
                 .unwrap_or_else(|| io.dims.clone());
-            let n = n.min(io.dtype.storage_bytes(dims.iter().product()) as usize);
+            if io.dtype == tessera_ir::DType::String {
+                emit(k, Emitted::Strings(run.strings_of(io.buffer), dims))?;
+                continue;
+            }
+            let (p, n) = run.ptr(io.buffer);
             if p.is_null() {
                 return Err(RuntimeError::BadArtifact(format!(
                     "output `{}` is unbacked",
                     io.name
                 )));
             }
-            if io.dtype == tessera_ir::DType::String {
-                outs.push(Tensor::from_strings(dims, run.strings_of(io.buffer)));
-                continue;
-            }
+            let n = n.min(io.dtype.storage_bytes(dims.iter().product()) as usize);
             // SAFETY: valid for `n` bytes: the storage lives in `run` and validation checked
             // lengths against the plan.
-            let bytes = unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
-            outs.push(Tensor::new(io.dtype, dims, bytes));
+            emit(
+                k,
+                Emitted::Bytes(unsafe { std::slice::from_raw_parts(p, n) }, dims),
+            )?;
         }
-        Ok(outs)
+        Ok(())
     }
+}
+
+/// One output as [`Model::execute`] hands it over: bytes or strings, with its dims.
+enum Emitted<'a> {
+    Bytes(&'a [u8], Vec<u64>),
+    Strings(Vec<String>, Vec<u64>),
 }
 
 /// The storage of one run and the step interpreter over it.
@@ -313,7 +428,7 @@ impl Run<'_> {
                     }
                     self.model.kernels[*kernel as usize]
                         .launch(&kargs)
-                        .map_err(RuntimeError::Device)?;
+                        .map_err(|e| self.model.launch_error(*kernel, e))?;
                 }
                 Step::Copy { src, dst } => {
                     let (s, n) = self.ptr(*src);
@@ -502,6 +617,55 @@ impl Run<'_> {
     }
 }
 
+impl Model {
+    /// The error for a failed launch of kernel `kernel`: a failed data check becomes
+    /// [`RuntimeError::Data`], named from the plan's trap table.
+    fn launch_error(&self, kernel: u32, e: DeviceError) -> RuntimeError {
+        let Some(t) = e.trapped else {
+            return RuntimeError::Device(e);
+        };
+        match self.artifact.plan.traps.get(t.code as usize).filter(|s| s.kernel == kernel) {
+            Some(site) => RuntimeError::Data {
+                node: site.node.clone(),
+                op: site.op.clone(),
+                input: site.input.clone(),
+                value: t.value,
+                what: site.what.clone(),
+            },
+            None => RuntimeError::BadArtifact(format!(
+                "kernel `{}` reported data check {} (value {}), which the plan's trap table does not hold for it",
+                e.kernel, t.code, t.value
+            )),
+        }
+    }
+}
+
+/// What [`Model::run`] allocates for `plan`: one buffer per scratch slot (its largest user),
+/// a copy of each input, and each output's bytes.
+fn scratch_bytes(plan: &tessera_kir::Plan) -> u64 {
+    let mut slots: Vec<u64> = Vec::new();
+    for b in &plan.buffers {
+        if let BufferKind::Temp { slot } = b.kind {
+            let s = slot as usize;
+            if slots.len() <= s {
+                slots.resize(s + 1, 0);
+            }
+            slots[s] = slots[s].max(b.byte_len());
+        }
+    }
+    let io = plan
+        .inputs
+        .iter()
+        .chain(&plan.outputs)
+        .map(|io| io.dtype.storage_bytes(io.dims.iter().product()));
+    slots.into_iter().chain(io).fold(0u64, u64::saturating_add)
+}
+
+/// The byte length of an input or output.
+fn io_bytes(io: &PlanIo) -> u64 {
+    io.dtype.storage_bytes(io.dims.iter().product())
+}
+
 fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
     let err = |message: String| {
         Err(RuntimeError::Input {
@@ -515,15 +679,28 @@ fn check_input(io: &PlanIo, t: &Tensor) -> Result<(), RuntimeError> {
     if t.dims != io.dims {
         return err(format!("expected shape {:?}, got {:?}", io.dims, t.dims));
     }
-    if t.bytes.len() as u64 != io.dtype.storage_bytes(io.dims.iter().product()) {
+    check_input_bytes(io, &t.bytes)
+}
+
+/// Checks raw input bytes: their length, and the value of a bound input.
+fn check_input_bytes(io: &PlanIo, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let err = |message: String| {
+        Err(RuntimeError::Input {
+            input: io.name.clone(),
+            message,
+        })
+    };
+    if bytes.len() as u64 != io_bytes(io) {
         return err(format!(
-            "holds {} bytes, its shape needs {}",
-            t.bytes.len(),
-            io.dtype.storage_bytes(io.dims.iter().product())
+            "holds {} bytes, its shape ({} {:?}) needs {}",
+            bytes.len(),
+            io.dtype,
+            io.dims,
+            io_bytes(io)
         ));
     }
     if let Some(b) = &io.bound {
-        if b.as_slice() != t.bytes.as_slice() {
+        if b.as_slice() != bytes {
             return err("its value was bound when the model was compiled (it decides a shape); recompile with the new value".into());
         }
     }

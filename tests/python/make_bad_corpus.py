@@ -61,6 +61,89 @@ save("bad_external.onnx", helper.make_graph([helper.make_node("Add", ["x", "w"],
 shp = helper.make_tensor_value_info("shape", TensorProto.INT64, [2])
 r = helper.make_tensor_value_info("r", f32, None)
 save("reshape_input.onnx", helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["r"], name="reshape")], "reshape", [x, shp], [r]))
+
+# ---- opsets, sizes and metadata ----
+
+# An opset from the future: refused (exit 3) unless --allow-newer-opset.
+save("future_opset.onnx", helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "future", [x], [y]), opset=999)
+
+# A negative dimension in an initializer.
+neg = TensorProto()
+neg.name = "w"
+neg.data_type = f32
+neg.dims.extend([2, -3])
+save("negative_dim.onnx", helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"], name="add")], "negdim", [x], [y], initializer=[neg]))
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+# ModelProto.metadata_props (field 14) declaring a 1 TiB entry that is not there: the decoder
+# must refuse it from the bytes present, without allocating what the length claims.
+with open(os.path.join(OUT, "huge_metadata.onnx"), "wb") as f:
+    f.write(good + varint((14 << 3) | 2) + varint(1 << 40) + b"\x0a\x01k")
+
+# ---- runtime indices out of range: one model per indexing op, with its bad input ----
+
+i64 = TensorProto.INT64
+
+
+def npy(name, arr):
+    import numpy as np
+
+    np.save(os.path.join(OUT, name), np.asarray(arr))
+
+
+def indexing(name, op, data_shape, ind_shape, out_shape, attrs=None, updates=None):
+    data = helper.make_tensor_value_info("data", f32, data_shape)
+    ind = helper.make_tensor_value_info("indices", i64, ind_shape)
+    out = helper.make_tensor_value_info("out", f32, out_shape)
+    ins, vis = ["data", "indices"], [data, ind]
+    if updates is not None:
+        ins.append("updates")
+        vis.append(helper.make_tensor_value_info("updates", f32, updates))
+    node = helper.make_node(op, ins, ["out"], name=name, **(attrs or {}))
+    save(name + ".onnx", helper.make_graph([node], name, vis, [out]), opset=18)
+
+
+import numpy as np  # noqa: E402
+
+# The case: rows 1 and -1 (999) are fine, 100000000 is not.
+indexing("gather_oob", "Gather", [1000, 2], [3], [3, 2])
+npy("gather_data.npy", np.arange(2000, dtype=np.float32).reshape(1000, 2))
+npy("gather_indices.npy", np.array([1, -1, 100000000], dtype=np.int64))
+npy("gather_indices_ok.npy", np.array([1, -1, -1000], dtype=np.int64))
+
+indexing("gather_elements_oob", "GatherElements", [2, 3], [2, 2], [2, 2], {"axis": 1})
+npy("small_data.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+npy("gather_elements_indices.npy", np.array([[0, -3], [2, -4]], dtype=np.int64))
+
+indexing("gather_nd_oob", "GatherND", [2, 3], [2, 2], [2])
+npy("gather_nd_indices.npy", np.array([[1, 2], [2, 0]], dtype=np.int64))
+
+indexing("scatter_elements_oob", "ScatterElements", [2, 3], [2, 2], [2, 3], {"axis": 1}, updates=[2, 2])
+npy("scatter_elements_indices.npy", np.array([[0, 1], [3, 0]], dtype=np.int64))
+npy("updates_2x2.npy", np.ones((2, 2), dtype=np.float32))
+
+indexing("scatter_nd_oob", "ScatterND", [2, 3], [2, 1], [2, 3], updates=[2, 3])
+npy("scatter_nd_indices.npy", np.array([[1], [-3]], dtype=np.int64))
+npy("updates_2x3.npy", np.ones((2, 3), dtype=np.float32))
+
+# A constant index of 7 into a dimension of 2.
+data = helper.make_tensor_value_info("data", f32, [2, 3])
+seven = helper.make_tensor("seven", i64, [1], [7])
+out = helper.make_tensor_value_info("out", f32, [1, 3])
+save("gather_const_oob.onnx", helper.make_graph([helper.make_node("Gather", ["data", "seven"], ["out"], name="gather_const")], "gconst", [data], [out], initializer=[seven]), opset=18)
+
 print("wrote corpus to", OUT)
 
 # Control flow: an If on a run-time condition whose branches read the outer `x` (valid), and a

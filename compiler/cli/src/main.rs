@@ -20,24 +20,47 @@ use tessera_runtime::Model;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// A hand-written kernel bound to an ONNX op (a `.tk` file, or a folder of them), for
+    /// `compile`, `run` and `bench` (repeatable; see docs/kernel-ir.md).
+    #[arg(long = "custom-op", value_name = "FILE|DIR", global = true)]
+    custom_ops: Vec<PathBuf>,
+}
+
+/// The `--custom-op` paths of this invocation, set once in `main` before any command runs.
+static CUSTOM_OPS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// Compile options for `target`, with this invocation's custom ops.
+fn options(target: &str) -> CompileOptions {
+    let mut o = CompileOptions::for_target(target);
+    o.custom_ops = CUSTOM_OPS.get().cloned().unwrap_or_default();
+    o
+}
+
+/// What `compile` and `show` take: a model, a target, an output file, and inputs or shapes
+/// that fix the model's symbolic dims.
+#[derive(clap::Args)]
+struct CompileArgs {
+    model: PathBuf,
+    #[arg(long, default_value = "host")]
+    target: String,
+    #[arg(short = 'o', long)]
+    output: PathBuf,
+    /// Example input NAME=FILE.npy: fixes its shape, and binds its value if it decides a shape.
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    shapes: Vec<String>,
+    /// Accept an opset newer than the newest Tessera knows, treating the model as that
+    /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+    #[arg(long)]
+    allow_newer_opset: bool,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
     /// Compile an ONNX model into a .tsa artifact.
-    Compile {
-        model: PathBuf,
-        #[arg(long, default_value = "host")]
-        target: String,
-        #[arg(short = 'o', long)]
-        output: PathBuf,
-        /// Example input NAME=FILE.npy: fixes its shape, and binds its value if it decides a shape.
-        #[arg(long = "input", value_name = "NAME=FILE.npy")]
-        inputs: Vec<String>,
-        /// Concrete shape for an input with symbolic dims: NAME=2x3x224x224.
-        #[arg(long = "shape", value_name = "NAME=DIMS")]
-        shapes: Vec<String>,
-    },
+    Compile(CompileArgs),
     /// Run an ONNX model or a .tsa artifact.
     Run {
         model: PathBuf,
@@ -52,6 +75,17 @@ enum Cmd {
         /// Write output_0.pb … here (with --inputs) or OUTPUT_NAME.npy files (with --input).
         #[arg(long = "outputs", value_name = "DIR")]
         outputs_dir: Option<PathBuf>,
+        /// Refuse the artifact unless its SHA-256 digest (as `tessera compile` prints it) is HEX.
+        #[arg(long, value_name = "HEX")]
+        expect_digest: Option<String>,
+        /// Refuse the run, before allocating, if it needs more scratch memory than this
+        /// (bytes, or with a K, M or G suffix for KiB, MiB, GiB).
+        #[arg(long, value_name = "BYTES")]
+        max_memory: Option<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
     /// List targets.
     Targets,
@@ -74,6 +108,9 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
+    /// Draw what a model compiles to: one self-contained HTML page (graph, kernels, grids,
+    /// code sizes). MODEL may also be a .tsa artifact, drawn as its plan.
+    Show(CompileArgs),
     /// The simulated NPU: `tessera npu-sim run KERNEL.asm --in r1=A.npy … ` (see `npu-sim help`).
     #[command(name = "npu-sim", disable_help_flag = true)]
     NpuSim {
@@ -95,6 +132,10 @@ enum Cmd {
         /// Inputs as NAME=FILE.npy; missing inputs are filled with deterministic values.
         #[arg(long = "input", value_name = "NAME=FILE.npy")]
         inputs: Vec<String>,
+        /// Accept an opset newer than the newest Tessera knows, treating the model as that
+        /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
+        #[arg(long)]
+        allow_newer_opset: bool,
     },
 }
 
@@ -125,6 +166,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
         }
     };
+    let _ = CUSTOM_OPS.set(cli.custom_ops);
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -136,26 +178,38 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
     match cmd {
-        Cmd::Compile {
-            model,
-            target,
-            output,
-            inputs,
-            shapes,
-        } => compile(&model, &target, &output, &inputs, &shapes),
+        Cmd::Compile(a) => compile(
+            &a.model,
+            &a.target,
+            &a.output,
+            &a.inputs,
+            &a.shapes,
+            Newer::flag(a.allow_newer_opset),
+        ),
         Cmd::Run {
             model,
             target,
             inputs,
             inputs_dir,
             outputs_dir,
-        } => run(
-            &model,
-            &target,
-            &inputs,
-            inputs_dir.as_deref(),
-            outputs_dir.as_deref(),
-        ),
+            allow_newer_opset,
+            expect_digest,
+            max_memory,
+        } => {
+            let load = LoadOpts {
+                newer: Newer::flag(allow_newer_opset),
+                digest: expect_digest.as_deref().map(parse_digest).transpose()?,
+                max_memory: max_memory.as_deref().map(parse_bytes).transpose()?,
+            };
+            run(
+                &model,
+                &target,
+                &inputs,
+                inputs_dir.as_deref(),
+                outputs_dir.as_deref(),
+                load,
+            )
+        }
         Cmd::Targets => {
             println!("{:<14} {:<22} description", "target", "status");
             for t in targets::all() {
@@ -187,7 +241,24 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             runs,
             warmup,
             inputs,
-        } => bench(&model, &target, baseline.as_deref(), runs, warmup, &inputs),
+            allow_newer_opset,
+        } => bench(
+            &model,
+            &target,
+            baseline.as_deref(),
+            runs,
+            warmup,
+            &inputs,
+            Newer::flag(allow_newer_opset),
+        ),
+        Cmd::Show(a) => show(
+            &a.model,
+            &a.target,
+            &a.output,
+            &a.inputs,
+            &a.shapes,
+            Newer::flag(a.allow_newer_opset),
+        ),
     }
 }
 
@@ -224,18 +295,146 @@ fn parse_shapes(specs: &[String]) -> Result<BTreeMap<String, Vec<u64>>, DriverEr
     Ok(m)
 }
 
+/// Whether `--allow-newer-opset` was given, and whether to warn about what it overrides.
+#[derive(Clone, Copy)]
+struct Newer {
+    allow: bool,
+    warn: bool,
+}
+
+impl Newer {
+    fn flag(allow: bool) -> Newer {
+        Newer { allow, warn: true }
+    }
+
+    /// Compile options for `target`, warning about each opset the flag overrides.
+    fn options(self, model: &Path, target: &str) -> Result<CompileOptions, DriverError> {
+        if self.allow && self.warn {
+            for n in tessera_driver::newer_opsets(model)? {
+                eprintln!("warning: {n}");
+            }
+        }
+        Ok(CompileOptions {
+            allow_newer_opset: self.allow,
+            ..options(target)
+        })
+    }
+
+    /// The same permission without a second warning (the bench baseline compiles again).
+    fn quiet(self) -> Newer {
+        Newer {
+            warn: false,
+            ..self
+        }
+    }
+}
+
+/// How `run` loads its model: the opset permission, the digest it must have, the memory cap.
+#[derive(Clone, Copy)]
+struct LoadOpts {
+    newer: Newer,
+    digest: Option<[u8; 32]>,
+    max_memory: Option<u64>,
+}
+
+fn parse_digest(hex: &str) -> Result<[u8; 32], DriverError> {
+    tessera_runtime::artifact::parse_digest(hex)
+        .map_err(|m| DriverError::Usage(format!("--expect-digest: {m}")))
+}
+
+/// `1234`, `64K`, `512M`, `2G` (binary multiples).
+fn parse_bytes(s: &str) -> Result<u64, DriverError> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&t[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&t[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| {
+            DriverError::Usage(format!(
+                "--max-memory `{s}`: expected bytes like 1048576, 64K, 512M or 2G"
+            ))
+        })
+}
+
+/// A progress bar on stderr when both stdout and stderr are terminals; hidden otherwise, so
+/// pipes, files and CI logs stay clean.
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !(std::io::stdout().is_terminal() && std::io::stderr().is_terminal()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style =
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Compile options from `compile`'s and `show`'s flags.
+fn compile_opts(
+    model: &Path,
+    target: &str,
+    inputs: &[String],
+    shapes: &[String],
+    newer: Newer,
+) -> Result<CompileOptions, DriverError> {
+    let mut opts = newer
+        .options(model, target)?
+        .with_inputs(&parse_named(inputs)?);
+    opts.input_shapes.extend(parse_shapes(shapes)?);
+    Ok(opts)
+}
+
 fn compile(
     model: &Path,
     target: &str,
     output: &Path,
     inputs: &[String],
     shapes: &[String],
+    newer: Newer,
 ) -> Result<(), DriverError> {
-    let mut opts = CompileOptions::for_target(target).with_inputs(&parse_named(inputs)?);
-    opts.input_shapes.extend(parse_shapes(shapes)?);
+    let opts = compile_opts(model, target, inputs, shapes, newer)?;
     let start = Instant::now();
-    let artifact = tessera_driver::compile_file(model, &opts)?;
-    tessera_driver::write_artifact(output, &artifact)?;
+    // Stages: import, lower, then one step per kernel compiled, then writing.
+    let bar = progress_bar(3, "importing");
+    let graph = tessera_driver::import(model, &opts)?;
+    bar.inc(1);
+    bar.set_message("lowering");
+    let compiled = tessera_driver::compile_graph_traced(
+        &graph,
+        &model.display().to_string(),
+        &opts.target,
+        &mut |p| match p {
+            tessera_driver::Progress::Lowered { kernels } => {
+                bar.inc(1);
+                bar.set_length(3 + kernels as u64);
+                bar.set_message("codegen");
+            }
+            tessera_driver::Progress::Kernel { .. } => bar.inc(1),
+        },
+    );
+    let artifact = match compiled {
+        Ok(c) => c.artifact,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e);
+        }
+    };
+    bar.set_message("writing");
+    let written = tessera_driver::write_artifact(output, &artifact);
+    bar.finish_and_clear();
+    written?;
     let kernels = artifact.kernels.len();
     println!(
         "compiled {} for {target}: {kernels} kernels, {} plan steps, {:.1} ms -> {}",
@@ -243,6 +442,10 @@ fn compile(
         artifact.plan.steps.len(),
         start.elapsed().as_secs_f64() * 1e3,
         output.display()
+    );
+    println!(
+        "sha256 {}",
+        tessera_runtime::artifact::digest_hex(&artifact.digest())
     );
     Ok(())
 }
@@ -256,13 +459,27 @@ fn load_model(
     model: &Path,
     target: &str,
     inputs: &BTreeMap<String, Tensor>,
+    load: LoadOpts,
 ) -> Result<Model, DriverError> {
-    if is_artifact(model) {
-        return tessera_driver::load_file(model, target);
-    }
-    let opts = CompileOptions::for_target(target).with_inputs(inputs);
-    let artifact = tessera_driver::compile_file(model, &opts)?;
-    tessera_driver::load(artifact, target)
+    let mut m = if is_artifact(model) {
+        tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?
+    } else {
+        let opts = load.newer.options(model, target)?.with_inputs(inputs);
+        let artifact = tessera_driver::compile_file(model, &opts)?;
+        if let Some(want) = &load.digest {
+            let found = artifact.digest();
+            if &found != want {
+                return Err(tessera_runtime::RuntimeError::DigestMismatch {
+                    expected: tessera_runtime::artifact::digest_hex(want),
+                    found: tessera_runtime::artifact::digest_hex(&found),
+                }
+                .into());
+            }
+        }
+        tessera_driver::load(artifact, target)?
+    };
+    m.set_max_memory(load.max_memory);
+    Ok(m)
 }
 
 /// Orders named inputs as the model wants them; names every missing or unknown one.
@@ -293,6 +510,7 @@ fn run(
     inputs: &[String],
     inputs_dir: Option<&Path>,
     outputs_dir: Option<&Path>,
+    load: LoadOpts,
 ) -> Result<(), DriverError> {
     if let Some(dir) = inputs_dir {
         let mut tensors = Vec::new();
@@ -304,7 +522,7 @@ fn run(
             tensors.push(tessera_onnx::read_tensor_file(&p)?);
         }
         let names = if is_artifact(model) {
-            tessera_driver::load_file(model, target)?
+            tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?
                 .inputs()
                 .iter()
                 .map(|i| i.name.clone())
@@ -321,7 +539,7 @@ fn run(
             )));
         }
         let named: BTreeMap<String, Tensor> = names.into_iter().zip(tensors).collect();
-        let m = load_model(model, target, &named)?;
+        let m = load_model(model, target, &named, load)?;
         let outs = m.run(&order_inputs(&m, named)?)?;
         let out_dir =
             outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
@@ -337,7 +555,7 @@ fn run(
         return Ok(());
     }
     let named = parse_named(inputs)?;
-    let m = load_model(model, target, &named)?;
+    let m = load_model(model, target, &named, load)?;
     let outs = m.run(&order_inputs(&m, named)?)?;
     for (t, io) in outs.iter().zip(m.outputs()) {
         match outputs_dir {
@@ -418,7 +636,23 @@ fn conformance_cmd(
         )));
     }
     let start = Instant::now();
-    let results = conformance::run_suite(data, target, re.as_ref(), jobs, None)?;
+    let bar = progress_bar(1, "tests");
+    let results = conformance::run_suite_with_progress(
+        data,
+        target,
+        re.as_ref(),
+        jobs,
+        None,
+        &|done, total| {
+            if done == 0 {
+                bar.set_length(total as u64);
+            } else {
+                bar.inc(1);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    let results = results?;
     println!("{:<60} {:<12} {:<7} message", "test", "status", "kernels");
     for r in &results {
         if verbose
@@ -483,8 +717,18 @@ fn time_target(
     named: &BTreeMap<String, Tensor>,
     runs: usize,
     warmup: usize,
+    newer: Newer,
 ) -> Result<f64, DriverError> {
-    let m = load_model(model, target, named)?;
+    let m = load_model(
+        model,
+        target,
+        named,
+        LoadOpts {
+            newer,
+            digest: None,
+            max_memory: None,
+        },
+    )?;
     let mut named = named.clone();
     for io in m.inputs() {
         named
@@ -514,13 +758,42 @@ fn bench(
     runs: usize,
     warmup: usize,
     inputs: &[String],
+    newer: Newer,
 ) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
-    let t = time_target(model, target, &named, runs, warmup)?;
+    let t = time_target(model, target, &named, runs, warmup, newer)?;
     if let Some(b) = baseline {
         // The baseline is slow by design (the interpreter), so it gets fewer runs.
-        let tb = time_target(model, b, &named, runs.clamp(1, 3), warmup.min(1))?;
+        let tb = time_target(
+            model,
+            b,
+            &named,
+            runs.clamp(1, 3),
+            warmup.min(1),
+            newer.quiet(),
+        )?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
     }
+    Ok(())
+}
+
+fn show(
+    model: &Path,
+    target: &str,
+    output: &Path,
+    inputs: &[String],
+    shapes: &[String],
+    newer: Newer,
+) -> Result<(), DriverError> {
+    let page = if is_artifact(model) {
+        tessera_driver::show::show_artifact(model, &tessera_runtime::Artifact::read(model)?)?
+    } else {
+        tessera_driver::show::show_model(
+            model,
+            &compile_opts(model, target, inputs, shapes, newer)?,
+        )?
+    };
+    tessera_driver::write_atomic(output, page.as_bytes())?;
+    println!("wrote {} ({} bytes)", output.display(), page.len());
     Ok(())
 }

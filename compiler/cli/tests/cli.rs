@@ -375,6 +375,332 @@ fn a_bound_shape_input_must_be_passed_again_unchanged() {
     assert!(String::from_utf8_lossy(&fresh.stdout).contains("r: f32 [6, 1]"));
 }
 
+// ---- reliability: data errors at run time, hostile files, digests, memory caps ----
+
+/// Running `model` from the corpus with `inputs` (NAME=corpus file) on every target fails
+/// with exit 1, an error containing every needle, and writes no output file.
+fn run_refused(model: &str, inputs: &[(&str, &str)], needles: &[&str]) {
+    for target in ["host", "interp"] {
+        let dir = scratch(&format!("{model}-{target}"));
+        let outs = dir.join("outs");
+        let mut args = vec![
+            "run".to_string(),
+            corpus(model),
+            "--target".into(),
+            target.into(),
+        ];
+        for (name, file) in inputs {
+            args.push("--input".into());
+            args.push(format!("{name}={}", corpus(file)));
+        }
+        args.push("--outputs".into());
+        args.push(outs.display().to_string());
+        let o = tessera(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{model} on {target}: {err}");
+        assert!(
+            err.starts_with("error: ") && !err.contains("panicked"),
+            "{model} on {target}: {err}"
+        );
+        for n in needles {
+            assert!(
+                err.contains(n),
+                "{model} on {target}: expected `{n}` in: {err}"
+            );
+        }
+        assert!(
+            !outs.exists() || std::fs::read_dir(&outs).unwrap().count() == 0,
+            "{model} on {target}: output written"
+        );
+    }
+}
+
+#[test]
+fn gather_with_an_out_of_range_runtime_index_is_an_error_on_every_target() {
+    // The case: [1, -1, 100000000] into 1000 rows. -1 wraps; 100000000 does not.
+    run_refused(
+        "gather_oob.onnx",
+        &[
+            ("data", "gather_data.npy"),
+            ("indices", "gather_indices.npy"),
+        ],
+        &[
+            "Gather node \"gather_oob\"",
+            "input `indices`",
+            "holds 100000000",
+            "axis 0 of `data` of size 1000",
+            "-1000 to 999",
+        ],
+    );
+    // In range (with negative indices) it runs, on both targets, with the right rows.
+    for target in ["host", "interp"] {
+        let data = format!("data={}", corpus("gather_data.npy"));
+        let ind = format!("indices={}", corpus("gather_indices_ok.npy"));
+        let o = tessera(&[
+            "run",
+            &corpus("gather_oob.onnx"),
+            "--target",
+            target,
+            "--input",
+            &data,
+            "--input",
+            &ind,
+        ]);
+        assert!(o.status.success(), "{target}: {}", stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            out.contains("[2.000000, 3.000000, 1998.000000, 1999.000000, 0.000000, 1.000000]"),
+            "{target}: {out}"
+        );
+    }
+    // A constant index of 7 into a dimension of 2.
+    run_refused(
+        "gather_const_oob.onnx",
+        &[("data", "small_data.npy")],
+        &[
+            "Gather node \"gather_const\"",
+            "holds 7",
+            "size 2 (valid: -2 to 1)",
+        ],
+    );
+}
+
+#[test]
+fn every_indexing_op_refuses_out_of_range_runtime_indices() {
+    let cases: [(&str, &[(&str, &str)], &[&str]); 4] = [
+        (
+            "gather_elements_oob.onnx",
+            &[
+                ("data", "small_data.npy"),
+                ("indices", "gather_elements_indices.npy"),
+            ],
+            &[
+                "GatherElements node",
+                "input `indices`",
+                "holds -4",
+                "axis 1 of `data` of size 3",
+            ],
+        ),
+        (
+            "gather_nd_oob.onnx",
+            &[
+                ("data", "small_data.npy"),
+                ("indices", "gather_nd_indices.npy"),
+            ],
+            &[
+                "GatherND node",
+                "input `indices`",
+                "holds 2",
+                "axis 0 of `data` of size 2",
+            ],
+        ),
+        (
+            "scatter_elements_oob.onnx",
+            &[
+                ("data", "small_data.npy"),
+                ("indices", "scatter_elements_indices.npy"),
+                ("updates", "updates_2x2.npy"),
+            ],
+            &[
+                "ScatterElements node",
+                "input `indices`",
+                "holds 3",
+                "axis 1 of `data` of size 3",
+            ],
+        ),
+        (
+            "scatter_nd_oob.onnx",
+            &[
+                ("data", "small_data.npy"),
+                ("indices", "scatter_nd_indices.npy"),
+                ("updates", "updates_2x3.npy"),
+            ],
+            &[
+                "ScatterND node",
+                "input `indices`",
+                "holds -3",
+                "axis 0 of `data` of size 2",
+            ],
+        ),
+    ];
+    for (model, inputs, needles) in cases {
+        run_refused(model, inputs, needles);
+    }
+}
+
+#[test]
+fn a_future_opset_is_unsupported_unless_allowed() {
+    refused("future_opset.onnx", 3, "opset 999 of domain \"ai.onnx\"");
+    let dir = scratch("future-allowed");
+    let out = dir.join("m.tsa");
+    let o = tessera(&[
+        "compile",
+        &corpus("future_opset.onnx"),
+        "--allow-newer-opset",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("warning: ") && stderr(&o).contains("treated as opset 28"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(out.is_file());
+}
+
+#[test]
+fn negative_sizes_and_huge_metadata_are_refused() {
+    refused("negative_dim.onnx", 1, "negative dimension -3");
+    refused("huge_metadata.onnx", 1, "metadata_props");
+}
+
+#[cfg(unix)]
+#[test]
+fn hard_linked_external_data_is_refused() {
+    // Git cannot hold a hard link, so the case is made here: a model whose weights file is a
+    // hard link to a file outside the model's folder.
+    let outer = scratch("hardlink");
+    let dir = outer.join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(outer.join("secret.bin"), [0u8; 24]).unwrap();
+    std::fs::hard_link(outer.join("secret.bin"), dir.join("w.bin")).unwrap();
+    // bad_external.onnx with the location rewritten to "w.bin".
+    let bytes = std::fs::read(corpus("bad_external.onnx")).unwrap();
+    let model = dir.join("model.onnx");
+    let mut proto =
+        <tessera_onnx::proto::ModelProto as prost::Message>::decode(bytes.as_slice()).unwrap();
+    let init = &mut proto.graph.as_mut().unwrap().initializer[0];
+    init.external_data
+        .iter_mut()
+        .find(|kv| kv.key == "location")
+        .unwrap()
+        .value = "w.bin".into();
+    std::fs::write(&model, prost::Message::encode_to_vec(&proto)).unwrap();
+    let out = dir.join("out.tsa");
+    let o = tessera(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("\"w.bin\"") && err.contains("2 hard links"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn digests_are_printed_checked_and_a_corrupt_artifact_never_runs() {
+    let dir = scratch("digest");
+    let tsa = dir.join("m.tsa");
+    let o = tessera(&[
+        "compile",
+        &corpus("good_add.onnx"),
+        "-o",
+        tsa.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let digest = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 "))
+        .expect("digest line")
+        .to_string();
+    assert_eq!(digest.len(), 64);
+    let x = dir.join("x.npy");
+    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0; 6]));
+    let input = format!("x={}", x.display());
+    let outs = dir.join("outs");
+    let run = |d: &str| {
+        tessera(&[
+            "run",
+            tsa.to_str().unwrap(),
+            "--input",
+            &input,
+            "--expect-digest",
+            d,
+            "--outputs",
+            outs.to_str().unwrap(),
+        ])
+    };
+    assert!(run(&digest).status.success());
+    std::fs::remove_dir_all(&outs).unwrap();
+    let other: String = digest.chars().rev().collect();
+    let o = run(&other);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("digest mismatch") && stderr(&o).contains(&digest),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!outs.exists());
+    let o = run("xyz");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A flipped byte anywhere in the payload is caught by the digest before anything runs.
+    let mut bytes = std::fs::read(&tsa).unwrap();
+    bytes[40] ^= 0x20;
+    std::fs::write(&tsa, &bytes).unwrap();
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--input",
+        &input,
+        "--outputs",
+        outs.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("SHA-256 digest mismatch: the file is corrupt"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!outs.exists());
+}
+
+#[test]
+fn max_memory_refuses_a_run_before_it_allocates() {
+    let dir = scratch("maxmem");
+    let x = dir.join("x.npy");
+    write_npy(&x, &Tensor::from_f32(vec![2, 3], &[1.0; 6]));
+    let input = format!("x={}", x.display());
+    let o = tessera(&[
+        "run",
+        &corpus("good_add.onnx"),
+        "--input",
+        &input,
+        "--max-memory",
+        "16",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs 72 bytes of scratch memory, more than the limit of 16 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tessera(&[
+        "run",
+        &corpus("good_add.onnx"),
+        "--input",
+        &input,
+        "--max-memory",
+        "1K",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tessera(&[
+        "run",
+        &corpus("good_add.onnx"),
+        "--input",
+        &input,
+        "--max-memory",
+        "lots",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
 #[test]
 fn if_on_a_run_time_condition_takes_either_branch() {
     let dir = scratch("if");

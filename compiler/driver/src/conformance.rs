@@ -288,6 +288,19 @@ pub fn run_suite(
     jobs: usize,
     only: Option<&[String]>,
 ) -> Result<Vec<CaseResult>, DriverError> {
+    run_suite_with_progress(dir, target, filter, jobs, only, &|_, _| {})
+}
+
+/// [`run_suite`], calling `progress(0, total)` before the first case and `progress(done, total)`
+/// after each (from the worker threads, so calls may arrive out of order).
+pub fn run_suite_with_progress(
+    dir: &Path,
+    target: &str,
+    filter: Option<&regex::Regex>,
+    jobs: usize,
+    only: Option<&[String]>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Vec<CaseResult>, DriverError> {
     let cases: Vec<PathBuf> = discover(dir)?
         .into_iter()
         .filter(|c| {
@@ -298,6 +311,7 @@ pub fn run_suite(
             filter.is_none_or(|f| f.is_match(&n)) && only.is_none_or(|o| o.contains(&n))
         })
         .collect();
+    progress(0, cases.len());
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(cases.len()));
     std::thread::scope(|s| {
@@ -306,7 +320,12 @@ pub fn run_suite(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(c) = cases.get(i) else { break };
                 let r = run_case(c, target);
-                results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                let done = {
+                    let mut all = results.lock().unwrap_or_else(|e| e.into_inner());
+                    all.push(r);
+                    all.len()
+                };
+                progress(done, cases.len());
             });
         }
     });

@@ -19,6 +19,11 @@ pub struct CompileOptions {
     /// Input values known at compile time. Only inputs that decide a shape (Reshape's `shape`,
     /// Slice's `starts`, …) are bound; the rest stay runtime inputs.
     pub bound_inputs: BTreeMap<String, Tensor>,
+    /// Custom-op files (`.tk`) or folders of them: hand-written kernels bound to ONNX ops.
+    pub custom_ops: Vec<std::path::PathBuf>,
+    /// Treat an opset newer than the newest Tessera knows as that newest opset instead of
+    /// refusing the model (see [`newer_opsets`] for what it overrides).
+    pub allow_newer_opset: bool,
 }
 
 impl CompileOptions {
@@ -39,13 +44,67 @@ impl CompileOptions {
     }
 }
 
+/// Reads custom-op files: each path is a `.tk` file or a folder whose `.tk` files are read in
+/// name order. Two definitions of one `(domain, op_type)` are an error.
+pub fn load_custom_ops(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<tessera_ir::custom::CustomOp>, DriverError> {
+    let io = |p: &Path, e: std::io::Error| DriverError::Io {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut in_dir: Vec<_> = std::fs::read_dir(p)
+                .map_err(|e| io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "tk"))
+                .collect();
+            in_dir.sort();
+            files.extend(in_dir);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut ops: Vec<tessera_ir::custom::CustomOp> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| io(&f, e))?;
+        let op = tessera_ir::custom::CustomOp::parse(&text)
+            .map_err(|e| DriverError::Usage(format!("custom op file `{}`: {e}", f.display())))?;
+        if ops
+            .iter()
+            .any(|o| o.domain == op.domain && o.op_type == op.op_type)
+        {
+            return Err(DriverError::Usage(format!(
+                "custom op file `{}`: op `{}` of domain \"{}\" is defined twice",
+                f.display(),
+                op.op_type,
+                op.domain
+            )));
+        }
+        ops.push(op);
+    }
+    Ok(ops)
+}
+
 /// Imports an ONNX file into graph IR with static shapes.
 pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError> {
-    let io = tessera_onnx::ImportOptions {
+    let graph = tessera_onnx::import_file(model, &import_options(opts)?)?;
+    check_static_inputs(graph)
+}
+
+fn import_options(opts: &CompileOptions) -> Result<tessera_onnx::ImportOptions, DriverError> {
+    Ok(tessera_onnx::ImportOptions {
         input_shapes: opts.input_shapes.clone(),
         bound_inputs: opts.bound_inputs.clone(),
-    };
-    let graph = tessera_onnx::import_file(model, &io)?;
+        custom_ops: load_custom_ops(&opts.custom_ops)?,
+        allow_newer_opset: opts.allow_newer_opset,
+    })
+}
+
+/// Refuses a graph whose inputs still have symbolic shapes after import.
+fn check_static_inputs(graph: Graph) -> Result<Graph, DriverError> {
     for &v in &graph.inputs {
         let val = graph.value(v);
         if let Some(ty) = &val.ty {
@@ -60,12 +119,56 @@ pub fn import(model: &Path, opts: &CompileOptions) -> Result<Graph, DriverError>
     Ok(graph)
 }
 
+/// The opset imports of an ONNX file that are newer than the newest Tessera knows: what
+/// [`CompileOptions::allow_newer_opset`] overrides, for the caller to warn about.
+pub fn newer_opsets(model: &Path) -> Result<Vec<tessera_onnx::NewerOpset>, DriverError> {
+    let bytes = std::fs::read(model).map_err(|e| DriverError::Io {
+        path: model.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(tessera_onnx::newer_opsets(&tessera_onnx::decode_model(
+        &bytes,
+        &model.display().to_string(),
+    )?))
+}
+
 /// Compiles a graph for `target` into an artifact.
 pub fn compile_graph(graph: &Graph, source: &str, target: &str) -> Result<Artifact, DriverError> {
+    Ok(compile_graph_traced(graph, source, target, &mut |_| {})?.artifact)
+}
+
+/// A step of compilation, reported to the callback of [`compile_graph_traced`] (the CLI's
+/// progress bar).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Lowering finished with this many kernels to compile.
+    Lowered { kernels: usize },
+    /// Kernel `done` of `total` has been compiled (1-based).
+    Kernel { done: usize, total: usize },
+}
+
+/// What [`compile_graph_traced`] returns: the artifact, plus the kernel IR behind each code
+/// blob and, for each graph node in order, the range of kernel indices it became.
+pub struct Compiled {
+    pub artifact: Artifact,
+    pub kernels: Vec<tessera_kir::Kernel>,
+    pub node_kernels: Vec<std::ops::Range<usize>>,
+}
+
+/// [`compile_graph`], reporting progress and keeping what `tessera show` draws.
+pub fn compile_graph_traced(
+    graph: &Graph,
+    source: &str,
+    target: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Compiled, DriverError> {
     let t = targets::lookup(target)?;
-    let program = tessera_lower::lower(graph, t.desc())?;
+    let (program, node_kernels) = tessera_lower::lower_traced(graph, t.desc())?;
+    progress(Progress::Lowered {
+        kernels: program.kernels.len(),
+    });
     let mut kernels = Vec::with_capacity(program.kernels.len());
-    for k in &program.kernels {
+    for (i, k) in program.kernels.iter().enumerate() {
         tessera_kir::verify::verify(k).map_err(|e| {
             DriverError::Internal(format!("lowering produced an invalid kernel: {e}"))
         })?;
@@ -80,13 +183,22 @@ pub fn compile_graph(graph: &Graph, source: &str, target: &str) -> Result<Artifa
             param_bytes,
             blob: blob.code,
         });
+        progress(Progress::Kernel {
+            done: i + 1,
+            total: program.kernels.len(),
+        });
     }
-    Ok(Artifact {
+    let artifact = Artifact {
         target: target.to_string(),
         fingerprint: t.fingerprint(),
         source: source.to_string(),
         plan: program.plan,
         kernels,
+    };
+    Ok(Compiled {
+        artifact,
+        kernels: program.kernels,
+        node_kernels,
     })
 }
 
@@ -134,6 +246,41 @@ pub fn load(artifact: Artifact, target: &str) -> Result<Model, DriverError> {
 
 /// Loads a `.tsa` file for `target`.
 pub fn load_file(path: &Path, target: &str) -> Result<Model, DriverError> {
+    load_file_expecting(path, target, None)
+}
+
+/// Loads a `.tsa` file for `target`, refusing it unless its SHA-256 digest is `expect` (when
+/// given); see [`tessera_runtime::Model::load_file_expecting`].
+pub fn load_file_expecting(
+    path: &Path,
+    target: &str,
+    expect: Option<&[u8; 32]>,
+) -> Result<Model, DriverError> {
     let device: Arc<dyn tessera_runtime::Device> = targets::device(target)?;
-    Ok(Model::load_file(path, device)?)
+    Ok(Model::load_file_expecting(path, device, expect)?)
+}
+
+/// Imports a serialized ONNX model (the bytes of an `.onnx` file) into graph IR with static
+/// shapes. External data is looked up in `model_dir`; `None` refuses it.
+pub fn import_bytes(
+    bytes: &[u8],
+    model_dir: Option<&Path>,
+    opts: &CompileOptions,
+) -> Result<Graph, DriverError> {
+    check_static_inputs(tessera_onnx::import_bytes(
+        bytes,
+        model_dir,
+        &import_options(opts)?,
+    )?)
+}
+
+/// Imports and compiles a serialized ONNX model; `source` names it in the artifact and in errors.
+pub fn compile_bytes(
+    bytes: &[u8],
+    source: &str,
+    model_dir: Option<&Path>,
+    opts: &CompileOptions,
+) -> Result<Artifact, DriverError> {
+    let graph = import_bytes(bytes, model_dir, opts)?;
+    compile_graph(&graph, source, &opts.target)
 }

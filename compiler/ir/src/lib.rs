@@ -19,6 +19,7 @@
 //! # Ok::<(), tessera_ir::IrError>(())
 //! ```
 
+pub mod custom;
 pub mod dtype;
 pub mod error;
 pub mod fold;

@@ -280,6 +280,8 @@ op_table! {
     TfIdfVectorizer: Movement, in (1, 1), out (1, 1), ["max_gram_length", "max_skip_count", "min_gram_length", "mode", "ngram_counts", "ngram_indexes", "pool_int64s", "pool_strings", "weights"];
     LabelEncoder: Movement, in (1, 1), out (1, 1), ["default_float", "default_int64", "default_string", "default_tensor", "keys_floats", "keys_int64s", "keys_strings", "keys_tensor", "values_floats", "values_int64s", "values_strings", "values_tensor"];
     Scan: Control, in (1, ANY), out (1, ANY), ["body", "captures", "num_scan_inputs", "scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"];
+    // ---- custom ops: a hand-written kernel (see `custom.rs`); `source` holds its file ----
+    Custom: Dense, in (0, ANY), out (1, ANY), ["domain", "op_type", "source"];
 }
 
 impl Op {

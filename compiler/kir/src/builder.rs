@@ -245,6 +245,94 @@ impl KernelBuilder {
         );
     }
 
+    // ---- tiles ----
+
+    /// A `rows × cols` tile splatted from scalar `x`.
+    pub fn splat_tile(&mut self, x: Val, rows: u16, cols: u16) -> Val {
+        let t = Ty::tile(self.ty(x).elem, rows, cols);
+        self.emit1(InstKind::Splat(x), t)
+    }
+
+    /// A constant `rows × cols` tile of element type `elem`.
+    pub fn const_tile(&mut self, elem: DType, rows: u16, cols: u16, v: f64) -> Val {
+        let s = self.const_num(Ty::scalar(elem), v);
+        self.splat_tile(s, rows, cols)
+    }
+
+    /// An accumulator tile (role `acc`) of `rows × cols` elements of `elem`, all `v`.
+    pub fn acc_tile(&mut self, elem: DType, rows: u16, cols: u16, v: f64) -> Val {
+        let s = self.const_num(Ty::scalar(elem), v);
+        let t = Ty::tile(elem, rows, cols).with_role(Role::Acc);
+        self.emit1(InstKind::Splat(s), t)
+    }
+
+    /// A masked load of a `rows × cols` tile whose elements have the buffer's dtype (or
+    /// `elem`, a storage view of it); out-of-range lanes read `fill`.
+    pub fn tile_load(&mut self, src: TileAt, rows: u16, cols: u16, fill: Scalar) -> Val {
+        let elem = self.buf_decl(src.view.buf).dtype;
+        self.emit1(InstKind::TileLoad { src, fill }, Ty::tile(elem, rows, cols))
+    }
+
+    /// A masked store of tile `value`.
+    pub fn tile_store(&mut self, dst: TileAt, value: Val) {
+        self.emit(InstKind::TileStore { dst, value }, &[]);
+    }
+
+    /// Copies a `rows × cols` tile between buffers, padding with `fill`.
+    pub fn tile_copy(&mut self, src: TileAt, dst: TileAt, rows: u32, cols: u32, fill: Scalar) {
+        self.emit(
+            InstKind::TileCopy {
+                src,
+                dst,
+                rows,
+                cols,
+                fill,
+            },
+            &[],
+        );
+    }
+
+    /// `acc + a · b` on tiles; the result is an acc tile shaped like `acc`.
+    pub fn tile_mma(&mut self, a: Val, b: Val, acc: Val) -> Val {
+        let t = self.ty(acc).with_role(Role::Acc);
+        self.emit1(InstKind::TileMma { a, b, acc }, t)
+    }
+
+    pub fn tile_reduce(&mut self, op: ReduceOp, axis: Axis, x: Val) -> Val {
+        let t = self.ty(x);
+        let (r, c) = (t.rows, t.lanes);
+        let rt = match axis {
+            Axis::Rows => Ty::tile(t.elem, r, 1),
+            Axis::Cols => Ty::tile(t.elem, 1, c),
+        };
+        self.emit1(InstKind::TileReduce(op, axis, x), rt)
+    }
+
+    /// Broadcasts a `1 × C`, `R × 1` or `1 × 1` tile to `rows × cols`.
+    pub fn tile_broadcast(&mut self, x: Val, rows: u16, cols: u16) -> Val {
+        let t = Ty::tile(self.ty(x).elem, rows, cols);
+        if t.same_shape(self.ty(x)) {
+            return x;
+        }
+        self.emit1(InstKind::TileBroadcast(x), t)
+    }
+
+    pub fn tile_transpose(&mut self, x: Val) -> Val {
+        let t = self.ty(x);
+        self.emit1(
+            InstKind::TileTranspose(x),
+            Ty::tile(t.elem, t.lanes, t.rows),
+        )
+    }
+
+    pub fn tile_index(&mut self, axis: Axis, rows: u16, cols: u16) -> Val {
+        self.emit1(InstKind::TileIndex(axis), Ty::tile(DType::I64, rows, cols))
+    }
+
+    pub fn barrier(&mut self) {
+        self.emit(InstKind::Barrier, &[]);
+    }
+
     // ---- structured control flow ----
 
     /// `for iv in lo..hi step step` carrying `init` values. The closure receives the builder,
@@ -400,6 +488,43 @@ impl KernelBuilder {
     pub fn finish(mut self) -> Kernel {
         self.kernel.body = self.stack.pop().expect("block stack");
         self.kernel
+    }
+}
+
+/// Data checks: `trap` (see [`InstKind::Trap`]) and the index check built on it.
+impl KernelBuilder {
+    /// Stops this program instance with data error `code` and `value` when `cond` holds.
+    pub fn trap_if(&mut self, cond: Val, code: u32, value: Val) {
+        self.emit(InstKind::Trap { cond, code, value }, &[]);
+    }
+
+    /// Normalises a runtime index `idx` (an `i64`) into an axis of `n` elements as ONNX
+    /// specifies (a negative index counts from the end, once) and traps with `code` and the
+    /// index as read when it is still outside `0..n`. The result is in `0..n` whenever the
+    /// instance goes on, so it is safe to load with.
+    pub fn checked_index(&mut self, idx: Val, n: u64, code: u32) -> Val {
+        let zero = self.index(0);
+        let nv = self.index(n as i64);
+        let neg = self.cmp(CmpOp::Lt, idx, zero);
+        let plus = self.add(idx, nv);
+        let w = self.select(neg, plus, idx);
+        let lo = self.cmp(CmpOp::Lt, w, zero);
+        let hi = self.cmp(CmpOp::Ge, w, nv);
+        let bad = self.binary(BinOp::Or, lo, hi);
+        self.trap_if(bad, code, idx);
+        w
+    }
+
+    /// Traps with `code` and `idx` unless `0 <= idx < n`: for indices that ONNX does not let
+    /// count from the end (batch indices, position ids).
+    pub fn checked_below(&mut self, idx: Val, n: u64, code: u32) -> Val {
+        let zero = self.index(0);
+        let nv = self.index(n as i64);
+        let lo = self.cmp(CmpOp::Lt, idx, zero);
+        let hi = self.cmp(CmpOp::Ge, idx, nv);
+        let bad = self.binary(BinOp::Or, lo, hi);
+        self.trap_if(bad, code, idx);
+        idx
     }
 }
 

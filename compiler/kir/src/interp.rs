@@ -92,6 +92,16 @@ pub enum InterpError {
         inst: String,
         msg: String,
     },
+
+    /// Bad input data: a `trap` instruction fired (an index out of range, a bad size). `code`
+    /// is the kernel's check number, which the plan's trap table maps to a node and input.
+    #[error("kernel `{kernel}`, program {program}: data check {code} failed on value {value}")]
+    Data {
+        kernel: String,
+        program: String,
+        code: u32,
+        value: i64,
+    },
 }
 
 /// Runs `k` once per grid point over the parameter buffers `args`, given in parameter order as
@@ -121,7 +131,7 @@ impl<'k> Interp<'k> {
         let mut n: usize = 0;
         for t in &k.vals {
             off.push(n as u32);
-            n += t.lanes as usize;
+            n += t.count() as usize;
         }
         if n > u32::MAX as usize {
             return Err(InterpError::Limit {
@@ -292,7 +302,7 @@ impl<'k> Compiler<'k, '_> {
     }
 
     fn lanes(&self, v: Val) -> u32 {
-        self.k.vals[v.0 as usize].lanes as u32
+        self.k.vals[v.0 as usize].count()
     }
 
     fn loc(&mut self) -> u32 {
@@ -405,7 +415,7 @@ impl<'k> Compiler<'k, '_> {
                 }
             }
             Yield(_) => {}
-            Binary(op, a, b) if k.vals[a.0 as usize].lanes == 1 => {
+            Binary(op, a, b) if k.vals[a.0 as usize].is_scalar() => {
                 let d = k.vals[a.0 as usize].elem;
                 let (r, a, b) = (self.o(inst.results[0]), self.o(*a), self.o(*b));
                 self.ops.push(match d {
@@ -415,23 +425,23 @@ impl<'k> Compiler<'k, '_> {
                     _ => Op::Generic(inst, 0),
                 });
             }
-            Cmp(op, a, b) if k.vals[a.0 as usize].lanes == 1 => {
+            Cmp(op, a, b) if k.vals[a.0 as usize].is_scalar() => {
                 let d = k.vals[a.0 as usize].elem;
                 let (r, a, b) = (self.o(inst.results[0]), self.o(*a), self.o(*b));
                 self.ops.push(Op::Cmp1(*op, d, r, a, b));
             }
-            Select(c, a, b) if k.vals[a.0 as usize].lanes == 1 => {
+            Select(c, a, b) if k.vals[a.0 as usize].is_scalar() => {
                 let (r, c, a, b) = (self.o(inst.results[0]), self.o(*c), self.o(*a), self.o(*b));
                 self.ops.push(Op::Select1(r, c, a, b));
             }
-            Load { buf, index } if k.vals[inst.results[0].0 as usize].lanes == 1 => {
+            Load { buf, index } if k.vals[inst.results[0].0 as usize].is_scalar() => {
                 let elem = k.vals[inst.results[0].0 as usize].elem;
                 let len = k.bufs[buf.0 as usize].view_len(elem).unwrap_or(0);
                 let loc = self.loc();
                 let (r, i) = (self.o(inst.results[0]), self.o(*index));
                 self.ops.push(Op::Load1(elem, r, buf.0, i, len, inst, loc));
             }
-            Store { buf, index, value } if k.vals[value.0 as usize].lanes == 1 => {
+            Store { buf, index, value } if k.vals[value.0 as usize].is_scalar() => {
                 let elem = k.vals[value.0 as usize].elem;
                 let len = k.bufs[buf.0 as usize].view_len(elem).unwrap_or(0);
                 let loc = self.loc();
@@ -626,6 +636,11 @@ enum TrapKind {
         end: i128,
     },
     Other(String),
+    /// A `trap` instruction fired: bad data, not a bad kernel.
+    Data {
+        code: u32,
+        value: i64,
+    },
 }
 
 struct Machine<'k, 'a> {
@@ -689,6 +704,12 @@ impl<'k> Machine<'k, '_> {
                 inst: t.inst,
                 msg,
             },
+            TrapKind::Data { code, value } => InterpError::Data {
+                kernel: k.name.clone(),
+                program,
+                code,
+                value,
+            },
         }
     }
 
@@ -750,7 +771,7 @@ impl<'k> Machine<'k, '_> {
                 let t = self.ty(r);
                 let bits = const_bits(t.elem, *c);
                 let o = self.o(r);
-                self.regs[o..o + t.lanes as usize].fill(bits);
+                self.regs[o..o + t.count() as usize].fill(bits);
             }
             ProgramId(axis) => {
                 let v = self.pid.get(*axis as usize).copied().unwrap_or(0);
@@ -761,7 +782,7 @@ impl<'k> Machine<'k, '_> {
                 let r = inst.results[0];
                 let t = self.ty(r);
                 let (xo, ro) = (self.o(*x), self.o(r));
-                for l in 0..t.lanes as usize {
+                for l in 0..t.count() as usize {
                     self.regs[ro + l] = unop(*op, t.elem, self.regs[xo + l]);
                 }
             }
@@ -769,10 +790,10 @@ impl<'k> Machine<'k, '_> {
                 let r = inst.results[0];
                 let t = self.ty(r);
                 let (ao, bo, ro) = (self.o(*a), self.o(*b), self.o(r));
-                if t.lanes == 1 {
+                if t.is_scalar() {
                     self.regs[ro] = binop(*op, t.elem, self.regs[ao], self.regs[bo]);
                 } else {
-                    for l in 0..t.lanes as usize {
+                    for l in 0..t.count() as usize {
                         self.regs[ro + l] =
                             binop(*op, t.elem, self.regs[ao + l], self.regs[bo + l]);
                     }
@@ -781,15 +802,15 @@ impl<'k> Machine<'k, '_> {
             Cmp(op, a, b) => {
                 let t = self.ty(*a);
                 let (ao, bo, ro) = (self.o(*a), self.o(*b), self.o(inst.results[0]));
-                for l in 0..t.lanes as usize {
+                for l in 0..t.count() as usize {
                     self.regs[ro + l] =
                         cmp(*op, t.elem, self.regs[ao + l], self.regs[bo + l]) as u64;
                 }
             }
             Select(c, a, b) => {
                 let r = inst.results[0];
-                let n = self.ty(r).lanes as usize;
-                let cn = self.ty(*c).lanes as usize;
+                let n = self.ty(r).count() as usize;
+                let cn = self.ty(*c).count() as usize;
                 let (co, ao, bo, ro) = (self.o(*c), self.o(*a), self.o(*b), self.o(r));
                 for l in 0..n {
                     let cv = self.regs[co + if cn == 1 { 0 } else { l }];
@@ -804,7 +825,7 @@ impl<'k> Machine<'k, '_> {
                 let r = inst.results[0];
                 let (from, to) = (self.ty(*x), self.ty(r));
                 let (xo, ro) = (self.o(*x), self.o(r));
-                for l in 0..to.lanes as usize {
+                for l in 0..to.count() as usize {
                     self.regs[ro + l] = cast(from.elem, to.elem, self.regs[xo + l], mode.saturate);
                 }
             }
@@ -812,19 +833,19 @@ impl<'k> Machine<'k, '_> {
                 let r = inst.results[0];
                 let (from, to) = (self.ty(*x), self.ty(r));
                 let (xo, ro) = (self.o(*x), self.o(r));
-                let nbytes = from.elem.storage_bytes(from.lanes as u64) as usize;
+                let nbytes = from.elem.storage_bytes(from.count() as u64) as usize;
                 self.bytes.clear();
                 self.bytes.resize(nbytes.max(8), 0);
-                for l in 0..from.lanes as usize {
+                for l in 0..from.count() as usize {
                     write_elem(from.elem, &mut self.bytes, l, self.regs[xo + l]);
                 }
-                for l in 0..to.lanes as usize {
+                for l in 0..to.count() as usize {
                     self.regs[ro + l] = read_elem(to.elem, &self.bytes, l);
                 }
             }
             Splat(x) => {
                 let r = inst.results[0];
-                let n = self.ty(r).lanes as usize;
+                let n = self.ty(r).count() as usize;
                 let v = self.scalar(*x);
                 let ro = self.o(r);
                 self.regs[ro..ro + n].fill(v);
@@ -837,12 +858,7 @@ impl<'k> Machine<'k, '_> {
             ReduceLanes(op, x) => {
                 let t = self.ty(*x);
                 let xo = self.o(*x);
-                let bop = match op {
-                    ReduceOp::Add => BinOp::Add,
-                    ReduceOp::Mul => BinOp::Mul,
-                    ReduceOp::Min => BinOp::Min,
-                    ReduceOp::Max => BinOp::Max,
-                };
+                let bop = reduce_binop(*op);
                 let mut acc = self.regs[xo];
                 for l in 1..t.lanes as usize {
                     acc = binop(bop, t.elem, acc, self.regs[xo + l]);
@@ -856,7 +872,7 @@ impl<'k> Machine<'k, '_> {
                 let ro = self.o(r);
                 let ao = self.o(args[0]);
                 let bo = if args.len() > 1 { self.o(args[1]) } else { ao };
-                for l in 0..t.lanes as usize {
+                for l in 0..t.count() as usize {
                     let x = to_f64(t.elem, self.regs[ao + l]);
                     let y = to_f64(t.elem, self.regs[bo + l]);
                     self.regs[ro + l] = from_f64(t.elem, math(*f, x, y));
@@ -901,8 +917,210 @@ impl<'k> Machine<'k, '_> {
                 b_ty,
                 acc,
             } => self.mma(inst, a, b, c, (*m, *n, *k), (*a_ty, *b_ty, *acc))?,
+            TileLoad { src, fill } => {
+                let r = inst.results[0];
+                let t = self.ty(r);
+                let (rows, cols) = t.tile_shape().unwrap_or((1, 1));
+                let fill = const_bits(t.elem, *fill);
+                let ro = self.o(r);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let v = match self.tile_elem(inst, "tile.load reads", src, t.elem, i, j)? {
+                            Some(e) => read_elem(t.elem, self.bufs[src.view.buf.0 as usize], e),
+                            None => fill,
+                        };
+                        self.regs[ro + (i * cols + j) as usize] = v;
+                    }
+                }
+            }
+            TileStore { dst, value } => {
+                let t = self.ty(*value);
+                let (rows, cols) = t.tile_shape().unwrap_or((1, 1));
+                let vo = self.o(*value);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        if let Some(e) =
+                            self.tile_elem(inst, "tile.store writes", dst, t.elem, i, j)?
+                        {
+                            let v = self.regs[vo + (i * cols + j) as usize];
+                            write_elem(t.elem, self.bufs[dst.view.buf.0 as usize], e, v);
+                        }
+                    }
+                }
+            }
+            TileCopy {
+                src,
+                dst,
+                rows,
+                cols,
+                fill,
+            } => {
+                let d = self.k.bufs[src.view.buf.0 as usize].dtype;
+                let fill = const_bits(d, *fill);
+                for i in 0..*rows {
+                    for j in 0..*cols {
+                        let Some(de) = self.tile_elem(inst, "tile.copy writes", dst, d, i, j)?
+                        else {
+                            continue;
+                        };
+                        let v = match self.tile_elem(inst, "tile.copy reads", src, d, i, j)? {
+                            Some(se) => read_elem(d, self.bufs[src.view.buf.0 as usize], se),
+                            None => fill,
+                        };
+                        write_elem(d, self.bufs[dst.view.buf.0 as usize], de, v);
+                    }
+                }
+            }
+            TileMma { a, b, acc } => {
+                let r = inst.results[0];
+                let (at, bt, ct) = (self.ty(*a), self.ty(*b), self.ty(*acc));
+                let ((m, kk), (_, n)) = (
+                    at.tile_shape().unwrap_or((1, 1)),
+                    bt.tile_shape().unwrap_or((1, 1)),
+                );
+                let (ao, bo, co, ro) = (self.o(*a), self.o(*b), self.o(*acc), self.o(r));
+                // Through scratch, so the result may share registers with nothing it reads.
+                self.tmp.clear();
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut s = self.regs[co + (i * n + j) as usize];
+                        for l in 0..kk {
+                            let x = self.regs[ao + (i * kk + l) as usize];
+                            let y = self.regs[bo + (l * n + j) as usize];
+                            s = mac(ct.elem, at.elem, bt.elem, s, x, y);
+                        }
+                        self.tmp.push(s);
+                    }
+                }
+                self.regs[ro..ro + self.tmp.len()].copy_from_slice(&self.tmp);
+            }
+            TileReduce(op, axis, x) => {
+                let t = self.ty(*x);
+                let (rows, cols) = t.tile_shape().unwrap_or((1, 1));
+                let bop = reduce_binop(*op);
+                let (xo, ro) = (self.o(*x), self.o(inst.results[0]));
+                let at = |i: u32, j: u32| xo + (i * cols + j) as usize;
+                self.tmp.clear();
+                match axis {
+                    Axis::Rows => {
+                        for i in 0..rows {
+                            let mut acc = self.regs[at(i, 0)];
+                            for j in 1..cols {
+                                acc = binop(bop, t.elem, acc, self.regs[at(i, j)]);
+                            }
+                            self.tmp.push(acc);
+                        }
+                    }
+                    Axis::Cols => {
+                        for j in 0..cols {
+                            let mut acc = self.regs[at(0, j)];
+                            for i in 1..rows {
+                                acc = binop(bop, t.elem, acc, self.regs[at(i, j)]);
+                            }
+                            self.tmp.push(acc);
+                        }
+                    }
+                }
+                self.regs[ro..ro + self.tmp.len()].copy_from_slice(&self.tmp);
+            }
+            TileBroadcast(x) => {
+                let r = inst.results[0];
+                let (t, xt) = (self.ty(r), self.ty(*x));
+                let ((rows, cols), (xr, xc)) = (
+                    t.tile_shape().unwrap_or((1, 1)),
+                    xt.tile_shape().unwrap_or((1, 1)),
+                );
+                let (xo, ro) = (self.o(*x), self.o(r));
+                self.tmp.clear();
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let (si, sj) = (if xr == 1 { 0 } else { i }, if xc == 1 { 0 } else { j });
+                        self.tmp.push(self.regs[xo + (si * xc + sj) as usize]);
+                    }
+                }
+                self.regs[ro..ro + self.tmp.len()].copy_from_slice(&self.tmp);
+            }
+            TileTranspose(x) => {
+                let xt = self.ty(*x);
+                let (rows, cols) = xt.tile_shape().unwrap_or((1, 1));
+                let (xo, ro) = (self.o(*x), self.o(inst.results[0]));
+                self.tmp.clear();
+                for j in 0..cols {
+                    for i in 0..rows {
+                        self.tmp.push(self.regs[xo + (i * cols + j) as usize]);
+                    }
+                }
+                self.regs[ro..ro + self.tmp.len()].copy_from_slice(&self.tmp);
+            }
+            TileIndex(axis) => {
+                let r = inst.results[0];
+                let (rows, cols) = self.ty(r).tile_shape().unwrap_or((1, 1));
+                let ro = self.o(r);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        self.regs[ro + (i * cols + j) as usize] = match axis {
+                            Axis::Rows => i as u64,
+                            Axis::Cols => j as u64,
+                        };
+                    }
+                }
+            }
+            // Program instances run one at a time, so there is nothing to wait for.
+            Barrier => {}
+            Trap { cond, code, value } => {
+                if self.scalar(*cond) != 0 {
+                    return Err(self.trap(
+                        inst,
+                        TrapKind::Data {
+                            code: *code,
+                            value: self.scalar(*value) as i64,
+                        },
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The buffer element behind element (r, c) of a tile at `t`: `None` when the view index is
+    /// out of range (a masked lane), an error when an in-range index falls outside the buffer.
+    fn tile_elem(
+        &self,
+        inst: &Inst,
+        what: &'static str,
+        t: &TileAt,
+        elem: DType,
+        r: u32,
+        c: u32,
+    ) -> Result<Option<usize>, Trap> {
+        let v = &t.view;
+        let rank = v.dims.len();
+        let mut e = self.scalar(v.offset) as i64 as i128;
+        for d in 0..rank {
+            let mut i = self.scalar(t.origin[d]) as i64 as i128;
+            if d + 1 == rank {
+                i += c as i128;
+            } else if d + 2 == rank {
+                i += r as i128;
+            }
+            if i < 0 || i >= v.dims[d] as i128 {
+                return Ok(None);
+            }
+            e += i * v.strides[d] as i128;
+        }
+        let len = self.k.bufs[v.buf.0 as usize].view_len(elem).unwrap_or(0) as i128;
+        if e < 0 || e >= len {
+            return Err(self.trap(
+                inst,
+                TrapKind::Bounds {
+                    what,
+                    buf: v.buf.0,
+                    first: e,
+                    end: e + 1,
+                },
+            ));
+        }
+        Ok(Some(e as usize))
     }
 
     /// The first element of a tile, after checking that all its corners lie in the buffer.
@@ -975,6 +1193,16 @@ impl<'k> Machine<'k, '_> {
 // ================================================================================================
 // Per-lane semantics. Every function takes and returns canonical lane bits (see the file doc).
 // ================================================================================================
+
+/// The binary op a reduction folds with.
+fn reduce_binop(op: ReduceOp) -> BinOp {
+    match op {
+        ReduceOp::Add => BinOp::Add,
+        ReduceOp::Mul => BinOp::Mul,
+        ReduceOp::Min => BinOp::Min,
+        ReduceOp::Max => BinOp::Max,
+    }
+}
 
 /// One multiply-accumulate step of `mma`: `acc + x*y` with the product exact and one rounding.
 pub(crate) fn mac(acc: DType, a_ty: DType, b_ty: DType, s: u64, x: u64, y: u64) -> u64 {

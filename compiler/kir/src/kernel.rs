@@ -7,12 +7,14 @@ use tessera_ir::DType;
 
 /// Where a buffer lives. Global memory is visible to every program instance and to the host;
 /// shared is an on-chip scratchpad private to one program instance (L1/UB on an NPU, shared
-/// memory on a GPU); local is per-lane private memory (registers or stack).
+/// memory on a GPU); local is per-lane private memory (registers or stack); acc is accumulator
+/// memory next to a matrix unit (L0C on an NPU, accumulator registers on a GPU or CPU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Space {
     Global,
     Shared,
     Local,
+    Acc,
 }
 
 impl Space {
@@ -21,6 +23,31 @@ impl Space {
             Space::Global => "global",
             Space::Shared => "shared",
             Space::Local => "local",
+            Space::Acc => "acc",
+        }
+    }
+}
+
+/// Where a tile value is meant to live: a placement hint for backends, never a change of
+/// meaning. Operands of tile instructions may have any role; `tile.mma` accumulates in (and
+/// returns) an `acc` tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Role {
+    /// Registers (a CPU's vector registers, a GPU's fragments, an NPU's UB).
+    #[default]
+    Reg,
+    /// An on-chip scratchpad (shared memory, L1).
+    Scratch,
+    /// Matrix-unit accumulators (L0C, tensor-core accumulators).
+    Acc,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reg => "reg",
+            Role::Scratch => "scratch",
+            Role::Acc => "acc",
         }
     }
 }
@@ -33,52 +60,114 @@ pub enum Access {
     ReadWrite,
 }
 
-/// The type of an SSA value: an element dtype and a lane count (1 = scalar). Every dtype but
-/// `string` may be a value type. Indices are `i64` scalars.
+/// The type of an SSA value: a scalar, a vector of `lanes` elements, or a 2-D tile of `rows` ×
+/// `lanes` elements (`rows > 0`; `lanes` is then the column count). Every dtype but `string`
+/// may be a value type. Indices are `i64` scalars.
+///
+/// A tile is a value like any other: it lives wherever its backend puts it (registers, a
+/// scratchpad, accumulators — `role` says which is intended), and elementwise instructions
+/// apply to it lane by lane. Tiles are stored row-major, element (r, c) at position
+/// `r * cols + c`, wherever a position matters (`extract`, the interpreter's registers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ty {
     pub elem: DType,
     pub lanes: u16,
+    /// 0 for scalars and vectors; the row count of a tile.
+    pub rows: u16,
+    pub role: Role,
 }
 
 impl Ty {
-    pub const INDEX: Ty = Ty {
-        elem: DType::I64,
-        lanes: 1,
-    };
-    pub const BOOL: Ty = Ty {
-        elem: DType::Bool,
-        lanes: 1,
-    };
-    pub const F32: Ty = Ty {
-        elem: DType::F32,
-        lanes: 1,
-    };
+    pub const INDEX: Ty = Ty::scalar(DType::I64);
+    pub const BOOL: Ty = Ty::scalar(DType::Bool);
+    pub const F32: Ty = Ty::scalar(DType::F32);
 
-    pub fn scalar(elem: DType) -> Ty {
-        Ty { elem, lanes: 1 }
+    pub const fn scalar(elem: DType) -> Ty {
+        Ty {
+            elem,
+            lanes: 1,
+            rows: 0,
+            role: Role::Reg,
+        }
     }
 
-    pub fn vector(elem: DType, lanes: u16) -> Ty {
-        Ty { elem, lanes }
+    pub const fn vector(elem: DType, lanes: u16) -> Ty {
+        Ty {
+            elem,
+            lanes,
+            rows: 0,
+            role: Role::Reg,
+        }
+    }
+
+    /// A `rows × cols` tile in registers.
+    pub const fn tile(elem: DType, rows: u16, cols: u16) -> Ty {
+        Ty {
+            elem,
+            lanes: cols,
+            rows,
+            role: Role::Reg,
+        }
     }
 
     pub fn is_vector(self) -> bool {
-        self.lanes > 1
+        self.rows == 0 && self.lanes > 1
     }
 
-    /// The same lane count with another element type.
-    pub fn with_elem(self, elem: DType) -> Ty {
-        Ty {
-            elem,
-            lanes: self.lanes,
+    pub fn is_tile(self) -> bool {
+        self.rows > 0
+    }
+
+    /// A single element: neither a vector nor a tile.
+    pub fn is_scalar(self) -> bool {
+        self.rows == 0 && self.lanes == 1
+    }
+
+    /// Rows and columns of a tile; `None` for scalars and vectors.
+    pub fn tile_shape(self) -> Option<(u32, u32)> {
+        self.is_tile()
+            .then_some((self.rows as u32, self.lanes as u32))
+    }
+
+    /// The number of elements the value holds: 1, the lane count, or rows × columns.
+    pub fn count(self) -> u32 {
+        if self.rows > 0 {
+            self.rows as u32 * self.lanes as u32
+        } else {
+            self.lanes as u32
         }
+    }
+
+    /// The same shape (and role) with another element type.
+    pub fn with_elem(self, elem: DType) -> Ty {
+        Ty { elem, ..self }
+    }
+
+    /// The same type with another role.
+    pub fn with_role(self, role: Role) -> Ty {
+        Ty { role, ..self }
+    }
+
+    /// Whether two types agree in element type and shape, whatever their roles.
+    pub fn same_shape(self, o: Ty) -> bool {
+        self.elem == o.elem && self.lanes == o.lanes && self.rows == o.rows
+    }
+
+    /// The scalar type of one element.
+    pub fn element(self) -> Ty {
+        Ty::scalar(self.elem)
     }
 }
 
 impl fmt::Display for Ty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.lanes == 1 {
+        if self.rows > 0 {
+            write!(f, "tile<{}x{}x{}", self.rows, self.lanes, self.elem)?;
+            if self.role != Role::Reg {
+                write!(f, ", {}", self.role.name())?;
+            }
+            f.write_str(">")
+        } else if self.lanes == 1 {
             write!(f, "{}", self.elem)
         } else {
             write!(f, "vec<{}x{}>", self.lanes, self.elem)
@@ -327,7 +416,65 @@ pub struct TileRef {
     pub col_stride: i64,
 }
 
+/// An N-D strided view of a buffer, through which tile instructions address it: element
+/// `(i0, …, i_{n-1})` of the view is element `offset + Σ i_d · strides[d]` of the buffer.
+/// `dims` bound the view: an index outside `0..dims[d]` on any axis is *out of range*, which
+/// tile loads answer with their fill value and tile stores skip. In-range elements must lie
+/// inside the buffer. The rank is 1 to [`MAX_VIEW_RANK`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct View {
+    pub buf: Buf,
+    /// Element offset of index (0, …, 0), an `i64`.
+    pub offset: Val,
+    pub dims: Vec<u64>,
+    pub strides: Vec<i64>,
+}
+
+/// The highest rank a [`View`] may have.
+pub const MAX_VIEW_RANK: usize = 6;
+
+/// Where a tile sits in a view: its top-left corner, one `i64` index per view axis. A tile's
+/// rows run along the view's second-to-last axis and its columns along the last (a rank-1 view
+/// holds 1-row tiles); every other axis stays at its origin index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TileAt {
+    pub view: View,
+    pub origin: Vec<Val>,
+}
+
+impl TileAt {
+    /// A tile at `origin` in a row-major view of `buf` with extents `dims`, starting at
+    /// element `offset`.
+    pub fn row_major(buf: Buf, offset: Val, dims: &[u64], origin: &[Val]) -> TileAt {
+        let mut strides = vec![1i64; dims.len()];
+        for d in (0..dims.len().saturating_sub(1)).rev() {
+            strides[d] = strides[d + 1] * dims[d + 1] as i64;
+        }
+        TileAt {
+            view: View {
+                buf,
+                offset,
+                dims: dims.to_vec(),
+                strides,
+            },
+            origin: origin.to_vec(),
+        }
+    }
+}
+
+/// Which way a tile reduction runs: `Rows` reduces each row (across its columns) to one
+/// element, giving an `R × 1` tile; `Cols` reduces each column, giving `1 × C`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Axis {
+    Rows,
+    Cols,
+}
+
 /// The instruction set.
+///
+/// Unary, binary, `cmp`, `select`, `cast`, `bitcast` (same element count) and `math` apply
+/// to scalars, vectors and tiles alike, element by element; `splat` makes a vector or a tile
+/// from a scalar. The `tile.*` instructions at the end of this enum are the tile language.
 #[derive(Clone, Debug, PartialEq)]
 pub enum InstKind {
     /// A literal of the result type (vector results splat it).
@@ -400,5 +547,66 @@ pub enum InstKind {
         a_ty: DType,
         b_ty: DType,
         acc: DType,
+    },
+    /// A masked tile load: element (r, c) of the result is the view's element at `origin`
+    /// shifted by r rows and c columns, or `fill` (read as the result's element type) where
+    /// that index is out of range. The result is a tile whose element type is the buffer's
+    /// dtype (or its storage view, as for `load`).
+    TileLoad {
+        src: TileAt,
+        fill: Scalar,
+    },
+    /// A masked tile store: writes each element of the tile `value` whose index is in range,
+    /// and nothing else.
+    TileStore {
+        dst: TileAt,
+        value: Val,
+    },
+    /// Moves a `rows × cols` tile from one buffer to another, usually across memory spaces
+    /// (global ↔ shared ↔ acc): the DMA / TMA / cp.async primitive. Element (r, c) is written
+    /// where its destination index is in range: the source element where its source index is
+    /// in range, else `fill`. Both buffers have the same dtype.
+    TileCopy {
+        src: TileAt,
+        dst: TileAt,
+        rows: u32,
+        cols: u32,
+        fill: Scalar,
+    },
+    /// Tile multiply-accumulate on values: `a` is `M × K`, `b` is `K × N` and `acc` is `M × N`;
+    /// the result (an `M × N` tile of `acc`'s element type, role `acc`) is `acc + a · b` with
+    /// each product formed exactly and accumulated in increasing k order, one rounding per
+    /// step — the semantics of [`InstKind::Mma`]. The operand types name the a/b/acc dtypes;
+    /// targets refuse pairs their matrix unit lacks.
+    TileMma {
+        a: Val,
+        b: Val,
+        acc: Val,
+    },
+    /// Reduces a tile along `axis` (see [`Axis`]) in increasing index order; float add and mul
+    /// round after every step.
+    TileReduce(ReduceOp, Axis, Val),
+    /// Broadcasts a `1 × C`, `R × 1` or `1 × 1` tile to the result's `R × C` shape.
+    TileBroadcast(Val),
+    /// The `C × R` transpose of an `R × C` tile.
+    TileTranspose(Val),
+    /// An `i64` tile holding each element's row index (`Rows`) or column index (`Cols`).
+    TileIndex(Axis),
+    /// Orders memory: every access to shared or acc memory before it, by any pipe or program
+    /// instance that shares that memory, completes before any access after it. Program
+    /// instances that share no memory see no effect (the interpreter runs them one at a time).
+    Barrier,
+    /// A data check. When `cond` (a scalar bool) is true, this program instance stops at once
+    /// and the launch fails with data error `code` and the offending `value` (an `i64`, e.g.
+    /// an index as read from a tensor); nothing after the trap runs in this instance, and the
+    /// runtime never hands out the launch's outputs. Which instance's trap is reported when
+    /// several fire is the first in row-major grid order. `code` is the kernel's own number for
+    /// the check; the plan's trap table (`Plan::traps`) says which node, op and input it is
+    /// about. Lowering puts a trap before every access whose index comes from runtime data, in
+    /// place of clamping it: an index out of range is an error, never a silent wrong answer.
+    Trap {
+        cond: Val,
+        code: u32,
+        value: Val,
     },
 }

@@ -8,6 +8,7 @@
 //! [`passes`] for the shared rewrites that bring a kernel down to what a simple backend needs.
 
 pub mod builder;
+pub mod constants;
 pub mod error;
 pub mod interp;
 pub mod kernel;
@@ -25,7 +26,7 @@ pub use interp::{run_kernel, Interp, InterpError};
 pub use kernel::*;
 pub use plan::{
     BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan,
-    PlanBuffer, PlanIo, Program, Step, TreeEnsemble, Trip,
+    PlanBuffer, PlanIo, Program, Step, TrapSite, TreeEnsemble, Trip,
 };
 pub use text::{parse_kernel, parse_program, print_kernel, print_program};
 pub use verify::verify;

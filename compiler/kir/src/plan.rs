@@ -311,6 +311,23 @@ pub struct NodeRecord {
     pub how: Execution,
 }
 
+/// What one data check (a kernel's `trap` instruction) is about, so the runtime can name it:
+/// `Plan::traps[code]` describes code `code` of kernel `kernel`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrapSite {
+    /// The kernel whose `trap` instructions use this code.
+    pub kernel: u32,
+    /// The node's label, e.g. `Gather node "g"`.
+    pub node: String,
+    /// The op type, e.g. `Gather`.
+    pub op: String,
+    /// The operand whose data is checked, e.g. `indices`.
+    pub input: String,
+    /// What the value must be, completing "holds VALUE, which is …", e.g. `out of range for
+    /// axis 0 of size 1000 (valid: -1000 to 999)`.
+    pub what: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub buffers: Vec<PlanBuffer>,
@@ -319,6 +336,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub consts: Vec<Vec<u8>>,
     pub nodes: Vec<NodeRecord>,
+    /// The data checks of every kernel, indexed by trap code (see [`TrapSite`]).
+    pub traps: Vec<TrapSite>,
 }
 
 impl Plan {

@@ -111,6 +111,21 @@ pub(crate) fn float_lit(x: f64) -> String {
     }
 }
 
+/// A literal as `const` prints it.
+fn lit(c: Scalar) -> String {
+    match c {
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(x) => float_lit(x),
+    }
+}
+
+pub(crate) fn axis_name(a: Axis) -> &'static str {
+    match a {
+        Axis::Rows => "rows",
+        Axis::Cols => "cols",
+    }
+}
+
 pub(crate) fn unop_name(op: UnOp) -> &'static str {
     match op {
         UnOp::Neg => "neg",
@@ -296,6 +311,19 @@ impl Printer<'_> {
         )
     }
 
+    /// `%buf offset %o dims [..] strides [..] at [%i, ..]`.
+    fn tile_at(&self, t: &TileAt) -> String {
+        let list = |xs: Vec<String>| xs.join(", ");
+        format!(
+            "{} offset {} dims [{}] strides [{}] at [{}]",
+            self.buf(t.view.buf),
+            self.val(t.view.offset),
+            list(t.view.dims.iter().map(|d| d.to_string()).collect()),
+            list(t.view.strides.iter().map(|d| d.to_string()).collect()),
+            self.vals(&t.origin)
+        )
+    }
+
     /// The instruction on one line; `for` and `if` stop after their `{`.
     fn inst_line(&mut self, inst: &Inst) {
         use InstKind::*;
@@ -304,8 +332,7 @@ impl Printer<'_> {
             let _ = write!(self.out, "{r} = ");
         }
         let s = match &inst.kind {
-            Const(Scalar::Int(i)) => format!("const {i}"),
-            Const(Scalar::Float(x)) => format!("const {}", float_lit(*x)),
+            Const(c) => format!("const {}", lit(*c)),
             ProgramId(a) => format!("program_id {a}"),
             Unary(op, x) => format!("{} {}", unop_name(*op), self.val(*x)),
             Binary(op, a, b) => format!("{} {}, {}", binop_name(*op), self.val(*a), self.val(*b)),
@@ -385,6 +412,45 @@ impl Printer<'_> {
                 self.tile(b),
                 self.tile(c)
             ),
+            TileLoad { src, fill } => {
+                format!("tile.load {} fill {}", self.tile_at(src), lit(*fill))
+            }
+            TileStore { dst, value } => {
+                format!("tile.store {}, {}", self.val(*value), self.tile_at(dst))
+            }
+            TileCopy {
+                src,
+                dst,
+                rows,
+                cols,
+                fill,
+            } => {
+                format!(
+                    "tile.copy {} -> {} size {rows}x{cols} fill {}",
+                    self.tile_at(src),
+                    self.tile_at(dst),
+                    lit(*fill)
+                )
+            }
+            TileMma { a, b, acc } => format!(
+                "tile.mma {}, {}, {}",
+                self.val(*a),
+                self.val(*b),
+                self.val(*acc)
+            ),
+            TileReduce(op, axis, x) => format!(
+                "tile.reduce {} {} {}",
+                reduce_name(*op),
+                axis_name(*axis),
+                self.val(*x)
+            ),
+            TileBroadcast(x) => format!("tile.broadcast {}", self.val(*x)),
+            TileTranspose(x) => format!("tile.transpose {}", self.val(*x)),
+            TileIndex(axis) => format!("tile.index {}", axis_name(*axis)),
+            Barrier => "barrier".to_string(),
+            Trap { cond, code, value } => {
+                format!("trap {}, {code}, {}", self.val(*cond), self.val(*value))
+            }
         };
         self.out.push_str(&s);
         match &inst.kind {
@@ -769,7 +835,38 @@ impl Parser {
                 return self.err(format!("expected `<lanes>x<dtype>`, found `{w}`"));
             };
             self.punct('>')?;
-            Ok(Ty { elem, lanes })
+            Ok(Ty::vector(elem, lanes))
+        } else if self.eat_keyword("tile") {
+            self.punct('<')?;
+            let w = self.word("`<rows>x<cols>x<dtype>`")?;
+            let mut parts = w.splitn(3, 'x');
+            let parsed = (|| {
+                let r = parts.next()?.parse::<u16>().ok()?;
+                let c = parts.next()?.parse::<u16>().ok()?;
+                let d = parts.next()?.parse::<DType>().ok()?;
+                Some((r, c, d))
+            })();
+            let Some((rows, cols, elem)) = parsed.filter(|&(r, c, _)| r > 0 && c > 0) else {
+                self.back();
+                return self.err(format!(
+                    "expected `<rows>x<cols>x<dtype>` with positive sizes, found `{w}`"
+                ));
+            };
+            let mut role = Role::Reg;
+            if self.eat_punct(',') {
+                role = match self.word("a tile role")?.as_str() {
+                    "reg" => Role::Reg,
+                    "scratch" => Role::Scratch,
+                    "acc" => Role::Acc,
+                    w => {
+                        let w = w.to_string();
+                        self.back();
+                        return self.err(format!("unknown tile role `{w}` (reg, scratch or acc)"));
+                    }
+                };
+            }
+            self.punct('>')?;
+            Ok(Ty::tile(elem, rows, cols).with_role(role))
         } else {
             Ok(Ty::scalar(self.dtype()?))
         }
@@ -796,11 +893,12 @@ impl Parser {
             "global" => Space::Global,
             "shared" => Space::Shared,
             "local" => Space::Local,
+            "acc" => Space::Acc,
             w => {
                 let w = w.to_string();
                 self.back();
                 return self.err(format!(
-                    "unknown memory space `{w}` (global, shared or local)"
+                    "unknown memory space `{w}` (global, shared, local or acc)"
                 ));
             }
         };
@@ -1032,17 +1130,7 @@ impl Parser {
                 Extract(v, self.int::<u16>("a lane number")?)
             }
             "reduce" => {
-                let w = self.word("a reduction")?;
-                let r = match w.as_str() {
-                    "add" => ReduceOp::Add,
-                    "mul" => ReduceOp::Mul,
-                    "min" => ReduceOp::Min,
-                    "max" => ReduceOp::Max,
-                    _ => {
-                        self.back();
-                        return self.err(format!("unknown reduction `{w}`"));
-                    }
-                };
+                let r = self.reduce_op()?;
                 ReduceLanes(r, self.val()?)
             }
             "math" => {
@@ -1190,6 +1278,78 @@ impl Parser {
                     acc,
                 }
             }
+            "trap" => {
+                let cond = self.val()?;
+                self.punct(',')?;
+                let code = self.int::<u32>("a trap code")?;
+                self.punct(',')?;
+                Trap {
+                    cond,
+                    code,
+                    value: self.val()?,
+                }
+            }
+            "tile.load" => {
+                let src = self.tile_at(cx)?;
+                self.keyword("fill")?;
+                TileLoad {
+                    src,
+                    fill: self.literal()?,
+                }
+            }
+            "tile.store" => {
+                let value = self.val()?;
+                self.punct(',')?;
+                TileStore {
+                    value,
+                    dst: self.tile_at(cx)?,
+                }
+            }
+            "tile.copy" => {
+                let src = self.tile_at(cx)?;
+                if self.next() != Tok::Arrow {
+                    self.back();
+                    return self.unexpected("`->`");
+                }
+                let dst = self.tile_at(cx)?;
+                self.keyword("size")?;
+                let w = self.word("`<rows>x<cols>`")?;
+                let Some((rows, cols)) = w
+                    .split_once('x')
+                    .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)))
+                else {
+                    self.back();
+                    return self.err(format!("expected `<rows>x<cols>`, found `{w}`"));
+                };
+                self.keyword("fill")?;
+                TileCopy {
+                    src,
+                    dst,
+                    rows,
+                    cols,
+                    fill: self.literal()?,
+                }
+            }
+            "tile.mma" => {
+                let a = self.val()?;
+                self.punct(',')?;
+                let b = self.val()?;
+                self.punct(',')?;
+                TileMma {
+                    a,
+                    b,
+                    acc: self.val()?,
+                }
+            }
+            "tile.reduce" => {
+                let r = self.reduce_op()?;
+                let axis = self.axis()?;
+                TileReduce(r, axis, self.val()?)
+            }
+            "tile.broadcast" => TileBroadcast(self.val()?),
+            "tile.transpose" => TileTranspose(self.val()?),
+            "tile.index" => TileIndex(self.axis()?),
+            "barrier" => Barrier,
             _ => {
                 if let Some(b) = binop_by_name(&op) {
                     let a = self.val()?;
@@ -1222,6 +1382,83 @@ impl Parser {
         self.keyword(key)?;
         self.punct('=')?;
         self.int::<u32>(&format!("the `{key}` tile size"))
+    }
+
+    fn reduce_op(&mut self) -> Result<ReduceOp, KirError> {
+        let w = self.word("a reduction")?;
+        Ok(match w.as_str() {
+            "add" => ReduceOp::Add,
+            "mul" => ReduceOp::Mul,
+            "min" => ReduceOp::Min,
+            "max" => ReduceOp::Max,
+            _ => {
+                self.back();
+                return self.err(format!("unknown reduction `{w}`"));
+            }
+        })
+    }
+
+    fn axis(&mut self) -> Result<Axis, KirError> {
+        match self.word("`rows` or `cols`")?.as_str() {
+            "rows" => Ok(Axis::Rows),
+            "cols" => Ok(Axis::Cols),
+            w => {
+                let w = w.to_string();
+                self.back();
+                self.err(format!("expected `rows` or `cols`, found `{w}`"))
+            }
+        }
+    }
+
+    /// A bracketed, comma-separated list of integers (possibly empty).
+    fn int_list<T: std::str::FromStr>(&mut self, what: &str) -> Result<Vec<T>, KirError> {
+        self.punct('[')?;
+        let mut xs = Vec::new();
+        if !self.eat_punct(']') {
+            loop {
+                if xs.len() >= MAX_VIEW_RANK {
+                    return self.err(format!("a view has at most {MAX_VIEW_RANK} axes"));
+                }
+                xs.push(self.int::<T>(what)?);
+                if self.eat_punct(']') {
+                    break;
+                }
+                self.punct(',')?;
+            }
+        }
+        Ok(xs)
+    }
+
+    /// `%buf offset %o dims [..] strides [..] at [%i, ..]`.
+    fn tile_at(&mut self, cx: &KCtx) -> Result<TileAt, KirError> {
+        let buf = self.buf_ref(cx)?;
+        self.keyword("offset")?;
+        let offset = self.val()?;
+        self.keyword("dims")?;
+        let dims = self.int_list::<u64>("a view extent")?;
+        self.keyword("strides")?;
+        let strides = self.int_list::<i64>("a view stride")?;
+        self.keyword("at")?;
+        self.punct('[')?;
+        let origin = if self.eat_punct(']') {
+            Vec::new()
+        } else {
+            let vs = self.val_list()?;
+            self.punct(']')?;
+            vs
+        };
+        if origin.len() > MAX_VIEW_RANK {
+            return self.err(format!("a view has at most {MAX_VIEW_RANK} axes"));
+        }
+        Ok(TileAt {
+            view: View {
+                buf,
+                offset,
+                dims,
+                strides,
+            },
+            origin,
+        })
     }
 
     fn tile(&mut self, cx: &KCtx) -> Result<TileRef, KirError> {

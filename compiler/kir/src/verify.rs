@@ -8,6 +8,9 @@ use crate::kernel::*;
 use crate::text;
 use tessera_ir::DType;
 
+/// The most elements one tile value may hold.
+pub const MAX_TILE_ELEMS: u32 = 1 << 16;
+
 /// Checks every rule of the IR. Errors name the kernel and the offending instruction.
 ///
 /// The rules: the grid has at most 3 axes; parameters are global buffers and locals are
@@ -142,6 +145,18 @@ impl<'k> Verifier<'k> {
             }
             if t.lanes == 0 {
                 return Err(self.kernel_err(format!("value %{i} has zero lanes")));
+            }
+            if t.is_tile() && t.count() > MAX_TILE_ELEMS {
+                return Err(self.kernel_err(format!(
+                    "value %{i} is a {t} of {} elements; tiles hold at most {MAX_TILE_ELEMS}",
+                    t.count()
+                )));
+            }
+            if !t.is_tile() && t.role != Role::Reg {
+                return Err(self.kernel_err(format!(
+                    "value %{i} is not a tile but has role {}",
+                    t.role.name()
+                )));
             }
         }
         self.path.push(("", 0));
@@ -281,8 +296,60 @@ impl<'k> Verifier<'k> {
     }
 
     fn same(&self, inst: &Inst, what: &str, got: Ty, want: Ty) -> Result<(), KirError> {
-        if got != want {
+        // Roles are placement hints: values of any role agree when their shapes do.
+        if !got.same_shape(want) {
             return Err(self.err(inst, format!("{what} is {got}, expected {want}")));
+        }
+        Ok(())
+    }
+
+    /// Checks a tile position and its view for a tile of `rows` rows; returns the buffer.
+    fn view(
+        &self,
+        inst: &Inst,
+        what: &str,
+        t: &TileAt,
+        rows: u32,
+    ) -> Result<&'k BufDecl, KirError> {
+        let v = &t.view;
+        let d = self.buf(inst, v.buf)?;
+        let rank = v.dims.len();
+        if rank == 0 || rank > MAX_VIEW_RANK {
+            return Err(self.err(
+                inst,
+                format!("{what} view has rank {rank}; views have 1 to {MAX_VIEW_RANK} axes"),
+            ));
+        }
+        if v.strides.len() != rank || t.origin.len() != rank {
+            return Err(self.err(
+                inst,
+                format!(
+                    "{what} view has {rank} dims, {} strides and {} origin indices; they must agree",
+                    v.strides.len(),
+                    t.origin.len()
+                ),
+            ));
+        }
+        if rank == 1 && rows != 1 {
+            return Err(self.err(
+                inst,
+                format!("{what} view has rank 1, which holds 1-row tiles, not {rows} rows"),
+            ));
+        }
+        self.index(inst, &format!("{what} offset"), v.offset)?;
+        for (i, &o) in t.origin.iter().enumerate() {
+            self.index(inst, &format!("{what} origin {i}"), o)?;
+        }
+        Ok(d)
+    }
+
+    /// A literal read as `elem`: float literals only for float types.
+    fn literal(&self, inst: &Inst, what: &str, c: Scalar, elem: DType) -> Result<(), KirError> {
+        if matches!(c, Scalar::Float(_)) && !elem.is_float() {
+            return Err(self.err(
+                inst,
+                format!("{what} is a float literal for {elem} elements"),
+            ));
         }
         Ok(())
     }
@@ -380,12 +447,12 @@ impl<'k> Verifier<'k> {
                 let bt = self.use_val(inst, *b)?;
                 self.same(inst, "true operand", at, t)?;
                 self.same(inst, "false operand", bt, t)?;
-                if ct.elem != DType::Bool || (ct.lanes != 1 && ct.lanes != t.lanes) {
+                if !(ct.same_shape(Ty::BOOL) || ct.same_shape(t.with_elem(DType::Bool))) {
                     return Err(self.err(
                         inst,
                         format!(
-                            "condition is {ct}; expected bool or a bool vector of {} lanes",
-                            t.lanes
+                            "condition is {ct}; expected bool or {}",
+                            t.with_elem(DType::Bool)
                         ),
                     ));
                 }
@@ -393,8 +460,8 @@ impl<'k> Verifier<'k> {
             Cast(x, _) => {
                 let t = rt(self)?;
                 let xt = self.use_val(inst, *x)?;
-                if xt.lanes != t.lanes {
-                    return Err(self.err(inst, format!("casts {xt} to {t}: lane counts differ")));
+                if !xt.with_elem(t.elem).same_shape(t) {
+                    return Err(self.err(inst, format!("casts {xt} to {t}: shapes differ")));
                 }
             }
             Bitcast(x) => {
@@ -403,9 +470,17 @@ impl<'k> Verifier<'k> {
                 if xt.elem == DType::Bool || t.elem == DType::Bool {
                     return Err(self.err(inst, "bitcast to or from bool is not allowed; use cast"));
                 }
+                if (xt.is_tile() || t.is_tile())
+                    && (xt.tile_shape() != t.tile_shape() || xt.elem.bits() != t.elem.bits())
+                {
+                    return Err(self.err(
+                        inst,
+                        format!("bitcasts {xt} to {t}: a tile keeps its shape and element width"),
+                    ));
+                }
                 let (xb, tb) = (
-                    xt.elem.bits() as u64 * xt.lanes as u64,
-                    t.elem.bits() as u64 * t.lanes as u64,
+                    xt.elem.bits() as u64 * xt.count() as u64,
+                    t.elem.bits() as u64 * t.count() as u64,
                 );
                 if xb != tb {
                     return Err(self.err(
@@ -417,7 +492,7 @@ impl<'k> Verifier<'k> {
             Splat(x) => {
                 let t = rt(self)?;
                 let xt = self.use_val(inst, *x)?;
-                if xt.lanes != 1 {
+                if !xt.is_scalar() {
                     return Err(self.err(inst, format!("splats {xt}, which is not a scalar")));
                 }
                 self.same(inst, "result element", Ty::scalar(t.elem), xt)?;
@@ -425,7 +500,7 @@ impl<'k> Verifier<'k> {
             Extract(x, lane) => {
                 let t = rt(self)?;
                 let xt = self.use_val(inst, *x)?;
-                if *lane >= xt.lanes {
+                if *lane as u32 >= xt.count() {
                     return Err(self.err(inst, format!("extracts lane {lane} of {xt}")));
                 }
                 self.same(inst, "result", t, Ty::scalar(xt.elem))?;
@@ -434,6 +509,12 @@ impl<'k> Verifier<'k> {
                 let t = rt(self)?;
                 let xt = self.use_val(inst, *x)?;
                 self.same(inst, "result", t, Ty::scalar(xt.elem))?;
+                if xt.is_tile() {
+                    return Err(self.err(
+                        inst,
+                        format!("reduces the lanes of {xt}; tiles reduce with `tile.reduce`"),
+                    ));
+                }
                 let e = xt.elem;
                 let ok = match op {
                     ReduceOp::Add | ReduceOp::Mul => e.is_float() || e.is_int(),
@@ -466,6 +547,12 @@ impl<'k> Verifier<'k> {
                 let t = rt(self)?;
                 let d = self.buf(inst, *buf)?;
                 self.index(inst, "index", *index)?;
+                if t.is_tile() {
+                    return Err(self.err(
+                        inst,
+                        format!("loads a {t}; tiles are loaded with `tile.load`"),
+                    ));
+                }
                 if d.view_len(t.elem).is_none() {
                     return Err(self.err(
                         inst,
@@ -478,6 +565,12 @@ impl<'k> Verifier<'k> {
                 let d = self.buf(inst, *buf)?;
                 self.index(inst, "index", *index)?;
                 let vt = self.use_val(inst, *value)?;
+                if vt.is_tile() {
+                    return Err(self.err(
+                        inst,
+                        format!("stores a {vt}; tiles are stored with `tile.store`"),
+                    ));
+                }
                 if d.view_len(vt.elem).is_none() {
                     return Err(self.err(
                         inst,
@@ -617,17 +710,184 @@ impl<'k> Verifier<'k> {
                 if *m == 0 || *n == 0 || *k == 0 {
                     return Err(self.err(inst, "tile sizes must be positive"));
                 }
-                let num = |d: DType| d.is_float() || d.is_int();
-                let ok = if acc.is_float() {
-                    num(*a_ty) && num(*b_ty)
-                } else if acc.is_int() {
-                    a_ty.is_int() && b_ty.is_int()
-                } else {
-                    false
-                };
-                if !ok {
+                if !mma_pair_ok(*a_ty, *b_ty, *acc) {
                     return Err(self.err(inst, format!("no mma {a_ty} x {b_ty} -> {acc}")));
                 }
+            }
+            TileLoad { src, fill } => {
+                let t = rt(self)?;
+                let Some((rows, cols)) = t.tile_shape() else {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.load defines a {t}, which is not a tile"),
+                    ));
+                };
+                let d = self.view(inst, "source", src, rows)?;
+                if d.view_len(t.elem).is_none() {
+                    return Err(self.err(
+                        inst,
+                        format!("loads {t} from buffer `{}` of {}", d.name, d.dtype),
+                    ));
+                }
+                let _ = cols;
+                self.literal(inst, "fill", *fill, t.elem)?;
+            }
+            TileStore { dst, value } => {
+                self.expect_results(inst, 0)?;
+                let vt = self.use_val(inst, *value)?;
+                let Some((rows, _)) = vt.tile_shape() else {
+                    return Err(
+                        self.err(inst, format!("tile.store of a {vt}, which is not a tile"))
+                    );
+                };
+                let d = self.view(inst, "destination", dst, rows)?;
+                if d.view_len(vt.elem).is_none() {
+                    return Err(self.err(
+                        inst,
+                        format!("stores {vt} into buffer `{}` of {}", d.name, d.dtype),
+                    ));
+                }
+                if d.access == Access::Read {
+                    return Err(self.err(
+                        inst,
+                        format!("stores into read-only parameter `{}`", d.name),
+                    ));
+                }
+            }
+            TileCopy {
+                src,
+                dst,
+                rows,
+                cols,
+                fill,
+            } => {
+                self.expect_results(inst, 0)?;
+                if *rows == 0 || *cols == 0 || rows.saturating_mul(*cols) > MAX_TILE_ELEMS {
+                    return Err(self.err(inst, format!("copies a {rows}x{cols} tile; sizes must be positive and hold at most {MAX_TILE_ELEMS} elements")));
+                }
+                let s = self.view(inst, "source", src, *rows)?;
+                let d = self.view(inst, "destination", dst, *rows)?;
+                if s.dtype != d.dtype {
+                    return Err(self.err(
+                        inst,
+                        format!(
+                            "copies {} buffer `{}` into {} buffer `{}`",
+                            s.dtype, s.name, d.dtype, d.name
+                        ),
+                    ));
+                }
+                if d.access == Access::Read {
+                    return Err(self.err(
+                        inst,
+                        format!("copies into read-only parameter `{}`", d.name),
+                    ));
+                }
+                self.literal(inst, "fill", *fill, s.dtype)?;
+            }
+            TileMma { a, b, acc } => {
+                let t = rt(self)?;
+                let (at, bt, ct) = (
+                    self.use_val(inst, *a)?,
+                    self.use_val(inst, *b)?,
+                    self.use_val(inst, *acc)?,
+                );
+                let (Some((m, ka)), Some((kb, n)), Some((cm, cn))) =
+                    (at.tile_shape(), bt.tile_shape(), ct.tile_shape())
+                else {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.mma of {at}, {bt} and {ct}: all three must be tiles"),
+                    ));
+                };
+                if ka != kb || cm != m || cn != n {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.mma of {at} · {bt} into {ct}: shapes do not chain"),
+                    ));
+                }
+                self.same(inst, "result", t, ct)?;
+                if t.role != Role::Acc {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.mma defines a {t}; its result is an acc tile"),
+                    ));
+                }
+                if !mma_pair_ok(at.elem, bt.elem, ct.elem) {
+                    return Err(self.err(
+                        inst,
+                        format!("no mma {} x {} -> {}", at.elem, bt.elem, ct.elem),
+                    ));
+                }
+            }
+            TileReduce(op, axis, x) => {
+                let t = rt(self)?;
+                let xt = self.use_val(inst, *x)?;
+                let Some((r, c)) = xt.tile_shape() else {
+                    return Err(
+                        self.err(inst, format!("tile.reduce of a {xt}, which is not a tile"))
+                    );
+                };
+                let want = match axis {
+                    Axis::Rows => Ty::tile(xt.elem, r as u16, 1),
+                    Axis::Cols => Ty::tile(xt.elem, 1, c as u16),
+                };
+                self.same(inst, "result", t, want)?;
+                let e = xt.elem;
+                let ok = match op {
+                    ReduceOp::Add | ReduceOp::Mul => e.is_float() || e.is_int(),
+                    ReduceOp::Min | ReduceOp::Max => e.is_float() || e.is_int() || e == DType::Bool,
+                };
+                if !ok {
+                    return Err(self.err(inst, format!("reduce {op:?} is not defined on {e}")));
+                }
+            }
+            TileBroadcast(x) => {
+                let t = rt(self)?;
+                let xt = self.use_val(inst, *x)?;
+                let (Some((r, c)), Some((xr, xc))) = (t.tile_shape(), xt.tile_shape()) else {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.broadcast of {xt} to {t}: both must be tiles"),
+                    ));
+                };
+                if xt.elem != t.elem || !(xr == r || xr == 1) || !(xc == c || xc == 1) {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.broadcast cannot make a {t} from a {xt}"),
+                    ));
+                }
+            }
+            TileTranspose(x) => {
+                let t = rt(self)?;
+                let xt = self.use_val(inst, *x)?;
+                let Some((r, c)) = xt.tile_shape() else {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.transpose of a {xt}, which is not a tile"),
+                    ));
+                };
+                self.same(inst, "result", t, Ty::tile(xt.elem, c as u16, r as u16))?;
+            }
+            TileIndex(_) => {
+                let t = rt(self)?;
+                if !t.is_tile() || t.elem != DType::I64 {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.index defines a {t}; it defines an i64 tile"),
+                    ));
+                }
+            }
+            Barrier => self.expect_results(inst, 0)?,
+            Trap { cond, value, .. } => {
+                self.expect_results(inst, 0)?;
+                let ct = self.use_val(inst, *cond)?;
+                if ct != Ty::BOOL {
+                    return Err(self.err(
+                        inst,
+                        format!("trap condition is {ct}; expected a scalar bool"),
+                    ));
+                }
+                self.index(inst, "value", *value)?;
             }
         }
         // Define the results (For's and If's were type-checked above).
@@ -635,6 +895,18 @@ impl<'k> Verifier<'k> {
             self.define(inst, r, scope)?;
         }
         Ok(())
+    }
+}
+
+/// Whether `a x b -> acc` is a multiply-accumulate the IR defines (a target may still lack it).
+fn mma_pair_ok(a: DType, b: DType, acc: DType) -> bool {
+    let num = |d: DType| d.is_float() || d.is_int();
+    if acc.is_float() {
+        num(a) && num(b)
+    } else if acc.is_int() {
+        a.is_int() && b.is_int()
+    } else {
+        false
     }
 }
 

@@ -670,6 +670,14 @@ fn rotary(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let yb = cx.buffer(y)?;
     let mut args = vec![xb, cb, sb];
     let acc = compute_dtype(dt);
+    let pos_code = cx.trap_site(
+        node,
+        "position_ids",
+        format!(
+            "past the cos/sin caches, which have {max_pos} rows (valid: 0 to {})",
+            max_pos.saturating_sub(1)
+        ),
+    );
     let name = cx.kernel_name("rotary_embedding");
     let mut b = KernelBuilder::new(name);
     let xp = b.param("x", dt, n, Access::Read);
@@ -699,14 +707,10 @@ fn rotary(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let base = madd(&mut b, base, hh, st[2]);
     let crow = match pp {
         Some(pp) => {
-            // Runtime position id, clamped into the cache (out-of-range ids read row 0 or
-            // the last row rather than out of bounds).
+            // A runtime position id; one past the caches is a data error.
             let p = b.load(pp, bs, 1);
             let p = b.cast(p, DType::I64, NO_SAT);
-            let lo = idx(&mut b, 0);
-            let hi = idx(&mut b, max_pos.saturating_sub(1));
-            let p = b.max(p, lo);
-            let p = b.min(p, hi);
+            let p = b.checked_below(p, max_pos, pos_code);
             madd(&mut b, z, p, half)
         }
         None => madd(&mut b, z, bs, half),

@@ -94,7 +94,7 @@ fn lower_body(
         kernel_names: std::mem::take(&mut cx.kernel_names),
         dynamic: Default::default(),
     };
-    let r = lower_nodes(&mut child, &g.nodes, &label).and_then(|()| {
+    let r = lower_nodes(&mut child, &g.nodes, &label).and_then(|_| {
         child.node_label = label.clone();
         g.outputs
             .iter()

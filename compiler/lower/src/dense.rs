@@ -1,19 +1,20 @@
 //! Lowering of matrix products, convolutions, pooling and normalisations. One section per op.
 //!
-//! Start at [`lower`]. The matrix products share one kernel generator ([`MmSpec`],
-//! [`matmul_kernel`]): a grid over output tiles (sizes from `TargetDesc::matmul_tile`), and
-//! inside each tile register-blocked micro-kernels with carried accumulators. Convolution and
+//! Start at [`lower`]. The matrix products share one tile program (`contraction.rs`): a grid
+//! over output tiles whose shape comes from the target description, each a `tile.mma` loop
+//! over K with masked tile loads. Convolution and
 //! pooling share the window walk ([`window_ranges`], [`window_fold`]): for each output point,
 //! the kernel computes the range of kernel taps that land inside the input, so the inner loops
 //! carry no bounds checks. The normalisations share one row kernel ([`norm_kernel`]).
 
+use crate::contraction::{mm_tiles, tile_matmul_kernel, CTerm, MmSpec, ZeroPoint};
 use crate::movement::{chunking, for_each_item, norm_axis, operand, result};
 use crate::util::{broadcast_strides, linear_index, strides, unravel};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node, Op, ValueId};
 use tessera_kir::{
-    Access, BinOp, Buf, CastMode, CmpOp, Execution, Kernel, KernelBuilder, MathFn, ReduceOp,
-    Scalar, Ty, UnOp, Val,
+    Access, BinOp, Buf, CastMode, CmpOp, Execution, Kernel, KernelBuilder, MathFn, Scalar, Ty,
+    UnOp, Val,
 };
 
 pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
@@ -64,250 +65,6 @@ fn ceil_div_pos(b: &mut KernelBuilder, a: Val, d: i64) -> Val {
     b.div(t, dv)
 }
 
-/// Calls `f(start, count)` for blocks of `blk` items over `lo..hi`: full blocks with
-/// `count == blk`, then the leftover items one at a time with `count == 1`.
-fn split_loop(
-    b: &mut KernelBuilder,
-    lo: Val,
-    hi: Val,
-    blk: u64,
-    f: &dyn Fn(&mut KernelBuilder, Val, u64),
-) {
-    let step = b.index(blk as i64);
-    b.for_loop(lo, hi, step, &[], |b, x, _| {
-        if blk == 1 {
-            f(b, x, 1);
-            return Vec::new();
-        }
-        let end = b.add(x, step);
-        let full = b.cmp(CmpOp::Le, end, hi);
-        b.if_else(
-            full,
-            &[],
-            |b| {
-                f(b, x, blk);
-                Vec::new()
-            },
-            |b| {
-                let one = b.index(1);
-                b.for_loop(x, hi, one, &[], |b, y, _| {
-                    f(b, y, 1);
-                    Vec::new()
-                });
-                Vec::new()
-            },
-        );
-        Vec::new()
-    });
-}
-
-// ==== The matrix-product core ====
-
-/// A zero point subtracted from an operand (MatMulInteger): one value, or one per row of A /
-/// per column of B.
-#[derive(Clone, Copy, Debug)]
-struct ZeroPoint {
-    dtype: DType,
-    len: u64,
-    per_line: bool,
-}
-
-/// Gemm's C term: dtype, length and its broadcast strides over [M, N].
-#[derive(Clone, Copy, Debug)]
-struct CTerm {
-    dtype: DType,
-    len: u64,
-    rs: i64,
-    cs: i64,
-}
-
-/// Everything a matrix-product kernel needs: `Y[b, m, n] = alpha * Σ_k A(b,m,k) B(b,k,n) +
-/// beta * C(m, n)`, where `A(b,m,k) = A[a_boff(b) + m*a_rs + k*a_ks]` and likewise for B.
-struct MmSpec {
-    name: String,
-    a: (DType, u64),
-    b: (DType, u64),
-    y: (DType, u64),
-    acc: DType,
-    /// Output batch dims, and A's and B's element strides per batch axis (0: broadcast).
-    batch: Vec<u64>,
-    a_bst: Vec<u64>,
-    b_bst: Vec<u64>,
-    m: u64,
-    n: u64,
-    k: u64,
-    a_rs: i64,
-    a_ks: i64,
-    b_ks: i64,
-    b_ns: i64,
-    alpha: f64,
-    beta: f64,
-    c: Option<CTerm>,
-    a_zp: Option<ZeroPoint>,
-    b_zp: Option<ZeroPoint>,
-}
-
-/// The values a micro-kernel works with (all defined at the top of the kernel body).
-#[derive(Clone, Copy)]
-struct MmVals {
-    a: Buf,
-    b: Buf,
-    c: Option<Buf>,
-    a_zp: Option<Buf>,
-    b_zp: Option<Buf>,
-    y: Buf,
-    a_off: Val,
-    b_off: Val,
-    y_off: Val,
-}
-
-/// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], Y.
-fn matmul_kernel(spec: &MmSpec, tile: [u32; 3], vector_bytes: u32) -> Kernel {
-    let s = spec;
-    let mut kb = KernelBuilder::new(s.name.clone());
-    let b = &mut kb;
-    let abuf = b.param("a", s.a.0, s.a.1.max(1), Access::Read);
-    let bbuf = b.param("b", s.b.0, s.b.1.max(1), Access::Read);
-    let cbuf =
-        s.c.map(|c| b.param("c", c.dtype, c.len.max(1), Access::Read));
-    let azb = s
-        .a_zp
-        .map(|z| b.param("a_zero_point", z.dtype, z.len.max(1), Access::Read));
-    let bzb = s
-        .b_zp
-        .map(|z| b.param("b_zero_point", z.dtype, z.len.max(1), Access::Read));
-    // Large k is processed in blocks of the target's k tile (at least 128), keeping each B
-    // panel block in cache across row blocks; partial sums live in Y between blocks, so this
-    // needs Y to have the accumulator's type.
-    let kc = (tile[2] as u64).max(128);
-    let k_blocked = s.y.0 == s.acc && s.k > 2 * kc && s.a_zp.is_none() && s.b_zp.is_none();
-    let ybuf = b.param(
-        "y",
-        s.y.0,
-        s.y.1,
-        if k_blocked {
-            Access::ReadWrite
-        } else {
-            Access::Write
-        },
-    );
-
-    // Vectors only where every operand is f32 (the host maps vec<4xf32> to SIMD).
-    let all_f32 = s.a.0 == DType::F32
-        && s.b.0 == DType::F32
-        && s.y.0 == DType::F32
-        && s.c.is_none_or(|c| c.dtype == DType::F32);
-    let lanes: u64 = if all_f32 && vector_bytes >= 16 { 4 } else { 1 };
-    enum Path {
-        /// Vectors along N (B rows contiguous): `lanes` wide, `nr` columns, `mr` rows.
-        RowB { lanes: u64, mr: u64, nr: u64 },
-        /// Dot products along K (A rows and B columns contiguous in K).
-        Dot { mr: u64, nc: u64 },
-    }
-    let path = if lanes > 1 && s.b_ns == 1 && s.n >= 2 * lanes {
-        Path::RowB {
-            lanes,
-            mr: 4,
-            nr: 2 * lanes,
-        }
-    } else if lanes > 1 && s.a_ks == 1 && s.b_ks == 1 && s.k >= lanes {
-        Path::Dot { mr: 4, nc: 2 }
-    } else {
-        Path::RowB {
-            lanes: 1,
-            mr: 4,
-            nr: 4,
-        }
-    };
-    let (mr, nr) = match path {
-        Path::RowB { mr, nr, .. } => (mr, nr),
-        Path::Dot { mr, nc } => (mr, nc),
-    };
-    // An instance covers up to 64 rows (at least the target's tile), so each B panel it
-    // streams is reused from cache by many row blocks; columns follow the target's tile.
-    let tm = s.m.clamp(tile[0] as u64, 64).max(mr).div_ceil(mr) * mr;
-    let tn = (tile[1] as u64).max(nr).div_ceil(nr) * nr;
-    let batch_total: u64 = s.batch.iter().product();
-    b.set_grid(&[batch_total, s.m.div_ceil(tm), s.n.div_ceil(tn)]);
-
-    let p0 = b.program_id(0);
-    let coords = unravel(b, p0, &s.batch);
-    let a_off = linear_index(b, &coords, &s.a_bst);
-    let b_off = linear_index(b, &coords, &s.b_bst);
-    let mn = b.index((s.m * s.n) as i64);
-    let y_off = b.mul(p0, mn);
-    let v = MmVals {
-        a: abuf,
-        b: bbuf,
-        c: cbuf,
-        a_zp: azb,
-        b_zp: bzb,
-        y: ybuf,
-        a_off,
-        b_off,
-        y_off,
-    };
-
-    let p1 = b.program_id(1);
-    let p2 = b.program_id(2);
-    let tmv = b.index(tm as i64);
-    let m_lo = b.mul(p1, tmv);
-    let m_end = b.add(m_lo, tmv);
-    let mv = b.index(s.m as i64);
-    let m_hi = b.min(m_end, mv);
-    let tnv = b.index(tn as i64);
-    let n_lo = b.mul(p2, tnv);
-    let n_end = b.add(n_lo, tnv);
-    let nv = b.index(s.n as i64);
-    let n_hi = b.min(n_end, nv);
-
-    match path {
-        Path::RowB { lanes, mr, nr } => {
-            let tiles = |b: &mut KernelBuilder, kb: KBlock| {
-                split_loop(b, n_lo, n_hi, nr, &|b, n0, cc| {
-                    split_loop(b, m_lo, m_hi, mr, &|b, m0, rc| {
-                        if cc == nr {
-                            micro_rowb(b, s, v, m0, rc, n0, nr / lanes, lanes, kb);
-                        } else {
-                            micro_rowb(b, s, v, m0, rc, n0, 1, 1, kb);
-                        }
-                    });
-                });
-            };
-            if k_blocked {
-                let (lo, hi, step) = (b.index(0), b.index(s.k as i64), b.index(kc as i64));
-                b.for_loop(lo, hi, step, &[], |b, k0, _| {
-                    let end = b.add(k0, step);
-                    let k1 = b.min(end, hi);
-                    let zero = b.index(0);
-                    let first = b.cmp(CmpOp::Eq, k0, zero);
-                    let last = b.cmp(CmpOp::Ge, end, hi);
-                    tiles(
-                        b,
-                        KBlock::Block {
-                            lo: k0,
-                            hi: k1,
-                            first,
-                            last,
-                        },
-                    );
-                    Vec::new()
-                });
-            } else {
-                tiles(b, KBlock::Whole);
-            }
-        }
-        Path::Dot { mr, nc } => {
-            split_loop(b, m_lo, m_hi, mr, &|b, m0, rc| {
-                split_loop(b, n_lo, n_hi, nc, &|b, n0, cc| {
-                    micro_dot(b, s, v, m0, rc, n0, cc, lanes)
-                });
-            });
-        }
-    }
-    kb.finish()
-}
-
 /// `base + i * stride` for index values.
 fn offset(b: &mut KernelBuilder, base: Val, i: Val, stride: i64) -> Val {
     match stride {
@@ -325,335 +82,6 @@ fn offset(b: &mut KernelBuilder, base: Val, i: Val, stride: i64) -> Val {
 fn load_acc(b: &mut KernelBuilder, buf: Buf, idx: Val, lanes: u64, acc: DType) -> Val {
     let x = b.load(buf, idx, lanes as u16);
     b.cast(x, acc, NO_SAT)
-}
-
-/// The zero point for row/column `line`, as `lanes` lanes of the accumulator type (lanes
-/// cover consecutive lines when the zero point is per line).
-fn zero_point(
-    b: &mut KernelBuilder,
-    z: Option<(Buf, ZeroPoint)>,
-    line: Val,
-    lanes: u64,
-    acc: DType,
-) -> Option<Val> {
-    let (buf, zp) = z?;
-    if zp.per_line {
-        Some(load_acc(b, buf, line, lanes, acc))
-    } else {
-        let zero = b.index(0);
-        let x = load_acc(b, buf, zero, 1, acc);
-        Some(if lanes > 1 {
-            b.splat(x, lanes as u16)
-        } else {
-            x
-        })
-    }
-}
-
-/// Applies alpha, adds beta*C, converts and stores `lanes` outputs at (m, n).
-fn store_out(b: &mut KernelBuilder, s: &MmSpec, v: MmVals, m: Val, n: Val, accv: Val, lanes: u64) {
-    let ty = b.ty(accv);
-    let mut out = accv;
-    if s.alpha != 1.0 {
-        let a = fconst(b, ty, s.alpha);
-        out = b.mul(out, a);
-    }
-    if let (Some(c), Some(cbuf)) = (s.c, v.c) {
-        let zero = b.index(0);
-        let r = offset(b, zero, m, c.rs);
-        let ci = offset(b, r, n, c.cs);
-        let cv = if lanes > 1 && c.cs == 1 {
-            load_acc(b, cbuf, ci, lanes, s.acc)
-        } else {
-            let x = load_acc(b, cbuf, ci, 1, s.acc);
-            if lanes > 1 {
-                b.splat(x, lanes as u16)
-            } else {
-                x
-            }
-        };
-        let cv = if s.beta != 1.0 {
-            let bt = fconst(b, ty, s.beta);
-            b.mul(cv, bt)
-        } else {
-            cv
-        };
-        out = b.add(out, cv);
-    }
-    let out = b.cast(out, s.y.0, NO_SAT);
-    let nn = b.index(s.n as i64);
-    let row = b.mul(m, nn);
-    let r2 = b.add(v.y_off, row);
-    let yi = b.add(r2, n);
-    b.store(v.y, yi, out);
-}
-
-/// `rows × (groups·lanes)` outputs at (m0, n0), accumulating along k with vectors along n.
-#[allow(clippy::too_many_arguments)]
-fn micro_rowb(
-    b: &mut KernelBuilder,
-    s: &MmSpec,
-    v: MmVals,
-    m0: Val,
-    rows: u64,
-    n0: Val,
-    groups: u64,
-    lanes: u64,
-    kb: KBlock,
-) {
-    let vty = Ty::vector(s.acc, lanes as u16);
-    let mut a_rows = Vec::new();
-    let mut a_zps = Vec::new();
-    for r in 0..rows {
-        let rv = b.index(r as i64);
-        let m = b.add(m0, rv);
-        a_rows.push(offset(b, v.a_off, m, s.a_rs));
-        a_zps.push(zero_point(b, v.a_zp.zip(s.a_zp), m, 1, s.acc));
-    }
-    let mut b_cols = Vec::new();
-    let mut b_zps = Vec::new();
-    for g in 0..groups {
-        let gv = b.index((g * lanes) as i64);
-        let n = b.add(n0, gv);
-        b_cols.push(offset(b, v.b_off, n, s.b_ns));
-        b_zps.push(zero_point(b, v.b_zp.zip(s.b_zp), n, lanes, s.acc));
-    }
-    let zero = fconst(b, vty, 0.0);
-    let zeros = vec![zero; (rows * groups) as usize];
-    // Blocked over k: the first block starts from zero, later ones from the partial sums
-    // left in Y (Y has the accumulator's type then, so this is exact).
-    let y_at = |b: &mut KernelBuilder, r: u64, g: u64| {
-        let rv = b.index(r as i64);
-        let m = b.add(m0, rv);
-        let nn = b.index(s.n as i64);
-        let row = b.mul(m, nn);
-        let base = b.add(v.y_off, row);
-        let gv = b.index((g * lanes) as i64);
-        let n = b.add(n0, gv);
-        (m, n, b.add(base, n))
-    };
-    let init = match kb {
-        KBlock::Whole => zeros,
-        KBlock::Block { first, .. } => {
-            let tys = vec![vty; zeros.len()];
-            b.if_else(
-                first,
-                &tys,
-                |_| zeros.clone(),
-                |b| {
-                    let mut out = Vec::new();
-                    for r in 0..rows {
-                        for g in 0..groups {
-                            let (_, _, yi) = y_at(b, r, g);
-                            out.push(b.load(v.y, yi, lanes as u16));
-                        }
-                    }
-                    out
-                },
-            )
-        }
-    };
-    let (lo, hi) = match kb {
-        KBlock::Whole => (b.index(0), b.index(s.k as i64)),
-        KBlock::Block { lo, hi, .. } => (lo, hi),
-    };
-    let one = b.index(1);
-    let accs = b.for_loop(lo, hi, one, &init, |b, k, acc| {
-        let mut bv = Vec::new();
-        for g in 0..groups as usize {
-            let bi = offset(b, b_cols[g], k, s.b_ks);
-            let mut x = load_acc(b, v.b, bi, lanes, s.acc);
-            if let Some(z) = b_zps[g] {
-                x = b.sub(x, z);
-            }
-            bv.push(x);
-        }
-        let mut next = Vec::with_capacity(acc.len());
-        for r in 0..rows as usize {
-            let ai = offset(b, a_rows[r], k, s.a_ks);
-            let mut x = load_acc(b, v.a, ai, 1, s.acc);
-            if let Some(z) = a_zps[r] {
-                x = b.sub(x, z);
-            }
-            let xs = if lanes > 1 {
-                b.splat(x, lanes as u16)
-            } else {
-                x
-            };
-            for g in 0..groups as usize {
-                let p = b.mul(xs, bv[g]);
-                next.push(b.add(acc[r * groups as usize + g], p));
-            }
-        }
-        next
-    });
-    let finish = |b: &mut KernelBuilder| {
-        for r in 0..rows {
-            for g in 0..groups {
-                let (m, n, _) = y_at(b, r, g);
-                store_out(b, s, v, m, n, accs[(r * groups + g) as usize], lanes);
-            }
-        }
-    };
-    match kb {
-        KBlock::Whole => finish(b),
-        KBlock::Block { last, .. } => {
-            b.if_else(
-                last,
-                &[],
-                |b| {
-                    finish(b);
-                    Vec::new()
-                },
-                |b| {
-                    for r in 0..rows {
-                        for g in 0..groups {
-                            let (_, _, yi) = y_at(b, r, g);
-                            b.store(v.y, yi, accs[(r * groups + g) as usize]);
-                        }
-                    }
-                    Vec::new()
-                },
-            );
-        }
-    }
-}
-
-/// The k range a micro-kernel covers: all of it, or one block of a k-blocked kernel.
-#[derive(Clone, Copy)]
-enum KBlock {
-    Whole,
-    /// `lo..hi`; `first`/`last` say whether this is the first or last block.
-    Block {
-        lo: Val,
-        hi: Val,
-        first: Val,
-        last: Val,
-    },
-}
-
-/// `rows × cols` outputs at (m0, n0) as dot products along contiguous k, `lanes` at a time,
-/// then a scalar tail.
-#[allow(clippy::too_many_arguments)]
-fn micro_dot(
-    b: &mut KernelBuilder,
-    s: &MmSpec,
-    v: MmVals,
-    m0: Val,
-    rows: u64,
-    n0: Val,
-    cols: u64,
-    lanes: u64,
-) {
-    let vty = Ty::vector(s.acc, lanes as u16);
-    let mut a_rows = Vec::new();
-    let mut a_zps = Vec::new();
-    for r in 0..rows {
-        let rv = b.index(r as i64);
-        let m = b.add(m0, rv);
-        a_rows.push(offset(b, v.a_off, m, s.a_rs));
-        a_zps.push(zero_point(b, v.a_zp.zip(s.a_zp), m, 1, s.acc));
-    }
-    let mut b_cols = Vec::new();
-    let mut b_zps = Vec::new();
-    for c in 0..cols {
-        let cv = b.index(c as i64);
-        let n = b.add(n0, cv);
-        b_cols.push(offset(b, v.b_off, n, s.b_ns));
-        b_zps.push(zero_point(b, v.b_zp.zip(s.b_zp), n, 1, s.acc));
-    }
-    let main = s.k / lanes * lanes;
-    let zero = fconst(b, vty, 0.0);
-    let init = vec![zero; (rows * cols) as usize];
-    let (lo, hi, step) = (b.index(0), b.index(main as i64), b.index(lanes as i64));
-    let accs = b.for_loop(lo, hi, step, &init, |b, k, acc| {
-        let mut av = Vec::new();
-        for r in 0..rows as usize {
-            let ai = b.add(a_rows[r], k);
-            let mut x = load_acc(b, v.a, ai, lanes, s.acc);
-            if let Some(z) = a_zps[r] {
-                let zs = if lanes > 1 {
-                    b.splat(z, lanes as u16)
-                } else {
-                    z
-                };
-                x = b.sub(x, zs);
-            }
-            av.push(x);
-        }
-        let mut bv = Vec::new();
-        for c in 0..cols as usize {
-            let bi = b.add(b_cols[c], k);
-            let mut x = load_acc(b, v.b, bi, lanes, s.acc);
-            if let Some(z) = b_zps[c] {
-                let zs = if lanes > 1 {
-                    b.splat(z, lanes as u16)
-                } else {
-                    z
-                };
-                x = b.sub(x, zs);
-            }
-            bv.push(x);
-        }
-        let mut next = Vec::new();
-        for r in 0..rows as usize {
-            for c in 0..cols as usize {
-                let p = b.mul(av[r], bv[c]);
-                next.push(b.add(acc[r * cols as usize + c], p));
-            }
-        }
-        next
-    });
-    let mut sums: Vec<Val> = accs
-        .iter()
-        .map(|&a| {
-            if lanes > 1 {
-                b.reduce_lanes(ReduceOp::Add, a)
-            } else {
-                a
-            }
-        })
-        .collect();
-    if main < s.k {
-        let (lo, hi, one) = (b.index(main as i64), b.index(s.k as i64), b.index(1));
-        sums = b.for_loop(lo, hi, one, &sums, |b, k, acc| {
-            let mut next = Vec::new();
-            let mut av = Vec::new();
-            for r in 0..rows as usize {
-                let ai = b.add(a_rows[r], k);
-                let mut x = load_acc(b, v.a, ai, 1, s.acc);
-                if let Some(z) = a_zps[r] {
-                    x = b.sub(x, z);
-                }
-                av.push(x);
-            }
-            for c in 0..cols as usize {
-                let bi = b.add(b_cols[c], k);
-                let mut x = load_acc(b, v.b, bi, 1, s.acc);
-                if let Some(z) = b_zps[c] {
-                    x = b.sub(x, z);
-                }
-                for r in 0..rows as usize {
-                    let p = b.mul(av[r], x);
-                    next.push((r * cols as usize + c, p));
-                }
-            }
-            let mut out = acc.to_vec();
-            for (i, p) in next {
-                out[i] = b.add(out[i], p);
-            }
-            out
-        });
-    }
-    for r in 0..rows {
-        let rv = b.index(r as i64);
-        let m = b.add(m0, rv);
-        for c in 0..cols {
-            let cv = b.index(c as i64);
-            let n = b.add(n0, cv);
-            store_out(b, s, v, m, n, sums[(r * cols + c) as usize], 1);
-        }
-    }
 }
 
 /// Numpy broadcasting of two batch shapes.
@@ -779,7 +207,14 @@ fn lower_matmul_like(
         args.push(cx.buffer(z)?);
     }
     args.push(cx.buffer(y)?);
-    let k = matmul_kernel(&spec, cx.desc.matmul_tile, cx.desc.vector_bytes);
+    let tiles = mm_tiles(
+        cx.desc,
+        spec.a.0,
+        spec.b.0,
+        spec.acc,
+        (spec.m, spec.n, spec.k),
+    );
+    let k = tile_matmul_kernel(&spec, tiles);
     cx.launch(k, args);
     Ok(Execution::Kernel)
 }
@@ -890,7 +325,14 @@ fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         a_zp: None,
         b_zp: None,
     };
-    let kern = matmul_kernel(&spec, cx.desc.matmul_tile, cx.desc.vector_bytes);
+    let tiles = mm_tiles(
+        cx.desc,
+        spec.a.0,
+        spec.b.0,
+        spec.acc,
+        (spec.m, spec.n, spec.k),
+    );
+    let kern = tile_matmul_kernel(&spec, tiles);
     cx.launch(kern, args);
     Ok(Execution::Kernel)
 }

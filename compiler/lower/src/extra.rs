@@ -973,6 +973,14 @@ fn roi_align(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let ratio = node.attr_int("sampling_ratio", 0);
     let scale = node.attr_float("spatial_scale", 1.0) as f64;
     let mut args = Vec::new();
+    let batch_code = cx.trap_site(
+        node,
+        "batch_indices",
+        format!(
+            "not a batch of `X`, which has {nb} (valid: 0 to {})",
+            nb.saturating_sub(1)
+        ),
+    );
     let mut b = KernelBuilder::new(cx.kernel_name("roi_align"));
     let xp = cx.bind_param(&mut b, &mut args, x, "x", Access::Read)?;
     let rp = cx.bind_param(&mut b, &mut args, rois, "rois", Access::Read)?;
@@ -1027,16 +1035,10 @@ fn roi_align(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let gw = grid(&mut b, bin_w);
     let ghf = b.cast(gh, DType::F32, NO_SAT);
     let gwf = b.cast(gw, DType::F32, NO_SAT);
-    // The batch index is runtime data: clamp it for the loads, and give 0 when out of range.
+    // The batch index is runtime data: one out of range is a data error.
     let bi = b.load(bp, r, 1);
     let bi = b.cast(bi, DType::I64, NO_SAT);
-    let nv = b.index(nb as i64);
-    let c1 = b.cmp(tessera_kir::CmpOp::Ge, bi, zero);
-    let c2 = b.cmp(tessera_kir::CmpOp::Lt, bi, nv);
-    let b_ok = b.binary(tessera_kir::BinOp::And, c1, c2);
-    let nl = b.index(nb as i64 - 1);
-    let bi = b.max(bi, zero);
-    let bi = b.min(bi, nl);
+    let bi = b.checked_below(bi, nb, batch_code);
     let plane = mad(&mut b, bi, c, ci);
     let base = mad(&mut b, plane, h * w, zero);
     let phf = b.cast(ph, DType::F32, NO_SAT);
@@ -1138,8 +1140,6 @@ fn roi_align(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         let cnt = b.cast(cnt, DType::F32, NO_SAT);
         b.div(acc, cnt)
     };
-    let zf = fc(&mut b, 0.0);
-    let res = b.select(b_ok, res, zf);
     let res = b.cast(res, dt, NO_SAT);
     b.store(yp, pid, res);
     cx.launch(b.finish(), args);

@@ -12,7 +12,9 @@ use tessera_kir::{
 };
 use tessera_target::TargetDesc;
 
+pub mod contraction;
 pub mod control;
+pub mod custom;
 pub mod dense;
 pub mod elementwise;
 pub mod movement;
@@ -303,6 +305,7 @@ impl<'g> LowerCx<'g> {
     }
 
     /// Adds `kernel` to the program and a step launching it on `args` (one per parameter).
+    /// Trap sites registered since the last launch ([`LowerCx::trap_site`]) belong to it.
     pub fn launch(&mut self, kernel: Kernel, args: Vec<BufferId>) {
         debug_assert_eq!(
             kernel.num_params,
@@ -312,6 +315,15 @@ impl<'g> LowerCx<'g> {
         );
         self.program.kernels.push(kernel);
         let k = self.program.kernels.len() as u32 - 1;
+        for t in self
+            .program
+            .plan
+            .traps
+            .iter_mut()
+            .filter(|t| t.kernel == PENDING_KERNEL)
+        {
+            t.kernel = k;
+        }
         self.program
             .plan
             .steps
@@ -329,10 +341,54 @@ impl<'g> LowerCx<'g> {
     }
 }
 
+/// The kernel of a trap site registered before its kernel is launched.
+const PENDING_KERNEL: u32 = u32::MAX;
+
+impl LowerCx<'_> {
+    /// Registers a data check of the current node on its operand `input` and returns its trap
+    /// code, for [`tessera_kir::KernelBuilder::trap_if`] in the next kernel launched. `what`
+    /// completes "input `…` holds VALUE, which is …", e.g. "out of range for axis 0 of size 4
+    /// (valid: -4 to 3)".
+    pub fn trap_site(&mut self, node: &Node, input: &str, what: impl Into<String>) -> u32 {
+        self.program.plan.traps.push(tessera_kir::TrapSite {
+            kernel: PENDING_KERNEL,
+            node: self.node_label.clone(),
+            op: node.op.name().to_string(),
+            input: input.to_string(),
+            what: what.into(),
+        });
+        self.program.plan.traps.len() as u32 - 1
+    }
+
+    /// [`LowerCx::trap_site`] for an index into an axis of `n` elements, which ONNX lets
+    /// count from the end: valid values are `-n..n`.
+    pub fn index_trap(&mut self, node: &Node, input: &str, axis_desc: &str, n: u64) -> u32 {
+        let what = if n == 0 {
+            format!("out of range for {axis_desc} of size 0 (no index is valid)")
+        } else {
+            format!(
+                "out of range for {axis_desc} of size {n} (valid: -{n} to {})",
+                n - 1
+            )
+        };
+        self.trap_site(node, input, what)
+    }
+}
+
 /// Lowers a verified, shape-inferred graph with static shapes into kernels and a plan.
 pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
+    lower_traced(graph, desc).map(|(program, _)| program)
+}
+
+/// [`lower`], also returning for each graph node (in graph order) the range of indices into
+/// `Program::kernels` of the kernels it became (empty for aliases, copies and folded nodes).
+/// `tessera show` draws this.
+pub fn lower_traced(
+    graph: &Graph,
+    desc: &TargetDesc,
+) -> Result<(Program, Vec<std::ops::Range<usize>>)> {
     let mut cx = LowerCx::new(graph, desc);
-    lower_nodes(&mut cx, &graph.nodes, "")?;
+    let spans = lower_nodes(&mut cx, &graph.nodes, "")?;
     cx.node_label = "graph".into();
     for (i, &v) in graph.inputs.iter().enumerate() {
         let buffer = cx.any_buffer(v)?;
@@ -365,12 +421,19 @@ pub fn lower(graph: &Graph, desc: &TargetDesc) -> Result<Program> {
         cx.program.plan.outputs.push(io);
     }
     cx.program.plan.assign_slots();
-    Ok(cx.program)
+    Ok((cx.program, spans))
 }
 
 /// Lowers `nodes` in order, recording how each ran. `within` names the enclosing body for
 /// nodes of a subgraph ("" at the top level), so errors and the report say where they are.
-fn lower_nodes(cx: &mut LowerCx, nodes: &[Node], within: &str) -> Result<()> {
+///
+/// Returns, per node, the range of `Program::kernels` it became (bodies' kernels included).
+fn lower_nodes(
+    cx: &mut LowerCx,
+    nodes: &[Node],
+    within: &str,
+) -> Result<Vec<std::ops::Range<usize>>> {
+    let mut spans = Vec::with_capacity(nodes.len());
     for node in nodes {
         let label = if within.is_empty() {
             node.label()
@@ -387,7 +450,9 @@ fn lower_nodes(cx: &mut LowerCx, nodes: &[Node], within: &str) -> Result<()> {
             // Report the cause (the run-time size), not the symbolic shape it leads to.
             cx.dims(v)?;
         }
+        let first = cx.program.kernels.len();
         let how = lower_node(cx, node)?;
+        spans.push(first..cx.program.kernels.len());
         let dense = node.op.family() == Family::Dense;
         cx.program.plan.nodes.push(NodeRecord {
             node: label,
@@ -396,7 +461,7 @@ fn lower_nodes(cx: &mut LowerCx, nodes: &[Node], within: &str) -> Result<()> {
             how,
         });
     }
-    Ok(())
+    Ok(spans)
 }
 
 /// How an op is executed, as documentation reports it: `"kernels"`, `"host"` (a plan host
@@ -472,6 +537,7 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Op::TensorScatter | Op::DeformConv | Op::RoiAlign | Op::QLinearConv => {
             extra::lower(cx, node)
         }
+        Op::Custom => custom::lower(cx, node),
         op => match op.family() {
             Family::Elementwise => elementwise::lower(cx, node),
             Family::Reduce => reduce::lower(cx, node),

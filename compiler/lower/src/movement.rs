@@ -817,23 +817,9 @@ fn load_index(b: &mut KernelBuilder, buf: tessera_kir::Buf, at: Val) -> Val {
     b.cast(v, DType::I64, CastMode { saturate: false })
 }
 
-/// Wraps a negative index by `n` and reports whether it is in range; the returned index is
-/// clamped to 0 when it is not, so it is always safe to load.
-fn wrap_index(b: &mut KernelBuilder, idx: Val, n: u64) -> (Val, Val) {
-    let zero = b.index(0);
-    let nv = b.index(n as i64);
-    let neg = b.cmp(CmpOp::Lt, idx, zero);
-    let plus = b.add(idx, nv);
-    let w = b.select(neg, plus, idx);
-    let ge = b.cmp(CmpOp::Ge, w, zero);
-    let lt = b.cmp(CmpOp::Lt, w, nv);
-    let ok = b.binary(BinOp::And, ge, lt);
-    (b.select(ok, w, zero), ok)
-}
-
 /// Gather along `axis` with runtime indices. Indices are checked in the kernel: negative ones
-/// wrap once; an index still out of range produces zeros for its slice (ONNX leaves it
-/// undefined).
+/// wrap once, as ONNX specifies; one still out of range stops the run with a data error
+/// naming the node, `indices` and the value (a trap, see `LowerCx::trap_site`).
 fn gather(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let data = operand(cx, node, 0)?;
     let ind = operand(cx, node, 1)?;
@@ -853,6 +839,7 @@ fn gather(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Ok(Execution::Kernel);
     }
     let (db_, ib, yb) = (cx.buffer(data)?, cx.buffer(ind)?, cx.buffer(y)?);
+    let code = cx.index_trap(node, "indices", &format!("axis {axis} of `data`"), n);
     let name = cx.kernel_name("gather");
     let mut b = KernelBuilder::new(name);
     let src = b.param("data", dtype, (outer * n * inner).max(1), Access::Read);
@@ -860,29 +847,22 @@ fn gather(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let dst = b.param("y", dtype, total, Access::Write);
     let rows = outer * ni;
     let (_, chunk) = chunking(rows, (16384 / inner).max(1), dtype);
-    let empty = n == 0;
     for_each_item(&mut b, rows, chunk, |b, r| {
         let niv = b.index(ni as i64);
         let o = b.div(r, niv);
         let os = b.mul(o, niv);
         let q = b.sub(r, os);
         let idx = load_index(b, ibuf, q);
-        let (safe, ok) = wrap_index(b, idx, n);
+        let at = b.checked_index(idx, n, code);
         let on = b.index((n * inner) as i64);
         let obase = b.mul(o, on);
         let iv = b.index(inner as i64);
-        let ioff = b.mul(safe, iv);
+        let ioff = b.mul(at, iv);
         let sbase = b.add(obase, ioff);
         let dbase = b.mul(r, iv);
         b.range(0, inner as i64, |b, j| {
-            let zero = b.constant(Ty::scalar(dtype), Scalar::Int(0));
-            let v = if empty {
-                zero
-            } else {
-                let si = b.add(sbase, j);
-                let x = b.load(src, si, 1);
-                b.select(ok, x, zero)
-            };
+            let si = b.add(sbase, j);
+            let v = b.load(src, si, 1);
             let di = b.add(dbase, j);
             b.store(dst, di, v);
         });
@@ -910,6 +890,7 @@ fn gather_elements(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let dst_ = strides(&d);
     let (db_, ib, yb) = (cx.buffer(data)?, cx.buffer(ind)?, cx.buffer(y)?);
+    let code = cx.index_trap(node, "indices", &format!("axis {axis} of `data`"), d[axis]);
     let name = cx.kernel_name("gather_elements");
     let mut b = KernelBuilder::new(name);
     let dlen: u64 = d.iter().product();
@@ -920,17 +901,10 @@ fn gather_elements(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     for_each_item(&mut b, total, chunk, |b, e| {
         let coords = unravel(b, e, &id);
         let idx = load_index(b, ibuf, e);
-        let (safe, ok) = wrap_index(b, idx, d[axis]);
         let mut cs = coords.clone();
-        cs[axis] = safe;
+        cs[axis] = b.checked_index(idx, d[axis], code);
         let si = linear_index(b, &cs, &dst_);
-        let zero = b.constant(Ty::scalar(dtype), Scalar::Int(0));
-        let v = if dlen == 0 {
-            zero
-        } else {
-            let x = b.load(src, si, 1);
-            b.select(ok, x, zero)
-        };
+        let v = b.load(src, si, 1);
         b.store(dst, e, v);
     });
     cx.launch(b.finish(), vec![db_, ib, yb]);
@@ -969,6 +943,16 @@ fn gather_nd(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let dst_ = strides(&d);
     let (db_, ib, yb) = (cx.buffer(data)?, cx.buffer(ind)?, cx.buffer(y)?);
+    let codes: Vec<u32> = (0..k)
+        .map(|j| {
+            cx.index_trap(
+                node,
+                "indices",
+                &format!("axis {} of `data`", bd + j),
+                d[bd + j],
+            )
+        })
+        .collect();
     let name = cx.kernel_name("gather_nd");
     let mut b = KernelBuilder::new(name);
     let dlen: u64 = d.iter().product();
@@ -986,33 +970,22 @@ fn gather_nd(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         let batch = b.div(r, pb);
         let bsv = b.index(batch_stride as i64);
         let mut sbase = b.mul(batch, bsv);
-        let mut ok: Option<Val> = None;
-        for j in 0..k {
+        for (j, &code) in codes.iter().enumerate() {
             let kk = b.index(k as i64);
             let rk = b.mul(r, kk);
             let jv = b.index(j as i64);
             let at = b.add(rk, jv);
             let idx = load_index(b, ibuf, at);
-            let (safe, v) = wrap_index(b, idx, d[bd + j]);
+            let safe = b.checked_index(idx, d[bd + j], code);
             let sv = b.index(dst_[bd + j] as i64);
             let t = b.mul(safe, sv);
             sbase = b.add(sbase, t);
-            ok = and_opt(b, ok, Some(v));
         }
         let sl = b.index(slice as i64);
         let dbase = b.mul(r, sl);
         b.range(0, slice as i64, |b, j| {
-            let zero = b.constant(Ty::scalar(dtype), Scalar::Int(0));
-            let v = if dlen == 0 {
-                zero
-            } else {
-                let si = b.add(sbase, j);
-                let x = b.load(src, si, 1);
-                match ok {
-                    Some(ok) => b.select(ok, x, zero),
-                    None => x,
-                }
-            };
+            let si = b.add(sbase, j);
+            let v = b.load(src, si, 1);
             let di = b.add(dbase, j);
             b.store(dst, di, v);
         });
@@ -1457,22 +1430,30 @@ mod tests {
     }
 
     #[test]
-    fn gathers_wrap_negative_indices_and_zero_out_of_range() {
+    fn gathers_wrap_negative_indices_and_trap_out_of_range() {
         let x = iota(3 * 4);
-        let mut g = G::default();
-        let xv = g.input(DType::F32, &[3, 4], f32_bytes(&x));
-        let iv = g.input(DType::I64, &[2, 2], i64_bytes(&[0, -1, 3, 9]));
-        let o = g.node(
-            Op::Gather,
-            &[Some(xv), Some(iv)],
-            &[(DType::F32, &[3, 2, 2])],
-            &[("axis", Attr::Int(1))],
-        );
+        let gather = |idx: &[i64]| {
+            let mut g = G::default();
+            let xv = g.input(DType::F32, &[3, 4], f32_bytes(&x));
+            let iv = g.input(DType::I64, &[2, 2], i64_bytes(idx));
+            let o = g.node(
+                Op::Gather,
+                &[Some(xv), Some(iv)],
+                &[(DType::F32, &[3, 2, 2])],
+                &[("axis", Attr::Int(1))],
+            );
+            g.run(&o, &desc(16))
+        };
         let want = gather_ref(&[3, 2, 2], |c| {
-            let idx = [0i64, 3, 3, 9][(c[1] * 2 + c[2]) as usize];
-            (idx < 4).then(|| x[(c[0] * 4) as usize + idx as usize])
+            let idx = [0i64, 3, 3, 0][(c[1] * 2 + c[2]) as usize];
+            Some(x[(c[0] * 4) as usize + idx as usize])
         });
-        assert_eq!(run1(g, o[0]), want);
+        assert_eq!(to_f32(&gather(&[0, -1, 3, -4]).unwrap()[0]), want);
+        // An index still out of range after wrapping is a data error, never zeros.
+        let e = gather(&[0, -1, 3, 9]).unwrap_err();
+        assert!(e.contains("data check 0 failed on value 9"), "{e}");
+        let e = gather(&[0, -5, 3, 1]).unwrap_err();
+        assert!(e.contains("data check 0 failed on value -5"), "{e}");
 
         let mut g = G::default();
         let xv = g.input(DType::F32, &[3, 4], f32_bytes(&x));

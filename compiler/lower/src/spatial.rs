@@ -122,18 +122,6 @@ fn ld_index(b: &mut KernelBuilder, buf: Buf, at: Val) -> Val {
     b.cast(v, DType::I64, NO_SAT)
 }
 
-/// Wraps a negative index once by `n`; returns the index (0 when out of range, so it is
-/// always safe to use) and whether it was in range.
-fn wrap(b: &mut KernelBuilder, idx: Val, n: u64) -> (Val, Val) {
-    let zero = b.index(0);
-    let nv = b.index(n as i64);
-    let neg = b.cmp(CmpOp::Lt, idx, zero);
-    let plus = b.add(idx, nv);
-    let w = b.select(neg, plus, idx);
-    let ok = in_range(b, w, 0, n as i64);
-    (b.select(ok, w, zero), ok)
-}
-
 /// A string attribute, with a default.
 fn attr_s<'a>(node: &'a Node, name: &str, default: &'a str) -> &'a str {
     node.attr_str(name).unwrap_or(default)
@@ -1126,6 +1114,7 @@ fn scatter_elements(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let lines: u64 = line_dims.iter().product();
     let ust = strides(&id);
     let dst_ = strides(&d);
+    let code = cx.index_trap(node, "indices", &format!("axis {axis} of `data`"), d[axis]);
     let mut b = KernelBuilder::new(cx.kernel_name("scatter_elements"));
     let ibuf = b.param("indices", cx.dtype(ind)?, total, Access::Read);
     let ubuf = b.param("updates", dt, total, Access::Read);
@@ -1140,11 +1129,11 @@ fn scatter_elements(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             let uo = b.mul(j, us);
             let ui = b.add(ubase, uo);
             let idx = ld_index(b, ibuf, ui);
-            let (safe, ok) = wrap(b, idx, d[axis]);
+            let at = b.checked_index(idx, d[axis], code);
             let ds = b.index(dst_[axis] as i64);
-            let yo = b.mul(safe, ds);
+            let yo = b.mul(at, ds);
             let yi = b.add(ybase, yo);
-            b.if_then(ok, |b| scatter_one(b, red, ybuf, yi, ubuf, ui, dt));
+            scatter_one(b, red, ybuf, yi, ubuf, ui, dt);
         });
     });
     cx.launch(b.finish(), vec![ib, ub, yb]);
@@ -1186,6 +1175,9 @@ fn scatter_nd(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         return Ok(Execution::Kernel);
     }
     let dst_ = strides(&d);
+    let codes: Vec<u32> = (0..k)
+        .map(|j| cx.index_trap(node, "indices", &format!("axis {j} of `data`"), d[j]))
+        .collect();
     let mut b = KernelBuilder::new(cx.kernel_name("scatter_nd"));
     let ibuf = b.param(
         "indices",
@@ -1197,28 +1189,24 @@ fn scatter_nd(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let ybuf = b.param("y", dt, d.iter().product::<u64>().max(1), Access::ReadWrite);
     // Updates may hit the same element, so they apply in order, in one program instance.
     b.range(0, tuples as i64, |b, t| {
-        let mut ok = b.constant(Ty::BOOL, Scalar::Int(1));
         let mut base = b.index(0);
         let kv = b.index(k as i64);
         let ib0 = b.mul(t, kv);
-        for j in 0..k {
+        for (j, &code) in codes.iter().enumerate() {
             let jv = b.index(j as i64);
             let at = b.add(ib0, jv);
             let idx = ld_index(b, ibuf, at);
-            let (safe, good) = wrap(b, idx, d[j]);
-            ok = and(b, ok, good);
+            let safe = b.checked_index(idx, d[j], code);
             let sv = b.index(dst_[j] as i64);
             let o = b.mul(safe, sv);
             base = b.add(base, o);
         }
         let sl = b.index(slice as i64);
         let ubase = b.mul(t, sl);
-        b.if_then(ok, |b| {
-            b.range(0, slice as i64, |b, r| {
-                let yi = b.add(base, r);
-                let ui = b.add(ubase, r);
-                scatter_one(b, red, ybuf, yi, ubuf, ui, dt);
-            });
+        b.range(0, slice as i64, |b, r| {
+            let yi = b.add(base, r);
+            let ui = b.add(ubase, r);
+            scatter_one(b, red, ybuf, yi, ubuf, ui, dt);
         });
     });
     cx.launch(b.finish(), vec![ib, ub, yb]);
@@ -1259,8 +1247,8 @@ fn max_unpool(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let ibuf = b.param("indices", cx.dtype(ind)?, n, Access::Read);
     let ybuf = b.param("y", dt, total, Access::ReadWrite);
     // Indices are flat over the shape the pooling implies (as MaxPool produces them), which
-    // sits in the leading corner of the result when `output_shape` makes it larger.
-    // Out-of-range ones are skipped.
+    // sits in the leading corner of the result when `output_shape` makes it larger (positions
+    // outside a smaller result are skipped). An index outside that shape is a data error.
     let sd = xd.len().saturating_sub(2);
     if xd.len() < 3 || yd.len() != xd.len() || node.attr_ints("kernel_shape").is_none() {
         return Err(cx.invalid(
@@ -1277,11 +1265,18 @@ fn max_unpool(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     }
     let itot: u64 = implied.iter().product();
     let yst = strides(&yd);
+    let code = cx.trap_site(
+        node,
+        "I",
+        format!(
+            "not a position of the pooled input, which has {itot} (valid: 0 to {})",
+            itot.saturating_sub(1)
+        ),
+    );
     b.range(0, n as i64, |b, i| {
         let idx = ld_index(b, ibuf, i);
-        let mut ok = in_range(b, idx, 0, itot as i64);
-        let zero = b.index(0);
-        let safe = b.select(ok, idx, zero);
+        let safe = b.checked_below(idx, itot, code);
+        let mut ok = b.constant(Ty::BOOL, Scalar::Int(1));
         let cs = unravel(b, safe, &implied);
         for (k, &c) in cs.iter().enumerate() {
             let inr = in_range(b, c, 0, yd[k] as i64);

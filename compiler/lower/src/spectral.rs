@@ -676,6 +676,15 @@ fn array_feature_extractor(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if rows * m == 0 {
         return Ok(Execution::Kernel);
     }
+    // ai.onnx.ml's ArrayFeatureExtractor takes non-negative indices only.
+    let code = cx.trap_site(
+        node,
+        "Y",
+        format!(
+            "out of range for the last axis of `X`, of size {last} (valid: 0 to {})",
+            last.saturating_sub(1)
+        ),
+    );
     let name = cx.kernel_name("array_feature_extractor");
     let mut b = KernelBuilder::new(name);
     let xp = b.param("x", dt, rows * last, Access::Read);
@@ -683,13 +692,9 @@ fn array_feature_extractor(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let yp = b.param("y", dt, rows * m, Access::Write);
     b.range(0, m as i64, |b, k| {
         let iv = b.load(ip, k, 1);
-        // An index out of range reads element 0 of the row rather than out of bounds.
-        let zero = b.index(0);
+        // An index out of range stops the run with a data error.
+        let iv = b.checked_below(iv, last, code);
         let lim = b.index(last as i64);
-        let ok_lo = b.cmp(CmpOp::Ge, iv, zero);
-        let ok_hi = b.cmp(CmpOp::Lt, iv, lim);
-        let ok = b.binary(BinOp::And, ok_lo, ok_hi);
-        let iv = b.select(ok, iv, zero);
         b.range(0, rows as i64, |b, rw| {
             let row = b.mul(rw, lim);
             let at_x = b.add(row, iv);

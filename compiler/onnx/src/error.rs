@@ -46,6 +46,29 @@ pub enum OnnxError {
     /// A model that breaks the ONNX rules: the message names the node or value.
     #[error("bad model: {0}")]
     BadModel(String),
+
+    /// Unsupported: the model imports an opset of a known domain newer than the newest one
+    /// Tessera's registry knows. An opset Tessera has never seen may change what an op means,
+    /// so it is refused unless [`crate::ImportOptions::allow_newer_opset`] is set. Exit code 3.
+    #[error(
+        "the model imports opset {opset} of domain \"{}\", newer than the newest Tessera knows ({newest}); \
+         an unknown opset may change what ops mean (--allow-newer-opset treats it as opset {newest})",
+        domain_name(domain)
+    )]
+    NewerOpset {
+        domain: String,
+        opset: i64,
+        newest: i64,
+    },
+}
+
+/// How a domain is written in messages: the default domain by its canonical name.
+pub(crate) fn domain_name(domain: &str) -> &str {
+    if domain.is_empty() {
+        "ai.onnx"
+    } else {
+        domain
+    }
 }
 
 impl OnnxError {
@@ -57,6 +80,7 @@ impl OnnxError {
             OnnxError::Unsupported { .. }
                 | OnnxError::UnsupportedFeature { .. }
                 | OnnxError::Ir(crate::compat::IrError::Unsupported { .. })
+                | OnnxError::NewerOpset { .. }
         )
     }
 

@@ -26,17 +26,87 @@ pub struct ImportOptions {
     /// that feed a shape-deciding operand (Reshape's `shape`, …) are also bound as constants
     /// and listed in [`Graph::bound_inputs`].
     pub bound_inputs: BTreeMap<String, Tensor>,
+    /// Hand-written kernels bound to `(domain, op_type)`s the registry does not know (see
+    /// `tessera_ir::custom`). A node of such an op becomes an `Op::Custom` node.
+    pub custom_ops: Vec<tessera_ir::custom::CustomOp>,
+    /// Accept an opset newer than the newest Tessera knows (for a known domain), treating the
+    /// model as that newest opset. Off by default: such a model is refused with
+    /// [`OnnxError::NewerOpset`]. [`newer_opsets`] lists what this option would override.
+    pub allow_newer_opset: bool,
+}
+
+/// An opset import newer than the newest one Tessera's registry knows for its domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewerOpset {
+    /// "" for the default domain.
+    pub domain: String,
+    pub opset: i64,
+    pub newest: i64,
+}
+
+impl std::fmt::Display for NewerOpset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the model imports opset {} of domain \"{}\", newer than the newest Tessera knows; it is treated as opset {}",
+            self.opset,
+            crate::error::domain_name(&self.domain),
+            self.newest
+        )
+    }
+}
+
+/// The model's opset imports that are newer than the newest Tessera knows, for the domains it
+/// knows (an unknown domain is refused per node, as unsupported).
+pub fn newer_opsets(model: &ModelProto) -> Vec<NewerOpset> {
+    model
+        .opset_import
+        .iter()
+        .filter_map(|o| {
+            let domain = if is_default_domain(&o.domain) {
+                ""
+            } else {
+                o.domain.as_str()
+            };
+            let newest = ops::newest_opset(domain)?;
+            (o.version > newest).then(|| NewerOpset {
+                domain: domain.to_string(),
+                opset: o.version,
+                newest,
+            })
+        })
+        .collect()
 }
 
 /// Imports an `.onnx` file. External data is resolved inside the file's folder.
 pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<Graph> {
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
+    let bytes = read_bounded(path)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let model = decode_model(&bytes, &path.display().to_string())?;
     import_model(&model, Some(dir), opts)
+}
+
+/// The largest protobuf file (model or `TensorProto`) Tessera reads: protobuf's own limit for
+/// one message. A larger file is refused before it is read into memory. Everything prost
+/// decodes (repeated fields, strings, bytes, nested messages) is then bounded by the bytes
+/// present, so no declared size inside the file can make decoding allocate more than this.
+pub const MAX_PROTO_BYTES: u64 = (2 << 30) - 1;
+
+/// Reads a whole protobuf file, refusing one past [`MAX_PROTO_BYTES`] before reading it.
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| OnnxError::io(path, e))?
+        .len();
+    if len > MAX_PROTO_BYTES {
+        return Err(OnnxError::BadModel(format!(
+            "{}: {len} bytes, more than the {MAX_PROTO_BYTES} a protobuf message can hold",
+            path.display()
+        )));
+    }
+    std::fs::read(path).map_err(|e| OnnxError::io(path, e))
 }
 
 /// Imports a serialized model. `model_dir` is where external data lives; `None` refuses
@@ -64,6 +134,17 @@ pub fn import_model(
         .graph
         .as_ref()
         .ok_or_else(|| OnnxError::BadModel("the model has no graph".into()))?;
+    if let Some(n) = newer_opsets(model).into_iter().next() {
+        if !opts.allow_newer_opset {
+            return Err(OnnxError::NewerOpset {
+                domain: n.domain,
+                opset: n.opset,
+                newest: n.newest,
+            });
+        }
+    }
+    // With `allow_newer_opset`, a newer opset reads as the newest known one.
+    let known = |d: &str, v: i64| ops::newest_opset(d).map_or(v, |newest| v.min(newest));
     // IR versions before 3 had no opset_import and meant opset 1 of the default domain.
     let opset = if model.opset_import.is_empty() {
         Some(1)
@@ -72,11 +153,12 @@ pub fn import_model(
             .opset_import
             .iter()
             .find(|o| is_default_domain(&o.domain))
-            .map(|o| o.version)
+            .map(|o| known("", o.version))
     };
     let opsets = Opsets {
         default: opset,
         model,
+        custom_ops: &opts.custom_ops,
     };
 
     let mut b = Builder::new(&gp.name);
@@ -189,16 +271,21 @@ pub fn import_model(
 pub(crate) struct Opsets<'m> {
     pub default: Option<i64>,
     pub model: &'m ModelProto,
+    /// The caller's custom ops (`ImportOptions::custom_ops`).
+    pub custom_ops: &'m [tessera_ir::custom::CustomOp],
 }
 
 impl Opsets<'_> {
-    /// The imported version of a non-default domain; 0 when it is not imported.
+    /// The imported version of a non-default domain (a newer one than known reads as the
+    /// newest known, as for the default domain); 0 when it is not imported.
     pub fn of(&self, d: &str) -> i64 {
         self.model
             .opset_import
             .iter()
             .find(|o| o.domain == d)
-            .map_or(0, |o| o.version)
+            .map_or(0, |o| {
+                ops::newest_opset(d).map_or(o.version, |newest| o.version.min(newest))
+            })
     }
 }
 
@@ -238,9 +325,15 @@ pub(crate) fn import_nodes(
             ops::sequence::import(b, np)?;
             continue;
         }
-        let entry = ops::lookup(domain, &np.op_type)
-            .filter(|_| opset > 0)
-            .ok_or_else(|| unsupported(opset))?;
+        let custom = opsets
+            .custom_ops
+            .iter()
+            .find(|c| c.domain == domain && c.op_type == np.op_type);
+        let entry = match ops::lookup(domain, &np.op_type).filter(|_| opset > 0) {
+            Some(e) => Some(e),
+            None if custom.is_some() => None,
+            None => return Err(unsupported(opset)),
+        };
         let mut inputs = Vec::with_capacity(np.input.len());
         for name in &np.input {
             if name.is_empty() {
@@ -270,7 +363,7 @@ pub(crate) fn import_nodes(
             outputs.push(id);
         }
         let mut attrs = Attrs::new();
-        if crate::ops::control::has_bodies(entry.op) {
+        if entry.is_some_and(|e| crate::ops::control::has_bodies(e.op)) {
             // Bodies are imported as closed subgraphs; the outer values they read become
             // trailing operands (see tessera_ir::infer::control).
             let captured =
@@ -290,6 +383,29 @@ pub(crate) fn import_nodes(
             b.constant(np, &attrs, &outputs)?;
             continue;
         }
+        let Some(entry) = entry else {
+            // A custom op: its file decides everything; ONNX attributes have no meaning for it.
+            let c = custom.expect("checked above: an op without a registry line is a custom op");
+            if let Some(a) = attrs.keys().next() {
+                return Err(OnnxError::BadModel(format!(
+                    "{} has attribute `{a}`, but custom op {} takes no attributes",
+                    node_desc(np),
+                    c.op_type
+                )));
+            }
+            let mut attrs = Attrs::new();
+            attrs.insert("domain".into(), Attr::String(c.domain.clone()));
+            attrs.insert("op_type".into(), Attr::String(c.op_type.clone()));
+            attrs.insert("source".into(), Attr::String(c.source.clone()));
+            b.graph.nodes.push(Node {
+                name: np.name.clone(),
+                op: Op::Custom,
+                inputs,
+                outputs,
+                attrs,
+            });
+            continue;
+        };
         let node = Node {
             name: np.name.clone(),
             op: entry.op,
@@ -904,7 +1020,7 @@ pub(crate) fn scalar_tensor(dtype: DType, v: f64) -> Option<Tensor> {
 /// non-tensor type (sequence, map, optional, sparse tensor) is `UnsupportedFeature`, naming
 /// the input: its test data is not a `TensorProto` either.
 pub fn input_names(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
+    let bytes = read_bounded(path)?;
     let model = decode_model(&bytes, &path.display().to_string())?;
     let gp = model
         .graph

@@ -21,9 +21,10 @@ pub mod proto {
 pub use dtype::{dtype_from_onnx, dtype_to_onnx};
 pub use error::OnnxError;
 pub use import::{
-    decode_model, import_bytes, import_file, import_model, input_names, ImportOptions,
+    decode_model, import_bytes, import_file, import_model, input_names, newer_opsets,
+    ImportOptions, NewerOpset,
 };
-pub use ops::{registry, supported_ops, RegistryLine};
+pub use ops::{newest_opset, registry, supported_ops, RegistryLine, NEWEST_OPSETS};
 pub use tensor::{
     decode_tensor, encode_tensor, read_tensor_file, tensor_from_proto, tensor_to_proto,
     write_tensor_file,

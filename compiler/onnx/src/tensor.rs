@@ -190,10 +190,11 @@ fn read_external(
     let path = resolve_inside(dir, &location).map_err(err)?;
 
     let mut file = std::fs::File::open(&path).map_err(|e| err(format!("cannot open: {e}")))?;
-    let file_len = file
+    let meta = file
         .metadata()
-        .map_err(|e| err(format!("cannot stat: {e}")))?
-        .len();
+        .map_err(|e| err(format!("cannot stat: {e}")))?;
+    refuse_hard_link(&meta).map_err(err)?;
+    let file_len = meta.len();
     let length = length.unwrap_or_else(|| file_len.saturating_sub(offset));
     if length != expect {
         return Err(err(format!(
@@ -217,8 +218,27 @@ fn read_external(
     Ok(buf)
 }
 
-/// `dir/location`, refused if `location` is absolute or if the path (lexically, or after
-/// resolving symlinks) leaves `dir`.
+/// Refuses a file with more than one hard link. A hard link to a file outside the model's
+/// folder cannot be told apart by its path, so, as onnx itself does since CVE-2026-27489, any
+/// external-data file that has another name is refused.
+fn refuse_hard_link(meta: &std::fs::Metadata) -> std::result::Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.nlink() > 1 {
+            return Err(format!(
+                "the file has {} hard links; external data with more than one name is refused, since a hard link may reach outside the model's folder",
+                meta.nlink()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
+/// `dir/location`, refused if `location` is absolute, if it names a symlink (or passes through
+/// one below `dir`), or if the path (lexically, or after resolving symlinks) leaves `dir`.
 pub(crate) fn resolve_inside(dir: &Path, location: &str) -> std::result::Result<PathBuf, String> {
     let rel = Path::new(location);
     if location.is_empty() {
@@ -251,6 +271,22 @@ pub(crate) fn resolve_inside(dir: &Path, location: &str) -> std::result::Result<
         }
     }
     let joined = dir.join(rel);
+    // Every component below `dir` must be a plain file or folder: a symlink could point
+    // anywhere, and onnx refuses them too (after CVE-2024-27318).
+    let mut at = dir.to_path_buf();
+    for c in rel.components() {
+        if let Component::Normal(part) = c {
+            at.push(part);
+            if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(format!(
+                    "{} is a symbolic link; external data through symlinks is refused",
+                    at.display()
+                ));
+            }
+        } else if c == Component::ParentDir {
+            at.pop();
+        }
+    }
     let real_dir = dir
         .canonicalize()
         .map_err(|e| format!("cannot resolve the model's folder: {e}"))?;
@@ -305,7 +341,7 @@ pub fn decode_tensor(bytes: &[u8], file: &str, dir: Option<&Path>) -> Result<Ten
 /// refused and the bytes have that message's layout, the error says so and is "unsupported".
 pub fn read_tensor_file(path: impl AsRef<Path>) -> Result<Tensor> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;
+    let bytes = crate::import::read_bounded(path)?;
     decode_tensor(&bytes, &path.display().to_string(), path.parent()).map_err(|e| {
         if looks_like_sequence_or_optional(&bytes) {
             OnnxError::UnsupportedFeature {

@@ -382,7 +382,38 @@ fn external_data_bad_paths_are_refused() {
             .unwrap_err()
             .to_string();
         eprintln!("corpus: {e}");
-        assert!(e.contains("link.bin") && e.contains("outside"), "{e}");
+        assert!(e.contains("link.bin") && e.contains("symbolic link"), "{e}");
+
+        // A symlink that stays inside the folder is refused too, as onnx does.
+        std::fs::write(dir.join("real.bin"), [0u8; 16]).unwrap();
+        std::os::unix::fs::symlink(dir.join("real.bin"), dir.join("inner.bin")).unwrap();
+        let p = write_model(&dir, &ext_model(external("w", "inner.bin", None, 4)));
+        let e = import_file(&p, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("inner.bin") && e.contains("symbolic link"),
+            "{e}"
+        );
+        // And so is a symlinked folder on the way.
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/w.bin"), [0u8; 16]).unwrap();
+        std::os::unix::fs::symlink(dir.join("sub"), dir.join("via")).unwrap();
+        let p = write_model(&dir, &ext_model(external("w", "via/w.bin", None, 4)));
+        let e = import_file(&p, &ImportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("via") && e.contains("symbolic link"), "{e}");
+
+        // A hard link to a file outside the folder cannot be told apart by path: any file
+        // with a second name is refused.
+        std::fs::hard_link(outer.path().join("secret.bin"), dir.join("hard.bin")).unwrap();
+        let p = write_model(&dir, &ext_model(external("w", "hard.bin", None, 4)));
+        let e = import_file(&p, &ImportOptions::default()).unwrap_err();
+        assert!(matches!(e, OnnxError::ExternalData { .. }), "{e}");
+        let e = e.to_string();
+        eprintln!("corpus: {e}");
+        assert!(e.contains("hard.bin") && e.contains("2 hard links"), "{e}");
     }
 
     // Length that does not match the dims, and a range past the end of the file.
@@ -406,4 +437,42 @@ fn external_data_bad_paths_are_refused() {
     )
     .unwrap_err();
     assert!(matches!(e, OnnxError::ExternalData { .. }), "{e}");
+}
+
+#[test]
+fn newer_opsets_are_refused_unless_allowed() {
+    let mut m = relu_model();
+    m.opset_import[0].version = 999;
+    let e = err_of(&m);
+    assert!(
+        matches!(e, OnnxError::NewerOpset { ref domain, opset: 999, newest: 28 } if domain.is_empty()),
+        "{e}"
+    );
+    assert!(e.is_unsupported());
+    assert!(
+        e.to_string().contains("opset 999 of domain \"ai.onnx\""),
+        "{e}"
+    );
+    assert_eq!(tessera_onnx::newer_opsets(&m).len(), 1);
+    let allow = ImportOptions {
+        allow_newer_opset: true,
+        ..Default::default()
+    };
+    assert!(import_bytes(&bytes(&m), None, &allow).is_ok());
+
+    // Any domain the registry knows is checked; the newest known opset itself is fine.
+    let mut m = relu_model();
+    m.opset_import
+        .push(tessera_onnx::proto::OperatorSetIdProto {
+            domain: "ai.onnx.ml".into(),
+            version: 6,
+        });
+    let e = err_of(&m);
+    assert!(
+        e.to_string().contains("opset 6 of domain \"ai.onnx.ml\"") && e.to_string().contains("(5)"),
+        "{e}"
+    );
+    m.opset_import[1].version = 5;
+    m.opset_import[0].version = 28;
+    assert!(import_bytes(&bytes(&m), None, &ImportOptions::default()).is_ok());
 }

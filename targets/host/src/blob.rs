@@ -5,7 +5,7 @@
 //! ```text
 //! offset  size  field
 //!      0     4  magic "TSHK"
-//!      4     2  format version (1)
+//!      4     2  format version (2)
 //!      6     2  reserved, 0
 //!      8    24  grid extents, 3 x u64 (missing axes are 1)
 //!     32     4  parameter count n
@@ -18,12 +18,15 @@
 //! ```
 //!
 //! The entry point is `extern "C" fn(args: *const *mut u8, scratch: *mut u8, begin: u64,
-//! end: u64)`: it runs the program instances whose row-major linear grid index lies in
-//! `begin..end`, with `args[i]` the base of parameter `i` and `scratch` a 16-byte-aligned
-//! area of `scratch bytes` private to the calling thread.
+//! end: u64, trap: *mut i64)`: it runs the program instances whose row-major linear grid index
+//! lies in `begin..end`, with `args[i]` the base of parameter `i` and `scratch` a
+//! 16-byte-aligned area of `scratch bytes` private to the calling thread. When a kernel-IR
+//! `trap` fires it writes `[1, code, value]` to the three `i64`s at `trap` (private to the
+//! calling thread too) and returns at once; otherwise it leaves them alone. Version 1 blobs
+//! had no `trap` argument and are refused.
 
 pub const MAGIC: [u8; 4] = *b"TSHK";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 pub const FIXED_LEN: usize = 64;
 
 /// Bounds that a well-formed blob never reaches; a blob past them is refused as corrupt

@@ -158,7 +158,7 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
 
     let ptr = types::I64;
     let mut sig = Signature::new(isa.default_call_conv());
-    sig.params.extend([AbiParam::new(ptr); 4]);
+    sig.params.extend([AbiParam::new(ptr); 5]);
     let mut func = Function::with_name_signature(UserFuncName::user(0, 0), sig);
     let mut fctx = FunctionBuilderContext::new();
     let mut b = FunctionBuilder::new(&mut func, &mut fctx);
@@ -168,7 +168,7 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     let fp = b.block_params(entry).to_vec();
-    let (args, scratch_ptr, begin, end) = (fp[0], fp[1], fp[2], fp[3]);
+    let (args, scratch_ptr, begin, end, trap_slot) = (fp[0], fp[1], fp[2], fp[3], fp[4]);
     let mut bases = Vec::with_capacity(k.bufs.len());
     for (i, &off) in offsets.iter().enumerate() {
         let base = if i < k.num_params {
@@ -208,6 +208,7 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
         vals: vec![None; k.vals.len()],
         bases,
         pids: [p0, p1, p2],
+        trap_slot,
     };
     cg.zero_scratch(scratch_ptr, scratch);
     if let Some(y) = cg.block(&k.body)? {
@@ -272,25 +273,6 @@ fn machine_code(isa: &dyn TargetIsa, func: Function) -> R<Vec<u8>> {
 /// A rough operation count per program instance: loops with constant bounds multiply their
 /// body, other loops count 16 trips. The launcher only compares it against a threshold.
 fn estimate_work(k: &Kernel) -> u64 {
-    fn consts(b: &Block, out: &mut HashMap<Val, i64>) {
-        for i in &b.insts {
-            match &i.kind {
-                InstKind::Const(Scalar::Int(v)) => {
-                    if let Some(&r) = i.results.first() {
-                        out.insert(r, *v);
-                    }
-                }
-                InstKind::For { body, .. } => consts(body, out),
-                InstKind::If {
-                    then_blk, else_blk, ..
-                } => {
-                    consts(then_blk, out);
-                    consts(else_blk, out);
-                }
-                _ => {}
-            }
-        }
-    }
     fn work(b: &Block, c: &HashMap<Val, i64>) -> u64 {
         b.insts.iter().fold(0u64, |acc, i| {
             let w = match &i.kind {
@@ -314,8 +296,7 @@ fn estimate_work(k: &Kernel) -> u64 {
             acc.saturating_add(w)
         })
     }
-    let mut c = HashMap::new();
-    consts(&k.body, &mut c);
+    let c = tessera_kir::constants::int_constants(&k.body);
     work(&k.body, &c).max(1)
 }
 
@@ -413,6 +394,8 @@ struct Cg<'k, 'f> {
     /// Base address of every buffer (parameters, then locals in the scratch area).
     bases: Vec<Value>,
     pids: [Value; 3],
+    /// Where a `trap` writes `[1, code, value]` (see [`crate::blob`]).
+    trap_slot: Value,
 }
 
 impl Cg<'_, '_> {
@@ -717,9 +700,19 @@ impl Cg<'_, '_> {
                 else_blk,
             } => self.if_(inst, *cond, then_blk, else_blk),
             InstKind::Yield(_) => internal("a `yield` outside the end of a `for` or `if` block"),
-            InstKind::Mma { .. } => {
-                unsupported("`mma` (the shared `to_backend_subset` pass expands it into loops)")
+            InstKind::Mma { .. } => unsupported("`mma` (the shared `to_backend_subset` pass expands it into loops)"),
+            InstKind::TileLoad { .. }
+            | InstKind::TileStore { .. }
+            | InstKind::TileCopy { .. }
+            | InstKind::TileMma { .. }
+            | InstKind::TileReduce(..)
+            | InstKind::TileBroadcast(_)
+            | InstKind::TileTranspose(_)
+            | InstKind::TileIndex(_)
+            | InstKind::Barrier => {
+                unsupported("a tile instruction (`Host::prepare` runs `scalarize-tiles` before code generation)")
             }
+            InstKind::Trap { cond, code, value } => self.trap(*cond, *code, *value),
         }
     }
 
@@ -1641,4 +1634,27 @@ impl Cg<'_, '_> {
     // ==== `mma` and `math` ====
     // Not in the backend subset: `to_backend_subset` expands both before code generation,
     // and `inst` refuses them with `Unsupported` if they arrive here.
+
+    // ==== `trap` ====
+    // A branch to a cold block that records `[1, code, value]` in the caller's trap slot and
+    // returns from the entry point, abandoning the rest of the chunk of grid points: the
+    // launcher turns the slot into an error and the plan stops.
+
+    fn trap(&mut self, cond: Val, code: u32, value: Val) -> R<()> {
+        let c = self.scalar(cond)?;
+        let v = self.scalar(value)?;
+        let (fire, cont) = (self.b.create_block(), self.b.create_block());
+        self.b.set_cold_block(fire);
+        self.b.ins().brif(c, fire, &[], cont, &[]);
+        self.b.switch_to_block(fire);
+        let one = self.b.ins().iconst(types::I64, 1);
+        let code = self.b.ins().iconst(types::I64, code as i64);
+        let flags = MemFlagsData::new().with_notrap().with_aligned();
+        self.b.ins().store(flags, one, self.trap_slot, 0);
+        self.b.ins().store(flags, code, self.trap_slot, 8);
+        self.b.ins().store(flags, v, self.trap_slot, 16);
+        self.b.ins().return_(&[]);
+        self.b.switch_to_block(cont);
+        Ok(())
+    }
 }

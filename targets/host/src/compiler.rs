@@ -100,14 +100,26 @@ impl Host {
         tessera_kir::verify(kernel)
             .map_err(|e| codegen_err(format!("the kernel fails the verifier: {e}")))?;
         let mut k = kernel.clone();
-        tessera_kir::passes::to_backend_subset(&mut k).map_err(|e| match e {
-            KirError::Unsupported { .. } => TargetError::Unsupported {
-                target: NAME.to_string(),
-                kernel: kernel.name.clone(),
-                message: e.to_string(),
-            },
-            other => codegen_err(format!("`to_backend_subset`: {other}")),
-        })?;
+        // Register blocking is this backend's choice: tiles become vectors of the desc's width,
+        // and `tile.mma` a block of `block_rows × block_vectors` f32 vector accumulators, which
+        // with the B vectors and the broadcast A element fits the 16 xmm registers Cranelift
+        // allocates without spilling.
+        let opts = tessera_kir::passes::ScalarizeOptions {
+            vector_bytes: self.desc.vector_bytes,
+            blocked_f32_mma: true,
+            block_rows: 4,
+            block_vectors: 2,
+        };
+        tessera_kir::passes::scalarize_tiles(&mut k, &opts)
+            .and_then(|()| tessera_kir::passes::to_backend_subset(&mut k))
+            .map_err(|e| match e {
+                KirError::Unsupported { .. } => TargetError::Unsupported {
+                    target: NAME.to_string(),
+                    kernel: kernel.name.clone(),
+                    message: e.to_string(),
+                },
+                other => codegen_err(format!("`to_backend_subset`: {other}")),
+            })?;
         Ok(k)
     }
 }

@@ -3,7 +3,7 @@
 //! threads when there is enough work. Start at [`HostDevice::load`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 
@@ -73,10 +73,7 @@ impl Device for HostDevice {
     }
 
     fn load(&self, name: &str, blob: &[u8]) -> Result<Box<dyn LoadedKernel>, DeviceError> {
-        let err = |message: String| DeviceError {
-            kernel: name.to_string(),
-            message,
-        };
+        let err = |message: String| DeviceError::new(name, message);
         let (header, code) = BlobHeader::decode(blob).map_err(err)?;
         let code = ExecCode::new(code).map_err(err)?;
         Ok(Box::new(HostKernel {
@@ -90,7 +87,29 @@ impl Device for HostDevice {
 }
 
 /// The entry point every blob's code starts with (see [`crate::blob`]).
-type Entry = unsafe extern "C" fn(args: *const *mut u8, scratch: *mut u8, begin: u64, end: u64);
+type Entry = unsafe extern "C" fn(
+    args: *const *mut u8,
+    scratch: *mut u8,
+    begin: u64,
+    end: u64,
+    trap: *mut i64,
+);
+
+/// Where a call of the entry point records a trap: `[fired, code, value]`, written only by
+/// the code of the calling thread (see [`crate::blob`]).
+#[derive(Default)]
+struct TrapSlot([i64; 3]);
+
+impl TrapSlot {
+    fn ptr(&mut self) -> *mut i64 {
+        self.0.as_mut_ptr()
+    }
+
+    /// The trap recorded, if one fired.
+    fn fired(&self) -> Option<(u32, i64)> {
+        (self.0[0] != 0).then_some((self.0[1] as u32, self.0[2]))
+    }
+}
 
 struct HostKernel {
     name: String,
@@ -141,10 +160,7 @@ impl HostKernel {
 
 impl LoadedKernel for HostKernel {
     fn launch(&self, args: &[KernelArg]) -> Result<(), DeviceError> {
-        let err = |message: String| DeviceError {
-            kernel: self.name.clone(),
-            message,
-        };
+        let err = |message: String| DeviceError::new(self.name.clone(), message);
         let need = &self.header.param_bytes;
         if args.len() != need.len() {
             return Err(err(format!(
@@ -171,32 +187,55 @@ impl LoadedKernel for HostKernel {
         // executable for as long as `self` lives.
         let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(self.code.ptr) };
         let threads = self.threads_for(total);
+        let trapped =
+            |(code, value): (u32, i64)| DeviceError::trapped(self.name.clone(), code, value);
         if threads == 1 {
             let mut scratch = Scratch::new(self.header.scratch_bytes);
+            let mut slot = TrapSlot::default();
             // SAFETY: the argument count and sizes were checked above, `KernelArg` guarantees
             // the buffers, and the scratch area has the size the code was compiled for.
-            unsafe { entry(args.get(), scratch.ptr(), 0, total) };
-            return Ok(());
+            unsafe { entry(args.get(), scratch.ptr(), 0, total, slot.ptr()) };
+            return slot.fired().map_or(Ok(()), |t| Err(trapped(t)));
         }
         // Threads take chunks of consecutive grid points from a shared counter, so uneven
         // instances still balance; eight chunks per thread keeps the counter cold.
+        //
+        // A trap stops its chunk; no thread takes a new chunk after that. Chunks are taken in
+        // increasing order, so every chunk before the trapping one has been taken and runs to
+        // its end (or its own first trap): the trap with the lowest chunk start is the first
+        // in grid order, the one the interpreter reports.
         let chunk = (total / (threads as u64 * 8)).max(1);
         let next = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        let first: Mutex<Option<(u64, u32, i64)>> = Mutex::new(None);
         let work = &|| {
             let mut scratch = Scratch::new(self.header.scratch_bytes);
-            loop {
+            while !stop.load(Ordering::Relaxed) {
                 let begin = next.fetch_add(chunk, Ordering::Relaxed);
                 if begin >= total {
                     break;
                 }
                 let end = begin.saturating_add(chunk).min(total);
+                let mut slot = TrapSlot::default();
                 // SAFETY: as above; program instances write disjoint elements, so running
-                // disjoint ranges of them on several threads is sound.
-                unsafe { entry(args.get(), scratch.ptr(), begin, end) };
+                // disjoint ranges of them on several threads is sound. Each call has its own
+                // trap slot.
+                unsafe { entry(args.get(), scratch.ptr(), begin, end, slot.ptr()) };
+                if let Some((code, value)) = slot.fired() {
+                    stop.store(true, Ordering::Relaxed);
+                    let mut f = first.lock().unwrap_or_else(|e| e.into_inner());
+                    if f.is_none_or(|(b, _, _)| begin < b) {
+                        *f = Some((begin, code, value));
+                    }
+                }
             }
         };
         let pool = self.pool.get_or_init(|| Pool::new(self.max_threads - 1));
-        pool.run(threads - 1, work).map_err(err)
+        pool.run(threads - 1, work).map_err(err)?;
+        match first.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some((_, code, value)) => Err(trapped((code, value))),
+            None => Ok(()),
+        }
     }
 }
 

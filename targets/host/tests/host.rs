@@ -1164,10 +1164,11 @@ fn corrupt_and_truncated_blobs_are_refused() {
         "kernel `tiny`: not a host code blob (bad magic)"
     );
     let mut bad = blob.code.clone();
-    bad[4] = 2;
+    // Version 1 blobs had no trap slot in their entry point: running one would be unsound.
+    bad[4] = 1;
     assert_eq!(
         err(&bad).to_string(),
-        "kernel `tiny`: host code blob has format version 2, this runtime reads version 1"
+        "kernel `tiny`: host code blob has format version 1, this runtime reads version 2"
     );
     let mut long = blob.code.clone();
     long.push(0);
@@ -1444,4 +1445,84 @@ fn desc_parses_and_names_the_target() {
     assert!(!d.dtypes.iter().any(|t| t == "string"));
     assert_eq!(d.dtypes.len(), DType::ALL.len() - 1);
     assert_eq!(d.tolerance["f32"], [1e-3, 1e-5]);
+}
+
+// ==== `trap` ====
+
+/// A grid of `n` instances, each checking `idx[p]` against an axis of 4 (code 9) and copying
+/// `data[idx[p]]`; enough work per instance that big grids spread over threads.
+fn checked_gather(n: u64) -> Kernel {
+    let mut b = KernelBuilder::new("checked_gather");
+    let data = b.param("data", DType::F32, 4, Access::Read);
+    let idx = b.param("idx", DType::I64, n, Access::Read);
+    let out = b.param("out", DType::F32, n, Access::Write);
+    b.set_grid(&[n]);
+    let p = b.program_id(0);
+    let raw = b.load(idx, p, 1);
+    let at = b.checked_index(raw, 4, 9);
+    let v0 = b.load(data, at, 1);
+    let acc = b.range_fold(0, 64, &[v0], |b, _, a| vec![b.add(a[0], v0)]);
+    b.store(out, p, acc[0]);
+    b.finish()
+}
+
+fn i64_bytes(xs: &[i64]) -> Vec<u8> {
+    xs.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn trap_reports_the_first_instance_in_grid_order_like_the_interpreter() {
+    let n = 4096u64;
+    let k = checked_gather(n);
+    let data: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    // In range (negative indices wrap): host and interpreter agree.
+    let ok: Vec<i64> = (0..n as i64).map(|i| (i % 8) - 4).collect();
+    check(
+        &k,
+        &[data.clone(), i64_bytes(&ok), vec![0u8; 4 * n as usize]],
+    );
+
+    // Several bad values: both report the first in grid order, on 1 thread and on many.
+    let mut bad = ok.clone();
+    for (at, v) in [(3000usize, 77i64), (1234, -5), (4000, 4)] {
+        bad[at] = v;
+    }
+    let blob = host().compile(&k).unwrap();
+    for device in [HostDevice::with_threads(1), HostDevice::with_threads(4)] {
+        let loaded = device.load(&blob.name, &blob.code).unwrap();
+        for _ in 0..20 {
+            let mut bufs: Vec<Aligned> = [data.clone(), i64_bytes(&bad), vec![0u8; 4 * n as usize]]
+                .iter()
+                .map(|b| Aligned::from(b))
+                .collect();
+            let args: Vec<KernelArg> = bufs.iter_mut().map(|b| b.arg()).collect();
+            let e = loaded.launch(&args).unwrap_err();
+            assert_eq!(
+                e.trapped,
+                Some(tessera_runtime::Trapped { code: 9, value: -5 }),
+                "{e}"
+            );
+            assert!(
+                e.to_string().contains("data check 9 failed on value -5"),
+                "{e}"
+            );
+        }
+    }
+    let mut bufs = vec![data, i64_bytes(&bad), vec![0u8; 4 * n as usize]];
+    let mut slices: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+    let e = tessera_kir::run_kernel(&k, &mut slices).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            tessera_kir::InterpError::Data {
+                code: 9,
+                value: -5,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }

@@ -83,7 +83,8 @@ pub fn infer_node_types(g: &Graph, node: &Node) -> Result<Vec<TensorType>> {
 
 fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
     crate::verify::check_node_signature(cx.node)?;
-    let mut tys = match seq::infer(cx)
+    let mut tys = match custom_infer(cx)
+        .or_else(|| seq::infer(cx))
         .or_else(|| spatial::infer(cx))
         .or_else(|| extra::infer(cx))
         .or_else(|| spectral::infer(cx))
@@ -122,6 +123,34 @@ fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
         )?;
     }
     Ok(tys)
+}
+
+/// A custom op's result types, from the signature in its `source` attribute.
+fn custom_infer(cx: &Cx) -> Option<Result<Vec<TensorType>>> {
+    if cx.node.op != Op::Custom {
+        return None;
+    }
+    Some((|| {
+        let src = match cx.node.attr("source") {
+            Some(Attr::String(s)) => s,
+            _ => return Err(cx.bad_attr("source", "must hold the custom op's file")),
+        };
+        let op = crate::custom::CustomOp::parse(src).map_err(|e| cx.bad_attr("source", e))?;
+        let mut ins = Vec::new();
+        for i in 0..cx.n_inputs() {
+            let t = cx.ty(i)?;
+            let dims = t
+                .shape
+                .as_static()
+                .ok_or_else(|| cx.shape_err(format!("input {i} has symbolic shape {}", t.shape)))?;
+            ins.push((t.dtype, dims));
+        }
+        let env = op
+            .bind(&ins)
+            .map_err(|e| cx.shape_err(format!("custom op {}: {e}", op.op_type)))?;
+        op.output_types(&env)
+            .map_err(|e| cx.shape_err(format!("custom op {}: {e}", op.op_type)))
+    })())
 }
 
 /// Refuses a static shape with more than [`MAX_ELEMENTS`] elements (or one whose count

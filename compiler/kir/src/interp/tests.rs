@@ -745,3 +745,59 @@ fn round_to_odd_helpers() {
         (1.0f64.to_bits() - 1) | 1
     );
 }
+
+/// `out[i] = data[checked(idx[i])]` over 3 indices into 4 elements, with trap code 5.
+fn gather_kernel() -> Kernel {
+    let mut b = KernelBuilder::new("gather");
+    let data = b.param("data", DType::F32, 4, Access::Read);
+    let idx = b.param("idx", DType::I64, 3, Access::Read);
+    let out = b.param("out", DType::F32, 3, Access::Write);
+    b.range(0, 3, |b, i| {
+        let raw = b.load(idx, i, 1);
+        let at = b.checked_index(raw, 4, 5);
+        let v = b.load(data, at, 1);
+        b.store(out, i, v);
+    });
+    b.finish()
+}
+
+#[test]
+fn trap_reports_the_first_bad_value_and_negative_indices_wrap() {
+    let k = gather_kernel();
+    // The text form round-trips the trap.
+    let text = crate::text::print_kernel(&k);
+    assert!(text.contains("trap %"), "{text}");
+    assert_eq!(crate::text::parse_kernel(&text).unwrap(), k);
+
+    let mut data = f32_bytes(&[10.0, 11.0, 12.0, 13.0]);
+    let mut out = vec![0u8; 12];
+    let mut idx = pack_ints(DType::I64, &[1, -1, -4]);
+    run_kernel(&k, &mut [&mut data, &mut idx, &mut out]).unwrap();
+    assert_eq!(bytes_f32(&out), vec![11.0, 13.0, 10.0]);
+
+    let mut idx = pack_ints(DType::I64, &[0, 4, -5]);
+    let e = run_kernel(&k, &mut [&mut data, &mut idx, &mut out]).unwrap_err();
+    assert_eq!(
+        e,
+        InterpError::Data {
+            kernel: "gather".into(),
+            program: "(0)".into(),
+            code: 5,
+            value: 4
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "kernel `gather`, program (0): data check 5 failed on value 4"
+    );
+}
+
+#[test]
+fn verifier_wants_a_bool_condition_and_an_index_value() {
+    let src = "kernel @t(%x: global i64[1] read) grid [] {\n  %0 = const 0 : i64\n  %1 = load %x[%0] : i64\n  trap %1, 0, %1\n}\n";
+    let e = crate::text::parse_kernel(src).unwrap_err().to_string();
+    assert!(
+        e.contains("trap condition is i64; expected a scalar bool"),
+        "{e}"
+    );
+}

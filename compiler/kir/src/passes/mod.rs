@@ -18,20 +18,24 @@ mod lowp;
 mod math;
 mod mma;
 mod rewrite;
+mod tiles;
 
 pub use lowp::legalize_low_precision;
 pub use math::expand_math;
 pub use mma::expand_mma;
+pub use tiles::{has_tiles, scalarize_tiles, tile_storage, ScalarizeOptions};
 
 use crate::error::KirError;
 use crate::kernel::*;
 use crate::verify::verify;
 use tessera_ir::DType;
 
-/// Runs the shared passes in order — `expand-mma` (its expansion may use narrow floats),
+/// Runs the shared passes in order — `scalarize-tiles` (with the default options: scalars and
+/// the exact `mma`; a backend wanting vectors runs it first with its own), `expand-mma` (its expansion may use narrow floats),
 /// `expand-math` (its routines may compute in narrow types only through casts), then
 /// `legalize-low-precision` — and verifies the result, which is in the backend subset.
 pub fn to_backend_subset(k: &mut Kernel) -> Result<(), KirError> {
+    scalarize_tiles(k, &ScalarizeOptions::default())?;
     expand_mma(k)?;
     expand_math(k)?;
     legalize_low_precision(k)?;
@@ -60,6 +64,9 @@ pub fn check_backend_subset(k: &Kernel) -> Result<(), KirError> {
                 what: format!("{what} in `{}`", crate::text::inst_head(k, inst)),
             };
             for &r in &inst.results {
+                if k.ty(r).is_tile() {
+                    return Err(bad(format!("a {} value (run scalarize-tiles)", k.ty(r))));
+                }
                 if !is_backend_dtype(k.ty(r).elem) {
                     return Err(bad(format!("a {} value", k.ty(r).elem)));
                 }
@@ -70,6 +77,17 @@ pub fn check_backend_subset(k: &Kernel) -> Result<(), KirError> {
                 }
                 InstKind::Math(..) => return Err(bad("a math routine".into())),
                 InstKind::Mma { .. } => return Err(bad("mma".into())),
+                InstKind::TileLoad { .. }
+                | InstKind::TileStore { .. }
+                | InstKind::TileCopy { .. }
+                | InstKind::TileMma { .. }
+                | InstKind::TileReduce(..)
+                | InstKind::TileBroadcast(_)
+                | InstKind::TileTranspose(_)
+                | InstKind::TileIndex(_)
+                | InstKind::Barrier => {
+                    return Err(bad("a tile instruction (run scalarize-tiles)".into()))
+                }
                 InstKind::For { body, .. } => walk(k, body)?,
                 InstKind::If {
                     then_blk, else_blk, ..

@@ -156,5 +156,32 @@ pub(crate) fn map_operands(kind: &mut InstKind, f: impl Fn(Val) -> Val) {
             b.offset = f(b.offset);
             c.offset = f(c.offset);
         }
+        Trap { cond, value, .. } => {
+            *cond = f(*cond);
+            *value = f(*value);
+        }
+        TileLoad { src: t, .. } => map_tile_at(t, &f),
+        TileStore { dst, value } => {
+            map_tile_at(dst, &f);
+            *value = f(*value);
+        }
+        TileCopy { src, dst, .. } => {
+            map_tile_at(src, &f);
+            map_tile_at(dst, &f);
+        }
+        TileMma { a, b, acc } => {
+            *a = f(*a);
+            *b = f(*b);
+            *acc = f(*acc);
+        }
+        TileReduce(_, _, x) | TileBroadcast(x) | TileTranspose(x) => *x = f(*x),
+        TileIndex(_) | Barrier => {}
+    }
+}
+
+fn map_tile_at(t: &mut TileAt, f: &impl Fn(Val) -> Val) {
+    t.view.offset = f(t.view.offset);
+    for o in t.origin.iter_mut() {
+        *o = f(*o);
     }
 }

@@ -257,8 +257,7 @@ fn select_and_vector_lanes() {
     let c = b.const_int(Ty::vector(DType::Bool, 2), 1);
     let v = b.const_float(Ty::vector(DType::F32, 4), 1.0);
     b.select(c, v, v);
-    assert!(err(&b.finish())
-        .ends_with("condition is vec<2xbool>; expected bool or a bool vector of 4 lanes"));
+    assert!(err(&b.finish()).ends_with("condition is vec<2xbool>; expected bool or vec<4xbool>"));
     let mut b = KernelBuilder::new("ext");
     let v = b.const_float(Ty::vector(DType::F32, 4), 1.0);
     b.extract(v, 4);

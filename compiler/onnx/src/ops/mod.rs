@@ -67,6 +67,25 @@ pub(crate) const fn up(onnx: &'static str, op: Op, upgrades: &'static [(i64, Upg
     }
 }
 
+/// The newest opset of each domain the registry knows, as in the pinned `onnx==1.23.2`
+/// (`onnx.defs.onnx_opset_version()` and each domain's newest schema). A model importing a
+/// newer opset of one of these domains is refused (see `OnnxError::NewerOpset`).
+pub const NEWEST_OPSETS: &[(&str, i64)] = &[
+    ("", 28),
+    ("ai.onnx.ml", 5),
+    ("ai.onnx.preview", 1),
+    ("ai.onnx.preview.training", 1),
+];
+
+/// The newest opset the registry knows of `domain` ("" for the default domain), if it knows
+/// the domain at all.
+pub fn newest_opset(domain: &str) -> Option<i64> {
+    NEWEST_OPSETS
+        .iter()
+        .find(|(d, _)| *d == domain)
+        .map(|&(_, v)| v)
+}
+
 const FAMILIES: &[&[Entry]] = &[
     contrib::OPS,
     control::OPS,

@@ -1,0 +1,1309 @@
+//! The `scalarize-tiles` pass: [`scalarize_tiles`] rewrites every tile value and tile
+//! instruction into loops over scalars and short vectors, so a backend without tiles needs
+//! only today's backend subset. Start at [`scalarize_tiles`]; [`Sc::inst`] has one arm per tile
+//! construct.
+//!
+//! How tiles become memory: every tile value gets a local buffer of its `rows × cols` elements,
+//! row-major. Tiles of narrow floats (f16, bf16, the float8s, f4) are *widened* there to f32,
+//! which holds each of their values exactly: they are converted once, when loaded, and the
+//! matrix product then runs on f32 without per-element conversions. Elementwise instructions
+//! on such tiles still compute in their own type (each element is narrowed, computed and
+//! widened again), so the meaning is unchanged.
+//!
+//! Buffers are shared where no copy is needed: a `for` result and its carried parameter, a
+//! carried parameter and an initial value used nowhere else, and a `tile.mma` result and an
+//! accumulator used nowhere else (so the usual `acc = mma(a, b, acc)` chain through a loop
+//! accumulates in place).
+//!
+//! Masked loads and stores test, at run time, whether the whole tile lies in range; if so
+//! they run unmasked rows (vectors where the innermost stride is 1), and otherwise element by
+//! element with the mask.
+//!
+//! `tile.mma` becomes, where every operand is f32 in memory and the backend asked for it
+//! ([`ScalarizeOptions::blocked_f32_mma`]), a register-blocked loop: `block_rows` rows by
+//! `block_vectors` vectors of accumulators carried through k, each step a broadcast of one A
+//! element times one B vector. Its products of f32 inputs round once more than `mma`'s exact
+//! definition (a separate multiply and add), which stays within the f32 tolerance; products of
+//! widened narrow floats are exact in f32, so for them it is bit-exact. Otherwise `tile.mma`
+//! becomes the buffer `mma`, which `expand-mma` expands exactly.
+
+use crate::builder::KernelBuilder;
+use crate::error::KirError;
+use crate::kernel::*;
+use std::collections::HashMap;
+use tessera_ir::DType;
+
+/// What a backend asks of `scalarize-tiles`: its vector width and register blocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScalarizeOptions {
+    /// Bytes of the widest vector the backend maps to registers (0 or 4: scalars only).
+    pub vector_bytes: u32,
+    /// Use the register-blocked f32 expansion of `tile.mma` (see the module doc).
+    pub blocked_f32_mma: bool,
+    /// Accumulator rows and vectors per row of that expansion.
+    pub block_rows: u32,
+    pub block_vectors: u32,
+}
+
+impl Default for ScalarizeOptions {
+    /// Scalars only and the exact `mma` expansion: what any backend can run.
+    fn default() -> Self {
+        ScalarizeOptions {
+            vector_bytes: 0,
+            blocked_f32_mma: false,
+            block_rows: 1,
+            block_vectors: 1,
+        }
+    }
+}
+
+/// Whether `k` holds any tile value or tile instruction.
+pub fn has_tiles(k: &Kernel) -> bool {
+    fn walk(b: &Block) -> bool {
+        b.insts.iter().any(|i| match &i.kind {
+            InstKind::For { body, .. } => walk(body),
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => walk(then_blk) || walk(else_blk),
+            k => is_tile_inst(k),
+        })
+    }
+    k.vals.iter().any(|t| t.is_tile()) || walk(&k.body)
+}
+
+fn is_tile_inst(k: &InstKind) -> bool {
+    use InstKind::*;
+    matches!(
+        k,
+        TileLoad { .. }
+            | TileStore { .. }
+            | TileCopy { .. }
+            | TileMma { .. }
+            | TileReduce(..)
+            | TileBroadcast(_)
+            | TileTranspose(_)
+            | TileIndex(_)
+            | Barrier
+    )
+}
+
+/// The dtype a tile of `elem` is kept in: f32 for the narrow floats, else `elem`.
+pub fn tile_storage(elem: DType) -> DType {
+    if elem.is_low_precision_float() {
+        DType::F32
+    } else {
+        elem
+    }
+}
+
+/// Rewrites every tile of `k` into loops over local buffers (see the module doc). A kernel
+/// without tiles is left as it is.
+pub fn scalarize_tiles(k: &mut Kernel, opts: &ScalarizeOptions) -> Result<(), KirError> {
+    if !has_tiles(k) {
+        return Ok(());
+    }
+    let taken = std::mem::replace(
+        k,
+        Kernel {
+            name: String::new(),
+            bufs: Vec::new(),
+            num_params: 0,
+            grid: Vec::new(),
+            body: Block::default(),
+            vals: Vec::new(),
+        },
+    );
+    let mut uses = vec![0u32; taken.vals.len()];
+    count_uses(&taken.body, &mut uses);
+    let mut scope = vec![0u32; taken.vals.len()];
+    def_scopes(&taken.body, 0, &mut 0, &mut scope);
+    let tile_vals: Vec<Val> = (0..taken.vals.len() as u32)
+        .map(Val)
+        .filter(|v| taken.vals[v.0 as usize].is_tile())
+        .collect();
+    let mut mma_b_uses = vec![0u32; taken.vals.len()];
+    count_mma_b_uses(&taken.body, &mut mma_b_uses);
+    let (b, body) = KernelBuilder::resume(taken);
+    let mut sc = Sc {
+        transposed: Default::default(),
+        mma_b_uses,
+        b,
+        opts: *opts,
+        uses,
+        scope,
+        scopes: vec![0],
+        next_scope: 0,
+        tbuf: HashMap::new(),
+        next_buf: 0,
+    };
+    sc.block(body)?;
+    // Tile values no longer appear in any instruction; give them scalar types so the value
+    // table describes only what backends see.
+    for v in tile_vals {
+        let t = sc.b.ty(v);
+        sc.b.set_ty(v, Ty::scalar(t.elem));
+    }
+    *k = sc.b.finish();
+    crate::verify::verify(k)
+}
+
+/// Numbers the loop bodies in program order (the kernel body is 0) and records, for each
+/// value, the loop body that defines it. `if` branches belong to their enclosing body: they
+/// run at most once per run of it.
+fn def_scopes(b: &Block, cur: u32, next: &mut u32, scope: &mut [u32]) {
+    for inst in &b.insts {
+        for &r in &inst.results {
+            if let Some(s) = scope.get_mut(r.0 as usize) {
+                *s = cur;
+            }
+        }
+        match &inst.kind {
+            InstKind::For { iv, iter, body, .. } => {
+                *next += 1;
+                let id = *next;
+                for v in std::iter::once(iv).chain(iter.iter()) {
+                    if let Some(s) = scope.get_mut(v.0 as usize) {
+                        *s = id;
+                    }
+                }
+                def_scopes(body, id, next, scope);
+            }
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                def_scopes(then_blk, cur, next, scope);
+                def_scopes(else_blk, cur, next, scope);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn count_mma_b_uses(b: &Block, n: &mut [u32]) {
+    for inst in &b.insts {
+        match &inst.kind {
+            InstKind::TileMma { b: bt, .. } => {
+                if let Some(u) = n.get_mut(bt.0 as usize) {
+                    *u += 1;
+                }
+            }
+            InstKind::For { body, .. } => count_mma_b_uses(body, n),
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                count_mma_b_uses(then_blk, n);
+                count_mma_b_uses(else_blk, n);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn count_uses(b: &Block, uses: &mut [u32]) {
+    for inst in &b.insts {
+        for v in operands(&inst.kind) {
+            if let Some(u) = uses.get_mut(v.0 as usize) {
+                *u += 1;
+            }
+        }
+        match &inst.kind {
+            InstKind::For { body, .. } => count_uses(body, uses),
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                count_uses(then_blk, uses);
+                count_uses(else_blk, uses);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The pass's state: the builder (which keeps every old value id), and the buffer of each
+/// tile value.
+struct Sc {
+    b: KernelBuilder,
+    opts: ScalarizeOptions,
+    uses: Vec<u32>,
+    /// The loop body defining each value, and the stack of bodies being rewritten (numbered
+    /// as `def_scopes` numbers them).
+    scope: Vec<u32>,
+    scopes: Vec<u32>,
+    next_scope: u32,
+    tbuf: HashMap<Val, Buf>,
+    /// Tiles kept transposed (column-major) in their buffer: B operands of `tile.mma` loaded
+    /// from a transposed view, so that both the load and the product read memory in order.
+    transposed: std::collections::HashSet<Val>,
+    /// How often each value is read as the `b` operand of a `tile.mma`.
+    mma_b_uses: Vec<u32>,
+    next_buf: u32,
+}
+
+impl Sc {
+    fn ty(&self, v: Val) -> Ty {
+        self.b.ty(v)
+    }
+
+    fn is_tile(&self, v: Val) -> bool {
+        self.ty(v).is_tile()
+    }
+
+    fn uses(&self, v: Val) -> u32 {
+        self.uses.get(v.0 as usize).copied().unwrap_or(0)
+    }
+
+    /// Whether `v` is read only once, by an instruction of the loop body that defines it: its
+    /// buffer may then be taken over by that instruction's result.
+    fn last_use_here(&self, v: Val) -> bool {
+        self.uses(v) == 1 && self.scope.get(v.0 as usize).copied() == self.scopes.last().copied()
+    }
+
+    /// A fresh buffer for a tile of type `t`.
+    fn new_buf(&mut self, t: Ty) -> Buf {
+        let n = self.next_buf;
+        self.next_buf += 1;
+        let name = format!("tile.{n}");
+        self.b
+            .local(name, Space::Local, tile_storage(t.elem), t.count() as u64)
+    }
+
+    /// The buffer of tile `v`, made on first use (a definition).
+    fn buf(&mut self, v: Val) -> Buf {
+        if let Some(&b) = self.tbuf.get(&v) {
+            return b;
+        }
+        let t = self.ty(v);
+        let b = self.new_buf(t);
+        self.tbuf.insert(v, b);
+        b
+    }
+
+    fn count(&self, v: Val) -> u32 {
+        self.ty(v).count()
+    }
+
+    /// Vector lanes for elementwise work on `storage` elements (1: scalars).
+    fn lanes_for(&self, storage: DType) -> u16 {
+        match storage {
+            DType::F32 | DType::I32 | DType::U32 if self.opts.vector_bytes >= 8 => {
+                (self.opts.vector_bytes / 4) as u16
+            }
+            _ => 1,
+        }
+    }
+
+    /// Element(s) `i..i+lanes` of tile `v`, in `v`'s element type.
+    fn get(&mut self, v: Val, i: Val, lanes: u16) -> Val {
+        let buf = self.buf(v);
+        let x = self.b.load(buf, i, lanes);
+        self.b.cast(x, self.ty(v).elem, NO_SAT)
+    }
+
+    fn block(&mut self, blk: Block) -> Result<(), KirError> {
+        for inst in blk.insts {
+            self.inst(inst)?;
+        }
+        Ok(())
+    }
+
+    /// Copies tile `from` into the buffer of `to`, unless they share it.
+    fn copy_tile(&mut self, from: Val, to_buf: Buf) {
+        let fb = self.buf(from);
+        if fb == to_buf {
+            return;
+        }
+        let n = self.count(from);
+        let st = tile_storage(self.ty(from).elem);
+        let lanes = self.lanes_for(st);
+        self.for_each(n, lanes, |b, i, l| {
+            let x = b.load(fb, i, l);
+            b.store(to_buf, i, x);
+        });
+    }
+
+    /// Runs `f(builder, index, lanes)` over `0..n`: vectors of `lanes` while they fit, then
+    /// single elements.
+    fn for_each(&mut self, n: u32, lanes: u16, mut f: impl FnMut(&mut KernelBuilder, Val, u16)) {
+        let l = lanes.max(1) as u32;
+        let full = n / l * l;
+        if full > 0 {
+            let (lo, hi, step) = (
+                self.b.index(0),
+                self.b.index(full as i64),
+                self.b.index(l as i64),
+            );
+            self.b.for_loop(lo, hi, step, &[], |b, i, _| {
+                f(b, i, l as u16);
+                Vec::new()
+            });
+        }
+        if full < n {
+            let (lo, hi, step) = (
+                self.b.index(full as i64),
+                self.b.index(n as i64),
+                self.b.index(1),
+            );
+            self.b.for_loop(lo, hi, step, &[], |b, i, _| {
+                f(b, i, 1);
+                Vec::new()
+            });
+        }
+    }
+
+    fn inst(&mut self, mut inst: Inst) -> Result<(), KirError> {
+        use InstKind::*;
+        let tile_result = inst.results.iter().any(|&r| self.is_tile(r));
+        match inst.kind {
+            For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter,
+                init,
+                body,
+            } => return self.for_loop(inst.results, lo, hi, step, iv, iter, init, body),
+            If {
+                cond,
+                then_blk,
+                else_blk,
+            } => return self.if_else(inst.results, cond, then_blk, else_blk),
+            Yield(_) => {
+                // Yields are rewritten by their owner (`for_loop` / `if_else`).
+                self.b.push_inst(inst);
+                return Ok(());
+            }
+            _ => {}
+        }
+        if !tile_result && !is_tile_inst(&inst.kind) && !uses_tile(&inst.kind, |v| self.is_tile(v))
+        {
+            self.b.push_inst(inst);
+            return Ok(());
+        }
+        let r = inst.results.first().copied();
+        match std::mem::replace(&mut inst.kind, Barrier) {
+            // ==== elementwise on tiles ====
+            Const(c) => {
+                let r = r.expect("const defines a value");
+                let s = self.b.constant(self.ty(r).element(), c);
+                self.fill(r, s);
+            }
+            Splat(x) => self.fill(r.expect("splat defines a value"), x),
+            Unary(op, x) => self.map(r.expect("unary defines a value"), &[x], move |b, a| {
+                b.unary(op, a[0])
+            }),
+            Binary(op, x, y) => {
+                self.map(r.expect("binary defines a value"), &[x, y], move |b, a| {
+                    b.binary(op, a[0], a[1])
+                })
+            }
+            Cmp(op, x, y) => self.map(r.expect("cmp defines a value"), &[x, y], move |b, a| {
+                b.cmp(op, a[0], a[1])
+            }),
+            Select(c, x, y) => {
+                let r = r.expect("select defines a value");
+                if self.is_tile(c) {
+                    self.map(r, &[c, x, y], |b, a| b.select(a[0], a[1], a[2]));
+                } else {
+                    self.map(r, &[x, y], move |b, a| b.select(c, a[0], a[1]));
+                }
+            }
+            Cast(x, mode) => {
+                let r = r.expect("cast defines a value");
+                let to = self.ty(r).elem;
+                self.map(r, &[x], move |b, a| b.cast(a[0], to, mode));
+            }
+            Bitcast(x) => {
+                let r = r.expect("bitcast defines a value");
+                let to = self.ty(r).element();
+                self.map(r, &[x], move |b, a| {
+                    b.bitcast(
+                        a[0],
+                        Ty {
+                            lanes: b.ty(a[0]).lanes,
+                            ..to
+                        },
+                    )
+                });
+            }
+            Math(f, args) => self.map(r.expect("math defines a value"), &args, move |b, a| {
+                b.math(f, a)
+            }),
+            Extract(x, lane) => {
+                let r = r.expect("extract defines a value");
+                let i = self.b.index(lane as i64);
+                let v = self.get(x, i, 1);
+                self.alias(r, v);
+            }
+            // ==== `tile.load` ====
+            TileLoad { src, fill } => {
+                let r = r.expect("tile.load defines a value");
+                let (rows, cols) = self.ty(r).tile_shape().expect("a tile");
+                // A B operand read down its columns: keep it transposed, read along rows.
+                let rank = src.view.dims.len();
+                let (mut src, mut rows, mut cols) = (src, rows, cols);
+                if self.opts.blocked_f32_mma
+                    && rank >= 2
+                    && src.view.strides[rank - 1] != 1
+                    && src.view.strides[rank - 2] == 1
+                    && self.mma_b_uses.get(r.0 as usize) == Some(&1)
+                    && self.uses(r) == 1
+                    && tile_storage(self.ty(r).elem) == DType::F32
+                {
+                    src.view.dims.swap(rank - 1, rank - 2);
+                    src.view.strides.swap(rank - 1, rank - 2);
+                    src.origin.swap(rank - 1, rank - 2);
+                    std::mem::swap(&mut rows, &mut cols);
+                    self.transposed.insert(r);
+                }
+                let elem = self.ty(r).elem;
+                let rb = self.buf(r);
+                let fillv = self.b.constant(Ty::scalar(elem), fill);
+                let lanes = if tile_storage(elem) == DType::F32 {
+                    self.lanes_for(DType::F32)
+                } else {
+                    1
+                };
+                self.masked(&src, rows, cols, lanes, |b, at, t, lanes| match at {
+                    Some(e) => {
+                        let x = b.load(src.view.buf, e, lanes);
+                        let x = b.cast(x, tile_storage(elem), NO_SAT);
+                        b.store(rb, t, x);
+                    }
+                    None => {
+                        let x = b.cast(fillv, tile_storage(elem), NO_SAT);
+                        b.store(rb, t, x);
+                    }
+                });
+            }
+            // ==== `tile.store` ====
+            TileStore { dst, value } => {
+                let (rows, cols) = self.ty(value).tile_shape().expect("a tile");
+                let elem = self.ty(value).elem;
+                let vb = self.buf(value);
+                let lanes = if tile_storage(elem) == DType::F32 {
+                    self.lanes_for(DType::F32)
+                } else {
+                    1
+                };
+                self.masked(&dst, rows, cols, lanes, |b, at, t, lanes| {
+                    if let Some(e) = at {
+                        let x = b.load(vb, t, lanes);
+                        let x = b.cast(x, elem, NO_SAT);
+                        b.store(dst.view.buf, e, x);
+                    }
+                });
+            }
+            // ==== `tile.copy` ====
+            TileCopy {
+                src,
+                dst,
+                rows,
+                cols,
+                fill,
+            } => {
+                let d = self.b.buf_decl(src.view.buf).dtype;
+                let fillv = self.b.constant(Ty::scalar(d), fill);
+                let cols_v = self.b.index(cols as i64);
+                // Row by row, each element masked on both sides.
+                let (lo, hi, one) = (self.b.index(0), self.b.index(rows as i64), self.b.index(1));
+                self.b.for_loop(lo, hi, one, &[], |b, i, _| {
+                    let (lo, hi) = (b.index(0), cols_v);
+                    b.for_loop(lo, hi, one, &[], |b, j, _| {
+                        let (din, de) = tile_index(b, &dst, i, j);
+                        b.if_then(din, |b| {
+                            let (sin, se) = tile_index(b, &src, i, j);
+                            let x = b.if_else(
+                                sin,
+                                &[Ty::scalar(d)],
+                                |b| vec![b.load(src.view.buf, se, 1)],
+                                |_| vec![fillv],
+                            )[0];
+                            b.store(dst.view.buf, de, x);
+                        });
+                        Vec::new()
+                    });
+                    Vec::new()
+                });
+            }
+            // ==== `tile.mma` ====
+            TileMma { a, b: bt, acc } => {
+                let r = r.expect("tile.mma defines a value");
+                // Accumulate in place when nothing else reads the accumulator.
+                if self.last_use_here(acc) && acc != a && acc != bt {
+                    let ab = self.buf(acc);
+                    self.tbuf.insert(r, ab);
+                } else {
+                    let rb = self.buf(r);
+                    self.copy_tile(acc, rb);
+                }
+                self.mma(a, bt, r);
+            }
+            // ==== `tile.reduce` ====
+            TileReduce(op, axis, x) => {
+                let r = r.expect("tile.reduce defines a value");
+                let (rows, cols) = self.ty(x).tile_shape().expect("a tile");
+                let bop = match op {
+                    ReduceOp::Add => BinOp::Add,
+                    ReduceOp::Mul => BinOp::Mul,
+                    ReduceOp::Min => BinOp::Min,
+                    ReduceOp::Max => BinOp::Max,
+                };
+                let (outer, inner) = match axis {
+                    Axis::Rows => (rows, cols),
+                    Axis::Cols => (cols, rows),
+                };
+                let elem = self.ty(x).elem;
+                let (xb, rb) = (self.buf(x), self.buf(r));
+                let (lo, hi, one) = (self.b.index(0), self.b.index(outer as i64), self.b.index(1));
+                let cols_v = self.b.index(cols as i64);
+                self.b.for_loop(lo, hi, one, &[], |b, o, _| {
+                    // Element (o, i) of the walk: (o, i) for rows, (i, o) for columns.
+                    let at = |b: &mut KernelBuilder, i: Val| match axis {
+                        Axis::Rows => {
+                            let t = b.mul(o, cols_v);
+                            b.add(t, i)
+                        }
+                        Axis::Cols => {
+                            let t = b.mul(i, cols_v);
+                            b.add(t, o)
+                        }
+                    };
+                    let z = b.index(0);
+                    let e0 = at(b, z);
+                    let x0 = b.load(xb, e0, 1);
+                    let x0 = b.cast(x0, elem, NO_SAT);
+                    let (lo, hi) = (b.index(1), b.index(inner as i64));
+                    let s = b.for_loop(lo, hi, one, &[x0], |b, i, s| {
+                        let e = at(b, i);
+                        let x = b.load(xb, e, 1);
+                        let x = b.cast(x, elem, NO_SAT);
+                        vec![b.binary(bop, s[0], x)]
+                    })[0];
+                    let s = b.cast(s, tile_storage(elem), NO_SAT);
+                    b.store(rb, o, s);
+                    Vec::new()
+                });
+            }
+            // ==== `tile.broadcast` and `tile.transpose` ====
+            TileBroadcast(x) => {
+                let r = r.expect("tile.broadcast defines a value");
+                let ((rows, cols), (xr, xc)) = (
+                    self.ty(r).tile_shape().expect("a tile"),
+                    self.ty(x).tile_shape().expect("a tile"),
+                );
+                let (xb, rb) = (self.buf(x), self.buf(r));
+                self.grid2(rows, cols, |b, i, j, e| {
+                    let si = if xr == 1 { b.index(0) } else { i };
+                    let sj = if xc == 1 { b.index(0) } else { j };
+                    let xcv = b.index(xc as i64);
+                    let t = b.mul(si, xcv);
+                    let se = b.add(t, sj);
+                    let v = b.load(xb, se, 1);
+                    b.store(rb, e, v);
+                });
+            }
+            TileTranspose(x) => {
+                let r = r.expect("tile.transpose defines a value");
+                let (rows, cols) = self.ty(r).tile_shape().expect("a tile");
+                let (xb, rb) = (self.buf(x), self.buf(r));
+                // Result (i, j) is x (j, i); x has `rows` columns.
+                self.grid2(rows, cols, |b, i, j, e| {
+                    let rv = b.index(rows as i64);
+                    let t = b.mul(j, rv);
+                    let se = b.add(t, i);
+                    let v = b.load(xb, se, 1);
+                    b.store(rb, e, v);
+                });
+            }
+            TileIndex(axis) => {
+                let r = r.expect("tile.index defines a value");
+                let (rows, cols) = self.ty(r).tile_shape().expect("a tile");
+                let rb = self.buf(r);
+                self.grid2(rows, cols, |b, i, j, e| {
+                    let v = match axis {
+                        Axis::Rows => i,
+                        Axis::Cols => j,
+                    };
+                    b.store(rb, e, v);
+                });
+            }
+            // Program instances of a scalarized kernel share no on-chip memory.
+            Barrier => {}
+            other => {
+                return Err(KirError::Unsupported {
+                    kernel: self.b.kernel().name.clone(),
+                    pass: "scalarize-tiles".into(),
+                    what: format!("{other:?} on tiles"),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes old value `r` (a scalar) stand for new value `v`, through a copy: the pass keeps
+    /// every old id, so the scalar is re-defined as `v + 0` is not possible for every type;
+    /// a one-branch `select` on `true` is.
+    fn alias(&mut self, r: Val, v: Val) {
+        let t = self.b.constant(Ty::BOOL, Scalar::Int(1));
+        self.b.push_inst(Inst {
+            results: vec![r],
+            kind: InstKind::Select(t, v, v),
+        });
+    }
+
+    /// Fills tile `r` with scalar `s`.
+    fn fill(&mut self, r: Val, s: Val) {
+        let n = self.count(r);
+        let st = tile_storage(self.ty(r).elem);
+        let lanes = self.lanes_for(st);
+        let rb = self.buf(r);
+        let s = self.b.cast(s, st, NO_SAT);
+        let mut splats: HashMap<u16, Val> = HashMap::new();
+        splats.insert(1, s);
+        if lanes > 1 {
+            let v = self.b.splat(s, lanes);
+            splats.insert(lanes, v);
+        }
+        self.for_each(n, lanes, |b, i, l| b.store(rb, i, splats[&l]));
+    }
+
+    /// Tile `r` = `f` applied element by element to tiles `args` (scalars where a tile has
+    /// the same element type as its storage, vectors where the backend has them).
+    fn map(&mut self, r: Val, args: &[Val], f: impl Fn(&mut KernelBuilder, &[Val]) -> Val) {
+        let n = self.count(r);
+        let rt = self.ty(r);
+        let all_native = args
+            .iter()
+            .chain(std::iter::once(&r))
+            .all(|&v| tile_storage(self.ty(v).elem) == self.ty(v).elem);
+        let same_width = args
+            .iter()
+            .all(|&v| self.lanes_for(self.ty(v).elem) == self.lanes_for(rt.elem));
+        let lanes = if all_native && same_width {
+            self.lanes_for(rt.elem)
+        } else {
+            1
+        };
+        let bufs: Vec<(Buf, DType)> = args
+            .iter()
+            .map(|&v| (self.buf(v), self.ty(v).elem))
+            .collect();
+        let rb = self.buf(r);
+        let rst = tile_storage(rt.elem);
+        self.for_each(n, lanes, |b, i, l| {
+            let xs: Vec<Val> = bufs
+                .iter()
+                .map(|&(buf, elem)| {
+                    let x = b.load(buf, i, l);
+                    b.cast(x, elem, NO_SAT)
+                })
+                .collect();
+            let y = f(b, &xs);
+            let y = b.cast(y, rst, NO_SAT);
+            b.store(rb, i, y);
+        });
+    }
+
+    /// Runs `f(b, i, j, i * cols + j)` over a `rows × cols` grid.
+    fn grid2(&mut self, rows: u32, cols: u32, f: impl Fn(&mut KernelBuilder, Val, Val, Val)) {
+        let (lo, hi, one) = (self.b.index(0), self.b.index(rows as i64), self.b.index(1));
+        let cols_v = self.b.index(cols as i64);
+        self.b.for_loop(lo, hi, one, &[], |b, i, _| {
+            let lo = b.index(0);
+            b.for_loop(lo, cols_v, one, &[], |b, j, _| {
+                let t = b.mul(i, cols_v);
+                let e = b.add(t, j);
+                f(b, i, j, e);
+                Vec::new()
+            });
+            Vec::new()
+        });
+    }
+
+    /// Walks a `rows × cols` tile at `t`: `f(b, Some(buffer index) or None, tile index,
+    /// lanes)` for each element (or run of `lanes` elements). When the whole tile is in range
+    /// it walks unmasked rows, with vectors of `lanes` where the innermost stride is 1;
+    /// otherwise it tests every element.
+    fn masked(
+        &mut self,
+        t: &TileAt,
+        rows: u32,
+        cols: u32,
+        lanes: u16,
+        f: impl Fn(&mut KernelBuilder, Option<Val>, Val, u16),
+    ) {
+        let b = &mut self.b;
+        let rank = t.view.dims.len();
+        // Whether every axis of the tile is in range.
+        let mut full = b.constant(Ty::BOOL, Scalar::Int(1));
+        for d in 0..rank {
+            let ext = if d + 1 == rank {
+                cols
+            } else if d + 2 == rank {
+                rows
+            } else {
+                1
+            };
+            let o = t.origin[d];
+            let zero = b.index(0);
+            let lo_ok = b.cmp(CmpOp::Ge, o, zero);
+            let ev = b.index(ext as i64);
+            let end = b.add(o, ev);
+            let dim = b.index(t.view.dims[d] as i64);
+            let hi_ok = b.cmp(CmpOp::Le, end, dim);
+            let ok = b.binary(BinOp::And, lo_ok, hi_ok);
+            full = b.binary(BinOp::And, full, ok);
+        }
+        let last_stride = t.view.strides[rank - 1];
+        let row_stride = if rank >= 2 {
+            t.view.strides[rank - 2]
+        } else {
+            0
+        };
+        let lanes = if last_stride == 1 { lanes } else { 1 };
+        let (one, cols_v) = (b.index(1), b.index(cols as i64));
+        b.if_else(
+            full,
+            &[],
+            |b| {
+                // The element index of (0, 0): offset + Σ origin·stride.
+                let mut base = t.view.offset;
+                for d in 0..rank {
+                    let s = b.index(t.view.strides[d]);
+                    let x = b.mul(t.origin[d], s);
+                    base = b.add(base, x);
+                }
+                let (lo, hi) = (b.index(0), b.index(rows as i64));
+                b.for_loop(lo, hi, one, &[], |b, i, _| {
+                    let rs = b.index(row_stride);
+                    let ro = b.mul(i, rs);
+                    let row = b.add(base, ro);
+                    let tr = b.mul(i, cols_v);
+                    let l = lanes.max(1) as u32;
+                    let full_cols = cols / l * l;
+                    let walk = |b: &mut KernelBuilder, from: u32, to: u32, step: u32, w: u16| {
+                        if from >= to {
+                            return;
+                        }
+                        let (lo, hi, st) = (
+                            b.index(from as i64),
+                            b.index(to as i64),
+                            b.index(step as i64),
+                        );
+                        b.for_loop(lo, hi, st, &[], |b, j, _| {
+                            let ls = b.index(last_stride);
+                            let co = b.mul(j, ls);
+                            let e = b.add(row, co);
+                            let te = b.add(tr, j);
+                            f(b, Some(e), te, w);
+                            Vec::new()
+                        });
+                    };
+                    walk(b, 0, full_cols, l, l as u16);
+                    walk(b, full_cols, cols, 1, 1);
+                    Vec::new()
+                });
+                Vec::new()
+            },
+            |b| {
+                let (lo, hi) = (b.index(0), b.index(rows as i64));
+                b.for_loop(lo, hi, one, &[], |b, i, _| {
+                    let lo = b.index(0);
+                    b.for_loop(lo, cols_v, one, &[], |b, j, _| {
+                        let tr = b.mul(i, cols_v);
+                        let te = b.add(tr, j);
+                        let (inr, e) = tile_index(b, t, i, j);
+                        b.if_else(
+                            inr,
+                            &[],
+                            |b| {
+                                f(b, Some(e), te, 1);
+                                Vec::new()
+                            },
+                            |b| {
+                                f(b, None, te, 1);
+                                Vec::new()
+                            },
+                        );
+                        Vec::new()
+                    });
+                    Vec::new()
+                });
+                Vec::new()
+            },
+        );
+    }
+
+    /// Accumulates `a · b` into the buffer of `r` (which already holds the accumulator).
+    fn mma(&mut self, a: Val, bt: Val, r: Val) {
+        let (at, btt, rt) = (self.ty(a), self.ty(bt), self.ty(r));
+        let ((m, k), (_, n)) = (
+            at.tile_shape().expect("a tile"),
+            btt.tile_shape().expect("a tile"),
+        );
+        let (ab, bb, rb) = (self.buf(a), self.buf(bt), self.buf(r));
+        let b_transposed = self.transposed.contains(&bt);
+        let f32_all = [at.elem, btt.elem, rt.elem]
+            .iter()
+            .all(|&e| tile_storage(e) == DType::F32);
+        let lanes = self.lanes_for(DType::F32).max(1) as u32;
+        let (mr, nv) = (self.opts.block_rows.max(1), self.opts.block_vectors.max(1));
+        if self.opts.blocked_f32_mma && f32_all && rt.elem == DType::F32 {
+            if b_transposed {
+                dot_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv);
+            } else {
+                blocked_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv);
+            }
+            return;
+        }
+        // The exact buffer `mma` (on the storage types, which hold the same values).
+        let zero = self.b.index(0);
+        let tr = |buf, rs: u32, cs: u32| TileRef {
+            buf,
+            offset: zero,
+            row_stride: rs as i64,
+            col_stride: cs as i64,
+        };
+        let b_ref = if b_transposed {
+            tr(bb, 1, k)
+        } else {
+            tr(bb, n, 1)
+        };
+        self.b.mma(tr(ab, k, 1), b_ref, tr(rb, n, 1), m, n, k);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn for_loop(
+        &mut self,
+        results: Vec<Val>,
+        lo: Val,
+        hi: Val,
+        step: Val,
+        iv: Val,
+        iter: Vec<Val>,
+        init: Vec<Val>,
+        body: Block,
+    ) -> Result<(), KirError> {
+        // Tile slots get a buffer shared by the parameter and the result; the initial value
+        // shares it too when nothing else reads it.
+        let mut keep = Vec::new();
+        for (j, (&p, &i0)) in iter.iter().zip(init.iter()).enumerate() {
+            if !self.is_tile(p) {
+                keep.push(j);
+                continue;
+            }
+            let pb = if self.last_use_here(i0) {
+                let b = self.buf(i0);
+                self.tbuf.insert(p, b);
+                b
+            } else {
+                let b = self.buf(p);
+                self.copy_tile(i0, b);
+                b
+            };
+            self.tbuf.insert(results[j], pb);
+        }
+        let mut body = body;
+        let yields = match body.insts.pop() {
+            Some(Inst {
+                kind: InstKind::Yield(vs),
+                ..
+            }) => vs,
+            other => {
+                body.insts.extend(other);
+                Vec::new()
+            }
+        };
+        self.next_scope += 1;
+        self.scopes.push(self.next_scope);
+        self.b.open_block();
+        self.block(body)?;
+        self.yield_into(&yields, &iter, &keep);
+        let new_body = self.b.close_block();
+        self.scopes.pop();
+        let pick = |xs: &[Val]| keep.iter().map(|&j| xs[j]).collect::<Vec<_>>();
+        self.b.push_inst(Inst {
+            results: pick(&results),
+            kind: InstKind::For {
+                lo,
+                hi,
+                step,
+                iv,
+                iter: pick(&iter),
+                init: pick(&init),
+                body: new_body,
+            },
+        });
+        Ok(())
+    }
+
+    /// Ends a block that yields `ys` into `targets`: tile values are copied into the targets'
+    /// buffers (through temporaries when one target's buffer is another yielded tile's), and
+    /// the scalar slots `keep` are yielded.
+    fn yield_into(&mut self, ys: &[Val], targets: &[Val], keep: &[usize]) {
+        let pairs: Vec<(Val, Val)> = ys
+            .iter()
+            .copied()
+            .zip(targets.iter().copied())
+            .filter(|&(_, t)| self.is_tile(t))
+            .collect();
+        let tiles: Vec<(Val, Buf)> = pairs.into_iter().map(|(y, t)| (y, self.buf(t))).collect();
+        let hazard = tiles.iter().any(|&(y, tb)| {
+            tiles
+                .iter()
+                .any(|&(y2, _)| y2 != y && self.tbuf.get(&y2) == Some(&tb))
+        });
+        if hazard {
+            let mut staged = Vec::new();
+            for &(y, tb) in &tiles {
+                let t = self.ty(y);
+                let tmp = self.new_buf(t);
+                self.copy_tile(y, tmp);
+                staged.push((tmp, tb, t));
+            }
+            for (tmp, tb, t) in staged {
+                let lanes = self.lanes_for(tile_storage(t.elem));
+                self.for_each(t.count(), lanes, |b, i, l| {
+                    let x = b.load(tmp, i, l);
+                    b.store(tb, i, x);
+                });
+            }
+        } else {
+            for &(y, tb) in &tiles {
+                self.copy_tile(y, tb);
+            }
+        }
+        let vs = keep.iter().map(|&j| ys[j]).collect();
+        self.b.push_inst(Inst {
+            results: Vec::new(),
+            kind: InstKind::Yield(vs),
+        });
+    }
+
+    fn if_else(
+        &mut self,
+        results: Vec<Val>,
+        cond: Val,
+        then_blk: Block,
+        else_blk: Block,
+    ) -> Result<(), KirError> {
+        let keep: Vec<usize> = (0..results.len())
+            .filter(|&j| !self.is_tile(results[j]))
+            .collect();
+        for &r in &results {
+            if self.is_tile(r) {
+                self.buf(r);
+            }
+        }
+        let arm = |sc: &mut Sc, mut blk: Block| -> Result<Block, KirError> {
+            let ys = match blk.insts.pop() {
+                Some(Inst {
+                    kind: InstKind::Yield(vs),
+                    ..
+                }) => vs,
+                other => {
+                    blk.insts.extend(other);
+                    Vec::new()
+                }
+            };
+            sc.b.open_block();
+            sc.block(blk)?;
+            sc.yield_into(&ys, &results, &keep);
+            Ok(sc.b.close_block())
+        };
+        let then_blk = arm(self, then_blk)?;
+        let else_blk = arm(self, else_blk)?;
+        let picked = keep.iter().map(|&j| results[j]).collect();
+        self.b.push_inst(Inst {
+            results: picked,
+            kind: InstKind::If {
+                cond,
+                then_blk,
+                else_blk,
+            },
+        });
+        Ok(())
+    }
+}
+
+const NO_SAT: CastMode = CastMode { saturate: false };
+
+/// Every value an instruction reads (not those of nested blocks).
+fn operands(kind: &InstKind) -> Vec<Val> {
+    let mut k = kind.clone();
+    let found = std::cell::RefCell::new(Vec::new());
+    super::rewrite::map_operands(&mut k, |v| {
+        found.borrow_mut().push(v);
+        v
+    });
+    found.into_inner()
+}
+
+/// Whether an instruction reads a tile operand.
+fn uses_tile(kind: &InstKind, is_tile: impl Fn(Val) -> bool) -> bool {
+    operands(kind).into_iter().any(is_tile)
+}
+
+/// For element (i, j) of a tile at `t`: whether its view index is in range, and its buffer
+/// element index (meaningful only when in range).
+fn tile_index(b: &mut KernelBuilder, t: &TileAt, i: Val, j: Val) -> (Val, Val) {
+    let rank = t.view.dims.len();
+    let mut ok = b.constant(Ty::BOOL, Scalar::Int(1));
+    let mut e = t.view.offset;
+    for d in 0..rank {
+        let mut x = t.origin[d];
+        if d + 1 == rank {
+            x = b.add(x, j);
+        } else if d + 2 == rank {
+            x = b.add(x, i);
+        }
+        let zero = b.index(0);
+        let lo = b.cmp(CmpOp::Ge, x, zero);
+        let dim = b.index(t.view.dims[d] as i64);
+        let hi = b.cmp(CmpOp::Lt, x, dim);
+        let in_d = b.binary(BinOp::And, lo, hi);
+        ok = b.binary(BinOp::And, ok, in_d);
+        let s = b.index(t.view.strides[d]);
+        let xs = b.mul(x, s);
+        e = b.add(e, xs);
+    }
+    (ok, e)
+}
+
+/// `R += A · B` on row-major f32 buffers A (m × k), B (k × n), R (m × n), register-blocked:
+/// `mr` rows by `nv` vectors of `lanes` accumulators per step of k.
+fn blocked_mma(
+    b: &mut KernelBuilder,
+    (ab, bb, rb): (Buf, Buf, Buf),
+    (m, n, k): (u32, u32, u32),
+    lanes: u32,
+    mr: u32,
+    nv: u32,
+) {
+    // Column segments: blocks of nv vectors, then single vectors, then single elements.
+    let wide = nv * lanes;
+    let n_wide = n / wide * wide;
+    let n_vec = n_wide + (n - n_wide) / lanes * lanes;
+    let rows_full = m / mr * mr;
+    let row_block = |b: &mut KernelBuilder, i0: Val, rows: u32| {
+        if n_wide > 0 {
+            let (lo, hi, st) = (b.index(0), b.index(n_wide as i64), b.index(wide as i64));
+            b.for_loop(lo, hi, st, &[], |b, j0, _| {
+                micro(b, (ab, bb, rb), (n, k), i0, rows, j0, nv, lanes);
+                Vec::new()
+            });
+        }
+        if lanes > 1 {
+            for j in (n_wide..n_vec).step_by(lanes as usize) {
+                let j0 = b.index(j as i64);
+                micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, lanes);
+            }
+        }
+        for j in n_vec..n {
+            let j0 = b.index(j as i64);
+            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, 1);
+        }
+    };
+    if rows_full > 0 {
+        let (lo, hi, st) = (b.index(0), b.index(rows_full as i64), b.index(mr as i64));
+        b.for_loop(lo, hi, st, &[], |b, i0, _| {
+            row_block(b, i0, mr);
+            Vec::new()
+        });
+    }
+    if rows_full < m {
+        let i0 = b.index(rows_full as i64);
+        row_block(b, i0, m - rows_full);
+    }
+}
+
+/// One register block: rows `i0..i0+rows`, columns `j0..j0+nv·lanes`.
+#[allow(clippy::too_many_arguments)]
+fn micro(
+    b: &mut KernelBuilder,
+    (ab, bb, rb): (Buf, Buf, Buf),
+    (n, k): (u32, u32),
+    i0: Val,
+    rows: u32,
+    j0: Val,
+    nv: u32,
+    lanes: u32,
+) {
+    let l = lanes as u16;
+    let (nn, kk) = (b.index(n as i64), b.index(k as i64));
+    let mut r_at = Vec::new();
+    let mut a_rows = Vec::new();
+    for r in 0..rows {
+        let rv = b.index(r as i64);
+        let i = b.add(i0, rv);
+        let ri = b.mul(i, nn);
+        let ai = b.mul(i, kk);
+        a_rows.push(ai);
+        for g in 0..nv {
+            let gv = b.index((g * lanes) as i64);
+            let j = b.add(j0, gv);
+            r_at.push(b.add(ri, j));
+        }
+    }
+    let init: Vec<Val> = r_at.iter().map(|&e| b.load(rb, e, l)).collect();
+    let (lo, one) = (b.index(0), b.index(1));
+    let accs = b.for_loop(lo, kk, one, &init, |b, kv, acc| {
+        let brow = b.mul(kv, nn);
+        let bv: Vec<Val> = (0..nv)
+            .map(|g| {
+                let gv = b.index((g * lanes) as i64);
+                let j = b.add(j0, gv);
+                let e = b.add(brow, j);
+                b.load(bb, e, l)
+            })
+            .collect();
+        let mut next = Vec::with_capacity(acc.len());
+        for r in 0..rows as usize {
+            let e = b.add(a_rows[r], kv);
+            let x = b.load(ab, e, 1);
+            let xs = if l > 1 { b.splat(x, l) } else { x };
+            for g in 0..nv as usize {
+                let p = b.mul(xs, bv[g]);
+                next.push(b.add(acc[r * nv as usize + g], p));
+            }
+        }
+        next
+    });
+    for (&e, &v) in r_at.iter().zip(accs.iter()) {
+        b.store(rb, e, v);
+    }
+}
+
+/// `R += A · Bᵀᵀ` on row-major f32 buffers A (m × k), Bt (n × k: B transposed) and R (m × n),
+/// as dot products along k: `mr` rows by `nc` columns of vector accumulators, each summing
+/// `lanes` interleaved partial products that are added up at the end.
+fn dot_mma(
+    b: &mut KernelBuilder,
+    (ab, bb, rb): (Buf, Buf, Buf),
+    (m, n, k): (u32, u32, u32),
+    lanes: u32,
+    mr: u32,
+    nc: u32,
+) {
+    // `mr × nc` vector accumulators, plus `mr` A vectors and `nc` B vectors, live at once.
+    let rows_full = m / mr * mr;
+    let cols_full = n / nc * nc;
+    let block = |b: &mut KernelBuilder, i0: Val, rows: u32, j0: Val, cols: u32| {
+        dot_micro(b, (ab, bb, rb), (n, k), i0, rows, j0, cols, lanes)
+    };
+    let row_block = |b: &mut KernelBuilder, i0: Val, rows: u32| {
+        if cols_full > 0 {
+            let (lo, hi, st) = (b.index(0), b.index(cols_full as i64), b.index(nc as i64));
+            b.for_loop(lo, hi, st, &[], |b, j0, _| {
+                block(b, i0, rows, j0, nc);
+                Vec::new()
+            });
+        }
+        if cols_full < n {
+            let j0 = b.index(cols_full as i64);
+            block(b, i0, rows, j0, n - cols_full);
+        }
+    };
+    if rows_full > 0 {
+        let (lo, hi, st) = (b.index(0), b.index(rows_full as i64), b.index(mr as i64));
+        b.for_loop(lo, hi, st, &[], |b, i0, _| {
+            row_block(b, i0, mr);
+            Vec::new()
+        });
+    }
+    if rows_full < m {
+        let i0 = b.index(rows_full as i64);
+        row_block(b, i0, m - rows_full);
+    }
+}
+
+/// One block of `rows × cols` dot products at (i0, j0).
+#[allow(clippy::too_many_arguments)]
+fn dot_micro(
+    b: &mut KernelBuilder,
+    (ab, bb, rb): (Buf, Buf, Buf),
+    (n, k): (u32, u32),
+    i0: Val,
+    rows: u32,
+    j0: Val,
+    cols: u32,
+    lanes: u32,
+) {
+    let kk = b.index(k as i64);
+    let nn = b.index(n as i64);
+    let row_base = |b: &mut KernelBuilder, base: Val, r: u32| {
+        let rv = b.index(r as i64);
+        let i = b.add(base, rv);
+        b.mul(i, kk)
+    };
+    let a_rows: Vec<Val> = (0..rows).map(|r| row_base(b, i0, r)).collect();
+    let b_rows: Vec<Val> = (0..cols).map(|c| row_base(b, j0, c)).collect();
+    let k_vec = k / lanes * lanes;
+    let l = lanes as u16;
+    let zero = b.const_float(Ty::vector(DType::F32, l), 0.0);
+    let mut sums: Vec<Val> = if lanes > 1 && k_vec > 0 {
+        let init = vec![zero; (rows * cols) as usize];
+        let (lo, hi, st) = (b.index(0), b.index(k_vec as i64), b.index(lanes as i64));
+        let accs = b.for_loop(lo, hi, st, &init, |b, kv, acc| {
+            let av: Vec<Val> = a_rows
+                .iter()
+                .map(|&ar| {
+                    let e = b.add(ar, kv);
+                    b.load(ab, e, l)
+                })
+                .collect();
+            let bv: Vec<Val> = b_rows
+                .iter()
+                .map(|&br| {
+                    let e = b.add(br, kv);
+                    b.load(bb, e, l)
+                })
+                .collect();
+            let mut next = Vec::with_capacity(acc.len());
+            for r in 0..rows as usize {
+                for c in 0..cols as usize {
+                    let p = b.mul(av[r], bv[c]);
+                    next.push(b.add(acc[r * cols as usize + c], p));
+                }
+            }
+            next
+        });
+        accs.iter()
+            .map(|&v| b.reduce_lanes(ReduceOp::Add, v))
+            .collect()
+    } else {
+        vec![b.const_float(Ty::F32, 0.0); (rows * cols) as usize]
+    };
+    let tail = if lanes > 1 { k_vec } else { 0 };
+    if tail < k {
+        let (lo, hi, one) = (b.index(tail as i64), b.index(k as i64), b.index(1));
+        sums = b.for_loop(lo, hi, one, &sums, |b, kv, acc| {
+            let mut next = Vec::with_capacity(acc.len());
+            for r in 0..rows as usize {
+                let ea = b.add(a_rows[r], kv);
+                let x = b.load(ab, ea, 1);
+                for c in 0..cols as usize {
+                    let eb = b.add(b_rows[c], kv);
+                    let y = b.load(bb, eb, 1);
+                    let p = b.mul(x, y);
+                    next.push(b.add(acc[r * cols as usize + c], p));
+                }
+            }
+            next
+        });
+    }
+    for r in 0..rows {
+        let rv = b.index(r as i64);
+        let i = b.add(i0, rv);
+        let ri = b.mul(i, nn);
+        for c in 0..cols {
+            let cv = b.index(c as i64);
+            let j = b.add(j0, cv);
+            let e = b.add(ri, j);
+            let old = b.load(rb, e, 1);
+            let s = b.add(old, sums[(r * cols + c) as usize]);
+            b.store(rb, e, s);
+        }
+    }
+}

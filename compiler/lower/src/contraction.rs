@@ -1,0 +1,320 @@
+//! The tile program every matrix product lowers to (MatMul, Gemm, MatMulInteger and the
+//! integer and QLinear forms built on them). Start at [`tile_matmul_kernel`]; the tile shape
+//! comes from [`mm_tiles`], which reads only the target description.
+//!
+//! The kernel says *what*: each program instance owns one `tm × tn` tile of Y; it walks K in
+//! steps of `tk`, loading masked tiles of A and B (padding with zeros, so no shape needs to be
+//! a tile multiple), and accumulates with `tile.mma`; then it applies the epilogue (zero points
+//! before the product; alpha, beta·C and the output cast after) on tiles and stores the tile,
+//! masked. *How* a tile becomes registers, SIMD lanes or Cube instructions is each backend's
+//! business: the host register-blocks `tile.mma` in `scalarize-tiles`, npu-sim places the tiles
+//! in L0A/L0B/L0C.
+
+use tessera_ir::DType;
+use tessera_kir::{
+    Access, Axis, Buf, CastMode, CmpOp, Kernel, KernelBuilder, Scalar, TileAt, Val, View,
+};
+use tessera_target::TargetDesc;
+
+use crate::util::{linear_index, unravel};
+
+const NO_SAT: CastMode = CastMode { saturate: false };
+
+/// A zero point subtracted from an operand (MatMulInteger): one value, or one per row of A /
+/// per column of B.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ZeroPoint {
+    pub dtype: DType,
+    pub len: u64,
+    pub per_line: bool,
+}
+
+/// Gemm's C term: dtype, length and its broadcast strides over [M, N].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CTerm {
+    pub dtype: DType,
+    pub len: u64,
+    pub rs: i64,
+    pub cs: i64,
+}
+
+/// Everything a matrix-product kernel needs: `Y[b, m, n] = alpha * Σ_k A(b,m,k) B(b,k,n) +
+/// beta * C(m, n)`, where `A(b,m,k) = A[a_boff(b) + m*a_rs + k*a_ks]` and likewise for B.
+pub(crate) struct MmSpec {
+    pub name: String,
+    pub a: (DType, u64),
+    pub b: (DType, u64),
+    pub y: (DType, u64),
+    pub acc: DType,
+    /// Output batch dims, and A's and B's element strides per batch axis (0: broadcast).
+    pub batch: Vec<u64>,
+    pub a_bst: Vec<u64>,
+    pub b_bst: Vec<u64>,
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub a_rs: i64,
+    pub a_ks: i64,
+    pub b_ks: i64,
+    pub b_ns: i64,
+    pub alpha: f64,
+    pub beta: f64,
+    pub c: Option<CTerm>,
+    pub a_zp: Option<ZeroPoint>,
+    pub b_zp: Option<ZeroPoint>,
+}
+
+/// The `(tm, tn, tk)` tile of a product of `a × b → acc` of size `m × n × k` on `desc`.
+///
+/// The base shape is the target's `matmul_tile`. Where its matrix unit runs the pair (its
+/// `mma` table), each side is rounded up to a multiple of the unit's tile. Each side is then
+/// clamped to the problem (rounded up to the unit's tile), so small products do not compute
+/// padding; and the tiles are kept within the IR's tile size limit.
+pub(crate) fn mm_tiles(
+    desc: &TargetDesc,
+    a: DType,
+    b: DType,
+    acc: DType,
+    (m, n, k): (u64, u64, u64),
+) -> (u16, u16, u16) {
+    let unit = desc
+        .mma
+        .get(&format!("{a}x{b}->{acc}"))
+        .copied()
+        .unwrap_or([1, 1, 1]);
+    let fit = |want: u32, dim: u64, u: u32| -> u64 {
+        let u = u.max(1) as u64;
+        let t = (want.max(1) as u64).div_ceil(u) * u;
+        t.min(dim.max(1).div_ceil(u) * u).clamp(1, 256)
+    };
+    let (mut tm, mut tn, mut tk) = (
+        fit(desc.matmul_tile[0], m, unit[0]),
+        fit(desc.matmul_tile[1], n, unit[1]),
+        fit(desc.matmul_tile[2], k, unit[2]),
+    );
+    // Keep every tile (A: tm × tk, B: tk × tn, acc: tm × tn) within the IR's limit.
+    let limit = tessera_kir::verify::MAX_TILE_ELEMS as u64;
+    while tm * tk > limit || tk * tn > limit || tm * tn > limit {
+        if tk >= tm.max(tn) && tk > unit[2] as u64 {
+            tk = (tk / 2).max(1);
+        } else if tm >= tn && tm > unit[0] as u64 {
+            tm = (tm / 2).max(1);
+        } else {
+            tn = (tn / 2).max(1);
+        }
+    }
+    (tm as u16, tn as u16, tk as u16)
+}
+
+/// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], Y.
+pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> Kernel {
+    let mut kb = KernelBuilder::new(s.name.clone());
+    let b = &mut kb;
+    let abuf = b.param("a", s.a.0, s.a.1.max(1), Access::Read);
+    let bbuf = b.param("b", s.b.0, s.b.1.max(1), Access::Read);
+    let cbuf =
+        s.c.map(|c| b.param("c", c.dtype, c.len.max(1), Access::Read));
+    let azb = s
+        .a_zp
+        .map(|z| b.param("a_zero_point", z.dtype, z.len.max(1), Access::Read));
+    let bzb = s
+        .b_zp
+        .map(|z| b.param("b_zero_point", z.dtype, z.len.max(1), Access::Read));
+    let ybuf = b.param("y", s.y.0, s.y.1, Access::Write);
+    let batch_total: u64 = s.batch.iter().product();
+    b.set_grid(&[
+        batch_total,
+        s.m.div_ceil(tm as u64),
+        s.n.div_ceil(tn as u64),
+    ]);
+
+    let p0 = b.program_id(0);
+    let coords = unravel(b, p0, &s.batch);
+    let a_off = linear_index(b, &coords, &s.a_bst);
+    let b_off = linear_index(b, &coords, &s.b_bst);
+    let mn = b.index((s.m * s.n) as i64);
+    let y_off = b.mul(p0, mn);
+    let (p1, p2) = (b.program_id(1), b.program_id(2));
+    let (tmv, tnv) = (b.index(tm as i64), b.index(tn as i64));
+    let i0 = b.mul(p1, tmv);
+    let j0 = b.mul(p2, tnv);
+    let zero = b.index(0);
+
+    let view = |buf: Buf, offset: Val, dims: [u64; 2], strides: [i64; 2]| View {
+        buf,
+        offset,
+        dims: dims.to_vec(),
+        strides: strides.to_vec(),
+    };
+    let av = view(abuf, a_off, [s.m, s.k], [s.a_rs, s.a_ks]);
+    let bv = view(bbuf, b_off, [s.k, s.n], [s.b_ks, s.b_ns]);
+    let afill = if s.a.0.is_float() {
+        Scalar::Float(0.0)
+    } else {
+        Scalar::Int(0)
+    };
+    let bfill = if s.b.0.is_float() {
+        Scalar::Float(0.0)
+    } else {
+        Scalar::Int(0)
+    };
+
+    // Zero points, as tiles of the accumulator type broadcast over the A and B tiles.
+    let a_zp = s
+        .a_zp
+        .zip(azb)
+        .map(|(z, buf)| zero_point_tile(b, z, buf, i0, (s.m, tm, tk), true, s.acc));
+    let b_zp = s
+        .b_zp
+        .zip(bzb)
+        .map(|(z, buf)| zero_point_tile(b, z, buf, j0, (s.n, tn, tk), false, s.acc));
+
+    let acc0 = b.acc_tile(s.acc, tm, tn, 0.0);
+    let (lo, hi, step) = (b.index(0), b.index(s.k as i64), b.index(tk as i64));
+    let acc = b.for_loop(lo, hi, step, &[acc0], |b, k0, acc| {
+        let mut ta = b.tile_load(
+            TileAt {
+                view: av.clone(),
+                origin: vec![i0, k0],
+            },
+            tm,
+            tk,
+            afill,
+        );
+        let mut tb = b.tile_load(
+            TileAt {
+                view: bv.clone(),
+                origin: vec![k0, j0],
+            },
+            tk,
+            tn,
+            bfill,
+        );
+        if a_zp.is_some() || b_zp.is_some() {
+            // (a - za)(b - zb) in the accumulator type; the padded k lanes of A are zeroed so
+            // that the padding contributes nothing.
+            ta = b.cast(ta, s.acc, NO_SAT);
+            tb = b.cast(tb, s.acc, NO_SAT);
+            if let Some(z) = a_zp {
+                ta = b.sub(ta, z);
+                let col = b.tile_index(Axis::Cols, tm, tk);
+                let k0t = b.splat_tile(k0, tm, tk);
+                let kk = b.add(col, k0t);
+                let kv = b.index(s.k as i64);
+                let kt = b.splat_tile(kv, tm, tk);
+                let inside = b.cmp(CmpOp::Lt, kk, kt);
+                let zt = b.const_tile(s.acc, tm, tk, 0.0);
+                ta = b.select(inside, ta, zt);
+            }
+            if let Some(z) = b_zp {
+                tb = b.sub(tb, z);
+                let row = b.tile_index(Axis::Rows, tk, tn);
+                let k0t = b.splat_tile(k0, tk, tn);
+                let kk = b.add(row, k0t);
+                let kv = b.index(s.k as i64);
+                let kt = b.splat_tile(kv, tk, tn);
+                let inside = b.cmp(CmpOp::Lt, kk, kt);
+                let zt = b.const_tile(s.acc, tk, tn, 0.0);
+                tb = b.select(inside, tb, zt);
+            }
+        }
+        vec![b.tile_mma(ta, tb, acc[0])]
+    })[0];
+
+    // Epilogue: alpha, beta·C, the output type.
+    let mut out = acc;
+    if s.alpha != 1.0 {
+        let a = b.const_tile(s.acc, tm, tn, s.alpha);
+        out = b.mul(out, a);
+    }
+    if let (Some(c), Some(cb)) = (s.c, cbuf) {
+        let cview = view(cb, zero, [s.m, s.n], [c.rs, c.cs]);
+        let cfill = if c.dtype.is_float() {
+            Scalar::Float(0.0)
+        } else {
+            Scalar::Int(0)
+        };
+        let ct = b.tile_load(
+            TileAt {
+                view: cview,
+                origin: vec![i0, j0],
+            },
+            tm,
+            tn,
+            cfill,
+        );
+        let mut ct = b.cast(ct, s.acc, NO_SAT);
+        if s.beta != 1.0 {
+            let bt = b.const_tile(s.acc, tm, tn, s.beta);
+            ct = b.mul(ct, bt);
+        }
+        out = b.add(out, ct);
+    }
+    let out = b.cast(out, s.y.0, NO_SAT);
+    let yview = view(ybuf, y_off, [s.m, s.n], [s.n as i64, 1]);
+    b.tile_store(
+        TileAt {
+            view: yview,
+            origin: vec![i0, j0],
+        },
+        out,
+    );
+    kb.finish()
+}
+
+/// A zero point as a tile of `acc` broadcast over an A tile (`rows`: `tm × tk`, per row of A)
+/// or a B tile (`tk × tn`, per column of B).
+fn zero_point_tile(
+    b: &mut KernelBuilder,
+    z: ZeroPoint,
+    buf: Buf,
+    line0: Val,
+    (lines, tl, tk): (u64, u16, u16),
+    rows: bool,
+    acc: DType,
+) -> Val {
+    let zero = b.index(0);
+    let fill = if z.dtype.is_float() {
+        Scalar::Float(0.0)
+    } else {
+        Scalar::Int(0)
+    };
+    let t = if z.per_line {
+        // A column (for A's rows) or a row (for B's columns) of zero points.
+        let (dims, origin, shape) = if rows {
+            ([lines, 1], vec![line0, zero], (tl, 1))
+        } else {
+            ([1, lines], vec![zero, line0], (1, tl))
+        };
+        let strides = if rows { [1, 0] } else { [0, 1] };
+        let v = View {
+            buf,
+            offset: zero,
+            dims: dims.to_vec(),
+            strides: strides.to_vec(),
+        };
+        b.tile_load(TileAt { view: v, origin }, shape.0, shape.1, fill)
+    } else {
+        let v = View {
+            buf,
+            offset: zero,
+            dims: vec![1, 1],
+            strides: vec![0, 0],
+        };
+        b.tile_load(
+            TileAt {
+                view: v,
+                origin: vec![zero, zero],
+            },
+            1,
+            1,
+            fill,
+        )
+    };
+    let t = b.cast(t, acc, NO_SAT);
+    if rows {
+        b.tile_broadcast(t, tl, tk)
+    } else {
+        b.tile_broadcast(t, tk, tl)
+    }
+}
