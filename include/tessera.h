@@ -83,6 +83,17 @@ typedef struct TesseraOutput {
 // A bug in Tessera (a caught panic); the message says where.
 #define TESSERA_ERR_INTERNAL 11
 
+// Bad input data found while running: an index read from a tensor is out of range, or a size
+// read from one is negative or too large. The message names the node, the input and the value;
+// no output of the run is written.
+#define TESSERA_ERR_INVALID_DATA 12
+
+// The artifact's SHA-256 digest is not the one the caller expects.
+#define TESSERA_ERR_DIGEST_MISMATCH 13
+
+// The run would need more scratch memory than the configured limit; nothing was allocated.
+#define TESSERA_ERR_MEMORY_LIMIT 14
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

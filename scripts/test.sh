@@ -10,6 +10,8 @@ scripts/setup-system.sh
 scripts/gen-node-tests.sh
 scripts/make-models.sh
 scripts/make-contrib-tests.sh
+# The C example test links libtessera_capi.a, which `cargo test` alone does not build.
+cargo build -p tessera-capi --all-features
 cargo test --workspace --all-features "$@"
 # Fuzz every parser of untrusted bytes for a bounded time (docs/security.md): each target
 # TESSERA_FUZZ_SECONDS seconds (default 20; 0 skips), on the nightly toolchain with cargo-fuzz.

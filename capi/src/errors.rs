@@ -33,6 +33,14 @@ pub const TESSERA_ERR_IO: TesseraStatus = 9;
 pub const TESSERA_ERR_UNSUPPORTED_TARGET: TesseraStatus = 10;
 /// A bug in Tessera (a caught panic); the message says where.
 pub const TESSERA_ERR_INTERNAL: TesseraStatus = 11;
+/// Bad input data found while running: an index read from a tensor is out of range, or a size
+/// read from one is negative or too large. The message names the node, the input and the value;
+/// no output of the run is written.
+pub const TESSERA_ERR_INVALID_DATA: TesseraStatus = 12;
+/// The artifact's SHA-256 digest is not the one the caller expects.
+pub const TESSERA_ERR_DIGEST_MISMATCH: TesseraStatus = 13;
+/// The run would need more scratch memory than the configured limit; nothing was allocated.
+pub const TESSERA_ERR_MEMORY_LIMIT: TesseraStatus = 14;
 
 /// Everything a C ABI call can fail with; [`CapiError::status`] is its code.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +72,9 @@ impl CapiError {
                 RuntimeError::Output { .. } => TESSERA_ERR_INVALID_OUTPUT,
                 RuntimeError::Device(_) => TESSERA_ERR_DEVICE,
                 RuntimeError::Io { .. } => TESSERA_ERR_IO,
+                RuntimeError::Data { .. } | RuntimeError::Execution(_) => TESSERA_ERR_INVALID_DATA,
+                RuntimeError::DigestMismatch { .. } => TESSERA_ERR_DIGEST_MISMATCH,
+                RuntimeError::MemoryLimit { .. } => TESSERA_ERR_MEMORY_LIMIT,
             },
             CapiError::NullPointer(_) => TESSERA_ERR_NULL_POINTER,
             CapiError::InvalidArgument(_) => TESSERA_ERR_INVALID_ARGUMENT,
@@ -106,6 +117,9 @@ pub extern "C" fn tessera_status_name(status: TesseraStatus) -> *const c_char {
         TESSERA_ERR_IO => "TESSERA_ERR_IO\0",
         TESSERA_ERR_UNSUPPORTED_TARGET => "TESSERA_ERR_UNSUPPORTED_TARGET\0",
         TESSERA_ERR_INTERNAL => "TESSERA_ERR_INTERNAL\0",
+        TESSERA_ERR_INVALID_DATA => "TESSERA_ERR_INVALID_DATA\0",
+        TESSERA_ERR_DIGEST_MISMATCH => "TESSERA_ERR_DIGEST_MISMATCH\0",
+        TESSERA_ERR_MEMORY_LIMIT => "TESSERA_ERR_MEMORY_LIMIT\0",
         _ => "unknown status\0",
     };
     s.as_ptr().cast()

@@ -58,7 +58,10 @@ fn py_err(e: DriverError) -> PyErr {
 fn runtime_err(e: &RuntimeError, msg: String) -> PyErr {
     match e {
         RuntimeError::BadArtifact(_) => InvalidModelError::new_err(msg),
-        RuntimeError::Input { .. } | RuntimeError::Output { .. } => InvalidInputError::new_err(msg),
+        RuntimeError::Input { .. }
+        | RuntimeError::Output { .. }
+        | RuntimeError::Data { .. }
+        | RuntimeError::Execution(_) => InvalidInputError::new_err(msg),
         _ => TesseraError::new_err(msg),
     }
 }

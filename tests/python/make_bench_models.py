@@ -2,6 +2,9 @@
 
 * ``mlp-f32``: [64, 1024] -> Gemm 1024->4096 + Relu -> Gemm 4096->4096 + Relu -> Gemm 4096->1024.
 * ``mlp-f16``: the same graph with f16 weights, input and output.
+* ``cnn-224``: a ResNet-style CNN on [1, 3, 224, 224]: a 7x7/2 stem conv + max pool, then four
+  stages of two 3x3 conv + ReLU blocks with residual adds (64, 128, 256, 512 channels, stride 2
+  between stages), global average pool and a 1000-way Gemm.
 
 Usage: ``.venv/bin/python tests/python/make_bench_models.py OUTDIR``. Weights are seeded
 (seed 2026), so the files are the same on every machine.
@@ -42,6 +45,53 @@ def mlp(dtype: np.dtype, name: str) -> onnx.ModelProto:
     return model
 
 
+def cnn224() -> onnx.ModelProto:
+    rng = np.random.default_rng(2027)
+    nodes, inits = [], []
+    count = [0]
+
+    def conv(x, cin, cout, k, stride, relu=True):
+        i = count[0]
+        count[0] += 1
+        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
+        b = (rng.standard_normal(cout) * 0.01).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, f"cw{i}"), numpy_helper.from_array(b, f"cb{i}")])
+        y = f"c{i}"
+        nodes.append(helper.make_node("Conv", [x, f"cw{i}", f"cb{i}"], [y], kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
+        if relu:
+            nodes.append(helper.make_node("Relu", [y], [y + "r"]))
+            y = y + "r"
+        return y
+
+    x = conv("x", 3, 64, 7, 2)
+    nodes.append(helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    x, cin = "pool", 64
+    for stage, cout in enumerate([64, 128, 256, 512]):
+        stride = 1 if stage == 0 else 2
+        skip = x if (stride == 1 and cin == cout) else conv(x, cin, cout, 1, stride, relu=False)
+        h = conv(x, cin, cout, 3, stride)
+        h = conv(h, cout, cout, 3, 1, relu=False)
+        nodes.append(helper.make_node("Add", [h, skip], [f"res{stage}"]))
+        nodes.append(helper.make_node("Relu", [f"res{stage}"], [f"out{stage}"]))
+        x, cin = f"out{stage}", cout
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
+    fw = (rng.standard_normal((1000, 512)) / np.sqrt(512)).astype(np.float32)
+    inits.append(numpy_helper.from_array(fw, "fw"))
+    inits.append(numpy_helper.from_array(np.zeros(1000, np.float32), "fb"))
+    nodes.append(helper.make_node("Gemm", ["flat", "fw", "fb"], ["y"], transB=1))
+    graph = helper.make_graph(
+        nodes,
+        "cnn224",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1000])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
 def main() -> int:
     out = sys.argv[1]
     for dt, name in [(np.float32, "mlp-f32"), (np.float16, "mlp-f16")]:
@@ -49,6 +99,10 @@ def main() -> int:
         os.makedirs(d, exist_ok=True)
         onnx.save(mlp(dt, name), os.path.join(d, "model.onnx"))
         print(f"wrote {d}/model.onnx")
+    d = os.path.join(out, "cnn-224")
+    os.makedirs(d, exist_ok=True)
+    onnx.save(cnn224(), os.path.join(d, "model.onnx"))
+    print(f"wrote {d}/model.onnx")
     return 0
 
 

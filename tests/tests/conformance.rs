@@ -44,3 +44,13 @@ fn contrib_pass_lists_still_pass() {
         tessera_tests::ratchet_on(target, &data, &format!("contrib.{target}.pass"), what);
     }
 }
+
+#[test]
+fn npu_sim_pass_list_still_passes() {
+    tessera_tests::ratchet("npu-sim");
+}
+
+#[test]
+fn npu_sim_lite_pass_list_still_passes() {
+    tessera_tests::ratchet("npu-sim-lite");
+}

@@ -1,5 +1,6 @@
 //! End-to-end: the three example models (MLP, ResNet-style CNN, BERT encoder layer) compiled
-//! for `host` and `interp` must match onnxruntime's outputs to a relative error of 1e-4.
+//! for `host` and `interp` (and the MLP and CNN for `npu-sim`, whose f32 runs exactly on its Vector
+//! unit) must match onnxruntime's outputs to a relative error of 1e-4.
 
 use std::collections::BTreeMap;
 use tessera_driver::{compile_file, load, CompileOptions};
@@ -124,4 +125,14 @@ fn compiling_is_deterministic() {
             .encode();
         assert!(a == b, "{target}: two compilations differ");
     }
+}
+
+#[test]
+fn mlp_npu_sim() {
+    check("mlp", "npu-sim");
+}
+
+#[test]
+fn cnn_npu_sim() {
+    check("cnn", "npu-sim");
 }

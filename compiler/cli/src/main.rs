@@ -6,10 +6,11 @@ use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 use tessera_driver::{conformance, exit, npy, targets, CompileOptions, DriverError};
 use tessera_ir::Tensor;
-use tessera_runtime::Model;
+use tessera_runtime::{Device, Model};
 
 #[derive(Parser)]
 #[command(
@@ -86,6 +87,9 @@ enum Cmd {
         /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
         #[arg(long)]
         allow_newer_opset: bool,
+        /// npu-sim targets: run the simulator in cycle mode and print each kernel's cycle report.
+        #[arg(long)]
+        cycles: bool,
     },
     /// List targets.
     Targets,
@@ -136,6 +140,9 @@ enum Cmd {
         /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
         #[arg(long)]
         allow_newer_opset: bool,
+        /// npu-sim targets: after timing, run once in cycle mode and print the cycle reports.
+        #[arg(long)]
+        cycles: bool,
     },
 }
 
@@ -195,20 +202,25 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             allow_newer_opset,
             expect_digest,
             max_memory,
+            cycles,
         } => {
             let load = LoadOpts {
                 newer: Newer::flag(allow_newer_opset),
                 digest: expect_digest.as_deref().map(parse_digest).transpose()?,
                 max_memory: max_memory.as_deref().map(parse_bytes).transpose()?,
             };
+            let dev = Dev::new(&target, cycles)?;
             run(
                 &model,
                 &target,
+                &dev,
                 &inputs,
                 inputs_dir.as_deref(),
                 outputs_dir.as_deref(),
                 load,
-            )
+            )?;
+            dev.print_cycles();
+            Ok(())
         }
         Cmd::Targets => {
             println!("{:<14} {:<22} description", "target", "status");
@@ -242,6 +254,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             warmup,
             inputs,
             allow_newer_opset,
+            cycles,
         } => bench(
             &model,
             &target,
@@ -250,6 +263,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             warmup,
             &inputs,
             Newer::flag(allow_newer_opset),
+            cycles,
         ),
         Cmd::Show(a) => show(
             &a.model,
@@ -454,15 +468,93 @@ fn is_artifact(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "tsa")
 }
 
-/// Loads `model` (an .onnx compiled now, with `inputs` fixing shapes, or a .tsa).
+/// The device a command runs on: the registry's for the target, or with `--cycles` an npu-sim
+/// device in cycle mode, which keeps a report per kernel launch.
+struct Dev {
+    device: Arc<dyn Device>,
+    npu: Option<tessera_npu_sim::NpuSimDevice>,
+}
+
+impl Dev {
+    fn new(target: &str, cycles: bool) -> Result<Dev, DriverError> {
+        if !cycles {
+            return Ok(Dev {
+                device: targets::device(target)?,
+                npu: None,
+            });
+        }
+        match targets::npu_sim_device(target, tessera_npu_sim::Mode::Cycle)? {
+            Some(d) => Ok(Dev {
+                device: Arc::new(d.clone()),
+                npu: Some(d),
+            }),
+            None => Err(DriverError::Usage(format!(
+                "--cycles needs an npu-sim target (npu-sim, npu-sim-lite), not `{target}`"
+            ))),
+        }
+    }
+
+    /// Prints the cycle report of every launch since the last call, then the totals.
+    fn print_cycles(&self) {
+        let Some(npu) = &self.npu else { return };
+        let reports = npu.take_reports();
+        for (i, r) in reports.iter().enumerate() {
+            println!("== launch {i}: kernel `{}` ==\n{}\n", r.kernel, r.report);
+        }
+        let total: u64 = reports.iter().map(|r| r.report.total_cycles).sum();
+        println!("== totals over {} launches ==", reports.len());
+        println!("total cycles      {total:>12}");
+        println!("pipe          busy        stall   busy%");
+        for p in tessera_npu_sim::sim::PIPES {
+            let busy: u64 = reports
+                .iter()
+                .filter_map(|r| r.report.pipe(p))
+                .map(|x| x.busy)
+                .sum();
+            let stall: u64 = reports
+                .iter()
+                .filter_map(|r| r.report.pipe(p))
+                .map(|x| x.stall)
+                .sum();
+            println!(
+                "{:<5} {busy:>12} {stall:>12}  {:>5.1}",
+                p.name(),
+                100.0 * busy as f64 / total.max(1) as f64
+            );
+        }
+        println!("edge          bytes   transfers");
+        if let Some(first) = reports.first() {
+            for e in &first.report.edges {
+                let (bytes, n): (u64, u64) = reports
+                    .iter()
+                    .filter_map(|r| r.report.edge(e.src, e.dst))
+                    .fold((0, 0), |(b, n), x| (b + x.bytes, n + x.transfers));
+                println!("{:<9} {bytes:>12} {n:>9}", format!("{}->{}", e.src, e.dst));
+            }
+        }
+        let issued: u64 = reports.iter().map(|r| r.report.macs_issued).sum();
+        let useful: u64 = reports.iter().map(|r| r.report.macs_useful).sum();
+        let ideal: f64 = reports.iter().map(|r| r.report.ideal_cube_cycles).sum();
+        println!("MACs issued       {issued:>12}");
+        println!("MACs useful       {useful:>12}");
+        println!("ideal Cube cycles {ideal:>12.0}");
+        println!(
+            "Cube utilisation  {:>11.1}%",
+            100.0 * ideal / total.max(1) as f64
+        );
+    }
+}
+
+/// Loads `model` (an .onnx compiled now, with `inputs` fixing shapes, or a .tsa) on `dev`.
 fn load_model(
     model: &Path,
     target: &str,
+    dev: &Dev,
     inputs: &BTreeMap<String, Tensor>,
     load: LoadOpts,
 ) -> Result<Model, DriverError> {
     let mut m = if is_artifact(model) {
-        tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?
+        Model::load_file_expecting(model, dev.device.clone(), load.digest.as_ref())?
     } else {
         let opts = load.newer.options(model, target)?.with_inputs(inputs);
         let artifact = tessera_driver::compile_file(model, &opts)?;
@@ -476,7 +568,7 @@ fn load_model(
                 .into());
             }
         }
-        tessera_driver::load(artifact, target)?
+        Model::load(artifact, dev.device.clone())?
     };
     m.set_max_memory(load.max_memory);
     Ok(m)
@@ -504,9 +596,11 @@ fn order_inputs(
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     model: &Path,
     target: &str,
+    dev: &Dev,
     inputs: &[String],
     inputs_dir: Option<&Path>,
     outputs_dir: Option<&Path>,
@@ -522,7 +616,7 @@ fn run(
             tensors.push(tessera_onnx::read_tensor_file(&p)?);
         }
         let names = if is_artifact(model) {
-            tessera_driver::load_file_expecting(model, target, load.digest.as_ref())?
+            Model::load_file_expecting(model, dev.device.clone(), load.digest.as_ref())?
                 .inputs()
                 .iter()
                 .map(|i| i.name.clone())
@@ -539,7 +633,7 @@ fn run(
             )));
         }
         let named: BTreeMap<String, Tensor> = names.into_iter().zip(tensors).collect();
-        let m = load_model(model, target, &named, load)?;
+        let m = load_model(model, target, dev, &named, load)?;
         let outs = m.run(&order_inputs(&m, named)?)?;
         let out_dir =
             outputs_dir.ok_or_else(|| DriverError::Usage("--inputs needs --outputs DIR".into()))?;
@@ -555,7 +649,7 @@ fn run(
         return Ok(());
     }
     let named = parse_named(inputs)?;
-    let m = load_model(model, target, &named, load)?;
+    let m = load_model(model, target, dev, &named, load)?;
     let outs = m.run(&order_inputs(&m, named)?)?;
     for (t, io) in outs.iter().zip(m.outputs()) {
         match outputs_dir {
@@ -711,6 +805,7 @@ fn filler(dtype: tessera_ir::DType, dims: &[u64]) -> Tensor {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn time_target(
     model: &Path,
     target: &str,
@@ -718,24 +813,20 @@ fn time_target(
     runs: usize,
     warmup: usize,
     newer: Newer,
+    cycles: bool,
 ) -> Result<f64, DriverError> {
-    let m = load_model(
-        model,
-        target,
-        named,
-        LoadOpts {
-            newer,
-            digest: None,
-            max_memory: None,
-        },
-    )?;
-    let mut named = named.clone();
+    let load = LoadOpts {
+        newer,
+        digest: None,
+        max_memory: None,
+    };
+    let m = load_model(model, target, &Dev::new(target, false)?, named, load)?;
+    let mut all = named.clone();
     for io in m.inputs() {
-        named
-            .entry(io.name.clone())
+        all.entry(io.name.clone())
             .or_insert_with(|| filler(io.dtype, &io.dims));
     }
-    let inputs = order_inputs(&m, named)?;
+    let inputs = order_inputs(&m, all)?;
     for _ in 0..warmup {
         m.run(&inputs)?;
     }
@@ -748,9 +839,17 @@ fn time_target(
     times.sort_by(|a, b| a.total_cmp(b));
     let med = times[times.len() / 2];
     println!("{target:<8} median {:>10.3} ms over {} runs (min {:.3} ms, max {:.3} ms) after {warmup} warm-up", med * 1e3, times.len(), times[0] * 1e3, times[times.len() - 1] * 1e3);
+    if cycles {
+        // One more run of the same model on a cycle-mode simulator, for the report.
+        let cdev = Dev::new(target, true)?;
+        let cm = load_model(model, target, &cdev, named, load)?;
+        cm.run(&inputs)?;
+        cdev.print_cycles();
+    }
     Ok(med)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench(
     model: &Path,
     target: &str,
@@ -759,9 +858,10 @@ fn bench(
     warmup: usize,
     inputs: &[String],
     newer: Newer,
+    cycles: bool,
 ) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
-    let t = time_target(model, target, &named, runs, warmup, newer)?;
+    let t = time_target(model, target, &named, runs, warmup, newer, cycles)?;
     if let Some(b) = baseline {
         // The baseline is slow by design (the interpreter), so it gets fewer runs.
         let tb = time_target(
@@ -771,6 +871,7 @@ fn bench(
             runs.clamp(1, 3),
             warmup.min(1),
             newer.quiet(),
+            false,
         )?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
     }

@@ -375,6 +375,113 @@ fn a_bound_shape_input_must_be_passed_again_unchanged() {
     assert!(String::from_utf8_lossy(&fresh.stdout).contains("r: f32 [6, 1]"));
 }
 
+#[test]
+fn npu_sim_compiles_runs_and_reports_cycles() {
+    let dir = scratch("npu");
+    let tsa = dir.join("m.tsa");
+    let o = tessera(&[
+        "compile",
+        &corpus("good_add.onnx"),
+        "--target",
+        "npu-sim",
+        "-o",
+        tsa.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let x = dir.join("x.npy");
+    write_npy(
+        &x,
+        &Tensor::from_f32(vec![2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+    );
+    let input = format!("x={}", x.display());
+    let ok = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "npu-sim",
+        "--input",
+        &input,
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("2.000000, 4.000000, 6.000000"));
+
+    // Cycle mode: a report per launch, then the totals with every pipe, edge and the Cube.
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "npu-sim",
+        "--input",
+        &input,
+        "--cycles",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("== launch 0: kernel `") && out.contains("== totals over 1 launches =="),
+        "{out}"
+    );
+    for needle in [
+        "total cycles",
+        "VEC",
+        "MTE2",
+        "GM->UB",
+        "MACs issued",
+        "MACs useful",
+        "Cube utilisation",
+    ] {
+        assert!(out.contains(needle), "`{needle}` missing from: {out}");
+    }
+    let o = tessera(&[
+        "bench",
+        &corpus("good_add.onnx"),
+        "--target",
+        "npu-sim",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--cycles",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("median") && out.contains("== totals over"),
+        "{out}{}",
+        stderr(&o)
+    );
+
+    // --cycles is for the simulator; an artifact is for the chip it was compiled for.
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "host",
+        "--input",
+        &input,
+        "--cycles",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--cycles needs an npu-sim target"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tessera(&[
+        "run",
+        tsa.to_str().unwrap(),
+        "--target",
+        "npu-sim-lite",
+        "--input",
+        &input,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("compiled for target `npu-sim`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 // ---- reliability: data errors at run time, hostile files, digests, memory caps ----
 
 /// Running `model` from the corpus with `inputs` (NAME=corpus file) on every target fails

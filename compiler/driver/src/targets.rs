@@ -33,14 +33,60 @@ pub struct TargetInfo {
 /// Every target, available or not.
 pub fn all() -> Vec<TargetInfo> {
     vec![
-        TargetInfo { name: "host", description: "this CPU, via Cranelift (default)", feature: None, available: true },
-        TargetInfo { name: "interp", description: "the reference kernel-IR interpreter", feature: None, available: true },
-        TargetInfo { name: "npu-sim", description: "simulated Da Vinci-style NPU (`tessera npu-sim` runs hand-written kernels; codegen pending)", feature: None, available: false },
-        TargetInfo { name: "llvm-x86_64", description: "LLVM 22 CPU code, AVX2/AVX-512", feature: Some("llvm"), available: false },
-        TargetInfo { name: "llvm-aarch64", description: "LLVM 22 CPU code, NEON", feature: Some("llvm"), available: false },
-        TargetInfo { name: "llvm-riscv64", description: "LLVM 22 CPU code, RVV 1.0", feature: Some("llvm"), available: false },
-        TargetInfo { name: "nvptx", description: "PTX for sm_80/sm_90 via LLVM", feature: Some("llvm"), available: false },
-        TargetInfo { name: "mlir", description: "export to MLIR linalg/tensor/arith", feature: Some("mlir"), available: false },
+        TargetInfo {
+            name: "host",
+            description: "this CPU, via Cranelift (default)",
+            feature: None,
+            available: true,
+        },
+        TargetInfo {
+            name: "interp",
+            description: "the reference kernel-IR interpreter",
+            feature: None,
+            available: true,
+        },
+        TargetInfo {
+            name: "npu-sim",
+            description: "simulated Da Vinci-style NPU: npu-sim ISA, run by the simulator",
+            feature: None,
+            available: true,
+        },
+        TargetInfo {
+            name: "npu-sim-lite",
+            description: "a smaller npu-sim chip (less L0/L1/UB, other Cube tiles, no bf16)",
+            feature: None,
+            available: true,
+        },
+        TargetInfo {
+            name: "llvm-x86_64",
+            description: "LLVM 22 CPU code, AVX2/AVX-512",
+            feature: Some("llvm"),
+            available: false,
+        },
+        TargetInfo {
+            name: "llvm-aarch64",
+            description: "LLVM 22 CPU code, NEON",
+            feature: Some("llvm"),
+            available: false,
+        },
+        TargetInfo {
+            name: "llvm-riscv64",
+            description: "LLVM 22 CPU code, RVV 1.0",
+            feature: Some("llvm"),
+            available: false,
+        },
+        TargetInfo {
+            name: "nvptx",
+            description: "PTX for sm_80/sm_90 via LLVM",
+            feature: Some("llvm"),
+            available: false,
+        },
+        TargetInfo {
+            name: "mlir",
+            description: "export to MLIR linalg/tensor/arith",
+            feature: Some("mlir"),
+            available: false,
+        },
     ]
 }
 
@@ -54,8 +100,57 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
                 message: e.to_string(),
             }),
         "interp" => Ok(Box::new(Interp::new())),
-        _ => Err(unavailable(name)),
+        _ => match npu_chip(name) {
+            Some((toml, path)) => tessera_npu_sim::NpuSim::from_toml(toml, path)
+                .map(|t| Box::new(t) as Box<dyn Target>)
+                .map_err(|e| LookupError::Init {
+                    name: name.into(),
+                    message: e.to_string(),
+                }),
+            None => Err(unavailable(name)),
+        },
     }
+}
+
+/// The npu-sim family: one code generator and one simulator, one description file per chip.
+/// A new chip of the family is one row here and one in [`all`] (docs/adding-a-target.md).
+const NPU_CHIPS: &[(&str, &str, &str)] = &[
+    (
+        "npu-sim",
+        include_str!("../../../targets/npu-sim/target.toml"),
+        "targets/npu-sim/target.toml",
+    ),
+    (
+        "npu-sim-lite",
+        include_str!("../../../targets/npu-sim-lite/target.toml"),
+        "targets/npu-sim-lite/target.toml",
+    ),
+];
+
+/// The description (text, path) of an npu-sim-family chip.
+fn npu_chip(name: &str) -> Option<(&'static str, &'static str)> {
+    NPU_CHIPS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, t, p)| (*t, *p))
+}
+
+/// The simulator device of an npu-sim-family chip, in `mode` (cycle mode records a report per
+/// launch). `None` when `name` is not such a chip.
+pub fn npu_sim_device(
+    name: &str,
+    mode: tessera_npu_sim::Mode,
+) -> Result<Option<tessera_npu_sim::NpuSimDevice>, LookupError> {
+    let Some((toml, path)) = npu_chip(name) else {
+        return Ok(None);
+    };
+    let cfg = tessera_npu_sim::TargetConfig::from_toml(toml).map_err(|e| LookupError::Init {
+        name: name.into(),
+        message: format!("{path}: {e}"),
+    })?;
+    Ok(Some(
+        tessera_npu_sim::NpuSimDevice::new(cfg).with_mode(mode),
+    ))
 }
 
 /// The runtime-side device for `name`.
@@ -63,7 +158,10 @@ pub fn device(name: &str) -> Result<Arc<dyn Device>, LookupError> {
     match name {
         "host" => Ok(Arc::new(tessera_host::HostDevice::new())),
         "interp" => Ok(Arc::new(InterpDevice)),
-        _ => Err(unavailable(name)),
+        _ => match npu_sim_device(name, tessera_npu_sim::Mode::Functional)? {
+            Some(d) => Ok(Arc::new(d)),
+            None => Err(unavailable(name)),
+        },
     }
 }
 
@@ -126,6 +224,8 @@ mod tests {
             Err(LookupError::FeatureDisabled { .. })
         ));
         assert!(matches!(lookup("tpu9000"), Err(LookupError::Unknown(_))));
-        assert!(matches!(lookup("npu-sim"), Err(LookupError::NotYet { .. })));
+        assert_eq!(lookup("npu-sim").unwrap().desc().name, "npu-sim");
+        assert_eq!(lookup("npu-sim-lite").unwrap().desc().name, "npu-sim-lite");
+        assert_eq!(device("npu-sim-lite").unwrap().target(), "npu-sim-lite");
     }
 }

@@ -1678,7 +1678,7 @@ pub(crate) mod testexec {
             name: "test".into(),
             description: "test".into(),
             isa: "kernel-ir".into(),
-            launch: "serial".into(),
+            launch: Default::default(),
             vector_bytes,
             dtypes: vec![],
             mma: Default::default(),
@@ -1687,6 +1687,7 @@ pub(crate) mod testexec {
             peak_ops_per_cycle: Default::default(),
             clock_ghz: 0.0,
             tolerance: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -14,7 +14,7 @@ fn desc(vector_bytes: u32) -> TargetDesc {
         name: "test".into(),
         description: "test target".into(),
         isa: "kernel-ir".into(),
-        launch: "serial".into(),
+        launch: Default::default(),
         vector_bytes,
         dtypes: vec![],
         mma: Default::default(),
@@ -23,6 +23,7 @@ fn desc(vector_bytes: u32) -> TargetDesc {
         peak_ops_per_cycle: Default::default(),
         clock_ghz: 0.0,
         tolerance: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -182,6 +182,7 @@ pub fn format_instr(ins: &Instr) -> String {
             src2,
             len,
             mask,
+            cond,
         } => {
             let suffix = if *form == VecForm::VS { "S" } else { "" };
             let dts = if sdt == ddt {
@@ -197,6 +198,9 @@ pub fn format_instr(ins: &Instr) -> String {
             if let Some(m) = mask {
                 rs.push(format!("mask={}", reg(*m)));
             }
+            if let Some(c) = cond {
+                rs.push(format!("cond={}", reg(*c)));
+            }
             format!("V{op}{suffix} {dts} {}", rs.join(", "))
         }
         Instr::Vred {
@@ -206,6 +210,20 @@ pub fn format_instr(ins: &Instr) -> String {
             src,
             len,
         } => format!("VRED{op} {dt} {}, {}, {}", reg(*dst), reg(*src), reg(*len)),
+        Instr::Ld {
+            mem,
+            dt,
+            rd,
+            base,
+            offset,
+        } => format!("LD {mem} {dt} {}, {}, {offset}", reg(*rd), reg(*base)),
+        Instr::St {
+            mem,
+            dt,
+            rs,
+            base,
+            offset,
+        } => format!("ST {mem} {dt} {}, {}, {offset}", reg(*rs), reg(*base)),
     }
 }
 
@@ -391,6 +409,32 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
                 scale,
             });
         }
+        "LD" | "ST" => {
+            let (m, r) = take_word(rest);
+            let (dts, r) = take_word(&r);
+            let mem = Mem::from_name(&m).ok_or_else(|| format!("unknown memory `{m}`"))?;
+            let dt = DType::from_name(&dts).ok_or_else(|| format!("unknown dtype `{dts}`"))?;
+            let o = ops(&r);
+            want(&o, 3)?;
+            let (a, base, offset) = (ctx.reg(&o[0])?, ctx.reg(&o[1])?, ctx.imm(&o[2])?);
+            return Ok(if mn_up == "LD" {
+                Instr::Ld {
+                    mem,
+                    dt,
+                    rd: a,
+                    base,
+                    offset,
+                }
+            } else {
+                Instr::St {
+                    mem,
+                    dt,
+                    rs: a,
+                    base,
+                    offset,
+                }
+            });
+        }
         "MMA" => {
             let (dts, r) = take_word(rest);
             let (adt, cdt) = parse_dtypes(&dts)?;
@@ -469,16 +513,26 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
         };
         let (dts, r) = take_word(rest);
         let (sdt, ddt) = parse_dtypes(&dts)?;
-        if op != VecOp::Cast && sdt != ddt {
+        if !op.converts() && sdt != ddt {
             return Err(format!("`{mn_up}` takes one dtype"));
         }
         let mut o = ops(&r);
+        let mut cond = None;
+        if let Some(last) = o.last() {
+            if let Some(c) = last.strip_prefix("cond=") {
+                cond = Some(ctx.reg(c.trim())?);
+                o.pop();
+            }
+        }
         let mut mask = None;
         if let Some(last) = o.last() {
             if let Some(m) = last.strip_prefix("mask=") {
                 mask = Some(ctx.reg(m.trim())?);
                 o.pop();
             }
+        }
+        if cond.is_some() != (op == VecOp::Sel) {
+            return Err("`VSEL` (and only it) takes `cond=rN`".to_string());
         }
         let binary = op.is_binary();
         want(&o, if binary { 4 } else { 3 })?;
@@ -498,6 +552,7 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
             src2,
             len,
             mask,
+            cond,
         });
     }
     Err(format!("unknown mnemonic `{mn}`"))
@@ -530,6 +585,31 @@ top:
     VEXP f32 r1, r2, r3
     VCAST f32->f16 r1, r2, r3
     VREDMAX f32 r1, r2, r3
+    SRA r1, r2, r3
+    DIVUI r1, r2, 7
+    REMU r1, r2, r3
+    MINU r1, r2, r3
+    MAXUI r1, r2, -1
+    BLTU r1, r2, top
+    BGEU r1, r2, end
+    LD UB i16 r1, r2, 6
+    LD GM u64 r3, r4, -8
+    ST UB u8 r1, r2, 0
+    ST GM i64 r1, r2, 4096
+    VREM f32 r1, r2, r3, r4
+    VCMPLT f32->u8 r1, r2, r3, r4
+    VCMPNES f32->u8 r1, r2, r3, r4
+    VSEL f32 r1, r2, r3, r4, cond=r5
+    VNEG f32 r1, r2, r3
+    VFLOOR f32 r1, r2, r3
+    VCEIL f32 r1, r2, r3
+    VROUND f32 r1, r2, r3
+    VTRUNC f32 r1, r2, r3
+    VDUP f32 r1, r2, r3
+    VCAST i64->f32 r1, r2, r3
+    VCAST f32->u16 r1, r2, r3
+    VREDMIN f32 r1, r2, r3
+    VREDPROD f32 r1, r2, r3
 end:
     HALT
 ";

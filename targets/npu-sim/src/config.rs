@@ -1,83 +1,16 @@
-//! The hardware description: `target.toml` parsed and checked. The simulator
-//! takes every size, bandwidth and latency from here.
+//! The hardware description: `target.toml`, parsed by the shared schema
+//! (`tessera_target::TargetDesc`, with its `[npu]` section) and checked against what the ISA
+//! encodes. The simulator takes every size, bandwidth and latency from here.
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use tessera_target::{MemoryRole, TargetDesc};
 
 use crate::error::{Result, SimError};
 use crate::isa::{DType, Mem, Pipe};
 
 /// The default description, shipped with the crate.
 pub const DEFAULT_TARGET_TOML: &str = include_str!("../target.toml");
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawTarget {
-    name: String,
-    clock_ghz: f64,
-    cores: u32,
-    scalar: RawScalar,
-    sync: RawSync,
-    memory: Vec<RawMemory>,
-    dma: Vec<RawDma>,
-    cube: RawCube,
-    vector: RawVector,
-    peak_ops_per_cycle: HashMap<String, u64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawScalar {
-    registers: u32,
-    issue_cycles: u64,
-    queue_depth: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawSync {
-    flag_ids: u32,
-    max_count: u32,
-    flag_cycles: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawMemory {
-    name: String,
-    size: u64,
-    align: u64,
-    role: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawDma {
-    src: String,
-    dst: String,
-    pipe: String,
-    bytes_per_cycle: u64,
-    setup_cycles: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawCube {
-    cycles_per_tile: u64,
-    startup_cycles: u64,
-    mma: Vec<RawMma>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawMma {
-    a: String,
-    b: String,
-    c: String,
-    m: u64,
-    k: u64,
-    n: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawVector {
-    bytes_per_cycle: u64,
-    startup_cycles: u64,
-}
 
 /// One memory of the core.
 #[derive(Debug, Clone)]
@@ -114,6 +47,8 @@ pub struct TargetConfig {
     pub registers: u32,
     pub issue_cycles: u64,
     pub queue_depth: usize,
+    pub ub_access_cycles: u64,
+    pub gm_access_cycles: u64,
     pub flag_ids: u32,
     pub flag_max_count: u32,
     pub flag_cycles: u64,
@@ -124,7 +59,8 @@ pub struct TargetConfig {
     pub mma_shapes: Vec<MmaShape>,
     pub vector_bytes_per_cycle: u64,
     pub vector_startup_cycles: u64,
-    pub peak_ops_per_cycle: HashMap<String, u64>,
+    /// The description as the compiler reads it.
+    pub desc: TargetDesc,
 }
 
 impl TargetConfig {
@@ -142,28 +78,35 @@ impl TargetConfig {
 
     /// Parses and checks a description.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let raw: RawTarget = toml::from_str(text).map_err(|e| SimError::Config(e.to_string()))?;
+        let desc =
+            TargetDesc::parse(text, "target.toml").map_err(|e| SimError::Config(e.to_string()))?;
+        Self::from_desc(desc)
+    }
+
+    /// Checks a parsed description against the ISA and builds the simulator's view of it.
+    pub fn from_desc(desc: TargetDesc) -> Result<Self> {
         let cfg = |m: String| SimError::Config(m);
+        let npu = desc
+            .npu
+            .clone()
+            .ok_or_else(|| cfg(format!("target `{}` has no [npu] section", desc.name)))?;
         let mut mems: Vec<Option<MemDesc>> = vec![None; Mem::ALL.len()];
-        for m in &raw.memory {
+        for m in &desc.memory {
             let id = Mem::from_name(&m.name)
                 .ok_or_else(|| cfg(format!("unknown memory `{}`", m.name)))?;
-            if m.size == 0 || m.align == 0 || !m.align.is_power_of_two() {
+            if m.role != mem_role(id) {
                 return Err(cfg(format!(
-                    "memory {}: size must be > 0 and align a power of two",
-                    m.name
+                    "memory {} must have role {:?}, not {:?}",
+                    m.name,
+                    mem_role(id),
+                    m.role
                 )));
             }
-            if mems[id as usize]
-                .replace(MemDesc {
-                    size: m.size,
-                    align: m.align,
-                    role: m.role.clone(),
-                })
-                .is_some()
-            {
-                return Err(cfg(format!("memory {} listed twice", m.name)));
-            }
+            mems[id as usize] = Some(MemDesc {
+                size: m.bytes,
+                align: m.align as u64,
+                role: m.about.clone(),
+            });
         }
         let mut got = Vec::new();
         for (i, m) in mems.into_iter().enumerate() {
@@ -172,117 +115,91 @@ impl TargetConfig {
         let mems: [MemDesc; 6] = got.try_into().map_err(|_| cfg("memory table".into()))?;
 
         let mut edges = HashMap::new();
-        for e in &raw.dma {
+        for e in &desc.dma {
             let src =
                 Mem::from_name(&e.src).ok_or_else(|| cfg(format!("unknown memory `{}`", e.src)))?;
             let dst =
                 Mem::from_name(&e.dst).ok_or_else(|| cfg(format!("unknown memory `{}`", e.dst)))?;
-            let pipe = Pipe::from_name(&e.pipe)
-                .ok_or_else(|| cfg(format!("unknown pipe `{}`", e.pipe)))?;
-            if src == dst {
-                return Err(cfg(format!(
-                    "DMA edge {}->{} joins a memory to itself",
-                    e.src, e.dst
-                )));
-            }
-            if pipe == Pipe::S || pipe == Pipe::Cube {
-                return Err(cfg(format!(
-                    "DMA {}->{} cannot run on pipe {pipe}",
-                    e.src, e.dst
-                )));
-            }
-            if e.bytes_per_cycle == 0 {
-                return Err(cfg(format!(
-                    "DMA {}->{}: bytes_per_cycle must be > 0",
-                    e.src, e.dst
-                )));
-            }
             edges.insert(
                 (src, dst),
                 DmaEdge {
-                    pipe,
+                    pipe: pipe_of(e.pipe),
                     bytes_per_cycle: e.bytes_per_cycle,
                     setup_cycles: e.setup_cycles,
                 },
             );
         }
 
-        let dt = |s: &str| DType::from_name(s).ok_or_else(|| cfg(format!("unknown dtype `{s}`")));
+        let dt = |d: tessera_ir::DType| {
+            DType::from_name(d.name()).ok_or_else(|| cfg(format!("the ISA has no dtype {d}")))
+        };
         let mut mma_shapes = Vec::new();
-        for m in &raw.cube.mma {
-            let (a, b, c) = (dt(&m.a)?, dt(&m.b)?, dt(&m.c)?);
+        for p in desc.mma_pairs() {
+            let (a, b, c) = (dt(p.a)?, dt(p.b)?, dt(p.acc)?);
             if a != b {
                 return Err(cfg(format!(
-                    "MMA {}x{}: mixed operand dtypes are not modelled",
-                    m.a, m.b
+                    "MMA {a}x{b}: mixed operand dtypes are not modelled"
                 )));
-            }
-            if m.m == 0 || m.k == 0 || m.n == 0 {
-                return Err(cfg("MMA tile dims must be > 0".into()));
             }
             mma_shapes.push(MmaShape {
                 adt: a,
                 cdt: c,
-                m: m.m,
-                k: m.k,
-                n: m.n,
+                m: p.m as u64,
+                k: p.k as u64,
+                n: p.n as u64,
             });
         }
-        if raw.cube.cycles_per_tile == 0
-            || raw.vector.bytes_per_cycle == 0
-            || raw.scalar.queue_depth == 0
-        {
+        if npu.cube.cycles_per_tile == 0 || desc.vector_bytes == 0 || npu.scalar.queue_depth == 0 {
             return Err(cfg(
-                "cycles_per_tile, vector bytes_per_cycle and queue_depth must be > 0".into(),
+                "cycles_per_tile, vector_bytes and queue_depth must be > 0".into(),
             ));
         }
-        // The peak figures are documentation; check them against the shapes so
-        // the file cannot contradict itself.
-        for s in &mma_shapes {
-            let key = format!("cube_{}", s.adt);
-            let want = 2 * s.m * s.n * s.k / raw.cube.cycles_per_tile;
-            match raw.peak_ops_per_cycle.get(&key) {
+        // The peak figures are documentation; check them against the shapes and the vector
+        // width so the file cannot contradict itself.
+        for (s, p) in mma_shapes.iter().zip(desc.mma_pairs()) {
+            let want = 2 * s.m * s.n * s.k / npu.cube.cycles_per_tile;
+            match desc.peak_ops_per_cycle.get(&p.a) {
                 Some(&v) if v == want => {}
                 Some(&v) => {
                     return Err(cfg(format!(
-                        "peak_ops_per_cycle.{key} = {v}, but the tile shape gives {want}"
+                        "peak_ops_per_cycle.{} = {v}, but the Cube tile shape gives {want}",
+                        p.a
                     )))
                 }
-                None => return Err(cfg(format!("peak_ops_per_cycle.{key} missing"))),
+                None => return Err(cfg(format!("peak_ops_per_cycle.{} missing", p.a))),
             }
         }
-        for d in [DType::F32, DType::F16] {
-            let key = format!("vector_{d}");
-            let want = raw.vector.bytes_per_cycle / d.size();
-            if let Some(&v) = raw.peak_ops_per_cycle.get(&key) {
-                if v != want {
-                    return Err(cfg(format!(
-                        "peak_ops_per_cycle.{key} = {v}, but the vector width gives {want}"
-                    )));
-                }
+        if let Some(&v) = desc.peak_ops_per_cycle.get(&tessera_ir::DType::F32) {
+            let want = desc.vector_bytes as u64 / 4;
+            if v != want {
+                return Err(cfg(format!(
+                    "peak_ops_per_cycle.f32 = {v}, but the vector width gives {want}"
+                )));
             }
         }
-        if raw.scalar.registers != 32 {
+        if npu.scalar.registers != 32 {
             return Err(cfg("the ISA encodes 32 scalar registers".into()));
         }
         Ok(TargetConfig {
-            name: raw.name,
-            clock_ghz: raw.clock_ghz,
-            cores: raw.cores,
-            registers: raw.scalar.registers,
-            issue_cycles: raw.scalar.issue_cycles,
-            queue_depth: raw.scalar.queue_depth,
-            flag_ids: raw.sync.flag_ids,
-            flag_max_count: raw.sync.max_count,
-            flag_cycles: raw.sync.flag_cycles,
+            name: desc.name.clone(),
+            clock_ghz: desc.clock_ghz,
+            cores: npu.cores,
+            registers: npu.scalar.registers,
+            issue_cycles: npu.scalar.issue_cycles,
+            queue_depth: npu.scalar.queue_depth,
+            ub_access_cycles: npu.scalar.ub_access_cycles,
+            gm_access_cycles: npu.scalar.gm_access_cycles,
+            flag_ids: npu.sync.flag_ids,
+            flag_max_count: npu.sync.max_count,
+            flag_cycles: npu.sync.flag_cycles,
             mems,
             edges,
-            cube_cycles_per_tile: raw.cube.cycles_per_tile,
-            cube_startup_cycles: raw.cube.startup_cycles,
+            cube_cycles_per_tile: npu.cube.cycles_per_tile,
+            cube_startup_cycles: npu.cube.startup_cycles,
             mma_shapes,
-            vector_bytes_per_cycle: raw.vector.bytes_per_cycle,
-            vector_startup_cycles: raw.vector.startup_cycles,
-            peak_ops_per_cycle: raw.peak_ops_per_cycle,
+            vector_bytes_per_cycle: desc.vector_bytes as u64,
+            vector_startup_cycles: npu.vector.startup_cycles,
+            desc,
         })
     }
 
@@ -306,6 +223,31 @@ impl TargetConfig {
             .iter()
             .copied()
             .find(|s| s.adt == adt && s.cdt == cdt)
+    }
+}
+
+/// The role the schema must give each ISA memory.
+fn mem_role(m: Mem) -> MemoryRole {
+    match m {
+        Mem::Gm => MemoryRole::Global,
+        Mem::L1 => MemoryRole::Staging,
+        Mem::L0a => MemoryRole::MatrixA,
+        Mem::L0b => MemoryRole::MatrixB,
+        Mem::L0c => MemoryRole::Accumulator,
+        Mem::Ub => MemoryRole::Vector,
+    }
+}
+
+/// The ISA pipe of a schema pipe.
+fn pipe_of(p: tessera_target::Pipe) -> Pipe {
+    use tessera_target::Pipe as P;
+    match p {
+        P::Scalar => Pipe::S,
+        P::Mte2 => Pipe::Mte2,
+        P::Mte1 => Pipe::Mte1,
+        P::Cube => Pipe::Cube,
+        P::Vector => Pipe::Vec,
+        P::Mte3 => Pipe::Mte3,
     }
 }
 
@@ -337,9 +279,13 @@ mod tests {
 
     #[test]
     fn contradictory_peak_is_rejected() {
-        let bad = DEFAULT_TARGET_TOML.replace("cube_f16 = 8192", "cube_f16 = 9000");
+        let bad = DEFAULT_TARGET_TOML.replace("\nf16 = 8192", "\nf16 = 9000");
         assert!(
-            matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(m)) if m.contains("cube_f16"))
+            matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(m)) if m.contains("peak_ops_per_cycle.f16 = 9000"))
+        );
+        let bad = DEFAULT_TARGET_TOML.replace("role = \"matrix-a\"", "role = \"vector\"");
+        assert!(
+            matches!(TargetConfig::from_toml(&bad), Err(SimError::Config(m)) if m.contains("L0A must have role"))
         );
         let bad = DEFAULT_TARGET_TOML.replace("name = \"UB\"", "name = \"XB\"");
         assert!(matches!(

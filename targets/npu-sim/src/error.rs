@@ -48,6 +48,15 @@ pub enum SimError {
     #[error("pc {pc} `{instr}`: read of uninitialised L0C at {addr:#x}")]
     UninitL0C { pc: usize, instr: String, addr: u64 },
 
+    /// Bad input: a VEC, VRED or scalar load read bytes that nothing wrote.
+    #[error("pc {pc} `{instr}`: read of uninitialised {mem} at {addr:#x}")]
+    UninitRead {
+        pc: usize,
+        instr: String,
+        mem: &'static str,
+        addr: u64,
+    },
+
     /// Bad input: a flag wait (or a full queue behind one) can never be satisfied.
     #[error("pc {pc} `{instr}`: deadlock: {detail}")]
     Deadlock {
@@ -94,6 +103,7 @@ impl SimError {
             | SimError::OutOfBounds { pc, .. }
             | SimError::Misaligned { pc, .. }
             | SimError::UninitL0C { pc, .. }
+            | SimError::UninitRead { pc, .. }
             | SimError::Deadlock { pc, .. }
             | SimError::BadOperand { pc, .. }
             | SimError::PcOutOfRange { pc }

@@ -3,22 +3,27 @@
 
 use half::{bf16, f16};
 
+use crate::asm::format_instr;
 use crate::config::TargetConfig;
 use crate::error::{Result, SimError};
-use crate::isa::{DType, Mem, RedOp, VecForm, VecOp};
+use crate::isa::{DType, Instr, Mem, RedOp, VecForm, VecOp};
 use crate::mem::{two_mut, MemBuf, REAL, WRITTEN};
 
-/// Names the instruction in errors.
+/// Names the instruction in errors; its text is only formatted when an error is made.
 pub struct ErrCtx<'a> {
     pub pc: usize,
-    pub instr: &'a str,
+    pub instr: &'a Instr,
 }
 
 impl ErrCtx<'_> {
+    pub fn text(&self) -> String {
+        format_instr(self.instr)
+    }
+
     pub fn bad(&self, msg: impl Into<String>) -> SimError {
         SimError::BadOperand {
             pc: self.pc,
-            instr: self.instr.to_string(),
+            instr: self.text(),
             msg: msg.into(),
         }
     }
@@ -31,7 +36,7 @@ impl ErrCtx<'_> {
         if addr % align != 0 {
             return Err(SimError::Misaligned {
                 pc: self.pc,
-                instr: self.instr.to_string(),
+                instr: self.text(),
                 mem: m.kind.name(),
                 addr,
                 align,
@@ -41,7 +46,7 @@ impl ErrCtx<'_> {
         if end > m.len() {
             return Err(SimError::OutOfBounds {
                 pc: self.pc,
-                instr: self.instr.to_string(),
+                instr: self.text(),
                 mem: m.kind.name(),
                 addr,
                 end,
@@ -104,6 +109,8 @@ pub struct VecArgs {
     pub src2: u64,
     pub len: u64,
     pub mask: u64,
+    /// `SEL` only: the address of the `u8` condition mask.
+    pub cond: u64,
 }
 
 /// Operand values of a VRED instruction.
@@ -135,14 +142,76 @@ pub struct Scratch {
     ci: Vec<i32>,
 }
 
-fn read_f32(dt: DType, b: &[u8]) -> f32 {
+/// One element of `dt` as f32.
+pub fn read_f32(dt: DType, b: &[u8]) -> f32 {
     match dt {
-        DType::F16 => f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
-        DType::Bf16 => bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
-        DType::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        DType::I8 => b[0] as i8 as f32,
-        DType::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
+        DType::F32 => return f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        DType::F16 => return f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
+        _ => {}
     }
+    match read_num(dt, b) {
+        Num::F(v) => v,
+        // `as` rounds to nearest even: one rounding from the integer.
+        Num::I(v) => v as f32,
+    }
+}
+
+/// One element's value: a float (f16/bf16 widen exactly) or an integer.
+#[derive(Clone, Copy)]
+enum Num {
+    F(f32),
+    I(i128),
+}
+
+/// Reads one little-endian element of `dt`.
+fn read_num(dt: DType, b: &[u8]) -> Num {
+    let mut w = [0u8; 8];
+    let n = dt.size() as usize;
+    w[..n].copy_from_slice(&b[..n]);
+    let raw = u64::from_le_bytes(w);
+    match dt {
+        DType::F16 => Num::F(f16::from_bits(raw as u16).to_f32()),
+        DType::Bf16 => Num::F(bf16::from_bits(raw as u16).to_f32()),
+        DType::F32 => Num::F(f32::from_bits(raw as u32)),
+        DType::I8 => Num::I(raw as u8 as i8 as i128),
+        DType::I16 => Num::I(raw as u16 as i16 as i128),
+        DType::I32 => Num::I(raw as u32 as i32 as i128),
+        DType::I64 => Num::I(raw as i64 as i128),
+        DType::U8 | DType::U16 | DType::U32 | DType::U64 => Num::I(raw as i128),
+    }
+}
+
+/// The integer range of an integer dtype.
+fn int_range(dt: DType) -> (i128, i128) {
+    let bits = 8 * dt.size() as u32;
+    if dt.is_signed_int() {
+        (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+    } else {
+        (0, (1i128 << bits) - 1)
+    }
+}
+
+/// Writes `v` as `dt`, the `CAST` rules: floats round to nearest even (to f16/bf16 past the
+/// range: infinity); to an integer a float rounds to nearest even, saturates, and NaN gives 0;
+/// an integer saturates to the destination's range.
+fn write_num(dt: DType, v: Num, out: &mut [u8]) {
+    let n = dt.size() as usize;
+    if dt.is_float() {
+        let x = match v {
+            Num::F(x) => x,
+            Num::I(i) => i as f32,
+        };
+        write_f32(dt, x, out);
+        return;
+    }
+    let (lo, hi) = int_range(dt);
+    let i = match v {
+        Num::I(i) => i.clamp(lo, hi),
+        Num::F(x) if x.is_nan() => 0,
+        // Every f32 of magnitude >= 2^24 is an integer, and i128 holds the clamped range.
+        Num::F(x) => (x.round_ties_even().clamp(lo as f32, hi as f32) as i128).clamp(lo, hi),
+    };
+    out[..n].copy_from_slice(&(i as u64).to_le_bytes()[..n]);
 }
 
 /// Writes a float into `dt` with round-to-nearest-even; to integers it also saturates.
@@ -156,6 +225,7 @@ fn write_f32(dt: DType, v: f32, out: &mut [u8]) {
             // `as` saturates and maps NaN to 0, which is the defined behaviour.
             out.copy_from_slice(&(v.round_ties_even() as i32).to_le_bytes())
         }
+        _ => write_num(dt, Num::F(v), out),
     }
 }
 
@@ -276,7 +346,7 @@ pub fn dma(
             if let Some(i) = row.iter().position(|t| t & WRITTEN == 0) {
                 return Err(SimError::UninitL0C {
                     pc: ctx.pc,
-                    instr: ctx.instr.to_string(),
+                    instr: ctx.text(),
                     addr: base as u64 + i as u64,
                 });
             }
@@ -382,7 +452,7 @@ pub fn mma(
         if let Some(i) = tags.iter().position(|t| t & WRITTEN == 0) {
             return Err(SimError::UninitL0C {
                 pc: ctx.pc,
-                instr: ctx.instr.to_string(),
+                instr: ctx.text(),
                 addr: (c0 + i) as u64,
             });
         }
@@ -488,8 +558,43 @@ pub fn mma(
 fn vec_dtype_ok(op: VecOp, sdt: DType, ddt: DType) -> bool {
     match op {
         VecOp::Cast => true,
-        VecOp::Mov => sdt == ddt,
+        VecOp::Mov | VecOp::Dup | VecOp::Sel => sdt == ddt,
+        _ if op.is_compare() => sdt.is_float() && ddt == DType::U8,
+        // Integer vector arithmetic: i32, wrapping.
+        VecOp::Add | VecOp::Sub | VecOp::Mul | VecOp::Max | VecOp::Min if sdt == DType::I32 => {
+            ddt == DType::I32
+        }
         _ => sdt == ddt && sdt.is_float(),
+    }
+}
+
+/// IEEE 754-2019 `maximum`: NaN if either operand is NaN, and +0 above -0.
+fn fmax(x: f32, y: f32) -> f32 {
+    if x.is_nan() || y.is_nan() {
+        f32::NAN
+    } else if x == y {
+        if x.is_sign_positive() {
+            x
+        } else {
+            y
+        }
+    } else {
+        x.max(y)
+    }
+}
+
+/// IEEE 754-2019 `minimum`: NaN if either operand is NaN, and -0 below +0.
+fn fmin(x: f32, y: f32) -> f32 {
+    if x.is_nan() || y.is_nan() {
+        f32::NAN
+    } else if x == y {
+        if x.is_sign_negative() {
+            x
+        } else {
+            y
+        }
+    } else {
+        x.min(y)
     }
 }
 
@@ -516,7 +621,31 @@ pub fn vec(
         VecForm::VS => ctx.check(cfg, ub, a.src2, ss, ss)?,
         VecForm::Unary => {}
     }
+    if a.op == VecOp::Sel {
+        ctx.check(cfg, ub, a.cond, len, 1)?;
+    }
+    // Reading an element no instruction wrote is a hard error, never a silent zero.
     let (ss, ds) = (ss as usize, ds as usize);
+    let src_len = if a.op == VecOp::Dup { 1 } else { len as usize };
+    let mut reads = [(a.src1 as usize, src_len * ss), (0, 0), (0, 0)];
+    match a.form {
+        VecForm::VV => reads[1] = (a.src2 as usize, len as usize * ss),
+        VecForm::VS => reads[1] = (a.src2 as usize, ss),
+        VecForm::Unary => {}
+    }
+    if a.op == VecOp::Sel {
+        reads[2] = (a.cond as usize, len as usize);
+    }
+    for (at, n) in reads {
+        if let Some(i) = ub.tag[at..at + n].iter().position(|t| t & WRITTEN == 0) {
+            return Err(SimError::UninitRead {
+                pc: ctx.pc,
+                instr: ctx.text(),
+                mem: "UB",
+                addr: (at + i) as u64,
+            });
+        }
+    }
     let scalar = if a.form == VecForm::VS {
         read_f32(a.sdt, &ub.data[a.src2 as usize..])
     } else {
@@ -532,21 +661,58 @@ pub fn vec(
             continue;
         }
         let si = a.src1 as usize + i * ss;
-        if a.op == VecOp::Cast || a.op == VecOp::Mov {
-            if a.op == VecOp::Mov || (a.sdt == a.ddt) {
+        match a.op {
+            VecOp::Mov => {
                 ub.data.copy_within(si..si + ss, di);
-            } else if a.sdt == DType::I32 && a.ddt == DType::I8 {
-                let v = i32::from_le_bytes([
-                    ub.data[si],
-                    ub.data[si + 1],
-                    ub.data[si + 2],
-                    ub.data[si + 3],
-                ]);
-                ub.data[di] = v.clamp(-128, 127) as i8 as u8;
-            } else {
-                let x = read_f32(a.sdt, &ub.data[si..si + ss]);
-                write_f32(a.ddt, x, &mut ub.data[di..di + ds]);
+                continue;
             }
+            VecOp::Dup => {
+                ub.data
+                    .copy_within(a.src1 as usize..a.src1 as usize + ss, di);
+                continue;
+            }
+            VecOp::Sel => {
+                let from = if ub.data[a.cond as usize + i] != 0 {
+                    si
+                } else {
+                    a.src2 as usize + i * ss
+                };
+                ub.data.copy_within(from..from + ss, di);
+                continue;
+            }
+            VecOp::Cast => {
+                if a.sdt == a.ddt {
+                    ub.data.copy_within(si..si + ss, di);
+                } else {
+                    let v = read_num(a.sdt, &ub.data[si..si + ss]);
+                    write_num(a.ddt, v, &mut ub.data[di..di + ds]);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if a.sdt == DType::I32 {
+            let rd = |at: usize| {
+                i32::from_le_bytes([
+                    ub.data[at],
+                    ub.data[at + 1],
+                    ub.data[at + 2],
+                    ub.data[at + 3],
+                ])
+            };
+            let x = rd(si);
+            let y = match a.form {
+                VecForm::VV => rd(a.src2 as usize + i * ss),
+                _ => rd(a.src2 as usize),
+            };
+            let v = match a.op {
+                VecOp::Add => x.wrapping_add(y),
+                VecOp::Sub => x.wrapping_sub(y),
+                VecOp::Mul => x.wrapping_mul(y),
+                VecOp::Max => x.max(y),
+                _ => x.min(y),
+            };
+            ub.data[di..di + 4].copy_from_slice(&v.to_le_bytes());
             continue;
         }
         let x = read_f32(a.sdt, &ub.data[si..si + ss]);
@@ -554,13 +720,32 @@ pub fn vec(
             VecForm::VV => read_f32(a.sdt, &ub.data[a.src2 as usize + i * ss..]),
             _ => scalar,
         };
+        if a.op.is_compare() {
+            let t = match a.op {
+                VecOp::CmpEq => x == y,
+                VecOp::CmpNe => x != y,
+                VecOp::CmpLt => x < y,
+                VecOp::CmpLe => x <= y,
+                VecOp::CmpGt => x > y,
+                _ => x >= y,
+            };
+            ub.data[di] = t as u8;
+            continue;
+        }
         let v = match a.op {
             VecOp::Add => x + y,
             VecOp::Sub => x - y,
             VecOp::Mul => x * y,
             VecOp::Div => x / y,
-            VecOp::Max => x.max(y),
-            VecOp::Min => x.min(y),
+            VecOp::Max => fmax(x, y),
+            VecOp::Min => fmin(x, y),
+            // C `fmod`: the sign of the dividend, exact.
+            VecOp::Rem => x % y,
+            VecOp::Neg => -x,
+            VecOp::Floor => x.floor(),
+            VecOp::Ceil => x.ceil(),
+            VecOp::Round => x.round_ties_even(),
+            VecOp::Trunc => x.trunc(),
             VecOp::Abs => x.abs(),
             VecOp::Exp => x.exp(),
             VecOp::Ln => x.ln(),
@@ -568,7 +753,8 @@ pub fn vec(
             VecOp::Rsqrt => 1.0 / x.sqrt(),
             VecOp::Recip => 1.0 / x,
             VecOp::Relu => x.max(0.0),
-            VecOp::Mov | VecOp::Cast => x,
+            VecOp::Mov | VecOp::Cast | VecOp::Dup | VecOp::Sel => x,
+            _ => unreachable!("comparisons are handled above"),
         };
         write_f32(a.ddt, v, &mut ub.data[di..di + ds]);
     }
@@ -593,6 +779,18 @@ pub fn vred(
     ctx.check(cfg, ub, a.src, a.len.saturating_mul(s), s)?;
     ctx.check(cfg, ub, a.dst, s, s)?;
     let s = s as usize;
+    let src = a.src as usize;
+    if let Some(i) = ub.tag[src..src + a.len as usize * s]
+        .iter()
+        .position(|t| t & WRITTEN == 0)
+    {
+        return Err(SimError::UninitRead {
+            pc: ctx.pc,
+            instr: ctx.text(),
+            mem: "UB",
+            addr: (src + i) as u64,
+        });
+    }
     let d = a.dst as usize;
     ub.tag[d..d + s].fill(WRITTEN | REAL);
     if data {
@@ -600,9 +798,81 @@ pub fn vred(
         // Sequential order keeps the result bit-reproducible.
         let r = match a.op {
             RedOp::Sum => vals.fold(0.0f32, |acc, v| acc + v),
-            RedOp::Max => vals.fold(f32::NEG_INFINITY, f32::max),
+            RedOp::Max => vals.fold(f32::NEG_INFINITY, fmax),
+            RedOp::Min => vals.fold(f32::INFINITY, fmin),
+            RedOp::Prod => vals.fold(1.0f32, |acc, v| acc * v),
         };
         write_f32(a.dt, r, &mut ub.data[d..d + s]);
     }
+    Ok(())
+}
+
+/// A scalar `LD`/`ST` access: `R[base] + offset` in GM or UB, one element of `dt`.
+pub struct ScalarAccess {
+    pub mem: Mem,
+    pub dt: DType,
+    pub addr: i64,
+}
+
+/// Checks a scalar access: GM or UB only, in bounds, naturally aligned.
+fn check_scalar(m: &MemBuf, a: &ScalarAccess, ctx: &ErrCtx) -> Result<usize> {
+    if !matches!(a.mem, Mem::Gm | Mem::Ub) {
+        return Err(ctx.bad(format!("the scalar unit reaches GM and UB, not {}", a.mem)));
+    }
+    let size = a.dt.size();
+    let end = (a.addr as u64).saturating_add(size);
+    if a.addr < 0 || end > m.len() {
+        return Err(SimError::OutOfBounds {
+            pc: ctx.pc,
+            instr: ctx.text(),
+            mem: m.kind.name(),
+            addr: a.addr as u64,
+            end,
+            size: m.len(),
+        });
+    }
+    // `%` rather than `is_multiple_of`, which is newer than the workspace MSRV (1.85).
+    #[allow(clippy::manual_is_multiple_of)]
+    if a.addr as u64 % size != 0 {
+        return Err(SimError::Misaligned {
+            pc: ctx.pc,
+            instr: ctx.text(),
+            mem: m.kind.name(),
+            addr: a.addr as u64,
+            align: size,
+        });
+    }
+    Ok(a.addr as usize)
+}
+
+/// Executes `LD`: the element, sign-extended for signed ints and zero-extended otherwise.
+pub fn scalar_load(m: &MemBuf, a: &ScalarAccess, ctx: &ErrCtx) -> Result<u64> {
+    let at = check_scalar(m, a, ctx)?;
+    let n = a.dt.size() as usize;
+    if let Some(i) = m.tag[at..at + n].iter().position(|t| t & WRITTEN == 0) {
+        return Err(SimError::UninitRead {
+            pc: ctx.pc,
+            instr: ctx.text(),
+            mem: m.kind.name(),
+            addr: (at + i) as u64,
+        });
+    }
+    let mut w = [0u8; 8];
+    w[..n].copy_from_slice(&m.data[at..at + n]);
+    let raw = u64::from_le_bytes(w);
+    let bits = 8 * n as u32;
+    Ok(if a.dt.is_signed_int() && bits < 64 {
+        (((raw << (64 - bits)) as i64) >> (64 - bits)) as u64
+    } else {
+        raw
+    })
+}
+
+/// Executes `ST`: the low bytes of `value`.
+pub fn scalar_store(m: &mut MemBuf, a: &ScalarAccess, value: u64, ctx: &ErrCtx) -> Result<()> {
+    let at = check_scalar(m, a, ctx)?;
+    let n = a.dt.size() as usize;
+    m.data[at..at + n].copy_from_slice(&value.to_le_bytes()[..n]);
+    m.tag[at..at + n].fill(WRITTEN | REAL);
     Ok(())
 }

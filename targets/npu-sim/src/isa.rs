@@ -58,16 +58,21 @@ named_enum!(
 
 named_enum!(
     /// Element types.
-    DType { F16 = 0, "f16"; Bf16 = 1, "bf16"; F32 = 2, "f32"; I8 = 3, "i8"; I32 = 4, "i32"; }
+    DType { F16 = 0, "f16"; Bf16 = 1, "bf16"; F32 = 2, "f32"; I8 = 3, "i8"; I32 = 4, "i32";
+            U8 = 5, "u8"; I16 = 6, "i16"; U16 = 7, "u16"; U32 = 8, "u32"; I64 = 9, "i64"; U64 = 10, "u64"; }
 );
 
 impl DType {
     pub fn size(self) -> u64 {
         match self {
-            DType::F16 | DType::Bf16 => 2,
-            DType::F32 | DType::I32 => 4,
-            DType::I8 => 1,
+            DType::F16 | DType::Bf16 | DType::I16 | DType::U16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::I8 | DType::U8 => 1,
+            DType::I64 | DType::U64 => 8,
         }
+    }
+    pub fn is_signed_int(self) -> bool {
+        matches!(self, DType::I8 | DType::I16 | DType::I32 | DType::I64)
     }
     pub fn is_float(self) -> bool {
         matches!(self, DType::F16 | DType::Bf16 | DType::F32)
@@ -78,30 +83,42 @@ named_enum!(
     /// Scalar ALU operations (`ALU` register form and `ALUI` immediate form).
     AluOp { Add = 0, "ADD"; Sub = 1, "SUB"; Mul = 2, "MUL"; Div = 3, "DIV"; Rem = 4, "REM";
             Min = 5, "MIN"; Max = 6, "MAX"; Shl = 7, "SHL"; Shr = 8, "SHR"; And = 9, "AND";
-            Or = 10, "OR"; Xor = 11, "XOR"; }
+            Or = 10, "OR"; Xor = 11, "XOR"; Sra = 12, "SRA"; Divu = 13, "DIVU"; Remu = 14, "REMU";
+            Minu = 15, "MINU"; Maxu = 16, "MAXU"; }
 );
 
 named_enum!(
     /// Branch conditions; comparisons are signed 64-bit.
-    Cond { Eq = 0, "BEQ"; Ne = 1, "BNE"; Lt = 2, "BLT"; Ge = 3, "BGE"; }
+    Cond { Eq = 0, "BEQ"; Ne = 1, "BNE"; Lt = 2, "BLT"; Ge = 3, "BGE"; Ltu = 4, "BLTU"; Geu = 5, "BGEU"; }
 );
 
 named_enum!(
     /// Vector elementwise operations.
     VecOp { Add = 0, "ADD"; Sub = 1, "SUB"; Mul = 2, "MUL"; Div = 3, "DIV"; Max = 4, "MAX"; Min = 5, "MIN";
+            Rem = 6, "REM"; CmpEq = 7, "CMPEQ"; CmpNe = 8, "CMPNE"; CmpLt = 9, "CMPLT"; CmpLe = 10, "CMPLE";
+            CmpGt = 11, "CMPGT"; CmpGe = 12, "CMPGE"; Sel = 13, "SEL";
             Abs = 16, "ABS"; Exp = 17, "EXP"; Ln = 18, "LN"; Sqrt = 19, "SQRT"; Rsqrt = 20, "RSQRT";
-            Recip = 21, "RECIP"; Relu = 22, "RELU"; Mov = 23, "MOV"; Cast = 24, "CAST"; }
+            Recip = 21, "RECIP"; Relu = 22, "RELU"; Mov = 23, "MOV"; Cast = 24, "CAST"; Neg = 25, "NEG";
+            Floor = 26, "FLOOR"; Ceil = 27, "CEIL"; Round = 28, "ROUND"; Trunc = 29, "TRUNC"; Dup = 30, "DUP"; }
 );
 
 impl VecOp {
     pub fn is_binary(self) -> bool {
         (self as u8) < 16
     }
+    /// Comparisons write a `u8` mask (1 where the comparison holds) from `sdt` operands.
+    pub fn is_compare(self) -> bool {
+        (VecOp::CmpEq as u8..=VecOp::CmpGe as u8).contains(&(self as u8))
+    }
+    /// Whether the op takes two different dtypes (`sdt->ddt`).
+    pub fn converts(self) -> bool {
+        self == VecOp::Cast || self.is_compare()
+    }
 }
 
 named_enum!(
     /// Vector reductions.
-    RedOp { Sum = 0, "SUM"; Max = 1, "MAX"; }
+    RedOp { Sum = 0, "SUM"; Max = 1, "MAX"; Min = 2, "MIN"; Prod = 3, "PROD"; }
 );
 
 /// The form of a binary VEC op: vector-vector, or vector with a scalar broadcast
@@ -180,7 +197,8 @@ pub enum Instr {
         cdt: DType,
         regs: [u8; 7],
     },
-    /// Registers: dst, src1, src2 (binary only), len; optional mask.
+    /// Registers: dst, src1, src2 (binary only), len; optional mask; `cond` (the `u8` mask
+    /// address) for `SEL` only.
     Vec {
         op: VecOp,
         form: VecForm,
@@ -191,6 +209,7 @@ pub enum Instr {
         src2: Option<u8>,
         len: u8,
         mask: Option<u8>,
+        cond: Option<u8>,
     },
     /// Registers: dst, src, len.
     Vred {
@@ -199,6 +218,23 @@ pub enum Instr {
         dst: u8,
         src: u8,
         len: u8,
+    },
+    /// `LD mem dt rd, rb, imm`: scalar load of one element at `R[rb] + imm` in GM or UB,
+    /// sign-extended for signed ints, zero-extended otherwise.
+    Ld {
+        mem: Mem,
+        dt: DType,
+        rd: u8,
+        base: u8,
+        offset: i32,
+    },
+    /// `ST mem dt rs, rb, imm`: scalar store of the low bits of `R[rs]`.
+    St {
+        mem: Mem,
+        dt: DType,
+        rs: u8,
+        base: u8,
+        offset: i32,
     },
 }
 
@@ -211,6 +247,8 @@ mod opc {
     pub const BR: u8 = 0x05;
     pub const JMP: u8 = 0x06;
     pub const DBNZ: u8 = 0x07;
+    pub const LD: u8 = 0x08;
+    pub const ST: u8 = 0x09;
     pub const SET_FLAG: u8 = 0x10;
     pub const WAIT_FLAG: u8 = 0x11;
     pub const BARRIER: u8 = 0x12;
@@ -373,6 +411,7 @@ impl Instr {
                 src2,
                 len,
                 mask,
+                cond,
             } => {
                 let mut w = Word::new(opc::VEC);
                 w.sub = op.code();
@@ -383,6 +422,32 @@ impl Instr {
                 w.r[2] = src2.unwrap_or(NO_REG);
                 w.r[3] = *len;
                 w.r[4] = mask.unwrap_or(NO_REG);
+                w.r[5] = cond.unwrap_or(NO_REG);
+                w
+            }
+            Instr::Ld {
+                mem,
+                dt,
+                rd: r,
+                base,
+                offset,
+            }
+            | Instr::St {
+                mem,
+                dt,
+                rs: r,
+                base,
+                offset,
+            } => {
+                let mut w = Word::new(if matches!(self, Instr::Ld { .. }) {
+                    opc::LD
+                } else {
+                    opc::ST
+                });
+                w.dt = dt.code();
+                w.mem = mem.code();
+                w.r[..2].copy_from_slice(&[*r, *base]);
+                w.imm = *offset;
                 w
             }
             Instr::Vred {
@@ -558,7 +623,11 @@ impl Instr {
                 if op.is_binary() == (form == VecForm::Unary) {
                     return Err(err(format!("VEC op {op} does not take form {form:?}")));
                 }
-                for (i, &r) in w.r.iter().enumerate().skip(5) {
+                let cond = opt_reg(w.r[5])?;
+                if cond.is_some() != (op == VecOp::Sel) {
+                    return Err(err("VEC cond register present iff the op is SEL".into()));
+                }
+                for (i, &r) in w.r.iter().enumerate().skip(6) {
                     if r != NO_REG {
                         return Err(err(format!(
                             "unused register field {i} is {r:#x}, must be 0xff"
@@ -570,7 +639,7 @@ impl Instr {
                     return Err(err("VEC src2 register present iff the op is binary".into()));
                 }
                 let (sdt, ddt) = (dtype(w.dt >> 4)?, dtype(w.dt & 15)?);
-                if op != VecOp::Cast && sdt != ddt {
+                if !op.converts() && sdt != ddt {
                     return Err(err(format!("VEC {op} with two dtypes")));
                 }
                 let need = |r: u8| opt_reg(r)?.ok_or_else(|| err("missing VEC register".into()));
@@ -584,6 +653,7 @@ impl Instr {
                     src2,
                     len: need(w.r[3])?,
                     mask: opt_reg(w.r[4])?,
+                    cond,
                 }
             }
             opc::VRED => {
@@ -601,6 +671,31 @@ impl Instr {
                     dst: w.r[0],
                     src: w.r[1],
                     len: w.r[2],
+                }
+            }
+            opc::LD | opc::ST => {
+                regs(2)?;
+                unused(true, false, false, false)?;
+                if w.dt >> 4 != 0 || w.mem >> 4 != 0 {
+                    return Err(err("LD/ST use only the low dtype and memory nibbles".into()));
+                }
+                let (mem, dt) = (mem(w.mem)?, dtype(w.dt)?);
+                if w.opcode == opc::LD {
+                    Instr::Ld {
+                        mem,
+                        dt,
+                        rd: w.r[0],
+                        base: w.r[1],
+                        offset: w.imm,
+                    }
+                } else {
+                    Instr::St {
+                        mem,
+                        dt,
+                        rs: w.r[0],
+                        base: w.r[1],
+                        offset: w.imm,
+                    }
                 }
             }
             o => return Err(err(format!("unknown opcode {o:#04x}"))),

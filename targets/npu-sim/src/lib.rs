@@ -4,6 +4,10 @@
 //! functional and a cycle-approximate mode (`sim`, `exec`, `report`).
 //! Start with [`run_kernel`]; the ISA manual is `docs/npu-sim-isa.md`.
 //!
+//! As a Tessera target: [`NpuSim`] (feature `compiler`, on by default) compiles kernel IR to
+//! the ISA ([`codegen`]) and [`NpuSimDevice`] runs the blobs ([`blob`]) on the simulator. The
+//! device side needs no compiler crate.
+//!
 //! ```
 //! use tessera_npu_sim::{run_kernel, KernelArgs, Mode, TargetConfig};
 //! let target = TargetConfig::default_target().unwrap();
@@ -12,8 +16,14 @@
 //! ```
 
 pub mod asm;
+pub mod blob;
 pub mod cli;
+#[cfg(feature = "compiler")]
+pub mod codegen;
+#[cfg(feature = "compiler")]
+mod compiler;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod exec;
 pub mod isa;
@@ -23,7 +33,10 @@ pub mod report;
 pub mod sim;
 
 pub use asm::{assemble, disassemble};
+#[cfg(feature = "compiler")]
+pub use compiler::NpuSim;
 pub use config::TargetConfig;
+pub use device::{LaunchReport, NpuSimDevice};
 pub use error::{Result, SimError};
 pub use isa::{decode_program, encode_program, DType, Instr, Mem, Pipe};
 pub use npy::NdArray;

@@ -60,18 +60,12 @@ impl NdArray {
         }
     }
 
-    /// Elements as f32 (exact for f16, bf16, i8; i32 rounds).
+    /// Elements as f32 (exact for f16, bf16 and small ints; wide ints round to nearest even).
     pub fn to_f32(&self) -> Vec<f32> {
         let s = self.dtype.size() as usize;
         self.data
             .chunks_exact(s)
-            .map(|b| match self.dtype {
-                DType::F16 => half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
-                DType::Bf16 => half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
-                DType::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                DType::I8 => b[0] as i8 as f32,
-                DType::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
-            })
+            .map(|b| crate::exec::read_f32(self.dtype, b))
             .collect()
     }
 
@@ -86,6 +80,12 @@ fn descr(dt: DType) -> Option<&'static str> {
         DType::F32 => Some("<f4"),
         DType::I8 => Some("|i1"),
         DType::I32 => Some("<i4"),
+        DType::U8 => Some("|u1"),
+        DType::I16 => Some("<i2"),
+        DType::U16 => Some("<u2"),
+        DType::U32 => Some("<u4"),
+        DType::I64 => Some("<i8"),
+        DType::U64 => Some("<u8"),
         // NumPy has no native bfloat16.
         DType::Bf16 => None,
     }

@@ -199,12 +199,46 @@ impl<'t> Machine<'t> {
                         Cond::Ne => a != b,
                         Cond::Lt => a < b,
                         Cond::Ge => a >= b,
+                        Cond::Ltu => (a as u64) < (b as u64),
+                        Cond::Geu => (a as u64) >= (b as u64),
                     };
                     if take {
                         next = *target as usize;
                     }
                 }
                 Instr::Jmp { target } => next = *target as usize,
+                Instr::Ld {
+                    mem,
+                    dt,
+                    rd,
+                    base,
+                    offset,
+                }
+                | Instr::St {
+                    mem,
+                    dt,
+                    rs: rd,
+                    base,
+                    offset,
+                } => {
+                    let ctx = ErrCtx { pc, instr: ins };
+                    let a = exec::ScalarAccess {
+                        mem: *mem,
+                        dt: *dt,
+                        addr: (r(*base) as i64).wrapping_add(*offset as i64),
+                    };
+                    let m = &mut self.mems[*mem as usize];
+                    if matches!(ins, Instr::Ld { .. }) {
+                        self.regs[*rd as usize] = exec::scalar_load(m, &a, &ctx)?;
+                    } else {
+                        exec::scalar_store(m, &a, r(*rd), &ctx)?;
+                    }
+                    self.scalar_t += if *mem == Mem::Gm {
+                        self.cfg.gm_access_cycles
+                    } else {
+                        self.cfg.ub_access_cycles
+                    };
+                }
                 Instr::Dbnz { rd, target } => {
                     let v = r(*rd).wrapping_sub(1);
                     self.regs[*rd as usize] = v;
@@ -306,13 +340,7 @@ impl<'t> Machine<'t> {
                     dst_cols: v[7],
                     scale: scale.map(|s| f32::from_bits(r(s) as u32)),
                 };
-                exec::check_dma_types(
-                    &args,
-                    &ErrCtx {
-                        pc,
-                        instr: &texts(pc),
-                    },
-                )?;
+                exec::check_dma_types(&args, &ErrCtx { pc, instr: ins })?;
                 (edge.pipe, Work::Dma(args))
             }
             Instr::Mma { adt, cdt, regs } => {
@@ -339,6 +367,7 @@ impl<'t> Machine<'t> {
                 src2,
                 len,
                 mask,
+                cond,
             } => {
                 let args = VecArgs {
                     op: *op,
@@ -353,6 +382,10 @@ impl<'t> Machine<'t> {
                     },
                     len: u(*len, "len")?,
                     mask: mask.map(r).unwrap_or(u64::MAX),
+                    cond: match cond {
+                        Some(c) => u(*c, "cond")?,
+                        None => 0,
+                    },
                 };
                 (Pipe::Vec, Work::Vec(args))
             }
@@ -408,6 +441,7 @@ impl<'t> Machine<'t> {
         }
         let seq = self.seq;
         self.seq += 1;
+        let is_set = matches!(work, Work::Set(_));
         let ps = &mut self.pipes[p];
         ps.issued += 1;
         ps.queue.push_back(Pending {
@@ -416,7 +450,15 @@ impl<'t> Machine<'t> {
             issue_t: self.scalar_t,
             work,
         });
-        self.drain(prog)
+        if is_set {
+            return self.drain(prog);
+        }
+        // Every startable head was started before this push, and only a SET can unblock another
+        // pipe; so only this pipe may move now, and only if the new instruction is its head.
+        if self.pipes[p].queue.len() == 1 {
+            while self.try_start(prog, pipe)? {}
+        }
+        Ok(())
     }
 
     /// Starts every head instruction that nothing blocks, until no pipe can move.
@@ -451,10 +493,9 @@ impl<'t> Machine<'t> {
         let Some(head) = self.pipes[p].queue.pop_front() else {
             return Ok(false);
         };
-        let text = format_instr(&prog[head.pc]);
         let ctx = ErrCtx {
             pc: head.pc,
-            instr: &text,
+            instr: &prog[head.pc],
         };
         let cfg = self.cfg;
         let dur = match &head.work {
@@ -589,8 +630,16 @@ fn alu(op: AluOp, a: i64, b: i64) -> Option<i64> {
         AluOp::Add => a.wrapping_add(b),
         AluOp::Sub => a.wrapping_sub(b),
         AluOp::Mul => a.wrapping_mul(b),
-        AluOp::Div => a.checked_div(b)?,
-        AluOp::Rem => a.checked_rem(b)?,
+        // MIN / -1 wraps to MIN (and its remainder is 0); only a zero divisor is an error.
+        AluOp::Div if b == 0 => return None,
+        AluOp::Div => a.wrapping_div(b),
+        AluOp::Rem if b == 0 => return None,
+        AluOp::Rem => a.wrapping_rem(b),
+        AluOp::Divu => (a as u64).checked_div(b as u64)? as i64,
+        AluOp::Remu => (a as u64).checked_rem(b as u64)? as i64,
+        AluOp::Sra => a.wrapping_shr(b as u32 & 63),
+        AluOp::Minu => (a as u64).min(b as u64) as i64,
+        AluOp::Maxu => (a as u64).max(b as u64) as i64,
         AluOp::Min => a.min(b),
         AluOp::Max => a.max(b),
         AluOp::Shl => a.wrapping_shl(b as u32 & 63),

@@ -204,3 +204,102 @@ fn flags_serialise_pipes_in_the_cycle_count() {
     assert!(synced.pipe(Pipe::Cube).unwrap().stall > 0);
     assert_eq!(synced.edge(Mem::Gm, Mem::L1).unwrap().bytes, 128 * 128 * 2);
 }
+
+#[test]
+fn scalar_loads_and_stores_check_memory_bounds_alignment_and_initialisation() {
+    // UB bytes nothing wrote.
+    match run("LI r1, 64\nLD UB i32 r2, r1, 0\nHALT\n") {
+        Err(SimError::UninitRead {
+            pc,
+            mem,
+            addr,
+            ref instr,
+        }) => {
+            assert_eq!((pc, mem, addr), (1, "UB", 64));
+            assert_eq!(instr, "LD UB i32 r2, r1, 0");
+        }
+        other => panic!("expected UninitRead, got {other:?}"),
+    }
+    // A store then a load round-trips, sign-extending i16 and zero-extending u16.
+    let out =
+        run("LI r1, -2\nST UB i16 r1, r0, 32\nLD UB i16 r2, r0, 32\nLD UB u16 r3, r0, 32\nHALT\n")
+            .unwrap();
+    assert_eq!((out.regs[2] as i64, out.regs[3]), (-2, 0xfffe));
+    // Natural alignment only, but that one is enforced.
+    match run("LI r1, 2\nST UB i32 r1, r1, 0\nHALT\n") {
+        Err(SimError::Misaligned {
+            pc,
+            mem,
+            addr,
+            align,
+            ..
+        }) => assert_eq!((pc, mem, addr, align), (1, "UB", 2, 4)),
+        other => panic!("expected Misaligned, got {other:?}"),
+    }
+    // Past the end of the UB (192 KiB), and below address 0.
+    assert!(matches!(
+        run("LI r1, 196608\nST UB u8 r1, r1, 0\nHALT\n"),
+        Err(SimError::OutOfBounds {
+            pc: 1,
+            mem: "UB",
+            ..
+        })
+    ));
+    assert!(matches!(
+        run("LI r1, 0\nLD GM u8 r2, r1, -1\nHALT\n"),
+        Err(SimError::OutOfBounds {
+            pc: 1,
+            mem: "GM",
+            ..
+        })
+    ));
+    // The scalar unit reaches GM and UB only.
+    match run("LI r1, 0\nLD L1 u8 r2, r1, 0\nHALT\n") {
+        Err(SimError::BadOperand { pc, ref msg, .. }) => assert_eq!(
+            (pc, msg.as_str()),
+            (1, "the scalar unit reaches GM and UB, not L1")
+        ),
+        other => panic!("expected BadOperand, got {other:?}"),
+    }
+}
+
+#[test]
+fn new_alu_and_vector_ops_refuse_bad_operands() {
+    // Unsigned division by zero faults; signed MIN / -1 wraps.
+    match run("LI r1, 5\nLI r2, 0\nDIVU r3, r1, r2\nHALT\n") {
+        Err(SimError::BadOperand { pc, ref msg, .. }) => {
+            assert_eq!((pc, msg.as_str()), (2, "DIVU by zero"))
+        }
+        other => panic!("expected BadOperand, got {other:?}"),
+    }
+    let out = run("LI r1, 1\nSHLI r1, r1, 63\nLI r2, -1\nDIV r3, r1, r2\nREM r4, r1, r2\nSRAI r5, r2, 7\nHALT\n").unwrap();
+    assert_eq!(
+        (out.regs[3] as i64, out.regs[4], out.regs[5] as i64),
+        (i64::MIN, 0, -1)
+    );
+    // A compare must write u8, and a VSEL condition must be initialised.
+    let src = "LI r1, 0\nLI r2, 0\nST UB u64 r2, r1, 0\nST UB u64 r2, r1, 8\nLI r4, 4\nLI r5, 64\n\
+               VCMPLT f32->f16 r5, r1, r1, r4\nHALT\n";
+    match run(src) {
+        Err(SimError::BadOperand { pc, ref msg, .. }) => assert_eq!(
+            (pc, msg.as_str()),
+            (6, "the Vector unit has no CMPLT on f32->f16")
+        ),
+        other => panic!("expected BadOperand, got {other:?}"),
+    }
+    let src = "LI r1, 0\nLI r2, 0\nST UB u64 r2, r1, 0\nST UB u64 r2, r1, 8\nLI r4, 4\nLI r5, 64\n\
+               VSEL f32 r1, r1, r1, r4, cond=r5\nHALT\n";
+    assert!(
+        matches!(
+            run(src),
+            Err(SimError::UninitRead {
+                pc: 6,
+                mem: "UB",
+                addr: 64,
+                ..
+            })
+        ),
+        "{:?}",
+        run(src)
+    );
+}

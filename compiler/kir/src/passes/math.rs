@@ -38,7 +38,17 @@ pub fn expand_math(k: &mut Kernel) -> Result<(), KirError> {
 
 /// Emits routine `f` on `args` (all of one float type) and returns the result.
 pub(crate) fn expand_one(b: &mut KernelBuilder, f: MathFn, args: &[Val]) -> Val {
+    expand_one_in(b, f, args, DType::F64)
+}
+
+/// [`expand_one`], with the non-native routines computed in `wide` (f64, or f32 on a target
+/// without f64).
+fn expand_one_in(b: &mut KernelBuilder, f: MathFn, args: &[Val], wide_ty: DType) -> Val {
     let t = b.ty(args[0]);
+    if wide_ty == DType::F32 && t.elem == DType::F32 {
+        let mut m = Mx::new(b, t);
+        return routine(&mut m, f, args);
+    }
     let native_f32 = matches!(
         f,
         MathFn::Exp | MathFn::Log | MathFn::Tanh | MathFn::Sigmoid
@@ -47,13 +57,10 @@ pub(crate) fn expand_one(b: &mut KernelBuilder, f: MathFn, args: &[Val]) -> Val 
         let mut m = Mx::new(b, t);
         return routine(&mut m, f, args);
     }
-    // Through f64: one rounding back to the value's type at the end.
+    // Through f64 (or f32): one rounding back to the value's type at the end.
     let no_sat = CastMode { saturate: false };
-    let wide: Vec<Val> = args
-        .iter()
-        .map(|&a| b.cast(a, DType::F64, no_sat))
-        .collect();
-    let mut m = Mx::new(b, t.with_elem(DType::F64));
+    let wide: Vec<Val> = args.iter().map(|&a| b.cast(a, wide_ty, no_sat)).collect();
+    let mut m = Mx::new(b, t.with_elem(wide_ty));
     let r = routine(&mut m, f, &wide);
     b.cast(r, t.elem, no_sat)
 }
@@ -841,4 +848,24 @@ fn erf(m: &mut Mx<'_>, x: Val) -> Val {
     let y = m.copysign(y, x);
     let isnan = m.is_nan(x);
     m.sel(isnan, x, y)
+}
+
+/// `expand-math` for a target without f64 (npu-sim): every f32 routine runs natively in f32,
+/// and the narrow float formats go through f32 instead of f64. The same routines, evaluated in
+/// f32: a few f32 ulp from libm rather than within one.
+pub fn expand_math_without_f64(k: &mut Kernel) -> Result<(), KirError> {
+    rewrite(k, &mut |b, inst| {
+        let InstKind::Math(f, args) = &inst.kind else {
+            return Ok(Action::Keep);
+        };
+        if b.ty(args[0]).elem == DType::F64 {
+            return Ok(Action::Keep);
+        }
+        Ok(Action::Replace(vec![expand_one_in(
+            b,
+            *f,
+            args,
+            DType::F32,
+        )]))
+    })
 }

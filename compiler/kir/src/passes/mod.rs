@@ -21,7 +21,7 @@ mod rewrite;
 mod tiles;
 
 pub use lowp::legalize_low_precision;
-pub use math::expand_math;
+pub use math::{expand_math, expand_math_without_f64};
 pub use mma::expand_mma;
 pub use tiles::{has_tiles, scalarize_tiles, tile_storage, ScalarizeOptions};
 

@@ -1,0 +1,193 @@
+//! [`NpuSim`]: the compiler side of the npu-sim targets. It checks what the chip cannot run
+//! (dtypes its description lacks), brings each kernel into the backend subset with the shared
+//! passes (math routines in f32, as the chip has no f64), runs [`crate::codegen`] and wraps the program in a [`crate::blob`]. One `NpuSim`
+//! serves every chip of the family: it reads everything from the chip's `target.toml`.
+
+use tessera_kir::{Kernel, KirError};
+use tessera_target::{KernelBlob, Target, TargetDesc, TargetError};
+
+use crate::codegen::{self, CgError};
+use crate::config::TargetConfig;
+
+/// The compiler side of an npu-sim chip.
+pub struct NpuSim {
+    cfg: TargetConfig,
+}
+
+impl NpuSim {
+    /// The chip described by `toml` (`path` names it in errors).
+    pub fn from_toml(toml: &str, path: &str) -> Result<NpuSim, TargetError> {
+        let desc = TargetDesc::parse(toml, path)?;
+        let cfg = TargetConfig::from_desc(desc).map_err(|e| TargetError::Desc {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(NpuSim { cfg })
+    }
+
+    /// The simulator's view of the description.
+    pub fn config(&self) -> &TargetConfig {
+        &self.cfg
+    }
+
+    fn name(&self) -> String {
+        self.cfg.name.clone()
+    }
+
+    fn prepare(&self, kernel: &Kernel) -> Result<Kernel, TargetError> {
+        let codegen_err = |message: String| TargetError::Codegen {
+            target: self.name(),
+            kernel: kernel.name.clone(),
+            message,
+        };
+        tessera_kir::verify(kernel)
+            .map_err(|e| codegen_err(format!("the kernel fails the verifier: {e}")))?;
+        for b in &kernel.bufs {
+            if !self.cfg.desc.has_dtype(b.dtype) {
+                return Err(TargetError::Unsupported {
+                    target: self.name(),
+                    kernel: kernel.name.clone(),
+                    message: format!(
+                        "buffer `{}` holds {}, which the chip does not have",
+                        b.name, b.dtype
+                    ),
+                });
+            }
+        }
+        let mut k = kernel.clone();
+        // `to_backend_subset`, with the math routines computed in f32: the chip has no f64.
+        // A buffer `mma` the Cube can run stays (see `codegen::cube_mma_ok`); if any cannot, all
+        // are expanded into loops.
+        let cfg = &self.cfg;
+        let subset = |k: &mut Kernel| -> Result<(), KirError> {
+            use tessera_kir::passes::*;
+            // An f32 tile product becomes multiply-add loops in f32 (the exact expansion
+            // needs f64, which the chip lacks).
+            // Tiles become vectors as wide as the Vector unit's row (one VEC each).
+            let opts = ScalarizeOptions {
+                vector_bytes: cfg.desc.vector_bytes,
+                blocked_f32_mma: true,
+                block_rows: 4,
+                block_vectors: 1,
+            };
+            scalarize_tiles(k, &opts)?;
+            let mut mmas = Vec::new();
+            collect_mma(&k.body, &mut mmas);
+            let cube = !mmas.is_empty() && mmas.iter().all(|i| codegen::cube_mma_ok(k, i, cfg));
+            if !cube {
+                expand_mma(k)?;
+            }
+            expand_math_without_f64(k)?;
+            expand_math(k)?;
+            // A Cube `mma` reads its f16/bf16 operands as they are in GM, so the low-precision
+            // pass has nothing to do for it; it sees the operands by their storage view while it
+            // runs, and their dtypes are put back after.
+            let types = retype_mma(&mut k.body, &mut None);
+            legalize_low_precision(k)?;
+            retype_mma(&mut k.body, &mut Some(types.into_iter()));
+            tessera_kir::verify(k)?;
+            if cube {
+                Ok(())
+            } else {
+                check_backend_subset(k)
+            }
+        };
+        subset(&mut k).map_err(|e| match e {
+            KirError::Unsupported { .. } => TargetError::Unsupported {
+                target: self.name(),
+                kernel: kernel.name.clone(),
+                message: e.to_string(),
+            },
+            other => codegen_err(format!("`to_backend_subset`: {other}")),
+        })?;
+        Ok(k)
+    }
+
+    /// The program npu-sim makes of `kernel`, as assembly text.
+    pub fn assembly(&self, kernel: &Kernel) -> Result<String, TargetError> {
+        let k = self.prepare(kernel)?;
+        let blob = codegen::compile(&k, &self.cfg).map_err(|e| self.cg_error(kernel, e))?;
+        Ok(crate::asm::disassemble(&blob.program))
+    }
+
+    fn cg_error(&self, kernel: &Kernel, e: CgError) -> TargetError {
+        match e {
+            CgError::Unsupported(message) => TargetError::Unsupported {
+                target: self.name(),
+                kernel: kernel.name.clone(),
+                message,
+            },
+            CgError::Internal(message) => TargetError::Codegen {
+                target: self.name(),
+                kernel: kernel.name.clone(),
+                message,
+            },
+        }
+    }
+}
+
+impl Target for NpuSim {
+    fn desc(&self) -> &TargetDesc {
+        &self.cfg.desc
+    }
+
+    fn compile(&self, kernel: &Kernel) -> Result<KernelBlob, TargetError> {
+        let k = self.prepare(kernel)?;
+        let blob = codegen::compile(&k, &self.cfg).map_err(|e| self.cg_error(kernel, e))?;
+        Ok(KernelBlob {
+            name: kernel.name.clone(),
+            code: blob.encode(),
+        })
+    }
+}
+
+/// Every buffer `mma` of a block, nested blocks included.
+fn collect_mma(b: &tessera_kir::Block, out: &mut Vec<tessera_kir::Inst>) {
+    for i in &b.insts {
+        match &i.kind {
+            tessera_kir::InstKind::Mma { .. } => out.push(i.clone()),
+            tessera_kir::InstKind::For { body, .. } => collect_mma(body, out),
+            tessera_kir::InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                collect_mma(then_blk, out);
+                collect_mma(else_blk, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// With `restore` `None`: renames every `mma`'s narrow float operand dtypes to their storage
+/// view and returns the originals, in walk order. With `Some`, puts those originals back.
+fn retype_mma(
+    b: &mut tessera_kir::Block,
+    restore: &mut Option<std::vec::IntoIter<(tessera_ir::DType, tessera_ir::DType)>>,
+) -> Vec<(tessera_ir::DType, tessera_ir::DType)> {
+    let mut out = Vec::new();
+    for i in &mut b.insts {
+        match &mut i.kind {
+            tessera_kir::InstKind::Mma { a_ty, b_ty, .. } => match restore {
+                Some(it) => {
+                    if let Some((a, bt)) = it.next() {
+                        (*a_ty, *b_ty) = (a, bt);
+                    }
+                }
+                None => {
+                    out.push((*a_ty, *b_ty));
+                    *a_ty = tessera_kir::storage_view(*a_ty).unwrap_or(*a_ty);
+                    *b_ty = tessera_kir::storage_view(*b_ty).unwrap_or(*b_ty);
+                }
+            },
+            tessera_kir::InstKind::For { body, .. } => out.extend(retype_mma(body, restore)),
+            tessera_kir::InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                out.extend(retype_mma(then_blk, restore));
+                out.extend(retype_mma(else_blk, restore));
+            }
+            _ => {}
+        }
+    }
+    out
+}
