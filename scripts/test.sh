@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need (Debian packages, the
-# Python venv with onnx and onnxruntime), generates the ONNX node tests and the example models
-# (both cached), runs every Rust test, conformance ratchets included, fuzzes each parser for a
+# Python venv with onnx and onnxruntime), generates the ONNX node tests, the example models and
+# the com.microsoft contrib-op cases (all cached), runs every Rust test, conformance ratchets included, fuzzes each parser for a
 # bounded time, then builds the Python package and runs its pytest suite.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,6 +9,7 @@ cd "$root"
 scripts/setup-system.sh
 scripts/gen-node-tests.sh
 scripts/make-models.sh
+scripts/make-contrib-tests.sh
 cargo test --workspace --all-features "$@"
 # Fuzz every parser of untrusted bytes for a bounded time (docs/security.md): each target
 # TESSERA_FUZZ_SECONDS seconds (default 20; 0 skips), on the nightly toolchain with cargo-fuzz.

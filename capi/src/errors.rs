@@ -69,7 +69,7 @@ impl CapiError {
                 RuntimeError::Output { .. } => TESSERA_ERR_INVALID_OUTPUT,
                 RuntimeError::Device(_) => TESSERA_ERR_DEVICE,
                 RuntimeError::Io { .. } => TESSERA_ERR_IO,
-                RuntimeError::Data { .. } => TESSERA_ERR_INVALID_DATA,
+                RuntimeError::Data { .. } | RuntimeError::Execution(_) => TESSERA_ERR_INVALID_DATA,
                 RuntimeError::DigestMismatch { .. } => TESSERA_ERR_INVALID_ARTIFACT,
                 RuntimeError::MemoryLimit { .. } => TESSERA_ERR_MEMORY_LIMIT,
             },

@@ -60,7 +60,10 @@ fn runtime_err(e: &RuntimeError, msg: String) -> PyErr {
         RuntimeError::BadArtifact(_) | RuntimeError::DigestMismatch { .. } => {
             InvalidModelError::new_err(msg)
         }
-        RuntimeError::Input { .. } | RuntimeError::Output { .. } | RuntimeError::Data { .. } => {
+        RuntimeError::Input { .. }
+        | RuntimeError::Output { .. }
+        | RuntimeError::Data { .. }
+        | RuntimeError::Execution(_) => {
             InvalidInputError::new_err(msg)
         }
         _ => TesseraError::new_err(msg),

@@ -18,12 +18,14 @@
 use crate::RuntimeError;
 use tessera_ir::DType;
 use tessera_kir::{
-    BufferId, BufferKind, Execution, NodeRecord, Plan, PlanBuffer, PlanIo, Step, TrapSite,
+    BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan,
+    PlanBuffer, PlanIo, Step, TrapSite, Trip,
 };
 
 pub const MAGIC: &[u8; 8] = b"TESSERA\0";
 /// Bumped whenever the payload layout changes; older files are refused, not misread.
-/// Version 2: SHA-256 instead of CRC-32, and the plan's trap table.
+/// Version 2: SHA-256 instead of CRC-32, and the plan's trap table. Step kinds 2-4 (If, Loop,
+/// host ops) were added without a bump: they only add tags, and older files read the same.
 pub const FORMAT_VERSION: u32 = 2;
 
 /// Bytes of the fixed header: magic, version, payload length.
@@ -230,6 +232,10 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
     for (i, b) in plan.buffers.iter().enumerate() {
         let ok = match &b.kind {
             BufferKind::Input(n) => (*n as usize) < plan.inputs.len(),
+            BufferKind::Const(n) if b.dtype == DType::String => plan
+                .consts
+                .get(*n as usize)
+                .is_some_and(|c| tessera_kir::plan::decode_strings(c, b.num_elements()).is_some()),
             BufferKind::Const(n) => plan
                 .consts
                 .get(*n as usize)
@@ -256,34 +262,111 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
             return bad(format!("trap {i} names missing kernel {}", t.kernel));
         }
     }
-    for (s, step) in plan.steps.iter().enumerate() {
+    validate_steps(plan, kernels, &plan.steps, "step")?;
+    Ok(())
+}
+
+/// Checks a step list (nested ones recursively); `at` names where it sits for messages.
+fn validate_steps(
+    plan: &Plan,
+    kernels: &[StoredKernel],
+    steps: &[Step],
+    at: &str,
+) -> Result<(), RuntimeError> {
+    let bad = |m: String| Err(RuntimeError::BadArtifact(m));
+    let check = |b: BufferId| b.0 < plan.buffers.len() as u32;
+    let bytes = |b: BufferId| plan.buffers[b.0 as usize].byte_len();
+    let scalar = |b: BufferId, dtype: DType| {
+        check(b)
+            && plan.buffers[b.0 as usize].dtype == dtype
+            && plan.buffers[b.0 as usize].num_elements() == 1
+    };
+    for (s, step) in steps.iter().enumerate() {
         match step {
             Step::Launch { kernel, args } => {
                 let Some(k) = kernels.get(*kernel as usize) else {
-                    return bad(format!("step {s} launches missing kernel {kernel}"));
+                    return bad(format!("{at} {s} launches missing kernel {kernel}"));
                 };
                 if k.param_bytes.len() != args.len() || !args.iter().all(|&a| check(a)) {
                     return bad(format!(
-                        "step {s}: arguments of kernel `{}` do not match",
+                        "{at} {s}: arguments of kernel `{}` do not match",
                         k.name
                     ));
                 }
                 for (&a, &want) in args.iter().zip(&k.param_bytes) {
-                    if plan.buffers[a.0 as usize].byte_len() != want {
+                    if bytes(a) != want {
                         return bad(format!(
-                            "step {s}: kernel `{}` expects {want} bytes for an argument",
+                            "{at} {s}: kernel `{}` expects {want} bytes for an argument",
                             k.name
                         ));
                     }
                 }
             }
             Step::Copy { src, dst } => {
-                if !check(*src)
-                    || !check(*dst)
-                    || plan.buffers[src.0 as usize].byte_len()
-                        != plan.buffers[dst.0 as usize].byte_len()
+                if !check(*src) || !check(*dst) || bytes(*src) != bytes(*dst) {
+                    return bad(format!("{at} {s}: malformed copy"));
+                }
+            }
+            Step::If {
+                cond,
+                then_steps,
+                else_steps,
+            } => {
+                if !scalar(*cond, DType::Bool) {
+                    return bad(format!(
+                        "{at} {s}: the condition of an If is not a bool scalar"
+                    ));
+                }
+                validate_steps(plan, kernels, then_steps, &format!("{at} {s} (then) step"))?;
+                validate_steps(plan, kernels, else_steps, &format!("{at} {s} (else) step"))?;
+            }
+            Step::Loop(l) => {
+                let ok_trip = match l.trip {
+                    Trip::Buffer(b) => scalar(b, DType::I64),
+                    Trip::Fixed(_) | Trip::Unbounded => true,
+                };
+                let ok_flags = l
+                    .cond
+                    .iter()
+                    .chain(&l.cond_in)
+                    .chain(&l.cond_out)
+                    .all(|&b| scalar(b, DType::Bool))
+                    && l.iter.is_none_or(|b| scalar(b, DType::I64));
+                let ok_carried = l
+                    .carried
+                    .iter()
+                    .all(|&(r, p)| check(r) && check(p) && bytes(r) == bytes(p));
+                let ok_slices = l.scan_in.iter().chain(&l.scan_out).all(|sl| {
+                    check(sl.whole) && check(sl.part) && {
+                        let (w, p) = (bytes(sl.whole), bytes(sl.part));
+                        if p == 0 {
+                            w == 0
+                        } else {
+                            w % p == 0
+                        }
+                    }
+                });
+                if !(ok_trip && ok_flags && ok_carried && ok_slices) {
+                    return bad(format!("{at} {s}: malformed loop"));
+                }
+                validate_steps(
+                    plan,
+                    kernels,
+                    &l.body,
+                    &format!("{at} {s} (loop body) step"),
+                )?;
+            }
+            Step::Host {
+                op,
+                inputs,
+                outputs,
+            } => {
+                let (ins, outs) = crate::select::arity(op);
+                if !ins.contains(&inputs.len())
+                    || !outs.contains(&outputs.len())
+                    || !inputs.iter().flatten().chain(outputs).all(|&b| check(b))
                 {
-                    return bad(format!("step {s}: malformed copy"));
+                    return bad(format!("{at} {s}: malformed host step"));
                 }
             }
         }
@@ -418,24 +501,7 @@ fn encode_plan(w: &mut Writer, p: &Plan) {
             }
         }
     }
-    w.u64(p.steps.len() as u64);
-    for s in &p.steps {
-        match s {
-            Step::Launch { kernel, args } => {
-                w.u8(0);
-                w.u32(*kernel);
-                w.u64(args.len() as u64);
-                for a in args {
-                    w.u32(a.0);
-                }
-            }
-            Step::Copy { src, dst } => {
-                w.u8(1);
-                w.u32(src.0);
-                w.u32(dst.0);
-            }
-        }
-    }
+    encode_steps(w, &p.steps);
     w.u64(p.consts.len() as u64);
     for c in &p.consts {
         w.bytes(c);
@@ -455,6 +521,503 @@ fn encode_plan(w: &mut Writer, p: &Plan) {
         w.str(&t.input);
         w.str(&t.what);
     }
+}
+
+fn encode_steps(w: &mut Writer, steps: &[Step]) {
+    w.u64(steps.len() as u64);
+    for s in steps {
+        match s {
+            Step::Launch { kernel, args } => {
+                w.u8(0);
+                w.u32(*kernel);
+                w.u64(args.len() as u64);
+                for a in args {
+                    w.u32(a.0);
+                }
+            }
+            Step::Copy { src, dst } => {
+                w.u8(1);
+                w.u32(src.0);
+                w.u32(dst.0);
+            }
+            Step::If {
+                cond,
+                then_steps,
+                else_steps,
+            } => {
+                w.u8(2);
+                w.u32(cond.0);
+                encode_steps(w, then_steps);
+                encode_steps(w, else_steps);
+            }
+            Step::Loop(l) => {
+                w.u8(3);
+                match l.trip {
+                    Trip::Buffer(b) => {
+                        w.u8(0);
+                        w.u32(b.0);
+                    }
+                    Trip::Fixed(n) => {
+                        w.u8(1);
+                        w.u64(n);
+                    }
+                    Trip::Unbounded => w.u8(2),
+                }
+                for b in [l.cond, l.iter, l.cond_in, l.cond_out] {
+                    match b {
+                        Some(b) => {
+                            w.u8(1);
+                            w.u32(b.0);
+                        }
+                        None => w.u8(0),
+                    }
+                }
+                encode_steps(w, &l.body);
+                w.u64(l.carried.len() as u64);
+                for (r, p) in &l.carried {
+                    w.u32(r.0);
+                    w.u32(p.0);
+                }
+                for list in [&l.scan_in, &l.scan_out] {
+                    w.u64(list.len() as u64);
+                    for sl in list {
+                        w.u32(sl.whole.0);
+                        w.u32(sl.part.0);
+                        w.u8(sl.reverse as u8);
+                    }
+                }
+            }
+            Step::Host {
+                op,
+                inputs,
+                outputs,
+            } => {
+                w.u8(4);
+                let axis = |w: &mut Writer, a: &Option<i64>| match a {
+                    Some(a) => {
+                        w.u8(1);
+                        w.u64(*a as u64);
+                    }
+                    None => w.u8(0),
+                };
+                match op {
+                    HostOp::NonZero => w.u8(0),
+                    HostOp::Compress { axis: a } => {
+                        w.u8(1);
+                        axis(w, a);
+                    }
+                    HostOp::Unique { axis: a, sorted } => {
+                        w.u8(2);
+                        axis(w, a);
+                        w.u8(*sorted as u8);
+                    }
+                    HostOp::NonMaxSuppression { center_point_box } => {
+                        w.u8(3);
+                        w.u8(*center_point_box as u8);
+                    }
+                    HostOp::StringConcat => w.u8(4),
+                    HostOp::StringEqual => w.u8(5),
+                    HostOp::RegexFullMatch { pattern } => {
+                        w.u8(6);
+                        w.str(pattern);
+                    }
+                    HostOp::StringNormalizer {
+                        case,
+                        case_sensitive,
+                        stopwords,
+                    } => {
+                        w.u8(7);
+                        w.u8(*case);
+                        w.u8(*case_sensitive as u8);
+                        encode_values(w, &HostValues::Strings(stopwords.clone()));
+                    }
+                    HostOp::StringSplit {
+                        delimiter,
+                        maxsplit,
+                    } => {
+                        w.u8(8);
+                        w.str(delimiter);
+                        axis(w, maxsplit);
+                    }
+                    HostOp::LabelEncoder {
+                        keys,
+                        values,
+                        default,
+                    } => {
+                        w.u8(9);
+                        for v in [keys, values, default] {
+                            encode_values(w, v);
+                        }
+                    }
+                    HostOp::TfIdf {
+                        min_gram,
+                        max_gram,
+                        max_skip,
+                        mode,
+                        ngram_counts,
+                        ngram_indexes,
+                        pool,
+                        weights,
+                    } => {
+                        w.u8(10);
+                        for v in [min_gram, max_gram, max_skip] {
+                            w.u64(*v as u64);
+                        }
+                        w.u8(*mode);
+                        encode_values(w, &HostValues::Ints(ngram_counts.clone()));
+                        encode_values(w, &HostValues::Ints(ngram_indexes.clone()));
+                        encode_values(w, pool);
+                        encode_values(w, &HostValues::Floats(weights.clone()));
+                    }
+                    HostOp::TreeEnsemble(t) => {
+                        w.u8(11);
+                        w.u8(t.aggregate);
+                        w.u64(t.n_targets as u64);
+                        for v in [
+                            &t.tree_roots,
+                            &t.feature_ids,
+                            &t.modes,
+                            &t.true_ids,
+                            &t.true_leafs,
+                            &t.false_ids,
+                            &t.false_leafs,
+                            &t.missing_tracks_true,
+                            &t.leaf_targets,
+                        ] {
+                            encode_values(w, &HostValues::Ints(v.clone()));
+                        }
+                        for v in [&t.splits, &t.leaf_weights, &t.membership] {
+                            encode_values(w, &HostValues::Floats(v.clone()));
+                        }
+                    }
+                }
+                w.u64(inputs.len() as u64);
+                for i in inputs {
+                    match i {
+                        Some(b) => {
+                            w.u8(1);
+                            w.u32(b.0);
+                        }
+                        None => w.u8(0),
+                    }
+                }
+                w.u64(outputs.len() as u64);
+                for o in outputs {
+                    w.u32(o.0);
+                }
+            }
+        }
+    }
+}
+
+fn encode_values(w: &mut Writer, v: &HostValues) {
+    match v {
+        HostValues::Strings(s) => {
+            w.u8(0);
+            w.u64(s.len() as u64);
+            for x in s {
+                w.str(x);
+            }
+        }
+        HostValues::Ints(s) => {
+            w.u8(1);
+            w.u64(s.len() as u64);
+            for x in s {
+                w.u64(*x as u64);
+            }
+        }
+        HostValues::Floats(s) => {
+            w.u8(2);
+            w.u64(s.len() as u64);
+            for x in s {
+                w.u64(x.to_bits());
+            }
+        }
+    }
+}
+
+fn decode_values(r: &mut Reader) -> Result<HostValues, RuntimeError> {
+    Ok(match r.u8()? {
+        0 => {
+            let n = r.count(8)?;
+            HostValues::Strings((0..n).map(|_| r.str()).collect::<Result<_, _>>()?)
+        }
+        1 => {
+            let n = r.count(8)?;
+            HostValues::Ints(
+                (0..n)
+                    .map(|_| r.u64().map(|v| v as i64))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        2 => {
+            let n = r.count(8)?;
+            HostValues::Floats(
+                (0..n)
+                    .map(|_| r.u64().map(f64::from_bits))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        _ => {
+            return Err(RuntimeError::BadArtifact(
+                "unknown host-op value list".into(),
+            ))
+        }
+    })
+}
+
+/// How deeply control-flow steps may nest in a file; deeper is refused, not recursed into.
+const MAX_NESTING: usize = 64;
+
+fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError> {
+    let bad = |m: &str| RuntimeError::BadArtifact(m.to_string());
+    if depth > MAX_NESTING {
+        return Err(bad("control flow nested too deeply"));
+    }
+    let ns = r.count(5)?;
+    let mut steps = Vec::with_capacity(ns);
+    for _ in 0..ns {
+        let step = match r.u8()? {
+            0 => {
+                let kernel = r.u32()?;
+                let na = r.count(4)?;
+                let args = (0..na)
+                    .map(|_| r.u32().map(BufferId))
+                    .collect::<Result<_, _>>()?;
+                Step::Launch { kernel, args }
+            }
+            1 => Step::Copy {
+                src: BufferId(r.u32()?),
+                dst: BufferId(r.u32()?),
+            },
+            2 => {
+                let cond = BufferId(r.u32()?);
+                let then_steps = decode_steps(r, depth + 1)?;
+                let else_steps = decode_steps(r, depth + 1)?;
+                Step::If {
+                    cond,
+                    then_steps,
+                    else_steps,
+                }
+            }
+            3 => {
+                let trip = match r.u8()? {
+                    0 => Trip::Buffer(BufferId(r.u32()?)),
+                    1 => Trip::Fixed(r.u64()?),
+                    2 => Trip::Unbounded,
+                    _ => return Err(bad("unknown loop trip kind")),
+                };
+                let mut flags = [None; 4];
+                for f in &mut flags {
+                    *f = match r.u8()? {
+                        0 => None,
+                        1 => Some(BufferId(r.u32()?)),
+                        _ => return Err(bad("bad loop flag")),
+                    };
+                }
+                let [cond, iter, cond_in, cond_out] = flags;
+                let body = decode_steps(r, depth + 1)?;
+                let nc = r.count(8)?;
+                let carried = (0..nc)
+                    .map(|_| Ok((BufferId(r.u32()?), BufferId(r.u32()?))))
+                    .collect::<Result<_, RuntimeError>>()?;
+                let mut lists = [Vec::new(), Vec::new()];
+                for list in &mut lists {
+                    let n = r.count(9)?;
+                    for _ in 0..n {
+                        let whole = BufferId(r.u32()?);
+                        let part = BufferId(r.u32()?);
+                        let reverse = match r.u8()? {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(bad("bad loop slice flag")),
+                        };
+                        list.push(LoopSlice {
+                            whole,
+                            part,
+                            reverse,
+                        });
+                    }
+                }
+                let [scan_in, scan_out] = lists;
+                Step::Loop(Box::new(LoopStep {
+                    trip,
+                    cond,
+                    iter,
+                    cond_in,
+                    cond_out,
+                    body,
+                    carried,
+                    scan_in,
+                    scan_out,
+                }))
+            }
+            4 => {
+                let flag = |r: &mut Reader| -> Result<bool, RuntimeError> {
+                    match r.u8()? {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        _ => Err(bad("bad host-op flag")),
+                    }
+                };
+                let axis = |r: &mut Reader| -> Result<Option<i64>, RuntimeError> {
+                    Ok(if flag(r)? {
+                        Some(r.u64()? as i64)
+                    } else {
+                        None
+                    })
+                };
+                let op = match r.u8()? {
+                    0 => HostOp::NonZero,
+                    1 => HostOp::Compress { axis: axis(r)? },
+                    2 => {
+                        let a = axis(r)?;
+                        HostOp::Unique {
+                            axis: a,
+                            sorted: flag(r)?,
+                        }
+                    }
+                    3 => HostOp::NonMaxSuppression {
+                        center_point_box: flag(r)?,
+                    },
+                    4 => HostOp::StringConcat,
+                    5 => HostOp::StringEqual,
+                    6 => HostOp::RegexFullMatch { pattern: r.str()? },
+                    7 => {
+                        let case = r.u8()?;
+                        let case_sensitive = flag(r)?;
+                        let HostValues::Strings(stopwords) = decode_values(r)? else {
+                            return Err(bad("bad stopwords"));
+                        };
+                        HostOp::StringNormalizer {
+                            case,
+                            case_sensitive,
+                            stopwords,
+                        }
+                    }
+                    8 => {
+                        let delimiter = r.str()?;
+                        HostOp::StringSplit {
+                            delimiter,
+                            maxsplit: axis(r)?,
+                        }
+                    }
+                    9 => HostOp::LabelEncoder {
+                        keys: decode_values(r)?,
+                        values: decode_values(r)?,
+                        default: decode_values(r)?,
+                    },
+                    10 => {
+                        let (min_gram, max_gram, max_skip) =
+                            (r.u64()? as i64, r.u64()? as i64, r.u64()? as i64);
+                        let mode = r.u8()?;
+                        let ints = |r: &mut Reader| match decode_values(r)? {
+                            HostValues::Ints(v) => Ok(v),
+                            _ => Err(bad("bad TfIdf list")),
+                        };
+                        let ngram_counts = ints(r)?;
+                        let ngram_indexes = ints(r)?;
+                        let pool = decode_values(r)?;
+                        let HostValues::Floats(weights) = decode_values(r)? else {
+                            return Err(bad("bad TfIdf weights"));
+                        };
+                        HostOp::TfIdf {
+                            min_gram,
+                            max_gram,
+                            max_skip,
+                            mode,
+                            ngram_counts,
+                            ngram_indexes,
+                            pool,
+                            weights,
+                        }
+                    }
+                    11 => {
+                        let aggregate = r.u8()?;
+                        let n_targets = r.u64()? as i64;
+                        let mut ints: Vec<Vec<i64>> = Vec::with_capacity(9);
+                        for _ in 0..9 {
+                            let HostValues::Ints(v) = decode_values(r)? else {
+                                return Err(bad("bad tree list"));
+                            };
+                            ints.push(v);
+                        }
+                        let mut floats: Vec<Vec<f64>> = Vec::with_capacity(3);
+                        for _ in 0..3 {
+                            let HostValues::Floats(v) = decode_values(r)? else {
+                                return Err(bad("bad tree list"));
+                            };
+                            floats.push(v);
+                        }
+                        let mut i = ints.into_iter();
+                        let mut f = floats.into_iter();
+                        let mut next_i = || i.next().unwrap_or_default();
+                        let (
+                            tree_roots,
+                            feature_ids,
+                            modes,
+                            true_ids,
+                            true_leafs,
+                            false_ids,
+                            false_leafs,
+                            missing_tracks_true,
+                            leaf_targets,
+                        ) = (
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                            next_i(),
+                        );
+                        let mut next_f = || f.next().unwrap_or_default();
+                        let (splits, leaf_weights, membership) = (next_f(), next_f(), next_f());
+                        HostOp::TreeEnsemble(Box::new(tessera_kir::TreeEnsemble {
+                            aggregate,
+                            n_targets,
+                            tree_roots,
+                            feature_ids,
+                            splits,
+                            modes,
+                            true_ids,
+                            true_leafs,
+                            false_ids,
+                            false_leafs,
+                            missing_tracks_true,
+                            leaf_targets,
+                            leaf_weights,
+                            membership,
+                        }))
+                    }
+                    _ => return Err(bad("unknown host op")),
+                };
+                let ni = r.count(1)?;
+                let mut inputs = Vec::with_capacity(ni);
+                for _ in 0..ni {
+                    inputs.push(if flag(r)? {
+                        Some(BufferId(r.u32()?))
+                    } else {
+                        None
+                    });
+                }
+                let no = r.count(4)?;
+                let outputs = (0..no)
+                    .map(|_| r.u32().map(BufferId))
+                    .collect::<Result<_, _>>()?;
+                Step::Host {
+                    op,
+                    inputs,
+                    outputs,
+                }
+            }
+            _ => return Err(bad("unknown step kind")),
+        };
+        steps.push(step);
+    }
+    Ok(steps)
 }
 
 fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
@@ -509,25 +1072,7 @@ fn decode_plan(r: &mut Reader) -> Result<Plan, RuntimeError> {
             }
         }
     }
-    let ns = r.count(5)?;
-    for _ in 0..ns {
-        let step = match r.u8()? {
-            0 => {
-                let kernel = r.u32()?;
-                let na = r.count(4)?;
-                let args = (0..na)
-                    .map(|_| r.u32().map(BufferId))
-                    .collect::<Result<_, _>>()?;
-                Step::Launch { kernel, args }
-            }
-            1 => Step::Copy {
-                src: BufferId(r.u32()?),
-                dst: BufferId(r.u32()?),
-            },
-            _ => return Err(bad("unknown step kind")),
-        };
-        p.steps.push(step);
-    }
+    p.steps = decode_steps(r, 0)?;
     let nc = r.count(8)?;
     for _ in 0..nc {
         p.consts.push(r.bytes()?.to_vec());

@@ -9,6 +9,8 @@ pub mod artifact;
 pub mod device;
 pub mod interp;
 pub mod model;
+mod select;
+mod strings;
 
 pub use artifact::Artifact;
 pub use device::{Device, DeviceError, KernelArg, LoadedKernel, Trapped};
@@ -31,6 +33,10 @@ pub enum RuntimeError {
     Device(DeviceError),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    /// The model's data took a path the compiled plan cannot follow (bad input at run time):
+    /// a loop that ran a different number of iterations than its scan outputs were sized for.
+    #[error("{0}")]
+    Execution(String),
     /// Bad input data found while running: a kernel's data check failed (an index out of
     /// range, a bad size). Names the node, its op, the input and the offending value. No
     /// output of the run is returned.

@@ -7,7 +7,7 @@ use crate::RuntimeError;
 use std::path::Path;
 use std::sync::Arc;
 use tessera_ir::Tensor;
-use tessera_kir::{BufferKind, PlanIo, Step};
+use tessera_kir::{BufferId, BufferKind, HostOp, LoopSlice, LoopStep, PlanIo, Step, Trip};
 
 /// Byte storage aligned to 16 bytes, so vector loads in compiled kernels are safe.
 struct Aligned {
@@ -44,6 +44,8 @@ pub struct Model {
     artifact: Artifact,
     kernels: Vec<Box<dyn LoadedKernel>>,
     consts: Vec<Aligned>,
+    /// The decoded contents of string constants, by constant number.
+    const_strings: std::collections::HashMap<u32, Vec<String>>,
     device: Arc<dyn Device>,
     /// Bytes a run allocates (see [`Model::scratch_bytes`]).
     scratch: u64,
@@ -74,11 +76,29 @@ impl Model {
             .iter()
             .map(|c| Aligned::from_bytes(c))
             .collect();
+        let mut const_strings = std::collections::HashMap::new();
+        for b in artifact
+            .plan
+            .buffers
+            .iter()
+            .filter(|b| b.dtype == tessera_ir::DType::String)
+        {
+            if let BufferKind::Const(n) = b.kind {
+                // Validation checked that these decode.
+                let s = artifact
+                    .plan
+                    .consts
+                    .get(n as usize)
+                    .and_then(|c| tessera_kir::plan::decode_strings(c, b.num_elements()));
+                const_strings.insert(n, s.unwrap_or_default());
+            }
+        }
         let scratch = scratch_bytes(&artifact.plan);
         Ok(Model {
             artifact,
             kernels,
             consts,
+            const_strings,
             device,
             scratch,
             max_memory: None,
@@ -147,13 +167,15 @@ impl Model {
             check_input(io, t)?;
         }
         let bytes: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
+        let strings: Vec<Arc<Vec<String>>> = inputs.iter().map(|t| t.strings.clone()).collect();
         let mut outs = Vec::with_capacity(plan.outputs.len());
-        self.execute(&bytes, &mut |k, b| {
-            outs.push(Tensor::new(
-                plan.outputs[k].dtype,
-                plan.outputs[k].dims.clone(),
-                b.to_vec(),
-            ))
+        self.execute(&bytes, strings, &mut |k, out| {
+            let dtype = plan.outputs[k].dtype;
+            outs.push(match out {
+                Emitted::Bytes(b, dims) => Tensor::new(dtype, dims, b.to_vec()),
+                Emitted::Strings(s, dims) => Tensor::from_strings(dims, s),
+            });
+            Ok(())
         })?;
         Ok(outs)
     }
@@ -197,7 +219,17 @@ impl Model {
                 });
             }
         }
-        self.execute(inputs, &mut |k, b| outputs[k].copy_from_slice(b))
+        let plan_outputs = &plan.outputs;
+        self.execute(inputs, Vec::new(), &mut |k, out| match out {
+            Emitted::Bytes(b, dims) if dims == plan_outputs[k].dims => {
+                outputs[k].copy_from_slice(b);
+                Ok(())
+            }
+            _ => Err(RuntimeError::Output {
+                output: plan_outputs[k].name.clone(),
+                message: "it holds strings or a size known only at run time; use Model::run".into(),
+            }),
+        })
     }
 
     fn check_count(&self, given: usize) -> Result<(), RuntimeError> {
@@ -211,11 +243,13 @@ impl Model {
         Ok(())
     }
 
-    /// Executes the plan on checked input bytes and hands each output's bytes to `emit`, in order.
+    /// Executes the plan on checked input bytes (and the strings of string inputs) and hands
+    /// each output to `emit`, in order, with the dims it has.
     fn execute(
         &self,
         inputs: &[&[u8]],
-        emit: &mut dyn FnMut(usize, &[u8]),
+        input_strings: Vec<Arc<Vec<String>>>,
+        emit: &mut dyn FnMut(usize, Emitted<'_>) -> Result<(), RuntimeError>,
     ) -> Result<(), RuntimeError> {
         let plan = &self.artifact.plan;
         if let Some(limit) = self.max_memory.filter(|&l| self.scratch > l) {
@@ -239,33 +273,151 @@ impl Model {
                 }
             }
         }
-        let mut owned_inputs: Vec<Aligned> =
-            inputs.iter().map(|b| Aligned::from_bytes(b)).collect();
-        let mut ptr_of =
-            |id: tessera_kir::BufferId, slots: &mut Vec<Option<Aligned>>| -> (*mut u8, usize) {
-                let root = plan.root(id);
-                let len = plan.buffer(id).byte_len() as usize;
-                let ptr = match plan.buffer(root).kind {
-                    BufferKind::Input(n) => owned_inputs[n as usize].bytes_mut().as_mut_ptr(),
-                    // Constants are read-only parameters of every kernel that takes them.
-                    BufferKind::Const(n) => self.consts[n as usize].bytes().as_ptr() as *mut u8,
-                    BufferKind::Temp { slot } => slots[slot as usize]
-                        .as_mut()
-                        .map(|a| a.bytes_mut().as_mut_ptr())
-                        .unwrap_or(std::ptr::null_mut()),
-                    BufferKind::Alias(_) => std::ptr::null_mut(),
-                };
-                (ptr, len)
-            };
-        for step in &plan.steps {
+        let inputs: Vec<Aligned> = inputs.iter().map(|b| Aligned::from_bytes(b)).collect();
+        let mut run = Run {
+            model: self,
+            slots,
+            inputs,
+            input_strings,
+            strings: Default::default(),
+            dims: Default::default(),
+        };
+        run.steps(&plan.steps)?;
+        for (k, io) in plan.outputs.iter().enumerate() {
+            // A host op's result has the size it produced, within the plan's capacity.
+            let dims = run
+                .dims
+                .get(&io.buffer.0)
+                .cloned()
+                .unwrap_or_else(|| io.dims.clone());
+            if io.dtype == tessera_ir::DType::String {
+                emit(k, Emitted::Strings(run.strings_of(io.buffer), dims))?;
+                continue;
+            }
+            let (p, n) = run.ptr(io.buffer);
+            if p.is_null() {
+                return Err(RuntimeError::BadArtifact(format!(
+                    "output `{}` is unbacked",
+                    io.name
+                )));
+            }
+            let n = n.min(io.dtype.storage_bytes(dims.iter().product()) as usize);
+            // SAFETY: valid for `n` bytes: the storage lives in `run` and validation checked
+            // lengths against the plan.
+            emit(
+                k,
+                Emitted::Bytes(unsafe { std::slice::from_raw_parts(p, n) }, dims),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One output as [`Model::execute`] hands it over: bytes or strings, with its dims.
+enum Emitted<'a> {
+    Bytes(&'a [u8], Vec<u64>),
+    Strings(Vec<String>, Vec<u64>),
+}
+
+/// The storage of one run and the step interpreter over it.
+struct Run<'m> {
+    model: &'m Model,
+    slots: Vec<Option<Aligned>>,
+    inputs: Vec<Aligned>,
+    input_strings: Vec<Arc<Vec<String>>>,
+    /// Contents of string buffers that host ops wrote, by root buffer.
+    strings: std::collections::HashMap<u32, Vec<String>>,
+    /// The dims host ops produced, by buffer; other buffers have their plan dims.
+    dims: std::collections::HashMap<u32, Vec<u64>>,
+}
+
+impl Run<'_> {
+    /// The storage behind buffer `id` and its byte length; null if unbacked.
+    fn ptr(&mut self, id: BufferId) -> (*mut u8, usize) {
+        let plan = &self.model.artifact.plan;
+        let root = plan.root(id);
+        let len = plan.buffer(id).byte_len() as usize;
+        let ptr = match plan.buffer(root).kind {
+            BufferKind::Input(n) => self.inputs[n as usize].bytes_mut().as_mut_ptr(),
+            // Constants are read-only parameters of every kernel that takes them.
+            BufferKind::Const(n) => self.model.consts[n as usize].bytes().as_ptr() as *mut u8,
+            BufferKind::Temp { slot } => self.slots[slot as usize]
+                .as_mut()
+                .map(|a| a.bytes_mut().as_mut_ptr())
+                .unwrap_or(std::ptr::null_mut()),
+            BufferKind::Alias(_) => std::ptr::null_mut(),
+        };
+        (ptr, len)
+    }
+
+    /// The contents of string buffer `id` (empty strings where nothing was written).
+    fn strings_of(&self, id: BufferId) -> Vec<String> {
+        let plan = &self.model.artifact.plan;
+        let root = plan.root(id);
+        let n = self
+            .dims
+            .get(&id.0)
+            .map_or(plan.buffer(id).num_elements(), |d| d.iter().product())
+            as usize;
+        let mut v = match plan.buffer(root).kind {
+            BufferKind::Input(i) => self
+                .input_strings
+                .get(i as usize)
+                .map(|s| s.as_ref().clone())
+                .unwrap_or_default(),
+            BufferKind::Const(c) => self
+                .model
+                .const_strings
+                .get(&c)
+                .cloned()
+                .unwrap_or_default(),
+            _ => self.strings.get(&root.0).cloned().unwrap_or_default(),
+        };
+        v.resize(n, String::new());
+        v
+    }
+
+    /// The bytes of buffer `id`, copied out.
+    fn read(&mut self, id: BufferId) -> Result<Vec<u8>, RuntimeError> {
+        let (p, n) = self.ptr(id);
+        if p.is_null() {
+            return Err(RuntimeError::BadArtifact(format!(
+                "buffer {} is unbacked",
+                id.0
+            )));
+        }
+        // SAFETY: valid for `n` bytes, as for kernel arguments.
+        Ok(unsafe { std::slice::from_raw_parts(p, n) }.to_vec())
+    }
+
+    /// Writes `bytes` at byte `offset` of buffer `id`; validation sized every write.
+    fn write(&mut self, id: BufferId, offset: usize, bytes: &[u8]) -> Result<(), RuntimeError> {
+        let (p, n) = self.ptr(id);
+        if p.is_null() || offset + bytes.len() > n {
+            return Err(RuntimeError::BadArtifact(format!(
+                "write past buffer {}",
+                id.0
+            )));
+        }
+        // SAFETY: checked just above to lie inside the buffer; `bytes` is a separate copy.
+        unsafe { std::ptr::copy(bytes.as_ptr(), p.add(offset), bytes.len()) };
+        Ok(())
+    }
+
+    fn truthy(&mut self, id: BufferId) -> Result<bool, RuntimeError> {
+        Ok(self.read(id)?.first().is_some_and(|&b| b != 0))
+    }
+
+    fn steps(&mut self, steps: &[Step]) -> Result<(), RuntimeError> {
+        for step in steps {
             match step {
                 Step::Launch { kernel, args } => {
                     let kargs: Vec<KernelArg> = args
                         .iter()
                         .map(|&a| {
-                            let (p, l) = ptr_of(a, &mut slots);
+                            let (p, l) = self.ptr(a);
                             // SAFETY: the pointer comes from storage that lives until the end of
-                            // `execute`, and validation checked lengths against the plan.
+                            // `run`, and validation checked lengths against the plan.
                             unsafe { KernelArg::new(p, l) }
                         })
                         .collect();
@@ -274,22 +426,192 @@ impl Model {
                             "kernel {kernel} has an unbacked argument"
                         )));
                     }
-                    self.kernels[*kernel as usize]
+                    self.model.kernels[*kernel as usize]
                         .launch(&kargs)
-                        .map_err(|e| self.launch_error(*kernel, e))?;
+                        .map_err(|e| self.model.launch_error(*kernel, e))?;
                 }
                 Step::Copy { src, dst } => {
-                    let (s, n) = ptr_of(*src, &mut slots);
-                    let (d, _) = ptr_of(*dst, &mut slots);
+                    let (s, n) = self.ptr(*src);
+                    let (d, _) = self.ptr(*dst);
+                    if s.is_null() || d.is_null() {
+                        return Err(RuntimeError::BadArtifact(
+                            "a copy names an unbacked buffer".into(),
+                        ));
+                    }
                     // SAFETY: both are valid for `n` bytes; `copy` tolerates overlap.
                     unsafe { std::ptr::copy(s, d, n) };
                 }
+                Step::If {
+                    cond,
+                    then_steps,
+                    else_steps,
+                } => {
+                    if self.truthy(*cond)? {
+                        self.steps(then_steps)?;
+                    } else {
+                        self.steps(else_steps)?;
+                    }
+                }
+                Step::Loop(l) => self.run_loop(l)?,
+                Step::Host {
+                    op,
+                    inputs,
+                    outputs,
+                } => self.run_host(op, inputs, outputs)?,
             }
         }
-        for (k, io) in plan.outputs.iter().enumerate() {
-            let (p, n) = ptr_of(io.buffer, &mut slots);
-            // SAFETY: valid for `n` bytes as above.
-            emit(k, unsafe { std::slice::from_raw_parts(p, n) });
+        Ok(())
+    }
+
+    fn run_host(
+        &mut self,
+        op: &HostOp,
+        inputs: &[Option<BufferId>],
+        outputs: &[BufferId],
+    ) -> Result<(), RuntimeError> {
+        let plan = &self.model.artifact.plan;
+        let mut data = Vec::with_capacity(inputs.len());
+        for i in inputs {
+            data.push(match i {
+                Some(b) => {
+                    let dims = self
+                        .dims
+                        .get(&b.0)
+                        .cloned()
+                        .unwrap_or_else(|| plan.buffer(*b).dims.clone());
+                    let dtype = plan.buffer(*b).dtype;
+                    let strings = if dtype == tessera_ir::DType::String {
+                        self.strings_of(*b)
+                    } else {
+                        Vec::new()
+                    };
+                    Some((dtype, dims, self.read(*b)?, strings))
+                }
+                None => None,
+            });
+        }
+        let ins: Vec<Option<crate::select::HostIn>> = data
+            .iter()
+            .map(|d| {
+                d.as_ref().map(|(dtype, dims, bytes, strings)| {
+                    crate::select::HostIn::new(*dtype, dims, bytes, strings)
+                })
+            })
+            .collect();
+        let out_dtypes: Vec<tessera_ir::DType> =
+            outputs.iter().map(|&b| plan.buffer(b).dtype).collect();
+        let outs = crate::select::run(op, &ins, &out_dtypes)
+            .map_err(|m| RuntimeError::Execution(format!("{op:?}: {m}")))?;
+        for (&b, out) in outputs.iter().zip(outs) {
+            if plan.buffer(b).dtype == tessera_ir::DType::String {
+                // String storage is host memory, sized by the result itself.
+                self.strings.insert(plan.root(b).0, out.strings);
+                self.dims.insert(b.0, out.dims);
+                continue;
+            }
+            let cap = plan.buffer(b).byte_len() as usize;
+            if out.bytes.len() > cap {
+                return Err(RuntimeError::Execution(format!(
+                    "{op:?}: result `{}` needs {} bytes, more than the {cap} the plan allocated",
+                    plan.buffer(b).name,
+                    out.bytes.len()
+                )));
+            }
+            self.write(b, 0, &out.bytes)?;
+            self.dims.insert(b.0, out.dims);
+        }
+        Ok(())
+    }
+
+    fn run_loop(&mut self, l: &LoopStep) -> Result<(), RuntimeError> {
+        let plan = &self.model.artifact.plan;
+        let trip = match l.trip {
+            Trip::Buffer(b) => {
+                let v = self.read(b)?;
+                let m = i64::from_le_bytes(
+                    v.get(..8).and_then(|s| s.try_into().ok()).unwrap_or([0; 8]),
+                );
+                Some(m.max(0) as u64)
+            }
+            Trip::Fixed(n) => Some(n),
+            Trip::Unbounded => None,
+        };
+        let mut cond = match l.cond {
+            Some(c) => self.truthy(c)?,
+            None => true,
+        };
+        let parts = |sl: &LoopSlice| {
+            let p = plan.buffer(sl.part).byte_len();
+            (
+                p as usize,
+                plan.buffer(sl.whole).byte_len().checked_div(p).unwrap_or(0),
+            )
+        };
+        let mut i: u64 = 0;
+        while cond && trip.is_none_or(|m| i < m) {
+            for sl in l.scan_out.iter() {
+                if i >= parts(sl).1 {
+                    return Err(RuntimeError::Execution(format!(
+                        "a loop ran more than the {} iterations its scan output `{}` was sized for at compile time",
+                        parts(sl).1,
+                        plan.buffer(sl.whole).name
+                    )));
+                }
+            }
+            if let Some(b) = l.iter {
+                self.write(b, 0, &(i as i64).to_le_bytes())?;
+            }
+            if let Some(b) = l.cond_in {
+                self.write(b, 0, &[u8::from(cond)])?;
+            }
+            for sl in &l.scan_in {
+                let (n, count) = parts(sl);
+                let k = if sl.reverse {
+                    count.saturating_sub(i + 1)
+                } else {
+                    i
+                } as usize;
+                let whole = self.read(sl.whole)?;
+                let chunk = whole
+                    .get(k * n..(k + 1) * n)
+                    .ok_or_else(|| RuntimeError::BadArtifact("scan input too short".into()))?
+                    .to_vec();
+                self.write(sl.part, 0, &chunk)?;
+            }
+            self.steps(&l.body)?;
+            for sl in &l.scan_out {
+                let (n, count) = parts(sl);
+                let k = if sl.reverse {
+                    count.saturating_sub(i + 1)
+                } else {
+                    i
+                } as usize;
+                let part = self.read(sl.part)?;
+                self.write(sl.whole, k * n, &part)?;
+            }
+            // Read every carried result before writing any parameter: a body may swap them.
+            let results = l
+                .carried
+                .iter()
+                .map(|&(r, _)| self.read(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (&(_, p), bytes) in l.carried.iter().zip(results) {
+                self.write(p, 0, &bytes)?;
+            }
+            cond = match l.cond_out {
+                Some(c) => self.truthy(c)?,
+                None => true,
+            };
+            i += 1;
+        }
+        for sl in &l.scan_out {
+            let count = parts(sl).1;
+            if i != count {
+                return Err(RuntimeError::Execution(format!(
+                    "a loop ended after {i} iterations, but its scan output `{}` was sized for {count} at compile time (the plan's shapes are static)",
+                    plan.buffer(sl.whole).name
+                )));
+            }
         }
         Ok(())
     }

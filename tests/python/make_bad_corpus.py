@@ -145,3 +145,21 @@ out = helper.make_tensor_value_info("out", f32, [1, 3])
 save("gather_const_oob.onnx", helper.make_graph([helper.make_node("Gather", ["data", "seven"], ["out"], name="gather_const")], "gconst", [data], [out], initializer=[seven]), opset=18)
 
 print("wrote corpus to", OUT)
+
+# Control flow: an If on a run-time condition whose branches read the outer `x` (valid), and a
+# Loop whose carried value doubles in length each iteration (refused: the plan is static).
+cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+then_g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [], [helper.make_tensor_value_info("t", f32, [2, 3])])
+else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", f32, [2, 3])])
+save("good_if.onnx", helper.make_graph(
+    [helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)], "good_if", [cond, x], [y]))
+body = helper.make_graph(
+    [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Concat", ["v_in", "v_in"], ["v_out"], axis=0)],
+    "grow",
+    [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+     helper.make_tensor_value_info("v_in", f32, None)],
+    [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", f32, None)])
+m = helper.make_tensor_value_info("m", TensorProto.INT64, [])
+save("loop_grows.onnx", helper.make_graph(
+    [helper.make_node("Loop", ["m", "", "x"], ["y"], name="grow", body=body)], "loop_grows", [m, x],
+    [helper.make_tensor_value_info("y", f32, None)]))

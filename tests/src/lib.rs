@@ -34,27 +34,69 @@ pub fn models() -> PathBuf {
     dir
 }
 
+/// The com.microsoft contrib-op cases with onnxruntime's outputs; panics with the command to
+/// run if they are missing.
+pub fn contrib_tests() -> PathBuf {
+    let dir = root().join("tests/data/contrib");
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run scripts/make-contrib-tests.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
 fn jobs() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
 }
 
-/// The conformance ratchet for `target`: every test in `tests/conformance/<target>.pass` must
-/// still pass. With `TESSERA_BLESS=1` it runs the whole suite instead and rewrites the list
-/// with everything that passes now (review the diff: a shrinking list is a regression).
+/// The model folders the `onnx` wheel ships (`pytorch-converted`, `pytorch-operator`, `simple`),
+/// found in the project's venv; panics with the command to run if it is missing.
+pub fn onnx_wheel_data(folder: &str) -> PathBuf {
+    let lib = root().join(".venv/lib");
+    let found = std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let d = e
+                .path()
+                .join("site-packages/onnx/backend/test/data")
+                .join(folder);
+            d.is_dir().then_some(d)
+        });
+    found.unwrap_or_else(|| panic!("onnx's `{folder}` test data is missing under {}: run scripts/setup-python.sh (scripts/test.sh does)", lib.display()))
+}
+
+/// The conformance ratchet for `target` on the node tests: every test in
+/// `tests/conformance/<target>.pass` must still pass.
 pub fn ratchet(target: &str) {
-    let list = root().join(format!("tests/conformance/{target}.pass"));
-    let data = node_tests();
+    ratchet_on(
+        target,
+        &node_tests(),
+        &format!("{target}.pass"),
+        "ONNX node tests",
+    );
+}
+
+/// The conformance ratchet for `target` on the cases under `data`: every test in
+/// `tests/conformance/<list>` must still pass. With `TESSERA_BLESS=1` it runs every case instead
+/// and rewrites the list with everything that passes now (review the diff: a shrinking list is
+/// a regression).
+pub fn ratchet_on(target: &str, data: &std::path::Path, list_name: &str, what: &str) {
+    let list = root().join("tests/conformance").join(list_name);
     if std::env::var_os("TESSERA_BLESS").is_some() {
-        let results = conformance::run_suite(&data, target, None, jobs(), None).expect("run suite");
+        let results = conformance::run_suite(data, target, None, jobs(), None).expect("run suite");
         let passing: Vec<&str> = results
             .iter()
             .filter(|r| r.status == Status::Pass)
             .map(|r| r.name.as_str())
             .collect();
         let mut text = format!(
-            "# ONNX node tests that pass on `{target}` (onnx 1.23.2). CI fails if one stops passing.\n# Regenerate with TESSERA_BLESS=1 cargo test -p tessera-tests --test conformance.\n"
+            "# {what} that pass on `{target}` (onnx 1.23.2). CI fails if one stops passing.\n# Regenerate with TESSERA_BLESS=1 cargo test -p tessera-tests --test conformance.\n"
         );
         for p in &passing {
             text.push_str(p);
@@ -63,15 +105,19 @@ pub fn ratchet(target: &str) {
         std::fs::write(&list, text).expect("write pass list");
         let s = conformance::summary(&results);
         eprintln!(
-            "{target}: {} of {} pass; {s:?}",
+            "{target} on {}: {} of {} pass; {s:?}",
+            data.display(),
             passing.len(),
             results.len()
         );
+        for r in results.iter().filter(|r| r.status != Status::Pass) {
+            eprintln!("  {} [{}]: {}", r.name, r.status.name(), r.message);
+        }
         return;
     }
     let listed = conformance::read_pass_list(&list).expect("read pass list");
     let results =
-        conformance::run_suite(&data, target, None, jobs(), Some(&listed)).expect("run suite");
+        conformance::run_suite(data, target, None, jobs(), Some(&listed)).expect("run suite");
     let found: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
     let missing: Vec<&String> = listed
         .iter()

@@ -1,4 +1,5 @@
-//! The conformance ratchets: each target's committed pass list must keep passing.
+//! The conformance ratchets: each target's committed pass list must keep passing, on the
+//! node tests and on the model folders the `onnx` wheel ships (legacy-opset exports).
 
 #[test]
 fn host_pass_list_still_passes() {
@@ -8,6 +9,40 @@ fn host_pass_list_still_passes() {
 #[test]
 fn interp_pass_list_still_passes() {
     tessera_tests::ratchet("interp");
+}
+
+/// The legacy-opset model folders, on both reference targets.
+fn wheel_folder(folder: &str) {
+    let data = tessera_tests::onnx_wheel_data(folder);
+    for target in ["host", "interp"] {
+        let what = format!("Models of the onnx wheel's `{folder}` folder");
+        tessera_tests::ratchet_on(target, &data, &format!("{folder}.{target}.pass"), &what);
+    }
+}
+
+#[test]
+fn pytorch_converted_pass_lists_still_pass() {
+    wheel_folder("pytorch-converted");
+}
+
+#[test]
+fn pytorch_operator_pass_lists_still_pass() {
+    wheel_folder("pytorch-operator");
+}
+
+#[test]
+fn simple_pass_lists_still_pass() {
+    wheel_folder("simple");
+}
+
+/// The com.microsoft contrib ops against onnxruntime's outputs, on both reference targets.
+#[test]
+fn contrib_pass_lists_still_pass() {
+    let data = tessera_tests::contrib_tests();
+    for target in ["host", "interp"] {
+        let what = "com.microsoft contrib-op cases (tests/python/make_contrib_tests.py, outputs from onnxruntime)";
+        tessera_tests::ratchet_on(target, &data, &format!("contrib.{target}.pass"), what);
+    }
 }
 
 #[test]

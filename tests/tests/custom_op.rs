@@ -40,19 +40,30 @@ fn scale_of_model() -> Vec<f32> {
         },
     )
     .unwrap();
-    let v = g.values.iter().find(|v| v.name == "scale").expect("the scale initializer");
+    let v = g
+        .values
+        .iter()
+        .find(|v| v.name == "scale")
+        .expect("the scale initializer");
     let t = v.konst.as_ref().expect("a constant");
-    (0..t.num_elements()).map(|i| t.get_f64(i).unwrap() as f32).collect()
+    (0..t.num_elements())
+        .map(|i| t.get_f64(i).unwrap() as f32)
+        .collect()
 }
 
 #[test]
 fn custom_rmsnorm_runs_on_every_target() {
     let (n, d) = (6usize, 80usize);
-    let x: Vec<f32> = (0..n * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+    let x: Vec<f32> = (0..n * d)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+        .collect();
     let want = reference(&x, &scale_of_model(), d);
     let mut ran = Vec::new();
     for t in targets::all().into_iter().filter(|t| t.available) {
-        let art = compile_file(&example().join("model.onnx"), &opts(t.name, vec![example().join("rmsnorm.tk")]));
+        let art = compile_file(
+            &example().join("model.onnx"),
+            &opts(t.name, vec![example().join("rmsnorm.tk")]),
+        );
         let art = match art {
             Ok(a) => a,
             // A target may refuse the kernel (a dtype or construct it lacks), but only as
@@ -61,21 +72,34 @@ fn custom_rmsnorm_runs_on_every_target() {
             Err(e) => panic!("{}: {e}", t.name),
         };
         let m = load(art, t.name).unwrap();
-        let got = m.run(&[Tensor::from_f32(vec![n as u64, d as u64], &x)]).unwrap();
+        let got = m
+            .run(&[Tensor::from_f32(vec![n as u64, d as u64], &x)])
+            .unwrap();
         for (i, w) in want.iter().enumerate() {
             let g = got[0].get_f64(i as u64).unwrap() as f32;
-            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{}: y[{i}] = {g}, want {w}", t.name);
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{}: y[{i}] = {g}, want {w}",
+                t.name
+            );
         }
         ran.push(t.name);
     }
-    assert!(ran.contains(&"host") && ran.contains(&"interp"), "ran on {ran:?}");
+    assert!(
+        ran.contains(&"host") && ran.contains(&"interp"),
+        "ran on {ran:?}"
+    );
 }
 
 #[test]
 fn a_model_without_its_custom_op_is_unsupported() {
     let e = compile_file(&example().join("model.onnx"), &opts("host", vec![])).unwrap_err();
     assert_eq!(e.exit_code(), tessera_driver::exit::UNSUPPORTED);
-    assert!(e.to_string().contains("unsupported op `FusedRMSNorm` (domain \"com.tessera.examples\", opset 1)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("unsupported op `FusedRMSNorm` (domain \"com.tessera.examples\", opset 1)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -84,15 +108,39 @@ fn bad_custom_op_files_name_the_problem() {
     std::fs::create_dir_all(&dir).unwrap();
     let good = std::fs::read_to_string(example().join("rmsnorm.tk")).unwrap();
     let cases = [
-        ("bad-dtype.tk", good.replace("scale: f32[D]", "scale: q7[D]"), "unknown dtype `q7` for `scale`"),
-        ("no-kernel.tk", "custom \"com.tessera.examples\" FusedRMSNorm (x: f32[N, D]) -> (y: f32[N, D])\n".to_string(), "no kernel follows the signature"),
-        ("bad-kernel.tk", good.replace("tile.reduce add rows", "tile.reduce sideways rows"), "unknown reduction `sideways`"),
-        ("wrong-param.tk", good.replace("%scale: global f32[{D}] read", "%scale: global f32[{D+1}] read"), "parameter `scale` is global f32[81] read, but `scale` needs f32[80]"),
+        (
+            "bad-dtype.tk",
+            good.replace("scale: f32[D]", "scale: q7[D]"),
+            "unknown dtype `q7` for `scale`",
+        ),
+        (
+            "no-kernel.tk",
+            "custom \"com.tessera.examples\" FusedRMSNorm (x: f32[N, D]) -> (y: f32[N, D])\n"
+                .to_string(),
+            "no kernel follows the signature",
+        ),
+        (
+            "bad-kernel.tk",
+            good.replace("tile.reduce add rows", "tile.reduce sideways rows"),
+            "unknown reduction `sideways`",
+        ),
+        (
+            "wrong-param.tk",
+            good.replace(
+                "%scale: global f32[{D}] read",
+                "%scale: global f32[{D+1}] read",
+            ),
+            "parameter `scale` is global f32[81] read, but `scale` needs f32[80]",
+        ),
     ];
     for (file, text, want) in cases {
         let p = dir.join(file);
         std::fs::write(&p, text).unwrap();
-        let e = compile_file(&example().join("model.onnx"), &opts("host", vec![p.clone()])).unwrap_err();
+        let e = compile_file(
+            &example().join("model.onnx"),
+            &opts("host", vec![p.clone()]),
+        )
+        .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(want), "{file}: {msg}");
         assert_ne!(e.exit_code(), tessera_driver::exit::OK);

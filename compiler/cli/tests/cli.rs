@@ -807,3 +807,40 @@ fn max_memory_refuses_a_run_before_it_allocates() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn if_on_a_run_time_condition_takes_either_branch() {
+    let dir = scratch("if");
+    let outputs = dir.join("out");
+    let x = Tensor::from_f32(vec![2, 3], &[1.0, -2.0, 3.0, -4.0, 5.0, -6.5]);
+    for (flag, want) in [
+        (1u8, vec![1.0, 0.0, 3.0, 0.0, 5.0, 0.0]),
+        (0, vec![-1.0, 2.0, -3.0, 4.0, -5.0, 6.5]),
+    ] {
+        let inputs = dir.join(format!("in{flag}"));
+        std::fs::create_dir_all(&inputs).unwrap();
+        let c = Tensor::new(tessera_ir::DType::Bool, vec![], vec![flag]);
+        tessera_onnx::write_tensor_file(&inputs.join("input_0.pb"), &c, "cond").unwrap();
+        tessera_onnx::write_tensor_file(&inputs.join("input_1.pb"), &x, "x").unwrap();
+        for target in ["host", "interp"] {
+            let o = tessera(&[
+                "run",
+                &corpus("good_if.onnx"),
+                "--target",
+                target,
+                "--inputs",
+                inputs.to_str().unwrap(),
+                "--outputs",
+                outputs.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{target}: {}", stderr(&o));
+            let y = tessera_onnx::read_tensor_file(&outputs.join("output_0.pb")).unwrap();
+            assert_eq!(y.to_f64_vec().unwrap(), want, "{target}, cond = {flag}");
+        }
+    }
+}
+
+#[test]
+fn loop_whose_carried_value_grows_is_unsupported() {
+    refused("loop_grows.onnx", 3, "Loop node \"grow\": unsupported: loop-carried value 0 changes shape across iterations (f32[2,3] to f32[4,3])");
+}

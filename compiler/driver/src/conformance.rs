@@ -247,8 +247,8 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize
             .plan
             .steps
             .iter()
-            .filter(|s| matches!(s, tessera_kir::Step::Launch { .. }))
-            .count();
+            .map(tessera_kir::Step::launches)
+            .sum::<usize>();
         for n in &artifact.plan.nodes {
             if n.how == Execution::Host {
                 host_ops.push(n.op.clone());

@@ -17,8 +17,8 @@ pub mod targets;
 
 pub use pipeline::{
     compile_bytes, compile_file, compile_graph, compile_graph_traced, import, import_bytes, load,
-    load_custom_ops, load_file_expecting, newer_opsets,
-    load_file, write_artifact, write_atomic, CompileOptions, Compiled, Progress,
+    load_custom_ops, load_file, load_file_expecting, newer_opsets, write_artifact, write_atomic,
+    CompileOptions, Compiled, Progress,
 };
 
 /// Every error the driver reports. [`DriverError::exit_code`] maps them to the CLI's codes.

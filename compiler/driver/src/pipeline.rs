@@ -46,8 +46,13 @@ impl CompileOptions {
 
 /// Reads custom-op files: each path is a `.tk` file or a folder whose `.tk` files are read in
 /// name order. Two definitions of one `(domain, op_type)` are an error.
-pub fn load_custom_ops(paths: &[std::path::PathBuf]) -> Result<Vec<tessera_ir::custom::CustomOp>, DriverError> {
-    let io = |p: &Path, e: std::io::Error| DriverError::Io { path: p.display().to_string(), message: e.to_string() };
+pub fn load_custom_ops(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<tessera_ir::custom::CustomOp>, DriverError> {
+    let io = |p: &Path, e: std::io::Error| DriverError::Io {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
     let mut files = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -67,7 +72,10 @@ pub fn load_custom_ops(paths: &[std::path::PathBuf]) -> Result<Vec<tessera_ir::c
         let text = std::fs::read_to_string(&f).map_err(|e| io(&f, e))?;
         let op = tessera_ir::custom::CustomOp::parse(&text)
             .map_err(|e| DriverError::Usage(format!("custom op file `{}`: {e}", f.display())))?;
-        if ops.iter().any(|o| o.domain == op.domain && o.op_type == op.op_type) {
+        if ops
+            .iter()
+            .any(|o| o.domain == op.domain && o.op_type == op.op_type)
+        {
             return Err(DriverError::Usage(format!(
                 "custom op file `{}`: op `{}` of domain \"{}\" is defined twice",
                 f.display(),

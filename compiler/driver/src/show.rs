@@ -286,6 +286,18 @@ fn steps_dot(a: &Artifact, rows: &[KernelRow]) -> String {
                 vec![*src, *dst],
                 colour(Execution::Host),
             ),
+            // Control flow and host ops are one box each, joined to every buffer they touch.
+            other => {
+                let mut used = Vec::new();
+                other.buffers(&mut used);
+                let what = match other {
+                    Step::If { .. } => "if".to_string(),
+                    Step::Loop(_) => "loop".to_string(),
+                    Step::Host { op, .. } => format!("host: {op:?}").chars().take(40).collect(),
+                    _ => String::new(),
+                };
+                (what, used, colour(Execution::Host))
+            }
         };
         let _ = writeln!(
             d,

@@ -63,7 +63,10 @@ impl Expr {
     pub fn eval(&self, env: &BTreeMap<String, u64>) -> Result<i64, String> {
         Ok(match self {
             Expr::Int(i) => *i,
-            Expr::Name(n) => *env.get(n).ok_or_else(|| format!("`{n}` is not a dim of any input"))? as i64,
+            Expr::Name(n) => *env
+                .get(n)
+                .ok_or_else(|| format!("`{n}` is not a dim of any input"))?
+                as i64,
             Expr::Bin(op, a, b) => {
                 let (x, y) = (a.eval(env)?, b.eval(env)?);
                 let r = match op {
@@ -101,7 +104,10 @@ struct Toks<'s> {
 
 impl<'s> Toks<'s> {
     fn new(s: &'s str) -> Self {
-        Toks { s: s.as_bytes(), i: 0 }
+        Toks {
+            s: s.as_bytes(),
+            i: 0,
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -135,7 +141,11 @@ impl<'s> Toks<'s> {
     fn word(&mut self) -> Result<String, String> {
         self.skip_ws();
         let start = self.i;
-        while self.i < self.s.len() && (self.s[self.i].is_ascii_alphanumeric() || self.s[self.i] == b'_' || self.s[self.i] == b'.') {
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_alphanumeric()
+                || self.s[self.i] == b'_'
+                || self.s[self.i] == b'.')
+        {
             self.i += 1;
         }
         if start == self.i {
@@ -188,7 +198,9 @@ impl<'s> Toks<'s> {
         }
         let w = self.word()?;
         if w.as_bytes()[0].is_ascii_digit() {
-            w.parse::<i64>().map(Expr::Int).map_err(|_| format!("bad integer `{w}`"))
+            w.parse::<i64>()
+                .map(Expr::Int)
+                .map_err(|_| format!("bad integer `{w}`"))
         } else {
             Ok(Expr::Name(w))
         }
@@ -205,7 +217,9 @@ impl<'s> Toks<'s> {
             let name = self.word()?;
             self.expect(b':')?;
             let dt = self.word()?;
-            let dtype = dt.parse::<DType>().map_err(|_| format!("unknown dtype `{dt}` for `{name}`"))?;
+            let dtype = dt
+                .parse::<DType>()
+                .map_err(|_| format!("unknown dtype `{dt}` for `{name}`"))?;
             self.expect(b'[')?;
             let mut dims = Vec::new();
             if !self.eat(b']') {
@@ -237,13 +251,17 @@ impl CustomOp {
             match lines.next() {
                 Some((_, l)) if l.trim().is_empty() || l.trim_start().starts_with("//") => continue,
                 Some((i, l)) => break (i + 1, l),
-                None => return Err("no `custom \"domain\" OpType (inputs) -> (outputs)` line".into()),
+                None => {
+                    return Err("no `custom \"domain\" OpType (inputs) -> (outputs)` line".into())
+                }
             }
         };
         let at = |e: String| format!("line {line_no}: {e}");
         let mut t = Toks::new(sig);
         if t.word().map_err(at)? != "custom" {
-            return Err(at("expected `custom \"domain\" OpType (inputs) -> (outputs)`".into()));
+            return Err(at(
+                "expected `custom \"domain\" OpType (inputs) -> (outputs)`".into(),
+            ));
         }
         let domain = t.quoted().map_err(at)?;
         let op_type = t.word().map_err(at)?;
@@ -251,7 +269,10 @@ impl CustomOp {
         t.expect(b'-').and_then(|()| t.expect(b'>')).map_err(at)?;
         let outputs = t.params().map_err(at)?;
         if t.peek().is_some() {
-            return Err(at(format!("unexpected text after the outputs, at column {}", t.i + 1)));
+            return Err(at(format!(
+                "unexpected text after the outputs, at column {}",
+                t.i + 1
+            )));
         }
         if outputs.is_empty() {
             return Err(at("a custom op has at least one output".into()));
@@ -259,21 +280,38 @@ impl CustomOp {
         for p in &inputs {
             for d in &p.dims {
                 if !matches!(d, Expr::Int(_) | Expr::Name(_)) {
-                    return Err(at(format!("input `{}` has dim `{d}`; input dims are names or integers", p.name)));
+                    return Err(at(format!(
+                        "input `{}` has dim `{d}`; input dims are names or integers",
+                        p.name
+                    )));
                 }
             }
         }
         let template: String = lines.map(|(_, l)| l).collect::<Vec<_>>().join("\n");
         if !template.contains("kernel") {
-            return Err(format!("line {}: no kernel follows the signature", line_no + 1));
+            return Err(format!(
+                "line {}: no kernel follows the signature",
+                line_no + 1
+            ));
         }
-        Ok(CustomOp { domain, op_type, inputs, outputs, template, source: source.to_string() })
+        Ok(CustomOp {
+            domain,
+            op_type,
+            inputs,
+            outputs,
+            template,
+            source: source.to_string(),
+        })
     }
 
     /// Binds the signature's dim names from the actual inputs (dtype and dims each).
     pub fn bind(&self, inputs: &[(DType, Vec<u64>)]) -> Result<BTreeMap<String, u64>, String> {
         if inputs.len() != self.inputs.len() {
-            return Err(format!("takes {} inputs, got {}", self.inputs.len(), inputs.len()));
+            return Err(format!(
+                "takes {} inputs, got {}",
+                self.inputs.len(),
+                inputs.len()
+            ));
         }
         let mut env = BTreeMap::new();
         for (p, (dt, dims)) in self.inputs.iter().zip(inputs) {
@@ -281,13 +319,27 @@ impl CustomOp {
                 return Err(format!("input `{}` must be {}, got {dt}", p.name, p.dtype));
             }
             if dims.len() != p.dims.len() {
-                return Err(format!("input `{}` must have rank {}, got shape {dims:?}", p.name, p.dims.len()));
+                return Err(format!(
+                    "input `{}` must have rank {}, got shape {dims:?}",
+                    p.name,
+                    p.dims.len()
+                ));
             }
             for (e, &d) in p.dims.iter().zip(dims) {
                 match e {
-                    Expr::Int(i) if *i as u64 != d => return Err(format!("input `{}` has dim {d} where the signature says {i}", p.name)),
+                    Expr::Int(i) if *i as u64 != d => {
+                        return Err(format!(
+                            "input `{}` has dim {d} where the signature says {i}",
+                            p.name
+                        ))
+                    }
                     Expr::Name(n) => match env.get(n) {
-                        Some(&v) if v != d => return Err(format!("dim `{n}` is {v} in one input and {d} in `{}`", p.name)),
+                        Some(&v) if v != d => {
+                            return Err(format!(
+                                "dim `{n}` is {v} in one input and {d} in `{}`",
+                                p.name
+                            ))
+                        }
                         _ => {
                             env.insert(n.clone(), d);
                         }
@@ -310,12 +362,18 @@ impl CustomOp {
                     .map(|e| {
                         let v = e.eval(env)?;
                         if v < 0 {
-                            return Err(format!("output `{}` has negative dim `{e}` = {v}", p.name));
+                            return Err(format!(
+                                "output `{}` has negative dim `{e}` = {v}",
+                                p.name
+                            ));
                         }
                         Ok(Dim::Fixed(v as u64))
                     })
                     .collect::<Result<Vec<_>, String>>()?;
-                Ok(TensorType { dtype: p.dtype, shape: Shape(dims) })
+                Ok(TensorType {
+                    dtype: p.dtype,
+                    shape: Shape(dims),
+                })
             })
             .collect()
     }
@@ -331,7 +389,10 @@ impl CustomOp {
             };
             let inner = &rest[open + 1..close];
             // Only `{expr}` groups are substitutions; the kernel's own braces stay.
-            let is_expr = !inner.is_empty() && inner.bytes().all(|c| c.is_ascii_alphanumeric() || b" _+-*/%()".contains(&c));
+            let is_expr = !inner.is_empty()
+                && inner
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b" _+-*/%()".contains(&c));
             if !is_expr {
                 out.push_str(&rest[..=open]);
                 rest = &rest[open + 1..];
@@ -343,7 +404,11 @@ impl CustomOp {
                 return Err(format!("in `{{{inner}}}`: unexpected text"));
             }
             out.push_str(&rest[..open]);
-            out.push_str(&e.eval(env).map_err(|e| format!("in `{{{inner}}}`: {e}"))?.to_string());
+            out.push_str(
+                &e.eval(env)
+                    .map_err(|e| format!("in `{{{inner}}}`: {e}"))?
+                    .to_string(),
+            );
             rest = &rest[close + 1..];
         }
         out.push_str(rest);
@@ -360,24 +425,44 @@ mod tests {
     #[test]
     fn parses_binds_and_instantiates() {
         let op = CustomOp::parse(SRC).unwrap();
-        assert_eq!((op.domain.as_str(), op.op_type.as_str()), ("com.x", "Twice"));
+        assert_eq!(
+            (op.domain.as_str(), op.op_type.as_str()),
+            ("com.x", "Twice")
+        );
         let env = op.bind(&[(DType::F32, vec![3, 4])]).unwrap();
         let out = op.output_types(&env).unwrap();
         assert_eq!(out[0].shape, Shape(vec![Dim::Fixed(6), Dim::Fixed(2)]));
-        assert_eq!(op.instantiate(&env).unwrap(), "kernel @k(%x: global f32[12] read) grid [3] {\n}");
+        assert_eq!(
+            op.instantiate(&env).unwrap(),
+            "kernel @k(%x: global f32[12] read) grid [3] {\n}"
+        );
     }
 
     #[test]
     fn refuses_mismatches_with_clear_messages() {
         let op = CustomOp::parse(SRC).unwrap();
-        assert_eq!(op.bind(&[(DType::F32, vec![3, 5])]).unwrap_err(), "input `x` has dim 5 where the signature says 4");
-        assert_eq!(op.bind(&[(DType::F16, vec![3, 4])]).unwrap_err(), "input `x` must be f32, got f16");
-        assert!(CustomOp::parse("custom \"a\" B (x: q9[N]) -> (y: f32[N])\nkernel").unwrap_err().contains("unknown dtype `q9`"));
-        assert!(CustomOp::parse("custom \"a\" B (x: f32[N]) -> (y: f32[M])\nkernel @k() grid [] {}")
-            .map(|op| op.output_types(&op.bind(&[(DType::F32, vec![2])]).unwrap()))
-            .unwrap()
+        assert_eq!(
+            op.bind(&[(DType::F32, vec![3, 5])]).unwrap_err(),
+            "input `x` has dim 5 where the signature says 4"
+        );
+        assert_eq!(
+            op.bind(&[(DType::F16, vec![3, 4])]).unwrap_err(),
+            "input `x` must be f32, got f16"
+        );
+        assert!(
+            CustomOp::parse("custom \"a\" B (x: q9[N]) -> (y: f32[N])\nkernel")
+                .unwrap_err()
+                .contains("unknown dtype `q9`")
+        );
+        assert!(CustomOp::parse(
+            "custom \"a\" B (x: f32[N]) -> (y: f32[M])\nkernel @k() grid [] {}"
+        )
+        .map(|op| op.output_types(&op.bind(&[(DType::F32, vec![2])]).unwrap()))
+        .unwrap()
+        .unwrap_err()
+        .contains("`M` is not a dim of any input"));
+        assert!(CustomOp::parse("nothing here")
             .unwrap_err()
-            .contains("`M` is not a dim of any input"));
-        assert!(CustomOp::parse("nothing here").unwrap_err().starts_with("line 1:"));
+            .starts_with("line 1:"));
     }
 }

@@ -144,6 +144,11 @@ pub enum IrError {
         col: usize,
         msg: String,
     },
+
+    /// Unsupported: a valid use of an op that the static-shape plan cannot express (a loop
+    /// whose carried values change shape across iterations, If branches of different shapes).
+    #[error("{node}: unsupported: {what}")]
+    Unsupported { node: String, what: String },
 }
 
 impl IrError {
@@ -168,6 +173,7 @@ impl IrError {
             IrError::UnsupportedDType { .. } => "unsupported-dtype",
             IrError::UntypedResult { .. } => "untyped-result",
             IrError::Parse { .. } => "parse",
+            IrError::Unsupported { .. } => "unsupported",
         }
     }
 }

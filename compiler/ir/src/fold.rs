@@ -1,8 +1,9 @@
 //! Constant folding of *shape computations only*. [`fold_constants`] evaluates `Constant`,
 //! `Shape`, `Size`, small `ConstantOfShape`, and the small chains exporters and ONNX
 //! function bodies emit to compute shapes and scale factors (`Gather`, `Concat`,
-//! `Unsqueeze`, `Slice`, `Expand`, `Cast`, integer arithmetic, `Mod`, comparisons, logic,
-//! `Where`, `ReduceProd`, integer `Range` …) whose operands are all known at compile time.
+//! `Unsqueeze`, `Slice`, `Expand`, `Transpose`, `Split`, `Cast`, integer arithmetic, `Mod`,
+//! comparisons, logic, `Where`, `ReduceProd`, integer `Range` …) whose operands are all known
+//! at compile time.
 //!
 //! What "known" means is the safety rule: a value is known if it is an initializer, a
 //! `Constant`, the result of `Shape`/`Size` (which read only types), an input bound at
@@ -108,10 +109,9 @@ fn kind(op: Op) -> Option<Kind> {
     Some(match op {
         Add | Sub | Mul | Div | Mod | Max | Min | Sum | Neg | Abs | Sign | Sqrt | Reciprocal
         | Floor | Ceil | Round | Equal | Less | LessOrEqual | Greater | GreaterOrEqual | And
-        | Or | Xor | Not | Where | Cast | CastLike => Kind::Map,
-        Gather | Concat | Unsqueeze | Squeeze | Reshape | Flatten | Identity | Slice | Expand => {
-            Kind::Move
-        }
+        | Or | Xor | Not | Where | Cast | CastLike | Relu => Kind::Map,
+        Gather | Concat | Unsqueeze | Squeeze | Reshape | Flatten | Identity | Slice | Expand
+        | Transpose => Kind::Move,
         Range => Kind::Range,
         ReduceProd | ReduceSum | ReduceMax | ReduceMin => Kind::Reduce,
         _ => return None,
@@ -191,6 +191,7 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
             };
             return Ok(Some(vec![t]));
         }
+        Op::Split => return eval_split(&cx, tys),
         _ => {}
     }
     let Some(k) = kind(node.op) else {
@@ -255,6 +256,51 @@ pub fn eval_node(g: &Graph, node: &Node, tys: &[TensorType]) -> Result<Option<Ve
         return Ok(None);
     }
     Ok(encode(out_ty.dtype, out_dims, &vals).map(|t| vec![t]))
+}
+
+/// `Split` of a known integer tensor (exporters split shape vectors into dims); the part
+/// sizes come from the inferred result types.
+fn eval_split(cx: &Cx, tys: &[TensorType]) -> Result<Option<Vec<Tensor>>> {
+    let Some(id) = cx.opt_id(0)? else {
+        return Ok(None);
+    };
+    let Some(t) = cx.g.konst(id) else {
+        return Ok(None);
+    };
+    if !(t.dtype.is_int() || t.dtype == DType::Bool) || t.num_elements() > SMALL_INT {
+        return Ok(None);
+    }
+    let Some(vals) = t.to_i64_vec() else {
+        return Ok(None);
+    };
+    let r = t.dims.len();
+    let axis = cx.axis(cx.attr_int("axis", 0)?, r, "axis")?;
+    let d = t.dims[axis];
+    let outer: u64 = t.dims[..axis].iter().product();
+    let inner: u64 = t.dims[axis + 1..].iter().product();
+    let mut start = 0u64;
+    let mut outs = Vec::with_capacity(tys.len());
+    for ty in tys {
+        let Some(dims) = ty.shape.as_static() else {
+            return Ok(None);
+        };
+        let Some(&len) = dims.get(axis) else {
+            return Ok(None);
+        };
+        if start + len > d {
+            return Ok(None);
+        }
+        let mut part = Vec::with_capacity((outer * len * inner) as usize);
+        for o in 0..outer {
+            for j in start..start + len {
+                let at = ((o * d + j) * inner) as usize;
+                part.extend_from_slice(vals.get(at..at + inner as usize).unwrap_or(&[]));
+            }
+        }
+        start += len;
+        outs.push(Tensor::new(t.dtype, dims, encode_ints(t.dtype, &part)));
+    }
+    Ok(Some(outs))
 }
 
 /// Packs folded elements as `dtype` (a cast: floats truncate toward zero into integers, and
@@ -417,6 +463,9 @@ fn apply(op: Op, fmod: bool, v: &[Num]) -> Option<Num> {
         (Op::Reciprocal, [F(x)]) => F(1.0 / x),
         (Op::Floor, [F(x)]) => F(x.floor()),
         (Op::Ceil, [F(x)]) => F(x.ceil()),
+        (Op::Relu, [I(x)]) => I((*x).max(0)),
+        // NaN stays NaN, as the kernel's compare-and-select gives.
+        (Op::Relu, [F(x)]) => F(if *x < 0.0 { 0.0 } else { *x }),
         (Op::Round, [F(x)]) => F(x.round_ties_even()),
         _ => return None,
     })
@@ -429,6 +478,33 @@ fn eval_move(cx: &Cx, args: &[Option<Known>], out_dims: &[u64]) -> Result<Option
     let n_out: u64 = out_dims.iter().product();
     Ok(Some(match cx.node.op {
         Op::Unsqueeze | Op::Squeeze | Op::Reshape | Op::Flatten | Op::Identity => a.vals.clone(),
+        Op::Transpose => {
+            let r = a.dims.len();
+            let perm: Vec<usize> = match cx.node.attr_ints("perm") {
+                Some(p) => p
+                    .iter()
+                    .map(|&x| x.rem_euclid(r.max(1) as i64) as usize)
+                    .collect(),
+                None => (0..r).rev().collect(),
+            };
+            if perm.len() != r || out_dims.len() != r {
+                return Ok(None);
+            }
+            (0..n_out)
+                .map(|flat| {
+                    // Result index j reads source index i with i[perm[k]] = j[k].
+                    let j = unravel(flat, out_dims);
+                    let mut i = vec![0; r];
+                    for (k, &p) in perm.iter().enumerate() {
+                        i[p] = j[k];
+                    }
+                    a.vals
+                        .get(ravel(&i, &a.dims) as usize)
+                        .copied()
+                        .unwrap_or(Num::I(0))
+                })
+                .collect()
+        }
         Op::Expand => (0..n_out)
             .map(|flat| {
                 let i = broadcast_index(&unravel(flat, out_dims), &a.dims);

@@ -66,6 +66,9 @@ pub enum Attr {
     Floats(Vec<f32>),
     Strings(Vec<String>),
     Tensor(Tensor),
+    /// A subgraph (If branches, Loop and Scan bodies). It is closed: every outer value it
+    /// reads is an explicit capture (see `crate::infer::control`).
+    Graph(Box<Graph>),
 }
 
 pub type Attrs = BTreeMap<String, Attr>;

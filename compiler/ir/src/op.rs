@@ -20,6 +20,8 @@ pub enum Family {
     Quant,
     /// Ops that only produce constants or shapes (no data-dependent numerics).
     Meta,
+    /// Control flow with subgraphs (If, Loop, Scan), run by the plan.
+    Control,
 }
 
 /// Operand or result count: `min..=max`.
@@ -259,6 +261,25 @@ op_table! {
     Adam: Dense, in (3, ANY), out (1, ANY), ["alpha", "beta", "epsilon", "norm_coefficient", "norm_coefficient_post"];
     Binarizer: Dense, in (1, 1), out (1, 1), ["threshold"];
     ArrayFeatureExtractor: Dense, in (2, 2), out (1, 1), [];
+    // ---- control flow: subgraph attributes; `captures` counts the trailing operands that
+    // pass outer values into the bodies (see infer/control.rs) ----
+    If: Control, in (1, ANY), out (1, ANY), ["captures", "else_branch", "then_branch"];
+    // M and cond are optional, but their positions are always there (checked by inference).
+    Loop: Control, in (0, ANY), out (1, ANY), ["body", "captures"];
+    // ---- selections whose result size depends on the data (run by the plan on the host) ----
+    NonZero: Movement, in (1, 1), out (1, 1), [];
+    Compress: Movement, in (2, 2), out (1, 1), ["axis"];
+    Unique: Movement, in (1, 1), out (1, 4), ["axis", "sorted"];
+    NonMaxSuppression: Movement, in (2, 5), out (1, 1), ["center_point_box"];
+    // ---- string ops and encoders (run by the plan on the host) ----
+    StringConcat: Movement, in (2, 2), out (1, 1), [];
+    RegexFullMatch: Movement, in (1, 1), out (1, 1), ["pattern"];
+    StringNormalizer: Movement, in (1, 1), out (1, 1), ["case_change_action", "is_case_sensitive", "locale", "stopwords"];
+    StringSplit: Movement, in (1, 1), out (1, 2), ["delimiter", "maxsplit"];
+    TreeEnsemble: Dense, in (1, 1), out (1, 1), ["aggregate_function", "leaf_targetids", "leaf_weights", "membership_values", "n_targets", "nodes_falseleafs", "nodes_falsenodeids", "nodes_featureids", "nodes_hitrates", "nodes_missing_value_tracks_true", "nodes_modes", "nodes_splits", "nodes_trueleafs", "nodes_truenodeids", "post_transform", "tree_roots"];
+    TfIdfVectorizer: Movement, in (1, 1), out (1, 1), ["max_gram_length", "max_skip_count", "min_gram_length", "mode", "ngram_counts", "ngram_indexes", "pool_int64s", "pool_strings", "weights"];
+    LabelEncoder: Movement, in (1, 1), out (1, 1), ["default_float", "default_int64", "default_string", "default_tensor", "keys_floats", "keys_int64s", "keys_strings", "keys_tensor", "values_floats", "values_int64s", "values_strings", "values_tensor"];
+    Scan: Control, in (1, ANY), out (1, ANY), ["body", "captures", "num_scan_inputs", "scan_input_axes", "scan_input_directions", "scan_output_axes", "scan_output_directions"];
     // ---- custom ops: a hand-written kernel (see `custom.rs`); `source` holds its file ----
     Custom: Dense, in (0, ANY), out (1, ANY), ["domain", "op_type", "source"];
 }
@@ -292,6 +313,9 @@ impl fmt::Display for Op {
 pub fn operand_names(op: Op) -> &'static [&'static str] {
     use Op::*;
     match op {
+        If => &["cond", "captured"],
+        Loop => &["M", "cond", "v_initial"],
+        Scan => &["initial_state_and_scan_inputs"],
         Reshape | Expand => &["data", "shape"],
         Slice => &["data", "starts", "ends", "axes", "steps"],
         Tile => &["input", "repeats"],
@@ -407,6 +431,8 @@ pub fn shape_operands(op: Op) -> &'static [usize] {
         DFT => &[1, 2],
         STFT => &[1, 3],
         MelWeightMatrix => &[0, 1],
+        // The trip count sizes a Loop's scan outputs.
+        Loop => &[0],
         _ => &[],
     }
 }

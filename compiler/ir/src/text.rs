@@ -239,6 +239,8 @@ fn attr_text(a: &Attr) -> String {
         ),
         Attr::Strings(v) => list(v.iter().map(|s| quote(s)).collect(), "strings"),
         Attr::Tensor(t) => tensor_text(t),
+        // A subgraph prints as a nested graph, indented under its node.
+        Attr::Graph(g) => print(g).trim_end().replace('\n', "\n    "),
     }
 }
 
@@ -737,6 +739,9 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some('"') => return Ok(Attr::String(self.quoted()?)),
             Some('d') => return Ok(Attr::Tensor(self.tensor()?)),
+            Some('g') if self.rest().starts_with("graph") => {
+                return Ok(Attr::Graph(Box::new(self.graph_inner(false)?)))
+            }
             Some('[') => {}
             Some('i') if self.rest().starts_with("ints[]") => {
                 self.eat("ints[]");
@@ -802,13 +807,23 @@ impl<'a> Parser<'a> {
     }
 
     fn graph(&mut self) -> Result<Graph, IrError> {
+        self.graph_inner(true)
+    }
+
+    /// A graph; `top` for the whole text (nothing may follow), else a subgraph attribute.
+    fn graph_inner(&mut self, top: bool) -> Result<Graph, IrError> {
         let mut b = Builder {
             g: Graph::default(),
             names: HashMap::new(),
         };
+        let start = if top {
+            Pos { line: 1, col: 1 }
+        } else {
+            self.here()
+        };
         let kw = self.word();
         if kw != "graph" {
-            return Err(Parser::err_at(Pos { line: 1, col: 1 }, "expected `graph`"));
+            return Err(Parser::err_at(start, "expected `graph`"));
         }
         self.expect("@")?;
         b.g.name = self.name()?;
@@ -907,7 +922,7 @@ impl<'a> Parser<'a> {
             }
         }
         self.ws();
-        if self.peek().is_some() {
+        if top && self.peek().is_some() {
             return Err(self.err("unexpected text after the graph"));
         }
         for (node, refs) in b.g.nodes.iter_mut().zip(&node_refs) {

@@ -23,6 +23,20 @@ pub fn verify(g: &Graph) -> Result<()> {
                 });
             }
         }
+        // Subgraphs are verified like graphs; an If on a known condition types only the
+        // branch it takes, so an untyped branch there is not an error.
+        for a in node.attrs.values() {
+            if let crate::graph::Attr::Graph(b) = a {
+                if b.nodes
+                    .iter()
+                    .all(|n| n.outputs.iter().all(|&o| b.ty(o).is_some()))
+                {
+                    verify(b)?;
+                } else {
+                    verify_structure(b)?;
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -25,7 +25,8 @@ pub use error::KirError;
 pub use interp::{run_kernel, Interp, InterpError};
 pub use kernel::*;
 pub use plan::{
-    BufferId, BufferKind, Execution, NodeRecord, Plan, PlanBuffer, PlanIo, Program, Step, TrapSite,
+    BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan,
+    PlanBuffer, PlanIo, Program, Step, TrapSite, TreeEnsemble, Trip,
 };
 pub use text::{parse_kernel, parse_program, print_kernel, print_program};
 pub use verify::verify;

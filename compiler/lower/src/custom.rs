@@ -17,22 +17,36 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut ins = Vec::new();
     let mut args = Vec::new();
     for (i, v) in node.inputs.iter().enumerate() {
-        let v = v.ok_or_else(|| cx.invalid(format!("custom op {}: input {i} is omitted", op.op_type)))?;
+        let v =
+            v.ok_or_else(|| cx.invalid(format!("custom op {}: input {i} is omitted", op.op_type)))?;
         ins.push((cx.dtype(v)?, cx.dims(v)?));
         args.push(cx.buffer(v)?);
     }
-    let env = op.bind(&ins).map_err(|e| cx.invalid(format!("custom op {}: {e}", op.op_type)))?;
-    let text = op.instantiate(&env).map_err(|e| cx.invalid(format!("custom op {}: {e}", op.op_type)))?;
+    let env = op
+        .bind(&ins)
+        .map_err(|e| cx.invalid(format!("custom op {}: {e}", op.op_type)))?;
+    let text = op
+        .instantiate(&env)
+        .map_err(|e| cx.invalid(format!("custom op {}: {e}", op.op_type)))?;
     let mut kernel = tessera_kir::parse_kernel(&text)
         .map_err(|e| cx.invalid(format!("the kernel of custom op {}: {e}", op.op_type)))?;
     // The kernel's parameters are the inputs in order, then the outputs, with their dtypes
     // and element counts; outputs are written.
     let mut want = Vec::new();
     for (i, &(dt, ref dims)) in ins.iter().enumerate() {
-        want.push((op.inputs[i].name.clone(), dt, dims.iter().product::<u64>(), false));
+        want.push((
+            op.inputs[i].name.clone(),
+            dt,
+            dims.iter().product::<u64>(),
+            false,
+        ));
     }
     for (k, &o) in node.outputs.iter().enumerate() {
-        let name = op.outputs.get(k).map(|p| p.name.clone()).unwrap_or_default();
+        let name = op
+            .outputs
+            .get(k)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
         want.push((name, cx.dtype(o)?, cx.numel(o)?, true));
         args.push(cx.buffer(o)?);
     }
@@ -45,7 +59,10 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         )));
     }
     for (p, (name, dt, len, out)) in kernel.params().iter().zip(&want) {
-        if p.dtype != *dt || p.len != (*len).max(1) && p.len != *len || (*out && p.access == Access::Read) {
+        if p.dtype != *dt
+            || p.len != (*len).max(1) && p.len != *len
+            || (*out && p.access == Access::Read)
+        {
             return Err(cx.invalid(format!(
                 "the kernel of custom op {}: parameter `{}` is {} {}[{}] {}, but `{name}` needs {dt}[{len}]{}",
                 op.op_type,

@@ -1791,6 +1791,11 @@ pub(crate) mod testexec {
                     let d = plan.root(*dst).0 as usize;
                     store[d][..s.len()].copy_from_slice(&s);
                 }
+                Step::If { .. } | Step::Loop(_) | Step::Host { .. } => {
+                    return Err(
+                        "control-flow and host steps are not run by this test helper".into(),
+                    )
+                }
             }
         }
         Ok(plan

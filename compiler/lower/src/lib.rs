@@ -5,7 +5,7 @@
 //! one file per family (`elementwise.rs`, `reduce.rs`, `dense.rs`, `movement.rs`, `quant.rs`),
 //! each with one section per op.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tessera_ir::{DType, Family, Graph, Node, Op, Tensor, ValueId};
 use tessera_kir::{
     BufferId, BufferKind, Execution, Kernel, NodeRecord, PlanBuffer, PlanIo, Program, Step,
@@ -13,13 +13,16 @@ use tessera_kir::{
 use tessera_target::TargetDesc;
 
 pub mod contraction;
+pub mod control;
 pub mod custom;
 pub mod dense;
 pub mod elementwise;
 pub mod movement;
 pub mod quant;
 pub mod reduce;
+pub mod select;
 pub mod spatial;
+pub mod strings;
 pub mod util;
 // added: sequence and attention ops
 pub mod attention;
@@ -53,6 +56,8 @@ pub struct LowerCx<'g> {
     /// The node being lowered, for error messages and kernel names.
     node_label: String,
     kernel_names: HashMap<String, u32>,
+    /// Values whose size is known only at run time (results of host selections).
+    dynamic: HashSet<ValueId>,
 }
 
 impl<'g> LowerCx<'g> {
@@ -64,6 +69,7 @@ impl<'g> LowerCx<'g> {
             buffers: HashMap::new(),
             node_label: String::new(),
             kernel_names: HashMap::new(),
+            dynamic: HashSet::new(),
         }
     }
 
@@ -91,6 +97,12 @@ impl<'g> LowerCx<'g> {
 
     /// Static dims of `v`; a symbolic dim here is an error (the driver binds every symbol).
     pub fn dims(&self, v: ValueId) -> Result<Vec<u64>> {
+        if self.dynamic.contains(&v) {
+            return Err(self.unsupported(format!(
+                "value `{}` has a size known only at run time; only a graph output may have one",
+                self.graph.value(v).name
+            )));
+        }
         let ty = self.graph.ty(v).ok_or_else(|| {
             self.invalid(format!("value `{}` has no type", self.graph.value(v).name))
         })?;
@@ -163,6 +175,53 @@ impl<'g> LowerCx<'g> {
         id
     }
 
+    /// The buffer of string value `v`, which only host ops and graph inputs and outputs may
+    /// use (kernels never see strings). A constant's strings are stored encoded.
+    pub fn string_buffer(&mut self, v: ValueId) -> Result<BufferId> {
+        if let Some(&b) = self.buffers.get(&v) {
+            return Ok(b);
+        }
+        let dims = self.dims(v)?;
+        let kind = if let Some(i) = self.graph.inputs.iter().position(|&x| x == v) {
+            BufferKind::Input(i as u32)
+        } else if let Some(t) = self.graph.konst(v) {
+            self.program
+                .plan
+                .consts
+                .push(tessera_kir::plan::encode_strings(&t.strings));
+            BufferKind::Const(self.program.plan.consts.len() as u32 - 1)
+        } else {
+            BufferKind::Temp { slot: 0 }
+        };
+        let name = self.graph.value(v).name.clone();
+        Ok(self.push_buffer(
+            v,
+            PlanBuffer {
+                name,
+                dtype: DType::String,
+                dims,
+                kind,
+            },
+        ))
+    }
+
+    /// [`LowerCx::string_buffer`] for strings, [`LowerCx::buffer`] otherwise.
+    pub fn any_buffer(&mut self, v: ValueId) -> Result<BufferId> {
+        if self.dtype(v)? == DType::String {
+            self.string_buffer(v)
+        } else {
+            self.buffer(v)
+        }
+    }
+
+    /// The buffers of a node's operands (`None` where omitted), strings included: for host steps.
+    pub fn operand_buffers(&mut self, node: &Node) -> Result<Vec<Option<BufferId>>> {
+        node.inputs
+            .iter()
+            .map(|v| v.map(|v| self.any_buffer(v)).transpose())
+            .collect()
+    }
+
     /// A scratch buffer not tied to a graph value (e.g. a transposed copy).
     pub fn scratch(&mut self, name: &str, dtype: DType, dims: Vec<u64>) -> BufferId {
         self.program.plan.buffers.push(PlanBuffer {
@@ -172,6 +231,23 @@ impl<'g> LowerCx<'g> {
             kind: BufferKind::Temp { slot: 0 },
         });
         BufferId(self.program.plan.buffers.len() as u32 - 1)
+    }
+
+    /// The buffer of `v`, a result whose size is known only at run time, allocated at its
+    /// largest possible size `capacity`; the runtime records the size produced.
+    pub fn dynamic_buffer(&mut self, v: ValueId, capacity: Vec<u64>) -> Result<BufferId> {
+        let dtype = self.dtype(v)?;
+        let name = self.graph.value(v).name.clone();
+        self.dynamic.insert(v);
+        Ok(self.push_buffer(
+            v,
+            PlanBuffer {
+                name,
+                dtype,
+                dims: capacity,
+                kind: BufferKind::Temp { slot: 0 },
+            },
+        ))
     }
 
     /// Makes `out` share `of`'s storage (same bytes, `out`'s dims): reshape-like ops.
@@ -312,23 +388,10 @@ pub fn lower_traced(
     desc: &TargetDesc,
 ) -> Result<(Program, Vec<std::ops::Range<usize>>)> {
     let mut cx = LowerCx::new(graph, desc);
-    let mut spans = Vec::with_capacity(graph.nodes.len());
-    for node in &graph.nodes {
-        cx.node_label = node.label();
-        let first = cx.program.kernels.len();
-        let how = lower_node(&mut cx, node)?;
-        spans.push(first..cx.program.kernels.len());
-        let dense = node.op.family() == Family::Dense;
-        cx.program.plan.nodes.push(NodeRecord {
-            node: node.label(),
-            op: node.op.name().to_string(),
-            dense,
-            how,
-        });
-    }
+    let spans = lower_nodes(&mut cx, &graph.nodes, "")?;
     cx.node_label = "graph".into();
     for (i, &v) in graph.inputs.iter().enumerate() {
-        let buffer = cx.buffer(v)?;
+        let buffer = cx.any_buffer(v)?;
         let bound = if graph.bound_inputs.contains(&v) {
             graph.konst(v).map(|t| t.bytes.as_ref().clone())
         } else {
@@ -345,18 +408,79 @@ pub fn lower_traced(
         cx.program.plan.inputs.push(io);
     }
     for &v in &graph.outputs {
-        let buffer = cx.buffer(v)?;
+        let buffer = cx.any_buffer(v)?;
+        // A run-time-sized output is described by its capacity; the runtime returns its size.
+        let dims = cx.program.plan.buffer(buffer).dims.clone();
         let io = PlanIo {
             name: graph.value(v).name.clone(),
             buffer,
             dtype: cx.dtype(v)?,
-            dims: cx.dims(v)?,
+            dims,
             bound: None,
         };
         cx.program.plan.outputs.push(io);
     }
     cx.program.plan.assign_slots();
     Ok((cx.program, spans))
+}
+
+/// Lowers `nodes` in order, recording how each ran. `within` names the enclosing body for
+/// nodes of a subgraph ("" at the top level), so errors and the report say where they are.
+///
+/// Returns, per node, the range of `Program::kernels` it became (bodies' kernels included).
+fn lower_nodes(
+    cx: &mut LowerCx,
+    nodes: &[Node],
+    within: &str,
+) -> Result<Vec<std::ops::Range<usize>>> {
+    let mut spans = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let label = if within.is_empty() {
+            node.label()
+        } else {
+            format!("{} in {within}", node.label())
+        };
+        cx.node_label = label.clone();
+        if let Some(&v) = node
+            .inputs
+            .iter()
+            .flatten()
+            .find(|v| cx.dynamic.contains(v))
+        {
+            // Report the cause (the run-time size), not the symbolic shape it leads to.
+            cx.dims(v)?;
+        }
+        let first = cx.program.kernels.len();
+        let how = lower_node(cx, node)?;
+        spans.push(first..cx.program.kernels.len());
+        let dense = node.op.family() == Family::Dense;
+        cx.program.plan.nodes.push(NodeRecord {
+            node: label,
+            op: node.op.name().to_string(),
+            dense,
+            how,
+        });
+    }
+    Ok(spans)
+}
+
+/// How an op is executed, as documentation reports it: `"kernels"`, `"host"` (a plan host
+/// step: strings, run-time-sized selections, tree ensembles) or `"plan"` (control flow whose
+/// bodies are kernels). Equal on strings also runs on the host; it is listed as kernels.
+pub fn execution_of(op: Op) -> &'static str {
+    match op {
+        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression | Op::TreeEnsemble => {
+            "host"
+        }
+        Op::StringConcat
+        | Op::RegexFullMatch
+        | Op::StringNormalizer
+        | Op::StringSplit
+        | Op::LabelEncoder
+        | Op::TfIdfVectorizer => "host",
+        op if op.family() == Family::Control => "plan",
+        _ => "kernels",
+    }
 }
 
 /// The op registry: one arm per op, dispatching to its family's file.
@@ -379,6 +503,22 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         | Op::Col2Im
         | Op::GridSample
         | Op::AffineGrid => spatial::lower(cx, node),
+        Op::NonZero | Op::Compress | Op::Unique | Op::NonMaxSuppression | Op::TreeEnsemble => {
+            select::lower(cx, node)
+        }
+        Op::StringConcat
+        | Op::RegexFullMatch
+        | Op::StringNormalizer
+        | Op::StringSplit
+        | Op::LabelEncoder => strings::lower(cx, node),
+        Op::TfIdfVectorizer => strings::lower(cx, node),
+        Op::Equal
+            if node
+                .input(0)
+                .is_some_and(|v| cx.dtype(v).ok() == Some(DType::String)) =>
+        {
+            strings::lower(cx, node)
+        }
         // added: sequence and attention ops
         Op::Attention | Op::RotaryEmbedding => attention::lower(cx, node),
         Op::NegativeLogLikelihoodLoss | Op::SoftmaxCrossEntropyLoss => loss::lower(cx, node),
@@ -404,6 +544,7 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             Family::Quant => quant::lower(cx, node),
             Family::Dense => dense::lower(cx, node),
             Family::Movement | Family::Meta => movement::lower(cx, node),
+            Family::Control => control::lower(cx, node),
         },
     }
 }

@@ -60,6 +60,9 @@ fn execute(p: &Program, inputs: &[Vec<u8>]) -> Vec<Vec<u8>> {
                 let s = store[&plan.root(*src).0].clone();
                 store.insert(plan.root(*dst).0, s);
             }
+            Step::If { .. } | Step::Loop(_) | Step::Host { .. } => {
+                panic!("these lowerings make no control-flow or host steps")
+            }
         }
     }
     plan.outputs

@@ -79,6 +79,7 @@ impl OnnxError {
             self,
             OnnxError::Unsupported { .. }
                 | OnnxError::UnsupportedFeature { .. }
+                | OnnxError::Ir(crate::compat::IrError::Unsupported { .. })
                 | OnnxError::NewerOpset { .. }
         )
     }

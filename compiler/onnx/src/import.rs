@@ -155,19 +155,13 @@ pub fn import_model(
             .find(|o| is_default_domain(&o.domain))
             .map(|o| known("", o.version))
     };
-    let domain_opset = |d: &str| {
-        model
-            .opset_import
-            .iter()
-            .find(|o| o.domain == d)
-            .map_or(0, |o| known(d, o.version))
+    let opsets = Opsets {
+        default: opset,
+        model,
+        custom_ops: &opts.custom_ops,
     };
 
-    let mut b = Builder {
-        graph: Graph::new(gp.name.clone()),
-        names: HashMap::new(),
-        fresh: 0,
-    };
+    let mut b = Builder::new(&gp.name);
 
     // ---- values: initializers, inputs, node results ----
     if let Some(sp) = gp.sparse_initializer.first() {
@@ -251,7 +245,59 @@ pub fn import_model(
     }
 
     // ---- nodes ----
-    for np in &gp.node {
+    import_nodes(&mut b, &gp.node, &opsets, model_dir)?;
+
+    for vi in &gp.output {
+        if b.sequence(&vi.name).is_some() {
+            return Err(OnnxError::UnsupportedFeature {
+                at: format!("graph output \"{}\"", vi.name),
+                what: "sequence values".into(),
+            });
+        }
+        let id = b.names.get(&vi.name).copied().ok_or_else(|| {
+            OnnxError::BadModel(format!("graph output \"{}\" is never defined", vi.name))
+        })?;
+        b.graph.outputs.push(id);
+    }
+
+    let mut graph = b.graph;
+    order_nodes(&mut graph)?;
+    bind_inputs(&mut graph, opts);
+    compat::run_passes(&mut graph)?;
+    Ok(graph)
+}
+
+/// The model's opset imports: the default domain's version and a lookup for the others.
+pub(crate) struct Opsets<'m> {
+    pub default: Option<i64>,
+    pub model: &'m ModelProto,
+    /// The caller's custom ops (`ImportOptions::custom_ops`).
+    pub custom_ops: &'m [tessera_ir::custom::CustomOp],
+}
+
+impl Opsets<'_> {
+    /// The imported version of a non-default domain (a newer one than known reads as the
+    /// newest known, as for the default domain); 0 when it is not imported.
+    pub fn of(&self, d: &str) -> i64 {
+        self.model
+            .opset_import
+            .iter()
+            .find(|o| o.domain == d)
+            .map_or(0, |o| {
+                ops::newest_opset(d).map_or(o.version, |newest| o.version.min(newest))
+            })
+    }
+}
+
+/// Maps each node through the registry into `b`'s graph (the top-level graph or a subgraph
+/// body), applying its opset upgrade.
+pub(crate) fn import_nodes(
+    b: &mut Builder,
+    nodes: &[NodeProto],
+    opsets: &Opsets,
+    model_dir: Option<&Path>,
+) -> Result<()> {
+    for np in nodes {
         let domain = if np.domain == "ai.onnx" {
             ""
         } else {
@@ -266,16 +312,23 @@ pub fn import_model(
         // A node of another domain needs that domain imported; its opset then selects the
         // upgrades of its registry line, as the default domain's does.
         let opset = if domain.is_empty() {
-            opset.ok_or_else(|| {
+            opsets.default.ok_or_else(|| {
                 OnnxError::BadModel(format!(
                     "{} uses the default domain, but the model imports no opset for it",
                     node_desc(np)
                 ))
             })?
         } else {
-            domain_opset(domain)
+            opsets.of(domain)
         };
-        let custom = opts.custom_ops.iter().find(|c| c.domain == domain && c.op_type == np.op_type);
+        if domain.is_empty() && ops::sequence::is_sequence_op(&np.op_type) {
+            ops::sequence::import(b, np)?;
+            continue;
+        }
+        let custom = opsets
+            .custom_ops
+            .iter()
+            .find(|c| c.domain == domain && c.op_type == np.op_type);
         let entry = match ops::lookup(domain, &np.op_type).filter(|_| opset > 0) {
             Some(e) => Some(e),
             None if custom.is_some() => None,
@@ -310,8 +363,18 @@ pub fn import_model(
             outputs.push(id);
         }
         let mut attrs = Attrs::new();
+        if entry.is_some_and(|e| crate::ops::control::has_bodies(e.op)) {
+            // Bodies are imported as closed subgraphs; the outer values they read become
+            // trailing operands (see tessera_ir::infer::control).
+            let captured =
+                crate::ops::control::import_bodies(b, np, opsets, model_dir, &mut attrs)?;
+            inputs.extend(captured.into_iter().map(Some));
+        }
         for a in &np.attribute {
-            attrs.insert(a.name.clone(), convert_attr(a, np, model_dir)?);
+            if !attrs.contains_key(&a.name) {
+                let v = convert_attr(a, np, model_dir)?;
+                attrs.insert(a.name.clone(), v);
+            }
         }
         // Opset 1-5 bookkeeping attribute with no meaning for inference.
         attrs.remove("consumed_inputs");
@@ -334,7 +397,13 @@ pub fn import_model(
             attrs.insert("domain".into(), Attr::String(c.domain.clone()));
             attrs.insert("op_type".into(), Attr::String(c.op_type.clone()));
             attrs.insert("source".into(), Attr::String(c.source.clone()));
-            b.graph.nodes.push(Node { name: np.name.clone(), op: Op::Custom, inputs, outputs, attrs });
+            b.graph.nodes.push(Node {
+                name: np.name.clone(),
+                op: Op::Custom,
+                inputs,
+                outputs,
+                attrs,
+            });
             continue;
         };
         let node = Node {
@@ -350,7 +419,7 @@ pub fn import_model(
             .find(|(below, _)| opset < *below)
             .map(|(_, f)| *f);
         let mut ctx = Ctx {
-            b: &mut b,
+            b: &mut *b,
             opset,
             op_type: &np.op_type,
             pre: Vec::new(),
@@ -363,19 +432,7 @@ pub fn import_model(
         b.graph.nodes.extend(pre);
         b.graph.nodes.extend(node);
     }
-
-    for vi in &gp.output {
-        let id = b.names.get(&vi.name).copied().ok_or_else(|| {
-            OnnxError::BadModel(format!("graph output \"{}\" is never defined", vi.name))
-        })?;
-        b.graph.outputs.push(id);
-    }
-
-    let mut graph = b.graph;
-    order_nodes(&mut graph)?;
-    bind_inputs(&mut graph, opts);
-    compat::run_passes(&mut graph)?;
-    Ok(graph)
+    Ok(())
 }
 
 fn is_default_domain(d: &str) -> bool {
@@ -500,7 +557,7 @@ fn bind_inputs(graph: &mut Graph, opts: &ImportOptions) {
 /// Puts nodes in topological order (ONNX requires it, but models do not always comply),
 /// and checks that every operand is defined by something. A cycle is reported with a node on
 /// it and the path around it.
-fn order_nodes(graph: &mut Graph) -> Result<()> {
+pub(crate) fn order_nodes(graph: &mut Graph) -> Result<()> {
     let nv = graph.values.len();
     let mut producer: Vec<Option<usize>> = vec![None; nv];
     for (i, n) in graph.nodes.iter().enumerate() {
@@ -646,7 +703,7 @@ fn convert_attr(
         AttributeType::Ints => Attr::Ints(a.ints.clone()),
         AttributeType::Strings => Attr::Strings(a.strings.iter().map(|s| text(s)).collect()),
         AttributeType::Graph | AttributeType::Graphs => {
-            return Err(unsupported("graph-valued attributes"))
+            return Err(unsupported("graph-valued attributes of this op"))
         }
         AttributeType::SparseTensor | AttributeType::SparseTensors => {
             return Err(unsupported("sparse tensors"))
@@ -681,10 +738,51 @@ pub(crate) struct Builder {
     pub graph: Graph,
     names: HashMap<String, ValueId>,
     fresh: usize,
+    /// Sequences built in this graph, as the tensors they hold (see `ops::sequence`).
+    seqs: HashMap<String, Vec<ValueId>>,
 }
 
 impl Builder {
-    fn define(&mut self, name: &str, id: ValueId, by: &str) -> Result<()> {
+    pub(crate) fn new(name: &str) -> Builder {
+        Builder {
+            graph: Graph::new(name),
+            names: HashMap::new(),
+            fresh: 0,
+            seqs: HashMap::new(),
+        }
+    }
+
+    /// The tensors of sequence `name`, if it is one built in this graph.
+    pub(crate) fn sequence(&self, name: &str) -> Option<&Vec<ValueId>> {
+        self.seqs.get(name)
+    }
+
+    pub(crate) fn set_sequence(&mut self, name: &str, items: Vec<ValueId>) {
+        self.seqs.insert(name.to_string(), items);
+    }
+
+    /// A fresh untyped value.
+    pub(crate) fn fresh_value(&mut self, hint: &str) -> ValueId {
+        let name = self.fresh_name(hint);
+        let id = self.graph.add_value(name.clone(), None);
+        self.names.insert(name, id);
+        id
+    }
+
+    /// A fresh constant.
+    pub(crate) fn fresh_const(&mut self, hint: &str, t: Tensor) -> ValueId {
+        let name = self.fresh_name(hint);
+        let id = self.graph.add_const(name.clone(), t);
+        self.names.insert(name, id);
+        id
+    }
+
+    /// The value a name refers to in this graph, if any.
+    pub(crate) fn lookup(&self, name: &str) -> Option<ValueId> {
+        self.names.get(name).copied()
+    }
+
+    pub(crate) fn define(&mut self, name: &str, id: ValueId, by: &str) -> Result<()> {
         if self.names.insert(name.to_string(), id).is_some() {
             return Err(OnnxError::BadModel(format!(
                 "value \"{name}\" is defined twice (again by {by})"
@@ -707,7 +805,11 @@ impl Builder {
 
     /// The declared type of a value. `None` when the model leaves the type out; an error for
     /// non-tensor types (sequences, maps, optionals) and unknown element types.
-    fn value_type(&mut self, vi: &ValueInfoProto, what: &str) -> Result<Option<TensorType>> {
+    pub(crate) fn value_type(
+        &mut self,
+        vi: &ValueInfoProto,
+        what: &str,
+    ) -> Result<Option<TensorType>> {
         let unsupported = |w: String| OnnxError::UnsupportedFeature {
             at: format!("{what} \"{}\"", vi.name),
             what: w,
@@ -748,6 +850,8 @@ impl Builder {
         for (k, d) in shape.dim.iter().enumerate() {
             use crate::proto::tensor_shape_proto::dimension::Value as DV;
             dims.push(match &d.value {
+                // Old exporters wrote -1 for "dynamic": every peer reads it as a symbol.
+                Some(DV::DimValue(-1)) => Dim::Sym(format!("unk_{}_{k}", self.fresh_sym())),
                 Some(DV::DimValue(v)) => {
                     fixed.push(*v);
                     Dim::Fixed(u64::try_from(*v).map_err(|_| {

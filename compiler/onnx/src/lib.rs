@@ -24,7 +24,7 @@ pub use import::{
     decode_model, import_bytes, import_file, import_model, input_names, newer_opsets,
     ImportOptions, NewerOpset,
 };
-pub use ops::{newest_opset, supported_ops, NEWEST_OPSETS};
+pub use ops::{newest_opset, registry, supported_ops, RegistryLine, NEWEST_OPSETS};
 pub use tensor::{
     decode_tensor, encode_tensor, read_tensor_file, tensor_from_proto, tensor_to_proto,
     write_tensor_file,

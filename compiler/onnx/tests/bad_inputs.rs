@@ -151,7 +151,7 @@ fn unknown_op_names_type_domain_opset_and_node() {
         "{s}"
     );
 
-    // Control flow needs graph attributes; it is refused as unsupported, not as broken.
+    // An If without its branches is a broken model, named as such.
     let e = err_of(&model(
         17,
         G {
@@ -161,7 +161,12 @@ fn unknown_op_names_type_domain_opset_and_node() {
             inits: vec![],
         },
     ));
-    assert!(e.is_unsupported(), "{e}");
+    assert!(!e.is_unsupported(), "{e}");
+    assert!(
+        e.to_string()
+            .contains("attribute `then_branch` of If node \"branch\" must be a subgraph"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -621,3 +621,226 @@ fn input_names_refuses_non_tensor_runtime_inputs() {
         "unsupported feature at graph input \"seq\": sequence types"
     );
 }
+
+#[test]
+fn add_before_7_with_axis_aligns_b_at_that_axis() {
+    // B of shape [3] at axis 1 of A [2, 3, 4]: B becomes [3, 1], which suffix-broadcasts alike.
+    let g = import(
+        6,
+        G {
+            nodes: vec![node(
+                "Add",
+                "add",
+                &["a", "b"],
+                &["y"],
+                vec![a_int("broadcast", 1), a_int("axis", 1)],
+            )],
+            inputs: vec![fixed("a", F32, &[2, 3, 4]), fixed("b", F32, &[3])],
+            outputs: vec![out("y")],
+            inits: vec![],
+        },
+    );
+    let add = only(&g, Op::Add);
+    assert!(add.attrs.is_empty(), "{:?}", add.attrs);
+    let b = add.input(1).unwrap();
+    assert_eq!(g.ty(b).unwrap().shape.as_static().unwrap(), vec![3, 1]);
+    assert_eq!(out_dims(&g, 0), vec![2, 3, 4]);
+    assert_eq!(operand_ints(&g, only(&g, Op::Unsqueeze), 1), vec![1]);
+}
+
+#[test]
+fn add_before_7_with_an_axis_outside_a_is_bad_input() {
+    let err = import_bytes(
+        &bytes(&model(
+            6,
+            G {
+                nodes: vec![node(
+                    "Add",
+                    "add",
+                    &["a", "b"],
+                    &["y"],
+                    vec![a_int("broadcast", 1), a_int("axis", 2)],
+                )],
+                inputs: vec![fixed("a", F32, &[2, 3]), fixed("b", F32, &[3])],
+                outputs: vec![out("y")],
+                inits: vec![],
+            },
+        )),
+        None,
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, tessera_onnx::OnnxError::BadModel(_)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("Add node \"add\": `axis` 2 does not place operand B"),
+        "{err}"
+    );
+}
+
+#[test]
+fn prelu_before_7_has_a_per_channel_slope() {
+    let g = import(
+        6,
+        G {
+            nodes: vec![node("PRelu", "p", &["x", "s"], &["y"], vec![])],
+            inputs: vec![fixed("x", F32, &[2, 3, 4, 5])],
+            outputs: vec![out("y")],
+            inits: vec![f32_init("s", &[3], &[0.1, 0.2, 0.3])],
+        },
+    );
+    let p = only(&g, Op::PRelu);
+    assert_eq!(
+        g.ty(p.input(1).unwrap())
+            .unwrap()
+            .shape
+            .as_static()
+            .unwrap(),
+        vec![3, 1, 1]
+    );
+    assert_eq!(out_dims(&g, 0), vec![2, 3, 4, 5]);
+}
+
+#[test]
+fn dim_value_minus_one_is_symbolic() {
+    let g = import(
+        17,
+        G {
+            nodes: vec![node("Relu", "r", &["x"], &["y"], vec![])],
+            inputs: vec![vi("x", F32, &[D::N(-1), D::N(4)])],
+            outputs: vec![out("y")],
+            inits: vec![],
+        },
+    );
+    let ty = g.ty(g.inputs[0]).unwrap();
+    assert!(matches!(ty.shape.0[0], Dim::Sym(_)), "{ty}");
+    assert_eq!(ty.shape.0[1], Dim::Fixed(4));
+}
+
+#[test]
+fn sequences_built_in_the_graph_resolve_to_tensor_ops() {
+    // [a, b] with c inserted at 1 is [a, c, b]; element 1 is c; ConcatFromSequence joins all.
+    let g = import(
+        17,
+        G {
+            nodes: vec![
+                node("SequenceConstruct", "mk", &["a", "b"], &["s1"], vec![]),
+                node(
+                    "SequenceInsert",
+                    "ins",
+                    &["s1", "c", "one"],
+                    &["s2"],
+                    vec![],
+                ),
+                node("SequenceAt", "at", &["s2", "one"], &["y"], vec![]),
+                node("SequenceLength", "len", &["s2"], &["n"], vec![]),
+                node(
+                    "ConcatFromSequence",
+                    "cat",
+                    &["s2"],
+                    &["all"],
+                    vec![a_int("axis", 0)],
+                ),
+            ],
+            inputs: vec![
+                fixed("a", F32, &[2]),
+                fixed("b", F32, &[2]),
+                fixed("c", F32, &[2]),
+            ],
+            outputs: vec![out("y"), out("n"), out("all")],
+            inits: vec![i64_init("one", &[], &[1])],
+        },
+    );
+    let id = only(&g, Op::Identity);
+    assert_eq!(g.value(id.input(0).unwrap()).name, "c");
+    assert_eq!(
+        g.konst(g.outputs[1]).unwrap().to_i64_vec().unwrap(),
+        vec![3]
+    );
+    let cat = only(&g, Op::Concat);
+    let names: Vec<&str> = cat
+        .inputs
+        .iter()
+        .map(|v| g.value(v.unwrap()).name.as_str())
+        .collect();
+    assert_eq!(names, ["a", "c", "b"]);
+    assert_eq!(out_dims(&g, 2), vec![6]);
+}
+
+#[test]
+fn a_sequence_graph_output_is_unsupported() {
+    let err = import_bytes(
+        &bytes(&model(
+            17,
+            G {
+                nodes: vec![node("SequenceConstruct", "mk", &["a"], &["s"], vec![])],
+                inputs: vec![fixed("a", F32, &[2])],
+                outputs: vec![out("s")],
+                inits: vec![],
+            },
+        )),
+        None,
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.is_unsupported(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "unsupported feature at graph output \"s\": sequence values"
+    );
+}
+
+#[test]
+fn exported_pad_amounts_fold_through_reshape_slice_transpose_cast() {
+    // PyTorch's export of F.pad: [1, 1, 2, 2] + zeros → pairs → reversed → transposed → flat.
+    let g = import(
+        17,
+        G {
+            nodes: vec![
+                node(
+                    "Concat",
+                    "cat",
+                    &["torch_pads", "zeros"],
+                    &["all"],
+                    vec![a_int("axis", 0)],
+                ),
+                node("Reshape", "pairs", &["all", "pair_shape"], &["p"], vec![]),
+                node(
+                    "Slice",
+                    "rev",
+                    &["p", "st", "en", "ax", "step"],
+                    &["r"],
+                    vec![],
+                ),
+                node(
+                    "Transpose",
+                    "tr",
+                    &["r"],
+                    &["t"],
+                    vec![a_ints("perm", &[1, 0])],
+                ),
+                node("Reshape", "flat", &["t", "flat_shape"], &["f"], vec![]),
+                node("Cast", "cast", &["f"], &["pads"], vec![a_int("to", 7)]),
+                node("Pad", "pad", &["x", "pads"], &["y"], vec![]),
+            ],
+            inputs: vec![fixed("x", F32, &[1, 1, 3, 3])],
+            outputs: vec![out("y")],
+            inits: vec![
+                i64_init("torch_pads", &[4], &[1, 1, 2, 2]),
+                i64_init("zeros", &[4], &[0, 0, 0, 0]),
+                i64_init("pair_shape", &[2], &[-1, 2]),
+                i64_init("st", &[1], &[-1]),
+                i64_init("en", &[1], &[i64::MIN + 1]),
+                i64_init("ax", &[1], &[0]),
+                i64_init("step", &[1], &[-1]),
+                i64_init("flat_shape", &[1], &[-1]),
+            ],
+        },
+    );
+    let pad = only(&g, Op::Pad);
+    assert_eq!(operand_ints(&g, pad, 1), vec![0, 0, 2, 1, 0, 0, 2, 1]);
+    assert_eq!(out_dims(&g, 0), vec![1, 1, 7, 5]);
+}

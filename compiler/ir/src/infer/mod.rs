@@ -8,6 +8,7 @@
 //! later `Reshape` sees its `shape` operand as a constant. The nodes stay in the graph;
 //! [`crate::fold::fold_constants`] removes them.
 
+pub mod control;
 mod dense;
 mod elementwise;
 mod extra;
@@ -15,6 +16,7 @@ pub(crate) mod meta;
 pub(crate) mod movement;
 mod quant;
 mod reduce;
+mod select;
 pub mod seq;
 mod spatial;
 mod spectral;
@@ -42,7 +44,10 @@ pub fn infer_shapes(g: &mut Graph) -> Result<()> {
         }
     }
     for ni in 0..g.nodes.len() {
-        let (tys, konsts) = {
+        let (tys, konsts) = if control::is_control(g.nodes[ni].op) {
+            // Control flow types its bodies in place, so it needs the graph mutably.
+            control::infer(g, ni)?
+        } else {
             let node = &g.nodes[ni];
             let cx = Cx { g, node };
             let tys = infer_node(&cx)?;
@@ -83,6 +88,7 @@ fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
         .or_else(|| spatial::infer(cx))
         .or_else(|| extra::infer(cx))
         .or_else(|| spectral::infer(cx))
+        .or_else(|| select::infer(cx))
     {
         Some(r) => r?,
         None => match cx.node.op.family() {
@@ -92,6 +98,12 @@ fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
             Family::Movement => movement::infer(cx)?,
             Family::Quant => quant::infer(cx)?,
             Family::Meta => meta::infer(cx)?,
+            Family::Control => {
+                return Err(IrError::Unsupported {
+                    node: cx.label(),
+                    what: "control flow is typed by `infer_shapes` only".into(),
+                })
+            }
         },
     };
     let n = cx.node.outputs.len();
@@ -127,11 +139,17 @@ fn custom_infer(cx: &Cx) -> Option<Result<Vec<TensorType>>> {
         let mut ins = Vec::new();
         for i in 0..cx.n_inputs() {
             let t = cx.ty(i)?;
-            let dims = t.shape.as_static().ok_or_else(|| cx.shape_err(format!("input {i} has symbolic shape {}", t.shape)))?;
+            let dims = t
+                .shape
+                .as_static()
+                .ok_or_else(|| cx.shape_err(format!("input {i} has symbolic shape {}", t.shape)))?;
             ins.push((t.dtype, dims));
         }
-        let env = op.bind(&ins).map_err(|e| cx.shape_err(format!("custom op {}: {e}", op.op_type)))?;
-        op.output_types(&env).map_err(|e| cx.shape_err(format!("custom op {}: {e}", op.op_type)))
+        let env = op
+            .bind(&ins)
+            .map_err(|e| cx.shape_err(format!("custom op {}: {e}", op.op_type)))?;
+        op.output_types(&env)
+            .map_err(|e| cx.shape_err(format!("custom op {}: {e}", op.op_type)))
     })())
 }
 

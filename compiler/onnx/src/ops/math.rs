@@ -27,7 +27,7 @@ pub(crate) const OPS: &[Entry] = &[
     op("BitwiseOr", Op::BitwiseOr),
     op("BitwiseXor", Op::BitwiseXor),
     op("BitwiseNot", Op::BitwiseNot),
-    op("PRelu", Op::PRelu),
+    up("PRelu", Op::PRelu, &[(7, prelu_per_channel)]),
     op("Where", Op::Where),
     // variadic
     op("Max", Op::Max),
@@ -89,14 +89,96 @@ pub(crate) const OPS: &[Entry] = &[
 ];
 
 /// Opset < 7: `broadcast=1` without `axis` is numpy suffix broadcasting, which newer opsets
-/// subsume. With `axis`, operand B aligns at that axis instead of at the end: that has no
-/// direct equivalent, so it is refused.
+/// subsume. With `axis`, operand B aligns at that axis of A instead of at A's end: B gets
+/// trailing unit dims (an `Unsqueeze` placed first) so that suffix broadcasting aligns it the
+/// same way. That needs both ranks at import; without them the node is refused.
 fn legacy_broadcast(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     let broadcast = matches!(take(&mut node, "broadcast"), Some(Attr::Int(1)));
-    if take(&mut node, "axis").is_some() && broadcast {
-        return Err(ctx.unsupported(&node, "legacy broadcasting with an `axis` attribute"));
+    let axis = take(&mut node, "axis");
+    if !broadcast {
+        return Ok(vec![node]);
+    }
+    let Some(axis) = axis else {
+        return Ok(vec![node]);
+    };
+    let Attr::Int(axis) = axis else {
+        return Err(ctx.bad(&node, "attribute `axis` must be an int"));
+    };
+    let (Some(a), Some(b)) = (node.input(0), node.input(1)) else {
+        return Err(ctx.bad(&node, "legacy broadcasting needs two operands"));
+    };
+    let rank = |ctx: &Ctx, v| ctx.b.graph.ty(v).map(|t| t.shape.rank() as i64);
+    let (Some(ra), Some(rb)) = (rank(ctx, a), rank(ctx, b)) else {
+        return Err(ctx.unsupported(
+            &node,
+            "legacy broadcasting with an `axis` attribute on operands of unknown rank",
+        ));
+    };
+    let axis = if axis < 0 { axis + ra } else { axis };
+    if axis < 0 || axis + rb > ra {
+        return Err(ctx.bad(
+            &node,
+            &format!(
+                "`axis` {axis} does not place operand B (rank {rb}) inside operand A (rank {ra})"
+            ),
+        ));
+    }
+    let b = trailing_unit_dims(ctx, &node, b, rb, ra - axis - rb);
+    set_operand(&mut node, 1, Some(b));
+    Ok(vec![node])
+}
+
+/// Opset < 7: PRelu's slope was per channel (dimension 1 of X), not broadcast from the end.
+/// A 1-D slope of more than one element gets trailing unit dims so the new semantics agree.
+fn prelu_per_channel(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    let (Some(x), Some(slope)) = (node.input(0), node.input(1)) else {
+        return Err(ctx.bad(&node, "PRelu needs two operands"));
+    };
+    let (Some(tx), Some(ts)) = (ctx.b.graph.ty(x).cloned(), ctx.b.graph.ty(slope).cloned()) else {
+        return Err(ctx.unsupported(
+            &node,
+            "a per-channel PRelu slope on operands of unknown shape",
+        ));
+    };
+    let rx = tx.shape.rank() as i64;
+    let single = ts
+        .shape
+        .as_static()
+        .is_some_and(|d| d.iter().product::<u64>() == 1);
+    if ts.shape.rank() == 1 && !single && rx >= 3 {
+        let s = trailing_unit_dims(ctx, &node, slope, 1, rx - 2);
+        set_operand(&mut node, 1, Some(s));
     }
     Ok(vec![node])
+}
+
+/// `v` (of rank `rank`) with `extra` unit dims appended, by an `Unsqueeze` placed before
+/// `node`; `v` itself when `extra` is 0.
+fn trailing_unit_dims(
+    ctx: &mut Ctx,
+    node: &Node,
+    v: tessera_ir::ValueId,
+    rank: i64,
+    extra: i64,
+) -> tessera_ir::ValueId {
+    if extra <= 0 {
+        return v;
+    }
+    let axes: Vec<i64> = (rank..rank + extra).collect();
+    let axes = ctx.ints("legacy_axes", &axes);
+    let out = ctx.tmp("legacy_unsqueezed");
+    ctx.pre.push(Node {
+        name: if node.name.is_empty() {
+            String::new()
+        } else {
+            format!("{}/unsqueeze", node.name)
+        },
+        op: Op::Unsqueeze,
+        inputs: vec![Some(v), Some(axes)],
+        outputs: vec![out],
+        attrs: tessera_ir::Attrs::new(),
+    });
+    out
 }
 
 /// Opset < 11: `min`/`max` were float attributes; they became operands of the input's type.

@@ -6,12 +6,18 @@
 //! pair wins, so list them in ascending order. `f` handles the whole range below its bound
 //! (it may call the next range's function after its own rewrite).
 
+mod contrib;
+pub(crate) mod control;
 mod math;
 mod nn;
+mod optional;
 mod quant;
 mod reduce;
+mod select;
+pub(crate) mod sequence;
 mod shape;
 mod spectral;
+mod strings;
 
 use crate::error::Result;
 use crate::import::Ctx;
@@ -81,6 +87,11 @@ pub fn newest_opset(domain: &str) -> Option<i64> {
 }
 
 const FAMILIES: &[&[Entry]] = &[
+    contrib::OPS,
+    control::OPS,
+    select::OPS,
+    strings::OPS,
+    optional::OPS,
     math::OPS,
     nn::OPS,
     reduce::OPS,
@@ -106,6 +117,33 @@ pub fn supported_ops() -> Vec<&'static str> {
         .map(|e| e.onnx)
         .collect();
     v.sort_unstable();
+    v
+}
+
+/// One registry line as documentation sees it: the ONNX domain ("" for the default) and op
+/// type, the graph-IR op it becomes, and the opset bounds below which an older form is
+/// upgraded at import (`i64::MAX` for a rewrite that applies at every opset).
+#[derive(Clone, Debug)]
+pub struct RegistryLine {
+    pub domain: &'static str,
+    pub onnx: &'static str,
+    pub op: Op,
+    pub upgrades_below: Vec<i64>,
+}
+
+/// Every registry line, sorted by domain and op type (for docs/ops.md and its test).
+pub fn registry() -> Vec<RegistryLine> {
+    let mut v: Vec<RegistryLine> = FAMILIES
+        .iter()
+        .flat_map(|f| f.iter())
+        .map(|e| RegistryLine {
+            domain: e.domain,
+            onnx: e.onnx,
+            op: e.op,
+            upgrades_below: e.upgrades.iter().map(|(b, _)| *b).collect(),
+        })
+        .collect();
+    v.sort_by(|a, b| (a.domain, a.onnx).cmp(&(b.domain, b.onnx)));
     v
 }
 

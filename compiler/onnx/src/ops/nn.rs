@@ -19,10 +19,12 @@ pub(crate) const OPS: &[Entry] = &[
     op("GlobalAveragePool", Op::GlobalAveragePool),
     op("GlobalMaxPool", Op::GlobalMaxPool),
     up("GlobalLpPool", Op::GlobalLpPool, &[(2, lp_float_p)]),
+    // onnxruntime's contrib schema in the default domain: RMS normalisation.
+    op("SimplifiedLayerNormalization", Op::RMSNormalization),
     up(
         "BatchNormalization",
         Op::BatchNormalization,
-        &[(14, batchnorm_legacy)],
+        &[(14, batchnorm_legacy), (i64::MAX, batchnorm_training)],
     ),
     op("LayerNormalization", Op::LayerNormalization),
     op("InstanceNormalization", Op::InstanceNormalization),
@@ -92,6 +94,103 @@ fn batchnorm_legacy(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
     drop_attrs(&mut node, &["momentum"]);
     node.outputs.truncate(1);
     Ok(vec![node])
+}
+
+/// Opset 14+: `training_mode=1` normalises with the batch's own statistics (population
+/// variance over every axis but 1) and also returns the updated running mean and variance.
+/// That is written out as graph ops (reductions and elementwise kernels).
+fn batchnorm_training(ctx: &mut Ctx, mut node: Node) -> Result<Vec<Node>> {
+    match take(&mut node, "training_mode") {
+        None | Some(Attr::Int(0)) => return Ok(vec![node]),
+        Some(Attr::Int(_)) => {}
+        Some(_) => return Err(ctx.bad(&node, "attribute `training_mode` must be an int")),
+    }
+    let eps = take_float(ctx, &mut node, "epsilon")?.unwrap_or(1e-5) as f64;
+    let momentum = take_float(ctx, &mut node, "momentum")?.unwrap_or(0.9) as f64;
+    let operand = |k: usize, ctx: &Ctx| {
+        node.input(k)
+            .ok_or_else(|| ctx.bad(&node, &format!("operand {k} is required")))
+    };
+    let (x, scale, bias, mean_in, var_in) = (
+        operand(0, ctx)?,
+        operand(1, ctx)?,
+        operand(2, ctx)?,
+        operand(3, ctx)?,
+        operand(4, ctx)?,
+    );
+    let Some(rank) = ctx.b.graph.ty(x).map(|t| t.shape.rank() as i64) else {
+        return Err(ctx.unsupported(&node, "training mode on an input of unknown rank"));
+    };
+    if rank < 2 {
+        return Err(ctx.bad(&node, "the input needs a channel axis"));
+    }
+    let mut out: Vec<Node> = Vec::new();
+    let mut mk =
+        |op: Op, inputs: &[tessera_ir::ValueId], output: tessera_ir::ValueId, attrs: Attrs| {
+            out.push(Node {
+                name: String::new(),
+                op,
+                inputs: inputs.iter().map(|&v| Some(v)).collect(),
+                outputs: vec![output],
+                attrs,
+            });
+        };
+    let keep = |k: i64| Attrs::from([("keepdims".to_string(), Attr::Int(k))]);
+    let axes: Vec<i64> = std::iter::once(0).chain(2..rank).collect();
+    let axes = ctx.ints("bn_axes", &axes);
+    let (mean, d, sq, var) = (
+        ctx.tmp("bn_mean"),
+        ctx.tmp("bn_centered"),
+        ctx.tmp("bn_sq"),
+        ctx.tmp("bn_var"),
+    );
+    mk(Op::ReduceMean, &[x, axes], mean, keep(1));
+    mk(Op::Sub, &[x, mean], d, Attrs::new());
+    mk(Op::Mul, &[d, d], sq, Attrs::new());
+    mk(Op::ReduceMean, &[sq, axes], var, keep(1));
+    let eps_c = ctx.scalar_like("bn_eps", eps, x);
+    let (ve, sd, norm) = (ctx.tmp("bn_var_eps"), ctx.tmp("bn_std"), ctx.tmp("bn_norm"));
+    mk(Op::Add, &[var, eps_c], ve, Attrs::new());
+    mk(Op::Sqrt, &[ve], sd, Attrs::new());
+    mk(Op::Div, &[d, sd], norm, Attrs::new());
+    // [C] scale and bias align with axis 1 once they have rank - 2 trailing unit dims.
+    let per_channel =
+        |ctx: &mut Ctx,
+         v,
+         mk: &mut dyn FnMut(Op, &[tessera_ir::ValueId], tessera_ir::ValueId, Attrs)| {
+            if rank == 2 {
+                return v;
+            }
+            let t: Vec<i64> = (1..rank - 1).collect();
+            let t = ctx.ints("bn_unsqueeze", &t);
+            let o = ctx.tmp("bn_per_channel");
+            mk(Op::Unsqueeze, &[v, t], o, Attrs::new());
+            o
+        };
+    let sc = per_channel(ctx, scale, &mut mk);
+    let bi = per_channel(ctx, bias, &mut mk);
+    let scaled = ctx.tmp("bn_scaled");
+    mk(Op::Mul, &[norm, sc], scaled, Attrs::new());
+    let y = node.outputs[0];
+    mk(Op::Add, &[scaled, bi], y, Attrs::new());
+    // Running statistics: input * momentum + batch statistic * (1 - momentum).
+    let mom = ctx.scalar_like("bn_momentum", momentum, mean_in);
+    let rest = ctx.scalar_like("bn_one_minus_momentum", 1.0 - momentum, mean_in);
+    // The batch mean is the mean of x, the batch variance the mean of the squared deviations.
+    for (k, (of, running)) in [(x, mean_in), (sq, var_in)].into_iter().enumerate() {
+        let Some(&result) = node.outputs.get(k + 1) else {
+            continue;
+        };
+        let batch = ctx.tmp("bn_batch_stat");
+        mk(Op::ReduceMean, &[of, axes], batch, keep(0));
+        let (a, b) = (ctx.tmp("bn_running_part"), ctx.tmp("bn_batch_part"));
+        mk(Op::Mul, &[running, mom], a, Attrs::new());
+        mk(Op::Mul, &[batch, rest], b, Attrs::new());
+        mk(Op::Add, &[a, b], result, Attrs::new());
+    }
+    drop(mk);
+    ctx.pre.extend(out);
+    Ok(Vec::new())
 }
 
 /// Opset 18-20: scale and bias had one entry per group, not per channel. There is no way
