@@ -12,6 +12,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 secs="${1:-20}"
 shift || true
+# `-O` (release) for real fuzzing; CI's short smoke run passes TESSERA_FUZZ_BUILD=--dev, which
+# builds several times faster and still runs every target under AddressSanitizer.
+build="${TESSERA_FUZZ_BUILD:--O}"
+
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(onnx_import ir_text kir_text tsa_load tensor_files npu_asm npu_decode)
@@ -22,8 +26,8 @@ fi
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/regressions/$t"
   # Regression inputs first: each must still pass before the timed run.
-  (cd fuzz && cargo +nightly fuzz run -O "$t" "regressions/$t" -- -runs=0 2>&1 | tail -1)
-  (cd fuzz && cargo +nightly fuzz run -O "$t" "corpus/$t" "regressions/$t" -- \
+  (cd fuzz && cargo +nightly fuzz run $build "$t" "regressions/$t" -- -runs=0 2>&1 | tail -1)
+  (cd fuzz && cargo +nightly fuzz run $build "$t" "corpus/$t" "regressions/$t" -- \
       -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=262144 -print_final_stats=1 2>&1 \
       | grep -E "^(stat::number_of_executed_units|stat::new_units_added|Done|==[0-9]+== ERROR|SUMMARY)" || true)
   if [ -n "$(find "fuzz/artifacts/$t" -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) 2>/dev/null)" ]; then

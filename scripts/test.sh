@@ -21,6 +21,6 @@ if [ "$fuzz_secs" != 0 ]; then
   if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
   fi
-  scripts/fuzz.sh "$fuzz_secs"
+  TESSERA_FUZZ_BUILD="${TESSERA_FUZZ_BUILD:---dev}" scripts/fuzz.sh "$fuzz_secs"
 fi
 scripts/test-python.sh
