@@ -1434,15 +1434,10 @@ fn portable_code_runs_the_same() {
 fn desc_parses_and_names_the_target() {
     let d = tessera_host::desc().unwrap();
     assert_eq!(
-        (
-            d.name.as_str(),
-            d.isa.as_str(),
-            d.launch.as_str(),
-            d.vector_bytes
-        ),
-        ("host", "x86_64", "threads", 16)
+        (d.name.as_str(), d.isa.as_str(), d.launch, d.vector_bytes),
+        ("host", "x86_64", tessera_target::Launch::Threads, 16)
     );
-    assert!(!d.dtypes.iter().any(|t| t == "string"));
+    assert!(!d.dtypes.contains(&DType::String));
     assert_eq!(d.dtypes.len(), DType::ALL.len() - 1);
     assert_eq!(d.tolerance["f32"], [1e-3, 1e-5]);
 }
