@@ -1085,15 +1085,10 @@ fn blocked_mma(
     let wide = nv * lanes;
     let n_wide = n / wide * wide;
     let n_vec = n_wide + (n - n_wide) / lanes * lanes;
-    let rows_full = m / mr * mr;
-    let row_block = |b: &mut KernelBuilder, i0: Val, rows: u32| {
-        if n_wide > 0 {
-            let (lo, hi, st) = (b.index(0), b.index(n_wide as i64), b.index(wide as i64));
-            b.for_loop(lo, hi, st, &[], |b, j0, _| {
-                micro(b, (ab, bb, rb), (n, k), i0, rows, j0, nv, lanes);
-                Vec::new()
-            });
-        }
+    blocks(b, m, mr, &|b, i0, rows| {
+        blocks(b, n_wide, wide, &|b, j0, _| {
+            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, nv, lanes)
+        });
         if lanes > 1 {
             for j in (n_wide..n_vec).step_by(lanes as usize) {
                 let j0 = b.index(j as i64);
@@ -1104,17 +1099,23 @@ fn blocked_mma(
             let j0 = b.index(j as i64);
             micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, 1);
         }
-    };
-    if rows_full > 0 {
-        let (lo, hi, st) = (b.index(0), b.index(rows_full as i64), b.index(mr as i64));
-        b.for_loop(lo, hi, st, &[], |b, i0, _| {
-            row_block(b, i0, mr);
+    });
+}
+
+/// Calls `f(b, start, count)` over `0..n` in blocks of `blk`: a loop over the full blocks
+/// (`count == blk`), then once for the remainder if there is one.
+fn blocks(b: &mut KernelBuilder, n: u32, blk: u32, f: &dyn Fn(&mut KernelBuilder, Val, u32)) {
+    let full = n / blk * blk;
+    if full > 0 {
+        let (lo, hi, st) = (b.index(0), b.index(full as i64), b.index(blk as i64));
+        b.for_loop(lo, hi, st, &[], |b, x, _| {
+            f(b, x, blk);
             Vec::new()
         });
     }
-    if rows_full < m {
-        let i0 = b.index(rows_full as i64);
-        row_block(b, i0, m - rows_full);
+    if full < n {
+        let x = b.index(full as i64);
+        f(b, x, n - full);
     }
 }
 
@@ -1187,35 +1188,11 @@ fn dot_mma(
     nc: u32,
 ) {
     // `mr × nc` vector accumulators, plus `mr` A vectors and `nc` B vectors, live at once.
-    let rows_full = m / mr * mr;
-    let cols_full = n / nc * nc;
-    let block = |b: &mut KernelBuilder, i0: Val, rows: u32, j0: Val, cols: u32| {
-        dot_micro(b, (ab, bb, rb), (n, k), i0, rows, j0, cols, lanes)
-    };
-    let row_block = |b: &mut KernelBuilder, i0: Val, rows: u32| {
-        if cols_full > 0 {
-            let (lo, hi, st) = (b.index(0), b.index(cols_full as i64), b.index(nc as i64));
-            b.for_loop(lo, hi, st, &[], |b, j0, _| {
-                block(b, i0, rows, j0, nc);
-                Vec::new()
-            });
-        }
-        if cols_full < n {
-            let j0 = b.index(cols_full as i64);
-            block(b, i0, rows, j0, n - cols_full);
-        }
-    };
-    if rows_full > 0 {
-        let (lo, hi, st) = (b.index(0), b.index(rows_full as i64), b.index(mr as i64));
-        b.for_loop(lo, hi, st, &[], |b, i0, _| {
-            row_block(b, i0, mr);
-            Vec::new()
-        });
-    }
-    if rows_full < m {
-        let i0 = b.index(rows_full as i64);
-        row_block(b, i0, m - rows_full);
-    }
+    blocks(b, m, mr, &|b, i0, rows| {
+        blocks(b, n, nc, &|b, j0, cols| {
+            dot_micro(b, (ab, bb, rb), (n, k), i0, rows, j0, cols, lanes)
+        })
+    });
 }
 
 /// One block of `rows × cols` dot products at (i0, j0).
