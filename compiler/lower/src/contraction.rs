@@ -196,26 +196,12 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
             ta = b.cast(ta, s.acc, NO_SAT);
             tb = b.cast(tb, s.acc, NO_SAT);
             if let Some(z) = a_zp {
-                ta = b.sub(ta, z);
-                let col = b.tile_index(Axis::Cols, tm, tk);
-                let k0t = b.splat_tile(k0, tm, tk);
-                let kk = b.add(col, k0t);
-                let kv = b.index(s.k as i64);
-                let kt = b.splat_tile(kv, tm, tk);
-                let inside = b.cmp(CmpOp::Lt, kk, kt);
-                let zt = b.const_tile(s.acc, tm, tk, 0.0);
-                ta = b.select(inside, ta, zt);
+                let t = b.sub(ta, z);
+                ta = zero_beyond_k(b, t, Axis::Cols, k0, s.k);
             }
             if let Some(z) = b_zp {
-                tb = b.sub(tb, z);
-                let row = b.tile_index(Axis::Rows, tk, tn);
-                let k0t = b.splat_tile(k0, tk, tn);
-                let kk = b.add(row, k0t);
-                let kv = b.index(s.k as i64);
-                let kt = b.splat_tile(kv, tk, tn);
-                let inside = b.cmp(CmpOp::Lt, kk, kt);
-                let zt = b.const_tile(s.acc, tk, tn, 0.0);
-                tb = b.select(inside, tb, zt);
+                let t = b.sub(tb, z);
+                tb = zero_beyond_k(b, t, Axis::Rows, k0, s.k);
             }
         }
         vec![b.tile_mma(ta, tb, acc[0])]
@@ -260,6 +246,22 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
         out,
     );
     kb.finish()
+}
+
+/// Tile `t` (of an operand whose k index runs along `axis` from `k0`) with the lanes at k >= `k`
+/// set to zero: the padding a masked load read must add nothing once a zero point is
+/// subtracted.
+fn zero_beyond_k(b: &mut KernelBuilder, t: Val, axis: Axis, k0: Val, k: u64) -> Val {
+    let ty = b.ty(t);
+    let (rows, cols) = (ty.rows, ty.lanes);
+    let idx = b.tile_index(axis, rows, cols);
+    let k0t = b.splat_tile(k0, rows, cols);
+    let kk = b.add(idx, k0t);
+    let kv = b.index(k as i64);
+    let kt = b.splat_tile(kv, rows, cols);
+    let inside = b.cmp(CmpOp::Lt, kk, kt);
+    let zt = b.const_tile(ty.elem, rows, cols, 0.0);
+    b.select(inside, t, zt)
 }
 
 /// A zero point as a tile of `acc` broadcast over an A tile (`rows`: `tm × tk`, per row of A)
