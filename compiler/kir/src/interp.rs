@@ -858,7 +858,7 @@ impl<'k> Machine<'k, '_> {
             ReduceLanes(op, x) => {
                 let t = self.ty(*x);
                 let xo = self.o(*x);
-                let bop = reduce_binop(*op);
+                let bop = op.binop();
                 let mut acc = self.regs[xo];
                 for l in 1..t.lanes as usize {
                     acc = binop(bop, t.elem, acc, self.regs[xo + l]);
@@ -997,7 +997,7 @@ impl<'k> Machine<'k, '_> {
             TileReduce(op, axis, x) => {
                 let t = self.ty(*x);
                 let (rows, cols) = t.tile_shape().unwrap_or((1, 1));
-                let bop = reduce_binop(*op);
+                let bop = op.binop();
                 let (xo, ro) = (self.o(*x), self.o(inst.results[0]));
                 let at = |i: u32, j: u32| xo + (i * cols + j) as usize;
                 self.tmp.clear();
@@ -1193,16 +1193,6 @@ impl<'k> Machine<'k, '_> {
 // ================================================================================================
 // Per-lane semantics. Every function takes and returns canonical lane bits (see the file doc).
 // ================================================================================================
-
-/// The binary op a reduction folds with.
-fn reduce_binop(op: ReduceOp) -> BinOp {
-    match op {
-        ReduceOp::Add => BinOp::Add,
-        ReduceOp::Mul => BinOp::Mul,
-        ReduceOp::Min => BinOp::Min,
-        ReduceOp::Max => BinOp::Max,
-    }
-}
 
 /// One multiply-accumulate step of `mma`: `acc + x*y` with the product exact and one rounding.
 pub(crate) fn mac(acc: DType, a_ty: DType, b_ty: DType, s: u64, x: u64, y: u64) -> u64 {

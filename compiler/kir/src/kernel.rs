@@ -60,6 +60,17 @@ pub enum Access {
     ReadWrite,
 }
 
+impl Access {
+    /// The access mode as the text format writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::ReadWrite => "readwrite",
+        }
+    }
+}
+
 /// The type of an SSA value: a scalar, a vector of `lanes` elements, or a 2-D tile of `rows` ×
 /// `lanes` elements (`rows > 0`; `lanes` is then the column count). Every dtype but `string`
 /// may be a value type. Indices are `i64` scalars.
@@ -337,6 +348,18 @@ pub enum ReduceOp {
     Mul,
     Min,
     Max,
+}
+
+impl ReduceOp {
+    /// The binary op a reduction folds with.
+    pub fn binop(self) -> BinOp {
+        match self {
+            ReduceOp::Add => BinOp::Add,
+            ReduceOp::Mul => BinOp::Mul,
+            ReduceOp::Min => BinOp::Min,
+            ReduceOp::Max => BinOp::Max,
+        }
+    }
 }
 
 /// Math routines. Their meaning is the correctly rounded mathematical function (the

@@ -199,14 +199,6 @@ pub fn math_name(f: MathFn) -> &'static str {
     }
 }
 
-fn access_name(a: Access) -> &'static str {
-    match a {
-        Access::Read => "read",
-        Access::Write => "write",
-        Access::ReadWrite => "readwrite",
-    }
-}
-
 impl Printer<'_> {
     fn val(&self, v: Val) -> String {
         format!("%{}", v.0)
@@ -240,7 +232,7 @@ impl Printer<'_> {
             d.space.name(),
             d.dtype,
             d.len,
-            access_name(d.access)
+            d.access.name()
         )
     }
 

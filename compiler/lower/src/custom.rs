@@ -70,11 +70,7 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
                 p.space.name(),
                 p.dtype,
                 p.len,
-                match p.access {
-                    Access::Read => "read",
-                    Access::Write => "write",
-                    Access::ReadWrite => "readwrite",
-                },
+                p.access.name(),
                 if *out { " written" } else { "" }
             )));
         }

@@ -1436,12 +1436,7 @@ impl Cg<'_, '_> {
         let elem = self.ty(x)?.elem;
         let parts = self.plain(x)?;
         let lanes = self.lanes_of(&parts);
-        let bop = match op {
-            ReduceOp::Add => BinOp::Add,
-            ReduceOp::Mul => BinOp::Mul,
-            ReduceOp::Min => BinOp::Min,
-            ReduceOp::Max => BinOp::Max,
-        };
+        let bop = op.binop();
         // Lane 0 first, then each lane in order, so float sums round as a sequential loop does.
         let mut acc = lanes[0];
         for &l in &lanes[1..] {

@@ -140,12 +140,7 @@ fn legalize_inst(
         }
         ReduceLanes(op, x) if needs(t) => {
             let lanes = b.ty(*x).lanes;
-            let bop = match op {
-                ReduceOp::Add => BinOp::Add,
-                ReduceOp::Mul => BinOp::Mul,
-                ReduceOp::Min => BinOp::Min,
-                ReduceOp::Max => BinOp::Max,
-            };
+            let bop = op.binop();
             let mut acc = b.extract(*x, 0);
             for l in 1..lanes {
                 let e = b.extract(*x, l);

@@ -543,12 +543,7 @@ impl Sc {
             TileReduce(op, axis, x) => {
                 let r = r.expect("tile.reduce defines a value");
                 let (rows, cols) = self.ty(x).tile_shape().expect("a tile");
-                let bop = match op {
-                    ReduceOp::Add => BinOp::Add,
-                    ReduceOp::Mul => BinOp::Mul,
-                    ReduceOp::Min => BinOp::Min,
-                    ReduceOp::Max => BinOp::Max,
-                };
+                let bop = op.binop();
                 let (outer, inner) = match axis {
                     Axis::Rows => (rows, cols),
                     Axis::Cols => (cols, rows),
