@@ -10,6 +10,8 @@ scripts/setup-system.sh
 scripts/gen-node-tests.sh
 scripts/make-models.sh
 scripts/make-contrib-tests.sh
+# A test run from scratch gains nothing from incremental caches, which would add gigabytes.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo test --workspace --all-features "$@"
 # Fuzz every parser of untrusted bytes for a bounded time (docs/security.md): each target
 # TESSERA_FUZZ_SECONDS seconds (default 20; 0 skips), on the nightly toolchain with cargo-fuzz.
