@@ -54,3 +54,10 @@ fn npu_sim_pass_list_still_passes() {
 fn npu_sim_lite_pass_list_still_passes() {
     tessera_tests::ratchet("npu-sim-lite");
 }
+
+/// The LLVM CPU target's node-test ratchet (cargo feature `llvm`).
+#[cfg(feature = "llvm")]
+#[test]
+fn llvm_x86_64_pass_list_still_passes() {
+    tessera_tests::ratchet("llvm-x86_64");
+}

@@ -189,7 +189,8 @@ pub fn compile_graph_traced(
         });
     }
     let artifact = Artifact {
-        target: target.to_string(),
+        // The target's own name: `llvm-x86_64@x86-64-v3` compiles `llvm-x86_64` artifacts.
+        target: targets::split_cpu(target).0.to_string(),
         fingerprint: t.fingerprint(),
         source: source.to_string(),
         plan: program.plan,

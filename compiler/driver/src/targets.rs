@@ -59,9 +59,9 @@ pub fn all() -> Vec<TargetInfo> {
         },
         TargetInfo {
             name: "llvm-x86_64",
-            description: "LLVM 22 CPU code, AVX2/AVX-512",
+            description: "LLVM 22 CPU code, AVX2/AVX-512 (`--cpu x86-64-v3` for a portable level)",
             feature: Some("llvm"),
-            available: false,
+            available: cfg!(feature = "llvm"),
         },
         TargetInfo {
             name: "llvm-aarch64",
@@ -90,8 +90,21 @@ pub fn all() -> Vec<TargetInfo> {
     ]
 }
 
-/// The compiler-side target for `name`.
+/// Splits `TARGET@CPU` (what `--cpu` makes of a target name) into the target and the CPU.
+pub fn split_cpu(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((t, cpu)) => (t, Some(cpu)),
+        None => (name, None),
+    }
+}
+
+/// The compiler-side target for `name`, which may name a CPU as `TARGET@CPU` for the targets
+/// that take one (`llvm-x86_64@x86-64-v3`).
 pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
+    let (name, cpu) = split_cpu(name);
+    if let Some(cpu) = cpu {
+        return lookup_cpu(name, cpu);
+    }
     match name {
         "host" => tessera_host::Host::native()
             .map(|h| Box::new(h) as Box<dyn Target>)
@@ -100,6 +113,8 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
                 message: e.to_string(),
             }),
         "interp" => Ok(Box::new(Interp::new())),
+        #[cfg(feature = "llvm")]
+        tessera_llvm::X86_64 => llvm_x86_64(None),
         _ => match npu_chip(name) {
             Some((toml, path)) => tessera_npu_sim::NpuSim::from_toml(toml, path)
                 .map(|t| Box::new(t) as Box<dyn Target>)
@@ -110,6 +125,31 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
             None => Err(unavailable(name)),
         },
     }
+}
+
+/// A target for one CPU level; only the LLVM CPU targets take one.
+fn lookup_cpu(name: &str, cpu: &str) -> Result<Box<dyn Target>, LookupError> {
+    match name {
+        #[cfg(feature = "llvm")]
+        tessera_llvm::X86_64 => llvm_x86_64(Some(cpu)),
+        _ => match lookup(name) {
+            Ok(_) => Err(LookupError::Init {
+                name: name.into(),
+                message: format!("it takes no CPU choice (`--cpu {cpu}`)"),
+            }),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+#[cfg(feature = "llvm")]
+fn llvm_x86_64(cpu: Option<&str>) -> Result<Box<dyn Target>, LookupError> {
+    tessera_llvm::LlvmCpu::with_cpu(cpu)
+        .map(|t| Box::new(t) as Box<dyn Target>)
+        .map_err(|e| LookupError::Init {
+            name: tessera_llvm::X86_64.into(),
+            message: e.to_string(),
+        })
 }
 
 /// The npu-sim family: one code generator and one simulator, one description file per chip.
@@ -155,8 +195,14 @@ pub fn npu_sim_device(
 
 /// The runtime-side device for `name`.
 pub fn device(name: &str) -> Result<Arc<dyn Device>, LookupError> {
+    let (name, _cpu) = split_cpu(name);
     match name {
         "host" => Ok(Arc::new(tessera_host::HostDevice::new())),
+        // One CPU runtime: LLVM code comes in host blobs.
+        #[cfg(feature = "llvm")]
+        tessera_llvm::X86_64 => Ok(Arc::new(
+            tessera_host::HostDevice::new().for_target(tessera_llvm::X86_64),
+        )),
         "interp" => Ok(Arc::new(InterpDevice)),
         _ => match npu_sim_device(name, tessera_npu_sim::Mode::Functional)? {
             Some(d) => Ok(Arc::new(d)),

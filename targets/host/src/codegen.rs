@@ -272,7 +272,7 @@ fn machine_code(isa: &dyn TargetIsa, func: Function) -> R<Vec<u8>> {
 
 /// A rough operation count per program instance: loops with constant bounds multiply their
 /// body, other loops count 16 trips. The launcher only compares it against a threshold.
-fn estimate_work(k: &Kernel) -> u64 {
+pub fn estimate_work(k: &Kernel) -> u64 {
     fn work(b: &Block, c: &HashMap<Val, i64>) -> u64 {
         b.insts.iter().fold(0u64, |acc, i| {
             let w = match &i.kind {
