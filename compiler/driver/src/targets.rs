@@ -66,19 +66,22 @@ pub fn all() -> Vec<TargetInfo> {
         TargetInfo {
             name: "llvm-aarch64",
             description: "LLVM 22 CPU code, NEON",
-            feature: Some("llvm"),
+            // With the feature on, these are planned targets the LLVM backend lacks yet.
+            feature: (!cfg!(feature = "llvm")).then_some("llvm"),
             available: false,
         },
         TargetInfo {
             name: "llvm-riscv64",
             description: "LLVM 22 CPU code, RVV 1.0",
-            feature: Some("llvm"),
+            // With the feature on, these are planned targets the LLVM backend lacks yet.
+            feature: (!cfg!(feature = "llvm")).then_some("llvm"),
             available: false,
         },
         TargetInfo {
             name: "nvptx",
             description: "PTX for sm_80/sm_90 via LLVM",
-            feature: Some("llvm"),
+            // With the feature on, these are planned targets the LLVM backend lacks yet.
+            feature: (!cfg!(feature = "llvm")).then_some("llvm"),
             available: false,
         },
         TargetInfo {
@@ -213,10 +216,23 @@ pub fn device(name: &str) -> Result<Arc<dyn Device>, LookupError> {
 
 fn unavailable(name: &str) -> LookupError {
     match all().into_iter().find(|t| t.name == name) {
-        Some(TargetInfo { feature: Some(f), .. }) => LookupError::FeatureDisabled { name: name.into(), feature: f.into() },
-        Some(TargetInfo { feature: None, available: false, .. }) => LookupError::NotYet {
+        Some(TargetInfo {
+            feature: Some(f), ..
+        }) => LookupError::FeatureDisabled {
             name: name.into(),
-            message: "the simulator and its ISA exist; `tessera npu-sim run KERNEL.asm` runs hand-written kernels".into(),
+            feature: f.into(),
+        },
+        Some(TargetInfo {
+            feature: None,
+            available: false,
+            ..
+        }) => LookupError::NotYet {
+            name: name.into(),
+            message: if name.starts_with("llvm-") || name == "nvptx" {
+                "the LLVM backend generates x86_64 code only so far (`llvm-x86_64`)".into()
+            } else {
+                "the simulator and its ISA exist; `tessera npu-sim run KERNEL.asm` runs hand-written kernels".into()
+            },
         },
         _ => LookupError::Unknown(name.into()),
     }
@@ -265,10 +281,30 @@ mod tests {
     fn bundled_descriptions_parse_and_lookup_distinguishes_errors() {
         assert_eq!(lookup("interp").unwrap().desc().name, "interp");
         assert_eq!(lookup("host").unwrap().desc().name, "host");
-        assert!(matches!(
-            lookup("nvptx"),
-            Err(LookupError::FeatureDisabled { .. })
-        ));
+        if cfg!(feature = "llvm") {
+            assert!(matches!(lookup("nvptx"), Err(LookupError::NotYet { .. })));
+            let t = lookup("llvm-x86_64@x86-64-v3").unwrap();
+            assert_eq!(t.desc().name, "llvm-x86_64");
+            assert_eq!(t.desc().vector_bytes, 32);
+            assert_eq!(
+                device("llvm-x86_64@x86-64-v3").unwrap().target(),
+                "llvm-x86_64"
+            );
+        } else {
+            assert!(matches!(
+                lookup("nvptx"),
+                Err(LookupError::FeatureDisabled { .. })
+            ));
+            assert!(matches!(
+                lookup("llvm-x86_64"),
+                Err(LookupError::FeatureDisabled { .. })
+            ));
+        }
+        // Only the LLVM CPU targets take a CPU.
+        assert_eq!(
+            lookup("host@x86-64-v3").err().unwrap().to_string(),
+            "target `host` could not start: it takes no CPU choice (`--cpu x86-64-v3`)"
+        );
         assert!(matches!(lookup("tpu9000"), Err(LookupError::Unknown(_))));
         assert_eq!(lookup("npu-sim").unwrap().desc().name, "npu-sim");
         assert_eq!(lookup("npu-sim-lite").unwrap().desc().name, "npu-sim-lite");

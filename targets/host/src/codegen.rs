@@ -301,8 +301,8 @@ pub fn estimate_work(k: &Kernel) -> u64 {
 }
 
 /// A float literal of an integer type: truncated, saturated at the type's range, NaN → 0,
-/// as a cast would convert it.
-fn float_literal_to_int(d: DType, x: f64) -> i64 {
+/// as a cast would convert it. (The LLVM CPU targets read literals the same way.)
+pub fn float_literal_to_int(d: DType, x: f64) -> i64 {
     if x.is_nan() {
         return 0;
     }

@@ -17,6 +17,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use tessera_host::codegen::float_literal_to_int;
 use tessera_ir::DType;
 use tessera_kir::{
     BinOp, Block, Buf, CmpOp, Inst, InstKind, Kernel, ReduceOp, Scalar, Ty, UnOp, Val,
@@ -129,30 +130,6 @@ fn float_lit(elem: DType, x: f64) -> String {
         x
     };
     format!("0x{:016X}", x.to_bits())
-}
-
-/// A float literal of an integer type: truncated, saturated at the type's range, NaN → 0,
-/// as a cast would convert it.
-fn float_literal_to_int(d: DType, x: f64) -> i64 {
-    if x.is_nan() {
-        return 0;
-    }
-    let bits = d.bits();
-    if d.is_signed_int() {
-        let (lo, hi) = if bits >= 64 {
-            (i64::MIN, i64::MAX)
-        } else {
-            (-(1i64 << (bits - 1)), (1i64 << (bits - 1)) - 1)
-        };
-        (x as i64).clamp(lo, hi)
-    } else {
-        let hi = if bits >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << bits) - 1
-        };
-        (x as u64).min(hi) as i64
-    }
 }
 
 /// The scalar literal `s` read as `elem`, as LLVM operand text.
@@ -601,9 +578,13 @@ impl Cg<'_> {
 
     /// Emits a call of intrinsic `name` (declared once) returning `ret`.
     fn intrinsic(&mut self, name: &str, ret: &str, args: &[String]) -> String {
+        // Each argument is `TYPE OPERAND`; a type is one word or a `<N x T>` vector.
         let tys: Vec<&str> = args
             .iter()
-            .map(|a| a.rsplit_once(' ').map_or("", |(t, _)| t))
+            .map(|a| match a.strip_prefix('<') {
+                Some(rest) => &a[..rest.find('>').map_or(a.len(), |i| i + 2)],
+                None => a.split_once(' ').map_or(a.as_str(), |(t, _)| t),
+            })
             .collect();
         self.decls
             .insert(format!("declare {ret} @{name}({})", tys.join(", ")));
@@ -765,9 +746,12 @@ impl Cg<'_> {
         }
         if elem.is_float() {
             let v = match op {
-                Add => self.emit(&format!("fadd {ta}, {bo}")),
-                Sub => self.emit(&format!("fsub {ta}, {bo}")),
-                Mul => self.emit(&format!("fmul {ta}, {bo}")),
+                // `contract` lets LLVM fuse a multiply and an add into one FMA (one rounding
+                // fewer): within the f32/f64 tolerance of target.toml, and what makes matrix
+                // products run at the FMA units' rate.
+                Add => self.emit(&format!("fadd contract {ta}, {bo}")),
+                Sub => self.emit(&format!("fsub contract {ta}, {bo}")),
+                Mul => self.emit(&format!("fmul contract {ta}, {bo}")),
                 Div => self.emit(&format!("fdiv {ta}, {bo}")),
                 // `minimum`/`maximum` return NaN when either operand is NaN, as kernel IR's do.
                 Min => self.intrinsic(&format!("llvm.minimum.{m}"), &ts, &[ta, tb]),

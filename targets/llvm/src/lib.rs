@@ -121,8 +121,8 @@ impl LlvmCpu {
     /// Brings a kernel into the backend subset. Register blocking is this backend's choice:
     /// tiles become vectors of the desc's width, and `tile.mma` a block of
     /// `block_rows × block_vectors` f32 vector accumulators sized for the register file of
-    /// the level (32 vector registers with AVX-512, 16 below), leaving room for the B
-    /// vectors and the broadcast A element.
+    /// the level, leaving room for the B vectors and the broadcast A element: 6 × 4 = 24 of
+    /// AVX-512's 32 registers, 6 × 2 = 12 of AVX2's 16 (the classic 6 × 16 f32 block).
     fn prepare(&self, kernel: &Kernel) -> Result<Kernel, TargetError> {
         tessera_kir::verify(kernel).map_err(|e| {
             Self::err_codegen(kernel, format!("the kernel fails the verifier: {e}"))
@@ -131,7 +131,7 @@ impl LlvmCpu {
         let (block_rows, block_vectors) = if self.level.vector_registers() >= 32 {
             (6, 4)
         } else {
-            (4, 2)
+            (6, 2)
         };
         let opts = tessera_kir::passes::ScalarizeOptions {
             vector_bytes: self.desc.vector_bytes,
@@ -173,6 +173,42 @@ impl LlvmCpu {
         Ok(codegen::finish(&m, &self.cpu_attrs()))
     }
 
+    /// The optimised assembly LLVM makes of `kernel`, as text: for reading what the vector
+    /// code looks like (`vfmadd231ps` on zmm registers in a matrix product).
+    pub fn assembly(&self, kernel: &Kernel) -> Result<String, TargetError> {
+        let text = self.llvm_ir(kernel)?;
+        let fail = |m: String| Self::err_codegen(kernel, m);
+        let tm = self.machine().map_err(fail)?;
+        let ctx = Context::create();
+        let module = self.optimised(&ctx, &tm, kernel, &text)?;
+        let asm = tm
+            .write_to_memory_buffer(&module, FileType::Assembly)
+            .map_err(|e| fail(format!("LLVM's code generator: {e}")))?;
+        Ok(String::from_utf8_lossy(asm.as_slice()).into_owned())
+    }
+
+    /// Parses, verifies and optimises `text` at -O3.
+    fn optimised<'c>(
+        &self,
+        ctx: &'c Context,
+        tm: &TargetMachine,
+        kernel: &Kernel,
+        text: &str,
+    ) -> Result<inkwell::module::Module<'c>, TargetError> {
+        let fail = |m: String| Self::err_codegen(kernel, m);
+        let buf = MemoryBuffer::create_from_memory_range_copy(text.as_bytes(), &kernel.name);
+        let module = ctx
+            .create_module_from_ir(buf)
+            .map_err(|e| fail(format!("LLVM rejected the generated IR: {e}")))?;
+        module
+            .verify()
+            .map_err(|e| fail(format!("the generated IR fails LLVM's verifier: {e}")))?;
+        module
+            .run_passes("default<O3>", tm, PassBuilderOptions::create())
+            .map_err(|e| fail(format!("LLVM's optimiser: {e}")))?;
+        Ok(module)
+    }
+
     fn cpu_attrs(&self) -> String {
         format!(
             "\"target-cpu\"=\"x86-64\" \"target-features\"=\"{}\" \"tune-cpu\"=\"{}\"",
@@ -186,16 +222,7 @@ impl LlvmCpu {
         let fail = |m: String| Self::err_codegen(kernel, m);
         let tm = self.machine().map_err(fail)?;
         let ctx = Context::create();
-        let buf = MemoryBuffer::create_from_memory_range_copy(text.as_bytes(), &kernel.name);
-        let module = ctx
-            .create_module_from_ir(buf)
-            .map_err(|e| fail(format!("LLVM rejected the generated IR: {e}")))?;
-        module
-            .verify()
-            .map_err(|e| fail(format!("the generated IR fails LLVM's verifier: {e}")))?;
-        module
-            .run_passes("default<O3>", &tm, PassBuilderOptions::create())
-            .map_err(|e| fail(format!("LLVM's optimiser: {e}")))?;
+        let module = self.optimised(&ctx, &tm, kernel, text)?;
         let obj = tm
             .write_to_memory_buffer(&module, FileType::Object)
             .map_err(|e| fail(format!("LLVM's code generator: {e}")))?;
