@@ -58,6 +58,8 @@ pub struct Module {
     pub scratch_bytes: u64,
     /// Minimum byte length of each parameter buffer.
     pub param_bytes: Vec<u64>,
+    /// Whether the code has a float remainder, which needs the module's `fmod` helpers.
+    pub uses_frem: bool,
 }
 
 fn align16(x: u64) -> u64 {
@@ -211,6 +213,7 @@ pub fn module(k: &Kernel, triple: &str, data_layout: &str) -> R<Module> {
         next: 0,
         cur: "entry".to_string(),
         decls: BTreeSet::new(),
+        uses_frem: false,
     };
     // ---- entry: buffer bases and the first grid point ----
     cg.line("entry:");
@@ -300,13 +303,16 @@ pub fn module(k: &Kernel, triple: &str, data_layout: &str) -> R<Module> {
         grid,
         scratch_bytes: scratch,
         param_bytes,
+        uses_frem: cg.uses_frem,
     })
 }
 
-/// `memset`, `memcpy`, `memmove`, `fmodf` and `fmod` for the code LLVM generates: a blob
-/// links against nothing, so what LLVM's code generator would call lives in the module.
-/// `"no-builtins"` keeps the optimiser from turning their own loops back into calls of
-/// themselves. `fmod` is C's, exactly: the integer long division of the significands, one
+/// `memset`, `memcpy` and `memmove` for the code LLVM generates: a blob links against nothing,
+/// so what LLVM's code generator would call lives in the module. `"no-builtins"` keeps the
+/// optimiser from turning their own loops back into calls of themselves. `memset` zeroes the
+/// scratch area of every program instance and is optimised (vectorised); the copies are rare
+/// and compiled without optimisation (`optnone`), which keeps compile time down. `fmod`
+/// ([`FMOD_HELPERS`]) is C's, exactly: the integer long division of the significands, one
 /// quotient bit per exponent step (as musl computes it).
 const RUNTIME_HELPERS: &str = r#"
 define dso_local ptr @memset(ptr %d, i32 %c, i64 %n) #1 {
@@ -325,13 +331,13 @@ done:
   ret ptr %d
 }
 
-define dso_local ptr @memcpy(ptr %d, ptr %s, i64 %n) #1 {
+define dso_local ptr @memcpy(ptr %d, ptr %s, i64 %n) #2 {
 entry:
   %r = call ptr @memmove(ptr %d, ptr %s, i64 %n)
   ret ptr %d
 }
 
-define dso_local ptr @memmove(ptr %d, ptr %s, i64 %n) #1 {
+define dso_local ptr @memmove(ptr %d, ptr %s, i64 %n) #2 {
 entry:
   %z = icmp eq i64 %n, 0
   br i1 %z, label %done, label %pick
@@ -360,6 +366,10 @@ done:
   ret ptr %d
 }
 
+"#;
+
+/// `fmodf` and `fmod`, for modules whose code has a float remainder (`frem` lowers to calls).
+const FMOD_HELPERS: &str = r#"
 define dso_local float @fmodf(float %x, float %y) #1 {
 entry:
   %ux = bitcast float %x to i32
@@ -488,7 +498,7 @@ declare {it} @llvm.ctlz.{it}({it}, i1)
 /// beyond the helpers above) and the helpers.
 fn attributes(cpu_attrs: &str) -> String {
     format!(
-        "attributes #0 = {{ nounwind {cpu_attrs} }}\nattributes #1 = {{ nounwind \"no-builtins\" {cpu_attrs} }}\n"
+        "attributes #0 = {{ nounwind {cpu_attrs} }}\nattributes #1 = {{ nounwind \"no-builtins\" {cpu_attrs} }}\nattributes #2 = {{ nounwind noinline optnone \"no-builtins\" {cpu_attrs} }}\n"
     )
 }
 
@@ -496,8 +506,11 @@ fn attributes(cpu_attrs: &str) -> String {
 /// attributes (`"target-cpu"`, `"target-features"`) are the target machine's.
 pub fn finish(m: &Module, cpu_attrs: &str) -> String {
     let mut t = m.text.clone();
-    t.push_str(&fmod_bits(32, 23));
-    t.push_str(&fmod_bits(64, 52));
+    if m.uses_frem {
+        t.push_str(FMOD_HELPERS);
+        t.push_str(&fmod_bits(32, 23));
+        t.push_str(&fmod_bits(64, 52));
+    }
     t.push_str(&attributes(cpu_attrs));
     t
 }
@@ -512,6 +525,7 @@ struct Cg<'k> {
     cur: String,
     /// Intrinsic declarations the body uses.
     decls: BTreeSet<String>,
+    uses_frem: bool,
 }
 
 impl Cg<'_> {
@@ -757,7 +771,10 @@ impl Cg<'_> {
                 Min => self.intrinsic(&format!("llvm.minimum.{m}"), &ts, &[ta, tb]),
                 Max => self.intrinsic(&format!("llvm.maximum.{m}"), &ts, &[ta, tb]),
                 // `frem` becomes calls of the module's own exact `fmodf`/`fmod`.
-                Rem => self.emit(&format!("frem {ta}, {bo}")),
+                Rem => {
+                    self.uses_frem = true;
+                    self.emit(&format!("frem {ta}, {bo}"))
+                }
                 _ => return unsupported(format!("binary `{op:?}` on {elem}")),
             };
             return self.def(r, v);

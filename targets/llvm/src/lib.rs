@@ -218,11 +218,15 @@ impl LlvmCpu {
     }
 
     /// Optimised object code for `text`, linked into a flat image.
-    fn object(&self, kernel: &Kernel, text: &str) -> Result<Vec<u8>, TargetError> {
+    fn object(
+        &self,
+        tm: &TargetMachine,
+        kernel: &Kernel,
+        text: &str,
+    ) -> Result<Vec<u8>, TargetError> {
         let fail = |m: String| Self::err_codegen(kernel, m);
-        let tm = self.machine().map_err(fail)?;
         let ctx = Context::create();
-        let module = self.optimised(&ctx, &tm, kernel, text)?;
+        let module = self.optimised(&ctx, tm, kernel, text)?;
         let obj = tm
             .write_to_memory_buffer(&module, FileType::Object)
             .map_err(|e| fail(format!("LLVM's code generator: {e}")))?;
@@ -253,10 +257,9 @@ impl Target for LlvmCpu {
             .as_str()
             .to_string_lossy()
             .into_owned();
-        drop(tm);
         let m = codegen::module(&k, TRIPLE, &dl).map_err(|e| cg_error(kernel, e))?;
         let text = codegen::finish(&m, &self.cpu_attrs());
-        let code = self.object(kernel, &text)?;
+        let code = self.object(&tm, kernel, &text)?;
         let header = BlobHeader {
             grid: m.grid,
             scratch_bytes: m.scratch_bytes,
