@@ -11,6 +11,7 @@
 #
 #   scripts/bench.sh                      # RUNS=5 THREADS="1 2" TARGETS="host llvm-x86_64"
 #   MODELS="mlp-f32 bert" scripts/bench.sh
+#   TESSERA_BIN=target/debug/tessera scripts/bench.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,8 +22,14 @@ models="${BENCH_MODELS:-$root/target/bench-models}"
 [ -f "$models/cnn-224/model.onnx" ] || .venv/bin/python tests/python/make_bench_models.py "$models" >/dev/null
 features=()
 [ -x "$LLVM_SYS_221_PREFIX/bin/llvm-config" ] && features=(--features llvm)
-cargo build --release -q -p tessera "${features[@]}"
-bin="$root/target/release/tessera"
+# TESSERA_BIN=path times an already built binary instead (kernel code is the same in any
+# profile: Cranelift and LLVM generate it at run time of the compiler, not cargo).
+if [ -n "${TESSERA_BIN:-}" ]; then
+  bin="$TESSERA_BIN"
+else
+  cargo build --release -q -p tessera "${features[@]}"
+  bin="$root/target/release/tessera"
+fi
 runs="${RUNS:-5}"
 threads="${THREADS:-1 2}"
 targets="${TARGETS:-host llvm-x86_64}"

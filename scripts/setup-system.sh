@@ -9,7 +9,8 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v dot >/dev/null || need+=(graphviz)
 command -v chromium >/dev/null || need+=(chromium)
 # llvm-sys links libLLVM-22.so and reads llvm-config; the -dev packages bring both.
-[ -x /usr/lib/llvm-22/bin/llvm-config ] || need+=(llvm-22-dev libclang-22-dev libpolly-22-dev)
+# libclang-22-dev is not needed: llvm-sys links libLLVM only, and it would add ~370 MB.
+[ -x /usr/lib/llvm-22/bin/llvm-config ] || need+=(llvm-22-dev libpolly-22-dev)
 for dev in zlib1g-dev libzstd-dev libffi-dev libxml2-dev; do
     dpkg-query -W -f='${Status}' "$dev" 2>/dev/null | grep -q "install ok installed" || need+=("$dev")
 done

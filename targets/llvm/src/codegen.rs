@@ -185,6 +185,9 @@ pub fn module(k: &Kernel, triple: &str, data_layout: &str) -> R<Module> {
     if let Some(b) = k.bufs.iter().find(|b| !b.dtype.is_numeric()) {
         return unsupported(format!("buffer `{}` of dtype {}", b.name, b.dtype));
     }
+    // Tiles, `mma` and math routines are the shared passes' to remove (`LlvmCpu::prepare`).
+    tessera_kir::passes::check_backend_subset(k)
+        .map_err(|e| CgError::Unsupported(e.to_string()))?;
     let mut grid = [1u64; 3];
     for (g, &e) in grid.iter_mut().zip(&k.grid) {
         *g = e;
@@ -640,9 +643,6 @@ impl Cg<'_> {
             InstKind::Splat(x) => self.splat(inst, *x),
             InstKind::Extract(x, lane) => self.extract(inst, *x, *lane),
             InstKind::ReduceLanes(op, x) => self.reduce_lanes(inst, *op, *x),
-            InstKind::Math(f, _) => unsupported(format!(
-                "math routine `{f:?}` (the shared `to_backend_subset` pass expands math routines)"
-            )),
             InstKind::Load { buf, index } => self.load(inst, *buf, *index),
             InstKind::Store { buf, index, value } => self.store(*buf, *index, *value),
             InstKind::For {
@@ -659,22 +659,13 @@ impl Cg<'_> {
                 then_blk,
                 else_blk,
             } => self.if_(inst, *cond, then_blk, else_blk),
-            InstKind::Yield(_) => internal("a `yield` outside the end of a `for` or `if` block"),
-            InstKind::Mma { .. } => {
-                unsupported("`mma` (the shared `to_backend_subset` pass expands it into loops)")
-            }
-            InstKind::TileLoad { .. }
-            | InstKind::TileStore { .. }
-            | InstKind::TileCopy { .. }
-            | InstKind::TileMma { .. }
-            | InstKind::TileReduce(..)
-            | InstKind::TileBroadcast(_)
-            | InstKind::TileTranspose(_)
-            | InstKind::TileIndex(_)
-            | InstKind::Barrier => unsupported(
-                "a tile instruction (`LlvmCpu::prepare` runs `scalarize-tiles` before code generation)",
-            ),
             InstKind::Trap { cond, code, value } => self.trap(*cond, *code, *value),
+            // `module` checked the kernel is in the backend subset; a closing `yield` is taken
+            // by `block`.
+            _ => internal(format!(
+                "`{}` outside the backend subset",
+                tessera_kir::text::inst_head(self.k, inst)
+            )),
         }
     }
 

@@ -60,7 +60,7 @@ use tessera_kir::{Kernel, KirError};
 use tessera_target::{KernelBlob, Target, TargetDesc, TargetError};
 
 /// The x86_64 target's name, as artifacts and `lookup()` write it.
-pub const X86_64: &str = "llvm-x86_64";
+pub const X86_64: &str = tessera_host::LLVM_X86_64;
 
 /// The description of `llvm-x86_64`, embedded so the crate needs no files at run time.
 pub const X86_64_TOML: &str = include_str!("../../llvm-x86_64/target.toml");
