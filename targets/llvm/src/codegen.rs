@@ -26,27 +26,8 @@ use tessera_kir::{
 /// The entry point's symbol.
 pub const ENTRY: &str = "tessera_kernel";
 
-/// Why a kernel did not translate; `crate::LlvmCpu` turns it into a `TargetError`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CgError {
-    /// Unsupported on this target: a construct or dtype outside the backend subset.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-    /// A compiler bug: the kernel is malformed (it passed the verifier, so an earlier pass
-    /// is wrong), or this code generator or LLVM failed.
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-type R<T> = Result<T, CgError>;
-
-fn unsupported<T>(msg: impl Into<String>) -> R<T> {
-    Err(CgError::Unsupported(msg.into()))
-}
-
-fn internal<T>(msg: impl Into<String>) -> R<T> {
-    Err(CgError::Internal(msg.into()))
-}
+pub use tessera_host::codegen::CgError;
+use tessera_host::codegen::{internal, unsupported, R};
 
 /// A translated kernel: the module text plus what the launcher needs to know.
 #[derive(Debug, Clone)]
@@ -60,10 +41,6 @@ pub struct Module {
     pub param_bytes: Vec<u64>,
     /// Whether the code has a float remainder, which needs the module's `fmod` helpers.
     pub uses_frem: bool,
-}
-
-fn align16(x: u64) -> u64 {
-    x.div_ceil(16).saturating_mul(16)
 }
 
 /// The LLVM type of one element of `d`.
@@ -172,42 +149,15 @@ fn splat_lit(t: Ty, lit: &str) -> R<String> {
 /// blob entry point, followed by the `memset`/`memcpy`/`memmove` that LLVM's code generator
 /// may call (blob code has nothing to link against, so the module brings its own).
 pub fn module(k: &Kernel, triple: &str, data_layout: &str) -> R<Module> {
-    if k.grid.len() > 3 {
-        return unsupported(format!("a grid of {} axes (at most 3)", k.grid.len()));
-    }
-    if k.num_params > k.bufs.len() {
-        return internal(format!(
-            "{} parameters but {} buffers",
-            k.num_params,
-            k.bufs.len()
-        ));
-    }
-    if let Some(b) = k.bufs.iter().find(|b| !b.dtype.is_numeric()) {
-        return unsupported(format!("buffer `{}` of dtype {}", b.name, b.dtype));
-    }
+    let tessera_host::codegen::Frame {
+        grid,
+        param_bytes,
+        offsets,
+        scratch_bytes: scratch,
+    } = tessera_host::codegen::frame(k)?;
     // Tiles, `mma` and math routines are the shared passes' to remove (`LlvmCpu::prepare`).
     tessera_kir::passes::check_backend_subset(k)
         .map_err(|e| CgError::Unsupported(e.to_string()))?;
-    let mut grid = [1u64; 3];
-    for (g, &e) in grid.iter_mut().zip(&k.grid) {
-        *g = e;
-    }
-    let param_bytes: Vec<u64> = k
-        .params()
-        .iter()
-        .map(|b| b.dtype.storage_bytes(b.len))
-        .collect();
-    let mut offsets = vec![0u64; k.bufs.len()];
-    let mut scratch = 0u64;
-    for (i, b) in k.bufs.iter().enumerate().skip(k.num_params) {
-        offsets[i] = scratch;
-        scratch = align16(scratch.saturating_add(b.dtype.storage_bytes(b.len)));
-    }
-    if scratch > u32::MAX as u64 {
-        return unsupported(format!(
-            "{scratch} bytes of local buffers per program instance"
-        ));
-    }
 
     let mut cg = Cg {
         k,
