@@ -1170,6 +1170,7 @@ impl<'k> Gen<'k> {
             self.li64(*r, v as i64);
         }
         self.emit(Instr::Dma {
+            transpose: false,
             src_mem,
             dst_mem,
             sdt,

@@ -6,12 +6,13 @@
 //!
 //! **What is recognised.** A kernel whose body is: index arithmetic on the program ids; an
 //! `acc` tile of zeros; one `for` over K that `tile.load`s an A tile (view `[M, K]`, unit column
-//! stride, origin `[i0, k]`) and a B tile (`[K, N]`, origin `[k, j0]`) and `tile.mma`s them
+//! stride, or unit row stride for a transposed A, origin `[i0, k]`) and a B tile (`[K, N]`,
+//! likewise, origin `[k, j0]`) and `tile.mma`s them
 //! into the carried accumulator; then at most a `cast` of the result and one `tile.store` into a
 //! `[M, N]` view at `[i0, j0]`. The tile origins must be `program_id 1 · tm` and
 //! `program_id 2 · tn`, and each view's offset an affine function of `program_id 0` (the batch).
 //! The dtype pair must be one the chip's `[mma]` table has. Anything else (zero points, an
-//! `alpha` or C term, a transposed operand, an f32 product) returns `None`, and the kernel goes
+//! `alpha` or C term, a transposed output, an f32 product) returns `None`, and the kernel goes
 //! down the scalarised path on the Vector unit, which is exact: **an f32 product is never run
 //! on the Cube**.
 //!
@@ -24,6 +25,8 @@
 //!   of the tile loads). When the A panel of a row block fits its L1 ring, it is loaded once and
 //!   reused by every column block; B streams through a ring of up to four slots.
 //! - MTE1 copies them L1 → L0A/L0B, into one of two slots, while the Cube works on the other.
+//!   A transposed operand (Gemm's `transA`/`transB`) is copied into L1 as it lies in GM and
+//!   turned over by this copy (`DMA L1->L0B ..., transpose`).
 //! - The result leaves through the UB: `DMA L0C->UB` on the Vector pipe, a `VCAST` to the
 //!   output dtype (the kernel's cast, so overflow gives infinity exactly as kernel IR says), and
 //!   `DMA UB->GM` on MTE3, with two UB output slots so MTE3 drains one block while the next is
@@ -47,13 +50,16 @@ use crate::isa::{AluOp, Cond, DType, Instr, Mem, Pipe, VecForm, VecOp};
 type R<T> = Result<T, CgError>;
 
 /// One operand (or the result) of a recognised product: its parameter, the element offset of
-/// batch 0, the element stride per batch, and the row stride (columns are unit-stride).
+/// batch 0, the element stride per batch, and the stride between its rows (its columns are
+/// unit-stride), or, when `transposed`, between its columns (its rows are unit-stride: Gemm's
+/// `transA`/`transB`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Operand {
     param: usize,
     off0: i64,
     batch_stride: i64,
     row_stride: i64,
+    transposed: bool,
 }
 
 /// A contraction the Cube can run: `Y[b] = A[b] · B[b]` over `batch` products of `m × k` by
@@ -260,29 +266,36 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
     if batch == 0 || batch > 1 << 16 {
         return None;
     }
-    // Each view: 2-D, unit column stride, rows at least as long as the product's rows.
-    let operand = |v: &View, dims: [u64; 2]| -> Option<Operand> {
+    // Each view: 2-D, one unit stride (the columns', or for an operand the rows'), the other at
+    // least as long as the lines it separates.
+    let operand = |v: &View, dims: [u64; 2], may_transpose: bool| -> Option<Operand> {
         if v.dims.as_slice() != dims
             || v.strides.len() != 2
-            || v.strides[1] != 1
-            || v.strides[0] < dims[1] as i64
             || (v.buf.0 as usize) >= kernel.num_params
         {
             return None;
         }
+        let (transposed, row_stride) = if v.strides[1] == 1 && v.strides[0] >= dims[1] as i64 {
+            (false, v.strides[0])
+        } else if may_transpose && v.strides[0] == 1 && v.strides[1] >= dims[0] as i64 {
+            (true, v.strides[1])
+        } else {
+            return None;
+        };
         let (off0, batch_stride) = defs.affine_in_batch(v.offset, batch)?;
         (off0 >= 0 && batch_stride >= 0).then_some(Operand {
             param: v.buf.0 as usize,
             off0,
             batch_stride,
-            row_stride: v.strides[0],
+            row_stride,
+            transposed,
         })
     };
     let (m, k) = (*asrc.view.dims.first()?, kdim.max(0) as u64);
     let n = *bsrc.view.dims.get(1)?;
-    let a_op = operand(&asrc.view, [m, k])?;
-    let b_op = operand(&bsrc.view, [k, n])?;
-    let y_op = operand(&ydst.view, [m, n])?;
+    let a_op = operand(&asrc.view, [m, k], true)?;
+    let b_op = operand(&bsrc.view, [k, n], true)?;
+    let y_op = operand(&ydst.view, [m, n], false)?;
     let origin_ok = |o: &[Val], rows: Option<(usize, i64)>, cols: Option<(usize, i64)>| {
         o.len() == 2
             && rows.map_or(o[0] == *iv, |(ax, t)| defs.is_tile_origin(o[0], ax, t))
@@ -510,15 +523,27 @@ impl Asm {
     fn wait(&mut self, src: Pipe, dst: Pipe, id: u32) {
         self.emit(Instr::WaitFlag { src, dst, id });
     }
-    fn dma(&mut self, src: Mem, dst: Mem, sdt: DType, ddt: DType, regs: [u8; 8]) {
+    /// A DMA without a cast (the path's casts run on the Vector unit).
+    fn dma(&mut self, src: Mem, dst: Mem, dt: DType, regs: [u8; 8], transpose: bool) {
         self.emit(Instr::Dma {
             src_mem: src,
             dst_mem: dst,
-            sdt,
-            ddt,
+            sdt: dt,
+            ddt: dt,
             regs,
             scale: None,
+            transpose,
         });
+    }
+    /// `T` = the GM byte address of element (`row`, `col`) of an operand at `base` with row
+    /// stride `rs` and `esz`-byte elements, and `T2` = `rs`: the source or destination and the
+    /// stride of its DMA.
+    fn gm_at(&mut self, base: u8, row: u8, col: u8, rs: i64, esz: i64) -> R<()> {
+        self.alui(AluOp::Mul, reg::T, row, rs)?;
+        self.alu(AluOp::Add, reg::T, reg::T, col);
+        self.alui(AluOp::Mul, reg::T, reg::T, esz)?;
+        self.alu(AluOp::Add, reg::T, reg::T, base);
+        self.li(reg::T2, rs)
     }
     /// `rd = round_up(rs, unit)`.
     fn pad(&mut self, rd: u8, rs: u8, unit: u64) -> R<()> {
@@ -618,36 +643,52 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
         a.branch(Cond::Ne, N0, ZERO, a_done);
     }
     a.wait(Mte1, Mte2, 0);
-    a.alui(AluOp::Mul, T, M0, g.a.row_stride)?;
-    a.alu(AluOp::Add, T, T, K0);
-    a.alui(AluOp::Mul, T, T, asz)?;
-    a.alu(AluOp::Add, T, T, ABAT);
-    a.li(T2, g.a.row_stride)?;
-    a.dma(
-        Mem::Gm,
-        Mem::L1,
-        g.adt,
-        g.adt,
-        [ASLOT, T, MR, KR, T2, KP, MP, KP],
-    );
+    // A transposed operand is copied as it lies (K rows of M) and turned over on its way to
+    // L0A (`DMA ... transpose`).
+    if g.a.transposed {
+        a.gm_at(ABAT, K0, M0, g.a.row_stride, asz)?;
+        a.dma(
+            Mem::Gm,
+            Mem::L1,
+            g.adt,
+            [ASLOT, T, KR, MR, T2, MP, KP, MP],
+            false,
+        );
+    } else {
+        a.gm_at(ABAT, M0, K0, g.a.row_stride, asz)?;
+        a.dma(
+            Mem::Gm,
+            Mem::L1,
+            g.adt,
+            [ASLOT, T, MR, KR, T2, KP, MP, KP],
+            false,
+        );
+    }
     a.set(Mte2, Mte1, 0);
     a.bind(a_done);
     // ---- MTE2: the B block into the next ring slot.
     a.wait(Mte1, Mte2, 1);
     a.alui(AluOp::Mul, BSLOT, BS, bl.l1_b as i64)?;
     a.alui(AluOp::Add, BSLOT, BSLOT, b_ring as i64)?;
-    a.alui(AluOp::Mul, T, K0, g.b.row_stride)?;
-    a.alu(AluOp::Add, T, T, N0);
-    a.alui(AluOp::Mul, T, T, asz)?;
-    a.alu(AluOp::Add, T, T, BBAT);
-    a.li(T2, g.b.row_stride)?;
-    a.dma(
-        Mem::Gm,
-        Mem::L1,
-        g.adt,
-        g.adt,
-        [BSLOT, T, KR, NR, T2, NP, KP, NP],
-    );
+    if g.b.transposed {
+        a.gm_at(BBAT, N0, K0, g.b.row_stride, asz)?;
+        a.dma(
+            Mem::Gm,
+            Mem::L1,
+            g.adt,
+            [BSLOT, T, NR, KR, T2, KP, NP, KP],
+            false,
+        );
+    } else {
+        a.gm_at(BBAT, K0, N0, g.b.row_stride, asz)?;
+        a.dma(
+            Mem::Gm,
+            Mem::L1,
+            g.adt,
+            [BSLOT, T, KR, NR, T2, NP, KP, NP],
+            false,
+        );
+    }
     a.set(Mte2, Mte1, 1);
     // ---- MTE1: fill the free L0A/L0B slot.
     a.wait(Cube, Mte1, 0);
@@ -659,13 +700,12 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
     a.bind(aw_done);
     a.alui(AluOp::Mul, L0A, L0S, bl.l0a as i64)?;
     a.alui(AluOp::Mul, L0B, L0S, bl.l0b as i64)?;
-    a.dma(
-        Mem::L1,
-        Mem::L0a,
-        g.adt,
-        g.adt,
-        [L0A, ASLOT, MP, KP, KP, KP, MP, KP],
-    );
+    let l0a = if g.a.transposed {
+        [L0A, ASLOT, KP, MP, MP, KP, MP, KP]
+    } else {
+        [L0A, ASLOT, MP, KP, KP, KP, MP, KP]
+    };
+    a.dma(Mem::L1, Mem::L0a, g.adt, l0a, g.a.transposed);
     // The A slot is free after the last column block reads it (at once when reloading).
     let rel_done = a.label();
     if !reload {
@@ -676,13 +716,12 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
     a.set(Mte1, Mte2, 0);
     a.bind(rel_done);
     a.wait(Mte2, Mte1, 1);
-    a.dma(
-        Mem::L1,
-        Mem::L0b,
-        g.adt,
-        g.adt,
-        [L0B, BSLOT, KP, NP, NP, NP, KP, NP],
-    );
+    let l0b = if g.b.transposed {
+        [L0B, BSLOT, NP, KP, KP, NP, KP, NP]
+    } else {
+        [L0B, BSLOT, KP, NP, NP, NP, KP, NP]
+    };
+    a.dma(Mem::L1, Mem::L0b, g.adt, l0b, g.b.transposed);
     a.set(Mte1, Mte2, 1);
     a.set(Mte1, Cube, 0);
     // ---- Cube: accumulate into the block's L0C slot (init on the first k-block).
@@ -724,8 +763,8 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
         Mem::L0c,
         Mem::Ub,
         g.cdt,
-        g.cdt,
         [UACC, CADDR, MR, NR, NP, NR, MR, NR],
+        false,
     );
     a.set(VecPipe, Cube, 0);
     if cast {
@@ -746,17 +785,13 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
     }
     a.set(VecPipe, Mte3, 0);
     a.wait(VecPipe, Mte3, 0);
-    a.alui(AluOp::Mul, T, M0, g.y.row_stride)?;
-    a.alu(AluOp::Add, T, T, N0);
-    a.alui(AluOp::Mul, T, T, ysz)?;
-    a.alu(AluOp::Add, T, T, YBAT);
-    a.li(T2, g.y.row_stride)?;
+    a.gm_at(YBAT, M0, N0, g.y.row_stride, ysz)?;
     a.dma(
         Mem::Ub,
         Mem::Gm,
         g.ydt,
-        g.ydt,
         [T, UOUT, MR, NR, NR, T2, MR, NR],
+        false,
     );
     a.set(Mte3, VecPipe, 0);
     a.alui(AluOp::Xor, CS, CS, 1)?;

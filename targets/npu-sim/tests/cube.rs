@@ -22,6 +22,21 @@ struct Shape {
     n: u64,
     k: u64,
     shared_b: bool,
+    /// A stored as `[K, M]`, B as `[N, K]` (Gemm's `transA`, `transB`).
+    trans_a: bool,
+    trans_b: bool,
+}
+
+fn shape(batch: u64, m: u64, n: u64, k: u64, shared_b: bool) -> Shape {
+    Shape {
+        batch,
+        m,
+        n,
+        k,
+        shared_b,
+        trans_a: false,
+        trans_b: false,
+    }
 }
 
 /// `Y[g] = cast(A[g] · B[g])` as one tile program: instance (g, i, j) owns a `tm × tn` tile of
@@ -56,14 +71,16 @@ fn tile_matmul(
     let (tmv, tnv) = (b.index(tm as i64), b.index(tn as i64));
     let i0 = b.mul(p1, tmv);
     let j0 = b.mul(p2, tnv);
-    let view = |buf, offset, dims: [u64; 2], rs: u64| View {
+    let view = |buf, offset, dims: [u64; 2], strides: [u64; 2]| View {
         buf,
         offset,
         dims: dims.to_vec(),
-        strides: vec![rs as i64, 1],
+        strides: strides.iter().map(|&x| x as i64).collect(),
     };
-    let av = view(abuf, a_off, [s.m, s.k], s.k);
-    let bv = view(bbuf, b_off, [s.k, s.n], s.n);
+    let ast = if s.trans_a { [1, s.m] } else { [s.k, 1] };
+    let bst = if s.trans_b { [1, s.k] } else { [s.n, 1] };
+    let av = view(abuf, a_off, [s.m, s.k], ast);
+    let bv = view(bbuf, b_off, [s.k, s.n], bst);
     let fill = if a_ty.is_float() {
         Scalar::Float(0.0)
     } else {
@@ -93,7 +110,7 @@ fn tile_matmul(
         vec![b.tile_mma(ta, tb, acc[0])]
     })[0];
     let out = b.cast(accv, y_ty, CastMode { saturate: false });
-    let yv = view(ybuf, y_off, [s.m, s.n], s.n);
+    let yv = view(ybuf, y_off, [s.m, s.n], [s.n, 1]);
     b.tile_store(
         TileAt {
             view: yv,
@@ -180,13 +197,7 @@ fn check(toml: &str, a_ty: DType, acc: DType, y_ty: DType, s: Shape, tiles: (u16
 
 #[test]
 fn f16_products_run_on_the_cube_exactly_with_ragged_edges() {
-    let s = Shape {
-        batch: 1,
-        m: 37,
-        n: 45,
-        k: 70,
-        shared_b: false,
-    };
+    let s = shape(1, 37, 45, 70, false);
     check(NPU_SIM, DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
     check(
         NPU_SIM_LITE,
@@ -202,13 +213,7 @@ fn f16_products_run_on_the_cube_exactly_with_ragged_edges() {
 fn blocks_larger_than_one_cube_block_and_batches_with_a_shared_b() {
     // 300 x 260 x 530 crosses every block edge (128 rows and columns, 128 k) with remainders;
     // a shared B has batch stride 0.
-    let s = Shape {
-        batch: 2,
-        m: 300,
-        n: 260,
-        k: 530,
-        shared_b: true,
-    };
+    let s = shape(2, 300, 260, 530, true);
     check(NPU_SIM, DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
     // npu-sim-lite reloads the A panel (K spans more k-blocks than its L1 ring holds).
     check(
@@ -222,14 +227,28 @@ fn blocks_larger_than_one_cube_block_and_batches_with_a_shared_b() {
 }
 
 #[test]
+fn transposed_operands_are_turned_over_by_the_l1_to_l0_dma() {
+    for (ta, tb) in [(false, true), (true, false), (true, true)] {
+        let s = Shape {
+            trans_a: ta,
+            trans_b: tb,
+            ..shape(2, 150, 70, 200, false)
+        };
+        check(NPU_SIM, DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
+        check(
+            NPU_SIM_LITE,
+            DType::I8,
+            DType::I32,
+            DType::I32,
+            s,
+            (16, 16, 64),
+        );
+    }
+}
+
+#[test]
 fn i8_products_accumulate_exactly_in_i32() {
-    let s = Shape {
-        batch: 3,
-        m: 20,
-        n: 33,
-        k: 100,
-        shared_b: false,
-    };
+    let s = shape(3, 20, 33, 100, false);
     check(NPU_SIM, DType::I8, DType::I32, DType::I32, s, (16, 16, 64));
     check(
         NPU_SIM_LITE,
@@ -243,13 +262,7 @@ fn i8_products_accumulate_exactly_in_i32() {
 
 #[test]
 fn bf16_products_run_on_npu_sim_and_fall_back_on_lite_which_has_no_bf16() {
-    let s = Shape {
-        batch: 1,
-        m: 19,
-        n: 17,
-        k: 40,
-        shared_b: false,
-    };
+    let s = shape(1, 19, 17, 40, false);
     check(
         NPU_SIM,
         DType::BF16,
@@ -268,13 +281,7 @@ fn bf16_products_run_on_npu_sim_and_fall_back_on_lite_which_has_no_bf16() {
 fn the_f32_accumulator_is_cast_like_kernel_ir_so_overflow_gives_infinity() {
     // 8 · 300 · 30 = 72000 is past f16's largest finite value: kernel IR's cast (and the
     // Vector unit's VCAST) give +inf, where the L0C->GM DMA cast would saturate.
-    let s = Shape {
-        batch: 1,
-        m: 4,
-        n: 4,
-        k: 300,
-        shared_b: false,
-    };
+    let s = shape(1, 4, 4, 300, false);
     let k = tile_matmul(DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
     let v = |x: f32, n: u64| -> Vec<u8> {
         (0..n)
@@ -290,17 +297,34 @@ fn the_f32_accumulator_is_cast_like_kernel_ir_so_overflow_gives_infinity() {
 
 #[test]
 fn an_f32_tile_product_stays_on_the_vector_unit() {
-    let s = Shape {
-        batch: 1,
-        m: 5,
-        n: 6,
-        k: 7,
-        shared_b: false,
-    };
+    let s = shape(1, 5, 6, 7, false);
     let k = tile_matmul(DType::F32, DType::F32, DType::F32, s, (8, 8, 8));
     let asm = NpuSim::from_toml(NPU_SIM, "t.toml")
         .unwrap()
         .assembly(&k)
         .unwrap();
     assert!(!asm.contains("MMA "), "{asm}");
+}
+
+#[test]
+fn a_chip_too_small_for_two_cube_tiles_is_refused_naming_kernel_buffers_and_target() {
+    // An L0A of 512 bytes holds one 16 x 16 f16 tile, not the two slots of the ring.
+    let small = NPU_SIM.replacen("bytes = 65536", "bytes = 512", 1);
+    let npu = NpuSim::from_toml(&small, "small.toml").unwrap();
+    let s = shape(1, 16, 16, 16, false);
+    let k = tile_matmul(DType::F16, DType::F32, DType::F16, s, (16, 16, 16));
+    match npu.compile(&k).unwrap_err() {
+        tessera_target::TargetError::Unsupported {
+            target,
+            kernel,
+            message,
+        } => {
+            assert_eq!((target.as_str(), kernel.as_str()), ("npu-sim", "matmul"));
+            assert_eq!(
+                message,
+                "kernel `matmul`: two 16x16x16 Cube tiles of its product (buffers `a` x `b` -> `y`) do not fit the L1/L0A/L0B/L0C/UB of target `npu-sim`"
+            );
+        }
+        other => panic!("not an unsupported error: {other}"),
+    }
 }
