@@ -8,11 +8,12 @@
 //! `acc` tile of zeros; one `for` over K that `tile.load`s an A tile (view `[M, K]`, unit column
 //! stride, or unit row stride for a transposed A, origin `[i0, k]`) and a B tile (`[K, N]`,
 //! likewise, origin `[k, j0]`) and `tile.mma`s them
-//! into the carried accumulator; then at most a `cast` of the result and one `tile.store` into a
-//! `[M, N]` view at `[i0, j0]`. The tile origins must be `program_id 1 · tm` and
+//! into the carried accumulator; then Gemm's epilogue (a multiply by `alpha`, the add of
+//! `beta ·` a C tile that is a full block or a bias row), at most a `cast` of the result and
+//! one `tile.store` into a `[M, N]` view at `[i0, j0]`. The tile origins must be `program_id 1 · tm` and
 //! `program_id 2 · tn`, and each view's offset an affine function of `program_id 0` (the batch).
-//! The dtype pair must be one the chip's `[mma]` table has. Anything else (zero points, an
-//! `alpha` or C term, a transposed output, an f32 product) returns `None`, and the kernel goes
+//! The dtype pair must be one the chip's `[mma]` table has. Anything else (zero points, a C
+//! broadcast along columns, a transposed output, an f32 product) returns `None`, and the kernel goes
 //! down the scalarised path on the Vector unit, which is exact: **an f32 product is never run
 //! on the Cube**.
 //!
@@ -27,7 +28,9 @@
 //! - MTE1 copies them L1 → L0A/L0B, into one of two slots, while the Cube works on the other.
 //!   A transposed operand (Gemm's `transA`/`transB`) is copied into L1 as it lies in GM and
 //!   turned over by this copy (`DMA L1->L0B ..., transpose`).
-//! - The result leaves through the UB: `DMA L0C->UB` on the Vector pipe, a `VCAST` to the
+//! - The result leaves through the UB: `DMA L0C->UB` on the Vector pipe, Gemm's `alpha` and
+//!   `beta · C` as f32 `VMULS`/`VADD` (C is DMAed GM → UB by MTE2 when its block starts, a bias
+//!   row once per block and added row by row), a `VCAST` to the
 //!   output dtype (the kernel's cast, so overflow gives infinity exactly as kernel IR says), and
 //!   `DMA UB->GM` on MTE3, with two UB output slots so MTE3 drains one block while the next is
 //!   cast.
@@ -40,7 +43,7 @@
 use std::collections::HashMap;
 
 use tessera_ir::DType as KDType;
-use tessera_kir::{InstKind, Kernel, Scalar, Val, View};
+use tessera_kir::{InstKind, Kernel, Scalar, TileAt, Val, View};
 
 use crate::blob::Blob;
 use crate::codegen::{param_slots, CgError};
@@ -78,6 +81,98 @@ pub struct CubeGemm {
     a: Operand,
     b: Operand,
     y: Operand,
+    /// Gemm's `alpha`, applied to the f32 accumulator first.
+    alpha: Option<f32>,
+    c: Option<CTerm>,
+}
+
+/// Gemm's C term, added after `alpha` as `beta · f32(C)`: a full `[M, N]` block (`row_stride`
+/// at least N) or one row broadcast over the rows (`row_stride` 0: a bias of N), with unit
+/// column stride, of dtype `dt`.
+#[derive(Clone, Debug, PartialEq)]
+struct CTerm {
+    op: Operand,
+    dt: DType,
+    beta: Option<f32>,
+}
+
+impl CTerm {
+    fn is_row(&self) -> bool {
+        self.op.row_stride == 0
+    }
+}
+
+/// What follows the K loop, as the kernel computes it: `alpha`, the C tile load and `beta`,
+/// and the stored tile.
+struct Tail<'k> {
+    alpha: Option<f32>,
+    c: Option<(Val, &'k TileAt, Option<f32>)>,
+    store: &'k TileAt,
+    value: Val,
+}
+
+/// Reads the instructions after the K loop of a contraction tile program: `acc · alpha`,
+/// `+ beta · cast(C)`, one cast, one store, each at most once and in that order (the order of
+/// `contraction.rs`). `None` for anything else.
+fn tail<'k>(defs: &Defs<'k>, acc: Val, post: &[&'k tessera_kir::Inst]) -> Option<Tail<'k>> {
+    use tessera_kir::BinOp;
+    let mut splats: HashMap<Val, f32> = HashMap::new();
+    let (mut cur, mut alpha, mut cload, mut cval, mut beta) = (acc, None, None, None, None);
+    let (mut added, mut cast, mut store) = (false, false, None);
+    for inst in post {
+        let r = inst.results.first().copied();
+        match (&inst.kind, r) {
+            (InstKind::Splat(x), Some(r)) => match defs.defs.get(x) {
+                Some(InstKind::Const(Scalar::Float(f))) if defs.k.ty(r).elem == KDType::F32 => {
+                    splats.insert(r, *f as f32);
+                }
+                _ => return None,
+            },
+            (InstKind::Binary(BinOp::Mul, x, y), Some(r))
+                if *x == cur && !added && alpha.is_none() && splats.contains_key(y) =>
+            {
+                alpha = splats.get(y).copied();
+                cur = r;
+            }
+            (InstKind::TileLoad { src, fill }, Some(r)) if cload.is_none() && is_zero(fill) => {
+                cload = Some((r, src));
+                cval = Some(r);
+            }
+            (InstKind::Cast(x, _), Some(r)) if Some(*x) == cval && cval == cload.map(|c| c.0) => {
+                cval = Some(r)
+            }
+            (InstKind::Binary(BinOp::Mul, x, y), Some(r))
+                if Some(*x) == cval && beta.is_none() && splats.contains_key(y) =>
+            {
+                beta = splats.get(y).copied();
+                cval = Some(r);
+            }
+            (InstKind::Binary(BinOp::Add, x, y), Some(r))
+                if *x == cur && Some(*y) == cval && !added =>
+            {
+                added = true;
+                cur = r;
+            }
+            (InstKind::Cast(x, _), Some(r)) if *x == cur && !cast => {
+                cast = true;
+                cur = r;
+            }
+            (InstKind::TileStore { dst, value }, None) if *value == cur && store.is_none() => {
+                store = Some(dst)
+            }
+            _ => return None,
+        }
+    }
+    // A C that is loaded must be added, and only the accumulator chain is stored.
+    if cload.is_some() != added {
+        return None;
+    }
+    Some(Tail {
+        alpha,
+        c: cload.map(|(v, src)| (v, src, beta)),
+        store: store?,
+        value: cur,
+    })
 }
 
 /// The scalar definitions of a kernel's top level, to evaluate index expressions.
@@ -179,7 +274,7 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
         k: kernel,
         defs: HashMap::new(),
     };
-    let (mut acc0, mut the_for, mut cast, mut store) = (None, None, None, None);
+    let (mut acc0, mut the_for, mut post) = (None, None, Vec::new());
     for inst in &kernel.body.insts {
         match &inst.kind {
             InstKind::Const(_) | InstKind::ProgramId(_) | InstKind::Binary(..)
@@ -187,18 +282,17 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
             {
                 defs.defs.insert(inst.results[0], &inst.kind);
             }
-            InstKind::Splat(s) if acc0.is_none() && inst.results.len() == 1 => {
+            InstKind::Splat(s)
+                if the_for.is_none() && acc0.is_none() && inst.results.len() == 1 =>
+            {
                 acc0 = Some((inst.results[0], *s))
             }
             InstKind::For { .. } if the_for.is_none() => the_for = Some(inst),
-            InstKind::Cast(x, _) if cast.is_none() && inst.results.len() == 1 => {
-                cast = Some((inst.results[0], *x))
-            }
-            InstKind::TileStore { dst, value } if store.is_none() => store = Some((dst, *value)),
+            _ if the_for.is_some() => post.push(inst),
             _ => return None,
         }
     }
-    let ((acc0, zero), the_for, (ydst, yval)) = (acc0?, the_for?, store?);
+    let ((acc0, zero), the_for) = (acc0?, the_for?);
     if !matches!(defs.defs.get(&zero), Some(InstKind::Const(s)) if is_zero(s)) {
         return None;
     }
@@ -218,12 +312,8 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
         return None;
     }
     let acc_out = the_for.results[0];
-    // The stored value: the accumulator, or one cast of it.
-    match cast {
-        Some((c, x)) if c == yval && x == acc_out => {}
-        None if yval == acc_out => {}
-        _ => return None,
-    }
+    let tail = tail(&defs, acc_out, &post)?;
+    let (ydst, yval) = (tail.store, tail.value);
     if defs.constant(*lo) != Some(0) {
         return None;
     }
@@ -259,7 +349,14 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
     let (adt, cdt, ydt) = (isa(aty.elem)?, isa(cty.elem)?, isa(kernel.ty(yval).elem)?);
     // The casts the epilogue can run exactly: the accumulator as it is, or f32 to f16/bf16.
     let cast_ok = ydt == cdt || (cdt == DType::F32 && matches!(ydt, DType::F16 | DType::Bf16));
-    if !cast_ok || aty.rows as i64 != tm || aty.lanes as i64 != tk || bty.lanes as i64 != tn {
+    // `alpha` and C are f32 arithmetic on the Vector unit.
+    let float_tail = tail.alpha.is_none() && tail.c.is_none() || cdt == DType::F32;
+    if !cast_ok
+        || !float_tail
+        || aty.rows as i64 != tm
+        || aty.lanes as i64 != tk
+        || bty.lanes as i64 != tn
+    {
         return None;
     }
     let batch = kernel.grid[0];
@@ -311,7 +408,38 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
         && n > 0
         && k > 0
         && kernel.bufs[y_op.param].access != tessera_kir::Access::Read;
-    shapes_ok.then_some(CubeGemm {
+    if !shapes_ok {
+        return None;
+    }
+    let c = match tail.c {
+        None => None,
+        Some((cv, csrc, beta)) => {
+            // A full block, or a bias row (row stride 0), of f16, bf16 or f32.
+            let v = &csrc.view;
+            let op = if v.strides.as_slice() == [0, 1] && v.dims.as_slice() == [m, n] {
+                let (off0, batch_stride) = defs.affine_in_batch(v.offset, batch)?;
+                Operand {
+                    param: v.buf.0 as usize,
+                    off0,
+                    batch_stride,
+                    row_stride: 0,
+                    transposed: false,
+                }
+            } else {
+                operand(v, [m, n], false)?
+            };
+            let dt = isa(kernel.ty(cv).elem).filter(|d| d.is_float())?;
+            let ok = op.batch_stride == 0
+                && op.off0 >= 0
+                && (v.buf.0 as usize) < kernel.num_params
+                && origin_ok(&csrc.origin, Some((1, tm)), Some((2, tn)));
+            if !ok {
+                return None;
+            }
+            Some(CTerm { op, dt, beta })
+        }
+    };
+    Some(CubeGemm {
         adt,
         cdt,
         ydt,
@@ -323,6 +451,8 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
         a: a_op,
         b: b_op,
         y: y_op,
+        alpha: tail.alpha,
+        c,
     })
 }
 
@@ -344,10 +474,20 @@ pub struct Blocks {
     pub l0a: u64,
     pub l0b: u64,
     pub l0c: u64,
-    /// UB: one accumulator copy per output slot when no cast is needed, else one shared.
+    /// UB slots: the accumulator copy (one per output slot when no cast is needed, else one
+    /// shared), the output, Gemm's C as read (two) and as f32 (one, when it needs a cast).
     pub ub_acc: u64,
     pub ub_out: u64,
+    pub ub_c: u64,
+    /// UB addresses: `alpha` and `beta` live at 0 and 32, then the slots in this order.
+    pub ub_acc_at: u64,
+    pub ub_out_at: u64,
+    pub ub_c_at: u64,
+    pub ub_cf_at: u64,
 }
+
+/// UB bytes for `alpha` and `beta`, one 32-byte Vector operand each.
+const UB_CONSTS: u64 = 64;
 
 impl Blocks {
     /// The largest blocks (up to 128 × 128, and 256 bytes of K) whose rings fit the chip's
@@ -375,11 +515,25 @@ impl Blocks {
             } else {
                 ub_acc
             };
-            let ub = if cast {
-                ub_acc + 2 * ub_out
-            } else {
-                2 * ub_acc
+            let ub_acc_at = UB_CONSTS;
+            let ub_out_at = ub_acc_at + if cast { ub_acc } else { 0 };
+            let ub_c_at = ub_out_at + 2 * ub_out;
+            let (c_rows, c_sz, c_cast) = match &g.c {
+                Some(c) => (
+                    if c.is_row() { 1 } else { bm },
+                    c.dt.size(),
+                    c.dt != DType::F32,
+                ),
+                None => (0, 0, false),
             };
+            let ub_c = slot(c_rows * bn * c_sz, Mem::Ub);
+            let ub_cf_at = ub_c_at + 2 * ub_c;
+            let ub = ub_cf_at
+                + if c_cast {
+                    slot(c_rows * bn * 4, Mem::Ub)
+                } else {
+                    0
+                };
             let l1 = mem(Mem::L1).size;
             let fits_l0 = 2 * l0a <= mem(Mem::L0a).size && 2 * l0b <= mem(Mem::L0b).size;
             let fits = fits_l0
@@ -402,6 +556,11 @@ impl Blocks {
                     l0c,
                     ub_acc,
                     ub_out,
+                    ub_c,
+                    ub_acc_at,
+                    ub_out_at,
+                    ub_c_at,
+                    ub_cf_at,
                 });
             }
             let half = |b: u64, u: u64| round_up(b / 2, u).max(u);
@@ -545,6 +704,21 @@ impl Asm {
         self.alu(AluOp::Add, reg::T, reg::T, base);
         self.li(reg::T2, rs)
     }
+    /// An f32 Vector op on the UB: `dst = src1 op src2` (`VS`: `src2` is a scalar operand).
+    fn vec_f32(&mut self, op: VecOp, form: VecForm, dst: u8, src1: u8, src2: u8, len: u8) {
+        self.emit(Instr::Vec {
+            op,
+            form,
+            sdt: DType::F32,
+            ddt: DType::F32,
+            dst,
+            src1,
+            src2: Some(src2),
+            len,
+            mask: None,
+            cond: None,
+        });
+    }
     /// `rd = round_up(rs, unit)`.
     fn pad(&mut self, rd: u8, rs: u8, unit: u64) -> R<()> {
         self.alui(AluOp::Add, rd, rs, unit as i64 - 1)?;
@@ -600,10 +774,25 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
         (Cube, Mte1, 0, 2),
         (VecPipe, Cube, 0, 2),
         (Mte3, VecPipe, 0, 2),
+        (VecPipe, Mte2, 1, if g.c.is_some() { 2 } else { 0 }),
     ];
     for (src, dst, id, n) in rings {
         for _ in 0..n {
             a.set(src, dst, id);
+        }
+    }
+    // `alpha` and `beta` as f32 Vector operands at UB 0 and 32.
+    let beta = g.c.as_ref().and_then(|c| c.beta);
+    for (v, at) in [(g.alpha, 0), (beta, 32)] {
+        if let Some(v) = v {
+            a.li(T, v.to_bits() as i32 as i64)?;
+            a.emit(Instr::St {
+                mem: Mem::Ub,
+                dt: DType::U32,
+                rs: T,
+                base: ZERO,
+                offset: at,
+            });
         }
     }
     for r in [L0S, CS, BS, US, ABASE, BI] {
@@ -628,6 +817,30 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
     a.bind(n_loop);
     a.remaining(NR, N0, g.n, bl.bn)?;
     a.pad(NP, NR, un)?;
+    if let Some(c) = &g.c {
+        // ---- MTE2: Gemm's C block (or bias row) into a free UB slot, rows NP apart.
+        a.wait(VecPipe, Mte2, 1);
+        a.alui(AluOp::Mul, KP, US, bl.ub_c as i64)?;
+        a.alui(AluOp::Add, KP, KP, bl.ub_c_at as i64)?;
+        let base = params[c.op.param].addr as i64 + c.op.off0 * c.dt.size() as i64;
+        a.gm_at(ZERO, M0, N0, c.op.row_stride, c.dt.size() as i64)?;
+        a.alui(AluOp::Add, T, T, base)?;
+        let rows = if c.is_row() {
+            a.li(KR, 1)?;
+            a.alui(AluOp::Add, T2, NP, 0)?;
+            KR
+        } else {
+            MR
+        };
+        a.dma(
+            Mem::Gm,
+            Mem::Ub,
+            c.dt,
+            [KP, T, rows, NR, T2, NP, rows, NP],
+            false,
+        );
+        a.set(Mte2, VecPipe, 1);
+    }
     a.li(KI, 0)?;
     let k_loop = a.label();
     a.bind(k_loop);
@@ -750,26 +963,75 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
     // ---- Epilogue: L0C -> UB on the Vector pipe, the cast, UB -> GM on MTE3.
     a.set(Cube, VecPipe, 0);
     a.wait(Cube, VecPipe, 0);
+    // In the UB, rows are NP elements apart (NP is a multiple of 8, so an f32 row starts on a
+    // 32-byte boundary for the bias adds), and the padding columns hold the MMA's zeros.
+    a.alui(AluOp::Mul, UOUT, US, bl.ub_out as i64)?;
+    a.alui(AluOp::Add, UOUT, UOUT, bl.ub_out_at as i64)?;
     if cast {
-        a.li(UACC, 0)?;
-        a.alui(AluOp::Mul, UOUT, US, bl.ub_out as i64)?;
-        a.alui(AluOp::Add, UOUT, UOUT, bl.ub_acc as i64)?;
+        a.li(UACC, bl.ub_acc_at as i64)?;
     } else {
-        a.alui(AluOp::Mul, UACC, US, bl.ub_acc as i64)?;
-        a.alui(AluOp::Add, UOUT, UACC, 0)?;
+        a.alui(AluOp::Add, UACC, UOUT, 0)?;
         a.wait(Mte3, VecPipe, 0);
     }
     a.dma(
         Mem::L0c,
         Mem::Ub,
         g.cdt,
-        [UACC, CADDR, MR, NR, NP, NR, MR, NR],
+        [UACC, CADDR, MR, NP, NP, NP, MR, NP],
         false,
     );
     a.set(VecPipe, Cube, 0);
+    a.alu(AluOp::Mul, LEN, MR, NP);
+    if g.alpha.is_some() {
+        a.vec_f32(VecOp::Mul, VecForm::VS, UACC, UACC, ZERO, LEN);
+    }
+    if let Some(c) = &g.c {
+        // beta · f32(C), added to every row (a bias row) or to the block.
+        a.wait(Mte2, VecPipe, 1);
+        a.alui(AluOp::Mul, KP, US, bl.ub_c as i64)?;
+        a.alui(AluOp::Add, KP, KP, bl.ub_c_at as i64)?;
+        let clen = if c.is_row() { NP } else { LEN };
+        let mut x = KP;
+        if c.dt != DType::F32 {
+            a.li(K0, bl.ub_cf_at as i64)?;
+            a.emit(Instr::Vec {
+                op: VecOp::Cast,
+                form: VecForm::Unary,
+                sdt: c.dt,
+                ddt: DType::F32,
+                dst: K0,
+                src1: KP,
+                src2: None,
+                len: clen,
+                mask: None,
+                cond: None,
+            });
+            a.set(VecPipe, Mte2, 1);
+            x = K0;
+        }
+        if c.beta.is_some() {
+            a.li(ASLOT, 32)?;
+            a.vec_f32(VecOp::Mul, VecForm::VS, x, x, ASLOT, clen);
+        }
+        if c.is_row() {
+            a.alui(AluOp::Add, KI, UACC, 0)?;
+            a.alui(AluOp::Add, KR, MR, 0)?;
+            a.alui(AluOp::Mul, T2, NP, 4)?;
+            let rows = a.label();
+            a.bind(rows);
+            a.vec_f32(VecOp::Add, VecForm::VV, KI, KI, x, NP);
+            a.alu(AluOp::Add, KI, KI, T2);
+            a.alui(AluOp::Sub, KR, KR, 1)?;
+            a.branch(Cond::Ne, KR, ZERO, rows);
+        } else {
+            a.vec_f32(VecOp::Add, VecForm::VV, UACC, UACC, x, LEN);
+        }
+        if c.dt == DType::F32 {
+            a.set(VecPipe, Mte2, 1);
+        }
+    }
     if cast {
         a.wait(Mte3, VecPipe, 0);
-        a.alu(AluOp::Mul, LEN, MR, NR);
         a.emit(Instr::Vec {
             op: VecOp::Cast,
             form: VecForm::Unary,
@@ -790,7 +1052,7 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
         Mem::Ub,
         Mem::Gm,
         g.ydt,
-        [T, UOUT, MR, NR, NR, T2, MR, NR],
+        [T, UOUT, MR, NR, NP, T2, MR, NR],
         false,
     );
     a.set(Mte3, VecPipe, 0);

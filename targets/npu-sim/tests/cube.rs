@@ -25,6 +25,10 @@ struct Shape {
     /// A stored as `[K, M]`, B as `[N, K]` (Gemm's `transA`, `transB`).
     trans_a: bool,
     trans_b: bool,
+    /// Gemm's epilogue: `alpha`, and C (its dtype, whether it is a bias row of N) with `beta`.
+    alpha: f64,
+    c: Option<(DType, bool)>,
+    beta: f64,
 }
 
 fn shape(batch: u64, m: u64, n: u64, k: u64, shared_b: bool) -> Shape {
@@ -36,6 +40,9 @@ fn shape(batch: u64, m: u64, n: u64, k: u64, shared_b: bool) -> Shape {
         shared_b,
         trans_a: false,
         trans_b: false,
+        alpha: 1.0,
+        c: None,
+        beta: 1.0,
     }
 }
 
@@ -53,6 +60,10 @@ fn tile_matmul(
     let bsz = if s.shared_b { 1 } else { s.batch };
     let abuf = b.param("a", a_ty, s.batch * s.m * s.k, Access::Read);
     let bbuf = b.param("b", a_ty, bsz * s.k * s.n, Access::Read);
+    let cbuf = s.c.map(|(dt, row)| {
+        let len = if row { s.n } else { s.m * s.n };
+        b.param("c", dt, len, Access::Read)
+    });
     let ybuf = b.param("y", y_ty, s.batch * s.m * s.n, Access::Write);
     b.set_grid(&[s.batch, s.m.div_ceil(tm as u64), s.n.div_ceil(tn as u64)]);
     let p0 = b.program_id(0);
@@ -109,7 +120,31 @@ fn tile_matmul(
         );
         vec![b.tile_mma(ta, tb, acc[0])]
     })[0];
-    let out = b.cast(accv, y_ty, CastMode { saturate: false });
+    let mut out = accv;
+    if s.alpha != 1.0 {
+        let a = b.const_tile(acc, tm, tn, s.alpha);
+        out = b.mul(out, a);
+    }
+    if let (Some((_, row)), Some(cb)) = (s.c, cbuf) {
+        let zero = b.index(0);
+        let rs = if row { 0 } else { s.n };
+        let ct = b.tile_load(
+            TileAt {
+                view: view(cb, zero, [s.m, s.n], [rs, 1]),
+                origin: vec![i0, j0],
+            },
+            tm,
+            tn,
+            Scalar::Float(0.0),
+        );
+        let mut ct = b.cast(ct, acc, CastMode { saturate: false });
+        if s.beta != 1.0 {
+            let bt = b.const_tile(acc, tm, tn, s.beta);
+            ct = b.mul(ct, bt);
+        }
+        out = b.add(out, ct);
+    }
+    let out = b.cast(out, y_ty, CastMode { saturate: false });
     let yv = view(ybuf, y_off, [s.m, s.n], [s.n, 1]);
     b.tile_store(
         TileAt {
@@ -178,11 +213,20 @@ fn check(toml: &str, a_ty: DType, acc: DType, y_ty: DType, s: Shape, tiles: (u16
     let k = tile_matmul(a_ty, acc, y_ty, s, tiles);
     let bsz = if s.shared_b { 1 } else { s.batch };
     let ysz = (y_ty.bits() as u64 / 8) * s.batch * s.m * s.n;
-    let inputs = vec![
+    let mut inputs = vec![
         data(a_ty, s.batch * s.m * s.k, 1),
         data(a_ty, bsz * s.k * s.n, 2),
-        vec![0u8; ysz as usize],
     ];
+    if let Some((cdt, row)) = s.c {
+        let len = if row { s.n } else { s.m * s.n };
+        inputs.push(match cdt {
+            DType::F32 => (0..len)
+                .flat_map(|i| (i as f32 * 0.37 - 5.0).to_le_bytes())
+                .collect(),
+            dt => data(dt, len, 3),
+        });
+    }
+    inputs.push(vec![0u8; ysz as usize]);
     let want = interp(&k, &inputs);
     let (got, _) = run(toml, &k, &inputs, Mode::Functional);
     assert!(
@@ -240,6 +284,34 @@ fn transposed_operands_are_turned_over_by_the_l1_to_l0_dma() {
             DType::I8,
             DType::I32,
             DType::I32,
+            s,
+            (16, 16, 64),
+        );
+    }
+}
+
+#[test]
+fn gemm_alpha_beta_and_c_run_on_the_vector_unit_after_the_cube() {
+    for (c, alpha, beta) in [
+        (Some((DType::F16, true)), 1.0, 1.0),
+        (Some((DType::F32, false)), 0.5, -2.0),
+        (Some((DType::F16, false)), 1.0, 0.25),
+        (Some((DType::F32, true)), 3.0, 1.0),
+        (None, -1.5, 1.0),
+    ] {
+        let s = Shape {
+            alpha,
+            c,
+            beta,
+            trans_b: true,
+            ..shape(1, 140, 90, 75, false)
+        };
+        check(NPU_SIM, DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
+        check(
+            NPU_SIM_LITE,
+            DType::F16,
+            DType::F32,
+            DType::F16,
             s,
             (16, 16, 64),
         );
