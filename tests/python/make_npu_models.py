@@ -6,7 +6,9 @@ Usage: make_npu_models.py OUTDIR [--seed N] [--force]
 Writes, like make_models.py (whose helpers it uses), OUTDIR/<name>/model.onnx and
 OUTDIR/<name>/test_data_set_0/{input,output}_K.pb:
 
-* ``mlp_f16``: f16 [8, 256] -> 3 x (MatMul + Add bias + Relu) -> MatMul + Add to 128, all f16.
+* ``mlp_f16``: f16 [8, 256] -> 3 x (Gemm transB=1 with bias + Relu) -> Gemm to 128, all f16,
+  shaped like make_models.py's ``mlp`` (its Gemms reach the Cube with the transposed weight and
+  the bias).
 * ``bert_f16``: a small BERT encoder layer in f16 (seq 32, hidden 128, 2 heads, FFN 512), the
   same graph as make_models.py's ``bert``: its eight MatMuls run on the Cube (f16 x f16 -> f32).
 * ``bert_f16_base``: the same layer at BERT-base size (seq 128, hidden 768, 12 heads, FFN 3072),
@@ -72,10 +74,9 @@ def build_mlp_f16(rng):
     x = "input"
     dims = [256, 512, 512, 256, 128]
     for i in range(4):
-        w = g.init(f"fc{i}.weight", h(mm.randn(rng, (dims[i], dims[i + 1]), math.sqrt(2.0 / dims[i]))))
+        w = g.init(f"fc{i}.weight", h(mm.randn(rng, (dims[i + 1], dims[i]), math.sqrt(2.0 / dims[i]))))
         b = g.init(f"fc{i}.bias", h(mm.randn(rng, (dims[i + 1],), 0.1)))
-        x = g.node("Add", [g.node("MatMul", [x, w], f"fc{i}.matmul"), b],
-                   "output" if i == 3 else f"fc{i}")
+        x = g.node("Gemm", [x, w, b], "output" if i == 3 else f"fc{i}", transB=1)
         if i < 3:
             x = g.node("Relu", [x], f"relu{i}")
     model = g.typed_model([("input", F16, [8, 256])], [("output", F16, [8, 128])])

@@ -43,7 +43,7 @@ fn check(model: &str, target: &str, tol: f64) -> u64 {
     .unwrap();
     let mut products = 0;
     for k in &artifact.kernels {
-        if k.name.starts_with("matmul") {
+        if k.name.starts_with("matmul") || k.name.starts_with("gemm") {
             let blob = Blob::decode(&k.blob).unwrap();
             let cube = blob.program.iter().any(|i| matches!(i, Instr::Mma { .. }));
             assert!(

@@ -704,6 +704,38 @@ impl Asm {
         self.alu(AluOp::Add, reg::T, reg::T, base);
         self.li(reg::T2, rs)
     }
+    /// MTE2's copy of one operand block into the L1 slot at `slot`: `rows` and `cols` are the
+    /// registers (real extent, padded extent, origin) of the product's axes, which a transposed
+    /// operand holds the other way round in GM, and so in L1.
+    fn gm_to_l1(
+        &mut self,
+        op: &Operand,
+        base: u8,
+        slot: u8,
+        rows: [u8; 3],
+        cols: [u8; 3],
+        dt: DType,
+    ) -> R<()> {
+        let (r, c) = if op.transposed {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        self.gm_at(base, r[2], c[2], op.row_stride, dt.size() as i64)?;
+        let regs = [slot, reg::T, r[0], c[0], reg::T2, c[1], r[1], c[1]];
+        self.dma(Mem::Gm, Mem::L1, dt, regs, false);
+        Ok(())
+    }
+    /// MTE1's copy of a padded `rows × cols` block (registers) from L1 into L0A/L0B, turned
+    /// over when the operand is transposed (L1 then holds it `cols × rows`).
+    fn l1_to_l0(&mut self, l0: Mem, dst: u8, slot: u8, (r, c): (u8, u8), t: bool, dt: DType) {
+        let regs = if t {
+            [dst, slot, c, r, r, c, r, c]
+        } else {
+            [dst, slot, r, c, c, c, r, c]
+        };
+        self.dma(Mem::L1, l0, dt, regs, t);
+    }
     /// An f32 Vector op on the UB: `dst = src1 op src2` (`VS`: `src2` is a scalar operand).
     fn vec_f32(&mut self, op: VecOp, form: VecForm, dst: u8, src1: u8, src2: u8, len: u8) {
         self.emit(Instr::Vec {
@@ -858,50 +890,14 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
     a.wait(Mte1, Mte2, 0);
     // A transposed operand is copied as it lies (K rows of M) and turned over on its way to
     // L0A (`DMA ... transpose`).
-    if g.a.transposed {
-        a.gm_at(ABAT, K0, M0, g.a.row_stride, asz)?;
-        a.dma(
-            Mem::Gm,
-            Mem::L1,
-            g.adt,
-            [ASLOT, T, KR, MR, T2, MP, KP, MP],
-            false,
-        );
-    } else {
-        a.gm_at(ABAT, M0, K0, g.a.row_stride, asz)?;
-        a.dma(
-            Mem::Gm,
-            Mem::L1,
-            g.adt,
-            [ASLOT, T, MR, KR, T2, KP, MP, KP],
-            false,
-        );
-    }
+    a.gm_to_l1(&g.a, ABAT, ASLOT, [MR, MP, M0], [KR, KP, K0], g.adt)?;
     a.set(Mte2, Mte1, 0);
     a.bind(a_done);
     // ---- MTE2: the B block into the next ring slot.
     a.wait(Mte1, Mte2, 1);
     a.alui(AluOp::Mul, BSLOT, BS, bl.l1_b as i64)?;
     a.alui(AluOp::Add, BSLOT, BSLOT, b_ring as i64)?;
-    if g.b.transposed {
-        a.gm_at(BBAT, N0, K0, g.b.row_stride, asz)?;
-        a.dma(
-            Mem::Gm,
-            Mem::L1,
-            g.adt,
-            [BSLOT, T, NR, KR, T2, KP, NP, KP],
-            false,
-        );
-    } else {
-        a.gm_at(BBAT, K0, N0, g.b.row_stride, asz)?;
-        a.dma(
-            Mem::Gm,
-            Mem::L1,
-            g.adt,
-            [BSLOT, T, KR, NR, T2, NP, KP, NP],
-            false,
-        );
-    }
+    a.gm_to_l1(&g.b, BBAT, BSLOT, [KR, KP, K0], [NR, NP, N0], g.adt)?;
     a.set(Mte2, Mte1, 1);
     // ---- MTE1: fill the free L0A/L0B slot.
     a.wait(Cube, Mte1, 0);
@@ -913,12 +909,7 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
     a.bind(aw_done);
     a.alui(AluOp::Mul, L0A, L0S, bl.l0a as i64)?;
     a.alui(AluOp::Mul, L0B, L0S, bl.l0b as i64)?;
-    let l0a = if g.a.transposed {
-        [L0A, ASLOT, KP, MP, MP, KP, MP, KP]
-    } else {
-        [L0A, ASLOT, MP, KP, KP, KP, MP, KP]
-    };
-    a.dma(Mem::L1, Mem::L0a, g.adt, l0a, g.a.transposed);
+    a.l1_to_l0(Mem::L0a, L0A, ASLOT, (MP, KP), g.a.transposed, g.adt);
     // The A slot is free after the last column block reads it (at once when reloading).
     let rel_done = a.label();
     if !reload {
@@ -929,12 +920,7 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
     a.set(Mte1, Mte2, 0);
     a.bind(rel_done);
     a.wait(Mte2, Mte1, 1);
-    let l0b = if g.b.transposed {
-        [L0B, BSLOT, NP, KP, KP, NP, KP, NP]
-    } else {
-        [L0B, BSLOT, KP, NP, NP, NP, KP, NP]
-    };
-    a.dma(Mem::L1, Mem::L0b, g.adt, l0b, g.b.transposed);
+    a.l1_to_l0(Mem::L0b, L0B, BSLOT, (KP, NP), g.b.transposed, g.adt);
     a.set(Mte1, Mte2, 1);
     a.set(Mte1, Cube, 0);
     // ---- Cube: accumulate into the block's L0C slot (init on the first k-block).

@@ -239,34 +239,36 @@ fn check(toml: &str, a_ty: DType, acc: DType, y_ty: DType, s: Shape, tiles: (u16
     assert_eq!(rep.macs_useful, s.batch * s.m * s.n * s.k);
 }
 
+/// [`check`] on npu-sim and on npu-sim-lite, from the same tile program.
+fn check_both(a_ty: DType, acc: DType, y_ty: DType, s: Shape) {
+    for chip in [NPU_SIM, NPU_SIM_LITE] {
+        check(chip, a_ty, acc, y_ty, s, (16, 16, 64));
+    }
+}
+
 #[test]
 fn f16_products_run_on_the_cube_exactly_with_ragged_edges() {
     let s = shape(1, 37, 45, 70, false);
-    check(NPU_SIM, DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
-    check(
-        NPU_SIM_LITE,
-        DType::F16,
-        DType::F32,
-        DType::F16,
-        s,
-        (16, 16, 64),
-    );
+    check_both(DType::F16, DType::F32, DType::F16, s);
 }
 
 #[test]
 fn blocks_larger_than_one_cube_block_and_batches_with_a_shared_b() {
     // 300 x 260 x 530 crosses every block edge (128 rows and columns, 128 k) with remainders;
     // a shared B has batch stride 0.
-    let s = shape(2, 300, 260, 530, true);
-    check(NPU_SIM, DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
-    // npu-sim-lite reloads the A panel (K spans more k-blocks than its L1 ring holds).
-    check(
-        NPU_SIM_LITE,
+    check_both(
         DType::F16,
         DType::F32,
         DType::F16,
-        s,
-        (16, 16, 64),
+        shape(2, 300, 260, 530, true),
+    );
+    // K of 2100 spans more k-blocks than the L1 ring of A holds (12 on npu-sim, 16 on
+    // npu-sim-lite), so the A panel is reloaded for every column block.
+    check_both(
+        DType::F16,
+        DType::F32,
+        DType::F16,
+        shape(1, 40, 150, 2100, false),
     );
 }
 
@@ -278,15 +280,8 @@ fn transposed_operands_are_turned_over_by_the_l1_to_l0_dma() {
             trans_b: tb,
             ..shape(2, 150, 70, 200, false)
         };
-        check(NPU_SIM, DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
-        check(
-            NPU_SIM_LITE,
-            DType::I8,
-            DType::I32,
-            DType::I32,
-            s,
-            (16, 16, 64),
-        );
+        check_both(DType::F16, DType::F32, DType::F16, s);
+        check_both(DType::I8, DType::I32, DType::I32, s);
     }
 }
 
@@ -306,30 +301,14 @@ fn gemm_alpha_beta_and_c_run_on_the_vector_unit_after_the_cube() {
             trans_b: true,
             ..shape(1, 140, 90, 75, false)
         };
-        check(NPU_SIM, DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
-        check(
-            NPU_SIM_LITE,
-            DType::F16,
-            DType::F32,
-            DType::F16,
-            s,
-            (16, 16, 64),
-        );
+        check_both(DType::F16, DType::F32, DType::F16, s);
     }
 }
 
 #[test]
 fn i8_products_accumulate_exactly_in_i32() {
     let s = shape(3, 20, 33, 100, false);
-    check(NPU_SIM, DType::I8, DType::I32, DType::I32, s, (16, 16, 64));
-    check(
-        NPU_SIM_LITE,
-        DType::I8,
-        DType::I32,
-        DType::I32,
-        s,
-        (16, 16, 64),
-    );
+    check_both(DType::I8, DType::I32, DType::I32, s);
 }
 
 #[test]
