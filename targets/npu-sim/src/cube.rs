@@ -380,7 +380,21 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
             return None;
         };
         let (off0, batch_stride) = defs.affine_in_batch(v.offset, batch)?;
-        (off0 >= 0 && batch_stride >= 0).then_some(Operand {
+        // Every element the DMAs touch must lie in the buffer (the last one of the last batch):
+        // a view past its buffer goes down the scalarised path, which checks as it reads.
+        let (lines, line) = if transposed {
+            (dims[1], dims[0])
+        } else {
+            (dims[0], dims[1])
+        };
+        let last = (batch as i64 - 1)
+            .checked_mul(batch_stride)?
+            .checked_add((lines as i64 - 1).checked_mul(row_stride)?)?
+            .checked_add(line as i64 - 1)?
+            .checked_add(off0)?;
+        let decl = kernel.buf(v.buf);
+        let inside = decl.view_len(decl.dtype).is_some_and(|n| (last as u64) < n);
+        (off0 >= 0 && batch_stride >= 0 && inside).then_some(Operand {
             param: v.buf.0 as usize,
             off0,
             batch_stride,
@@ -429,8 +443,13 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
                 operand(v, [m, n], false)?
             };
             let dt = isa(kernel.ty(cv).elem).filter(|d| d.is_float())?;
+            let decl = kernel.buf(v.buf);
+            let inside = decl
+                .view_len(decl.dtype)
+                .is_some_and(|len| op.off0 as u64 + n <= len);
             let ok = op.batch_stride == 0
                 && op.off0 >= 0
+                && inside
                 && (v.buf.0 as usize) < kernel.num_params
                 && origin_ok(&csrc.origin, Some((1, tm)), Some((2, tn)));
             if !ok {

@@ -379,3 +379,21 @@ fn a_chip_too_small_for_two_cube_tiles_is_refused_naming_kernel_buffers_and_targ
         other => panic!("not an unsupported error: {other}"),
     }
 }
+
+#[test]
+fn a_view_past_its_buffer_is_left_to_the_checked_scalar_path() {
+    // The Cube's DMAs would read past `a`; the scalarised path reads element by element.
+    let mut k = tile_matmul(
+        DType::F16,
+        DType::F32,
+        DType::F16,
+        shape(1, 20, 20, 20, false),
+        (16, 16, 16),
+    );
+    k.bufs[0].len -= 1;
+    let asm = NpuSim::from_toml(NPU_SIM, "t.toml")
+        .unwrap()
+        .assembly(&k)
+        .unwrap();
+    assert!(!asm.contains("MMA "), "{asm}");
+}
