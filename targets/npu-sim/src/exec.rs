@@ -262,6 +262,18 @@ fn dma_cast(sdt: DType, ddt: DType, scale: Option<f32>, src: &[u8], dst: &mut [u
     }
 }
 
+/// The bytes a `rows × cols` box of `sz`-byte elements spans at row stride `stride`.
+fn span(rows: u64, cols: u64, stride: u64, sz: u64) -> u64 {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1)
+            .saturating_mul(stride)
+            .saturating_add(cols)
+            .saturating_mul(sz)
+    }
+}
+
 /// Checks that a DMA's dtype pair (and scale) is a legal transfer, and that a transposing
 /// DMA moves L1 to L0A or L0B.
 pub fn check_dma_types(a: &DmaArgs, ctx: &ErrCtx) -> Result<()> {
@@ -326,16 +338,6 @@ pub fn dma(
     }
     let (ss, ds) = (a.sdt.size(), a.ddt.size());
     let (src_m, dst_m) = two_mut(mems, a.src_mem as usize, a.dst_mem as usize);
-    let span = |rows: u64, cols: u64, stride: u64, sz: u64| -> u64 {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1)
-                .saturating_mul(stride)
-                .saturating_add(cols)
-                .saturating_mul(sz)
-        }
-    };
     ctx.check(
         cfg,
         src_m,
@@ -427,23 +429,19 @@ fn dma_transposed(
         )));
     }
     let sz = a.sdt.size();
-    let span = |rows: u64, cols: u64, stride: u64| -> u64 {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1)
-                .saturating_mul(stride)
-                .saturating_add(cols)
-                .saturating_mul(sz)
-        }
-    };
     let (src_m, dst_m) = two_mut(mems, a.src_mem as usize, a.dst_mem as usize);
-    ctx.check(cfg, src_m, a.src, span(a.rows, a.cols, a.src_stride), sz)?;
+    ctx.check(
+        cfg,
+        src_m,
+        a.src,
+        span(a.rows, a.cols, a.src_stride, sz),
+        sz,
+    )?;
     ctx.check(
         cfg,
         dst_m,
         a.dst,
-        span(a.dst_rows, a.dst_cols, a.dst_stride),
+        span(a.dst_rows, a.dst_cols, a.dst_stride, sz),
         sz,
     )?;
     let sz = sz as usize;
