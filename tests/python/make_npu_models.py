@@ -16,7 +16,8 @@ OUTDIR/<name>/test_data_set_0/{input,output}_K.pb:
 * ``matmul_f16_1024``: one f16 MatMul of 1024 x 1024 x 1024 (the weight an initializer), for
   scripts/bench-npu.sh only.
 * ``qdq_i8_matmul``: f32 [16, 96] -> QuantizeLinear (int8) -> MatMulInteger with an int8 weight
-  (the integer form a QDQ MatMul becomes, run on the Cube's i8 x i8 -> i32 path) -> output
+  and the symmetric (all-zero) zero points of both (the integer form a QDQ MatMul becomes, run on
+  the Cube's i8 x i8 -> i32 path: lowering drops zero points known to be zero) -> output
   ``acc`` (int32); then Cast, Mul by the scales and QuantizeLinear to ``y`` (int8). The scales
   are powers of two, so both outputs are exact integers every runtime must agree on.
 
@@ -151,8 +152,9 @@ def build_qdq_i8_matmul(rng):
     sx = g.init("x.scale", np.array(1 / 16, dtype=np.float32))
     zx = g.init("x.zero_point", i8(0))
     w = g.init("w.quantized", rng.integers(-127, 128, (96, 40)).astype(np.int8))
+    zw = g.init("w.zero_point", np.zeros((40,), dtype=np.int8))
     xq = g.node("QuantizeLinear", ["input", sx, zx], "x.quantized")
-    acc = g.node("MatMulInteger", [xq, w], "acc")
+    acc = g.node("MatMulInteger", [xq, w, zx, zw], "acc")
     scale = g.init("acc.scale", np.array(1 / 16 / 64, dtype=np.float32))
     yf = g.node("Mul", [g.node("Cast", [acc], "acc.f32", to=TensorProto.FLOAT), scale],
                 "y.f32")

@@ -560,7 +560,11 @@ impl Blocks {
                 && ub <= mem(Mem::Ub).size
                 && 2 * (l1_a + l1_b) <= l1;
             if fits {
-                let nb = (l1 / 2 / l1_b).clamp(2, 4);
+                // Up to four B slots in half of L1, the rest for A; two of each always fit.
+                let mut nb = (l1 / 2 / l1_b).clamp(2, 4);
+                if (l1 - nb * l1_b) / l1_a < 2 {
+                    nb = 2;
+                }
                 let na = ((l1 - nb * l1_b) / l1_a).clamp(2, 16);
                 return Ok(Blocks {
                     bm,

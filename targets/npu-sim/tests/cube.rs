@@ -397,3 +397,12 @@ fn a_view_past_its_buffer_is_left_to_the_checked_scalar_path() {
         .unwrap();
     assert!(!asm.contains("MMA "), "{asm}");
 }
+
+#[test]
+fn a_small_l1_shares_itself_between_the_a_and_b_rings() {
+    // 72 KiB of L1 with 32 KiB A blocks and 4 KiB B blocks (N = 16): two A slots leave room
+    // for two B slots only, not the four a larger L1 would get.
+    let small = NPU_SIM.replacen("bytes = 524288", "bytes = 73728", 1);
+    let s = shape(1, 128, 16, 300, false);
+    check(&small, DType::F16, DType::F32, DType::F16, s, (16, 16, 64));
+}
