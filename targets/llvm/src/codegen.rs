@@ -148,7 +148,7 @@ fn splat_lit(t: Ty, lit: &str) -> R<String> {
 /// Translates `k` (in the backend subset) into one LLVM module whose function [`ENTRY`] is the
 /// blob entry point, followed by the `memset`/`memcpy`/`memmove` that LLVM's code generator
 /// may call (blob code has nothing to link against, so the module brings its own).
-pub fn module(k: &Kernel, triple: &str, data_layout: &str) -> R<Module> {
+pub fn module(k: &Kernel, triple: &str, data_layout: &str, has_fma: bool) -> R<Module> {
     let tessera_host::codegen::Frame {
         grid,
         param_bytes,
@@ -167,6 +167,7 @@ pub fn module(k: &Kernel, triple: &str, data_layout: &str) -> R<Module> {
         cur: "entry".to_string(),
         decls: BTreeSet::new(),
         uses_frem: false,
+        has_fma,
     };
     // ---- entry: buffer bases and the first grid point ----
     cg.line("entry:");
@@ -479,6 +480,9 @@ struct Cg<'k> {
     /// Intrinsic declarations the body uses.
     decls: BTreeSet<String>,
     uses_frem: bool,
+    /// Whether the CPU fuses multiply-adds; without it `fma` is refused (LLVM would call a
+    /// libm `fma`, which blob code cannot link).
+    has_fma: bool,
 }
 
 impl Cg<'_> {
@@ -588,6 +592,7 @@ impl Cg<'_> {
             InstKind::Binary(op, a, b) => self.binary(inst, *op, *a, *b),
             InstKind::Cmp(op, a, b) => self.cmp(inst, *op, *a, *b),
             InstKind::Select(c, a, b) => self.select(inst, *c, *a, *b),
+            InstKind::Fma(a, b, c) => self.fma(inst, *a, *b, *c),
             InstKind::Cast(x, _mode) => self.cast(inst, *x),
             InstKind::Bitcast(x) => self.bitcast(inst, *x),
             InstKind::Splat(x) => self.splat(inst, *x),
@@ -675,6 +680,21 @@ impl Cg<'_> {
             UnOp::Floor | UnOp::Ceil | UnOp::Round | UnOp::Trunc if !float => xo,
             _ => return unsupported(format!("unary `{op:?}` on {elem}")),
         };
+        self.def(r, v)
+    }
+
+    // ==== `fma` ====
+
+    fn fma(&mut self, inst: &Inst, a: Val, b: Val, c: Val) -> R<()> {
+        let r = Self::result(inst, 0)?;
+        self.same_types("fma operands", &[a, a], &[b, c])?;
+        if !self.has_fma {
+            return unsupported("`fma` on a CPU level without FMA");
+        }
+        let t = self.ty(a)?;
+        let (ts, m) = (llty(t)?, mangle(t)?);
+        let args = [self.typed(a)?, self.typed(b)?, self.typed(c)?];
+        let v = self.intrinsic(&format!("llvm.fma.{m}"), &ts, &args);
         self.def(r, v)
     }
 

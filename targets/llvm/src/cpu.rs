@@ -66,7 +66,8 @@ impl Level {
         }
     }
 
-    fn has(&self, f: &str) -> bool {
+    /// Whether the level has feature `f` (a host-table name).
+    pub fn has(&self, f: &str) -> bool {
         self.features().contains(&f)
     }
 

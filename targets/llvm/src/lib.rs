@@ -138,6 +138,8 @@ impl LlvmCpu {
             blocked_f32_mma: true,
             block_rows,
             block_vectors,
+            // One rounding per step where the CPU fuses (the fingerprint records `fma`).
+            fma: self.level.has("fma"),
         };
         tessera_kir::passes::scalarize_tiles(&mut k, &opts)
             .and_then(|()| tessera_kir::passes::to_backend_subset(&mut k))
@@ -169,7 +171,8 @@ impl LlvmCpu {
         let tm = self.machine().map_err(|e| Self::err_codegen(kernel, e))?;
         let layout = tm.get_target_data().get_data_layout();
         let dl = layout.as_str().to_string_lossy().into_owned();
-        let m = codegen::module(&k, TRIPLE, &dl).map_err(|e| cg_error(kernel, e))?;
+        let m = codegen::module(&k, TRIPLE, &dl, self.level.has("fma"))
+            .map_err(|e| cg_error(kernel, e))?;
         Ok(codegen::finish(&m, &self.cpu_attrs()))
     }
 
@@ -257,7 +260,8 @@ impl Target for LlvmCpu {
             .as_str()
             .to_string_lossy()
             .into_owned();
-        let m = codegen::module(&k, TRIPLE, &dl).map_err(|e| cg_error(kernel, e))?;
+        let m = codegen::module(&k, TRIPLE, &dl, self.level.has("fma"))
+            .map_err(|e| cg_error(kernel, e))?;
         let text = codegen::finish(&m, &self.cpu_attrs());
         let code = self.object(&tm, kernel, &text)?;
         let header = BlobHeader {

@@ -128,7 +128,11 @@ fn float_vectors_match_the_interpreter() {
     let qi = b.cast(sel, DType::I32, CastMode { saturate: false });
     b.store(q, at, qi);
     let sum = b.reduce_lanes(ReduceOp::Add, xv);
-    b.store(s, p, sum);
+    // A fused multiply-add rounds once, as the interpreter's does.
+    let fused = b.fma(xv, yv, xv);
+    let fsum = b.reduce_lanes(ReduceOp::Max, fused);
+    let both = b.add(sum, fsum);
+    b.store(s, p, both);
     let k = b.finish();
     let xs: Vec<f32> = (0..32)
         .map(|i| match i {
