@@ -520,6 +520,18 @@ fn quantized_contrib_ops_refuse_what_they_cannot_compute() {
     for part in ["DynamicQuantizeLSTM", "q7", "sequence_lens"] {
         assert!(s.contains(part), "{s} lacks {part}");
     }
+    // W of a shape hidden_size does not imply: a bad model, naming the operand and shapes.
+    let names = ["x", "w", "r", "", "", "", "", "", "ws", "wz", "rs", "rz"];
+    let e = err_of(&contrib_model(
+        "DynamicQuantizeLSTM",
+        &names,
+        ins(&["x", "w", "r", "ws", "wz", "rs", "rz"]),
+    ));
+    assert!(matches!(e, OnnxError::BadModel(_)), "{e}");
+    let s = e.to_string();
+    for part in ["q7", "operand 1 (`W`)", "[1, 4, 8]", "[5, 1, 4]"] {
+        assert!(s.contains(part), "{s} lacks {part}");
+    }
     // QGemm without its b_scale (operand 4): a bad model, naming the node and the operand.
     let e = err_of(&contrib_model(
         "QGemm",
@@ -528,7 +540,7 @@ fn quantized_contrib_ops_refuse_what_they_cannot_compute() {
     ));
     assert!(matches!(e, OnnxError::BadModel(_)), "{e}");
     let s = e.to_string();
-    for part in ["QGemm", "q7", "operand 4"] {
+    for part in ["QGemm", "q7", "operand 4 (`b_scale`)"] {
         assert!(s.contains(part), "{s} lacks {part}");
     }
     // A y_zero_point without y_scale is refused rather than guessed at.

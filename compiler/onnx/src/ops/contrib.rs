@@ -97,6 +97,38 @@ fn operand(ctx: &Ctx, node: &Node, k: usize) -> Result<ValueId> {
         .ok_or_else(|| ctx.bad(node, &format!("operand {k} is required")))
 }
 
+/// Operand `k`, named from the op's operand list `names` in the error when it is missing.
+fn required(ctx: &Ctx, node: &Node, k: usize, names: &[&str]) -> Result<ValueId> {
+    node.input(k).ok_or_else(|| {
+        let name = names.get(k).copied().unwrap_or("?");
+        ctx.bad(node, &format!("operand {k} (`{name}`) is required"))
+    })
+}
+
+const QGEMM_IN: &[&str] = &[
+    "A",
+    "a_scale",
+    "a_zero_point",
+    "B",
+    "b_scale",
+    "b_zero_point",
+];
+const DQMM_IN: &[&str] = &["A", "B", "b_scale"];
+const DQLSTM_IN: &[&str] = &[
+    "X",
+    "W",
+    "R",
+    "B",
+    "sequence_lens",
+    "initial_h",
+    "initial_c",
+    "P",
+    "W_scale",
+    "W_zero_point",
+    "R_scale",
+    "R_zero_point",
+];
+
 fn result(ctx: &Ctx, node: &Node) -> Result<ValueId> {
     node.outputs
         .first()
@@ -605,9 +637,9 @@ fn matmul_integer_to_float(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
 /// issue"); this write-out computes the exact int32 sum, so it matches onnxruntime wherever
 /// those pair sums stay within ±32767 (always for a u8 B).
 fn dynamic_quantize_matmul(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
-    let a = operand(ctx, &node, 0)?;
-    let b = operand(ctx, &node, 1)?;
-    let sb = operand(ctx, &node, 2)?;
+    let a = required(ctx, &node, 0, DQMM_IN)?;
+    let b = required(ctx, &node, 1, DQMM_IN)?;
+    let sb = required(ctx, &node, 2, DQMM_IN)?;
     let mut out = Vec::new();
     let (aq, sa, za) = dynamic_quantize(ctx, &node, &mut out, a);
     let acc = ctx.tmp("int_product");
@@ -651,10 +683,10 @@ fn dynamic_quantize(
 /// `m = alpha · a_scale · b_scale [/ y_scale]`. With `y_zero_point` the result is quantized:
 /// `saturate(round_half_even(float(acc) · m) + y_zp)`; without it, it is that float.
 fn qgemm(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
-    let mut a = operand(ctx, &node, 0)?;
-    let sa = operand(ctx, &node, 1)?;
-    let mut b = operand(ctx, &node, 3)?;
-    let sb = operand(ctx, &node, 4)?;
+    let mut a = required(ctx, &node, 0, QGEMM_IN)?;
+    let sa = required(ctx, &node, 1, QGEMM_IN)?;
+    let mut b = required(ctx, &node, 3, QGEMM_IN)?;
+    let sb = required(ctx, &node, 4, QGEMM_IN)?;
     let (y_scale, y_zp) = (node.input(7), node.input(8));
     if y_scale.is_none() && y_zp.is_some() {
         return Err(ctx.bad(
@@ -779,6 +811,9 @@ fn slice(
     emit(ctx, node, out, Op::Slice, &[v, s, e, a], Attrs::new())
 }
 
+/// The longest sequence DynamicQuantizeLSTM is unrolled over (each step is about 25 nodes).
+const MAX_UNROLLED_STEPS: i64 = 1024;
+
 /// `DynamicQuantizeLSTM(X, W, R, B?, sequence_lens?, initial_h?, initial_c?, P?, W_scale,
 /// W_zero_point, R_scale, R_zero_point)`, unrolled over the (static) sequence as onnxruntime
 /// computes it: `X · W` for all steps at once with X quantized per tensor at run time, then per
@@ -822,8 +857,8 @@ fn dynamic_quantize_lstm(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
         ));
     }
     let hidden = node.attr_int("hidden_size", 0);
-    if hidden <= 0 {
-        return Err(ctx.bad(&node, "attribute `hidden_size` must be positive"));
+    if hidden <= 0 || hidden > i64::from(i32::MAX) {
+        return Err(ctx.bad(&node, "attribute `hidden_size` must be in 1..2^31"));
     }
     let dirs: &[bool] = match node.attr_str("direction").unwrap_or("forward") {
         "forward" => &[false],
@@ -831,7 +866,7 @@ fn dynamic_quantize_lstm(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
         "bidirectional" => &[false, true],
         other => return Err(ctx.bad(&node, &format!("direction `{other}`"))),
     };
-    let x = operand(ctx, &node, 0)?;
+    let x = required(ctx, &node, 0, DQLSTM_IN)?;
     let dims = ctx
         .b
         .graph
@@ -845,14 +880,49 @@ fn dynamic_quantize_lstm(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
         ));
     };
     let (seq, batch, input) = (seq as i64, batch as i64, input as i64);
-    let (w, r) = (operand(ctx, &node, 1)?, operand(ctx, &node, 2)?);
+    if seq > MAX_UNROLLED_STEPS {
+        return Err(ctx.unsupported(
+            &node,
+            &format!("DynamicQuantizeLSTM over {seq} steps (it is unrolled; at most {MAX_UNROLLED_STEPS})"),
+        ));
+    }
+    // W and R must have the shapes `hidden_size` and X imply (checked here, before anything
+    // is sized from them).
+    let n_dirs = dirs.len() as u64;
+    let (h, inp) = (hidden as u64, input as u64);
+    for (k, want) in [(1, [n_dirs, inp, 4 * h]), (2, [n_dirs, h, 4 * h])] {
+        let v = required(ctx, &node, k, DQLSTM_IN)?;
+        let Some(got) = ctx.b.graph.ty(v).and_then(|t| t.shape.as_static()) else {
+            let what = format!(
+                "DynamicQuantizeLSTM with a {} of unknown shape",
+                DQLSTM_IN[k]
+            );
+            return Err(ctx.unsupported(&node, &what));
+        };
+        if got != want {
+            return Err(ctx.bad(
+                &node,
+                &format!(
+                    "operand {k} (`{}`) must be {want:?} (directions, rows, 4 · hidden_size), not {got:?}",
+                    DQLSTM_IN[k]
+                ),
+            ));
+        }
+    }
+    let (w, r) = (
+        required(ctx, &node, 1, DQLSTM_IN)?,
+        required(ctx, &node, 2, DQLSTM_IN)?,
+    );
     let q: Vec<ValueId> = (8..12)
-        .map(|k| operand(ctx, &node, k))
+        .map(|k| required(ctx, &node, k, DQLSTM_IN))
         .collect::<Result<_>>()?;
     let h4 = 4 * hidden;
     let mut out = Vec::new();
     let no_attrs = Attrs::new;
-    let flat = ctx.ints("shape", &[seq * batch, input]);
+    let rows = seq
+        .checked_mul(batch)
+        .ok_or_else(|| ctx.bad(&node, &format!("X of shape {dims:?} is too large")))?;
+    let flat = ctx.ints("shape", &[rows, input]);
     let x2 = emit(ctx, &node, &mut out, Op::Reshape, &[x, flat], no_attrs());
     let (mut ys, mut hs, mut cs) = (Vec::new(), Vec::new(), Vec::new());
     for (d, &reverse) in dirs.iter().enumerate() {
@@ -878,9 +948,10 @@ fn dynamic_quantize_lstm(ctx: &mut Ctx, node: Node) -> Result<Vec<Node>> {
         let mut c = match node.input(6) {
             Some(c0) => pick(ctx, &node, &mut out, c0, d),
             None => {
-                let zeros = vec![0.0f32; (batch * hidden) as usize];
-                let t = Tensor::from_f32(vec![batch as u64, hidden as u64], &zeros);
-                ctx.konst("initial_c", t)
+                // Expanded at run time, so a large declared batch allocates nothing here.
+                let zero = ctx.konst("zero", Tensor::from_f32(vec![], &[0.0]));
+                let shape = ctx.ints("shape", &[batch, hidden]);
+                emit(ctx, &node, &mut out, Op::Expand, &[zero, shape], no_attrs())
             }
         };
         let mut per_step = vec![None; seq as usize];
