@@ -25,15 +25,45 @@ struct Cli {
     /// `compile`, `run` and `bench` (repeatable; see docs/kernel-ir.md).
     #[arg(long = "custom-op", value_name = "FILE|DIR", global = true)]
     custom_ops: Vec<PathBuf>,
+    #[command(flatten)]
+    opt: OptArgs,
+}
+
+/// The e-graph optimizer's flags, for `compile`, `run` and `bench` (docs/optimizer.md).
+#[derive(clap::Args, Clone, Debug)]
+struct OptArgs {
+    /// 0: no optimizer (the plain pipeline); 1: every rule, tight limits; 2: wider limits.
+    #[arg(long, value_name = "0|1|2", default_value = "1", global = true)]
+    opt_level: String,
+    /// Which dtypes the optimizer may change: exact (never), f16, bf16, int8.
+    #[arg(long, value_name = "POLICY", default_value = "exact", global = true)]
+    precision: String,
+    /// `compile`: print what the optimizer did (rules, e-graph, cost, kernel origins).
+    #[arg(long, global = true)]
+    report: bool,
+    /// `compile`: write the optimizer report as JSON to FILE.
+    #[arg(long, value_name = "FILE", global = true)]
+    report_json: Option<PathBuf>,
+    /// `compile`: print an intermediate form; `graph` prints the graph IR before and after
+    /// optimisation.
+    #[arg(long, value_name = "WHAT", global = true)]
+    emit: Option<String>,
 }
 
 /// The `--custom-op` paths of this invocation, set once in `main` before any command runs.
 static CUSTOM_OPS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+/// The optimizer flags of this invocation, set once in `main`.
+static OPT: std::sync::OnceLock<OptArgs> = std::sync::OnceLock::new();
 
-/// Compile options for `target`, with this invocation's custom ops.
+/// Compile options for `target`, with this invocation's custom ops and optimizer flags
+/// (checked in `main`, so they parse here).
 fn options(target: &str) -> CompileOptions {
     let mut o = CompileOptions::for_target(target);
     o.custom_ops = CUSTOM_OPS.get().cloned().unwrap_or_default();
+    if let Some(a) = OPT.get() {
+        o.opt_level = a.opt_level.parse().unwrap_or_default();
+        o.precision = a.precision.parse().unwrap_or_default();
+    }
     o
 }
 
@@ -129,6 +159,10 @@ enum Cmd {
         /// Also time this target in the same process and print the speed ratio.
         #[arg(long)]
         baseline: Option<String>,
+        /// Also time the same target compiled at this opt-level (0: without the optimizer)
+        /// and print the speed ratio.
+        #[arg(long, value_name = "0|1|2")]
+        baseline_opt_level: Option<String>,
         #[arg(long, default_value_t = 10)]
         runs: usize,
         #[arg(long, default_value_t = 2)]
@@ -174,6 +208,23 @@ fn main() -> ExitCode {
         }
     };
     let _ = CUSTOM_OPS.set(cli.custom_ops);
+    let checked = cli
+        .opt
+        .opt_level
+        .parse::<tessera_driver::OptLevel>()
+        .and(cli.opt.precision.parse::<tessera_driver::Precision>())
+        .map_err(DriverError::from)
+        .and_then(|_| match cli.opt.emit.as_deref() {
+            None | Some("graph") => Ok(()),
+            Some(w) => Err(DriverError::Usage(format!(
+                "--emit `{w}`: expected `graph`"
+            ))),
+        });
+    if let Err(e) = checked {
+        eprintln!("error: {e}");
+        return ExitCode::from(e.exit_code() as u8);
+    }
+    let _ = OPT.set(cli.opt);
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -208,6 +259,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
                 newer: Newer::flag(allow_newer_opset),
                 digest: expect_digest.as_deref().map(parse_digest).transpose()?,
                 max_memory: max_memory.as_deref().map(parse_bytes).transpose()?,
+                opt_level: None,
             };
             let dev = Dev::new(&target, cycles)?;
             run(
@@ -250,6 +302,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             model,
             target,
             baseline,
+            baseline_opt_level,
             runs,
             warmup,
             inputs,
@@ -259,6 +312,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             &model,
             &target,
             baseline.as_deref(),
+            baseline_opt_level.as_deref(),
             runs,
             warmup,
             &inputs,
@@ -349,6 +403,8 @@ struct LoadOpts {
     newer: Newer,
     digest: Option<[u8; 32]>,
     max_memory: Option<u64>,
+    /// An opt-level other than `--opt-level`'s (the bench baseline).
+    opt_level: Option<tessera_driver::OptLevel>,
 }
 
 fn parse_digest(hex: &str) -> Result<[u8; 32], DriverError> {
@@ -424,6 +480,22 @@ fn compile(
     let bar = progress_bar(3, "importing");
     let graph = tessera_driver::import(model, &opts)?;
     bar.inc(1);
+    bar.set_message("optimizing");
+    let optimized = tessera_driver::optimize(&graph, &opts);
+    let (graph, mut report) = match optimized {
+        Ok(r) => (r.0, r.1),
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e);
+        }
+    };
+    let flags = OPT.get().cloned();
+    let emit_graph = flags.as_ref().is_some_and(|f| f.emit.as_deref() == Some("graph"));
+    if emit_graph {
+        let before = tessera_driver::import(model, &opts)?;
+        println!("// graph before optimisation\n{}", tessera_ir::text::print(&before));
+        println!("// graph after optimisation\n{}", tessera_ir::text::print(&graph));
+    }
     bar.set_message("lowering");
     let compiled = tessera_driver::compile_graph_traced(
         &graph,
@@ -439,7 +511,14 @@ fn compile(
         },
     );
     let artifact = match compiled {
-        Ok(c) => c.artifact,
+        Ok(c) => {
+            report.kernels = c
+                .node_kernels
+                .iter()
+                .map(|r| c.kernels[r.clone()].iter().map(|k| k.name.clone()).collect())
+                .collect();
+            c.artifact
+        }
         Err(e) => {
             bar.finish_and_clear();
             return Err(e);
@@ -461,6 +540,12 @@ fn compile(
         "sha256 {}",
         tessera_runtime::artifact::digest_hex(&artifact.digest())
     );
+    if flags.as_ref().is_some_and(|f| f.report) {
+        print!("{}", report.text());
+    }
+    if let Some(path) = flags.as_ref().and_then(|f| f.report_json.as_ref()) {
+        tessera_driver::write_atomic(path, report.json_text().as_bytes())?;
+    }
     Ok(())
 }
 
@@ -556,7 +641,10 @@ fn load_model(
     let mut m = if is_artifact(model) {
         Model::load_file_expecting(model, dev.device.clone(), load.digest.as_ref())?
     } else {
-        let opts = load.newer.options(model, target)?.with_inputs(inputs);
+        let mut opts = load.newer.options(model, target)?.with_inputs(inputs);
+        if let Some(l) = load.opt_level {
+            opts.opt_level = l;
+        }
         let artifact = tessera_driver::compile_file(model, &opts)?;
         if let Some(want) = &load.digest {
             let found = artifact.digest();
@@ -814,11 +902,13 @@ fn time_target(
     warmup: usize,
     newer: Newer,
     cycles: bool,
+    opt_level: Option<tessera_driver::OptLevel>,
 ) -> Result<f64, DriverError> {
     let load = LoadOpts {
         newer,
         digest: None,
         max_memory: None,
+        opt_level,
     };
     let m = load_model(model, target, &Dev::new(target, false)?, named, load)?;
     let mut all = named.clone();
@@ -838,6 +928,10 @@ fn time_target(
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let med = times[times.len() / 2];
+    let target = match opt_level {
+        Some(l) => format!("{target} -O{}", l as u8),
+        None => target.to_string(),
+    };
     println!("{target:<8} median {:>10.3} ms over {} runs (min {:.3} ms, max {:.3} ms) after {warmup} warm-up", med * 1e3, times.len(), times[0] * 1e3, times[times.len() - 1] * 1e3);
     if cycles {
         // One more run of the same model on a cycle-mode simulator, for the report.
@@ -850,10 +944,12 @@ fn time_target(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 fn bench(
     model: &Path,
     target: &str,
     baseline: Option<&str>,
+    baseline_opt_level: Option<&str>,
     runs: usize,
     warmup: usize,
     inputs: &[String],
@@ -861,7 +957,7 @@ fn bench(
     cycles: bool,
 ) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
-    let t = time_target(model, target, &named, runs, warmup, newer, cycles)?;
+    let t = time_target(model, target, &named, runs, warmup, newer, cycles, None)?;
     if let Some(b) = baseline {
         // The baseline is slow by design (the interpreter), so it gets fewer runs.
         let tb = time_target(
@@ -872,8 +968,28 @@ fn bench(
             warmup.min(1),
             newer.quiet(),
             false,
+            None,
         )?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
+    }
+    if let Some(level) = baseline_opt_level {
+        let level: tessera_driver::OptLevel = level.parse()?;
+        let tb = time_target(
+            model,
+            target,
+            &named,
+            runs,
+            warmup,
+            newer.quiet(),
+            false,
+            Some(level),
+        )?;
+        let o = options(target).opt_level as u8;
+        println!(
+            "speedup {target} -O{o} vs -O{}: {:.2}x",
+            level as u8,
+            tb / t
+        );
     }
     Ok(())
 }

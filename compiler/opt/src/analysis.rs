@@ -42,6 +42,8 @@ pub struct Types {
     pub fired: BTreeMap<String, usize>,
     /// The first malformed intermediate a rule built: (rule, message).
     pub error: Option<(String, String)>,
+    /// The classes of the graph's outputs (not canonical: compare through `find`).
+    pub roots: Vec<Id>,
 }
 
 impl Types {

@@ -97,6 +97,7 @@ pub fn to_egraph(g: &Graph) -> Result<Loaded, OptError> {
             OptError::Internal(format!("output %{} is not defined", g.value(o).name))
         })?);
     }
+    eg.analysis.roots = roots.clone();
     Ok(Loaded {
         egraph: eg,
         class,

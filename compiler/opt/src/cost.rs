@@ -75,8 +75,13 @@ impl CostModel {
         }
     }
 
-    /// Multiply-adds per cycle of a product of `a × b` accumulating in `acc`.
+    /// Multiply-adds per cycle of a product of `a × b` accumulating in `acc` (at least 1e-3, so
+    /// that a description with a zero rate cannot make a cost infinite).
     pub fn macs_per_cycle(&self, a: DType, b: DType, acc: DType) -> f64 {
+        self.raw_macs_per_cycle(a, b, acc).max(1e-3)
+    }
+
+    fn raw_macs_per_cycle(&self, a: DType, b: DType, acc: DType) -> f64 {
         let peak = |d: DType| {
             self.desc
                 .peak_ops_per_cycle
@@ -209,7 +214,12 @@ impl CostModel {
                 n / self.lanes
             }
         };
-        base + work
+        let c = base + work;
+        if c.is_finite() {
+            c
+        } else {
+            1e30
+        }
     }
 
     /// The cost of a whole graph: the sum over its nodes.

@@ -141,6 +141,38 @@ pub fn optimize(
     desc: &TargetDesc,
     opts: &OptOptions,
 ) -> Result<(Graph, Report), OptError> {
+    optimize_with(g, desc, opts, rules::all(opts.precision))
+}
+
+/// [`optimize`] with a rule set of the caller's (tests of the bounds and of rule errors).
+pub fn optimize_with(
+    g: &Graph,
+    desc: &TargetDesc,
+    opts: &OptOptions,
+    rules: Vec<std::sync::Arc<dyn rules::Rule>>,
+) -> Result<(Graph, Report), OptError> {
+    // The rules and extraction are written not to panic; this guard keeps the promise that no
+    // model that imports makes the optimizer panic, should one of them (or egg) still do so.
+    let run = std::panic::AssertUnwindSafe(|| run(g, desc, opts, rules));
+    match std::panic::catch_unwind(run) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(OptError::Internal(format!("panic (a bug): {msg}")))
+        }
+    }
+}
+
+fn run(
+    g: &Graph,
+    desc: &TargetDesc,
+    opts: &OptOptions,
+    rules: Vec<std::sync::Arc<dyn rules::Rule>>,
+) -> Result<(Graph, Report), OptError> {
     let model = cost::CostModel::new(desc);
     let before = model.graph_cost(g);
     let mut report = Report::new(desc, opts, g.nodes.len(), before);
@@ -150,7 +182,7 @@ pub fn optimize(
     let limits = opts.limits.unwrap_or_else(|| Limits::for_level(opts.level));
     let start = Instant::now();
     let loaded = convert::to_egraph(g)?;
-    let rules: Vec<_> = rules::all(opts.precision)
+    let rules: Vec<_> = rules
         .into_iter()
         .map(rules::Adapt::rewrite)
         .collect();

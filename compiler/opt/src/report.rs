@@ -102,6 +102,11 @@ impl Report {
         s
     }
 
+    /// [`Report::json`] as pretty-printed text.
+    pub fn json_text(&self) -> String {
+        serde_json::to_string_pretty(&self.json()).unwrap_or_default() + "\n"
+    }
+
     /// The JSON form `--report-json` writes.
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({

@@ -15,7 +15,8 @@
 //! | `softmax` | `exp(x − max) / Σ exp(x − max)` (or without the max) | `Softmax` |
 
 use super::{
-    arg, dims, dtype, factors, konst, node, nodes, reduces_last_axis, scalar, ty, Expr, Rule,
+    arg, dims, dtype, factors, konst, node, nodes, only_user, reduces_last_axis, scalar, ty, Expr,
+    Rule,
 };
 use crate::analysis::EGraph;
 use egg::Id;
@@ -104,6 +105,9 @@ impl Rule for MatMulBias {
                 {
                     continue;
                 }
+                if !only_user(eg, p, id) {
+                    continue;
+                }
                 if let Some(args) = products(eg, p, true).into_iter().next() {
                     let mut a = fused_args(&args);
                     a[2] = Expr::Class(bias);
@@ -126,6 +130,9 @@ impl Rule for MatMulRelu {
 
     fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
         for (_, ch) in nodes(eg, id, Op::Relu) {
+            if !only_user(eg, ch[0], id) {
+                continue;
+            }
             if let Some(args) = products(eg, ch[0], false).into_iter().next() {
                 return vec![Expr::Node(fused_key(Some("Relu")), fused_args(&args))];
             }

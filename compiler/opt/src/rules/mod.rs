@@ -165,6 +165,14 @@ pub fn node(eg: &EGraph, id: Id, op: Op) -> Option<(&OpKey, &[Id])> {
     nodes(eg, id, op).find(|(k, _)| k.n_outputs == 1)
 }
 
+/// Whether class `c` is read only by class `user` (and is no graph output): fusing it into
+/// `user` then removes it rather than computing it twice.
+pub fn only_user(eg: &EGraph, c: Id, user: Id) -> bool {
+    let (c, user) = (eg.find(c), eg.find(user));
+    !eg.analysis.roots.iter().any(|&r| eg.find(r) == c)
+        && eg[c].parents().all(|p| eg.find(p) == user)
+}
+
 /// The single type of class `id`.
 pub fn ty(eg: &EGraph, id: Id) -> Option<&TensorType> {
     let t = &eg[id].data.tys;
