@@ -928,11 +928,11 @@ fn time_target(
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let med = times[times.len() / 2];
-    let target = match opt_level {
+    let label = match opt_level {
         Some(l) => format!("{target} -O{}", l as u8),
         None => target.to_string(),
     };
-    println!("{target:<8} median {:>10.3} ms over {} runs (min {:.3} ms, max {:.3} ms) after {warmup} warm-up", med * 1e3, times.len(), times[0] * 1e3, times[times.len() - 1] * 1e3);
+    println!("{label:<8} median {:>10.3} ms over {} runs (min {:.3} ms, max {:.3} ms) after {warmup} warm-up", med * 1e3, times.len(), times[0] * 1e3, times[times.len() - 1] * 1e3);
     if cycles {
         // One more run of the same model on a cycle-mode simulator, for the report.
         let cdev = Dev::new(target, true)?;

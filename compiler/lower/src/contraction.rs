@@ -204,7 +204,14 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
             tn,
             bfill,
         );
-        if a_zp.is_some() || b_zp.is_some() {
+        let int_operands = !s.a.0.is_float() || !s.b.0.is_float();
+        if int_operands && (s.a.0 != s.acc || s.b.0 != s.acc) && a_zp.is_none() && b_zp.is_none()
+        {
+            // Integer operands in the accumulator type, so that backends can block the
+            // product as they do f32 ones.
+            ta = b.cast(ta, s.acc, NO_SAT);
+            tb = b.cast(tb, s.acc, NO_SAT);
+        } else if a_zp.is_some() || b_zp.is_some() {
             // (a - za)(b - zb) in the accumulator type; the padded k lanes of A are zeroed so
             // that the padding contributes nothing.
             ta = b.cast(ta, s.acc, NO_SAT);

@@ -1,7 +1,8 @@
 //! FusedMatMul, the optimizer's one-kernel matrix product (compiler/opt): `activation(scale ·
 //! (A − a_zp)(B − b_zp) + bias)`. It is the matrix-product tile program of `contraction.rs`
 //! with a longer epilogue: the bias is Gemm's C term, the scale and the activation are
-//! [`FusedEpilogue`]. Integer operands accumulate in i32 and the epilogue runs in f32.
+//! [`FusedEpilogue`]. Integer operands accumulate in i32 where the target's `mma` table has the
+//! pair, else in f32; the epilogue runs in f32.
 
 use crate::contraction::{mm_tiles, tile_matmul_kernel, CTerm, FusedEpilogue};
 use crate::dense::matmul_spec;
@@ -20,8 +21,15 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     );
     let (at, bt, yt) = (cx.dtype(a)?, cx.dtype(b)?, cx.dtype(y)?);
     let int = |t: DType| matches!(t, DType::I8 | DType::U8);
+    // Integer products accumulate in i32 where the target's matrix unit has the pair; elsewhere
+    // in f32 on the exact integer values (each product is exact, the sum rounds as an f32
+    // product does), which runs at the target's f32 rate.
     let acc = if int(at) && int(bt) {
-        DType::I32
+        if cx.desc.mma_pair(at, bt, DType::I32).is_some() {
+            DType::I32
+        } else {
+            DType::F32
+        }
     } else if at.is_float() && at.bits() >= 16 && bt.is_float() && bt.bits() >= 16 {
         DType::F32
     } else {
@@ -35,7 +43,7 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         "Relu" => true,
         other => return Err(cx.unsupported(format!("FusedMatMul activation `{other}`"))),
     };
-    let zps = if acc == DType::I32 {
+    let zps = if int(at) && int(bt) {
         [node.input(3), node.input(4)]
     } else {
         [None, None]

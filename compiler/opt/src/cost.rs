@@ -91,7 +91,14 @@ impl CostModel {
         if let Some(p) = self.desc.mma_pair(a, b, acc) {
             return peak(a).unwrap_or((p.m * p.n * p.k) as f64);
         }
-        if let Some(p) = peak(a) {
+        // Unsigned ints run at the rate of the signed ones of their width.
+        let signed = match a {
+            DType::U8 => DType::I8,
+            DType::U16 => DType::I16,
+            DType::U32 => DType::I32,
+            d => d,
+        };
+        if let Some(p) = peak(a).or_else(|| peak(signed)) {
             return p;
         }
         let f32_rate = peak(DType::F32).unwrap_or(self.lanes);

@@ -108,11 +108,16 @@ impl Rule for MatMulBias {
                 if !only_user(eg, p, id) {
                     continue;
                 }
-                if let Some(args) = products(eg, p, true).into_iter().next() {
-                    let mut a = fused_args(&args);
-                    a[2] = Expr::Class(bias);
-                    return vec![Expr::Node(fused_key(None), a)];
-                }
+                // Every product form the class has (a float one, an integer one from
+                // `qdq-matmul`, …) gets its fused alternative; the cost model picks.
+                return products(eg, p, true)
+                    .iter()
+                    .map(|args| {
+                        let mut a = fused_args(args);
+                        a[2] = Expr::Class(bias);
+                        Expr::Node(fused_key(None), a)
+                    })
+                    .collect();
             }
         }
         vec![]
@@ -133,9 +138,10 @@ impl Rule for MatMulRelu {
             if !only_user(eg, ch[0], id) {
                 continue;
             }
-            if let Some(args) = products(eg, ch[0], false).into_iter().next() {
-                return vec![Expr::Node(fused_key(Some("Relu")), fused_args(&args))];
-            }
+            return products(eg, ch[0], false)
+                .iter()
+                .map(|args| Expr::Node(fused_key(Some("Relu")), fused_args(args)))
+                .collect();
         }
         vec![]
     }

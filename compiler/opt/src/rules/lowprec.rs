@@ -108,7 +108,14 @@ impl Rule for QdqMatMul {
             if !b_ok {
                 continue;
             }
-            let z = |z: Option<Id>| z.map_or(Expr::Absent, Expr::Class);
+            // A zero point that is all zeros (symmetric quantization) is no zero point: the
+            // product then skips the subtraction.
+            let zero = |z: Id| {
+                konst(eg, z)
+                    .and_then(|t| t.to_i64_vec())
+                    .is_some_and(|v| v.iter().all(|&x| x == 0))
+            };
+            let z = |z: Option<Id>| z.filter(|&z| !zero(z)).map_or(Expr::Absent, Expr::Class);
             let scale = Expr::op(Op::Mul, vec![Expr::Class(sa), Expr::Class(sb)]);
             return vec![Expr::Node(
                 OpKey::plain(Op::FusedMatMul),
