@@ -1,7 +1,8 @@
 //! The optimizer's differential test: every ONNX node test and every example model, at
 //! `--opt-level 0` and at 2. A case whose graph the optimizer leaves unchanged compiles to the
 //! same artifact at both levels, so only the cases it changes are run: a node test must keep
-//! its status (a pass at 0 is a pass at 2, within the conformance tolerance), and an example
+//! its status on interp, host and npu-sim (a pass at 0 is a pass at 1 and 2, within the
+//! conformance tolerance: the pass lists hold at the default level), and an example
 //! model's outputs at 2 must match those at 0 to the f32 tolerance (reassociation only).
 
 use std::collections::BTreeMap;
@@ -34,32 +35,53 @@ fn changed(case: &std::path::Path, target: &str) -> Option<(bool, Vec<String>)> 
     }
 }
 
-#[test]
-fn node_tests_keep_their_status() {
+/// Node tests on `target`: each case the optimizer changes must keep a pass at -O0 as a pass
+/// at -O1 (the default, so the pass lists hold) and at -O2.
+fn node_tests_on(target: &str) {
     let dir = tessera_tests::node_tests();
     let cases = conformance::discover(&dir).unwrap();
     let mut compared = 0;
     let mut failures = Vec::new();
     for case in &cases {
-        let Some((true, fired)) = changed(case, "interp") else {
+        let Some((true, fired)) = changed(case, target) else {
             continue;
         };
         compared += 1;
-        let at0 = conformance::run_case_at(case, "interp", OptLevel::O0);
-        let at2 = conformance::run_case_at(case, "interp", OptLevel::O2);
-        if at0.status == Status::Pass && at2.status != Status::Pass {
-            failures.push(format!(
-                "{} (rules {fired:?}): passes at -O0, {:?} at -O2: {}",
-                at0.name, at2.status, at2.message
-            ));
+        let at0 = conformance::run_case_at(case, target, OptLevel::O0);
+        if at0.status != Status::Pass {
+            continue;
+        }
+        for level in [OptLevel::O1, OptLevel::O2] {
+            let r = conformance::run_case_at(case, target, level);
+            if r.status != Status::Pass {
+                failures.push(format!(
+                    "{} on {target} (rules {fired:?}): passes at -O0, {:?} at {level:?}: {}",
+                    r.name, r.status, r.message
+                ));
+            }
         }
     }
     eprintln!(
-        "{} node tests, {compared} changed by the optimizer and run at -O0 and -O2",
+        "{target}: {} node tests, {compared} changed by the optimizer and compared",
         cases.len()
     );
-    assert!(compared > 0, "the optimizer changed no node test");
+    assert!(compared > 0, "the optimizer changed no node test on {target}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn node_tests_keep_their_status_on_interp() {
+    node_tests_on("interp");
+}
+
+#[test]
+fn node_tests_keep_their_status_on_host() {
+    node_tests_on("host");
+}
+
+#[test]
+fn node_tests_keep_their_status_on_npu_sim() {
+    node_tests_on("npu-sim");
 }
 
 fn run_model(model: &str, target: &str, level: OptLevel) -> Vec<Tensor> {

@@ -138,8 +138,11 @@ pub fn stop_text(reason: Option<&egg::StopReason>, limits: &Limits) -> String {
     match reason {
         None => "not run".into(),
         Some(egg::StopReason::Saturated) => "saturated".into(),
-        Some(egg::StopReason::IterationLimit(n)) => format!("iteration limit ({n})"),
-        Some(egg::StopReason::NodeLimit(n)) => format!("node limit ({n})"),
+        // egg reports the size it reached; the report names the limit that was set.
+        Some(egg::StopReason::IterationLimit(_)) => {
+            format!("iteration limit ({})", limits.iterations)
+        }
+        Some(egg::StopReason::NodeLimit(_)) => format!("node limit ({})", limits.nodes),
         Some(egg::StopReason::TimeLimit(_)) => {
             format!("time limit ({} ms)", limits.time.as_millis())
         }
