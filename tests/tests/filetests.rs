@@ -44,8 +44,14 @@ fn run_pass(pass: &str, target: Option<&str>, input: &str) -> Result<String, Str
             let mut opts = tessera_driver::CompileOptions::for_target(
                 target.ok_or("`// target NAME` missing")?,
             );
-            opts.opt_level = setting("opt-level").unwrap_or("2").parse().map_err(|e| format!("{e}"))?;
-            opts.precision = setting("precision").unwrap_or("exact").parse().map_err(|e| format!("{e}"))?;
+            opts.opt_level = setting("opt-level")
+                .unwrap_or("2")
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            opts.precision = setting("precision")
+                .unwrap_or("exact")
+                .parse()
+                .map_err(|e| format!("{e}"))?;
             let (out, report) = tessera_driver::optimize(&g, &opts).map_err(|e| e.to_string())?;
             let mut text = tessera_ir::text::print(&out);
             for (rule, n) in &report.fired {

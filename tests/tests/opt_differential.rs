@@ -65,7 +65,10 @@ fn node_tests_on(target: &str) {
         "{target}: {} node tests, {compared} changed by the optimizer and compared",
         cases.len()
     );
-    assert!(compared > 0, "the optimizer changed no node test on {target}");
+    assert!(
+        compared > 0,
+        "the optimizer changed no node test on {target}"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

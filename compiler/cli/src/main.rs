@@ -38,15 +38,19 @@ struct OptArgs {
     /// Which dtypes the optimizer may change: exact (never), f16, bf16, int8.
     #[arg(long, value_name = "POLICY", default_value = "exact", global = true)]
     precision: String,
-    /// `compile`: print what the optimizer did (rules, e-graph, cost, kernel origins).
-    #[arg(long, global = true)]
+}
+
+/// What `compile` says about the optimizer.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct ExplainArgs {
+    /// Print what the optimizer did (rules, e-graph, cost, the source nodes of each kernel).
+    #[arg(long)]
     report: bool,
-    /// `compile`: write the optimizer report as JSON to FILE.
-    #[arg(long, value_name = "FILE", global = true)]
+    /// Write the optimizer report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
-    /// `compile`: print an intermediate form; `graph` prints the graph IR before and after
-    /// optimisation.
-    #[arg(long, value_name = "WHAT", global = true)]
+    /// Print an intermediate form: `graph` is the graph IR before and after optimisation.
+    #[arg(long, value_name = "WHAT", value_parser = ["graph"])]
     emit: Option<String>,
 }
 
@@ -86,6 +90,8 @@ struct CompileArgs {
     /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
     #[arg(long)]
     allow_newer_opset: bool,
+    #[command(flatten)]
+    explain: ExplainArgs,
 }
 
 #[derive(Subcommand)]
@@ -213,13 +219,7 @@ fn main() -> ExitCode {
         .opt_level
         .parse::<tessera_driver::OptLevel>()
         .and(cli.opt.precision.parse::<tessera_driver::Precision>())
-        .map_err(DriverError::from)
-        .and_then(|_| match cli.opt.emit.as_deref() {
-            None | Some("graph") => Ok(()),
-            Some(w) => Err(DriverError::Usage(format!(
-                "--emit `{w}`: expected `graph`"
-            ))),
-        });
+        .map_err(DriverError::from);
     if let Err(e) = checked {
         eprintln!("error: {e}");
         return ExitCode::from(e.exit_code() as u8);
@@ -243,6 +243,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             &a.inputs,
             &a.shapes,
             Newer::flag(a.allow_newer_opset),
+            &a.explain,
         ),
         Cmd::Run {
             model,
@@ -473,6 +474,7 @@ fn compile(
     inputs: &[String],
     shapes: &[String],
     newer: Newer,
+    explain: &ExplainArgs,
 ) -> Result<(), DriverError> {
     let opts = compile_opts(model, target, inputs, shapes, newer)?;
     let start = Instant::now();
@@ -481,7 +483,8 @@ fn compile(
     let graph = tessera_driver::import(model, &opts)?;
     bar.inc(1);
     bar.set_message("optimizing");
-    let optimized = tessera_driver::optimize(&graph, &opts);
+    let imported = graph;
+    let optimized = tessera_driver::optimize(&imported, &opts);
     let (graph, mut report) = match optimized {
         Ok(r) => (r.0, r.1),
         Err(e) => {
@@ -489,12 +492,15 @@ fn compile(
             return Err(e);
         }
     };
-    let flags = OPT.get().cloned();
-    let emit_graph = flags.as_ref().is_some_and(|f| f.emit.as_deref() == Some("graph"));
-    if emit_graph {
-        let before = tessera_driver::import(model, &opts)?;
-        println!("// graph before optimisation\n{}", tessera_ir::text::print(&before));
-        println!("// graph after optimisation\n{}", tessera_ir::text::print(&graph));
+    if explain.emit.as_deref() == Some("graph") {
+        println!(
+            "// graph before optimisation\n{}",
+            tessera_ir::text::print(&imported)
+        );
+        println!(
+            "// graph after optimisation\n{}",
+            tessera_ir::text::print(&graph)
+        );
     }
     bar.set_message("lowering");
     let compiled = tessera_driver::compile_graph_traced(
@@ -515,7 +521,14 @@ fn compile(
             report.kernels = c
                 .node_kernels
                 .iter()
-                .map(|r| c.kernels[r.clone()].iter().map(|k| k.name.clone()).collect())
+                .map(|r| {
+                    c.kernels
+                        .get(r.clone())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|k| k.name.clone())
+                        .collect()
+                })
                 .collect();
             c.artifact
         }
@@ -540,10 +553,10 @@ fn compile(
         "sha256 {}",
         tessera_runtime::artifact::digest_hex(&artifact.digest())
     );
-    if flags.as_ref().is_some_and(|f| f.report) {
+    if explain.report {
         print!("{}", report.text());
     }
-    if let Some(path) = flags.as_ref().and_then(|f| f.report_json.as_ref()) {
+    if let Some(path) = &explain.report_json {
         tessera_driver::write_atomic(path, report.json_text().as_bytes())?;
     }
     Ok(())

@@ -172,11 +172,7 @@ pub fn run_case_at(case: &Path, target: &str, level: tessera_opt::OptLevel) -> C
             millis: 0,
         },
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = tessera_ir::error::panic_message(p.as_ref());
             CaseResult {
                 name,
                 status: Status::Error,

@@ -5,7 +5,7 @@
 //! ([`crate::infer`], [`crate::fold`]) on a one-node scratch graph, so nothing is written twice.
 
 use crate::error::IrError;
-use crate::graph::{Attr, Attrs, Graph, Node, TensorType, ValueId};
+use crate::graph::{Attr, Attrs, AttrsExt, Graph, Node, TensorType, ValueId};
 use crate::op::Op;
 use crate::tensor::Tensor;
 use std::cmp::Ordering;
@@ -71,32 +71,19 @@ impl OpKey {
     }
 
     pub fn attr_int(&self, name: &str, default: i64) -> i64 {
-        match self.attrs.get(name) {
-            Some(Attr::Int(v)) => *v,
-            _ => default,
-        }
+        self.attrs.attr_int(name, default)
     }
 
     pub fn attr_float(&self, name: &str, default: f32) -> f32 {
-        match self.attrs.get(name) {
-            Some(Attr::Float(v)) => *v,
-            Some(Attr::Int(v)) => *v as f32,
-            _ => default,
-        }
+        self.attrs.attr_float(name, default)
     }
 
     pub fn attr_ints(&self, name: &str) -> Option<&[i64]> {
-        match self.attrs.get(name) {
-            Some(Attr::Ints(v)) => Some(v),
-            _ => None,
-        }
+        self.attrs.attr_ints(name)
     }
 
     pub fn attr_str(&self, name: &str) -> Option<&str> {
-        match self.attrs.get(name) {
-            Some(Attr::String(s)) => Some(s),
-            _ => None,
-        }
+        self.attrs.attr_str(name)
     }
 
     /// A node applying this key to `inputs`, writing `outputs`.

@@ -39,7 +39,7 @@ pub(crate) mod testutil;
 pub use dtype::DType;
 pub use error::IrError;
 pub use fold::fold_constants;
-pub use graph::{Attr, Attrs, Graph, Node, TensorType, Value, ValueId};
+pub use graph::{Attr, Attrs, AttrsExt, Graph, Node, TensorType, Value, ValueId};
 pub use infer::infer_shapes;
 pub use key::OpKey;
 pub use op::{operand_name, shape_operands, Family, Op, OpInfo, OPS};

@@ -118,6 +118,13 @@ pub(crate) fn mm_tiles(
     (tm as u16, tn as u16, tk as u16)
 }
 
+/// Launches the tile program of `s` on `args` (in [`tile_matmul_kernel`]'s parameter order),
+/// with the tile shape [`mm_tiles`] picks for the target.
+pub(crate) fn launch_matmul(cx: &mut crate::LowerCx, s: &MmSpec, args: Vec<tessera_kir::BufferId>) {
+    let tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k));
+    cx.launch(tile_matmul_kernel(s, tiles), args);
+}
+
 /// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], [scale], Y.
 pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> Kernel {
     let mut kb = KernelBuilder::new(s.name.clone());
@@ -205,8 +212,7 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
             bfill,
         );
         let int_operands = !s.a.0.is_float() || !s.b.0.is_float();
-        if int_operands && (s.a.0 != s.acc || s.b.0 != s.acc) && a_zp.is_none() && b_zp.is_none()
-        {
+        if int_operands && (s.a.0 != s.acc || s.b.0 != s.acc) && a_zp.is_none() && b_zp.is_none() {
             // Integer operands in the accumulator type, so that backends can block the
             // product as they do f32 ones.
             ta = b.cast(ta, s.acc, NO_SAT);

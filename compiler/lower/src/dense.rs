@@ -7,7 +7,7 @@
 //! the kernel computes the range of kernel taps that land inside the input, so the inner loops
 //! carry no bounds checks. The normalisations share one row kernel ([`norm_kernel`]).
 
-use crate::contraction::{mm_tiles, tile_matmul_kernel, CTerm, MmSpec, ZeroPoint};
+use crate::contraction::{launch_matmul, CTerm, MmSpec, ZeroPoint};
 use crate::movement::{chunking, for_each_item, norm_axis, operand, result};
 use crate::util::{broadcast_strides, linear_index, strides, unravel};
 use crate::{LowerCx, Result};
@@ -121,15 +121,7 @@ fn lower_matmul_like(
         return Ok(Execution::Kernel);
     };
     args.push(cx.buffer(result(cx, node, 0)?)?);
-    let tiles = mm_tiles(
-        cx.desc,
-        spec.a.0,
-        spec.b.0,
-        spec.acc,
-        (spec.m, spec.n, spec.k),
-    );
-    let k = tile_matmul_kernel(&spec, tiles);
-    cx.launch(k, args);
+    launch_matmul(cx, &spec, args);
     Ok(Execution::Kernel)
 }
 
@@ -342,15 +334,7 @@ fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         b_zp: None,
         fused: None,
     };
-    let tiles = mm_tiles(
-        cx.desc,
-        spec.a.0,
-        spec.b.0,
-        spec.acc,
-        (spec.m, spec.n, spec.k),
-    );
-    let kern = tile_matmul_kernel(&spec, tiles);
-    cx.launch(kern, args);
+    launch_matmul(cx, &spec, args);
     Ok(Execution::Kernel)
 }
 

@@ -4,7 +4,7 @@
 //! [`FusedEpilogue`]. Integer operands accumulate in i32 where the target's `mma` table has the
 //! pair, else in f32; the epilogue runs in f32.
 
-use crate::contraction::{mm_tiles, tile_matmul_kernel, CTerm, FusedEpilogue};
+use crate::contraction::{launch_matmul, CTerm, FusedEpilogue};
 use crate::dense::matmul_spec;
 use crate::movement::{operand, result};
 use crate::{LowerCx, Result};
@@ -81,7 +81,6 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     spec.fused = Some(FusedEpilogue { scale, relu });
     spec.y.0 = yt;
     args.push(cx.buffer(y)?);
-    let tiles = mm_tiles(cx.desc, spec.a.0, spec.b.0, acc, (spec.m, spec.n, spec.k));
-    cx.launch(tile_matmul_kernel(&spec, tiles), args);
+    launch_matmul(cx, &spec, args);
     Ok(Execution::Kernel)
 }

@@ -156,14 +156,10 @@ pub fn optimize_with(
     let run = std::panic::AssertUnwindSafe(|| run(g, desc, opts, rules));
     match std::panic::catch_unwind(run) {
         Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(OptError::Internal(format!("panic (a bug): {msg}")))
-        }
+        Err(p) => Err(OptError::Internal(format!(
+            "panic (a bug): {}",
+            tessera_ir::error::panic_message(p.as_ref())
+        ))),
     }
 }
 
@@ -182,10 +178,7 @@ fn run(
     let limits = opts.limits.unwrap_or_else(|| Limits::for_level(opts.level));
     let start = Instant::now();
     let loaded = convert::to_egraph(g)?;
-    let rules: Vec<_> = rules
-        .into_iter()
-        .map(rules::Adapt::rewrite)
-        .collect();
+    let rules: Vec<_> = rules.into_iter().map(rules::Adapt::rewrite).collect();
     let mut runner = egg::Runner::default()
         .with_node_limit(limits.nodes)
         .with_iter_limit(limits.iterations)

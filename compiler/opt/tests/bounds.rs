@@ -9,7 +9,10 @@ use tessera_opt::{analysis::EGraph, Limits, OptError, OptLevel, OptOptions, Prec
 use tessera_target::TargetDesc;
 
 fn target(name: &str) -> TargetDesc {
-    let path = format!("{}/../../targets/{name}/target.toml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../targets/{name}/target.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     TargetDesc::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap()
 }
 
@@ -49,7 +52,8 @@ fn output_is_byte_identical_across_runs() {
 #[test]
 fn opt_level_0_returns_the_graph_unchanged() {
     let g = graph(CHAIN);
-    let (out, r) = tessera_opt::optimize(&g, &target("host"), &opts(OptLevel::O0, Precision::Exact)).unwrap();
+    let (out, r) =
+        tessera_opt::optimize(&g, &target("host"), &opts(OptLevel::O0, Precision::Exact)).unwrap();
     assert_eq!(out, g);
     assert!(!r.changed);
     assert_eq!(r.stop, "not run");
@@ -114,7 +118,10 @@ fn a_malformed_intermediate_is_an_error_naming_the_rule() {
         vec![Arc::new(BadRule)],
     )
     .unwrap_err();
-    assert!(matches!(&e, OptError::Rule { rule, .. } if rule == "bad-rule"), "{e:?}");
+    assert!(
+        matches!(&e, OptError::Rule { rule, .. } if rule == "bad-rule"),
+        "{e:?}"
+    );
     assert_eq!(
         e.to_string(),
         "optimizer rule `bad-rule` built a malformed graph: built f32[3,2] for a value of type f32[2,3]"
@@ -135,7 +142,13 @@ fn host_and_npu_sim_extract_the_same_egraph_differently() {
     // The same rules fired on both: the e-graphs are the same.
     assert_eq!(hr.fired, nr.fired);
     assert_eq!(hr.egraph_nodes, nr.egraph_nodes);
-    let (host, npu) = (tessera_ir::text::print(&host), tessera_ir::text::print(&npu));
+    let (host, npu) = (
+        tessera_ir::text::print(&host),
+        tessera_ir::text::print(&npu),
+    );
     assert!(host.contains("= MatMul(%x, %w)"), "{host}");
-    assert!(npu.contains("FusedMatMul") && npu.contains("to = \"bf16\""), "{npu}");
+    assert!(
+        npu.contains("FusedMatMul") && npu.contains("to = \"bf16\""),
+        "{npu}"
+    );
 }
