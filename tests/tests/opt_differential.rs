@@ -114,3 +114,87 @@ fn example_models_match_across_opt_levels() {
         }
     }
 }
+
+/// Runs `g` on `target` after the optimizer at level 2 under `precision`; returns the output
+/// and the rules that fired.
+fn run_graph(
+    g: &tessera_ir::Graph,
+    inputs: &[Tensor],
+    target: &str,
+    precision: tessera_driver::Precision,
+) -> (Tensor, Vec<String>) {
+    let mut opts = CompileOptions::for_target(target);
+    opts.opt_level = OptLevel::O2;
+    opts.precision = precision;
+    let (g, report) = tessera_driver::optimize(g, &opts).unwrap();
+    let artifact = tessera_driver::compile_graph(&g, "bf16-bound", target).unwrap();
+    let m = tessera_driver::load(artifact, target).unwrap();
+    let out = m.run(inputs).unwrap().remove(0);
+    (out, report.fired.keys().cloned().collect())
+}
+
+/// Each narrow-float policy keeps a product within its documented bound (docs/optimizer.md):
+/// the largest error over the largest reference magnitude stays within the target's output
+/// tolerance for that dtype (`target.toml`), here on npu-sim, whose Cube runs the pairs.
+#[test]
+fn narrow_float_policies_stay_within_their_bounds() {
+    let mut g = tessera_ir::text::parse(
+        "graph @mm(%x: f32[64,256], %w: f32[256,128]) -> (%y) {\n  %y = MatMul(%x, %w)\n}\n",
+    )
+    .unwrap();
+    tessera_ir::infer_shapes(&mut g).unwrap();
+    // Deterministic values in [-1, 1).
+    let mut state = 2026u64;
+    let mut vals = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    };
+    let inputs = vec![
+        Tensor::from_f32(vec![64, 256], &vals(64 * 256)),
+        Tensor::from_f32(vec![256, 128], &vals(256 * 128)),
+    ];
+    let (exact, fired) = run_graph(&g, &inputs, "npu-sim", tessera_driver::Precision::Exact);
+    assert!(fired.is_empty(), "{fired:?}");
+    let desc = tessera_driver::targets::lookup("npu-sim")
+        .unwrap()
+        .desc()
+        .clone();
+    for (policy, dtype, rule) in [
+        (
+            tessera_driver::Precision::Bf16,
+            tessera_ir::DType::BF16,
+            "matmul-bf16",
+        ),
+        (
+            tessera_driver::Precision::F16,
+            tessera_ir::DType::F16,
+            "matmul-f16",
+        ),
+    ] {
+        let (got, fired) = run_graph(&g, &inputs, "npu-sim", policy);
+        assert_eq!(fired, [rule]);
+        let (mut err, mut big) = (0f64, 0f64);
+        for i in 0..exact.num_elements() {
+            let (a, b) = (got.get_f64(i).unwrap(), exact.get_f64(i).unwrap());
+            err = err.max((a - b).abs());
+            big = big.max(b.abs());
+        }
+        let (rel, _) = desc.tolerance_of(dtype).unwrap();
+        let e = err / big;
+        eprintln!("{rule}: relative error {e:.3e} (bound {rel:.1e})");
+        assert!(
+            e > 0.0,
+            "{rule} changed nothing: was the narrow product chosen?"
+        );
+        assert!(
+            e <= rel,
+            "{rule}: relative error {e:.3e} above the bound {rel:.1e}"
+        );
+    }
+}

@@ -8,9 +8,11 @@
 //! | `dq-q` | `Q(DQ(x, s, z), s, z)` with the same parameters and dtype | `x` | all |
 //! | `matmul-f16`, `matmul-bf16` | f32 `MatMul(a, b)` | `FusedMatMul(Cast(a), Cast(b))`, f32 accumulation | `f16`, `bf16` |
 //!
-//! `qdq-matmul` is exact in the integers (`Σ (a−za)(b−zb)` in i32 cannot overflow for K below
-//! 2^15 at 8 bits) and then rounds once, where the f32 product of dequantized values rounds at
-//! every step: it changes results only by f32 rounding, so it runs at every policy. Whether
+//! `qdq-matmul` computes `Σ (a−za)(b−zb)` on the integer values: exactly in i32 where the
+//! target's `mma` table has the pair (no overflow for K below 2^15 at 8 bits), else in f32,
+//! where each product is exact and only the sum rounds, and then scales once; the f32 product of
+//! dequantized values rounds at every step. It changes results only by f32 rounding, so it runs
+//! at every policy. Whether
 //! the f16/bf16 product is chosen is the cost model's decision: it is cheap only on a target
 //! whose `mma` table has the pair.
 
