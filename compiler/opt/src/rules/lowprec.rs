@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `qdq-matmul` | `MatMul(DQ(a_q, sa, za), DQ(b_q, sb, zb))`, u8/i8, per-tensor A, per-tensor or per-column B | `FusedMatMul(a_q, b_q, _, za, zb, sa·sb)`: i32 accumulation, one scale | all |
 //! | `dq-q` | `Q(DQ(x, s, z), s, z)` with the same parameters and dtype | `x` | all |
-//! | `matmul-f16`, `matmul-bf16` | f32 `MatMul(a, b)` | `FusedMatMul(Cast(a), Cast(b))`, f32 accumulation | `f16`, `bf16` |
+//! | `matmul-f16`, `matmul-bf16` | f32 `MatMul(a, b)`, `Gemm(a, b, c)` | `FusedMatMul(Cast(a), Cast(b))`, `Cast(Gemm(Cast(a), Cast(b), Cast(c)))`, f32 accumulation | `f16`, `bf16` |
 //!
 //! `qdq-matmul` computes `Σ (a−za)(b−zb)` on the integer values: exactly in i32 where the
 //! target's `mma` table has the pair (no overflow for K below 2^15 at 8 bits), else in f32,
@@ -180,7 +180,8 @@ impl Rule for Narrow {
         }
         let cast = |c: Id| {
             Expr::Node(
-                OpKey::with(Op::Cast, &[("to", Attr::String(self.0.to_string()))]),
+                // `to` as the ONNX dtype code, the form import writes and lowering reads.
+                OpKey::with(Op::Cast, &[("to", Attr::Int(self.0.to_onnx() as i64))]),
                 vec![Expr::Class(c)],
             )
         };
@@ -192,6 +193,18 @@ impl Rule for Narrow {
                     OpKey::plain(Op::FusedMatMul),
                     vec![cast(ch[0]), cast(ch[1])],
                 )];
+            }
+        }
+        // Gemm keeps its dtype through the product, so its narrow form is cast back: the
+        // result is rounded once to the narrow dtype (within the same bound).
+        for (k, ch) in nodes(eg, id, Op::Gemm) {
+            if f32_matrix(ch[0]) && f32_matrix(ch[1]) {
+                let mut args = vec![cast(ch[0]), cast(ch[1])];
+                if let Some(c) = arg(ch, eg, 2) {
+                    args.push(cast(c));
+                }
+                let back = OpKey::with(Op::Cast, &[("to", Attr::Int(DType::F32.to_onnx() as i64))]);
+                return vec![Expr::Node(back, vec![Expr::Node(k.clone(), args)])];
             }
         }
         for (k, ch) in nodes(eg, id, Op::FusedMatMul) {
