@@ -88,6 +88,13 @@ impl Report {
                 let _ = writeln!(s, "    {r:<22} {n}");
             }
         }
+        if !self.changed && !self.fired.is_empty() {
+            let _ = writeln!(
+                s,
+                "  kept the input graph: what the rules found is not cheaper on {}",
+                self.target
+            );
+        }
         if self.changed {
             let _ = writeln!(s, "  nodes of the result (kernels <- source nodes):");
             for (i, o) in self.origins.iter().enumerate() {
