@@ -21,7 +21,13 @@ if [ ${#targets[@]} -eq 0 ]; then
   targets=(onnx_import ir_text kir_text tsa_load tensor_files npu_asm npu_decode)
 fi
 if [ ! -d fuzz/corpus ]; then
-  cargo run -q -p tessera-tests --example fuzz_seeds -- fuzz/corpus
+  # scripts/test.sh passes the seed writer its `cargo test` run just built (test builds
+  # compile examples), which saves building the workspace again with other features.
+  if [ -n "${TESSERA_FUZZ_SEEDS_BIN:-}" ] && [ -x "$TESSERA_FUZZ_SEEDS_BIN" ]; then
+    "$TESSERA_FUZZ_SEEDS_BIN" fuzz/corpus
+  else
+    cargo run -q -p tessera-tests --example fuzz_seeds -- fuzz/corpus
+  fi
 fi
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/regressions/$t"

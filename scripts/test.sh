@@ -23,6 +23,7 @@ if [ "$fuzz_secs" != 0 ]; then
   if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
   fi
-  TESSERA_FUZZ_BUILD="${TESSERA_FUZZ_BUILD:---dev}" scripts/fuzz.sh "$fuzz_secs"
+  TESSERA_FUZZ_SEEDS_BIN="${CARGO_TARGET_DIR:-target}/debug/examples/fuzz_seeds" \
+    TESSERA_FUZZ_BUILD="${TESSERA_FUZZ_BUILD:---dev}" scripts/fuzz.sh "$fuzz_secs"
 fi
 scripts/test-python.sh

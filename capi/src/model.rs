@@ -6,8 +6,10 @@ use crate::errors::{guard, CapiError, TesseraStatus};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::path::Path;
 use std::sync::Arc;
-use tessera_ir::DType;
-use tessera_runtime::{Artifact, Device, InterpDevice, Model};
+use tessera_abi::DType;
+#[cfg(feature = "interp")]
+use tessera_interp::InterpDevice;
+use tessera_runtime::{Artifact, Device, Model};
 
 /// A loaded model. Opaque; made by `tessera_model_load_*`, released by `tessera_model_free`.
 pub struct TesseraModel {
@@ -60,6 +62,7 @@ pub struct TesseraOutput {
 fn device_for(target: &str) -> Result<Arc<dyn Device>, CapiError> {
     match target {
         "host" => Ok(Arc::new(tessera_host::HostDevice::new())),
+        #[cfg(feature = "interp")]
         "interp" => Ok(Arc::new(InterpDevice)),
         other => Err(CapiError::UnsupportedTarget(other.to_string())),
     }

@@ -145,7 +145,7 @@ fn loads_describes_and_runs_like_the_rust_api() {
     assert_eq!(s, TESSERA_OK, "{}", last_error());
     let model =
         tessera_driver::load(tessera_runtime::Artifact::decode(bytes).unwrap(), "host").unwrap();
-    let t = tessera_ir::Tensor::new(tessera_ir::DType::F32, vec![1, 3, 32, 32], input.clone());
+    let t = tessera_abi::Tensor::new(tessera_abi::DType::F32, vec![1, 3, 32, 32], input.clone());
     let want = model.run(&[t]).unwrap();
     assert_eq!(
         got, *want[0].bytes,

@@ -12,6 +12,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(a) = tessera_runtime::Artifact::decode(data) else { return };
     assert_eq!(tessera_runtime::Artifact::decode(&a.encode()).as_ref().ok(), Some(&a), "re-encoding changed the artifact");
     if a.target == "interp" {
-        let _ = tessera_runtime::Model::load(a, Arc::new(tessera_runtime::InterpDevice));
+        let _ = tessera_runtime::Model::load(a, Arc::new(tessera_interp::InterpDevice));
     }
 });

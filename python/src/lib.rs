@@ -183,21 +183,89 @@ fn tensor(name: &str, code: i32, dims: Vec<u64>, bytes: Vec<u8>) -> PyResult<Ten
 #[pyclass(frozen, module = "tessera._native")]
 pub struct Session {
     model: Model,
+    /// In cycle mode (npu-sim targets only): the device, which keeps a report per launch.
+    npu: Option<tessera_npu_sim::NpuSimDevice>,
 }
+
+/// One kernel launch's cycle report: kernel, total cycles, (pipe, busy, stall) per pipe,
+/// (src, dst, bytes, transfers) per DMA edge, MACs issued and useful, ideal Cube cycles.
+type LaunchCycles = (
+    String,
+    u64,
+    Vec<(String, u64, u64)>,
+    Vec<(String, String, u64, u64)>,
+    u64,
+    u64,
+    f64,
+);
 
 /// A buffer's address and length, carried into the GIL-free part of a run.
 struct Raw(usize, usize);
 
 #[pymethods]
 impl Session {
-    /// Loads `artifact` on the device of `target`.
+    /// Loads `artifact` on the device of `target`; with `cycles`, on an npu-sim device in
+    /// cycle mode, whose reports [`Session::take_cycles`] returns.
     #[new]
-    fn new(py: Python<'_>, artifact: &NativeArtifact, target: String) -> PyResult<Session> {
+    #[pyo3(signature = (artifact, target, cycles = false))]
+    fn new(
+        py: Python<'_>,
+        artifact: &NativeArtifact,
+        target: String,
+        cycles: bool,
+    ) -> PyResult<Session> {
         let a = artifact.artifact.clone();
-        let model = py
-            .detach(|| tessera_driver::load(a, &target))
-            .map_err(py_err)?;
-        Ok(Session { model })
+        if !cycles {
+            let model = py
+                .detach(|| tessera_driver::load(a, &target))
+                .map_err(py_err)?;
+            return Ok(Session { model, npu: None });
+        }
+        let npu = tessera_driver::targets::npu_sim_device(&target, tessera_npu_sim::Mode::Cycle)
+            .map_err(|e| py_err(DriverError::from(e)))?
+            .ok_or_else(|| {
+                UnsupportedError::new_err(format!(
+                    "run_with_cycles needs an npu-sim target (npu-sim, npu-sim-lite), not `{target}`"
+                ))
+            })?;
+        let dev: std::sync::Arc<dyn tessera_runtime::Device> = std::sync::Arc::new(npu.clone());
+        let model = py.detach(|| Model::load(a, dev)).map_err(rt)?;
+        Ok(Session {
+            model,
+            npu: Some(npu),
+        })
+    }
+
+    /// The cycle reports of every launch since the last call (cycle mode only; else empty).
+    fn take_cycles(&self) -> Vec<LaunchCycles> {
+        let Some(npu) = &self.npu else {
+            return Vec::new();
+        };
+        npu.take_reports()
+            .into_iter()
+            .map(|l| {
+                let r = l.report;
+                let pipes = r
+                    .pipes
+                    .iter()
+                    .map(|p| (p.pipe.name().to_string(), p.busy, p.stall))
+                    .collect();
+                let edges = r
+                    .edges
+                    .iter()
+                    .map(|e| (e.src.name().to_string(), e.dst.name().to_string(), e.bytes, e.transfers))
+                    .collect();
+                (
+                    l.kernel,
+                    r.total_cycles,
+                    pipes,
+                    edges,
+                    r.macs_issued,
+                    r.macs_useful,
+                    r.ideal_cube_cycles,
+                )
+            })
+            .collect()
     }
 
     /// The inputs as (name, dtype code, dims), in order.

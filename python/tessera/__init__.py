@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -260,6 +261,8 @@ class InferenceSession:
             art = compile(model_or_artifact, target, shapes=shapes, inputs=inputs)
         self._artifact = art
         self._session = _native.Session(art._native, target)
+        self._cycle_session: Optional[Any] = None
+        self._cycle_lock = threading.Lock()
         self._inputs = [NodeArg(n, c, d) for n, c, d in self._session.inputs()]
         self._outputs = [NodeArg(n, c, d) for n, c, d in self._session.outputs()]
 
@@ -295,6 +298,9 @@ class InferenceSession:
     def run(self, output_names: Optional[Sequence[str]], input_feed: Mapping[str, Any], run_options: Any = None) -> List[np.ndarray]:
         """Runs the model on ``input_feed`` ({name: array}) and returns the outputs named in
         ``output_names`` (all of them, in order, if ``None``) as numpy arrays."""
+        return self._run(self._session, output_names, input_feed)
+
+    def _run(self, session: Any, output_names: Optional[Sequence[str]], input_feed: Mapping[str, Any]) -> List[np.ndarray]:
         feed = dict(input_feed)
         bufs = []
         for arg in self._inputs:
@@ -315,20 +321,60 @@ class InferenceSession:
                 outs.append(np.empty((n * _SUB_BYTE_BITS[o._code] + 7) // 8, np.uint8))
             else:
                 outs.append(np.empty(o.shape, o.dtype))
-        self._session.run_into(bufs, [a.reshape(-1).view(np.uint8) for a in outs])
+        session.run_into(bufs, [a.reshape(-1).view(np.uint8) for a in outs])
         results = {}
         for o, a in zip(self._outputs, outs):
             results[o.name] = _unpack(a, o._code, o.shape) if o._code in _SUB_BYTE_BITS else a
         return [results[n] for n in wanted]
 
     def run_with_cycles(self, output_names: Optional[Sequence[str]], input_feed: Mapping[str, Any]) -> tuple:
-        """On ``npu-sim``, runs the model and returns ``(outputs, cycle_report)``. The npu-sim
-        target has no code generator yet, so this raises :class:`UnsupportedError` on every
-        target today."""
-        raise UnsupportedError(
-            f"run_with_cycles needs target `npu-sim`, whose code generator from kernel IR does not exist yet "
-            f"(this session runs on `{self.target}`); `tessera npu-sim run KERNEL.asm` gives cycle reports for hand-written kernels"
-        )
+        """On an npu-sim target (``npu-sim``, ``npu-sim-lite``), runs the model on the simulator
+        in cycle mode and returns ``(outputs, report)``. ``report`` is a dict: ``total_cycles``,
+        ``cube_utilisation`` (ideal Cube cycles over total cycles), ``macs_issued``,
+        ``macs_useful``, ``ideal_cube_cycles``, ``pipes`` (``{name: {"busy", "stall"}}``),
+        ``edges`` (``{"SRC->DST": {"bytes", "transfers"}}``) and ``kernels``, one dict per
+        launch with the same fields and the kernel's name. Cycle mode is slower than the
+        functional mode :meth:`run` uses; calls are serialised so reports never mix. Raises
+        :class:`UnsupportedError` on any other target."""
+        with self._cycle_lock:
+            if self._cycle_session is None:
+                self._cycle_session = _native.Session(self._artifact._native, self.target, True)
+            self._cycle_session.take_cycles()
+            outputs = self._run(self._cycle_session, output_names, input_feed)
+            launches = self._cycle_session.take_cycles()
+        return outputs, _cycle_report(launches)
+
+
+def _cycle_report(launches: List[tuple]) -> Dict[str, Any]:
+    """The dict :meth:`InferenceSession.run_with_cycles` returns, from the native per-launch
+    tuples (kernel, total, pipes, edges, MACs issued, MACs useful, ideal Cube cycles)."""
+    kernels = []
+    total: Dict[str, Any] = {"total_cycles": 0, "macs_issued": 0, "macs_useful": 0, "ideal_cube_cycles": 0.0, "pipes": {}, "edges": {}}
+    for name, cycles, pipes, edges, issued, useful, ideal in launches:
+        k = {
+            "kernel": name,
+            "total_cycles": cycles,
+            "macs_issued": issued,
+            "macs_useful": useful,
+            "ideal_cube_cycles": ideal,
+            "cube_utilisation": ideal / max(cycles, 1),
+            "pipes": {p: {"busy": b, "stall": s} for p, b, s in pipes},
+            "edges": {f"{s}->{d}": {"bytes": n, "transfers": t} for s, d, n, t in edges},
+        }
+        kernels.append(k)
+        for f in ("total_cycles", "macs_issued", "macs_useful", "ideal_cube_cycles"):
+            total[f] += k[f]
+        for p, v in k["pipes"].items():
+            acc = total["pipes"].setdefault(p, {"busy": 0, "stall": 0})
+            acc["busy"] += v["busy"]
+            acc["stall"] += v["stall"]
+        for e, v in k["edges"].items():
+            acc = total["edges"].setdefault(e, {"bytes": 0, "transfers": 0})
+            acc["bytes"] += v["bytes"]
+            acc["transfers"] += v["transfers"]
+    total["cube_utilisation"] = total["ideal_cube_cycles"] / max(total["total_cycles"], 1)
+    total["kernels"] = kernels
+    return total
 
 
 def targets() -> List[Dict[str, Any]]:

@@ -29,7 +29,7 @@ class NativeArtifact:
 
 class Session:
     """A model loaded on its device, ready to run from many threads at once."""
-    def __init__(self, artifact: NativeArtifact, target: str) -> None: ...
+    def __init__(self, artifact: NativeArtifact, target: str, cycles: bool = False) -> None: ...
     @property
     def target(self) -> str: ...
     def inputs(self) -> List[Tuple[str, int, List[int]]]: ...
@@ -37,6 +37,11 @@ class Session:
     def run_into(self, inputs: List[object], outputs: List[object]) -> None:
         """Runs on C-contiguous byte buffers (inputs read in place, outputs written in place),
         with the GIL released."""
+    def take_cycles(
+        self,
+    ) -> List[Tuple[str, int, List[Tuple[str, int, int]], List[Tuple[str, str, int, int]], int, int, float]]:
+        """Cycle mode only: one (kernel, total cycles, pipes, edges, MACs issued, MACs useful,
+        ideal Cube cycles) per launch since the last call."""
 
 def compile(
     target: str,

@@ -16,8 +16,8 @@
 //! digest only proves it is the artifact the caller meant (see docs/security.md).
 
 use crate::RuntimeError;
-use tessera_ir::DType;
-use tessera_kir::{
+use tessera_abi::DType;
+use tessera_abi::{
     BufferId, BufferKind, Execution, HostOp, HostValues, LoopSlice, LoopStep, NodeRecord, Plan,
     PlanBuffer, PlanIo, Step, TrapSite, Trip,
 };
@@ -235,7 +235,7 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
             BufferKind::Const(n) if b.dtype == DType::String => plan
                 .consts
                 .get(*n as usize)
-                .is_some_and(|c| tessera_kir::plan::decode_strings(c, b.num_elements()).is_some()),
+                .is_some_and(|c| tessera_abi::plan::decode_strings(c, b.num_elements()).is_some()),
             BufferKind::Const(n) => plan
                 .consts
                 .get(*n as usize)
@@ -247,7 +247,7 @@ fn validate(plan: &Plan, kernels: &[StoredKernel]) -> Result<(), RuntimeError> {
             || b.dims
                 .iter()
                 .try_fold(1u64, |a, &d| a.checked_mul(d))
-                .is_none_or(|n| n > tessera_ir::MAX_ELEMENTS)
+                .is_none_or(|n| n > tessera_abi::MAX_ELEMENTS)
         {
             return bad(format!("buffer {i} (`{}`) is malformed", b.name));
         }
@@ -975,7 +975,7 @@ fn decode_steps(r: &mut Reader, depth: usize) -> Result<Vec<Step>, RuntimeError>
                         );
                         let mut next_f = || f.next().unwrap_or_default();
                         let (splits, leaf_weights, membership) = (next_f(), next_f(), next_f());
-                        HostOp::TreeEnsemble(Box::new(tessera_kir::TreeEnsemble {
+                        HostOp::TreeEnsemble(Box::new(tessera_abi::TreeEnsemble {
                             aggregate,
                             n_targets,
                             tree_roots,

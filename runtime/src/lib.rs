@@ -1,20 +1,18 @@
 //! `tessera-runtime`: loads `.tsa` artifacts, binds inputs, executes the plan on a [`Device`]
-//! and returns outputs. It depends on no compiler crate: only on `tessera-kir` for the plan
-//! and for the interpreter the `interp` device runs (and, through it, on the dtype vocabulary
-//! of `tessera-ir`).
+//! and returns outputs. It depends on no compiler crate: of the workspace, only on
+//! `tessera-abi` (dtypes, tensors, the plan). Devices live with their targets (`tessera-host`,
+//! `tessera-npu-sim`, `tessera-interp`).
 //!
 //! Start at [`Model`]; [`artifact`] documents the file format.
 
 pub mod artifact;
 pub mod device;
-pub mod interp;
 pub mod model;
 mod select;
 mod strings;
 
 pub use artifact::Artifact;
 pub use device::{Device, DeviceError, KernelArg, LoadedKernel, Trapped};
-pub use interp::InterpDevice;
 pub use model::Model;
 
 /// Everything that can go wrong loading or running a model. Messages name the file, input or

@@ -6,8 +6,8 @@ use crate::device::{Device, DeviceError, KernelArg, LoadedKernel};
 use crate::RuntimeError;
 use std::path::Path;
 use std::sync::Arc;
-use tessera_ir::Tensor;
-use tessera_kir::{BufferId, BufferKind, HostOp, LoopSlice, LoopStep, PlanIo, Step, Trip};
+use tessera_abi::Tensor;
+use tessera_abi::{BufferId, BufferKind, HostOp, LoopSlice, LoopStep, PlanIo, Step, Trip};
 
 /// Byte storage aligned to 16 bytes, so vector loads in compiled kernels are safe.
 struct Aligned {
@@ -81,7 +81,7 @@ impl Model {
             .plan
             .buffers
             .iter()
-            .filter(|b| b.dtype == tessera_ir::DType::String)
+            .filter(|b| b.dtype == tessera_abi::DType::String)
         {
             if let BufferKind::Const(n) = b.kind {
                 // Validation checked that these decode.
@@ -89,7 +89,7 @@ impl Model {
                     .plan
                     .consts
                     .get(n as usize)
-                    .and_then(|c| tessera_kir::plan::decode_strings(c, b.num_elements()));
+                    .and_then(|c| tessera_abi::plan::decode_strings(c, b.num_elements()));
                 const_strings.insert(n, s.unwrap_or_default());
             }
         }
@@ -290,7 +290,7 @@ impl Model {
                 .get(&io.buffer.0)
                 .cloned()
                 .unwrap_or_else(|| io.dims.clone());
-            if io.dtype == tessera_ir::DType::String {
+            if io.dtype == tessera_abi::DType::String {
                 emit(k, Emitted::Strings(run.strings_of(io.buffer), dims))?;
                 continue;
             }
@@ -480,7 +480,7 @@ impl Run<'_> {
                         .cloned()
                         .unwrap_or_else(|| plan.buffer(*b).dims.clone());
                     let dtype = plan.buffer(*b).dtype;
-                    let strings = if dtype == tessera_ir::DType::String {
+                    let strings = if dtype == tessera_abi::DType::String {
                         self.strings_of(*b)
                     } else {
                         Vec::new()
@@ -498,12 +498,12 @@ impl Run<'_> {
                 })
             })
             .collect();
-        let out_dtypes: Vec<tessera_ir::DType> =
+        let out_dtypes: Vec<tessera_abi::DType> =
             outputs.iter().map(|&b| plan.buffer(b).dtype).collect();
         let outs = crate::select::run(op, &ins, &out_dtypes)
             .map_err(|m| RuntimeError::Execution(format!("{op:?}: {m}")))?;
         for (&b, out) in outputs.iter().zip(outs) {
-            if plan.buffer(b).dtype == tessera_ir::DType::String {
+            if plan.buffer(b).dtype == tessera_abi::DType::String {
                 // String storage is host memory, sized by the result itself.
                 self.strings.insert(plan.root(b).0, out.strings);
                 self.dims.insert(b.0, out.dims);
@@ -642,7 +642,7 @@ impl Model {
 
 /// What [`Model::run`] allocates for `plan`: one buffer per scratch slot (its largest user),
 /// a copy of each input, and each output's bytes.
-fn scratch_bytes(plan: &tessera_kir::Plan) -> u64 {
+fn scratch_bytes(plan: &tessera_abi::Plan) -> u64 {
     let mut slots: Vec<u64> = Vec::new();
     for b in &plan.buffers {
         if let BufferKind::Temp { slot } = b.kind {

@@ -7,8 +7,8 @@
 
 use std::cmp::Ordering;
 use std::ops::RangeInclusive;
-use tessera_ir::{DType, Tensor};
-use tessera_kir::HostOp;
+use tessera_abi::HostOp;
+use tessera_abi::{DType, Tensor};
 
 /// One operand: its dtype, dims and bytes (or strings), and its elements decoded.
 pub(crate) struct HostIn<'a> {
@@ -433,7 +433,7 @@ fn nms(
 
 // ==== TreeEnsemble ====
 
-fn tree_ensemble(x: &HostIn, t: &tessera_kir::TreeEnsemble, out: DType) -> Result<HostOut, String> {
+fn tree_ensemble(x: &HostIn, t: &tessera_abi::TreeEnsemble, out: DType) -> Result<HostOut, String> {
     let (rows, feats) = match x.dims {
         [n, f] => (*n as usize, *f as usize),
         [f] => (1, *f as usize),

@@ -5,8 +5,8 @@
 //! StringNormalizer does not strip accents (ASCII text is unaffected). Start at [`run`].
 
 use crate::select::{i64s, HostIn, HostOut};
-use tessera_ir::DType;
-use tessera_kir::{HostOp, HostValues};
+use tessera_abi::DType;
+use tessera_abi::{HostOp, HostValues};
 
 pub(crate) fn is_string_op(op: &HostOp) -> bool {
     matches!(
@@ -325,7 +325,7 @@ fn label_encode(
                 return Err(format!("integer values for a {out} result"));
             }
             Ok(HostOut {
-                bytes: tessera_ir::fold::encode_ints(out, &ints),
+                bytes: tessera_abi::numeric::encode_ints(out, &ints),
                 dims,
                 ..HostOut::default()
             })

@@ -34,6 +34,18 @@ pub fn models() -> PathBuf {
     dir
 }
 
+/// The low-precision models for npu-sim's Cube (tests/python/make_npu_models.py); panics with
+/// the command to run if they are missing.
+pub fn npu_models() -> PathBuf {
+    let dir = root().join("tests/data/npu-models");
+    assert!(
+        dir.join(".stamp").is_file(),
+        "{} is missing: run scripts/make-models.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
 /// The com.microsoft contrib-op cases with onnxruntime's outputs; panics with the command to
 /// run if they are missing.
 pub fn contrib_tests() -> PathBuf {

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 use tessera_kir::Kernel;
-use tessera_runtime::{Device, InterpDevice};
+use tessera_interp::InterpDevice;
+use tessera_runtime::Device;
 use tessera_target::{KernelBlob, Target, TargetDesc, TargetError};
 
 /// Why a target name could not be used.

@@ -684,29 +684,7 @@ fn broadcast_index(idx: &[u64], dims: &[u64]) -> u64 {
     })
 }
 
-/// Packs integers into `dtype`'s storage, truncating to its width (as a C cast does).
-pub fn encode_ints(dtype: DType, vals: &[i64]) -> Vec<u8> {
-    let bits = dtype.bits() as usize;
-    if dtype == DType::Bool {
-        return vals.iter().map(|&v| (v != 0) as u8).collect();
-    }
-    if bits >= 8 {
-        let w = bits / 8;
-        return vals
-            .iter()
-            .flat_map(|v| v.to_le_bytes().into_iter().take(w))
-            .collect();
-    }
-    let mut out = vec![0u8; (vals.len() * bits).div_ceil(8)];
-    let mask = (1u16 << bits) - 1;
-    for (i, &v) in vals.iter().enumerate() {
-        let bit = i * bits;
-        if let Some(b) = out.get_mut(bit / 8) {
-            *b |= (((v as u16) & mask) << (bit % 8)) as u8;
-        }
-    }
-    out
-}
+pub use crate::numeric::encode_ints;
 
 /// The tensor a `Constant` node produces, from whichever `value*` attribute it has.
 pub fn constant_value(node: &Node) -> Result<Tensor> {

@@ -1,6 +1,7 @@
 //! `tessera-ir`: the graph IR. Dtypes ([`DType`]), shapes ([`Shape`]), constant tensors
 //! ([`Tensor`]), the op table ([`op::OPS`]), the graph ([`Graph`]), its verifier, shape
-//! inference and text format. This crate depends on no other crate of the workspace.
+//! inference and text format. Of the workspace, this crate depends only on `tessera-abi`,
+//! whose dtypes, tensors and scalar formats it re-exports.
 //!
 //! Start with [`graph`], then [`op`] for what ops exist. The passes are [`infer_shapes`],
 //! [`fold_constants`], [`verify`]/[`topo_sort`]; [`text::print`] and [`text::parse`] are the
@@ -20,16 +21,13 @@
 //! ```
 
 pub mod custom;
-pub mod dtype;
 pub mod error;
 pub mod fold;
 pub mod graph;
 pub mod infer;
 pub mod key;
-pub mod numeric;
 pub mod op;
 pub mod shape;
-pub mod tensor;
 pub mod text;
 pub mod verify;
 
@@ -45,4 +43,5 @@ pub use key::OpKey;
 pub use op::{operand_name, shape_operands, Family, Op, OpInfo, OPS};
 pub use shape::{Dim, Shape, MAX_ELEMENTS};
 pub use tensor::Tensor;
+pub use tessera_abi::{dtype, numeric, tensor};
 pub use verify::{topo_sort, verify, verify_structure};

@@ -70,6 +70,4 @@ impl fmt::Display for Shape {
     }
 }
 
-/// The largest tensor Tessera will allocate, in elements (2^36). Larger shapes are refused
-/// before anything is allocated, so an absurd dimension in a model is an error, not an abort.
-pub const MAX_ELEMENTS: u64 = 1 << 36;
+pub use tessera_abi::MAX_ELEMENTS;

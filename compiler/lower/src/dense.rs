@@ -247,7 +247,15 @@ fn matmul_integer(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if !ok(cx.dtype(a)?) || !ok(cx.dtype(b)?) || cx.dtype(result(cx, node, 0)?)? != DType::I32 {
         return Err(cx.unsupported("MatMulInteger needs int8/uint8 operands and an int32 result"));
     }
-    lower_matmul_like(cx, node, DType::I32, [node.input(2), node.input(3)])
+    // A zero point known to be all zeros subtracts nothing: dropping it keeps the product on
+    // the operands' own dtypes (the i8 x i8 -> i32 pair a matrix unit runs).
+    let zero = |z: &ValueId| {
+        cx.konst(*z)
+            .and_then(|t| t.to_i64_vec())
+            .is_some_and(|v| v.iter().all(|&x| x == 0))
+    };
+    let zp = |i: usize| node.input(i).filter(|z| !zero(z));
+    lower_matmul_like(cx, node, DType::I32, [zp(2), zp(3)])
 }
 
 // ==== Gemm ====

@@ -155,6 +155,7 @@ pub fn format_instr(ins: &Instr) -> String {
             ddt,
             regs,
             scale,
+            transpose,
         } => {
             let dts = if sdt == ddt {
                 sdt.to_string()
@@ -165,6 +166,9 @@ pub fn format_instr(ins: &Instr) -> String {
             let mut s = format!("DMA {src_mem}->{dst_mem} {dts} {}", rs.join(", "));
             if let Some(sc) = scale {
                 s.push_str(&format!(", scale={}", reg(*sc)));
+            }
+            if *transpose {
+                s.push_str(", transpose");
             }
             s
         }
@@ -389,6 +393,12 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
             let (sdt, ddt) = parse_dtypes(&dts)?;
             let mut o = ops(&r);
             let mut scale = None;
+            let transpose = o
+                .last()
+                .is_some_and(|t| t.eq_ignore_ascii_case("transpose"));
+            if transpose {
+                o.pop();
+            }
             if let Some(last) = o.last() {
                 if let Some(sc) = last.strip_prefix("scale=") {
                     scale = Some(ctx.reg(sc.trim())?);
@@ -407,6 +417,7 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
                 ddt,
                 regs,
                 scale,
+                transpose,
             });
         }
         "LD" | "ST" => {
@@ -579,6 +590,7 @@ top:
     BARRIER
     DMA GM->L1 f16 r1, r2, r3, r4, r5, r6, r7, r8
     DMA L0C->GM i32->i8 r1, r2, r3, r4, r5, r6, r7, r8, scale=r9
+    DMA L1->L0B f16 r1, r2, r3, r4, r5, r6, r7, r8, transpose
     MMA f16->f32 r1, r2, r3, r4, r5, r6, r7
     VADD f32 r1, r2, r3, r4
     VMULS f16 r1, r2, r3, r4, mask=r5

@@ -170,6 +170,23 @@ pub fn cube_mma_ok(k: &Kernel, inst: &Inst, cfg: &TargetConfig) -> bool {
     unit && rows_ok && fits && m > 0 && n > 0 && kk > 0
 }
 
+/// The GM place of every parameter of `k` (from `GM_BASE`, each on a `GM_BUFFER_ALIGN`
+/// boundary) and the first free GM byte after them.
+pub(crate) fn param_slots(k: &Kernel) -> (Vec<ParamSlot>, u64) {
+    let mut params = Vec::new();
+    let mut gm_top = GM_BASE;
+    for d in k.params() {
+        let bytes = d.dtype.storage_bytes(d.len);
+        params.push(ParamSlot {
+            addr: gm_top,
+            bytes,
+            written: d.access != tessera_kir::Access::Read,
+        });
+        gm_top = (gm_top + bytes.max(1)).div_ceil(GM_BUFFER_ALIGN) * GM_BUFFER_ALIGN;
+    }
+    (params, gm_top)
+}
+
 /// Element bytes in a slot.
 fn elem_bytes(d: KDType) -> u64 {
     (d.bits() as u64).div_ceil(8)
@@ -235,21 +252,13 @@ pub fn compile(k: &Kernel, cfg: &TargetConfig) -> R<Blob> {
     g.ub_size = ub_size;
     g.check_ub()?;
     // Parameters in GM at fixed addresses; local buffers in the UB while they fit, else in GM.
-    let mut params = Vec::new();
-    let mut gm_top = GM_BASE;
-    for d in k.params() {
-        let bytes = d.dtype.storage_bytes(d.len);
+    let (params, mut gm_top) = param_slots(k);
+    for p in &params {
         g.places.push(Place {
             mem: Mem::Gm,
-            addr: gm_top,
-            bytes,
+            addr: p.addr,
+            bytes: p.bytes,
         });
-        params.push(ParamSlot {
-            addr: gm_top,
-            bytes,
-            written: d.access != tessera_kir::Access::Read,
-        });
-        gm_top = (gm_top + bytes.max(1)).div_ceil(GM_BUFFER_ALIGN) * GM_BUFFER_ALIGN;
     }
     for d in &k.bufs[k.num_params..] {
         let bytes = d.dtype.storage_bytes(d.len).div_ceil(8) * 8;
@@ -1161,6 +1170,7 @@ impl<'k> Gen<'k> {
             self.li64(*r, v as i64);
         }
         self.emit(Instr::Dma {
+            transpose: false,
             src_mem,
             dst_mem,
             sdt,

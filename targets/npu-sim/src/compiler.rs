@@ -1,6 +1,8 @@
 //! [`NpuSim`]: the compiler side of the npu-sim targets. It checks what the chip cannot run
-//! (dtypes its description lacks), brings each kernel into the backend subset with the shared
-//! passes (math routines in f32, as the chip has no f64), runs [`crate::codegen`] and wraps the program in a [`crate::blob`]. One `NpuSim`
+//! (dtypes its description lacks), sends contraction tile programs the Cube can run down the
+//! tile-level path ([`crate::cube`]), brings every other kernel into the backend subset with the
+//! shared passes (math routines in f32, as the chip has no f64) for [`crate::codegen`], and wraps
+//! the program in a [`crate::blob`]. One `NpuSim`
 //! serves every chip of the family: it reads everything from the chip's `target.toml`.
 
 use tessera_kir::{Kernel, KirError};
@@ -34,14 +36,26 @@ impl NpuSim {
         self.cfg.name.clone()
     }
 
-    fn prepare(&self, kernel: &Kernel) -> Result<Kernel, TargetError> {
-        let codegen_err = |message: String| TargetError::Codegen {
+    /// The program for `kernel`: a contraction tile program the Cube can run goes down the
+    /// tile-level path ([`crate::cube`]); everything else is brought into the backend subset
+    /// and compiled by [`crate::codegen`].
+    fn program(&self, kernel: &Kernel) -> Result<crate::blob::Blob, TargetError> {
+        self.check(kernel)?;
+        if let Some(g) = crate::cube::recognise(kernel, &self.cfg) {
+            return crate::cube::compile(kernel, &g, &self.cfg)
+                .map_err(|e| self.cg_error(kernel, e));
+        }
+        let k = self.prepare(kernel)?;
+        codegen::compile(&k, &self.cfg).map_err(|e| self.cg_error(kernel, e))
+    }
+
+    /// What every kernel must meet: the verifier, and only dtypes the chip has.
+    fn check(&self, kernel: &Kernel) -> Result<(), TargetError> {
+        tessera_kir::verify(kernel).map_err(|e| TargetError::Codegen {
             target: self.name(),
             kernel: kernel.name.clone(),
-            message,
-        };
-        tessera_kir::verify(kernel)
-            .map_err(|e| codegen_err(format!("the kernel fails the verifier: {e}")))?;
+            message: format!("the kernel fails the verifier: {e}"),
+        })?;
         for b in &kernel.bufs {
             if !self.cfg.desc.has_dtype(b.dtype) {
                 return Err(TargetError::Unsupported {
@@ -54,6 +68,15 @@ impl NpuSim {
                 });
             }
         }
+        Ok(())
+    }
+
+    fn prepare(&self, kernel: &Kernel) -> Result<Kernel, TargetError> {
+        let codegen_err = |message: String| TargetError::Codegen {
+            target: self.name(),
+            kernel: kernel.name.clone(),
+            message,
+        };
         let mut k = kernel.clone();
         // `to_backend_subset`, with the math routines computed in f32: the chip has no f64.
         // A buffer `mma` the Cube can run stays (see `codegen::cube_mma_ok`); if any cannot, all
@@ -106,9 +129,7 @@ impl NpuSim {
 
     /// The program npu-sim makes of `kernel`, as assembly text.
     pub fn assembly(&self, kernel: &Kernel) -> Result<String, TargetError> {
-        let k = self.prepare(kernel)?;
-        let blob = codegen::compile(&k, &self.cfg).map_err(|e| self.cg_error(kernel, e))?;
-        Ok(crate::asm::disassemble(&blob.program))
+        Ok(crate::asm::disassemble(&self.program(kernel)?.program))
     }
 
     fn cg_error(&self, kernel: &Kernel, e: CgError) -> TargetError {
@@ -133,8 +154,7 @@ impl Target for NpuSim {
     }
 
     fn compile(&self, kernel: &Kernel) -> Result<KernelBlob, TargetError> {
-        let k = self.prepare(kernel)?;
-        let blob = codegen::compile(&k, &self.cfg).map_err(|e| self.cg_error(kernel, e))?;
+        let blob = self.program(kernel)?;
         Ok(KernelBlob {
             name: kernel.name.clone(),
             code: blob.encode(),

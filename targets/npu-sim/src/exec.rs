@@ -73,6 +73,8 @@ pub struct DmaArgs {
     pub dst_rows: u64,
     pub dst_cols: u64,
     pub scale: Option<f32>,
+    /// Write the source box transposed (L1 -> L0A/L0B only).
+    pub transpose: bool,
 }
 
 impl DmaArgs {
@@ -260,8 +262,27 @@ fn dma_cast(sdt: DType, ddt: DType, scale: Option<f32>, src: &[u8], dst: &mut [u
     }
 }
 
-/// Checks that a DMA's dtype pair (and scale) is a legal transfer.
+/// The bytes a `rows × cols` box of `sz`-byte elements spans at row stride `stride`.
+fn span(rows: u64, cols: u64, stride: u64, sz: u64) -> u64 {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1)
+            .saturating_mul(stride)
+            .saturating_add(cols)
+            .saturating_mul(sz)
+    }
+}
+
+/// Checks that a DMA's dtype pair (and scale) is a legal transfer, and that a transposing
+/// DMA moves L1 to L0A or L0B.
 pub fn check_dma_types(a: &DmaArgs, ctx: &ErrCtx) -> Result<()> {
+    if a.transpose && !(a.src_mem == Mem::L1 && matches!(a.dst_mem, Mem::L0a | Mem::L0b)) {
+        return Err(ctx.bad(format!(
+            "DMA {}->{} cannot transpose: only L1->L0A and L1->L0B do",
+            a.src_mem, a.dst_mem
+        )));
+    }
     let ok = match (a.sdt, a.ddt) {
         (s, d) if s == d => a.scale.is_none(),
         (DType::F32, DType::F16) | (DType::F32, DType::Bf16) => {
@@ -294,6 +315,9 @@ pub fn dma(
     ctx: &ErrCtx,
 ) -> Result<()> {
     check_dma_types(a, ctx)?;
+    if a.transpose {
+        return dma_transposed(cfg, mems, a, data, ctx);
+    }
     if a.dst_rows < a.rows || a.dst_cols < a.cols {
         return Err(ctx.bad(format!(
             "destination {}x{} is smaller than source {}x{}",
@@ -314,16 +338,6 @@ pub fn dma(
     }
     let (ss, ds) = (a.sdt.size(), a.ddt.size());
     let (src_m, dst_m) = two_mut(mems, a.src_mem as usize, a.dst_mem as usize);
-    let span = |rows: u64, cols: u64, stride: u64, sz: u64| -> u64 {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1)
-                .saturating_mul(stride)
-                .saturating_add(cols)
-                .saturating_mul(sz)
-        }
-    };
     ctx.check(
         cfg,
         src_m,
@@ -387,6 +401,63 @@ pub fn dma(
         } else {
             dst_m.data[d0..dend].fill(0);
             dst_m.tag[d0..dend].fill(WRITTEN);
+        }
+    }
+    Ok(())
+}
+
+/// A transposing DMA (L1 -> L0A/L0B, same dtype): destination element (r, c) is source
+/// element (c, r) where `c < rows` and `r < cols`, else zero padding. The source box is
+/// `rows x cols`, so the destination box must be at least `cols x rows`.
+fn dma_transposed(
+    cfg: &TargetConfig,
+    mems: &mut [MemBuf],
+    a: &DmaArgs,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
+    if a.dst_rows < a.cols || a.dst_cols < a.rows {
+        return Err(ctx.bad(format!(
+            "transposed destination {}x{} is smaller than the source {}x{} turned over",
+            a.dst_rows, a.dst_cols, a.rows, a.cols
+        )));
+    }
+    if (a.rows > 0 && a.cols > a.src_stride) || (a.dst_rows > 0 && a.dst_cols > a.dst_stride) {
+        return Err(ctx.bad(format!(
+            "a stride ({} source, {} destination) is below its row length",
+            a.src_stride, a.dst_stride
+        )));
+    }
+    let sz = a.sdt.size();
+    let (src_m, dst_m) = two_mut(mems, a.src_mem as usize, a.dst_mem as usize);
+    ctx.check(
+        cfg,
+        src_m,
+        a.src,
+        span(a.rows, a.cols, a.src_stride, sz),
+        sz,
+    )?;
+    ctx.check(
+        cfg,
+        dst_m,
+        a.dst,
+        span(a.dst_rows, a.dst_cols, a.dst_stride, sz),
+        sz,
+    )?;
+    let sz = sz as usize;
+    for r in 0..a.dst_rows {
+        for c in 0..a.dst_cols {
+            let d = (a.dst + (r * a.dst_stride + c) * sz as u64) as usize;
+            if c < a.rows && r < a.cols {
+                let s = (a.src + (c * a.src_stride + r) * sz as u64) as usize;
+                if data {
+                    dst_m.data[d..d + sz].copy_from_slice(&src_m.data[s..s + sz]);
+                }
+                dst_m.tag[d..d + sz].copy_from_slice(&src_m.tag[s..s + sz]);
+            } else {
+                dst_m.data[d..d + sz].fill(0);
+                dst_m.tag[d..d + sz].fill(WRITTEN);
+            }
         }
     }
     Ok(())

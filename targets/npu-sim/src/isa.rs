@@ -183,6 +183,7 @@ pub enum Instr {
     Barrier,
     /// 2-D strided copy with padding and (out of L0C only) a cast.
     /// Registers: dst, src, rows, cols, src_stride, dst_stride, dst_rows, dst_cols.
+    /// `transpose` (L1 -> L0A/L0B only, *0.3*) writes the source box transposed.
     Dma {
         src_mem: Mem,
         dst_mem: Mem,
@@ -190,6 +191,7 @@ pub enum Instr {
         ddt: DType,
         regs: [u8; 8],
         scale: Option<u8>,
+        transpose: bool,
     },
     /// Registers: c, a, b, m_tiles, n_tiles, k_tiles, init.
     Mma {
@@ -387,12 +389,14 @@ impl Instr {
                 ddt,
                 regs,
                 scale,
+                transpose,
             } => {
                 let mut w = Word::new(opc::DMA);
                 w.sub = scale.unwrap_or(NO_REG);
                 w.dt = nib(sdt.code(), ddt.code());
                 w.mem = nib(src_mem.code(), dst_mem.code());
                 w.r = *regs;
+                w.imm = *transpose as i32;
                 w
             }
             Instr::Mma { adt, cdt, regs } => {
@@ -589,8 +593,11 @@ impl Instr {
             }
             opc::DMA => {
                 regs(8)?;
-                unused(false, false, false, true)?;
+                if !matches!(w.imm, 0 | 1) {
+                    return Err(err(format!("DMA flags {} (only bit 0, transpose)", w.imm)));
+                }
                 Instr::Dma {
+                    transpose: w.imm == 1,
                     src_mem: mem(w.mem >> 4)?,
                     dst_mem: mem(w.mem & 15)?,
                     sdt: dtype(w.dt >> 4)?,

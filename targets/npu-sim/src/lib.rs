@@ -23,6 +23,8 @@ pub mod codegen;
 #[cfg(feature = "compiler")]
 mod compiler;
 pub mod config;
+#[cfg(feature = "compiler")]
+pub mod cube;
 pub mod device;
 pub mod error;
 pub mod exec;

@@ -307,6 +307,7 @@ impl<'t> Machine<'t> {
                 ddt,
                 regs,
                 scale,
+                transpose,
             } => {
                 let edge = self.cfg.edge(*src_mem, *dst_mem).ok_or_else(|| {
                     bad(format!("no DMA edge {src_mem}->{dst_mem} on this target"))
@@ -339,6 +340,7 @@ impl<'t> Machine<'t> {
                     dst_rows: v[6],
                     dst_cols: v[7],
                     scale: scale.map(|s| f32::from_bits(r(s) as u32)),
+                    transpose: *transpose,
                 };
                 exec::check_dma_types(&args, &ErrCtx { pc, instr: ins })?;
                 (edge.pipe, Work::Dma(args))

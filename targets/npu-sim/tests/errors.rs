@@ -303,3 +303,35 @@ fn new_alu_and_vector_ops_refuse_bad_operands() {
         run(src)
     );
 }
+
+#[test]
+fn a_transposing_dma_off_the_l1_to_l0_edges_or_into_a_short_box_is_refused() {
+    // GM->L1 cannot transpose.
+    let src = format!(
+        "{SETUP}    LI r6, 0\n    DMA GM->L1 f16 r6, r1, r3, r4, r4, r4, r3, r4, transpose\n    HALT\n"
+    );
+    match run(&src) {
+        Err(SimError::BadOperand { pc, ref msg, .. }) => assert_eq!(
+            (pc, msg.as_str()),
+            (
+                4,
+                "DMA GM->L1 cannot transpose: only L1->L0A and L1->L0B do"
+            )
+        ),
+        other => panic!("expected BadOperand, got {other:?}"),
+    }
+    // L1 -> L0B turned over: a 1 x 16 source needs a destination of at least 16 x 1.
+    let src = format!(
+        "{SETUP}    LI r6, 0\n    DMA GM->L1 f16 r6, r1, r3, r4, r4, r4, r3, r4\n    DMA L1->L0B f16 r6, r6, r3, r4, r4, r4, r3, r4, transpose\n    HALT\n"
+    );
+    match run(&src) {
+        Err(SimError::BadOperand { pc, ref msg, .. }) => assert_eq!(
+            (pc, msg.as_str()),
+            (
+                5,
+                "transposed destination 1x16 is smaller than the source 1x16 turned over"
+            )
+        ),
+        other => panic!("expected BadOperand, got {other:?}"),
+    }
+}

@@ -212,6 +212,30 @@ pub fn load_as_i64(dtype: DType, bytes: &[u8], i: u64) -> Option<i64> {
     load_as_f64(dtype, bytes, i).map(|v| v as i64)
 }
 
+/// Packs integers into `dtype`'s storage, truncating to its width (as a C cast does).
+pub fn encode_ints(dtype: DType, vals: &[i64]) -> Vec<u8> {
+    let bits = dtype.bits() as usize;
+    if dtype == DType::Bool {
+        return vals.iter().map(|&v| (v != 0) as u8).collect();
+    }
+    if bits >= 8 {
+        let w = bits / 8;
+        return vals
+            .iter()
+            .flat_map(|v| v.to_le_bytes().into_iter().take(w))
+            .collect();
+    }
+    let mut out = vec![0u8; (vals.len() * bits).div_ceil(8)];
+    let mask = (1u16 << bits) - 1;
+    for (i, &v) in vals.iter().enumerate() {
+        let bit = i * bits;
+        if let Some(b) = out.get_mut(bit / 8) {
+            *b |= (((v as u16) & mask) << (bit % 8)) as u8;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,10 @@
-//! The `interp` device: runs kernel IR with the reference interpreter. Its code blob is the
-//! kernel's text form, so an artifact for `interp` is readable with any text viewer.
+//! `tessera-interp`: the `interp` device, which runs kernel IR with the reference interpreter
+//! (`tessera_kir::interp`). Its code blob is the kernel's text form, so an artifact for `interp`
+//! is readable with any text viewer. The compiler side of the target is in the driver: the blob
+//! is `tessera_kir::print_kernel`'s output, and there is nothing to compile.
 
-use crate::device::{Device, DeviceError, KernelArg, LoadedKernel};
 use tessera_kir::{InterpError, Kernel};
+use tessera_runtime::{Device, DeviceError, KernelArg, LoadedKernel};
 
 pub struct InterpDevice;
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Cube utilisation on npu-sim for compiler-generated code (a benchmark, not a test): the f16
+# MatMul 1024x1024x1024 and the f16 BERT-base encoder layer of tests/python/make_npu_models.py
+# (tests/data/npu-models, made by scripts/make-models.sh), each compiled from ONNX and run once
+# on the simulator in cycle mode (`tessera run --cycles`) with a release build of this checkout.
+#
+# Cube utilisation is ideal Cube cycles (useful MACs / MACs per cycle, M*N*K/4096 for f16)
+# over the cycles of all the model's kernels together, as `--cycles` prints it in its totals.
+# The BERT layer takes minutes: its elementwise kernels run lane by lane in the simulator.
+#
+#   scripts/bench-npu.sh                      # npu-sim, both models
+#   TARGET=npu-sim-lite MODELS=matmul_f16_1024 scripts/bench-npu.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+target="${TARGET:-npu-sim}"
+[ -f tests/data/npu-models/.stamp ] || scripts/make-models.sh >/dev/null
+cargo build --release -q -p tessera
+bin="$root/target/release/tessera"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+for m in ${MODELS:-matmul_f16_1024 bert_f16_base}; do
+  echo "== $m on $target =="
+  dir="tests/data/npu-models/$m"
+  "$bin" run "$dir/model.onnx" --target "$target" --inputs "$dir/test_data_set_0" \
+    --outputs "$out" --cycles | sed -n '/== totals/,$p'
+done
