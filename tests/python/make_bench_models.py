@@ -2,6 +2,11 @@
 
 * ``mlp-f32``: [64, 1024] -> Gemm 1024->4096 + Relu -> Gemm 4096->4096 + Relu -> Gemm 4096->1024.
 * ``mlp-f16``: the same graph with f16 weights, input and output.
+* ``mlp-qdq``: the same MLP quantized as exporters write it (QDQ): per-tensor u8 activations
+  (QuantizeLinear/DequantizeLinear pairs), i8 weights (per-tensor for the first two layers,
+  per-column for the last) dequantized in front of each MatMul, f32 biases and ReLUs. Scales are
+  calibrated on the bench input (``input.npy`` beside the model, with onnxruntime's output in
+  ``expected.npy``).
 * ``cnn-224``: a ResNet-style CNN on [1, 3, 224, 224]: a 7x7/2 stem conv + max pool, then four
   stages of two 3x3 conv + ReLU blocks with residual adds (64, 128, 256, 512 channels, stride 2
   between stages), global average pool and a 1000-way Gemm.
@@ -38,6 +43,71 @@ def mlp(dtype: np.dtype, name: str) -> onnx.ModelProto:
         name,
         [helper.make_tensor_value_info("x", elem, [64, 1024])],
         [helper.make_tensor_value_info("y", elem, [64, 1024])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def bench_input(seed: int = 2028) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((64, 1024)).astype(np.float32)
+
+
+def mlp_qdq() -> onnx.ModelProto:
+    rng = np.random.default_rng(2026)
+    sizes = [1024, 4096, 4096, 1024]
+    nodes, inits = [], []
+
+    def const(name, value):
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def act_params(t: np.ndarray, i: int):
+        # Per-tensor u8: the observed range, always holding 0.
+        lo, hi = min(float(t.min()), 0.0), max(float(t.max()), 0.0)
+        scale = np.float32((hi - lo) / 255.0 or 1.0)
+        zp = np.uint8(np.clip(round(-lo / scale), 0, 255))
+        return const(f"a{i}.scale", scale), const(f"a{i}.zp", zp), scale, zp
+
+    x, h = "x", bench_input()
+    for i in range(3):
+        fin, fout = sizes[i], sizes[i + 1]
+        w = (rng.standard_normal((fin, fout)) / np.sqrt(fin)).astype(np.float32)
+        b = (rng.standard_normal(fout) * 0.1).astype(np.float32)
+        s_a, z_a, sv, zv = act_params(h, i)
+        nodes.append(helper.make_node("QuantizeLinear", [x, s_a, z_a], [f"q{i}"]))
+        nodes.append(helper.make_node("DequantizeLinear", [f"q{i}", s_a, z_a], [f"dq{i}"]))
+        hq = (np.clip(np.round(h / sv) + zv, 0, 255) - zv) * sv
+        if i < 2:
+            ws = np.float32(np.abs(w).max() / 127.0)
+            wq = np.clip(np.round(w / ws), -127, 127).astype(np.int8)
+            wz = np.int8(0)
+            axis = {}
+            wd = wq.astype(np.float32) * ws
+        else:
+            ws = (np.abs(w).max(axis=0) / 127.0).astype(np.float32)
+            wq = np.clip(np.round(w / ws), -127, 127).astype(np.int8)
+            wz = np.zeros(fout, np.int8)
+            axis = {"axis": 1}
+            wd = wq.astype(np.float32) * ws
+        const(f"w{i}.q", wq)
+        const(f"w{i}.scale", ws)
+        const(f"w{i}.zp", wz)
+        const(f"b{i}", b)
+        nodes.append(helper.make_node("DequantizeLinear", [f"w{i}.q", f"w{i}.scale", f"w{i}.zp"], [f"w{i}"], **axis))
+        nodes.append(helper.make_node("MatMul", [f"dq{i}", f"w{i}"], [f"mm{i}"]))
+        y = "y" if i == 2 else f"pre{i}"
+        nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [y]))
+        h = hq @ wd + b
+        if i < 2:
+            nodes.append(helper.make_node("Relu", [y], [f"h{i}"]))
+            x, h = f"h{i}", np.maximum(h, 0)
+    graph = helper.make_graph(
+        nodes,
+        "mlp_qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 1024])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -99,6 +169,17 @@ def main() -> int:
         os.makedirs(d, exist_ok=True)
         onnx.save(mlp(dt, name), os.path.join(d, "model.onnx"))
         print(f"wrote {d}/model.onnx")
+    d = os.path.join(out, "mlp-qdq")
+    os.makedirs(d, exist_ok=True)
+    model = mlp_qdq()
+    onnx.save(model, os.path.join(d, "model.onnx"))
+    import onnxruntime as ort
+
+    x = bench_input()
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.save(os.path.join(d, "input.npy"), x)
+    np.save(os.path.join(d, "expected.npy"), sess.run(None, {"x": x})[0])
+    print(f"wrote {d}/model.onnx, input.npy, expected.npy")
     d = os.path.join(out, "cnn-224")
     os.makedirs(d, exist_ok=True)
     onnx.save(cnn224(), os.path.join(d, "model.onnx"))

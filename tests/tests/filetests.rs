@@ -1,6 +1,7 @@
 //! File tests: `tests/filetests/<pass>/<case>.tir` hold graph-IR text plus expectations, as
-//! Cranelift's and LLVM's file tests do. A file starts with `// test <pass>` (`infer` or
-//! `lower`) and, for `lower`, `// target <name>`; cases are separated by `// -----`.
+//! Cranelift's and LLVM's file tests do. A file starts with `// test <pass>` (`infer`, `lower`
+//! or `opt`) and, for `lower` and `opt`, `// target <name>`; an `opt` case may say
+//! `// precision <policy>` and `// opt-level <n>` (default 2). Cases are separated by `// -----`.
 //! Expectations are `// CHECK: text` (a later output line contains `text`, in order) and
 //! `// CHECK-NOT: text` (no output line between the previous match and the next one contains
 //! it). With `TESSERA_BLESS=1`, files whose expectations are all plain CHECK lines are
@@ -31,6 +32,32 @@ fn run_pass(pass: &str, target: Option<&str>, input: &str) -> Result<String, Str
                 out.push_str(&format!("step {s:?}\n"));
             }
             Ok(out)
+        }
+        "opt" => {
+            // The optimized graph, then each rule that fired and how often.
+            tessera_ir::infer::infer_shapes(&mut g).map_err(|e| e.to_string())?;
+            let setting = |key: &str| {
+                input
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(&format!("// {key} ")).map(str::trim))
+            };
+            let mut opts = tessera_driver::CompileOptions::for_target(
+                target.ok_or("`// target NAME` missing")?,
+            );
+            opts.opt_level = setting("opt-level")
+                .unwrap_or("2")
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            opts.precision = setting("precision")
+                .unwrap_or("exact")
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            let (out, report) = tessera_driver::optimize(&g, &opts).map_err(|e| e.to_string())?;
+            let mut text = tessera_ir::text::print(&out);
+            for (rule, n) in &report.fired {
+                text.push_str(&format!("fired {rule} {n}\n"));
+            }
+            Ok(text)
         }
         other => Err(format!("unknown pass `{other}`")),
     }

@@ -25,15 +25,49 @@ struct Cli {
     /// `compile`, `run` and `bench` (repeatable; see docs/kernel-ir.md).
     #[arg(long = "custom-op", value_name = "FILE|DIR", global = true)]
     custom_ops: Vec<PathBuf>,
+    #[command(flatten)]
+    opt: OptArgs,
+}
+
+/// The e-graph optimizer's flags, for `compile`, `run` and `bench` (docs/optimizer.md).
+#[derive(clap::Args, Clone, Debug)]
+struct OptArgs {
+    /// 0: no optimizer (the plain pipeline); 1: every rule, tight limits; 2: wider limits.
+    #[arg(long, value_name = "0|1|2", default_value = "1", global = true)]
+    opt_level: String,
+    /// Which dtypes the optimizer may change: exact (never), f16, bf16, int8.
+    #[arg(long, value_name = "POLICY", default_value = "exact", global = true)]
+    precision: String,
+}
+
+/// What `compile` says about the optimizer.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct ExplainArgs {
+    /// Print what the optimizer did (rules, e-graph, cost, the source nodes of each kernel).
+    #[arg(long)]
+    report: bool,
+    /// Write the optimizer report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    report_json: Option<PathBuf>,
+    /// Print an intermediate form: `graph` is the graph IR before and after optimisation.
+    #[arg(long, value_name = "WHAT", value_parser = ["graph"])]
+    emit: Option<String>,
 }
 
 /// The `--custom-op` paths of this invocation, set once in `main` before any command runs.
 static CUSTOM_OPS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+/// The optimizer flags of this invocation, set once in `main`.
+static OPT: std::sync::OnceLock<OptArgs> = std::sync::OnceLock::new();
 
-/// Compile options for `target`, with this invocation's custom ops.
+/// Compile options for `target`, with this invocation's custom ops and optimizer flags
+/// (checked in `main`, so they parse here).
 fn options(target: &str) -> CompileOptions {
     let mut o = CompileOptions::for_target(target);
     o.custom_ops = CUSTOM_OPS.get().cloned().unwrap_or_default();
+    if let Some(a) = OPT.get() {
+        o.opt_level = a.opt_level.parse().unwrap_or_default();
+        o.precision = a.precision.parse().unwrap_or_default();
+    }
     o
 }
 
@@ -60,6 +94,8 @@ struct CompileArgs {
     /// level such as `x86-64-v3`. The artifact's fingerprint records the features it needs.
     #[arg(long)]
     cpu: Option<String>,
+    #[command(flatten)]
+    explain: ExplainArgs,
 }
 
 impl CompileArgs {
@@ -143,6 +179,10 @@ enum Cmd {
         /// Also time this target in the same process and print the speed ratio.
         #[arg(long)]
         baseline: Option<String>,
+        /// Also time the same target compiled at this opt-level (0: without the optimizer)
+        /// and print the speed ratio.
+        #[arg(long, value_name = "0|1|2")]
+        baseline_opt_level: Option<String>,
         #[arg(long, default_value_t = 10)]
         runs: usize,
         #[arg(long, default_value_t = 2)]
@@ -188,6 +228,17 @@ fn main() -> ExitCode {
         }
     };
     let _ = CUSTOM_OPS.set(cli.custom_ops);
+    let checked = cli
+        .opt
+        .opt_level
+        .parse::<tessera_driver::OptLevel>()
+        .and(cli.opt.precision.parse::<tessera_driver::Precision>())
+        .map_err(DriverError::from);
+    if let Err(e) = checked {
+        eprintln!("error: {e}");
+        return ExitCode::from(e.exit_code() as u8);
+    }
+    let _ = OPT.set(cli.opt);
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -206,6 +257,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             &a.inputs,
             &a.shapes,
             Newer::flag(a.allow_newer_opset),
+            &a.explain,
         ),
         Cmd::Run {
             model,
@@ -222,6 +274,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
                 newer: Newer::flag(allow_newer_opset),
                 digest: expect_digest.as_deref().map(parse_digest).transpose()?,
                 max_memory: max_memory.as_deref().map(parse_bytes).transpose()?,
+                opt_level: None,
             };
             let dev = Dev::new(&target, cycles)?;
             run(
@@ -264,6 +317,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             model,
             target,
             baseline,
+            baseline_opt_level,
             runs,
             warmup,
             inputs,
@@ -273,6 +327,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             &model,
             &target,
             baseline.as_deref(),
+            baseline_opt_level.as_deref(),
             runs,
             warmup,
             &inputs,
@@ -363,6 +418,8 @@ struct LoadOpts {
     newer: Newer,
     digest: Option<[u8; 32]>,
     max_memory: Option<u64>,
+    /// An opt-level other than `--opt-level`'s (the bench baseline).
+    opt_level: Option<tessera_driver::OptLevel>,
 }
 
 fn parse_digest(hex: &str) -> Result<[u8; 32], DriverError> {
@@ -431,6 +488,7 @@ fn compile(
     inputs: &[String],
     shapes: &[String],
     newer: Newer,
+    explain: &ExplainArgs,
 ) -> Result<(), DriverError> {
     let opts = compile_opts(model, target, inputs, shapes, newer)?;
     let start = Instant::now();
@@ -438,6 +496,26 @@ fn compile(
     let bar = progress_bar(3, "importing");
     let graph = tessera_driver::import(model, &opts)?;
     bar.inc(1);
+    bar.set_message("optimizing");
+    let imported = graph;
+    let optimized = tessera_driver::optimize(&imported, &opts);
+    let (graph, mut report) = match optimized {
+        Ok(r) => (r.0, r.1),
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e);
+        }
+    };
+    if explain.emit.as_deref() == Some("graph") {
+        println!(
+            "// graph before optimisation\n{}",
+            tessera_ir::text::print(&imported)
+        );
+        println!(
+            "// graph after optimisation\n{}",
+            tessera_ir::text::print(&graph)
+        );
+    }
     bar.set_message("lowering");
     let compiled = tessera_driver::compile_graph_traced(
         &graph,
@@ -453,7 +531,21 @@ fn compile(
         },
     );
     let artifact = match compiled {
-        Ok(c) => c.artifact,
+        Ok(c) => {
+            report.kernels = c
+                .node_kernels
+                .iter()
+                .map(|r| {
+                    c.kernels
+                        .get(r.clone())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|k| k.name.clone())
+                        .collect()
+                })
+                .collect();
+            c.artifact
+        }
         Err(e) => {
             bar.finish_and_clear();
             return Err(e);
@@ -475,6 +567,12 @@ fn compile(
         "sha256 {}",
         tessera_runtime::artifact::digest_hex(&artifact.digest())
     );
+    if explain.report {
+        print!("{}", report.text());
+    }
+    if let Some(path) = &explain.report_json {
+        tessera_driver::write_atomic(path, report.json_text().as_bytes())?;
+    }
     Ok(())
 }
 
@@ -570,7 +668,10 @@ fn load_model(
     let mut m = if is_artifact(model) {
         Model::load_file_expecting(model, dev.device.clone(), load.digest.as_ref())?
     } else {
-        let opts = load.newer.options(model, target)?.with_inputs(inputs);
+        let mut opts = load.newer.options(model, target)?.with_inputs(inputs);
+        if let Some(l) = load.opt_level {
+            opts.opt_level = l;
+        }
         let artifact = tessera_driver::compile_file(model, &opts)?;
         if let Some(want) = &load.digest {
             let found = artifact.digest();
@@ -828,11 +929,13 @@ fn time_target(
     warmup: usize,
     newer: Newer,
     cycles: bool,
+    opt_level: Option<tessera_driver::OptLevel>,
 ) -> Result<f64, DriverError> {
     let load = LoadOpts {
         newer,
         digest: None,
         max_memory: None,
+        opt_level,
     };
     let m = load_model(model, target, &Dev::new(target, false)?, named, load)?;
     let mut all = named.clone();
@@ -852,7 +955,11 @@ fn time_target(
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let med = times[times.len() / 2];
-    println!("{target:<8} median {:>10.3} ms over {} runs (min {:.3} ms, max {:.3} ms) after {warmup} warm-up", med * 1e3, times.len(), times[0] * 1e3, times[times.len() - 1] * 1e3);
+    let label = match opt_level {
+        Some(l) => format!("{target} -O{}", l as u8),
+        None => target.to_string(),
+    };
+    println!("{label:<8} median {:>10.3} ms over {} runs (min {:.3} ms, max {:.3} ms) after {warmup} warm-up", med * 1e3, times.len(), times[0] * 1e3, times[times.len() - 1] * 1e3);
     if cycles {
         // One more run of the same model on a cycle-mode simulator, for the report.
         let cdev = Dev::new(target, true)?;
@@ -864,10 +971,12 @@ fn time_target(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)]
 fn bench(
     model: &Path,
     target: &str,
     baseline: Option<&str>,
+    baseline_opt_level: Option<&str>,
     runs: usize,
     warmup: usize,
     inputs: &[String],
@@ -875,7 +984,7 @@ fn bench(
     cycles: bool,
 ) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
-    let t = time_target(model, target, &named, runs, warmup, newer, cycles)?;
+    let t = time_target(model, target, &named, runs, warmup, newer, cycles, None)?;
     if let Some(b) = baseline {
         // The baseline is slow by design (the interpreter), so it gets fewer runs.
         let tb = time_target(
@@ -886,8 +995,28 @@ fn bench(
             warmup.min(1),
             newer.quiet(),
             false,
+            None,
         )?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
+    }
+    if let Some(level) = baseline_opt_level {
+        let level: tessera_driver::OptLevel = level.parse()?;
+        let tb = time_target(
+            model,
+            target,
+            &named,
+            runs,
+            warmup,
+            newer.quiet(),
+            false,
+            Some(level),
+        )?;
+        let o = options(target).opt_level as u8;
+        println!(
+            "speedup {target} -O{o} vs -O{}: {:.2}x",
+            level as u8,
+            tb / t
+        );
     }
     Ok(())
 }

@@ -854,3 +854,61 @@ fn if_on_a_run_time_condition_takes_either_branch() {
 fn loop_whose_carried_value_grows_is_unsupported() {
     refused("loop_grows.onnx", 3, "Loop node \"grow\": unsupported: loop-carried value 0 changes shape across iterations (f32[2,3] to f32[4,3])");
 }
+
+#[test]
+fn compile_reports_what_the_optimizer_did_and_refuses_bad_levels() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/models/bert/model.onnx");
+    let model = model.display().to_string();
+    let d = scratch("opt-report");
+    let (tsa, json) = (d.join("bert.tsa"), d.join("report.json"));
+    let o = tessera(&[
+        "compile",
+        &model,
+        "-o",
+        &tsa.display().to_string(),
+        "--opt-level",
+        "2",
+        "--report",
+        "--report-json",
+        &json.display().to_string(),
+        "--emit",
+        "graph",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for want in [
+        "// graph before optimisation",
+        "// graph after optimisation",
+        "= Gelu(",
+        "optimizer: target host, opt-level 2, precision exact",
+        "stopped: saturated",
+        "    gelu-erf               1",
+        "    matmul-bias            6",
+        "FusedMatMul node \"Add_attn.query.out\" [fusedmatmul_3] <- MatMul node \"MatMul_attn.query.matmul\", Add node \"Add_attn.query.out\"",
+    ] {
+        assert!(out.contains(want), "`{want}` missing from:\n{out}");
+    }
+    let j = std::fs::read_to_string(&json).unwrap();
+    assert!(
+        j.contains("\"rules_fired\"") && j.contains("\"gelu-erf\": 1"),
+        "{j}"
+    );
+    let o = tessera(&[
+        "compile",
+        &model,
+        "-o",
+        &tsa.display().to_string(),
+        "--opt-level",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--opt-level `3`: expected 0, 1 or 2"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tessera(&["run", &model, "--precision", "fp7"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--precision `fp7`: expected exact, f16, bf16 or int8"));
+}

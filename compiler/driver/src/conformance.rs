@@ -137,15 +137,20 @@ fn read_pb_set(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, DriverError> {
     Ok(out)
 }
 
-/// Runs one case folder on `target`.
+/// Runs one case folder on `target` at the default opt-level.
 pub fn run_case(case: &Path, target: &str) -> CaseResult {
+    run_case_at(case, target, tessera_opt::OptLevel::default())
+}
+
+/// Runs one case folder on `target` with the optimizer at `level` (the differential test).
+pub fn run_case_at(case: &Path, target: &str, level: tessera_opt::OptLevel) -> CaseResult {
     let name = case
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let start = std::time::Instant::now();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_case_inner(case, target)
+        run_case_inner(case, target, level)
     }));
     let mut r = match outcome {
         Ok(Ok((dense, host_ops, launches))) => CaseResult {
@@ -167,11 +172,7 @@ pub fn run_case(case: &Path, target: &str) -> CaseResult {
             millis: 0,
         },
         Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = tessera_ir::error::panic_message(p.as_ref());
             CaseResult {
                 name,
                 status: Status::Error,
@@ -198,7 +199,11 @@ fn classify(e: DriverError) -> CaseErr {
     (status, e.to_string(), None)
 }
 
-fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize), CaseErr> {
+fn run_case_inner(
+    case: &Path,
+    target: &str,
+    level: tessera_opt::OptLevel,
+) -> Result<(bool, Vec<String>, usize), CaseErr> {
     let model_path = case.join("model.onnx");
     let mut sets: Vec<PathBuf> = std::fs::read_dir(case)
         .map_err(|e| (Status::Error, e.to_string(), None))?
@@ -239,7 +244,8 @@ fn run_case_inner(case: &Path, target: &str) -> Result<(bool, Vec<String>, usize
             .cloned()
             .zip(inputs.iter().cloned())
             .collect();
-        let opts = CompileOptions::for_target(target).with_inputs(&named);
+        let mut opts = CompileOptions::for_target(target).with_inputs(&named);
+        opts.opt_level = level;
         let artifact = compile_file(&model_path, &opts).map_err(classify)?;
         // Round-trip through the file format so every run exercises the artifact too.
         let artifact = Artifact::decode(&artifact.encode()).map_err(|e| classify(e.into()))?;

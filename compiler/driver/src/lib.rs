@@ -17,9 +17,10 @@ pub mod targets;
 
 pub use pipeline::{
     compile_bytes, compile_file, compile_graph, compile_graph_traced, import, import_bytes, load,
-    load_custom_ops, load_file, load_file_expecting, newer_opsets, write_artifact, write_atomic,
-    CompileOptions, Compiled, Progress,
+    load_custom_ops, load_file, load_file_expecting, newer_opsets, optimize, write_artifact,
+    write_atomic, CompileOptions, Compiled, Progress,
 };
+pub use tessera_opt::{OptLevel, Precision, Report as OptReport};
 
 /// Every error the driver reports. [`DriverError::exit_code`] maps them to the CLI's codes.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum DriverError {
     Onnx(#[from] tessera_onnx::OnnxError),
     #[error("{0}")]
     Lower(#[from] tessera_lower::LowerError),
+    #[error("{0}")]
+    Opt(#[from] tessera_opt::OptError),
     #[error("{0}")]
     Target(#[from] tessera_target::TargetError),
     #[error("{0}")]
@@ -65,9 +68,9 @@ impl DriverError {
             DriverError::Lookup(
                 targets::LookupError::FeatureDisabled { .. } | targets::LookupError::NotYet { .. },
             ) => exit::UNSUPPORTED,
-            DriverError::Lookup(targets::LookupError::Unknown(_)) | DriverError::Usage(_) => {
-                exit::USAGE
-            }
+            DriverError::Lookup(targets::LookupError::Unknown(_))
+            | DriverError::Usage(_)
+            | DriverError::Opt(tessera_opt::OptError::Usage(_)) => exit::USAGE,
             _ => exit::ERROR,
         }
     }

@@ -24,6 +24,10 @@ pub struct CompileOptions {
     /// Treat an opset newer than the newest Tessera knows as that newest opset instead of
     /// refusing the model (see [`newer_opsets`] for what it overrides).
     pub allow_newer_opset: bool,
+    /// How hard the e-graph optimizer works (`--opt-level`; 0 skips it, 1 is the default).
+    pub opt_level: tessera_opt::OptLevel,
+    /// Which dtypes the optimizer may change (`--precision`; `exact` never changes one).
+    pub precision: tessera_opt::Precision,
 }
 
 impl CompileOptions {
@@ -243,9 +247,24 @@ fn compile_kernels(
         .collect()
 }
 
-/// Imports and compiles an ONNX file.
+/// Runs the e-graph optimizer (`tessera-opt`) on an imported graph for `opts.target`, at
+/// `opts.opt_level` and `opts.precision`: the step between import and lowering.
+pub fn optimize(
+    graph: &Graph,
+    opts: &CompileOptions,
+) -> Result<(Graph, tessera_opt::Report), DriverError> {
+    let t = targets::lookup(&opts.target)?;
+    let o = tessera_opt::OptOptions {
+        level: opts.opt_level,
+        precision: opts.precision,
+        limits: None,
+    };
+    Ok(tessera_opt::optimize(graph, t.desc(), &o)?)
+}
+
+/// Imports, optimizes and compiles an ONNX file.
 pub fn compile_file(model: &Path, opts: &CompileOptions) -> Result<Artifact, DriverError> {
-    let graph = import(model, opts)?;
+    let (graph, _) = optimize(&import(model, opts)?, opts)?;
     compile_graph(&graph, &model.display().to_string(), &opts.target)
 }
 
@@ -322,6 +341,6 @@ pub fn compile_bytes(
     model_dir: Option<&Path>,
     opts: &CompileOptions,
 ) -> Result<Artifact, DriverError> {
-    let graph = import_bytes(bytes, model_dir, opts)?;
+    let (graph, _) = optimize(&import_bytes(bytes, model_dir, opts)?, opts)?;
     compile_graph(&graph, source, &opts.target)
 }

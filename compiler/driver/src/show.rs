@@ -6,7 +6,7 @@
 //! linked through the buffers they share. Graphviz `dot` lays the graph out (an SVG inlined in
 //! the page); without `dot` the page keeps the tables and the DOT source.
 
-use crate::pipeline::{compile_graph_traced, import, CompileOptions, Compiled};
+use crate::pipeline::{compile_graph_traced, import, optimize, CompileOptions, Compiled};
 use crate::DriverError;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,7 +33,7 @@ struct KernelRow {
 
 /// Compiles `model` for `opts.target` and renders its page.
 pub fn show_model(model: &Path, opts: &CompileOptions) -> Result<String, DriverError> {
-    let graph = import(model, opts)?;
+    let (graph, _) = optimize(&import(model, opts)?, opts)?;
     let compiled = compile_graph_traced(
         &graph,
         &model.display().to_string(),

@@ -3,8 +3,8 @@
 //! when their feature is off, so "feature disabled" and "unknown target" read differently.
 
 use std::sync::Arc;
-use tessera_kir::Kernel;
 use tessera_interp::InterpDevice;
+use tessera_kir::Kernel;
 use tessera_runtime::Device;
 use tessera_target::{KernelBlob, Target, TargetDesc, TargetError};
 

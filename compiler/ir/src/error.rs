@@ -5,6 +5,15 @@
 use crate::dtype::DType;
 use thiserror::Error;
 
+/// The message of a caught panic (`std::panic::catch_unwind`'s payload), for the guards that
+/// turn a bug's panic into an error (the conformance runner, the optimizer).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 /// Everything that can go wrong while building, inferring, folding, verifying, printing or
 /// parsing a graph. Each variant's doc says whose fault it is.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]

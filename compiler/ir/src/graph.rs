@@ -73,6 +73,46 @@ pub enum Attr {
 
 pub type Attrs = BTreeMap<String, Attr>;
 
+/// Typed reads of an attribute list, with the default when it is absent ([`Node`] and
+/// [`crate::OpKey`] both read through these).
+pub trait AttrsExt {
+    fn attr_int(&self, name: &str, default: i64) -> i64;
+    fn attr_float(&self, name: &str, default: f32) -> f32;
+    fn attr_ints(&self, name: &str) -> Option<&[i64]>;
+    fn attr_str(&self, name: &str) -> Option<&str>;
+}
+
+impl AttrsExt for Attrs {
+    fn attr_int(&self, name: &str, default: i64) -> i64 {
+        match self.get(name) {
+            Some(Attr::Int(v)) => *v,
+            _ => default,
+        }
+    }
+
+    fn attr_float(&self, name: &str, default: f32) -> f32 {
+        match self.get(name) {
+            Some(Attr::Float(v)) => *v,
+            Some(Attr::Int(v)) => *v as f32,
+            _ => default,
+        }
+    }
+
+    fn attr_ints(&self, name: &str) -> Option<&[i64]> {
+        match self.get(name) {
+            Some(Attr::Ints(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn attr_str(&self, name: &str) -> Option<&str> {
+        match self.get(name) {
+            Some(Attr::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// One op application.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
@@ -91,32 +131,19 @@ impl Node {
     }
 
     pub fn attr_int(&self, name: &str, default: i64) -> i64 {
-        match self.attrs.get(name) {
-            Some(Attr::Int(v)) => *v,
-            _ => default,
-        }
+        self.attrs.attr_int(name, default)
     }
 
     pub fn attr_float(&self, name: &str, default: f32) -> f32 {
-        match self.attrs.get(name) {
-            Some(Attr::Float(v)) => *v,
-            Some(Attr::Int(v)) => *v as f32,
-            _ => default,
-        }
+        self.attrs.attr_float(name, default)
     }
 
     pub fn attr_ints(&self, name: &str) -> Option<&[i64]> {
-        match self.attrs.get(name) {
-            Some(Attr::Ints(v)) => Some(v),
-            _ => None,
-        }
+        self.attrs.attr_ints(name)
     }
 
     pub fn attr_str(&self, name: &str) -> Option<&str> {
-        match self.attrs.get(name) {
-            Some(Attr::String(s)) => Some(s),
-            _ => None,
-        }
+        self.attrs.attr_str(name)
     }
 
     /// The operand at `i`, if present.

@@ -149,6 +149,9 @@ op_table! {
     // ---- dense ----
     MatMul: Dense, in (2, 2), out (1, 1), [];
     MatMulInteger: Dense, in (2, 4), out (1, 1), [];
+    // Tessera's own (no ONNX name): `activation(scale * (A - a_zp)(B - b_zp) + bias)`, one
+    // kernel, made by the optimizer's fusion and low-precision rules (compiler/opt).
+    FusedMatMul: Dense, in (2, 6), out (1, 1), ["activation"];
     Gemm: Dense, in (2, 3), out (1, 1), ["alpha", "beta", "transA", "transB"];
     Conv: Dense, in (2, 3), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
     ConvInteger: Dense, in (2, 4), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
@@ -350,6 +353,7 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         CumSum => &["x", "axis"],
         MatMul => &["A", "B"],
         MatMulInteger => &["A", "B", "a_zero_point", "b_zero_point"],
+        FusedMatMul => &["A", "B", "bias", "a_zero_point", "b_zero_point", "scale"],
         Gemm => &["A", "B", "C"],
         Conv | ConvTranspose => &["X", "W", "B"],
         ConvInteger => &["x", "w", "x_zero_point", "w_zero_point"],

@@ -129,9 +129,17 @@ fn print_node(g: &Graph, node: &Node, out: &mut String) {
     if !node.name.is_empty() {
         let _ = write!(out, " @{}", quote(&node.name));
     }
-    if !node.attrs.is_empty() {
+    out.push_str(&attrs_text(&node.attrs));
+}
+
+/// A node's attributes as printed after it, ` {alpha = 1.0, perm = [1, 0]}`; empty when there
+/// are none. It round-trips exactly, so it also serves as the attributes' identity
+/// ([`crate::key::OpKey`]).
+pub fn attrs_text(attrs: &crate::graph::Attrs) -> String {
+    let mut out = String::new();
+    if !attrs.is_empty() {
         out.push_str(" {");
-        for (k, (name, a)) in node.attrs.iter().enumerate() {
+        for (k, (name, a)) in attrs.iter().enumerate() {
             if k > 0 {
                 out.push_str(", ");
             }
@@ -139,6 +147,7 @@ fn print_node(g: &Graph, node: &Node, out: &mut String) {
         }
         out.push('}');
     }
+    out
 }
 
 fn value_ref(g: &Graph, id: ValueId) -> String {

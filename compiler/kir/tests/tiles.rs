@@ -111,6 +111,7 @@ fn blocked() -> ScalarizeOptions {
     ScalarizeOptions {
         vector_bytes: 16,
         blocked_f32_mma: true,
+        blocked_i32_mma: false,
         block_rows: 2,
         block_vectors: 2,
         fma: false,

@@ -62,6 +62,18 @@ pub(crate) struct MmSpec {
     pub c: Option<CTerm>,
     pub a_zp: Option<ZeroPoint>,
     pub b_zp: Option<ZeroPoint>,
+    /// FusedMatMul's epilogue (`fused.rs`); `None` for every other product.
+    pub fused: Option<FusedEpilogue>,
+}
+
+/// What FusedMatMul adds after the product: the accumulator converted to the result type and
+/// multiplied by a scale (one value, or one per column of Y), then an activation. The bias is
+/// the C term.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FusedEpilogue {
+    /// The scale's dtype and length (1 or N).
+    pub scale: Option<(DType, u64)>,
+    pub relu: bool,
 }
 
 /// The `(tm, tn, tk)` tile of a product of `a × b → acc` of size `m × n × k` on `desc`.
@@ -106,7 +118,14 @@ pub(crate) fn mm_tiles(
     (tm as u16, tn as u16, tk as u16)
 }
 
-/// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], Y.
+/// Launches the tile program of `s` on `args` (in [`tile_matmul_kernel`]'s parameter order),
+/// with the tile shape [`mm_tiles`] picks for the target.
+pub(crate) fn launch_matmul(cx: &mut crate::LowerCx, s: &MmSpec, args: Vec<tessera_kir::BufferId>) {
+    let tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k));
+    cx.launch(tile_matmul_kernel(s, tiles), args);
+}
+
+/// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], [scale], Y.
 pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> Kernel {
     let mut kb = KernelBuilder::new(s.name.clone());
     let b = &mut kb;
@@ -120,6 +139,8 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
     let bzb = s
         .b_zp
         .map(|z| b.param("b_zero_point", z.dtype, z.len.max(1), Access::Read));
+    let scale = s.fused.and_then(|f| f.scale);
+    let sbuf = scale.map(|(dt, len)| b.param("scale", dt, len.max(1), Access::Read));
     let ybuf = b.param("y", s.y.0, s.y.1, Access::Write);
     let batch_total: u64 = s.batch.iter().product();
     b.set_grid(&[
@@ -190,7 +211,13 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
             tn,
             bfill,
         );
-        if a_zp.is_some() || b_zp.is_some() {
+        let int_operands = !s.a.0.is_float() || !s.b.0.is_float();
+        if int_operands && (s.a.0 != s.acc || s.b.0 != s.acc) && a_zp.is_none() && b_zp.is_none() {
+            // Integer operands in the accumulator type, so that backends can block the
+            // product as they do f32 ones.
+            ta = b.cast(ta, s.acc, NO_SAT);
+            tb = b.cast(tb, s.acc, NO_SAT);
+        } else if a_zp.is_some() || b_zp.is_some() {
             // (a - za)(b - zb) in the accumulator type; the padded k lanes of A are zeroed so
             // that the padding contributes nothing.
             ta = b.cast(ta, s.acc, NO_SAT);
@@ -207,10 +234,21 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
         vec![b.tile_mma(ta, tb, acc[0])]
     })[0];
 
-    // Epilogue: alpha, beta·C, the output type.
+    // Epilogue: [the result type and the scale], alpha, beta·C, [the activation], the output
+    // type.
     let mut out = acc;
+    if let Some(f) = s.fused {
+        if s.acc != s.y.0 {
+            out = b.cast(out, s.y.0, NO_SAT);
+        }
+        if let (Some((_, len)), Some(sb)) = (f.scale, sbuf) {
+            let st = scale_tile(b, sb, len, j0, (tm, tn), s.y.0);
+            out = b.mul(out, st);
+        }
+    }
+    let epi = b.ty(out).elem;
     if s.alpha != 1.0 {
-        let a = b.const_tile(s.acc, tm, tn, s.alpha);
+        let a = b.const_tile(epi, tm, tn, s.alpha);
         out = b.mul(out, a);
     }
     if let (Some(c), Some(cb)) = (s.c, cbuf) {
@@ -229,12 +267,16 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
             tn,
             cfill,
         );
-        let mut ct = b.cast(ct, s.acc, NO_SAT);
+        let mut ct = b.cast(ct, epi, NO_SAT);
         if s.beta != 1.0 {
-            let bt = b.const_tile(s.acc, tm, tn, s.beta);
+            let bt = b.const_tile(epi, tm, tn, s.beta);
             ct = b.mul(ct, bt);
         }
         out = b.add(out, ct);
+    }
+    if s.fused.is_some_and(|f| f.relu) {
+        let z = b.const_tile(epi, tm, tn, 0.0);
+        out = b.max(out, z);
     }
     let out = b.cast(out, s.y.0, NO_SAT);
     let yview = view(ybuf, y_off, [s.m, s.n], [s.n as i64, 1]);
@@ -246,6 +288,33 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
         out,
     );
     kb.finish()
+}
+
+/// FusedMatMul's scale as a `tm × tn` tile of `dt`: one value, or the columns `j0..` of one
+/// per column.
+fn scale_tile(
+    b: &mut KernelBuilder,
+    buf: Buf,
+    len: u64,
+    j0: Val,
+    (tm, tn): (u16, u16),
+    dt: DType,
+) -> Val {
+    let zero = b.index(0);
+    let (dims, strides, origin, cols) = if len > 1 {
+        ([1, len], [0, 1], vec![zero, j0], tn)
+    } else {
+        ([1, 1], [0, 0], vec![zero, zero], 1)
+    };
+    let v = View {
+        buf,
+        offset: zero,
+        dims: dims.to_vec(),
+        strides: strides.to_vec(),
+    };
+    let t = b.tile_load(TileAt { view: v, origin }, 1, cols, Scalar::Float(0.0));
+    let t = b.cast(t, dt, NO_SAT);
+    b.tile_broadcast(t, tm, tn)
 }
 
 /// Tile `t` (of an operand whose k index runs along `axis` from `k0`) with the lanes at k >= `k`

@@ -7,7 +7,7 @@
 //! the kernel computes the range of kernel taps that land inside the input, so the inner loops
 //! carry no bounds checks. The normalisations share one row kernel ([`norm_kernel`]).
 
-use crate::contraction::{mm_tiles, tile_matmul_kernel, CTerm, MmSpec, ZeroPoint};
+use crate::contraction::{launch_matmul, CTerm, MmSpec, ZeroPoint};
 use crate::movement::{chunking, for_each_item, norm_axis, operand, result};
 use crate::util::{broadcast_strides, linear_index, strides, unravel};
 use crate::{LowerCx, Result};
@@ -117,6 +117,23 @@ fn lower_matmul_like(
     acc: DType,
     zps: [Option<ValueId>; 2],
 ) -> Result<Execution> {
+    let Some((spec, mut args)) = matmul_spec(cx, node, acc, zps)? else {
+        return Ok(Execution::Kernel);
+    };
+    args.push(cx.buffer(result(cx, node, 0)?)?);
+    launch_matmul(cx, &spec, args);
+    Ok(Execution::Kernel)
+}
+
+/// The tile program's spec of a (batched, broadcast) product of operands 0 and 1 of `node`,
+/// with the zero points `zps`, and its arguments but Y (A, B, [zero points]); `None` when the
+/// result is empty.
+pub(crate) fn matmul_spec(
+    cx: &mut LowerCx,
+    node: &Node,
+    acc: DType,
+    zps: [Option<ValueId>; 2],
+) -> Result<Option<(MmSpec, Vec<tessera_kir::BufferId>)>> {
     let (a, bv, y) = (
         operand(cx, node, 0)?,
         operand(cx, node, 1)?,
@@ -148,7 +165,7 @@ fn lower_matmul_like(
         return Err(cx.invalid("result size does not match the operands"));
     }
     if total == 0 {
-        return Ok(Execution::Kernel);
+        return Ok(None);
     }
     let a_bst: Vec<u64> = broadcast_strides(ab, &batch)
         .iter()
@@ -179,6 +196,7 @@ fn lower_matmul_like(
         c: None,
         a_zp: None,
         b_zp: None,
+        fused: None,
     };
     let mut args = vec![cx.buffer(a)?, cx.buffer(bv)?];
     for (i, z) in zps.iter().enumerate() {
@@ -206,17 +224,7 @@ fn lower_matmul_like(
         }
         args.push(cx.buffer(z)?);
     }
-    args.push(cx.buffer(y)?);
-    let tiles = mm_tiles(
-        cx.desc,
-        spec.a.0,
-        spec.b.0,
-        spec.acc,
-        (spec.m, spec.n, spec.k),
-    );
-    let k = tile_matmul_kernel(&spec, tiles);
-    cx.launch(k, args);
-    Ok(Execution::Kernel)
+    Ok(Some((spec, args)))
 }
 
 // ==== MatMul ====
@@ -332,16 +340,9 @@ fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         c,
         a_zp: None,
         b_zp: None,
+        fused: None,
     };
-    let tiles = mm_tiles(
-        cx.desc,
-        spec.a.0,
-        spec.b.0,
-        spec.acc,
-        (spec.m, spec.n, spec.k),
-    );
-    let kern = tile_matmul_kernel(&spec, tiles);
-    cx.launch(kern, args);
+    launch_matmul(cx, &spec, args);
     Ok(Execution::Kernel)
 }
 

@@ -17,6 +17,7 @@ pub mod control;
 pub mod custom;
 pub mod dense;
 pub mod elementwise;
+pub mod fused;
 pub mod movement;
 pub mod quant;
 pub mod reduce;
@@ -533,6 +534,7 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         }
         Op::Binarizer | Op::ArrayFeatureExtractor => spectral::lower(cx, node),
         // added: linear attention and quantized ops
+        Op::FusedMatMul => fused::lower(cx, node),
         Op::LinearAttention | Op::CausalConvWithState | Op::QLinearMatMul => extra::lower(cx, node),
         Op::TensorScatter | Op::DeformConv | Op::RoiAlign | Op::QLinearConv => {
             extra::lower(cx, node)

@@ -108,6 +108,7 @@ impl Host {
         let opts = tessera_kir::passes::ScalarizeOptions {
             vector_bytes: self.desc.vector_bytes,
             blocked_f32_mma: true,
+            blocked_i32_mma: true,
             block_rows: 4,
             block_vectors: 2,
             fma: crate::cpu::has_fma(&*self.isa),

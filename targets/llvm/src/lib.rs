@@ -136,6 +136,7 @@ impl LlvmCpu {
         let opts = tessera_kir::passes::ScalarizeOptions {
             vector_bytes: self.desc.vector_bytes,
             blocked_f32_mma: true,
+            blocked_i32_mma: true,
             block_rows,
             block_vectors,
             // One rounding per step where the CPU fuses (the fingerprint records `fma`).

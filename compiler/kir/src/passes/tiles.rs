@@ -40,6 +40,9 @@ pub struct ScalarizeOptions {
     pub vector_bytes: u32,
     /// Use the register-blocked f32 expansion of `tile.mma` (see the module doc).
     pub blocked_f32_mma: bool,
+    /// Use the same register-blocked expansion for i32 products (operands and accumulator in
+    /// i32, as integer matrix products are after their operand casts).
+    pub blocked_i32_mma: bool,
     /// Accumulator rows and vectors per row of that expansion.
     pub block_rows: u32,
     pub block_vectors: u32,
@@ -54,6 +57,7 @@ impl Default for ScalarizeOptions {
         ScalarizeOptions {
             vector_bytes: 0,
             blocked_f32_mma: false,
+            blocked_i32_mma: false,
             block_rows: 1,
             block_vectors: 1,
             fma: false,
@@ -851,6 +855,14 @@ impl Sc {
             .all(|&e| tile_storage(e) == DType::F32);
         let lanes = self.lanes_for(DType::F32).max(1) as u32;
         let (mr, nv) = (self.opts.block_rows.max(1), self.opts.block_vectors.max(1));
+        let i32_all = [at.elem, btt.elem, rt.elem]
+            .iter()
+            .all(|&e| tile_storage(e) == DType::I32);
+        if self.opts.blocked_i32_mma && i32_all && !b_transposed {
+            let lanes = self.lanes_for(DType::I32).max(1) as u32;
+            blocked_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, false);
+            return;
+        }
         if self.opts.blocked_f32_mma && f32_all && rt.elem == DType::F32 {
             let fma = self.opts.fma;
             if b_transposed {

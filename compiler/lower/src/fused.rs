@@ -1,0 +1,86 @@
+//! FusedMatMul, the optimizer's one-kernel matrix product (compiler/opt): `activation(scale ·
+//! (A − a_zp)(B − b_zp) + bias)`. It is the matrix-product tile program of `contraction.rs`
+//! with a longer epilogue: the bias is Gemm's C term, the scale and the activation are
+//! [`FusedEpilogue`]. Integer operands accumulate in i32 where the target's `mma` table has the
+//! pair, else in f32; the epilogue runs in f32.
+
+use crate::contraction::{launch_matmul, CTerm, FusedEpilogue};
+use crate::dense::matmul_spec;
+use crate::movement::{operand, result};
+use crate::{LowerCx, Result};
+use tessera_ir::{DType, Node};
+use tessera_kir::Execution;
+
+// ==== FusedMatMul ====
+
+pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
+    let (a, b, y) = (
+        operand(cx, node, 0)?,
+        operand(cx, node, 1)?,
+        result(cx, node, 0)?,
+    );
+    let (at, bt, yt) = (cx.dtype(a)?, cx.dtype(b)?, cx.dtype(y)?);
+    let int = |t: DType| matches!(t, DType::I8 | DType::U8);
+    // Integer products accumulate in i32 where the target's matrix unit has the pair; elsewhere
+    // in f32 on the exact integer values (each product is exact, the sum rounds as an f32
+    // product does), which runs at the target's f32 rate.
+    let acc = if int(at) && int(bt) {
+        if cx.desc.mma_pair(at, bt, DType::I32).is_some() {
+            DType::I32
+        } else {
+            DType::F32
+        }
+    } else if at.is_float() && at.bits() >= 16 && bt.is_float() && bt.bits() >= 16 {
+        DType::F32
+    } else {
+        return Err(cx.unsupported(format!("FusedMatMul on {at} x {bt}")));
+    };
+    if !yt.is_float() {
+        return Err(cx.unsupported(format!("FusedMatMul with a {yt} result")));
+    }
+    let relu = match node.attr_str("activation").unwrap_or("") {
+        "" => false,
+        "Relu" => true,
+        other => return Err(cx.unsupported(format!("FusedMatMul activation `{other}`"))),
+    };
+    let zps = if int(at) && int(bt) {
+        [node.input(3), node.input(4)]
+    } else {
+        [None, None]
+    };
+    let Some((mut spec, mut args)) = matmul_spec(cx, node, acc, zps)? else {
+        return Ok(Execution::Kernel);
+    };
+    let n = spec.n;
+    if let Some(c) = node.input(2) {
+        if cx.numel(c)? != n || cx.dims(c)?.iter().rev().skip(1).any(|&d| d != 1) {
+            return Err(cx.invalid(format!(
+                "bias {:?} is not one value per column",
+                cx.dims(c)?
+            )));
+        }
+        spec.c = Some(CTerm {
+            dtype: cx.dtype(c)?,
+            len: n,
+            rs: 0,
+            cs: 1,
+        });
+        args.insert(2, cx.buffer(c)?);
+    }
+    let scale = match node.input(5) {
+        Some(s) => {
+            let len = cx.numel(s)?;
+            if len != 1 && len != n {
+                return Err(cx.invalid(format!("scale of {len} elements (1 or {n})")));
+            }
+            args.push(cx.buffer(s)?);
+            Some((cx.dtype(s)?, len))
+        }
+        None => None,
+    };
+    spec.fused = Some(FusedEpilogue { scale, relu });
+    spec.y.0 = yt;
+    args.push(cx.buffer(y)?);
+    launch_matmul(cx, &spec, args);
+    Ok(Execution::Kernel)
+}

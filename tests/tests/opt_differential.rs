@@ -1,0 +1,200 @@
+//! The optimizer's differential test: every ONNX node test and every example model, at
+//! `--opt-level 0` and at 2. A case whose graph the optimizer leaves unchanged compiles to the
+//! same artifact at both levels, so only the cases it changes are run: a node test must keep
+//! its status on interp, host and npu-sim (a pass at 0 is a pass at 1 and 2, within the
+//! conformance tolerance: the pass lists hold at the default level), and an example
+//! model's outputs at 2 must match those at 0 to the f32 tolerance (reassociation only).
+
+use std::collections::BTreeMap;
+use tessera_driver::conformance::{self, Status};
+use tessera_driver::{CompileOptions, OptLevel};
+use tessera_ir::Tensor;
+
+/// Example inputs of a case folder's first data set, by graph-input name.
+fn inputs(case: &std::path::Path) -> Option<BTreeMap<String, Tensor>> {
+    let names = tessera_onnx::input_names(&case.join("model.onnx")).ok()?;
+    let mut m = BTreeMap::new();
+    for (k, n) in names.iter().enumerate() {
+        let p = case.join(format!("test_data_set_0/input_{k}.pb"));
+        m.insert(n.clone(), tessera_onnx::read_tensor_file(&p).ok()?);
+    }
+    Some(m)
+}
+
+/// Whether the optimizer at level 2 changes the case's graph on `target` (None: no import).
+fn changed(case: &std::path::Path, target: &str) -> Option<(bool, Vec<String>)> {
+    let named = inputs(case)?;
+    let mut opts = CompileOptions::for_target(target).with_inputs(&named);
+    opts.opt_level = OptLevel::O2;
+    let g = tessera_driver::import(&case.join("model.onnx"), &opts).ok()?;
+    match tessera_driver::optimize(&g, &opts) {
+        Ok((_, r)) => Some((r.changed, r.fired.keys().cloned().collect())),
+        // An optimizer error on an importable model is a bug: report it as a change, so
+        // that the run at level 2 fails and names the rule.
+        Err(e) => Some((true, vec![e.to_string()])),
+    }
+}
+
+/// Node tests on `target`: each case the optimizer changes must keep a pass at -O0 as a pass
+/// at -O1 (the default, so the pass lists hold) and at -O2.
+fn node_tests_on(target: &str) {
+    let dir = tessera_tests::node_tests();
+    let cases = conformance::discover(&dir).unwrap();
+    let mut compared = 0;
+    let mut failures = Vec::new();
+    for case in &cases {
+        let Some((true, fired)) = changed(case, target) else {
+            continue;
+        };
+        compared += 1;
+        let at0 = conformance::run_case_at(case, target, OptLevel::O0);
+        if at0.status != Status::Pass {
+            continue;
+        }
+        for level in [OptLevel::O1, OptLevel::O2] {
+            let r = conformance::run_case_at(case, target, level);
+            if r.status != Status::Pass {
+                failures.push(format!(
+                    "{} on {target} (rules {fired:?}): passes at -O0, {:?} at {level:?}: {}",
+                    r.name, r.status, r.message
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "{target}: {} node tests, {compared} changed by the optimizer and compared",
+        cases.len()
+    );
+    assert!(
+        compared > 0,
+        "the optimizer changed no node test on {target}"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn node_tests_keep_their_status_on_interp() {
+    node_tests_on("interp");
+}
+
+#[test]
+fn node_tests_keep_their_status_on_host() {
+    node_tests_on("host");
+}
+
+#[test]
+fn node_tests_keep_their_status_on_npu_sim() {
+    node_tests_on("npu-sim");
+}
+
+fn run_model(model: &str, target: &str, level: OptLevel) -> Vec<Tensor> {
+    let dir = tessera_tests::models().join(model);
+    let named = inputs(&dir).unwrap();
+    let mut opts = CompileOptions::for_target(target).with_inputs(&named);
+    opts.opt_level = level;
+    let artifact = tessera_driver::compile_file(&dir.join("model.onnx"), &opts).unwrap();
+    let m = tessera_driver::load(artifact, target).unwrap();
+    let ins: Vec<Tensor> = m
+        .inputs()
+        .iter()
+        .map(|io| named[&io.name].clone())
+        .collect();
+    m.run(&ins).unwrap()
+}
+
+#[test]
+fn example_models_match_across_opt_levels() {
+    for model in ["mlp", "cnn", "bert"] {
+        let a = run_model(model, "host", OptLevel::O0);
+        let b = run_model(model, "host", OptLevel::O2);
+        assert_eq!(a.len(), b.len());
+        for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+            conformance::compare(y, x)
+                .unwrap_or_else(|m| panic!("{model} output {k}, -O2 vs -O0: {m}"));
+        }
+    }
+}
+
+/// Runs `g` on `target` after the optimizer at level 2 under `precision`; returns the output
+/// and the rules that fired.
+fn run_graph(
+    g: &tessera_ir::Graph,
+    inputs: &[Tensor],
+    target: &str,
+    precision: tessera_driver::Precision,
+) -> (Tensor, Vec<String>) {
+    let mut opts = CompileOptions::for_target(target);
+    opts.opt_level = OptLevel::O2;
+    opts.precision = precision;
+    let (g, report) = tessera_driver::optimize(g, &opts).unwrap();
+    let artifact = tessera_driver::compile_graph(&g, "bf16-bound", target).unwrap();
+    let m = tessera_driver::load(artifact, target).unwrap();
+    let out = m.run(inputs).unwrap().remove(0);
+    (out, report.fired.keys().cloned().collect())
+}
+
+/// Each narrow-float policy keeps a product within its documented bound (docs/optimizer.md):
+/// the largest error over the largest reference magnitude stays within the target's output
+/// tolerance for that dtype (`target.toml`), here on npu-sim, whose Cube runs the pairs.
+#[test]
+fn narrow_float_policies_stay_within_their_bounds() {
+    let mut g = tessera_ir::text::parse(
+        "graph @mm(%x: f32[64,256], %w: f32[256,128]) -> (%y) {\n  %y = MatMul(%x, %w)\n}\n",
+    )
+    .unwrap();
+    tessera_ir::infer_shapes(&mut g).unwrap();
+    // Deterministic values in [-1, 1).
+    let mut state = 2026u64;
+    let mut vals = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    };
+    let inputs = vec![
+        Tensor::from_f32(vec![64, 256], &vals(64 * 256)),
+        Tensor::from_f32(vec![256, 128], &vals(256 * 128)),
+    ];
+    let (exact, fired) = run_graph(&g, &inputs, "npu-sim", tessera_driver::Precision::Exact);
+    assert!(fired.is_empty(), "{fired:?}");
+    let desc = tessera_driver::targets::lookup("npu-sim")
+        .unwrap()
+        .desc()
+        .clone();
+    for (policy, dtype, rule) in [
+        (
+            tessera_driver::Precision::Bf16,
+            tessera_ir::DType::BF16,
+            "matmul-bf16",
+        ),
+        (
+            tessera_driver::Precision::F16,
+            tessera_ir::DType::F16,
+            "matmul-f16",
+        ),
+    ] {
+        let (got, fired) = run_graph(&g, &inputs, "npu-sim", policy);
+        assert_eq!(fired, [rule]);
+        let (mut err, mut big) = (0f64, 0f64);
+        for i in 0..exact.num_elements() {
+            let (a, b) = (got.get_f64(i).unwrap(), exact.get_f64(i).unwrap());
+            err = err.max((a - b).abs());
+            big = big.max(b.abs());
+        }
+        let (rel, _) = desc.tolerance_of(dtype).unwrap();
+        let e = err / big;
+        eprintln!("{rule}: relative error {e:.3e} (bound {rel:.1e})");
+        assert!(
+            e > 0.0,
+            "{rule} changed nothing: was the narrow product chosen?"
+        );
+        assert!(
+            e <= rel,
+            "{rule}: relative error {e:.3e} above the bound {rel:.1e}"
+        );
+    }
+}
