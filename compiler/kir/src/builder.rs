@@ -179,6 +179,12 @@ impl KernelBuilder {
         self.emit1(InstKind::Select(cond, a, b), t)
     }
 
+    /// `a * b + c` with one rounding (f32/f64).
+    pub fn fma(&mut self, a: Val, b: Val, c: Val) -> Val {
+        let t = self.ty(a);
+        self.emit1(InstKind::Fma(a, b, c), t)
+    }
+
     /// Casts `x` to element type `to` (keeping its lane count).
     pub fn cast(&mut self, x: Val, to: DType, mode: CastMode) -> Val {
         let t = self.ty(x).with_elem(to);

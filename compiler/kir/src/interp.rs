@@ -807,6 +807,22 @@ impl<'k> Machine<'k, '_> {
                         cmp(*op, t.elem, self.regs[ao + l], self.regs[bo + l]) as u64;
                 }
             }
+            Fma(a, b, c) => {
+                let r = inst.results[0];
+                let t = self.ty(r);
+                let (ao, bo, co, ro) = (self.o(*a), self.o(*b), self.o(*c), self.o(r));
+                for l in 0..t.count() as usize {
+                    let (x, y, z) = (self.regs[ao + l], self.regs[bo + l], self.regs[co + l]);
+                    self.regs[ro + l] = if t.elem == DType::F64 {
+                        f64::from_bits(x)
+                            .mul_add(f64::from_bits(y), f64::from_bits(z))
+                            .to_bits()
+                    } else {
+                        let f = |v: u64| f32::from_bits(v as u32);
+                        f(x).mul_add(f(y), f(z)).to_bits() as u64
+                    };
+                }
+            }
             Select(c, a, b) => {
                 let r = inst.results[0];
                 let n = self.ty(r).count() as usize;

@@ -509,6 +509,10 @@ pub enum InstKind {
     Cmp(CmpOp, Val, Val),
     /// `cond ? a : b`, lane-wise when `cond` is a vector.
     Select(Val, Val, Val),
+    /// `a * b + c` on f32 or f64 with one rounding (a fused multiply-add). Passes emit it only
+    /// for backends that ask for it (`ScalarizeOptions::fma`): a backend without a fused
+    /// instruction may refuse it, but never computes it with two roundings.
+    Fma(Val, Val, Val),
     /// Converts to the result type, see [`CastMode`].
     Cast(Val, CastMode),
     /// Reinterprets the bits as the result type, which has the same total width.

@@ -335,6 +335,7 @@ impl Printer<'_> {
                 self.val(*a),
                 self.val(*b)
             ),
+            Fma(a, b, c) => format!("fma {}, {}, {}", self.val(*a), self.val(*b), self.val(*c)),
             Cast(x, m) => format!(
                 "cast{} {}",
                 if m.saturate { " sat" } else { "" },
@@ -1109,6 +1110,13 @@ impl Parser {
                 let a = self.val()?;
                 self.punct(',')?;
                 Select(c, a, self.val()?)
+            }
+            "fma" => {
+                let a = self.val()?;
+                self.punct(',')?;
+                let b = self.val()?;
+                self.punct(',')?;
+                Fma(a, b, self.val()?)
             }
             "cast" => {
                 let saturate = self.eat_keyword("sat");

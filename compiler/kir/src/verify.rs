@@ -440,6 +440,18 @@ impl<'k> Verifier<'k> {
                 self.same(inst, "right operand", bt, at)?;
                 self.same(inst, "result", t, at.with_elem(DType::Bool))?;
             }
+            Fma(a, b, c) => {
+                let t = rt(self)?;
+                let at = self.use_val(inst, *a)?;
+                let bt = self.use_val(inst, *b)?;
+                let ct = self.use_val(inst, *c)?;
+                self.same(inst, "second operand", bt, at)?;
+                self.same(inst, "addend", ct, at)?;
+                self.same(inst, "result", t, at)?;
+                if !matches!(at.elem, DType::F32 | DType::F64) {
+                    return Err(self.err(inst, format!("fma on {at}; expected f32 or f64")));
+                }
+            }
             Select(c, a, b) => {
                 let t = rt(self)?;
                 let ct = self.use_val(inst, *c)?;

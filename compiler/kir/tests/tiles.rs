@@ -113,6 +113,7 @@ fn blocked() -> ScalarizeOptions {
         blocked_f32_mma: true,
         block_rows: 2,
         block_vectors: 2,
+        fma: false,
     }
 }
 

@@ -476,3 +476,75 @@ fn newer_opsets_are_refused_unless_allowed() {
     m.opset_import[0].version = 28;
     assert!(import_bytes(&bytes(&m), None, &ImportOptions::default()).is_ok());
 }
+
+/// A one-node `com.microsoft` model of `op` on inputs `x` (f32 [5, 1, 4]) and `y`, whose
+/// other operands are named but never defined unless they are graph inputs.
+fn contrib_model(
+    op: &str,
+    inputs: &[&str],
+    graph_inputs: Vec<tessera_onnx::proto::ValueInfoProto>,
+) -> ModelProto {
+    let mut n = node(op, "q7", inputs, &["out"], vec![a_int("hidden_size", 2)]);
+    n.domain = "com.microsoft".into();
+    let mut m = model(
+        17,
+        G {
+            nodes: vec![n],
+            inputs: graph_inputs,
+            outputs: vec![out("out")],
+            inits: vec![],
+        },
+    );
+    m.opset_import
+        .push(tessera_onnx::proto::OperatorSetIdProto {
+            domain: "com.microsoft".into(),
+            version: 1,
+        });
+    m
+}
+
+#[test]
+fn quantized_contrib_ops_refuse_what_they_cannot_compute() {
+    let ins = |names: &[&str]| names.iter().map(|n| fixed(n, F32, &[5, 1, 4])).collect();
+    // DynamicQuantizeLSTM with sequence_lens: unsupported, naming the node and the operand.
+    let names = [
+        "x", "w", "r", "", "lens", "", "", "", "ws", "wz", "rs", "rz",
+    ];
+    let e = err_of(&contrib_model(
+        "DynamicQuantizeLSTM",
+        &names,
+        ins(&["x", "w", "r", "lens", "ws", "wz", "rs", "rz"]),
+    ));
+    assert!(e.is_unsupported(), "{e}");
+    let s = e.to_string();
+    for part in ["DynamicQuantizeLSTM", "q7", "sequence_lens"] {
+        assert!(s.contains(part), "{s} lacks {part}");
+    }
+    // W of a shape hidden_size does not imply: a bad model, naming the operand and shapes.
+    let names = ["x", "w", "r", "", "", "", "", "", "ws", "wz", "rs", "rz"];
+    let e = err_of(&contrib_model(
+        "DynamicQuantizeLSTM",
+        &names,
+        ins(&["x", "w", "r", "ws", "wz", "rs", "rz"]),
+    ));
+    assert!(matches!(e, OnnxError::BadModel(_)), "{e}");
+    let s = e.to_string();
+    for part in ["q7", "operand 1 (`W`)", "[1, 4, 8]", "[5, 1, 4]"] {
+        assert!(s.contains(part), "{s} lacks {part}");
+    }
+    // QGemm without its b_scale (operand 4): a bad model, naming the node and the operand.
+    let e = err_of(&contrib_model(
+        "QGemm",
+        &["x", "s", "z", "w"],
+        ins(&["x", "s", "z", "w"]),
+    ));
+    assert!(matches!(e, OnnxError::BadModel(_)), "{e}");
+    let s = e.to_string();
+    for part in ["QGemm", "q7", "operand 4 (`b_scale`)"] {
+        assert!(s.contains(part), "{s} lacks {part}");
+    }
+    // A y_zero_point without y_scale is refused rather than guessed at.
+    let names = ["x", "s", "z", "w", "s", "z", "", "", "z"];
+    let e = err_of(&contrib_model("QGemm", &names, ins(&["x", "s", "z", "w"])));
+    assert!(e.to_string().contains("without y_scale"), "{e}");
+}

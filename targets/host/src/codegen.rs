@@ -209,6 +209,7 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
         bases,
         pids: [p0, p1, p2],
         trap_slot,
+        has_fma: crate::cpu::has_fma(isa),
     };
     cg.zero_scratch(scratch_ptr, scratch);
     if let Some(y) = cg.block(&k.body)? {
@@ -396,6 +397,8 @@ struct Cg<'k, 'f> {
     pids: [Value; 3],
     /// Where a `trap` writes `[1, code, value]` (see [`crate::blob`]).
     trap_slot: Value,
+    /// Whether the ISA has a fused multiply-add instruction.
+    has_fma: bool,
 }
 
 impl Cg<'_, '_> {
@@ -675,6 +678,7 @@ impl Cg<'_, '_> {
             InstKind::Binary(op, a, b) => self.binary(inst, *op, *a, *b),
             InstKind::Cmp(op, a, b) => self.cmp(inst, *op, *a, *b),
             InstKind::Select(c, a, b) => self.select(inst, *c, *a, *b),
+            InstKind::Fma(a, b, c) => self.fma(inst, *a, *b, *c),
             InstKind::Cast(x, _mode) => self.cast(inst, *x),
             InstKind::Bitcast(x) => self.bitcast(inst, *x),
             InstKind::Splat(x) => self.splat(inst, *x),
@@ -802,6 +806,24 @@ impl Cg<'_, '_> {
             UnOp::Floor | UnOp::Ceil | UnOp::Round | UnOp::Trunc if !elem.is_float() => p,
             _ => return unsupported(format!("unary `{op:?}` on {elem}")),
         })
+    }
+
+    // ==== `fma` ====
+
+    /// One rounding, as kernel IR says: only where the ISA has the instruction (Cranelift would
+    /// otherwise call `fmaf`, and blobs may not call anything).
+    fn fma(&mut self, inst: &Inst, a: Val, b: Val, c: Val) -> R<()> {
+        let r = Self::result(inst, 0)?;
+        self.same_types("fma operands", &[a, a], &[b, c])?;
+        if !self.has_fma {
+            return unsupported("`fma` on a CPU without FMA".to_string());
+        }
+        let (pa, pb, pc) = (self.plain(a)?, self.plain(b)?, self.plain(c)?);
+        let mut out = Vec::with_capacity(pa.len());
+        for ((x, y), z) in pa.into_iter().zip(pb).zip(pc) {
+            out.push(self.b.ins().fma(x, y, z));
+        }
+        self.def(r, Repr::plain(out))
     }
 
     // ==== `binary` ====

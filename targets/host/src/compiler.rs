@@ -103,12 +103,14 @@ impl Host {
         // Register blocking is this backend's choice: tiles become vectors of the desc's width,
         // and `tile.mma` a block of `block_rows × block_vectors` f32 vector accumulators, which
         // with the B vectors and the broadcast A element fits the 16 xmm registers Cranelift
-        // allocates without spilling.
+        // allocates without spilling. With FMA in the CPU (recorded in the fingerprint, so the
+        // runtime refuses the blob on a CPU without it) each step is one fused multiply-add.
         let opts = tessera_kir::passes::ScalarizeOptions {
             vector_bytes: self.desc.vector_bytes,
             blocked_f32_mma: true,
             block_rows: 4,
             block_vectors: 2,
+            fma: crate::cpu::has_fma(&*self.isa),
         };
         tessera_kir::passes::scalarize_tiles(&mut k, &opts)
             .and_then(|()| tessera_kir::passes::to_backend_subset(&mut k))

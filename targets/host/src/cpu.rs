@@ -27,6 +27,14 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("has_avx512vnni", "avx512vnni"),
 ];
 
+/// Whether code for `isa` may use fused multiply-add instructions.
+#[cfg(feature = "compiler")]
+pub fn has_fma(isa: &dyn cranelift_codegen::isa::TargetIsa) -> bool {
+    isa.isa_flags()
+        .iter()
+        .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
+}
+
 /// The features of x86-64-v2 (SSE4.2 and POPCNT), which `Host::portable` compiles for.
 pub const PORTABLE: &[&str] = &[
     "has_sse3",

@@ -1658,7 +1658,7 @@ impl Liveness {
                 | InstKind::Extract(x, _)
                 | InstKind::ReduceLanes(_, x) => vec![*x],
                 InstKind::Binary(_, a, b) | InstKind::Cmp(_, a, b) => vec![*a, *b],
-                InstKind::Select(c, a, b) => vec![*c, *a, *b],
+                InstKind::Select(c, a, b) | InstKind::Fma(c, a, b) => vec![*c, *a, *b],
                 InstKind::Load { index, .. } => vec![*index],
                 InstKind::Store { index, value, .. } => vec![*index, *value],
                 InstKind::Yield(vals) => vals.clone(),

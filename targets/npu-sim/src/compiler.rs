@@ -101,6 +101,7 @@ impl NpuSim {
                 blocked_f32_mma: true,
                 block_rows: 4,
                 block_vectors: 1,
+                fma: false,
             };
             scalarize_tiles(k, &opts)?;
             let mut mmas = Vec::new();

@@ -801,3 +801,45 @@ fn verifier_wants_a_bool_condition_and_an_index_value() {
         "{e}"
     );
 }
+
+/// `fma` rounds once: `x·x - x·x` computed as `fma(x, x, -(x·x))` is the rounding error of the
+/// product, which two roundings would make 0. It round-trips as text, and the verifier refuses
+/// it on integers.
+#[test]
+fn fma_rounds_once_round_trips_and_is_float_only() {
+    let mut b = KernelBuilder::new("fma");
+    let x = b.param("x", DType::F32, 4, Access::Read);
+    let o = b.param("out", DType::F32, 4, Access::Write);
+    let z = b.index(0);
+    let v = b.load(x, z, 4);
+    let p = b.mul(v, v);
+    let zero = b.const_float(Ty::vector(DType::F32, 4), 0.0);
+    let np = b.sub(zero, p);
+    let e = b.fma(v, v, np);
+    b.store(o, z, e);
+    let k = b.finish();
+    crate::verify::verify(&k).unwrap();
+    let text = crate::text::print_kernel(&k);
+    assert!(text.contains("fma %"), "{text}");
+    let back = crate::text::parse_kernel(&text).unwrap();
+    assert_eq!(crate::text::print_kernel(&back), text);
+    let xs = [1.0f32 + f32::EPSILON, 3.0, 0.1, 1.0 / 3.0];
+    let mut xb: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut ob = vec![0u8; 16];
+    run_kernel(&back, &mut [&mut xb, &mut ob]).unwrap();
+    for (i, (&x, c)) in xs.iter().zip(ob.chunks(4)).enumerate() {
+        let got = f32::from_le_bytes(c.try_into().unwrap());
+        let want = ((x as f64) * (x as f64) - ((x * x) as f64)) as f32;
+        assert_eq!(got, want, "lane {i}");
+    }
+    assert_ne!(f32::from_le_bytes(ob[..4].try_into().unwrap()), 0.0);
+
+    let mut b = KernelBuilder::new("fma_int");
+    let x = b.param("x", DType::I32, 1, Access::ReadWrite);
+    let z = b.index(0);
+    let v = b.load(x, z, 1);
+    let e = b.fma(v, v, v);
+    b.store(x, z, e);
+    let err = crate::verify::verify(&b.finish()).unwrap_err().to_string();
+    assert!(err.contains("expected f32 or f64"), "{err}");
+}

@@ -125,7 +125,7 @@ pub(crate) fn map_operands(kind: &mut InstKind, f: impl Fn(Val) -> Val) {
             *a = f(*a);
             *b = f(*b);
         }
-        Select(c, a, b) => {
+        Select(c, a, b) | Fma(c, a, b) => {
             *c = f(*c);
             *a = f(*a);
             *b = f(*b);

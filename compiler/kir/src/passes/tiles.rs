@@ -43,6 +43,9 @@ pub struct ScalarizeOptions {
     /// Accumulator rows and vectors per row of that expansion.
     pub block_rows: u32,
     pub block_vectors: u32,
+    /// Accumulate that expansion with `fma` (one rounding per step) instead of `mul` then
+    /// `add`: for backends whose CPU has a fused multiply-add.
+    pub fma: bool,
 }
 
 impl Default for ScalarizeOptions {
@@ -53,6 +56,7 @@ impl Default for ScalarizeOptions {
             blocked_f32_mma: false,
             block_rows: 1,
             block_vectors: 1,
+            fma: false,
         }
     }
 }
@@ -399,6 +403,9 @@ impl Sc {
             }
             Cmp(op, x, y) => self.map(r.expect("cmp defines a value"), &[x, y], move |b, a| {
                 b.cmp(op, a[0], a[1])
+            }),
+            Fma(x, y, z) => self.map(r.expect("fma defines a value"), &[x, y, z], |b, a| {
+                b.fma(a[0], a[1], a[2])
             }),
             Select(c, x, y) => {
                 let r = r.expect("select defines a value");
@@ -845,10 +852,11 @@ impl Sc {
         let lanes = self.lanes_for(DType::F32).max(1) as u32;
         let (mr, nv) = (self.opts.block_rows.max(1), self.opts.block_vectors.max(1));
         if self.opts.blocked_f32_mma && f32_all && rt.elem == DType::F32 {
+            let fma = self.opts.fma;
             if b_transposed {
-                dot_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv);
+                dot_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, fma);
             } else {
-                blocked_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv);
+                blocked_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, fma);
             }
             return;
         }
@@ -1068,6 +1076,7 @@ fn tile_index(b: &mut KernelBuilder, t: &TileAt, i: Val, j: Val) -> (Val, Val) {
 
 /// `R += A · B` on row-major f32 buffers A (m × k), B (k × n), R (m × n), register-blocked:
 /// `mr` rows by `nv` vectors of `lanes` accumulators per step of k.
+#[allow(clippy::too_many_arguments)]
 fn blocked_mma(
     b: &mut KernelBuilder,
     (ab, bb, rb): (Buf, Buf, Buf),
@@ -1075,6 +1084,7 @@ fn blocked_mma(
     lanes: u32,
     mr: u32,
     nv: u32,
+    fma: bool,
 ) {
     // Column segments: blocks of nv vectors, then single vectors, then single elements.
     let wide = nv * lanes;
@@ -1082,19 +1092,29 @@ fn blocked_mma(
     let n_vec = n_wide + (n - n_wide) / lanes * lanes;
     blocks(b, m, mr, &|b, i0, rows| {
         blocks(b, n_wide, wide, &|b, j0, _| {
-            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, nv, lanes)
+            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, nv, lanes, fma)
         });
         if lanes > 1 {
             for j in (n_wide..n_vec).step_by(lanes as usize) {
                 let j0 = b.index(j as i64);
-                micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, lanes);
+                micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, lanes, fma);
             }
         }
         for j in n_vec..n {
             let j0 = b.index(j as i64);
-            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, 1);
+            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, 1, fma);
         }
     });
+}
+
+/// `acc + x·y`: one `fma`, or a `mul` and an `add`.
+fn mul_add(b: &mut KernelBuilder, x: Val, y: Val, acc: Val, fma: bool) -> Val {
+    if fma {
+        b.fma(x, y, acc)
+    } else {
+        let p = b.mul(x, y);
+        b.add(acc, p)
+    }
 }
 
 /// Calls `f(b, start, count)` over `0..n` in blocks of `blk`: a loop over the full blocks
@@ -1125,6 +1145,7 @@ fn micro(
     j0: Val,
     nv: u32,
     lanes: u32,
+    fma: bool,
 ) {
     let l = lanes as u16;
     let (nn, kk) = (b.index(n as i64), b.index(k as i64));
@@ -1160,8 +1181,7 @@ fn micro(
             let x = b.load(ab, e, 1);
             let xs = if l > 1 { b.splat(x, l) } else { x };
             for g in 0..nv as usize {
-                let p = b.mul(xs, bv[g]);
-                next.push(b.add(acc[r * nv as usize + g], p));
+                next.push(mul_add(b, xs, bv[g], acc[r * nv as usize + g], fma));
             }
         }
         next
@@ -1181,11 +1201,12 @@ fn dot_mma(
     lanes: u32,
     mr: u32,
     nc: u32,
+    fma: bool,
 ) {
     // `mr × nc` vector accumulators, plus `mr` A vectors and `nc` B vectors, live at once.
     blocks(b, m, mr, &|b, i0, rows| {
         blocks(b, n, nc, &|b, j0, cols| {
-            dot_micro(b, (ab, bb, rb), (n, k), i0, rows, j0, cols, lanes)
+            dot_micro(b, (ab, bb, rb), (n, k), i0, rows, j0, cols, lanes, fma)
         })
     });
 }
@@ -1201,6 +1222,7 @@ fn dot_micro(
     j0: Val,
     cols: u32,
     lanes: u32,
+    fma: bool,
 ) {
     let kk = b.index(k as i64);
     let nn = b.index(n as i64);
@@ -1235,8 +1257,7 @@ fn dot_micro(
             let mut next = Vec::with_capacity(acc.len());
             for r in 0..rows as usize {
                 for c in 0..cols as usize {
-                    let p = b.mul(av[r], bv[c]);
-                    next.push(b.add(acc[r * cols as usize + c], p));
+                    next.push(mul_add(b, av[r], bv[c], acc[r * cols as usize + c], fma));
                 }
             }
             next
@@ -1258,8 +1279,7 @@ fn dot_micro(
                 for c in 0..cols as usize {
                     let eb = b.add(b_rows[c], kv);
                     let y = b.load(bb, eb, 1);
-                    let p = b.mul(x, y);
-                    next.push(b.add(acc[r * cols as usize + c], p));
+                    next.push(mul_add(b, x, y, acc[r * cols as usize + c], fma));
                 }
             }
             next
