@@ -335,6 +335,11 @@ impl<'k> Builder<'k> {
 
     /// The index arithmetic of `v` at `iv = i`.
     fn eval(&self, v: Val, i: i64, depth: u32) -> Option<i64> {
+        self.eval_at(v, i, None, depth)
+    }
+
+    /// The index arithmetic of `v` at `iv = i` and, when `pid` is given, `program_id 0 = pid`.
+    fn eval_at(&self, v: Val, i: i64, pid: Option<i64>, depth: u32) -> Option<i64> {
         if v == self.iv {
             return Some(i);
         }
@@ -347,8 +352,12 @@ impl<'k> Builder<'k> {
         }
         match &inst.kind {
             InstKind::Const(Scalar::Int(c)) => Some(*c),
+            InstKind::ProgramId(0) => pid,
             InstKind::Binary(op, a, b) => {
-                let (a, b) = (self.eval(*a, i, depth + 1)?, self.eval(*b, i, depth + 1)?);
+                let (a, b) = (
+                    self.eval_at(*a, i, pid, depth + 1)?,
+                    self.eval_at(*b, i, pid, depth + 1)?,
+                );
                 match op {
                     BinOp::Add => a.checked_add(b),
                     BinOp::Sub => a.checked_sub(b),
@@ -578,6 +587,28 @@ pub fn recognise(kernel: &Kernel) -> Option<Stream> {
         consts: HashMap::new(),
         n,
     };
+    // The loops must cover `0..n` exactly, in order: each instance's first loop starts where
+    // the previous instance's last loop ended, and each loop where the one before it ended.
+    let grid = kernel.grid.first().copied().unwrap_or(1).max(1);
+    let mut at = 0i64;
+    for pid in 0..grid as i64 {
+        for (l, _) in &loops {
+            let InstKind::For { lo, hi, .. } = &l.kind else {
+                return None;
+            };
+            let (lo, hi) = (
+                b.eval_at(*lo, 0, Some(pid), 0)?,
+                b.eval_at(*hi, 0, Some(pid), 0)?,
+            );
+            if lo != at || hi < lo {
+                return None;
+            }
+            at = hi;
+        }
+    }
+    if at != n as i64 {
+        return None;
+    }
     let mut stored = None;
     for inst in &body.insts {
         match &inst.kind {
