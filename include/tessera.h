@@ -109,7 +109,7 @@ const char *tessera_last_error(void);
 const char *tessera_status_name(TesseraStatus status);
 
 // Reads, validates and loads the `.tsa` artifact at `path`. `target` names the device
-// (`"host"`, `"interp"`) and must match the artifact's target; NULL means the artifact's own.
+// (`"host"`, `"llvm-x86_64"`, `"interp"`) and must match the artifact's target; NULL means the artifact's own.
 // On success `*out` holds the model; on failure it is set to NULL.
 //
 // # Safety
@@ -136,7 +136,7 @@ TesseraStatus tessera_model_load_memory(const uint8_t *data,
 // `model` is NULL or a pointer from `tessera_model_load_*` not freed before.
 void tessera_model_free(struct TesseraModel *model);
 
-// The target the model runs on (`"host"`, `"interp"`), valid while the model lives; NULL if
+// The target the model runs on (`"host"`, `"llvm-x86_64"`, `"interp"`), valid while the model lives; NULL if
 // `model` is NULL.
 //
 // # Safety

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, when missing: a C compiler (the C ABI example),
-# Graphviz `dot` (the layout of `tessera show` pages) and Chromium (the headless-browser test
-# of those pages). A no-op when all are present.
+# Graphviz `dot` (the layout of `tessera show` pages), Chromium (the headless-browser test
+# of those pages) and LLVM 22 (the `llvm` cargo feature: the llvm-x86_64 target links
+# libLLVM-22.so). A no-op when all are present.
 set -euo pipefail
 need=()
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v dot >/dev/null || need+=(graphviz)
 command -v chromium >/dev/null || need+=(chromium)
+# llvm-sys links libLLVM-22.so and reads llvm-config; the -dev packages bring both.
+# libclang-22-dev is not needed: llvm-sys links libLLVM only, and it would add ~370 MB.
+[ -x /usr/lib/llvm-22/bin/llvm-config ] || need+=(llvm-22-dev libpolly-22-dev)
+for dev in zlib1g-dev libzstd-dev libffi-dev libxml2-dev; do
+    dpkg-query -W -f='${Status}' "$dev" 2>/dev/null | grep -q "install ok installed" || need+=("$dev")
+done
 if ((${#need[@]})); then
     sudo=()
     [[ "$(id -u)" -eq 0 ]] || sudo=(sudo)

@@ -12,6 +12,8 @@ scripts/make-models.sh
 scripts/make-contrib-tests.sh
 # A test run from scratch gains nothing from incremental caches, which would add gigabytes.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The `llvm` feature (llvm-x86_64) builds against Debian's LLVM 22, linked dynamically.
+export LLVM_SYS_221_PREFIX="${LLVM_SYS_221_PREFIX:-/usr/lib/llvm-22}"
 cargo test --workspace --all-features "$@"
 # Fuzz every parser of untrusted bytes for a bounded time (docs/security.md): each target
 # TESSERA_FUZZ_SECONDS seconds (default 20; 0 skips), on the nightly toolchain with cargo-fuzz.

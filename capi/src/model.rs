@@ -62,6 +62,10 @@ pub struct TesseraOutput {
 fn device_for(target: &str) -> Result<Arc<dyn Device>, CapiError> {
     match target {
         "host" => Ok(Arc::new(tessera_host::HostDevice::new())),
+        // LLVM code comes in host blobs, so the host device runs it with no LLVM linked.
+        tessera_host::LLVM_X86_64 => Ok(Arc::new(
+            tessera_host::HostDevice::new().for_target(tessera_host::LLVM_X86_64),
+        )),
         #[cfg(feature = "interp")]
         "interp" => Ok(Arc::new(InterpDevice)),
         other => Err(CapiError::UnsupportedTarget(other.to_string())),
@@ -119,7 +123,7 @@ fn load(artifact: Artifact, target: Option<&str>) -> Result<Box<TesseraModel>, C
 }
 
 /// Reads, validates and loads the `.tsa` artifact at `path`. `target` names the device
-/// (`"host"`, `"interp"`) and must match the artifact's target; NULL means the artifact's own.
+/// (`"host"`, `"llvm-x86_64"`, `"interp"`) and must match the artifact's target; NULL means the artifact's own.
 /// On success `*out` holds the model; on failure it is set to NULL.
 ///
 /// # Safety
@@ -180,7 +184,7 @@ pub unsafe extern "C" fn tessera_model_free(model: *mut TesseraModel) {
     }
 }
 
-/// The target the model runs on (`"host"`, `"interp"`), valid while the model lives; NULL if
+/// The target the model runs on (`"host"`, `"llvm-x86_64"`, `"interp"`), valid while the model lives; NULL if
 /// `model` is NULL.
 ///
 /// # Safety

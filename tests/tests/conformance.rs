@@ -54,3 +54,12 @@ fn npu_sim_pass_list_still_passes() {
 fn npu_sim_lite_pass_list_still_passes() {
     tessera_tests::ratchet("npu-sim-lite");
 }
+
+/// The LLVM CPU target's node-test ratchet (cargo feature `llvm`), on every 4th listed test:
+/// LLVM's -O3 makes the full list take several minutes of CI's two cores.
+/// `TESSERA_FULL_RATCHET=1` runs the whole list; `TESSERA_BLESS=1` the whole suite.
+#[cfg(feature = "llvm")]
+#[test]
+fn llvm_x86_64_pass_list_still_passes() {
+    tessera_tests::ratchet_sampled("llvm-x86_64", 4);
+}

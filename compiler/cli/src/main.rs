@@ -56,6 +56,20 @@ struct CompileArgs {
     /// newest opset (a warning names each one). Without it such a model is refused (exit 3).
     #[arg(long)]
     allow_newer_opset: bool,
+    /// The CPU to compile for, on the LLVM CPU targets: `native` (the default) or a portable
+    /// level such as `x86-64-v3`. The artifact's fingerprint records the features it needs.
+    #[arg(long)]
+    cpu: Option<String>,
+}
+
+impl CompileArgs {
+    /// The target as the driver takes it: `TARGET@CPU` when `--cpu` is given.
+    fn target(&self) -> String {
+        match &self.cpu {
+            Some(cpu) => format!("{}@{cpu}", self.target),
+            None => self.target.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -187,7 +201,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
     match cmd {
         Cmd::Compile(a) => compile(
             &a.model,
-            &a.target,
+            &a.target(),
             &a.output,
             &a.inputs,
             &a.shapes,
@@ -267,7 +281,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
         ),
         Cmd::Show(a) => show(
             &a.model,
-            &a.target,
+            &a.target(),
             &a.output,
             &a.inputs,
             &a.shapes,

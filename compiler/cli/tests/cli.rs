@@ -248,9 +248,19 @@ fn targets_lists_host_and_interp() {
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
     assert!(
-        s.contains("host") && s.contains("interp") && s.contains("needs --features llvm"),
+        s.contains("host") && s.contains("interp") && s.contains("needs --features mlir"),
         "{s}"
     );
+    let llvm = s
+        .lines()
+        .find(|l| l.starts_with("llvm-x86_64 "))
+        .unwrap_or("");
+    let want = if cfg!(feature = "llvm") {
+        "built"
+    } else {
+        "needs --features llvm"
+    };
+    assert!(llvm.contains(want), "{s}");
 }
 
 #[test]

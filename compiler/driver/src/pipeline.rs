@@ -167,12 +167,14 @@ pub fn compile_graph_traced(
     progress(Progress::Lowered {
         kernels: program.kernels.len(),
     });
-    let mut kernels = Vec::with_capacity(program.kernels.len());
-    for (i, k) in program.kernels.iter().enumerate() {
+    for k in &program.kernels {
         tessera_kir::verify::verify(k).map_err(|e| {
             DriverError::Internal(format!("lowering produced an invalid kernel: {e}"))
         })?;
-        let blob = t.compile(k)?;
+    }
+    let blobs = compile_kernels(&*t, &program.kernels, progress);
+    let mut kernels = Vec::with_capacity(program.kernels.len());
+    for (k, blob) in program.kernels.iter().zip(blobs) {
         let param_bytes = k
             .params()
             .iter()
@@ -181,15 +183,12 @@ pub fn compile_graph_traced(
         kernels.push(StoredKernel {
             name: k.name.clone(),
             param_bytes,
-            blob: blob.code,
-        });
-        progress(Progress::Kernel {
-            done: i + 1,
-            total: program.kernels.len(),
+            blob: blob?.code,
         });
     }
     let artifact = Artifact {
-        target: target.to_string(),
+        // The target's own name: `llvm-x86_64@x86-64-v3` compiles `llvm-x86_64` artifacts.
+        target: targets::split_cpu(target).0.to_string(),
         fingerprint: t.fingerprint(),
         source: source.to_string(),
         plan: program.plan,
@@ -200,6 +199,48 @@ pub fn compile_graph_traced(
         kernels: program.kernels,
         node_kernels,
     })
+}
+
+/// Compiles every kernel, on as many threads as the machine offers (LLVM's -O3 makes this the
+/// slow stage of `llvm-*` compiles). The blobs come back in kernel order whatever order they
+/// finish in, so the artifact is the same byte for byte; `progress` is called on this thread.
+fn compile_kernels(
+    t: &dyn tessera_target::Target,
+    ks: &[tessera_kir::Kernel],
+    progress: &mut dyn FnMut(Progress),
+) -> Vec<Result<tessera_target::KernelBlob, tessera_target::TargetError>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n = ks.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |p| p.get())
+        .min(n);
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<Option<_>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..threads {
+            let (tx, next) = (tx.clone(), &next);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n || tx.send((i, t.compile(&ks[i]))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for (done, (i, r)) in rx.iter().enumerate() {
+            out[i] = Some(r);
+            progress(Progress::Kernel {
+                done: done + 1,
+                total: n,
+            });
+        }
+    });
+    // Every index below `n` was sent exactly once (each is taken once from `next`, and the
+    // receiver outlives the senders), so no slot is empty.
+    out.into_iter()
+        .map(|r| r.expect("every kernel was compiled"))
+        .collect()
 }
 
 /// Imports and compiles an ONNX file.

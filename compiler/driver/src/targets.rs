@@ -60,26 +60,29 @@ pub fn all() -> Vec<TargetInfo> {
         },
         TargetInfo {
             name: "llvm-x86_64",
-            description: "LLVM 22 CPU code, AVX2/AVX-512",
+            description: "LLVM 22 CPU code, AVX2/AVX-512 (`--cpu x86-64-v3` for a portable level)",
             feature: Some("llvm"),
-            available: false,
+            available: cfg!(feature = "llvm"),
         },
         TargetInfo {
             name: "llvm-aarch64",
             description: "LLVM 22 CPU code, NEON",
-            feature: Some("llvm"),
+            // With the feature on, these are planned targets the LLVM backend lacks yet.
+            feature: (!cfg!(feature = "llvm")).then_some("llvm"),
             available: false,
         },
         TargetInfo {
             name: "llvm-riscv64",
             description: "LLVM 22 CPU code, RVV 1.0",
-            feature: Some("llvm"),
+            // With the feature on, these are planned targets the LLVM backend lacks yet.
+            feature: (!cfg!(feature = "llvm")).then_some("llvm"),
             available: false,
         },
         TargetInfo {
             name: "nvptx",
             description: "PTX for sm_80/sm_90 via LLVM",
-            feature: Some("llvm"),
+            // With the feature on, these are planned targets the LLVM backend lacks yet.
+            feature: (!cfg!(feature = "llvm")).then_some("llvm"),
             available: false,
         },
         TargetInfo {
@@ -91,8 +94,21 @@ pub fn all() -> Vec<TargetInfo> {
     ]
 }
 
-/// The compiler-side target for `name`.
+/// Splits `TARGET@CPU` (what `--cpu` makes of a target name) into the target and the CPU.
+pub fn split_cpu(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((t, cpu)) => (t, Some(cpu)),
+        None => (name, None),
+    }
+}
+
+/// The compiler-side target for `name`, which may name a CPU as `TARGET@CPU` for the targets
+/// that take one (`llvm-x86_64@x86-64-v3`).
 pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
+    let (name, cpu) = split_cpu(name);
+    if let Some(cpu) = cpu {
+        return lookup_cpu(name, cpu);
+    }
     match name {
         "host" => tessera_host::Host::native()
             .map(|h| Box::new(h) as Box<dyn Target>)
@@ -101,6 +117,8 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
                 message: e.to_string(),
             }),
         "interp" => Ok(Box::new(Interp::new())),
+        #[cfg(feature = "llvm")]
+        tessera_llvm::X86_64 => llvm_x86_64(None),
         _ => match npu_chip(name) {
             Some((toml, path)) => tessera_npu_sim::NpuSim::from_toml(toml, path)
                 .map(|t| Box::new(t) as Box<dyn Target>)
@@ -111,6 +129,31 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
             None => Err(unavailable(name)),
         },
     }
+}
+
+/// A target for one CPU level; only the LLVM CPU targets take one.
+fn lookup_cpu(name: &str, cpu: &str) -> Result<Box<dyn Target>, LookupError> {
+    match name {
+        #[cfg(feature = "llvm")]
+        tessera_llvm::X86_64 => llvm_x86_64(Some(cpu)),
+        _ => match lookup(name) {
+            Ok(_) => Err(LookupError::Init {
+                name: name.into(),
+                message: format!("it takes no CPU choice (`--cpu {cpu}`)"),
+            }),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+#[cfg(feature = "llvm")]
+fn llvm_x86_64(cpu: Option<&str>) -> Result<Box<dyn Target>, LookupError> {
+    tessera_llvm::LlvmCpu::with_cpu(cpu)
+        .map(|t| Box::new(t) as Box<dyn Target>)
+        .map_err(|e| LookupError::Init {
+            name: tessera_llvm::X86_64.into(),
+            message: e.to_string(),
+        })
 }
 
 /// The npu-sim family: one code generator and one simulator, one description file per chip.
@@ -156,8 +199,14 @@ pub fn npu_sim_device(
 
 /// The runtime-side device for `name`.
 pub fn device(name: &str) -> Result<Arc<dyn Device>, LookupError> {
+    let (name, _cpu) = split_cpu(name);
     match name {
         "host" => Ok(Arc::new(tessera_host::HostDevice::new())),
+        // One CPU runtime: LLVM code comes in host blobs.
+        #[cfg(feature = "llvm")]
+        tessera_llvm::X86_64 => Ok(Arc::new(
+            tessera_host::HostDevice::new().for_target(tessera_llvm::X86_64),
+        )),
         "interp" => Ok(Arc::new(InterpDevice)),
         _ => match npu_sim_device(name, tessera_npu_sim::Mode::Functional)? {
             Some(d) => Ok(Arc::new(d)),
@@ -168,10 +217,23 @@ pub fn device(name: &str) -> Result<Arc<dyn Device>, LookupError> {
 
 fn unavailable(name: &str) -> LookupError {
     match all().into_iter().find(|t| t.name == name) {
-        Some(TargetInfo { feature: Some(f), .. }) => LookupError::FeatureDisabled { name: name.into(), feature: f.into() },
-        Some(TargetInfo { feature: None, available: false, .. }) => LookupError::NotYet {
+        Some(TargetInfo {
+            feature: Some(f), ..
+        }) => LookupError::FeatureDisabled {
             name: name.into(),
-            message: "the simulator and its ISA exist; `tessera npu-sim run KERNEL.asm` runs hand-written kernels".into(),
+            feature: f.into(),
+        },
+        Some(TargetInfo {
+            feature: None,
+            available: false,
+            ..
+        }) => LookupError::NotYet {
+            name: name.into(),
+            message: if name.starts_with("llvm-") || name == "nvptx" {
+                "the LLVM backend generates x86_64 code only so far (`llvm-x86_64`)".into()
+            } else {
+                "the simulator and its ISA exist; `tessera npu-sim run KERNEL.asm` runs hand-written kernels".into()
+            },
         },
         _ => LookupError::Unknown(name.into()),
     }
@@ -220,10 +282,30 @@ mod tests {
     fn bundled_descriptions_parse_and_lookup_distinguishes_errors() {
         assert_eq!(lookup("interp").unwrap().desc().name, "interp");
         assert_eq!(lookup("host").unwrap().desc().name, "host");
-        assert!(matches!(
-            lookup("nvptx"),
-            Err(LookupError::FeatureDisabled { .. })
-        ));
+        if cfg!(feature = "llvm") {
+            assert!(matches!(lookup("nvptx"), Err(LookupError::NotYet { .. })));
+            let t = lookup("llvm-x86_64@x86-64-v3").unwrap();
+            assert_eq!(t.desc().name, "llvm-x86_64");
+            assert_eq!(t.desc().vector_bytes, 32);
+            assert_eq!(
+                device("llvm-x86_64@x86-64-v3").unwrap().target(),
+                "llvm-x86_64"
+            );
+        } else {
+            assert!(matches!(
+                lookup("nvptx"),
+                Err(LookupError::FeatureDisabled { .. })
+            ));
+            assert!(matches!(
+                lookup("llvm-x86_64"),
+                Err(LookupError::FeatureDisabled { .. })
+            ));
+        }
+        // Only the LLVM CPU targets take a CPU.
+        assert_eq!(
+            lookup("host@x86-64-v3").err().unwrap().to_string(),
+            "target `host` could not start: it takes no CPU choice (`--cpu x86-64-v3`)"
+        );
         assert!(matches!(lookup("tpu9000"), Err(LookupError::Unknown(_))));
         assert_eq!(lookup("npu-sim").unwrap().desc().name, "npu-sim");
         assert_eq!(lookup("npu-sim-lite").unwrap().desc().name, "npu-sim-lite");

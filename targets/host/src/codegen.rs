@@ -31,7 +31,8 @@ use tessera_kir::{
     BinOp, Block, Buf, CmpOp, Inst, InstKind, Kernel, ReduceOp, Scalar, Ty, UnOp, Val,
 };
 
-/// Why a kernel did not compile; [`crate::Host`] turns it into a `TargetError`.
+/// Why a kernel did not compile; [`crate::Host`] (and the LLVM CPU targets, which share this
+/// type) turn it into a `TargetError`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CgError {
     /// Unsupported on this target: a construct or dtype outside the backend subset.
@@ -57,13 +58,13 @@ pub struct Compiled {
     pub work: u64,
 }
 
-type R<T> = Result<T, CgError>;
+pub type R<T> = Result<T, CgError>;
 
-fn unsupported<T>(msg: impl Into<String>) -> R<T> {
+pub fn unsupported<T>(msg: impl Into<String>) -> R<T> {
     Err(CgError::Unsupported(msg.into()))
 }
 
-fn internal<T>(msg: impl Into<String>) -> R<T> {
+pub fn internal<T>(msg: impl Into<String>) -> R<T> {
     Err(CgError::Internal(msg.into()))
 }
 
@@ -114,9 +115,23 @@ fn align16(x: u64) -> u64 {
     x.div_ceil(16).saturating_mul(16)
 }
 
-/// Translates `k` into one Cranelift function (see [`crate::blob`] for its signature), and
-/// everything but the machine code of its [`Compiled`].
-fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
+/// What every CPU code generator lays out the same way, because the one device reads it from
+/// the blob header: the grid (missing axes as 1), the parameter sizes, and the scratch area
+/// holding the local and shared buffers, each 16-byte aligned. The LLVM targets use it too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub grid: [u64; 3],
+    /// Minimum byte length of each parameter buffer.
+    pub param_bytes: Vec<u64>,
+    /// Byte offset of each buffer in the scratch area (0 for parameters).
+    pub offsets: Vec<u64>,
+    /// Bytes of the per-instance scratch area.
+    pub scratch_bytes: u64,
+}
+
+/// The [`Frame`] of `k`, refusing what no CPU target runs (more than 3 grid axes, string
+/// buffers, more than 4 GiB of local buffers per instance).
+pub fn frame(k: &Kernel) -> R<Frame> {
     if k.grid.len() > 3 {
         return unsupported(format!("a grid of {} axes (at most 3)", k.grid.len()));
     }
@@ -155,6 +170,24 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
             "{scratch} bytes of local buffers per program instance"
         ));
     }
+
+    Ok(Frame {
+        grid,
+        param_bytes,
+        offsets,
+        scratch_bytes: scratch,
+    })
+}
+
+/// Translates `k` into one Cranelift function (see [`crate::blob`] for its signature), and
+/// everything but the machine code of its [`Compiled`].
+fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
+    let Frame {
+        grid,
+        param_bytes,
+        offsets,
+        scratch_bytes: scratch,
+    } = frame(k)?;
 
     let ptr = types::I64;
     let mut sig = Signature::new(isa.default_call_conv());
@@ -273,7 +306,7 @@ fn machine_code(isa: &dyn TargetIsa, func: Function) -> R<Vec<u8>> {
 
 /// A rough operation count per program instance: loops with constant bounds multiply their
 /// body, other loops count 16 trips. The launcher only compares it against a threshold.
-fn estimate_work(k: &Kernel) -> u64 {
+pub fn estimate_work(k: &Kernel) -> u64 {
     fn work(b: &Block, c: &HashMap<Val, i64>) -> u64 {
         b.insts.iter().fold(0u64, |acc, i| {
             let w = match &i.kind {
@@ -302,8 +335,8 @@ fn estimate_work(k: &Kernel) -> u64 {
 }
 
 /// A float literal of an integer type: truncated, saturated at the type's range, NaN → 0,
-/// as a cast would convert it.
-fn float_literal_to_int(d: DType, x: f64) -> i64 {
+/// as a cast would convert it. (The LLVM CPU targets read literals the same way.)
+pub fn float_literal_to_int(d: DType, x: f64) -> i64 {
     if x.is_nan() {
         return 0;
     }

@@ -5,6 +5,8 @@
 //! same feature `sse4.1`. The fingerprint uses Rust's names, because the runtime checks it.
 
 /// Cranelift x86_64 flag name and the `is_x86_feature_detected!` name, one row per feature.
+/// Rows with an empty Cranelift name are features only the LLVM CPU targets use (Cranelift has
+/// no flag for them), listed here so that one table checks every CPU target's fingerprint.
 pub const FEATURES: &[(&str, &str)] = &[
     ("has_sse3", "sse3"),
     ("has_ssse3", "ssse3"),
@@ -25,6 +27,11 @@ pub const FEATURES: &[(&str, &str)] = &[
     ("has_avx512bitalg", "avx512bitalg"),
     ("has_avx512vbmi", "avx512vbmi"),
     ("has_avx512vnni", "avx512vnni"),
+    ("", "f16c"),
+    ("", "movbe"),
+    ("", "avx512bw"),
+    ("", "avx512cd"),
+    ("", "avx512bf16"),
 ];
 
 /// Whether code for `isa` may use fused multiply-add instructions.
@@ -74,6 +81,11 @@ pub fn detected(feature: &str) -> Option<bool> {
             "avx512bitalg" => std::is_x86_feature_detected!("avx512bitalg"),
             "avx512vbmi" => std::is_x86_feature_detected!("avx512vbmi"),
             "avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
+            "f16c" => std::is_x86_feature_detected!("f16c"),
+            "movbe" => std::is_x86_feature_detected!("movbe"),
+            "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+            "avx512cd" => std::is_x86_feature_detected!("avx512cd"),
+            "avx512bf16" => std::is_x86_feature_detected!("avx512bf16"),
             _ => return None,
         };
         Some(d)

@@ -25,6 +25,9 @@ const WORK_PER_THREAD: u64 = 1 << 16;
 /// last of them is dropped.
 #[derive(Clone)]
 pub struct HostDevice {
+    /// The target whose artifacts this device runs: `host`, or an `llvm-*` CPU target, whose
+    /// blobs have the same format and contract (one CPU runtime for every CPU code generator).
+    target: &'static str,
     max_threads: usize,
     pool: Arc<OnceLock<Pool>>,
 }
@@ -32,6 +35,7 @@ pub struct HostDevice {
 impl std::fmt::Debug for HostDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostDevice")
+            .field("target", &self.target)
             .field("max_threads", &self.max_threads)
             .field("pool_started", &self.pool.get().is_some())
             .finish()
@@ -57,15 +61,22 @@ impl HostDevice {
     /// launches at once or want a serial device.
     pub fn with_threads(n: usize) -> HostDevice {
         HostDevice {
+            target: NAME,
             max_threads: n.max(1),
             pool: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The same device for another CPU target's artifacts (the `llvm-*` targets emit host
+    /// blobs); `target` is the name the artifacts carry.
+    pub fn for_target(self, target: &'static str) -> HostDevice {
+        HostDevice { target, ..self }
     }
 }
 
 impl Device for HostDevice {
     fn target(&self) -> &str {
-        NAME
+        self.target
     }
 
     fn check_fingerprint(&self, fingerprint: &str) -> Result<(), String> {
@@ -183,8 +194,9 @@ impl LoadedKernel for HostKernel {
         }
         let ptrs: Vec<*mut u8> = args.iter().map(|a| a.ptr()).collect();
         let args = ArgPtrs(ptrs.as_ptr());
-        // SAFETY: `ExecCode` holds code Cranelift generated with this signature, mapped
-        // executable for as long as `self` lives.
+        // SAFETY: `ExecCode` holds code a CPU code generator (Cranelift, or LLVM through
+        // `tessera-llvm`) generated with this signature, mapped executable for as long as
+        // `self` lives.
         let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(self.code.ptr) };
         let threads = self.threads_for(total);
         let trapped =

@@ -54,6 +54,10 @@ pub use device::HostDevice;
 /// The target's name, as artifacts and `lookup()` write it.
 pub const NAME: &str = "host";
 
+/// The LLVM x86_64 target (`tessera-llvm`), whose blobs this crate's device runs too: a
+/// runtime can run its artifacts without linking LLVM (`HostDevice::new().for_target(…)`).
+pub const LLVM_X86_64: &str = "llvm-x86_64";
+
 /// The compiler side, behind the default `compiler` feature so that a runtime can use the
 /// device without linking Cranelift.
 #[cfg(feature = "compiler")]
