@@ -6,7 +6,8 @@
 #
 # Cube utilisation is ideal Cube cycles (useful MACs / MACs per cycle, M*N*K/4096 for f16)
 # over the cycles of all the model's kernels together, as `--cycles` prints it in its totals.
-# The BERT layer takes minutes: its elementwise kernels run lane by lane in the simulator.
+# The BERT layer takes a minute: its softmax, layer-norm and transpose kernels still run lane by
+# lane in the simulator (its elementwise kernels stream through the UB, src/stream.rs).
 #
 #   scripts/bench-npu.sh                      # npu-sim, both models
 #   TARGET=npu-sim-lite MODELS=matmul_f16_1024 scripts/bench-npu.sh

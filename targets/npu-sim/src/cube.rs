@@ -646,25 +646,32 @@ mod reg {
     pub const LEN: u8 = 31;
 }
 
-/// A small assembler: instructions, labels and their fix-ups.
-struct Asm {
+/// A small assembler: instructions, labels and their fix-ups (shared with [`crate::stream`]).
+pub(crate) struct Asm {
     code: Vec<Instr>,
     labels: Vec<Option<u32>>,
     fixups: Vec<(usize, usize)>,
 }
 
 impl Asm {
-    fn emit(&mut self, i: Instr) {
+    pub(crate) fn new() -> Asm {
+        Asm {
+            code: Vec::new(),
+            labels: Vec::new(),
+            fixups: Vec::new(),
+        }
+    }
+    pub(crate) fn emit(&mut self, i: Instr) {
         self.code.push(i);
     }
-    fn label(&mut self) -> usize {
+    pub(crate) fn label(&mut self) -> usize {
         self.labels.push(None);
         self.labels.len() - 1
     }
-    fn bind(&mut self, l: usize) {
+    pub(crate) fn bind(&mut self, l: usize) {
         self.labels[l] = Some(self.code.len() as u32);
     }
-    fn branch(&mut self, cond: Cond, rs1: u8, rs2: u8, l: usize) {
+    pub(crate) fn branch(&mut self, cond: Cond, rs1: u8, rs2: u8, l: usize) {
         self.fixups.push((self.code.len(), l));
         self.emit(Instr::Branch {
             cond,
@@ -680,15 +687,15 @@ impl Asm {
             ))
         })
     }
-    fn li(&mut self, rd: u8, v: i64) -> R<()> {
+    pub(crate) fn li(&mut self, rd: u8, v: i64) -> R<()> {
         let imm = Self::imm(v)?;
         self.emit(Instr::Li { rd, imm });
         Ok(())
     }
-    fn alu(&mut self, op: AluOp, rd: u8, rs1: u8, rs2: u8) {
+    pub(crate) fn alu(&mut self, op: AluOp, rd: u8, rs1: u8, rs2: u8) {
         self.emit(Instr::Alu { op, rd, rs1, rs2 });
     }
-    fn alui(&mut self, op: AluOp, rd: u8, rs1: u8, v: i64) -> R<()> {
+    pub(crate) fn alui(&mut self, op: AluOp, rd: u8, rs1: u8, v: i64) -> R<()> {
         let imm = Self::imm(v)?;
         self.emit(Instr::AluI { op, rd, rs1, imm });
         Ok(())
@@ -699,10 +706,10 @@ impl Asm {
         self.branch(Cond::Lt, rs, reg::T, l);
         Ok(())
     }
-    fn set(&mut self, src: Pipe, dst: Pipe, id: u32) {
+    pub(crate) fn set(&mut self, src: Pipe, dst: Pipe, id: u32) {
         self.emit(Instr::SetFlag { src, dst, id });
     }
-    fn wait(&mut self, src: Pipe, dst: Pipe, id: u32) {
+    pub(crate) fn wait(&mut self, src: Pipe, dst: Pipe, id: u32) {
         self.emit(Instr::WaitFlag { src, dst, id });
     }
     /// A DMA without a cast (the path's casts run on the Vector unit).
@@ -786,7 +793,7 @@ impl Asm {
         self.alu(AluOp::Sub, rd, rd, rs);
         self.alui(AluOp::Min, rd, rd, block as i64)
     }
-    fn finish(mut self) -> R<Vec<Instr>> {
+    pub(crate) fn finish(mut self) -> R<Vec<Instr>> {
         for &(pc, l) in &self.fixups {
             let t = self.labels[l].ok_or_else(|| CgError::Internal("unbound label".into()))?;
             if let Instr::Branch { target, .. } = &mut self.code[pc] {

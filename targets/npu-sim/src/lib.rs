@@ -33,6 +33,7 @@ pub mod mem;
 pub mod npy;
 pub mod report;
 pub mod sim;
+pub mod stream;
 
 pub use asm::{assemble, disassemble};
 #[cfg(feature = "compiler")]

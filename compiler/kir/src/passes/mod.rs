@@ -15,7 +15,7 @@
 //! the verifier.
 
 mod lowp;
-mod math;
+pub mod math;
 mod mma;
 mod rewrite;
 mod tiles;

@@ -1,0 +1,1109 @@
+//! The streaming path of the npu-sim code generator: an elementwise kernel (the shape
+//! `tessera-lower`'s `emit_elementwise` writes for Add, Mul, Div, Erf, Relu, Cast, Where, …)
+//! compiled to chunks that stream through the Unified Buffer, instead of lane by lane on the
+//! scalar unit. Start at [`recognise`], which reads the kernel and says whether this path can
+//! take it; then [`compile`], which writes the double-buffered program.
+//!
+//! **What is recognised.** A kernel of parameters only, whose body is index arithmetic and
+//! `for` loops without carried values, the last of them with step 1, all with the same
+//! instruction sequence (the vector loop and the scalar tail of one elementwise body). The
+//! last loop defines the kernel: `out[i] = f(…)` for every `i` in `0..len(out)`, where each
+//! operand is a `load` of a parameter at an index that is exactly `i mod P` for every `i`
+//! (checked by evaluating the index arithmetic at every `i`): `P = 1` is a scalar, `P = len`
+//! a stream, anything between a broadcast row (a bias) whose bytes are a multiple of 32. `f`
+//! is a dataflow graph of f32 arithmetic (`add sub mul div rem min max`, `neg abs sqrt floor
+//! ceil round trunc`), f32 comparisons, selects, float casts and the math routines `exp`,
+//! `log`, `erf` and `sigmoid`; loads and the store are f32, f16, bf16 or bool. Anything else
+//! returns `None`, and the kernel takes the scalarised path ([`crate::codegen`]).
+//!
+//! **What is generated.** Values are classified: *uniform* (constants, scalar loads and what
+//! is computed from them only, one element each), *invariant* (broadcast rows, replicated
+//! to a whole chunk once), and *varying* (everything that depends on a stream). Uniform and
+//! invariant values are computed once in a prologue. Then the output is cut into chunks of
+//! `C` elements (`C` a multiple of every row period, as large as the UB allows), each:
+//! MTE2 copies the streamed inputs GM → UB in one contiguous DMA each, the Vector unit runs
+//! one `VEC` per operation over the chunk (uniform operands as the `VS` scalar form), and
+//! MTE3 copies the result UB → GM. Streamed inputs and the output have two UB slots each,
+//! with "full" and "free" flags between the pipes, so loads, arithmetic and stores of
+//! neighbouring chunks overlap; intermediates share single-buffered slots by liveness.
+//!
+//! Exactness: every f32 operation is the IEEE operation of the Vector unit, as on the
+//! scalarised path; casts are `VCAST` (round to nearest even); `exp`, `log` are `VEXP`/`VLN`,
+//! `erf` is fdlibm's rational approximations evaluated with `VEC` operations (its tail as
+//! one `exp` of `−a² − 0.5625 + R/S`), `sigmoid` is `1 / (1 + exp(−x))`: within a few f32
+//! ulp, inside npu-sim's f32 tolerance.
+
+use std::collections::HashMap;
+
+use tessera_ir::DType as KDType;
+use tessera_kir::{BinOp, CmpOp, Inst, InstKind, Kernel, MathFn, Scalar, UnOp, Val};
+
+use crate::blob::Blob;
+use crate::codegen::{param_slots, CgError};
+use crate::config::TargetConfig;
+use crate::cube::Asm;
+use crate::isa::{AluOp, Cond, DType, Instr, Mem, Pipe, VecForm, VecOp};
+
+type R<T> = Result<T, CgError>;
+
+/// The largest output this path evaluates index arithmetic for, element by element.
+const MAX_ELEMS: u64 = 1 << 22;
+/// The largest chunk, in elements.
+const MAX_CHUNK: u64 = 16384;
+
+/// How often a node's value changes along the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Uniform,
+    Invariant,
+    Varying,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// A load of parameter `param` at `i mod period`.
+    Load {
+        param: usize,
+        period: u64,
+    },
+    Const(f32),
+    Bin(VecOp, usize, usize),
+    Un(VecOp, usize),
+    Sel(usize, usize, usize),
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    op: Op,
+    dt: DType,
+    kind: Kind,
+}
+
+/// A recognised elementwise kernel: its dataflow graph and the node stored to `out`.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    nodes: Vec<Node>,
+    out: usize,
+    out_param: usize,
+    n: u64,
+}
+
+fn isa(d: KDType) -> Option<DType> {
+    match d {
+        KDType::F32 => Some(DType::F32),
+        KDType::F16 => Some(DType::F16),
+        KDType::BF16 => Some(DType::Bf16),
+        KDType::Bool => Some(DType::U8),
+        _ => None,
+    }
+}
+
+fn is_float(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::F16 | DType::Bf16)
+}
+
+/// Builds the graph from the kernel's defining loop.
+struct Builder<'k> {
+    k: &'k Kernel,
+    defs: HashMap<Val, &'k Inst>,
+    iv: Val,
+    nodes: Vec<Node>,
+    map: HashMap<Val, usize>,
+    consts: HashMap<u32, usize>,
+    n: u64,
+}
+
+impl<'k> Builder<'k> {
+    fn push(&mut self, op: Op, dt: DType) -> usize {
+        let kind = match &op {
+            Op::Const(_) => Kind::Uniform,
+            Op::Load { period, .. } => {
+                if *period == 1 {
+                    Kind::Uniform
+                } else if *period >= self.n {
+                    Kind::Varying
+                } else {
+                    Kind::Invariant
+                }
+            }
+            Op::Bin(_, a, b) => self.nodes[*a].kind.max(self.nodes[*b].kind),
+            Op::Un(_, a) => self.nodes[*a].kind,
+            Op::Sel(c, a, b) => self.nodes[*c]
+                .kind
+                .max(self.nodes[*a].kind)
+                .max(self.nodes[*b].kind),
+        };
+        self.nodes.push(Node { op, dt, kind });
+        self.nodes.len() - 1
+    }
+
+    fn c(&mut self, v: f64) -> usize {
+        let f = v as f32;
+        if let Some(&n) = self.consts.get(&f.to_bits()) {
+            return n;
+        }
+        let n = self.push(Op::Const(f), DType::F32);
+        self.consts.insert(f.to_bits(), n);
+        n
+    }
+    fn bin(&mut self, op: VecOp, a: usize, b: usize) -> usize {
+        // A uniform first operand goes second where that is the same operation, so that it
+        // can be the `VS` form's scalar.
+        let (op, a, b) = if self.nodes[a].kind == Kind::Uniform
+            && self.nodes[b].kind != Kind::Uniform
+        {
+            match op {
+                VecOp::Add | VecOp::Mul | VecOp::Max | VecOp::Min | VecOp::CmpEq | VecOp::CmpNe => {
+                    (op, b, a)
+                }
+                VecOp::CmpLt => (VecOp::CmpGt, b, a),
+                VecOp::CmpGt => (VecOp::CmpLt, b, a),
+                VecOp::CmpLe => (VecOp::CmpGe, b, a),
+                VecOp::CmpGe => (VecOp::CmpLe, b, a),
+                _ => (op, a, b),
+            }
+        } else {
+            (op, a, b)
+        };
+        let dt = if op.is_compare() {
+            DType::U8
+        } else {
+            DType::F32
+        };
+        self.push(Op::Bin(op, a, b), dt)
+    }
+    fn binc(&mut self, op: VecOp, a: usize, c: f64) -> usize {
+        let c = self.c(c);
+        self.bin(op, a, c)
+    }
+    fn un(&mut self, op: VecOp, a: usize) -> usize {
+        self.push(Op::Un(op, a), DType::F32)
+    }
+    fn poly(&mut self, x: usize, c: &[f64]) -> usize {
+        let mut acc = self.c(c[c.len() - 1]);
+        for &ci in c[..c.len() - 1].iter().rev() {
+            let t = self.bin(VecOp::Mul, x, acc);
+            acc = self.binc(VecOp::Add, t, ci);
+        }
+        acc
+    }
+    fn exp(&mut self, x: usize) -> usize {
+        self.un(VecOp::Exp, x)
+    }
+
+    /// fdlibm's `erf` (the constants of `tessera_kir::passes::math`), on the Vector unit.
+    fn erf(&mut self, x: usize) -> usize {
+        use tessera_kir::passes::math::{
+            ERF_ERX as ERX, ERF_PA as PA, ERF_PP as PP, ERF_QA as QA, ERF_QQ as QQ, ERF_RA as RA,
+            ERF_RB as RB, ERF_SA as SA, ERF_SB as SB,
+        };
+        let a = self.un(VecOp::Abs, x);
+        // [0, 0.84375): a + a·P(a²)/Q(a²).
+        let z = self.bin(VecOp::Mul, a, a);
+        let r = self.poly(z, &PP);
+        let s = self.poly(z, &QQ);
+        let y = self.bin(VecOp::Div, r, s);
+        let ay = self.bin(VecOp::Mul, a, y);
+        let y_a = self.bin(VecOp::Add, a, ay);
+        // [0.84375, 1.25): erx + P(a − 1)/Q(a − 1).
+        let s1 = self.binc(VecOp::Add, a, -1.0);
+        let p = self.poly(s1, &PA);
+        let q = self.poly(s1, &QA);
+        let pq = self.bin(VecOp::Div, p, q);
+        let y_b = self.binc(VecOp::Add, pq, ERX);
+        // [1.25, 6): 1 − exp(−a² − 0.5625 + R/S)/a, with S = 1/a².
+        let one = self.c(1.0);
+        let s = self.bin(VecOp::Div, one, z);
+        let ra = self.poly(s, &RA);
+        let sa = self.poly(s, &SA);
+        let rb = self.poly(s, &RB);
+        let sb = self.poly(s, &SB);
+        let in_c = self.binc(VecOp::CmpLt, a, 1.0 / 0.35);
+        let rr = self.push(Op::Sel(in_c, ra, rb), DType::F32);
+        let ss = self.push(Op::Sel(in_c, sa, sb), DType::F32);
+        let rs = self.bin(VecOp::Div, rr, ss);
+        let nz = self.un(VecOp::Neg, z);
+        let e = self.binc(VecOp::Add, nz, -0.5625);
+        let e = self.bin(VecOp::Add, e, rs);
+        let e = self.exp(e);
+        let erfc = self.bin(VecOp::Div, e, a);
+        let y_c = self.bin(VecOp::Sub, one, erfc);
+        let lt_a = self.binc(VecOp::CmpLt, a, 0.84375);
+        let lt_b = self.binc(VecOp::CmpLt, a, 1.25);
+        let lt_c = self.binc(VecOp::CmpLt, a, 6.0);
+        let y = self.push(Op::Sel(lt_c, y_c, one), DType::F32);
+        let y = self.push(Op::Sel(lt_b, y_b, y), DType::F32);
+        let y = self.push(Op::Sel(lt_a, y_a, y), DType::F32);
+        // The sign of x (erf is odd), and NaN through.
+        let neg = self.binc(VecOp::CmpLt, x, 0.0);
+        let ny = self.un(VecOp::Neg, y);
+        let y = self.push(Op::Sel(neg, ny, y), DType::F32);
+        let nan = self.bin(VecOp::CmpNe, x, x);
+        self.push(Op::Sel(nan, x, y), DType::F32)
+    }
+
+    /// The node of `v`, translating constants defined outside the loop.
+    fn get(&mut self, v: Val) -> Option<usize> {
+        if let Some(&n) = self.map.get(&v) {
+            return Some(n);
+        }
+        let inst = *self.defs.get(&v)?;
+        match &inst.kind {
+            InstKind::Const(s) if self.k.ty(v) == tessera_kir::Ty::F32 => {
+                let f = match s {
+                    Scalar::Float(f) => *f,
+                    Scalar::Int(i) => *i as f64,
+                };
+                let n = self.c(f);
+                self.map.insert(v, n);
+                Some(n)
+            }
+            _ => None,
+        }
+    }
+
+    /// The index arithmetic of `v` at `iv = i`.
+    fn eval(&self, v: Val, i: i64, depth: u32) -> Option<i64> {
+        self.eval_at(v, i, None, depth)
+    }
+
+    /// The index arithmetic of `v` at `iv = i` and, when `pid` is given, `program_id 0 = pid`.
+    fn eval_at(&self, v: Val, i: i64, pid: Option<i64>, depth: u32) -> Option<i64> {
+        if v == self.iv {
+            return Some(i);
+        }
+        if depth > 64 {
+            return None;
+        }
+        let inst = self.defs.get(&v)?;
+        if !self.k.ty(v).elem.is_int() || self.k.ty(v).lanes != 1 {
+            return None;
+        }
+        match &inst.kind {
+            InstKind::Const(Scalar::Int(c)) => Some(*c),
+            InstKind::ProgramId(0) => pid,
+            InstKind::Binary(op, a, b) => {
+                let (a, b) = (
+                    self.eval_at(*a, i, pid, depth + 1)?,
+                    self.eval_at(*b, i, pid, depth + 1)?,
+                );
+                match op {
+                    BinOp::Add => a.checked_add(b),
+                    BinOp::Sub => a.checked_sub(b),
+                    BinOp::Mul => a.checked_mul(b),
+                    BinOp::Div if b != 0 => a.checked_div(b),
+                    BinOp::Rem if b != 0 => a.checked_rem(b),
+                    BinOp::Min => Some(a.min(b)),
+                    BinOp::Max => Some(a.max(b)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// `P` such that the index `v` is `i mod P` for every `i < n`, if there is one.
+    fn period(&self, v: Val, n: u64) -> Option<u64> {
+        let mut p = n;
+        for i in 1..n {
+            if self.eval(v, i as i64, 0)? == 0 {
+                p = i;
+                break;
+            }
+        }
+        (0..n)
+            .all(|i| self.eval(v, i as i64, 0) == Some((i % p) as i64))
+            .then_some(p)
+    }
+
+    fn inst(&mut self, inst: &Inst) -> Option<()> {
+        let r = inst.results.first().copied();
+        let f32_result = r.map(|r| self.k.ty(r) == tessera_kir::Ty::F32);
+        let node = match &inst.kind {
+            InstKind::Const(_) => {
+                // Index constants are read by `eval`; float ones become nodes when used.
+                return Some(());
+            }
+            InstKind::Binary(_, _, _)
+                if r.map(|r| self.k.ty(r)) == Some(tessera_kir::Ty::INDEX) =>
+            {
+                return Some(());
+            }
+            InstKind::Load { buf, index } => {
+                let param = buf.0 as usize;
+                let d = self.k.bufs.get(param)?;
+                if param >= self.k.num_params || d.access != tessera_kir::Access::Read {
+                    return None;
+                }
+                let dt = isa(d.dtype)?;
+                if self.k.ty(r?).lanes != 1 || self.k.ty(r?).elem != d.dtype {
+                    return None;
+                }
+                let n = self.k.params().last()?.len;
+                let period = self.period(*index, n)?;
+                if period > d.len || (period > 1 && period < n && (period * dt.size()) % 32 != 0) {
+                    return None;
+                }
+                self.push(Op::Load { param, period }, dt)
+            }
+            InstKind::Binary(op, a, b) if f32_result == Some(true) => {
+                let vop = match op {
+                    BinOp::Add => VecOp::Add,
+                    BinOp::Sub => VecOp::Sub,
+                    BinOp::Mul => VecOp::Mul,
+                    BinOp::Div => VecOp::Div,
+                    BinOp::Rem => VecOp::Rem,
+                    BinOp::Min => VecOp::Min,
+                    BinOp::Max => VecOp::Max,
+                    _ => return None,
+                };
+                let (a, b) = (self.get(*a)?, self.get(*b)?);
+                self.bin(vop, a, b)
+            }
+            InstKind::Unary(op, a) if f32_result == Some(true) => {
+                let vop = match op {
+                    UnOp::Neg => VecOp::Neg,
+                    UnOp::Abs => VecOp::Abs,
+                    UnOp::Sqrt => VecOp::Sqrt,
+                    UnOp::Floor => VecOp::Floor,
+                    UnOp::Ceil => VecOp::Ceil,
+                    UnOp::Round => VecOp::Round,
+                    UnOp::Trunc => VecOp::Trunc,
+                    UnOp::Not => return None,
+                };
+                let a = self.get(*a)?;
+                self.un(vop, a)
+            }
+            InstKind::Cmp(op, a, b) if self.k.ty(*a) == tessera_kir::Ty::F32 => {
+                let vop = match op {
+                    CmpOp::Eq => VecOp::CmpEq,
+                    CmpOp::Ne => VecOp::CmpNe,
+                    CmpOp::Lt => VecOp::CmpLt,
+                    CmpOp::Le => VecOp::CmpLe,
+                    CmpOp::Gt => VecOp::CmpGt,
+                    CmpOp::Ge => VecOp::CmpGe,
+                };
+                let (a, b) = (self.get(*a)?, self.get(*b)?);
+                self.bin(vop, a, b)
+            }
+            InstKind::Select(c, a, b) if self.k.ty(*c) == tessera_kir::Ty::BOOL => {
+                let dt = isa(self.k.ty(r?).elem)?;
+                if self.k.ty(r?).lanes != 1 {
+                    return None;
+                }
+                let (c, a, b) = (self.get(*c)?, self.get(*a)?, self.get(*b)?);
+                if self.nodes[c].dt != DType::U8 || self.nodes[a].dt != dt || self.nodes[b].dt != dt
+                {
+                    return None;
+                }
+                self.push(Op::Sel(c, a, b), dt)
+            }
+            InstKind::Cast(x, mode) => {
+                let (from, to) = (self.k.ty(*x), self.k.ty(r?));
+                if from.lanes != 1 || to.lanes != 1 {
+                    return None;
+                }
+                let (fd, td) = (isa(from.elem)?, isa(to.elem)?);
+                let x = self.get(*x)?;
+                if fd == td {
+                    x
+                } else if !is_float(td) || (mode.saturate && fd.size() >= td.size()) {
+                    return None;
+                } else {
+                    self.push(Op::Un(VecOp::Cast, x), td)
+                }
+            }
+            InstKind::Math(f, args) if f32_result == Some(true) && args.len() == 1 => {
+                let x = self.get(args[0])?;
+                match f {
+                    MathFn::Exp => self.exp(x),
+                    MathFn::Log => self.un(VecOp::Ln, x),
+                    MathFn::Erf => self.erf(x),
+                    MathFn::Sigmoid => {
+                        let nx = self.un(VecOp::Neg, x);
+                        let e = self.exp(nx);
+                        let d = self.binc(VecOp::Add, e, 1.0);
+                        let one = self.c(1.0);
+                        self.bin(VecOp::Div, one, d)
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        // Every value the graph holds is a scalar of a dtype it has.
+        self.map.insert(r?, node);
+        Some(())
+    }
+}
+
+/// A structural signature of a loop body: instruction kinds and ops, without values or
+/// lanes (`splat`s dropped), to check that every loop computes the same thing.
+fn signature(b: &tessera_kir::Block) -> Vec<String> {
+    b.insts
+        .iter()
+        .filter(|i| !matches!(i.kind, InstKind::Splat(_) | InstKind::Yield(_)))
+        .map(|i| {
+            let s = format!("{:?}", i.kind);
+            s.split(['(', ' ', '{']).next().unwrap_or("").to_string()
+                + &match &i.kind {
+                    InstKind::Binary(op, ..) => format!("{op:?}"),
+                    InstKind::Unary(op, ..) => format!("{op:?}"),
+                    InstKind::Cmp(op, ..) => format!("{op:?}"),
+                    InstKind::Math(f, ..) => format!("{f:?}"),
+                    InstKind::Load { buf, .. } | InstKind::Store { buf, .. } => {
+                        format!("{}", buf.0)
+                    }
+                    _ => String::new(),
+                }
+        })
+        .collect()
+}
+
+/// Whether the streaming path takes `kernel` (see the module doc), and its graph.
+pub fn recognise(kernel: &Kernel) -> Option<Stream> {
+    if kernel.bufs.len() != kernel.num_params || kernel.grid.len() > 1 {
+        return None;
+    }
+    let out_param = kernel.num_params.checked_sub(1)?;
+    let out = &kernel.bufs[out_param];
+    let n = out.len;
+    if n == 0 || n > MAX_ELEMS || out.access == tessera_kir::Access::Read {
+        return None;
+    }
+    let out_dt = isa(out.dtype)?;
+    let mut defs = HashMap::new();
+    let mut loops = Vec::new();
+    for inst in &kernel.body.insts {
+        match &inst.kind {
+            InstKind::For {
+                iter, init, body, ..
+            } if iter.is_empty() && init.is_empty() => loops.push((inst, body)),
+            InstKind::Const(_) | InstKind::ProgramId(_) | InstKind::Binary(..) => {
+                for &r in &inst.results {
+                    defs.insert(r, inst);
+                }
+            }
+            _ => return None,
+        }
+    }
+    let (last, body) = *loops.last()?;
+    let InstKind::For { step, iv, .. } = &last.kind else {
+        return None;
+    };
+    let sig = signature(body);
+    if loops.iter().any(|(_, b)| signature(b) != sig) {
+        return None;
+    }
+    match defs.get(step).map(|i| &i.kind) {
+        Some(InstKind::Const(Scalar::Int(1))) => {}
+        _ => return None,
+    }
+    for inst in &body.insts {
+        if matches!(inst.kind, InstKind::For { .. } | InstKind::If { .. }) {
+            return None;
+        }
+        for &r in &inst.results {
+            defs.insert(r, inst);
+        }
+    }
+    let mut b = Builder {
+        k: kernel,
+        defs,
+        iv: *iv,
+        nodes: Vec::new(),
+        map: HashMap::new(),
+        consts: HashMap::new(),
+        n,
+    };
+    // The loops must cover `0..n` exactly, in order: each instance's first loop starts where
+    // the previous instance's last loop ended, and each loop where the one before it ended.
+    let grid = kernel.grid.first().copied().unwrap_or(1).max(1);
+    let mut at = 0i64;
+    for pid in 0..grid as i64 {
+        for (l, _) in &loops {
+            let InstKind::For { lo, hi, .. } = &l.kind else {
+                return None;
+            };
+            let (lo, hi) = (
+                b.eval_at(*lo, 0, Some(pid), 0)?,
+                b.eval_at(*hi, 0, Some(pid), 0)?,
+            );
+            if lo != at || hi < lo {
+                return None;
+            }
+            at = hi;
+        }
+    }
+    if at != n as i64 {
+        return None;
+    }
+    let mut stored = None;
+    for inst in &body.insts {
+        match &inst.kind {
+            InstKind::Store { buf, index, value } => {
+                if stored.is_some() || buf.0 as usize != out_param || index != iv {
+                    return None;
+                }
+                let v = b.get(*value)?;
+                if b.nodes[v].dt != out_dt {
+                    return None;
+                }
+                stored = Some(v);
+            }
+            InstKind::Yield(v) if v.is_empty() => {}
+            _ => b.inst(inst)?,
+        }
+    }
+    Some(Stream {
+        nodes: b.nodes,
+        out: stored?,
+        out_param,
+        n,
+    })
+}
+
+/// Registers of the generated program.
+mod reg {
+    pub const ZERO: u8 = 0;
+    pub const ONE: u8 = 1;
+    pub const BASE: u8 = 2;
+    pub const LEN: u8 = 3;
+    pub const N: u8 = 4;
+    pub const CH: u8 = 5;
+    pub const T: u8 = 6;
+    pub const D: u8 = 7;
+    pub const S1: u8 = 8;
+    pub const S2: u8 = 9;
+    pub const C: u8 = 10;
+}
+
+/// Where a node's value lives in the UB.
+#[derive(Clone, Copy, Debug)]
+enum Home {
+    /// One slot (uniform or invariant values, or single-buffered temporaries).
+    At(u64),
+    /// One of two slots by chunk parity (streamed inputs, the output).
+    Pair([u64; 2]),
+}
+
+fn round32(x: u64) -> u64 {
+    x.div_ceil(32) * 32
+}
+
+/// The UB layout for chunks of `c` elements, or `None` when it does not fit.
+struct Layout {
+    home: Vec<Option<Home>>,
+    /// A chunk-wide copy of a uniform node, for operand positions that need one.
+    dup: HashMap<usize, u64>,
+    /// The output's two slots.
+    out: [u64; 2],
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+impl Stream {
+    /// Whether node `op`'s operand `pos` (0 or 1) may be a uniform scalar read by the `VS` form.
+    fn vs_ok(&self, node: usize, pos: usize) -> bool {
+        match &self.nodes[node].op {
+            Op::Bin(_, a, b) => {
+                let (a, b) = (&self.nodes[*a], &self.nodes[*b]);
+                pos == 1 && b.kind == Kind::Uniform && a.kind != Kind::Uniform
+            }
+            _ => false,
+        }
+    }
+
+    /// Uniform nodes read at chunk width somewhere (they get a duplicated copy).
+    fn needs_dup(&self) -> Vec<usize> {
+        let mut need = vec![false; self.nodes.len()];
+        for (i, nd) in self.nodes.iter().enumerate() {
+            if nd.kind == Kind::Uniform {
+                continue;
+            }
+            let ops: Vec<usize> = match &nd.op {
+                Op::Bin(_, a, b) => vec![*a, *b],
+                Op::Un(_, a) => vec![*a],
+                Op::Sel(c, a, b) => vec![*c, *a, *b],
+                _ => vec![],
+            };
+            for (pos, o) in ops.into_iter().enumerate() {
+                if self.nodes[o].kind == Kind::Uniform && !self.vs_ok(i, pos) {
+                    need[o] = true;
+                }
+            }
+        }
+        if self.nodes[self.out].kind == Kind::Uniform {
+            need[self.out] = true;
+        }
+        (0..self.nodes.len()).filter(|&i| need[i]).collect()
+    }
+
+    /// Lays out the UB for chunks of `c` elements; returns the layout and the bytes used.
+    fn layout(&self, c: u64) -> (Layout, u64) {
+        let mut top = 0u64;
+        let mut alloc = |bytes: u64| {
+            let a = top;
+            top += round32(bytes);
+            a
+        };
+        let mut home = vec![None; self.nodes.len()];
+        let mut dup = HashMap::new();
+        let mut streams: HashMap<usize, [u64; 2]> = HashMap::new();
+        for (i, nd) in self.nodes.iter().enumerate() {
+            match (nd.kind, &nd.op) {
+                (Kind::Uniform, _) => home[i] = Some(Home::At(alloc(nd.dt.size()))),
+                (_, Op::Load { param, period }) if *period >= self.n => {
+                    let p = *streams
+                        .entry(*param)
+                        .or_insert_with(|| [alloc(c * nd.dt.size()), alloc(c * nd.dt.size())]);
+                    home[i] = Some(Home::Pair(p));
+                }
+                (_, Op::Load { .. }) => home[i] = Some(Home::At(alloc(c * nd.dt.size()))),
+                _ => {}
+            }
+        }
+        for u in self.needs_dup() {
+            dup.insert(u, alloc(c * self.nodes[u].dt.size()));
+        }
+        let out_dt = self.nodes[self.out].dt;
+        let out_pair = [alloc(c * out_dt.size()), alloc(c * out_dt.size())];
+        // Invariant nodes keep their slot for the whole program; varying temporaries share
+        // slots of their element size by liveness.
+        let mut last_use = vec![0usize; self.nodes.len()];
+        for (i, nd) in self.nodes.iter().enumerate() {
+            match &nd.op {
+                Op::Bin(_, a, b) => {
+                    last_use[*a] = i;
+                    last_use[*b] = i;
+                }
+                Op::Un(_, a) => last_use[*a] = i,
+                Op::Sel(x, a, b) => {
+                    last_use[*x] = i;
+                    last_use[*a] = i;
+                    last_use[*b] = i;
+                }
+                _ => {}
+            }
+        }
+        last_use[self.out] = usize::MAX;
+        let mut free: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut dying: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
+        for (i, &l) in last_use.iter().enumerate() {
+            if l != usize::MAX && l > i {
+                dying[l].push(i);
+            }
+        }
+        for (i, nd) in self.nodes.iter().enumerate() {
+            if home[i].is_some() {
+                continue;
+            }
+            if i == self.out {
+                home[i] = Some(Home::Pair(out_pair));
+                continue;
+            }
+            if nd.kind == Kind::Invariant {
+                home[i] = Some(Home::At(alloc(c * nd.dt.size())));
+                continue;
+            }
+            // Operands dying here may hand their slot to the result (in place is allowed).
+            for &d in &dying[i] {
+                if let (Some(Home::At(a)), Kind::Varying, false) = (
+                    home[d],
+                    self.nodes[d].kind,
+                    matches!(self.nodes[d].op, Op::Load { .. }),
+                ) {
+                    free.entry(self.nodes[d].dt.size()).or_default().push(a);
+                }
+            }
+            let sz = nd.dt.size();
+            let a = match free.get_mut(&sz).and_then(|f| f.pop()) {
+                Some(a) => a,
+                None => alloc(c * sz),
+            };
+            home[i] = Some(Home::At(a));
+        }
+        (
+            Layout {
+                home,
+                dup,
+                out: out_pair,
+            },
+            top,
+        )
+    }
+}
+
+/// The program for a recognised elementwise kernel `s` of `kernel`.
+pub fn compile(kernel: &Kernel, s: &Stream, cfg: &TargetConfig) -> R<Blob> {
+    use reg::*;
+    use Pipe::{Mte2, Mte3, Vec as VecPipe};
+    let (params, gm_top) = param_slots(kernel);
+    if gm_top > cfg.mem(Mem::Gm).size {
+        return Err(CgError::Unsupported(format!(
+            "its buffers need {gm_top} bytes of GM, target `{}` has {}",
+            cfg.name,
+            cfg.mem(Mem::Gm).size
+        )));
+    }
+    let ub = cfg.mem(Mem::Ub).size;
+    // The chunk: a multiple of every row period, as large as fits.
+    let mut unit = 1u64;
+    for nd in &s.nodes {
+        if let Op::Load { period, .. } = nd.op {
+            if period > 1 && period < s.n {
+                unit = unit / gcd(unit, period) * period;
+            }
+        }
+    }
+    let mut c = (MAX_CHUNK.max(unit).min(s.n.div_ceil(unit) * unit) / unit) * unit;
+    let layout = loop {
+        if c == 0 {
+            return Err(CgError::Unsupported(format!(
+                "an elementwise chunk does not fit the {ub}-byte UB of target `{}`",
+                cfg.name
+            )));
+        }
+        let (l, bytes) = s.layout(c);
+        if bytes <= ub {
+            break l;
+        }
+        c = (c / 2 / unit) * unit;
+    };
+    let home = |i: usize, slot: usize| -> R<u64> {
+        match layout.home[i] {
+            Some(Home::At(a)) => Ok(a),
+            Some(Home::Pair(p)) => Ok(p[slot]),
+            None => Err(CgError::Internal(format!("stream node {i} has no UB slot"))),
+        }
+    };
+    let mut a = Asm::new();
+    a.li(ZERO, 0)?;
+    a.li(ONE, 1)?;
+    a.li(N, s.n as i64)?;
+    a.li(CH, c as i64)?;
+    let streamed: Vec<(usize, usize)> = {
+        let mut seen = Vec::new();
+        for (i, nd) in s.nodes.iter().enumerate() {
+            if let Op::Load { param, period } = nd.op {
+                if period >= s.n
+                    && nd.kind == Kind::Varying
+                    && !seen.iter().any(|&(p, _)| p == param)
+                {
+                    seen.push((param, i));
+                }
+            }
+        }
+        seen
+    };
+    // Prologue: scalar and row loads (MTE2), then constants (scalar stores).
+    let mut pro_dma = false;
+    for (i, nd) in s.nodes.iter().enumerate() {
+        let Op::Load { param, period } = nd.op else {
+            continue;
+        };
+        if period >= s.n && nd.kind == Kind::Varying {
+            continue;
+        }
+        let src = params[param].addr;
+        let dst = home(i, 0)?;
+        let reps = if period == 1 { 1 } else { c / period };
+        for r in 0..reps {
+            a.li(D, (dst + r * period * nd.dt.size()) as i64)?;
+            a.li(T, src as i64)?;
+            a.li(C, period as i64)?;
+            dma(
+                &mut a,
+                Mem::Gm,
+                Mem::Ub,
+                nd.dt,
+                [D, T, ONE, C, C, C, ONE, C],
+            );
+        }
+        pro_dma = true;
+    }
+    if pro_dma {
+        a.set(Mte2, VecPipe, 2);
+        a.wait(Mte2, VecPipe, 2);
+    }
+    for (i, nd) in s.nodes.iter().enumerate() {
+        if let Op::Const(f) = nd.op {
+            a.li(T, f.to_bits() as i32 as i64)?;
+            a.li(D, home(i, 0)? as i64)?;
+            a.emit(Instr::St {
+                mem: Mem::Ub,
+                dt: DType::F32,
+                rs: T,
+                base: D,
+                offset: 0,
+            });
+        }
+    }
+    // Uniform nodes (one element), their chunk-wide copies, then invariant nodes.
+    for (i, nd) in s.nodes.iter().enumerate() {
+        if nd.kind == Kind::Uniform {
+            op(&mut a, s, &layout, i, 0, ONE, &home)?;
+        }
+    }
+    for (&u, &addr) in &layout.dup {
+        vec(
+            &mut a,
+            VecOp::Dup,
+            VecForm::Unary,
+            s.nodes[u].dt,
+            s.nodes[u].dt,
+            addr,
+            home(u, 0)?,
+            None,
+            CH,
+            None,
+        )?;
+    }
+    for (i, nd) in s.nodes.iter().enumerate() {
+        if nd.kind == Kind::Invariant && !matches!(nd.op, Op::Load { .. }) {
+            op(&mut a, s, &layout, i, 0, CH, &home)?;
+        }
+    }
+    // Free tokens: one per slot of each double-buffered ring.
+    for slot in 0..2 {
+        if !streamed.is_empty() {
+            a.set(VecPipe, Mte2, slot);
+        }
+        a.set(Mte3, VecPipe, slot);
+    }
+    let out_dt = s.nodes[s.out].dt;
+    let out_addr = params[s.out_param].addr;
+    a.li(BASE, 0)?;
+    let top = a.label();
+    let done = a.label();
+    a.bind(top);
+    for slot in 0..2usize {
+        let id = slot as u32;
+        a.branch(Cond::Ge, BASE, N, done);
+        a.alu(AluOp::Sub, LEN, N, BASE);
+        a.alu(AluOp::Min, LEN, LEN, CH);
+        if !streamed.is_empty() {
+            a.wait(VecPipe, Mte2, id);
+            for &(param, i) in &streamed {
+                let dt = s.nodes[i].dt;
+                a.alui(AluOp::Mul, T, BASE, dt.size() as i64)?;
+                a.alui(AluOp::Add, T, T, params[param].addr as i64)?;
+                a.li(D, home(i, slot)? as i64)?;
+                dma(
+                    &mut a,
+                    Mem::Gm,
+                    Mem::Ub,
+                    dt,
+                    [D, T, ONE, LEN, LEN, LEN, ONE, LEN],
+                );
+            }
+            a.set(Mte2, VecPipe, id);
+            a.wait(Mte2, VecPipe, id);
+        }
+        a.wait(Mte3, VecPipe, id);
+        for (i, nd) in s.nodes.iter().enumerate() {
+            if nd.kind == Kind::Varying && !matches!(nd.op, Op::Load { .. }) {
+                op(&mut a, s, &layout, i, slot, LEN, &home)?;
+            }
+        }
+        // The stored value computed outside the chunk (a load, an invariant or a uniform):
+        // copied into the output slot.
+        let on = &s.nodes[s.out];
+        if on.kind != Kind::Varying || matches!(on.op, Op::Load { .. }) {
+            let src = match layout.dup.get(&s.out) {
+                Some(&d) => d,
+                None => match layout.home[s.out] {
+                    Some(Home::Pair(p)) if matches!(on.op, Op::Load { .. }) => p[slot],
+                    Some(Home::At(x)) => x,
+                    _ => return Err(CgError::Internal("stream output without a slot".into())),
+                },
+            };
+            let dst = layout.out[slot];
+            vec(
+                &mut a,
+                VecOp::Mov,
+                VecForm::Unary,
+                out_dt,
+                out_dt,
+                dst,
+                src,
+                None,
+                LEN,
+                None,
+            )?;
+        }
+        if !streamed.is_empty() {
+            a.set(VecPipe, Mte2, id);
+        }
+        a.set(VecPipe, Mte3, id);
+        a.wait(VecPipe, Mte3, id);
+        a.alui(AluOp::Mul, T, BASE, out_dt.size() as i64)?;
+        a.alui(AluOp::Add, T, T, out_addr as i64)?;
+        a.li(D, layout.out[slot] as i64)?;
+        dma(
+            &mut a,
+            Mem::Ub,
+            Mem::Gm,
+            out_dt,
+            [T, D, ONE, LEN, LEN, LEN, ONE, LEN],
+        );
+        a.set(Mte3, VecPipe, id);
+        a.alu(AluOp::Add, BASE, BASE, CH);
+    }
+    a.branch(Cond::Eq, ZERO, ZERO, top);
+    a.bind(done);
+    for r in crate::blob::TRAP_REGS {
+        a.li(r, 0)?;
+    }
+    a.emit(Instr::Halt);
+    Ok(Blob {
+        params,
+        gm_bytes: gm_top,
+        program: a.finish()?,
+    })
+}
+
+/// A same-dtype DMA.
+fn dma(a: &mut Asm, src: Mem, dst: Mem, dt: DType, regs: [u8; 8]) {
+    a.emit(Instr::Dma {
+        src_mem: src,
+        dst_mem: dst,
+        sdt: dt,
+        ddt: dt,
+        regs,
+        scale: None,
+        transpose: false,
+    });
+}
+
+/// One `VEC` with immediate UB addresses and the length in register `len`.
+#[allow(clippy::too_many_arguments)]
+fn vec(
+    a: &mut Asm,
+    op: VecOp,
+    form: VecForm,
+    sdt: DType,
+    ddt: DType,
+    dst: u64,
+    src1: u64,
+    src2: Option<u64>,
+    len: u8,
+    cond: Option<u64>,
+) -> R<()> {
+    use reg::*;
+    a.li(D, dst as i64)?;
+    a.li(S1, src1 as i64)?;
+    if let Some(s2) = src2 {
+        a.li(S2, s2 as i64)?;
+    }
+    if let Some(c) = cond {
+        a.li(C, c as i64)?;
+    }
+    a.emit(Instr::Vec {
+        op,
+        form,
+        sdt,
+        ddt,
+        dst: D,
+        src1: S1,
+        src2: src2.map(|_| S2),
+        len,
+        mask: None,
+        cond: cond.map(|_| C),
+    });
+    Ok(())
+}
+
+/// Node `i` computed at width `len` (a register) into its home for chunk parity `slot`.
+fn op(
+    a: &mut Asm,
+    s: &Stream,
+    l: &Layout,
+    i: usize,
+    slot: usize,
+    len: u8,
+    home: &dyn Fn(usize, usize) -> R<u64>,
+) -> R<()> {
+    let nd = &s.nodes[i];
+    let wide = nd.kind != Kind::Uniform;
+    // An operand's address at this width: a uniform operand of a chunk-wide op is read from
+    // its duplicated copy.
+    let at = |o: usize| -> R<u64> {
+        if wide && s.nodes[o].kind == Kind::Uniform {
+            l.dup
+                .get(&o)
+                .copied()
+                .ok_or_else(|| CgError::Internal(format!("stream node {o} has no copy")))
+        } else {
+            home(o, slot)
+        }
+    };
+    let dst = home(i, slot)?;
+    match &nd.op {
+        Op::Load { .. } | Op::Const(_) => Ok(()),
+        Op::Bin(vop, x, y) => {
+            let sdt = s.nodes[*x].dt;
+            if s.vs_ok(i, 1) {
+                let src2 = home(*y, slot)?;
+                vec(
+                    a,
+                    *vop,
+                    VecForm::VS,
+                    sdt,
+                    nd.dt,
+                    dst,
+                    at(*x)?,
+                    Some(src2),
+                    len,
+                    None,
+                )
+            } else {
+                vec(
+                    a,
+                    *vop,
+                    VecForm::VV,
+                    sdt,
+                    nd.dt,
+                    dst,
+                    at(*x)?,
+                    Some(at(*y)?),
+                    len,
+                    None,
+                )
+            }
+        }
+        Op::Un(vop, x) => {
+            let sdt = s.nodes[*x].dt;
+            vec(
+                a,
+                *vop,
+                VecForm::Unary,
+                sdt,
+                nd.dt,
+                dst,
+                at(*x)?,
+                None,
+                len,
+                None,
+            )
+        }
+        Op::Sel(c, x, y) => vec(
+            a,
+            VecOp::Sel,
+            VecForm::VV,
+            nd.dt,
+            nd.dt,
+            dst,
+            at(*x)?,
+            Some(at(*y)?),
+            len,
+            Some(at(*c)?),
+        ),
+    }
+}
