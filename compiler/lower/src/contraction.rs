@@ -122,11 +122,19 @@ pub(crate) fn mm_tiles(
 /// with the tile shape [`mm_tiles`] picks for the target.
 pub(crate) fn launch_matmul(cx: &mut crate::LowerCx, s: &MmSpec, args: Vec<tessera_kir::BufferId>) {
     let tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k));
-    cx.launch(tile_matmul_kernel(s, tiles), args);
+    // A matrix unit with this integer pair multiplies the operands as they are; elsewhere they
+    // are widened to the accumulator type first, so backends block the product as an f32 one.
+    let pair = format!("{}x{}->{}", s.a.0, s.b.0, s.acc);
+    let widen_ints = !cx.desc.mma.contains_key(&pair);
+    cx.launch(tile_matmul_kernel(s, tiles, widen_ints), args);
 }
 
 /// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], [scale], Y.
-pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> Kernel {
+pub(crate) fn tile_matmul_kernel(
+    s: &MmSpec,
+    (tm, tn, tk): (u16, u16, u16),
+    widen_ints: bool,
+) -> Kernel {
     let mut kb = KernelBuilder::new(s.name.clone());
     let b = &mut kb;
     let abuf = b.param("a", s.a.0, s.a.1.max(1), Access::Read);
@@ -212,7 +220,12 @@ pub(crate) fn tile_matmul_kernel(s: &MmSpec, (tm, tn, tk): (u16, u16, u16)) -> K
             bfill,
         );
         let int_operands = !s.a.0.is_float() || !s.b.0.is_float();
-        if int_operands && (s.a.0 != s.acc || s.b.0 != s.acc) && a_zp.is_none() && b_zp.is_none() {
+        if widen_ints
+            && int_operands
+            && (s.a.0 != s.acc || s.b.0 != s.acc)
+            && a_zp.is_none()
+            && b_zp.is_none()
+        {
             // Integer operands in the accumulator type, so that backends can block the
             // product as they do f32 ones.
             ta = b.cast(ta, s.acc, NO_SAT);
