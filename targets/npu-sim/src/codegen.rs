@@ -1202,16 +1202,8 @@ impl<'k> Gen<'k> {
     fn unary(&mut self, op: UnOp, r: Val, x: Val) -> R<()> {
         let t = self.ty(r);
         if t.elem == KDType::F32 {
-            let vop = match op {
-                UnOp::Neg => VecOp::Neg,
-                UnOp::Abs => VecOp::Abs,
-                UnOp::Sqrt => VecOp::Sqrt,
-                UnOp::Floor => VecOp::Floor,
-                UnOp::Ceil => VecOp::Ceil,
-                UnOp::Round => VecOp::Round,
-                UnOp::Trunc => VecOp::Trunc,
-                UnOp::Not => return Err(CgError::Internal("`not` of f32".into())),
-            };
+            let vop = f32_unary_vec_op(op)
+                .ok_or_else(|| CgError::Internal(format!("`{op:?}` of f32")))?;
             return self.vec_vals(vop, r, x, None);
         }
         for l in 0..t.lanes as u64 {
@@ -1239,16 +1231,8 @@ impl<'k> Gen<'k> {
     fn binary(&mut self, op: BinOp, r: Val, a: Val, b: Val) -> R<()> {
         let t = self.ty(r);
         if t.elem == KDType::F32 {
-            let vop = match op {
-                BinOp::Add => VecOp::Add,
-                BinOp::Sub => VecOp::Sub,
-                BinOp::Mul => VecOp::Mul,
-                BinOp::Div => VecOp::Div,
-                BinOp::Rem => VecOp::Rem,
-                BinOp::Min => VecOp::Min,
-                BinOp::Max => VecOp::Max,
-                other => return Err(CgError::Internal(format!("`{other:?}` of f32"))),
-            };
+            let vop = f32_binary_vec_op(op)
+                .ok_or_else(|| CgError::Internal(format!("`{op:?}` of f32")))?;
             return self.vec_vals(vop, r, a, Some(b));
         }
         let e = t.elem;
@@ -1721,4 +1705,32 @@ impl Liveness {
             .unwrap_or(0)
             .max(size(root))
     }
+}
+
+/// The Vector-unit instruction of an f32 unary op (`not` has none).
+pub(crate) fn f32_unary_vec_op(op: UnOp) -> Option<VecOp> {
+    Some(match op {
+        UnOp::Neg => VecOp::Neg,
+        UnOp::Abs => VecOp::Abs,
+        UnOp::Sqrt => VecOp::Sqrt,
+        UnOp::Floor => VecOp::Floor,
+        UnOp::Ceil => VecOp::Ceil,
+        UnOp::Round => VecOp::Round,
+        UnOp::Trunc => VecOp::Trunc,
+        UnOp::Not => return None,
+    })
+}
+
+/// The Vector-unit instruction of an f32 binary op (the bitwise ops have none).
+pub(crate) fn f32_binary_vec_op(op: BinOp) -> Option<VecOp> {
+    Some(match op {
+        BinOp::Add => VecOp::Add,
+        BinOp::Sub => VecOp::Sub,
+        BinOp::Mul => VecOp::Mul,
+        BinOp::Div => VecOp::Div,
+        BinOp::Rem => VecOp::Rem,
+        BinOp::Min => VecOp::Min,
+        BinOp::Max => VecOp::Max,
+        _ => return None,
+    })
 }

@@ -99,7 +99,7 @@ impl NpuSim {
             let opts = ScalarizeOptions {
                 vector_bytes: cfg.desc.vector_bytes,
                 blocked_f32_mma: true,
-            blocked_i32_mma: false,
+                blocked_i32_mma: false,
                 block_rows: 4,
                 block_vectors: 1,
                 fma: false,

@@ -36,7 +36,7 @@
 use std::collections::HashMap;
 
 use tessera_ir::DType as KDType;
-use tessera_kir::{BinOp, CmpOp, Inst, InstKind, Kernel, MathFn, Scalar, UnOp, Val};
+use tessera_kir::{BinOp, CmpOp, Inst, InstKind, Kernel, MathFn, Scalar, Val};
 
 use crate::blob::Blob;
 use crate::codegen::{param_slots, CgError};
@@ -347,30 +347,12 @@ impl<'k> Builder<'k> {
                 self.push(Op::Load { param, period }, dt)
             }
             InstKind::Binary(op, a, b) if f32_result == Some(true) => {
-                let vop = match op {
-                    BinOp::Add => VecOp::Add,
-                    BinOp::Sub => VecOp::Sub,
-                    BinOp::Mul => VecOp::Mul,
-                    BinOp::Div => VecOp::Div,
-                    BinOp::Rem => VecOp::Rem,
-                    BinOp::Min => VecOp::Min,
-                    BinOp::Max => VecOp::Max,
-                    _ => return None,
-                };
+                let vop = crate::codegen::f32_binary_vec_op(*op)?;
                 let (a, b) = (self.get(*a)?, self.get(*b)?);
                 self.bin(vop, a, b)
             }
             InstKind::Unary(op, a) if f32_result == Some(true) => {
-                let vop = match op {
-                    UnOp::Neg => VecOp::Neg,
-                    UnOp::Abs => VecOp::Abs,
-                    UnOp::Sqrt => VecOp::Sqrt,
-                    UnOp::Floor => VecOp::Floor,
-                    UnOp::Ceil => VecOp::Ceil,
-                    UnOp::Round => VecOp::Round,
-                    UnOp::Trunc => VecOp::Trunc,
-                    UnOp::Not => return None,
-                };
+                let vop = crate::codegen::f32_unary_vec_op(*op)?;
                 let a = self.get(*a)?;
                 self.un(vop, a)
             }
