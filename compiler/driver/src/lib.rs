@@ -10,6 +10,7 @@
 //! ```
 
 pub mod conformance;
+pub mod fold;
 pub mod npy;
 pub mod pipeline;
 pub mod show;

@@ -104,6 +104,7 @@ fn import_options(opts: &CompileOptions) -> Result<tessera_onnx::ImportOptions, 
         bound_inputs: opts.bound_inputs.clone(),
         custom_ops: load_custom_ops(&opts.custom_ops)?,
         allow_newer_opset: opts.allow_newer_opset,
+        folder: Some(crate::fold::InterpFolder::shared()),
     })
 }
 
@@ -248,18 +249,30 @@ fn compile_kernels(
 }
 
 /// Runs the e-graph optimizer (`tessera-opt`) on an imported graph for `opts.target`, at
-/// `opts.opt_level` and `opts.precision`: the step between import and lowering.
+/// `opts.opt_level` and `opts.precision`: the step between import and lowering. Then folds
+/// again what the optimizer made known (the casts of constant weights `--precision bf16`
+/// inserts become constant tensors of the new dtype), by the same size bound as import.
 pub fn optimize(
     graph: &Graph,
     opts: &CompileOptions,
 ) -> Result<(Graph, tessera_opt::Report), DriverError> {
     let t = targets::lookup(&opts.target)?;
+    let folder = crate::fold::InterpFolder::shared();
     let o = tessera_opt::OptOptions {
         level: opts.opt_level,
         precision: opts.precision,
         limits: None,
+        folder: Some(folder.clone()),
     };
-    Ok(tessera_opt::optimize(graph, t.desc(), &o)?)
+    let (mut out, report) = tessera_opt::optimize(graph, t.desc(), &o)?;
+    if report.changed {
+        tessera_ir::fold::fold_constants(&mut out, &*folder)
+            .and_then(|_| tessera_ir::verify(&out))
+            .map_err(|e| {
+                DriverError::Internal(format!("folding the optimized graph failed: {e}"))
+            })?;
+    }
+    Ok((out, report))
 }
 
 /// Imports, optimizes and compiles an ONNX file.

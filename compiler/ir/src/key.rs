@@ -121,12 +121,16 @@ impl OpKey {
         crate::infer::infer_node_types(&g, &node)
     }
 
-    /// The results' contents when the folder computes them at compile time (see
+    /// The results' contents when the folder computes them at compile time with `ev` (see
     /// [`crate::fold::eval_node`] for what it folds), with their types.
-    pub fn fold(&self, operands: &[Operand]) -> Result<Option<Vec<Tensor>>, IrError> {
+    pub fn fold(
+        &self,
+        operands: &[Operand],
+        ev: &dyn crate::fold::ConstEval,
+    ) -> Result<Option<Vec<Tensor>>, IrError> {
         let (g, node) = self.scratch(operands);
         let tys = crate::infer::infer_node_types(&g, &node)?;
-        crate::fold::eval_node(&g, &node, &tys)
+        crate::fold::eval_node(&g, &node, &tys, ev)
     }
 }
 

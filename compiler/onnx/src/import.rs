@@ -33,6 +33,11 @@ pub struct ImportOptions {
     /// model as that newest opset. Off by default: such a model is refused with
     /// [`OnnxError::NewerOpset`]. [`newer_opsets`] lists what this option would override.
     pub allow_newer_opset: bool,
+    /// Evaluates the nodes whose operands are all known at compile time (see
+    /// `tessera_ir::fold`); the driver passes its interpreter-backed folder. `None` folds only
+    /// `Constant` and the `Shape`/`Size` of static shapes, so a shape computed by any other
+    /// op is refused as not known at compile time.
+    pub folder: Option<std::sync::Arc<dyn tessera_ir::ConstEval>>,
 }
 
 /// An opset import newer than the newest one Tessera's registry knows for its domain.
@@ -263,7 +268,7 @@ pub fn import_model(
     let mut graph = b.graph;
     order_nodes(&mut graph)?;
     bind_inputs(&mut graph, opts);
-    compat::run_passes(&mut graph)?;
+    compat::run_passes(&mut graph, opts.folder.as_deref())?;
     Ok(graph)
 }
 

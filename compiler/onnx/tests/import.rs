@@ -9,7 +9,15 @@ use tessera_ir::{Attr, Dim, Graph, Node, Op, Tensor};
 use tessera_onnx::{import_bytes, ImportOptions};
 
 fn import(opset: i64, g: G) -> Graph {
-    import_opts(opset, g, &ImportOptions::default())
+    import_opts(opset, g, &folding())
+}
+
+/// Options that fold with the driver's folder, as the pipeline imports.
+fn folding() -> ImportOptions {
+    ImportOptions {
+        folder: Some(tessera_driver::fold::InterpFolder::shared()),
+        ..Default::default()
+    }
 }
 
 fn import_opts(opset: i64, g: G, opts: &ImportOptions) -> Graph {
@@ -82,14 +90,14 @@ fn symbolic_dims_stay_symbolic_unless_overridden() {
 
     let opts = ImportOptions {
         input_shapes: BTreeMap::from([("x".into(), vec![8, 4])]),
-        ..Default::default()
+        ..folding()
     };
     let g = import_opts(17, gb(), &opts);
     assert_eq!(out_dims(&g, 0), vec![8, 4]);
 
     let bad = ImportOptions {
         input_shapes: BTreeMap::from([("x".into(), vec![8, 5])]),
-        ..Default::default()
+        ..folding()
     };
     let err = import_bytes(&bytes(&model(17, gb())), None, &bad)
         .unwrap_err()
@@ -111,7 +119,7 @@ fn bound_input_feeding_a_shape_operand_is_bound() {
             ("s".into(), shape.clone()),
             ("x".into(), Tensor::from_f32(vec![2, 3], &[0.; 6])),
         ]),
-        ..Default::default()
+        ..folding()
     };
     let g = import_opts(17, gb(), &opts);
     let s = g.find_value("s").unwrap();
@@ -578,7 +586,7 @@ fn import_file_reads_a_model_from_disk() {
     );
     let p = dir.path().join("m.onnx");
     std::fs::write(&p, bytes(&m)).unwrap();
-    let g = tessera_onnx::import_file(&p, &ImportOptions::default()).unwrap();
+    let g = tessera_onnx::import_file(&p, &folding()).unwrap();
     assert_eq!(g.nodes.len(), 1);
 }
 
@@ -667,7 +675,7 @@ fn add_before_7_with_an_axis_outside_a_is_bad_input() {
             },
         )),
         None,
-        &ImportOptions::default(),
+        &folding(),
     )
     .unwrap_err();
     assert!(
@@ -783,7 +791,7 @@ fn a_sequence_graph_output_is_unsupported() {
             },
         )),
         None,
-        &ImportOptions::default(),
+        &folding(),
     )
     .unwrap_err();
     assert!(err.is_unsupported(), "{err}");

@@ -9,7 +9,10 @@ use std::path::Path;
 use tessera_onnx::{decode_model, import_file, read_tensor_file, ImportOptions};
 
 fn options_for(dir: &Path) -> ImportOptions {
-    let mut opts = ImportOptions::default();
+    let mut opts = ImportOptions {
+        folder: Some(tessera_driver::fold::InterpFolder::shared()),
+        ..ImportOptions::default()
+    };
     let Ok(bytes) = std::fs::read(dir.join("model.onnx")) else {
         return opts;
     };

@@ -1,6 +1,6 @@
 //! The e-class analysis: every class carries its result types, found by the op table's type
 //! rule ([`OpKey::infer`]), and its contents when the one constant folder
-//! ([`OpKey::fold`], i.e. `tessera_ir::fold`) computes them. A folded class gets a
+//! ([`OpKey::fold`], i.e. `tessera_ir::fold` with [`Types::folder`]) computes them. A folded class gets a
 //! [`TNode::Const`] node, which extraction prefers. The analysis also owns the constant table,
 //! the counts of rules fired and the first malformed intermediate a rule built.
 
@@ -44,6 +44,8 @@ pub struct Types {
     pub error: Option<(String, String)>,
     /// The classes of the graph's outputs (not canonical: compare through `find`).
     pub roots: Vec<Id>,
+    /// What computes a class whose operands are all known (`None`: only the data-free nodes).
+    pub folder: Option<std::sync::Arc<dyn tessera_ir::ConstEval>>,
 }
 
 impl Types {
@@ -143,7 +145,12 @@ impl egg::Analysis<TNode> for Types {
                     .zip(&ks)
                     .all(|(t, k)| t.is_none() || konst_of(*k).is_some());
                 let folded = if all_known && out.len() == 1 && !ch.is_empty() {
-                    key.fold(&operands).ok().flatten()
+                    key.fold(
+                        &operands,
+                        eg.analysis.folder.as_deref().unwrap_or(&tessera_ir::NoEval),
+                    )
+                    .ok()
+                    .flatten()
                 } else {
                     None
                 };

@@ -21,8 +21,14 @@ pub struct Loaded {
 }
 
 /// Adds `g` to a fresh e-graph.
-pub fn to_egraph(g: &Graph) -> Result<Loaded, OptError> {
-    let mut types = Types::default();
+pub fn to_egraph(
+    g: &Graph,
+    folder: Option<std::sync::Arc<dyn tessera_ir::ConstEval>>,
+) -> Result<Loaded, OptError> {
+    let mut types = Types {
+        folder,
+        ..Types::default()
+    };
     for (i, &v) in g.inputs.iter().enumerate() {
         let ty = g
             .ty(v)

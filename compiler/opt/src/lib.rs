@@ -125,12 +125,15 @@ impl Limits {
 }
 
 /// What to optimise for.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct OptOptions {
     pub level: OptLevel,
     pub precision: Precision,
     /// `None`: the level's limits.
     pub limits: Option<Limits>,
+    /// Evaluates classes whose operands are all known (`tessera_ir::fold`); the driver passes
+    /// its interpreter-backed folder. `None` folds only the data-free `Constant`/`Shape`/`Size`.
+    pub folder: Option<std::sync::Arc<dyn tessera_ir::ConstEval>>,
 }
 
 /// Optimises `g` (typed by shape inference) for the target `desc`. Returns the graph to lower
@@ -177,7 +180,7 @@ fn run(
     }
     let limits = opts.limits.unwrap_or_else(|| Limits::for_level(opts.level));
     let start = Instant::now();
-    let loaded = convert::to_egraph(g)?;
+    let loaded = convert::to_egraph(g, opts.folder.clone())?;
     let rules: Vec<_> = rules.into_iter().map(rules::Adapt::rewrite).collect();
     let mut runner = egg::Runner::default()
         .with_node_limit(limits.nodes)

@@ -36,6 +36,7 @@ fn opts(level: OptLevel, precision: Precision) -> OptOptions {
         level,
         precision,
         limits: None,
+        folder: None,
     }
 }
 

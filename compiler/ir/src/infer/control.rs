@@ -17,6 +17,7 @@
 
 use crate::dtype::DType;
 use crate::error::IrError;
+use crate::fold::ConstEval;
 use crate::graph::{Attr, Graph, TensorType, ValueId};
 use crate::op::Op;
 use crate::shape::{Dim, Shape};
@@ -34,7 +35,11 @@ type Param = (TensorType, Option<Tensor>);
 
 /// Types node `ni` (an If, Loop or Scan) and its bodies in place. Returns the result types and,
 /// when every result is known at compile time, their contents.
-pub(crate) fn infer(g: &mut Graph, ni: usize) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
+pub(crate) fn infer(
+    g: &mut Graph,
+    ni: usize,
+    ev: &dyn ConstEval,
+) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
     crate::verify::check_node_signature(&g.nodes[ni])?;
     let op = g.nodes[ni].op;
     let names: &[&str] = match op {
@@ -55,9 +60,9 @@ pub(crate) fn infer(g: &mut Graph, ni: usize) -> Result<(Vec<TensorType>, Option
         }
     }
     let r = match op {
-        Op::If => infer_if(g, ni, &mut bodies),
-        Op::Loop => infer_loop(g, ni, &mut bodies[0]),
-        _ => infer_scan(g, ni, &mut bodies[0]),
+        Op::If => infer_if(g, ni, &mut bodies, ev),
+        Op::Loop => infer_loop(g, ni, &mut bodies[0], ev),
+        _ => infer_scan(g, ni, &mut bodies[0], ev),
     };
     for (n, b) in names.iter().zip(bodies) {
         g.nodes[ni].attrs.insert((*n).to_string(), Attr::Graph(b));
@@ -101,7 +106,14 @@ fn scalar(dtype: DType) -> TensorType {
 }
 
 /// Gives the body's inputs their types and contents, then types (and folds) the body.
-fn type_body(g: &Graph, ni: usize, what: &str, body: &mut Graph, params: Vec<Param>) -> Result<()> {
+fn type_body(
+    g: &Graph,
+    ni: usize,
+    what: &str,
+    body: &mut Graph,
+    params: Vec<Param>,
+    ev: &dyn ConstEval,
+) -> Result<()> {
     if body.inputs.len() != params.len() {
         return Err(IrError::ShapeMismatch {
             node: g.nodes[ni].label(),
@@ -119,7 +131,7 @@ fn type_body(g: &Graph, ni: usize, what: &str, body: &mut Graph, params: Vec<Par
     }
     // Inside a body, an operand that must be known at compile time but is not depends on the
     // iteration or on run-time data: a static plan cannot express that node.
-    crate::fold::fold_constants(body).map_err(|e| match e {
+    crate::fold::fold_constants(body, ev).map_err(|e| match e {
         IrError::NotConstant { .. } => IrError::Unsupported {
             node: g.nodes[ni].label(),
             what: format!("in its {what}: {e} (there it depends on run-time values)"),
@@ -152,6 +164,7 @@ fn infer_if(
     g: &mut Graph,
     ni: usize,
     bodies: &mut [Box<Graph>],
+    ev: &dyn ConstEval,
 ) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
     let k = captures(g, ni, 1)?;
     let (cond_ty, cond) = operand(g, ni, 0)?;
@@ -182,14 +195,14 @@ fn infer_if(
         } else {
             ("else_branch", 1)
         };
-        type_body(g, ni, what, &mut bodies[idx], params)?;
+        type_body(g, ni, what, &mut bodies[idx], params, ev)?;
         let tys = results(g, what, &bodies[idx])?;
         let b = &bodies[idx];
         let konsts: Option<Vec<Tensor>> = b.outputs.iter().map(|&o| b.konst(o).cloned()).collect();
         return Ok((tys, konsts));
     }
-    type_body(g, ni, "then_branch", &mut bodies[0], params.clone())?;
-    type_body(g, ni, "else_branch", &mut bodies[1], params)?;
+    type_body(g, ni, "then_branch", &mut bodies[0], params.clone(), ev)?;
+    type_body(g, ni, "else_branch", &mut bodies[1], params, ev)?;
     let then_tys = results(g, "then_branch", &bodies[0])?;
     let else_tys = results(g, "else_branch", &bodies[1])?;
     for (j, (t, e)) in then_tys.iter().zip(&else_tys).enumerate() {
@@ -240,6 +253,7 @@ fn infer_loop(
     g: &mut Graph,
     ni: usize,
     body: &mut Graph,
+    ev: &dyn ConstEval,
 ) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
     let k = captures(g, ni, 2)?;
     let node = &g.nodes[ni];
@@ -287,7 +301,7 @@ fn infer_loop(
     let mut params = vec![(scalar(DType::I64), None), (scalar(DType::Bool), None)];
     params.extend(carried.iter().cloned());
     params.extend(capture_params(g, ni, 2 + n, k)?);
-    type_body(g, ni, "body", body, params)?;
+    type_body(g, ni, "body", body, params, ev)?;
     if body.outputs.len() != 1 + n + s {
         return Err(IrError::ShapeMismatch {
             node: g.nodes[ni].label(),
@@ -364,6 +378,7 @@ fn infer_scan(
     g: &mut Graph,
     ni: usize,
     body: &mut Graph,
+    ev: &dyn ConstEval,
 ) -> Result<(Vec<TensorType>, Option<Vec<Tensor>>)> {
     let k = captures(g, ni, 0)?;
     let node = &g.nodes[ni];
@@ -432,7 +447,7 @@ fn infer_scan(
     }
     let len = len.unwrap_or(0);
     params.extend(capture_params(g, ni, n + m, k)?);
-    type_body(g, ni, "body", body, params)?;
+    type_body(g, ni, "body", body, params, ev)?;
     if body.outputs.len() != n + s {
         return Err(IrError::ShapeMismatch {
             node: g.nodes[ni].label(),

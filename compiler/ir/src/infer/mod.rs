@@ -3,10 +3,11 @@
 //! file per op family (`elementwise.rs`, `dense.rs`, …); this file holds the walk, the
 //! per-node context [`Cx`] and the helpers they share (broadcasting, axes, symbolic dims).
 //!
-//! Inference also evaluates the small integer "shape subgraphs" that exporters emit
-//! (`Shape → Gather → Concat → Reshape`), through [`crate::fold::eval_node`], so that a
-//! later `Reshape` sees its `shape` operand as a constant. The nodes stay in the graph;
-//! [`crate::fold::fold_constants`] removes them.
+//! Inference also evaluates every foldable node as it goes ([`infer_shapes_with`], through
+//! [`crate::fold::eval_node`] and the injected [`ConstEval`]), so that the "shape subgraphs"
+//! exporters emit (`Shape → Gather → Concat → Reshape`) give a later `Reshape` its `shape`
+//! operand as a constant. The nodes stay in the graph; [`crate::fold::fold_constants`]
+//! removes them.
 
 pub mod control;
 mod dense;
@@ -25,6 +26,7 @@ mod tests;
 
 use crate::dtype::DType;
 use crate::error::IrError;
+use crate::fold::{ConstEval, NoEval};
 use crate::graph::{Attr, Graph, Node, TensorType, ValueId};
 use crate::op::{operand_name, Family, Op};
 use crate::shape::{Dim, Shape, MAX_ELEMENTS};
@@ -37,7 +39,17 @@ type Result<T> = std::result::Result<T, IrError>;
 ///
 /// Nodes must be topologically ordered (see [`crate::verify::topo_sort`]). Operands that
 /// decide output shapes (see [`crate::op::shape_operands`]) must be known at compile time.
+///
+/// This folds only what needs no evaluator (`Constant`, `Shape`/`Size` of static shapes; see
+/// [`NoEval`]): right for a graph already folded, or one whose shape operands are constants.
+/// [`infer_shapes_with`] folds every foldable node.
 pub fn infer_shapes(g: &mut Graph) -> Result<()> {
+    infer_shapes_with(g, &NoEval)
+}
+
+/// [`infer_shapes`], evaluating every foldable node ([`crate::fold::foldable`]) with `ev` as it
+/// goes, so that results computed from known values are known to the nodes after them.
+pub fn infer_shapes_with(g: &mut Graph, ev: &dyn ConstEval) -> Result<()> {
     for v in &g.values {
         if let Some(ty) = &v.ty {
             check_size(&format!("value %{}", v.name), &ty.shape)?;
@@ -46,12 +58,12 @@ pub fn infer_shapes(g: &mut Graph) -> Result<()> {
     for ni in 0..g.nodes.len() {
         let (tys, konsts) = if control::is_control(g.nodes[ni].op) {
             // Control flow types its bodies in place, so it needs the graph mutably.
-            control::infer(g, ni)?
+            control::infer(g, ni, ev)?
         } else {
             let node = &g.nodes[ni];
             let cx = Cx { g, node };
             let tys = infer_node(&cx)?;
-            let konsts = crate::fold::eval_node(g, node, &tys)?;
+            let konsts = crate::fold::eval_node(g, node, &tys, ev)?;
             (tys, konsts)
         };
         let outs = g.nodes[ni].outputs.clone();

@@ -723,26 +723,6 @@ fn arity_and_attributes_checked() {
 }
 
 #[test]
-fn shape_subgraphs_are_evaluated_during_inference() {
-    // Shape -> Gather -> Unsqueeze -> Concat -> Reshape, as exporters write it.
-    let mut b = B::new();
-    let x = b.input("x", "f32[2,3,4]");
-    let sh = b.node1(Op::Shape, &[x], &[]);
-    let idx = b.konst("idx", Tensor::from_i64(vec![], &[0]));
-    let n = b.node1(Op::Gather, &[sh, idx], &[]);
-    let ax = b.ints("ax", &[0]);
-    let n1 = b.node1(Op::Unsqueeze, &[n, ax], &[]);
-    let m1 = b.ints("m1", &[-1]);
-    let cat = b.node1(Op::Concat, &[n1, m1], &[("axis", i(0))]);
-    let r = b.node1(Op::Reshape, &[x, cat], &[]);
-    assert_eq!(b.infer(r).unwrap(), "f32[2,12]");
-    assert_eq!(
-        b.g.konst(cat).and_then(|t| t.to_i64_vec()),
-        Some(vec![2, -1])
-    );
-}
-
-#[test]
 fn extreme_attributes_are_errors_not_panics() {
     let big = ints(&[i64::MAX, i64::MAX]);
     for (name, v) in [

@@ -1,0 +1,160 @@
+//! The constant folder's evaluator: [`InterpFolder`] computes a node whose operands are all
+//! known at compile time by lowering it, alone, with the normal lowering for the `interp`
+//! target and running the plan on the kernel-IR interpreter (host steps included), so a folded
+//! result is exactly what the reference semantics compute, for every op that has a lowering.
+//!
+//! *Which* nodes fold, and the size bound, is `tessera_ir::fold`'s decision
+//! ([`tessera_ir::fold::foldable`]); this file only computes. A node whose lowering or run
+//! fails (no lowering, an integer division by zero, an index out of range) is left to run
+//! time, where its kernel reports the failure as it would have without folding.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tessera_ir::{ConstEval, Graph, Node, Tensor, TensorType};
+use tessera_runtime::artifact::StoredKernel;
+use tessera_runtime::{Artifact, Model};
+use tessera_target::Target;
+
+/// Evaluates one node on the interpreter (see the module documentation). Results are cached
+/// by the SHA-256 of the node's op, attributes and operands, so asking twice (the e-graph
+/// analysis and the pass after the optimizer see the same nodes) costs one evaluation.
+pub struct InterpFolder {
+    target: crate::targets::Interp,
+    cache: Mutex<HashMap<[u8; 32], Option<Vec<Tensor>>>>,
+}
+
+impl std::fmt::Debug for InterpFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InterpFolder")
+    }
+}
+
+impl Default for InterpFolder {
+    fn default() -> Self {
+        InterpFolder::new()
+    }
+}
+
+impl InterpFolder {
+    pub fn new() -> InterpFolder {
+        InterpFolder {
+            target: crate::targets::Interp::new(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A folder shared by the stages of one compile.
+    pub fn shared() -> Arc<dyn ConstEval> {
+        Arc::new(InterpFolder::new())
+    }
+
+    /// The one-node graph: every operand a constant value, every result a graph output.
+    fn scratch(g: &Graph, node: &Node, tys: &[TensorType]) -> Option<Graph> {
+        let mut s = Graph::new("fold");
+        let mut inputs = Vec::with_capacity(node.inputs.len());
+        for id in &node.inputs {
+            inputs.push(match id {
+                None => None,
+                Some(id) => {
+                    let v = g.values.get(id.0 as usize)?;
+                    let t = v.konst.clone()?;
+                    let ty = TensorType::fixed(t.dtype, &t.dims);
+                    let n = s.add_value(v.name.clone(), Some(ty));
+                    s.value_mut(n).konst = Some(t);
+                    Some(n)
+                }
+            });
+        }
+        let mut outputs = Vec::with_capacity(tys.len());
+        for (k, ty) in tys.iter().enumerate() {
+            let name = node
+                .outputs
+                .get(k)
+                .and_then(|o| g.values.get(o.0 as usize))
+                .map_or_else(|| format!("out{k}"), |v| v.name.clone());
+            outputs.push(s.add_value(name, Some(ty.clone())));
+        }
+        s.outputs = outputs.clone();
+        s.nodes.push(Node {
+            name: node.name.clone(),
+            op: node.op,
+            inputs,
+            outputs,
+            attrs: node.attrs.clone(),
+        });
+        Some(s)
+    }
+
+    /// Lowers and runs the one-node graph; `None` on any failure.
+    fn run(&self, s: &Graph, tys: &[TensorType]) -> Option<Vec<Tensor>> {
+        let program = tessera_lower::lower(s, self.target.desc()).ok()?;
+        let mut kernels = Vec::with_capacity(program.kernels.len());
+        for k in &program.kernels {
+            tessera_kir::verify::verify(k).ok()?;
+            let blob = self.target.compile(k).ok()?;
+            kernels.push(StoredKernel {
+                name: k.name.clone(),
+                param_bytes: k
+                    .params()
+                    .iter()
+                    .map(|p| p.dtype.storage_bytes(p.len))
+                    .collect(),
+                blob: blob.code,
+            });
+        }
+        let artifact = Artifact {
+            target: "interp".into(),
+            fingerprint: self.target.fingerprint(),
+            source: "the constant folder".into(),
+            plan: program.plan,
+            kernels,
+        };
+        let model = Model::load(artifact, Arc::new(tessera_interp::InterpDevice)).ok()?;
+        let outs = model.run(&[]).ok()?;
+        // A run-time-sized result comes back at its actual size, which may differ from the
+        // capacity inference gave; such a node stays a runtime op.
+        let same = outs.len() == tys.len()
+            && outs.iter().zip(tys).all(|(t, ty)| {
+                t.dtype == ty.dtype && ty.shape.as_static().is_some_and(|d| d == t.dims)
+            });
+        same.then_some(outs)
+    }
+}
+
+/// The cache key: op, attributes (by their exact text), result types and operand contents.
+fn key(node: &Node, g: &Graph, tys: &[TensorType]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(tessera_ir::OpKey::of(node).to_string().as_bytes());
+    for ty in tys {
+        h.update(format!("->{ty};").as_bytes());
+    }
+    for id in &node.inputs {
+        match id.and_then(|id| g.konst(id)) {
+            None => h.update(b"absent;"),
+            Some(t) => {
+                h.update(format!("{}{:?}:{}:", t.dtype, t.dims, t.bytes.len()).as_bytes());
+                h.update(t.bytes.as_slice());
+                for s in t.strings.iter() {
+                    h.update((s.len() as u64).to_le_bytes());
+                    h.update(s.as_bytes());
+                }
+            }
+        }
+    }
+    h.finalize().into()
+}
+
+impl ConstEval for InterpFolder {
+    fn eval(&self, g: &Graph, node: &Node, tys: &[TensorType]) -> Option<Vec<Tensor>> {
+        let k = key(node, g, tys);
+        if let Some(hit) = self.cache.lock().ok()?.get(&k) {
+            return hit.clone();
+        }
+        let r = Self::scratch(g, node, tys).and_then(|s| self.run(&s, tys));
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(k, r.clone());
+        }
+        r
+    }
+}
