@@ -10,7 +10,8 @@ const TARGETS: [&str; 2] = ["host", "interp"];
 
 fn compile(src: &str, target: &str) -> tessera_runtime::Model {
     let mut g = text::parse(src).unwrap_or_else(|e| panic!("parse: {e}"));
-    tessera_ir::fold_constants(&mut g).unwrap_or_else(|e| panic!("fold: {e}"));
+    tessera_ir::fold_constants(&mut g, &tessera_driver::fold::InterpFolder::new())
+        .unwrap_or_else(|e| panic!("fold: {e}"));
     tessera_ir::infer_shapes(&mut g).unwrap_or_else(|e| panic!("infer: {e}"));
     tessera_ir::verify(&g).unwrap_or_else(|e| panic!("verify: {e}"));
     let a = tessera_driver::compile_graph(&g, "test", target)
