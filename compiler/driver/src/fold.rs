@@ -85,13 +85,27 @@ impl InterpFolder {
         Some(s)
     }
 
-    /// Lowers and runs the one-node graph; `None` on any failure.
-    fn run(&self, s: &Graph, tys: &[TensorType]) -> Option<Vec<Tensor>> {
-        let program = tessera_lower::lower(s, self.target.desc()).ok()?;
+    /// Evaluates `node` of `g` (every present operand known, `tys` its static result types)
+    /// without the cache, saying why when it cannot: what [`ConstEval::eval`] does, for
+    /// diagnostics and tests.
+    pub fn evaluate(
+        &self,
+        g: &Graph,
+        node: &Node,
+        tys: &[TensorType],
+    ) -> Result<Vec<Tensor>, String> {
+        let s = Self::scratch(g, node, tys).ok_or("an operand is not known")?;
+        self.run(&s, tys)
+    }
+
+    /// Lowers and runs the one-node graph.
+    fn run(&self, s: &Graph, tys: &[TensorType]) -> Result<Vec<Tensor>, String> {
+        let str = |e: &dyn std::fmt::Display| e.to_string();
+        let program = tessera_lower::lower(s, self.target.desc()).map_err(|e| str(&e))?;
         let mut kernels = Vec::with_capacity(program.kernels.len());
         for k in &program.kernels {
-            tessera_kir::verify::verify(k).ok()?;
-            let blob = self.target.compile(k).ok()?;
+            tessera_kir::verify::verify(k).map_err(|e| str(&e))?;
+            let blob = self.target.compile(k).map_err(|e| str(&e))?;
             kernels.push(StoredKernel {
                 name: k.name.clone(),
                 param_bytes: k
@@ -109,15 +123,19 @@ impl InterpFolder {
             plan: program.plan,
             kernels,
         };
-        let model = Model::load(artifact, Arc::new(tessera_interp::InterpDevice)).ok()?;
-        let outs = model.run(&[]).ok()?;
+        let model =
+            Model::load(artifact, Arc::new(tessera_interp::InterpDevice)).map_err(|e| str(&e))?;
+        let outs = model.run(&[]).map_err(|e| str(&e))?;
         // A run-time-sized result comes back at its actual size, which may differ from the
         // capacity inference gave; such a node stays a runtime op.
         let same = outs.len() == tys.len()
             && outs.iter().zip(tys).all(|(t, ty)| {
                 t.dtype == ty.dtype && ty.shape.as_static().is_some_and(|d| d == t.dims)
             });
-        same.then_some(outs)
+        if !same {
+            return Err("the results' sizes are known only at run time".into());
+        }
+        Ok(outs)
     }
 }
 
@@ -151,7 +169,7 @@ impl ConstEval for InterpFolder {
         if let Some(hit) = self.cache.lock().ok()?.get(&k) {
             return hit.clone();
         }
-        let r = Self::scratch(g, node, tys).and_then(|s| self.run(&s, tys));
+        let r = self.evaluate(g, node, tys).ok();
         if let Ok(mut c) = self.cache.lock() {
             c.insert(k, r.clone());
         }

@@ -238,15 +238,12 @@ fn clip(node: &Node) -> Body {
 
 fn cast(cx: &LowerCx, node: &Node) -> Result<Body> {
     let from = input_dtype(cx, node, 0)?;
-    let to = if node.op == Op::CastLike {
-        input_dtype(cx, node, 1)?
-    } else {
-        let code = node.attr_int("to", -1);
-        i32::try_from(code)
-            .ok()
-            .and_then(DType::from_onnx)
-            .ok_or_else(|| cx.unsupported(format!("Cast to ONNX dtype code {code}")))?
-    };
+    // The result's inferred dtype: inference read `to` (an ONNX code or a dtype name).
+    let out = *node
+        .outputs
+        .first()
+        .ok_or_else(|| cx.invalid("Cast has no result"))?;
+    let to = cx.dtype(out)?;
     if from == DType::String || to == DType::String {
         return Err(cx.unsupported(format!(
             "Cast from {from} to {to}: string casts have no kernel lowering"
