@@ -5,7 +5,7 @@
 //!
 //! *Which* nodes fold, and the size bound, is `tessera_ir::fold`'s decision
 //! ([`tessera_ir::fold::foldable`]); this file only computes. A node whose lowering or run
-//! fails (no lowering, an integer division by zero, an index out of range) is left to run
+//! fails (no lowering, an index out of range that traps) is left to run
 //! time, where its kernel reports the failure as it would have without folding.
 
 use std::collections::HashMap;

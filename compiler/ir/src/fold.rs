@@ -19,9 +19,9 @@
 //!   than the known operands it consumes (a cast to a narrower format, a transpose or a
 //!   quantization of a constant weight folds; a `ConstantOfShape`/`Expand`/`Tile` blow-up or a
 //!   `DequantizeLinear` of a big weight does not);
-//! - and the work stays bounded: operands and results together at most [`MAX_ELEMENTS`]
+//! - and the work stays bounded: operands and results together at most [`MAX_FOLD_ELEMENTS`]
 //!   elements for ops whose work is linear in their data (elementwise, movement, quantization,
-//!   reductions, meta ops), and result elements times operand elements at most [`MAX_WORK`]
+//!   reductions, meta ops), and result elements times operand elements at most [`MAX_FOLD_WORK`]
 //!   for the rest (contractions, convolutions, …), whose work is a product.
 //!
 //! Start at [`eval_node`].
@@ -38,16 +38,16 @@ type Result<T> = std::result::Result<T, IrError>;
 /// Results up to this many bytes in all always fold (when their operands are known).
 pub const SMALL_BYTES: u64 = 64 * 1024;
 /// The most elements (operands and results together) a linear-work node folds over.
-pub const MAX_ELEMENTS: u64 = 1 << 24;
+pub const MAX_FOLD_ELEMENTS: u64 = 1 << 24;
 /// The most `result elements × operand elements` a node of another family folds.
-pub const MAX_WORK: u64 = 1 << 26;
+pub const MAX_FOLD_WORK: u64 = 1 << 26;
 
 /// Computes one node at compile time. [`eval_node`] calls it only for a node that
 /// [`foldable`] accepts: every present operand of `node` is known in `g` (`Graph::konst`),
 /// and `tys` are the node's inferred result types, all static.
 ///
 /// `None` leaves the node to run time: the op has no lowering, or evaluating it failed (an
-/// integer division by zero, an index out of range…), which the kernel then reports at run
+/// an index out of range, a trap), which the kernel then reports at run
 /// time exactly as it would have without folding. An evaluator must return results of exactly
 /// the types `tys`, and must be deterministic.
 pub trait ConstEval: Send + Sync + std::fmt::Debug + std::panic::RefUnwindSafe {
@@ -129,9 +129,9 @@ pub fn foldable(g: &Graph, node: &Node, tys: &[TensorType]) -> bool {
         Family::Elementwise | Family::Movement | Family::Quant | Family::Reduce | Family::Meta
     );
     if linear {
-        in_elems.saturating_add(out_elems) <= MAX_ELEMENTS
+        in_elems.saturating_add(out_elems) <= MAX_FOLD_ELEMENTS
     } else {
-        out_elems.max(1).saturating_mul(in_elems.max(1)) <= MAX_WORK
+        out_elems.max(1).saturating_mul(in_elems.max(1)) <= MAX_FOLD_WORK
     }
 }
 
