@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tessera_ir::{ConstEval, Graph, Node, Tensor, TensorType};
+use tessera_ir::{Attr, ConstEval, Graph, Node, Op, Tensor, TensorType, ValueId};
 use tessera_runtime::artifact::StoredKernel;
 use tessera_runtime::{Artifact, Model};
 use tessera_target::Target;
@@ -48,11 +48,21 @@ impl InterpFolder {
         Arc::new(InterpFolder::new())
     }
 
-    /// The one-node graph: every operand a constant value, every result a graph output.
+    /// The one-node graph: every operand a constant value, every result a graph output. A
+    /// `CastLike`, whose second operand is read only for its dtype (and may be a runtime value),
+    /// becomes the `Cast` it means.
     fn scratch(g: &Graph, node: &Node, tys: &[TensorType]) -> Option<Graph> {
         let mut s = Graph::new("fold");
-        let mut inputs = Vec::with_capacity(node.inputs.len());
-        for id in &node.inputs {
+        let (mut op, mut attrs) = (node.op, node.attrs.clone());
+        let mut operands: &[Option<ValueId>] = &node.inputs;
+        if node.op == Op::CastLike {
+            let to = tys.first()?.dtype.to_onnx();
+            attrs.insert("to".into(), Attr::Int(to as i64));
+            op = Op::Cast;
+            operands = node.inputs.get(..1)?;
+        }
+        let mut inputs = Vec::with_capacity(operands.len());
+        for id in operands {
             inputs.push(match id {
                 None => None,
                 Some(id) => {
@@ -77,10 +87,10 @@ impl InterpFolder {
         s.outputs = outputs.clone();
         s.nodes.push(Node {
             name: node.name.clone(),
-            op: node.op,
+            op,
             inputs,
             outputs,
-            attrs: node.attrs.clone(),
+            attrs,
         });
         Some(s)
     }
@@ -147,7 +157,12 @@ fn key(node: &Node, g: &Graph, tys: &[TensorType]) -> [u8; 32] {
     for ty in tys {
         h.update(format!("->{ty};").as_bytes());
     }
-    for id in &node.inputs {
+    for (i, id) in node.inputs.iter().enumerate() {
+        if tessera_ir::fold::reads_type_only(node.op, i) {
+            // Read for its dtype only, which the result types above already say.
+            h.update(b"type-only;");
+            continue;
+        }
         match id.and_then(|id| g.konst(id)) {
             None => h.update(b"absent;"),
             Some(t) => {

@@ -248,6 +248,41 @@ fn runtime_data_never_folds() {
     assert_eq!(g.ty(y).unwrap().to_string(), "f32[3,4]");
 }
 
+/// The scale of an attention function body, `1 / sqrt(head_size)` cast like the runtime `q`:
+/// `CastLike` reads only `q`'s dtype, so the chain folds to one f16 scalar while the `Mul` on
+/// `q` stays. A float `Range` over known bounds folds too (it is small).
+#[test]
+fn scale_factors_fold_through_castlike_of_a_runtime_value() {
+    let g = folded(
+        "graph @a(%q: f16[1,2,3,8]) -> (%y, %r) {
+  const %one = dense<f32[1]: [1]>
+  const %zero = dense<f32[]: [0]>
+  const %step = dense<f32[]: [0.5]>
+  %hs = Shape(%q) {start = 3}
+  %hf = Cast(%hs) {to = \"f32\"}
+  %sq = Sqrt(%hf)
+  %scale = Div(%one, %sq)
+  %half = CastLike(%scale, %q)
+  %y = Mul(%q, %half)
+  %top = ReduceSum(%hf)
+  %r = Range(%zero, %top, %step)
+}
+",
+    );
+    assert_eq!(ops(&g), vec![Op::Mul]);
+    let h = konst(&g, "half").unwrap();
+    assert_eq!(h.dtype, DType::F16);
+    let v = h.to_f64_vec().unwrap();
+    // f16 holds 1/sqrt(8) to within half a unit in the last place (2^-12 at this size).
+    assert!(
+        v.len() == 1 && (v[0] - 0.125f64.sqrt()).abs() <= 1.0 / 4096.0,
+        "{v:?}"
+    );
+    let r = konst(&g, "r").unwrap().to_f64_vec().unwrap();
+    assert_eq!(r.len(), 16);
+    assert_eq!((r[0], r[15]), (0.0, 7.5));
+}
+
 /// The folder computes with the kernels' semantics: an integer division by zero folds to
 /// what the unfolded kernel gives at run time. A node whose run traps (a Gather index out of
 /// range) stays a runtime op, and the trap is reported when the model runs, as unfolded.

@@ -89,6 +89,12 @@ fn nondeterministic(op: Op) -> bool {
     matches!(op, Op::Dropout)
 }
 
+/// Operand `i` of `op` is read only for its type (`CastLike`'s `target_type`), so it need not
+/// be known for the node to fold; the evaluator must not read its contents.
+pub fn reads_type_only(op: Op, i: usize) -> bool {
+    matches!((op, i), (Op::CastLike, 1))
+}
+
 /// Whether `node` (with inferred result types `tys`) may be evaluated at compile time: the
 /// safety rule and the size bound of the module documentation.
 pub fn foldable(g: &Graph, node: &Node, tys: &[TensorType]) -> bool {
@@ -100,7 +106,11 @@ pub fn foldable(g: &Graph, node: &Node, tys: &[TensorType]) -> bool {
         return false;
     }
     let (mut in_bytes, mut in_elems) = (0u64, 0u64);
-    for id in node.inputs.iter().flatten() {
+    for (i, id) in node.inputs.iter().enumerate() {
+        let Some(id) = id else { continue };
+        if reads_type_only(node.op, i) {
+            continue;
+        }
         let Some(t) = g.konst(*id) else { return false };
         in_elems = in_elems.saturating_add(t.num_elements());
         in_bytes = in_bytes.saturating_add(t.bytes.len() as u64);
