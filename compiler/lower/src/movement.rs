@@ -433,13 +433,12 @@ fn alias_op(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== Dropout ====
 
 fn dropout(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
+    // Training mode (on, or decided at run time) draws a seeded mask (random.rs).
     if let Some(t) = node.input(2) {
-        match cx.konst(t).and_then(|t| t.get_i64(0)) {
-            Some(0) => {}
-            Some(_) => return Err(cx.unsupported("Dropout in training mode (random masks)")),
-            None => {
-                return Err(cx.unsupported("Dropout's training_mode must be known at compile time"))
-            }
+        let mode = cx.konst(t).and_then(|t| t.get_i64(0));
+        if mode != Some(0) {
+            let at_run_time = if mode.is_none() { Some(t) } else { None };
+            return crate::random::dropout_training(cx, node, at_run_time);
         }
     }
     let x = operand(cx, node, 0)?;
