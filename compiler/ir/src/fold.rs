@@ -83,10 +83,19 @@ pub fn fold_constants(g: &mut Graph, ev: &dyn ConstEval) -> Result<usize> {
     Ok(before - g.nodes.len())
 }
 
-/// Ops never folded whatever their operands: their results are not a function of them
-/// (`Dropout` in training mode draws random numbers).
+/// Ops never folded whatever their operands: random ops (their numbers are drawn at run time,
+/// even when a seed makes them reproducible) and `Dropout`, which draws in training mode.
 fn nondeterministic(op: Op) -> bool {
-    matches!(op, Op::Dropout)
+    matches!(
+        op,
+        Op::Dropout
+            | Op::RandomUniform
+            | Op::RandomNormal
+            | Op::RandomUniformLike
+            | Op::RandomNormalLike
+            | Op::Bernoulli
+            | Op::Multinomial
+    )
 }
 
 /// Operand `i` of `op` is read only for its type (`CastLike`'s `target_type`), so it need not
@@ -297,7 +306,10 @@ mod tests {
         let fill = b.node1(Op::ConstantOfShape, &[small], &[]);
         let ratio = b.konst("ratio", Tensor::from_f32(vec![], &[0.5]));
         let drop = b.node1(Op::Dropout, &[narrow, ratio], &[]);
-        b.g.outputs = vec![narrow, runtime, blowup, fill, drop];
+        let p = b.konst("p", Tensor::from_f32(vec![4], &[0.5; 4]));
+        let coin = b.node1(Op::Bernoulli, &[p], &[]);
+        let like = b.node1(Op::RandomUniformLike, &[p], &[]);
+        b.g.outputs = vec![narrow, runtime, blowup, fill, drop, coin, like];
         let spy = Spy::default();
         fold_constants(&mut b.g, &spy).unwrap();
         assert_eq!(*spy.0.lock().unwrap(), vec![Op::Cast, Op::ConstantOfShape]);
