@@ -66,6 +66,11 @@ fn mem_elem_type(d: DType) -> R<&'static str> {
     }
 }
 
+/// The alignment of one element of `d` in memory (bools are bytes).
+fn elem_align(d: DType) -> u32 {
+    (d.bits() / 8).max(1)
+}
+
 /// `T` or `<N x T>`.
 fn vec_of(lanes: u16, e: &str) -> String {
     if lanes == 1 {
@@ -1091,8 +1096,11 @@ impl Cg<'_> {
         let ty = self.ty(r)?;
         let addr = self.address(buf, index, ty.elem)?;
         let mt = vec_of(ty.lanes, mem_elem_type(ty.elem)?);
-        // Loads may be unaligned: lowering promises in-bounds indices, not alignment.
-        let v = self.emit(&format!("load {mt}, ptr {addr}, align 1"));
+        // Element-aligned: every buffer base is 16-byte aligned (runtime storage, the scratch
+        // frame, a static library's workspace and constants) and indices count elements. (A
+        // byte alignment would make RVV load vectors byte by byte, `vle8.v`.)
+        let align = elem_align(ty.elem);
+        let v = self.emit(&format!("load {mt}, ptr {addr}, align {align}"));
         let v = if ty.elem == DType::Bool {
             // A stored bool byte is true when nonzero.
             self.emit(&format!("icmp ne {mt} {v}, zeroinitializer"))
@@ -1113,7 +1121,10 @@ impl Cg<'_> {
             let z = self.emit(&format!("zext {tv} to {bt}"));
             tv = format!("{bt} {z}");
         }
-        self.line(&format!("  store {tv}, ptr {addr}, align 1"));
+        self.line(&format!(
+            "  store {tv}, ptr {addr}, align {}",
+            elem_align(vt.elem)
+        ));
         Ok(())
     }
 
