@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use tessera_ir::Tensor;
 use tessera_llvm::aot::StaticLib;
-use tessera_llvm::Isa;
+pub use tessera_llvm::Isa;
 
 /// The generic C driver, built against each library by [`run_static`].
 pub const DRIVER_C: &str = include_str!("../../../examples/c/aot_driver.c");
