@@ -10,7 +10,7 @@ use crate::{targets, DriverError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tessera_ir::Tensor;
-use tessera_llvm::aot::StaticLib;
+pub use tessera_llvm::aot::StaticLib;
 pub use tessera_llvm::Isa;
 
 /// The generic C driver, built against each library by [`run_static`].
