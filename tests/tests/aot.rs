@@ -36,20 +36,6 @@ fn scratch_dir(what: &str) -> PathBuf {
     d
 }
 
-/// Largest element error over the largest reference magnitude.
-fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.dtype, want.dtype);
-    assert_eq!(got.dims, want.dims);
-    let (mut err, mut mag) = (0f64, 0f64);
-    for i in 0..want.num_elements() {
-        let (g, w) = (got.get_f64(i).unwrap(), want.get_f64(i).unwrap());
-        assert!(g.is_finite(), "element {i} is {g}");
-        err = err.max((g - w).abs());
-        mag = mag.max(w.abs());
-    }
-    err / mag.max(f64::MIN_POSITIVE)
-}
-
 /// Compiles example `model` into a library for `target`, runs it through the C driver (on
 /// RISC-V at each of `vlens`) and compares with onnxruntime's output (`test_data_set_0`).
 /// Returns the library's outputs.
@@ -91,7 +77,7 @@ fn run_example(
     let isa = Isa::of_target(target).unwrap();
     let work = scratch_dir(&format!("{model}-{target}-{vlen}"));
     let got = run_static(lib, isa, vlen, &[input.clone()], &work).unwrap_or_else(|e| panic!("{e}"));
-    let err = relative_error(&got[0], want);
+    let err = tessera_tests::relative_error(&got[0], want);
     eprintln!("{model} on {target} (static library, vlen {vlen}): relative error {err:.3e} vs onnxruntime");
     assert!(err <= 1e-4, "{model} on {target}: relative error {err:.3e}");
     // The driver reads the TensorProto file itself too, with the same result.
@@ -137,7 +123,7 @@ fn examples_on_x86_64_match_onnxruntime_and_the_jit() {
             .unwrap()
             .run(&[input])
             .unwrap();
-        let err = relative_error(&aot[0], &jit[0]);
+        let err = tessera_tests::relative_error(&aot[0], &jit[0]);
         assert!(err <= 1e-5, "{model}: static library vs JIT {err:.3e}");
     }
 }

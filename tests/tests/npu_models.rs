@@ -14,19 +14,6 @@ use tessera_npu_sim::blob::Blob;
 use tessera_npu_sim::{Instr, Mode};
 use tessera_runtime::Model;
 
-/// Largest element error over the largest reference magnitude.
-fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!((got.dtype, &got.dims), (want.dtype, &want.dims));
-    let (mut err, mut scale) = (0f64, 0f64);
-    for i in 0..want.num_elements() {
-        let (g, w) = (got.get_f64(i).unwrap(), want.get_f64(i).unwrap());
-        assert!(g.is_finite(), "element {i} is {g}");
-        err = err.max((g - w).abs());
-        scale = scale.max(w.abs());
-    }
-    err / scale.max(f64::MIN_POSITIVE)
-}
-
 /// Compiles `model` for `target`, checks its products run on the Cube, runs it in functional
 /// and cycle mode, and compares every output with onnxruntime's (`tol` for floats, exact for
 /// integers). Returns the useful Cube MACs of the cycle-mode run.
@@ -63,7 +50,7 @@ fn check(model: &str, target: &str, tol: f64) -> u64 {
         for (i, g) in got.iter().enumerate() {
             let want = tessera_onnx::read_tensor_file(&set.join(format!("output_{i}.pb"))).unwrap();
             if want.dtype.is_float() {
-                let err = relative_error(g, &want);
+                let err = tessera_tests::relative_error(g, &want);
                 eprintln!("{model} on {target}: output {i} relative error {err:.3e}");
                 assert!(
                     err <= tol,

@@ -149,16 +149,7 @@ fn layout(plan: &Plan, kernels: &[Kernel], scratch: u64) -> Result<Layout, AotEr
     let mut at = STATUS_BYTES;
     let scratch_at = at;
     at = align_up(at + scratch);
-    let mut slot_len: Vec<u64> = Vec::new();
-    for b in &plan.buffers {
-        if let BufferKind::Temp { slot } = b.kind {
-            let s = slot as usize;
-            if slot_len.len() <= s {
-                slot_len.resize(s + 1, 0);
-            }
-            slot_len[s] = slot_len[s].max(b.byte_len());
-        }
-    }
+    let slot_len = plan.slot_bytes();
     let mut slots = Vec::with_capacity(slot_len.len());
     for len in slot_len {
         slots.push(at);
