@@ -12,10 +12,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tessera_driver::aot::Isa;
 use tessera_driver::aot::{compile_static_lib, run_static, tools_present};
 use tessera_driver::{targets, CompileOptions, DriverError};
 use tessera_ir::Tensor;
-use tessera_driver::aot::Isa;
 
 /// Whether `isa`'s C compiler and runner are installed; prints why not when they are not.
 fn have_tools(isa: Isa) -> bool {
@@ -57,7 +57,10 @@ fn example(model: &str, target: &str, vlens: &[u32]) -> Option<Vec<Tensor>> {
     for &vlen in vlens {
         let got = run_example(&lib, model, target, vlen, &set, &input, &want);
         if let Some(f) = &first {
-            assert_eq!(f, &got, "{model} on {target}: VLEN {vlen} gave other outputs");
+            assert_eq!(
+                f, &got,
+                "{model} on {target}: VLEN {vlen} gave other outputs"
+            );
         } else {
             first = Some(got);
         }
@@ -95,7 +98,11 @@ fn run_example(
         None => std::process::Command::new(&exe),
     };
     let out = cmd.arg(&pb_dir).arg(&pb_dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         std::fs::read(pb_dir.join("output_0.bin")).unwrap(),
         *got[0].bytes,
@@ -164,8 +171,7 @@ fn llvm_riscv64_pass_list_still_passes() {
 fn host_ops_are_refused_naming_op_and_node() {
     let case = tessera_tests::node_tests().join("test_nonzero_example");
     let model = case.join("model.onnx");
-    let input =
-        tessera_onnx::read_tensor_file(&case.join("test_data_set_0/input_0.pb")).unwrap();
+    let input = tessera_onnx::read_tensor_file(&case.join("test_data_set_0/input_0.pb")).unwrap();
     let names = tessera_onnx::input_names(&model).unwrap();
     let named: BTreeMap<String, Tensor> = [(names[0].clone(), input)].into();
     for target in ["llvm-x86_64", "llvm-aarch64", "llvm-riscv64"] {
@@ -194,7 +200,10 @@ fn foreign_code_is_never_loaded() {
             ),
             "{e}"
         );
-        assert!(e.to_string().contains("use `tessera compile --target"), "{e}");
+        assert!(
+            e.to_string().contains("use `tessera compile --target"),
+            "{e}"
+        );
         let model = tessera_tests::models().join("mlp/model.onnx");
         let e = tessera_driver::compile_file(&model, &CompileOptions::for_target(t))
             .err()
@@ -235,7 +244,9 @@ fn a_failed_data_check_returns_a_status_naming_node_and_value() {
         .collect();
     let opts = CompileOptions::for_target("llvm-x86_64").with_inputs(&named);
     let lib = compile_static_lib(&model, &opts, "model").unwrap();
-    assert!(lib.header.contains("#define MODEL_INPUT_1_NAME \"indices\""));
+    assert!(lib
+        .header
+        .contains("#define MODEL_INPUT_1_NAME \"indices\""));
     // Index 99 on an axis of 5.
     let mut bad = indices.bytes.to_vec();
     bad[..8].copy_from_slice(&99i64.to_le_bytes());

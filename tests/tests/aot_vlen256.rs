@@ -9,7 +9,9 @@ use tessera_driver::aot::{tools_present, Isa};
 #[test]
 fn llvm_riscv64_pass_list_still_passes_at_vlen_256() {
     if let Err(e) = tools_present(Isa::Riscv64) {
-        eprintln!("SKIPPED: {e}; scripts/setup-system.sh installs qemu-user and gcc-riscv64-linux-gnu");
+        eprintln!(
+            "SKIPPED: {e}; scripts/setup-system.sh installs qemu-user and gcc-riscv64-linux-gnu"
+        );
         return;
     }
     // The only test of this binary: no other thread reads the environment.

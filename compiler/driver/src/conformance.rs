@@ -307,8 +307,15 @@ fn run_static_case(
     launches: &mut usize,
 ) -> Result<Vec<Tensor>, CaseErr> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let isa = tessera_llvm::Isa::of_target(crate::targets::split_cpu(&opts.target).0)
-        .ok_or_else(|| (Status::Error, format!("`{}` is no LLVM target", opts.target), None))?;
+    let isa = tessera_llvm::Isa::of_target(crate::targets::split_cpu(&opts.target).0).ok_or_else(
+        || {
+            (
+                Status::Error,
+                format!("`{}` is no LLVM target", opts.target),
+                None,
+            )
+        },
+    )?;
     let lib = crate::aot::compile_static_lib(model, opts, "model").map_err(classify)?;
     *launches += lib.launches;
     let dir = std::env::temp_dir().join(format!(

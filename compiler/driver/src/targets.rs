@@ -227,9 +227,7 @@ pub fn device(name: &str) -> Result<Arc<dyn Device>, LookupError> {
             tessera_host::HostDevice::new().for_target(tessera_llvm::X86_64),
         )),
         #[cfg(feature = "llvm")]
-        tessera_llvm::X86_64 | tessera_llvm::AARCH64 | tessera_llvm::RISCV64 => {
-            Err(foreign(name))
-        }
+        tessera_llvm::X86_64 | tessera_llvm::AARCH64 | tessera_llvm::RISCV64 => Err(foreign(name)),
         "interp" => Ok(Arc::new(InterpDevice)),
         _ => match npu_sim_device(name, tessera_npu_sim::Mode::Functional)? {
             Some(d) => Ok(Arc::new(d)),

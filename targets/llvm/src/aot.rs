@@ -132,13 +132,22 @@ fn layout(plan: &Plan, kernels: &[Kernel], scratch: u64) -> Result<Layout, AotEr
         }
         match b.kind {
             BufferKind::Input(n) if n as usize >= plan.inputs.len() => {
-                return Err(AotError::Internal(format!("buffer `{}` is input #{n}", b.name)))
+                return Err(AotError::Internal(format!(
+                    "buffer `{}` is input #{n}",
+                    b.name
+                )))
             }
             BufferKind::Const(n) if n as usize >= plan.consts.len() => {
-                return Err(AotError::Internal(format!("buffer `{}` is constant #{n}", b.name)))
+                return Err(AotError::Internal(format!(
+                    "buffer `{}` is constant #{n}",
+                    b.name
+                )))
             }
             BufferKind::Alias(a) if a.0 as usize >= plan.buffers.len() => {
-                return Err(AotError::Internal(format!("buffer `{}` aliases #{}", b.name, a.0)))
+                return Err(AotError::Internal(format!(
+                    "buffer `{}` aliases #{}",
+                    b.name, a.0
+                )))
             }
             _ => {}
         }
@@ -467,7 +476,9 @@ impl EntryGen<'_> {
 
     fn ws_at(&mut self, off: u64) -> String {
         let p = self.fresh("p");
-        self.line(&format!("  %{p} = getelementptr inbounds i8, ptr %ws, i64 {off}"));
+        self.line(&format!(
+            "  %{p} = getelementptr inbounds i8, ptr %ws, i64 {off}"
+        ));
         format!("%{p}")
     }
 
@@ -688,7 +699,10 @@ impl EntryGen<'_> {
             return i.to_string();
         }
         let r = self.fresh("rev");
-        self.line(&format!("  %{r} = sub i64 {}, {i}", count.saturating_sub(1)));
+        self.line(&format!(
+            "  %{r} = sub i64 {}, {i}",
+            count.saturating_sub(1)
+        ));
         format!("%{r}")
     }
 
@@ -717,7 +731,11 @@ impl EntryGen<'_> {
             Some(c) => self.truthy(c),
             None => "true".to_string(),
         };
-        let (head, body, exit) = (self.fresh("lhead"), self.fresh("lbody"), self.fresh("lexit"));
+        let (head, body, exit) = (
+            self.fresh("lhead"),
+            self.fresh("lbody"),
+            self.fresh("lexit"),
+        );
         self.line(&format!(
             "  store i64 0, ptr %{iv}, align 8\n  store i1 {c0}, ptr %{cv}, align 1\n  br label %{head}\n{head}:"
         ));
@@ -734,7 +752,9 @@ impl EntryGen<'_> {
             }
             None => self.line(&format!("  %{go} = and i1 %{c}, true")),
         }
-        self.line(&format!("  br i1 %{go}, label %{body}, label %{exit}\n{body}:"));
+        self.line(&format!(
+            "  br i1 %{go}, label %{body}, label %{exit}\n{body}:"
+        ));
         let i = format!("%{i}");
         for sl in &l.scan_out {
             let (_, count) = self.parts(sl);

@@ -249,9 +249,8 @@ impl LlvmCpu {
     /// the level, leaving room for the B vectors and the broadcast A element: 6 × 4 = 24 of
     /// AVX-512's 32 registers, 6 × 2 = 12 of AVX2's 16 (the classic 6 × 16 f32 block).
     fn prepare(&self, kernel: &Kernel) -> Result<Kernel, TargetError> {
-        tessera_kir::verify(kernel).map_err(|e| {
-            self.err_codegen(kernel, format!("the kernel fails the verifier: {e}"))
-        })?;
+        tessera_kir::verify(kernel)
+            .map_err(|e| self.err_codegen(kernel, format!("the kernel fails the verifier: {e}")))?;
         let mut k = kernel.clone();
         let (block_rows, block_vectors) = if self.vector_registers() >= 32 {
             (6, 4)
@@ -331,7 +330,9 @@ impl LlvmCpu {
     /// The LLVM IR text the code generator makes of `kernel` (before optimisation).
     pub fn llvm_ir(&self, kernel: &Kernel) -> Result<String, TargetError> {
         let tm = self.machine().map_err(|e| self.err_codegen(kernel, e))?;
-        Ok(self.translate(kernel, &tm, codegen::ENTRY, self.isa.runs_here())?.2)
+        Ok(self
+            .translate(kernel, &tm, codegen::ENTRY, self.isa.runs_here())?
+            .2)
     }
 
     /// The optimised assembly LLVM makes of `kernel`, as text: for reading what the vector
@@ -412,7 +413,8 @@ impl LlvmCpu {
 
 /// The module flag that makes LLVM write the lp64d (hard double-float) ABI into RISC-V
 /// objects, so they link with Debian's riscv64 gcc and glibc.
-const RISCV_ABI_FLAG: &str = "!llvm.module.flags = !{!9000}\n!9000 = !{i32 1, !\"target-abi\", !\"lp64d\"}\n";
+const RISCV_ABI_FLAG: &str =
+    "!llvm.module.flags = !{!9000}\n!9000 = !{i32 1, !\"target-abi\", !\"lp64d\"}\n";
 
 impl Isa {
     /// The CPU LLVM compiles for: the ISA's baseline.
