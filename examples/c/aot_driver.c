@@ -15,7 +15,7 @@
  *   aarch64-linux-gnu-gcc -O2 -static -I out examples/c/aot_driver.c out/model.a -lm -o drv
  *   qemu-aarch64 ./drv in/ outs/
  *
- * (the header is found as "model.h"; give -DTESSERA_AOT_HEADER='"other.h"' for another name).
+ * (C11; the header is found as "model.h"; give -DTESSERA_AOT_HEADER='"other.h"' for another name).
  */
 #include <errno.h>
 #include <stdint.h>

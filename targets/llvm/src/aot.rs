@@ -378,7 +378,8 @@ pub fn build(
     for s in ["run", "error_message", "error_value"] {
         symbols.insert(format!("{prefix}_{s}"));
     }
-    let header = header(plan, prefix, source, cpu, lay.total);
+    let names: Vec<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
+    let header = header(plan, prefix, source, cpu, lay.total, &names);
     Ok(StaticLib {
         prefix: prefix.to_string(),
         object: obj.as_slice().to_vec(),
@@ -863,7 +864,14 @@ impl EntryGen<'_> {
 }
 
 /// The C header of the library.
-fn header(plan: &Plan, p: &str, source: &str, cpu: &LlvmCpu, workspace: u64) -> String {
+fn header(
+    plan: &Plan,
+    p: &str,
+    source: &str,
+    cpu: &LlvmCpu,
+    workspace: u64,
+    kernels: &[&str],
+) -> String {
     let up = p.to_ascii_uppercase();
     let guard = format!("{up}_TESSERA_AOT_H");
     let src = source.replace("*/", "* /");
@@ -958,6 +966,14 @@ fn header(plan: &Plan, p: &str, source: &str, cpu: &LlvmCpu, workspace: u64) -> 
         h,
         "/* Runs the model once on the calling thread.\n *   inputs[k]:  {up}_INPUT_k_BYTES bytes of input k (dtype and shape as above), read only;\n *   outputs[k]: {up}_OUTPUT_k_BYTES bytes the outputs are written to;\n *   workspace:  {up}_WORKSPACE_BYTES bytes aligned to {up}_WORKSPACE_ALIGN, owned by this run\n *               (no other run may use it at the same time; no need to clear it).\n * The library keeps no state: runs with separate workspaces may go on in any number of\n * threads at once. Returns 0 on success; otherwise a status that {p}_error_message names\n * (the outputs are then unspecified). */\nint32_t {p}_run(const void *const inputs[], void *const outputs[], void *workspace);\n\n/* What a status of {p}_run means (a static string; \"success\" for 0). */\nconst char *{p}_error_message(int32_t status);\n\n/* The value a failed data check found (an index out of range, …), or the iteration or input\n * number an error names, read from the workspace of the failed run. */\nint64_t {p}_error_value(const void *workspace);\n"
     );
+    let _ = writeln!(
+        h,
+        "/* The object's kernels (for reading its disassembly), symbol = kernel:",
+    );
+    for (i, k) in kernels.iter().enumerate() {
+        let _ = writeln!(h, " *   {p}_k{i} = {}", k.replace("*/", "* /"));
+    }
+    h.push_str(" */\n\n");
     let _ = writeln!(
         h,
         "/* Generic names for drivers that serve any one model (include a single model header). */\n#define TESSERA_AOT_MODEL {p}\n#define TESSERA_AOT_NUM_INPUTS {up}_NUM_INPUTS\n#define TESSERA_AOT_NUM_OUTPUTS {up}_NUM_OUTPUTS\n#define TESSERA_AOT_WORKSPACE_BYTES {up}_WORKSPACE_BYTES\n#define TESSERA_AOT_WORKSPACE_ALIGN {up}_WORKSPACE_ALIGN\n#define TESSERA_AOT_TARGET {up}_TARGET\n\n#ifdef __cplusplus\n}}\n#endif\n\n#endif /* {guard} */"
