@@ -21,6 +21,7 @@ pub mod fused;
 pub mod movement;
 pub mod quant;
 pub mod reduce;
+pub mod rows;
 pub mod select;
 pub mod spatial;
 pub mod strings;

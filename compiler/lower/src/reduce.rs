@@ -429,6 +429,14 @@ fn softmax(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let kept = AxisSplit::new(&dims, &[axis]).kept;
     let rows = n / extent;
     let op = node.op;
+    // Along the last axis, on a target with a vector-unit buffer: a tile program of rows.
+    if axis + 1 == dims.len() && op != Op::Hardmax && crate::rows::wants_row_tiles(cx) {
+        let name = cx.kernel_name(&op.name().to_ascii_lowercase());
+        if let Some(k) = crate::rows::softmax_kernel(name, dt, rows, extent, op == Op::LogSoftmax) {
+            cx.launch(k, vec![xb, yb]);
+            return Ok(Execution::Kernel);
+        }
+    }
     let acc_dt = compute_dtype(dt);
     let acc_ty = Ty::scalar(acc_dt);
     let name = cx.kernel_name(&op.name().to_ascii_lowercase());

@@ -32,6 +32,8 @@ pub mod isa;
 pub mod mem;
 pub mod npy;
 pub mod report;
+#[cfg(feature = "compiler")]
+pub mod rows;
 pub mod sim;
 pub mod stream;
 
