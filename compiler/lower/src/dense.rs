@@ -1481,8 +1481,9 @@ fn layer_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     {
         let pdt = (cx.dtype(scale)?, bias.map(|b| cx.dtype(b)).transpose()?);
         let eps = node.attr_float("epsilon", 1e-5) as f64;
-        let name = cx.kernel_name("layer_norm");
-        if let Some(k) = crate::rows::layer_norm_kernel(name, dt, pdt, rows, len, eps) {
+        if let Some(mut k) = crate::rows::layer_norm_kernel(String::new(), dt, pdt, rows, len, eps)
+        {
+            k.name = cx.kernel_name("layer_norm");
             let mut args = vec![cx.buffer(x)?, cx.buffer(scale)?];
             if let Some(b) = bias {
                 args.push(cx.buffer(b)?);

@@ -1,5 +1,8 @@
-//! Row kernels as tile programs: Softmax/LogSoftmax and LayerNormalization along the last,
-//! contiguous axis, written with tiles (`tile.load` of a block of rows, elementwise tile
+//! Row kernels and transposes as tile programs, for targets whose description has a
+//! vector-unit buffer (a memory of role `vector`, an NPU's Unified Buffer).
+//!
+//! **Rows.** Softmax/LogSoftmax and LayerNormalization along the last, contiguous axis, written
+//! with tiles (`tile.load` of a block of rows, elementwise tile
 //! arithmetic, `tile.reduce … rows`, `tile.broadcast`, `tile.store`) for targets whose
 //! description has a vector-unit buffer (a memory of role `vector`, an NPU's Unified Buffer).
 //!
@@ -11,8 +14,16 @@
 //! gets them scalarised by `scalarize-tiles`, which is exact. Every other case (another axis, a
 //! scale that is not one value per element of the row, Hardmax, RMS or statistics outputs)
 //! keeps the scalar row kernel.
+//!
+//! **Transposes.** [`transpose_kernel`]: after dropping unit axes and merging axes contiguous in
+//! both tensors, each program instance moves one tile between a strided view of the input and a
+//! view of the output: rows along the longest output axis and columns along the output's last
+//! axis when that axis is the input's contiguous one (both views have unit column stride), or
+//! else rows along the input's contiguous axis (the input view then has unit *row* stride: a
+//! transposed view). A backend with a transposing copy moves each tile with two DMAs (npu-sim:
+//! `targets/npu-sim/src/tcopy.rs`); everything else scalarises it.
 
-use crate::util::compute_dtype;
+use crate::util::{compute_dtype, linear_index, strides, unravel};
 use crate::LowerCx;
 use tessera_ir::DType;
 use tessera_kir::{
@@ -174,5 +185,97 @@ pub fn layer_norm_kernel(
     }
     let out = narrow(&mut b, v, dt);
     b.tile_store(rows_at(y, zero, rows, len, r0), out);
+    Some(b.finish())
+}
+
+/// Bytes of one transpose tile.
+const COPY_TILE_BYTES: u64 = 32768;
+
+/// Transpose of a `dims` tensor of `dt` by `perm` as a grid of tile copies (see the module
+/// doc). Parameters: src, dst. `None` where the permutation moves whole contiguous rows only
+/// (fewer than two axes remain after merging) or the dtype is narrower than a byte.
+pub fn transpose_kernel(name: String, dt: DType, dims: &[u64], perm: &[usize]) -> Option<Kernel> {
+    if dt.bits() % 8 != 0 || dt == DType::String || perm.len() != dims.len() {
+        return None;
+    }
+    let st = strides(dims);
+    let out: Vec<u64> = perm.iter().map(|&p| dims[p]).collect();
+    let ost = strides(&out);
+    // Output axes as (extent, input stride, output stride), unit axes dropped, neighbours
+    // contiguous in both merged.
+    let mut ax: Vec<(u64, u64, u64)> = Vec::new();
+    for j in 0..out.len() {
+        if out[j] == 1 {
+            continue;
+        }
+        let a = (out[j], st[perm[j]], ost[j]);
+        match ax.last_mut() {
+            Some(l) if l.1 == a.1 * a.0 && l.2 == a.2 * a.0 => *l = (l.0 * a.0, a.1, a.2),
+            _ => ax.push(a),
+        }
+    }
+    let last = ax.len().checked_sub(1)?;
+    if last == 0 {
+        return None;
+    }
+    let contiguous = ax.iter().position(|a| a.1 == 1)?;
+    let (rax, cax) = if contiguous == last {
+        ((0..last).max_by_key(|&j| (ax[j].0, j))?, last)
+    } else {
+        (contiguous, last)
+    };
+    let (re, ce) = (ax[rax].0, ax[cax].0);
+    let elems = (COPY_TILE_BYTES / (dt.bits() as u64 / 8)).min(65536);
+    let tc = ce.min(512).min(elems);
+    let tr = re.min((elems / tc).max(1));
+    let outer: Vec<(u64, u64, u64)> = (0..ax.len())
+        .filter(|&j| j != rax && j != cax)
+        .map(|j| ax[j])
+        .collect();
+    let outer_n: u64 = outer.iter().map(|a| a.0).product();
+    let total: u64 = dims.iter().product();
+    let mut b = KernelBuilder::new(name);
+    let src = b.param("src", dt, total, Access::Read);
+    let dst = b.param("dst", dt, total, Access::Write);
+    b.set_grid(&[outer_n, re.div_ceil(tr), ce.div_ceil(tc)]);
+    let p0 = b.program_id(0);
+    let p1 = b.program_id(1);
+    let p2 = b.program_id(2);
+    let coords = unravel(&mut b, p0, &outer.iter().map(|a| a.0).collect::<Vec<_>>());
+    let soff = linear_index(
+        &mut b,
+        &coords,
+        &outer.iter().map(|a| a.1).collect::<Vec<_>>(),
+    );
+    let doff = linear_index(
+        &mut b,
+        &coords,
+        &outer.iter().map(|a| a.2).collect::<Vec<_>>(),
+    );
+    let trv = b.index(tr as i64);
+    let i0 = b.mul(p1, trv);
+    let tcv = b.index(tc as i64);
+    let j0 = b.mul(p2, tcv);
+    let view = |buf: Buf, off: Val, sr: u64, sc: u64| TileAt {
+        view: tessera_kir::View {
+            buf,
+            offset: off,
+            dims: vec![re, ce],
+            strides: vec![sr as i64, sc as i64],
+        },
+        origin: vec![i0, j0],
+    };
+    let fill = if dt.is_float() {
+        Scalar::Float(0.0)
+    } else {
+        Scalar::Int(0)
+    };
+    let t = b.tile_load(
+        view(src, soff, ax[rax].1, ax[cax].1),
+        tr as u16,
+        tc as u16,
+        fill,
+    );
+    b.tile_store(view(dst, doff, ax[rax].2, ax[cax].2), t);
     Some(b.finish())
 }

@@ -591,6 +591,7 @@ top:
     DMA GM->L1 f16 r1, r2, r3, r4, r5, r6, r7, r8
     DMA L0C->GM i32->i8 r1, r2, r3, r4, r5, r6, r7, r8, scale=r9
     DMA L1->L0B f16 r1, r2, r3, r4, r5, r6, r7, r8, transpose
+    DMA GM->UB f16 r1, r2, r3, r4, r5, r6, r7, r8, transpose
     MMA f16->f32 r1, r2, r3, r4, r5, r6, r7
     VADD f32 r1, r2, r3, r4
     VMULS f16 r1, r2, r3, r4, mask=r5

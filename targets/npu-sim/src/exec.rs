@@ -73,7 +73,7 @@ pub struct DmaArgs {
     pub dst_rows: u64,
     pub dst_cols: u64,
     pub scale: Option<f32>,
-    /// Write the source box transposed (L1 -> L0A/L0B only).
+    /// Write the source box transposed (L1 -> L0A/L0B and GM -> UB only).
     pub transpose: bool,
 }
 
@@ -275,11 +275,13 @@ fn span(rows: u64, cols: u64, stride: u64, sz: u64) -> u64 {
 }
 
 /// Checks that a DMA's dtype pair (and scale) is a legal transfer, and that a transposing
-/// DMA moves L1 to L0A or L0B.
+/// DMA moves L1 to L0A or L0B, or (*0.4*) GM to UB.
 pub fn check_dma_types(a: &DmaArgs, ctx: &ErrCtx) -> Result<()> {
-    if a.transpose && !(a.src_mem == Mem::L1 && matches!(a.dst_mem, Mem::L0a | Mem::L0b)) {
+    let turns = (a.src_mem == Mem::L1 && matches!(a.dst_mem, Mem::L0a | Mem::L0b))
+        || (a.src_mem == Mem::Gm && a.dst_mem == Mem::Ub);
+    if a.transpose && !turns {
         return Err(ctx.bad(format!(
-            "DMA {}->{} cannot transpose: only L1->L0A and L1->L0B do",
+            "DMA {}->{} cannot transpose: only L1->L0A, L1->L0B and GM->UB do",
             a.src_mem, a.dst_mem
         )));
     }
@@ -406,7 +408,7 @@ pub fn dma(
     Ok(())
 }
 
-/// A transposing DMA (L1 -> L0A/L0B, same dtype): destination element (r, c) is source
+/// A transposing DMA (L1 -> L0A/L0B or GM -> UB, same dtype): destination element (r, c) is source
 /// element (c, r) where `c < rows` and `r < cols`, else zero padding. The source box is
 /// `rows x cols`, so the destination box must be at least `cols x rows`.
 fn dma_transposed(

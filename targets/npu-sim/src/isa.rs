@@ -183,7 +183,8 @@ pub enum Instr {
     Barrier,
     /// 2-D strided copy with padding and (out of L0C only) a cast.
     /// Registers: dst, src, rows, cols, src_stride, dst_stride, dst_rows, dst_cols.
-    /// `transpose` (L1 -> L0A/L0B only, *0.3*) writes the source box transposed.
+    /// `transpose` (L1 -> L0A/L0B, *0.3*, and GM -> UB, *0.4*) writes the source box
+    /// transposed.
     Dma {
         src_mem: Mem,
         dst_mem: Mem,

@@ -36,6 +36,8 @@ pub mod report;
 pub mod rows;
 pub mod sim;
 pub mod stream;
+#[cfg(feature = "compiler")]
+pub mod tcopy;
 
 pub use asm::{assemble, disassemble};
 #[cfg(feature = "compiler")]

@@ -315,7 +315,7 @@ fn a_transposing_dma_off_the_l1_to_l0_edges_or_into_a_short_box_is_refused() {
             (pc, msg.as_str()),
             (
                 4,
-                "DMA GM->L1 cannot transpose: only L1->L0A and L1->L0B do"
+                "DMA GM->L1 cannot transpose: only L1->L0A, L1->L0B and GM->UB do"
             )
         ),
         other => panic!("expected BadOperand, got {other:?}"),
