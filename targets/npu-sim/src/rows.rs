@@ -24,7 +24,8 @@
 //! per row where a column is broadcast along its rows; MTE3 copies each stored block UB → GM.
 //! Loaded and stored blocks have two UB slots each with "full" and "free" flags between the
 //! pipes (as in [`crate::stream`]), so the loads, arithmetic and stores of neighbouring blocks
-//! overlap; other block and column values share single slots by liveness.
+//! overlap; other block and column values share single slots by liveness. The block is the
+//! kernel's `R` rows, halved until its layout fits the chip's UB.
 //!
 //! Exactness: each f32 operation is the Vector unit's IEEE operation, casts are `VCAST`
 //! (round to nearest even), `exp`/`log` are `VEXP`/`VLN` (within an f32 ulp, as on the
@@ -557,13 +558,23 @@ pub fn compile(kernel: &Kernel, s: &Rows, cfg: &TargetConfig) -> R<Blob> {
         )));
     }
     let ub = cfg.mem(Mem::Ub).size;
-    let lay = s.layout();
-    if lay.bytes > ub {
-        return Err(CgError::Unsupported(format!(
-            "a block of {} rows of {} elements needs {} bytes of UB, target `{}` has {ub}",
-            s.r, s.l, lay.bytes, cfg.name
-        )));
-    }
+    // The instance's rows are the kernel's business; the block the UB holds is this
+    // backend's: halved until its layout fits.
+    let mut s = s.clone();
+    let lay = loop {
+        let lay = s.layout();
+        if lay.bytes <= ub {
+            break lay;
+        }
+        if s.r == 1 {
+            return Err(CgError::Unsupported(format!(
+                "a row of {} elements needs {} bytes of UB, target `{}` has {ub}",
+                s.l, lay.bytes, cfg.name
+            )));
+        }
+        s.r = s.r.div_ceil(2);
+    };
+    let s = &s;
     let lp = s.lp();
     let home = |i: usize, slot: usize| match lay.home[i] {
         Home::At(a) => a,
