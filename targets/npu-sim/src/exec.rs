@@ -880,6 +880,76 @@ pub fn vred(
     Ok(())
 }
 
+/// Executes the row form of `VRED` (*0.4*): `rows` reductions of `a.len` elements, row `j`
+/// read from `a.src + j·stride` elements, its result written at `a.dst + 32·j` bytes. Each row
+/// is checked as a plain `VRED`.
+pub fn vred_rows(
+    cfg: &TargetConfig,
+    ub: &mut MemBuf,
+    a: &VredArgs,
+    rows: u64,
+    stride: u64,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
+    if rows == 0 {
+        return Err(ctx.bad("a row reduction of zero rows"));
+    }
+    if stride < a.len {
+        return Err(ctx.bad(format!(
+            "row stride {stride} is below the row length {}",
+            a.len
+        )));
+    }
+    for j in 0..rows {
+        let row = VredArgs {
+            src: stride
+                .saturating_mul(j)
+                .saturating_mul(a.dt.size())
+                .saturating_add(a.src),
+            dst: a.dst.saturating_add(32 * j),
+            ..a.clone()
+        };
+        vred(cfg, ub, &row, data, ctx)?;
+    }
+    Ok(())
+}
+
+/// Executes the row-broadcast form of `VEC` (*0.4*): `dst[i] = src1[i] op C[i / row]`, `C[j]`
+/// the element at `a.src2 + 32·j` bytes; each row is checked as a `VS` instruction (so each
+/// row's addresses must be aligned).
+pub fn vec_rows(
+    cfg: &TargetConfig,
+    ub: &mut MemBuf,
+    a: &VecArgs,
+    row: u64,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
+    if row == 0 {
+        return Err(ctx.bad("a row-broadcast VEC with rows of 0 elements"));
+    }
+    if a.len == 0 {
+        return vec(cfg, ub, a, data, ctx);
+    }
+    let (ss, ds) = (a.sdt.size(), a.ddt.size());
+    let (mut i, mut j) = (0u64, 0u64);
+    while i < a.len {
+        let n = row.min(a.len - i);
+        let seg = VecArgs {
+            dst: a.dst.saturating_add(i * ds),
+            src1: a.src1.saturating_add(i * ss),
+            src2: a.src2.saturating_add(32 * j),
+            len: n,
+            ..a.clone()
+        };
+        vec(cfg, ub, &seg, data, ctx)?;
+        i += n;
+        j += 1;
+    }
+    Ok(())
+}
+
 /// A scalar `LD`/`ST` access: `R[base] + offset` in GM or UB, one element of `dt`.
 pub struct ScalarAccess {
     pub mem: Mem,

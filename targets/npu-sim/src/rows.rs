@@ -1,7 +1,7 @@
 //! The row path of the npu-sim code generator: a *row tile program* (the one
 //! `tessera-lower`'s `rows.rs` writes for Softmax, LogSoftmax and LayerNormalization along the
 //! last axis) compiled to blocks of rows that stream through the Unified Buffer, with every
-//! reduction a `VRED` per row and every elementwise step one `VEC` over the whole block,
+//! reduction one row-form `VRED` and every elementwise step one `VEC` over the whole block,
 //! instead of lane by lane on the scalar unit. Start at [`recognise`], then [`compile`].
 //!
 //! **What is recognised.** A kernel of parameters only with a 1-D grid whose body is index
@@ -17,11 +17,13 @@
 //! constants: one element each), *invariant* (the parameter row and what is computed from it
 //! only: replicated to all `R` rows once, in a prologue), *block* values (`R` rows of `Lp`
 //! elements: `L` rounded up to 32 bytes of f32, the padding zero-filled by the DMA that loads
-//! the rows) and *column* values (`R` elements 32 bytes apart, so each is a `VS` form's scalar
-//! operand). For every block of rows, MTE2 copies the rows GM → UB in one 2-D DMA per loaded
+//! the rows) and *column* values (`R` elements 32 bytes apart: the layout the row forms write
+//! and read). For every block of rows, MTE2 copies the rows GM → UB in one 2-D DMA per loaded
 //! parameter, the Vector unit runs one `VEC` per elementwise operation over the whole block
-//! (uniform operands as the `VS` form), one `VRED` per row for a reduction, and one `VS` `VEC`
-//! per row where a column is broadcast along its rows; MTE3 copies each stored block UB → GM.
+//! (uniform operands as the `VS` form), one row-form `VRED` (ISA 0.4: a reduction per row, the
+//! results 32 bytes apart) for a reduction, and one row-broadcast `VEC` (ISA 0.4: row `j` meets
+//! column element `j`) where a column is broadcast along its rows; MTE3 copies each stored block
+//! UB → GM.
 //! Loaded and stored blocks have two UB slots each with "full" and "free" flags between the
 //! pipes (as in [`crate::stream`]), so the loads, arithmetic and stores of neighbouring blocks
 //! overlap; other block and column values share single slots by liveness. The block is the
@@ -808,25 +810,6 @@ fn vec(
     Ok(())
 }
 
-/// A loop over the `R` rows of a block: `body` emits the instruction for one row with `D`,
-/// `S1` (and `S2`) at that row; each register advances by its stride in bytes.
-fn per_row(a: &mut Asm, r: u64, starts: &[(u8, u64, u64)], body: Instr) -> R<()> {
-    use reg::*;
-    for &(reg, start, _) in starts {
-        a.li(reg, start as i64)?;
-    }
-    a.li(C, r as i64)?;
-    let l = a.label();
-    a.bind(l);
-    a.emit(body);
-    for &(reg, _, stride) in starts {
-        a.alui(AluOp::Add, reg, reg, stride as i64)?;
-    }
-    a.alui(AluOp::Sub, C, C, 1)?;
-    a.branch(Cond::Ne, C, ZERO, l);
-    Ok(())
-}
-
 /// Node `i` computed into its home for block parity `slot`.
 fn op(
     a: &mut Asm,
@@ -840,7 +823,6 @@ fn op(
     use reg::*;
     let nd = &s.nodes[i];
     let dst = home(i, slot);
-    let row_bytes = s.lp() * 4;
     match &nd.op {
         Op::LoadRows(_) | Op::LoadRow(_) | Op::Const(_) => Ok(()),
         Op::Bin(vop, x, y) => {
@@ -869,27 +851,23 @@ fn op(
                 width(nd.class),
             )
         }
-        Op::RowBin(vop, x, c) => per_row(
-            a,
-            s.r,
-            &[
-                (D, dst, row_bytes),
-                (S1, home(*x, slot), row_bytes),
-                (S2, home(*c, slot), COL_STRIDE * 4),
-            ],
-            Instr::Vec {
+        Op::RowBin(vop, x, c) => {
+            // One row-broadcast `VEC` (ISA 0.4) over the block: row `j` of `Lp` elements
+            // meets column element `j`, 32 bytes apart.
+            a.li(D, dst as i64)?;
+            a.li(S1, home(*x, slot) as i64)?;
+            a.li(S2, home(*c, slot) as i64)?;
+            a.emit(Instr::Vrow {
                 op: *vop,
-                form: VecForm::VS,
-                sdt: DType::F32,
-                ddt: DType::F32,
+                dt: DType::F32,
                 dst: D,
                 src1: S1,
-                src2: Some(S2),
-                len: LP,
-                mask: None,
-                cond: None,
-            },
-        ),
+                src2: S2,
+                len: WBLOCK,
+                row: LP,
+            });
+            Ok(())
+        }
         Op::Un(vop, x) => {
             let sdt = s.nodes[*x].dt;
             vec(
@@ -904,17 +882,21 @@ fn op(
                 width(nd.class),
             )
         }
-        Op::Red(rop, x) => per_row(
-            a,
-            s.r,
-            &[(D, dst, COL_STRIDE * 4), (S1, home(*x, slot), row_bytes)],
-            Instr::Vred {
+        Op::Red(rop, x) => {
+            // One row-form `VRED` (ISA 0.4): `R` rows of `L` elements `Lp` apart, one result
+            // per 32 bytes of the column.
+            a.li(D, dst as i64)?;
+            a.li(S1, home(*x, slot) as i64)?;
+            a.emit(Instr::VredRows {
                 op: *rop,
                 dt: DType::F32,
                 dst: D,
                 src: S1,
                 len: L,
-            },
-        ),
+                rows: RB,
+                stride: LP,
+            });
+            Ok(())
+        }
     }
 }

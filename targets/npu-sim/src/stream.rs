@@ -744,7 +744,11 @@ pub fn compile(kernel: &Kernel, s: &Stream, cfg: &TargetConfig) -> R<Blob> {
     // at least `MIN_SPLIT` elements) where the output allows, so that the DMAs of neighbouring
     // chunks overlap the Vector work for most of the kernel.
     let split = s.n.div_ceil(12).max(MIN_SPLIT);
-    let cap = MAX_CHUNK.min(split).max(unit).min(s.n.div_ceil(unit) * unit) / unit;
+    let cap = MAX_CHUNK
+        .min(split)
+        .max(unit)
+        .min(s.n.div_ceil(unit) * unit)
+        / unit;
     let fits = |m: u64| s.layout(m * unit).1 <= ub;
     if cap == 0 || !fits(1) {
         return Err(CgError::Unsupported(format!(
