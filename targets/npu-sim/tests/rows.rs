@@ -1,7 +1,7 @@
 //! The row path (`src/rows.rs`) and the tile-copy path (`src/tcopy.rs`) on the tile programs
 //! `tessera-lower` writes for Softmax, LogSoftmax, LayerNormalization and Transpose
 //! (`compiler/lower/src/rows.rs`), compiled for npu-sim and npu-sim-lite. Each program must
-//! take its path (its assembly has `VRED` per row or the DMAs of a tile copy, and no scalar GM
+//! take its path (its assembly has the row forms of `VRED` and `VEC` or the DMAs of a tile copy, and no scalar GM
 //! access), match the interpreter (row kernels within the chip's tolerance: `exp` and `log`
 //! are the Vector unit's; transposes byte for byte) in functional mode on row counts that take
 //! several blocks with a ragged last one, and run without a simulator hard error in cycle mode.
@@ -100,7 +100,8 @@ fn check_rows(k: &Kernel, ins: &[(DType, u64)], out_dt: DType, n: u64) {
     };
     for chip in [NPU_SIM, NPU_SIM_LITE] {
         for mode in [Mode::Functional, Mode::Cycle] {
-            let got = run(chip, k, &args, mode, &["VRED", "DMA GM->UB", "DMA UB->GM"]);
+            let needs = ["rows=", ", row=", "DMA GM->UB", "DMA UB->GM"];
+            let got = run(chip, k, &args, mode, &needs);
             let got = floats(out_dt, got.last().unwrap());
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 let ok = g == w || (g - w).abs() <= abs + rel * w.abs();
