@@ -532,12 +532,76 @@ pub fn recognise(kernel: &Kernel) -> Option<Stream> {
             _ => b.inst(inst)?,
         }
     }
+    let (nodes, out) = live(narrow(b.nodes, stored?), stored?);
     Some(Stream {
-        nodes: b.nodes,
-        out: stored?,
+        nodes,
+        out,
         out_param,
         n,
     })
+}
+
+/// The operands of a node.
+fn operands(op: &Op) -> Vec<usize> {
+    match op {
+        Op::Bin(_, a, b) => vec![*a, *b],
+        Op::Un(_, a) => vec![*a],
+        Op::Sel(c, a, b) => vec![*c, *a, *b],
+        Op::Load { .. } | Op::Const(_) => vec![],
+    }
+}
+
+/// A stored `cast f32→f16(x op y)` whose operands are both widened f16 (or bf16) values becomes
+/// one `VEC` on the narrow dtype: the Vector unit computes narrow operands in f32 and rounds the
+/// result once to the narrow dtype, which is exactly the kernel's widening casts, its f32
+/// operation and its narrowing cast, at half the Vector cycles and without the three passes.
+fn narrow(mut nodes: Vec<Node>, out: usize) -> Vec<Node> {
+    let (Op::Un(VecOp::Cast, y), odt) = (nodes[out].op.clone(), nodes[out].dt) else {
+        return nodes;
+    };
+    let Op::Bin(vop, a, b) = nodes[y].op.clone() else {
+        return nodes;
+    };
+    if !matches!(odt, DType::F16 | DType::Bf16) || nodes[y].dt != DType::F32 || vop.converts() {
+        return nodes;
+    }
+    let widened = |n: usize| match nodes[n].op {
+        Op::Un(VecOp::Cast, x) if nodes[x].dt == odt => Some(x),
+        _ => None,
+    };
+    if let (Some(x), Some(z)) = (widened(a), widened(b)) {
+        nodes[out].op = Op::Bin(vop, x, z);
+    }
+    nodes
+}
+
+/// The nodes `out` depends on, in order, and `out`'s new index.
+fn live(nodes: Vec<Node>, out: usize) -> (Vec<Node>, usize) {
+    let mut keep = vec![false; nodes.len()];
+    keep[out] = true;
+    for i in (0..nodes.len()).rev() {
+        if keep[i] {
+            for o in operands(&nodes[i].op) {
+                keep[o] = true;
+            }
+        }
+    }
+    let mut index = vec![usize::MAX; nodes.len()];
+    let mut kept = Vec::new();
+    for (i, mut nd) in nodes.into_iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
+        nd.op = match nd.op {
+            Op::Bin(v, a, b) => Op::Bin(v, index[a], index[b]),
+            Op::Un(v, a) => Op::Un(v, index[a]),
+            Op::Sel(c, a, b) => Op::Sel(index[c], index[a], index[b]),
+            other => other,
+        };
+        index[i] = kept.len();
+        kept.push(nd);
+    }
+    (kept, index[out])
 }
 
 /// Registers of the generated program.
