@@ -27,6 +27,10 @@
 //! with "full" and "free" flags between the pipes, so loads, arithmetic and stores of
 //! neighbouring chunks overlap; intermediates share single-buffered slots by liveness.
 //!
+//! A stored `cast(widen(a) op widen(b))` on f16 or bf16 operands becomes one `VEC` on the narrow
+//! dtype (the Vector unit computes it in f32 and rounds once to the narrow dtype: the same two
+//! roundings), and nodes the output does not depend on are dropped.
+//!
 //! Exactness: every f32 operation is the IEEE operation of the Vector unit, as on the
 //! scalarised path; casts are `VCAST` (round to nearest even); `exp`, `log` are `VEXP`/`VLN`,
 //! `erf` is fdlibm's rational approximation below 0.84375 and Abramowitz & Stegun 7.1.26 (one
