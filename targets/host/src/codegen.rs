@@ -86,6 +86,21 @@ pub fn clif(isa: &dyn TargetIsa, kernel: &Kernel) -> R<String> {
     guarded(|| Ok(build(isa, kernel)?.0.display().to_string()))
 }
 
+/// The machine code Cranelift makes of `kernel` (already in the backend subset), as the
+/// text of its final instructions after register allocation: for reading the inner loops of
+/// generated kernels (`examples/asm.rs`).
+pub fn disassembly(isa: &dyn TargetIsa, kernel: &Kernel) -> R<String> {
+    guarded(|| {
+        let (func, _) = build(isa, kernel)?;
+        let mut ctx = Context::for_function(func);
+        ctx.set_disasm(true);
+        let compiled = ctx
+            .compile(isa, &mut ControlPlane::default())
+            .map_err(|e| CgError::Internal(format!("Cranelift: {:?}", e.inner)))?;
+        Ok(compiled.vcode.clone().unwrap_or_default())
+    })
+}
+
 /// Runs `f`, turning a panic (Cranelift's reaction to a type it cannot lower) into an error.
 fn guarded<T>(f: impl FnOnce() -> R<T>) -> R<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
@@ -243,6 +258,9 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
         pids: [p0, p1, p2],
         trap_slot,
         has_fma: crate::cpu::has_fma(isa),
+        index_offsets: tessera_kir::constants::index_offsets(&k.body, &|v| {
+            k.vals.get(v.0 as usize).copied()
+        }),
     };
     cg.zero_scratch(scratch_ptr, scratch);
     if let Some(y) = cg.block(&k.body)? {
@@ -432,6 +450,10 @@ struct Cg<'k, 'f> {
     trap_slot: Value,
     /// Whether the ISA has a fused multiply-add instruction.
     has_fma: bool,
+    /// Indices that are another index plus a constant (`constants::index_offsets`): their
+    /// accesses address the other index and put the constant in the displacement, so loads a
+    /// constant apart (rows of a register block) share one address computation.
+    index_offsets: std::collections::HashMap<Val, (Val, i64)>,
 }
 
 impl Cg<'_, '_> {
@@ -1296,6 +1318,13 @@ impl Cg<'_, '_> {
                 return self.def(r, Repr::plain(out));
             }
         }
+        // Int vectors of different widths (the u16 patterns of f16/bf16 loads widened to i32,
+        // and narrowed back on stores): whole-register widening and narrowing.
+        if lf.part.is_vector() && lt.part.is_vector() && from.elem.is_int() && to.elem.is_int() {
+            if let Some(out) = self.int_vector_resize(from.elem, to.elem, parts.clone()) {
+                return self.def(r, Repr::plain(out));
+            }
+        }
         let lanes = self.lanes_of(&parts);
         let mut out = Vec::with_capacity(lanes.len());
         for l in lanes {
@@ -1303,6 +1332,67 @@ impl Cg<'_, '_> {
         }
         let built = self.build(lt, out)?;
         self.def(r, Repr::plain(built))
+    }
+
+    /// Kernel IR's wrapping int cast between full 128-bit vectors of different lane widths,
+    /// one halving or doubling step at a time: widening sign- or zero-extends by the source's
+    /// signedness (`swiden`/`uwiden`, low then high half), narrowing keeps the low bits (each
+    /// lane is first reduced to the narrow type's range, so the saturating `snarrow`/`unarrow`
+    /// are exact). `None` for pairs it does not handle (64-bit lanes).
+    fn int_vector_resize(
+        &mut self,
+        from: DType,
+        to: DType,
+        mut parts: Vec<Value>,
+    ) -> Option<Vec<Value>> {
+        let (fb, tb) = (from.bits(), to.bits());
+        if !(8..=32).contains(&fb) || !(8..=32).contains(&tb) || fb == tb {
+            return None;
+        }
+        let mut bits = fb;
+        while bits < tb {
+            let mut out = Vec::with_capacity(parts.len() * 2);
+            for p in parts {
+                if from.is_signed_int() {
+                    out.push(self.b.ins().swiden_low(p));
+                    out.push(self.b.ins().swiden_high(p));
+                } else {
+                    out.push(self.b.ins().uwiden_low(p));
+                    out.push(self.b.ins().uwiden_high(p));
+                }
+            }
+            parts = out;
+            bits *= 2;
+        }
+        while bits > tb {
+            let half = bits / 2;
+            let wide = self.vtype(parts[0]);
+            let reduced: Vec<Value> = parts
+                .iter()
+                .map(|&p| {
+                    if to.is_signed_int() {
+                        // Sign-extend the low `half` bits in place.
+                        let l = self.b.ins().ishl_imm_s(p, (bits - half) as i64);
+                        self.b.ins().sshr_imm_s(l, (bits - half) as i64)
+                    } else {
+                        let m = self.int_splat(wide, (1i64 << half) - 1);
+                        self.b.ins().band(p, m)
+                    }
+                })
+                .collect();
+            let mut out = Vec::with_capacity(reduced.len().div_ceil(2));
+            for pair in reduced.chunks(2) {
+                let (lo, hi) = (pair[0], *pair.get(1)?);
+                out.push(if to.is_signed_int() {
+                    self.b.ins().snarrow(lo, hi)
+                } else {
+                    self.b.ins().unarrow(lo, hi)
+                });
+            }
+            parts = out;
+            bits = half;
+        }
+        Some(parts)
     }
 
     /// Kernel IR's cast rules on one scalar: int→int wraps, int→float rounds to nearest even,
@@ -1502,10 +1592,13 @@ impl Cg<'_, '_> {
 
     // ==== `load` ====
 
-    /// The address of element `index` of `buf` read as `elem`, and the element size in bytes.
-    /// `elem` is the buffer's dtype or its storage view (`u16` for f16/bf16, `u8` for the
-    /// float8s and the bytes of sub-byte dtypes); the index counts elements of `elem`.
-    fn address(&mut self, buf: Buf, index: Val, elem: DType) -> R<(Value, u32)> {
+    /// The address of element `index` of `buf` read as `elem`, as a base and a byte
+    /// displacement, and the element size in bytes. `elem` is the buffer's dtype or its
+    /// storage view (`u16` for f16/bf16, `u8` for the float8s and the bytes of sub-byte
+    /// dtypes); the index counts elements of `elem`. An index `x + c` (constant `c`) is
+    /// addressed as `x` with `c` elements of displacement, where that fits (with room for the
+    /// vector parts after it).
+    fn address(&mut self, buf: Buf, index: Val, elem: DType) -> R<(Value, i32, u32)> {
         let Some(decl) = self.k.bufs.get(buf.0 as usize) else {
             return internal(format!("buffer #{} is not declared", buf.0));
         };
@@ -1526,6 +1619,16 @@ impl Cg<'_, '_> {
         if it != Ty::INDEX {
             return internal(format!("an index of type {it} (indices are i64)"));
         }
+        let (index, disp) = match self.index_offsets.get(&index) {
+            Some(&(x, c)) => match c
+                .checked_mul(eb as i64)
+                .filter(|d| d.unsigned_abs() < 1 << 30)
+            {
+                Some(d) => (x, d as i32),
+                None => (index, 0),
+            },
+            None => (index, 0),
+        };
         let idx = self.scalar(index)?;
         // A shift lets Cranelift fold the scaling into the x86 addressing mode.
         let off = if eb == 1 {
@@ -1534,18 +1637,18 @@ impl Cg<'_, '_> {
             self.b.ins().ishl_imm_s(idx, eb.trailing_zeros() as i64)
         };
         let base = self.bases[buf.0 as usize];
-        Ok((self.b.ins().iadd(base, off), eb))
+        Ok((self.b.ins().iadd(base, off), disp, eb))
     }
 
     fn load(&mut self, inst: &Inst, buf: Buf, index: Val) -> R<()> {
         let r = Self::result(inst, 0)?;
         let ty = self.ty(r)?;
         let lay = layout(ty)?;
-        let (addr, eb) = self.address(buf, index, ty.elem)?;
+        let (addr, disp, eb) = self.address(buf, index, ty.elem)?;
         let step = (lay.per * eb) as i32;
         let mut parts = Vec::with_capacity(lay.parts as usize);
         for i in 0..lay.parts as i32 {
-            parts.push(self.b.ins().load(lay.part, mem(), addr, i * step));
+            parts.push(self.b.ins().load(lay.part, mem(), addr, disp + i * step));
         }
         if ty.elem == DType::Bool {
             // A stored bool byte is true when nonzero; vectors of them become masks.
@@ -1571,10 +1674,10 @@ impl Cg<'_, '_> {
         let vt = self.ty(value)?;
         let lay = layout(vt)?;
         let parts = self.plain(value)?;
-        let (addr, eb) = self.address(buf, index, vt.elem)?;
+        let (addr, disp, eb) = self.address(buf, index, vt.elem)?;
         let step = (lay.per * eb) as i32;
         for (i, p) in parts.into_iter().enumerate() {
-            self.b.ins().store(mem(), p, addr, i as i32 * step);
+            self.b.ins().store(mem(), p, addr, disp + i as i32 * step);
         }
         Ok(())
     }

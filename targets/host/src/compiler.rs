@@ -103,15 +103,18 @@ impl Host {
         // Register blocking is this backend's choice: tiles become vectors of the desc's width,
         // and `tile.mma` a block of `block_rows × block_vectors` f32 vector accumulators, which
         // with the B vectors and the broadcast A element fits the 16 xmm registers Cranelift
-        // allocates without spilling. With FMA in the CPU (recorded in the fingerprint, so the
-        // runtime refuses the blob on a CPU without it) each step is one fused multiply-add.
+        // allocates without spilling. Each step is a multiply and an add, not an FMA:
+        // Cranelift's x64 FMA (`vfmadd213ps`/`132ps`) overwrites a multiplicand, never the
+        // addend, so a carried accumulator costs two register moves per FMA (the copy of the
+        // shared multiplicand and the move back on the loop edge), while AVX's three-operand
+        // `vaddps` accumulates in place. (The LLVM targets, which pick `vfmadd231ps`, use FMA.)
         let opts = tessera_kir::passes::ScalarizeOptions {
             vector_bytes: self.desc.vector_bytes,
             blocked_f32_mma: true,
             blocked_i32_mma: true,
             block_rows: 4,
             block_vectors: 2,
-            fma: crate::cpu::has_fma(&*self.isa),
+            fma: false,
         };
         tessera_kir::passes::scalarize_tiles(&mut k, &opts)
             .and_then(|()| tessera_kir::passes::to_backend_subset(&mut k))
@@ -128,6 +131,12 @@ impl Host {
 }
 
 impl Host {
+    /// The machine instructions the host target makes of `kernel`, as text.
+    pub fn assembly(&self, kernel: &Kernel) -> Result<String, TargetError> {
+        let k = self.prepare(kernel)?;
+        codegen::disassembly(&*self.isa, &k).map_err(|e| cg_error(kernel, e))
+    }
+
     /// The Cranelift IR the host target makes of `kernel` (after the shared passes, before
     /// Cranelift's optimisations), as text.
     pub fn clif(&self, kernel: &Kernel) -> Result<String, TargetError> {

@@ -521,6 +521,9 @@ fn from_bits(b: &mut KernelBuilder, code: Val, t: DType) -> Val {
         let c = m.ibin(BinOp::Shl, c, 16);
         return m.float_from_bits(c);
     }
+    if t == DType::F16 {
+        return f16_from_bits(&mut m, code);
+    }
     let f = fmt(t);
     let e = m.ibin(BinOp::Shr, code, f.m as i64);
     let e = m.ibin(BinOp::And, e, (1 << f.e) - 1);
@@ -583,6 +586,32 @@ fn from_bits(b: &mut KernelBuilder, code: Val, t: DType) -> Val {
         }
         Special::FiniteOnly => v,
     }
+}
+
+/// The f32 holding the f16 whose bit pattern is `code`, in a dozen branch-free integer and
+/// float operations (so it vectorises; weights stored as f16 are decoded this way on every
+/// load). The magnitude bits shifted into an f32's exponent and mantissa fields read as the
+/// f32 `v · 2^-112` for every finite f16 `v`, subnormals included (the shifted pattern is then an
+/// f32 subnormal, which an IEEE multiply handles exactly), so one multiply by `2^112` rebiases.
+/// Infinities and NaNs (magnitude ≥ 0x7c00) get f32's all-ones exponent with their payload;
+/// NaNs are made quiet, as `half` decodes them.
+fn f16_from_bits(m: &mut Mx, code: Val) -> Val {
+    let mag = m.ibin(BinOp::And, code, 0x7fff);
+    let shifted = m.ibin(BinOp::Shl, mag, 13);
+    let scaled = m.float_from_bits(shifted);
+    let finite = m.mulc(scaled, 2f64.powi(112));
+    let finite = m.bits(finite);
+    let special = m.ibin(BinOp::Or, shifted, 0x7f80_0000);
+    let quiet = m.ibin(BinOp::Or, shifted, 0x7fc0_0000);
+    let inf_code = m.ci(0x7c00);
+    let is_nan = m.b.cmp(CmpOp::Gt, mag, inf_code);
+    let special = m.sel(is_nan, quiet, special);
+    let is_special = m.b.cmp(CmpOp::Ge, mag, inf_code);
+    let v = m.sel(is_special, special, finite);
+    let sign = m.ibin(BinOp::And, code, 0x8000);
+    let sign = m.ibin(BinOp::Shl, sign, 16);
+    let v = m.b.binary(BinOp::Or, v, sign);
+    m.float_from_bits(v)
 }
 
 /// A cast from semantic type `f` to `t` where at least one is narrow or sub-byte; `x` is

@@ -300,6 +300,19 @@ impl Sc {
         }
     }
 
+    /// Lanes per vector of a `tile.load` of `elem`: f32-held tiles load whole vectors, and
+    /// 2-byte floats (f16, bf16) as many lanes as fill one vector of their 16-bit storage, so
+    /// that their decode runs on full registers (twice the f32 lanes, widened in registers).
+    fn load_lanes(&self, elem: DType) -> u16 {
+        match elem {
+            DType::F16 | DType::BF16 if self.opts.vector_bytes >= 8 => {
+                (self.opts.vector_bytes / 2) as u16
+            }
+            _ if tile_storage(elem) == DType::F32 => self.lanes_for(DType::F32),
+            _ => 1,
+        }
+    }
+
     /// Element(s) `i..i+lanes` of tile `v`, in `v`'s element type.
     fn get(&mut self, v: Val, i: Val, lanes: u16) -> Val {
         let buf = self.buf(v);
@@ -470,11 +483,7 @@ impl Sc {
                 let elem = self.ty(r).elem;
                 let rb = self.buf(r);
                 let fillv = self.b.constant(Ty::scalar(elem), fill);
-                let lanes = if tile_storage(elem) == DType::F32 {
-                    self.lanes_for(DType::F32)
-                } else {
-                    1
-                };
+                let lanes = self.load_lanes(elem);
                 self.masked(&src, rows, cols, lanes, |b, at, t, lanes| match at {
                     Some(e) => {
                         let x = b.load(src.view.buf, e, lanes);
@@ -1119,6 +1128,16 @@ fn blocked_mma(
     });
 }
 
+/// `x + c` for an index `x`, or `x` itself when `c` is 0.
+fn plus(b: &mut KernelBuilder, x: Val, c: i64) -> Val {
+    if c == 0 {
+        x
+    } else {
+        let cv = b.index(c);
+        b.add(x, cv)
+    }
+}
+
 /// `acc + x·y`: one `fma`, or a `mul` and an `add`.
 fn mul_add(b: &mut KernelBuilder, x: Val, y: Val, acc: Val, fma: bool) -> Val {
     if fma {
@@ -1177,19 +1196,22 @@ fn micro(
     }
     let init: Vec<Val> = r_at.iter().map(|&e| b.load(rb, e, l)).collect();
     let (lo, one) = (b.index(0), b.index(1));
+    // Each k step computes one index into A and one into B; the block's other elements are
+    // constants away from them, which backends fold into the addresses' displacements.
+    let a0 = a_rows[0];
     let accs = b.for_loop(lo, kk, one, &init, |b, kv, acc| {
         let brow = b.mul(kv, nn);
+        let b0 = b.add(brow, j0);
         let bv: Vec<Val> = (0..nv)
             .map(|g| {
-                let gv = b.index((g * lanes) as i64);
-                let j = b.add(j0, gv);
-                let e = b.add(brow, j);
+                let e = plus(b, b0, (g * lanes) as i64);
                 b.load(bb, e, l)
             })
             .collect();
+        let ak = b.add(a0, kv);
         let mut next = Vec::with_capacity(acc.len());
         for r in 0..rows as usize {
-            let e = b.add(a_rows[r], kv);
+            let e = plus(b, ak, r as i64 * k as i64);
             let x = b.load(ab, e, 1);
             let xs = if l > 1 { b.splat(x, l) } else { x };
             for g in 0..nv as usize {
@@ -1248,21 +1270,24 @@ fn dot_micro(
     let k_vec = k / lanes * lanes;
     let l = lanes as u16;
     let zero = b.const_float(Ty::vector(DType::F32, l), 0.0);
+    let (a0, b0) = (a_rows[0], b_rows[0]);
     let mut sums: Vec<Val> = if lanes > 1 && k_vec > 0 {
         let init = vec![zero; (rows * cols) as usize];
         let (lo, hi, st) = (b.index(0), b.index(k_vec as i64), b.index(lanes as i64));
         let accs = b.for_loop(lo, hi, st, &init, |b, kv, acc| {
-            let av: Vec<Val> = a_rows
-                .iter()
-                .map(|&ar| {
-                    let e = b.add(ar, kv);
+            // One index into A and one into B per step; the other rows are constants away
+            // (rows are `k` apart), which backends fold into the addresses' displacements.
+            let ak = b.add(a0, kv);
+            let bk = b.add(b0, kv);
+            let av: Vec<Val> = (0..rows)
+                .map(|r| {
+                    let e = plus(b, ak, r as i64 * k as i64);
                     b.load(ab, e, l)
                 })
                 .collect();
-            let bv: Vec<Val> = b_rows
-                .iter()
-                .map(|&br| {
-                    let e = b.add(br, kv);
+            let bv: Vec<Val> = (0..cols)
+                .map(|c| {
+                    let e = plus(b, bk, c as i64 * k as i64);
                     b.load(bb, e, l)
                 })
                 .collect();
