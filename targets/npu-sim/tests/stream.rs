@@ -286,3 +286,32 @@ fn a_single_f16_operation_runs_on_f16_and_matches_the_interpreter_bit_for_bit() 
         }
     }
 }
+
+#[test]
+fn erf_stays_within_a_few_f32_ulp_on_a_dense_grid() {
+    // 40,001 points of [-5, 5] (both branches, their boundary at 0.84375, the tail to 1).
+    let n = 40001u64;
+    let k = ew(n, &[(DType::F32, n)], DType::F32, &|b, v| {
+        b.math(MathFn::Erf, &[v[0]])
+    });
+    let xs: Vec<f32> = (0..n)
+        .map(|i| -5.0 + 10.0 * i as f32 / (n - 1) as f32)
+        .collect();
+    let args = vec![
+        xs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+        vec![0u8; 4 * n as usize],
+    ];
+    let got = floats(
+        DType::F32,
+        run(NPU_SIM, &k, &args, Mode::Functional).last().unwrap(),
+    );
+    let mut worst = 0f64;
+    for (x, g) in xs.iter().zip(&got) {
+        let want = tessera_kir::interp::math(MathFn::Erf, *x as f64, 0.0);
+        let ulp = (want.abs() as f32).max(f32::MIN_POSITIVE);
+        let ulp = (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
+        worst = worst.max((*g as f64 - want).abs() / ulp);
+    }
+    eprintln!("erf: at most {worst:.2} f32 ulp from the interpreter");
+    assert!(worst <= 5.0, "erf is {worst:.2} ulp off somewhere");
+}
