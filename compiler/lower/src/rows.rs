@@ -195,7 +195,7 @@ const COPY_TILE_BYTES: u64 = 32768;
 /// doc). Parameters: src, dst. `None` where the permutation moves whole contiguous rows only
 /// (fewer than two axes remain after merging) or the dtype is narrower than a byte.
 pub fn transpose_kernel(name: String, dt: DType, dims: &[u64], perm: &[usize]) -> Option<Kernel> {
-    if dt.bits() % 8 != 0 || dt == DType::String || perm.len() != dims.len() {
+    if !dt.bits().is_multiple_of(8) || dt == DType::String || perm.len() != dims.len() {
         return None;
     }
     let st = strides(dims);
