@@ -123,7 +123,13 @@ pub fn ratchet_sampled(target: &str, every: usize) {
     );
 }
 
-fn ratchet_sample(target: &str, data: &std::path::Path, list_name: &str, what: &str, every: usize) {
+fn ratchet_sample(
+    target: &str,
+    data: &std::path::Path,
+    list_name: &str,
+    what: &str,
+    every: usize,
+) {
     let list = root().join("tests/conformance").join(list_name);
     if std::env::var_os("TESSERA_BLESS").is_some() {
         let results = conformance::run_suite(data, target, None, jobs(), None).expect("run suite");
