@@ -604,7 +604,8 @@ impl<'t> Machine<'t> {
                 exec::vred_rows(cfg, ub, a, *rows, *stride, self.data, &ctx)?;
                 // One start-up; each row takes its own vector cycles.
                 cfg.vector_startup_cycles
-                    + rows * (a.len * a.dt.size()).div_ceil(cfg.vector_bytes_per_cycle)
+                    + rows
+                        .saturating_mul((a.len * a.dt.size()).div_ceil(cfg.vector_bytes_per_cycle))
             }
             Work::Vrow(a, row) => {
                 exec::vec_rows(
