@@ -218,6 +218,13 @@ op_table! {
     Constant: Meta, in (0, 0), out (1, 1), ["value", "value_float", "value_floats", "value_int", "value_ints", "value_string", "value_strings"];
     ConstantOfShape: Meta, in (1, 1), out (1, 1), ["value"];
     Range: Meta, in (3, 3), out (1, 1), [];
+    // ---- random values (seeded and deterministic: tessera-lower's random.rs) ----
+    RandomUniform: Meta, in (0, 0), out (1, 1), ["dtype", "high", "low", "seed", "shape"];
+    RandomNormal: Meta, in (0, 0), out (1, 1), ["dtype", "mean", "scale", "seed", "shape"];
+    RandomUniformLike: Elementwise, in (1, 1), out (1, 1), ["dtype", "high", "low", "seed"];
+    RandomNormalLike: Elementwise, in (1, 1), out (1, 1), ["dtype", "mean", "scale", "seed"];
+    Bernoulli: Elementwise, in (1, 1), out (1, 1), ["dtype", "seed"];
+    Multinomial: Reduce, in (1, 1), out (1, 1), ["dtype", "sample_size", "seed"];
     // ---- quantization ----
     QuantizeLinear: Quant, in (2, 3), out (1, 1), ["axis", "block_size", "output_dtype", "precision", "saturate"];
     DequantizeLinear: Quant, in (2, 3), out (1, 1), ["axis", "block_size", "output_dtype"];

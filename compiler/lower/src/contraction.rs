@@ -99,11 +99,19 @@ pub(crate) fn mm_tiles(
         let t = (want.max(1) as u64).div_ceil(u) * u;
         t.min(dim.max(1).div_ceil(u) * u).clamp(1, 256)
     };
+    // K is split into steps of equal size (rounded up to the unit), so that the last step
+    // does not multiply mostly padding: K = 576 in steps of 256 would compute 768.
+    let even = |t: u64, dim: u64, u: u32| -> u64 {
+        let u = u.max(1) as u64;
+        let steps = dim.max(1).div_ceil(t);
+        dim.max(1).div_ceil(steps).div_ceil(u) * u
+    };
     let (mut tm, mut tn, mut tk) = (
         fit(desc.matmul_tile[0], m, unit[0]),
         fit(desc.matmul_tile[1], n, unit[1]),
         fit(desc.matmul_tile[2], k, unit[2]),
     );
+    tk = even(tk, k, unit[2]);
     // Keep every tile (A: tm × tk, B: tk × tn, acc: tm × tn) within the IR's limit.
     let limit = tessera_kir::verify::MAX_TILE_ELEMS as u64;
     while tm * tk > limit || tk * tn > limit || tm * tn > limit {

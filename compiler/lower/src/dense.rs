@@ -552,6 +552,9 @@ fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         args.push(cx.buffer(bb)?);
     }
     args.push(cx.buffer(y)?);
+    if conv_as_matmul(cx, &w, [nb, c, mo, g], dt, &args)? {
+        return Ok(Execution::Kernel);
+    }
     if dt == DType::F32
         && cx.dtype(y)? == DType::F32
         && cx.desc.vector_bytes >= 16
@@ -634,6 +637,164 @@ fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     });
     cx.launch(kb.finish(), args);
     Ok(Execution::Kernel)
+}
+
+/// Columns of the unfolded input (`im2col`) a Conv may materialise: beyond this the direct
+/// kernels run instead (128 MiB of f32).
+const MAX_COL_ELEMS: u64 = 1 << 25;
+
+/// Lowers a 2-D Conv with one group as a matrix product, when that applies: per image,
+/// `Y[M, OH·OW] = W[M, C·KH·KW] · col[C·KH·KW, OH·OW] + bias`, where `col` is the input
+/// unfolded by an `im2col` kernel (zeros where a tap falls in the padding). A 1×1 Conv with
+/// unit strides and no padding reads X itself as `col`. The product is the shared tile
+/// program (`contraction.rs`), so it is register-blocked on CPUs and runs on a matrix unit
+/// where the target has one. `args` are x, w, [bias], y. Returns whether it lowered the node;
+/// the direct kernels take every other Conv (groups, 1-D and 3-D, f64, tiny reductions).
+fn conv_as_matmul(
+    cx: &mut LowerCx,
+    w: &Window,
+    [nb, c, mo, g]: [u64; 4],
+    dt: DType,
+    args: &[tessera_kir::BufferId],
+) -> Result<bool> {
+    if w.input.len() != 2 || g != 1 || !matches!(dt, DType::F32 | DType::F16 | DType::BF16) {
+        return Ok(false);
+    }
+    let kt: u64 = w.kernel.iter().product();
+    let ot: u64 = w.output.iter().product();
+    let ck = c * kt;
+    // Small reductions (a handful of taps of a few channels) are faster walked directly.
+    if ck < 16 || mo < 4 || nb.saturating_mul(ck).saturating_mul(ot) > MAX_COL_ELEMS {
+        return Ok(false);
+    }
+    let (xb, wb, yb) = (args[0], args[1], args[args.len() - 1]);
+    let bias = (args.len() == 4).then(|| args[2]);
+    let direct = kt == 1
+        && w.strides.iter().all(|&s| s == 1)
+        && w.pad_begin.iter().all(|&p| p == 0)
+        && w.output == w.input;
+    let col = if direct {
+        xb
+    } else {
+        let col = cx.scratch("conv_col", dt, vec![nb, ck, ot]);
+        let kern = im2col_kernel(cx.kernel_name("im2col"), w, [nb, c], dt);
+        cx.launch(kern, vec![xb, col]);
+        col
+    };
+    let acc = acc_type(dt);
+    let spec = MmSpec {
+        name: cx.kernel_name("conv"),
+        a: (dt, mo * ck),
+        b: (dt, nb * ck * ot),
+        y: (dt, nb * mo * ot),
+        acc,
+        batch: vec![nb],
+        a_bst: vec![0],
+        b_bst: vec![ck * ot],
+        m: mo,
+        n: ot,
+        k: ck,
+        a_rs: ck as i64,
+        a_ks: 1,
+        b_ks: ot as i64,
+        b_ns: 1,
+        alpha: 1.0,
+        beta: 1.0,
+        c: bias.map(|_| CTerm {
+            dtype: dt,
+            len: mo,
+            rs: 1,
+            cs: 0,
+        }),
+        a_zp: None,
+        b_zp: None,
+        fused: None,
+    };
+    let mut mm_args = vec![wb, col];
+    mm_args.extend(bias);
+    mm_args.push(yb);
+    launch_matmul(cx, &spec, mm_args);
+    Ok(true)
+}
+
+/// The `im2col` kernel of a 2-D window: `col[n, (c·KH + kh)·KW + kw, oh·OW + ow] =
+/// x[n, c, oh·sh − ph + kh·dh, ow·sw − pw + kw·dw]`, or 0 where that falls outside the input.
+/// One program instance per row of `col` (an image, channel and tap); parameters x, col.
+fn im2col_kernel(name: String, w: &Window, [nb, c]: [u64; 2], dt: DType) -> Kernel {
+    let (ih, iw) = (w.input[0] as i64, w.input[1] as i64);
+    let (oh, ow) = (w.output[0] as i64, w.output[1] as i64);
+    let (kh, kw) = (w.kernel[0] as i64, w.kernel[1] as i64);
+    let (sh, sw) = (w.strides[0] as i64, w.strides[1] as i64);
+    let (dh, dw) = (w.dilations[0] as i64, w.dilations[1] as i64);
+    let (ph, pw) = (w.pad_begin[0], w.pad_begin[1]);
+    let rows = nb * c * (kh * kw) as u64;
+    let mut kb = KernelBuilder::new(name);
+    let b = &mut kb;
+    let xb = b.param("x", dt, nb * c * (ih * iw) as u64, Access::Read);
+    let colb = b.param("col", dt, rows * (oh * ow) as u64, Access::Write);
+    b.set_grid(&[rows]);
+    let row = b.program_id(0);
+    // row = (n·C + ci)·KH·KW + kh_i·KW + kw_i; the plane (n, ci) starts at (n·C + ci)·IH·IW.
+    let ktv = b.index(kh * kw);
+    let plane = b.div(row, ktv);
+    let pk = b.mul(plane, ktv);
+    let tap = b.sub(row, pk);
+    let kwv = b.index(kw);
+    let khi = b.div(tap, kwv);
+    let kk = b.mul(khi, kwv);
+    let kwi = b.sub(tap, kk);
+    let itv = b.index(ih * iw);
+    let x_plane = b.mul(plane, itv);
+    let otv = b.index(oh * ow);
+    let col_row = b.mul(row, otv);
+    // Input row of output row 0 and input column of output column 0, for this tap.
+    let dhv = b.index(dh);
+    let kh_off = b.mul(khi, dhv);
+    let phv = b.index(ph);
+    let ih0 = b.sub(kh_off, phv);
+    let dwv = b.index(dw);
+    let kw_off = b.mul(kwi, dwv);
+    let pwv = b.index(pw);
+    let iw0 = b.sub(kw_off, pwv);
+    let zero = b.const_float(Ty::scalar(dt), 0.0);
+    let (lo, ohv, owv, one) = (b.index(0), b.index(oh), b.index(ow), b.index(1));
+    let (shv, swv, ihv, iwv) = (b.index(sh), b.index(sw), b.index(ih), b.index(iw));
+    b.for_loop(lo, ohv, one, &[], |b, o_h, _| {
+        let a = b.mul(o_h, shv);
+        let i_h = b.add(a, ih0);
+        let z = b.index(0);
+        let ge = b.cmp(CmpOp::Ge, i_h, z);
+        let lt = b.cmp(CmpOp::Lt, i_h, ihv);
+        let row_ok = b.binary(BinOp::And, ge, lt);
+        let xr = b.mul(i_h, iwv);
+        let xrow = b.add(x_plane, xr);
+        let cr = b.mul(o_h, owv);
+        let crow = b.add(col_row, cr);
+        let lo2 = b.index(0);
+        b.for_loop(lo2, owv, one, &[], |b, o_w, _| {
+            let a = b.mul(o_w, swv);
+            let i_w = b.add(a, iw0);
+            let z = b.index(0);
+            let ge = b.cmp(CmpOp::Ge, i_w, z);
+            let lt = b.cmp(CmpOp::Lt, i_w, iwv);
+            let col_ok = b.binary(BinOp::And, ge, lt);
+            let ok = b.binary(BinOp::And, row_ok, col_ok);
+            let ci = b.add(crow, o_w);
+            let v = b.if_else(
+                ok,
+                &[Ty::scalar(dt)],
+                |b| {
+                    let xi = b.add(xrow, i_w);
+                    vec![b.load(xb, xi, 1)]
+                },
+                |_| vec![zero],
+            );
+            b.store(colb, ci, v[0]);
+            Vec::new()
+        });
+        Vec::new()
+    });
+    kb.finish()
 }
 
 /// The interior columns of a 2-D window (every W tap in bounds): `lo..hi`, as constants.
@@ -1470,6 +1631,29 @@ fn layer_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         }
         Some((cx.dtype(node.outputs[1])?, cx.dtype(node.outputs[2])?))
     };
+    // One scale (and bias) value per element of the row, on a target with a vector-unit
+    // buffer: a tile program of rows.
+    let per_elem = |cx: &LowerCx, v: ValueId| cx.numel(v).map(|n| n == len);
+    if !rms
+        && stats.is_none()
+        && crate::rows::wants_row_tiles(cx)
+        && per_elem(cx, scale)?
+        && bias.map_or(Ok(true), |b| per_elem(cx, b))?
+    {
+        let pdt = (cx.dtype(scale)?, bias.map(|b| cx.dtype(b)).transpose()?);
+        let eps = node.attr_float("epsilon", 1e-5) as f64;
+        if let Some(mut k) = crate::rows::layer_norm_kernel(String::new(), dt, pdt, rows, len, eps)
+        {
+            k.name = cx.kernel_name("layer_norm");
+            let mut args = vec![cx.buffer(x)?, cx.buffer(scale)?];
+            if let Some(b) = bias {
+                args.push(cx.buffer(b)?);
+            }
+            args.push(cx.buffer(y)?);
+            cx.launch(k, args);
+            return Ok(Execution::Kernel);
+        }
+    }
     let spec = NormSpec {
         name: cx.kernel_name(if rms { "rms_norm" } else { "layer_norm" }),
         kind: if rms {

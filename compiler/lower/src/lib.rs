@@ -20,7 +20,9 @@ pub mod elementwise;
 pub mod fused;
 pub mod movement;
 pub mod quant;
+pub mod random;
 pub mod reduce;
+pub mod rows;
 pub mod select;
 pub mod spatial;
 pub mod strings;
@@ -540,6 +542,12 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             extra::lower(cx, node)
         }
         Op::Custom => custom::lower(cx, node),
+        Op::RandomUniform
+        | Op::RandomNormal
+        | Op::RandomUniformLike
+        | Op::RandomNormalLike
+        | Op::Bernoulli
+        | Op::Multinomial => random::lower(cx, node),
         op => match op.family() {
             Family::Elementwise => elementwise::lower(cx, node),
             Family::Reduce => reduce::lower(cx, node),

@@ -433,13 +433,12 @@ fn alias_op(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 // ==== Dropout ====
 
 fn dropout(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
+    // Training mode (on, or decided at run time) draws a seeded mask (random.rs).
     if let Some(t) = node.input(2) {
-        match cx.konst(t).and_then(|t| t.get_i64(0)) {
-            Some(0) => {}
-            Some(_) => return Err(cx.unsupported("Dropout in training mode (random masks)")),
-            None => {
-                return Err(cx.unsupported("Dropout's training_mode must be known at compile time"))
-            }
+        let mode = cx.konst(t).and_then(|t| t.get_i64(0));
+        if mode != Some(0) {
+            let at_run_time = if mode.is_none() { Some(t) } else { None };
+            return crate::random::dropout_training(cx, node, at_run_time);
         }
     }
     let x = operand(cx, node, 0)?;
@@ -469,6 +468,20 @@ fn transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let mut seen = vec![false; rank];
     if perm.len() != rank || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
         return Err(cx.invalid(format!("perm {perm:?} is not a permutation of 0..{rank}")));
+    }
+    // On a target with a vector-unit buffer: a grid of tile copies.
+    let total: u64 = dims.iter().product();
+    if total > 0 && crate::rows::wants_row_tiles(cx) {
+        let dt = cx.dtype(y)?;
+        if cx.dtype(x)? != dt {
+            return Err(cx.invalid("result must have the operand's dtype"));
+        }
+        if let Some(mut k) = crate::rows::transpose_kernel(String::new(), dt, &dims, &perm) {
+            k.name = cx.kernel_name("transpose");
+            let args = vec![cx.buffer(x)?, cx.buffer(y)?];
+            cx.launch(k, args);
+            return Ok(Execution::Kernel);
+        }
     }
     let st = strides(&dims);
     let out_dims: Vec<u64> = perm.iter().map(|&p| dims[p]).collect();

@@ -15,6 +15,7 @@ mod extra;
 pub(crate) mod meta;
 pub(crate) mod movement;
 mod quant;
+mod random;
 mod reduce;
 mod select;
 pub mod seq;
@@ -89,6 +90,7 @@ fn infer_node(cx: &Cx) -> Result<Vec<TensorType>> {
         .or_else(|| extra::infer(cx))
         .or_else(|| spectral::infer(cx))
         .or_else(|| select::infer(cx))
+        .or_else(|| random::infer(cx))
     {
         Some(r) => r?,
         None => match cx.node.op.family() {

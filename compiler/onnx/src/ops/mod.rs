@@ -12,6 +12,7 @@ mod math;
 mod nn;
 mod optional;
 mod quant;
+mod random;
 mod reduce;
 mod select;
 pub(crate) mod sequence;
@@ -97,6 +98,7 @@ const FAMILIES: &[&[Entry]] = &[
     reduce::OPS,
     shape::OPS,
     quant::OPS,
+    random::OPS,
     spectral::OPS,
 ];
 
