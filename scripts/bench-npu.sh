@@ -6,8 +6,10 @@
 #
 # Cube utilisation is ideal Cube cycles (useful MACs / MACs per cycle, M*N*K/4096 for f16)
 # over the cycles of all the model's kernels together, as `--cycles` prints it in its totals.
-# The BERT layer takes a minute: its softmax, layer-norm and transpose kernels still run lane by
-# lane in the simulator (its elementwise kernels stream through the UB, src/stream.rs).
+# Before the totals, one line per kernel with its cycles (`PER_KERNEL=0` leaves them out): the
+# BERT layer's softmax and layer norms run on the row path (src/rows.rs), its transposes on the
+# tile-copy path (src/tcopy.rs), its elementwise kernels stream through the UB (src/stream.rs).
+# Cycle counts are deterministic: they are the same on a loaded machine and in a debug build.
 #
 #   scripts/bench-npu.sh                      # npu-sim, both models
 #   TARGET=npu-sim-lite MODELS=matmul_f16_1024 scripts/bench-npu.sh
@@ -24,5 +26,10 @@ for m in ${MODELS:-matmul_f16_1024 bert_f16_base}; do
   echo "== $m on $target =="
   dir="tests/data/npu-models/$m"
   "$bin" run "$dir/model.onnx" --target "$target" --inputs "$dir/test_data_set_0" \
-    --outputs "$out" --cycles | sed -n '/== totals/,$p'
+    --outputs "$out" --cycles >"$out/report.txt"
+  if [ "${PER_KERNEL:-1}" != 0 ]; then
+    awk '/^== launch/ { k = $5 } /^total cycles/ && k != "" { printf "  %-24s %12s\n", k, $3; k = "" }' \
+      "$out/report.txt"
+  fi
+  sed -n '/== totals/,$p' "$out/report.txt"
 done

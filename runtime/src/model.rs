@@ -643,16 +643,7 @@ impl Model {
 /// What [`Model::run`] allocates for `plan`: one buffer per scratch slot (its largest user),
 /// a copy of each input, and each output's bytes.
 fn scratch_bytes(plan: &tessera_abi::Plan) -> u64 {
-    let mut slots: Vec<u64> = Vec::new();
-    for b in &plan.buffers {
-        if let BufferKind::Temp { slot } = b.kind {
-            let s = slot as usize;
-            if slots.len() <= s {
-                slots.resize(s + 1, 0);
-            }
-            slots[s] = slots[s].max(b.byte_len());
-        }
-    }
+    let slots = plan.slot_bytes();
     let io = plan
         .inputs
         .iter()

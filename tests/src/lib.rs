@@ -62,6 +62,21 @@ pub fn contrib_tests() -> PathBuf {
     dir
 }
 
+/// The largest element error of `got` over the largest magnitude of `want` (stable where
+/// single reference values are near zero); dtypes and shapes must agree, and every element
+/// of `got` be finite.
+pub fn relative_error(got: &tessera_ir::Tensor, want: &tessera_ir::Tensor) -> f64 {
+    assert_eq!((got.dtype, &got.dims), (want.dtype, &want.dims));
+    let (mut err, mut scale) = (0f64, 0f64);
+    for i in 0..want.num_elements() {
+        let (g, w) = (got.get_f64(i).unwrap(), want.get_f64(i).unwrap());
+        assert!(g.is_finite(), "element {i} is {g}");
+        err = err.max((g - w).abs());
+        scale = scale.max(w.abs());
+    }
+    err / scale.max(f64::MIN_POSITIVE)
+}
+
 fn jobs() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())

@@ -6,23 +6,6 @@ use std::collections::BTreeMap;
 use tessera_driver::{compile_file, load, CompileOptions};
 use tessera_ir::Tensor;
 
-/// Relative error as the largest element error over the largest reference magnitude: stable
-/// where individual reference values are near zero.
-fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
-    assert_eq!(got.dtype, want.dtype);
-    assert_eq!(got.dims, want.dims);
-    let n = want.num_elements();
-    let mut max_err = 0f64;
-    let mut max_ref = 0f64;
-    for i in 0..n {
-        let (g, w) = (got.get_f64(i).unwrap(), want.get_f64(i).unwrap());
-        assert!(g.is_finite(), "element {i} is {g}");
-        max_err = max_err.max((g - w).abs());
-        max_ref = max_ref.max(w.abs());
-    }
-    max_err / max_ref.max(f64::MIN_POSITIVE)
-}
-
 fn check(model: &str, target: &str) {
     let dir = tessera_tests::models().join(model);
     let set = dir.join("test_data_set_0");
@@ -45,7 +28,7 @@ fn check(model: &str, target: &str) {
     }
     let m = load(artifact, target).unwrap();
     let got = m.run(&[input]).unwrap();
-    let err = relative_error(&got[0], &want);
+    let err = tessera_tests::relative_error(&got[0], &want);
     eprintln!("{model} on {target}: relative error {err:.3e}");
     assert!(
         err <= 1e-4,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tessera_driver::{compile_file, targets, CompileOptions};
 use tessera_ir::Tensor;
 use tessera_npu_sim::blob::Blob;
-use tessera_npu_sim::{Instr, Mode};
+use tessera_npu_sim::{Instr, Mem, Mode};
 use tessera_runtime::Model;
 
 /// Largest element error over the largest reference magnitude.
@@ -27,10 +27,22 @@ fn relative_error(got: &Tensor, want: &Tensor) -> f64 {
     err / scale.max(f64::MIN_POSITIVE)
 }
 
-/// Compiles `model` for `target`, checks its products run on the Cube, runs it in functional
-/// and cycle mode, and compares every output with onnxruntime's (`tol` for floats, exact for
-/// integers). Returns the useful Cube MACs of the cycle-mode run.
+/// What a cycle-mode run of a model reported: useful Cube MACs and total cycles.
+struct Run {
+    macs: u64,
+    cycles: u64,
+}
+
+/// Compiles `model` for `target`, checks its products run on the Cube and its row kernels
+/// (softmax, layer norm) and transposes on the UB paths (no scalar GM access; the row form of `VRED`,
+/// a transposing `DMA GM->UB` for a transpose that turns rows into columns), runs it in
+/// functional and cycle mode, and compares every output with onnxruntime's (`tol` for floats,
+/// exact for integers).
 fn check(model: &str, target: &str, tol: f64) -> u64 {
+    check_run(model, target, tol).macs
+}
+
+fn check_run(model: &str, target: &str, tol: f64) -> Run {
     let dir = tessera_tests::npu_models().join(model);
     let set = dir.join("test_data_set_0");
     let input = tessera_onnx::read_tensor_file(&set.join("input_0.pb")).unwrap();
@@ -55,7 +67,50 @@ fn check(model: &str, target: &str, tol: f64) -> u64 {
         }
     }
     assert!(products > 0, "{model}: no matrix-product kernel");
+    let mut turned = false;
+    for k in &artifact.kernels {
+        let row = k.name.starts_with("softmax") || k.name.starts_with("layer_norm");
+        if !row && !k.name.starts_with("transpose") {
+            continue;
+        }
+        let blob = Blob::decode(&k.blob).unwrap();
+        let scalar_gm = blob.program.iter().any(|i| {
+            matches!(
+                i,
+                Instr::Ld { mem: Mem::Gm, .. } | Instr::St { mem: Mem::Gm, .. }
+            )
+        });
+        let vred = blob
+            .program
+            .iter()
+            .any(|i| matches!(i, Instr::VredRows { .. }));
+        turned |= blob.program.iter().any(|i| {
+            matches!(
+                i,
+                Instr::Dma {
+                    src_mem: Mem::Gm,
+                    dst_mem: Mem::Ub,
+                    transpose: true,
+                    ..
+                }
+            )
+        });
+        assert!(
+            !scalar_gm && (vred || !row),
+            "{model} on {target}: kernel `{}` is not on the UB path",
+            k.name
+        );
+    }
+    let transposes = artifact
+        .kernels
+        .iter()
+        .any(|k| k.name.starts_with("transpose"));
+    assert!(
+        !transposes || turned,
+        "{model} on {target}: no transposing DMA"
+    );
     let mut useful = 0;
+    let mut cycles = 0;
     for mode in [Mode::Functional, Mode::Cycle] {
         let dev = targets::npu_sim_device(target, mode).unwrap().unwrap();
         let m = Model::load(artifact.clone(), Arc::new(dev.clone())).unwrap();
@@ -76,13 +131,14 @@ fn check(model: &str, target: &str, tol: f64) -> u64 {
                 );
             }
         }
-        useful = dev
-            .take_reports()
-            .iter()
-            .map(|r| r.report.macs_useful)
-            .sum();
+        let reports = dev.take_reports();
+        useful = reports.iter().map(|r| r.report.macs_useful).sum();
+        cycles = reports.iter().map(|r| r.report.total_cycles).sum();
     }
-    useful
+    Run {
+        macs: useful,
+        cycles,
+    }
 }
 
 #[test]
@@ -97,7 +153,12 @@ fn f16_bert_layer_runs_its_products_on_the_cube() {
     // Q, K, V and the output projection (32 x 128 x 128 each), the scores and the context
     // (2 heads of 32 x 32 x 64), the FFN (32 x 128 x 512, twice).
     let macs = 4 * 32 * 128 * 128 + 2 * 2 * 32 * 32 * 64 + 2 * 32 * 128 * 512;
-    assert_eq!(check("bert_f16", "npu-sim", 2e-2), macs);
+    let run = check_run("bert_f16", "npu-sim", 2e-2);
+    assert_eq!(run.macs, macs);
+    // Deterministic cycle counts: with softmax, the layer norms and the transposes lane by
+    // lane the layer took 30.5 M cycles; on the UB paths 73,174.
+    assert!(run.cycles < 150_000, "bert_f16 took {} cycles", run.cycles);
+    assert_eq!(check("bert_f16", "npu-sim-lite", 2e-2), macs);
 }
 
 #[test]

@@ -50,7 +50,10 @@ struct ExplainArgs {
     #[arg(long, value_name = "FILE")]
     report_json: Option<PathBuf>,
     /// Print an intermediate form: `graph` is the graph IR before and after optimisation.
-    #[arg(long, value_name = "WHAT", value_parser = ["graph"])]
+    /// `static-lib` writes, instead of a .tsa, a static library (`-o model.a`, or an object
+    /// with `-o model.o`) holding every kernel and the plan behind a C entry point, and its
+    /// header (`model.h`); LLVM CPU targets only (docs/aot.md).
+    #[arg(long, value_name = "WHAT", value_parser = ["graph", "static-lib"])]
     emit: Option<String>,
 }
 
@@ -110,7 +113,7 @@ impl CompileArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Compile an ONNX model into a .tsa artifact.
+    /// Compile an ONNX model into a .tsa artifact (or a static library: --emit static-lib).
     Compile(CompileArgs),
     /// Run an ONNX model or a .tsa artifact.
     Run {
@@ -481,6 +484,44 @@ fn compile_opts(
     Ok(opts)
 }
 
+/// `compile --emit static-lib`: the library and its header.
+#[cfg(feature = "llvm")]
+fn static_lib(
+    model: &Path,
+    opts: &CompileOptions,
+    output: &Path,
+    start: Instant,
+) -> Result<(), DriverError> {
+    use tessera_driver::aot;
+    let prefix = aot::prefix_for(output);
+    let lib = aot::compile_static_lib(model, opts, &prefix)?;
+    let header = aot::write_static_lib(&lib, output)?;
+    println!(
+        "wrote {} ({} bytes of code and data) and {}: `{prefix}_run`, {} inputs, {} outputs, {} bytes of workspace, in {:.1}s",
+        output.display(),
+        lib.object.len(),
+        header.display(),
+        lib.inputs.len(),
+        lib.outputs.len(),
+        lib.workspace_bytes,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "llvm"))]
+fn static_lib(
+    _model: &Path,
+    opts: &CompileOptions,
+    _output: &Path,
+    _start: Instant,
+) -> Result<(), DriverError> {
+    Err(DriverError::Lookup(targets::LookupError::FeatureDisabled {
+        name: format!("{} (--emit static-lib)", opts.target),
+        feature: "llvm".into(),
+    }))
+}
+
 fn compile(
     model: &Path,
     target: &str,
@@ -492,6 +533,9 @@ fn compile(
 ) -> Result<(), DriverError> {
     let opts = compile_opts(model, target, inputs, shapes, newer)?;
     let start = Instant::now();
+    if explain.emit.as_deref() == Some("static-lib") {
+        return static_lib(model, &opts, output, start);
+    }
     // Stages: import, lower, then one step per kernel compiled, then writing.
     let bar = progress_bar(3, "importing");
     let graph = tessera_driver::import(model, &opts)?;

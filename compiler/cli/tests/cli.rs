@@ -912,3 +912,81 @@ fn compile_reports_what_the_optimizer_did_and_refuses_bad_levels() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--precision `fp7`: expected exact, f16, bf16 or int8"));
 }
+
+/// `compile --emit static-lib` writes the archive (or object) and the header, and refuses
+/// targets that are not LLVM CPU targets; the cross targets never run in-process.
+#[cfg(feature = "llvm")]
+#[test]
+fn emit_static_lib_writes_archive_and_header_and_cross_targets_refuse_to_run() {
+    let dir = scratch("static-lib");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cnn/model.onnx")
+        .display()
+        .to_string();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cnn/input.npy")
+        .display()
+        .to_string();
+    for (target, out) in [("llvm-riscv64", "my-net.a"), ("llvm-aarch64", "cnn.o")] {
+        let out = dir.join(out);
+        let o = tessera(&[
+            "compile",
+            &model,
+            "--target",
+            target,
+            "--emit",
+            "static-lib",
+            "-o",
+            &out.display().to_string(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let bytes = std::fs::read(&out).unwrap();
+        if out.extension().unwrap() == "a" {
+            assert!(bytes.starts_with(b"!<arch>\n"));
+            let h = std::fs::read_to_string(dir.join("my-net.h")).unwrap();
+            assert!(h.contains("int32_t my_net_run(const void *const inputs[], void *const outputs[], void *workspace);"), "{h}");
+            assert!(
+                h.contains("#define MY_NET_INPUT_0_DIMS {1, 3, 32, 32}"),
+                "{h}"
+            );
+            assert!(h.contains("#define MY_NET_TARGET \"llvm-riscv64\""), "{h}");
+        } else {
+            assert!(bytes.starts_with(b"\x7fELF"));
+            // EM_AARCH64
+            assert_eq!(u16::from_le_bytes([bytes[18], bytes[19]]), 183);
+            assert!(dir.join("cnn.h").is_file());
+        }
+        let o = tessera(&[
+            "run",
+            &model,
+            "--target",
+            target,
+            "--input",
+            &format!("input={input}"),
+        ]);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("{target} code cannot run on this")),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = tessera(&[
+        "compile",
+        &model,
+        "--target",
+        "host",
+        "--emit",
+        "static-lib",
+        "-o",
+        &dir.join("h.a").display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("`--emit static-lib` needs an LLVM CPU target"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.join("h.a").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

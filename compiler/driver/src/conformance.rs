@@ -246,6 +246,12 @@ fn run_case_inner(
             .collect();
         let mut opts = CompileOptions::for_target(target).with_inputs(&named);
         opts.opt_level = level;
+        #[cfg(feature = "llvm")]
+        if crate::targets::is_cross(target) {
+            let got = run_static_case(&model_path, &opts, &inputs, &mut launches)?;
+            compare_all(&got, &expected, dense_all)?;
+            continue;
+        }
         let artifact = compile_file(&model_path, &opts).map_err(classify)?;
         // Round-trip through the file format so every run exercises the artifact too.
         let artifact = Artifact::decode(&artifact.encode()).map_err(|e| classify(e.into()))?;
@@ -265,25 +271,61 @@ fn run_case_inner(
         }
         let model = load(artifact, target).map_err(classify)?;
         let got = model.run(&inputs).map_err(|e| classify(e.into()))?;
-        if got.len() != expected.len() {
-            return Err((
-                Status::Fail,
-                format!(
-                    "{} outputs where {} were expected",
-                    got.len(),
-                    expected.len()
-                ),
-                Some(dense_all),
-            ));
-        }
-        for (k, (g, w)) in got.iter().zip(&expected).enumerate() {
-            compare(g, w)
-                .map_err(|m| (Status::Fail, format!("output {k}: {m}"), Some(dense_all)))?;
-        }
+        compare_all(&got, &expected, dense_all)?;
     }
     host_ops.sort();
     host_ops.dedup();
     Ok((dense_all, host_ops, launches))
+}
+
+fn compare_all(got: &[Tensor], expected: &[Tensor], dense_all: bool) -> Result<(), CaseErr> {
+    if got.len() != expected.len() {
+        return Err((
+            Status::Fail,
+            format!(
+                "{} outputs where {} were expected",
+                got.len(),
+                expected.len()
+            ),
+            Some(dense_all),
+        ));
+    }
+    for (k, (g, w)) in got.iter().zip(expected).enumerate() {
+        compare(g, w).map_err(|m| (Status::Fail, format!("output {k}: {m}"), Some(dense_all)))?;
+    }
+    Ok(())
+}
+
+/// One data set of a case on a cross target: compiled into a static library, linked with
+/// the C driver by the ISA's gcc and run under qemu-user, in a temporary folder removed
+/// afterwards. The plan's host steps are refused by the library (unsupported).
+#[cfg(feature = "llvm")]
+fn run_static_case(
+    model: &Path,
+    opts: &CompileOptions,
+    inputs: &[Tensor],
+    launches: &mut usize,
+) -> Result<Vec<Tensor>, CaseErr> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let isa = tessera_llvm::Isa::of_target(crate::targets::split_cpu(&opts.target).0).ok_or_else(
+        || {
+            (
+                Status::Error,
+                format!("`{}` is no LLVM target", opts.target),
+                None,
+            )
+        },
+    )?;
+    let lib = crate::aot::compile_static_lib(model, opts, "model").map_err(classify)?;
+    *launches += lib.launches;
+    let dir = std::env::temp_dir().join(format!(
+        "tessera-aot-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let r = crate::aot::run_static(&lib, isa, crate::aot::riscv_vlen(), inputs, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    r.map_err(classify)
 }
 
 /// Runs every case under `dir` whose name matches `filter`, on `jobs` threads.

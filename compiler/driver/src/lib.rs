@@ -9,6 +9,8 @@
 //! println!("{} inputs", model.inputs().len());
 //! ```
 
+#[cfg(feature = "llvm")]
+pub mod aot;
 pub mod conformance;
 pub mod fold;
 pub mod npy;
@@ -47,6 +49,10 @@ pub enum DriverError {
     Tool(String),
     #[error("internal error (a bug in Tessera): {0}")]
     Internal(String),
+    /// `--emit static-lib` could not make the library.
+    #[cfg(feature = "llvm")]
+    #[error("{0}")]
+    Aot(#[from] tessera_llvm::aot::AotError),
 }
 
 /// Exit codes of the `tessera` binary.
@@ -67,8 +73,16 @@ impl DriverError {
                 exit::UNSUPPORTED
             }
             DriverError::Lookup(
-                targets::LookupError::FeatureDisabled { .. } | targets::LookupError::NotYet { .. },
+                targets::LookupError::FeatureDisabled { .. }
+                | targets::LookupError::NotYet { .. }
+                | targets::LookupError::ForeignIsa { .. },
             ) => exit::UNSUPPORTED,
+            #[cfg(feature = "llvm")]
+            DriverError::Aot(tessera_llvm::aot::AotError::Unsupported(_)) => exit::UNSUPPORTED,
+            #[cfg(feature = "llvm")]
+            DriverError::Aot(tessera_llvm::aot::AotError::Target(
+                tessera_target::TargetError::Unsupported { .. },
+            )) => exit::UNSUPPORTED,
             DriverError::Lookup(targets::LookupError::Unknown(_))
             | DriverError::Usage(_)
             | DriverError::Opt(tessera_opt::OptError::Usage(_)) => exit::USAGE,

@@ -168,6 +168,10 @@ pub fn compile_graph_traced(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Compiled, DriverError> {
     let t = targets::lookup(target)?;
+    if targets::is_cross(target) {
+        // No .tsa for code this process cannot load; the static library is the way.
+        return Err(targets::foreign(targets::split_cpu(target).0).into());
+    }
     let (program, node_kernels) = tessera_lower::lower_traced(graph, t.desc())?;
     progress(Progress::Lowered {
         kernels: program.kernels.len(),

@@ -20,6 +20,13 @@ pub enum LookupError {
     /// Known and planned, but without a code generator yet.
     #[error("target `{name}` has no code generator yet: {message}")]
     NotYet { name: String, message: String },
+    /// A cross target: its code is for another ISA and cannot run in this process.
+    #[error("{name} code cannot run on this {host} host; use `tessera compile --target {name} --emit static-lib` and run the library on {arch} (or under qemu-{arch})")]
+    ForeignIsa {
+        name: String,
+        host: String,
+        arch: String,
+    },
 }
 
 /// One row of `tessera targets`.
@@ -66,17 +73,15 @@ pub fn all() -> Vec<TargetInfo> {
         },
         TargetInfo {
             name: "llvm-aarch64",
-            description: "LLVM 22 CPU code, NEON",
-            // With the feature on, these are planned targets the LLVM backend lacks yet.
-            feature: (!cfg!(feature = "llvm")).then_some("llvm"),
-            available: false,
+            description: "LLVM 22 CPU code, NEON (ahead of time: `--emit static-lib`)",
+            feature: Some("llvm"),
+            available: cfg!(feature = "llvm"),
         },
         TargetInfo {
             name: "llvm-riscv64",
-            description: "LLVM 22 CPU code, RVV 1.0",
-            // With the feature on, these are planned targets the LLVM backend lacks yet.
-            feature: (!cfg!(feature = "llvm")).then_some("llvm"),
-            available: false,
+            description: "LLVM 22 CPU code, RVV 1.0 (ahead of time: `--emit static-lib`)",
+            feature: Some("llvm"),
+            available: cfg!(feature = "llvm"),
         },
         TargetInfo {
             name: "nvptx",
@@ -118,7 +123,9 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
             }),
         "interp" => Ok(Box::new(Interp::new())),
         #[cfg(feature = "llvm")]
-        tessera_llvm::X86_64 => llvm_x86_64(None),
+        tessera_llvm::X86_64 | tessera_llvm::AARCH64 | tessera_llvm::RISCV64 => {
+            llvm_cpu(name).map(|t| Box::new(t) as Box<dyn Target>)
+        }
         _ => match npu_chip(name) {
             Some((toml, path)) => tessera_npu_sim::NpuSim::from_toml(toml, path)
                 .map(|t| Box::new(t) as Box<dyn Target>)
@@ -135,7 +142,9 @@ pub fn lookup(name: &str) -> Result<Box<dyn Target>, LookupError> {
 fn lookup_cpu(name: &str, cpu: &str) -> Result<Box<dyn Target>, LookupError> {
     match name {
         #[cfg(feature = "llvm")]
-        tessera_llvm::X86_64 => llvm_x86_64(Some(cpu)),
+        tessera_llvm::X86_64 | tessera_llvm::AARCH64 | tessera_llvm::RISCV64 => {
+            llvm_cpu(&format!("{name}@{cpu}")).map(|t| Box::new(t) as Box<dyn Target>)
+        }
         _ => match lookup(name) {
             Ok(_) => Err(LookupError::Init {
                 name: name.into(),
@@ -146,14 +155,24 @@ fn lookup_cpu(name: &str, cpu: &str) -> Result<Box<dyn Target>, LookupError> {
     }
 }
 
+/// The LLVM CPU target `name` (`TARGET` or `TARGET@CPU`) as its concrete type, for what only
+/// it can do (the static library of `--emit static-lib`).
 #[cfg(feature = "llvm")]
-fn llvm_x86_64(cpu: Option<&str>) -> Result<Box<dyn Target>, LookupError> {
-    tessera_llvm::LlvmCpu::with_cpu(cpu)
-        .map(|t| Box::new(t) as Box<dyn Target>)
-        .map_err(|e| LookupError::Init {
-            name: tessera_llvm::X86_64.into(),
-            message: e.to_string(),
-        })
+pub fn llvm_cpu(name: &str) -> Result<tessera_llvm::LlvmCpu, LookupError> {
+    let (target, cpu) = split_cpu(name);
+    let Some(isa) = tessera_llvm::Isa::of_target(target) else {
+        return match lookup(target) {
+            Ok(_) => Err(LookupError::Init {
+                name: target.into(),
+                message: "`--emit static-lib` needs an LLVM CPU target (llvm-x86_64, llvm-aarch64, llvm-riscv64)".into(),
+            }),
+            Err(e) => Err(e),
+        };
+    };
+    tessera_llvm::LlvmCpu::for_isa(isa, cpu).map_err(|e| LookupError::Init {
+        name: target.into(),
+        message: e.to_string(),
+    })
 }
 
 /// The npu-sim family: one code generator and one simulator, one description file per chip.
@@ -204,15 +223,34 @@ pub fn device(name: &str) -> Result<Arc<dyn Device>, LookupError> {
         "host" => Ok(Arc::new(tessera_host::HostDevice::new())),
         // One CPU runtime: LLVM code comes in host blobs.
         #[cfg(feature = "llvm")]
-        tessera_llvm::X86_64 => Ok(Arc::new(
+        tessera_llvm::X86_64 if tessera_llvm::Isa::X86_64.runs_here() => Ok(Arc::new(
             tessera_host::HostDevice::new().for_target(tessera_llvm::X86_64),
         )),
+        #[cfg(feature = "llvm")]
+        tessera_llvm::X86_64 | tessera_llvm::AARCH64 | tessera_llvm::RISCV64 => Err(foreign(name)),
         "interp" => Ok(Arc::new(InterpDevice)),
         _ => match npu_sim_device(name, tessera_npu_sim::Mode::Functional)? {
             Some(d) => Ok(Arc::new(d)),
             None => Err(unavailable(name)),
         },
     }
+}
+
+/// The refusal to run code of the LLVM cross target `name` in this process.
+pub fn foreign(name: &str) -> LookupError {
+    let arch = name.strip_prefix("llvm-").unwrap_or(name);
+    LookupError::ForeignIsa {
+        name: name.into(),
+        host: std::env::consts::ARCH.into(),
+        arch: arch.into(),
+    }
+}
+
+/// Whether `name` (`TARGET[@CPU]`) is a target whose code runs only ahead of time, as a
+/// static library (the conformance runner links it with the C driver and runs it, under
+/// qemu-user on another ISA).
+pub fn is_cross(name: &str) -> bool {
+    matches!(split_cpu(name).0, "llvm-aarch64" | "llvm-riscv64")
 }
 
 fn unavailable(name: &str) -> LookupError {
@@ -230,7 +268,7 @@ fn unavailable(name: &str) -> LookupError {
         }) => LookupError::NotYet {
             name: name.into(),
             message: if name.starts_with("llvm-") || name == "nvptx" {
-                "the LLVM backend generates x86_64 code only so far (`llvm-x86_64`)".into()
+                "the LLVM backend generates CPU code only so far (`llvm-x86_64`, `llvm-aarch64`, `llvm-riscv64`)".into()
             } else {
                 "the simulator and its ISA exist; `tessera npu-sim run KERNEL.asm` runs hand-written kernels".into()
             },
@@ -307,6 +345,18 @@ mod tests {
             "target `host` could not start: it takes no CPU choice (`--cpu x86-64-v3`)"
         );
         assert!(matches!(lookup("tpu9000"), Err(LookupError::Unknown(_))));
+        if cfg!(feature = "llvm") {
+            for t in ["llvm-aarch64", "llvm-riscv64"] {
+                assert_eq!(lookup(t).unwrap().desc().name, t);
+                let e = device(t).err().unwrap();
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("{t} code cannot run on this x86_64 host")),
+                    "{e}"
+                );
+            }
+            assert_eq!(lookup("llvm-aarch64").unwrap().desc().vector_bytes, 16);
+        }
         assert_eq!(lookup("npu-sim").unwrap().desc().name, "npu-sim");
         assert_eq!(lookup("npu-sim-lite").unwrap().desc().name, "npu-sim-lite");
         assert_eq!(device("npu-sim-lite").unwrap().target(), "npu-sim-lite");

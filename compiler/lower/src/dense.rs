@@ -1631,6 +1631,29 @@ fn layer_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         }
         Some((cx.dtype(node.outputs[1])?, cx.dtype(node.outputs[2])?))
     };
+    // One scale (and bias) value per element of the row, on a target with a vector-unit
+    // buffer: a tile program of rows.
+    let per_elem = |cx: &LowerCx, v: ValueId| cx.numel(v).map(|n| n == len);
+    if !rms
+        && stats.is_none()
+        && crate::rows::wants_row_tiles(cx)
+        && per_elem(cx, scale)?
+        && bias.map_or(Ok(true), |b| per_elem(cx, b))?
+    {
+        let pdt = (cx.dtype(scale)?, bias.map(|b| cx.dtype(b)).transpose()?);
+        let eps = node.attr_float("epsilon", 1e-5) as f64;
+        if let Some(mut k) = crate::rows::layer_norm_kernel(String::new(), dt, pdt, rows, len, eps)
+        {
+            k.name = cx.kernel_name("layer_norm");
+            let mut args = vec![cx.buffer(x)?, cx.buffer(scale)?];
+            if let Some(b) = bias {
+                args.push(cx.buffer(b)?);
+            }
+            args.push(cx.buffer(y)?);
+            cx.launch(k, args);
+            return Ok(Execution::Kernel);
+        }
+    }
     let spec = NormSpec {
         name: cx.kernel_name(if rms { "rms_norm" } else { "layer_norm" }),
         kind: if rms {

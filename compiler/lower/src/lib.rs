@@ -22,6 +22,7 @@ pub mod movement;
 pub mod quant;
 pub mod random;
 pub mod reduce;
+pub mod rows;
 pub mod select;
 pub mod spatial;
 pub mod strings;

@@ -469,6 +469,20 @@ fn transpose(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if perm.len() != rank || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true)) {
         return Err(cx.invalid(format!("perm {perm:?} is not a permutation of 0..{rank}")));
     }
+    // On a target with a vector-unit buffer: a grid of tile copies.
+    let total: u64 = dims.iter().product();
+    if total > 0 && crate::rows::wants_row_tiles(cx) {
+        let dt = cx.dtype(y)?;
+        if cx.dtype(x)? != dt {
+            return Err(cx.invalid("result must have the operand's dtype"));
+        }
+        if let Some(mut k) = crate::rows::transpose_kernel(String::new(), dt, &dims, &perm) {
+            k.name = cx.kernel_name("transpose");
+            let args = vec![cx.buffer(x)?, cx.buffer(y)?];
+            cx.launch(k, args);
+            return Ok(Execution::Kernel);
+        }
+    }
     let st = strides(&dims);
     let out_dims: Vec<u64> = perm.iter().map(|&p| dims[p]).collect();
     let spec = CopySpec::dense(

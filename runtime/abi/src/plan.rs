@@ -357,6 +357,21 @@ impl Plan {
         id
     }
 
+    /// The byte length of each storage slot: its largest `Temp` buffer.
+    pub fn slot_bytes(&self) -> Vec<u64> {
+        let mut slots: Vec<u64> = Vec::new();
+        for b in &self.buffers {
+            if let BufferKind::Temp { slot } = b.kind {
+                let s = slot as usize;
+                if slots.len() <= s {
+                    slots.resize(s + 1, 0);
+                }
+                slots[s] = slots[s].max(b.byte_len());
+            }
+        }
+        slots
+    }
+
     /// Assigns storage slots to `Temp` buffers so that buffers whose live ranges (first to last
     /// step that touches them or an alias of them) do not overlap share storage. Buffers that
     /// hold graph outputs are never shared. Returns the number of slots.

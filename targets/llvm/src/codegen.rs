@@ -66,6 +66,11 @@ fn mem_elem_type(d: DType) -> R<&'static str> {
     }
 }
 
+/// The alignment of one element of `d` in memory (bools are bytes).
+fn elem_align(d: DType) -> u32 {
+    (d.bits() / 8).max(1)
+}
+
 /// `T` or `<N x T>`.
 fn vec_of(lanes: u16, e: &str) -> String {
     if lanes == 1 {
@@ -149,6 +154,20 @@ fn splat_lit(t: Ty, lit: &str) -> R<String> {
 /// blob entry point, followed by the `memset`/`memcpy`/`memmove` that LLVM's code generator
 /// may call (blob code has nothing to link against, so the module brings its own).
 pub fn module(k: &Kernel, triple: &str, data_layout: &str, has_fma: bool) -> R<Module> {
+    module_as(k, triple, data_layout, has_fma, ENTRY, true)
+}
+
+/// [`module`] with the entry point named `entry`, and with the module's own `memset`,
+/// `memcpy` and `memmove` only when `helpers` is set: code linked into a static library calls
+/// the C library's instead (and libm's `fmodf`/`fmod`, see [`finish_as`]).
+pub fn module_as(
+    k: &Kernel,
+    triple: &str,
+    data_layout: &str,
+    has_fma: bool,
+    entry: &str,
+    helpers: bool,
+) -> R<Module> {
     let tessera_host::codegen::Frame {
         grid,
         param_bytes,
@@ -243,14 +262,16 @@ pub fn module(k: &Kernel, triple: &str, data_layout: &str, has_fma: bool) -> R<M
     let _ = writeln!(text, "target triple = \"{triple}\"");
     let _ = writeln!(
         text,
-        "define void @{ENTRY}(ptr noalias readonly %args, ptr noalias %scratch, i64 %begin, i64 %end, ptr noalias %trap) #0 {{"
+        "define void @{entry}(ptr noalias readonly %args, ptr noalias %scratch, i64 %begin, i64 %end, ptr noalias %trap) #0 {{"
     );
     text.push_str(&cg.out);
     for d in &cg.decls {
         text.push_str(d);
         text.push('\n');
     }
-    text.push_str(RUNTIME_HELPERS);
+    if helpers {
+        text.push_str(RUNTIME_HELPERS);
+    }
     text.push_str("!0 = !{}\n");
     Ok(Module {
         text,
@@ -459,8 +480,14 @@ fn attributes(cpu_attrs: &str) -> String {
 /// The module text with the helpers' fmod bodies and the attribute groups appended; the CPU
 /// attributes (`"target-cpu"`, `"target-features"`) are the target machine's.
 pub fn finish(m: &Module, cpu_attrs: &str) -> String {
+    finish_as(m, cpu_attrs, true)
+}
+
+/// [`finish`]; without `helpers` a float remainder calls libm's `fmodf`/`fmod` (declared by
+/// LLVM when it lowers `frem`), resolved when the static library is linked.
+pub fn finish_as(m: &Module, cpu_attrs: &str, helpers: bool) -> String {
     let mut t = m.text.clone();
-    if m.uses_frem {
+    if m.uses_frem && helpers {
         t.push_str(FMOD_HELPERS);
         t.push_str(&fmod_bits(32, 23));
         t.push_str(&fmod_bits(64, 52));
@@ -1069,8 +1096,11 @@ impl Cg<'_> {
         let ty = self.ty(r)?;
         let addr = self.address(buf, index, ty.elem)?;
         let mt = vec_of(ty.lanes, mem_elem_type(ty.elem)?);
-        // Loads may be unaligned: lowering promises in-bounds indices, not alignment.
-        let v = self.emit(&format!("load {mt}, ptr {addr}, align 1"));
+        // Element-aligned: every buffer base is 16-byte aligned (runtime storage, the scratch
+        // frame, a static library's workspace and constants) and indices count elements. (A
+        // byte alignment would make RVV load vectors byte by byte, `vle8.v`.)
+        let align = elem_align(ty.elem);
+        let v = self.emit(&format!("load {mt}, ptr {addr}, align {align}"));
         let v = if ty.elem == DType::Bool {
             // A stored bool byte is true when nonzero.
             self.emit(&format!("icmp ne {mt} {v}, zeroinitializer"))
@@ -1091,7 +1121,10 @@ impl Cg<'_> {
             let z = self.emit(&format!("zext {tv} to {bt}"));
             tv = format!("{bt} {z}");
         }
-        self.line(&format!("  store {tv}, ptr {addr}, align 1"));
+        self.line(&format!(
+            "  store {tv}, ptr {addr}, align {}",
+            elem_align(vt.elem)
+        ));
         Ok(())
     }
 

@@ -214,6 +214,38 @@ pub fn format_instr(ins: &Instr) -> String {
             src,
             len,
         } => format!("VRED{op} {dt} {}, {}, {}", reg(*dst), reg(*src), reg(*len)),
+        Instr::VredRows {
+            op,
+            dt,
+            dst,
+            src,
+            len,
+            rows,
+            stride,
+        } => format!(
+            "VRED{op} {dt} {}, {}, {}, rows={}, stride={}",
+            reg(*dst),
+            reg(*src),
+            reg(*len),
+            reg(*rows),
+            reg(*stride)
+        ),
+        Instr::Vrow {
+            op,
+            dt,
+            dst,
+            src1,
+            src2,
+            len,
+            row,
+        } => format!(
+            "V{op} {dt} {}, {}, {}, {}, row={}",
+            reg(*dst),
+            reg(*src1),
+            reg(*src2),
+            reg(*len),
+            reg(*row)
+        ),
         Instr::Ld {
             mem,
             dt,
@@ -493,7 +525,28 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
         let op = RedOp::from_name(red).ok_or_else(|| format!("unknown reduction `{mn}`"))?;
         let (dts, r) = take_word(rest);
         let dt = DType::from_name(&dts).ok_or_else(|| format!("unknown dtype `{dts}`"))?;
-        let o = ops(&r);
+        let mut o = ops(&r);
+        // *0.4*: the row form, `rows=rN, stride=rM` after the three operands.
+        if o.len() == 5 {
+            let (rows, stride) = match (o[3].strip_prefix("rows="), o[4].strip_prefix("stride=")) {
+                (Some(a), Some(b)) => (ctx.reg(a.trim())?, ctx.reg(b.trim())?),
+                _ => {
+                    return Err(format!(
+                        "`{mn_up}` takes 3 operands, or 3 and rows=, stride="
+                    ))
+                }
+            };
+            o.truncate(3);
+            return Ok(Instr::VredRows {
+                op,
+                dt,
+                dst: ctx.reg(&o[0])?,
+                src: ctx.reg(&o[1])?,
+                len: ctx.reg(&o[2])?,
+                rows,
+                stride,
+            });
+        }
         want(&o, 3)?;
         return Ok(Instr::Vred {
             op,
@@ -528,6 +581,24 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
             return Err(format!("`{mn_up}` takes one dtype"));
         }
         let mut o = ops(&r);
+        // *0.4*: the row-broadcast form, `row=rN` after the four operands.
+        if let Some(row) = o.last().and_then(|l| l.strip_prefix("row=")) {
+            let row = ctx.reg(row.trim())?;
+            o.pop();
+            if form != VecForm::VV || op.converts() || op == VecOp::Sel || sdt != ddt {
+                return Err(format!("`{mn_up}` has no row form"));
+            }
+            want(&o, 4)?;
+            return Ok(Instr::Vrow {
+                op,
+                dt: sdt,
+                dst: ctx.reg(&o[0])?,
+                src1: ctx.reg(&o[1])?,
+                src2: ctx.reg(&o[2])?,
+                len: ctx.reg(&o[3])?,
+                row,
+            });
+        }
         let mut cond = None;
         if let Some(last) = o.last() {
             if let Some(c) = last.strip_prefix("cond=") {
@@ -591,12 +662,15 @@ top:
     DMA GM->L1 f16 r1, r2, r3, r4, r5, r6, r7, r8
     DMA L0C->GM i32->i8 r1, r2, r3, r4, r5, r6, r7, r8, scale=r9
     DMA L1->L0B f16 r1, r2, r3, r4, r5, r6, r7, r8, transpose
+    DMA GM->UB f16 r1, r2, r3, r4, r5, r6, r7, r8, transpose
     MMA f16->f32 r1, r2, r3, r4, r5, r6, r7
     VADD f32 r1, r2, r3, r4
     VMULS f16 r1, r2, r3, r4, mask=r5
     VEXP f32 r1, r2, r3
     VCAST f32->f16 r1, r2, r3
     VREDMAX f32 r1, r2, r3
+    VREDSUM f32 r1, r2, r3, rows=r4, stride=r5
+    VSUB f32 r1, r2, r3, r4, row=r5
     SRA r1, r2, r3
     DIVUI r1, r2, 7
     REMU r1, r2, r3

@@ -45,6 +45,23 @@ impl NpuSim {
             return crate::cube::compile(kernel, &g, &self.cfg)
                 .map_err(|e| self.cg_error(kernel, e));
         }
+        // A grid of tile copies (a transpose) moves each tile with two DMAs through the UB.
+        if let Some(c) = crate::tcopy::recognise(kernel) {
+            match crate::tcopy::compile(kernel, &c, &self.cfg) {
+                Ok(blob) => return Ok(blob),
+                Err(CgError::Unsupported(_)) => {}
+                Err(e) => return Err(self.cg_error(kernel, e)),
+            }
+        }
+        // A row tile program (softmax, layer norm) streams blocks of rows through the UB; one
+        // whose block does not fit is scalarised instead.
+        if let Some(rows) = crate::rows::recognise(kernel) {
+            match crate::rows::compile(kernel, &rows, &self.cfg) {
+                Ok(blob) => return Ok(blob),
+                Err(CgError::Unsupported(_)) => {}
+                Err(e) => return Err(self.cg_error(kernel, e)),
+            }
+        }
         // An elementwise kernel streams through the UB; one whose chunk does not fit is
         // scalarised instead.
         if let Some(st) = crate::stream::recognise(kernel) {

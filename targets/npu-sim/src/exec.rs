@@ -73,7 +73,7 @@ pub struct DmaArgs {
     pub dst_rows: u64,
     pub dst_cols: u64,
     pub scale: Option<f32>,
-    /// Write the source box transposed (L1 -> L0A/L0B only).
+    /// Write the source box transposed (L1 -> L0A/L0B and GM -> UB only).
     pub transpose: bool,
 }
 
@@ -275,11 +275,13 @@ fn span(rows: u64, cols: u64, stride: u64, sz: u64) -> u64 {
 }
 
 /// Checks that a DMA's dtype pair (and scale) is a legal transfer, and that a transposing
-/// DMA moves L1 to L0A or L0B.
+/// DMA moves L1 to L0A or L0B, or (*0.4*) GM to UB.
 pub fn check_dma_types(a: &DmaArgs, ctx: &ErrCtx) -> Result<()> {
-    if a.transpose && !(a.src_mem == Mem::L1 && matches!(a.dst_mem, Mem::L0a | Mem::L0b)) {
+    let turns = (a.src_mem == Mem::L1 && matches!(a.dst_mem, Mem::L0a | Mem::L0b))
+        || (a.src_mem == Mem::Gm && a.dst_mem == Mem::Ub);
+    if a.transpose && !turns {
         return Err(ctx.bad(format!(
-            "DMA {}->{} cannot transpose: only L1->L0A and L1->L0B do",
+            "DMA {}->{} cannot transpose: only L1->L0A, L1->L0B and GM->UB do",
             a.src_mem, a.dst_mem
         )));
     }
@@ -406,7 +408,7 @@ pub fn dma(
     Ok(())
 }
 
-/// A transposing DMA (L1 -> L0A/L0B, same dtype): destination element (r, c) is source
+/// A transposing DMA (L1 -> L0A/L0B or GM -> UB, same dtype): destination element (r, c) is source
 /// element (c, r) where `c < rows` and `r < cols`, else zero padding. The source box is
 /// `rows x cols`, so the destination box must be at least `cols x rows`.
 fn dma_transposed(
@@ -874,6 +876,76 @@ pub fn vred(
             RedOp::Prod => vals.fold(1.0f32, |acc, v| acc * v),
         };
         write_f32(a.dt, r, &mut ub.data[d..d + s]);
+    }
+    Ok(())
+}
+
+/// Executes the row form of `VRED` (*0.4*): `rows` reductions of `a.len` elements, row `j`
+/// read from `a.src + j·stride` elements, its result written at `a.dst + 32·j` bytes. Each row
+/// is checked as a plain `VRED`.
+pub fn vred_rows(
+    cfg: &TargetConfig,
+    ub: &mut MemBuf,
+    a: &VredArgs,
+    rows: u64,
+    stride: u64,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
+    if rows == 0 {
+        return Err(ctx.bad("a row reduction of zero rows"));
+    }
+    if stride < a.len {
+        return Err(ctx.bad(format!(
+            "row stride {stride} is below the row length {}",
+            a.len
+        )));
+    }
+    for j in 0..rows {
+        let row = VredArgs {
+            src: stride
+                .saturating_mul(j)
+                .saturating_mul(a.dt.size())
+                .saturating_add(a.src),
+            dst: a.dst.saturating_add(32 * j),
+            ..a.clone()
+        };
+        vred(cfg, ub, &row, data, ctx)?;
+    }
+    Ok(())
+}
+
+/// Executes the row-broadcast form of `VEC` (*0.4*): `dst[i] = src1[i] op C[i / row]`, `C[j]`
+/// the element at `a.src2 + 32·j` bytes; each row is checked as a `VS` instruction (so each
+/// row's addresses must be aligned).
+pub fn vec_rows(
+    cfg: &TargetConfig,
+    ub: &mut MemBuf,
+    a: &VecArgs,
+    row: u64,
+    data: bool,
+    ctx: &ErrCtx,
+) -> Result<()> {
+    if row == 0 {
+        return Err(ctx.bad("a row-broadcast VEC with rows of 0 elements"));
+    }
+    if a.len == 0 {
+        return vec(cfg, ub, a, data, ctx);
+    }
+    let (ss, ds) = (a.sdt.size(), a.ddt.size());
+    let (mut i, mut j) = (0u64, 0u64);
+    while i < a.len {
+        let n = row.min(a.len - i);
+        let seg = VecArgs {
+            dst: a.dst.saturating_add(i * ds),
+            src1: a.src1.saturating_add(i * ss),
+            src2: a.src2.saturating_add(32 * j),
+            len: n,
+            ..a.clone()
+        };
+        vec(cfg, ub, &seg, data, ctx)?;
+        i += n;
+        j += 1;
     }
     Ok(())
 }

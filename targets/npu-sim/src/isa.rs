@@ -183,7 +183,8 @@ pub enum Instr {
     Barrier,
     /// 2-D strided copy with padding and (out of L0C only) a cast.
     /// Registers: dst, src, rows, cols, src_stride, dst_stride, dst_rows, dst_cols.
-    /// `transpose` (L1 -> L0A/L0B only, *0.3*) writes the source box transposed.
+    /// `transpose` (L1 -> L0A/L0B, *0.3*, and GM -> UB, *0.4*) writes the source box
+    /// transposed.
     Dma {
         src_mem: Mem,
         dst_mem: Mem,
@@ -220,6 +221,28 @@ pub enum Instr {
         dst: u8,
         src: u8,
         len: u8,
+    },
+    /// *0.4*: the row form of `VRED` (opcode `VRED`, `r3`/`r4` present): `rows` reductions of
+    /// `len` elements, row `j` from `src + j·stride` elements, its result at `dst + 32·j` bytes.
+    VredRows {
+        op: RedOp,
+        dt: DType,
+        dst: u8,
+        src: u8,
+        len: u8,
+        rows: u8,
+        stride: u8,
+    },
+    /// *0.4*: the row-broadcast form of a binary `VEC` (form 3, `r6` = `row`):
+    /// `dst[i] = src1[i] op C[i / R[row]]`, with `C[j]` the element at `src2 + 32·j` bytes.
+    Vrow {
+        op: VecOp,
+        dt: DType,
+        dst: u8,
+        src1: u8,
+        src2: u8,
+        len: u8,
+        row: u8,
     },
     /// `LD mem dt rd, rb, imm`: scalar load of one element at `R[rb] + imm` in GM or UB,
     /// sign-extended for signed ints, zero-extended otherwise.
@@ -316,7 +339,10 @@ impl Instr {
     pub fn fixed_pipe(&self) -> Option<Pipe> {
         match self {
             Instr::Mma { .. } => Some(Pipe::Cube),
-            Instr::Vec { .. } | Instr::Vred { .. } => Some(Pipe::Vec),
+            Instr::Vec { .. }
+            | Instr::Vred { .. }
+            | Instr::VredRows { .. }
+            | Instr::Vrow { .. } => Some(Pipe::Vec),
             Instr::SetFlag { src, .. } => Some(*src),
             Instr::WaitFlag { dst, .. } => Some(*dst),
             Instr::Dma { .. } => None,
@@ -465,6 +491,38 @@ impl Instr {
                 w.sub = op.code();
                 w.dt = nib(dt.code(), dt.code());
                 w.r[..3].copy_from_slice(&[*dst, *src, *len]);
+                w
+            }
+            Instr::VredRows {
+                op,
+                dt,
+                dst,
+                src,
+                len,
+                rows,
+                stride,
+            } => {
+                let mut w = Word::new(opc::VRED);
+                w.sub = op.code();
+                w.dt = nib(dt.code(), dt.code());
+                w.r[..5].copy_from_slice(&[*dst, *src, *len, *rows, *stride]);
+                w
+            }
+            Instr::Vrow {
+                op,
+                dt,
+                dst,
+                src1,
+                src2,
+                len,
+                row,
+            } => {
+                let mut w = Word::new(opc::VEC);
+                w.sub = op.code();
+                w.dt = nib(dt.code(), dt.code());
+                w.mem = 3;
+                w.r[..4].copy_from_slice(&[*dst, *src1, *src2, *len]);
+                w.r[6] = *row;
                 w
             }
         };
@@ -625,6 +683,30 @@ impl Instr {
                     0 => VecForm::VV,
                     1 => VecForm::VS,
                     2 => VecForm::Unary,
+                    3 => {
+                        // *0.4*: the row-broadcast form of a binary arithmetic op.
+                        if !op.is_binary() || op.converts() || op == VecOp::Sel {
+                            return Err(err(format!("VEC op {op} has no row form")));
+                        }
+                        if w.r[4..6] != [NO_REG, NO_REG] || w.r[7] != NO_REG {
+                            return Err(err("VEC row form: only r0..r3 and r6".into()));
+                        }
+                        let (sdt, ddt) = (dtype(w.dt >> 4)?, dtype(w.dt & 15)?);
+                        if sdt != ddt {
+                            return Err(err(format!("VEC {op} with two dtypes")));
+                        }
+                        let need =
+                            |r: u8| opt_reg(r)?.ok_or_else(|| err("missing VEC register".into()));
+                        return Ok(Instr::Vrow {
+                            op,
+                            dt: sdt,
+                            dst: need(w.r[0])?,
+                            src1: need(w.r[1])?,
+                            src2: need(w.r[2])?,
+                            len: need(w.r[3])?,
+                            row: need(w.r[6])?,
+                        });
+                    }
                     f => return Err(err(format!("bad VEC form {f}"))),
                 };
                 if op.is_binary() == (form == VecForm::Unary) {
@@ -661,6 +743,26 @@ impl Instr {
                     len: need(w.r[3])?,
                     mask: opt_reg(w.r[4])?,
                     cond,
+                }
+            }
+            opc::VRED if w.r[3] != NO_REG => {
+                // *0.4*: the row form.
+                regs(5)?;
+                unused(false, false, true, true)?;
+                let op =
+                    RedOp::from_code(w.sub).ok_or_else(|| err(format!("bad VRED op {}", w.sub)))?;
+                let dt = dtype(w.dt & 15)?;
+                if w.dt >> 4 != w.dt & 15 {
+                    return Err(err("VRED dtype nibbles differ".into()));
+                }
+                Instr::VredRows {
+                    op,
+                    dt,
+                    dst: w.r[0],
+                    src: w.r[1],
+                    len: w.r[2],
+                    rows: w.r[3],
+                    stride: w.r[4],
                 }
             }
             opc::VRED => {

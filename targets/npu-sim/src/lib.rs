@@ -32,8 +32,12 @@ pub mod isa;
 pub mod mem;
 pub mod npy;
 pub mod report;
+#[cfg(feature = "compiler")]
+pub mod rows;
 pub mod sim;
 pub mod stream;
+#[cfg(feature = "compiler")]
+pub mod tcopy;
 
 pub use asm::{assemble, disassemble};
 #[cfg(feature = "compiler")]

@@ -46,6 +46,10 @@ enum Work {
     Mma(MmaArgs),
     Vec(VecArgs),
     Vred(VredArgs),
+    /// *0.4*: the row form of `VRED`: rows, row stride (elements).
+    VredRows(VredArgs, u64, u64),
+    /// *0.4*: the row-broadcast form of `VEC`: the row length.
+    Vrow(VecArgs, u64),
     Set(FlagKey),
     Wait(FlagKey),
 }
@@ -407,6 +411,48 @@ impl<'t> Machine<'t> {
                 };
                 (Pipe::Vec, Work::Vred(args))
             }
+            Instr::VredRows {
+                op,
+                dt,
+                dst,
+                src,
+                len,
+                rows,
+                stride,
+            } => {
+                let args = VredArgs {
+                    op: *op,
+                    dt: *dt,
+                    dst: u(*dst, "dst")?,
+                    src: u(*src, "src")?,
+                    len: u(*len, "len")?,
+                };
+                let (rows, stride) = (u(*rows, "rows")?, u(*stride, "stride")?);
+                (Pipe::Vec, Work::VredRows(args, rows, stride))
+            }
+            Instr::Vrow {
+                op,
+                dt,
+                dst,
+                src1,
+                src2,
+                len,
+                row,
+            } => {
+                let args = VecArgs {
+                    op: *op,
+                    form: VecForm::VS,
+                    sdt: *dt,
+                    ddt: *dt,
+                    dst: u(*dst, "dst")?,
+                    src1: u(*src1, "src1")?,
+                    src2: u(*src2, "src2")?,
+                    len: u(*len, "len")?,
+                    mask: u64::MAX,
+                    cond: 0,
+                };
+                (Pipe::Vec, Work::Vrow(args, u(*row, "row")?))
+            }
             other => {
                 return Err(bad(format!(
                     "`{}` is not a pipe instruction",
@@ -552,6 +598,26 @@ impl<'t> Machine<'t> {
                 exec::vred(cfg, &mut self.mems[Mem::Ub as usize], a, self.data, &ctx)?;
                 cfg.vector_startup_cycles
                     + (a.len * a.dt.size()).div_ceil(cfg.vector_bytes_per_cycle)
+            }
+            Work::VredRows(a, rows, stride) => {
+                let ub = &mut self.mems[Mem::Ub as usize];
+                exec::vred_rows(cfg, ub, a, *rows, *stride, self.data, &ctx)?;
+                // One start-up; each row takes its own vector cycles.
+                cfg.vector_startup_cycles
+                    + rows
+                        .saturating_mul((a.len * a.dt.size()).div_ceil(cfg.vector_bytes_per_cycle))
+            }
+            Work::Vrow(a, row) => {
+                exec::vec_rows(
+                    cfg,
+                    &mut self.mems[Mem::Ub as usize],
+                    a,
+                    *row,
+                    self.data,
+                    &ctx,
+                )?;
+                cfg.vector_startup_cycles
+                    + (a.len * a.sdt.size()).div_ceil(cfg.vector_bytes_per_cycle)
             }
         };
         let ps = &mut self.pipes[p];

@@ -315,7 +315,7 @@ fn a_transposing_dma_off_the_l1_to_l0_edges_or_into_a_short_box_is_refused() {
             (pc, msg.as_str()),
             (
                 4,
-                "DMA GM->L1 cannot transpose: only L1->L0A and L1->L0B do"
+                "DMA GM->L1 cannot transpose: only L1->L0A, L1->L0B and GM->UB do"
             )
         ),
         other => panic!("expected BadOperand, got {other:?}"),
@@ -334,4 +334,81 @@ fn a_transposing_dma_off_the_l1_to_l0_edges_or_into_a_short_box_is_refused() {
         ),
         other => panic!("expected BadOperand, got {other:?}"),
     }
+}
+
+/// ISA 0.4's row forms: a 2 x 16 f32 block of ones at UB 64 (row stride 16), reduced by
+/// `VREDSUM ..., rows=, stride=` into a column at UB 256 (results 32 bytes apart), then
+/// multiplied back along its rows by `VMUL ..., row=`.
+const ROWS: &str = "\
+    LI r1, 0
+    LI r2, 0x3f800000
+    ST UB f32 r2, r1, 0
+    LI r5, 64
+    LI r6, 32
+    LI r4, 16
+    LI r7, 2
+    LI r8, 256
+    LI r9, 320
+    VDUP f32 r5, r1, r6
+";
+
+#[test]
+fn row_forms_reduce_and_broadcast_per_row_and_check_their_operands() {
+    let src = format!(
+        "{ROWS}    VREDSUM f32 r8, r5, r4, rows=r7, stride=r4\n    VMUL f32 r9, r5, r8, r6, row=r4\n    BARRIER\n    LD UB f32 r10, r8, 32\n    LD UB f32 r11, r9, 64\n    HALT\n"
+    );
+    let out = run(&src).unwrap();
+    assert_eq!(f32::from_bits(out.regs[10] as u32), 16.0);
+    assert_eq!(f32::from_bits(out.regs[11] as u32), 16.0);
+    // One start-up each: VDUP 8 + 1, VREDSUM 8 + 2 rows x 1, VMUL 8 + 1, and the flag-free
+    // VEC pipe does nothing else.
+    let vec = out
+        .report
+        .unwrap()
+        .pipes
+        .iter()
+        .find(|p| p.pipe == Pipe::Vec)
+        .unwrap()
+        .busy;
+    assert_eq!(vec, 9 + 10 + 9);
+    let bad = |tail: &str, pc: usize, want: &str| match run(&format!("{ROWS}{tail}    HALT\n")) {
+        Err(SimError::BadOperand { pc: p, ref msg, .. }) => {
+            assert_eq!((p, msg.as_str()), (pc, want))
+        }
+        other => panic!("expected BadOperand `{want}`, got {other:?}"),
+    };
+    bad(
+        "    VREDSUM f32 r8, r5, r4, rows=r1, stride=r4\n",
+        10,
+        "a row reduction of zero rows",
+    );
+    bad(
+        "    LI r12, 8\n    VREDMAX f32 r8, r5, r4, rows=r7, stride=r12\n",
+        11,
+        "row stride 8 is below the row length 16",
+    );
+    bad(
+        "    VADD f32 r9, r5, r8, r6, row=r1\n",
+        10,
+        "a row-broadcast VEC with rows of 0 elements",
+    );
+    // Rows of 3 f32: the second row starts 12 bytes in, off the UB's 32-byte alignment.
+    let src = format!(
+        "{ROWS}    VREDSUM f32 r8, r5, r4, rows=r7, stride=r4\n    LI r12, 3\n    VADD f32 r9, r5, r8, r6, row=r12\n    HALT\n"
+    );
+    assert!(
+        matches!(
+            run(&src),
+            Err(SimError::Misaligned {
+                pc: 12,
+                mem: "UB",
+                ..
+            })
+        ),
+        "{:?}",
+        run(&src)
+    );
+    // The row form exists for binary arithmetic only.
+    assert!(assemble("VSEL f32 r1, r2, r3, r4, row=r5").is_err());
+    assert!(assemble("VEXP f32 r1, r2, r3, row=r5").is_err());
 }

@@ -252,3 +252,66 @@ fn a_kernel_outside_the_shape_keeps_the_scalar_path() {
     let asm = npu.assembly(&b.finish()).unwrap();
     assert!(!asm.contains("DMA GM->UB"), "{asm}");
 }
+
+#[test]
+fn a_single_f16_operation_runs_on_f16_and_matches_the_interpreter_bit_for_bit() {
+    // `cast(widen(a) op widen(b))` is one VEC on f16: the Vector unit rounds its f32 result
+    // once to f16, as the kernel's narrowing cast does. A bias row, a scalar and two streams.
+    let n = 48 * 400 + 16;
+    for (inputs, op) in [
+        ([(DType::F16, n), (DType::F16, 48)], BinOp::Add),
+        ([(DType::F16, n), (DType::F16, 1)], BinOp::Div),
+        ([(DType::F16, n), (DType::F16, n)], BinOp::Mul),
+        ([(DType::F16, 1), (DType::F16, n)], BinOp::Sub),
+    ] {
+        let k = ew(n, &inputs, DType::F16, &|b, v| b.binary(op, v[0], v[1]));
+        let npu = NpuSim::from_toml(NPU_SIM, "target.toml").unwrap();
+        let asm = npu.assembly(&k).unwrap();
+        assert!(!asm.contains("VCAST"), "{op:?} widens:\n{asm}");
+        let mut args: Vec<Vec<u8>> = inputs
+            .iter()
+            .enumerate()
+            .map(|(s, &(dt, len))| data(dt, len, s as u64 + 3))
+            .collect();
+        args.push(vec![0u8; 2 * n as usize]);
+        let mut want = args.clone();
+        let mut refs: Vec<&mut [u8]> = want.iter_mut().map(|v| v.as_mut_slice()).collect();
+        tessera_kir::run_kernel(&k, &mut refs).unwrap();
+        for chip in [NPU_SIM, NPU_SIM_LITE] {
+            let got = run(chip, &k, &args, Mode::Functional);
+            assert!(
+                got.last() == want.last(),
+                "{op:?} on f16 differs from the interpreter"
+            );
+        }
+    }
+}
+
+#[test]
+fn erf_stays_within_a_few_f32_ulp_on_a_dense_grid() {
+    // 40,001 points of [-5, 5] (both branches, their boundary at 0.84375, the tail to 1).
+    let n = 40001u64;
+    let k = ew(n, &[(DType::F32, n)], DType::F32, &|b, v| {
+        b.math(MathFn::Erf, &[v[0]])
+    });
+    let xs: Vec<f32> = (0..n)
+        .map(|i| -5.0 + 10.0 * i as f32 / (n - 1) as f32)
+        .collect();
+    let args = vec![
+        xs.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+        vec![0u8; 4 * n as usize],
+    ];
+    let got = floats(
+        DType::F32,
+        run(NPU_SIM, &k, &args, Mode::Functional).last().unwrap(),
+    );
+    let mut worst = 0f64;
+    for (x, g) in xs.iter().zip(&got) {
+        let want = tessera_kir::interp::math(MathFn::Erf, *x as f64, 0.0);
+        let ulp = (want.abs() as f32).max(f32::MIN_POSITIVE);
+        let ulp = (f32::from_bits(ulp.to_bits() + 1) - ulp) as f64;
+        worst = worst.max((*g as f64 - want).abs() / ulp);
+    }
+    eprintln!("erf: at most {worst:.2} f32 ulp from the interpreter");
+    assert!(worst <= 5.0, "erf is {worst:.2} ulp off somewhere");
+}
