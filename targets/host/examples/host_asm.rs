@@ -3,7 +3,7 @@
 //! IR before optimisation instead).
 //!
 //! ```sh
-//! cargo run --release -p tessera-host --example asm -- MODEL.onnx [KERNEL-NAME-SUBSTRING] [--clif]
+//! cargo run --release -p tessera-host --features compiler --example host_asm -- MODEL.onnx [KERNEL-NAME-SUBSTRING] [--clif]
 //! ```
 
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clif = args.iter().any(|a| a == "--clif");
     let positional: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let Some(model) = positional.first() else {
-        return Err("usage: asm MODEL.onnx [KERNEL] [--clif]".into());
+        return Err("usage: host_asm MODEL.onnx [KERNEL] [--clif]".into());
     };
     let filter = positional.get(1).map(|s| s.as_str()).unwrap_or("");
     let target = tessera_host::Host::native()?;
