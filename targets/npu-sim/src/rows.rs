@@ -45,6 +45,7 @@ use crate::codegen::{param_slots, CgError};
 use crate::config::TargetConfig;
 use crate::cube::Asm;
 use crate::isa::{AluOp, Cond, DType, Instr, Mem, Pipe, RedOp, VecForm, VecOp};
+use crate::stream::dma;
 
 type R<T> = Result<T, CgError>;
 
@@ -761,19 +762,6 @@ pub fn compile(kernel: &Kernel, s: &Rows, cfg: &TargetConfig) -> R<Blob> {
         gm_bytes: gm_top,
         program: a.finish()?,
     })
-}
-
-/// A same-dtype DMA.
-fn dma(a: &mut Asm, src: Mem, dst: Mem, dt: DType, regs: [u8; 8]) {
-    a.emit(Instr::Dma {
-        src_mem: src,
-        dst_mem: dst,
-        sdt: dt,
-        ddt: dt,
-        regs,
-        scale: None,
-        transpose: false,
-    });
 }
 
 /// One `VEC` with immediate UB addresses and the length in register `len`.

@@ -1033,8 +1033,8 @@ pub fn compile(kernel: &Kernel, s: &Stream, cfg: &TargetConfig) -> R<Blob> {
     })
 }
 
-/// A same-dtype DMA.
-fn dma(a: &mut Asm, src: Mem, dst: Mem, dt: DType, regs: [u8; 8]) {
+/// A same-dtype DMA (also the row path's, `rows.rs`).
+pub(crate) fn dma(a: &mut Asm, src: Mem, dst: Mem, dt: DType, regs: [u8; 8]) {
     a.emit(Instr::Dma {
         src_mem: src,
         dst_mem: dst,
