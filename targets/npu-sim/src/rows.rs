@@ -45,7 +45,7 @@ use crate::codegen::{param_slots, CgError};
 use crate::config::TargetConfig;
 use crate::cube::Asm;
 use crate::isa::{AluOp, Cond, DType, Instr, Mem, Pipe, RedOp, VecForm, VecOp};
-use crate::stream::dma;
+use crate::stream::{dma, round32, vec};
 
 type R<T> = Result<T, CgError>;
 
@@ -437,10 +437,6 @@ enum Home {
     Pair([u64; 2]),
 }
 
-fn round32(x: u64) -> u64 {
-    x.div_ceil(32) * 32
-}
-
 struct Layout {
     home: Vec<Home>,
     /// A copy of a uniform node at the width of a class, for a first operand.
@@ -672,6 +668,7 @@ pub fn compile(kernel: &Kernel, s: &Rows, cfg: &TargetConfig) -> R<Blob> {
             home(u, 0),
             None,
             width_reg(c),
+            None,
         )?;
     }
     for (i, nd) in s.nodes.iter().enumerate() {
@@ -764,40 +761,6 @@ pub fn compile(kernel: &Kernel, s: &Rows, cfg: &TargetConfig) -> R<Blob> {
     })
 }
 
-/// One `VEC` with immediate UB addresses and the length in register `len`.
-#[allow(clippy::too_many_arguments)]
-fn vec(
-    a: &mut Asm,
-    op: VecOp,
-    form: VecForm,
-    sdt: DType,
-    ddt: DType,
-    dst: u64,
-    src1: u64,
-    src2: Option<u64>,
-    len: u8,
-) -> R<()> {
-    use reg::*;
-    a.li(D, dst as i64)?;
-    a.li(S1, src1 as i64)?;
-    if let Some(s2) = src2 {
-        a.li(S2, s2 as i64)?;
-    }
-    a.emit(Instr::Vec {
-        op,
-        form,
-        sdt,
-        ddt,
-        dst: D,
-        src1: S1,
-        src2: src2.map(|_| S2),
-        len,
-        mask: None,
-        cond: None,
-    });
-    Ok(())
-}
-
 /// Node `i` computed into its home for block parity `slot`.
 fn op(
     a: &mut Asm,
@@ -837,6 +800,7 @@ fn op(
                 src1,
                 Some(home(*y, slot)),
                 width(nd.class),
+                None,
             )
         }
         Op::RowBin(vop, x, c) => {
@@ -868,6 +832,7 @@ fn op(
                 home(*x, slot),
                 None,
                 width(nd.class),
+                None,
             )
         }
         Op::Red(rop, x) => {

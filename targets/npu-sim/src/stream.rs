@@ -637,7 +637,8 @@ enum Home {
     Pair([u64; 2]),
 }
 
-fn round32(x: u64) -> u64 {
+/// `x` rounded up to the UB's 32-byte alignment (also the row path's).
+pub(crate) fn round32(x: u64) -> u64 {
     x.div_ceil(32) * 32
 }
 
@@ -1046,9 +1047,10 @@ pub(crate) fn dma(a: &mut Asm, src: Mem, dst: Mem, dt: DType, regs: [u8; 8]) {
     });
 }
 
-/// One `VEC` with immediate UB addresses and the length in register `len`.
+/// One `VEC` with immediate UB addresses and the length in register `len` (the row path's
+/// too: both paths put the address operands in `D`, `S1`, `S2`).
 #[allow(clippy::too_many_arguments)]
-fn vec(
+pub(crate) fn vec(
     a: &mut Asm,
     op: VecOp,
     form: VecForm,
