@@ -211,9 +211,33 @@ pub fn npu_sim_device(
         name: name.into(),
         message: format!("{path}: {e}"),
     })?;
-    Ok(Some(
-        tessera_npu_sim::NpuSimDevice::new(cfg).with_mode(mode),
-    ))
+    let mut dev = tessera_npu_sim::NpuSimDevice::new(cfg).with_mode(mode);
+    if let Some(steps) = npu_sim_max_steps().map_err(|message| LookupError::Init {
+        name: name.into(),
+        message,
+    })? {
+        dev = dev.with_max_steps(steps);
+    }
+    Ok(Some(dev))
+}
+
+/// The environment variable that raises (or lowers) the simulator's per-launch step limit.
+pub const NPU_SIM_MAX_STEPS_VAR: &str = "TESSERA_NPU_SIM_MAX_STEPS";
+
+/// The step limit `TESSERA_NPU_SIM_MAX_STEPS` asks for (a positive integer; `_` separators
+/// allowed), `None` when it is unset, and an error naming the variable when it is malformed.
+fn npu_sim_max_steps() -> Result<Option<u64>, String> {
+    let Some(v) = std::env::var_os(NPU_SIM_MAX_STEPS_VAR) else {
+        return Ok(None);
+    };
+    let s = v.to_string_lossy().replace('_', "");
+    match s.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(format!(
+            "{NPU_SIM_MAX_STEPS_VAR}={}: not a positive number of instructions",
+            v.to_string_lossy()
+        )),
+    }
 }
 
 /// The runtime-side device for `name`.

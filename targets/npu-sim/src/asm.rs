@@ -203,7 +203,8 @@ pub fn format_instr(ins: &Instr) -> String {
                 rs.push(format!("mask={}", reg(*m)));
             }
             if let Some(c) = cond {
-                rs.push(format!("cond={}", reg(*c)));
+                let key = if *op == VecOp::Madd { "mul" } else { "cond" };
+                rs.push(format!("{key}={}", reg(*c)));
             }
             format!("V{op}{suffix} {dts} {}", rs.join(", "))
         }
@@ -585,7 +586,7 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
         if let Some(row) = o.last().and_then(|l| l.strip_prefix("row=")) {
             let row = ctx.reg(row.trim())?;
             o.pop();
-            if form != VecForm::VV || op.converts() || op == VecOp::Sel || sdt != ddt {
+            if form != VecForm::VV || op.converts() || op.has_third() || sdt != ddt {
                 return Err(format!("`{mn_up}` has no row form"));
             }
             want(&o, 4)?;
@@ -599,9 +600,11 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
                 row,
             });
         }
+        // `SEL`'s condition and *0.5* `MADD`'s multiplier, both in `r5`.
+        let third = if op == VecOp::Madd { "mul=" } else { "cond=" };
         let mut cond = None;
         if let Some(last) = o.last() {
-            if let Some(c) = last.strip_prefix("cond=") {
+            if let Some(c) = last.strip_prefix(third) {
                 cond = Some(ctx.reg(c.trim())?);
                 o.pop();
             }
@@ -613,8 +616,10 @@ fn parse_instr(s: &str, ctx: &Ctx) -> std::result::Result<Instr, String> {
                 o.pop();
             }
         }
-        if cond.is_some() != (op == VecOp::Sel) {
-            return Err("`VSEL` (and only it) takes `cond=rN`".to_string());
+        if cond.is_some() != op.has_third() {
+            return Err(
+                "`VSEL` (and only it) takes `cond=rN`, `VMADD` (and only it) `mul=rN`".to_string(),
+            );
         }
         let binary = op.is_binary();
         want(&o, if binary { 4 } else { 3 })?;
@@ -686,6 +691,8 @@ top:
     VCMPLT f32->u8 r1, r2, r3, r4
     VCMPNES f32->u8 r1, r2, r3, r4
     VSEL f32 r1, r2, r3, r4, cond=r5
+    VMADD f32 r1, r2, r3, r4, mul=r5
+    VMADDS f16 r1, r2, r3, r4, mask=r6, mul=r5
     VNEG f32 r1, r2, r3
     VFLOOR f32 r1, r2, r3
     VCEIL f32 r1, r2, r3
@@ -727,6 +734,16 @@ end:
         );
         let e = assemble("VADD f32->f16 r1, r2, r3, r4\n").unwrap_err();
         assert!(matches!(e, SimError::Asm { line: 1, .. }), "{e}");
+        // *0.5*: `VMADD` needs its multiplier, and only it takes `mul=`.
+        for bad in [
+            "VMADD f32 r1, r2, r3, r4\n",
+            "VADD f32 r1, r2, r3, r4, mul=r5\n",
+            "VMADD f32 r1, r2, r3, r4, cond=r5\n",
+            "VMADD f32 r1, r2, r3, r4, row=r5\n",
+        ] {
+            let e = assemble(bad).unwrap_err();
+            assert!(matches!(e, SimError::Asm { line: 1, .. }), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub struct NpuSimDevice {
     target: String,
     cfg: Arc<TargetConfig>,
     mode: Mode,
+    max_steps: u64,
     reports: Arc<Mutex<Vec<LaunchReport>>>,
 }
 
@@ -38,6 +39,7 @@ impl NpuSimDevice {
             target: cfg.name.clone(),
             cfg: Arc::new(cfg),
             mode: Mode::Functional,
+            max_steps: crate::sim::DEFAULT_MAX_STEPS,
             reports: Default::default(),
         }
     }
@@ -45,6 +47,14 @@ impl NpuSimDevice {
     /// The same device in `mode`; in cycle mode every launch records its report.
     pub fn with_mode(mut self, mode: Mode) -> NpuSimDevice {
         self.mode = mode;
+        self
+    }
+
+    /// The same device with a step limit of `max_steps` instructions per launch (default
+    /// [`crate::sim::DEFAULT_MAX_STEPS`]); a launch that issues more stops with
+    /// `SimError::StepLimit`. The driver sets it from `TESSERA_NPU_SIM_MAX_STEPS`.
+    pub fn with_max_steps(mut self, max_steps: u64) -> NpuSimDevice {
+        self.max_steps = max_steps;
         self
     }
 
@@ -117,6 +127,7 @@ impl LoadedKernel for NpuKernel {
         let dev = &self.device;
         let mut m =
             Machine::new(&dev.cfg, self.blob.gm_bytes, dev.mode).map_err(|e| err(e.to_string()))?;
+        m.max_steps = dev.max_steps;
         for (a, p) in args.iter().zip(params) {
             let (s, e) = (p.addr as usize, (p.addr + p.bytes) as usize);
             // SAFETY: `KernelArg` guarantees `len` readable bytes, and `p.bytes <= len` was checked.

@@ -79,7 +79,10 @@ pub enum SimError {
     PcOutOfRange { pc: usize },
 
     /// A limit was exceeded: the run issued more instructions than allowed.
-    #[error("step limit of {limit} instructions exceeded at pc {pc} (infinite loop?)")]
+    #[error(
+        "step limit of {limit} instructions exceeded at pc {pc} (an infinite loop, or a kernel \
+         longer than the limit: `TESSERA_NPU_SIM_MAX_STEPS` raises it)"
+    )]
     StepLimit { pc: usize, limit: u64 },
 
     /// Bad input: a .npy file is malformed or of an unsupported dtype.

@@ -111,7 +111,8 @@ pub struct VecArgs {
     pub src2: u64,
     pub len: u64,
     pub mask: u64,
-    /// `SEL` only: the address of the `u8` condition mask.
+    /// `SEL`: the address of the `u8` condition mask; `MADD` (*0.5*): the multiplier's
+    /// address. 0 for every other op.
     pub cond: u64,
 }
 
@@ -697,6 +698,9 @@ pub fn vec(
     if a.op == VecOp::Sel {
         ctx.check(cfg, ub, a.cond, len, 1)?;
     }
+    if a.op == VecOp::Madd {
+        ctx.check(cfg, ub, a.cond, len.saturating_mul(ss), ss)?;
+    }
     // Reading an element no instruction wrote is a hard error, never a silent zero.
     let (ss, ds) = (ss as usize, ds as usize);
     let src_len = if a.op == VecOp::Dup { 1 } else { len as usize };
@@ -708,6 +712,9 @@ pub fn vec(
     }
     if a.op == VecOp::Sel {
         reads[2] = (a.cond as usize, len as usize);
+    }
+    if a.op == VecOp::Madd {
+        reads[2] = (a.cond as usize, len as usize * ss);
     }
     for (at, n) in reads {
         if let Some(i) = ub.tag[at..at + n].iter().position(|t| t & WRITTEN == 0) {
@@ -806,6 +813,8 @@ pub fn vec(
             continue;
         }
         let v = match a.op {
+            // *0.5*: one rounding of `x · m + y` (IEEE fusedMultiplyAdd in f32).
+            VecOp::Madd => x.mul_add(read_f32(a.sdt, &ub.data[a.cond as usize + i * ss..]), y),
             VecOp::Add => x + y,
             VecOp::Sub => x - y,
             VecOp::Mul => x * y,

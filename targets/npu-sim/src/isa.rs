@@ -96,7 +96,7 @@ named_enum!(
     /// Vector elementwise operations.
     VecOp { Add = 0, "ADD"; Sub = 1, "SUB"; Mul = 2, "MUL"; Div = 3, "DIV"; Max = 4, "MAX"; Min = 5, "MIN";
             Rem = 6, "REM"; CmpEq = 7, "CMPEQ"; CmpNe = 8, "CMPNE"; CmpLt = 9, "CMPLT"; CmpLe = 10, "CMPLE";
-            CmpGt = 11, "CMPGT"; CmpGe = 12, "CMPGE"; Sel = 13, "SEL";
+            CmpGt = 11, "CMPGT"; CmpGe = 12, "CMPGE"; Sel = 13, "SEL"; Madd = 14, "MADD";
             Abs = 16, "ABS"; Exp = 17, "EXP"; Ln = 18, "LN"; Sqrt = 19, "SQRT"; Rsqrt = 20, "RSQRT";
             Recip = 21, "RECIP"; Relu = 22, "RELU"; Mov = 23, "MOV"; Cast = 24, "CAST"; Neg = 25, "NEG";
             Floor = 26, "FLOOR"; Ceil = 27, "CEIL"; Round = 28, "ROUND"; Trunc = 29, "TRUNC"; Dup = 30, "DUP"; }
@@ -109,6 +109,11 @@ impl VecOp {
     /// Comparisons write a `u8` mask (1 where the comparison holds) from `sdt` operands.
     pub fn is_compare(self) -> bool {
         (VecOp::CmpEq as u8..=VecOp::CmpGe as u8).contains(&(self as u8))
+    }
+    /// Whether the op reads a third UB operand through `r5`: `SEL`'s condition mask, and
+    /// *0.5* `MADD`'s multiplier (`dst = src1 · src3 + src2`).
+    pub fn has_third(self) -> bool {
+        matches!(self, VecOp::Sel | VecOp::Madd)
     }
     /// Whether the op takes two different dtypes (`sdt->ddt`).
     pub fn converts(self) -> bool {
@@ -200,8 +205,8 @@ pub enum Instr {
         cdt: DType,
         regs: [u8; 7],
     },
-    /// Registers: dst, src1, src2 (binary only), len; optional mask; `cond` (the `u8` mask
-    /// address) for `SEL` only.
+    /// Registers: dst, src1, src2 (binary only), len; optional mask; `cond`: for `SEL` the
+    /// `u8` mask address, for `MADD` (*0.5*) the multiplier's address; absent otherwise.
     Vec {
         op: VecOp,
         form: VecForm,
@@ -685,7 +690,7 @@ impl Instr {
                     2 => VecForm::Unary,
                     3 => {
                         // *0.4*: the row-broadcast form of a binary arithmetic op.
-                        if !op.is_binary() || op.converts() || op == VecOp::Sel {
+                        if !op.is_binary() || op.converts() || op.has_third() {
                             return Err(err(format!("VEC op {op} has no row form")));
                         }
                         if w.r[4..6] != [NO_REG, NO_REG] || w.r[7] != NO_REG {
@@ -713,8 +718,10 @@ impl Instr {
                     return Err(err(format!("VEC op {op} does not take form {form:?}")));
                 }
                 let cond = opt_reg(w.r[5])?;
-                if cond.is_some() != (op == VecOp::Sel) {
-                    return Err(err("VEC cond register present iff the op is SEL".into()));
+                if cond.is_some() != op.has_third() {
+                    return Err(err(
+                        "VEC r5 (cond/mul) register present iff the op is SEL or MADD".into(),
+                    ));
                 }
                 for (i, &r) in w.r.iter().enumerate().skip(6) {
                     if r != NO_REG {

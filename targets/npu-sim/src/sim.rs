@@ -90,9 +90,13 @@ pub struct Machine<'t> {
     macs_useful: u64,
     ideal_cube_cycles: f64,
     cube_tiles: u64,
-    /// Safety net against runaway loops.
+    /// Safety net against runaway loops: the most instructions one run may issue
+    /// ([`DEFAULT_MAX_STEPS`] unless the device was given another limit).
     pub max_steps: u64,
 }
+
+/// The default step limit of one run (one kernel launch): 2×10⁹ issued instructions.
+pub const DEFAULT_MAX_STEPS: u64 = 2_000_000_000;
 
 fn pidx(p: Pipe) -> usize {
     p as usize
@@ -141,7 +145,7 @@ impl<'t> Machine<'t> {
             macs_useful: 0,
             ideal_cube_cycles: 0.0,
             cube_tiles: 0,
-            max_steps: 2_000_000_000,
+            max_steps: DEFAULT_MAX_STEPS,
         })
     }
 

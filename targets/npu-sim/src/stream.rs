@@ -37,7 +37,7 @@
 //! polynomial in `1/(1 + p·|x|)` times `exp(−x²)`) above, evaluated with `VEC` operations, `sigmoid` is `1 / (1 + exp(−x))`: within a few f32 ulp (erf within 4), inside
 //! npu-sim's f32 tolerance.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tessera_ir::DType as KDType;
 use tessera_kir::{BinOp, CmpOp, Inst, InstKind, Kernel, MathFn, Scalar, Val};
@@ -76,6 +76,8 @@ enum Op {
     Bin(VecOp, usize, usize),
     Un(VecOp, usize),
     Sel(usize, usize, usize),
+    /// `x · m + y`, rounded once (*0.5* `VMADD`; `y` uniform is its `VS` form's scalar).
+    Madd(usize, usize, usize),
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +119,8 @@ struct Builder<'k> {
     map: HashMap<Val, usize>,
     consts: HashMap<u32, usize>,
     n: u64,
+    /// f32 values whose every use is a cast to f16 or bf16 (they need only that precision).
+    narrowed: HashSet<Val>,
 }
 
 impl<'k> Builder<'k> {
@@ -134,7 +138,7 @@ impl<'k> Builder<'k> {
             }
             Op::Bin(_, a, b) => self.nodes[*a].kind.max(self.nodes[*b].kind),
             Op::Un(_, a) => self.nodes[*a].kind,
-            Op::Sel(c, a, b) => self.nodes[*c]
+            Op::Sel(c, a, b) | Op::Madd(c, a, b) => self.nodes[*c]
                 .kind
                 .max(self.nodes[*a].kind)
                 .max(self.nodes[*b].kind),
@@ -185,11 +189,18 @@ impl<'k> Builder<'k> {
     fn un(&mut self, op: VecOp, a: usize) -> usize {
         self.push(Op::Un(op, a), DType::F32)
     }
+    /// `c[0] + x·(c[1] + x·(…))` by Horner's rule, one `VMADD` (`acc · x + cᵢ`, rounded once)
+    /// per coefficient after the last.
     fn poly(&mut self, x: usize, c: &[f64]) -> usize {
         let mut acc = self.c(c[c.len() - 1]);
         for &ci in c[..c.len() - 1].iter().rev() {
-            let t = self.bin(VecOp::Mul, x, acc);
-            acc = self.binc(VecOp::Add, t, ci);
+            let ci = self.c(ci);
+            // The varying operand first: it is `VMADD`'s `src1`, the constant its multiplier.
+            acc = if self.nodes[acc].kind == Kind::Uniform {
+                self.push(Op::Madd(x, acc, ci), DType::F32)
+            } else {
+                self.push(Op::Madd(acc, x, ci), DType::F32)
+            };
         }
         acc
     }
@@ -244,6 +255,35 @@ impl<'k> Builder<'k> {
         let neg = self.binc(VecOp::CmpLt, x, 0.0);
         let ny = self.un(VecOp::Neg, y);
         self.push(Op::Sel(neg, ny, y), DType::F32)
+    }
+
+    /// `erf` whose result is only ever rounded to f16 or bf16: one odd polynomial on the clamped
+    /// argument, `x · P(x²)` for `x` in `[−2.7, 2.7]`, `P` of degree 8 fitted to `erf(x)/x`
+    /// (Lawson-weighted least squares for relative error on Chebyshev nodes of `[0, 2.7]`;
+    /// outside the clamp erf is within 1.4e-4 of ±1, which rounds to ±1 in f16 and bf16).
+    /// Evaluated in f32 with `VMADD`, it is within 1 f16 ulp of the correctly rounded erf for
+    /// every f16 input (off by that ulp for 284 of the 63,488 finite ones, where erf lies within
+    /// about 1e-5 of a rounding boundary) and within 1 bf16 ulp for every bf16 input. 12 Vector
+    /// operations (two clamps, `x²`, eight `VMADD`s, the product), where the f32 form takes 26.
+    /// NaN passes the clamps (`VMAX`/`VMIN` propagate it) and comes out NaN.
+    fn erf_narrow(&mut self, x: usize) -> usize {
+        const C: f64 = 2.7;
+        const P: [f64; 9] = [
+            1.128_372_430_801_391_6,
+            -0.375_989_854_335_784_9,
+            0.112_356_364_727_020_26,
+            -0.026_184_668_764_472_008,
+            0.004_719_991_702_586_412,
+            -0.000_633_855_699_561_536_3,
+            5.875_629_722_140_729_4e-5,
+            -3.295_898_295_618_826_5e-6,
+            8.318_351_518_710_188e-8,
+        ];
+        let lo = self.binc(VecOp::Max, x, -C);
+        let a = self.binc(VecOp::Min, lo, C);
+        let z = self.bin(VecOp::Mul, a, a);
+        let p = self.poly(z, &P);
+        self.bin(VecOp::Mul, a, p)
     }
 
     /// The node of `v`, translating constants defined outside the loop.
@@ -404,6 +444,7 @@ impl<'k> Builder<'k> {
                 match f {
                     MathFn::Exp => self.exp(x),
                     MathFn::Log => self.un(VecOp::Ln, x),
+                    MathFn::Erf if self.narrowed.contains(&r?) => self.erf_narrow(x),
                     MathFn::Erf => self.erf(x),
                     MathFn::Sigmoid => {
                         let nx = self.un(VecOp::Neg, x);
@@ -444,6 +485,48 @@ fn signature(b: &tessera_kir::Block) -> Vec<String> {
                 }
         })
         .collect()
+}
+
+/// The f32 values of loop body `body` whose every use is a cast to f16 or bf16: a value the
+/// kernel only ever rounds to a narrow dtype needs no more than that dtype's precision.
+fn narrowed(k: &Kernel, body: &tessera_kir::Block) -> HashSet<Val> {
+    let mut narrow = HashSet::new();
+    let mut wide = HashSet::new();
+    for inst in &body.insts {
+        let to_narrow = match &inst.kind {
+            InstKind::Cast(_, _) => inst.results.first().is_some_and(|r| {
+                let t = k.ty(*r);
+                t.lanes == 1 && matches!(t.elem, KDType::F16 | KDType::BF16)
+            }),
+            _ => false,
+        };
+        for v in inst_operands(&inst.kind) {
+            if to_narrow {
+                narrow.insert(v);
+            } else {
+                wide.insert(v);
+            }
+        }
+    }
+    narrow
+        .into_iter()
+        .filter(|v| !wide.contains(v) && k.ty(*v) == tessera_kir::Ty::F32)
+        .collect()
+}
+
+/// The values an instruction of a streamed loop body reads (the kinds [`Builder::inst`] takes,
+/// stores and yields; any other kind makes the kernel leave this path anyway).
+fn inst_operands(kind: &InstKind) -> Vec<Val> {
+    match kind {
+        InstKind::Binary(_, a, b) | InstKind::Cmp(_, a, b) => vec![*a, *b],
+        InstKind::Unary(_, a) | InstKind::Cast(a, _) => vec![*a],
+        InstKind::Select(c, a, b) => vec![*c, *a, *b],
+        InstKind::Math(_, args) => args.clone(),
+        InstKind::Load { index, .. } => vec![*index],
+        InstKind::Store { index, value, .. } => vec![*index, *value],
+        InstKind::Yield(vs) => vs.clone(),
+        _ => Vec::new(),
+    }
 }
 
 /// Whether the streaming path takes `kernel` (see the module doc), and its graph.
@@ -501,6 +584,7 @@ pub fn recognise(kernel: &Kernel) -> Option<Stream> {
         map: HashMap::new(),
         consts: HashMap::new(),
         n,
+        narrowed: narrowed(kernel, body),
     };
     // The loops must cover `0..n` exactly, in order: each instance's first loop starts where
     // the previous instance's last loop ended, and each loop where the one before it ended.
@@ -555,7 +639,7 @@ fn operands(op: &Op) -> Vec<usize> {
     match op {
         Op::Bin(_, a, b) => vec![*a, *b],
         Op::Un(_, a) => vec![*a],
-        Op::Sel(c, a, b) => vec![*c, *a, *b],
+        Op::Sel(c, a, b) | Op::Madd(c, a, b) => vec![*c, *a, *b],
         Op::Load { .. } | Op::Const(_) => vec![],
     }
 }
@@ -605,6 +689,7 @@ fn live(nodes: Vec<Node>, out: usize) -> (Vec<Node>, usize) {
             Op::Bin(v, a, b) => Op::Bin(v, index[a], index[b]),
             Op::Un(v, a) => Op::Un(v, index[a]),
             Op::Sel(c, a, b) => Op::Sel(index[c], index[a], index[b]),
+            Op::Madd(x, m, y) => Op::Madd(index[x], index[m], index[y]),
             other => other,
         };
         index[i] = kept.len();
@@ -660,12 +745,17 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 impl Stream {
-    /// Whether node `op`'s operand `pos` (0 or 1) may be a uniform scalar read by the `VS` form.
+    /// Whether node `op`'s operand `pos` may be a uniform scalar read by the `VS` form: a binary
+    /// op's second operand, `VMADD`'s addend (its third).
     fn vs_ok(&self, node: usize, pos: usize) -> bool {
         match &self.nodes[node].op {
             Op::Bin(_, a, b) => {
                 let (a, b) = (&self.nodes[*a], &self.nodes[*b]);
                 pos == 1 && b.kind == Kind::Uniform && a.kind != Kind::Uniform
+            }
+            Op::Madd(x, _, y) => {
+                let (x, y) = (&self.nodes[*x], &self.nodes[*y]);
+                pos == 2 && y.kind == Kind::Uniform && x.kind != Kind::Uniform
             }
             _ => false,
         }
@@ -678,12 +768,7 @@ impl Stream {
             if nd.kind == Kind::Uniform {
                 continue;
             }
-            let ops: Vec<usize> = match &nd.op {
-                Op::Bin(_, a, b) => vec![*a, *b],
-                Op::Un(_, a) => vec![*a],
-                Op::Sel(c, a, b) => vec![*c, *a, *b],
-                _ => vec![],
-            };
+            let ops = operands(&nd.op);
             for (pos, o) in ops.into_iter().enumerate() {
                 if self.nodes[o].kind == Kind::Uniform && !self.vs_ok(i, pos) {
                     need[o] = true;
@@ -735,7 +820,7 @@ impl Stream {
                     last_use[*b] = i;
                 }
                 Op::Un(_, a) => last_use[*a] = i,
-                Op::Sel(x, a, b) => {
+                Op::Sel(x, a, b) | Op::Madd(x, a, b) => {
                     last_use[*x] = i;
                     last_use[*a] = i;
                     last_use[*b] = i;
@@ -1157,6 +1242,26 @@ fn op(
                 None,
                 len,
                 None,
+            )
+        }
+        // `dst = x · m + y`: `m` is the `r5` operand, `y` the `VS` scalar when uniform.
+        Op::Madd(x, m, y) => {
+            let (form, src2) = if s.vs_ok(i, 2) {
+                (VecForm::VS, home(*y, slot)?)
+            } else {
+                (VecForm::VV, at(*y)?)
+            };
+            vec(
+                a,
+                VecOp::Madd,
+                form,
+                nd.dt,
+                nd.dt,
+                dst,
+                at(*x)?,
+                Some(src2),
+                len,
+                Some(at(*m)?),
             )
         }
         Op::Sel(c, x, y) => vec(
