@@ -412,3 +412,79 @@ fn row_forms_reduce_and_broadcast_per_row_and_check_their_operands() {
     assert!(assemble("VSEL f32 r1, r2, r3, r4, row=r5").is_err());
     assert!(assemble("VEXP f32 r1, r2, r3, row=r5").is_err());
 }
+
+#[test]
+fn vmadd_rounds_once_takes_a_scalar_addend_and_checks_its_multiplier() {
+    // x = m = 1 + 2^-12: x·m = 1 + 2^-11 + 2^-24, a tie in f32 that rounds to 1 + 2^-11, so
+    // x·m − (1 + 2^-11) is 2^-24 rounded once and 0 when the product is rounded first.
+    let x = 1.0f32 + f32::EPSILON * 2048.0;
+    let b = -(1.0f32 + f32::EPSILON * 4096.0);
+    // UB: x at 0 (8 lanes), m at 32, the addends at 64, results at 128 and 160.
+    let src = "\
+    LI r0, 0
+    LI r3, 1
+    LI r4, 8
+    LI r5, 32
+    LI r6, 64
+    LI r8, 128
+    LI r9, 160
+    LI r10, 24
+    DMA GM->UB f32 r0, r1, r3, r10, r10, r10, r3, r10
+    SET_FLAG MTE2, VEC, 0
+    WAIT_FLAG MTE2, VEC, 0
+    VMADD f32 r8, r0, r6, r4, mul=r5
+    VMADDS f32 r9, r0, r6, r4, mul=r5
+    SET_FLAG VEC, MTE3, 0
+    WAIT_FLAG VEC, MTE3, 0
+    LI r10, 16
+    DMA UB->GM f32 r2, r8, r3, r10, r10, r10, r3, r10
+    HALT
+";
+    let mut input = vec![x; 16];
+    input.extend((0..8).map(|i| b - i as f32));
+    let args = KernelArgs::default()
+        .input(1, NdArray::from_f32(&[24], &input))
+        .output(2, NdArray::zeros(DType::F32, &[16]));
+    let out = run_kernel(src, &target(), &args, Mode::Cycle).unwrap();
+    let got = out.output(2).unwrap().to_f32();
+    let want: Vec<f32> = (0..8)
+        .map(|i| x.mul_add(x, input[16 + i]))
+        .chain((0..8).map(|_| x.mul_add(x, b)))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got[0], f32::EPSILON / 2.0);
+    assert_eq!(x * x + b, 0.0, "the unfused product and sum round twice");
+    // A multiplier nothing wrote is an uninitialised read, named at its address.
+    let bad = "LI r1, 0\nLI r2, 0\nST UB u64 r2, r1, 0\nST UB u64 r2, r1, 8\nLI r4, 4\nLI r5, 64\n\
+               VMADD f32 r1, r1, r1, r4, mul=r5\nHALT\n";
+    assert!(
+        matches!(
+            run(bad),
+            Err(SimError::UninitRead {
+                pc: 6,
+                mem: "UB",
+                addr: 64,
+                ..
+            })
+        ),
+        "{:?}",
+        run(bad)
+    );
+    // A misaligned multiplier, and MADD on an integer dtype, are refused.
+    let bad = "LI r1, 0\nLI r2, 0\nST UB u64 r2, r1, 0\nST UB u64 r2, r1, 8\nLI r4, 4\nLI r5, 4\n\
+               VMADD f32 r1, r1, r1, r4, mul=r5\nHALT\n";
+    assert!(
+        matches!(run(bad), Err(SimError::Misaligned { pc: 6, .. })),
+        "{:?}",
+        run(bad)
+    );
+    let bad = "LI r1, 0\nLI r2, 0\nST UB u64 r2, r1, 0\nST UB u64 r2, r1, 8\nLI r4, 4\n\
+               VMADD i32 r1, r1, r1, r4, mul=r1\nHALT\n";
+    match run(bad) {
+        Err(SimError::BadOperand { pc, ref msg, .. }) => assert_eq!(
+            (pc, msg.as_str()),
+            (5, "the Vector unit has no MADD on i32->i32")
+        ),
+        other => panic!("expected BadOperand, got {other:?}"),
+    }
+}
