@@ -227,16 +227,34 @@ pub const NPU_SIM_MAX_STEPS_VAR: &str = "TESSERA_NPU_SIM_MAX_STEPS";
 /// The step limit `TESSERA_NPU_SIM_MAX_STEPS` asks for (a positive integer; `_` separators
 /// allowed), `None` when it is unset, and an error naming the variable when it is malformed.
 fn npu_sim_max_steps() -> Result<Option<u64>, String> {
-    let Some(v) = std::env::var_os(NPU_SIM_MAX_STEPS_VAR) else {
-        return Ok(None);
-    };
-    let s = v.to_string_lossy().replace('_', "");
-    match s.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Some(n)),
+    std::env::var_os(NPU_SIM_MAX_STEPS_VAR)
+        .map(|v| parse_max_steps(&v.to_string_lossy()))
+        .transpose()
+}
+
+/// A step limit as `TESSERA_NPU_SIM_MAX_STEPS` writes it: a positive integer, `_` allowed.
+fn parse_max_steps(v: &str) -> Result<u64, String> {
+    match v.trim().replace('_', "").parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
         _ => Err(format!(
-            "{NPU_SIM_MAX_STEPS_VAR}={}: not a positive number of instructions",
-            v.to_string_lossy()
+            "{NPU_SIM_MAX_STEPS_VAR}={v}: not a positive number of instructions"
         )),
+    }
+}
+
+#[cfg(test)]
+mod max_steps_tests {
+    use super::parse_max_steps;
+
+    #[test]
+    fn the_step_limit_variable_takes_positive_integers_and_names_itself_otherwise() {
+        assert_eq!(parse_max_steps("50_000_000_000"), Ok(50_000_000_000));
+        assert_eq!(parse_max_steps(" 7 "), Ok(7));
+        for bad in ["0", "-3", "1e12", "", "lots"] {
+            let e = parse_max_steps(bad).unwrap_err();
+            assert!(e.starts_with("TESSERA_NPU_SIM_MAX_STEPS="), "{e}");
+            assert!(e.contains("not a positive number"), "{e}");
+        }
     }
 }
 

@@ -12,7 +12,8 @@
 //! (checked by evaluating the index arithmetic at every `i`): `P = 1` is a scalar, `P = len`
 //! a stream, anything between a broadcast row (a bias) whose bytes are a multiple of 32. `f`
 //! is a dataflow graph of f32 arithmetic (`add sub mul div rem min max`, `neg abs sqrt floor
-//! ceil round trunc`), f32 comparisons, selects, float casts and the math routines `exp`,
+//! ceil round trunc`), f32 comparisons, selects, float casts (saturating or not: `saturate`
+//! changes only casts into float8/float4) and the math routines `exp`,
 //! `log`, `erf` and `sigmoid`; loads and the store are f32, f16, bf16 or bool. Anything else
 //! returns `None`, and the kernel takes the scalarised path ([`crate::codegen`]).
 //!
@@ -34,8 +35,11 @@
 //! Exactness: every f32 operation is the IEEE operation of the Vector unit, as on the
 //! scalarised path; casts are `VCAST` (round to nearest even); `exp`, `log` are `VEXP`/`VLN`,
 //! `erf` is a fitted polynomial `x · S(x²)` below 0.84375 and Abramowitz & Stegun 7.1.26 (a
-//! polynomial in `1/(1 + p·|x|)` times `exp(−x²)`) above, evaluated with `VEC` operations, `sigmoid` is `1 / (1 + exp(−x))`: within a few f32 ulp (erf within 4), inside
-//! npu-sim's f32 tolerance.
+//! polynomial in `1/(1 + p·|x|)` times `exp(−x²)`) above, evaluated with `VEC` operations
+//! (Horner's rule as `VMADD`s, ISA 0.5), `sigmoid` is `1 / (1 + exp(−x))`: within a few f32 ulp
+//! (erf within 4), inside npu-sim's f32 tolerance. An `erf` whose every use is a cast to f16 or
+//! bf16 needs only that precision: it is one clamped polynomial (`Builder::erf_narrow`), within
+//! one ulp of the narrow dtype's correctly rounded erf.
 
 use std::collections::{HashMap, HashSet};
 

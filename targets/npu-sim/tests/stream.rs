@@ -380,3 +380,30 @@ fn erf_rounded_to_f16_or_bf16_is_one_polynomial_within_one_narrow_ulp_of_every_i
         }
     }
 }
+
+#[test]
+fn a_launch_past_the_devices_step_limit_stops_and_says_how_to_raise_it() {
+    let n = 5000;
+    let k = ew(n, &[(DType::F32, n)], DType::F32, &|b, v| {
+        b.math(MathFn::Erf, &[v[0]])
+    });
+    let npu = NpuSim::from_toml(NPU_SIM, "target.toml").unwrap();
+    let blob = npu.compile(&k).unwrap();
+    let dev = NpuSimDevice::new(TargetConfig::from_toml(NPU_SIM).unwrap()).with_max_steps(50);
+    let loaded = dev.load(&blob.name, &blob.code).unwrap();
+    let mut bufs = [vec![0u8; 4 * n as usize], vec![0u8; 4 * n as usize]];
+    // SAFETY: both buffers outlive the launch and do not overlap.
+    let args: Vec<KernelArg> = bufs
+        .iter_mut()
+        .map(|v| unsafe { KernelArg::new(v.as_mut_ptr(), v.len()) })
+        .collect();
+    let e = loaded.launch(&args).unwrap_err().to_string();
+    assert!(e.contains("step limit of 50 instructions"), "{e}");
+    assert!(e.contains("TESSERA_NPU_SIM_MAX_STEPS"), "{e}");
+    // The default limit runs it.
+    let dev = NpuSimDevice::new(TargetConfig::from_toml(NPU_SIM).unwrap());
+    dev.load(&blob.name, &blob.code)
+        .unwrap()
+        .launch(&args)
+        .unwrap();
+}
