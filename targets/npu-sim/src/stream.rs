@@ -217,7 +217,9 @@ impl<'k> Builder<'k> {
     /// `[0, 0.84375²]`: within 2.5 f32 ulp of erf as evaluated here); above it Abramowitz &
     /// Stegun 7.1.26, `1 − t·A(t)·exp(−a²)` with `t = 1/(1 + p·a)` (absolute error at most 1.5e-7:
     /// within 4 f32 ulp as evaluated here, where erf is at least 0.77). Two polynomials and one
-    /// `exp`: 36 Vector operations, where fdlibm's four rational branches take 130.
+    /// `exp`: 26 Vector operations with the polynomials as `VMADD`s (36 without; fdlibm's four
+    /// rational branches take 130), at most 3.5 f32 ulp from the interpreter on a dense grid of
+    /// `[−5, 5]` (`tests/stream.rs`).
     fn erf(&mut self, x: usize) -> usize {
         const S: [f64; 7] = [
             1.128_379_166_957_455_4,
