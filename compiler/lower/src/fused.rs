@@ -43,6 +43,10 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         "Relu" => true,
         other => return Err(cx.unsupported(format!("FusedMatMul activation `{other}`"))),
     };
+    // Targets with an integer dot product: i32 accumulation on weights packed at compile time.
+    if crate::int_dot::fused_matmul(cx, node, relu)? {
+        return Ok(Execution::Kernel);
+    }
     let zps = if int(at) && int(bt) {
         [node.input(3), node.input(4)]
     } else {

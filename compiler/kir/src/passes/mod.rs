@@ -14,6 +14,7 @@
 //! Every pass keeps the kernel's buffers (and their dtypes) as they are, and its output passes
 //! the verifier.
 
+mod int_dot;
 mod lowp;
 pub mod math;
 mod mma;
@@ -81,6 +82,7 @@ pub fn check_backend_subset(k: &Kernel) -> Result<(), KirError> {
                 | InstKind::TileStore { .. }
                 | InstKind::TileCopy { .. }
                 | InstKind::TileMma { .. }
+                | InstKind::TileDot { .. }
                 | InstKind::TileReduce(..)
                 | InstKind::TileBroadcast(_)
                 | InstKind::TileTranspose(_)
