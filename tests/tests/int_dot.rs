@@ -49,7 +49,7 @@ fn model(dims: &[u64], (k, n): (u64, u64), epilogue: bool) -> (String, Vec<i64>,
         .collect::<Vec<_>>()
         .join(",");
     let (extra, args, attr) = if epilogue {
-        let bias: Vec<String> = (0..n).map(|j| format!("{}.5", j as i64 - 9)).collect();
+        let bias: Vec<String> = (0..n).map(|j| format!("{:?}", bias_of(j))).collect();
         (
             format!(
                 "  const %b = dense<f32[{n}]: [{}]>\n  const %s = dense<f32[]: [0.0078125]>\n",
@@ -73,6 +73,11 @@ fn model(dims: &[u64], (k, n): (u64, u64), epilogue: bool) -> (String, Vec<i64>,
         list(&zw)
     );
     (src, w, zx, zw)
+}
+
+/// The bias of column `j` (exact in f32 and in its text form).
+fn bias_of(j: u64) -> f32 {
+    j as f32 * 0.5 - 9.25
 }
 
 fn targets() -> Vec<&'static str> {
@@ -105,7 +110,7 @@ fn integer_matmul_with_zero_points_is_exact_on_every_cpu_target() {
                     .map(|l| (x[i * k as usize + l] - zx) * (w[l * n as usize + j] - zw[j]))
                     .sum();
                 if epilogue {
-                    (s as f32 * 0.0078125 + (j as f32 - 9.0 + 0.5)).max(0.0)
+                    (s as f32 * 0.0078125 + bias_of(j as u64)).max(0.0)
                 } else {
                     s as f32
                 }
