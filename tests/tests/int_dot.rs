@@ -29,7 +29,10 @@ fn bytes(n: usize, seed: u32, signed: bool) -> Vec<i64> {
 }
 
 fn list(v: &[i64]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `y = scale · (x − zx)(w − zw) + bias`, ReLU'd when asked, for x `u8[batch.., m, k]`.
@@ -102,7 +105,11 @@ fn integer_matmul_with_zero_points_is_exact_on_every_cpu_target() {
         let mut g = text::parse(&src).unwrap_or_else(|e| panic!("parse: {e}\n{src}"));
         tessera_ir::infer_shapes(&mut g).unwrap_or_else(|e| panic!("infer: {e}"));
         let x = bytes((m * k) as usize, 5, false);
-        let xt = Tensor::new(DType::U8, dims.clone(), x.iter().map(|&v| v as u8).collect());
+        let xt = Tensor::new(
+            DType::U8,
+            dims.clone(),
+            x.iter().map(|&v| v as u8).collect(),
+        );
         let want: Vec<f32> = (0..m * n)
             .map(|e| {
                 let (i, j) = ((e / n) as usize, (e % n) as usize);

@@ -833,7 +833,14 @@ impl<'k> Machine<'k, '_> {
                     let mut s = self.regs[xo + l];
                     for g in 0..group {
                         let i = group * l + g;
-                        s = mac(DType::I32, at.elem, bt.elem, s, self.regs[ao + i], self.regs[bo + i]);
+                        s = mac(
+                            DType::I32,
+                            at.elem,
+                            bt.elem,
+                            s,
+                            self.regs[ao + i],
+                            self.regs[bo + i],
+                        );
                     }
                     self.regs[ro + l] = s;
                 }

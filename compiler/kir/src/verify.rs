@@ -464,7 +464,8 @@ impl<'k> Verifier<'k> {
                         format!("dot accumulates into {xt}; expected i32 or a vector of i32"),
                     ));
                 }
-                let narrow = |e: DType| matches!(e, DType::I8 | DType::U8 | DType::I16 | DType::U16);
+                let narrow =
+                    |e: DType| matches!(e, DType::I8 | DType::U8 | DType::I16 | DType::U16);
                 for (what, ot) in [("left", at), ("right", bt)] {
                     if !narrow(ot.elem) || ot.is_tile() {
                         return Err(self.err(

@@ -223,7 +223,12 @@ fn tile_dot_is_the_product_of_the_unpacked_operand_in_every_expansion() {
         let kern = tile_dot_kernel((ad, bd, g), (m, n, k), (4, 8, 8));
         verify(&kern).unwrap();
         let mut outs = Vec::new();
-        for o in [None, Some(ScalarizeOptions::default()), Some(opts(2)), Some(opts(4))] {
+        for o in [
+            None,
+            Some(ScalarizeOptions::default()),
+            Some(opts(2)),
+            Some(opts(4)),
+        ] {
             let mut kk = kern.clone();
             if let Some(o) = o {
                 scalarize_tiles(&mut kk, &o).unwrap();
@@ -298,7 +303,12 @@ fn verifier_refuses_ill_formed_dots() {
         raw_dot(v(DType::I32, 4), v(DType::F32, 8), v(DType::I16, 8)),
         "expected a vector of i8, u8, i16 or u16",
     );
-    verify(&raw_dot(v(DType::I32, 4), v(DType::U8, 16), v(DType::I8, 16))).unwrap();
+    verify(&raw_dot(
+        v(DType::I32, 4),
+        v(DType::U8, 16),
+        v(DType::I8, 16),
+    ))
+    .unwrap();
     // tile.dot: a packed operand of 3 columns per output column, and an f32 accumulator.
     let tile_dot = |bcols: u16, acc: DType| {
         let mut k = KernelBuilder::new("bad_tile_dot");

@@ -378,9 +378,6 @@ mod tests {
         assert_eq!(p.col_sums, vec![6, 6]);
         // i8 quads refuse values that do not fit.
         assert!(pack_weights(&[-128], &[1], (1, 1), 4, DType::I8).is_none());
-        assert_eq!(
-            bytes_of(&[-1, 2], DType::I16),
-            vec![0xff, 0xff, 2, 0]
-        );
+        assert_eq!(bytes_of(&[-1, 2], DType::I16), vec![0xff, 0xff, 2, 0]);
     }
 }

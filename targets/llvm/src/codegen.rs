@@ -741,7 +741,11 @@ impl Cg<'_> {
         let g = n / l;
         let wide = format!("<{n} x i32>");
         let ext = |cg: &mut Self, v: Val, t: Ty| -> R<String> {
-            let how = if t.elem.is_signed_int() { "sext" } else { "zext" };
+            let how = if t.elem.is_signed_int() {
+                "sext"
+            } else {
+                "zext"
+            };
             let tv = cg.typed(v)?;
             Ok(cg.emit(&format!("{how} {tv} to {wide}")))
         };

@@ -590,13 +590,7 @@ impl Sc {
                 let apack = self.new_buf(Ty::tile(DType::I32, m as u16, (k / g) as u16));
                 let bufs = (self.buf(a), self.buf(bt), self.buf(r), apack);
                 let opts = self.opts;
-                super::int_dot::expand(
-                    &mut self.b,
-                    bufs,
-                    (at.elem, btt.elem),
-                    (m, n, k, g),
-                    &opts,
-                );
+                super::int_dot::expand(&mut self.b, bufs, (at.elem, btt.elem), (m, n, k, g), &opts);
             }
             // ==== `tile.reduce` ====
             TileReduce(op, axis, x) => {
@@ -1189,7 +1183,12 @@ fn mul_add(b: &mut KernelBuilder, x: Val, y: Val, acc: Val, fma: bool) -> Val {
 
 /// Calls `f(b, start, count)` over `0..n` in blocks of `blk`: a loop over the full blocks
 /// (`count == blk`), then once for the remainder if there is one.
-pub(super) fn blocks(b: &mut KernelBuilder, n: u32, blk: u32, f: &dyn Fn(&mut KernelBuilder, Val, u32)) {
+pub(super) fn blocks(
+    b: &mut KernelBuilder,
+    n: u32,
+    blk: u32,
+    f: &dyn Fn(&mut KernelBuilder, Val, u32),
+) {
     let full = n / blk * blk;
     if full > 0 {
         let (lo, hi, st) = (b.index(0), b.index(full as i64), b.index(blk as i64));
