@@ -45,7 +45,7 @@ pub(super) fn expand(
         scalar_cols(b, (ab, bb, rb), (m, n, k, g), 0);
         return;
     };
-    pack_a(b, (ab, apack), (m, k, g), de);
+    pack_a(b, (ab, apack), (m, k, g), (a, de), opts.vector_bytes);
     let (mr, nv) = (opts.block_rows.max(1), opts.block_vectors.max(1));
     let wide = nv * lanes;
     let n_wide = n / wide * wide;
@@ -66,39 +66,69 @@ pub(super) fn expand(
 }
 
 /// Packs each group of `g` consecutive k values of A's rows, converted to `de` (i16 or u8),
-/// into one i32 word: `ap[i·k/g + p]` holds `a[i][p·g + q]` in bits `q·w .. q·w + w`.
-fn pack_a(b: &mut KernelBuilder, (ab, ap): (Buf, Buf), (m, k, g): (u32, u32, u32), de: DType) {
-    let w = de.bits() as i64;
-    let mask = b.constant(Ty::scalar(DType::I32), Scalar::Int((1i64 << w) - 1));
-    let (lo, one) = (b.index(0), b.index(1));
-    let (mm, kp) = (b.index(m as i64), b.index((k / g) as i64));
-    let kk = b.index(k as i64);
-    let gv = b.index(g as i64);
-    b.for_loop(lo, mm, one, &[], |b, i, _| {
-        let arow = b.mul(i, kk);
-        let prow = b.mul(i, kp);
-        let lo = b.index(0);
-        b.for_loop(lo, kp, one, &[], |b, p, _| {
-            let pg = b.mul(p, gv);
-            let a0 = b.add(arow, pg);
-            let mut word = b.constant(Ty::scalar(DType::I32), Scalar::Int(0));
-            for q in 0..g {
-                let e = plus(b, a0, q as i64);
-                let x = b.load(ab, e, 1);
-                let x = b.cast(x, DType::I32, NO_SAT);
-                let x = b.binary(BinOp::And, x, mask);
-                let x = if q == 0 {
-                    x
-                } else {
-                    let s = b.constant(Ty::scalar(DType::I32), Scalar::Int(q as i64 * w));
-                    b.binary(BinOp::Shl, x, s)
-                };
-                word = b.binary(BinOp::Or, word, x);
-            }
-            let e = b.add(prow, p);
-            b.store(ap, e, word);
+/// into one i32 word: `ap[i·k/g + p]` holds `a[i][p·g + q]` in bits `q·w .. q·w + w`. A row
+/// of `k = kp·g` elements is `kp` words, so the whole tile packs as one flat array: in vectors
+/// of `vector_bytes` elements of A (converted to `de`, whose little-endian lanes are then the
+/// words: a bitcast), and the rest group by group in scalars.
+fn pack_a(
+    b: &mut KernelBuilder,
+    (ab, ap): (Buf, Buf),
+    (m, k, g): (u32, u32, u32),
+    (a, de): (DType, DType),
+    vector_bytes: u32,
+) {
+    let total = m * k;
+    let chunk = vector_bytes / (a.bits() / 8).max(1);
+    let full = if chunk >= g && chunk % g == 0 {
+        total / chunk * chunk
+    } else {
+        0
+    };
+    if full > 0 {
+        let words = chunk / g;
+        let (lo, hi, st) = (
+            b.index(0),
+            b.index((full / g) as i64),
+            b.index(words as i64),
+        );
+        let gv = b.index(g as i64);
+        b.for_loop(lo, hi, st, &[], |b, we, _| {
+            let e = b.mul(we, gv);
+            let x = b.load(ab, e, chunk as u16);
+            let x = b.cast(x, de, NO_SAT);
+            let w = b.bitcast(x, Ty::vector(DType::I32, words as u16));
+            b.store(ap, we, w);
             Vec::new()
         });
+    }
+    if full == total {
+        return;
+    }
+    let w = de.bits() as i64;
+    let mask = b.constant(Ty::scalar(DType::I32), Scalar::Int((1i64 << w) - 1));
+    let (lo, hi, one) = (
+        b.index((full / g) as i64),
+        b.index((total / g) as i64),
+        b.index(1),
+    );
+    let gv = b.index(g as i64);
+    b.for_loop(lo, hi, one, &[], |b, p, _| {
+        let a0 = b.mul(p, gv);
+        let mut word = b.constant(Ty::scalar(DType::I32), Scalar::Int(0));
+        for q in 0..g {
+            let e = plus(b, a0, q as i64);
+            let x = b.load(ab, e, 1);
+            let x = b.cast(x, DType::I32, NO_SAT);
+            let x = b.binary(BinOp::And, x, mask);
+            let x = if q == 0 {
+                x
+            } else {
+                let s = b.constant(Ty::scalar(DType::I32), Scalar::Int(q as i64 * w));
+                b.binary(BinOp::Shl, x, s)
+            };
+            word = b.binary(BinOp::Or, word, x);
+        }
+        b.store(ap, p, word);
         Vec::new()
     });
 }
