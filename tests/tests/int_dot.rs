@@ -143,3 +143,39 @@ fn integer_matmul_with_zero_points_is_exact_on_every_cpu_target() {
         }
     }
 }
+
+#[test]
+fn matmul_integer_with_zero_points_is_exact_on_every_cpu_target() {
+    let (m, k, n) = (6u64, 45u64, 33u64);
+    let (src, w, zx, zw) = model(&[m, k], (k, n), false);
+    let src = src.replace("%y: f32[", "%y: i32[").replace(
+        "FusedMatMul(%x, %w, _, %zx, %zw)",
+        "MatMulInteger(%x, %w, %zx, %zw)",
+    );
+    let mut g = text::parse(&src).unwrap_or_else(|e| panic!("parse: {e}\n{src}"));
+    tessera_ir::infer_shapes(&mut g).unwrap_or_else(|e| panic!("infer: {e}"));
+    let x = bytes((m * k) as usize, 9, false);
+    let xt = Tensor::new(DType::U8, vec![m, k], x.iter().map(|&v| v as u8).collect());
+    let want: Vec<i64> = (0..m * n)
+        .map(|e| {
+            let (i, j) = ((e / n) as usize, (e % n) as usize);
+            (0..k as usize)
+                .map(|l| (x[i * k as usize + l] - zx) * (w[l * n as usize + j] - zw[j]))
+                .sum()
+        })
+        .collect();
+    for target in targets() {
+        let c = tessera_driver::compile_graph_traced(&g, "test", target, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        let dot = c
+            .kernels
+            .iter()
+            .any(|kk| tessera_kir::print_kernel(kk).contains("tile.dot"));
+        assert_eq!(dot, target != "interp", "{target}: tile.dot used");
+        let out = tessera_driver::load(c.artifact, target)
+            .unwrap()
+            .run(&[xt.clone()])
+            .unwrap();
+        assert_eq!(out[0].to_i64_vec().unwrap(), want, "{target}");
+    }
+}

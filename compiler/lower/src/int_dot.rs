@@ -11,9 +11,11 @@
 //! `Σ_k b'` a second constant. Everything is exact in i32 (no overflow for K < 2^15); the
 //! epilogue (the result type, the scale, the bias, the activation) is FusedMatMul's.
 //!
-//! The path is taken when B is a 2-D constant `[K, N]` (A may have any leading dims: they fold
-//! into M), A and B are `u8`/`i8`, B's zero point is a constant (one or one per column) and
-//! A's is one value; anything else keeps the general tile program of `contraction.rs`.
+//! The path is taken for FusedMatMul ([`fused_matmul`]) and MatMulInteger ([`matmul_integer`],
+//! whose i32 result is the corrected accumulator) when B is a 2-D constant `[K, N]` (A may have
+//! any leading dims: they fold into M), A and B are `u8`/`i8`, B's zero point is a constant
+//! (one or one per column) and A's is one value; anything else keeps the general tile program
+//! of `contraction.rs`.
 
 use crate::contraction::{mm_tiles, scale_tile};
 use crate::movement::{operand, result};
@@ -91,6 +93,47 @@ fn bytes_of(vals: &[i64], dtype: DType) -> Vec<u8> {
 /// Lowers FusedMatMul `node` through `tile.dot` when the target and the operands allow it
 /// (see the module doc); `Ok(false)` leaves it to the general path.
 pub(crate) fn fused_matmul(cx: &mut LowerCx, node: &Node, relu: bool) -> Result<bool> {
+    let ops = Operands {
+        a_zp: node.input(3),
+        b_zp: node.input(4),
+        bias: node.input(2),
+        scale: node.input(5),
+        relu,
+    };
+    try_lower(cx, node, ops)
+}
+
+/// Lowers MatMulInteger `node` (an i32 result: the accumulator, less the zero-point term)
+/// through `tile.dot` when the target and the operands allow it; `Ok(false)` leaves it to the
+/// general path.
+pub(crate) fn matmul_integer(cx: &mut LowerCx, node: &Node) -> Result<bool> {
+    let ops = Operands {
+        a_zp: node.input(2),
+        b_zp: node.input(3),
+        bias: None,
+        scale: None,
+        relu: false,
+    };
+    try_lower(cx, node, ops)
+}
+
+/// Where a product's operands beyond A (0) and B (1) are: FusedMatMul's or MatMulInteger's.
+struct Operands {
+    a_zp: Option<tessera_ir::ValueId>,
+    b_zp: Option<tessera_ir::ValueId>,
+    bias: Option<tessera_ir::ValueId>,
+    scale: Option<tessera_ir::ValueId>,
+    relu: bool,
+}
+
+fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
+    let Operands {
+        a_zp,
+        b_zp,
+        bias: bias_in,
+        scale: scale_in,
+        relu,
+    } = ops;
     let int_dot = cx.desc.int_dot;
     let (a, b, y) = (
         operand(cx, node, 0)?,
@@ -99,7 +142,7 @@ pub(crate) fn fused_matmul(cx: &mut LowerCx, node: &Node, relu: bool) -> Result<
     );
     let (at, bt, yt) = (cx.dtype(a)?, cx.dtype(b)?, cx.dtype(y)?);
     let byte = |t: DType| matches!(t, DType::I8 | DType::U8);
-    if int_dot == 0 || !byte(at) || !byte(bt) || !yt.is_float() {
+    if int_dot == 0 || !byte(at) || !byte(bt) || !(yt.is_float() || yt == DType::I32) {
         return Ok(false);
     }
     let Some(bw) = cx.konst(b) else {
@@ -118,14 +161,13 @@ pub(crate) fn fused_matmul(cx: &mut LowerCx, node: &Node, relu: bool) -> Result<
         return Ok(false);
     }
     // Zero points: B's a constant (one or per column), A's one value.
-    let zb = match node.input(4) {
+    let zb = match b_zp {
         Some(z) => match cx.konst(z).and_then(|t| t.to_i64_vec()) {
             Some(v) if v.len() == 1 || v.len() as u64 == n => v,
             _ => return Ok(false),
         },
         None => vec![0],
     };
-    let a_zp = node.input(3);
     if let Some(z) = a_zp {
         if cx.numel(z)? != 1 || !byte(cx.dtype(z)?) {
             return Ok(false);
@@ -143,7 +185,7 @@ pub(crate) fn fused_matmul(cx: &mut LowerCx, node: &Node, relu: bool) -> Result<
     let Some(pw) = pack_weights(&bvals, &zb, (k, n), g, pdt) else {
         return Ok(false);
     };
-    if let Some(c) = node.input(2) {
+    if let Some(c) = bias_in {
         if cx.numel(c)? != n || cx.dims(c)?.iter().rev().skip(1).any(|&d| d != 1) {
             return Err(cx.invalid(format!(
                 "bias {:?} is not one value per column",
@@ -151,7 +193,7 @@ pub(crate) fn fused_matmul(cx: &mut LowerCx, node: &Node, relu: bool) -> Result<
             )));
         }
     }
-    let scale = match node.input(5) {
+    let scale = match scale_in {
         Some(s) => {
             let len = cx.numel(s)?;
             if len != 1 && len != n {
@@ -185,7 +227,7 @@ pub(crate) fn fused_matmul(cx: &mut LowerCx, node: &Node, relu: bool) -> Result<
         }
         None => None,
     };
-    let bias = match node.input(2) {
+    let bias = match bias_in {
         Some(c) => {
             args.push(cx.buffer(c)?);
             Some(cx.dtype(c)?)
@@ -201,7 +243,7 @@ pub(crate) fn fused_matmul(cx: &mut LowerCx, node: &Node, relu: bool) -> Result<
     // Whole groups per k step.
     let tk = (tk as u64).div_ceil(g as u64) * g as u64;
     let spec = DotSpec {
-        name: cx.kernel_name("fusedmatmul"),
+        name: cx.kernel_name(&node.op.name().to_ascii_lowercase()),
         a: (at, m * k),
         packed: (pdt, pw.rows, g),
         y: (yt, m * n),
@@ -297,7 +339,8 @@ fn dot_kernel(s: &DotSpec) -> tessera_kir::Kernel {
         vec![b.tile_dot(ta, tb, acc[0])]
     })[0];
 
-    // Epilogue: − za·Σ_k b', to f32, × scale, + bias, [ReLU], to Y's type.
+    // Epilogue: − za·Σ_k b', then (for a float Y) to f32, × scale, + bias, [ReLU], to Y's
+    // type.
     let mut out = acc;
     if let Some((sums, zbuf)) = zbufs {
         let zt = b.tile_load(
@@ -323,6 +366,16 @@ fn dot_kernel(s: &DotSpec) -> tessera_kir::Kernel {
         let st = b.tile_broadcast(st, tm, tn);
         let corr = b.mul(zt, st);
         out = b.sub(out, corr);
+    }
+    if s.y.0 == DType::I32 {
+        b.tile_store(
+            TileAt {
+                view: view(ybuf, [m, n], [n as i64, 1]),
+                origin: vec![i0, j0],
+            },
+            out,
+        );
+        return kb.finish();
     }
     let mut out = b.cast(out, DType::F32, NO_SAT);
     if let (Some((_, len)), Some(sb)) = (s.scale, sbuf) {
