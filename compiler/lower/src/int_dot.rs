@@ -26,22 +26,22 @@ use tessera_kir::{Access, CastMode, KernelBuilder, Scalar, TileAt, View};
 const NO_SAT: CastMode = CastMode { saturate: false };
 
 /// The weights of an 8-bit product packed for a `dot` of groups of `g`: a `(K/g) × (N·g)`
-/// row-major array of `dtype` (`b'[p·g+q][j]` at row `p`, column `j·g+q`, zeros past K) and
-/// the column sums `Σ_k b'[k][j]`.
+/// row-major array of `dtype` (`b'[p·g+q][j]` at row `p`, column `j·g+q`, zeros past K), as
+/// little-endian bytes, and the column sums `Σ_k b'[k][j]`.
 #[derive(Debug, PartialEq)]
 pub struct PackedWeights {
     pub g: u32,
     pub dtype: DType,
     pub rows: u64,
-    pub data: Vec<i64>,
+    pub data: Vec<u8>,
     pub col_sums: Vec<i64>,
 }
 
-/// Packs `b` (`k × n` values, row-major) minus the zero points `zb` (one, or one per column)
-/// in groups of `g` (2 or 4) as `dtype` (i16 for pairs, i8 for quads). `None` when a value
-/// does not fit `dtype`.
+/// Packs `b` (`k × n` values, row-major: `b(i)` is element `i`) minus the zero points `zb`
+/// (one, or one per column) in groups of `g` (2 or 4) as `dtype` (i16 for pairs, i8 for
+/// quads). `None` when a value does not fit `dtype`.
 pub fn pack_weights(
-    b: &[i64],
+    b: impl Fn(usize) -> i64,
     zb: &[i64],
     (k, n): (u64, u64),
     g: u32,
@@ -54,17 +54,19 @@ pub fn pack_weights(
     };
     let g64 = g as u64;
     let rows = k.div_ceil(g64);
-    let mut data = vec![0i64; (rows * n * g64) as usize];
+    let width = (dtype.bits() / 8) as usize;
+    let mut data = vec![0u8; (rows * n * g64) as usize * width];
     let mut col_sums = vec![0i64; n as usize];
     for kk in 0..k {
         for j in 0..n {
             let z = if zb.len() == 1 { zb[0] } else { zb[j as usize] };
-            let v = b[(kk * n + j) as usize] - z;
+            let v = b((kk * n + j) as usize) - z;
             if v < lo || v > hi {
                 return None;
             }
             let (p, q) = (kk / g64, kk % g64);
-            data[(p * n * g64 + j * g64 + q) as usize] = v;
+            let at = (p * n * g64 + j * g64 + q) as usize * width;
+            data[at..at + width].copy_from_slice(&(v as i16).to_le_bytes()[..width]);
             col_sums[j as usize] += v;
         }
     }
@@ -173,8 +175,17 @@ fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
             return Ok(false);
         }
     }
-    let Some(bvals) = bw.to_i64_vec() else {
+    if bw.bytes.len() as u64 != k * n {
         return Ok(false);
+    }
+    let signed = bt == DType::I8;
+    let bval = |i: usize| {
+        let x = bw.bytes[i];
+        if signed {
+            x as i8 as i64
+        } else {
+            x as i64
+        }
     };
     let quads = int_dot == 4 && at == DType::U8 && bt == DType::I8 && zb.iter().all(|&z| z == 0);
     let (g, pdt) = if quads {
@@ -182,7 +193,7 @@ fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
     } else {
         (2, DType::I16)
     };
-    let Some(pw) = pack_weights(&bvals, &zb, (k, n), g, pdt) else {
+    let Some(pw) = pack_weights(bval, &zb, (k, n), g, pdt) else {
         return Ok(false);
     };
     if let Some(c) = bias_in {
@@ -206,11 +217,12 @@ fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
 
     // Buffers: A, the packed weights, [their column sums, A's zero point], [bias], [scale], Y.
     let name = cx.graph.value(b).name.clone();
+    let rows = pw.rows;
     let bp = cx.const_buffer(
         &format!("{name}.packed{g}"),
         pdt,
-        vec![pw.rows, n * g as u64],
-        bytes_of(&pw.data, pdt),
+        vec![rows, n * g as u64],
+        pw.data,
     );
     let mut args = vec![cx.buffer(a)?, bp];
     let zp = match a_zp {
@@ -245,7 +257,7 @@ fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
     let spec = DotSpec {
         name: cx.kernel_name(&node.op.name().to_ascii_lowercase()),
         a: (at, m * k),
-        packed: (pdt, pw.rows, g),
+        packed: (pdt, rows, g),
         y: (yt, m * n),
         mnk: (m, n, k),
         tiles: (tm, tn, tk as u16),
@@ -424,13 +436,15 @@ mod tests {
     fn weights_pack_in_groups_with_zero_points_and_column_sums() {
         // b = [[1, 2], [3, 4], [5, 6]] (k = 3, n = 2), zb = [1, 2].
         let b = [1, 2, 3, 4, 5, 6];
-        let p = pack_weights(&b, &[1, 2], (3, 2), 2, DType::I16).unwrap();
+        let p = pack_weights(|i| b[i], &[1, 2], (3, 2), 2, DType::I16).unwrap();
         assert_eq!(p.rows, 2);
         // Row 0: k 0..2 of column 0 then column 1; row 1: k 2 and padding.
-        assert_eq!(p.data, vec![0, 2, 0, 2, 4, 0, 4, 0]);
+        assert_eq!(p.data, bytes_of(&[0, 2, 0, 2, 4, 0, 4, 0], DType::I16));
         assert_eq!(p.col_sums, vec![6, 6]);
         // i8 quads refuse values that do not fit.
-        assert!(pack_weights(&[-128], &[1], (1, 1), 4, DType::I8).is_none());
+        assert!(pack_weights(|_| -128, &[1], (1, 1), 4, DType::I8).is_none());
+        let q = pack_weights(|i| [-128, 5, 127, 0][i], &[0], (4, 1), 4, DType::I8).unwrap();
+        assert_eq!(q.data, vec![0x80, 5, 0x7f, 0]);
         assert_eq!(bytes_of(&[-1, 2], DType::I16), vec![0xff, 0xff, 2, 0]);
     }
 }
