@@ -89,7 +89,7 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         })?),
     };
     // Targets with an integer dot product: i32 accumulation on weights packed at compile time.
-    if crate::int_dot::fused_matmul(cx, node, relu)? {
+    if crate::int_dot::fused_matmul(cx, node, activation)? {
         return Ok(Execution::Kernel);
     }
     let zps = if int(at) && int(bt) {

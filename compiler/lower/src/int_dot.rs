@@ -18,6 +18,7 @@
 //! of `contraction.rs`.
 
 use crate::contraction::{mm_tiles, scale_tile};
+use crate::fused::Activation;
 use crate::movement::{operand, result};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node};
@@ -94,13 +95,17 @@ fn bytes_of(vals: &[i64], dtype: DType) -> Vec<u8> {
 
 /// Lowers FusedMatMul `node` through `tile.dot` when the target and the operands allow it
 /// (see the module doc); `Ok(false)` leaves it to the general path.
-pub(crate) fn fused_matmul(cx: &mut LowerCx, node: &Node, relu: bool) -> Result<bool> {
+pub(crate) fn fused_matmul(
+    cx: &mut LowerCx,
+    node: &Node,
+    activation: Option<Activation>,
+) -> Result<bool> {
     let ops = Operands {
         a_zp: node.input(3),
         b_zp: node.input(4),
         bias: node.input(2),
         scale: node.input(5),
-        relu,
+        activation,
     };
     try_lower(cx, node, ops)
 }
@@ -114,7 +119,7 @@ pub(crate) fn matmul_integer(cx: &mut LowerCx, node: &Node) -> Result<bool> {
         b_zp: node.input(3),
         bias: None,
         scale: None,
-        relu: false,
+        activation: None,
     };
     try_lower(cx, node, ops)
 }
@@ -125,7 +130,7 @@ struct Operands {
     b_zp: Option<tessera_ir::ValueId>,
     bias: Option<tessera_ir::ValueId>,
     scale: Option<tessera_ir::ValueId>,
-    relu: bool,
+    activation: Option<Activation>,
 }
 
 fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
@@ -134,7 +139,7 @@ fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
         b_zp,
         bias: bias_in,
         scale: scale_in,
-        relu,
+        activation,
     } = ops;
     let int_dot = cx.desc.int_dot;
     let (a, b, y) = (
@@ -264,7 +269,7 @@ fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
         zp,
         bias,
         scale: scale.map(|(_, d, l)| (d, l)),
-        relu,
+        activation,
     };
     cx.launch(dot_kernel(&spec), args);
     Ok(true)
@@ -283,7 +288,7 @@ struct DotSpec {
     zp: Option<DType>,
     bias: Option<DType>,
     scale: Option<(DType, u64)>,
-    relu: bool,
+    activation: Option<Activation>,
 }
 
 /// The tile program: each instance owns a `tm × tn` tile of Y, walks K in steps of `tk`
@@ -351,7 +356,7 @@ fn dot_kernel(s: &DotSpec) -> tessera_kir::Kernel {
         vec![b.tile_dot(ta, tb, acc[0])]
     })[0];
 
-    // Epilogue: − za·Σ_k b', then (for a float Y) to f32, × scale, + bias, [ReLU], to Y's
+    // Epilogue: − za·Σ_k b', then (for a float Y) to f32, × scale, + bias, [activation], to Y's
     // type.
     let mut out = acc;
     if let Some((sums, zbuf)) = zbufs {
@@ -413,9 +418,8 @@ fn dot_kernel(s: &DotSpec) -> tessera_kir::Kernel {
         let ct = b.tile_broadcast(ct, tm, tn);
         out = b.add(out, ct);
     }
-    if s.relu {
-        let z = b.const_tile(DType::F32, tm, tn, 0.0);
-        out = b.max(out, z);
+    if let Some(act) = s.activation {
+        out = act.apply(b, out);
     }
     let out = b.cast(out, s.y.0, NO_SAT);
     b.tile_store(
