@@ -115,6 +115,7 @@ fn blocked() -> ScalarizeOptions {
         block_rows: 2,
         block_vectors: 2,
         fma: false,
+        int_dot: 0,
     }
 }
 

@@ -312,7 +312,7 @@ pub(crate) fn tile_matmul_kernel(
 
 /// FusedMatMul's scale as a `tm × tn` tile of `dt`: one value, or the columns `j0..` of one
 /// per column.
-fn scale_tile(
+pub(crate) fn scale_tile(
     b: &mut KernelBuilder,
     buf: Buf,
     len: u64,

@@ -88,6 +88,10 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             ))
         })?),
     };
+    // Targets with an integer dot product: i32 accumulation on weights packed at compile time.
+    if crate::int_dot::fused_matmul(cx, node, activation)? {
+        return Ok(Execution::Kernel);
+    }
     let zps = if int(at) && int(bt) {
         [node.input(3), node.input(4)]
     } else {

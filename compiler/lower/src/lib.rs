@@ -18,6 +18,7 @@ pub mod custom;
 pub mod dense;
 pub mod elementwise;
 pub mod fused;
+pub mod int_dot;
 pub mod movement;
 pub mod quant;
 pub mod random;
@@ -223,6 +224,26 @@ impl<'g> LowerCx<'g> {
             .iter()
             .map(|v| v.map(|v| self.any_buffer(v)).transpose())
             .collect()
+    }
+
+    /// A constant buffer not tied to a graph value, holding `bytes` (e.g. weights packed at
+    /// compile time for a backend's layout).
+    pub fn const_buffer(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        dims: Vec<u64>,
+        bytes: Vec<u8>,
+    ) -> BufferId {
+        self.program.plan.consts.push(bytes);
+        let kind = BufferKind::Const(self.program.plan.consts.len() as u32 - 1);
+        self.program.plan.buffers.push(PlanBuffer {
+            name: name.into(),
+            dtype,
+            dims,
+            kind,
+        });
+        BufferId(self.program.plan.buffers.len() as u32 - 1)
     }
 
     /// A scratch buffer not tied to a graph value (e.g. a transposed copy).

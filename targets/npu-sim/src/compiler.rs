@@ -120,6 +120,7 @@ impl NpuSim {
                 block_rows: 4,
                 block_vectors: 1,
                 fma: false,
+                int_dot: 0,
             };
             scalarize_tiles(k, &opts)?;
             let mut mmas = Vec::new();
