@@ -880,10 +880,11 @@ fn compile_reports_what_the_optimizer_did_and_refuses_bad_levels() {
     for want in [
         "// graph before optimisation",
         "// graph after optimisation",
-        "= Gelu(",
+        "{activation = \"Gelu\"}",
         "optimizer: target host, opt-level 2, precision exact",
         "stopped: saturated",
         "    gelu-erf               1",
+        "    matmul-activation      1",
         "    matmul-bias            6",
         "FusedMatMul node \"Add_attn.query.out\" [fusedmatmul_3] <- MatMul node \"MatMul_attn.query.matmul\", Add node \"Add_attn.query.out\"",
     ] {

@@ -127,9 +127,39 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         }
         None => None,
     };
-    spec.fused = Some(FusedEpilogue { scale, activation });
     spec.y.0 = yt;
-    args.push(cx.buffer(y)?);
+    let yb = cx.buffer(y)?;
+    // A target whose products run on a matrix unit with a vector-unit buffer (npu-sim) places
+    // the product's epilogue next to the accumulator: there a transcendental activation would
+    // leave the matrix unit's schedule, so the product writes its result and the activation
+    // follows as its own elementwise kernel (which streams through the vector unit).
+    let split =
+        activation.is_some_and(|a| a != Activation::Relu) && crate::rows::wants_row_tiles(cx);
+    if split {
+        let act = activation.expect("split only with an activation");
+        spec.fused = Some(FusedEpilogue {
+            scale,
+            activation: None,
+        });
+        let dims = cx.dims(y)?;
+        let pre = cx.scratch("fused_pre_activation", yt, dims.clone());
+        args.push(pre);
+        launch_matmul(cx, &spec, args);
+        let len: u64 = dims.iter().product();
+        let operand = crate::util::EwOperand {
+            buffer: pre,
+            dtype: yt,
+            len,
+            strides: crate::util::strides(&dims),
+            block: None,
+        };
+        crate::util::emit_elementwise(cx, "activation", &[operand], yb, yt, &dims, &|b, v| {
+            act.apply(b, v[0])
+        })?;
+        return Ok(Execution::Kernel);
+    }
+    spec.fused = Some(FusedEpilogue { scale, activation });
+    args.push(yb);
     launch_matmul(cx, &spec, args);
     Ok(Execution::Kernel)
 }
