@@ -16,6 +16,7 @@ use tessera_kir::{
 };
 use tessera_target::TargetDesc;
 
+use crate::panels::Panels;
 use crate::util::{linear_index, unravel};
 
 const NO_SAT: CastMode = CastMode { saturate: false };
@@ -64,6 +65,10 @@ pub(crate) struct MmSpec {
     pub b_zp: Option<ZeroPoint>,
     /// FusedMatMul's epilogue (`fused.rs`); `None` for every other product.
     pub fused: Option<FusedEpilogue>,
+    /// B packed into panels at compile time (`panels.rs`): B is then read as
+    /// `[count][depth][tn]` (the strides above describe the graph's B, no longer read), with
+    /// the tile shape the panels were cut for.
+    pub b_panels: Option<Panels>,
 }
 
 /// What FusedMatMul adds after the product: the accumulator converted to the result type and
@@ -129,7 +134,10 @@ pub(crate) fn mm_tiles(
 /// Launches the tile program of `s` on `args` (in [`tile_matmul_kernel`]'s parameter order),
 /// with the tile shape [`mm_tiles`] picks for the target.
 pub(crate) fn launch_matmul(cx: &mut crate::LowerCx, s: &MmSpec, args: Vec<tessera_kir::BufferId>) {
-    let tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k));
+    let tiles = match s.b_panels {
+        Some(p) => p.tiles,
+        None => mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k)),
+    };
     // A matrix unit with this integer pair multiplies the operands as they are; elsewhere they
     // are widened to the accumulator type first, so backends block the product as an f32 one.
     let pair = format!("{}x{}->{}", s.a.0, s.b.0, s.acc);
@@ -184,7 +192,21 @@ pub(crate) fn tile_matmul_kernel(
         strides: strides.to_vec(),
     };
     let av = view(abuf, a_off, [s.m, s.k], [s.a_rs, s.a_ks]);
-    let bv = view(bbuf, b_off, [s.k, s.n], [s.b_ks, s.b_ns]);
+    // B as the graph holds it, or (packed) as panels: the tile at (k0, j0) is panel
+    // j0 / tn = p2, rows k0.., all of it in range.
+    let (bv, b_origin) = match s.b_panels {
+        Some(p) => {
+            let tn = tn as u64;
+            let v = View {
+                buf: bbuf,
+                offset: zero,
+                dims: vec![p.count, p.depth, tn],
+                strides: vec![(p.depth * tn) as i64, tn as i64, 1],
+            };
+            (v, Some(p2))
+        }
+        None => (view(bbuf, b_off, [s.k, s.n], [s.b_ks, s.b_ns]), None),
+    };
     let afill = if s.a.0.is_float() {
         Scalar::Float(0.0)
     } else {
@@ -218,10 +240,14 @@ pub(crate) fn tile_matmul_kernel(
             tk,
             afill,
         );
+        let origin = match b_origin {
+            Some(p) => vec![p, k0, zero],
+            None => vec![k0, j0],
+        };
         let mut tb = b.tile_load(
             TileAt {
                 view: bv.clone(),
-                origin: vec![k0, j0],
+                origin,
             },
             tk,
             tn,

@@ -19,6 +19,7 @@ pub mod dense;
 pub mod elementwise;
 pub mod fused;
 pub mod movement;
+pub mod panels;
 pub mod quant;
 pub mod random;
 pub mod reduce;
@@ -223,6 +224,26 @@ impl<'g> LowerCx<'g> {
             .iter()
             .map(|v| v.map(|v| self.any_buffer(v)).transpose())
             .collect()
+    }
+
+    /// A compile-time constant buffer not tied to a graph value (e.g. weights packed into
+    /// panels, `panels.rs`).
+    pub fn const_buffer(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        dims: Vec<u64>,
+        bytes: Vec<u8>,
+    ) -> BufferId {
+        self.program.plan.consts.push(bytes);
+        let kind = BufferKind::Const(self.program.plan.consts.len() as u32 - 1);
+        self.program.plan.buffers.push(PlanBuffer {
+            name: name.into(),
+            dtype,
+            dims,
+            kind,
+        });
+        BufferId(self.program.plan.buffers.len() as u32 - 1)
     }
 
     /// A scratch buffer not tied to a graph value (e.g. a transposed copy).

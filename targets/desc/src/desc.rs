@@ -56,6 +56,32 @@ pub struct TargetDesc {
     /// The Da Vinci-style NPU section (`[npu]`), for chips that have one.
     #[serde(default)]
     pub npu: Option<NpuDesc>,
+    /// The CPU schedule section (`[cpu]`), for targets whose matrix products run on CPU
+    /// cores: operand layouts chosen at compile time.
+    #[serde(default)]
+    pub cpu: Option<CpuDesc>,
+}
+
+/// How a CPU target wants the compile-time-constant operand of a matrix product laid out.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperandLayout {
+    /// As the graph holds it (row-major, transposed or not).
+    #[default]
+    AsIs,
+    /// Packed at compile time into panels of one output tile's columns: `[⌈N/tn⌉][K'][tn]`
+    /// (K' rounded up to the k step, zero-padded), so every tile of it is one contiguous,
+    /// in-range block whatever the graph's transposition (mmt4d-style).
+    Panels,
+}
+
+/// The `[cpu]` section: what lowering needs to schedule matrix products for CPU cores.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CpuDesc {
+    /// Layout of a matrix product's constant operand (a MatMul/Gemm's weights, B).
+    #[serde(default)]
+    pub constant_operand: OperandLayout,
 }
 
 /// The launch model.
@@ -360,6 +386,22 @@ impl TargetDesc {
 
     pub fn has_dtype(&self, dtype: DType) -> bool {
         self.dtypes.contains(&dtype)
+    }
+
+    /// The layout this target wants for the constant operand of a matrix product.
+    pub fn constant_operand_layout(&self) -> OperandLayout {
+        self.cpu
+            .as_ref()
+            .map(|c| c.constant_operand)
+            .unwrap_or_default()
+    }
+
+    /// Bytes of the first cache of this target (its level-1 data cache) and of the last one,
+    /// in file order; `None` where it lists no cache.
+    pub fn cache_bytes(&self) -> Option<(u64, u64)> {
+        let mut caches = self.memory.iter().filter(|m| m.role == MemoryRole::Cache);
+        let first = caches.next()?.bytes;
+        Some((first, caches.last().map_or(first, |m| m.bytes)))
     }
 }
 

@@ -1,0 +1,82 @@
+//! Compile-time packing of a matrix product's constant operand into panels: the one place
+//! where lowering changes the layout of a constant. Start at [`constant_b`].
+//!
+//! A CPU target whose description asks for it (`[cpu] constant_operand = "panels"`) gets the
+//! B operand of a MatMul/Gemm (the weights) laid out as `P[p][k][c] = B(k, p·tn + c)`, with
+//! `p < ⌈N/tn⌉`, `k < K'` (K rounded up to the k step `tk`) and `c < tn`, zeros outside B.
+//! Each `tk × tn` tile the product's tile program loads is then one contiguous block that
+//! lies wholly in range: the load is a straight copy with no masks, and the register-blocked
+//! micro-kernel reads B in order whether the graph held it transposed (`transB`) or not.
+//! Other targets (the interpreter, the NPUs, which place tiles in their own buffers) keep B
+//! as the graph holds it: the decision is the description's.
+
+use tessera_ir::ValueId;
+use tessera_kir::BufferId;
+use tessera_target::OperandLayout;
+
+use crate::contraction::{mm_tiles, MmSpec};
+use crate::{LowerCx, Result};
+
+/// How a packed B is laid out: the product's tile shape (which fixed the panels) and the
+/// panel count and padded depth.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Panels {
+    pub tiles: (u16, u16, u16),
+    /// ⌈N / tn⌉.
+    pub count: u64,
+    /// K rounded up to a multiple of tk.
+    pub depth: u64,
+}
+
+/// The buffer the product `s` reads its B operand (graph value `b`) from: a packed copy
+/// (and `s` updated to read panels) when the target asks for panels and B is a float
+/// compile-time constant read the same way by every batch; B's own buffer otherwise.
+pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result<BufferId> {
+    let packable = cx.desc.constant_operand_layout() == OperandLayout::Panels
+        && s.b.0.is_float()
+        && s.b.0.bits() % 8 == 0
+        && s.b.0 == s.a.0
+        && s.b_zp.is_none()
+        && s.b_bst.iter().all(|&st| st == 0)
+        && s.n > 1;
+    let Some(t) = cx.konst(b).filter(|_| packable) else {
+        return cx.buffer(b);
+    };
+    let (m, n, k) = (s.m, s.n, s.k);
+    let tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (m, n, k));
+    let (tn, tk) = (tiles.1 as u64, tiles.2 as u64);
+    let (count, depth) = (n.div_ceil(tn), k.div_ceil(tk) * tk);
+    let width = (s.b.0.bits() / 8) as usize;
+    let len = count * depth * tn;
+    if t.bytes.len() as u64 != s.b.1 * width as u64 {
+        return Err(cx.invalid(format!(
+            "constant B `{}` holds {} bytes, not the {} its {} elements of {} take",
+            cx.graph.value(b).name,
+            t.bytes.len(),
+            s.b.1 * width as u64,
+            s.b.1,
+            s.b.0
+        )));
+    }
+    let mut out = vec![0u8; len as usize * width];
+    for p in 0..count {
+        let cols = tn.min(n - p * tn);
+        for kk in 0..k {
+            let dst = ((p * depth + kk) * tn) as usize * width;
+            for c in 0..cols {
+                let src = (kk as i64 * s.b_ks + (p * tn + c) as i64 * s.b_ns) as usize * width;
+                let d = dst + c as usize * width;
+                out[d..d + width].copy_from_slice(&t.bytes[src..src + width]);
+            }
+        }
+    }
+    let name = format!("{}.panels", cx.graph.value(b).name);
+    let buf = cx.const_buffer(&name, s.b.0, vec![count, depth, tn], out);
+    s.b.1 = len;
+    s.b_panels = Some(Panels {
+        tiles,
+        count,
+        depth,
+    });
+    Ok(buf)
+}
