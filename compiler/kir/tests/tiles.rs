@@ -156,6 +156,34 @@ fn masked_f32_gemm_matches_reference_and_every_scalarization() {
 }
 
 #[test]
+fn paneled_b_tiles_match_the_reference() {
+    // B tiles wider than one register block are kept in column panels: full panels and a
+    // narrower last one (20 = 8 + 8 + 4, or 5 of 4), on tiles wholly in range and on the
+    // masked edge tiles (n = 30, k = 13).
+    let (m, n, k) = (7u64, 30u64, 13u64);
+    let a = data((m * k) as usize, 7);
+    let bm = data((k * n) as usize, 8);
+    let bias = data(n as usize, 9);
+    let want = gemm_ref(&a, &bm, &bias, (m as usize, n as usize, k as usize));
+    for (tiles, nv) in [((4, 20, 4), 2), ((4, 20, 8), 1), ((8, 16, 16), 2)] {
+        let mut kk = gemm_kernel(DType::F32, (m, n, k), tiles);
+        let opts = ScalarizeOptions {
+            block_vectors: nv,
+            ..blocked()
+        };
+        scalarize_tiles(&mut kk, &opts).unwrap();
+        let mut args = vec![
+            f32_bytes(&a),
+            f32_bytes(&bm),
+            f32_bytes(&bias),
+            vec![0u8; (m * n * 4) as usize],
+        ];
+        run(&kk, &mut args);
+        close(&f32_of(&args[3]), &want, 1e-5);
+    }
+}
+
+#[test]
 fn f16_gemm_widens_tiles_and_stays_exact() {
     let (m, n, k) = (9u64, 12u64, 20u64);
     let kern = gemm_kernel(DType::F16, (m, n, k), (8, 8, 8));

@@ -86,7 +86,8 @@ pub(crate) struct FusedEpilogue {
 /// The base shape is the target's `matmul_tile`. Where its matrix unit runs the pair (its
 /// `mma` table), each side is rounded up to a multiple of the unit's tile. Each side is then
 /// clamped to the problem (rounded up to the unit's tile), so small products do not compute
-/// padding; and the tiles are kept within the IR's tile size limit.
+/// padding; on a CPU the k and n sides are capped from its caches (below); and the tiles are
+/// kept within the IR's tile size limit.
 pub(crate) fn mm_tiles(
     desc: &TargetDesc,
     a: DType,
@@ -116,6 +117,20 @@ pub(crate) fn mm_tiles(
         fit(desc.matmul_tile[1], n, unit[1]),
         fit(desc.matmul_tile[2], k, unit[2]),
     );
+    // Cache blocking on a CPU (a `[cpu]` register block and caches in the desc), for float
+    // products: the k step is capped so that one B panel (tk rows of the register block's
+    // width, held in f32) fits half the level-1 cache, where it stays while every block of A
+    // rows passes it; and the n side so that the B tile fits half the last cache.
+    if let (Some((_, vectors)), Some((l1, last))) = (desc.register_block(), desc.cache_bytes()) {
+        if acc.is_float() && desc.mma.is_empty() {
+            let row = vectors as u64 * desc.vector_bytes.max(4) as u64;
+            let kmax = (l1 / 2 / row) / 16 * 16;
+            tk = tk.min(kmax.max(16));
+            let width = row / 4;
+            let nmax = (last / 2 / (tk * 4)) / width * width;
+            tn = tn.min(nmax.max(width));
+        }
+    }
     tk = even(tk, k, unit[2]);
     // Keep every tile (A: tm × tk, B: tk × tn, acc: tm × tn) within the IR's limit.
     let limit = tessera_kir::verify::MAX_TILE_ELEMS as u64;

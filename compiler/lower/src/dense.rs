@@ -2111,6 +2111,7 @@ mod tests {
         tessera_target::TargetDesc {
             cpu: Some(tessera_target::CpuDesc {
                 constant_operand: tessera_target::OperandLayout::Panels,
+                ..Default::default()
             }),
             ..desc(vector_bytes)
         }

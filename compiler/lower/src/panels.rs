@@ -59,15 +59,20 @@ pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result
         )));
     }
     let mut out = vec![0u8; len as usize * width];
+    // The innermost loop walks the source in order: along n for a row-major B, along k for a
+    // transposed one.
+    let transposed = s.b_ks == 1 && s.b_ns != 1;
+    let mut put = |p: u64, kk: u64, c: u64| {
+        let src = (kk as i64 * s.b_ks + (p * tn + c) as i64 * s.b_ns) as usize * width;
+        let d = ((p * depth + kk) * tn + c) as usize * width;
+        out[d..d + width].copy_from_slice(&t.bytes[src..src + width]);
+    };
     for p in 0..count {
         let cols = tn.min(n - p * tn);
-        for kk in 0..k {
-            let dst = ((p * depth + kk) * tn) as usize * width;
-            for c in 0..cols {
-                let src = (kk as i64 * s.b_ks + (p * tn + c) as i64 * s.b_ns) as usize * width;
-                let d = dst + c as usize * width;
-                out[d..d + width].copy_from_slice(&t.bytes[src..src + width]);
-            }
+        if transposed {
+            (0..cols).for_each(|c| (0..k).for_each(|kk| put(p, kk, c)));
+        } else {
+            (0..k).for_each(|kk| (0..cols).for_each(|c| put(p, kk, c)));
         }
     }
     let name = format!("{}.panels", cx.graph.value(b).name);

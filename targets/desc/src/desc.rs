@@ -82,6 +82,15 @@ pub struct CpuDesc {
     /// Layout of a matrix product's constant operand (a MatMul/Gemm's weights, B).
     #[serde(default)]
     pub constant_operand: OperandLayout,
+    /// Vector registers the code generator allocates at `vector_bytes`.
+    #[serde(default)]
+    pub vector_registers: u32,
+    /// The f32 register block of a matrix product's micro-kernel: accumulator rows by
+    /// vectors per row (`[0, 0]`: the backend's default). The backend blocks `tile.mma` so,
+    /// and lowering sizes the k step so that one B panel of `vectors × vector_bytes` per row
+    /// stays in half the level-1 cache.
+    #[serde(default)]
+    pub register_block: [u32; 2],
 }
 
 /// The launch model.
@@ -338,6 +347,20 @@ impl TargetDesc {
         for key in self.tolerance.keys() {
             DType::from_str(key).map_err(|e| format!("tolerance: {e}"))?;
         }
+        if let Some(c) = &self.cpu {
+            let [rows, vectors] = c.register_block;
+            if (rows == 0) != (vectors == 0) {
+                return Err("cpu.register_block: give both rows and vectors, or neither".into());
+            }
+            if rows * vectors + vectors + 1 > c.vector_registers.max(1) && rows > 0 {
+                return Err(format!(
+                    "cpu.register_block [{rows}, {vectors}] needs {} vector registers \
+                     (accumulators, B vectors, one A broadcast); vector_registers is {}",
+                    rows * vectors + vectors + 1,
+                    c.vector_registers
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -394,6 +417,13 @@ impl TargetDesc {
             .as_ref()
             .map(|c| c.constant_operand)
             .unwrap_or_default()
+    }
+
+    /// The `[cpu]` register block (rows, vectors), if the file gives one.
+    pub fn register_block(&self) -> Option<(u32, u32)> {
+        let c = self.cpu.as_ref()?;
+        let [r, v] = c.register_block;
+        (r > 0 && v > 0).then_some((r, v))
     }
 
     /// Bytes of the first cache of this target (its level-1 data cache) and of the last one,

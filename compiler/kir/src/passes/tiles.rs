@@ -131,10 +131,14 @@ pub fn scalarize_tiles(k: &mut Kernel, opts: &ScalarizeOptions) -> Result<(), Ki
         .collect();
     let mut mma_b_uses = vec![0u32; taken.vals.len()];
     count_mma_b_uses(&taken.body, &mut mma_b_uses);
+    let mut f32_mma_b = std::collections::HashSet::new();
+    f32_mma_operands(&taken.body, &taken.vals, &mut f32_mma_b);
     let (b, body) = KernelBuilder::resume(taken);
     let mut sc = Sc {
         transposed: Default::default(),
         mma_b_uses,
+        f32_mma_b,
+        paneled: HashMap::new(),
         b,
         opts: *opts,
         uses,
@@ -207,6 +211,32 @@ fn count_mma_b_uses(b: &Block, n: &mut [u32]) {
     }
 }
 
+/// Collects the B operands of the `tile.mma`s of `b` whose a, b and accumulator are all held
+/// in f32.
+fn f32_mma_operands(b: &Block, vals: &[Ty], out: &mut std::collections::HashSet<Val>) {
+    for inst in &b.insts {
+        match &inst.kind {
+            InstKind::TileMma { a, b: bt, acc } => {
+                let f32_held = |v: &Val| {
+                    vals.get(v.0 as usize)
+                        .is_some_and(|t| tile_storage(t.elem) == DType::F32)
+                };
+                if f32_held(a) && f32_held(bt) && f32_held(acc) {
+                    out.insert(*bt);
+                }
+            }
+            InstKind::For { body, .. } => f32_mma_operands(body, vals, out),
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                f32_mma_operands(then_blk, vals, out);
+                f32_mma_operands(else_blk, vals, out);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn count_uses(b: &Block, uses: &mut [u32]) {
     for inst in &b.insts {
         for v in operands(&inst.kind) {
@@ -244,6 +274,12 @@ struct Sc {
     transposed: std::collections::HashSet<Val>,
     /// How often each value is read as the `b` operand of a `tile.mma`.
     mma_b_uses: Vec<u32>,
+    /// B operands of a `tile.mma` whose operands and accumulator are all held in f32 (the
+    /// register-blocked expansion's products).
+    f32_mma_b: std::collections::HashSet<Val>,
+    /// Tiles kept in column panels of the given width (see [`Panel`]): B operands of the
+    /// register-blocked `tile.mma`, so that its micro-kernel streams B contiguously.
+    paneled: HashMap<Val, u32>,
     next_buf: u32,
 }
 
@@ -481,10 +517,24 @@ impl Sc {
                     self.transposed.insert(r);
                 }
                 let elem = self.ty(r).elem;
+                // The B operand of a register-blocked f32 product, read once: kept in column
+                // panels one register block wide.
+                let width = self.opts.block_vectors.max(1) * self.lanes_for(DType::F32) as u32;
+                let panel = (self.opts.blocked_f32_mma
+                    && !self.transposed.contains(&r)
+                    && self.mma_b_uses.get(r.0 as usize) == Some(&1)
+                    && self.uses(r) == 1
+                    && self.f32_mma_b.contains(&r)
+                    && width > 1
+                    && cols > width)
+                    .then_some(Panel { width, rows, cols });
+                if let Some(p) = panel {
+                    self.paneled.insert(r, p.width);
+                }
                 let rb = self.buf(r);
                 let fillv = self.b.constant(Ty::scalar(elem), fill);
                 let lanes = self.load_lanes(elem);
-                self.masked(&src, rows, cols, lanes, |b, at, t, lanes| match at {
+                self.masked(&src, rows, cols, lanes, panel, |b, at, t, lanes| match at {
                     Some(e) => {
                         let x = b.load(src.view.buf, e, lanes);
                         let x = b.cast(x, tile_storage(elem), NO_SAT);
@@ -506,7 +556,7 @@ impl Sc {
                 } else {
                     1
                 };
-                self.masked(&dst, rows, cols, lanes, |b, at, t, lanes| {
+                self.masked(&dst, rows, cols, lanes, None, |b, at, t, lanes| {
                     if let Some(e) = at {
                         let x = b.load(vb, t, lanes);
                         let x = b.cast(x, elem, NO_SAT);
@@ -740,12 +790,15 @@ impl Sc {
     /// lanes)` for each element (or run of `lanes` elements). When the whole tile is in range
     /// it walks unmasked rows, with vectors of `lanes` where the innermost stride is 1;
     /// otherwise it tests every element.
+    ///
+    /// With `panel`, the tile index is that of [`Panel`]'s layout instead of row-major.
     fn masked(
         &mut self,
         t: &TileAt,
         rows: u32,
         cols: u32,
         lanes: u16,
+        panel: Option<Panel>,
         f: impl Fn(&mut KernelBuilder, Option<Val>, Val, u16),
     ) {
         let b = &mut self.b;
@@ -797,7 +850,12 @@ impl Sc {
                     let tr = b.mul(i, cols_v);
                     let l = lanes.max(1) as u32;
                     let full_cols = cols / l * l;
-                    let walk = |b: &mut KernelBuilder, from: u32, to: u32, step: u32, w: u16| {
+                    // Columns `from..to` (step `step`, `w` lanes) of a run starting at column
+                    // `j0` of the view, written from tile index `t0` on.
+                    let walk = |b: &mut KernelBuilder,
+                                (j0, t0): (Val, Val),
+                                (from, to, step): (u32, u32, u32),
+                                w: u16| {
                         if from >= to {
                             return;
                         }
@@ -806,17 +864,47 @@ impl Sc {
                             b.index(to as i64),
                             b.index(step as i64),
                         );
-                        b.for_loop(lo, hi, st, &[], |b, j, _| {
+                        b.for_loop(lo, hi, st, &[], |b, c, _| {
+                            let j = b.add(j0, c);
                             let ls = b.index(last_stride);
                             let co = b.mul(j, ls);
                             let e = b.add(row, co);
-                            let te = b.add(tr, j);
+                            let te = b.add(t0, c);
                             f(b, Some(e), te, w);
                             Vec::new()
                         });
                     };
-                    walk(b, 0, full_cols, l, l as u16);
-                    walk(b, full_cols, cols, 1, 1);
+                    let zero = b.index(0);
+                    match panel {
+                        None => {
+                            walk(b, (zero, tr), (0, full_cols, l), l as u16);
+                            walk(b, (zero, tr), (full_cols, cols, 1), 1);
+                        }
+                        Some(p) => {
+                            // Full panels (width a multiple of `l`), then the last one.
+                            let (pw, full) = (p.width, p.cols / p.width);
+                            if full > 0 {
+                                let (lo, hi) = (b.index(0), b.index(full as i64));
+                                b.for_loop(lo, hi, one, &[], |b, q, _| {
+                                    let pwv = b.index(pw as i64);
+                                    let j0 = b.mul(q, pwv);
+                                    let t0 = p.start(b, q, i, pw);
+                                    let wl = if pw % l == 0 { l } else { 1 };
+                                    walk(b, (j0, t0), (0, pw, wl), wl as u16);
+                                    Vec::new()
+                                });
+                            }
+                            let rest = p.cols - full * pw;
+                            if rest > 0 {
+                                let q = b.index(full as i64);
+                                let j0 = b.index((full * pw) as i64);
+                                let t0 = p.start(b, q, i, rest);
+                                let rv = rest / l * l;
+                                walk(b, (j0, t0), (0, rv, l), l as u16);
+                                walk(b, (j0, t0), (rv, rest, 1), 1);
+                            }
+                        }
+                    }
                     Vec::new()
                 });
                 Vec::new()
@@ -826,8 +914,13 @@ impl Sc {
                 b.for_loop(lo, hi, one, &[], |b, i, _| {
                     let lo = b.index(0);
                     b.for_loop(lo, cols_v, one, &[], |b, j, _| {
-                        let tr = b.mul(i, cols_v);
-                        let te = b.add(tr, j);
+                        let te = match panel {
+                            None => {
+                                let tr = b.mul(i, cols_v);
+                                b.add(tr, j)
+                            }
+                            Some(p) => p.index(b, i, j),
+                        };
                         let (inr, e) = tile_index(b, t, i, j);
                         b.if_else(
                             inr,
@@ -867,9 +960,11 @@ impl Sc {
         let i32_all = [at.elem, btt.elem, rt.elem]
             .iter()
             .all(|&e| tile_storage(e) == DType::I32);
-        if self.opts.blocked_i32_mma && i32_all && !b_transposed {
+        let paneled = self.paneled.get(&bt).copied();
+        if self.opts.blocked_i32_mma && i32_all && !b_transposed && paneled.is_none() {
             let lanes = self.lanes_for(DType::I32).max(1) as u32;
-            blocked_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, false);
+            let sh = (m, n, k);
+            blocked_mma(&mut self.b, (ab, bb, rb), sh, lanes, (mr, nv), false, false);
             return;
         }
         if self.opts.blocked_f32_mma && f32_all && rt.elem == DType::F32 {
@@ -877,10 +972,15 @@ impl Sc {
             if b_transposed {
                 dot_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, fma);
             } else {
-                blocked_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, fma);
+                // Panels are one register block wide (`width` at the tile's load).
+                debug_assert!(paneled.is_none_or(|w| w == nv * lanes));
+                let sh = (m, n, k);
+                let p = paneled.is_some();
+                blocked_mma(&mut self.b, (ab, bb, rb), sh, lanes, (mr, nv), fma, p);
             }
             return;
         }
+        debug_assert!(paneled.is_none(), "a paneled B reaches the exact mma");
         // The exact buffer `mma` (on the storage types, which hold the same values).
         let zero = self.b.index(0);
         let tr = |buf, rs: u32, cs: u32| TileRef {
@@ -1095,37 +1195,124 @@ fn tile_index(b: &mut KernelBuilder, t: &TileAt, i: Val, j: Val) -> (Val, Val) {
     (ok, e)
 }
 
-/// `R += A · B` on row-major f32 buffers A (m × k), B (k × n), R (m × n), register-blocked:
-/// `mr` rows by `nv` vectors of `lanes` accumulators per step of k.
-#[allow(clippy::too_many_arguments)]
+/// A tile of `rows × cols` kept in column panels `width` wide: panel `q` holds columns
+/// `q·width ..` (the last one the `cols mod width` left over), each panel row-major and the
+/// panels one after another, so that element (i, j) of panel q (of width wq) is at
+/// `q·width·rows + i·wq + (j − q·width)`. A register-blocked product reading one panel per
+/// block of columns then walks its B operand contiguously.
+#[derive(Clone, Copy, Debug)]
+struct Panel {
+    width: u32,
+    rows: u32,
+    cols: u32,
+}
+
+impl Panel {
+    /// The index of element (i, q·width) of a panel q of width `wq`.
+    fn start(&self, b: &mut KernelBuilder, q: Val, i: Val, wq: u32) -> Val {
+        let size = b.index((self.width * self.rows) as i64);
+        let at = b.mul(q, size);
+        let wv = b.index(wq as i64);
+        let row = b.mul(i, wv);
+        b.add(at, row)
+    }
+
+    /// The index of element (i, j), for any j.
+    fn index(&self, b: &mut KernelBuilder, i: Val, j: Val) -> Val {
+        let (w, full) = (self.width, self.cols / self.width);
+        let wv = b.index(w as i64);
+        let q = b.div(j, wv);
+        let qw = b.mul(q, wv);
+        let c = b.sub(j, qw);
+        let size = b.index((w * self.rows) as i64);
+        let at = b.mul(q, size);
+        let rest = self.cols - full * w;
+        let wq = if rest == 0 {
+            wv
+        } else {
+            let fv = b.index(full as i64);
+            let in_full = b.cmp(CmpOp::Lt, q, fv);
+            let rv = b.index(rest as i64);
+            b.select(in_full, wv, rv)
+        };
+        let row = b.mul(i, wq);
+        let e = b.add(at, row);
+        b.add(e, c)
+    }
+}
+
+/// `R += A · B` on f32 buffers A (m × k, row-major), B (k × n: row-major, or with `panels` in
+/// [`Panel`]s one block of `nv` vectors wide) and R (m × n, row-major), register-blocked: `mr`
+/// rows by `nv` vectors of `lanes` accumulators per step of k.
+///
+/// Row-major B runs row blocks outside and column blocks inside (a block of A rows stays in
+/// L1 while B streams). Paneled B runs column blocks outside: one panel (`k × nv·lanes`,
+/// contiguous) stays in L1 while every block of A rows passes it, the order of BLIS's
+/// micro-kernel loops.
 fn blocked_mma(
     b: &mut KernelBuilder,
     (ab, bb, rb): (Buf, Buf, Buf),
     (m, n, k): (u32, u32, u32),
     lanes: u32,
-    mr: u32,
-    nv: u32,
+    (mr, nv): (u32, u32),
     fma: bool,
+    panels: bool,
 ) {
     // Column segments: blocks of nv vectors, then single vectors, then single elements.
     let wide = nv * lanes;
     let n_wide = n / wide * wide;
     let n_vec = n_wide + (n - n_wide) / lanes * lanes;
-    blocks(b, m, mr, &|b, i0, rows| {
-        blocks(b, n_wide, wide, &|b, j0, _| {
-            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, nv, lanes, fma)
-        });
+    let bufs = (ab, bb, rb);
+    // Where B's column j0 starts and its row stride: row-major, or in its panel.
+    let b_at = |b: &mut KernelBuilder, j0: Val, j: Option<u32>| -> (Val, Val) {
+        if !panels {
+            return (j0, b.index(n as i64));
+        }
+        match j {
+            // A full panel: it starts at j0·k and is `wide` columns wide.
+            None => {
+                let kk = b.index(k as i64);
+                (b.mul(j0, kk), b.index(wide as i64))
+            }
+            // Column j of the last, narrower panel.
+            Some(j) => {
+                let at = n_wide * k + (j - n_wide);
+                (b.index(at as i64), b.index((n - n_wide) as i64))
+            }
+        }
+    };
+    // The columns past the full blocks, for rows i0..i0+rows.
+    let rest = |b: &mut KernelBuilder, i0: Val, rows: u32| {
         if lanes > 1 {
             for j in (n_wide..n_vec).step_by(lanes as usize) {
                 let j0 = b.index(j as i64);
-                micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, lanes, fma);
+                let bt = b_at(b, j0, Some(j));
+                micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, lanes), fma);
             }
         }
         for j in n_vec..n {
             let j0 = b.index(j as i64);
-            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, 1, fma);
+            let bt = b_at(b, j0, Some(j));
+            micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, 1), fma);
         }
-    });
+    };
+    if panels {
+        blocks(b, n_wide, wide, &|b, j0, _| {
+            let bt = b_at(b, j0, None);
+            blocks(b, m, mr, &|b, i0, rows| {
+                micro(b, bufs, (n, k), (i0, rows), (j0, bt), (nv, lanes), fma)
+            });
+        });
+        blocks(b, m, mr, &|b, i0, rows| rest(b, i0, rows));
+    } else {
+        blocks(b, m, mr, &|b, i0, rows| {
+            blocks(b, n_wide, wide, &|b, j0, _| {
+                let bt = b_at(b, j0, None);
+                micro(b, bufs, (n, k), (i0, rows), (j0, bt), (nv, lanes), fma)
+            });
+            rest(b, i0, rows);
+        });
+    }
 }
 
 /// `x + c` for an index `x`, or `x` itself when `c` is 0.
@@ -1165,17 +1352,15 @@ fn blocks(b: &mut KernelBuilder, n: u32, blk: u32, f: &dyn Fn(&mut KernelBuilder
     }
 }
 
-/// One register block: rows `i0..i0+rows`, columns `j0..j0+nv·lanes`.
-#[allow(clippy::too_many_arguments)]
+/// One register block: rows `i0..i0+rows`, columns `j0..j0+nv·lanes`; B's element (kv, j0)
+/// is at `b_base + kv·b_stride` (its row-major or panel layout, see [`blocked_mma`]).
 fn micro(
     b: &mut KernelBuilder,
     (ab, bb, rb): (Buf, Buf, Buf),
     (n, k): (u32, u32),
-    i0: Val,
-    rows: u32,
-    j0: Val,
-    nv: u32,
-    lanes: u32,
+    (i0, rows): (Val, u32),
+    (j0, (b_base, b_stride)): (Val, (Val, Val)),
+    (nv, lanes): (u32, u32),
     fma: bool,
 ) {
     let l = lanes as u16;
@@ -1200,8 +1385,8 @@ fn micro(
     // constants away from them, which backends fold into the addresses' displacements.
     let a0 = a_rows[0];
     let accs = b.for_loop(lo, kk, one, &init, |b, kv, acc| {
-        let brow = b.mul(kv, nn);
-        let b0 = b.add(brow, j0);
+        let brow = b.mul(kv, b_stride);
+        let b0 = b.add(brow, b_base);
         let bv: Vec<Val> = (0..nv)
             .map(|g| {
                 let e = plus(b, b0, (g * lanes) as i64);
