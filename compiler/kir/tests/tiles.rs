@@ -107,6 +107,18 @@ fn close(got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
+/// Runs an f32 gemm kernel (A, B, bias, Y) and returns Y's `len` elements.
+fn run_f32_gemm(k: &Kernel, [a, b, bias]: [&[f32]; 3], len: u64) -> Vec<f32> {
+    let mut args = vec![
+        f32_bytes(a),
+        f32_bytes(b),
+        f32_bytes(bias),
+        vec![0u8; (len * 4) as usize],
+    ];
+    run(k, &mut args);
+    f32_of(&args[3])
+}
+
 fn blocked() -> ScalarizeOptions {
     ScalarizeOptions {
         vector_bytes: 16,
@@ -139,14 +151,7 @@ fn masked_f32_gemm_matches_reference_and_every_scalarization() {
                     print_kernel(&kk)
                 );
             }
-            let mut args = vec![
-                f32_bytes(&a),
-                f32_bytes(&bm),
-                f32_bytes(&bias),
-                vec![0u8; (m * n * 4) as usize],
-            ];
-            run(&kk, &mut args);
-            f32_of(&args[3])
+            run_f32_gemm(&kk, [&a, &bm, &bias], m * n)
         })
         .collect();
     close(&outs[0], &want, 1e-5);
@@ -172,14 +177,7 @@ fn paneled_b_tiles_match_the_reference() {
             ..blocked()
         };
         scalarize_tiles(&mut kk, &opts).unwrap();
-        let mut args = vec![
-            f32_bytes(&a),
-            f32_bytes(&bm),
-            f32_bytes(&bias),
-            vec![0u8; (m * n * 4) as usize],
-        ];
-        run(&kk, &mut args);
-        close(&f32_of(&args[3]), &want, 1e-5);
+        close(&run_f32_gemm(&kk, [&a, &bm, &bias], m * n), &want, 1e-5);
     }
 }
 
