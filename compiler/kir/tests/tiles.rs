@@ -182,6 +182,33 @@ fn paneled_b_tiles_match_the_reference() {
 }
 
 #[test]
+fn operands_in_range_are_read_in_place() {
+    // Tile multiples: every A and B tile lies in its view for every instance and k step, so
+    // the blocked expansion reads them where they are (two local buffers fewer than the
+    // default expansion), with the same result.
+    let (m, n, k) = (8u64, 16u64, 12u64);
+    let kern = gemm_kernel(DType::F32, (m, n, k), (4, 8, 4));
+    let a = data((m * k) as usize, 10);
+    let bm = data((k * n) as usize, 11);
+    let bias = data(n as usize, 12);
+    let want = gemm_ref(&a, &bm, &bias, (m as usize, n as usize, k as usize));
+    let locals = |o: &ScalarizeOptions| {
+        let mut kk = kern.clone();
+        scalarize_tiles(&mut kk, o).unwrap();
+        let n = kk
+            .bufs
+            .iter()
+            .filter(|b| b.name.starts_with("tile."))
+            .count();
+        (kk, n)
+    };
+    let (_, plain) = locals(&ScalarizeOptions::default());
+    let (kk, blocked_locals) = locals(&blocked());
+    assert_eq!(blocked_locals + 2, plain, "{}", print_kernel(&kk));
+    close(&run_f32_gemm(&kk, [&a, &bm, &bias], m * n), &want, 1e-5);
+}
+
+#[test]
 fn f16_gemm_widens_tiles_and_stays_exact() {
     let (m, n, k) = (9u64, 12u64, 20u64);
     let kern = gemm_kernel(DType::F16, (m, n, k), (8, 8, 8));

@@ -5,8 +5,9 @@
 //! B operand of a MatMul/Gemm (the weights) laid out as `P[p][k][c] = B(k, p·tn + c)`, with
 //! `p < ⌈N/tn⌉`, `k < K'` (K rounded up to the k step `tk`) and `c < tn`, zeros outside B.
 //! Each `tk × tn` tile the product's tile program loads is then one contiguous block that
-//! lies wholly in range: the load is a straight copy with no masks, and the register-blocked
-//! micro-kernel reads B in order whether the graph held it transposed (`transB`) or not.
+//! lies wholly in range, whether the graph held B transposed (`transB`) or not. On a CPU with
+//! a `[cpu] register_block`, `tn` is the block's width: a tile is one panel, which the
+//! register-blocked micro-kernel reads in place, in order.
 //! Other targets (the interpreter, the NPUs, which place tiles in their own buffers) keep B
 //! as the graph holds it: the decision is the description's.
 
@@ -43,7 +44,16 @@ pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result
         return cx.buffer(b);
     };
     let (m, n, k) = (s.m, s.n, s.k);
-    let tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (m, n, k));
+    let mut tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (m, n, k));
+    // On a CPU with a register block, a tile is one panel as wide as the block: the
+    // micro-kernel then reads each tile of B in place, one contiguous panel streamed from
+    // memory (scalarize-tiles reads in place what lies in range), and no tile is copied.
+    if let Some((_, vectors)) = cx.desc.register_block() {
+        let width = vectors as u64 * (cx.desc.vector_bytes as u64 / 4).max(1);
+        if width > 1 && n >= width && width <= u16::MAX as u64 {
+            tiles.1 = width as u16;
+        }
+    }
     let (tn, tk) = (tiles.1 as u64, tiles.2 as u64);
     let (count, depth) = (n.div_ceil(tn), k.div_ceil(tk) * tk);
     let width = (s.b.0.bits() / 8) as usize;

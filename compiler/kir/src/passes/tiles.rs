@@ -131,14 +131,20 @@ pub fn scalarize_tiles(k: &mut Kernel, opts: &ScalarizeOptions) -> Result<(), Ki
         .collect();
     let mut mma_b_uses = vec![0u32; taken.vals.len()];
     count_mma_b_uses(&taken.body, &mut mma_b_uses);
-    let mut f32_mma_b = std::collections::HashSet::new();
-    f32_mma_operands(&taken.body, &taken.vals, &mut f32_mma_b);
+    let mut f32_mma = [Default::default(), Default::default()];
+    f32_mma_operands(&taken.body, &taken.vals, &mut f32_mma);
+    let [f32_mma_a, f32_mma_b] = f32_mma;
+    let mut ranges = HashMap::new();
+    value_ranges(&taken.body, &taken.grid, &mut ranges);
     let (b, body) = KernelBuilder::resume(taken);
     let mut sc = Sc {
         transposed: Default::default(),
         mma_b_uses,
+        f32_mma_a,
         f32_mma_b,
         paneled: HashMap::new(),
+        ranges,
+        direct: HashMap::new(),
         b,
         opts: *opts,
         uses,
@@ -211,18 +217,17 @@ fn count_mma_b_uses(b: &Block, n: &mut [u32]) {
     }
 }
 
-/// Collects the B operands of the `tile.mma`s of `b` whose a, b and accumulator are all held
-/// in f32.
-fn f32_mma_operands(b: &Block, vals: &[Ty], out: &mut std::collections::HashSet<Val>) {
+/// Collects the operands of the `tile.mma`s of `b` that the register-blocked expansion runs:
+/// a and b held in f32, the accumulator f32 (`out[0]`: the a operands, `out[1]`: the b ones).
+fn f32_mma_operands(b: &Block, vals: &[Ty], out: &mut [std::collections::HashSet<Val>; 2]) {
     for inst in &b.insts {
         match &inst.kind {
             InstKind::TileMma { a, b: bt, acc } => {
-                let f32_held = |v: &Val| {
-                    vals.get(v.0 as usize)
-                        .is_some_and(|t| tile_storage(t.elem) == DType::F32)
-                };
-                if f32_held(a) && f32_held(bt) && f32_held(acc) {
-                    out.insert(*bt);
+                let elem = |v: &Val| vals.get(v.0 as usize).map(|t| t.elem);
+                let held = |v: &Val| elem(v).is_some_and(|e| tile_storage(e) == DType::F32);
+                if held(a) && held(bt) && elem(acc) == Some(DType::F32) {
+                    out[0].insert(*a);
+                    out[1].insert(*bt);
                 }
             }
             InstKind::For { body, .. } => f32_mma_operands(body, vals, out),
@@ -233,6 +238,67 @@ fn f32_mma_operands(b: &Block, vals: &[Ty], out: &mut std::collections::HashSet<
                 f32_mma_operands(else_blk, vals, out);
             }
             _ => {}
+        }
+    }
+}
+
+/// Records the ranges `[lo, hi]` of the index values of `b` that are known at compile time:
+/// constants, program ids (from the grid), `for` induction variables with constant bounds, and
+/// sums and products of those.
+fn value_ranges(b: &Block, grid: &[u64], out: &mut HashMap<Val, (i64, i64)>) {
+    for inst in &b.insts {
+        let r = inst.results.first().copied();
+        let got = |v: &Val| out.get(v).copied();
+        let range = match &inst.kind {
+            InstKind::Const(Scalar::Int(c)) => Some((*c, *c)),
+            InstKind::ProgramId(d) => grid
+                .get(*d as usize)
+                .filter(|&&g| g > 0 && g < i64::MAX as u64)
+                .map(|&g| (0, g as i64 - 1)),
+            InstKind::Binary(op @ (BinOp::Add | BinOp::Mul), x, y) => {
+                got(x).zip(got(y)).and_then(|((a, b), (c, d))| {
+                    if *op == BinOp::Add {
+                        Some((a.checked_add(c)?, b.checked_add(d)?))
+                    } else {
+                        let ps = [
+                            a.checked_mul(c)?,
+                            a.checked_mul(d)?,
+                            b.checked_mul(c)?,
+                            b.checked_mul(d)?,
+                        ];
+                        Some((*ps.iter().min()?, *ps.iter().max()?))
+                    }
+                })
+            }
+            InstKind::For {
+                lo,
+                hi,
+                step,
+                iv,
+                body,
+                ..
+            } => {
+                if let (Some((l, l2)), Some((h, h2)), Some((st, st2))) =
+                    (got(lo), got(hi), got(step))
+                {
+                    if l == l2 && h == h2 && st == st2 && st > 0 && h > l {
+                        out.insert(*iv, (l, l + (h - 1 - l) / st * st));
+                    }
+                }
+                value_ranges(body, grid, out);
+                None
+            }
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                value_ranges(then_blk, grid, out);
+                value_ranges(else_blk, grid, out);
+                None
+            }
+            _ => None,
+        };
+        if let (Some(r), Some(rg)) = (r, range) {
+            out.insert(r, rg);
         }
     }
 }
@@ -274,9 +340,16 @@ struct Sc {
     transposed: std::collections::HashSet<Val>,
     /// How often each value is read as the `b` operand of a `tile.mma`.
     mma_b_uses: Vec<u32>,
-    /// B operands of a `tile.mma` whose operands and accumulator are all held in f32 (the
-    /// register-blocked expansion's products).
+    /// A and B operands of a `tile.mma` that the register-blocked expansion would run (see
+    /// [`f32_mma_operands`]).
+    f32_mma_a: std::collections::HashSet<Val>,
     f32_mma_b: std::collections::HashSet<Val>,
+    /// The values known to lie in a range at compile time (see [`value_ranges`]).
+    ranges: HashMap<Val, (i64, i64)>,
+    /// Tiles read in place (see [`Direct`]): f32 operands of the register-blocked `tile.mma`
+    /// whose tile lies wholly inside its view, rows contiguous, for every program instance
+    /// and loop step; their buffer is the one loaded from.
+    direct: HashMap<Val, (Buf, Val, i64)>,
     /// Tiles kept in column panels of the given width (see [`Panel`]): B operands of the
     /// register-blocked `tile.mma`, so that its micro-kernel streams B contiguously.
     paneled: HashMap<Val, u32>,
@@ -347,6 +420,46 @@ impl Sc {
             _ if tile_storage(elem) == DType::F32 => self.lanes_for(DType::F32),
             _ => 1,
         }
+    }
+
+    /// Where tile load `r` of `rows × cols` at `t` can be read in place (see `direct`): its
+    /// buffer, the index of its (0, 0) and its row stride, computed here.
+    fn direct_at(&mut self, r: Val, t: &TileAt, rows: u32, cols: u32) -> Option<(Buf, Val, i64)> {
+        let b_uses = self.mma_b_uses.get(r.0 as usize).copied();
+        let operand = (self.f32_mma_a.contains(&r) && b_uses == Some(0))
+            || (self.f32_mma_b.contains(&r) && b_uses == Some(1));
+        let rank = t.view.dims.len();
+        if !self.opts.blocked_f32_mma
+            || !operand
+            || self.uses(r) != 1
+            || self.ty(r).elem != DType::F32
+            || self.transposed.contains(&r)
+            || rank < 2
+            || t.view.strides[rank - 1] != 1
+        {
+            return None;
+        }
+        for d in 0..rank {
+            let ext = if d + 1 == rank {
+                cols
+            } else if d + 2 == rank {
+                rows
+            } else {
+                1
+            } as i64;
+            let (lo, hi) = self.ranges.get(&t.origin[d]).copied()?;
+            if lo < 0 || hi.checked_add(ext)? > t.view.dims[d] as i64 {
+                return None;
+            }
+        }
+        let b = &mut self.b;
+        let mut base = t.view.offset;
+        for d in 0..rank {
+            let st = b.index(t.view.strides[d]);
+            let x = b.mul(t.origin[d], st);
+            base = b.add(base, x);
+        }
+        Some((t.view.buf, base, t.view.strides[rank - 2]))
     }
 
     /// Element(s) `i..i+lanes` of tile `v`, in `v`'s element type.
@@ -517,6 +630,12 @@ impl Sc {
                     self.transposed.insert(r);
                 }
                 let elem = self.ty(r).elem;
+                // An f32 operand of a register-blocked product, read once, whose tile lies in
+                // its view for every instance and step, rows contiguous: read in place.
+                if let Some(d) = self.direct_at(r, &src, rows, cols) {
+                    self.direct.insert(r, d);
+                    return Ok(());
+                }
                 // The B operand of a register-blocked f32 product, read once: kept in column
                 // panels one register block wide.
                 let width = self.opts.block_vectors.max(1) * self.lanes_for(DType::F32) as u32;
@@ -950,7 +1069,11 @@ impl Sc {
             at.tile_shape().expect("a tile"),
             btt.tile_shape().expect("a tile"),
         );
-        let (ab, bb, rb) = (self.buf(a), self.buf(bt), self.buf(r));
+        let (da, db) = (self.direct.get(&a).copied(), self.direct.get(&bt).copied());
+        let ab = da.map_or_else(|| self.buf(a), |d| d.0);
+        let bb = db.map_or_else(|| self.buf(bt), |d| d.0);
+        let rb = self.buf(r);
+        let in_place = (da.map(|d| (d.1, d.2)), db.map(|d| (d.1, d.2)));
         let b_transposed = self.transposed.contains(&bt);
         let f32_all = [at.elem, btt.elem, rt.elem]
             .iter()
@@ -964,7 +1087,17 @@ impl Sc {
         if self.opts.blocked_i32_mma && i32_all && !b_transposed && paneled.is_none() {
             let lanes = self.lanes_for(DType::I32).max(1) as u32;
             let sh = (m, n, k);
-            blocked_mma(&mut self.b, (ab, bb, rb), sh, lanes, (mr, nv), false, false);
+            let np = (None, None);
+            blocked_mma(
+                &mut self.b,
+                (ab, bb, rb),
+                sh,
+                lanes,
+                (mr, nv),
+                false,
+                false,
+                np,
+            );
             return;
         }
         if self.opts.blocked_f32_mma && f32_all && rt.elem == DType::F32 {
@@ -976,11 +1109,16 @@ impl Sc {
                 debug_assert!(paneled.is_none_or(|w| w == nv * lanes));
                 let sh = (m, n, k);
                 let p = paneled.is_some();
-                blocked_mma(&mut self.b, (ab, bb, rb), sh, lanes, (mr, nv), fma, p);
+                let bufs = (ab, bb, rb);
+                blocked_mma(&mut self.b, bufs, sh, lanes, (mr, nv), fma, p, in_place);
             }
             return;
         }
         debug_assert!(paneled.is_none(), "a paneled B reaches the exact mma");
+        debug_assert!(
+            da.is_none() && db.is_none(),
+            "an in-place tile reaches the exact mma"
+        );
         // The exact buffer `mma` (on the storage types, which hold the same values).
         let zero = self.b.index(0);
         let tr = |buf, rs: u32, cs: u32| TileRef {
@@ -1195,6 +1333,10 @@ fn tile_index(b: &mut KernelBuilder, t: &TileAt, i: Val, j: Val) -> (Val, Val) {
     (ok, e)
 }
 
+/// Where a tile read in place lies: the element index of its (0, 0) in the loaded buffer, and
+/// its row stride there (`None`: the tile has its own row-major buffer).
+type Direct = Option<(Val, i64)>;
+
 /// A tile of `rows × cols` kept in column panels `width` wide: panel `q` holds columns
 /// `q·width ..` (the last one the `cols mod width` left over), each panel row-major and the
 /// panels one after another, so that element (i, j) of panel q (of width wq) is at
@@ -1249,6 +1391,7 @@ impl Panel {
 /// L1 while B streams). Paneled B runs column blocks outside: one panel (`k × nv·lanes`,
 /// contiguous) stays in L1 while every block of A rows passes it, the order of BLIS's
 /// micro-kernel loops.
+#[allow(clippy::too_many_arguments)]
 fn blocked_mma(
     b: &mut KernelBuilder,
     (ab, bb, rb): (Buf, Buf, Buf),
@@ -1257,14 +1400,20 @@ fn blocked_mma(
     (mr, nv): (u32, u32),
     fma: bool,
     panels: bool,
+    (a_at, b_direct): (Direct, Direct),
 ) {
     // Column segments: blocks of nv vectors, then single vectors, then single elements.
     let wide = nv * lanes;
     let n_wide = n / wide * wide;
     let n_vec = n_wide + (n - n_wide) / lanes * lanes;
     let bufs = (ab, bb, rb);
-    // Where B's column j0 starts and its row stride: row-major, or in its panel.
+    let a_at = a_at.map_or((None, k as i64), |(base, rs)| (Some(base), rs));
+    // Where B's column j0 starts and its row stride: row-major (in its tile, or where the
+    // tile lies in B's own buffer), or in its panel.
     let b_at = |b: &mut KernelBuilder, j0: Val, j: Option<u32>| -> (Val, Val) {
+        if let Some((base, rs)) = b_direct {
+            return (b.add(base, j0), b.index(rs));
+        }
         if !panels {
             return (j0, b.index(n as i64));
         }
@@ -1287,20 +1436,29 @@ fn blocked_mma(
             for j in (n_wide..n_vec).step_by(lanes as usize) {
                 let j0 = b.index(j as i64);
                 let bt = b_at(b, j0, Some(j));
-                micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, lanes), fma);
+                micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, lanes), fma, a_at);
             }
         }
         for j in n_vec..n {
             let j0 = b.index(j as i64);
             let bt = b_at(b, j0, Some(j));
-            micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, 1), fma);
+            micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, 1), fma, a_at);
         }
     };
     if panels {
         blocks(b, n_wide, wide, &|b, j0, _| {
             let bt = b_at(b, j0, None);
             blocks(b, m, mr, &|b, i0, rows| {
-                micro(b, bufs, (n, k), (i0, rows), (j0, bt), (nv, lanes), fma)
+                micro(
+                    b,
+                    bufs,
+                    (n, k),
+                    (i0, rows),
+                    (j0, bt),
+                    (nv, lanes),
+                    fma,
+                    a_at,
+                )
             });
         });
         blocks(b, m, mr, &|b, i0, rows| rest(b, i0, rows));
@@ -1308,7 +1466,16 @@ fn blocked_mma(
         blocks(b, m, mr, &|b, i0, rows| {
             blocks(b, n_wide, wide, &|b, j0, _| {
                 let bt = b_at(b, j0, None);
-                micro(b, bufs, (n, k), (i0, rows), (j0, bt), (nv, lanes), fma)
+                micro(
+                    b,
+                    bufs,
+                    (n, k),
+                    (i0, rows),
+                    (j0, bt),
+                    (nv, lanes),
+                    fma,
+                    a_at,
+                )
             });
             rest(b, i0, rows);
         });
@@ -1353,7 +1520,9 @@ fn blocks(b: &mut KernelBuilder, n: u32, blk: u32, f: &dyn Fn(&mut KernelBuilder
 }
 
 /// One register block: rows `i0..i0+rows`, columns `j0..j0+nv·lanes`; B's element (kv, j0)
-/// is at `b_base + kv·b_stride` (its row-major or panel layout, see [`blocked_mma`]).
+/// is at `b_base + kv·b_stride` (its row-major or panel layout, see [`blocked_mma`]), and A's
+/// (i, kv) at `a_base + i·a_rs + kv`.
+#[allow(clippy::too_many_arguments)]
 fn micro(
     b: &mut KernelBuilder,
     (ab, bb, rb): (Buf, Buf, Buf),
@@ -1362,17 +1531,22 @@ fn micro(
     (j0, (b_base, b_stride)): (Val, (Val, Val)),
     (nv, lanes): (u32, u32),
     fma: bool,
+    (a_base, a_rs): (Option<Val>, i64),
 ) {
     let l = lanes as u16;
     let (nn, kk) = (b.index(n as i64), b.index(k as i64));
     let mut r_at = Vec::new();
-    let mut a_rows = Vec::new();
+    // A's element (i0, 0): row-major in its tile, or where the tile lies in A's own buffer.
+    let ars = b.index(a_rs);
+    let a0 = b.mul(i0, ars);
+    let a0 = match a_base {
+        Some(base) => b.add(base, a0),
+        None => a0,
+    };
     for r in 0..rows {
         let rv = b.index(r as i64);
         let i = b.add(i0, rv);
         let ri = b.mul(i, nn);
-        let ai = b.mul(i, kk);
-        a_rows.push(ai);
         for g in 0..nv {
             let gv = b.index((g * lanes) as i64);
             let j = b.add(j0, gv);
@@ -1383,7 +1557,6 @@ fn micro(
     let (lo, one) = (b.index(0), b.index(1));
     // Each k step computes one index into A and one into B; the block's other elements are
     // constants away from them, which backends fold into the addresses' displacements.
-    let a0 = a_rows[0];
     let accs = b.for_loop(lo, kk, one, &init, |b, kv, acc| {
         let brow = b.mul(kv, b_stride);
         let b0 = b.add(brow, b_base);
@@ -1396,7 +1569,7 @@ fn micro(
         let ak = b.add(a0, kv);
         let mut next = Vec::with_capacity(acc.len());
         for r in 0..rows as usize {
-            let e = plus(b, ak, r as i64 * k as i64);
+            let e = plus(b, ak, r as i64 * a_rs);
             let x = b.load(ab, e, 1);
             let xs = if l > 1 { b.splat(x, l) } else { x };
             for g in 0..nv as usize {
