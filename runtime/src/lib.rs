@@ -13,7 +13,7 @@ mod strings;
 
 pub use artifact::Artifact;
 pub use device::{Device, DeviceError, KernelArg, LoadedKernel, Trapped};
-pub use model::Model;
+pub use model::{KernelTime, Model, Profile};
 
 /// Everything that can go wrong loading or running a model. Messages name the file, input or
 /// kernel concerned.

@@ -6,6 +6,7 @@ use crate::device::{Device, DeviceError, KernelArg, LoadedKernel};
 use crate::RuntimeError;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tessera_abi::Tensor;
 use tessera_abi::{BufferId, BufferKind, HostOp, LoopSlice, LoopStep, PlanIo, Step, Trip};
 
@@ -51,7 +52,14 @@ pub struct Model {
     scratch: u64,
     /// The most a run may allocate, if capped (see [`Model::set_max_memory`]).
     max_memory: Option<u64>,
+    /// Temp storage of finished runs, kept for the next ones (at most [`SPARE_RUNS`] sets):
+    /// reusing it, zeroed again, saves the page faults of fresh allocations on every run.
+    spare: std::sync::Mutex<Vec<Vec<Option<Aligned>>>>,
 }
+
+/// How many runs' temp storage a model keeps for reuse: one per thread that runs it at once,
+/// up to this many.
+const SPARE_RUNS: usize = 4;
 
 impl Model {
     /// Loads `artifact` on `device`: checks the target and fingerprint, then loads every kernel.
@@ -102,6 +110,7 @@ impl Model {
             device,
             scratch,
             max_memory: None,
+            spare: Default::default(),
         })
     }
 
@@ -161,6 +170,41 @@ impl Model {
 
     /// Runs the plan on `inputs` (one per model input, in order) and returns the outputs.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
+        self.run_timed(inputs, None)
+    }
+
+    /// Runs the plan as [`Model::run`] does and also measures the wall time of every kernel
+    /// launch: one [`KernelTime`] per kernel of the artifact, in artifact order, plus the time
+    /// of everything else (copies, host ops, allocation) as [`Profile::other`]. Timing each
+    /// launch costs two clock reads, so a profiled run is a little slower than a plain one.
+    pub fn run_profiled(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Profile), RuntimeError> {
+        let start = Instant::now();
+        let mut times = vec![(0u32, Duration::ZERO); self.kernels.len()];
+        let outs = self.run_timed(inputs, Some(&mut times))?;
+        let total = start.elapsed();
+        let in_kernels: Duration = times.iter().map(|t| t.1).sum();
+        let kernels = times
+            .into_iter()
+            .zip(&self.artifact.kernels)
+            .map(|((launches, time), k)| KernelTime {
+                name: k.name.clone(),
+                launches,
+                seconds: time.as_secs_f64(),
+            })
+            .collect();
+        let profile = Profile {
+            kernels,
+            other: total.saturating_sub(in_kernels).as_secs_f64(),
+            total: total.as_secs_f64(),
+        };
+        Ok((outs, profile))
+    }
+
+    fn run_timed(
+        &self,
+        inputs: &[Tensor],
+        times: Option<&mut Vec<(u32, Duration)>>,
+    ) -> Result<Vec<Tensor>, RuntimeError> {
         let plan = &self.artifact.plan;
         self.check_count(inputs.len())?;
         for (io, t) in plan.inputs.iter().zip(inputs) {
@@ -169,7 +213,7 @@ impl Model {
         let bytes: Vec<&[u8]> = inputs.iter().map(|t| t.bytes.as_slice()).collect();
         let strings: Vec<Arc<Vec<String>>> = inputs.iter().map(|t| t.strings.clone()).collect();
         let mut outs = Vec::with_capacity(plan.outputs.len());
-        self.execute(&bytes, strings, &mut |k, out| {
+        self.execute(&bytes, strings, times, &mut |k, out| {
             let dtype = plan.outputs[k].dtype;
             outs.push(match out {
                 Emitted::Bytes(b, dims) => Tensor::new(dtype, dims, b.to_vec()),
@@ -220,7 +264,7 @@ impl Model {
             }
         }
         let plan_outputs = &plan.outputs;
-        self.execute(inputs, Vec::new(), &mut |k, out| match out {
+        self.execute(inputs, Vec::new(), None, &mut |k, out| match out {
             Emitted::Bytes(b, dims) if dims == plan_outputs[k].dims => {
                 outputs[k].copy_from_slice(b);
                 Ok(())
@@ -249,6 +293,7 @@ impl Model {
         &self,
         inputs: &[&[u8]],
         input_strings: Vec<Arc<Vec<String>>>,
+        times: Option<&mut Vec<(u32, Duration)>>,
         emit: &mut dyn FnMut(usize, Emitted<'_>) -> Result<(), RuntimeError>,
     ) -> Result<(), RuntimeError> {
         let plan = &self.artifact.plan;
@@ -259,8 +304,13 @@ impl Model {
             });
         }
         // Storage for every buffer that owns some: inputs (copied, so kernels may not touch the
-        // caller's data), temps (one allocation per slot), constants (shared, read-only).
-        let mut slots: Vec<Option<Aligned>> = Vec::new();
+        // caller's data), temps (one allocation per slot, zeroed: a finished run's, cleared, or
+        // new), constants (shared, read-only).
+        let reused = self.spare.lock().ok().and_then(|mut s| s.pop());
+        let mut slots: Vec<Option<Aligned>> = reused.unwrap_or_default();
+        for a in slots.iter_mut().flatten() {
+            a.words.fill(0);
+        }
         for b in &plan.buffers {
             if let BufferKind::Temp { slot } = b.kind {
                 let s = slot as usize;
@@ -281,6 +331,7 @@ impl Model {
             input_strings,
             strings: Default::default(),
             dims: Default::default(),
+            times,
         };
         run.steps(&plan.steps)?;
         for (k, io) in plan.outputs.iter().enumerate() {
@@ -309,8 +360,34 @@ impl Model {
                 Emitted::Bytes(unsafe { std::slice::from_raw_parts(p, n) }, dims),
             )?;
         }
+        // The outputs were copied out by `emit`: the temps can serve the next run.
+        let slots = std::mem::take(&mut run.slots);
+        if let Ok(mut spare) = self.spare.lock() {
+            if spare.len() < SPARE_RUNS {
+                spare.push(slots);
+            }
+        }
         Ok(())
     }
+}
+
+/// Where one profiled run spent its time ([`Model::run_profiled`]).
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// One entry per kernel of the artifact, in artifact order.
+    pub kernels: Vec<KernelTime>,
+    /// Seconds outside kernel launches: buffers, copies, host ops, control flow.
+    pub other: f64,
+    /// Seconds of the whole run.
+    pub total: f64,
+}
+
+/// The launches of one kernel in a profiled run and their total wall time.
+#[derive(Clone, Debug)]
+pub struct KernelTime {
+    pub name: String,
+    pub launches: u32,
+    pub seconds: f64,
 }
 
 /// One output as [`Model::execute`] hands it over: bytes or strings, with its dims.
@@ -329,6 +406,8 @@ struct Run<'m> {
     strings: std::collections::HashMap<u32, Vec<String>>,
     /// The dims host ops produced, by buffer; other buffers have their plan dims.
     dims: std::collections::HashMap<u32, Vec<u64>>,
+    /// When profiling: launches and wall time per kernel.
+    times: Option<&'m mut Vec<(u32, Duration)>>,
 }
 
 impl Run<'_> {
@@ -426,9 +505,15 @@ impl Run<'_> {
                             "kernel {kernel} has an unbacked argument"
                         )));
                     }
+                    let start = self.times.is_some().then(Instant::now);
                     self.model.kernels[*kernel as usize]
                         .launch(&kargs)
                         .map_err(|e| self.model.launch_error(*kernel, e))?;
+                    if let (Some(times), Some(start)) = (self.times.as_deref_mut(), start) {
+                        let t = &mut times[*kernel as usize];
+                        t.0 += 1;
+                        t.1 += start.elapsed();
+                    }
                 }
                 Step::Copy { src, dst } => {
                     let (s, n) = self.ptr(*src);

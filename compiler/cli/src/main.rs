@@ -200,6 +200,10 @@ enum Cmd {
         /// npu-sim targets: after timing, run once in cycle mode and print the cycle reports.
         #[arg(long)]
         cycles: bool,
+        /// After timing, run `--runs` more times measuring each kernel launch, and print the
+        /// kernels by time (ms per run, share of the run, launches).
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -326,16 +330,20 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             inputs,
             allow_newer_opset,
             cycles,
+            profile,
         } => bench(
             &model,
             &target,
             baseline.as_deref(),
             baseline_opt_level.as_deref(),
-            runs,
-            warmup,
+            BenchRuns {
+                runs,
+                warmup,
+                cycles,
+                profile,
+            },
             &inputs,
             Newer::flag(allow_newer_opset),
-            cycles,
         ),
         Cmd::Show(a) => show(
             &a.model,
@@ -964,15 +972,23 @@ fn filler(dtype: tessera_ir::DType, dims: &[u64]) -> Tensor {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How `bench` times one configuration.
+#[derive(Clone, Copy)]
+struct BenchRuns {
+    runs: usize,
+    warmup: usize,
+    /// npu-sim: one more run in cycle mode, for the cycle report.
+    cycles: bool,
+    /// `runs` more runs timing each kernel launch, for the per-kernel table.
+    profile: bool,
+}
+
 fn time_target(
     model: &Path,
     target: &str,
     named: &BTreeMap<String, Tensor>,
-    runs: usize,
-    warmup: usize,
+    how: BenchRuns,
     newer: Newer,
-    cycles: bool,
     opt_level: Option<tessera_driver::OptLevel>,
 ) -> Result<f64, DriverError> {
     let load = LoadOpts {
@@ -988,11 +1004,11 @@ fn time_target(
             .or_insert_with(|| filler(io.dtype, &io.dims));
     }
     let inputs = order_inputs(&m, all)?;
-    for _ in 0..warmup {
+    for _ in 0..how.warmup {
         m.run(&inputs)?;
     }
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
+    let mut times = Vec::with_capacity(how.runs);
+    for _ in 0..how.runs.max(1) {
         let t = Instant::now();
         m.run(&inputs)?;
         times.push(t.elapsed().as_secs_f64());
@@ -1003,8 +1019,18 @@ fn time_target(
         Some(l) => format!("{target} -O{}", l as u8),
         None => target.to_string(),
     };
-    println!("{label:<8} median {:>10.3} ms over {} runs (min {:.3} ms, max {:.3} ms) after {warmup} warm-up", med * 1e3, times.len(), times[0] * 1e3, times[times.len() - 1] * 1e3);
-    if cycles {
+    println!(
+        "{label:<8} median {:>10.3} ms over {} runs (min {:.3} ms, max {:.3} ms) after {} warm-up",
+        med * 1e3,
+        times.len(),
+        times[0] * 1e3,
+        times[times.len() - 1] * 1e3,
+        how.warmup
+    );
+    if how.profile {
+        print_profile(&m, &inputs, how.runs.max(1))?;
+    }
+    if how.cycles {
         // One more run of the same model on a cycle-mode simulator, for the report.
         let cdev = Dev::new(target, true)?;
         let cm = load_model(model, target, &cdev, named, load)?;
@@ -1014,47 +1040,79 @@ fn time_target(
     Ok(med)
 }
 
-#[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
+/// `bench --profile`: `runs` profiled runs, and the kernels by their summed time, largest
+/// first, with the time outside kernels as the last line.
+fn print_profile(m: &Model, inputs: &[Tensor], runs: usize) -> Result<(), DriverError> {
+    let mut sum: Vec<(String, u32, f64)> = Vec::new();
+    let (mut other, mut total) = (0.0, 0.0);
+    for _ in 0..runs {
+        let (_, p) = m.run_profiled(inputs)?;
+        if sum.is_empty() {
+            sum = p.kernels.iter().map(|k| (k.name.clone(), 0, 0.0)).collect();
+        }
+        for (s, k) in sum.iter_mut().zip(&p.kernels) {
+            s.1 += k.launches;
+            s.2 += k.seconds;
+        }
+        other += p.other;
+        total += p.total;
+    }
+    sum.retain(|s| s.1 > 0);
+    sum.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let per = |t: f64| t * 1e3 / runs as f64;
+    let share = |t: f64| if total > 0.0 { t / total * 100.0 } else { 0.0 };
+    println!("profile over {runs} runs ({:.3} ms per run):", per(total));
+    println!(
+        "  {:<32} {:>10} {:>7} {:>9}",
+        "kernel", "ms/run", "share", "launches"
+    );
+    for (name, launches, t) in &sum {
+        println!(
+            "  {name:<32} {:>10.3} {:>6.1}% {:>9}",
+            per(*t),
+            share(*t),
+            launches / runs as u32
+        );
+    }
+    println!(
+        "  {:<32} {:>10.3} {:>6.1}%",
+        "(outside kernels)",
+        per(other),
+        share(other)
+    );
+    Ok(())
+}
+
 fn bench(
     model: &Path,
     target: &str,
     baseline: Option<&str>,
     baseline_opt_level: Option<&str>,
-    runs: usize,
-    warmup: usize,
+    how: BenchRuns,
     inputs: &[String],
     newer: Newer,
-    cycles: bool,
 ) -> Result<(), DriverError> {
     let named = parse_named(inputs)?;
-    let t = time_target(model, target, &named, runs, warmup, newer, cycles, None)?;
+    let t = time_target(model, target, &named, how, newer, None)?;
+    // Baselines are timed plainly: no profile, no cycle report.
+    let plain = BenchRuns {
+        cycles: false,
+        profile: false,
+        ..how
+    };
     if let Some(b) = baseline {
         // The baseline is slow by design (the interpreter), so it gets fewer runs.
-        let tb = time_target(
-            model,
-            b,
-            &named,
-            runs.clamp(1, 3),
-            warmup.min(1),
-            newer.quiet(),
-            false,
-            None,
-        )?;
+        let slow = BenchRuns {
+            runs: how.runs.clamp(1, 3),
+            warmup: how.warmup.min(1),
+            ..plain
+        };
+        let tb = time_target(model, b, &named, slow, newer.quiet(), None)?;
         println!("speedup {target} vs {b}: {:.1}x", tb / t);
     }
     if let Some(level) = baseline_opt_level {
         let level: tessera_driver::OptLevel = level.parse()?;
-        let tb = time_target(
-            model,
-            target,
-            &named,
-            runs,
-            warmup,
-            newer.quiet(),
-            false,
-            Some(level),
-        )?;
+        let tb = time_target(model, target, &named, plain, newer.quiet(), Some(level))?;
         let o = options(target).opt_level as u8;
         println!(
             "speedup {target} -O{o} vs -O{}: {:.2}x",

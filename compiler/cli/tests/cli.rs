@@ -990,3 +990,51 @@ fn emit_static_lib_writes_archive_and_header_and_cross_targets_refuse_to_run() {
     assert!(!dir.join("h.a").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_profile_lists_every_launched_kernel_by_time() {
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/models/mlp/model.onnx");
+    let o = tessera(&[
+        "bench",
+        model.to_str().unwrap(),
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--profile",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("profile over 2 runs"), "{out}");
+    // One line per kernel that ran: name, ms per run, share, launches per run.
+    let rows: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.contains("ms/run"))
+        .skip(1)
+        .collect();
+    let kernels: Vec<&str> = rows
+        .iter()
+        .filter(|l| !l.contains("(outside kernels)"))
+        .copied()
+        .collect();
+    assert!(!kernels.is_empty(), "{out}");
+    for row in &kernels {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols.len(), 4, "{row}");
+        assert!(
+            cols[1].parse::<f64>().is_ok() && cols[2].ends_with('%'),
+            "{row}"
+        );
+        assert!(cols[3].parse::<u32>().unwrap() >= 1, "{row}");
+    }
+    let shares: f64 = rows
+        .iter()
+        .filter_map(|l| l.split_whitespace().find(|c| c.ends_with('%')))
+        .map(|c| c.trim_end_matches('%').parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (shares - 100.0).abs() < 1.0,
+        "shares add up to {shares}: {out}"
+    );
+}

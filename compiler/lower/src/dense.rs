@@ -79,6 +79,15 @@ fn offset(b: &mut KernelBuilder, base: Val, i: Val, stride: i64) -> Val {
     }
 }
 
+/// `x + c` for an index value and a constant (`x` itself when `c` is 0).
+fn add_const(b: &mut KernelBuilder, x: Val, c: i64) -> Val {
+    if c == 0 {
+        return x;
+    }
+    let cv = b.index(c);
+    b.add(x, cv)
+}
+
 /// Loads `lanes` elements of an operand at `idx`, widened to the accumulator type.
 fn load_acc(b: &mut KernelBuilder, buf: Buf, idx: Val, lanes: u64, acc: DType) -> Val {
     let x = b.load(buf, idx, lanes as u16);
@@ -1134,7 +1143,17 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
     let xb = b.param("x", dt, cx.numel(x)?.max(1), Access::Read);
     let yb = b.param("y", cx.dtype(y)?, total, Access::Write);
     let ib = indices.map(|_| b.param("indices", DType::I64, total, Access::Write));
-    let chunk = (16384 / kt.max(1)).clamp(1, ot);
+    // 2-D max/average pooling whose windows lie inside the input along W for most output
+    // columns: whole output rows per instance, those columns with constant tap offsets.
+    let interior = if indices.is_none() {
+        pool_interior(&w, kind)
+    } else {
+        None
+    };
+    let chunk = match interior {
+        Some(_) => ((16384 / kt.max(1)) / w.output[1]).max(1).min(w.output[0]) * w.output[1],
+        None => (16384 / kt.max(1)).clamp(1, ot),
+    };
     b.set_grid(&[planes, ot.div_ceil(chunk)]);
     let plane = b.program_id(0);
     let pid = b.program_id(1);
@@ -1158,7 +1177,9 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
     let hi = b.min(hi0, otv);
     let one = b.index(1);
     let wref = &w;
-    b.for_loop(lo, hi, one, &[], |b, o, _| {
+    // One output point at flat spatial index `o`, with the window's tap ranges computed at run
+    // time (any rank, padding, dilation).
+    let point = |b: &mut KernelBuilder, o: Val| {
         let oc = unravel(b, o, &wref.output);
         let ranges = window_ranges(b, wref, &oc, &extent, &vec![0; r]);
         let sty = Ty::scalar(acc);
@@ -1244,10 +1265,127 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
                 b.store(yb, yi, out);
             }
         }
-        Vec::new()
-    });
+    };
+    match interior {
+        None => {
+            b.for_loop(lo, hi, one, &[], |b, o, _| {
+                point(b, o);
+                Vec::new()
+            });
+        }
+        Some((ow_lo, ow_hi)) => {
+            let ow_n = w.output[1] as i64;
+            let owv = b.index(ow_n);
+            let row_lo = b.div(lo, owv);
+            let row_hi = b.div(hi, owv);
+            b.for_loop(row_lo, row_hi, one, &[], |b, oh, _| {
+                let row = b.mul(oh, owv);
+                let edge = |b: &mut KernelBuilder, from: i64, to: i64| {
+                    let (f, t) = (b.index(from), b.index(to));
+                    b.for_loop(f, t, one, &[], |b, ow, _| {
+                        let o = b.add(row, ow);
+                        point(b, o);
+                        Vec::new()
+                    });
+                };
+                edge(b, 0, ow_lo);
+                let (f, t) = (b.index(ow_lo), b.index(ow_hi));
+                let zero = b.index(0);
+                let rh = window_ranges(b, wref, &[oh], &extent[..1], &[0]);
+                let (start_h, lo_h, hi_h) = rh[0];
+                b.for_loop(f, t, one, &[], |b, ow, _| {
+                    let sw = b.index(wref.strides[1] as i64);
+                    let t0 = b.mul(ow, sw);
+                    let start_w = add_const(b, t0, -wref.pad_begin[1]);
+                    let row_base = b.add(x_base, start_w);
+                    let tap = |b: &mut KernelBuilder, kh: Val, kw: u64| {
+                        let ih = b.add(start_h, kh);
+                        let xi = offset(b, row_base, ih, extent[1]);
+                        let xi = add_const(b, xi, kw as i64);
+                        load_acc(b, xb, xi, 1, acc)
+                    };
+                    let sty = Ty::scalar(acc);
+                    let res = if kind == 0 {
+                        // The first tap in range, or the lowest value when none is; then every
+                        // tap in order, replacing only a smaller value (so the first tap's second
+                        // visit changes nothing): the generic path's result, NaNs included.
+                        let any = b.cmp(CmpOp::Lt, lo_h, hi_h);
+                        let safe = b.select(any, lo_h, zero);
+                        let first = tap(b, safe, 0);
+                        let low = b.constant(sty, lowest(acc));
+                        let init = b.select(any, first, low);
+                        b.for_loop(lo_h, hi_h, one, &[init], |b, kh, cur| {
+                            let mut m = cur[0];
+                            for kw in 0..wref.kernel[1] {
+                                let v = tap(b, kh, kw);
+                                let better = b.cmp(CmpOp::Gt, v, m);
+                                m = b.select(better, v, m);
+                            }
+                            vec![m]
+                        })[0]
+                    } else {
+                        let z = fconst(b, sty, 0.0);
+                        let sum = b.for_loop(lo_h, hi_h, one, &[z], |b, kh, cur| {
+                            let mut acc_v = cur[0];
+                            for kw in 0..wref.kernel[1] {
+                                let v = tap(b, kh, kw);
+                                acc_v = b.add(acc_v, v);
+                            }
+                            vec![acc_v]
+                        })[0];
+                        // Inside the input along W, the window counts its KW columns either way;
+                        // along H, the taps inside the input or inside the padded input.
+                        let (l, h) = if count_include_pad {
+                            let pr =
+                                window_ranges(b, wref, &[oh], &padded[..1], &wref.pad_begin[..1]);
+                            (pr[0].1, pr[0].2)
+                        } else {
+                            (lo_h, hi_h)
+                        };
+                        let d = b.sub(h, l);
+                        let d = b.max(d, zero);
+                        let kw = b.index(wref.kernel[1] as i64);
+                        let cnt = b.mul(d, kw);
+                        let cf = b.cast(cnt, acc, NO_SAT);
+                        b.div(sum, cf)
+                    };
+                    let o = b.add(row, ow);
+                    let yi = b.add(y_base, o);
+                    let out = b.cast(res, wref_dtype(yb, b), NO_SAT);
+                    b.store(yb, yi, out);
+                    Vec::new()
+                });
+                edge(b, ow_hi, ow_n);
+                Vec::new()
+            });
+        }
+    }
     cx.launch(kb.finish(), args);
     Ok(Execution::Kernel)
+}
+
+/// For 2-D max or average pooling without dilation: the output columns `lo..hi` whose
+/// windows lie wholly inside the input along W (computed at compile time), when there are any.
+/// Those columns need no per-point tap ranges along W.
+fn pool_interior(w: &Window, kind: u8) -> Option<(i64, i64)> {
+    if w.input.len() != 2 || kind > 1 || w.dilations.iter().any(|&d| d != 1) || w.kernel[1] > 16 {
+        return None;
+    }
+    let (iw, kw, sw, pb) = (
+        w.input[1] as i64,
+        w.kernel[1] as i64,
+        w.strides[1] as i64,
+        w.pad_begin[1],
+    );
+    let ow = w.output[1] as i64;
+    // start(ow) = ow·sw − pb ≥ 0 and start(ow) + kw ≤ iw.
+    let lo = (pb.max(0) + sw - 1) / sw;
+    let last = iw + pb - kw;
+    if last < 0 {
+        return None;
+    }
+    let hi = (last / sw + 1).min(ow);
+    (lo < hi).then_some((lo, hi))
 }
 
 // ==== BatchNormalization ====
@@ -2724,6 +2862,68 @@ mod tests {
                 group,
             );
             close(&fast, &want, &what);
+        }
+    }
+
+    #[test]
+    fn pooling_rows_with_interior_columns_match_the_reference() {
+        // 3x3 windows, stride 2, padding 1 on every side: the first and last output columns
+        // take the generic path, the others the interior one; NaNs check the tap order.
+        let xd = [1u64, 3, 7, 9];
+        let (oh_n, ow_n) = (4i64, 5i64);
+        let mut x = rand(3 * 63, 5);
+        x[10] = f32::NAN;
+        x[63 + 2 * 9 + 4] = f32::NAN;
+        for op in [Op::MaxPool, Op::AveragePool] {
+            for cip in [0, 1] {
+                let mut g = G::default();
+                let xv = g.input(DType::F32, &xd, f32_bytes(&x));
+                let mut attrs = vec![
+                    ("kernel_shape", Attr::Ints(vec![3, 3])),
+                    ("strides", Attr::Ints(vec![2, 2])),
+                    ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+                ];
+                if op == Op::AveragePool {
+                    attrs.push(("count_include_pad", Attr::Int(cip)));
+                }
+                let o = g.node(op, &[Some(xv)], &[(DType::F32, &[1, 3, 4, 5])], &attrs);
+                let y = to_f32(&g.run(&o, &desc(16)).unwrap()[0]);
+                let mut want = vec![];
+                for c in 0..3i64 {
+                    for oh in 0..oh_n {
+                        for ow in 0..ow_n {
+                            let (mut best, mut first) = (f32::NEG_INFINITY, true);
+                            let (mut s, mut n) = (0f32, 0);
+                            for kh in 0..3 {
+                                for kw in 0..3 {
+                                    let (h, w) = (oh * 2 - 1 + kh, ow * 2 - 1 + kw);
+                                    if !(0..7).contains(&h) || !(0..9).contains(&w) {
+                                        continue;
+                                    }
+                                    let v = x[(c * 63 + h * 9 + w) as usize];
+                                    if first || v > best {
+                                        best = v;
+                                    }
+                                    first = false;
+                                    s += v;
+                                    n += 1;
+                                }
+                            }
+                            want.push(if op == Op::MaxPool {
+                                best
+                            } else {
+                                s / if cip == 1 { 9 } else { n } as f32
+                            });
+                        }
+                    }
+                }
+                if op == Op::MaxPool {
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&y), bits(&want), "maxpool");
+                    break;
+                }
+                close(&y, &want, &format!("avgpool count_include_pad={cip}"));
+            }
         }
     }
 

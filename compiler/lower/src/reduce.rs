@@ -430,7 +430,7 @@ fn softmax(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let rows = n / extent;
     let op = node.op;
     // Along the last axis, on a target with a vector-unit buffer: a tile program of rows.
-    if axis + 1 == dims.len() && op != Op::Hardmax && crate::rows::wants_row_tiles(cx) {
+    if axis + 1 == dims.len() && op != Op::Hardmax && crate::rows::softmax_as_tiles(cx) {
         let log = op == Op::LogSoftmax;
         if let Some(mut k) = crate::rows::softmax_kernel(String::new(), dt, rows, extent, log) {
             k.name = cx.kernel_name(&op.name().to_ascii_lowercase());

@@ -95,6 +95,16 @@ use tessera_kir::{Access, Buf, BufferId, CastMode};
 /// over threads. A multiple of every vector width we use, so only the last chunk has a tail.
 pub const EW_CHUNK: u64 = 4096;
 
+/// The f32 lanes of the vectors an elementwise kernel computes on: as many as the target's
+/// widest vector holds (`vector_bytes`), a power of two from 1 to 16 (four 128-bit registers
+/// on a chip with wider vectors: enough to fill a 512-bit unit, few enough that a long body's
+/// values stay in registers).
+pub fn f32_lanes(desc: &tessera_target::TargetDesc) -> u16 {
+    let lanes = (desc.vector_bytes / 4).clamp(1, 16);
+    // The largest power of two at most `lanes`.
+    (1u16 << (15 - (lanes as u16).leading_zeros())).max(1)
+}
+
 /// How an elementwise kernel reads one operand at the coordinates of an output element.
 #[derive(Clone, Debug)]
 pub struct EwOperand {
@@ -279,7 +289,7 @@ pub fn emit_elementwise(
     let out_buf = b.param("out", out_dtype, n, Access::Write);
     args.push(out);
 
-    let lanes: u16 = if cx.desc.vector_bytes >= 16 { 4 } else { 1 };
+    let lanes = f32_lanes(cx.desc);
     let vectorize = lanes > 1
         && n >= lanes as u64
         && out_dtype == DType::F32

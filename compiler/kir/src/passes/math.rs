@@ -5,7 +5,8 @@
 //!
 //! How each type is computed:
 //! - f32 `exp`, `log`, `tanh` and `sigmoid` (the hot ones: softmax, activations) run in f32,
-//!   with Cody–Waite range reduction and polynomials; they are within a few ulp of libm.
+//!   with Cody–Waite range reduction and polynomials; they are within a few ulp of libm. f32
+//!   `erf` (GELU) runs in f32 too, from two fitted polynomials and one `exp` ([`erf_f32`]).
 //! - Every other f32 routine, and every routine on f16/bf16/f8/f4, converts to f64, runs the
 //!   f64 routine and rounds back once: within an ulp of libm in practice.
 //! - f64 routines run in f64 with polynomials of f64 degree. Their error is a few ulp, except
@@ -51,7 +52,7 @@ fn expand_one_in(b: &mut KernelBuilder, f: MathFn, args: &[Val], wide_ty: DType)
     }
     let native_f32 = matches!(
         f,
-        MathFn::Exp | MathFn::Log | MathFn::Tanh | MathFn::Sigmoid
+        MathFn::Exp | MathFn::Log | MathFn::Tanh | MathFn::Sigmoid | MathFn::Erf
     );
     if t.elem == DType::F64 || (t.elem == DType::F32 && native_f32) {
         let mut m = Mx::new(b, t);
@@ -72,6 +73,7 @@ fn routine(m: &mut Mx<'_>, f: MathFn, a: &[Val]) -> Val {
         MathFn::Log => log(m, x),
         MathFn::Pow => pow(m, x, a.get(1).copied().unwrap_or(x)),
         MathFn::Tanh => tanh(m, x),
+        MathFn::Erf if !m.is_f64() => erf_f32(m, x),
         MathFn::Erf => erf(m, x),
         MathFn::Sigmoid => sigmoid(m, x),
         MathFn::Sin => sin_cos_tan(m, x, Trig::Sin),
@@ -848,6 +850,64 @@ fn erf(m: &mut Mx<'_>, x: Val) -> Val {
     let y = m.sel(lt_c, y_c, one);
     let y = m.sel(lt_b, y_b, y);
     let y = m.sel(lt_a, y_a, y);
+    let y = m.copysign(y, x);
+    let isnan = m.is_nan(x);
+    m.sel(isnan, x, y)
+}
+
+/// erf(x)/x − 1 on [0, 1] as a polynomial in x² (a least-squares fit on Chebyshev nodes, made
+/// for Tessera; max error 1.3e-9 relative).
+const ERF32_SMALL: [f64; 7] = [
+    0.1283791656893223,
+    -0.3761262556739927,
+    0.11283582247993218,
+    -0.02685369109972613,
+    0.005188098889422815,
+    -0.0008008189323365084,
+    7.847259127659323e-05,
+];
+
+/// ln(erfc(x)) + x² on [1, 4] as a polynomial in x − 2.5 (fitted likewise; max error 6.5e-9).
+const ERF32_TAIL: [f64; 10] = [
+    -1.5568152770519288,
+    -0.35268074038547653,
+    0.056106359727481125,
+    -0.010858165530448632,
+    0.0021651603097310734,
+    -0.00042070693904167105,
+    7.73944255355874e-05,
+    -1.2976133195419267e-05,
+    1.6140616092563675e-06,
+    -6.582858082992111e-08,
+];
+
+/// f32 erf in f32, about 60 instructions and no division (fdlibm's routine, run in f64, is
+/// about 200 and six divisions; it dominated GELU). Two pieces, both computed and selected:
+/// - |x| < 1: `a + a·P(a²)`, where P is erf(a)/a − 1 (adding the small part to `a` last keeps
+///   the rounding error near half an ulp);
+/// - |x| ≥ 1: `1 − exp(−a² + G(a))`, where G fits ln(erfc(a)) + a² on [1, 4] (a clamped to 4,
+///   where erf is 1 in f32). The exponent's rounding error is relative to erfc, which is at
+///   most 0.16 here, so it shrinks in the result.
+///
+/// Simulated in f32 over 2·10⁶ points of [−6, 6] and tiny inputs down to 1e-40: at most 1.3
+/// ulp from the correctly rounded value (the test bounds it by 2).
+fn erf_f32(m: &mut Mx<'_>, x: Val) -> Val {
+    let a = m.abs(x);
+    let z = m.mul(a, a);
+    let p = m.poly(z, &ERF32_SMALL);
+    let ap = m.mul(a, p);
+    let small = m.add(a, ap);
+    let four = m.c(4.0);
+    let ac = m.min(a, four);
+    let u = m.addc(ac, -2.5);
+    let g = m.poly(u, &ERF32_TAIL);
+    let ac2 = m.mul(ac, ac);
+    let arg = m.sub(g, ac2);
+    let e = exp(m, arg);
+    let one = m.c(1.0);
+    let tail = m.sub(one, e);
+    let lt1 = m.cmpc(CmpOp::Lt, a, 1.0);
+    let y = m.sel(lt1, small, tail);
     let y = m.copysign(y, x);
     let isnan = m.is_nan(x);
     m.sel(isnan, x, y)
