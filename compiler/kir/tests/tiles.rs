@@ -127,6 +127,7 @@ fn blocked() -> ScalarizeOptions {
         block_rows: 2,
         block_vectors: 2,
         fma: false,
+        in_place_operands: true,
     }
 }
 

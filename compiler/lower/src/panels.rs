@@ -45,11 +45,17 @@ pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result
     };
     let (m, n, k) = (s.m, s.n, s.k);
     let mut tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (m, n, k));
-    // On a CPU with a register block, a tile is one panel as wide as the block: the
-    // micro-kernel then reads each tile of B in place, one contiguous panel streamed from
-    // memory (scalarize-tiles reads in place what lies in range), and no tile is copied.
+    // On a CPU with a register block, a tile is one panel as wide as the block, or as a few
+    // blocks where one block's row is shorter than a cache line: the micro-kernel then reads
+    // each tile of B in place, one contiguous panel streamed from memory (scalarize-tiles
+    // reads in place what lies in range), and no tile is copied.
     if let Some((_, vectors)) = cx.desc.register_block() {
-        let width = vectors as u64 * (cx.desc.vector_bytes as u64 / 4).max(1);
+        let block = vectors as u64 * (cx.desc.vector_bytes as u64 / 4).max(1);
+        let line = cx
+            .desc
+            .memory_with_role(tessera_target::MemoryRole::Cache)
+            .map_or(64, |m| m.align as u64);
+        let width = block * (line / 4).div_ceil(block).max(1);
         if width > 1 && n >= width && width <= u16::MAX as u64 {
             tiles.1 = width as u16;
         }

@@ -117,6 +117,7 @@ impl Host {
             block_rows,
             block_vectors,
             fma: false,
+            in_place_operands: true,
         };
         tessera_kir::passes::scalarize_tiles(&mut k, &opts)
             .and_then(|()| tessera_kir::passes::to_backend_subset(&mut k))

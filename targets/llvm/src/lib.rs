@@ -279,6 +279,7 @@ impl LlvmCpu {
             block_vectors,
             // One rounding per step where the CPU fuses (the fingerprint records `fma`).
             fma: self.has_fma(),
+            in_place_operands: true,
         };
         tessera_kir::passes::scalarize_tiles(&mut k, &opts)
             .and_then(|()| tessera_kir::passes::to_backend_subset(&mut k))

@@ -49,6 +49,10 @@ pub struct ScalarizeOptions {
     /// Accumulate that expansion with `fma` (one rounding per step) instead of `mul` then
     /// `add`: for backends whose CPU has a fused multiply-add.
     pub fma: bool,
+    /// Let that expansion read an f32 operand tile in place, in the buffer it is loaded from,
+    /// when it provably lies in its view (see `direct` in the pass): for CPUs, whose loads
+    /// reach any buffer at the same cost.
+    pub in_place_operands: bool,
 }
 
 impl Default for ScalarizeOptions {
@@ -61,6 +65,7 @@ impl Default for ScalarizeOptions {
             block_rows: 1,
             block_vectors: 1,
             fma: false,
+            in_place_operands: false,
         }
     }
 }
@@ -430,6 +435,7 @@ impl Sc {
             || (self.f32_mma_b.contains(&r) && b_uses == Some(1));
         let rank = t.view.dims.len();
         if !self.opts.blocked_f32_mma
+            || !self.opts.in_place_operands
             || !operand
             || self.uses(r) != 1
             || self.ty(r).elem != DType::F32
