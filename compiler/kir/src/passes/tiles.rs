@@ -431,9 +431,13 @@ impl Sc {
     /// buffer, the index of its (0, 0) and its row stride, computed here.
     fn direct_at(&mut self, r: Val, t: &TileAt, rows: u32, cols: u32) -> Option<(Buf, Val, i64)> {
         let b_uses = self.mma_b_uses.get(r.0 as usize).copied();
-        let operand = (self.f32_mma_a.contains(&r) && b_uses == Some(0))
-            || (self.f32_mma_b.contains(&r) && b_uses == Some(1));
         let rank = t.view.dims.len();
+        // A is read one element per row and k step, so its rows may lie anywhere; B a vector
+        // per row and k step, so only a tile that is one contiguous block (rows `cols` apart,
+        // as packed weights are) is read in place: a far-strided B streams better copied.
+        let contiguous = rank >= 2 && t.view.strides[rank - 2] == cols as i64;
+        let operand = (self.f32_mma_a.contains(&r) && b_uses == Some(0))
+            || (self.f32_mma_b.contains(&r) && b_uses == Some(1) && contiguous);
         if !self.opts.blocked_f32_mma
             || !self.opts.in_place_operands
             || !operand
