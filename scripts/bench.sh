@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks Tessera's CPU targets against onnxruntime in one run: the bench models
-# (tests/python/make_bench_models.py: f32 and f16 MLPs of batch 64, 1024->4096->4096->1024, a
-# ResNet-style CNN at 224x224) and the BERT-base encoder layer (tests/data/models/bert, seq
+# (tests/python/make_bench_models.py: f32 and f16 MLPs of batch 64, 1024->4096->4096->1024, the
+# int8 QDQ MLP of the same shape (per-tensor u8 activations, i8 weights; onnxruntime runs the
+# QDQ model itself, Tessera its own integer kernels), a ResNet-style CNN at 224x224) and the
+# BERT-base encoder layer (tests/data/models/bert, seq
 # 128), on `host`, `llvm-x86_64` (when this build has the `llvm` feature) and onnxruntime, at 1
 # and 2 threads (`taskset` pins the process; the host device sizes its pool from the affinity
 # mask, onnxruntime gets intra_op_num_threads). Prints per model and thread count: median
@@ -23,7 +25,7 @@ scripts/setup-python.sh
 scripts/make-models.sh >/dev/null
 export LLVM_SYS_221_PREFIX="${LLVM_SYS_221_PREFIX:-/usr/lib/llvm-22}"
 models="${BENCH_MODELS:-$root/target/bench-models}"
-[ -f "$models/cnn-224/model.onnx" ] && [ -f "$models/gemm-2048/model.onnx" ] || .venv/bin/python tests/python/make_bench_models.py "$models" >/dev/null
+[ -f "$models/cnn-224/model.onnx" ] && [ -f "$models/mlp-qdq/model.onnx" ] && [ -f "$models/gemm-2048/model.onnx" ] || .venv/bin/python tests/python/make_bench_models.py "$models" >/dev/null
 features=()
 [ -x "$LLVM_SYS_221_PREFIX/bin/llvm-config" ] && features=(--features llvm)
 # TESSERA_BIN=path times an already built binary instead (kernel code is the same in any
@@ -46,7 +48,7 @@ py=.venv/bin/python
 maxerr() { "$py" tests/python/bench_ort.py maxerr "$@"; }
 
 printf '%-9s %3s %-12s %12s %9s %9s %9s\n' model thr target "median(ms)" GFLOP/s "vs ort" maxerr
-for name in ${MODELS:-mlp-f32 mlp-f16 cnn-224 bert}; do
+for name in ${MODELS:-mlp-f32 mlp-f16 mlp-qdq cnn-224 bert}; do
   case "$name" in
     bert) path="$root/tests/data/models/bert/model.onnx" ;;
     *) path="$models/$name/model.onnx" ;;

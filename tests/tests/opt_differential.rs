@@ -198,3 +198,58 @@ fn narrow_float_policies_stay_within_their_bounds() {
         );
     }
 }
+
+/// Each activation FusedMatMul's epilogue applies (`matmul-relu`, `matmul-activation`) gives
+/// what the unfused product and activation give, on every kind of target: the reference
+/// interpreter, the CPU and the NPU (whose epilogue runs on the Vector unit).
+#[test]
+fn fused_activations_match_the_unfused_graph() {
+    let acts = [
+        ("Relu", "Relu(%a)", "matmul-relu"),
+        ("Gelu", "Gelu(%a)", "matmul-activation"),
+        (
+            "GeluTanh",
+            "Gelu(%a) {approximate = \"tanh\"}",
+            "matmul-activation",
+        ),
+        ("Sigmoid", "Sigmoid(%a)", "matmul-activation"),
+        ("Tanh", "Tanh(%a)", "matmul-activation"),
+    ];
+    let mut state = 7u64;
+    let mut vals = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+            })
+            .collect()
+    };
+    let inputs = vec![
+        Tensor::from_f32(vec![24, 40], &vals(24 * 40, 1.0)),
+        Tensor::from_f32(vec![40, 36], &vals(40 * 36, 0.5)),
+        Tensor::from_f32(vec![36], &vals(36, 1.0)),
+    ];
+    for (name, act, rule) in acts {
+        let text = format!(
+            "graph @act(%x: f32[24,40], %w: f32[40,36], %b: f32[36]) -> (%y) {{\n  %m = MatMul(%x, %w)\n  %a = Add(%m, %b)\n  %y = {act}\n}}\n"
+        );
+        let mut g = tessera_ir::text::parse(&text).unwrap();
+        tessera_ir::infer_shapes(&mut g).unwrap();
+        for target in ["interp", "host", "npu-sim"] {
+            let plain = {
+                let artifact = tessera_driver::compile_graph(&g, "act", target).unwrap();
+                let m = tessera_driver::load(artifact, target).unwrap();
+                m.run(&inputs).unwrap().remove(0)
+            };
+            let (fused, fired) = run_graph(&g, &inputs, target, tessera_driver::Precision::Exact);
+            assert!(
+                fired.iter().any(|r| r == rule) && fired.iter().any(|r| r == "matmul-bias"),
+                "{name} on {target}: fired {fired:?}"
+            );
+            conformance::compare(&fused, &plain)
+                .unwrap_or_else(|m| panic!("{name} on {target}, fused vs unfused: {m}"));
+        }
+    }
+}

@@ -104,10 +104,15 @@ struct CompileArgs {
 impl CompileArgs {
     /// The target as the driver takes it: `TARGET@CPU` when `--cpu` is given.
     fn target(&self) -> String {
-        match &self.cpu {
-            Some(cpu) => format!("{}@{cpu}", self.target),
-            None => self.target.clone(),
-        }
+        with_cpu(self.target.clone(), self.cpu.clone())
+    }
+}
+
+/// `TARGET@CPU` when a `--cpu` is given, else the target.
+fn with_cpu(target: String, cpu: Option<String>) -> String {
+    match cpu {
+        Some(cpu) => format!("{target}@{cpu}"),
+        None => target,
     }
 }
 
@@ -143,6 +148,10 @@ enum Cmd {
         /// npu-sim targets: run the simulator in cycle mode and print each kernel's cycle report.
         #[arg(long)]
         cycles: bool,
+        /// The CPU the LLVM CPU targets compile for (as `compile --cpu`): `native` (the default)
+        /// or a portable level such as `x86-64-v3`.
+        #[arg(long)]
+        cpu: Option<String>,
     },
     /// List targets.
     Targets,
@@ -204,6 +213,10 @@ enum Cmd {
         /// kernels by time (ms per run, share of the run, launches).
         #[arg(long)]
         profile: bool,
+        /// The CPU the LLVM CPU targets compile for (as `compile --cpu`): `native` (the default)
+        /// or a portable level such as `x86-64-v3`.
+        #[arg(long)]
+        cpu: Option<String>,
     },
 }
 
@@ -276,7 +289,9 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             expect_digest,
             max_memory,
             cycles,
+            cpu,
         } => {
+            let target = with_cpu(target, cpu);
             let load = LoadOpts {
                 newer: Newer::flag(allow_newer_opset),
                 digest: expect_digest.as_deref().map(parse_digest).transpose()?,
@@ -331,9 +346,10 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             allow_newer_opset,
             cycles,
             profile,
+            cpu,
         } => bench(
             &model,
-            &target,
+            &with_cpu(target, cpu),
             baseline.as_deref(),
             baseline_opt_level.as_deref(),
             BenchRuns {

@@ -1038,3 +1038,66 @@ fn bench_profile_lists_every_launched_kernel_by_time() {
         "shares add up to {shares}: {out}"
     );
 }
+
+/// `run` and `bench` take `--cpu` as `compile` does: the LLVM CPU target compiles for that
+/// level, and a target without CPU choices, or an unknown CPU, is a clear error.
+#[cfg(feature = "llvm")]
+#[test]
+fn run_and_bench_take_a_cpu_level() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cnn/model.onnx")
+        .display()
+        .to_string();
+    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cnn/input.npy")
+        .display()
+        .to_string();
+    let o = tessera(&[
+        "run",
+        &model,
+        "--target",
+        "llvm-x86_64",
+        "--cpu",
+        "x86-64-v2",
+        "--input",
+        &format!("input={input}"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tessera(&[
+        "bench",
+        &model,
+        "--target",
+        "llvm-x86_64",
+        "--cpu",
+        "x86-64-v2",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("llvm-x86_64@x86-64-v2 median"),
+        "{out}{}",
+        stderr(&o)
+    );
+    let o = tessera(&["bench", &model, "--cpu", "x86-64-v2", "--runs", "1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("takes no CPU choice"), "{}", stderr(&o));
+    let o = tessera(&[
+        "run",
+        &model,
+        "--target",
+        "llvm-x86_64",
+        "--cpu",
+        "bogus9",
+        "--input",
+        &format!("input={input}"),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unknown CPU `bogus9`"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -185,6 +185,12 @@ impl KernelBuilder {
         self.emit1(InstKind::Fma(a, b, c), t)
     }
 
+    /// `acc + Σ_g a[G·l+g] · b[G·l+g]` per lane `l` of the i32 `acc` (see [`InstKind::Dot`]).
+    pub fn dot(&mut self, acc: Val, a: Val, b: Val) -> Val {
+        let t = self.ty(acc);
+        self.emit1(InstKind::Dot(acc, a, b), t)
+    }
+
     /// Casts `x` to element type `to` (keeping its lane count).
     pub fn cast(&mut self, x: Val, to: DType, mode: CastMode) -> Val {
         let t = self.ty(x).with_elem(to);
@@ -302,6 +308,13 @@ impl KernelBuilder {
     pub fn tile_mma(&mut self, a: Val, b: Val, acc: Val) -> Val {
         let t = self.ty(acc).with_role(Role::Acc);
         self.emit1(InstKind::TileMma { a, b, acc }, t)
+    }
+
+    /// `acc + a · unpack(b)` for a packed `b` (see [`InstKind::TileDot`]); an acc tile shaped
+    /// like `acc`.
+    pub fn tile_dot(&mut self, a: Val, b: Val, acc: Val) -> Val {
+        let t = self.ty(acc).with_role(Role::Acc);
+        self.emit1(InstKind::TileDot { a, b, acc }, t)
     }
 
     pub fn tile_reduce(&mut self, op: ReduceOp, axis: Axis, x: Val) -> Val {

@@ -823,6 +823,28 @@ impl<'k> Machine<'k, '_> {
                     };
                 }
             }
+            Dot(acc, a, b) => {
+                let r = inst.results[0];
+                let lanes = self.ty(r).count() as usize;
+                let (at, bt) = (self.ty(*a), self.ty(*b));
+                let group = at.count() as usize / lanes.max(1);
+                let (xo, ao, bo, ro) = (self.o(*acc), self.o(*a), self.o(*b), self.o(r));
+                for l in 0..lanes {
+                    let mut s = self.regs[xo + l];
+                    for g in 0..group {
+                        let i = group * l + g;
+                        s = mac(
+                            DType::I32,
+                            at.elem,
+                            bt.elem,
+                            s,
+                            self.regs[ao + i],
+                            self.regs[bo + i],
+                        );
+                    }
+                    self.regs[ro + l] = s;
+                }
+            }
             Select(c, a, b) => {
                 let r = inst.results[0];
                 let n = self.ty(r).count() as usize;
@@ -1003,6 +1025,30 @@ impl<'k> Machine<'k, '_> {
                         for l in 0..kk {
                             let x = self.regs[ao + (i * kk + l) as usize];
                             let y = self.regs[bo + (l * n + j) as usize];
+                            s = mac(ct.elem, at.elem, bt.elem, s, x, y);
+                        }
+                        self.tmp.push(s);
+                    }
+                }
+                self.regs[ro..ro + self.tmp.len()].copy_from_slice(&self.tmp);
+            }
+            TileDot { a, b, acc } => {
+                let r = inst.results[0];
+                let (at, bt, ct) = (self.ty(*a), self.ty(*b), self.ty(*acc));
+                let ((m, kk), (_, bc), (_, n)) = (
+                    at.tile_shape().unwrap_or((1, 1)),
+                    bt.tile_shape().unwrap_or((1, 1)),
+                    ct.tile_shape().unwrap_or((1, 1)),
+                );
+                let g = bc / n.max(1);
+                let (ao, bo, co, ro) = (self.o(*a), self.o(*b), self.o(*acc), self.o(r));
+                self.tmp.clear();
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut s = self.regs[co + (i * n + j) as usize];
+                        for l in 0..kk {
+                            let x = self.regs[ao + (i * kk + l) as usize];
+                            let y = self.regs[bo + ((l / g) * bc + j * g + l % g) as usize];
                             s = mac(ct.elem, at.elem, bt.elem, s, x, y);
                         }
                         self.tmp.push(s);

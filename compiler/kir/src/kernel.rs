@@ -513,6 +513,15 @@ pub enum InstKind {
     /// for backends that ask for it (`ScalarizeOptions::fma`): a backend without a fused
     /// instruction may refuse it, but never computes it with two roundings.
     Fma(Val, Val, Val),
+    /// `dot acc, a, b`: a widening integer dot product of groups. `acc` (and the result) is
+    /// `i32` with `L` lanes (a scalar or a vector); `a` and `b` are vectors of `G·L` lanes
+    /// whose elements are 8- or 16-bit integers (`i8`, `u8`, `i16`, `u16`; the two may
+    /// differ), `G` being 2 or 4. Lane `l` of the result is `acc[l] + Σ_{g<G} a[G·l+g] ·
+    /// b[G·l+g]`, each product formed exactly from the operands' values and the sum wrapping in
+    /// i32: the CPU pairwise (`pmaddwd`, i16 × i16 pairs) and 4-way (`vpdpbusd`, u8 × i8
+    /// quads) products. The `scalarize-tiles` pass emits it only for backends that ask for it
+    /// (`ScalarizeOptions::int_dot`); a backend without the form refuses it.
+    Dot(Val, Val, Val),
     /// Converts to the result type, see [`CastMode`].
     Cast(Val, CastMode),
     /// Reinterprets the bits as the result type, which has the same total width.
@@ -606,6 +615,22 @@ pub enum InstKind {
     /// step — the semantics of [`InstKind::Mma`]. The operand types name the a/b/acc dtypes;
     /// targets refuse pairs their matrix unit lacks.
     TileMma {
+        a: Val,
+        b: Val,
+        acc: Val,
+    },
+    /// Integer tile product with `b` in *packed* form, the layout of a CPU's pairwise or 4-way
+    /// dot product: `a` is an `M × K` tile and `b` a `P × (N·G)` tile (8- or 16-bit integers,
+    /// `i8`, `u8`, `i16` or `u16`, the two may differ) with `K = P·G`, `G` (2 or 4) being
+    /// `b`'s column count over `acc`'s; `acc` is an `M × N` `i32` tile. Row `p` of `b` holds
+    /// the groups of k `p·G .. p·G+G` of every column one after the other: `b[p][j·G+g]` is
+    /// element (p·G+g, j) of the unpacked `K × N` operand. The result (an `M × N` `i32` acc
+    /// tile) is `acc[i][j] + Σ_p Σ_g a[i][p·G+g] · b[p][j·G+g]`, each product exact and the
+    /// sum wrapping in i32, which is `tile.mma` of `a` and the unpacked operand. Lowering emits
+    /// it only for targets whose desc has an integer dot product (`int_dot`), with `b` a
+    /// constant packed at compile time; `scalarize-tiles` expands it (with `dot` where the
+    /// backend asks, else exactly in scalars).
+    TileDot {
         a: Val,
         b: Val,
         acc: Val,

@@ -336,6 +336,7 @@ impl Printer<'_> {
                 self.val(*b)
             ),
             Fma(a, b, c) => format!("fma {}, {}, {}", self.val(*a), self.val(*b), self.val(*c)),
+            Dot(a, b, c) => format!("dot {}, {}, {}", self.val(*a), self.val(*b), self.val(*c)),
             Cast(x, m) => format!(
                 "cast{} {}",
                 if m.saturate { " sat" } else { "" },
@@ -427,6 +428,12 @@ impl Printer<'_> {
             }
             TileMma { a, b, acc } => format!(
                 "tile.mma {}, {}, {}",
+                self.val(*a),
+                self.val(*b),
+                self.val(*acc)
+            ),
+            TileDot { a, b, acc } => format!(
+                "tile.dot {}, {}, {}",
                 self.val(*a),
                 self.val(*b),
                 self.val(*acc)
@@ -1118,6 +1125,13 @@ impl Parser {
                 self.punct(',')?;
                 Fma(a, b, self.val()?)
             }
+            "dot" => {
+                let acc = self.val()?;
+                self.punct(',')?;
+                let a = self.val()?;
+                self.punct(',')?;
+                Dot(acc, a, self.val()?)
+            }
             "cast" => {
                 let saturate = self.eat_keyword("sat");
                 Cast(self.val()?, CastMode { saturate })
@@ -1336,6 +1350,17 @@ impl Parser {
                 let b = self.val()?;
                 self.punct(',')?;
                 TileMma {
+                    a,
+                    b,
+                    acc: self.val()?,
+                }
+            }
+            "tile.dot" => {
+                let a = self.val()?;
+                self.punct(',')?;
+                let b = self.val()?;
+                self.punct(',')?;
+                TileDot {
                     a,
                     b,
                     acc: self.val()?,

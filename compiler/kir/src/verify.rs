@@ -452,6 +452,38 @@ impl<'k> Verifier<'k> {
                     return Err(self.err(inst, format!("fma on {at}; expected f32 or f64")));
                 }
             }
+            Dot(acc, a, b) => {
+                let t = rt(self)?;
+                let xt = self.use_val(inst, *acc)?;
+                let at = self.use_val(inst, *a)?;
+                let bt = self.use_val(inst, *b)?;
+                self.same(inst, "result", t, xt)?;
+                if xt.elem != DType::I32 || xt.is_tile() {
+                    return Err(self.err(
+                        inst,
+                        format!("dot accumulates into {xt}; expected i32 or a vector of i32"),
+                    ));
+                }
+                let narrow =
+                    |e: DType| matches!(e, DType::I8 | DType::U8 | DType::I16 | DType::U16);
+                for (what, ot) in [("left", at), ("right", bt)] {
+                    if !narrow(ot.elem) || ot.is_tile() {
+                        return Err(self.err(
+                            inst,
+                            format!("dot {what} operand is {ot}; expected a vector of i8, u8, i16 or u16"),
+                        ));
+                    }
+                }
+                let lanes = xt.lanes as u32;
+                if at.lanes != bt.lanes || !(at.count() == 2 * lanes || at.count() == 4 * lanes) {
+                    return Err(self.err(
+                        inst,
+                        format!(
+                            "dot of {at} and {bt} into {xt}: the operands need the same lane count, 2 or 4 times the accumulator's"
+                        ),
+                    ));
+                }
+            }
             Select(c, a, b) => {
                 let t = rt(self)?;
                 let ct = self.use_val(inst, *c)?;
@@ -828,6 +860,48 @@ impl<'k> Verifier<'k> {
                     return Err(self.err(
                         inst,
                         format!("no mma {} x {} -> {}", at.elem, bt.elem, ct.elem),
+                    ));
+                }
+            }
+            TileDot { a, b, acc } => {
+                let t = rt(self)?;
+                let (at, bt, ct) = (
+                    self.use_val(inst, *a)?,
+                    self.use_val(inst, *b)?,
+                    self.use_val(inst, *acc)?,
+                );
+                let (Some((m, k)), Some((p, bc)), Some((cm, n))) =
+                    (at.tile_shape(), bt.tile_shape(), ct.tile_shape())
+                else {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.dot of {at}, {bt} and {ct}: all three must be tiles"),
+                    ));
+                };
+                let narrow =
+                    |e: DType| matches!(e, DType::I8 | DType::U8 | DType::I16 | DType::U16);
+                if !narrow(at.elem) || !narrow(bt.elem) || ct.elem != DType::I32 {
+                    return Err(self.err(
+                        inst,
+                        format!(
+                            "tile.dot of {at} and {bt} into {ct}: the operands are 8- or 16-bit integers and the accumulator i32"
+                        ),
+                    ));
+                }
+                let g = if n > 0 && bc % n == 0 { bc / n } else { 0 };
+                if cm != m || !(g == 2 || g == 4) || p * g != k {
+                    return Err(self.err(
+                        inst,
+                        format!(
+                            "tile.dot of {at} and packed {bt} into {ct}: expected b of (K/G) x (N*G) with G = 2 or 4"
+                        ),
+                    ));
+                }
+                self.same(inst, "result", t, ct)?;
+                if t.role != Role::Acc {
+                    return Err(self.err(
+                        inst,
+                        format!("tile.dot defines a {t}; its result is an acc tile"),
                     ));
                 }
             }

@@ -128,6 +128,7 @@ fn blocked() -> ScalarizeOptions {
         block_vectors: 2,
         fma: false,
         in_place_operands: true,
+        int_dot: 0,
     }
 }
 

@@ -78,7 +78,7 @@ pub(crate) struct MmSpec {
 pub(crate) struct FusedEpilogue {
     /// The scale's dtype and length (1 or N).
     pub scale: Option<(DType, u64)>,
-    pub relu: bool,
+    pub activation: Option<crate::fused::Activation>,
 }
 
 /// The `(tm, tn, tk)` tile of a product of `a × b → acc` of size `m × n × k` on `desc`.
@@ -336,9 +336,8 @@ pub(crate) fn tile_matmul_kernel(
         }
         out = b.add(out, ct);
     }
-    if s.fused.is_some_and(|f| f.relu) {
-        let z = b.const_tile(epi, tm, tn, 0.0);
-        out = b.max(out, z);
+    if let Some(act) = s.fused.and_then(|f| f.activation) {
+        out = act.apply(b, out);
     }
     let out = b.cast(out, s.y.0, NO_SAT);
     let yview = view(ybuf, y_off, [s.m, s.n], [s.n as i64, 1]);
@@ -354,7 +353,7 @@ pub(crate) fn tile_matmul_kernel(
 
 /// FusedMatMul's scale as a `tm × tn` tile of `dt`: one value, or the columns `j0..` of one
 /// per column.
-fn scale_tile(
+pub(crate) fn scale_tile(
     b: &mut KernelBuilder,
     buf: Buf,
     len: u64,

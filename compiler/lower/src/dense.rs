@@ -268,7 +268,12 @@ fn matmul_integer(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             .is_some_and(|v| v.iter().all(|&x| x == 0))
     };
     let zp = |i: usize| node.input(i).filter(|z| !zero(z));
-    lower_matmul_like(cx, node, DType::I32, [zp(2), zp(3)])
+    let zps = [zp(2), zp(3)];
+    // Targets with an integer dot product: the weights packed at compile time (`int_dot.rs`).
+    if crate::int_dot::matmul_integer(cx, node)? {
+        return Ok(Execution::Kernel);
+    }
+    lower_matmul_like(cx, node, DType::I32, zps)
 }
 
 // ==== Gemm ====

@@ -458,30 +458,7 @@ fn unary(cx: &LowerCx, node: &Node) -> Result<Body> {
                     )))
                 }
             };
-            Box::new(move |b, v| {
-                let x = v[0];
-                let half = konst_like(b, x, 0.5);
-                let one = konst_like(b, x, 1.0);
-                let inner = if tanh {
-                    // tanh(sqrt(2/pi) * (x + 0.044715 x^3))
-                    let k = konst_like(b, x, (2.0 / std::f64::consts::PI).sqrt());
-                    let c = konst_like(b, x, 0.044715);
-                    let x2 = b.mul(x, x);
-                    let x3 = b.mul(x2, x);
-                    let cx3 = b.mul(c, x3);
-                    let s = b.add(x, cx3);
-                    let ks = b.mul(k, s);
-                    b.math(MathFn::Tanh, &[ks])
-                } else {
-                    // erf(x / sqrt(2))
-                    let k = konst_like(b, x, std::f64::consts::FRAC_1_SQRT_2);
-                    let xs = b.mul(x, k);
-                    b.math(MathFn::Erf, &[xs])
-                };
-                let t = b.add(one, inner);
-                let hx = b.mul(half, x);
-                b.mul(hx, t)
-            })
+            Box::new(move |b, v| gelu(b, v[0], tanh))
         }
         HardSigmoid | HardSwish => {
             let (a, beta) = if node.op == HardSwish {
@@ -530,6 +507,31 @@ fn unary(cx: &LowerCx, node: &Node) -> Result<Body> {
 }
 
 /// log(1 + exp(x)) without overflow: max(x, 0) + log(1 + exp(-|x|)).
+/// GELU of `x` (a scalar, vector or tile): `0.5·x·(1 + erf(x/√2))`, or with `tanh` the
+/// approximation `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`. The Gelu op and FusedMatMul's
+/// GELU epilogue both emit this, so they compute the same.
+pub(crate) fn gelu(b: &mut KernelBuilder, x: Val, tanh: bool) -> Val {
+    let half = konst_like(b, x, 0.5);
+    let one = konst_like(b, x, 1.0);
+    let inner = if tanh {
+        let k = konst_like(b, x, (2.0 / std::f64::consts::PI).sqrt());
+        let c = konst_like(b, x, 0.044715);
+        let x2 = b.mul(x, x);
+        let x3 = b.mul(x2, x);
+        let cx3 = b.mul(c, x3);
+        let s = b.add(x, cx3);
+        let ks = b.mul(k, s);
+        b.math(MathFn::Tanh, &[ks])
+    } else {
+        let k = konst_like(b, x, std::f64::consts::FRAC_1_SQRT_2);
+        let xs = b.mul(x, k);
+        b.math(MathFn::Erf, &[xs])
+    };
+    let t = b.add(one, inner);
+    let hx = b.mul(half, x);
+    b.mul(hx, t)
+}
+
 fn softplus(b: &mut KernelBuilder, x: Val) -> Val {
     let zero = konst_like(b, x, 0.0);
     let one = konst_like(b, x, 1.0);

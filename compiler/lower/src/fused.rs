@@ -9,7 +9,48 @@ use crate::dense::matmul_spec;
 use crate::movement::{operand, result};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node};
-use tessera_kir::Execution;
+use tessera_kir::{Execution, KernelBuilder, MathFn, Val};
+
+/// The activation a FusedMatMul applies to its result tile, named by its `activation`
+/// attribute: the op it replaces (`Gelu` is the erf form, `GeluTanh` the tanh approximation).
+/// Each computes exactly what the standalone op's kernel computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Activation {
+    Relu,
+    Gelu,
+    GeluTanh,
+    Sigmoid,
+    Tanh,
+}
+
+impl Activation {
+    pub const NAMES: [&'static str; 5] = ["Relu", "Gelu", "GeluTanh", "Sigmoid", "Tanh"];
+
+    pub fn parse(name: &str) -> Option<Activation> {
+        Some(match name {
+            "Relu" => Activation::Relu,
+            "Gelu" => Activation::Gelu,
+            "GeluTanh" => Activation::GeluTanh,
+            "Sigmoid" => Activation::Sigmoid,
+            "Tanh" => Activation::Tanh,
+            _ => return None,
+        })
+    }
+
+    /// The activation of `x` (a tile, vector or scalar of the epilogue's float type).
+    pub fn apply(self, b: &mut KernelBuilder, x: Val) -> Val {
+        match self {
+            Activation::Relu => {
+                let z = crate::util::konst_like(b, x, 0.0);
+                b.max(x, z)
+            }
+            Activation::Gelu => crate::elementwise::gelu(b, x, false),
+            Activation::GeluTanh => crate::elementwise::gelu(b, x, true),
+            Activation::Sigmoid => b.math(MathFn::Sigmoid, &[x]),
+            Activation::Tanh => b.math(MathFn::Tanh, &[x]),
+        }
+    }
+}
 
 // ==== FusedMatMul ====
 
@@ -38,11 +79,19 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if !yt.is_float() {
         return Err(cx.unsupported(format!("FusedMatMul with a {yt} result")));
     }
-    let relu = match node.attr_str("activation").unwrap_or("") {
-        "" => false,
-        "Relu" => true,
-        other => return Err(cx.unsupported(format!("FusedMatMul activation `{other}`"))),
+    let activation = match node.attr_str("activation").unwrap_or("") {
+        "" => None,
+        name => Some(Activation::parse(name).ok_or_else(|| {
+            cx.unsupported(format!(
+                "FusedMatMul activation `{name}` (known: {})",
+                Activation::NAMES.join(", ")
+            ))
+        })?),
     };
+    // Targets with an integer dot product: i32 accumulation on weights packed at compile time.
+    if crate::int_dot::fused_matmul(cx, node, activation)? {
+        return Ok(Execution::Kernel);
+    }
     let zps = if int(at) && int(bt) {
         [node.input(3), node.input(4)]
     } else {
@@ -78,7 +127,7 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         }
         None => None,
     };
-    spec.fused = Some(FusedEpilogue { scale, relu });
+    spec.fused = Some(FusedEpilogue { scale, activation });
     spec.y.0 = yt;
     args.push(cx.buffer(y)?);
     launch_matmul(cx, &spec, args);

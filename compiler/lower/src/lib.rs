@@ -18,6 +18,7 @@ pub mod custom;
 pub mod dense;
 pub mod elementwise;
 pub mod fused;
+pub mod int_dot;
 pub mod movement;
 pub mod panels;
 pub mod quant;
@@ -226,8 +227,8 @@ impl<'g> LowerCx<'g> {
             .collect()
     }
 
-    /// A compile-time constant buffer not tied to a graph value (e.g. weights packed into
-    /// panels, `panels.rs`).
+    /// A constant buffer not tied to a graph value, holding `bytes` (e.g. weights packed at
+    /// compile time for a backend's layout).
     pub fn const_buffer(
         &mut self,
         name: &str,

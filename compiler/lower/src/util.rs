@@ -183,6 +183,11 @@ pub fn widen(b: &mut KernelBuilder, v: Val) -> Val {
 /// scalars and vectors.
 pub fn konst_like(b: &mut KernelBuilder, like: Val, v: f64) -> Val {
     let t = b.ty(like);
+    if t.is_tile() {
+        // A tile constant is a splat of a scalar one (the elementwise bodies then work on the
+        // tiles of an epilogue, too).
+        return b.const_tile(t.elem, t.rows, t.lanes, v);
+    }
     b.const_num(t, v)
 }
 

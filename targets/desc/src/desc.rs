@@ -56,6 +56,12 @@ pub struct TargetDesc {
     /// The Da Vinci-style NPU section (`[npu]`), for chips that have one.
     #[serde(default)]
     pub npu: Option<NpuDesc>,
+    /// A CPU's integer dot product, by its group size: 0 (the default) none; 2 for i16 pairs
+    /// (`pmaddwd`); 4 for u8 × i8 quads (`vpdpbusd`), which implies pairs. Lowering then
+    /// computes 8-bit integer products in i32 with the weights packed in groups of k
+    /// (`tile.dot`), where without it they are widened to the f32 product.
+    #[serde(default)]
+    pub int_dot: u32,
     /// The CPU schedule section (`[cpu]`), for targets whose matrix products run on CPU
     /// cores: operand layouts chosen at compile time.
     #[serde(default)]
@@ -360,6 +366,12 @@ impl TargetDesc {
                     c.vector_registers
                 ));
             }
+        }
+        if !matches!(self.int_dot, 0 | 2 | 4) {
+            return Err(format!(
+                "int_dot = {}: expected 0 (none), 2 (i16 pairs) or 4 (u8 x i8 quads)",
+                self.int_dot
+            ));
         }
         Ok(())
     }

@@ -734,6 +734,7 @@ impl Cg<'_, '_> {
             InstKind::Cmp(op, a, b) => self.cmp(inst, *op, *a, *b),
             InstKind::Select(c, a, b) => self.select(inst, *c, *a, *b),
             InstKind::Fma(a, b, c) => self.fma(inst, *a, *b, *c),
+            InstKind::Dot(acc, a, b) => self.dot(inst, *acc, *a, *b),
             InstKind::Cast(x, _mode) => self.cast(inst, *x),
             InstKind::Bitcast(x) => self.bitcast(inst, *x),
             InstKind::Splat(x) => self.splat(inst, *x),
@@ -764,6 +765,7 @@ impl Cg<'_, '_> {
             | InstKind::TileStore { .. }
             | InstKind::TileCopy { .. }
             | InstKind::TileMma { .. }
+            | InstKind::TileDot { .. }
             | InstKind::TileReduce(..)
             | InstKind::TileBroadcast(_)
             | InstKind::TileTranspose(_)
@@ -877,6 +879,41 @@ impl Cg<'_, '_> {
         let mut out = Vec::with_capacity(pa.len());
         for ((x, y), z) in pa.into_iter().zip(pb).zip(pc) {
             out.push(self.b.ins().fma(x, y, z));
+        }
+        self.def(r, Repr::plain(out))
+    }
+
+    // ==== `dot` ====
+
+    /// i16 pairs into i32 lanes: per 128-bit part, the products of the low and high halves
+    /// (widened to i32) added pairwise, which Cranelift's x64 backend selects as one `pmaddwd`
+    /// (SSE2); then the accumulator is added. Exact: each product fits i32 and the pair's sum
+    /// wraps as the instruction's does. Other forms are not this backend's.
+    fn dot(&mut self, inst: &Inst, acc: Val, a: Val, b: Val) -> R<()> {
+        let r = Self::result(inst, 0)?;
+        let (xt, at, bt) = (self.ty(acc)?, self.ty(a)?, self.ty(b)?);
+        let (lx, la, lb) = (layout(xt)?, layout(at)?, layout(bt)?);
+        let pairs = at.elem == DType::I16
+            && bt.elem == DType::I16
+            && at.lanes == 2 * xt.lanes
+            && lx.part == types::I32X4
+            && la.part == types::I16X8
+            && lb.part == types::I16X8
+            && lx.parts == la.parts;
+        if !pairs {
+            return unsupported(format!(
+                "`dot` of {at} and {bt} into {xt} (host has i16 pairs into vectors of 4 x i32)"
+            ));
+        }
+        let (px, pa, pb) = (self.plain(acc)?, self.plain(a)?, self.plain(b)?);
+        let mut out = Vec::with_capacity(px.len());
+        for ((s, x), y) in px.into_iter().zip(pa).zip(pb) {
+            let (xl, yl) = (self.b.ins().swiden_low(x), self.b.ins().swiden_low(y));
+            let (xh, yh) = (self.b.ins().swiden_high(x), self.b.ins().swiden_high(y));
+            let lo = self.b.ins().imul(xl, yl);
+            let hi = self.b.ins().imul(xh, yh);
+            let d = self.b.ins().iadd_pairwise(lo, hi);
+            out.push(self.b.ins().iadd(s, d));
         }
         self.def(r, Repr::plain(out))
     }

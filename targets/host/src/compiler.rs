@@ -118,6 +118,8 @@ impl Host {
             block_vectors,
             fma: false,
             in_place_operands: true,
+            // `dot` of i16 pairs (SSE2 `pmaddwd`) for the integer products of `tile.dot`.
+            int_dot: 2,
         };
         tessera_kir::passes::scalarize_tiles(&mut k, &opts)
             .and_then(|()| tessera_kir::passes::to_backend_subset(&mut k))

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use tessera_host::{Host, HostDevice};
 use tessera_ir::DType;
 use tessera_kir::{
-    Access, BinOp, CastMode, CmpOp, Kernel, KernelBuilder, MathFn, ReduceOp, Space, TileRef, Ty,
-    UnOp, Val,
+    Access, BinOp, CastMode, CmpOp, Kernel, KernelBuilder, MathFn, ReduceOp, Scalar, Space, TileAt,
+    TileRef, Ty, UnOp, Val,
 };
 use tessera_runtime::{Device, KernelArg};
 use tessera_target::{Target, TargetError};
@@ -1522,4 +1522,47 @@ fn trap_reports_the_first_instance_in_grid_order_like_the_interpreter() {
         ),
         "{e}"
     );
+}
+
+/// `Y = A · unpack(Bp)` through `tile.dot` (u8 A `m × k`, i16 B packed in pairs of k), one
+/// program instance, shapes off the vector and block multiples.
+fn tile_dot_kernel(m: u64, n: u64, k: u64) -> Kernel {
+    let mut b = KernelBuilder::new("tile_dot");
+    let a = b.param("a", DType::U8, m * k, Access::Read);
+    let bp = b.param("bp", DType::I16, k * n, Access::Read);
+    let y = b.param("y", DType::I32, m * n, Access::Write);
+    let zero = b.index(0);
+    let acc = b.acc_tile(DType::I32, m as u16, n as u16, 0.0);
+    let ta = b.tile_load(
+        TileAt::row_major(a, zero, &[m, k], &[zero, zero]),
+        m as u16,
+        k as u16,
+        Scalar::Int(0),
+    );
+    let tb = b.tile_load(
+        TileAt::row_major(bp, zero, &[k / 2, n * 2], &[zero, zero]),
+        (k / 2) as u16,
+        (n * 2) as u16,
+        Scalar::Int(0),
+    );
+    let r = b.tile_dot(ta, tb, acc);
+    b.tile_store(TileAt::row_major(y, zero, &[m, n], &[zero, zero]), r);
+    b.finish()
+}
+
+#[test]
+fn tile_dot_runs_on_pmaddwd_and_matches_the_interpreter() {
+    let (m, n, k) = (7u64, 21u64, 30u64);
+    let kern = tile_dot_kernel(m, n, k);
+    let asm = host().assembly(&kern).unwrap();
+    assert!(asm.contains("pmaddwd"), "{asm}");
+    // u8 extremes against i16 weights of 8-bit values minus a zero point (|b| <= 255).
+    let a: Vec<u8> = (0..m * k)
+        .map(|i| [0u8, 255, 7, 128][(i % 4) as usize] ^ (i as u8))
+        .collect();
+    let bv: Vec<u8> = (0..k * n)
+        .flat_map(|i| (((i * 37) % 511) as i16 - 255).to_le_bytes())
+        .collect();
+    let out = check(&kern, &[a, bv, vec![0u8; (m * n * 4) as usize]]);
+    assert!(to_i32s(&out[2]).iter().any(|&v| v != 0));
 }

@@ -280,6 +280,9 @@ impl LlvmCpu {
             // One rounding per step where the CPU fuses (the fingerprint records `fma`).
             fma: self.has_fma(),
             in_place_operands: true,
+            // `dot` for the integer products of `tile.dot`: the group size the desc gives
+            // (`LlvmCpu::new` sets it from the CPU level; lowering packed B for it).
+            int_dot: self.desc.int_dot,
         };
         tessera_kir::passes::scalarize_tiles(&mut k, &opts)
             .and_then(|()| tessera_kir::passes::to_backend_subset(&mut k))

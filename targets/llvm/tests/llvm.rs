@@ -267,3 +267,50 @@ fn corrupt_blobs_are_refused() {
     let err = device().load("tiny", &bad).err().unwrap().to_string();
     assert!(err.contains("bad magic"), "{err}");
 }
+
+/// `y = dot(acc, a, b)` on 8 i32 lanes, `a` and `b` of `8·g` lanes of `ad` and `bd`.
+fn dot_kernel(g: u16, (ad, bd): (DType, DType)) -> Kernel {
+    let n = 8 * g;
+    let src = format!(
+        "kernel @dot(%acc: global i32[8] read, %a: global {ad}[{n}] read, %b: global {bd}[{n}] read, %y: global i32[8] write) grid [] {{
+  %0 = const 0 : i64
+  %1 = load %acc[%0] : vec<8xi32>
+  %2 = load %a[%0] : vec<{n}x{ad}>
+  %3 = load %b[%0] : vec<{n}x{bd}>
+  %4 = dot %1, %2, %3 : vec<8xi32>
+  store %4, %y[%0]
+}}
+"
+    );
+    tessera_kir::parse_kernel(&src).unwrap_or_else(|e| panic!("{e}\n{src}"))
+}
+
+#[test]
+fn dot_pairs_use_vpmaddwd_and_quads_the_portable_form_exactly() {
+    // i16 pairs at their extremes (-32768² twice wraps), and u8 × i8 quads (255 · -128 four
+    // times, past i16: exact, no saturation).
+    let k = dot_kernel(2, (DType::I16, DType::I16));
+    let asm = target().assembly(&k).unwrap();
+    assert!(asm.contains("vpmaddwd"), "{asm}");
+    let a: Vec<u8> = (0..16i16)
+        .flat_map(|i| if i < 2 { i16::MIN } else { i * 1000 - 7000 }.to_le_bytes())
+        .collect();
+    let acc = i32s(&[i32::MAX, -1, 0, 5, i32::MIN, 7, 8, 9]);
+    let out = same_as_interp(&k, &[acc.clone(), a.clone(), a, vec![0u8; 32]]);
+    assert_eq!(to_i32(&out[3])[0], i32::MAX.wrapping_add(i32::MIN));
+    let k = dot_kernel(4, (DType::U8, DType::I8));
+    let a: Vec<u8> = (0..32u8)
+        .map(|i| if i < 4 { 255 } else { i.wrapping_mul(7) })
+        .collect();
+    let b: Vec<u8> = (0..32u8)
+        .map(|i| if i < 4 { 0x80 } else { i.wrapping_mul(13) })
+        .collect();
+    let out = same_as_interp(&k, &[acc, a, b, vec![0u8; 32]]);
+    assert_eq!(to_i32(&out[3])[0], i32::MAX.wrapping_add(4 * 255 * -128));
+}
+
+fn to_i32(b: &[u8]) -> Vec<i32> {
+    b.chunks(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}

@@ -122,6 +122,7 @@ impl NpuSim {
                 fma: false,
                 // Tile operands are staged in on-chip buffers, never read from GM in place.
                 in_place_operands: false,
+                int_dot: 0,
             };
             scalarize_tiles(k, &opts)?;
             let mut mmas = Vec::new();

@@ -8,12 +8,15 @@
 //! `bitcast` with every value of element type bool, i8, i16, i32, i64, u8, u16, u32, u64, f32
 //! or f64 (scalars or vectors); `splat`, `extract`, `reduce`; `load`/`store` of those dtypes
 //! (a buffer of another dtype is accessed through loads and stores of its bytes, as `u8`, or of
-//! its bit patterns, as `u16`/`u8`: see [`legalize_low_precision`]); `for`, `if`, `yield`.
+//! its bit patterns, as `u16`/`u8`: see [`legalize_low_precision`]); `for`, `if`, `yield`;
+//! and `fma` and `dot` only where the backend asked `scalarize-tiles` for them
+//! (`ScalarizeOptions::fma`, `ScalarizeOptions::int_dot`).
 //! [`check_backend_subset`] says whether a kernel is in it.
 //!
 //! Every pass keeps the kernel's buffers (and their dtypes) as they are, and its output passes
 //! the verifier.
 
+mod int_dot;
 mod lowp;
 pub mod math;
 mod mma;
@@ -81,6 +84,7 @@ pub fn check_backend_subset(k: &Kernel) -> Result<(), KirError> {
                 | InstKind::TileStore { .. }
                 | InstKind::TileCopy { .. }
                 | InstKind::TileMma { .. }
+                | InstKind::TileDot { .. }
                 | InstKind::TileReduce(..)
                 | InstKind::TileBroadcast(_)
                 | InstKind::TileTranspose(_)

@@ -125,7 +125,7 @@ pub(crate) fn map_operands(kind: &mut InstKind, f: impl Fn(Val) -> Val) {
             *a = f(*a);
             *b = f(*b);
         }
-        Select(c, a, b) | Fma(c, a, b) => {
+        Select(c, a, b) | Fma(c, a, b) | Dot(c, a, b) => {
             *c = f(*c);
             *a = f(*a);
             *b = f(*b);
@@ -169,7 +169,7 @@ pub(crate) fn map_operands(kind: &mut InstKind, f: impl Fn(Val) -> Val) {
             map_tile_at(src, &f);
             map_tile_at(dst, &f);
         }
-        TileMma { a, b, acc } => {
+        TileMma { a, b, acc } | TileDot { a, b, acc } => {
             *a = f(*a);
             *b = f(*b);
             *acc = f(*acc);

@@ -53,6 +53,11 @@ pub struct ScalarizeOptions {
     /// when it provably lies in its view (see `direct` in the pass): for CPUs, whose loads
     /// reach any buffer at the same cost.
     pub in_place_operands: bool,
+    /// The group size of the backend's integer dot product (`dot`): 0 for none, 2 for i16
+    /// pairs (`pmaddwd`), 4 for u8 × i8 quads (`vpdpbusd`; such a backend has pairs too).
+    /// With it, `tile.dot` becomes a register-blocked loop of `dot` (`int_dot.rs`), and tiles
+    /// of 8- and 16-bit integers load in whole vectors.
+    pub int_dot: u32,
 }
 
 impl Default for ScalarizeOptions {
@@ -66,6 +71,7 @@ impl Default for ScalarizeOptions {
             block_vectors: 1,
             fma: false,
             in_place_operands: false,
+            int_dot: 0,
         }
     }
 }
@@ -92,6 +98,7 @@ fn is_tile_inst(k: &InstKind) -> bool {
             | TileStore { .. }
             | TileCopy { .. }
             | TileMma { .. }
+            | TileDot { .. }
             | TileReduce(..)
             | TileBroadcast(_)
             | TileTranspose(_)
@@ -423,6 +430,11 @@ impl Sc {
                 (self.opts.vector_bytes / 2) as u16
             }
             _ if tile_storage(elem) == DType::F32 => self.lanes_for(DType::F32),
+            DType::I8 | DType::U8 | DType::I16 | DType::U16
+                if self.opts.int_dot > 0 && self.opts.vector_bytes >= 8 =>
+            {
+                (self.opts.vector_bytes / (elem.bits() / 8)) as u16
+            }
             _ => 1,
         }
     }
@@ -737,6 +749,27 @@ impl Sc {
                     self.copy_tile(acc, rb);
                 }
                 self.mma(a, bt, r);
+            }
+            // ==== `tile.dot` (int_dot.rs) ====
+            TileDot { a, b: bt, acc } => {
+                let r = r.expect("tile.dot defines a value");
+                if self.last_use_here(acc) && acc != a && acc != bt {
+                    let ab = self.buf(acc);
+                    self.tbuf.insert(r, ab);
+                } else {
+                    let rb = self.buf(r);
+                    self.copy_tile(acc, rb);
+                }
+                let (at, btt) = (self.ty(a), self.ty(bt));
+                let ((m, k), (_, n)) = (
+                    at.tile_shape().expect("a tile"),
+                    self.ty(r).tile_shape().expect("a tile"),
+                );
+                let g = btt.lanes as u32 / n.max(1);
+                let apack = self.new_buf(Ty::tile(DType::I32, m as u16, (k / g) as u16));
+                let bufs = (self.buf(a), self.buf(bt), self.buf(r), apack);
+                let opts = self.opts;
+                super::int_dot::expand(&mut self.b, bufs, (at.elem, btt.elem), (m, n, k, g), &opts);
             }
             // ==== `tile.reduce` ====
             TileReduce(op, axis, x) => {
@@ -1493,7 +1526,7 @@ fn blocked_mma(
 }
 
 /// `x + c` for an index `x`, or `x` itself when `c` is 0.
-fn plus(b: &mut KernelBuilder, x: Val, c: i64) -> Val {
+pub(super) fn plus(b: &mut KernelBuilder, x: Val, c: i64) -> Val {
     if c == 0 {
         x
     } else {
@@ -1514,7 +1547,12 @@ fn mul_add(b: &mut KernelBuilder, x: Val, y: Val, acc: Val, fma: bool) -> Val {
 
 /// Calls `f(b, start, count)` over `0..n` in blocks of `blk`: a loop over the full blocks
 /// (`count == blk`), then once for the remainder if there is one.
-fn blocks(b: &mut KernelBuilder, n: u32, blk: u32, f: &dyn Fn(&mut KernelBuilder, Val, u32)) {
+pub(super) fn blocks(
+    b: &mut KernelBuilder,
+    n: u32,
+    blk: u32,
+    f: &dyn Fn(&mut KernelBuilder, Val, u32),
+) {
     let full = n / blk * blk;
     if full > 0 {
         let (lo, hi, st) = (b.index(0), b.index(full as i64), b.index(blk as i64));

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `matmul-bias` | `Add(MatMul(a, b), bias[N])` (f32) | `FusedMatMul(a, b, bias)` |
 //! | `matmul-relu` | `Relu(MatMul(a, b))`, `Relu(FusedMatMul(…))` | `FusedMatMul{activation = "Relu"}` |
+//! | `matmul-activation` | `Gelu`, `Sigmoid` or `Tanh` of a product | `FusedMatMul{activation = "Gelu" \| "GeluTanh" \| "Sigmoid" \| "Tanh"}` |
 //! | `gelu-erf` | `x · 0.5 · (1 + erf(x / √2))`, any order | `Gelu(x)` |
 //! | `gelu-tanh` | `x · 0.5 · (1 + tanh(√(2/π) (x + 0.044715 x³)))` | `Gelu{approximate = "tanh"}(x)` |
 //! | `layernorm` | `(x − mean) / √(var + ε) · γ + β` over the last axis | `LayerNormalization` |
@@ -15,8 +16,8 @@
 //! | `softmax` | `exp(x − max) / Σ exp(x − max)` (or without the max) | `Softmax` |
 
 use super::{
-    arg, dims, dtype, factors, konst, node, nodes, only_user, reduces_last_axis, scalar, ty, Expr,
-    Rule,
+    arg, dims, dtype, factors, konst, node, nodes, only_user, only_user_within, reduces_last_axis,
+    scalar, ty, Expr, Rule,
 };
 use crate::analysis::EGraph;
 use egg::Id;
@@ -26,7 +27,8 @@ use tessera_ir::{Attr, DType, Op, OpKey, Tensor};
 pub fn rules() -> Vec<Arc<dyn Rule>> {
     vec![
         Arc::new(MatMulBias),
-        Arc::new(MatMulRelu),
+        Arc::new(MATMUL_RELU),
+        Arc::new(MATMUL_ACTIVATION),
         Arc::new(GeluErf),
         Arc::new(GeluTanh),
         Arc::new(LayerNorm),
@@ -124,24 +126,48 @@ impl Rule for MatMulBias {
     }
 }
 
-// ==== matmul-relu ====
+// ==== matmul-relu, matmul-activation ====
 
-struct MatMulRelu;
+/// `act(product)` → `FusedMatMul{activation = …}`: Relu (`matmul-relu`), or GELU (either
+/// form), Sigmoid and Tanh (`matmul-activation`). The activation runs on the result tile in
+/// the product's epilogue, so the product's result is never written and read back.
+struct MatMulActivation {
+    name: &'static str,
+    ops: &'static [Op],
+}
 
-impl Rule for MatMulRelu {
+const MATMUL_RELU: MatMulActivation = MatMulActivation {
+    name: "matmul-relu",
+    ops: &[Op::Relu],
+};
+
+const MATMUL_ACTIVATION: MatMulActivation = MatMulActivation {
+    name: "matmul-activation",
+    ops: &[Op::Gelu, Op::Sigmoid, Op::Tanh],
+};
+
+impl Rule for MatMulActivation {
     fn name(&self) -> &'static str {
-        "matmul-relu"
+        self.name
     }
 
     fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
-        for (_, ch) in nodes(eg, id, Op::Relu) {
-            if !only_user(eg, ch[0], id) {
-                continue;
+        for &op in self.ops {
+            for (k, ch) in nodes(eg, id, op) {
+                if !only_user_within(eg, ch[0], id) {
+                    continue;
+                }
+                // The activation's name is FusedMatMul's (lowering's `Activation`).
+                let act = match (op, k.attr("approximate")) {
+                    (Op::Gelu, Some(Attr::String(a))) if a == "tanh" => "GeluTanh",
+                    (Op::Gelu, Some(Attr::String(a))) if a != "none" => continue,
+                    (op, _) => op.name(),
+                };
+                return products(eg, ch[0], false)
+                    .iter()
+                    .map(|args| Expr::Node(fused_key(Some(act)), fused_args(args)))
+                    .collect();
             }
-            return products(eg, ch[0], false)
-                .iter()
-                .map(|args| Expr::Node(fused_key(Some("Relu")), fused_args(args)))
-                .collect();
         }
         vec![]
     }

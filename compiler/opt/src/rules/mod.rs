@@ -173,6 +173,42 @@ pub fn only_user(eg: &EGraph, c: Id, user: Id) -> bool {
         && eg[c].parents().all(|p| eg.find(p) == user)
 }
 
+/// Whether every use of class `c` leads into class `user`: `c` is no graph output, and each
+/// class that reads it is `user` or (within a few steps) reads only into `user`. This is
+/// [`only_user`] for an op recognised from a decomposed form, whose input still has the
+/// decomposition's nodes as readers (GELU's `x` is read by `x/√2` and by `x·…`): once `user`
+/// takes their place, nothing else reads `c`.
+pub fn only_user_within(eg: &EGraph, c: Id, user: Id) -> bool {
+    let (c, user) = (eg.find(c), eg.find(user));
+    let is_root = |x: Id| eg.analysis.roots.iter().any(|&r| eg.find(r) == x);
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(c, 0u32)];
+    while let Some((x, depth)) = stack.pop() {
+        if is_root(x) {
+            return false;
+        }
+        let mut any = false;
+        for p in eg[x].parents() {
+            let p = eg.find(p);
+            any = true;
+            if p == user || !seen.insert(p) {
+                continue;
+            }
+            // Bounded: a use farther than this from `user`, or a wide fan-out, counts as a
+            // use elsewhere.
+            if depth >= 8 || seen.len() > 64 {
+                return false;
+            }
+            stack.push((p, depth + 1));
+        }
+        if !any && x != c {
+            // A class nothing reads that is no output: a dead remnant, harmless.
+            continue;
+        }
+    }
+    true
+}
+
 /// The single type of class `id`.
 pub fn ty(eg: &EGraph, id: Id) -> Option<&TensorType> {
     let t = &eg[id].data.tys;
