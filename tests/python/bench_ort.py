@@ -3,6 +3,10 @@
 * ``time MODEL OUTDIR THREADS RUNS``: makes seeded inputs for MODEL, runs onnxruntime with
   THREADS intra-op threads, saves ``in.NAME.npy`` and ``ort.NAME.npy`` in OUTDIR and prints
   ``median_ms gflop`` (Gemm/MatMul/Conv multiply-adds counted as two operations).
+* ``numpy MODEL OUTDIR RUNS``: for a model of one MatMul of input ``a`` by a constant ``b``
+  (``gemm-2048``), saves a seeded ``in.a.npy`` and numpy's result (as ``ort.y.npy``, the name
+  ``maxerr`` reads) in OUTDIR and prints numpy's (OpenBLAS's)
+  ``median_ms gflop`` for ``a @ b``; the thread count is OPENBLAS_NUM_THREADS, set by the caller.
 * ``maxerr OUTDIR GOTDIR``: the max abs difference between onnxruntime's outputs in OUTDIR
   and the ``NAME.npy`` files in GOTDIR (``missing`` when one is absent).
 """
@@ -14,7 +18,7 @@ import time
 import numpy as np
 import onnx
 import onnxruntime as rt
-from onnx import shape_inference
+from onnx import numpy_helper, shape_inference
 
 
 def time_ort(argv):
@@ -64,6 +68,24 @@ def time_ort(argv):
     print(f"{ts[len(ts) // 2] * 1e3:.3f} {flop / 1e9:.4f}")
 
 
+def time_numpy(argv):
+    path, out, runs = argv[0], argv[1], int(argv[2])
+    g = onnx.load(path).graph
+    b = numpy_helper.to_array(g.initializer[0])
+    n = [d.dim_value for d in g.input[0].type.tensor_type.shape.dim]
+    a = np.random.default_rng(7).standard_normal(n).astype(np.float32)
+    np.save(os.path.join(out, "in.a.npy"), a)
+    np.save(os.path.join(out, "ort.y.npy"), a @ b)
+    ts = []
+    for _ in range(runs + 1):
+        t = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t)
+    ts = sorted(ts[1:])
+    flop = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    print(f"{ts[len(ts) // 2] * 1e3:.3f} {flop / 1e9:.4f}")
+
+
 def maxerr(argv):
     ref, got = argv[0], argv[1]
     worst = 0.0
@@ -79,4 +101,4 @@ def maxerr(argv):
 
 
 if __name__ == "__main__":
-    {"time": time_ort, "maxerr": maxerr}[sys.argv[1]](sys.argv[2:])
+    {"time": time_ort, "numpy": time_numpy, "maxerr": maxerr}[sys.argv[1]](sys.argv[2:])

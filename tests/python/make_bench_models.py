@@ -10,6 +10,8 @@
 * ``cnn-224``: a ResNet-style CNN on [1, 3, 224, 224]: a 7x7/2 stem conv + max pool, then four
   stages of two 3x3 conv + ReLU blocks with residual adds (64, 128, 256, 512 channels, stride 2
   between stages), global average pool and a 1000-way Gemm.
+* ``gemm-2048``: one f32 MatMul of an input [2048, 2048] by a constant [2048, 2048] (the
+  weights), which scripts/bench.sh times on llvm-x86_64 against numpy's ``a @ b`` (OpenBLAS).
 
 Usage: ``.venv/bin/python tests/python/make_bench_models.py OUTDIR``. Weights are seeded
 (seed 2026), so the files are the same on every machine.
@@ -162,6 +164,22 @@ def cnn224() -> onnx.ModelProto:
     return model
 
 
+def gemm2048() -> onnx.ModelProto:
+    rng = np.random.default_rng(2026)
+    n = 2048
+    w = (rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])],
+        "gemm-2048",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+        [numpy_helper.from_array(w, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
 def main() -> int:
     out = sys.argv[1]
     for dt, name in [(np.float32, "mlp-f32"), (np.float16, "mlp-f16")]:
@@ -183,6 +201,10 @@ def main() -> int:
     d = os.path.join(out, "cnn-224")
     os.makedirs(d, exist_ok=True)
     onnx.save(cnn224(), os.path.join(d, "model.onnx"))
+    print(f"wrote {d}/model.onnx")
+    d = os.path.join(out, "gemm-2048")
+    os.makedirs(d, exist_ok=True)
+    onnx.save(gemm2048(), os.path.join(d, "model.onnx"))
     print(f"wrote {d}/model.onnx")
     return 0
 

@@ -182,6 +182,7 @@ fn opts(int_dot: u32) -> ScalarizeOptions {
         block_rows: 3,
         block_vectors: 2,
         fma: false,
+        in_place_operands: true,
         int_dot,
     }
 }

@@ -107,6 +107,18 @@ fn close(got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
+/// Runs an f32 gemm kernel (A, B, bias, Y) and returns Y's `len` elements.
+fn run_f32_gemm(k: &Kernel, [a, b, bias]: [&[f32]; 3], len: u64) -> Vec<f32> {
+    let mut args = vec![
+        f32_bytes(a),
+        f32_bytes(b),
+        f32_bytes(bias),
+        vec![0u8; (len * 4) as usize],
+    ];
+    run(k, &mut args);
+    f32_of(&args[3])
+}
+
 fn blocked() -> ScalarizeOptions {
     ScalarizeOptions {
         vector_bytes: 16,
@@ -115,6 +127,7 @@ fn blocked() -> ScalarizeOptions {
         block_rows: 2,
         block_vectors: 2,
         fma: false,
+        in_place_operands: true,
         int_dot: 0,
     }
 }
@@ -140,20 +153,61 @@ fn masked_f32_gemm_matches_reference_and_every_scalarization() {
                     print_kernel(&kk)
                 );
             }
-            let mut args = vec![
-                f32_bytes(&a),
-                f32_bytes(&bm),
-                f32_bytes(&bias),
-                vec![0u8; (m * n * 4) as usize],
-            ];
-            run(&kk, &mut args);
-            f32_of(&args[3])
+            run_f32_gemm(&kk, [&a, &bm, &bias], m * n)
         })
         .collect();
     close(&outs[0], &want, 1e-5);
     // The default scalarization is exact: bit for bit the interpreter's tile semantics.
     assert_eq!(outs[0], outs[1]);
     close(&outs[2], &outs[0], 1e-6);
+}
+
+#[test]
+fn paneled_b_tiles_match_the_reference() {
+    // B tiles wider than one register block are kept in column panels: full panels and a
+    // narrower last one (20 = 8 + 8 + 4, or 5 of 4), on tiles wholly in range and on the
+    // masked edge tiles (n = 30, k = 13).
+    let (m, n, k) = (7u64, 30u64, 13u64);
+    let a = data((m * k) as usize, 7);
+    let bm = data((k * n) as usize, 8);
+    let bias = data(n as usize, 9);
+    let want = gemm_ref(&a, &bm, &bias, (m as usize, n as usize, k as usize));
+    for (tiles, nv) in [((4, 20, 4), 2), ((4, 20, 8), 1), ((8, 16, 16), 2)] {
+        let mut kk = gemm_kernel(DType::F32, (m, n, k), tiles);
+        let opts = ScalarizeOptions {
+            block_vectors: nv,
+            ..blocked()
+        };
+        scalarize_tiles(&mut kk, &opts).unwrap();
+        close(&run_f32_gemm(&kk, [&a, &bm, &bias], m * n), &want, 1e-5);
+    }
+}
+
+#[test]
+fn operands_in_range_are_read_in_place() {
+    // Tile multiples: every A and B tile lies in its view for every instance and k step, and
+    // B's tiles are contiguous (one tile column), so the blocked expansion reads them where
+    // they are (two local buffers fewer than the default expansion), with the same result.
+    let (m, n, k) = (8u64, 8u64, 12u64);
+    let kern = gemm_kernel(DType::F32, (m, n, k), (4, 8, 4));
+    let a = data((m * k) as usize, 10);
+    let bm = data((k * n) as usize, 11);
+    let bias = data(n as usize, 12);
+    let want = gemm_ref(&a, &bm, &bias, (m as usize, n as usize, k as usize));
+    let locals = |o: &ScalarizeOptions| {
+        let mut kk = kern.clone();
+        scalarize_tiles(&mut kk, o).unwrap();
+        let n = kk
+            .bufs
+            .iter()
+            .filter(|b| b.name.starts_with("tile."))
+            .count();
+        (kk, n)
+    };
+    let (_, plain) = locals(&ScalarizeOptions::default());
+    let (kk, blocked_locals) = locals(&blocked());
+    assert_eq!(blocked_locals + 2, plain, "{}", print_kernel(&kk));
+    close(&run_f32_gemm(&kk, [&a, &bm, &bias], m * n), &want, 1e-5);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use tessera_kir::{
 };
 use tessera_target::TargetDesc;
 
+use crate::panels::Panels;
 use crate::util::{linear_index, unravel};
 
 const NO_SAT: CastMode = CastMode { saturate: false };
@@ -64,6 +65,10 @@ pub(crate) struct MmSpec {
     pub b_zp: Option<ZeroPoint>,
     /// FusedMatMul's epilogue (`fused.rs`); `None` for every other product.
     pub fused: Option<FusedEpilogue>,
+    /// B packed into panels at compile time (`panels.rs`): B is then read as
+    /// `[count][depth][tn]` (the strides above describe the graph's B, no longer read), with
+    /// the tile shape the panels were cut for.
+    pub b_panels: Option<Panels>,
 }
 
 /// What FusedMatMul adds after the product: the accumulator converted to the result type and
@@ -81,7 +86,8 @@ pub(crate) struct FusedEpilogue {
 /// The base shape is the target's `matmul_tile`. Where its matrix unit runs the pair (its
 /// `mma` table), each side is rounded up to a multiple of the unit's tile. Each side is then
 /// clamped to the problem (rounded up to the unit's tile), so small products do not compute
-/// padding; and the tiles are kept within the IR's tile size limit.
+/// padding; on a CPU the k and n sides are capped from its caches (below); and the tiles are
+/// kept within the IR's tile size limit.
 pub(crate) fn mm_tiles(
     desc: &TargetDesc,
     a: DType,
@@ -111,6 +117,20 @@ pub(crate) fn mm_tiles(
         fit(desc.matmul_tile[1], n, unit[1]),
         fit(desc.matmul_tile[2], k, unit[2]),
     );
+    // Cache blocking on a CPU (a `[cpu]` register block and caches in the desc), for float
+    // products: the k step is capped so that one B panel (tk rows of the register block's
+    // width, held in f32) fits half the level-1 cache, where it stays while every block of A
+    // rows passes it; and the n side so that the B tile fits half the last cache.
+    if let (Some((_, vectors)), Some((l1, last))) = (desc.register_block(), desc.cache_bytes()) {
+        if acc.is_float() && desc.mma.is_empty() {
+            let row = vectors as u64 * desc.vector_bytes.max(4) as u64;
+            let kmax = (l1 / 2 / row) / 16 * 16;
+            tk = tk.min(kmax.max(16));
+            let width = row / 4;
+            let nmax = (last / 2 / (tk * 4)) / width * width;
+            tn = tn.min(nmax.max(width));
+        }
+    }
     tk = even(tk, k, unit[2]);
     // Keep every tile (A: tm × tk, B: tk × tn, acc: tm × tn) within the IR's limit.
     let limit = tessera_kir::verify::MAX_TILE_ELEMS as u64;
@@ -129,7 +149,10 @@ pub(crate) fn mm_tiles(
 /// Launches the tile program of `s` on `args` (in [`tile_matmul_kernel`]'s parameter order),
 /// with the tile shape [`mm_tiles`] picks for the target.
 pub(crate) fn launch_matmul(cx: &mut crate::LowerCx, s: &MmSpec, args: Vec<tessera_kir::BufferId>) {
-    let tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k));
+    let tiles = match s.b_panels {
+        Some(p) => p.tiles,
+        None => mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k)),
+    };
     // A matrix unit with this integer pair multiplies the operands as they are; elsewhere they
     // are widened to the accumulator type first, so backends block the product as an f32 one.
     let pair = format!("{}x{}->{}", s.a.0, s.b.0, s.acc);
@@ -184,7 +207,21 @@ pub(crate) fn tile_matmul_kernel(
         strides: strides.to_vec(),
     };
     let av = view(abuf, a_off, [s.m, s.k], [s.a_rs, s.a_ks]);
-    let bv = view(bbuf, b_off, [s.k, s.n], [s.b_ks, s.b_ns]);
+    // B as the graph holds it, or (packed) as panels: the tile at (k0, j0) is panel
+    // j0 / tn = p2, rows k0.., all of it in range.
+    let (bv, b_origin) = match s.b_panels {
+        Some(p) => {
+            let tn = tn as u64;
+            let v = View {
+                buf: bbuf,
+                offset: zero,
+                dims: vec![p.count, p.depth, tn],
+                strides: vec![(p.depth * tn) as i64, tn as i64, 1],
+            };
+            (v, Some(p2))
+        }
+        None => (view(bbuf, b_off, [s.k, s.n], [s.b_ks, s.b_ns]), None),
+    };
     let afill = if s.a.0.is_float() {
         Scalar::Float(0.0)
     } else {
@@ -218,10 +255,14 @@ pub(crate) fn tile_matmul_kernel(
             tk,
             afill,
         );
+        let origin = match b_origin {
+            Some(p) => vec![p, k0, zero],
+            None => vec![k0, j0],
+        };
         let mut tb = b.tile_load(
             TileAt {
                 view: bv.clone(),
-                origin: vec![k0, j0],
+                origin,
             },
             tk,
             tn,

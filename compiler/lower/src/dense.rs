@@ -9,6 +9,7 @@
 
 use crate::contraction::{launch_matmul, CTerm, MmSpec, ZeroPoint};
 use crate::movement::{chunking, for_each_item, norm_axis, operand, result};
+use crate::panels::constant_b;
 use crate::util::{broadcast_strides, linear_index, strides, unravel};
 use crate::{LowerCx, Result};
 use tessera_ir::{DType, Node, Op, ValueId};
@@ -206,8 +207,9 @@ pub(crate) fn matmul_spec(
         a_zp: None,
         b_zp: None,
         fused: None,
+        b_panels: None,
     };
-    let mut args = vec![cx.buffer(a)?, cx.buffer(bv)?];
+    let mut zp_args = Vec::new();
     for (i, z) in zps.iter().enumerate() {
         let Some(z) = *z else { continue };
         let zl = cx.numel(z)?;
@@ -231,8 +233,10 @@ pub(crate) fn matmul_spec(
         } else {
             spec.b_zp = Some(zp);
         }
-        args.push(cx.buffer(z)?);
+        zp_args.push(cx.buffer(z)?);
     }
+    let mut args = vec![cx.buffer(a)?, constant_b(cx, bv, &mut spec)?];
+    args.extend(zp_args);
     Ok(Some((spec, args)))
 }
 
@@ -308,7 +312,8 @@ fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if m * n == 0 {
         return Ok(Execution::Kernel);
     }
-    let mut args = vec![cx.buffer(a)?, cx.buffer(bv)?];
+    // B's buffer (perhaps packed) is inserted once the spec is known.
+    let mut args = vec![cx.buffer(a)?];
     let c = match node.input(2) {
         Some(c) => {
             let cd = cx.dims(c)?;
@@ -333,7 +338,7 @@ fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         None => None,
     };
     args.push(cx.buffer(y)?);
-    let spec = MmSpec {
+    let mut spec = MmSpec {
         name: cx.kernel_name("gemm"),
         a: (dt, m * k),
         b: (dt, k * n),
@@ -355,7 +360,9 @@ fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         a_zp: None,
         b_zp: None,
         fused: None,
+        b_panels: None,
     };
+    args.insert(1, constant_b(cx, bv, &mut spec)?);
     launch_matmul(cx, &spec, args);
     Ok(Execution::Kernel)
 }
@@ -723,6 +730,7 @@ fn conv_as_matmul(
         a_zp: None,
         b_zp: None,
         fused: None,
+        b_panels: None,
     };
     let mut mm_args = vec![wb, col];
     mm_args.extend(bias);
@@ -2237,6 +2245,23 @@ mod tests {
     }
 
     fn check_matmul(ad: &[u64], bd: &[u64], vb: u32) {
+        check_matmul_b(ad, bd, vb, false)
+    }
+
+    /// A desc that packs constant B operands into panels (`panels.rs`), with the small test
+    /// tiles of [`desc`].
+    fn panels_desc(vector_bytes: u32) -> tessera_target::TargetDesc {
+        tessera_target::TargetDesc {
+            cpu: Some(tessera_target::CpuDesc {
+                constant_operand: tessera_target::OperandLayout::Panels,
+                ..Default::default()
+            }),
+            ..desc(vector_bytes)
+        }
+    }
+
+    /// `check_matmul` with B an input, or (`const_b`) a constant packed into panels.
+    fn check_matmul_b(ad: &[u64], bd: &[u64], vb: u32, const_b: bool) {
         let na: u64 = ad.iter().product();
         let nb: u64 = bd.iter().product();
         let (a, b) = (rand(na as usize, 1), rand(nb as usize, 2));
@@ -2260,13 +2285,21 @@ mod tests {
         }
         let mut g = G::default();
         let x = g.input(DType::F32, ad, f32_bytes(&a));
-        let y = g.input(DType::F32, bd, f32_bytes(&b));
+        let (y, d) = if const_b {
+            let y = g.konst(Tensor::from_f32(bd.to_vec(), &b));
+            (y, panels_desc(vb))
+        } else {
+            (g.input(DType::F32, bd, f32_bytes(&b)), desc(vb))
+        };
         let o = g.node(Op::MatMul, &[Some(x), Some(y)], &[(DType::F32, &od)], &[]);
-        let got = g.run(&o, &desc(vb)).unwrap();
+        let p = crate::lower(&g.g, &d).unwrap();
+        let packed = p.plan.buffers.iter().any(|b| b.name.ends_with(".panels"));
+        assert_eq!(packed, const_b && b2[b2.len() - 1] > 1 && b2.len() == 2);
+        let got = g.run(&o, &d).unwrap();
         close(
             &to_f32(&got[0]),
             &want,
-            &format!("matmul {ad:?} x {bd:?} (vector_bytes {vb})"),
+            &format!("matmul {ad:?} x {bd:?} (vector_bytes {vb}, constant B {const_b})"),
         );
     }
 
@@ -2287,16 +2320,18 @@ mod tests {
         }
     }
 
+    /// Gemm of `m × k × n` against a reference, with B an input, or (`const_b`) a constant
+    /// packed into panels.
+    #[allow(clippy::too_many_arguments)]
     fn check_gemm(
-        m: u64,
-        k: u64,
-        n: u64,
+        (m, k, n): (u64, u64, u64),
         ta: bool,
         tb: bool,
         cd: Option<&[u64]>,
         alpha: f32,
         beta: f32,
         vb: u32,
+        const_b: bool,
     ) {
         let a = rand((m * k) as usize, 3);
         let b = rand((k * n) as usize, 4);
@@ -2335,7 +2370,12 @@ mod tests {
         }
         let mut g = G::default();
         let x = g.input(DType::F32, &ad, f32_bytes(&a));
-        let y = g.input(DType::F32, &bd, f32_bytes(&b));
+        let (y, d) = if const_b {
+            let y = g.konst(Tensor::from_f32(bd.to_vec(), &b));
+            (y, panels_desc(vb))
+        } else {
+            (g.input(DType::F32, &bd, f32_bytes(&b)), desc(vb))
+        };
         let cv = cd.map(|d| g.konst(Tensor::from_f32(d.to_vec(), &c)));
         let o = g.node(
             Op::Gemm,
@@ -2348,24 +2388,42 @@ mod tests {
                 ("beta", Attr::Float(beta)),
             ],
         );
-        let got = g.run(&o, &desc(vb)).unwrap();
+        let got = g.run(&o, &d).unwrap();
         close(
             &to_f32(&got[0]),
             &want,
-            &format!("gemm {m}x{k}x{n} tA={ta} tB={tb} C={cd:?}"),
+            &format!("gemm {m}x{k}x{n} tA={ta} tB={tb} C={cd:?} constant B {const_b}"),
         );
+    }
+
+    #[test]
+    fn constant_b_packed_into_panels_matches() {
+        for vb in [16, 0] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                // Edges in every dim (the test tiles are 4 x 16 x 64), k > 64 with an
+                // uneven last step, and one tile.
+                for (m, k, n) in [(6, 11, 19), (5, 130, 33), (4, 64, 16), (1, 3, 2)] {
+                    check_gemm((m, k, n), ta, tb, Some(&[n]), 0.5, 2.0, vb, true);
+                }
+            }
+            check_matmul_b(&[13, 17], &[17, 35], vb, true);
+            check_matmul_b(&[2, 3, 6, 70], &[70, 20], vb, true);
+            // Not packed: a batched B, and a vector B.
+            check_matmul_b(&[2, 5, 7], &[2, 7, 9], vb, true);
+            check_matmul_b(&[5, 7], &[7], vb, true);
+        }
     }
 
     #[test]
     fn gemm_transposes_bias_and_scales() {
         for vb in [16, 0] {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                check_gemm(6, 11, 19, ta, tb, Some(&[19]), 0.5, 2.0, vb);
-                check_gemm(8, 32, 16, ta, tb, Some(&[8, 1]), 1.0, 1.0, vb);
-                check_gemm(3, 3, 2, ta, tb, None, 1.0, 1.0, vb);
-                check_gemm(5, 9, 7, ta, tb, Some(&[5, 7]), 1.5, -1.0, vb);
-                check_gemm(4, 5, 3, ta, tb, Some(&[]), 1.0, 0.5, vb);
-                check_gemm(7, 530, 10, ta, tb, Some(&[10]), 0.5, 2.0, vb);
+                check_gemm((6, 11, 19), ta, tb, Some(&[19]), 0.5, 2.0, vb, false);
+                check_gemm((8, 32, 16), ta, tb, Some(&[8, 1]), 1.0, 1.0, vb, false);
+                check_gemm((3, 3, 2), ta, tb, None, 1.0, 1.0, vb, false);
+                check_gemm((5, 9, 7), ta, tb, Some(&[5, 7]), 1.5, -1.0, vb, false);
+                check_gemm((4, 5, 3), ta, tb, Some(&[]), 1.0, 0.5, vb, false);
+                check_gemm((7, 530, 10), ta, tb, Some(&[10]), 0.5, 2.0, vb, false);
             }
         }
     }

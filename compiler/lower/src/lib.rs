@@ -20,6 +20,7 @@ pub mod elementwise;
 pub mod fused;
 pub mod int_dot;
 pub mod movement;
+pub mod panels;
 pub mod quant;
 pub mod random;
 pub mod reduce;

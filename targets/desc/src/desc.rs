@@ -62,6 +62,41 @@ pub struct TargetDesc {
     /// (`tile.dot`), where without it they are widened to the f32 product.
     #[serde(default)]
     pub int_dot: u32,
+    /// The CPU schedule section (`[cpu]`), for targets whose matrix products run on CPU
+    /// cores: operand layouts chosen at compile time.
+    #[serde(default)]
+    pub cpu: Option<CpuDesc>,
+}
+
+/// How a CPU target wants the compile-time-constant operand of a matrix product laid out.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OperandLayout {
+    /// As the graph holds it (row-major, transposed or not).
+    #[default]
+    AsIs,
+    /// Packed at compile time into panels of one output tile's columns: `[⌈N/tn⌉][K'][tn]`
+    /// (K' rounded up to the k step, zero-padded), so every tile of it is one contiguous,
+    /// in-range block whatever the graph's transposition (mmt4d-style).
+    Panels,
+}
+
+/// The `[cpu]` section: what lowering needs to schedule matrix products for CPU cores.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CpuDesc {
+    /// Layout of a matrix product's constant operand (a MatMul/Gemm's weights, B).
+    #[serde(default)]
+    pub constant_operand: OperandLayout,
+    /// Vector registers the code generator allocates at `vector_bytes`.
+    #[serde(default)]
+    pub vector_registers: u32,
+    /// The f32 register block of a matrix product's micro-kernel: accumulator rows by
+    /// vectors per row (`[0, 0]`: the backend's default). The backend blocks `tile.mma` so,
+    /// and lowering sizes the k step so that one B panel of `vectors × vector_bytes` per row
+    /// stays in half the level-1 cache.
+    #[serde(default)]
+    pub register_block: [u32; 2],
 }
 
 /// The launch model.
@@ -318,6 +353,20 @@ impl TargetDesc {
         for key in self.tolerance.keys() {
             DType::from_str(key).map_err(|e| format!("tolerance: {e}"))?;
         }
+        if let Some(c) = &self.cpu {
+            let [rows, vectors] = c.register_block;
+            if (rows == 0) != (vectors == 0) {
+                return Err("cpu.register_block: give both rows and vectors, or neither".into());
+            }
+            if rows * vectors + vectors + 1 > c.vector_registers.max(1) && rows > 0 {
+                return Err(format!(
+                    "cpu.register_block [{rows}, {vectors}] needs {} vector registers \
+                     (accumulators, B vectors, one A broadcast); vector_registers is {}",
+                    rows * vectors + vectors + 1,
+                    c.vector_registers
+                ));
+            }
+        }
         if !matches!(self.int_dot, 0 | 2 | 4) {
             return Err(format!(
                 "int_dot = {}: expected 0 (none), 2 (i16 pairs) or 4 (u8 x i8 quads)",
@@ -372,6 +421,29 @@ impl TargetDesc {
 
     pub fn has_dtype(&self, dtype: DType) -> bool {
         self.dtypes.contains(&dtype)
+    }
+
+    /// The layout this target wants for the constant operand of a matrix product.
+    pub fn constant_operand_layout(&self) -> OperandLayout {
+        self.cpu
+            .as_ref()
+            .map(|c| c.constant_operand)
+            .unwrap_or_default()
+    }
+
+    /// The `[cpu]` register block (rows, vectors), if the file gives one.
+    pub fn register_block(&self) -> Option<(u32, u32)> {
+        let c = self.cpu.as_ref()?;
+        let [r, v] = c.register_block;
+        (r > 0 && v > 0).then_some((r, v))
+    }
+
+    /// Bytes of the first cache of this target (its level-1 data cache) and of the last one,
+    /// in file order; `None` where it lists no cache.
+    pub fn cache_bytes(&self) -> Option<(u64, u64)> {
+        let mut caches = self.memory.iter().filter(|m| m.role == MemoryRole::Cache);
+        let first = caches.next()?.bytes;
+        Some((first, caches.last().map_or(first, |m| m.bytes)))
     }
 }
 

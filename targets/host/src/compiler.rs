@@ -108,13 +108,16 @@ impl Host {
         // addend, so a carried accumulator costs two register moves per FMA (the copy of the
         // shared multiplicand and the move back on the loop edge), while AVX's three-operand
         // `vaddps` accumulates in place. (The LLVM targets, which pick `vfmadd231ps`, use FMA.)
+        // The block is the desc's `[cpu] register_block` (4 × 2).
+        let (block_rows, block_vectors) = self.desc.register_block().unwrap_or((4, 2));
         let opts = tessera_kir::passes::ScalarizeOptions {
             vector_bytes: self.desc.vector_bytes,
             blocked_f32_mma: true,
             blocked_i32_mma: true,
-            block_rows: 4,
-            block_vectors: 2,
+            block_rows,
+            block_vectors,
             fma: false,
+            in_place_operands: true,
             // `dot` of i16 pairs (SSE2 `pmaddwd`) for the integer products of `tile.dot`.
             int_dot: 2,
         };

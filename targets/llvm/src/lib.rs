@@ -171,6 +171,15 @@ impl LlvmCpu {
         })?;
         let mut desc = TargetDesc::parse(X86_64_TOML, "targets/llvm-x86_64/target.toml")?;
         desc.vector_bytes = desc.vector_bytes.min(level.vector_bytes());
+        // The register block is the desc's for its register count; a level with fewer (AVX2's
+        // 16) keeps the rows and scales the vectors down, before lowering sizes tiles from it.
+        if let Some(c) = desc.cpu.as_mut() {
+            let regs = level.vector_registers();
+            if regs < c.vector_registers {
+                c.register_block[1] = (c.register_block[1] * regs / c.vector_registers).max(1);
+                c.vector_registers = regs;
+            }
+        }
         let fingerprint = level.fingerprint();
         Ok(LlvmCpu {
             isa: Isa::X86_64,
@@ -252,11 +261,16 @@ impl LlvmCpu {
         tessera_kir::verify(kernel)
             .map_err(|e| self.err_codegen(kernel, format!("the kernel fails the verifier: {e}")))?;
         let mut k = kernel.clone();
-        let (block_rows, block_vectors) = if self.vector_registers() >= 32 {
-            (6, 4)
-        } else {
-            (6, 2)
-        };
+        // The desc's `[cpu] register_block` (scaled to the level in `with_cpu`); the cross
+        // targets, without one, take 6 × 4 of their 32 registers.
+        let (block_rows, block_vectors) =
+            self.desc
+                .register_block()
+                .unwrap_or(if self.vector_registers() >= 32 {
+                    (6, 4)
+                } else {
+                    (6, 2)
+                });
         let opts = tessera_kir::passes::ScalarizeOptions {
             vector_bytes: self.desc.vector_bytes,
             blocked_f32_mma: true,
@@ -265,6 +279,7 @@ impl LlvmCpu {
             block_vectors,
             // One rounding per step where the CPU fuses (the fingerprint records `fma`).
             fma: self.has_fma(),
+            in_place_operands: true,
             // `dot` for the integer products of `tile.dot`: the group size the desc gives
             // (`LlvmCpu::new` sets it from the CPU level; lowering packed B for it).
             int_dot: self.desc.int_dot,
@@ -379,8 +394,18 @@ impl LlvmCpu {
             Isa::X86_64 => self.level.tune_cpu(),
             other => other.llvm_cpu().to_string(),
         };
+        // LLVM tunes AVX-512 CPUs to prefer 256-bit vectors and then legalises a kernel's
+        // 512-bit vectors by splitting them in two ymm halves (twice the instructions, and the
+        // register block no longer fits the register file). The kernels are written for the
+        // desc's width, so the width is pinned to it.
+        let width = match self.isa {
+            Isa::X86_64 if self.level.vector_bytes() >= 64 => {
+                " \"prefer-vector-width\"=\"512\" \"min-legal-vector-width\"=\"512\""
+            }
+            _ => "",
+        };
         format!(
-            "\"target-cpu\"=\"{}\" \"target-features\"=\"{}\" \"tune-cpu\"=\"{tune}\"",
+            "\"target-cpu\"=\"{}\" \"target-features\"=\"{}\" \"tune-cpu\"=\"{tune}\"{width}",
             self.isa.llvm_cpu(),
             self.llvm_features(),
         )

@@ -120,6 +120,8 @@ impl NpuSim {
                 block_rows: 4,
                 block_vectors: 1,
                 fma: false,
+                // Tile operands are staged in on-chip buffers, never read from GM in place.
+                in_place_operands: false,
                 int_dot: 0,
             };
             scalarize_tiles(k, &opts)?;

@@ -49,6 +49,10 @@ pub struct ScalarizeOptions {
     /// Accumulate that expansion with `fma` (one rounding per step) instead of `mul` then
     /// `add`: for backends whose CPU has a fused multiply-add.
     pub fma: bool,
+    /// Let that expansion read an f32 operand tile in place, in the buffer it is loaded from,
+    /// when it provably lies in its view (see `direct` in the pass): for CPUs, whose loads
+    /// reach any buffer at the same cost.
+    pub in_place_operands: bool,
     /// The group size of the backend's integer dot product (`dot`): 0 for none, 2 for i16
     /// pairs (`pmaddwd`), 4 for u8 × i8 quads (`vpdpbusd`; such a backend has pairs too).
     /// With it, `tile.dot` becomes a register-blocked loop of `dot` (`int_dot.rs`), and tiles
@@ -66,6 +70,7 @@ impl Default for ScalarizeOptions {
             block_rows: 1,
             block_vectors: 1,
             fma: false,
+            in_place_operands: false,
             int_dot: 0,
         }
     }
@@ -138,10 +143,20 @@ pub fn scalarize_tiles(k: &mut Kernel, opts: &ScalarizeOptions) -> Result<(), Ki
         .collect();
     let mut mma_b_uses = vec![0u32; taken.vals.len()];
     count_mma_b_uses(&taken.body, &mut mma_b_uses);
+    let mut f32_mma = [Default::default(), Default::default()];
+    f32_mma_operands(&taken.body, &taken.vals, &mut f32_mma);
+    let [f32_mma_a, f32_mma_b] = f32_mma;
+    let mut ranges = HashMap::new();
+    value_ranges(&taken.body, &taken.grid, &mut ranges);
     let (b, body) = KernelBuilder::resume(taken);
     let mut sc = Sc {
         transposed: Default::default(),
         mma_b_uses,
+        f32_mma_a,
+        f32_mma_b,
+        paneled: HashMap::new(),
+        ranges,
+        direct: HashMap::new(),
         b,
         opts: *opts,
         uses,
@@ -214,6 +229,92 @@ fn count_mma_b_uses(b: &Block, n: &mut [u32]) {
     }
 }
 
+/// Collects the operands of the `tile.mma`s of `b` that the register-blocked expansion runs:
+/// a and b held in f32, the accumulator f32 (`out[0]`: the a operands, `out[1]`: the b ones).
+fn f32_mma_operands(b: &Block, vals: &[Ty], out: &mut [std::collections::HashSet<Val>; 2]) {
+    for inst in &b.insts {
+        match &inst.kind {
+            InstKind::TileMma { a, b: bt, acc } => {
+                let elem = |v: &Val| vals.get(v.0 as usize).map(|t| t.elem);
+                let held = |v: &Val| elem(v).is_some_and(|e| tile_storage(e) == DType::F32);
+                if held(a) && held(bt) && elem(acc) == Some(DType::F32) {
+                    out[0].insert(*a);
+                    out[1].insert(*bt);
+                }
+            }
+            InstKind::For { body, .. } => f32_mma_operands(body, vals, out),
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                f32_mma_operands(then_blk, vals, out);
+                f32_mma_operands(else_blk, vals, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Records the ranges `[lo, hi]` of the index values of `b` that are known at compile time:
+/// constants, program ids (from the grid), `for` induction variables with constant bounds, and
+/// sums and products of those.
+fn value_ranges(b: &Block, grid: &[u64], out: &mut HashMap<Val, (i64, i64)>) {
+    for inst in &b.insts {
+        let r = inst.results.first().copied();
+        let got = |v: &Val| out.get(v).copied();
+        let range = match &inst.kind {
+            InstKind::Const(Scalar::Int(c)) => Some((*c, *c)),
+            InstKind::ProgramId(d) => grid
+                .get(*d as usize)
+                .filter(|&&g| g > 0 && g < i64::MAX as u64)
+                .map(|&g| (0, g as i64 - 1)),
+            InstKind::Binary(op @ (BinOp::Add | BinOp::Mul), x, y) => {
+                got(x).zip(got(y)).and_then(|((a, b), (c, d))| {
+                    if *op == BinOp::Add {
+                        Some((a.checked_add(c)?, b.checked_add(d)?))
+                    } else {
+                        let ps = [
+                            a.checked_mul(c)?,
+                            a.checked_mul(d)?,
+                            b.checked_mul(c)?,
+                            b.checked_mul(d)?,
+                        ];
+                        Some((*ps.iter().min()?, *ps.iter().max()?))
+                    }
+                })
+            }
+            InstKind::For {
+                lo,
+                hi,
+                step,
+                iv,
+                body,
+                ..
+            } => {
+                if let (Some((l, l2)), Some((h, h2)), Some((st, st2))) =
+                    (got(lo), got(hi), got(step))
+                {
+                    if l == l2 && h == h2 && st == st2 && st > 0 && h > l {
+                        out.insert(*iv, (l, l + (h - 1 - l) / st * st));
+                    }
+                }
+                value_ranges(body, grid, out);
+                None
+            }
+            InstKind::If {
+                then_blk, else_blk, ..
+            } => {
+                value_ranges(then_blk, grid, out);
+                value_ranges(else_blk, grid, out);
+                None
+            }
+            _ => None,
+        };
+        if let (Some(r), Some(rg)) = (r, range) {
+            out.insert(r, rg);
+        }
+    }
+}
+
 fn count_uses(b: &Block, uses: &mut [u32]) {
     for inst in &b.insts {
         for v in operands(&inst.kind) {
@@ -251,6 +352,19 @@ struct Sc {
     transposed: std::collections::HashSet<Val>,
     /// How often each value is read as the `b` operand of a `tile.mma`.
     mma_b_uses: Vec<u32>,
+    /// A and B operands of a `tile.mma` that the register-blocked expansion would run (see
+    /// [`f32_mma_operands`]).
+    f32_mma_a: std::collections::HashSet<Val>,
+    f32_mma_b: std::collections::HashSet<Val>,
+    /// The values known to lie in a range at compile time (see [`value_ranges`]).
+    ranges: HashMap<Val, (i64, i64)>,
+    /// Tiles read in place (see [`Direct`]): f32 operands of the register-blocked `tile.mma`
+    /// whose tile lies wholly inside its view, rows contiguous, for every program instance
+    /// and loop step; their buffer is the one loaded from.
+    direct: HashMap<Val, (Buf, Val, i64)>,
+    /// Tiles kept in column panels of the given width (see [`Panel`]): B operands of the
+    /// register-blocked `tile.mma`, so that its micro-kernel streams B contiguously.
+    paneled: HashMap<Val, u32>,
     next_buf: u32,
 }
 
@@ -323,6 +437,51 @@ impl Sc {
             }
             _ => 1,
         }
+    }
+
+    /// Where tile load `r` of `rows × cols` at `t` can be read in place (see `direct`): its
+    /// buffer, the index of its (0, 0) and its row stride, computed here.
+    fn direct_at(&mut self, r: Val, t: &TileAt, rows: u32, cols: u32) -> Option<(Buf, Val, i64)> {
+        let b_uses = self.mma_b_uses.get(r.0 as usize).copied();
+        let rank = t.view.dims.len();
+        // A is read one element per row and k step, so its rows may lie anywhere; B a vector
+        // per row and k step, so only a tile that is one contiguous block (rows `cols` apart,
+        // as packed weights are) is read in place: a far-strided B streams better copied.
+        let contiguous = rank >= 2 && t.view.strides[rank - 2] == cols as i64;
+        let operand = (self.f32_mma_a.contains(&r) && b_uses == Some(0))
+            || (self.f32_mma_b.contains(&r) && b_uses == Some(1) && contiguous);
+        if !self.opts.blocked_f32_mma
+            || !self.opts.in_place_operands
+            || !operand
+            || self.uses(r) != 1
+            || self.ty(r).elem != DType::F32
+            || self.transposed.contains(&r)
+            || rank < 2
+            || t.view.strides[rank - 1] != 1
+        {
+            return None;
+        }
+        for d in 0..rank {
+            let ext = if d + 1 == rank {
+                cols
+            } else if d + 2 == rank {
+                rows
+            } else {
+                1
+            } as i64;
+            let (lo, hi) = self.ranges.get(&t.origin[d]).copied()?;
+            if lo < 0 || hi.checked_add(ext)? > t.view.dims[d] as i64 {
+                return None;
+            }
+        }
+        let b = &mut self.b;
+        let mut base = t.view.offset;
+        for d in 0..rank {
+            let st = b.index(t.view.strides[d]);
+            let x = b.mul(t.origin[d], st);
+            base = b.add(base, x);
+        }
+        Some((t.view.buf, base, t.view.strides[rank - 2]))
     }
 
     /// Element(s) `i..i+lanes` of tile `v`, in `v`'s element type.
@@ -493,10 +652,30 @@ impl Sc {
                     self.transposed.insert(r);
                 }
                 let elem = self.ty(r).elem;
+                // An f32 operand of a register-blocked product, read once, whose tile lies in
+                // its view for every instance and step, rows contiguous: read in place.
+                if let Some(d) = self.direct_at(r, &src, rows, cols) {
+                    self.direct.insert(r, d);
+                    return Ok(());
+                }
+                // The B operand of a register-blocked f32 product, read once: kept in column
+                // panels one register block wide.
+                let width = self.opts.block_vectors.max(1) * self.lanes_for(DType::F32) as u32;
+                let panel = (self.opts.blocked_f32_mma
+                    && !self.transposed.contains(&r)
+                    && self.mma_b_uses.get(r.0 as usize) == Some(&1)
+                    && self.uses(r) == 1
+                    && self.f32_mma_b.contains(&r)
+                    && width > 1
+                    && cols > width)
+                    .then_some(Panel { width, rows, cols });
+                if let Some(p) = panel {
+                    self.paneled.insert(r, p.width);
+                }
                 let rb = self.buf(r);
                 let fillv = self.b.constant(Ty::scalar(elem), fill);
                 let lanes = self.load_lanes(elem);
-                self.masked(&src, rows, cols, lanes, |b, at, t, lanes| match at {
+                self.masked(&src, rows, cols, lanes, panel, |b, at, t, lanes| match at {
                     Some(e) => {
                         let x = b.load(src.view.buf, e, lanes);
                         let x = b.cast(x, tile_storage(elem), NO_SAT);
@@ -518,7 +697,7 @@ impl Sc {
                 } else {
                     1
                 };
-                self.masked(&dst, rows, cols, lanes, |b, at, t, lanes| {
+                self.masked(&dst, rows, cols, lanes, None, |b, at, t, lanes| {
                     if let Some(e) = at {
                         let x = b.load(vb, t, lanes);
                         let x = b.cast(x, elem, NO_SAT);
@@ -773,12 +952,15 @@ impl Sc {
     /// lanes)` for each element (or run of `lanes` elements). When the whole tile is in range
     /// it walks unmasked rows, with vectors of `lanes` where the innermost stride is 1;
     /// otherwise it tests every element.
+    ///
+    /// With `panel`, the tile index is that of [`Panel`]'s layout instead of row-major.
     fn masked(
         &mut self,
         t: &TileAt,
         rows: u32,
         cols: u32,
         lanes: u16,
+        panel: Option<Panel>,
         f: impl Fn(&mut KernelBuilder, Option<Val>, Val, u16),
     ) {
         let b = &mut self.b;
@@ -830,7 +1012,12 @@ impl Sc {
                     let tr = b.mul(i, cols_v);
                     let l = lanes.max(1) as u32;
                     let full_cols = cols / l * l;
-                    let walk = |b: &mut KernelBuilder, from: u32, to: u32, step: u32, w: u16| {
+                    // Columns `from..to` (step `step`, `w` lanes) of a run starting at column
+                    // `j0` of the view, written from tile index `t0` on.
+                    let walk = |b: &mut KernelBuilder,
+                                (j0, t0): (Val, Val),
+                                (from, to, step): (u32, u32, u32),
+                                w: u16| {
                         if from >= to {
                             return;
                         }
@@ -839,17 +1026,47 @@ impl Sc {
                             b.index(to as i64),
                             b.index(step as i64),
                         );
-                        b.for_loop(lo, hi, st, &[], |b, j, _| {
+                        b.for_loop(lo, hi, st, &[], |b, c, _| {
+                            let j = b.add(j0, c);
                             let ls = b.index(last_stride);
                             let co = b.mul(j, ls);
                             let e = b.add(row, co);
-                            let te = b.add(tr, j);
+                            let te = b.add(t0, c);
                             f(b, Some(e), te, w);
                             Vec::new()
                         });
                     };
-                    walk(b, 0, full_cols, l, l as u16);
-                    walk(b, full_cols, cols, 1, 1);
+                    let zero = b.index(0);
+                    match panel {
+                        None => {
+                            walk(b, (zero, tr), (0, full_cols, l), l as u16);
+                            walk(b, (zero, tr), (full_cols, cols, 1), 1);
+                        }
+                        Some(p) => {
+                            // Full panels (width a multiple of `l`), then the last one.
+                            let (pw, full) = (p.width, p.cols / p.width);
+                            if full > 0 {
+                                let (lo, hi) = (b.index(0), b.index(full as i64));
+                                b.for_loop(lo, hi, one, &[], |b, q, _| {
+                                    let pwv = b.index(pw as i64);
+                                    let j0 = b.mul(q, pwv);
+                                    let t0 = p.start(b, q, i, pw);
+                                    let wl = if pw % l == 0 { l } else { 1 };
+                                    walk(b, (j0, t0), (0, pw, wl), wl as u16);
+                                    Vec::new()
+                                });
+                            }
+                            let rest = p.cols - full * pw;
+                            if rest > 0 {
+                                let q = b.index(full as i64);
+                                let j0 = b.index((full * pw) as i64);
+                                let t0 = p.start(b, q, i, rest);
+                                let rv = rest / l * l;
+                                walk(b, (j0, t0), (0, rv, l), l as u16);
+                                walk(b, (j0, t0), (rv, rest, 1), 1);
+                            }
+                        }
+                    }
                     Vec::new()
                 });
                 Vec::new()
@@ -859,8 +1076,13 @@ impl Sc {
                 b.for_loop(lo, hi, one, &[], |b, i, _| {
                     let lo = b.index(0);
                     b.for_loop(lo, cols_v, one, &[], |b, j, _| {
-                        let tr = b.mul(i, cols_v);
-                        let te = b.add(tr, j);
+                        let te = match panel {
+                            None => {
+                                let tr = b.mul(i, cols_v);
+                                b.add(tr, j)
+                            }
+                            Some(p) => p.index(b, i, j),
+                        };
                         let (inr, e) = tile_index(b, t, i, j);
                         b.if_else(
                             inr,
@@ -890,7 +1112,11 @@ impl Sc {
             at.tile_shape().expect("a tile"),
             btt.tile_shape().expect("a tile"),
         );
-        let (ab, bb, rb) = (self.buf(a), self.buf(bt), self.buf(r));
+        let (da, db) = (self.direct.get(&a).copied(), self.direct.get(&bt).copied());
+        let ab = da.map_or_else(|| self.buf(a), |d| d.0);
+        let bb = db.map_or_else(|| self.buf(bt), |d| d.0);
+        let rb = self.buf(r);
+        let in_place = (da.map(|d| (d.1, d.2)), db.map(|d| (d.1, d.2)));
         let b_transposed = self.transposed.contains(&bt);
         let f32_all = [at.elem, btt.elem, rt.elem]
             .iter()
@@ -900,9 +1126,21 @@ impl Sc {
         let i32_all = [at.elem, btt.elem, rt.elem]
             .iter()
             .all(|&e| tile_storage(e) == DType::I32);
-        if self.opts.blocked_i32_mma && i32_all && !b_transposed {
+        let paneled = self.paneled.get(&bt).copied();
+        if self.opts.blocked_i32_mma && i32_all && !b_transposed && paneled.is_none() {
             let lanes = self.lanes_for(DType::I32).max(1) as u32;
-            blocked_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, false);
+            let sh = (m, n, k);
+            let np = (None, None);
+            blocked_mma(
+                &mut self.b,
+                (ab, bb, rb),
+                sh,
+                lanes,
+                (mr, nv),
+                false,
+                false,
+                np,
+            );
             return;
         }
         if self.opts.blocked_f32_mma && f32_all && rt.elem == DType::F32 {
@@ -910,10 +1148,20 @@ impl Sc {
             if b_transposed {
                 dot_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, fma);
             } else {
-                blocked_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, fma);
+                // Panels are one register block wide (`width` at the tile's load).
+                debug_assert!(paneled.is_none_or(|w| w == nv * lanes));
+                let sh = (m, n, k);
+                let p = paneled.is_some();
+                let bufs = (ab, bb, rb);
+                blocked_mma(&mut self.b, bufs, sh, lanes, (mr, nv), fma, p, in_place);
             }
             return;
         }
+        debug_assert!(paneled.is_none(), "a paneled B reaches the exact mma");
+        debug_assert!(
+            da.is_none() && db.is_none(),
+            "an in-place tile reaches the exact mma"
+        );
         // The exact buffer `mma` (on the storage types, which hold the same values).
         let zero = self.b.index(0);
         let tr = |buf, rs: u32, cs: u32| TileRef {
@@ -1128,37 +1376,153 @@ fn tile_index(b: &mut KernelBuilder, t: &TileAt, i: Val, j: Val) -> (Val, Val) {
     (ok, e)
 }
 
-/// `R += A · B` on row-major f32 buffers A (m × k), B (k × n), R (m × n), register-blocked:
-/// `mr` rows by `nv` vectors of `lanes` accumulators per step of k.
+/// Where a tile read in place lies: the element index of its (0, 0) in the loaded buffer, and
+/// its row stride there (`None`: the tile has its own row-major buffer).
+type Direct = Option<(Val, i64)>;
+
+/// A tile of `rows × cols` kept in column panels `width` wide: panel `q` holds columns
+/// `q·width ..` (the last one the `cols mod width` left over), each panel row-major and the
+/// panels one after another, so that element (i, j) of panel q (of width wq) is at
+/// `q·width·rows + i·wq + (j − q·width)`. A register-blocked product reading one panel per
+/// block of columns then walks its B operand contiguously.
+#[derive(Clone, Copy, Debug)]
+struct Panel {
+    width: u32,
+    rows: u32,
+    cols: u32,
+}
+
+impl Panel {
+    /// The index of element (i, q·width) of a panel q of width `wq`.
+    fn start(&self, b: &mut KernelBuilder, q: Val, i: Val, wq: u32) -> Val {
+        let size = b.index((self.width * self.rows) as i64);
+        let at = b.mul(q, size);
+        let wv = b.index(wq as i64);
+        let row = b.mul(i, wv);
+        b.add(at, row)
+    }
+
+    /// The index of element (i, j), for any j.
+    fn index(&self, b: &mut KernelBuilder, i: Val, j: Val) -> Val {
+        let (w, full) = (self.width, self.cols / self.width);
+        let wv = b.index(w as i64);
+        let q = b.div(j, wv);
+        let qw = b.mul(q, wv);
+        let c = b.sub(j, qw);
+        let size = b.index((w * self.rows) as i64);
+        let at = b.mul(q, size);
+        let rest = self.cols - full * w;
+        let wq = if rest == 0 {
+            wv
+        } else {
+            let fv = b.index(full as i64);
+            let in_full = b.cmp(CmpOp::Lt, q, fv);
+            let rv = b.index(rest as i64);
+            b.select(in_full, wv, rv)
+        };
+        let row = b.mul(i, wq);
+        let e = b.add(at, row);
+        b.add(e, c)
+    }
+}
+
+/// `R += A · B` on f32 buffers A (m × k, row-major), B (k × n: row-major, or with `panels` in
+/// [`Panel`]s one block of `nv` vectors wide) and R (m × n, row-major), register-blocked: `mr`
+/// rows by `nv` vectors of `lanes` accumulators per step of k.
+///
+/// Row-major B runs row blocks outside and column blocks inside (a block of A rows stays in
+/// L1 while B streams). Paneled B runs column blocks outside: one panel (`k × nv·lanes`,
+/// contiguous) stays in L1 while every block of A rows passes it, the order of BLIS's
+/// micro-kernel loops.
 #[allow(clippy::too_many_arguments)]
 fn blocked_mma(
     b: &mut KernelBuilder,
     (ab, bb, rb): (Buf, Buf, Buf),
     (m, n, k): (u32, u32, u32),
     lanes: u32,
-    mr: u32,
-    nv: u32,
+    (mr, nv): (u32, u32),
     fma: bool,
+    panels: bool,
+    (a_at, b_direct): (Direct, Direct),
 ) {
     // Column segments: blocks of nv vectors, then single vectors, then single elements.
     let wide = nv * lanes;
     let n_wide = n / wide * wide;
     let n_vec = n_wide + (n - n_wide) / lanes * lanes;
-    blocks(b, m, mr, &|b, i0, rows| {
-        blocks(b, n_wide, wide, &|b, j0, _| {
-            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, nv, lanes, fma)
-        });
+    let bufs = (ab, bb, rb);
+    let a_at = a_at.map_or((None, k as i64), |(base, rs)| (Some(base), rs));
+    // Where B's column j0 starts and its row stride: row-major (in its tile, or where the
+    // tile lies in B's own buffer), or in its panel.
+    let b_at = |b: &mut KernelBuilder, j0: Val, j: Option<u32>| -> (Val, Val) {
+        if let Some((base, rs)) = b_direct {
+            return (b.add(base, j0), b.index(rs));
+        }
+        if !panels {
+            return (j0, b.index(n as i64));
+        }
+        match j {
+            // A full panel: it starts at j0·k and is `wide` columns wide.
+            None => {
+                let kk = b.index(k as i64);
+                (b.mul(j0, kk), b.index(wide as i64))
+            }
+            // Column j of the last, narrower panel.
+            Some(j) => {
+                let at = n_wide * k + (j - n_wide);
+                (b.index(at as i64), b.index((n - n_wide) as i64))
+            }
+        }
+    };
+    // The columns past the full blocks, for rows i0..i0+rows.
+    let rest = |b: &mut KernelBuilder, i0: Val, rows: u32| {
         if lanes > 1 {
             for j in (n_wide..n_vec).step_by(lanes as usize) {
                 let j0 = b.index(j as i64);
-                micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, lanes, fma);
+                let bt = b_at(b, j0, Some(j));
+                micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, lanes), fma, a_at);
             }
         }
         for j in n_vec..n {
             let j0 = b.index(j as i64);
-            micro(b, (ab, bb, rb), (n, k), i0, rows, j0, 1, 1, fma);
+            let bt = b_at(b, j0, Some(j));
+            micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, 1), fma, a_at);
         }
-    });
+    };
+    if panels {
+        blocks(b, n_wide, wide, &|b, j0, _| {
+            let bt = b_at(b, j0, None);
+            blocks(b, m, mr, &|b, i0, rows| {
+                micro(
+                    b,
+                    bufs,
+                    (n, k),
+                    (i0, rows),
+                    (j0, bt),
+                    (nv, lanes),
+                    fma,
+                    a_at,
+                )
+            });
+        });
+        blocks(b, m, mr, &|b, i0, rows| rest(b, i0, rows));
+    } else {
+        blocks(b, m, mr, &|b, i0, rows| {
+            blocks(b, n_wide, wide, &|b, j0, _| {
+                let bt = b_at(b, j0, None);
+                micro(
+                    b,
+                    bufs,
+                    (n, k),
+                    (i0, rows),
+                    (j0, bt),
+                    (nv, lanes),
+                    fma,
+                    a_at,
+                )
+            });
+            rest(b, i0, rows);
+        });
+    }
 }
 
 /// `x + c` for an index `x`, or `x` itself when `c` is 0.
@@ -1203,29 +1567,34 @@ pub(super) fn blocks(
     }
 }
 
-/// One register block: rows `i0..i0+rows`, columns `j0..j0+nv·lanes`.
+/// One register block: rows `i0..i0+rows`, columns `j0..j0+nv·lanes`; B's element (kv, j0)
+/// is at `b_base + kv·b_stride` (its row-major or panel layout, see [`blocked_mma`]), and A's
+/// (i, kv) at `a_base + i·a_rs + kv`.
 #[allow(clippy::too_many_arguments)]
 fn micro(
     b: &mut KernelBuilder,
     (ab, bb, rb): (Buf, Buf, Buf),
     (n, k): (u32, u32),
-    i0: Val,
-    rows: u32,
-    j0: Val,
-    nv: u32,
-    lanes: u32,
+    (i0, rows): (Val, u32),
+    (j0, (b_base, b_stride)): (Val, (Val, Val)),
+    (nv, lanes): (u32, u32),
     fma: bool,
+    (a_base, a_rs): (Option<Val>, i64),
 ) {
     let l = lanes as u16;
     let (nn, kk) = (b.index(n as i64), b.index(k as i64));
     let mut r_at = Vec::new();
-    let mut a_rows = Vec::new();
+    // A's element (i0, 0): row-major in its tile, or where the tile lies in A's own buffer.
+    let ars = b.index(a_rs);
+    let a0 = b.mul(i0, ars);
+    let a0 = match a_base {
+        Some(base) => b.add(base, a0),
+        None => a0,
+    };
     for r in 0..rows {
         let rv = b.index(r as i64);
         let i = b.add(i0, rv);
         let ri = b.mul(i, nn);
-        let ai = b.mul(i, kk);
-        a_rows.push(ai);
         for g in 0..nv {
             let gv = b.index((g * lanes) as i64);
             let j = b.add(j0, gv);
@@ -1236,10 +1605,9 @@ fn micro(
     let (lo, one) = (b.index(0), b.index(1));
     // Each k step computes one index into A and one into B; the block's other elements are
     // constants away from them, which backends fold into the addresses' displacements.
-    let a0 = a_rows[0];
     let accs = b.for_loop(lo, kk, one, &init, |b, kv, acc| {
-        let brow = b.mul(kv, nn);
-        let b0 = b.add(brow, j0);
+        let brow = b.mul(kv, b_stride);
+        let b0 = b.add(brow, b_base);
         let bv: Vec<Val> = (0..nv)
             .map(|g| {
                 let e = plus(b, b0, (g * lanes) as i64);
@@ -1249,7 +1617,7 @@ fn micro(
         let ak = b.add(a0, kv);
         let mut next = Vec::with_capacity(acc.len());
         for r in 0..rows as usize {
-            let e = plus(b, ak, r as i64 * k as i64);
+            let e = plus(b, ak, r as i64 * a_rs);
             let x = b.load(ab, e, 1);
             let xs = if l > 1 { b.splat(x, l) } else { x };
             for g in 0..nv as usize {

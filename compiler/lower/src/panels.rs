@@ -1,0 +1,103 @@
+//! Compile-time packing of a matrix product's constant operand into panels: the one place
+//! where lowering changes the layout of a constant. Start at [`constant_b`].
+//!
+//! A CPU target whose description asks for it (`[cpu] constant_operand = "panels"`) gets the
+//! B operand of a MatMul/Gemm (the weights) laid out as `P[p][k][c] = B(k, p·tn + c)`, with
+//! `p < ⌈N/tn⌉`, `k < K'` (K rounded up to the k step `tk`) and `c < tn`, zeros outside B.
+//! Each `tk × tn` tile the product's tile program loads is then one contiguous block that
+//! lies wholly in range, whether the graph held B transposed (`transB`) or not. On a CPU with
+//! a `[cpu] register_block`, `tn` is the block's width: a tile is one panel, which the
+//! register-blocked micro-kernel reads in place, in order.
+//! Other targets (the interpreter, the NPUs, which place tiles in their own buffers) keep B
+//! as the graph holds it: the decision is the description's.
+
+use tessera_ir::ValueId;
+use tessera_kir::BufferId;
+use tessera_target::OperandLayout;
+
+use crate::contraction::{mm_tiles, MmSpec};
+use crate::{LowerCx, Result};
+
+/// How a packed B is laid out: the product's tile shape (which fixed the panels) and the
+/// panel count and padded depth.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Panels {
+    pub tiles: (u16, u16, u16),
+    /// ⌈N / tn⌉.
+    pub count: u64,
+    /// K rounded up to a multiple of tk.
+    pub depth: u64,
+}
+
+/// The buffer the product `s` reads its B operand (graph value `b`) from: a packed copy
+/// (and `s` updated to read panels) when the target asks for panels and B is a float
+/// compile-time constant read the same way by every batch; B's own buffer otherwise.
+pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result<BufferId> {
+    let packable = cx.desc.constant_operand_layout() == OperandLayout::Panels
+        && s.b.0.is_float()
+        && s.b.0.bits() % 8 == 0
+        && s.b.0 == s.a.0
+        && s.b_zp.is_none()
+        && s.b_bst.iter().all(|&st| st == 0)
+        && s.n > 1;
+    let Some(t) = cx.konst(b).filter(|_| packable) else {
+        return cx.buffer(b);
+    };
+    let (m, n, k) = (s.m, s.n, s.k);
+    let mut tiles = mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (m, n, k));
+    // On a CPU with a register block, a tile is one panel as wide as the block, or as a few
+    // blocks where one block's row is shorter than a cache line: the micro-kernel then reads
+    // each tile of B in place, one contiguous panel streamed from memory (scalarize-tiles
+    // reads in place what lies in range), and no tile is copied.
+    if let Some((_, vectors)) = cx.desc.register_block() {
+        let block = vectors as u64 * (cx.desc.vector_bytes as u64 / 4).max(1);
+        let line = cx
+            .desc
+            .memory_with_role(tessera_target::MemoryRole::Cache)
+            .map_or(64, |m| m.align as u64);
+        let width = block * (line / 4).div_ceil(block).max(1);
+        if width > 1 && n >= width && width <= u16::MAX as u64 {
+            tiles.1 = width as u16;
+        }
+    }
+    let (tn, tk) = (tiles.1 as u64, tiles.2 as u64);
+    let (count, depth) = (n.div_ceil(tn), k.div_ceil(tk) * tk);
+    let width = (s.b.0.bits() / 8) as usize;
+    let len = count * depth * tn;
+    if t.bytes.len() as u64 != s.b.1 * width as u64 {
+        return Err(cx.invalid(format!(
+            "constant B `{}` holds {} bytes, not the {} its {} elements of {} take",
+            cx.graph.value(b).name,
+            t.bytes.len(),
+            s.b.1 * width as u64,
+            s.b.1,
+            s.b.0
+        )));
+    }
+    let mut out = vec![0u8; len as usize * width];
+    // The innermost loop walks the source in order: along n for a row-major B, along k for a
+    // transposed one.
+    let transposed = s.b_ks == 1 && s.b_ns != 1;
+    let mut put = |p: u64, kk: u64, c: u64| {
+        let src = (kk as i64 * s.b_ks + (p * tn + c) as i64 * s.b_ns) as usize * width;
+        let d = ((p * depth + kk) * tn + c) as usize * width;
+        out[d..d + width].copy_from_slice(&t.bytes[src..src + width]);
+    };
+    for p in 0..count {
+        let cols = tn.min(n - p * tn);
+        if transposed {
+            (0..cols).for_each(|c| (0..k).for_each(|kk| put(p, kk, c)));
+        } else {
+            (0..k).for_each(|kk| (0..cols).for_each(|c| put(p, kk, c)));
+        }
+    }
+    let name = format!("{}.panels", cx.graph.value(b).name);
+    let buf = cx.const_buffer(&name, s.b.0, vec![count, depth, tn], out);
+    s.b.1 = len;
+    s.b_panels = Some(Panels {
+        tiles,
+        count,
+        depth,
+    });
+    Ok(buf)
+}
