@@ -1105,6 +1105,48 @@ impl Sc {
         );
     }
 
+    /// Copies the `rows × cols` f32 tile `v`, read in place at `base` of `src` with row stride
+    /// `rs`, into its own tile buffer, and returns that buffer.
+    fn materialize(
+        &mut self,
+        v: Val,
+        src: Buf,
+        base: Val,
+        rs: i64,
+        (rows, cols): (u32, u32),
+    ) -> Buf {
+        let dst = self.buf(v);
+        let lanes = self.lanes_for(DType::F32).max(1) as u32;
+        let whole = cols / lanes * lanes;
+        let b = &mut self.b;
+        let (zero, one) = (b.index(0), b.index(1));
+        let hi = b.index(rows as i64);
+        b.for_loop(zero, hi, one, &[], |b, i, _| {
+            let rsv = b.index(rs);
+            let off = b.mul(i, rsv);
+            let row = b.add(base, off);
+            let cv = b.index(cols as i64);
+            let drow = b.mul(i, cv);
+            let copy = |b: &mut KernelBuilder, from: u32, to: u32, l: u32| {
+                if from >= to {
+                    return;
+                }
+                let (f, t, st) = (b.index(from as i64), b.index(to as i64), b.index(l as i64));
+                b.for_loop(f, t, st, &[], |b, j, _| {
+                    let si = b.add(row, j);
+                    let x = b.load(src, si, l as u16);
+                    let di = b.add(drow, j);
+                    b.store(dst, di, x);
+                    Vec::new()
+                });
+            };
+            copy(b, 0, whole, lanes);
+            copy(b, whole, cols, 1);
+            Vec::new()
+        });
+        dst
+    }
+
     /// Accumulates `a · b` into the buffer of `r` (which already holds the accumulator).
     fn mma(&mut self, a: Val, bt: Val, r: Val) {
         let (at, btt, rt) = (self.ty(a), self.ty(bt), self.ty(r));
@@ -1146,6 +1188,12 @@ impl Sc {
         if self.opts.blocked_f32_mma && f32_all && rt.elem == DType::F32 {
             let fma = self.opts.fma;
             if b_transposed {
+                // The dot-product form reads A from a tile buffer: an A left in place (its
+                // load was skipped before B's layout was known) is copied in here.
+                let ab = match da {
+                    Some((src, base, rs)) => self.materialize(a, src, base, rs, (m, k)),
+                    None => ab,
+                };
                 dot_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, fma);
             } else {
                 // Panels are one register block wide (`width` at the tile's load).
