@@ -1536,38 +1536,28 @@ fn blocked_mma(
             micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, 1), fma, a_at);
         }
     };
+    // One whole register block at rows `i0..i0+rows`, columns from `j0`.
+    let wide_block = |b: &mut KernelBuilder, i0: Val, rows: u32, j0: Val| {
+        let bt = b_at(b, j0, None);
+        micro(
+            b,
+            bufs,
+            (n, k),
+            (i0, rows),
+            (j0, bt),
+            (nv, lanes),
+            fma,
+            a_at,
+        )
+    };
     if panels {
         blocks(b, n_wide, wide, &|b, j0, _| {
-            let bt = b_at(b, j0, None);
-            blocks(b, m, mr, &|b, i0, rows| {
-                micro(
-                    b,
-                    bufs,
-                    (n, k),
-                    (i0, rows),
-                    (j0, bt),
-                    (nv, lanes),
-                    fma,
-                    a_at,
-                )
-            });
+            blocks(b, m, mr, &|b, i0, rows| wide_block(b, i0, rows, j0));
         });
         blocks(b, m, mr, &|b, i0, rows| rest(b, i0, rows));
     } else {
         blocks(b, m, mr, &|b, i0, rows| {
-            blocks(b, n_wide, wide, &|b, j0, _| {
-                let bt = b_at(b, j0, None);
-                micro(
-                    b,
-                    bufs,
-                    (n, k),
-                    (i0, rows),
-                    (j0, bt),
-                    (nv, lanes),
-                    fma,
-                    a_at,
-                )
-            });
+            blocks(b, n_wide, wide, &|b, j0, _| wide_block(b, i0, rows, j0));
             rest(b, i0, rows);
         });
     }
