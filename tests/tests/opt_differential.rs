@@ -115,6 +115,20 @@ fn example_models_match_across_opt_levels() {
     }
 }
 
+/// Deterministic values in [-1, 1), `n` at a time.
+fn seeded(mut state: u64) -> impl FnMut(usize) -> Vec<f32> {
+    move |n| {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+}
+
 /// Runs `g` on `target` after the optimizer at level 2 under `precision`; returns the output
 /// and the rules that fired.
 fn run_graph(
@@ -143,18 +157,7 @@ fn narrow_float_policies_stay_within_their_bounds() {
     )
     .unwrap();
     tessera_ir::infer_shapes(&mut g).unwrap();
-    // Deterministic values in [-1, 1).
-    let mut state = 2026u64;
-    let mut vals = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    };
+    let mut vals = seeded(2026);
     let inputs = vec![
         Tensor::from_f32(vec![64, 256], &vals(64 * 256)),
         Tensor::from_f32(vec![256, 128], &vals(256 * 128)),
@@ -250,6 +253,78 @@ fn fused_activations_match_the_unfused_graph() {
             );
             conformance::compare(&fused, &plain)
                 .unwrap_or_else(|m| panic!("{name} on {target}, fused vs unfused: {m}"));
+        }
+    }
+}
+
+/// The Conv and product epilogues (`conv-batchnorm`, `conv-residual`, `conv-activation`,
+/// `matmul-residual`) compute what their unfused graphs compute, on every lowering path
+/// (the Conv as a tile-program product, a grouped and a 1-D Conv on the direct kernels) and on
+/// every target (npu-sim keeps only a ReLU in the product and runs the rest after it): each
+/// graph at -O2 against the same graph at -O0 on the interpreter.
+#[test]
+fn conv_and_residual_epilogues_match_their_parts() {
+    let cases = [
+        (
+            "graph @resnet(%x: f32[1,8,10,10], %w: f32[8,8,3,3], %b: f32[8], %s: f32[1,8,10,10]) -> (%y) {\n  \
+             %c = Conv(%x, %w, %b) {pads = [1, 1, 1, 1]}\n  %a = Add(%c, %s)\n  %y = Relu(%a)\n}\n",
+            &["conv-activation", "conv-residual"][..],
+        ),
+        (
+            "graph @bn(%x: f32[1,8,10,10]) -> (%y) {\n  \
+             const %w = dense<f32[8,8,1,1]: [WEIGHTS]>\n  \
+             const %g = dense<f32[8]: [1.0, 2.0, 0.5, 1.5, -1.0, 1.0, 0.25, 3.0]>\n  \
+             const %be = dense<f32[8]: [0.1, -0.2, 0.3, 0.0, 1.0, -1.0, 0.5, 0.2]>\n  \
+             const %mu = dense<f32[8]: [0.0, 0.5, -0.5, 1.0, 0.2, 0.0, 0.1, -0.3]>\n  \
+             const %var = dense<f32[8]: [1.0, 0.5, 2.0, 0.1, 1.0, 4.0, 0.3, 1.0]>\n  \
+             %c = Conv(%x, %w)\n  \
+             %n = BatchNormalization(%c, %g, %be, %mu, %var)\n  %y = Sigmoid(%n)\n}\n",
+            &["conv-activation", "conv-batchnorm"][..],
+        ),
+        (
+            "graph @grouped(%x: f32[1,8,10,10], %w: f32[8,4,3,3], %s: f32[1,8,8,8]) -> (%y) {\n  \
+             %c = Conv(%x, %w) {group = 2}\n  %a = Add(%s, %c)\n  %y = Tanh(%a)\n}\n",
+            &["conv-activation", "conv-residual"][..],
+        ),
+        (
+            "graph @conv1d(%x: f32[2,4,16], %w: f32[6,4,3], %s: f32[2,6,14]) -> (%y) {\n  \
+             %c = Conv(%x, %w)\n  %a = Add(%c, %s)\n  %y = Relu(%a)\n}\n",
+            &["conv-activation", "conv-residual"][..],
+        ),
+        (
+            "graph @block(%x: f32[32,64], %w: f32[64,64], %b: f32[64]) -> (%y) {\n  \
+             %m = MatMul(%x, %w)\n  %a = Add(%m, %b)\n  %r = Add(%a, %x)\n  %y = Gelu(%r)\n}\n",
+            &["matmul-activation", "matmul-bias", "matmul-residual"][..],
+        ),
+    ];
+    let mut vals = seeded(7);
+    // The BatchNormalization case needs constant weights.
+    let weights: Vec<String> = (0..64)
+        .map(|i| format!("{:.3}", (i % 7) as f32 * 0.25 - 0.7))
+        .collect();
+    for (text, rules) in cases {
+        let text = text.replace("WEIGHTS", &weights.join(", "));
+        let mut g = tessera_ir::text::parse(&text).unwrap();
+        tessera_ir::infer_shapes(&mut g).unwrap();
+        let inputs: Vec<Tensor> = g
+            .inputs
+            .iter()
+            .map(|&v| {
+                let dims = g.ty(v).unwrap().shape.as_static().unwrap();
+                let n = dims.iter().product::<u64>() as usize;
+                Tensor::from_f32(dims, &vals(n))
+            })
+            .collect();
+        let reference = {
+            let artifact = tessera_driver::compile_graph(&g, "reference", "interp").unwrap();
+            let m = tessera_driver::load(artifact, "interp").unwrap();
+            m.run(&inputs).unwrap().remove(0)
+        };
+        for target in ["interp", "host", "npu-sim"] {
+            let (got, fired) = run_graph(&g, &inputs, target, tessera_driver::Precision::Exact);
+            assert_eq!(fired, rules, "{} on {target}", g.name);
+            conformance::compare(&got, &reference)
+                .unwrap_or_else(|m| panic!("{} on {target}, -O2 vs -O0: {m}", g.name));
         }
     }
 }

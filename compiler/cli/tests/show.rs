@@ -95,9 +95,10 @@ fn model_page_shows_every_node_with_its_kernels_in_a_browser() {
         dom.contains("<svg"),
         "the graph was laid out by dot into an SVG"
     );
-    // The CNN's first node is a Conv that became one kernel; its label names op, shape and kernel.
+    // The CNN's first node is its stem Conv and ReLU, which the optimizer fused into one
+    // FusedConv (the unfold and the product); its label names op, shape and kernels.
     let first = node_texts(&dom, "n0");
-    assert_eq!(first[0], "Conv", "{first:?}");
+    assert_eq!(first[0], "FusedConv", "{first:?}");
     assert!(first.iter().any(|t| t.starts_with("f32 [1,")), "{first:?}");
     assert!(
         first.iter().any(|t| t.starts_with("▸ ")),

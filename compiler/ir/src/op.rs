@@ -149,11 +149,16 @@ op_table! {
     // ---- dense ----
     MatMul: Dense, in (2, 2), out (1, 1), [];
     MatMulInteger: Dense, in (2, 4), out (1, 1), [];
-    // Tessera's own (no ONNX name): `activation(scale * (A - a_zp)(B - b_zp) + bias)`, one
-    // kernel, made by the optimizer's fusion and low-precision rules (compiler/opt).
-    FusedMatMul: Dense, in (2, 6), out (1, 1), ["activation"];
+    // Tessera's own (no ONNX name): `activation(scale * (A - a_zp)(B - b_zp) + bias +
+    // residual)`, one kernel, made by the optimizer's fusion and low-precision rules
+    // (compiler/opt).
+    FusedMatMul: Dense, in (2, 7), out (1, 1), ["activation"];
     Gemm: Dense, in (2, 3), out (1, 1), ["alpha", "beta", "transA", "transB"];
     Conv: Dense, in (2, 3), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
+    // Tessera's own (com.microsoft's name, which the importer rewrites into Conv and its
+    // activation): `activation(Conv(X, W, B) + Z)`, one kernel, made by the optimizer's
+    // fusion rules (compiler/opt).
+    FusedConv: Dense, in (2, 4), out (1, 1), ["activation", "auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
     ConvInteger: Dense, in (2, 4), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
     ConvTranspose: Dense, in (2, 3), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "output_padding", "output_shape", "pads", "strides"];
     MaxPool: Dense, in (1, 1), out (1, 2), ["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"];
@@ -360,9 +365,18 @@ pub fn operand_names(op: Op) -> &'static [&'static str] {
         CumSum => &["x", "axis"],
         MatMul => &["A", "B"],
         MatMulInteger => &["A", "B", "a_zero_point", "b_zero_point"],
-        FusedMatMul => &["A", "B", "bias", "a_zero_point", "b_zero_point", "scale"],
+        FusedMatMul => &[
+            "A",
+            "B",
+            "bias",
+            "a_zero_point",
+            "b_zero_point",
+            "scale",
+            "residual",
+        ],
         Gemm => &["A", "B", "C"],
         Conv | ConvTranspose => &["X", "W", "B"],
+        FusedConv => &["X", "W", "B", "Z"],
         ConvInteger => &["x", "w", "x_zero_point", "w_zero_point"],
         BatchNormalization => &["X", "scale", "B", "input_mean", "input_var"],
         LayerNormalization => &["X", "Scale", "B"],

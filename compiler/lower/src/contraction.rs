@@ -71,13 +71,16 @@ pub(crate) struct MmSpec {
     pub b_panels: Option<Panels>,
 }
 
-/// What FusedMatMul adds after the product: the accumulator converted to the result type and
-/// multiplied by a scale (one value, or one per column of Y), then an activation. The bias is
-/// the C term.
-#[derive(Clone, Copy, Debug)]
+/// What FusedMatMul (and FusedConv's product) adds after the product: the accumulator
+/// converted to the result type and multiplied by a scale (one value, or one per column of Y),
+/// the bias (the C term), a residual of Y's shape, then an activation.
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct FusedEpilogue {
     /// The scale's dtype and length (1 or N).
     pub scale: Option<(DType, u64)>,
+    /// The residual's dtype: a tensor laid out as Y (row-major `m × n` per batch), added
+    /// before the activation.
+    pub residual: Option<DType>,
     pub activation: Option<crate::fused::Activation>,
 }
 
@@ -160,7 +163,8 @@ pub(crate) fn launch_matmul(cx: &mut crate::LowerCx, s: &MmSpec, args: Vec<tesse
     cx.launch(tile_matmul_kernel(s, tiles, widen_ints), args);
 }
 
-/// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], [scale], Y.
+/// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], [scale],
+/// [residual], Y.
 pub(crate) fn tile_matmul_kernel(
     s: &MmSpec,
     (tm, tn, tk): (u16, u16, u16),
@@ -180,6 +184,10 @@ pub(crate) fn tile_matmul_kernel(
         .map(|z| b.param("b_zero_point", z.dtype, z.len.max(1), Access::Read));
     let scale = s.fused.and_then(|f| f.scale);
     let sbuf = scale.map(|(dt, len)| b.param("scale", dt, len.max(1), Access::Read));
+    let rbuf = s
+        .fused
+        .and_then(|f| f.residual)
+        .map(|dt| b.param("residual", dt, s.y.1.max(1), Access::Read));
     let ybuf = b.param("y", s.y.0, s.y.1, Access::Write);
     let batch_total: u64 = s.batch.iter().product();
     b.set_grid(&[
@@ -335,6 +343,20 @@ pub(crate) fn tile_matmul_kernel(
             ct = b.mul(ct, bt);
         }
         out = b.add(out, ct);
+    }
+    if let Some(rb) = rbuf {
+        let rview = view(rb, y_off, [s.m, s.n], [s.n as i64, 1]);
+        let rt = b.tile_load(
+            TileAt {
+                view: rview,
+                origin: vec![i0, j0],
+            },
+            tm,
+            tn,
+            Scalar::Float(0.0),
+        );
+        let rt = b.cast(rt, epi, NO_SAT);
+        out = b.add(out, rt);
     }
     if let Some(act) = s.fused.and_then(|f| f.activation) {
         out = act.apply(b, out);

@@ -7,7 +7,7 @@
 //! the kernel computes the range of kernel taps that land inside the input, so the inner loops
 //! carry no bounds checks. The normalisations share one row kernel ([`norm_kernel`]).
 
-use crate::contraction::{launch_matmul, CTerm, MmSpec, ZeroPoint};
+use crate::contraction::{launch_matmul, CTerm, FusedEpilogue, MmSpec, ZeroPoint};
 use crate::movement::{chunking, for_each_item, norm_axis, operand, result};
 use crate::panels::constant_b;
 use crate::util::{broadcast_strides, linear_index, strides, unravel};
@@ -23,7 +23,7 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Op::MatMul => matmul(cx, node),
         Op::Gemm => gemm(cx, node),
         Op::MatMulInteger => matmul_integer(cx, node),
-        Op::Conv => conv(cx, node),
+        Op::Conv => conv_with(cx, node, None),
         Op::MaxPool | Op::AveragePool | Op::LpPool => pool(cx, node, false),
         Op::GlobalAveragePool | Op::GlobalMaxPool | Op::GlobalLpPool => pool(cx, node, true),
         Op::BatchNormalization => batch_norm(cx, node),
@@ -519,7 +519,13 @@ fn tap_offset(
 
 // ==== Conv ====
 
-fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
+/// Conv, and the Conv of FusedConv with its `tail` (`fused.rs`): in the matrix product's
+/// epilogue where the Conv becomes one, else one elementwise kernel after the direct kernels.
+pub(crate) fn conv_with(
+    cx: &mut LowerCx,
+    node: &Node,
+    tail: Option<&crate::fused::Tail>,
+) -> Result<Execution> {
     let (x, wv, y) = (
         operand(cx, node, 0)?,
         operand(cx, node, 1)?,
@@ -572,10 +578,34 @@ fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         }
         args.push(cx.buffer(bb)?);
     }
-    args.push(cx.buffer(y)?);
-    if conv_as_matmul(cx, &w, [nb, c, mo, g], dt, &args)? {
+    let yb = cx.buffer(y)?;
+    args.push(yb);
+    if conv_as_matmul(cx, &w, [nb, c, mo, g], dt, &args, tail)? {
         return Ok(Execution::Kernel);
     }
+    // The direct kernels have no epilogue: they write where the tail kernel reads.
+    let yt = cx.dtype(y)?;
+    let out = match tail {
+        Some(t) => {
+            let t = crate::fused::Tail {
+                in_kernel: false,
+                ..t.clone()
+            };
+            t.product_output(cx, yb, yt, &yd)
+        }
+        None => yb,
+    };
+    *args.last_mut().expect("y") = out;
+    let finish = |cx: &mut LowerCx| -> Result<Execution> {
+        if let Some(t) = tail {
+            crate::fused::Tail {
+                in_kernel: false,
+                ..t.clone()
+            }
+            .finish(cx, out, yb, yt, &yd)?;
+        }
+        Ok(Execution::Kernel)
+    };
     if dt == DType::F32
         && cx.dtype(y)? == DType::F32
         && cx.desc.vector_bytes >= 16
@@ -590,7 +620,7 @@ fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
             [cx.numel(x)?, cx.numel(wv)?, total],
         );
         cx.launch(kern, args);
-        return Ok(Execution::Kernel);
+        return finish(cx);
     }
     let mut kb = KernelBuilder::new(cx.kernel_name("conv"));
     let b = &mut kb;
@@ -657,7 +687,7 @@ fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Vec::new()
     });
     cx.launch(kb.finish(), args);
-    Ok(Execution::Kernel)
+    finish(cx)
 }
 
 /// Columns of the unfolded input (`im2col`) a Conv may materialise: beyond this the direct
@@ -677,6 +707,7 @@ fn conv_as_matmul(
     [nb, c, mo, g]: [u64; 4],
     dt: DType,
     args: &[tessera_kir::BufferId],
+    tail: Option<&crate::fused::Tail>,
 ) -> Result<bool> {
     if w.input.len() != 2 || g != 1 || !matches!(dt, DType::F32 | DType::F16 | DType::BF16) {
         return Ok(false);
@@ -703,7 +734,7 @@ fn conv_as_matmul(
         col
     };
     let acc = acc_type(dt);
-    let spec = MmSpec {
+    let mut spec = MmSpec {
         name: cx.kernel_name("conv"),
         a: (dt, mo * ck),
         b: (dt, nb * ck * ot),
@@ -734,8 +765,26 @@ fn conv_as_matmul(
     };
     let mut mm_args = vec![wb, col];
     mm_args.extend(bias);
-    mm_args.push(yb);
+    let y_dims: Vec<u64> = [nb, mo]
+        .into_iter()
+        .chain(w.output.iter().copied())
+        .collect();
+    let mut out = yb;
+    if let Some(t) = tail {
+        let residual = t.residual.as_ref().filter(|_| t.in_kernel);
+        spec.fused = Some(FusedEpilogue {
+            scale: None,
+            residual: residual.map(|r| r.dtype),
+            activation: t.kernel_activation(),
+        });
+        mm_args.extend(residual.map(|r| r.buffer));
+        out = t.product_output(cx, yb, dt, &y_dims);
+    }
+    mm_args.push(out);
     launch_matmul(cx, &spec, mm_args);
+    if let Some(t) = tail {
+        t.finish(cx, out, yb, dt, &y_dims)?;
+    }
     Ok(true)
 }
 

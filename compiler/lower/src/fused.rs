@@ -1,15 +1,18 @@
-//! FusedMatMul, the optimizer's one-kernel matrix product (compiler/opt): `activation(scale ·
-//! (A − a_zp)(B − b_zp) + bias)`. It is the matrix-product tile program of `contraction.rs`
-//! with a longer epilogue: the bias is Gemm's C term, the scale and the activation are
-//! [`FusedEpilogue`]. Integer operands accumulate in i32 where the target's `mma` table has the
-//! pair, else in f32; the epilogue runs in f32.
+//! FusedMatMul and FusedConv, the optimizer's one-kernel matrix products and convolutions
+//! (compiler/opt). FusedMatMul is `activation(scale · (A − a_zp)(B − b_zp) + bias +
+//! residual)`: the matrix-product tile program of `contraction.rs` with a longer epilogue (the
+//! bias is Gemm's C term, the scale, residual and activation are [`FusedEpilogue`]). Integer
+//! operands accumulate in i32 where the target's `mma` table has the pair, else in f32; the
+//! epilogue runs in f32. FusedConv is `activation(Conv(X, W, B) + Z)`, with the same epilogue
+//! where the Conv becomes a matrix product ([`conv`]). [`Tail`] decides where the residual and
+//! activation run.
 
 use crate::contraction::{launch_matmul, CTerm, FusedEpilogue};
 use crate::dense::matmul_spec;
 use crate::movement::{operand, result};
 use crate::{LowerCx, Result};
-use tessera_ir::{DType, Node};
-use tessera_kir::{Execution, KernelBuilder, MathFn, Val};
+use tessera_ir::{DType, Node, ValueId};
+use tessera_kir::{BufferId, Execution, KernelBuilder, MathFn, Val};
 
 /// The activation a FusedMatMul applies to its result tile, named by its `activation`
 /// attribute: the op it replaces (`Gelu` is the erf form, `GeluTanh` the tanh approximation).
@@ -35,6 +38,20 @@ impl Activation {
             "Tanh" => Activation::Tanh,
             _ => return None,
         })
+    }
+
+    /// The `activation` attribute of fused op `node`, if any.
+    pub fn of(cx: &LowerCx, node: &Node) -> Result<Option<Activation>> {
+        match node.attr_str("activation").unwrap_or("") {
+            "" => Ok(None),
+            name => Activation::parse(name).map(Some).ok_or_else(|| {
+                cx.unsupported(format!(
+                    "{} activation `{name}` (known: {})",
+                    node.op,
+                    Activation::NAMES.join(", ")
+                ))
+            }),
+        }
     }
 
     /// The activation of `x` (a tile, vector or scalar of the epilogue's float type).
@@ -79,17 +96,11 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     if !yt.is_float() {
         return Err(cx.unsupported(format!("FusedMatMul with a {yt} result")));
     }
-    let activation = match node.attr_str("activation").unwrap_or("") {
-        "" => None,
-        name => Some(Activation::parse(name).ok_or_else(|| {
-            cx.unsupported(format!(
-                "FusedMatMul activation `{name}` (known: {})",
-                Activation::NAMES.join(", ")
-            ))
-        })?),
-    };
-    // Targets with an integer dot product: i32 accumulation on weights packed at compile time.
-    if crate::int_dot::fused_matmul(cx, node, activation)? {
+    let activation = Activation::of(cx, node)?;
+    let residual = node.input(6);
+    // Targets with an integer dot product: i32 accumulation on weights packed at compile time
+    // (that path has no residual; the optimizer adds residuals only to float products).
+    if residual.is_none() && crate::int_dot::fused_matmul(cx, node, activation)? {
         return Ok(Execution::Kernel);
     }
     let zps = if int(at) && int(bt) {
@@ -128,38 +139,136 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         None => None,
     };
     spec.y.0 = yt;
+    let dims = cx.dims(y)?;
+    let tail = Tail::new(cx, activation, residual, &dims)?;
+    let residual = tail
+        .in_kernel
+        .then(|| tail.residual.as_ref().map(|r| r.dtype))
+        .flatten();
+    if let (Some(r), true) = (tail.residual.as_ref(), tail.in_kernel) {
+        args.push(r.buffer);
+    }
+    spec.fused = Some(FusedEpilogue {
+        scale,
+        residual,
+        activation: tail.kernel_activation(),
+    });
     let yb = cx.buffer(y)?;
-    // A target whose products run on a matrix unit with a vector-unit buffer (npu-sim) places
-    // the product's epilogue next to the accumulator: there a transcendental activation would
-    // leave the matrix unit's schedule, so the product writes its result and the activation
-    // follows as its own elementwise kernel (which streams through the vector unit).
-    let split =
-        activation.is_some_and(|a| a != Activation::Relu) && crate::rows::wants_row_tiles(cx);
-    if split {
-        let act = activation.expect("split only with an activation");
-        spec.fused = Some(FusedEpilogue {
-            scale,
-            activation: None,
-        });
-        let dims = cx.dims(y)?;
-        let pre = cx.scratch("fused_pre_activation", yt, dims.clone());
-        args.push(pre);
-        launch_matmul(cx, &spec, args);
-        let len: u64 = dims.iter().product();
-        let operand = crate::util::EwOperand {
+    let out = tail.product_output(cx, yb, yt, &dims);
+    args.push(out);
+    launch_matmul(cx, &spec, args);
+    tail.finish(cx, out, yb, yt, &dims)?;
+    Ok(Execution::Kernel)
+}
+
+/// The end of a fused op's epilogue (residual add, then activation) and where it runs: in the
+/// product's tile program, or after it as one elementwise kernel. A target whose products run
+/// on a matrix unit with a vector-unit buffer (npu-sim) places the product's epilogue next to
+/// the accumulator, where only a ReLU stays in the matrix unit's schedule: there a
+/// transcendental activation or a residual (another GM read) follows the product as its own
+/// elementwise kernel, which streams through the vector unit.
+#[derive(Clone)]
+pub(crate) struct Tail {
+    pub activation: Option<Activation>,
+    pub residual: Option<crate::util::EwOperand>,
+    /// Whether the tail runs in the product's kernel.
+    pub in_kernel: bool,
+}
+
+impl Tail {
+    pub fn new(
+        cx: &mut LowerCx,
+        activation: Option<Activation>,
+        residual: Option<ValueId>,
+        dims: &[u64],
+    ) -> Result<Tail> {
+        let residual = match residual {
+            Some(z) => {
+                let (zd, zt) = (cx.dims(z)?, cx.dtype(z)?);
+                if zd != dims || !zt.is_float() {
+                    return Err(cx.invalid(format!(
+                        "residual {zt}{zd:?} is not a float tensor of the result's shape {dims:?}"
+                    )));
+                }
+                Some(crate::util::EwOperand {
+                    buffer: cx.buffer(z)?,
+                    dtype: zt,
+                    len: dims.iter().product(),
+                    strides: crate::util::strides(dims),
+                    block: None,
+                })
+            }
+            None => None,
+        };
+        let npu = crate::rows::wants_row_tiles(cx);
+        let in_kernel =
+            !npu || (residual.is_none() && activation.is_none_or(|a| a == Activation::Relu));
+        Ok(Tail {
+            activation,
+            residual,
+            in_kernel,
+        })
+    }
+
+    /// The activation the product's own epilogue applies.
+    pub fn kernel_activation(&self) -> Option<Activation> {
+        self.activation.filter(|_| self.in_kernel)
+    }
+
+    /// Where the product writes: the result, or a scratch the tail kernel reads.
+    pub fn product_output(
+        &self,
+        cx: &mut LowerCx,
+        y: BufferId,
+        yt: DType,
+        dims: &[u64],
+    ) -> BufferId {
+        if self.in_kernel || (self.activation.is_none() && self.residual.is_none()) {
+            y
+        } else {
+            cx.scratch("fused_pre_epilogue", yt, dims.to_vec())
+        }
+    }
+
+    /// The tail kernel, when the tail does not run in the product's kernel: `y =
+    /// activation(pre + residual)`.
+    pub fn finish(
+        &self,
+        cx: &mut LowerCx,
+        pre: BufferId,
+        y: BufferId,
+        yt: DType,
+        dims: &[u64],
+    ) -> Result<()> {
+        if pre == y {
+            return Ok(());
+        }
+        let mut operands = vec![crate::util::EwOperand {
             buffer: pre,
             dtype: yt,
-            len,
-            strides: crate::util::strides(&dims),
+            len: dims.iter().product(),
+            strides: crate::util::strides(dims),
             block: None,
-        };
-        crate::util::emit_elementwise(cx, "activation", &[operand], yb, yt, &dims, &|b, v| {
-            act.apply(b, v[0])
-        })?;
-        return Ok(Execution::Kernel);
+        }];
+        operands.extend(self.residual.clone());
+        let act = self.activation;
+        crate::util::emit_elementwise(cx, "epilogue", &operands, y, yt, dims, &|b, v| {
+            let x = if v.len() > 1 { b.add(v[0], v[1]) } else { v[0] };
+            act.map_or(x, |a| a.apply(b, x))
+        })
     }
-    spec.fused = Some(FusedEpilogue { scale, activation });
-    args.push(yb);
-    launch_matmul(cx, &spec, args);
-    Ok(Execution::Kernel)
+}
+
+// ==== FusedConv ====
+
+/// FusedConv: `activation(Conv(X, W, B) + Z)`. The Conv is lowered as Conv is
+/// (`dense::conv_with`); where it becomes the matrix-product tile program, the tail runs in
+/// that program's epilogue, and otherwise (the direct Conv kernels, npu-sim's non-ReLU tails)
+/// as one elementwise kernel after it.
+pub fn conv(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
+    let activation = Activation::of(cx, node)?;
+    let y = result(cx, node, 0)?;
+    let dims = cx.dims(y)?;
+    let tail = Tail::new(cx, activation, node.input(3), &dims)?;
+    crate::dense::conv_with(cx, node, Some(&tail))
 }

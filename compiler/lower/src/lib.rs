@@ -559,6 +559,7 @@ fn lower_node(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Op::Binarizer | Op::ArrayFeatureExtractor => spectral::lower(cx, node),
         // added: linear attention and quantized ops
         Op::FusedMatMul => fused::lower(cx, node),
+        Op::FusedConv => fused::conv(cx, node),
         Op::LinearAttention | Op::CausalConvWithState | Op::QLinearMatMul => extra::lower(cx, node),
         Op::TensorScatter | Op::DeformConv | Op::RoiAlign | Op::QLinearConv => {
             extra::lower(cx, node)

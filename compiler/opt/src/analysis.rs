@@ -46,12 +46,40 @@ pub struct Types {
     pub roots: Vec<Id>,
     /// What computes a class whose operands are all known (`None`: only the data-free nodes).
     pub folder: Option<std::sync::Arc<dyn tessera_ir::ConstEval>>,
+    /// The constants rules made, by a hash of their contents: a rule that builds the same
+    /// constant again (it runs every iteration) gets the same node, so its alternative is
+    /// already in the class and the e-graph does not grow.
+    pub made: std::collections::HashMap<u64, Vec<u32>>,
 }
 
 impl Types {
     pub fn add_const(&mut self, t: Tensor) -> u32 {
         self.konst.push(t);
         (self.konst.len() - 1) as u32
+    }
+
+    /// [`Types::add_const`] for a constant a rule made: the same contents give the same index.
+    pub fn add_made_const(&mut self, t: Tensor) -> u32 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            t.dtype.to_onnx(),
+            &t.dims,
+            t.bytes.as_slice(),
+            t.strings.as_slice(),
+        )
+            .hash(&mut h);
+        let key = h.finish();
+        if let Some(&i) = self
+            .made
+            .get(&key)
+            .and_then(|v| v.iter().find(|&&i| self.konst[i as usize] == t))
+        {
+            return i;
+        }
+        let i = self.add_const(t);
+        self.made.entry(key).or_default().push(i);
+        i
     }
 }
 

@@ -180,7 +180,7 @@ impl CostModel {
                 };
                 elems(y) * k / self.macs_per_cycle(a.dtype, b.dtype, acc)
             }
-            Conv | ConvInteger | QLinearConv => {
+            Conv | FusedConv | ConvInteger | QLinearConv => {
                 let w = ins.get(if op == QLinearConv { 3 } else { 1 });
                 let per = w
                     .copied()

@@ -18,7 +18,7 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
         // Always f32: integer products are scaled, f16/bf16 ones accumulate in f32.
         FusedMatMul => Ok(vec![TensorType::new(DType::F32, matmul(cx)?)]),
         Gemm => gemm(cx),
-        Conv => Ok(vec![TensorType::new(cx.ty(0)?.dtype, conv(cx)?)]),
+        Conv | FusedConv => Ok(vec![TensorType::new(cx.ty(0)?.dtype, conv(cx)?)]),
         ConvInteger => Ok(vec![TensorType::new(DType::I32, conv(cx)?)]),
         ConvTranspose => conv_transpose(cx),
         MaxPool | AveragePool | LpPool => pool(cx),

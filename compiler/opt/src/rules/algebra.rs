@@ -11,6 +11,7 @@
 //! | `identity` | `Identity(x)`, inference `Dropout(x)` | `x` |
 //! | `cast-cast` | `Cast{to=t}(Cast{to=w}(x: t))`, `w` holds every value of `t` | `x` |
 //! | `cast-noop` | `Cast{to=t}(x: t)` | `x` |
+//! | `expand-broadcast` | `op(Expand(x, s), y)`, `op` a broadcasting binary op whose result is the same without the Expand | `op(x, y)` |
 
 use super::{arg, dims, dtype, konst, node, nodes, shape_const, ty, Expr, Rule};
 use crate::analysis::EGraph;
@@ -27,6 +28,7 @@ pub fn rules() -> Vec<Arc<dyn Rule>> {
         Arc::new(Identity),
         Arc::new(CastCast),
         Arc::new(CastNoop),
+        Arc::new(ExpandBroadcast),
     ]
 }
 
@@ -242,6 +244,88 @@ impl Rule for CastNoop {
             if dtype(eg, x).is_some() && dtype(eg, x) == dtype(eg, id) && eg.find(x) != eg.find(id)
             {
                 return vec![Expr::Class(x)];
+            }
+        }
+        vec![]
+    }
+}
+
+// ==== expand-broadcast ====
+
+/// Binary elementwise ops that broadcast their operands numpy-style: an operand materialised
+/// by `Expand` is read as well through the op's own broadcast.
+const BROADCASTING: [Op; 14] = [
+    Op::Add,
+    Op::Sub,
+    Op::Mul,
+    Op::Div,
+    Op::Max,
+    Op::Min,
+    Op::Pow,
+    Op::And,
+    Op::Or,
+    Op::Xor,
+    Op::Equal,
+    Op::Less,
+    Op::Greater,
+    Op::Where,
+];
+
+/// The numpy broadcast of two static shapes.
+fn broadcast(a: &[u64], b: &[u64]) -> Option<Vec<u64>> {
+    let r = a.len().max(b.len());
+    (0..r)
+        .map(|i| {
+            let da = a.len().checked_sub(r - i).map_or(1, |j| a[j]);
+            let db = b.len().checked_sub(r - i).map_or(1, |j| b[j]);
+            match (da, db) {
+                (x, y) if x == y => Some(x),
+                (1, y) => Some(y),
+                (x, 1) => Some(x),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+struct ExpandBroadcast;
+
+impl Rule for ExpandBroadcast {
+    fn name(&self) -> &'static str {
+        "expand-broadcast"
+    }
+
+    fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
+        let Some(out) = dims(eg, id) else {
+            return vec![];
+        };
+        for op in BROADCASTING {
+            for (k, ch) in nodes(eg, id, op) {
+                for (i, &c) in ch.iter().enumerate() {
+                    let Some((_, ech)) = node(eg, c, Op::Expand) else {
+                        continue;
+                    };
+                    let x = ech[0];
+                    // The result's shape with `x` in place of the Expand: every operand's
+                    // static shape broadcast together must still be `out`.
+                    let mut shape = Some(Vec::new());
+                    for (j, &o) in ch.iter().enumerate() {
+                        let d = dims(eg, if j == i { x } else { o });
+                        shape = match (shape, d) {
+                            (Some(s), Some(d)) => broadcast(&s, &d),
+                            _ => None,
+                        };
+                    }
+                    if shape.as_ref() != Some(&out) {
+                        continue;
+                    }
+                    let args = ch
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &o)| Expr::Class(if j == i { x } else { o }))
+                        .collect();
+                    return vec![Expr::Node(k.clone(), args)];
+                }
             }
         }
         vec![]

@@ -2,13 +2,19 @@
 //! decomposed forms exporters write (and the ONNX `_expanded` node tests hold) of GELU,
 //! LayerNorm, RMSNorm and softmax become the single ops, which lower to one kernel each.
 //! At the `exact` policy these change numerics only by f32 reassociation: the fused op computes
-//! the same formula in one pass.
+//! the same formula in one pass (`conv-batchnorm` and `conv-bias` fold constants in f64 and round
+//! once to f32).
 //!
 //! | rule | from | to |
 //! |---|---|---|
 //! | `matmul-bias` | `Add(MatMul(a, b), bias[N])` (f32) | `FusedMatMul(a, b, bias)` |
 //! | `matmul-relu` | `Relu(MatMul(a, b))`, `Relu(FusedMatMul(…))` | `FusedMatMul{activation = "Relu"}` |
 //! | `matmul-activation` | `Gelu`, `Sigmoid` or `Tanh` of a product | `FusedMatMul{activation = "Gelu" \| "GeluTanh" \| "Sigmoid" \| "Tanh"}` |
+//! | `matmul-residual` | `Add(product, z)`, `z` of the product's shape (f32) | `FusedMatMul(…, residual = z)` |
+//! | `conv-batchnorm` | inference `BatchNormalization(Conv(x, w, b))`, constant w, b and BN parameters (f32) | `Conv(x, w·s, (b − mean)·s + β)`, `s = γ / √(var + ε)` |
+//! | `conv-bias` | `Add(Conv(x, w), c)`, constant `c` of one value per output channel (f32) | `Conv(x, w, c)` (summed with a constant bias) |
+//! | `conv-residual` | `Add(Conv(…), z)`, `z` of the Conv's shape (f32) | `FusedConv(x, w, b, z)` |
+//! | `conv-activation` | `Relu`, `Gelu`, `Sigmoid` or `Tanh` of a Conv or FusedConv | `FusedConv{activation}` |
 //! | `gelu-erf` | `x · 0.5 · (1 + erf(x / √2))`, any order | `Gelu(x)` |
 //! | `gelu-tanh` | `x · 0.5 · (1 + tanh(√(2/π) (x + 0.044715 x³)))` | `Gelu{approximate = "tanh"}(x)` |
 //! | `layernorm` | `(x − mean) / √(var + ε) · γ + β` over the last axis | `LayerNormalization` |
@@ -29,6 +35,11 @@ pub fn rules() -> Vec<Arc<dyn Rule>> {
         Arc::new(MatMulBias),
         Arc::new(MATMUL_RELU),
         Arc::new(MATMUL_ACTIVATION),
+        Arc::new(MatMulResidual),
+        Arc::new(ConvBatchNorm),
+        Arc::new(ConvBias),
+        Arc::new(ConvResidual),
+        Arc::new(ConvActivation),
         Arc::new(GeluErf),
         Arc::new(GeluTanh),
         Arc::new(LayerNorm),
@@ -46,9 +57,10 @@ fn is_const(eg: &EGraph, id: Id, want: f64) -> bool {
     scalar(eg, id).is_some_and(|v| close(v, want))
 }
 
-/// A FusedMatMul's operands, padded to its six positions.
+/// A FusedMatMul's operands, padded to six positions (the residual, the seventh, is kept
+/// where `ch` has one).
 fn fused_args(ch: &[Id]) -> Vec<Expr> {
-    (0..6)
+    (0..ch.len().max(6))
         .map(|i| ch.get(i).map_or(Expr::Absent, |&c| Expr::Class(c)))
         .collect()
 }
@@ -167,6 +179,308 @@ impl Rule for MatMulActivation {
                     .iter()
                     .map(|args| Expr::Node(fused_key(Some(act)), fused_args(args)))
                     .collect();
+            }
+        }
+        vec![]
+    }
+}
+
+// ==== matmul-residual ====
+
+/// The `(p, z)` operand pairs of class `id`'s f32 `Add`s where `z` has the shape of `p` and of
+/// the sum, and `p` is read only by the Add: a residual `z` that `p`'s producer can add in its
+/// epilogue. (`z` cannot depend on `p`, whose one reader is the Add.)
+fn residual_adds(eg: &EGraph, id: Id) -> Vec<(Id, Id)> {
+    let Some(out) = dims(eg, id) else {
+        return vec![];
+    };
+    let mut v = Vec::new();
+    for (_, ch) in nodes(eg, id, Op::Add) {
+        for (p, z) in [(ch[0], ch[1]), (ch[1], ch[0])] {
+            if eg.find(p) != eg.find(z)
+                && dims(eg, z).as_ref() == Some(&out)
+                && dims(eg, p).as_ref() == Some(&out)
+                && dtype(eg, z) == Some(DType::F32)
+                && only_user(eg, p, id)
+            {
+                v.push((p, z));
+            }
+        }
+    }
+    v
+}
+
+/// `Add(product, z)` with `z` of the product's shape: the residual connection of transformer
+/// blocks (and ResNet's, as products) read in the product's epilogue instead of a second pass.
+struct MatMulResidual;
+
+impl Rule for MatMulResidual {
+    fn name(&self) -> &'static str {
+        "matmul-residual"
+    }
+
+    fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
+        for (p, z) in residual_adds(eg, id) {
+            // Float products only: the integer kernels (`qdq-matmul`'s) have no residual.
+            let alts: Vec<Expr> = products(eg, p, false)
+                .iter()
+                .filter(|args| {
+                    args.iter()
+                        .take(2)
+                        .all(|&c| dtype(eg, c) == Some(DType::F32))
+                        && arg(args, eg, 6).is_none()
+                })
+                .map(|args| {
+                    let mut a = fused_args(args);
+                    a.truncate(6);
+                    a.push(Expr::Class(z));
+                    Expr::Node(fused_key(None), a)
+                })
+                .collect();
+            if !alts.is_empty() {
+                return alts;
+            }
+        }
+        vec![]
+    }
+}
+
+// ==== conv-batchnorm, conv-bias, conv-residual, conv-activation ====
+
+/// The attributes a FusedConv takes from its Conv, with `activation` set or not.
+fn fused_conv_key(conv: &OpKey, activation: Option<&str>) -> OpKey {
+    let mut attrs = conv.attrs().clone();
+    attrs.remove("activation");
+    if let Some(a) = activation {
+        attrs.insert("activation".into(), Attr::String(a.into()));
+    }
+    OpKey::new(Op::FusedConv, attrs, 1)
+}
+
+/// The f32 convolutions of class `id` open to an epilogue, as (key, operands padded to X, W, B,
+/// Z): Conv, and FusedConv with no activation (and, if `need_no_residual`, no residual).
+fn convs(eg: &EGraph, id: Id, need_no_residual: bool) -> Vec<(OpKey, Vec<Expr>)> {
+    let mut v = Vec::new();
+    if dtype(eg, id) != Some(DType::F32) {
+        return v;
+    }
+    let pad = |ch: &[Id]| -> Vec<Expr> {
+        (0..4)
+            .map(|i| arg(ch, eg, i).map_or(Expr::Absent, Expr::Class))
+            .collect()
+    };
+    for (k, ch) in nodes(eg, id, Op::Conv) {
+        if dtype(eg, ch[0]) == Some(DType::F32) {
+            v.push((k.clone(), pad(ch)));
+        }
+    }
+    for (k, ch) in nodes(eg, id, Op::FusedConv) {
+        if k.attr("activation").is_none() && !(need_no_residual && arg(ch, eg, 3).is_some()) {
+            v.push((k.clone(), pad(ch)));
+        }
+    }
+    v
+}
+
+/// The f32 values of constant class `id` with `len` elements.
+fn f32_values(eg: &EGraph, id: Id, len: usize) -> Option<Vec<f64>> {
+    if dtype(eg, id) != Some(DType::F32) {
+        return None;
+    }
+    konst(eg, id)?.to_f64_vec().filter(|v| v.len() == len)
+}
+
+/// An f32 constant of `dims` from f64 values, each rounded once.
+fn f32_const(dims: Vec<u64>, v: &[f64]) -> Expr {
+    let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    Expr::Const(Tensor::from_f32(dims, &v))
+}
+
+/// Inference BatchNormalization of a Conv with constant weights: the normalisation folds into
+/// the weights and bias, `w'[m] = w[m]·s[m]`, `b'[m] = (b[m] − mean[m])·s[m] + β[m]` with `s =
+/// γ / √(var + ε)`, so the BN kernel disappears. Constants are folded in f64 and rounded once.
+struct ConvBatchNorm;
+
+impl Rule for ConvBatchNorm {
+    fn name(&self) -> &'static str {
+        "conv-batchnorm"
+    }
+
+    fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
+        let Some((k, ch)) = node(eg, id, Op::BatchNormalization) else {
+            return vec![];
+        };
+        if k.attr_int("training_mode", 0) != 0 || ch.len() < 5 || !only_user(eg, ch[0], id) {
+            return vec![];
+        }
+        let eps = k.attr_float("epsilon", 1e-5) as f64;
+        let Some(m) = dims(eg, ch[0]).and_then(|d| d.get(1).copied()) else {
+            return vec![];
+        };
+        let mu = m as usize;
+        let param = |i: usize| f32_values(eg, ch[i], mu);
+        let (Some(g), Some(beta), Some(mean), Some(var)) = (param(1), param(2), param(3), param(4))
+        else {
+            return vec![];
+        };
+        let s: Vec<f64> = g
+            .iter()
+            .zip(&var)
+            .map(|(g, v)| g / (v + eps).sqrt())
+            .collect();
+        let mut out = Vec::new();
+        for (ck, cch) in nodes(eg, ch[0], Op::Conv) {
+            let Some(wd) = dims(eg, cch[1]) else { continue };
+            let wl: u64 = wd.iter().product();
+            let Some(w) = f32_values(eg, cch[1], wl as usize) else {
+                continue;
+            };
+            if wd.first() != Some(&m) || dtype(eg, cch[0]) != Some(DType::F32) {
+                continue;
+            }
+            let b = match arg(cch, eg, 2) {
+                Some(b) => match f32_values(eg, b, mu) {
+                    Some(b) => b,
+                    None => continue,
+                },
+                None => vec![0.0; mu],
+            };
+            let per = (wl / m) as usize;
+            let w2: Vec<f64> = w.iter().enumerate().map(|(i, &x)| x * s[i / per]).collect();
+            let b2: Vec<f64> = (0..mu).map(|i| (b[i] - mean[i]) * s[i] + beta[i]).collect();
+            out.push(Expr::Node(
+                ck.clone(),
+                vec![
+                    Expr::Class(cch[0]),
+                    f32_const(wd, &w2),
+                    f32_const(vec![m], &b2),
+                ],
+            ));
+        }
+        out
+    }
+}
+
+/// `Add(Conv(x, w, [b]), c)` with a constant `c` of one value per output channel (`[M, 1, …]`
+/// or `[1, M, 1, …]`): the Conv's own bias.
+struct ConvBias;
+
+impl Rule for ConvBias {
+    fn name(&self) -> &'static str {
+        "conv-bias"
+    }
+
+    fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
+        let Some(out) = dims(eg, id) else {
+            return vec![];
+        };
+        let Some(&m) = out.get(1) else {
+            return vec![];
+        };
+        for (_, ch) in nodes(eg, id, Op::Add) {
+            for (p, c) in [(ch[0], ch[1]), (ch[1], ch[0])] {
+                let Some(cd) = dims(eg, c) else { continue };
+                // Broadcast against [N, M, spatial…]: M on axis 1 of the result.
+                let lead = out.len().saturating_sub(cd.len());
+                let per_channel = cd.len() <= out.len()
+                    && cd.len() + 1 >= out.len()
+                    && cd.iter().enumerate().all(
+                        |(i, &d)| {
+                            if i + lead == 1 {
+                                d == m
+                            } else {
+                                d == 1
+                            }
+                        },
+                    );
+                let Some(cv) = f32_values(eg, c, m as usize) else {
+                    continue;
+                };
+                if !per_channel || dims(eg, p).as_ref() != Some(&out) || !only_user(eg, p, id) {
+                    continue;
+                }
+                let mut alts = Vec::new();
+                for (ck, cch) in nodes(eg, p, Op::Conv) {
+                    let bias = match arg(cch, eg, 2) {
+                        Some(b) => match f32_values(eg, b, m as usize) {
+                            Some(b) => b.iter().zip(&cv).map(|(x, y)| x + y).collect(),
+                            None => continue,
+                        },
+                        None => cv.clone(),
+                    };
+                    if dtype(eg, cch[0]) != Some(DType::F32) {
+                        continue;
+                    }
+                    alts.push(Expr::Node(
+                        ck.clone(),
+                        vec![
+                            Expr::Class(cch[0]),
+                            Expr::Class(cch[1]),
+                            f32_const(vec![m], &bias),
+                        ],
+                    ));
+                }
+                if !alts.is_empty() {
+                    return alts;
+                }
+            }
+        }
+        vec![]
+    }
+}
+
+/// `Add(conv, z)` with `z` of the Conv's shape: a ResNet block's shortcut added in the Conv's
+/// epilogue (before the activation that usually follows, which `conv-activation` then adds).
+struct ConvResidual;
+
+impl Rule for ConvResidual {
+    fn name(&self) -> &'static str {
+        "conv-residual"
+    }
+
+    fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
+        for (p, z) in residual_adds(eg, id) {
+            let alts: Vec<Expr> = convs(eg, p, true)
+                .into_iter()
+                .map(|(k, mut a)| {
+                    a[3] = Expr::Class(z);
+                    Expr::Node(fused_conv_key(&k, None), a)
+                })
+                .collect();
+            if !alts.is_empty() {
+                return alts;
+            }
+        }
+        vec![]
+    }
+}
+
+/// `act(conv)` → `FusedConv{activation}`, the activations FusedMatMul has.
+struct ConvActivation;
+
+impl Rule for ConvActivation {
+    fn name(&self) -> &'static str {
+        "conv-activation"
+    }
+
+    fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
+        for op in [Op::Relu, Op::Gelu, Op::Sigmoid, Op::Tanh] {
+            for (k, ch) in nodes(eg, id, op) {
+                if !only_user_within(eg, ch[0], id) {
+                    continue;
+                }
+                let act = match (op, k.attr("approximate")) {
+                    (Op::Gelu, Some(Attr::String(a))) if a == "tanh" => "GeluTanh",
+                    (Op::Gelu, Some(Attr::String(a))) if a != "none" => continue,
+                    (op, _) => op.name(),
+                };
+                let alts: Vec<Expr> = convs(eg, ch[0], false)
+                    .into_iter()
+                    .map(|(k, a)| Expr::Node(fused_conv_key(&k, Some(act)), a))
+                    .collect();
+                if !alts.is_empty() {
+                    return alts;
+                }
             }
         }
         vec![]

@@ -140,7 +140,7 @@ pub fn add_expr(eg: &mut EGraph, e: &Expr) -> Id {
         Expr::Class(id) => *id,
         Expr::Absent => eg.add(TNode::Absent),
         Expr::Const(t) => {
-            let c = eg.analysis.add_const(t.clone());
+            let c = eg.analysis.add_made_const(t.clone());
             eg.add(TNode::Const(c))
         }
         Expr::Node(k, args) => {
