@@ -7,7 +7,9 @@
 //! the kernel computes the range of kernel taps that land inside the input, so the inner loops
 //! carry no bounds checks. The normalisations share one row kernel ([`norm_kernel`]).
 
-use crate::contraction::{launch_matmul, CTerm, MmSpec, ZeroPoint};
+use crate::contraction::{
+    conv_tiles, launch_matmul, launch_matmul_tiled, CTerm, MmSpec, ZeroPoint,
+};
 use crate::movement::{chunking, for_each_item, norm_axis, operand, result};
 use crate::panels::constant_b;
 use crate::util::{broadcast_strides, linear_index, strides, unravel};
@@ -735,7 +737,8 @@ fn conv_as_matmul(
     let mut mm_args = vec![wb, col];
     mm_args.extend(bias);
     mm_args.push(yb);
-    launch_matmul(cx, &spec, mm_args);
+    let tiles = conv_tiles(cx.desc, &spec);
+    launch_matmul_tiled(cx, &spec, tiles, mm_args);
     Ok(true)
 }
 
