@@ -149,6 +149,31 @@ pub(crate) fn mm_tiles(
     (tm as u16, tn as u16, tk as u16)
 }
 
+/// The tile of a Conv's product (`W · col`, whose n side is the output pixels, often fewer
+/// than one register block's width in the late layers of a CNN): [`mm_tiles`]'s tile, except
+/// that on a CPU with a register block a lone n tile narrower than the block is widened to
+/// one block when that pads at most a quarter of it. The masked loads fill the padding with
+/// zeros, so the micro-kernel runs its full block instead of single vectors and columns
+/// (N = 49 in a 64-wide block: ~25% faster measured on llvm-x86_64); wider or multi-tile n
+/// sides are left as they are, because a masked B tile's copy then costs more than it gains.
+pub(crate) fn conv_tiles(desc: &TargetDesc, s: &MmSpec) -> (u16, u16, u16) {
+    let (tm, tn, tk) = mm_tiles(desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k));
+    let Some((_, vectors)) = desc.register_block() else {
+        return (tm, tn, tk);
+    };
+    if !desc.mma.is_empty() || !s.acc.is_float() {
+        return (tm, tn, tk);
+    }
+    let width = vectors as u64 * (desc.vector_bytes as u64 / 4).max(1);
+    let n = tn as u64;
+    let limit = tessera_kir::verify::MAX_TILE_ELEMS as u64;
+    let fits = width * (tk as u64).max(tm as u64) <= limit && width <= u16::MAX as u64;
+    if n == s.n && n < width && (width - n) * 4 <= width && fits {
+        return (tm, width as u16, tk);
+    }
+    (tm, tn, tk)
+}
+
 /// Launches the tile program of `s` on `args` (in [`tile_matmul_kernel`]'s parameter order),
 /// with the tile shape [`mm_tiles`] picks for the target.
 pub(crate) fn launch_matmul(cx: &mut crate::LowerCx, s: &MmSpec, args: Vec<tessera_kir::BufferId>) {
@@ -156,6 +181,16 @@ pub(crate) fn launch_matmul(cx: &mut crate::LowerCx, s: &MmSpec, args: Vec<tesse
         Some(p) => p.tiles,
         None => mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k)),
     };
+    launch_matmul_tiled(cx, s, tiles, args);
+}
+
+/// [`launch_matmul`] with the tile shape given (a Conv's product takes [`conv_tiles`]).
+pub(crate) fn launch_matmul_tiled(
+    cx: &mut crate::LowerCx,
+    s: &MmSpec,
+    tiles: (u16, u16, u16),
+    args: Vec<tessera_kir::BufferId>,
+) {
     // A matrix unit with this integer pair multiplies the operands as they are; elsewhere they
     // are widened to the accumulator type first, so backends block the product as an f32 one.
     let pair = format!("{}x{}->{}", s.a.0, s.b.0, s.acc);

@@ -7,7 +7,9 @@
 //! the kernel computes the range of kernel taps that land inside the input, so the inner loops
 //! carry no bounds checks. The normalisations share one row kernel ([`norm_kernel`]).
 
-use crate::contraction::{launch_matmul, CTerm, FusedEpilogue, MmSpec, ZeroPoint};
+use crate::contraction::{
+    conv_tiles, launch_matmul, launch_matmul_tiled, CTerm, FusedEpilogue, MmSpec, ZeroPoint,
+};
 use crate::movement::{chunking, for_each_item, norm_axis, operand, result};
 use crate::panels::constant_b;
 use crate::util::{broadcast_strides, linear_index, strides, unravel};
@@ -781,7 +783,8 @@ fn conv_as_matmul(
         out = t.product_output(cx, yb, dt, &y_dims);
     }
     mm_args.push(out);
-    launch_matmul(cx, &spec, mm_args);
+    let tiles = conv_tiles(cx.desc, &spec);
+    launch_matmul_tiled(cx, &spec, tiles, mm_args);
     if let Some(t) = tail {
         t.finish(cx, out, yb, dt, &y_dims)?;
     }
@@ -2763,6 +2766,84 @@ mod tests {
             true,
             None,
         );
+    }
+
+    /// A Conv's product whose output pixels are fewer than one register block's width (here
+    /// 8: 2 vectors of 4) has its lone n tile padded to the block when that pads at most a
+    /// quarter of it (7 → 8), not otherwise (5, or a second n tile); the padded columns read
+    /// zeros and are never stored, so the results match the reference.
+    #[test]
+    fn conv_product_pads_a_lone_narrow_tile_to_the_register_block() {
+        use crate::contraction::{conv_tiles, MmSpec};
+        let blocked = tessera_target::TargetDesc {
+            cpu: Some(tessera_target::CpuDesc {
+                register_block: [2, 2],
+                ..Default::default()
+            }),
+            ..desc(16)
+        };
+        let spec = |n: u64| MmSpec {
+            name: "conv".into(),
+            a: (DType::F32, 4 * 18),
+            b: (DType::F32, 18 * n),
+            y: (DType::F32, 4 * n),
+            acc: DType::F32,
+            batch: vec![1],
+            a_bst: vec![0],
+            b_bst: vec![18 * n],
+            m: 4,
+            n,
+            k: 18,
+            a_rs: 18,
+            a_ks: 1,
+            b_ks: n as i64,
+            b_ns: 1,
+            alpha: 1.0,
+            beta: 1.0,
+            c: None,
+            a_zp: None,
+            b_zp: None,
+            fused: None,
+            b_panels: None,
+        };
+        assert_eq!(conv_tiles(&blocked, &spec(7)).1, 8);
+        assert_eq!(conv_tiles(&blocked, &spec(5)).1, 5);
+        assert_eq!(conv_tiles(&desc(16), &spec(7)).1, 7);
+        // Outputs 1×7 (padded), 1×5 (kept) and 3×7 (21 columns, two n tiles of 16: kept).
+        for (xd, od) in [
+            ([1u64, 2, 3, 9], [1u64, 4, 1, 7]),
+            ([1, 2, 3, 7], [1, 4, 1, 5]),
+            ([1, 2, 5, 9], [1, 4, 3, 7]),
+        ] {
+            let wd = [4u64, 2, 3, 3];
+            let x = rand(xd.iter().product::<u64>() as usize, 21);
+            let w = rand(72, 22);
+            let bv = rand(4, 23);
+            let want = ref_conv(
+                &x,
+                &xd,
+                &w,
+                &wd,
+                Some(&bv),
+                &od,
+                &[1, 1],
+                &[1, 1],
+                &[0, 0],
+                1,
+            );
+            let mut g = G::default();
+            let xv = g.input(DType::F32, &xd, f32_bytes(&x));
+            let wv = g.konst(Tensor::from_f32(wd.to_vec(), &w));
+            let bb = g.konst(Tensor::from_f32(vec![4], &bv));
+            let o = g.node(
+                Op::Conv,
+                &[Some(xv), Some(wv), Some(bb)],
+                &[(DType::F32, &od)],
+                &[("pads", Attr::Ints(vec![0; 4]))],
+            );
+            let got = g.run(&o, &blocked).unwrap();
+            close(&to_f32(&got[0]), &want, &format!("conv {xd:?} -> {od:?}"));
+        }
     }
 
     /// 2-D f32 convs that take the vectorised row kernel (vector_bytes 16) give the same bits
