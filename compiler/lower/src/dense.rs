@@ -587,24 +587,18 @@ pub(crate) fn conv_with(
     }
     // The direct kernels have no epilogue: they write where the tail kernel reads.
     let yt = cx.dtype(y)?;
-    let out = match tail {
-        Some(t) => {
-            let t = crate::fused::Tail {
-                in_kernel: false,
-                ..t.clone()
-            };
-            t.product_output(cx, yb, yt, &yd)
-        }
+    let after = tail.map(|t| crate::fused::Tail {
+        in_kernel: false,
+        ..t.clone()
+    });
+    let out = match &after {
+        Some(t) => t.product_output(cx, yb, yt, &yd),
         None => yb,
     };
     *args.last_mut().expect("y") = out;
     let finish = |cx: &mut LowerCx| -> Result<Execution> {
-        if let Some(t) = tail {
-            crate::fused::Tail {
-                in_kernel: false,
-                ..t.clone()
-            }
-            .finish(cx, out, yb, yt, &yd)?;
+        if let Some(t) = &after {
+            t.finish(cx, out, yb, yt, &yd)?;
         }
         Ok(Execution::Kernel)
     };
