@@ -363,16 +363,7 @@ pub(crate) fn tile_matmul_kernel(
         } else {
             Scalar::Int(0)
         };
-        let ct = b.tile_load(
-            TileAt {
-                view: cview,
-                origin: vec![i0, j0],
-            },
-            tm,
-            tn,
-            cfill,
-        );
-        let mut ct = b.cast(ct, epi, NO_SAT);
+        let mut ct = epilogue_operand(b, cview, (i0, j0), (tm, tn), cfill, epi);
         if s.beta != 1.0 {
             let bt = b.const_tile(epi, tm, tn, s.beta);
             ct = b.mul(ct, bt);
@@ -381,16 +372,7 @@ pub(crate) fn tile_matmul_kernel(
     }
     if let Some(rb) = rbuf {
         let rview = view(rb, y_off, [s.m, s.n], [s.n as i64, 1]);
-        let rt = b.tile_load(
-            TileAt {
-                view: rview,
-                origin: vec![i0, j0],
-            },
-            tm,
-            tn,
-            Scalar::Float(0.0),
-        );
-        let rt = b.cast(rt, epi, NO_SAT);
+        let rt = epilogue_operand(b, rview, (i0, j0), (tm, tn), Scalar::Float(0.0), epi);
         out = b.add(out, rt);
     }
     if let Some(act) = s.fused.and_then(|f| f.activation) {
@@ -406,6 +388,28 @@ pub(crate) fn tile_matmul_kernel(
         out,
     );
     kb.finish()
+}
+
+/// The `tm × tn` tile of an epilogue operand laid out over the result (the C term, a
+/// residual) at `origin`, in the epilogue's type `epi`; `fill` past the view's edges.
+fn epilogue_operand(
+    b: &mut KernelBuilder,
+    view: View,
+    (i0, j0): (Val, Val),
+    (tm, tn): (u16, u16),
+    fill: Scalar,
+    epi: DType,
+) -> Val {
+    let t = b.tile_load(
+        TileAt {
+            view,
+            origin: vec![i0, j0],
+        },
+        tm,
+        tn,
+        fill,
+    );
+    b.cast(t, epi, NO_SAT)
 }
 
 /// FusedMatMul's scale as a `tm × tn` tile of `dt`: one value, or the columns `j0..` of one
