@@ -52,8 +52,10 @@ struct ExplainArgs {
     /// Print an intermediate form: `graph` is the graph IR before and after optimisation.
     /// `static-lib` writes, instead of a .tsa, a static library (`-o model.a`, or an object
     /// with `-o model.o`) holding every kernel and the plan behind a C entry point, and its
-    /// header (`model.h`); LLVM CPU targets only (docs/aot.md).
-    #[arg(long, value_name = "WHAT", value_parser = ["graph", "static-lib"])]
+    /// header (`model.h`); LLVM CPU targets only (docs/aot.md). `kir` prints the kernel IR
+    /// of every kernel and `asm` the target's code for each (machine instructions, or the
+    /// NPU's assembly); both write no artifact, and work for cross targets too.
+    #[arg(long, value_name = "WHAT", value_parser = ["graph", "static-lib", "kir", "asm"])]
     emit: Option<String>,
 }
 
@@ -583,6 +585,16 @@ fn compile(
             "// graph after optimisation\n{}",
             tessera_ir::text::print(&graph)
         );
+    }
+    let text = match explain.emit.as_deref() {
+        Some("kir") => Some(tessera_driver::KernelText::Kir),
+        Some("asm") => Some(tessera_driver::KernelText::Asm),
+        _ => None,
+    };
+    if let Some(what) = text {
+        bar.finish_and_clear();
+        print!("{}", tessera_driver::kernel_text(&graph, &opts.target, what)?);
+        return Ok(());
     }
     bar.set_message("lowering");
     let compiled = tessera_driver::compile_graph_traced(

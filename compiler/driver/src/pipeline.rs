@@ -210,6 +210,42 @@ pub fn compile_graph_traced(
     })
 }
 
+/// What `tessera compile --emit kir|asm` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelText {
+    /// The kernel IR lowering made, before the target's own passes.
+    Kir,
+    /// The target's code for each kernel (machine instructions, or the chip's assembly).
+    Asm,
+}
+
+/// The text of every kernel `graph` lowers to on `target`, in plan order, each headed by a
+/// `// kernel NAME` line. Cross targets work too (nothing is loaded). A target without a text
+/// form of its code is refused for `Asm`, naming it.
+pub fn kernel_text(graph: &Graph, target: &str, what: KernelText) -> Result<String, DriverError> {
+    let t = targets::lookup(target)?;
+    let program = tessera_lower::lower(graph, t.desc())?;
+    if what == KernelText::Kir {
+        return Ok(tessera_kir::text::print_program(&program.kernels));
+    }
+    let mut out = String::new();
+    for k in &program.kernels {
+        let Some(text) = t.disassemble(k)? else {
+            return Err(tessera_target::TargetError::Unsupported {
+                target: target.to_string(),
+                kernel: k.name.clone(),
+                message: "this target has no text form of its code (`--emit asm`)".into(),
+            }
+            .into());
+        };
+        out.push_str(&format!("// kernel {}\n{text}", k.name));
+        if !text.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
 /// Compiles every kernel, on as many threads as the machine offers (LLVM's -O3 makes this the
 /// slow stage of `llvm-*` compiles). The blobs come back in kernel order whatever order they
 /// finish in, so the artifact is the same byte for byte; `progress` is called on this thread.

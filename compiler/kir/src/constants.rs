@@ -85,3 +85,109 @@ pub fn index_offsets(b: &Block, types: &dyn Fn(Val) -> Option<Ty>) -> HashMap<Va
     walk(b, &consts, types, &mut out);
     out
 }
+
+/// The `load`s of `b` (by result value) that a code generator may treat as free of side
+/// effects, so that its optimizer can move them next to their use (where x86 folds a load
+/// into the instruction that consumes it, such as a broadcast). A load qualifies when:
+///
+/// - nothing in the kernel writes its buffer (`store`, `tile.store`, `tile.copy` into it,
+///   `mma` accumulating in it), so it reads the same value wherever it runs; and
+/// - it sits inside a `for`, and its address (through `offsets`, the displacements of
+///   [`index_offsets`]) depends on that innermost loop's induction variable or carried
+///   values, through pure arithmetic.
+///
+/// The second condition is what makes moving it safe: an optimizer hoists a pure value only
+/// as far as its operands allow, and these operands are defined in the loop trip, so the load
+/// never runs where the kernel would not have run it (ahead of the `if` that guards an
+/// access, or in a loop that makes no trip).
+pub fn movable_loads(
+    b: &Block,
+    offsets: &HashMap<Val, (Val, i64)>,
+) -> std::collections::HashSet<Val> {
+    use std::collections::HashSet;
+    fn written(b: &Block, out: &mut HashSet<u32>) {
+        for i in &b.insts {
+            match &i.kind {
+                InstKind::Store { buf, .. } => {
+                    out.insert(buf.0);
+                }
+                InstKind::TileStore { dst, .. } | InstKind::TileCopy { dst, .. } => {
+                    out.insert(dst.view.buf.0);
+                }
+                InstKind::Mma { c, .. } => {
+                    out.insert(c.buf.0);
+                }
+                InstKind::For { body, .. } => written(body, out),
+                InstKind::If {
+                    then_blk, else_blk, ..
+                } => {
+                    written(then_blk, out);
+                    written(else_blk, out);
+                }
+                _ => {}
+            }
+        }
+    }
+    struct Walk<'a> {
+        written: HashSet<u32>,
+        offsets: &'a HashMap<Val, (Val, i64)>,
+        /// The loop depth each value varies with (0: the same in every trip of every loop).
+        depth: HashMap<Val, u32>,
+        out: HashSet<Val>,
+    }
+    impl Walk<'_> {
+        fn of(&self, v: Val) -> u32 {
+            self.depth.get(&v).copied().unwrap_or(0)
+        }
+        fn block(&mut self, b: &Block, d: u32) {
+            for i in &b.insts {
+                let deepest = std::cell::Cell::new(0);
+                let mut kind = i.kind.clone();
+                crate::passes::rewrite::map_operands(&mut kind, |v| {
+                    deepest.set(deepest.get().max(self.of(v)));
+                    v
+                });
+                let result = match &i.kind {
+                    InstKind::For { iv, iter, body, .. } => {
+                        for &v in std::iter::once(iv).chain(iter) {
+                            self.depth.insert(v, d + 1);
+                        }
+                        self.block(body, d + 1);
+                        // Its results are defined where the loop ends, at this depth.
+                        d
+                    }
+                    InstKind::If {
+                        then_blk, else_blk, ..
+                    } => {
+                        self.block(then_blk, d);
+                        self.block(else_blk, d);
+                        d
+                    }
+                    InstKind::Load { buf, index, .. } => {
+                        let addr = self.offsets.get(index).map_or(*index, |&(x, _)| x);
+                        if d > 0 && !self.written.contains(&buf.0) && self.of(addr) == d {
+                            if let Some(&r) = i.results.first() {
+                                self.out.insert(r);
+                            }
+                        }
+                        // Either way its value is this trip's.
+                        d
+                    }
+                    _ => deepest.get(),
+                };
+                for &r in &i.results {
+                    self.depth.insert(r, result);
+                }
+            }
+        }
+    }
+    let mut w = Walk {
+        written: HashSet::new(),
+        offsets,
+        depth: HashMap::new(),
+        out: HashSet::new(),
+    };
+    written(b, &mut w.written);
+    w.block(b, 0);
+    w.out
+}

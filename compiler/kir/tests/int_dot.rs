@@ -181,6 +181,7 @@ fn opts(int_dot: u32) -> ScalarizeOptions {
         blocked_i32_mma: true,
         block_rows: 3,
         block_vectors: 2,
+        dot_block: (0, 0),
         fma: false,
         in_place_operands: true,
         int_dot,

@@ -126,6 +126,7 @@ fn blocked() -> ScalarizeOptions {
         blocked_i32_mma: false,
         block_rows: 2,
         block_vectors: 2,
+        dot_block: (0, 0),
         fma: false,
         in_place_operands: true,
         int_dot: 0,
@@ -176,6 +177,7 @@ fn paneled_b_tiles_match_the_reference() {
         let mut kk = gemm_kernel(DType::F32, (m, n, k), tiles);
         let opts = ScalarizeOptions {
             block_vectors: nv,
+            dot_block: (0, 0),
             ..blocked()
         };
         scalarize_tiles(&mut kk, &opts).unwrap();

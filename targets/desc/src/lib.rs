@@ -51,4 +51,11 @@ pub trait Target: Send + Sync {
     fn fingerprint(&self) -> String {
         String::new()
     }
+
+    /// The code this target makes of `kernel`, as readable text (machine instructions, or the
+    /// chip's assembly), for `tessera compile --emit asm`. `None`: the target has no text form.
+    fn disassemble(&self, kernel: &Kernel) -> Result<Option<String>, TargetError> {
+        let _ = kernel;
+        Ok(None)
+    }
 }

@@ -217,39 +217,50 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
     b.switch_to_block(entry);
     let fp = b.block_params(entry).to_vec();
     let (args, scratch_ptr, begin, end, trap_slot) = (fp[0], fp[1], fp[2], fp[3], fp[4]);
+    // A parameter's base is loaded from the argument array; a local's is the scratch area's,
+    // with its offset there folded into each access's displacement (one register for all the
+    // locals, however many a tiled kernel has).
     let mut bases = Vec::with_capacity(k.bufs.len());
     for (i, &off) in offsets.iter().enumerate() {
         let base = if i < k.num_params {
-            b.ins()
-                .load(ptr, mem().with_readonly(), args, (8 * i) as i32)
+            let p = b
+                .ins()
+                .load(ptr, mem().with_readonly(), args, (8 * i) as i32);
+            (p, 0)
         } else {
-            b.ins().iadd_imm_s(scratch_ptr, off as i64)
+            (scratch_ptr, off as i64)
         };
         bases.push(base);
     }
     // A zero extent means no instances; the launcher then never calls, and 1 keeps the
     // divisions below well defined.
     let [_, g1, g2] = grid.map(|g| g.max(1));
-    let g12 = b.ins().iconst(ptr, (g1.saturating_mul(g2)) as i64);
-    let g2v = b.ins().iconst(ptr, g2 as i64);
-    let g1v = b.ins().iconst(ptr, g1 as i64);
-    let p0 = b.ins().udiv(begin, g12);
-    let rest = b.ins().urem(begin, g12);
-    let p1 = b.ins().udiv(rest, g2v);
-    let p2 = b.ins().urem(rest, g2v);
     let point = b.create_block();
-    for _ in 0..4 {
-        b.append_block_param(point, ptr);
-    }
+    b.append_block_param(point, ptr);
     let done = b.create_block();
     let any = b.ins().icmp(IntCC::UnsignedLessThan, begin, end);
-    let first: Vec<BlockArg> = [begin, p0, p1, p2].map(BlockArg::from).to_vec();
-    b.ins().brif(any, point, &first, done, &[]);
+    b.ins()
+        .brif(any, point, &[BlockArg::from(begin)], done, &[]);
 
     // ---- one grid point ----
+    // The loop carries only the linear index; the program ids are divided out of it here
+    // (by constants: multiplies and shifts), so they hold registers only while the kernel
+    // uses them, not across its whole body.
     b.switch_to_block(point);
-    let pp = b.block_params(point).to_vec();
-    let (lin, p0, p1, p2) = (pp[0], pp[1], pp[2], pp[3]);
+    let lin = b.block_params(point)[0];
+    let (p0, p1, p2) = if g1 == 1 && g2 == 1 {
+        let zero = b.ins().iconst(ptr, 0);
+        (lin, zero, zero)
+    } else {
+        let g12 = b.ins().iconst(ptr, (g1.saturating_mul(g2)) as i64);
+        let g2v = b.ins().iconst(ptr, g2 as i64);
+        let p0 = b.ins().udiv(lin, g12);
+        let rest = b.ins().urem(lin, g12);
+        (p0, b.ins().udiv(rest, g2v), b.ins().urem(rest, g2v))
+    };
+    let index_offsets =
+        tessera_kir::constants::index_offsets(&k.body, &|v| k.vals.get(v.0 as usize).copied());
+    let movable = tessera_kir::constants::movable_loads(&k.body, &index_offsets);
     let mut cg = Cg {
         k,
         b,
@@ -258,9 +269,9 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
         pids: [p0, p1, p2],
         trap_slot,
         has_fma: crate::cpu::has_fma(isa),
-        index_offsets: tessera_kir::constants::index_offsets(&k.body, &|v| {
-            k.vals.get(v.0 as usize).copied()
-        }),
+        index_offsets,
+        movable,
+        consts: tessera_kir::constants::int_constants(&k.body),
     };
     cg.zero_scratch(scratch_ptr, scratch);
     if let Some(y) = cg.block(&k.body)? {
@@ -268,27 +279,12 @@ fn build(isa: &dyn TargetIsa, k: &Kernel) -> R<(Function, Compiled)> {
             return internal("the kernel body ends with a `yield`");
         }
     }
-    // Next grid point: bump the last axis and carry into the others, branch-free. A 1-D
-    // grid (the common case) needs no carries: its program id is the linear index.
+    // Next grid point.
     let mut b = cg.b;
     let lin1 = b.ins().iadd_imm_s(lin, 1);
-    let zero = b.ins().iconst(ptr, 0);
-    let (q0, q1, q2) = if g1 == 1 && g2 == 1 {
-        (lin1, zero, zero)
-    } else {
-        let q2 = b.ins().iadd_imm_s(p2, 1);
-        let w2 = b.ins().icmp(IntCC::Equal, q2, g2v);
-        let q2 = b.ins().select(w2, zero, q2);
-        let c2 = b.ins().uextend(ptr, w2);
-        let q1 = b.ins().iadd(p1, c2);
-        let w1 = b.ins().icmp(IntCC::Equal, q1, g1v);
-        let q1 = b.ins().select(w1, zero, q1);
-        let c1 = b.ins().uextend(ptr, w1);
-        (b.ins().iadd(p0, c1), q1, q2)
-    };
     let more = b.ins().icmp(IntCC::UnsignedLessThan, lin1, end);
-    let next: Vec<BlockArg> = [lin1, q0, q1, q2].map(BlockArg::from).to_vec();
-    b.ins().brif(more, point, &next, done, &[]);
+    b.ins()
+        .brif(more, point, &[BlockArg::from(lin1)], done, &[]);
     b.switch_to_block(done);
     b.ins().return_(&[]);
     b.seal_all_blocks();
@@ -443,8 +439,9 @@ struct Cg<'k, 'f> {
     k: &'k Kernel,
     b: FunctionBuilder<'f>,
     vals: Vec<Option<Repr>>,
-    /// Base address of every buffer (parameters, then locals in the scratch area).
-    bases: Vec<Value>,
+    /// Where every buffer starts (parameters, then locals in the scratch area): a base address
+    /// and a byte offset from it.
+    bases: Vec<(Value, i64)>,
     pids: [Value; 3],
     /// Where a `trap` writes `[1, code, value]` (see [`crate::blob`]).
     trap_slot: Value,
@@ -454,6 +451,14 @@ struct Cg<'k, 'f> {
     /// accesses address the other index and put the constant in the displacement, so loads a
     /// constant apart (rows of a register block) share one address computation.
     index_offsets: std::collections::HashMap<Val, (Val, i64)>,
+    /// Loads Cranelift may treat as pure (`constants::movable_loads`): marked `readonly` and
+    /// `can_move`, so
+    /// its egraph places each next to its use, where x64 lowering folds it into the user (a
+    /// `splat` of a loaded f32 becomes one `vbroadcastss` from memory).
+    movable: std::collections::HashSet<Val>,
+    /// The kernel's integer constants (`constants::int_constants`): a `for` with constant
+    /// bounds carries only its induction variable.
+    consts: std::collections::HashMap<Val, i64>,
 }
 
 impl Cg<'_, '_> {
@@ -1656,15 +1661,17 @@ impl Cg<'_, '_> {
         if it != Ty::INDEX {
             return internal(format!("an index of type {it} (indices are i64)"));
         }
+        let (base, at) = self.bases[buf.0 as usize];
         let (index, disp) = match self.index_offsets.get(&index) {
             Some(&(x, c)) => match c
                 .checked_mul(eb as i64)
+                .and_then(|d| d.checked_add(at))
                 .filter(|d| d.unsigned_abs() < 1 << 30)
             {
-                Some(d) => (x, d as i32),
-                None => (index, 0),
+                Some(d) => (x, d),
+                None => (index, at),
             },
-            None => (index, 0),
+            None => (index, at),
         };
         let idx = self.scalar(index)?;
         // A shift lets Cranelift fold the scaling into the x86 addressing mode.
@@ -1673,8 +1680,13 @@ impl Cg<'_, '_> {
         } else {
             self.b.ins().ishl_imm_s(idx, eb.trailing_zeros() as i64)
         };
-        let base = self.bases[buf.0 as usize];
-        Ok((self.b.ins().iadd(base, off), disp, eb))
+        let addr = self.b.ins().iadd(base, off);
+        // A displacement that fits the addressing mode (with room for the vector parts after
+        // it) goes there; a larger one is added.
+        if disp.unsigned_abs() < 1 << 30 {
+            return Ok((addr, disp as i32, eb));
+        }
+        Ok((self.b.ins().iadd_imm_s(addr, disp), 0, eb))
     }
 
     fn load(&mut self, inst: &Inst, buf: Buf, index: Val) -> R<()> {
@@ -1683,9 +1695,14 @@ impl Cg<'_, '_> {
         let lay = layout(ty)?;
         let (addr, disp, eb) = self.address(buf, index, ty.elem)?;
         let step = (lay.per * eb) as i32;
+        let flags = if self.movable.contains(&r) {
+            mem().with_readonly().with_can_move()
+        } else {
+            mem()
+        };
         let mut parts = Vec::with_capacity(lay.parts as usize);
         for i in 0..lay.parts as i32 {
-            parts.push(self.b.ins().load(lay.part, mem(), addr, disp + i * step));
+            parts.push(self.b.ins().load(lay.part, flags, addr, disp + i * step));
         }
         if ty.elem == DType::Bool {
             // A stored bool byte is true when nonzero; vectors of them become masks.
@@ -1721,10 +1738,10 @@ impl Cg<'_, '_> {
 
     // ==== `for` ====
 
-    /// Rotated loop counting its trips down: one guard and one trip-count division before the
-    /// first trip, then the body ends with the increment, a decrement and the only branch
+    /// A loop counting its trips down: one trip-count division before the first trip, then
+    /// each trip ends with the increment, a decrement and the latch's test, the only branch
     /// back. Neither the induction variable nor the counter is used after its update, so
-    /// the back edge needs no register moves.
+    /// the back edge needs no register moves. (Constant bounds take [`Self::counted_for`].)
     ///
     /// The trip count `(hi - lo - 1) / step + 1` is exactly the number of trips the
     /// interpreter makes, including a loop that would step past `i64::MAX` (it stops there).
@@ -1745,13 +1762,22 @@ impl Cg<'_, '_> {
     ) -> R<()> {
         self.same_types("for init and carried values", iter, init)?;
         self.same_types("for carried values and results", iter, &inst.results)?;
+        let bounds = [lo, hi, step].map(|v| self.consts.get(&v).copied());
+        if let [Some(l), Some(h), Some(s)] = bounds {
+            // Unless the induction variable would step past i64 (the counted form stops
+            // there, as the interpreter does).
+            if s <= 0 || l >= h || h.checked_add(s).is_some() {
+                return self.counted_for(inst, (l, h, s), iv, iter, init, body);
+            }
+        }
         let (lo, hi, step) = (self.scalar(lo)?, self.scalar(hi)?, self.scalar(step)?);
         let init = self.flat(init)?;
+        let latch = self.b.create_block();
         let body_blk = self.b.create_block();
         let exit = self.b.create_block();
-        let ivp = self.b.append_block_param(body_blk, types::I64);
-        let count = self.b.append_block_param(body_blk, types::I64);
-        let iters = self.params_for(body_blk, iter)?;
+        let lv = self.b.append_block_param(latch, types::I64);
+        let lcount = self.b.append_block_param(latch, types::I64);
+        let lvals = self.params_for(latch, iter)?;
         let outs = self.params_for(exit, &inst.results)?;
         let nonempty = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
         let forward = self.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, step, 0);
@@ -1763,35 +1789,127 @@ impl Cg<'_, '_> {
         let span1 = self.b.ins().iadd_imm_s(span, -1);
         let q = self.b.ins().udiv(span1, divisor);
         let trips = self.b.ins().iadd_imm_s(q, 1);
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let trips = self.b.ins().select(enter, trips, zero);
         let first: Vec<BlockArg> = [lo, trips]
             .into_iter()
             .chain(init.iter().copied())
             .map(BlockArg::from)
             .collect();
-        let skip: Vec<BlockArg> = init.iter().copied().map(BlockArg::from).collect();
-        self.b.ins().brif(enter, body_blk, &first, exit, &skip);
+        self.b.ins().jump(latch, &first);
 
-        self.b.switch_to_block(body_blk);
-        self.def(iv, Repr::plain(vec![ivp]))?;
-        self.bind(iter, &iters)?;
-        let Some(yields) = self.block(body)? else {
-            return internal("a `for` body that does not end with `yield`");
-        };
-        self.same_types("for yield and carried values", &yields, iter)?;
-        let next = self.flat(&yields)?;
-        let ivn = self.b.ins().iadd(ivp, step);
-        let left = self.b.ins().iadd_imm_s(count, -1);
-        let again = self.b.ins().icmp_imm_s(IntCC::NotEqual, left, 0);
+        // The latch tests the count, on entry and after each trip. The trip's values reach
+        // it as arguments of one jump, so each is used once: Cranelift folds a load into its
+        // one consumer (a `splat` into `vbroadcastss` from memory) only when every value
+        // computed from it has a single use, and a branch naming a value for both of its
+        // targets (the back edge and the exit of a loop tested at its end) uses it twice.
+        // The latch is placed after the body, so the body falls into it and each trip still
+        // ends with one branch, the one back.
+        let next = self.trip(body_blk, (iv, lv), (iter, &lvals), body)?;
+        let ivn = self.b.ins().iadd(lv, step);
+        let left = self.b.ins().iadd_imm_s(lcount, -1);
         let back: Vec<BlockArg> = [ivn, left]
             .into_iter()
             .chain(next.iter().copied())
             .map(BlockArg::from)
             .collect();
-        let leave: Vec<BlockArg> = next.iter().copied().map(BlockArg::from).collect();
-        self.b.ins().brif(again, body_blk, &back, exit, &leave);
+        self.b.ins().jump(latch, &back);
+
+        self.b.switch_to_block(latch);
+        let again = self.b.ins().icmp_imm_s(IntCC::NotEqual, lcount, 0);
+        let leave: Vec<BlockArg> = lvals.iter().copied().map(BlockArg::from).collect();
+        self.b.ins().brif(again, body_blk, &[], exit, &leave);
 
         self.b.switch_to_block(exit);
         self.bind(&inst.results, &outs)
+    }
+
+    /// A `for` whose bounds are constants: its trip count is known here. No trip: the
+    /// results are the initial values. Otherwise the loop carries only the induction
+    /// variable, which the latch compares with its constant final value (one register
+    /// fewer than the counted form above, for the nests of a tiled kernel). As there, the
+    /// trip's values reach the latch through one jump, each used once. The caller has
+    /// checked that the final value `lo + trips·step` (at most `hi + step - 1`) fits i64.
+    fn counted_for(
+        &mut self,
+        inst: &Inst,
+        (lo, hi, step): (i64, i64, i64),
+        iv: Val,
+        iter: &[Val],
+        init: &[Val],
+        body: &Block,
+    ) -> R<()> {
+        let trips = if step > 0 && lo < hi {
+            (hi as i128 - lo as i128 - 1) / step as i128 + 1
+        } else {
+            0
+        };
+        if trips == 0 {
+            // The results are the initial values, representation and all.
+            for (&r, &i) in inst.results.iter().zip(init) {
+                let rep = self.repr(i)?;
+                self.def(r, rep)?;
+            }
+            return Ok(());
+        }
+        let Ok(end) = i64::try_from(lo as i128 + trips * step as i128) else {
+            return internal("a constant loop whose final induction value overflows i64");
+        };
+        let init_v = self.flat(init)?;
+        let latch = self.b.create_block();
+        let body_blk = self.b.create_block();
+        let exit = self.b.create_block();
+        // The induction variable comes last, so it is stepped after the trip's values.
+        let lvals = self.params_for(latch, iter)?;
+        let lv = self.b.append_block_param(latch, types::I64);
+        let outs = self.params_for(exit, &inst.results)?;
+        let lo_v = self.b.ins().iconst(types::I64, lo);
+        let first: Vec<BlockArg> = init_v
+            .iter()
+            .copied()
+            .chain(std::iter::once(lo_v))
+            .map(BlockArg::from)
+            .collect();
+        self.b.ins().jump(latch, &first);
+
+        let next = self.trip(body_blk, (iv, lv), (iter, &lvals), body)?;
+        let ivn = self.b.ins().iadd_imm_s(lv, step);
+        let back: Vec<BlockArg> = next
+            .iter()
+            .copied()
+            .chain(std::iter::once(ivn))
+            .map(BlockArg::from)
+            .collect();
+        self.b.ins().jump(latch, &back);
+
+        self.b.switch_to_block(latch);
+        let again = self.b.ins().icmp_imm_s(IntCC::NotEqual, lv, end);
+        let leave: Vec<BlockArg> = lvals.iter().copied().map(BlockArg::from).collect();
+        self.b.ins().brif(again, body_blk, &[], exit, &leave);
+
+        self.b.switch_to_block(exit);
+        self.bind(&inst.results, &outs)
+    }
+
+    /// One trip of a loop: the body in `body_blk`, whose one predecessor is the latch, so it
+    /// reads the latch's parameters (`lv`, the induction variable, and `lvals`, the carried
+    /// values: one set of registers, not two with moves between). Returns the next trip's
+    /// carried values.
+    fn trip(
+        &mut self,
+        body_blk: ClBlock,
+        (iv, lv): (Val, Value),
+        (iter, lvals): (&[Val], &[Value]),
+        body: &Block,
+    ) -> R<Vec<Value>> {
+        self.b.switch_to_block(body_blk);
+        self.def(iv, Repr::plain(vec![lv]))?;
+        self.bind(iter, lvals)?;
+        let Some(yields) = self.block(body)? else {
+            return internal("a `for` body that does not end with `yield`");
+        };
+        self.same_types("for yield and carried values", &yields, iter)?;
+        self.flat(&yields)
     }
 
     // ==== `if` ====

@@ -101,22 +101,23 @@ impl Host {
             .map_err(|e| codegen_err(format!("the kernel fails the verifier: {e}")))?;
         let mut k = kernel.clone();
         // Register blocking is this backend's choice: tiles become vectors of the desc's width,
-        // and `tile.mma` a block of `block_rows × block_vectors` f32 vector accumulators, which
-        // with the B vectors and the broadcast A element fits the 16 xmm registers Cranelift
-        // allocates without spilling. Each step is a multiply and an add, not an FMA:
-        // Cranelift's x64 FMA (`vfmadd213ps`/`132ps`) overwrites a multiplicand, never the
-        // addend, so a carried accumulator costs two register moves per FMA (the copy of the
-        // shared multiplicand and the move back on the loop edge), while AVX's three-operand
-        // `vaddps` accumulates in place. (The LLVM targets, which pick `vfmadd231ps`, use FMA.)
-        // The block is the desc's `[cpu] register_block` (4 × 2).
-        let (block_rows, block_vectors) = self.desc.register_block().unwrap_or((4, 2));
+        // and `tile.mma` a block of `block_rows × block_vectors` f32 vector accumulators (the
+        // desc's `[cpu] register_block`, 8 × 1). One vector wide, each broadcast A element
+        // feeds one product, so Cranelift folds its load into `vbroadcastss` from memory (a
+        // load-port operation; a value used twice is not folded, and a register broadcast
+        // competes with the arithmetic for port 5). With FMA each step is one `vfmadd213ps`
+        // into the broadcast's register and a register move back on the loop edge, which
+        // the CPU eliminates at rename. The dot-product form (B held transposed) keeps 4 A
+        // and 2 B vectors, which with 8 accumulators fits the 16 xmm registers.
+        let (block_rows, block_vectors) = self.desc.register_block().unwrap_or((8, 1));
         let opts = tessera_kir::passes::ScalarizeOptions {
             vector_bytes: self.desc.vector_bytes,
             blocked_f32_mma: true,
             blocked_i32_mma: true,
             block_rows,
             block_vectors,
-            fma: false,
+            dot_block: (4, 2),
+            fma: crate::cpu::has_fma(&*self.isa),
             in_place_operands: true,
             // `dot` of i16 pairs (SSE2 `pmaddwd`) for the integer products of `tile.dot`.
             int_dot: 2,
@@ -167,6 +168,10 @@ fn cg_error(kernel: &Kernel, e: codegen::CgError) -> TargetError {
 }
 
 impl Target for Host {
+    fn disassemble(&self, kernel: &Kernel) -> Result<Option<String>, TargetError> {
+        self.assembly(kernel).map(Some)
+    }
+
     fn desc(&self) -> &TargetDesc {
         &self.desc
     }

@@ -466,6 +466,10 @@ impl Isa {
 }
 
 impl Target for LlvmCpu {
+    fn disassemble(&self, kernel: &Kernel) -> Result<Option<String>, TargetError> {
+        self.assembly(kernel).map(Some)
+    }
+
     fn desc(&self) -> &TargetDesc {
         &self.desc
     }

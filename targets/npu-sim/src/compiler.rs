@@ -119,6 +119,7 @@ impl NpuSim {
                 blocked_i32_mma: false,
                 block_rows: 4,
                 block_vectors: 1,
+                dot_block: (0, 0),
                 fma: false,
                 // Tile operands are staged in on-chip buffers, never read from GM in place.
                 in_place_operands: false,
@@ -179,6 +180,10 @@ impl NpuSim {
 }
 
 impl Target for NpuSim {
+    fn disassemble(&self, kernel: &Kernel) -> Result<Option<String>, TargetError> {
+        self.assembly(kernel).map(Some)
+    }
+
     fn desc(&self) -> &TargetDesc {
         &self.cfg.desc
     }

@@ -20,7 +20,7 @@ mod int_dot;
 mod lowp;
 pub mod math;
 mod mma;
-mod rewrite;
+pub(crate) mod rewrite;
 mod tiles;
 
 pub use lowp::legalize_low_precision;

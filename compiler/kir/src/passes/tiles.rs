@@ -46,6 +46,9 @@ pub struct ScalarizeOptions {
     /// Accumulator rows and vectors per row of that expansion.
     pub block_rows: u32,
     pub block_vectors: u32,
+    /// Rows and columns of the dot-product form (a B operand held transposed: `mr` A and
+    /// `nc` B vectors, `mr × nc` accumulators); `(0, 0)`: the register block's.
+    pub dot_block: (u32, u32),
     /// Accumulate that expansion with `fma` (one rounding per step) instead of `mul` then
     /// `add`: for backends whose CPU has a fused multiply-add.
     pub fma: bool,
@@ -69,6 +72,7 @@ impl Default for ScalarizeOptions {
             blocked_i32_mma: false,
             block_rows: 1,
             block_vectors: 1,
+            dot_block: (0, 0),
             fma: false,
             in_place_operands: false,
             int_dot: 0,
@@ -1194,7 +1198,11 @@ impl Sc {
                     Some((src, base, rs)) => self.materialize(a, src, base, rs, (m, k)),
                     None => ab,
                 };
-                dot_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, mr, nv, fma);
+                let (dr, dc) = match self.opts.dot_block {
+                    (0, _) | (_, 0) => (mr, nv),
+                    d => d,
+                };
+                dot_mma(&mut self.b, (ab, bb, rb), (m, n, k), lanes, dr, dc, fma);
             } else {
                 // Panels are one register block wide (`width` at the tile's load).
                 debug_assert!(paneled.is_none_or(|w| w == nv * lanes));
@@ -1478,10 +1486,10 @@ impl Panel {
 /// [`Panel`]s one block of `nv` vectors wide) and R (m × n, row-major), register-blocked: `mr`
 /// rows by `nv` vectors of `lanes` accumulators per step of k.
 ///
-/// Row-major B runs row blocks outside and column blocks inside (a block of A rows stays in
-/// L1 while B streams). Paneled B runs column blocks outside: one panel (`k × nv·lanes`,
-/// contiguous) stays in L1 while every block of A rows passes it, the order of BLIS's
-/// micro-kernel loops.
+/// Row blocks run outside and column blocks inside, for B row-major or in panels: a block of
+/// A rows (`mr × k`) stays in L1 while the B tile passes it. Lowering sizes the tile so that
+/// B's tile (`k × n`, its k capped so one panel fits half the L1) stays near, and A's whole
+/// tile, the larger one, then streams from L2 once per step instead of once per panel.
 #[allow(clippy::too_many_arguments)]
 fn blocked_mma(
     b: &mut KernelBuilder,
@@ -1550,17 +1558,10 @@ fn blocked_mma(
             a_at,
         )
     };
-    if panels {
-        blocks(b, n_wide, wide, &|b, j0, _| {
-            blocks(b, m, mr, &|b, i0, rows| wide_block(b, i0, rows, j0));
-        });
-        blocks(b, m, mr, &|b, i0, rows| rest(b, i0, rows));
-    } else {
-        blocks(b, m, mr, &|b, i0, rows| {
-            blocks(b, n_wide, wide, &|b, j0, _| wide_block(b, i0, rows, j0));
-            rest(b, i0, rows);
-        });
-    }
+    blocks(b, m, mr, &|b, i0, rows| {
+        blocks(b, n_wide, wide, &|b, j0, _| wide_block(b, i0, rows, j0));
+        rest(b, i0, rows);
+    });
 }
 
 /// `x + c` for an index `x`, or `x` itself when `c` is 0.
@@ -1639,21 +1640,25 @@ fn micro(
             r_at.push(b.add(ri, j));
         }
     }
-    let init: Vec<Val> = r_at.iter().map(|&e| b.load(rb, e, l)).collect();
+    // The loop carries one index into A and one into B, each stepped by an add; the block's
+    // other elements are constants away from them, which backends fold into the addresses'
+    // displacements. (Carried, the indices stay two registers, whatever a backend's
+    // optimizer makes of the arithmetic that set them up.)
+    // (They come last: a backend that computes the next trip's values in order then steps
+    // them after their last use in this trip, so old and new need not both hold registers.)
+    let mut init: Vec<Val> = r_at.iter().map(|&e| b.load(rb, e, l)).collect();
+    let nacc = init.len();
+    init.extend([a0, b_base]);
     let (lo, one) = (b.index(0), b.index(1));
-    // Each k step computes one index into A and one into B; the block's other elements are
-    // constants away from them, which backends fold into the addresses' displacements.
-    let accs = b.for_loop(lo, kk, one, &init, |b, kv, acc| {
-        let brow = b.mul(kv, b_stride);
-        let b0 = b.add(brow, b_base);
+    let out = b.for_loop(lo, kk, one, &init, |b, _kv, carried| {
+        let (acc, ak, b0) = (&carried[..nacc], carried[nacc], carried[nacc + 1]);
         let bv: Vec<Val> = (0..nv)
             .map(|g| {
                 let e = plus(b, b0, (g * lanes) as i64);
                 b.load(bb, e, l)
             })
             .collect();
-        let ak = b.add(a0, kv);
-        let mut next = Vec::with_capacity(acc.len());
+        let mut next = Vec::with_capacity(carried.len());
         for r in 0..rows as usize {
             let e = plus(b, ak, r as i64 * a_rs);
             let x = b.load(ab, e, 1);
@@ -1662,8 +1667,10 @@ fn micro(
                 next.push(mul_add(b, xs, bv[g], acc[r * nv as usize + g], fma));
             }
         }
+        next.extend([b.add(ak, one), b.add(b0, b_stride)]);
         next
     });
+    let accs = &out[..nacc];
     for (&e, &v) in r_at.iter().zip(accs.iter()) {
         b.store(rb, e, v);
     }
