@@ -1509,23 +1509,23 @@ fn blocked_mma(
     let a_at = a_at.map_or((None, k as i64), |(base, rs)| (Some(base), rs));
     // Where B's column j0 starts and its row stride: row-major (in its tile, or where the
     // tile lies in B's own buffer), or in its panel.
-    let b_at = |b: &mut KernelBuilder, j0: Val, j: Option<u32>| -> (Val, Val) {
+    let b_at = |b: &mut KernelBuilder, j0: Val, j: Option<u32>| -> (Val, i64) {
         if let Some((base, rs)) = b_direct {
-            return (b.add(base, j0), b.index(rs));
+            return (b.add(base, j0), rs);
         }
         if !panels {
-            return (j0, b.index(n as i64));
+            return (j0, n as i64);
         }
         match j {
             // A full panel: it starts at j0·k and is `wide` columns wide.
             None => {
                 let kk = b.index(k as i64);
-                (b.mul(j0, kk), b.index(wide as i64))
+                (b.mul(j0, kk), wide as i64)
             }
             // Column j of the last, narrower panel.
             Some(j) => {
                 let at = n_wide * k + (j - n_wide);
-                (b.index(at as i64), b.index((n - n_wide) as i64))
+                (b.index(at as i64), (n - n_wide) as i64)
             }
         }
     };
@@ -1615,13 +1615,13 @@ fn micro(
     (ab, bb, rb): (Buf, Buf, Buf),
     (n, k): (u32, u32),
     (i0, rows): (Val, u32),
-    (j0, (b_base, b_stride)): (Val, (Val, Val)),
+    (j0, (b_base, b_stride)): (Val, (Val, i64)),
     (nv, lanes): (u32, u32),
     fma: bool,
     (a_base, a_rs): (Option<Val>, i64),
 ) {
     let l = lanes as u16;
-    let (nn, kk) = (b.index(n as i64), b.index(k as i64));
+    let nn = b.index(n as i64);
     let mut r_at = Vec::new();
     // A's element (i0, 0): row-major in its tile, or where the tile lies in A's own buffer.
     let ars = b.index(a_rs);
@@ -1640,37 +1640,49 @@ fn micro(
             r_at.push(b.add(ri, j));
         }
     }
-    // The loop carries one index into A and one into B, each stepped by an add; the block's
-    // other elements are constants away from them, which backends fold into the addresses'
-    // displacements. (Carried, the indices stay two registers, whatever a backend's
-    // optimizer makes of the arithmetic that set them up.)
-    // (They come last: a backend that computes the next trip's values in order then steps
-    // them after their last use in this trip, so old and new need not both hold registers.)
-    let mut init: Vec<Val> = r_at.iter().map(|&e| b.load(rb, e, l)).collect();
-    let nacc = init.len();
-    init.extend([a0, b_base]);
-    let (lo, one) = (b.index(0), b.index(1));
-    let out = b.for_loop(lo, kk, one, &init, |b, _kv, carried| {
-        let (acc, ak, b0) = (&carried[..nacc], carried[nacc], carried[nacc + 1]);
+    // One step of k: A's column at `ak + da` and B's row at `b0 + db`; the block's other
+    // elements are constants away, which backends fold into the addresses' displacements.
+    let step = |b: &mut KernelBuilder, acc: &[Val], ak: Val, b0: Val, (da, db): (i64, i64)| {
         let bv: Vec<Val> = (0..nv)
             .map(|g| {
-                let e = plus(b, b0, (g * lanes) as i64);
+                let e = plus(b, b0, db + (g * lanes) as i64);
                 b.load(bb, e, l)
             })
             .collect();
-        let mut next = Vec::with_capacity(carried.len());
+        let mut next = Vec::with_capacity(acc.len());
         for r in 0..rows as usize {
-            let e = plus(b, ak, r as i64 * a_rs);
+            let e = plus(b, ak, da + r as i64 * a_rs);
             let x = b.load(ab, e, 1);
             let xs = if l > 1 { b.splat(x, l) } else { x };
             for g in 0..nv as usize {
                 next.push(mul_add(b, xs, bv[g], acc[r * nv as usize + g], fma));
             }
         }
-        next.extend([b.add(ak, one), b.add(b0, b_stride)]);
+        next
+    };
+    // The loop makes two steps a trip (and an odd k one more after it). It carries one
+    // index into A and one into B, each stepped by an add (carried, they stay two registers
+    // whatever a backend's optimizer makes of the arithmetic that set them up), after the
+    // accumulators: a backend that computes the next trip's values in order then steps them
+    // after their last use. Two steps a trip let a backend whose FMA overwrites a
+    // multiplicand (Cranelift's x64 `vfmadd213ps`) end each trip with every accumulator
+    // back in its register, without a move.
+    let mut init: Vec<Val> = r_at.iter().map(|&e| b.load(rb, e, l)).collect();
+    let nacc = init.len();
+    init.extend([a0, b_base]);
+    let (lo, hi, one) = (b.index(0), b.index((k / 2) as i64), b.index(1));
+    let out = b.for_loop(lo, hi, one, &init, |b, _kv, carried| {
+        let (acc, ak, b0) = (&carried[..nacc], carried[nacc], carried[nacc + 1]);
+        let first = step(b, acc, ak, b0, (0, 0));
+        let mut next = step(b, &first, ak, b0, (1, b_stride));
+        next.push(plus(b, ak, 2));
+        next.push(plus(b, b0, 2 * b_stride));
         next
     });
-    let accs = &out[..nacc];
+    let mut accs = out[..nacc].to_vec();
+    if k % 2 == 1 {
+        accs = step(b, &accs, out[nacc], out[nacc + 1], (0, 0));
+    }
     for (&e, &v) in r_at.iter().zip(accs.iter()) {
         b.store(rb, e, v);
     }
