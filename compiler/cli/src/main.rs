@@ -83,8 +83,9 @@ struct CompileArgs {
     model: PathBuf,
     #[arg(long, default_value = "host")]
     target: String,
+    /// The artifact (or library) to write; not needed with `--emit kir|asm`, which print.
     #[arg(short = 'o', long)]
-    output: PathBuf,
+    output: Option<PathBuf>,
     /// Example input NAME=FILE.npy: fixes its shape, and binds its value if it decides a shape.
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
     inputs: Vec<String>,
@@ -275,7 +276,7 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
         Cmd::Compile(a) => compile(
             &a.model,
             &a.target(),
-            &a.output,
+            a.output.as_deref(),
             &a.inputs,
             &a.shapes,
             Newer::flag(a.allow_newer_opset),
@@ -363,14 +364,17 @@ fn dispatch(cmd: Cmd) -> Result<(), DriverError> {
             &inputs,
             Newer::flag(allow_newer_opset),
         ),
-        Cmd::Show(a) => show(
-            &a.model,
-            &a.target(),
-            &a.output,
-            &a.inputs,
-            &a.shapes,
-            Newer::flag(a.allow_newer_opset),
-        ),
+        Cmd::Show(a) => match a.output.as_deref() {
+            Some(out) => show(
+                &a.model,
+                &a.target(),
+                out,
+                &a.inputs,
+                &a.shapes,
+                Newer::flag(a.allow_newer_opset),
+            ),
+            None => Err(DriverError::Usage("`show` needs `-o PAGE.html`".into())),
+        },
     }
 }
 
@@ -551,12 +555,23 @@ fn static_lib(
 fn compile(
     model: &Path,
     target: &str,
-    output: &Path,
+    output: Option<&Path>,
     inputs: &[String],
     shapes: &[String],
     newer: Newer,
     explain: &ExplainArgs,
 ) -> Result<(), DriverError> {
+    let prints = matches!(explain.emit.as_deref(), Some("kir" | "asm"));
+    let output = match output {
+        Some(o) => o,
+        None if prints => Path::new(""),
+        None => {
+            return Err(DriverError::Usage(
+                "`compile` needs `-o FILE` (only `--emit kir|asm` print instead of writing)"
+                    .into(),
+            ))
+        }
+    };
     let opts = compile_opts(model, target, inputs, shapes, newer)?;
     let start = Instant::now();
     if explain.emit.as_deref() == Some("static-lib") {

@@ -1102,3 +1102,29 @@ fn run_and_bench_take_a_cpu_level() {
         stderr(&o)
     );
 }
+
+#[test]
+fn compile_prints_kernel_ir_and_machine_code_without_writing() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/cnn/model.onnx")
+        .display()
+        .to_string();
+    let o = tessera(&["compile", &model, "--emit", "kir"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let kir = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(kir.starts_with("kernel @"), "{kir}");
+    assert!(kir.contains("tile.mma"), "the Conv products are tile programs:\n{kir}");
+    let o = tessera(&["compile", &model, "--emit", "asm"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let asm = String::from_utf8_lossy(&o.stdout).to_string();
+    let kernels = kir.matches("kernel @").count();
+    assert_eq!(asm.matches("// kernel ").count(), kernels, "{asm}");
+    assert!(asm.contains("ret"), "x86 code:\n{asm}");
+    // npu-sim prints its assembly, cross targets work too, and other modes still need -o.
+    let o = tessera(&["compile", &model, "--target", "npu-sim", "--emit", "asm"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("// kernel "));
+    let o = tessera(&["compile", &model]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("needs `-o FILE`"), "{}", stderr(&o));
+}
