@@ -152,7 +152,7 @@ op_table! {
     // Tessera's own (no ONNX name): `activation(scale * (A - a_zp)(B - b_zp) + bias +
     // residual)`, one kernel, made by the optimizer's fusion and low-precision rules
     // (compiler/opt).
-    FusedMatMul: Dense, in (2, 7), out (1, 1), ["activation"];
+    FusedMatMul: Dense, in (2, 7), out (1, 1), ["activation", "transB"];
     Gemm: Dense, in (2, 3), out (1, 1), ["alpha", "beta", "transA", "transB"];
     Conv: Dense, in (2, 3), out (1, 1), ["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"];
     // Tessera's own (com.microsoft's name, which the importer rewrites into Conv and its

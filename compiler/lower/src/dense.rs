@@ -129,7 +129,7 @@ fn lower_matmul_like(
     acc: DType,
     zps: [Option<ValueId>; 2],
 ) -> Result<Execution> {
-    let Some((spec, mut args)) = matmul_spec(cx, node, acc, zps)? else {
+    let Some((spec, mut args)) = matmul_spec(cx, node, acc, zps, false)? else {
         return Ok(Execution::Kernel);
     };
     args.push(cx.buffer(result(cx, node, 0)?)?);
@@ -140,11 +140,15 @@ fn lower_matmul_like(
 /// The tile program's spec of a (batched, broadcast) product of operands 0 and 1 of `node`,
 /// with the zero points `zps`, and its arguments but Y (A, B, [zero points]); `None` when the
 /// result is empty.
+///
+/// `trans_b` (FusedMatMul's `transB`): B holds its last two dims swapped (N × K, a Gemm's
+/// `transB = 1` weights), read down its rows.
 pub(crate) fn matmul_spec(
     cx: &mut LowerCx,
     node: &Node,
     acc: DType,
     zps: [Option<ValueId>; 2],
+    trans_b: bool,
 ) -> Result<Option<(MmSpec, Vec<tessera_kir::BufferId>)>> {
     let (a, bv, y) = (
         operand(cx, node, 0)?,
@@ -160,11 +164,18 @@ pub(crate) fn matmul_spec(
     } else {
         ad.clone()
     };
-    let b2 = if bd.len() == 1 {
+    if trans_b && bd.len() < 2 {
+        return Err(cx.invalid("transB needs B of rank 2 or more"));
+    }
+    let mut b2 = if bd.len() == 1 {
         vec![bd[0], 1]
     } else {
         bd.clone()
     };
+    if trans_b {
+        let r = b2.len();
+        b2.swap(r - 1, r - 2);
+    }
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -201,8 +212,8 @@ pub(crate) fn matmul_spec(
         k,
         a_rs: k as i64,
         a_ks: 1,
-        b_ks: n as i64,
-        b_ns: 1,
+        b_ks: if trans_b { 1 } else { n as i64 },
+        b_ns: if trans_b { k as i64 } else { 1 },
         alpha: 1.0,
         beta: 1.0,
         c: None,

@@ -100,7 +100,8 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let residual = node.input(6);
     // Targets with an integer dot product: i32 accumulation on weights packed at compile time
     // (that path has no residual; the optimizer adds residuals only to float products).
-    if residual.is_none() && crate::int_dot::fused_matmul(cx, node, activation)? {
+    let trans_b = node.attr_int("transB", 0) != 0;
+    if residual.is_none() && !trans_b && crate::int_dot::fused_matmul(cx, node, activation)? {
         return Ok(Execution::Kernel);
     }
     let zps = if int(at) && int(bt) {
@@ -108,7 +109,7 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     } else {
         [None, None]
     };
-    let Some((mut spec, mut args)) = matmul_spec(cx, node, acc, zps)? else {
+    let Some((mut spec, mut args)) = matmul_spec(cx, node, acc, zps, trans_b)? else {
         return Ok(Execution::Kernel);
     };
     let n = spec.n;

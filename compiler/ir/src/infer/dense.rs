@@ -13,10 +13,13 @@ pub(super) fn infer(cx: &Cx) -> Result<Vec<TensorType>> {
     // `Op::Shape` must not shadow the shape type.
     use crate::shape::Shape;
     match cx.op() {
-        MatMul => Ok(vec![TensorType::new(cx.ty(0)?.dtype, matmul(cx)?)]),
-        MatMulInteger => Ok(vec![TensorType::new(DType::I32, matmul(cx)?)]),
+        MatMul => Ok(vec![TensorType::new(cx.ty(0)?.dtype, matmul(cx, false)?)]),
+        MatMulInteger => Ok(vec![TensorType::new(DType::I32, matmul(cx, false)?)]),
         // Always f32: integer products are scaled, f16/bf16 ones accumulate in f32.
-        FusedMatMul => Ok(vec![TensorType::new(DType::F32, matmul(cx)?)]),
+        FusedMatMul => {
+            let tb = cx.attr_int("transB", 0)? != 0;
+            Ok(vec![TensorType::new(DType::F32, matmul(cx, tb)?)])
+        }
         Gemm => gemm(cx),
         Conv | FusedConv => Ok(vec![TensorType::new(cx.ty(0)?.dtype, conv(cx)?)]),
         ConvInteger => Ok(vec![TensorType::new(DType::I32, conv(cx)?)]),
@@ -90,7 +93,9 @@ fn compatible(a: &Dim, b: &Dim) -> bool {
 
 /// numpy `matmul`: 1-D operands are promoted (a leading 1 on A, a trailing 1 on B) and
 /// the promoted dims dropped from the result; batch dims broadcast.
-fn matmul(cx: &Cx) -> Result<Shape> {
+/// MatMul's result shape; `trans_b` (FusedMatMul's `transB`): B holds its last two dims
+/// swapped, the weights of a Gemm with `transB = 1`.
+fn matmul(cx: &Cx, trans_b: bool) -> Result<Shape> {
     let a = &cx.ty(0)?.shape;
     let b = &cx.ty(1)?.shape;
     if a.rank() == 0 || b.rank() == 0 {
@@ -100,8 +105,18 @@ fn matmul(cx: &Cx) -> Result<Shape> {
             cx.describe(1)
         )));
     }
+    if trans_b && b.rank() < 2 {
+        return Err(cx.shape_err(format!(
+            "transB needs {} of rank 2 or more",
+            cx.describe(1)
+        )));
+    }
     let mut a2 = a.0.clone();
     let mut b2 = b.0.clone();
+    if trans_b {
+        let r = b2.len();
+        b2.swap(r - 1, r - 2);
+    }
     if a.rank() == 1 {
         a2.insert(0, Dim::Fixed(1));
     }

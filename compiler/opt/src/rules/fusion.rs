@@ -7,6 +7,7 @@
 //!
 //! | rule | from | to |
 //! |---|---|---|
+//! | `gemm-matmul` | `Gemm(a, b, c)` with α = β = 1, no `transA`, `c` absent or one value per column (f32) | `FusedMatMul{transB}(a, b, c)`, open to the epilogue rules below |
 //! | `matmul-bias` | `Add(MatMul(a, b), bias[N])` (f32) | `FusedMatMul(a, b, bias)` |
 //! | `matmul-relu` | `Relu(MatMul(a, b))`, `Relu(FusedMatMul(…))` | `FusedMatMul{activation = "Relu"}` |
 //! | `matmul-activation` | `Gelu`, `Sigmoid` or `Tanh` of a product | `FusedMatMul{activation = "Gelu" \| "GeluTanh" \| "Sigmoid" \| "Tanh"}` |
@@ -32,6 +33,7 @@ use tessera_ir::{Attr, DType, Op, OpKey, Tensor};
 
 pub fn rules() -> Vec<Arc<dyn Rule>> {
     vec![
+        Arc::new(GemmMatMul),
         Arc::new(MatMulBias),
         Arc::new(MATMUL_RELU),
         Arc::new(MATMUL_ACTIVATION),
@@ -65,16 +67,28 @@ fn fused_args(ch: &[Id]) -> Vec<Expr> {
         .collect()
 }
 
-fn fused_key(activation: Option<&str>) -> OpKey {
-    match activation {
-        Some(a) => OpKey::with(Op::FusedMatMul, &[("activation", Attr::String(a.into()))]),
-        None => OpKey::plain(Op::FusedMatMul),
+/// FusedMatMul's key: its activation, and `transB` for a product whose B is held transposed
+/// (a Gemm's weights).
+fn fused_key(activation: Option<&str>, trans_b: bool) -> OpKey {
+    let mut attrs = Vec::new();
+    if let Some(a) = activation {
+        attrs.push(("activation", Attr::String(a.into())));
     }
+    if trans_b {
+        attrs.push(("transB", Attr::Int(1)));
+    }
+    OpKey::with(Op::FusedMatMul, &attrs)
 }
 
-/// The f32 products of class `id` open to an epilogue, as FusedMatMul operand lists: plain
-/// f32 MatMuls, and FusedMatMuls with no activation (and, if `need_no_bias`, no bias).
-fn products(eg: &EGraph, id: Id, need_no_bias: bool) -> Vec<Vec<Id>> {
+/// A product open to an epilogue: its FusedMatMul operands, and whether B is transposed.
+struct Product {
+    args: Vec<Id>,
+    trans_b: bool,
+}
+
+/// The f32 products of class `id` open to an epilogue: plain f32 MatMuls, and FusedMatMuls
+/// with no activation (and, if `need_no_bias`, no bias).
+fn products(eg: &EGraph, id: Id, need_no_bias: bool) -> Vec<Product> {
     let mut v = Vec::new();
     if dtype(eg, id) != Some(DType::F32) {
         return v;
@@ -82,15 +96,69 @@ fn products(eg: &EGraph, id: Id, need_no_bias: bool) -> Vec<Vec<Id>> {
     for (_, ch) in nodes(eg, id, Op::MatMul) {
         let ok = |c: Id| ty(eg, c).is_some_and(|t| t.dtype == DType::F32 && t.shape.rank() >= 2);
         if ok(ch[0]) && ok(ch[1]) {
-            v.push(ch.to_vec());
+            v.push(Product {
+                args: ch.to_vec(),
+                trans_b: false,
+            });
         }
     }
     for (k, ch) in nodes(eg, id, Op::FusedMatMul) {
         if k.attr("activation").is_none() && !(need_no_bias && arg(ch, eg, 2).is_some()) {
-            v.push(ch.to_vec());
+            v.push(Product {
+                args: ch.to_vec(),
+                trans_b: k.attr_int("transB", 0) != 0,
+            });
         }
     }
     v
+}
+
+// ==== gemm-matmul ====
+
+/// `Gemm(a, b, c)` → `FusedMatMul{transB}(a, b, c)` when it is a plain product plus a
+/// per-column bias (α = β = 1, A not transposed: what a Linear layer exports as), so a Gemm
+/// takes its activation and residual epilogues like a MatMul does. The weights keep their
+/// layout: FusedMatMul reads a transposed B as the Gemm did.
+struct GemmMatMul;
+
+impl Rule for GemmMatMul {
+    fn name(&self) -> &'static str {
+        "gemm-matmul"
+    }
+
+    fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
+        let Some(out) = dims(eg, id) else {
+            return vec![];
+        };
+        for (k, ch) in nodes(eg, id, Op::Gemm) {
+            let float = |name: &str| match k.attr(name) {
+                None => Some(1.0),
+                Some(Attr::Float(v)) => Some(*v),
+                _ => None,
+            };
+            let trans_b = k.attr_int("transB", 0);
+            if k.attr_int("transA", 0) != 0 || float("alpha") != Some(1.0) || trans_b > 1 {
+                continue;
+            }
+            let matrix =
+                |c: Id| ty(eg, c).is_some_and(|t| t.dtype == DType::F32 && t.shape.rank() == 2);
+            if !matrix(ch[0]) || !matrix(ch[1]) || out.len() != 2 {
+                continue;
+            }
+            let mut args = vec![ch[0], ch[1]];
+            if let Some(c) = arg(ch, eg, 2) {
+                let Some(cd) = dims(eg, c) else { continue };
+                let per_column =
+                    cd.last() == Some(&out[1]) && cd.iter().rev().skip(1).all(|&d| d == 1);
+                if float("beta") != Some(1.0) || dtype(eg, c) != Some(DType::F32) || !per_column {
+                    continue;
+                }
+                args.push(c);
+            }
+            return vec![Expr::Node(fused_key(None, trans_b == 1), fused_args(&args))];
+        }
+        vec![]
+    }
 }
 
 // ==== matmul-bias ====
@@ -126,10 +194,10 @@ impl Rule for MatMulBias {
                 // `qdq-matmul`, …) gets its fused alternative; the cost model picks.
                 return products(eg, p, true)
                     .iter()
-                    .map(|args| {
-                        let mut a = fused_args(args);
+                    .map(|p| {
+                        let mut a = fused_args(&p.args);
                         a[2] = Expr::Class(bias);
-                        Expr::Node(fused_key(None), a)
+                        Expr::Node(fused_key(None, p.trans_b), a)
                     })
                     .collect();
             }
@@ -177,7 +245,7 @@ impl Rule for MatMulActivation {
                 };
                 return products(eg, ch[0], false)
                     .iter()
-                    .map(|args| Expr::Node(fused_key(Some(act)), fused_args(args)))
+                    .map(|p| Expr::Node(fused_key(Some(act), p.trans_b), fused_args(&p.args)))
                     .collect();
             }
         }
@@ -224,17 +292,18 @@ impl Rule for MatMulResidual {
             // Float products only: the integer kernels (`qdq-matmul`'s) have no residual.
             let alts: Vec<Expr> = products(eg, p, false)
                 .iter()
-                .filter(|args| {
-                    args.iter()
+                .filter(|p| {
+                    p.args
+                        .iter()
                         .take(2)
                         .all(|&c| dtype(eg, c) == Some(DType::F32))
-                        && arg(args, eg, 6).is_none()
+                        && arg(&p.args, eg, 6).is_none()
                 })
-                .map(|args| {
-                    let mut a = fused_args(args);
+                .map(|p| {
+                    let mut a = fused_args(&p.args);
                     a.truncate(6);
                     a.push(Expr::Class(z));
-                    Expr::Node(fused_key(None), a)
+                    Expr::Node(fused_key(None, p.trans_b), a)
                 })
                 .collect();
             if !alts.is_empty() {
