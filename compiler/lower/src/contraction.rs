@@ -41,6 +41,7 @@ pub(crate) struct CTerm {
 
 /// Everything a matrix-product kernel needs: `Y[b, m, n] = alpha * Σ_k A(b,m,k) B(b,k,n) +
 /// beta * C(m, n)`, where `A(b,m,k) = A[a_boff(b) + m*a_rs + k*a_ks]` and likewise for B.
+#[derive(Clone, Debug)]
 pub(crate) struct MmSpec {
     pub name: String,
     pub a: (DType, u64),
@@ -195,6 +196,39 @@ pub(crate) fn launch_matmul_tiled(
     // are widened to the accumulator type first, so backends block the product as an f32 one.
     let pair = format!("{}x{}->{}", s.a.0, s.b.0, s.acc);
     let widen_ints = !cx.desc.mma.contains_key(&pair);
+    // Without a matrix unit for the pair, a narrow-float A (f16, bf16, the float8s) is widened
+    // to f32 as its tiles load, and every column tile of the result loads all of A: widened
+    // once, by one elementwise kernel, it is read as f32 instead (exactly: every narrow float
+    // is an f32). A constant B's tiles are each loaded once, and stay narrow.
+    let narrow = |d: DType| d.is_float() && d.bits() < 32;
+    let mut args = args;
+    let widened;
+    let s = if widen_ints && narrow(s.a.0) && s.acc == DType::F32 && s.n > tiles.1 as u64 {
+        let a32 = cx.scratch("a_f32", DType::F32, vec![s.a.1]);
+        let a = crate::util::EwOperand {
+            buffer: args[0],
+            dtype: s.a.0,
+            len: s.a.1,
+            strides: vec![1],
+            block: None,
+        };
+        let ok =
+            crate::util::emit_elementwise(cx, "widen", &[a], a32, DType::F32, &[s.a.1], &|_, v| {
+                v[0]
+            });
+        if ok.is_ok() {
+            args[0] = a32;
+            widened = MmSpec {
+                a: (DType::F32, s.a.1),
+                ..s.clone()
+            };
+            &widened
+        } else {
+            s
+        }
+    } else {
+        s
+    };
     cx.launch(tile_matmul_kernel(s, tiles, widen_ints), args);
 }
 
