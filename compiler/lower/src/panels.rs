@@ -10,8 +10,17 @@
 //! register-blocked micro-kernel reads in place, in order.
 //! Other targets (the interpreter, the NPUs, which place tiles in their own buffers) keep B
 //! as the graph holds it: the decision is the description's.
+//!
+//! A 16-bit float B (f16, bf16) accumulated in f32 on a CPU with no matrix unit for the pair
+//! (no `mma` entry: the product is computed in f32, each narrow tile widened as it loads) is
+//! packed already widened to f32. Widening is exact, so the product is bit-identical, but it
+//! is done once here instead of at every tile load of every program instance, and the f32
+//! panels are read in place as an f32 product's are; only A (the activations) is still
+//! widened at load. The panels take twice the bytes, which the product streams at the f32
+//! rate; 8-bit floats would take four times and keep their own type.
 
-use tessera_ir::ValueId;
+use tessera_ir::numeric::load_as_f64;
+use tessera_ir::{DType, ValueId};
 use tessera_kir::BufferId;
 use tessera_target::OperandLayout;
 
@@ -63,6 +72,8 @@ pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result
     let (tn, tk) = (tiles.1 as u64, tiles.2 as u64);
     let (count, depth) = (n.div_ceil(tn), k.div_ceil(tk) * tk);
     let width = (s.b.0.bits() / 8) as usize;
+    let stored = stored_dtype(cx, s);
+    let out_width = (stored.bits() / 8) as usize;
     let len = count * depth * tn;
     if t.bytes.len() as u64 != s.b.1 * width as u64 {
         return Err(cx.invalid(format!(
@@ -74,14 +85,22 @@ pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result
             s.b.0
         )));
     }
-    let mut out = vec![0u8; len as usize * width];
+    let mut out = vec![0u8; len as usize * out_width];
     // The innermost loop walks the source in order: along n for a row-major B, along k for a
     // transposed one.
     let transposed = s.b_ks == 1 && s.b_ns != 1;
+    let from = s.b.0;
     let mut put = |p: u64, kk: u64, c: u64| {
-        let src = (kk as i64 * s.b_ks + (p * tn + c) as i64 * s.b_ns) as usize * width;
-        let d = ((p * depth + kk) * tn + c) as usize * width;
-        out[d..d + width].copy_from_slice(&t.bytes[src..src + width]);
+        let src = (kk as i64 * s.b_ks + (p * tn + c) as i64 * s.b_ns) as u64;
+        let d = ((p * depth + kk) * tn + c) as usize * out_width;
+        if stored == from {
+            let src = src as usize * width;
+            out[d..d + width].copy_from_slice(&t.bytes[src..src + width]);
+        } else {
+            // f16/bf16 → f32: every value (NaN included) has an exact f32.
+            let x = load_as_f64(from, &t.bytes, src).unwrap_or(f64::NAN) as f32;
+            out[d..d + out_width].copy_from_slice(&x.to_le_bytes());
+        }
     };
     for p in 0..count {
         let cols = tn.min(n - p * tn);
@@ -92,12 +111,89 @@ pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result
         }
     }
     let name = format!("{}.panels", cx.graph.value(b).name);
-    let buf = cx.const_buffer(&name, s.b.0, vec![count, depth, tn], out);
-    s.b.1 = len;
+    let buf = cx.const_buffer(&name, stored, vec![count, depth, tn], out);
+    s.b = (stored, len);
     s.b_panels = Some(Panels {
         tiles,
         count,
         depth,
     });
     Ok(buf)
+}
+
+/// The dtype the panels of `s`'s B hold: f32 for a 16-bit float B that the target multiplies
+/// in f32 (an f32 accumulator and no matrix unit for the pair in its `mma` table), B's own
+/// otherwise.
+fn stored_dtype(cx: &LowerCx, s: &MmSpec) -> DType {
+    let pair = format!("{}x{}->{}", s.a.0, s.b.0, s.acc);
+    let narrow = matches!(s.b.0, DType::F16 | DType::BF16);
+    if narrow && s.acc == DType::F32 && !cx.desc.mma.contains_key(&pair) {
+        DType::F32
+    } else {
+        s.b.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::dense::testexec::*;
+    use tessera_ir::{DType, Op, Tensor};
+    use tessera_target::{CpuDesc, OperandLayout, TargetDesc};
+
+    /// f16/bf16 MatMul `[m, k] × [k, n]` with a constant B, lowered for `d`: the output bytes
+    /// and the dtype B's panels hold (`None`: not packed).
+    fn narrow_matmul(
+        dt: DType,
+        (m, k, n): (u64, u64, u64),
+        d: &TargetDesc,
+    ) -> (Vec<u8>, Option<DType>) {
+        let enc = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .flat_map(|&x| match dt {
+                    DType::F16 => half::f16::from_f32(x).to_le_bytes(),
+                    _ => half::bf16::from_f32(x).to_le_bytes(),
+                })
+                .collect()
+        };
+        let (a, b) = (rand((m * k) as usize, 3), rand((k * n) as usize, 4));
+        let mut g = G::default();
+        let x = g.input(dt, &[m, k], enc(&a));
+        let y = g.konst(Tensor::new(dt, vec![k, n], enc(&b)));
+        let o = g.node(Op::MatMul, &[Some(x), Some(y)], &[(dt, &[m, n])], &[]);
+        let p = crate::lower(&g.g, d).unwrap();
+        let panels = p.plan.buffers.iter().find(|b| b.name.ends_with(".panels"));
+        let stored = panels.map(|b| b.dtype);
+        (g.run(&o, d).unwrap().remove(0), stored)
+    }
+
+    fn cpu_desc() -> TargetDesc {
+        TargetDesc {
+            cpu: Some(CpuDesc {
+                constant_operand: OperandLayout::Panels,
+                ..Default::default()
+            }),
+            ..desc(16)
+        }
+    }
+
+    #[test]
+    fn narrow_constant_b_is_widened_exactly_where_products_run_in_f32() {
+        for dt in [DType::F16, DType::BF16] {
+            for shape in [(5, 40, 35), (9, 300, 19)] {
+                let (plain, none) = narrow_matmul(dt, shape, &desc(16));
+                assert_eq!(none, None);
+                // No matrix unit: f32 panels, and the very same bits (products of 16-bit
+                // floats are exact in f32, summed in the same order).
+                let (widened, stored) = narrow_matmul(dt, shape, &cpu_desc());
+                assert_eq!(stored, Some(DType::F32), "{dt} {shape:?}");
+                assert_eq!(widened, plain, "{dt} {shape:?}");
+                // A matrix unit for the pair multiplies B in its own type.
+                let mut unit = cpu_desc();
+                unit.mma.insert(format!("{dt}x{dt}->f32"), [1, 1, 1]);
+                let (kept, stored) = narrow_matmul(dt, shape, &unit);
+                assert_eq!(stored, Some(dt), "{dt} {shape:?}");
+                assert_eq!(kept, plain, "{dt} {shape:?}");
+            }
+        }
+    }
 }
