@@ -127,6 +127,7 @@ fn blocked() -> ScalarizeOptions {
         block_rows: 2,
         block_vectors: 2,
         dot_block: (0, 0),
+        l1_bytes: 0,
         fma: false,
         in_place_operands: true,
         int_dot: 0,
@@ -178,6 +179,7 @@ fn paneled_b_tiles_match_the_reference() {
         let opts = ScalarizeOptions {
             block_vectors: nv,
             dot_block: (0, 0),
+            l1_bytes: 0,
             ..blocked()
         };
         scalarize_tiles(&mut kk, &opts).unwrap();

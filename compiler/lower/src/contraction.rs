@@ -177,12 +177,16 @@ pub(crate) fn conv_tiles(desc: &TargetDesc, s: &MmSpec) -> (u16, u16, u16) {
 
 /// Launches the tile program of `s` on `args` (in [`tile_matmul_kernel`]'s parameter order),
 /// with the tile shape [`mm_tiles`] picks for the target.
-pub(crate) fn launch_matmul(cx: &mut crate::LowerCx, s: &MmSpec, args: Vec<tessera_kir::BufferId>) {
+pub(crate) fn launch_matmul(
+    cx: &mut crate::LowerCx,
+    s: &MmSpec,
+    args: Vec<tessera_kir::BufferId>,
+) -> crate::Result<()> {
     let tiles = match s.b_panels {
         Some(p) => p.tiles,
         None => mm_tiles(cx.desc, s.a.0, s.b.0, s.acc, (s.m, s.n, s.k)),
     };
-    launch_matmul_tiled(cx, s, tiles, args);
+    launch_matmul_tiled(cx, s, tiles, args)
 }
 
 /// [`launch_matmul`] with the tile shape given (a Conv's product takes [`conv_tiles`]).
@@ -190,46 +194,73 @@ pub(crate) fn launch_matmul_tiled(
     cx: &mut crate::LowerCx,
     s: &MmSpec,
     tiles: (u16, u16, u16),
-    args: Vec<tessera_kir::BufferId>,
-) {
+    mut args: Vec<tessera_kir::BufferId>,
+) -> crate::Result<()> {
     // A matrix unit with this integer pair multiplies the operands as they are; elsewhere they
     // are widened to the accumulator type first, so backends block the product as an f32 one.
     let pair = format!("{}x{}->{}", s.a.0, s.b.0, s.acc);
     let widen_ints = !cx.desc.mma.contains_key(&pair);
-    // Without a matrix unit for the pair, a narrow-float A (f16, bf16, the float8s) is widened
-    // to f32 as its tiles load, and every column tile of the result loads all of A: widened
-    // once, by one elementwise kernel, it is read as f32 instead (exactly: every narrow float
-    // is an f32). A constant B's tiles are each loaded once, and stay narrow.
+    let mut s = s.clone();
+    // Without a matrix unit for the pair, narrow floats (f16, bf16, the float8s) are f32 inside
+    // the product. A narrow A, which every column tile of the result loads again, a narrow C
+    // term and a narrow residual are each widened once, by an elementwise kernel; a narrow
+    // result is written in f32 and narrowed by another. The product kernel is then all f32,
+    // and holds no conversion code or constants beside its register blocks. (Widening is
+    // exact: every narrow float is an f32.) B's tiles are each loaded once; a constant B is
+    // packed already widened (`panels.rs`).
     let narrow = |d: DType| d.is_float() && d.bits() < 32;
-    let mut args = args;
-    let widened;
-    let s = if widen_ints && narrow(s.a.0) && s.acc == DType::F32 && s.n > tiles.1 as u64 {
-        let a32 = cx.scratch("a_f32", DType::F32, vec![s.a.1]);
-        let a = crate::util::EwOperand {
-            buffer: args[0],
-            dtype: s.a.0,
-            len: s.a.1,
+    let mut narrowed = None;
+    if widen_ints && s.acc == DType::F32 {
+        let widen = |cx: &mut crate::LowerCx, buffer, dtype, len| -> crate::Result<_> {
+            let wide = cx.scratch("widened", DType::F32, vec![len]);
+            let x = crate::util::EwOperand {
+                buffer,
+                dtype,
+                len,
+                strides: vec![1],
+                block: None,
+            };
+            let same = |_: &mut KernelBuilder, v: &[Val]| v[0];
+            crate::util::emit_elementwise(cx, "widen", &[x], wide, DType::F32, &[len], &same)?;
+            Ok(wide)
+        };
+        if narrow(s.a.0) && s.n > tiles.1 as u64 {
+            args[0] = widen(cx, args[0], s.a.0, s.a.1)?;
+            s.a.0 = DType::F32;
+        }
+        if let Some(c) = s.c.as_mut().filter(|c| narrow(c.dtype)) {
+            args[2] = widen(cx, args[2], c.dtype, c.len)?;
+            c.dtype = DType::F32;
+        }
+        let y_len = s.y.1;
+        if let Some(f) = s.fused.as_mut() {
+            if let Some(r) = f.residual.filter(|&r| narrow(r)) {
+                let at = args.len() - 2;
+                args[at] = widen(cx, args[at], r, y_len)?;
+                f.residual = Some(DType::F32);
+            }
+        }
+        if narrow(s.y.0) {
+            let y = args.len() - 1;
+            let y32 = cx.scratch("result_f32", DType::F32, vec![y_len]);
+            narrowed = Some((y32, args[y], s.y.0));
+            args[y] = y32;
+            s.y.0 = DType::F32;
+        }
+    }
+    cx.launch(tile_matmul_kernel(&s, tiles, widen_ints), args);
+    if let Some((y32, y, dtype)) = narrowed {
+        let x = crate::util::EwOperand {
+            buffer: y32,
+            dtype: DType::F32,
+            len: s.y.1,
             strides: vec![1],
             block: None,
         };
-        let ok =
-            crate::util::emit_elementwise(cx, "widen", &[a], a32, DType::F32, &[s.a.1], &|_, v| {
-                v[0]
-            });
-        if ok.is_ok() {
-            args[0] = a32;
-            widened = MmSpec {
-                a: (DType::F32, s.a.1),
-                ..s.clone()
-            };
-            &widened
-        } else {
-            s
-        }
-    } else {
-        s
-    };
-    cx.launch(tile_matmul_kernel(s, tiles, widen_ints), args);
+        let same = |_: &mut KernelBuilder, v: &[Val]| v[0];
+        crate::util::emit_elementwise(cx, "narrow", &[x], y, dtype, &[s.y.1], &same)?;
+    }
+    Ok(())
 }
 
 /// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], [scale],

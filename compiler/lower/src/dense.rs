@@ -133,7 +133,7 @@ fn lower_matmul_like(
         return Ok(Execution::Kernel);
     };
     args.push(cx.buffer(result(cx, node, 0)?)?);
-    launch_matmul(cx, &spec, args);
+    launch_matmul(cx, &spec, args)?;
     Ok(Execution::Kernel)
 }
 
@@ -376,7 +376,7 @@ fn gemm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         b_panels: None,
     };
     args.insert(1, constant_b(cx, bv, &mut spec)?);
-    launch_matmul(cx, &spec, args);
+    launch_matmul(cx, &spec, args)?;
     Ok(Execution::Kernel)
 }
 
@@ -789,7 +789,7 @@ fn conv_as_matmul(
     }
     mm_args.push(out);
     let tiles = conv_tiles(cx.desc, &spec);
-    launch_matmul_tiled(cx, &spec, tiles, mm_args);
+    launch_matmul_tiled(cx, &spec, tiles, mm_args)?;
     if let Some(t) = tail {
         t.finish(cx, out, yb, dt, &y_dims)?;
     }

@@ -157,7 +157,7 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     let yb = cx.buffer(y)?;
     let out = tail.product_output(cx, yb, yt, &dims);
     args.push(out);
-    launch_matmul(cx, &spec, args);
+    launch_matmul(cx, &spec, args)?;
     tail.finish(cx, out, yb, yt, &dims)?;
     Ok(Execution::Kernel)
 }

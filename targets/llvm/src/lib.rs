@@ -277,6 +277,10 @@ impl LlvmCpu {
             blocked_i32_mma: true,
             block_rows,
             block_vectors,
+            // The dot-product form keeps the register block's shape; the blocks over paneled B
+            // keep panels outside (the desc's L1 is not given here).
+            dot_block: (0, 0),
+            l1_bytes: 0,
             // One rounding per step where the CPU fuses (the fingerprint records `fma`).
             fma: self.has_fma(),
             in_place_operands: true,

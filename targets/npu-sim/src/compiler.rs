@@ -120,6 +120,7 @@ impl NpuSim {
                 block_rows: 4,
                 block_vectors: 1,
                 dot_block: (0, 0),
+                l1_bytes: 0,
                 fma: false,
                 // Tile operands are staged in on-chip buffers, never read from GM in place.
                 in_place_operands: false,

@@ -49,6 +49,9 @@ pub struct ScalarizeOptions {
     /// Rows and columns of the dot-product form (a B operand held transposed: `mr` A and
     /// `nc` B vectors, `mr × nc` accumulators); `(0, 0)`: the register block's.
     pub dot_block: (u32, u32),
+    /// Bytes of the backend's L1 data cache (0: unknown). A register-blocked product whose B
+    /// tile (in panels) fits half of it runs its row blocks outside; see `blocked_mma`.
+    pub l1_bytes: u64,
     /// Accumulate that expansion with `fma` (one rounding per step) instead of `mul` then
     /// `add`: for backends whose CPU has a fused multiply-add.
     pub fma: bool,
@@ -73,6 +76,7 @@ impl Default for ScalarizeOptions {
             block_rows: 1,
             block_vectors: 1,
             dot_block: (0, 0),
+            l1_bytes: 0,
             fma: false,
             in_place_operands: false,
             int_dot: 0,
@@ -1184,7 +1188,7 @@ impl Sc {
                 lanes,
                 (mr, nv),
                 false,
-                false,
+                (false, 0),
                 np,
             );
             return;
@@ -1209,7 +1213,17 @@ impl Sc {
                 let sh = (m, n, k);
                 let p = paneled.is_some();
                 let bufs = (ab, bb, rb);
-                blocked_mma(&mut self.b, bufs, sh, lanes, (mr, nv), fma, p, in_place);
+                let l1 = self.opts.l1_bytes;
+                blocked_mma(
+                    &mut self.b,
+                    bufs,
+                    sh,
+                    lanes,
+                    (mr, nv),
+                    fma,
+                    (p, l1),
+                    in_place,
+                );
             }
             return;
         }
@@ -1486,10 +1500,12 @@ impl Panel {
 /// [`Panel`]s one block of `nv` vectors wide) and R (m × n, row-major), register-blocked: `mr`
 /// rows by `nv` vectors of `lanes` accumulators per step of k.
 ///
-/// Row blocks run outside and column blocks inside, for B row-major or in panels: a block of
-/// A rows (`mr × k`) stays in L1 while the B tile passes it. Lowering sizes the tile so that
-/// B's tile (`k × n`, its k capped so one panel fits half the L1) stays near, and A's whole
-/// tile, the larger one, then streams from L2 once per step instead of once per panel.
+/// Row-major B runs row blocks outside and column blocks inside (a block of A rows stays in
+/// L1 while B streams). Paneled B runs column blocks outside, one panel (`k × nv·lanes`,
+/// contiguous) staying in L1 while every block of A rows passes it (BLIS's order), unless
+/// the whole B tile fits half of `l1` (the backend's L1 bytes): then row blocks run outside
+/// too, a block of A rows and all of B stay in L1, and A's tile, the larger one, streams from
+/// L2 once per step instead of once per panel.
 #[allow(clippy::too_many_arguments)]
 fn blocked_mma(
     b: &mut KernelBuilder,
@@ -1498,7 +1514,7 @@ fn blocked_mma(
     lanes: u32,
     (mr, nv): (u32, u32),
     fma: bool,
-    panels: bool,
+    (panels, l1): (bool, u64),
     (a_at, b_direct): (Direct, Direct),
 ) {
     // Column segments: blocks of nv vectors, then single vectors, then single elements.
@@ -1558,10 +1574,18 @@ fn blocked_mma(
             a_at,
         )
     };
-    blocks(b, m, mr, &|b, i0, rows| {
-        blocks(b, n_wide, wide, &|b, j0, _| wide_block(b, i0, rows, j0));
-        rest(b, i0, rows);
-    });
+    let b_tile_fits = (k as u64 * n as u64 * 4).saturating_mul(2) <= l1;
+    if panels && !b_tile_fits {
+        blocks(b, n_wide, wide, &|b, j0, _| {
+            blocks(b, m, mr, &|b, i0, rows| wide_block(b, i0, rows, j0));
+        });
+        blocks(b, m, mr, &|b, i0, rows| rest(b, i0, rows));
+    } else {
+        blocks(b, m, mr, &|b, i0, rows| {
+            blocks(b, n_wide, wide, &|b, j0, _| wide_block(b, i0, rows, j0));
+            rest(b, i0, rows);
+        });
+    }
 }
 
 /// `x + c` for an index `x`, or `x` itself when `c` is 0.
