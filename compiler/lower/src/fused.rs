@@ -167,7 +167,8 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
 /// on a matrix unit with a vector-unit buffer (npu-sim) places the product's epilogue next to
 /// the accumulator, where only a ReLU stays in the matrix unit's schedule: there a
 /// transcendental activation or a residual (another GM read) follows the product as its own
-/// elementwise kernel, which streams through the vector unit.
+/// elementwise kernel, which streams through the vector unit. A CPU with 16 vector registers
+/// or fewer also runs a transcendental activation after the product (see [`Tail::new`]).
 #[derive(Clone)]
 pub(crate) struct Tail {
     pub activation: Option<Activation>,
@@ -202,8 +203,22 @@ impl Tail {
             None => None,
         };
         let npu = crate::rows::wants_row_tiles(cx);
-        let in_kernel =
-            !npu || (residual.is_none() && activation.is_none_or(|a| a == Activation::Relu));
+        // A CPU with 16 vector registers or fewer (host's 128-bit Cranelift code) keeps only
+        // a ReLU in the product's epilogue: a transcendental one (GELU, Sigmoid, Tanh) brings
+        // polynomial constants that its code generator keeps live across the whole kernel,
+        // where they push the register block's accumulators out to the stack. It follows as
+        // one elementwise kernel instead, which costs one more pass over the result.
+        let few_registers = cx
+            .desc
+            .cpu
+            .as_ref()
+            .is_some_and(|c| (1..=16).contains(&c.vector_registers));
+        let relu_only = activation.is_none_or(|a| a == Activation::Relu);
+        let in_kernel = if npu {
+            residual.is_none() && relu_only
+        } else {
+            !few_registers || relu_only
+        };
         Ok(Tail {
             activation,
             residual,
