@@ -183,6 +183,7 @@ fn opts(int_dot: u32) -> ScalarizeOptions {
         block_vectors: 2,
         dot_block: (0, 0),
         l1_bytes: 0,
+        k_unroll: 1,
         fma: false,
         in_place_operands: true,
         int_dot,

@@ -128,6 +128,7 @@ fn blocked() -> ScalarizeOptions {
         block_vectors: 2,
         dot_block: (0, 0),
         l1_bytes: 0,
+        k_unroll: 1,
         fma: false,
         in_place_operands: true,
         int_dot: 0,
@@ -180,6 +181,7 @@ fn paneled_b_tiles_match_the_reference() {
             block_vectors: nv,
             dot_block: (0, 0),
             l1_bytes: 0,
+            k_unroll: 1,
             ..blocked()
         };
         scalarize_tiles(&mut kk, &opts).unwrap();

@@ -119,6 +119,9 @@ impl Host {
             dot_block: (4, 2),
             // A B tile in panels that fits half the L1 stays there while A's row blocks pass.
             l1_bytes: self.desc.cache_bytes().map_or(0, |(l1, _)| l1),
+            // Two k steps a trip: Cranelift's FMA overwrites a multiplicand, and every other
+            // step its results land back in the accumulators' registers.
+            k_unroll: 2,
             fma: crate::cpu::has_fma(&*self.isa),
             in_place_operands: true,
             // `dot` of i16 pairs (SSE2 `pmaddwd`) for the integer products of `tile.dot`.

@@ -281,6 +281,8 @@ impl LlvmCpu {
             // keep panels outside (the desc's L1 is not given here).
             dot_block: (0, 0),
             l1_bytes: 0,
+            // LLVM picks the FMA form that accumulates in place: one k step a trip.
+            k_unroll: 1,
             // One rounding per step where the CPU fuses (the fingerprint records `fma`).
             fma: self.has_fma(),
             in_place_operands: true,

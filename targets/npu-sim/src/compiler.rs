@@ -121,6 +121,7 @@ impl NpuSim {
                 block_vectors: 1,
                 dot_block: (0, 0),
                 l1_bytes: 0,
+                k_unroll: 1,
                 fma: false,
                 // Tile operands are staged in on-chip buffers, never read from GM in place.
                 in_place_operands: false,

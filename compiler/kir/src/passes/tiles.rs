@@ -52,6 +52,10 @@ pub struct ScalarizeOptions {
     /// Bytes of the backend's L1 data cache (0: unknown). A register-blocked product whose B
     /// tile (in panels) fits half of it runs its row blocks outside; see `blocked_mma`.
     pub l1_bytes: u64,
+    /// k steps per trip of that expansion's loop (1 or 2; 0 means 1). Two suit a backend whose
+    /// FMA overwrites a multiplicand: every other step the results land back in the
+    /// accumulators' registers.
+    pub k_unroll: u32,
     /// Accumulate that expansion with `fma` (one rounding per step) instead of `mul` then
     /// `add`: for backends whose CPU has a fused multiply-add.
     pub fma: bool,
@@ -77,6 +81,7 @@ impl Default for ScalarizeOptions {
             block_vectors: 1,
             dot_block: (0, 0),
             l1_bytes: 0,
+            k_unroll: 1,
             fma: false,
             in_place_operands: false,
             int_dot: 0,
@@ -1187,7 +1192,7 @@ impl Sc {
                 sh,
                 lanes,
                 (mr, nv),
-                false,
+                (false, self.opts.k_unroll),
                 (false, 0),
                 np,
             );
@@ -1213,14 +1218,14 @@ impl Sc {
                 let sh = (m, n, k);
                 let p = paneled.is_some();
                 let bufs = (ab, bb, rb);
-                let l1 = self.opts.l1_bytes;
+                let (l1, u) = (self.opts.l1_bytes, self.opts.k_unroll);
                 blocked_mma(
                     &mut self.b,
                     bufs,
                     sh,
                     lanes,
                     (mr, nv),
-                    fma,
+                    (fma, u),
                     (p, l1),
                     in_place,
                 );
@@ -1513,7 +1518,7 @@ fn blocked_mma(
     (m, n, k): (u32, u32, u32),
     lanes: u32,
     (mr, nv): (u32, u32),
-    fma: bool,
+    (fma, unroll): (bool, u32),
     (panels, l1): (bool, u64),
     (a_at, b_direct): (Direct, Direct),
 ) {
@@ -1551,13 +1556,31 @@ fn blocked_mma(
             for j in (n_wide..n_vec).step_by(lanes as usize) {
                 let j0 = b.index(j as i64);
                 let bt = b_at(b, j0, Some(j));
-                micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, lanes), fma, a_at);
+                micro(
+                    b,
+                    bufs,
+                    (n, k),
+                    (i0, rows),
+                    (j0, bt),
+                    (1, lanes),
+                    (fma, unroll),
+                    a_at,
+                );
             }
         }
         for j in n_vec..n {
             let j0 = b.index(j as i64);
             let bt = b_at(b, j0, Some(j));
-            micro(b, bufs, (n, k), (i0, rows), (j0, bt), (1, 1), fma, a_at);
+            micro(
+                b,
+                bufs,
+                (n, k),
+                (i0, rows),
+                (j0, bt),
+                (1, 1),
+                (fma, unroll),
+                a_at,
+            );
         }
     };
     // One whole register block at rows `i0..i0+rows`, columns from `j0`.
@@ -1570,7 +1593,7 @@ fn blocked_mma(
             (i0, rows),
             (j0, bt),
             (nv, lanes),
-            fma,
+            (fma, unroll),
             a_at,
         )
     };
@@ -1641,7 +1664,7 @@ fn micro(
     (i0, rows): (Val, u32),
     (j0, (b_base, b_stride)): (Val, (Val, i64)),
     (nv, lanes): (u32, u32),
-    fma: bool,
+    (fma, unroll): (bool, u32),
     (a_base, a_rs): (Option<Val>, i64),
 ) {
     let l = lanes as u16;
@@ -1684,28 +1707,30 @@ fn micro(
         }
         next
     };
-    // The loop makes two steps a trip (and an odd k one more after it). It carries one
-    // index into A and one into B, each stepped by an add (carried, they stay two registers
-    // whatever a backend's optimizer makes of the arithmetic that set them up), after the
-    // accumulators: a backend that computes the next trip's values in order then steps them
-    // after their last use. Two steps a trip let a backend whose FMA overwrites a
-    // multiplicand (Cranelift's x64 `vfmadd213ps`) end each trip with every accumulator
-    // back in its register, without a move.
+    // The loop makes `unroll` steps a trip (1 or 2; the k % unroll left follow it). It
+    // carries one index into A and one into B, each stepped by an add (carried, they stay two
+    // registers whatever a backend's optimizer makes of the arithmetic that set them up),
+    // after the accumulators: a backend that computes the next trip's values in order then
+    // steps them after their last use. Two steps a trip let a backend whose FMA overwrites a
+    // multiplicand (Cranelift's x64 `vfmadd213ps`) end each trip with every accumulator back
+    // in its register, without a move.
+    let u = unroll.clamp(1, 2);
     let mut init: Vec<Val> = r_at.iter().map(|&e| b.load(rb, e, l)).collect();
     let nacc = init.len();
     init.extend([a0, b_base]);
-    let (lo, hi, one) = (b.index(0), b.index((k / 2) as i64), b.index(1));
+    let (lo, hi, one) = (b.index(0), b.index((k / u) as i64), b.index(1));
     let out = b.for_loop(lo, hi, one, &init, |b, _kv, carried| {
-        let (acc, ak, b0) = (&carried[..nacc], carried[nacc], carried[nacc + 1]);
-        let first = step(b, acc, ak, b0, (0, 0));
-        let mut next = step(b, &first, ak, b0, (1, b_stride));
-        next.push(plus(b, ak, 2));
-        next.push(plus(b, b0, 2 * b_stride));
-        next
+        let (mut acc, ak, b0) = (carried[..nacc].to_vec(), carried[nacc], carried[nacc + 1]);
+        for s in 0..u as i64 {
+            acc = step(b, &acc, ak, b0, (s, s * b_stride));
+        }
+        acc.push(plus(b, ak, u as i64));
+        acc.push(plus(b, b0, u as i64 * b_stride));
+        acc
     });
     let mut accs = out[..nacc].to_vec();
-    if k % 2 == 1 {
-        accs = step(b, &accs, out[nacc], out[nacc + 1], (0, 0));
+    for s in 0..(k % u) as i64 {
+        accs = step(b, &accs, out[nacc], out[nacc + 1], (s, s * b_stride));
     }
     for (&e, &v) in r_at.iter().zip(accs.iter()) {
         b.store(rb, e, v);
