@@ -141,12 +141,6 @@ pub fn movable_loads(
         }
         fn block(&mut self, b: &Block, d: u32) {
             for i in &b.insts {
-                let deepest = std::cell::Cell::new(0);
-                let mut kind = i.kind.clone();
-                crate::passes::rewrite::map_operands(&mut kind, |v| {
-                    deepest.set(deepest.get().max(self.of(v)));
-                    v
-                });
                 let result = match &i.kind {
                     InstKind::For { iv, iter, body, .. } => {
                         for &v in std::iter::once(iv).chain(iter) {
@@ -173,7 +167,16 @@ pub fn movable_loads(
                         // Either way its value is this trip's.
                         d
                     }
-                    _ => deepest.get(),
+                    // Pure arithmetic varies with its deepest operand. (A `for` or `if`
+                    // is handled above, so this clone never copies a nested block.)
+                    kind => {
+                        let deepest = std::cell::Cell::new(0);
+                        crate::passes::rewrite::map_operands(&mut kind.clone(), |v| {
+                            deepest.set(deepest.get().max(self.of(v)));
+                            v
+                        });
+                        deepest.get()
+                    }
                 };
                 for &r in &i.results {
                     self.depth.insert(r, result);

@@ -213,15 +213,7 @@ pub(crate) fn launch_matmul_tiled(
     if widen_ints && s.acc == DType::F32 {
         let widen = |cx: &mut crate::LowerCx, buffer, dtype, len| -> crate::Result<_> {
             let wide = cx.scratch("widened", DType::F32, vec![len]);
-            let x = crate::util::EwOperand {
-                buffer,
-                dtype,
-                len,
-                strides: vec![1],
-                block: None,
-            };
-            let same = |_: &mut KernelBuilder, v: &[Val]| v[0];
-            crate::util::emit_elementwise(cx, "widen", &[x], wide, DType::F32, &[len], &same)?;
+            convert(cx, "widen", (buffer, dtype), (wide, DType::F32), len)?;
             Ok(wide)
         };
         if narrow(s.a.0) && s.n > tiles.1 as u64 {
@@ -250,17 +242,29 @@ pub(crate) fn launch_matmul_tiled(
     }
     cx.launch(tile_matmul_kernel(&s, tiles, widen_ints), args);
     if let Some((y32, y, dtype)) = narrowed {
-        let x = crate::util::EwOperand {
-            buffer: y32,
-            dtype: DType::F32,
-            len: s.y.1,
-            strides: vec![1],
-            block: None,
-        };
-        let same = |_: &mut KernelBuilder, v: &[Val]| v[0];
-        crate::util::emit_elementwise(cx, "narrow", &[x], y, dtype, &[s.y.1], &same)?;
+        convert(cx, "narrow", (y32, DType::F32), (y, dtype), s.y.1)?;
     }
     Ok(())
+}
+
+/// Launches the elementwise kernel `name` that copies the `len` elements of `from` into `to`,
+/// converting each between the two dtypes.
+fn convert(
+    cx: &mut crate::LowerCx,
+    name: &str,
+    (from, from_dtype): (tessera_kir::BufferId, DType),
+    (to, to_dtype): (tessera_kir::BufferId, DType),
+    len: u64,
+) -> crate::Result<()> {
+    let x = crate::util::EwOperand {
+        buffer: from,
+        dtype: from_dtype,
+        len,
+        strides: vec![1],
+        block: None,
+    };
+    let same = |_: &mut KernelBuilder, v: &[Val]| v[0];
+    crate::util::emit_elementwise(cx, name, &[x], to, to_dtype, &[len], &same)
 }
 
 /// The kernel's parameter order: A, B, [C], [A zero point], [B zero point], [scale],

@@ -452,9 +452,8 @@ struct Cg<'k, 'f> {
     /// constant apart (rows of a register block) share one address computation.
     index_offsets: std::collections::HashMap<Val, (Val, i64)>,
     /// Loads Cranelift may treat as pure (`constants::movable_loads`): marked `readonly` and
-    /// `can_move`, so
-    /// its egraph places each next to its use, where x64 lowering folds it into the user (a
-    /// `splat` of a loaded f32 becomes one `vbroadcastss` from memory).
+    /// `can_move`, so its egraph places each next to its use, where x64 lowering folds it
+    /// into the user (a `splat` of a loaded f32 becomes one `vbroadcastss` from memory).
     movable: std::collections::HashSet<Val>,
     /// The kernel's integer constants (`constants::int_constants`): a `for` with constant
     /// bounds carries only its induction variable.

@@ -113,6 +113,18 @@ fn products(eg: &EGraph, id: Id, need_no_bias: bool) -> Vec<Product> {
     v
 }
 
+/// Whether class `c` is an f32 bias of one value per column of a result of dims `out`
+/// (`[N]`, `[1, N]`, …, of no higher rank than the result): FusedMatMul's bias operand.
+fn per_column_bias(eg: &EGraph, c: Id, out: &[u64]) -> bool {
+    let Some(cd) = dims(eg, c) else {
+        return false;
+    };
+    dtype(eg, c) == Some(DType::F32)
+        && cd.last() == Some(out.last().unwrap_or(&0))
+        && cd.iter().rev().skip(1).all(|&d| d == 1)
+        && cd.len() <= out.len()
+}
+
 // ==== gemm-matmul ====
 
 /// `Gemm(a, b, c)` → `FusedMatMul{transB}(a, b, c)` when it is a plain product plus a
@@ -147,10 +159,7 @@ impl Rule for GemmMatMul {
             }
             let mut args = vec![ch[0], ch[1]];
             if let Some(c) = arg(ch, eg, 2) {
-                let Some(cd) = dims(eg, c) else { continue };
-                let per_column =
-                    cd.last() == Some(&out[1]) && cd.iter().rev().skip(1).all(|&d| d == 1);
-                if float("beta") != Some(1.0) || dtype(eg, c) != Some(DType::F32) || !per_column {
+                if float("beta") != Some(1.0) || !per_column_bias(eg, c, &out) {
                     continue;
                 }
                 args.push(c);
@@ -174,17 +183,9 @@ impl Rule for MatMulBias {
         let Some(out) = dims(eg, id) else {
             return vec![];
         };
-        let n = out.last().copied().unwrap_or(0);
         for (_, ch) in nodes(eg, id, Op::Add) {
             for (p, bias) in [(ch[0], ch[1]), (ch[1], ch[0])] {
-                let Some(bd) = dims(eg, bias) else { continue };
-                let per_column = bd.last() == Some(&n)
-                    && bd.iter().rev().skip(1).all(|&d| d == 1)
-                    && bd.len() <= out.len();
-                if !per_column
-                    || dtype(eg, bias) != Some(DType::F32)
-                    || dims(eg, p) != Some(out.clone())
-                {
+                if !per_column_bias(eg, bias, &out) || dims(eg, p) != Some(out.clone()) {
                     continue;
                 }
                 if !only_user(eg, p, id) {
