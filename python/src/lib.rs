@@ -63,9 +63,7 @@ fn runtime_err(e: &RuntimeError, msg: String) -> PyErr {
         RuntimeError::Input { .. }
         | RuntimeError::Output { .. }
         | RuntimeError::Data { .. }
-        | RuntimeError::Execution(_) => {
-            InvalidInputError::new_err(msg)
-        }
+        | RuntimeError::Execution(_) => InvalidInputError::new_err(msg),
         _ => TesseraError::new_err(msg),
     }
 }
@@ -253,7 +251,14 @@ impl Session {
                 let edges = r
                     .edges
                     .iter()
-                    .map(|e| (e.src.name().to_string(), e.dst.name().to_string(), e.bytes, e.transfers))
+                    .map(|e| {
+                        (
+                            e.src.name().to_string(),
+                            e.dst.name().to_string(),
+                            e.bytes,
+                            e.transfers,
+                        )
+                    })
                     .collect();
                 (
                     l.kernel,

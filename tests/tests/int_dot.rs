@@ -35,8 +35,14 @@ fn list(v: &[i64]) -> String {
         .join(", ")
 }
 
-/// `y = scale · (x − zx)(w − zw) + bias`, ReLU'd when asked, for x `u8[batch.., m, k]`.
-fn model(dims: &[u64], (k, n): (u64, u64), epilogue: bool) -> (String, Vec<i64>, i64, Vec<i64>) {
+/// `y = scale · (x − zx)(w − zw) + bias`, ReLU'd when asked, for x `u8[batch.., m, k]`; with
+/// `trans_b` the weights are held `[n, k]` (`transB = 1`, a Gemm's layout).
+fn model(
+    dims: &[u64],
+    (k, n): (u64, u64),
+    epilogue: bool,
+    trans_b: bool,
+) -> (String, Vec<i64>, i64, Vec<i64>) {
     let w = bytes((k * n) as usize, 11, true);
     let zw = bytes(n as usize, 12, true);
     let zx = 131;
@@ -59,20 +65,34 @@ fn model(dims: &[u64], (k, n): (u64, u64), epilogue: bool) -> (String, Vec<i64>,
                 bias.join(", ")
             ),
             "%b, %zx, %zw, %s",
-            " {activation = \"Relu\"}",
+            if trans_b {
+                " {activation = \"Relu\", transB = 1}"
+            } else {
+                " {activation = \"Relu\"}"
+            },
         )
+    } else if trans_b {
+        (String::new(), "_, %zx, %zw", " {transB = 1}")
     } else {
         (String::new(), "_, %zx, %zw", "")
     };
+    let (held, wdims) = if trans_b {
+        let t: Vec<i64> = (0..k * n)
+            .map(|e| w[((e % k) * n + e / k) as usize])
+            .collect();
+        (t, format!("{n},{k}"))
+    } else {
+        (w.clone(), format!("{k},{n}"))
+    };
     let src = format!(
         "graph @g(%x: u8[{xs}]) -> (%y) {{
-  const %w = dense<i8[{k},{n}]: [{}]>
+  const %w = dense<i8[{wdims}]: [{}]>
   const %zx = dense<u8[]: [{zx}]>
   const %zw = dense<i8[{n}]: [{}]>
 {extra}  %y: f32[{ys}] = FusedMatMul(%x, %w, {args}){attr}
 }}
 ",
-        list(&w),
+        list(&held),
         list(&zw)
     );
     (src, w, zx, zw)
@@ -94,14 +114,17 @@ fn targets() -> Vec<&'static str> {
 #[test]
 fn integer_matmul_with_zero_points_is_exact_on_every_cpu_target() {
     // K and N off every vector and group multiple; A with a batch dim folded into M.
-    for (dims, n, epilogue) in [
-        (vec![5u64, 37], 19u64, false),
-        (vec![2, 3, 64], 40, false),
-        (vec![9, 37], 70, true),
+    // The last two: B held transposed (a QDQ Gemm's weights after `qdq-matmul`).
+    for (dims, n, epilogue, trans_b) in [
+        (vec![5u64, 37], 19u64, false, false),
+        (vec![2, 3, 64], 40, false, false),
+        (vec![9, 37], 70, true, false),
+        (vec![9, 37], 70, true, true),
+        (vec![5, 40], 19, false, true),
     ] {
         let k = *dims.last().unwrap();
         let m: u64 = dims.iter().product::<u64>() / k;
-        let (src, w, zx, zw) = model(&dims, (k, n), epilogue);
+        let (src, w, zx, zw) = model(&dims, (k, n), epilogue, trans_b);
         let mut g = text::parse(&src).unwrap_or_else(|e| panic!("parse: {e}\n{src}"));
         tessera_ir::infer_shapes(&mut g).unwrap_or_else(|e| panic!("infer: {e}"));
         let x = bytes((m * k) as usize, 5, false);
@@ -147,7 +170,7 @@ fn integer_matmul_with_zero_points_is_exact_on_every_cpu_target() {
 #[test]
 fn matmul_integer_with_zero_points_is_exact_on_every_cpu_target() {
     let (m, k, n) = (6u64, 45u64, 33u64);
-    let (src, w, zx, zw) = model(&[m, k], (k, n), false);
+    let (src, w, zx, zw) = model(&[m, k], (k, n), false, false);
     let src = src.replace("%y: f32[", "%y: i32[").replace(
         "FusedMatMul(%x, %w, _, %zx, %zw)",
         "MatMulInteger(%x, %w, %zx, %zw)",

@@ -567,8 +567,7 @@ fn compile(
         None if prints => Path::new(""),
         None => {
             return Err(DriverError::Usage(
-                "`compile` needs `-o FILE` (only `--emit kir|asm` print instead of writing)"
-                    .into(),
+                "`compile` needs `-o FILE` (only `--emit kir|asm` print instead of writing)".into(),
             ))
         }
     };
@@ -608,7 +607,10 @@ fn compile(
     };
     if let Some(what) = text {
         bar.finish_and_clear();
-        print!("{}", tessera_driver::kernel_text(&graph, &opts.target, what)?);
+        print!(
+            "{}",
+            tessera_driver::kernel_text(&graph, &opts.target, what)?
+        );
         return Ok(());
     }
     bar.set_message("lowering");

@@ -1113,7 +1113,10 @@ fn compile_prints_kernel_ir_and_machine_code_without_writing() {
     assert!(o.status.success(), "{}", stderr(&o));
     let kir = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(kir.starts_with("kernel @"), "{kir}");
-    assert!(kir.contains("tile.mma"), "the Conv products are tile programs:\n{kir}");
+    assert!(
+        kir.contains("tile.mma"),
+        "the Conv products are tile programs:\n{kir}"
+    );
     let o = tessera(&["compile", &model, "--emit", "asm"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let asm = String::from_utf8_lossy(&o.stdout).to_string();

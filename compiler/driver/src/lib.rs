@@ -19,9 +19,9 @@ pub mod show;
 pub mod targets;
 
 pub use pipeline::{
-    compile_bytes, compile_file, compile_graph, compile_graph_traced, import, import_bytes, load,
-    load_custom_ops, load_file, load_file_expecting, newer_opsets, optimize, write_artifact,
-    write_atomic, kernel_text, CompileOptions, Compiled, KernelText, Progress,
+    compile_bytes, compile_file, compile_graph, compile_graph_traced, import, import_bytes,
+    kernel_text, load, load_custom_ops, load_file, load_file_expecting, newer_opsets, optimize,
+    write_artifact, write_atomic, CompileOptions, Compiled, KernelText, Progress,
 };
 pub use tessera_opt::{OptLevel, Precision, Report as OptReport};
 

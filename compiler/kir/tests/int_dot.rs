@@ -187,6 +187,7 @@ fn opts(int_dot: u32) -> ScalarizeOptions {
         fma: false,
         in_place_operands: true,
         int_dot,
+        lane_reductions: false,
     }
 }
 

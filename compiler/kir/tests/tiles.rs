@@ -132,6 +132,7 @@ fn blocked() -> ScalarizeOptions {
         fma: false,
         in_place_operands: true,
         int_dot: 0,
+        lane_reductions: true,
     }
 }
 
@@ -193,7 +194,7 @@ fn paneled_b_tiles_match_the_reference() {
 fn operands_in_range_are_read_in_place() {
     // Tile multiples: every A and B tile lies in its view for every instance and k step, and
     // B's tiles are contiguous (one tile column), so the blocked expansion reads them where
-    // they are (two local buffers fewer than the default expansion), with the same result.
+    // they are (two local buffers fewer than when it copies them), with the same result.
     let (m, n, k) = (8u64, 8u64, 12u64);
     let kern = gemm_kernel(DType::F32, (m, n, k), (4, 8, 4));
     let a = data((m * k) as usize, 10);
@@ -210,9 +211,12 @@ fn operands_in_range_are_read_in_place() {
             .count();
         (kk, n)
     };
-    let (_, plain) = locals(&ScalarizeOptions::default());
+    let (_, copied) = locals(&ScalarizeOptions {
+        in_place_operands: false,
+        ..blocked()
+    });
     let (kk, blocked_locals) = locals(&blocked());
-    assert_eq!(blocked_locals + 2, plain, "{}", print_kernel(&kk));
+    assert_eq!(blocked_locals + 2, copied, "{}", print_kernel(&kk));
     close(&run_f32_gemm(&kk, [&a, &bm, &bias], m * n), &want, 1e-5);
 }
 
@@ -556,5 +560,171 @@ fn the_manuals_worked_kernel_runs() {
         let mut args = vec![to_h(&a), to_h(&bm), f32_bytes(&bias), vec![0u8; m * n * 2]];
         run(&kern, &mut args);
         close(&of_h(&args[3]), &want, 2e-3);
+    }
+}
+
+/// `tile.reduce op axis` of an `rows × cols` tile of `x`, stored to `y`.
+fn reduce_kernel(elem: DType, op: ReduceOp, axis: Axis, (rows, cols): (u16, u16)) -> Kernel {
+    let mut b = KernelBuilder::new("reduce");
+    let (r, c) = (rows as u64, cols as u64);
+    let x = b.param("x", elem, r * c, Access::Read);
+    let out = match axis {
+        Axis::Rows => (rows, 1),
+        Axis::Cols => (1, cols),
+    };
+    let y = b.param("y", elem, out.0 as u64 * out.1 as u64, Access::Write);
+    let zero = b.index(0);
+    let fill = if elem.is_float() {
+        Scalar::Float(0.0)
+    } else {
+        Scalar::Int(0)
+    };
+    let t = b.tile_load(
+        TileAt::row_major(x, zero, &[r, c], &[zero, zero]),
+        rows,
+        cols,
+        fill,
+    );
+    let s = b.tile_reduce(op, axis, t);
+    let dims = [out.0 as u64, out.1 as u64];
+    b.tile_store(TileAt::row_major(y, zero, &dims, &[zero, zero]), s);
+    b.finish()
+}
+
+#[test]
+fn lane_reductions_match_the_ordered_walk() {
+    // Widths below two vectors (the ordered walk), whole groups of four vectors, a group and
+    // leftover vectors, and a scalar tail after the vectors (4 lanes of 16 bytes).
+    for cols in [3u16, 8, 20, 37, 64] {
+        let rows = 5u16;
+        let n = rows as usize * cols as usize;
+        let mut xs = data(n, cols as u32);
+        // A NaN in row 1: min and max propagate it whatever the order.
+        xs[cols as usize + 2] = f32::NAN;
+        for op in [ReduceOp::Add, ReduceOp::Mul, ReduceOp::Min, ReduceOp::Max] {
+            for axis in [Axis::Rows, Axis::Cols] {
+                let kern = reduce_kernel(DType::F32, op, axis, (rows, cols));
+                let len = if axis == Axis::Rows { rows } else { cols } as usize;
+                let outs: Vec<Vec<f32>> = [None, Some(blocked())]
+                    .iter()
+                    .map(|o| {
+                        let mut kk = kern.clone();
+                        if let Some(o) = o {
+                            scalarize_tiles(&mut kk, o).unwrap();
+                            to_backend_subset(&mut kk).unwrap();
+                        }
+                        let mut args = vec![f32_bytes(&xs), vec![0u8; len * 4]];
+                        run(&kk, &mut args);
+                        f32_of(&args[1])
+                    })
+                    .collect();
+                let what = format!("{op:?} {axis:?} of 5 x {cols}");
+                let exact = axis == Axis::Cols || matches!(op, ReduceOp::Min | ReduceOp::Max);
+                for (i, (g, w)) in outs[1].iter().zip(&outs[0]).enumerate() {
+                    if w.is_nan() {
+                        assert!(g.is_nan(), "{what}: element {i} is {g}, want NaN");
+                    } else if exact {
+                        assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}");
+                    } else {
+                        assert!(
+                            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                            "{what}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Integer sums are exact in any order.
+    let xs: Vec<i32> = (0..5 * 37).map(|i| (i * 7919 % 1000) - 500).collect();
+    let bytes: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let kern = reduce_kernel(DType::I32, ReduceOp::Add, Axis::Rows, (5, 37));
+    let mut kk = kern.clone();
+    scalarize_tiles(&mut kk, &blocked()).unwrap();
+    let outs: Vec<Vec<u8>> = [kern, kk]
+        .iter()
+        .map(|k| {
+            let mut args = vec![bytes.clone(), vec![0u8; 5 * 4]];
+            run(k, &mut args);
+            args.pop().unwrap()
+        })
+        .collect();
+    assert_eq!(outs[0], outs[1]);
+}
+
+#[test]
+fn fused_elementwise_runs_compute_what_the_one_by_one_rewrite_does() {
+    // A softmax over rows with a per-column bias: runs of elementwise instructions with row
+    // and column broadcasts, a `select` on a scalar, and a run value (`d`) read again after
+    // the run (so it is stored) — widths of whole vectors (24) and not (13, the 1-D loop).
+    for cols in [24u16, 13] {
+        let rows = 5u16;
+        let (r, c) = (rows as u64, cols as u64);
+        let mut b = KernelBuilder::new("softmax_bias");
+        let x = b.param("x", DType::F32, r * c, Access::Read);
+        let bias = b.param("bias", DType::F32, c, Access::Read);
+        let y = b.param("y", DType::F32, r * c, Access::Write);
+        let z = b.param("z", DType::F32, r * c, Access::Write);
+        let zero = b.index(0);
+        let t = b.tile_load(
+            TileAt::row_major(x, zero, &[r, c], &[zero, zero]),
+            rows,
+            cols,
+            Scalar::Float(0.0),
+        );
+        let tb = b.tile_load(
+            TileAt::row_major(bias, zero, &[1, c], &[zero, zero]),
+            1,
+            cols,
+            Scalar::Float(0.0),
+        );
+        let m = b.tile_reduce(ReduceOp::Max, Axis::Rows, t);
+        let mb = b.tile_broadcast(m, rows, cols);
+        let bb = b.tile_broadcast(tb, rows, cols);
+        let d = b.sub(t, mb);
+        let d = b.add(d, bb);
+        let e = b.math(MathFn::Exp, &[d]);
+        let s = b.tile_reduce(ReduceOp::Add, Axis::Rows, e);
+        let one = b.const_tile(DType::F32, rows, 1, 1.0);
+        let inv = b.div(one, s);
+        let ib = b.tile_broadcast(inv, rows, cols);
+        let p = b.mul(e, ib);
+        let flag = b.constant(Ty::BOOL, Scalar::Int(1));
+        let p = b.select(flag, p, d);
+        b.tile_store(TileAt::row_major(y, zero, &[r, c], &[zero, zero]), p);
+        b.tile_store(TileAt::row_major(z, zero, &[r, c], &[zero, zero]), d);
+        let kern = b.finish();
+        let xs = data((r * c) as usize, 21);
+        let bs = data(c as usize, 22);
+        let opts = ScalarizeOptions {
+            lane_reductions: false,
+            ..blocked()
+        };
+        let outs: Vec<(Vec<u8>, Vec<u8>, usize)> = [ScalarizeOptions::default(), opts]
+            .iter()
+            .map(|o| {
+                let mut kk = kern.clone();
+                scalarize_tiles(&mut kk, o).unwrap();
+                to_backend_subset(&mut kk).unwrap();
+                let locals = kk
+                    .bufs
+                    .iter()
+                    .filter(|b| b.name.starts_with("tile."))
+                    .count();
+                let n = (r * c * 4) as usize;
+                let mut args = vec![f32_bytes(&xs), f32_bytes(&bs), vec![0u8; n], vec![0u8; n]];
+                run(&kk, &mut args);
+                (args[2].clone(), args[3].clone(), locals)
+            })
+            .collect();
+        assert_eq!(outs[0].0, outs[1].0, "y, {cols} columns");
+        assert_eq!(outs[0].1, outs[1].1, "z, {cols} columns");
+        // The fused runs keep their values in registers: fewer tile buffers.
+        assert!(
+            outs[1].2 < outs[0].2,
+            "{} locals fused, {} not",
+            outs[1].2,
+            outs[0].2
+        );
     }
 }

@@ -101,7 +101,7 @@ pub fn lower(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
     // Targets with an integer dot product: i32 accumulation on weights packed at compile time
     // (that path has no residual; the optimizer adds residuals only to float products).
     let trans_b = node.attr_int("transB", 0) != 0;
-    if residual.is_none() && !trans_b && crate::int_dot::fused_matmul(cx, node, activation)? {
+    if residual.is_none() && crate::int_dot::fused_matmul(cx, node, activation)? {
         return Ok(Execution::Kernel);
     }
     let zps = if int(at) && int(bt) {

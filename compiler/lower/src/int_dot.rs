@@ -12,7 +12,8 @@
 //! epilogue (the result type, the scale, the bias, the activation) is FusedMatMul's.
 //!
 //! The path is taken for FusedMatMul ([`fused_matmul`]) and MatMulInteger ([`matmul_integer`],
-//! whose i32 result is the corrected accumulator) when B is a 2-D constant `[K, N]` (A may have
+//! whose i32 result is the corrected accumulator) when B is a 2-D constant `[K, N]` (or `[N, K]`
+//! with FusedMatMul's `transB`, a QDQ Gemm's weights, packed from that layout; A may have
 //! any leading dims: they fold into M), A and B are `u8`/`i8`, B's zero point is a constant
 //! (one or one per column) and A's is one value; anything else keeps the general tile program
 //! of `contraction.rs`.
@@ -106,6 +107,7 @@ pub(crate) fn fused_matmul(
         bias: node.input(2),
         scale: node.input(5),
         activation,
+        trans_b: node.attr_int("transB", 0) != 0,
     };
     try_lower(cx, node, ops)
 }
@@ -120,6 +122,7 @@ pub(crate) fn matmul_integer(cx: &mut LowerCx, node: &Node) -> Result<bool> {
         bias: None,
         scale: None,
         activation: None,
+        trans_b: false,
     };
     try_lower(cx, node, ops)
 }
@@ -131,6 +134,8 @@ struct Operands {
     bias: Option<tessera_ir::ValueId>,
     scale: Option<tessera_ir::ValueId>,
     activation: Option<Activation>,
+    /// B is held `[N, K]` (a Gemm's weights): it is packed from that layout.
+    trans_b: bool,
 }
 
 fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
@@ -140,6 +145,7 @@ fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
         bias: bias_in,
         scale: scale_in,
         activation,
+        trans_b,
     } = ops;
     let int_dot = cx.desc.int_dot;
     let (a, b, y) = (
@@ -156,10 +162,10 @@ fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
         return Ok(false);
     };
     let (ad, bd) = (cx.dims(a)?, cx.dims(b)?);
-    let (Some(&k), [k2, n]) = (ad.last(), bd.as_slice()) else {
+    let (Some(&k), [r, c]) = (ad.last(), bd.as_slice()) else {
         return Ok(false);
     };
-    let (k2, n) = (*k2, *n);
+    let (k2, n) = if trans_b { (*c, *r) } else { (*r, *c) };
     if k != k2 || k == 0 || n == 0 || k >= 1 << 15 {
         return Ok(false);
     }
@@ -184,7 +190,14 @@ fn try_lower(cx: &mut LowerCx, node: &Node, ops: Operands) -> Result<bool> {
         return Ok(false);
     }
     let signed = bt == DType::I8;
+    // Element `i` of the row-major `k × n` operand, wherever B holds it.
     let bval = |i: usize| {
+        let i = if trans_b {
+            let (kk, j) = (i as u64 / n, i as u64 % n);
+            (j * k + kk) as usize
+        } else {
+            i
+        };
         let x = bw.bytes[i];
         if signed {
             x as i8 as i64

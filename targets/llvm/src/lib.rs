@@ -289,6 +289,9 @@ impl LlvmCpu {
             // `dot` for the integer products of `tile.dot`: the group size the desc gives
             // (`LlvmCpu::new` sets it from the CPU level; lowering packed B for it).
             int_dot: self.desc.int_dot,
+            // Row sums in vector partials: reassociated within the f32 tolerance target.toml
+            // declares (as the blocked product's rounding is).
+            lane_reductions: true,
         };
         tessera_kir::passes::scalarize_tiles(&mut k, &opts)
             .and_then(|()| tessera_kir::passes::to_backend_subset(&mut k))

@@ -126,6 +126,8 @@ impl NpuSim {
                 // Tile operands are staged in on-chip buffers, never read from GM in place.
                 in_place_operands: false,
                 int_dot: 0,
+                // Row sums keep the interpreter's order (the cycle model counts each step).
+                lane_reductions: false,
             };
             scalarize_tiles(k, &opts)?;
             let mut mmas = Vec::new();

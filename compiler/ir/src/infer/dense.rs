@@ -106,10 +106,7 @@ fn matmul(cx: &Cx, trans_b: bool) -> Result<Shape> {
         )));
     }
     if trans_b && b.rank() < 2 {
-        return Err(cx.shape_err(format!(
-            "transB needs {} of rank 2 or more",
-            cx.describe(1)
-        )));
+        return Err(cx.shape_err(format!("transB needs {} of rank 2 or more", cx.describe(1))));
     }
     let mut a2 = a.0.clone();
     let mut b2 = b.0.clone();

@@ -16,8 +16,14 @@
 //! accumulates in place).
 //!
 //! Masked loads and stores test, at run time, whether the whole tile lies in range; if so
-//! they run unmasked rows (vectors where the innermost stride is 1), and otherwise element by
-//! element with the mask.
+//! they run unmasked rows (vectors where the innermost stride is 1). An edge tile, which
+//! leaves its view only at the far ends of its last two axes, walks the in-range part of each
+//! row in vectors and fills the rest ([`row_runs`]); any other tile goes element by element
+//! with the mask.
+//!
+//! Runs of elementwise tile instructions of one shape are fused into one loop that keeps
+//! their values in registers ([`Sc::fused`]), and a backend may let row reductions fold in
+//! vector partials ([`ScalarizeOptions::lane_reductions`]).
 //!
 //! `tile.mma` becomes, where every operand is f32 in memory and the backend asked for it
 //! ([`ScalarizeOptions::blocked_f32_mma`]), a register-blocked loop: `block_rows` rows by
@@ -68,6 +74,11 @@ pub struct ScalarizeOptions {
     /// With it, `tile.dot` becomes a register-blocked loop of `dot` (`int_dot.rs`), and tiles
     /// of 8- and 16-bit integers load in whole vectors.
     pub int_dot: u32,
+    /// Fold each row of a 32-bit `tile.reduce … rows` in vector partial results (up to four
+    /// vectors of lanes, combined pairwise, then across the lanes) instead of one element at a
+    /// time. Min and max are unchanged by the order; an f32 sum or product is reassociated,
+    /// which stays within the f32 tolerance of a target that asks for it (docs/kernel-ir.md).
+    pub lane_reductions: bool,
 }
 
 impl Default for ScalarizeOptions {
@@ -85,6 +96,7 @@ impl Default for ScalarizeOptions {
             fma: false,
             in_place_operands: false,
             int_dot: 0,
+            lane_reductions: false,
         }
     }
 }
@@ -504,11 +516,234 @@ impl Sc {
         self.b.cast(x, self.ty(v).elem, NO_SAT)
     }
 
+    /// Rewrites a block. Runs of two or more consecutive elementwise tile instructions of one
+    /// shape (see [`Sc::fusible`]) become one loop ([`Sc::fused`]); the rest go one by one.
     fn block(&mut self, blk: Block) -> Result<(), KirError> {
+        let mut run: Vec<Inst> = Vec::new();
+        let mut shape = None;
         for inst in blk.insts {
-            self.inst(inst)?;
+            let f = self.fusible(&inst);
+            if f.is_some() && f == shape {
+                run.push(inst);
+                continue;
+            }
+            self.flush(&mut run, shape)?;
+            shape = f;
+            if f.is_some() {
+                run.push(inst);
+            } else {
+                self.inst(inst)?;
+            }
         }
-        Ok(())
+        self.flush(&mut run, shape)
+    }
+
+    fn flush(
+        &mut self,
+        run: &mut Vec<Inst>,
+        shape: Option<(u32, u32, u16)>,
+    ) -> Result<(), KirError> {
+        match (run.len(), shape) {
+            (0, _) => Ok(()),
+            (1, _) | (_, None) => {
+                for inst in run.drain(..) {
+                    self.inst(inst)?;
+                }
+                Ok(())
+            }
+            (_, Some(shape)) => {
+                let insts = std::mem::take(run);
+                self.fused(insts, shape);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `inst` may join a fused elementwise run, and the run's `(rows, cols, lanes)`:
+    /// a unary, binary, `fma`, `math`, `cast`, `const`, `splat`, a `select` on a scalar
+    /// condition, or a `tile.broadcast` (when the tile's rows are whole vectors), whose result
+    /// and tile operands are 32-bit tiles held in their own type and computed in vectors of
+    /// the same lanes. Operands kept in a special layout (transposed, in panels, read in
+    /// place) are left to the one-by-one rewrite.
+    fn fusible(&self, inst: &Inst) -> Option<(u32, u32, u16)> {
+        use InstKind::*;
+        let [r] = inst.results[..] else {
+            return None;
+        };
+        if !self.is_tile(r) {
+            return None;
+        }
+        let broadcast = matches!(inst.kind, TileBroadcast(_));
+        let kind_ok = match &inst.kind {
+            Unary(..) | Binary(..) | Fma(..) | Math(..) | Const(_) | Splat(_) | Cast(..) => true,
+            Select(c, ..) => !self.is_tile(*c),
+            TileBroadcast(_) => true,
+            _ => false,
+        };
+        let rt = self.ty(r);
+        let lanes = self.lanes_for(rt.elem);
+        if !kind_ok || tile_storage(rt.elem) != rt.elem || lanes <= 1 {
+            return None;
+        }
+        for v in operands(&inst.kind) {
+            if !self.is_tile(v) {
+                continue;
+            }
+            let t = self.ty(v);
+            let special = self.transposed.contains(&v)
+                || self.paneled.contains_key(&v)
+                || self.direct.contains_key(&v);
+            if tile_storage(t.elem) != t.elem || self.lanes_for(t.elem) != lanes || special {
+                return None;
+            }
+        }
+        let (rows, cols) = rt.tile_shape()?;
+        if broadcast && cols % lanes as u32 != 0 {
+            return None;
+        }
+        Some((rows, cols, lanes))
+    }
+
+    /// One loop for a run of fusible instructions (the same `rows × cols` tiles, `lanes` per
+    /// vector): each trip computes a vector of every instruction in order, keeping the run's
+    /// values in registers, and stores only the results read after the run. Each element is
+    /// computed as the one-by-one rewrite computes it, so the result is the same bit for bit;
+    /// only the passes over the tiles' buffers go.
+    fn fused(&mut self, run: Vec<Inst>, (rows, cols, lanes): (u32, u32, u16)) {
+        use InstKind::*;
+        let mut inner: HashMap<Val, u32> = HashMap::new();
+        for inst in &run {
+            for v in operands(&inst.kind) {
+                *inner.entry(v).or_default() += 1;
+            }
+        }
+        let index: HashMap<Val, usize> = run
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| (inst.results[0], i))
+            .collect();
+        // Where each tile operand comes from: a value of the run or a buffer.
+        #[derive(Clone, Copy)]
+        enum Src {
+            Run(usize),
+            Buf(Buf),
+            Scalar(Val),
+        }
+        let src = |sc: &mut Sc, v: Val| -> Src {
+            if let Some(&i) = index.get(&v) {
+                Src::Run(i)
+            } else if sc.is_tile(v) {
+                Src::Buf(sc.buf(v))
+            } else {
+                Src::Scalar(v)
+            }
+        };
+        enum Step {
+            Op(Vec<Src>, InstKind),
+            /// A broadcast of a `xr × xc` tile in `buf`.
+            Broadcast(Buf, u32, u32),
+        }
+        let mut steps = Vec::new();
+        let mut stores = Vec::new();
+        for inst in &run {
+            let r = inst.results[0];
+            let step = match &inst.kind {
+                TileBroadcast(x) => {
+                    let (xr, xc) = self.ty(*x).tile_shape().expect("a tile");
+                    Step::Broadcast(self.buf(*x), xr, xc)
+                }
+                k => Step::Op(
+                    operands(k).into_iter().map(|v| src(self, v)).collect(),
+                    k.clone(),
+                ),
+            };
+            steps.push((step, self.ty(r).elem));
+            let stored = self.uses(r) > inner.get(&r).copied().unwrap_or(0);
+            stores.push(stored.then(|| self.buf(r)));
+        }
+        let body = |b: &mut KernelBuilder, row: Val, col: Val, e: Val, l: u16| {
+            let mut vals: Vec<Val> = Vec::with_capacity(steps.len());
+            for (i, (step, elem)) in steps.iter().enumerate() {
+                let vty = Ty::vector(*elem, l);
+                let v = match step {
+                    Step::Broadcast(buf, xr, xc) => {
+                        let (xr, xc) = (*xr, *xc);
+                        if xc == 1 {
+                            let at = if xr == 1 { b.index(0) } else { row };
+                            let x = b.load(*buf, at, 1);
+                            if l > 1 {
+                                b.splat(x, l)
+                            } else {
+                                x
+                            }
+                        } else {
+                            // A row (1 × cols), or the whole tile.
+                            let at = if xr == 1 { col } else { e };
+                            b.load(*buf, at, l)
+                        }
+                    }
+                    Step::Op(args, kind) => {
+                        let a: Vec<Val> = args
+                            .iter()
+                            .map(|s| match *s {
+                                Src::Run(j) => vals[j],
+                                Src::Buf(buf) => b.load(buf, e, l),
+                                Src::Scalar(v) => v,
+                            })
+                            .collect();
+                        match kind {
+                            Const(c) => {
+                                let s = b.constant(Ty::scalar(*elem), *c);
+                                if l > 1 {
+                                    b.splat(s, l)
+                                } else {
+                                    s
+                                }
+                            }
+                            Splat(_) => {
+                                if l > 1 {
+                                    b.splat(a[0], l)
+                                } else {
+                                    a[0]
+                                }
+                            }
+                            Unary(op, _) => b.unary(*op, a[0]),
+                            Binary(op, ..) => b.binary(*op, a[0], a[1]),
+                            Fma(..) => b.fma(a[0], a[1], a[2]),
+                            Math(f, _) => b.math(*f, &a),
+                            Cast(_, mode) => b.cast(a[0], *elem, *mode),
+                            Select(..) => b.select(a[0], a[1], a[2]),
+                            other => unreachable!("not fusible: {other:?}"),
+                        }
+                    }
+                };
+                debug_assert_eq!(b.ty(v), vty);
+                if let Some(rb) = stores[i] {
+                    b.store(rb, e, v);
+                }
+                vals.push(v);
+            }
+        };
+        let l = lanes as u32;
+        let two_d = steps.iter().any(|(s, _)| matches!(s, Step::Broadcast(..)));
+        if two_d {
+            // Rows of whole vectors (`fusible` checked): a broadcast reads its row or column.
+            let (lo, hi, one) = (self.b.index(0), self.b.index(rows as i64), self.b.index(1));
+            let cols_v = self.b.index(cols as i64);
+            self.b.for_loop(lo, hi, one, &[], |b, i, _| {
+                let (lo, step) = (b.index(0), b.index(l as i64));
+                b.for_loop(lo, cols_v, step, &[], |b, j, _| {
+                    let t = b.mul(i, cols_v);
+                    let e = b.add(t, j);
+                    body(b, i, j, e, lanes);
+                    Vec::new()
+                });
+                Vec::new()
+            });
+        } else {
+            let zero = self.b.index(0);
+            self.for_each(rows * cols, lanes, |b, e, l| body(b, zero, zero, e, l));
+        }
     }
 
     /// Copies tile `from` into the buffer of `to`, unless they share it.
@@ -789,11 +1024,21 @@ impl Sc {
                 let r = r.expect("tile.reduce defines a value");
                 let (rows, cols) = self.ty(x).tile_shape().expect("a tile");
                 let bop = op.binop();
+                let elem = self.ty(x).elem;
+                let lanes = self.lanes_for(elem) as u32;
+                let vector = lanes > 1 && tile_storage(elem) == elem;
+                if vector && axis == Axis::Cols && cols % lanes == 0 {
+                    self.reduce_cols(op, x, r, lanes as u16);
+                    return Ok(());
+                }
+                if vector && axis == Axis::Rows && self.opts.lane_reductions && cols >= 2 * lanes {
+                    self.reduce_rows(op, x, r, lanes as u16);
+                    return Ok(());
+                }
                 let (outer, inner) = match axis {
                     Axis::Rows => (rows, cols),
                     Axis::Cols => (cols, rows),
                 };
-                let elem = self.ty(x).elem;
                 let (xb, rb) = (self.buf(x), self.buf(r));
                 let (lo, hi, one) = (self.b.index(0), self.b.index(outer as i64), self.b.index(1));
                 let cols_v = self.b.index(cols as i64);
@@ -879,6 +1124,112 @@ impl Sc {
             }
         }
         Ok(())
+    }
+
+    /// `tile.reduce … cols` of a 32-bit tile whose width is a whole number of vectors: each
+    /// vector of `lanes` columns is folded down the rows, in row order, so every column's
+    /// result is the scalar walk's, bit for bit.
+    fn reduce_cols(&mut self, op: ReduceOp, x: Val, r: Val, lanes: u16) {
+        let (rows, cols) = self.ty(x).tile_shape().expect("a tile");
+        let (xb, rb) = (self.buf(x), self.buf(r));
+        let bop = op.binop();
+        let (lo, hi, step) = (
+            self.b.index(0),
+            self.b.index(cols as i64),
+            self.b.index(lanes as i64),
+        );
+        let cols_v = self.b.index(cols as i64);
+        self.b.for_loop(lo, hi, step, &[], |b, j, _| {
+            let x0 = b.load(xb, j, lanes);
+            let (lo, hi, one) = (b.index(1), b.index(rows as i64), b.index(1));
+            let s = b.for_loop(lo, hi, one, &[x0], |b, i, s| {
+                let t = b.mul(i, cols_v);
+                let e = b.add(t, j);
+                let v = b.load(xb, e, lanes);
+                vec![b.binary(bop, s[0], v)]
+            })[0];
+            b.store(rb, j, s);
+            Vec::new()
+        });
+    }
+
+    /// `tile.reduce … rows` of a 32-bit tile at least two vectors wide, for a backend that
+    /// allows it ([`ScalarizeOptions::lane_reductions`]): each row is folded in up to four
+    /// vector partial results (vector `v` of the row into partial `v mod P`), the partials
+    /// pairwise, then the lanes, and the last `cols mod lanes` elements in order.
+    fn reduce_rows(&mut self, op: ReduceOp, x: Val, r: Val, lanes: u16) {
+        let (rows, cols) = self.ty(x).tile_shape().expect("a tile");
+        let (xb, rb) = (self.buf(x), self.buf(r));
+        let bop = op.binop();
+        let l = lanes as u32;
+        let full = cols / l;
+        let parts = full.min(4);
+        let groups = full / parts;
+        let (lo, hi, one) = (self.b.index(0), self.b.index(rows as i64), self.b.index(1));
+        let cols_v = self.b.index(cols as i64);
+        self.b.for_loop(lo, hi, one, &[], |b, o, _| {
+            let base = b.mul(o, cols_v);
+            let at = |b: &mut KernelBuilder, off: Val, v: u32| {
+                let c = b.index((v * l) as i64);
+                let t = b.add(base, off);
+                b.add(t, c)
+            };
+            let z = b.index(0);
+            let init: Vec<Val> = (0..parts)
+                .map(|p| {
+                    let e = at(b, z, p);
+                    b.load(xb, e, lanes)
+                })
+                .collect();
+            // Groups 1.. of `parts` vectors each, partial p taking the group's vector p.
+            let mut acc = if groups > 1 {
+                let (glo, ghi, gstep) = (
+                    b.index((parts * l) as i64),
+                    b.index((groups * parts * l) as i64),
+                    b.index((parts * l) as i64),
+                );
+                b.for_loop(glo, ghi, gstep, &init, |b, g, s| {
+                    (0..parts)
+                        .map(|p| {
+                            let e = at(b, g, p);
+                            let v = b.load(xb, e, lanes);
+                            b.binary(bop, s[p as usize], v)
+                        })
+                        .collect()
+                })
+            } else {
+                init
+            };
+            // The vectors after the last whole group.
+            for v in groups * parts..full {
+                let e = at(b, z, v);
+                let x = b.load(xb, e, lanes);
+                let p = (v % parts) as usize;
+                acc[p] = b.binary(bop, acc[p], x);
+            }
+            while acc.len() > 1 {
+                let pairs: Vec<Val> = acc
+                    .chunks(2)
+                    .map(|c| {
+                        if c.len() == 2 {
+                            b.binary(bop, c[0], c[1])
+                        } else {
+                            c[0]
+                        }
+                    })
+                    .collect();
+                acc = pairs;
+            }
+            let mut s = b.reduce_lanes(op, acc[0]);
+            for c in full * l..cols {
+                let ci = b.index(c as i64);
+                let t = b.add(base, ci);
+                let x = b.load(xb, t, 1);
+                s = b.binary(bop, s, x);
+            }
+            b.store(rb, o, s);
+            Vec::new()
+        });
     }
 
     /// Makes old value `r` (a scalar) stand for new value `v`, through a copy: the pass keeps
@@ -1085,34 +1436,38 @@ impl Sc {
                 Vec::new()
             },
             |b| {
-                let (lo, hi) = (b.index(0), b.index(rows as i64));
-                b.for_loop(lo, hi, one, &[], |b, i, _| {
-                    let lo = b.index(0);
-                    b.for_loop(lo, cols_v, one, &[], |b, j, _| {
-                        let te = match panel {
-                            None => {
-                                let tr = b.mul(i, cols_v);
-                                b.add(tr, j)
-                            }
-                            Some(p) => p.index(b, i, j),
-                        };
-                        let (inr, e) = tile_index(b, t, i, j);
-                        b.if_else(
-                            inr,
-                            &[],
-                            |b| {
-                                f(b, Some(e), te, 1);
-                                Vec::new()
-                            },
-                            |b| {
-                                f(b, None, te, 1);
-                                Vec::new()
-                            },
-                        );
-                        Vec::new()
-                    });
-                    Vec::new()
-                });
+                if rank >= 2 {
+                    // Only the ends of rows, or whole rows, outside the view (every origin at
+                    // least 0, the axes before the last two in range): each row in range is
+                    // walked as runs, its in-range columns in vectors.
+                    let zero = b.index(0);
+                    let mut ok = b.constant(Ty::BOOL, Scalar::Int(1));
+                    for d in 0..rank {
+                        let o = t.origin[d];
+                        let ge = b.cmp(CmpOp::Ge, o, zero);
+                        ok = b.binary(BinOp::And, ok, ge);
+                        if d + 2 < rank {
+                            let end = b.add(o, one);
+                            let dim = b.index(t.view.dims[d] as i64);
+                            let le = b.cmp(CmpOp::Le, end, dim);
+                            ok = b.binary(BinOp::And, ok, le);
+                        }
+                    }
+                    b.if_else(
+                        ok,
+                        &[],
+                        |b| {
+                            row_runs(b, t, (rows, cols), lanes, panel, &f);
+                            Vec::new()
+                        },
+                        |b| {
+                            each_element(b, t, (rows, cols), panel, &f);
+                            Vec::new()
+                        },
+                    );
+                } else {
+                    each_element(b, t, (rows, cols), panel, &f);
+                }
                 Vec::new()
             },
         );
@@ -1454,6 +1809,171 @@ fn tile_index(b: &mut KernelBuilder, t: &TileAt, i: Val, j: Val) -> (Val, Val) {
 /// Where a tile read in place lies: the element index of its (0, 0) in the loaded buffer, and
 /// its row stride there (`None`: the tile has its own row-major buffer).
 type Direct = Option<(Val, i64)>;
+
+/// The masked walk of `masked` element by element: each element of the `rows × cols` tile at
+/// `t` tested against every axis of its view.
+fn each_element(
+    b: &mut KernelBuilder,
+    t: &TileAt,
+    (rows, cols): (u32, u32),
+    panel: Option<Panel>,
+    f: &impl Fn(&mut KernelBuilder, Option<Val>, Val, u16),
+) {
+    let (lo, hi, one) = (b.index(0), b.index(rows as i64), b.index(1));
+    let cols_v = b.index(cols as i64);
+    b.for_loop(lo, hi, one, &[], |b, i, _| {
+        let lo = b.index(0);
+        b.for_loop(lo, cols_v, one, &[], |b, j, _| {
+            let te = match panel {
+                None => {
+                    let tr = b.mul(i, cols_v);
+                    b.add(tr, j)
+                }
+                Some(p) => p.index(b, i, j),
+            };
+            let (inr, e) = tile_index(b, t, i, j);
+            b.if_else(
+                inr,
+                &[],
+                |b| {
+                    f(b, Some(e), te, 1);
+                    Vec::new()
+                },
+                |b| {
+                    f(b, None, te, 1);
+                    Vec::new()
+                },
+            );
+            Vec::new()
+        });
+        Vec::new()
+    });
+}
+
+/// The masked walk of `masked` when only the last two axes can leave the view, at their far
+/// ends (the caller checked): `rv` rows and `cv` columns are in range, computed once. Each
+/// row walks its runs (the whole row, or each panel's part of it) as vectors of `lanes` over
+/// the in-range columns, single elements for the rest of them, and fills the columns and rows
+/// beyond.
+fn row_runs(
+    b: &mut KernelBuilder,
+    t: &TileAt,
+    (rows, cols): (u32, u32),
+    lanes: u16,
+    panel: Option<Panel>,
+    f: &impl Fn(&mut KernelBuilder, Option<Val>, Val, u16),
+) {
+    let rank = t.view.dims.len();
+    let (zero, one) = (b.index(0), b.index(1));
+    let in_range = |b: &mut KernelBuilder, d: usize, ext: u32| {
+        let dim = b.index(t.view.dims[d] as i64);
+        let left = b.sub(dim, t.origin[d]);
+        let left = b.max(left, zero);
+        let ext = b.index(ext as i64);
+        b.min(left, ext)
+    };
+    let rv = in_range(b, rank - 2, rows);
+    let cv = in_range(b, rank - 1, cols);
+    let mut base = t.view.offset;
+    for d in 0..rank {
+        let st = b.index(t.view.strides[d]);
+        let x = b.mul(t.origin[d], st);
+        base = b.add(base, x);
+    }
+    let (rs, ls) = (b.index(t.view.strides[rank - 2]), t.view.strides[rank - 1]);
+    let l = lanes.max(1) as i64;
+    let lv = b.index(l);
+    // The runs of row `i`: (first column, tile index of it, width).
+    let runs = |b: &mut KernelBuilder, i: Val| -> Vec<(Val, Val, u32)> {
+        match panel {
+            None => {
+                let cv_ = b.index(cols as i64);
+                let t0 = b.mul(i, cv_);
+                vec![(zero, t0, cols)]
+            }
+            Some(p) => {
+                let full = p.cols / p.width;
+                let mut v: Vec<(Val, Val, u32)> = (0..full)
+                    .map(|q| {
+                        let qv = b.index(q as i64);
+                        let j0 = b.index((q * p.width) as i64);
+                        (j0, p.start(b, qv, i, p.width), p.width)
+                    })
+                    .collect();
+                let rest = p.cols - full * p.width;
+                if rest > 0 {
+                    let qv = b.index(full as i64);
+                    let j0 = b.index((full * p.width) as i64);
+                    v.push((j0, p.start(b, qv, i, rest), rest));
+                }
+                v
+            }
+        }
+    };
+    let (lo, hi) = (b.index(0), b.index(rows as i64));
+    b.for_loop(lo, hi, one, &[], |b, i, _| {
+        let row_in = b.cmp(CmpOp::Lt, i, rv);
+        let ro = b.mul(i, rs);
+        let row = b.add(base, ro);
+        let segs = runs(b, i);
+        b.if_else(
+            row_in,
+            &[],
+            |b| {
+                for &(j0, t0, w) in &segs {
+                    // Columns of this run in range: clamp(cv − j0, 0, w).
+                    let left = b.sub(cv, j0);
+                    let left = b.max(left, zero);
+                    let wv = b.index(w as i64);
+                    let valid = b.min(left, wv);
+                    let step_of = |b: &mut KernelBuilder, c: Val, w: u16, inside: bool| {
+                        let te = b.add(t0, c);
+                        if inside {
+                            let j = b.add(j0, c);
+                            let lsv = b.index(ls);
+                            let co = b.mul(j, lsv);
+                            let e = b.add(row, co);
+                            f(b, Some(e), te, w);
+                        } else {
+                            f(b, None, te, 1);
+                        }
+                    };
+                    let mut from = zero;
+                    if l > 1 {
+                        let q = b.div(valid, lv);
+                        let vend = b.mul(q, lv);
+                        b.for_loop(zero, vend, lv, &[], |b, c, _| {
+                            step_of(b, c, l as u16, true);
+                            Vec::new()
+                        });
+                        from = vend;
+                    }
+                    b.for_loop(from, valid, one, &[], |b, c, _| {
+                        step_of(b, c, 1, true);
+                        Vec::new()
+                    });
+                    b.for_loop(valid, wv, one, &[], |b, c, _| {
+                        step_of(b, c, 1, false);
+                        Vec::new()
+                    });
+                }
+                Vec::new()
+            },
+            |b| {
+                for &(_, t0, w) in &segs {
+                    let wv = b.index(w as i64);
+                    b.for_loop(zero, wv, one, &[], |b, c, _| {
+                        let te = b.add(t0, c);
+                        f(b, None, te, 1);
+                        Vec::new()
+                    });
+                }
+                Vec::new()
+            },
+        );
+        Vec::new()
+    });
+}
 
 /// A tile of `rows × cols` kept in column panels `width` wide: panel `q` holds columns
 /// `q·width ..` (the last one the `cols mod width` left over), each panel row-major and the

@@ -4,7 +4,7 @@
 //!
 //! | rule | from | to | policy |
 //! |---|---|---|---|
-//! | `qdq-matmul` | `MatMul(DQ(a_q, sa, za), DQ(b_q, sb, zb))`, u8/i8, per-tensor A, per-tensor or per-column B | `FusedMatMul(a_q, b_q, _, za, zb, sa·sb)`: i32 accumulation, one scale | all |
+//! | `qdq-matmul` | `MatMul(DQ(a_q, sa, za), DQ(b_q, sb, zb))`, or the `FusedMatMul` of a QDQ Gemm (`gemm-matmul`: a bias, `transB` kept), u8/i8, per-tensor A, per-tensor or per-column B | `FusedMatMul(a_q, b_q, bias, za, zb, sa·sb)`: i32 accumulation, one scale | all |
 //! | `dq-q` | `Q(DQ(x, s, z), s, z)` with the same parameters and dtype | `x` | all |
 //! | `matmul-f16`, `matmul-bf16` | f32 `MatMul(a, b)`, `Gemm(a, b, c)` | `FusedMatMul(Cast(a), Cast(b))`, `Cast(Gemm(Cast(a), Cast(b), Cast(c)))`, f32 accumulation | `f16`, `bf16` |
 //!
@@ -81,7 +81,16 @@ impl Rule for QdqMatMul {
     }
 
     fn find(&self, eg: &EGraph, id: Id) -> Vec<Expr> {
-        for (_, ch) in nodes(eg, id, Op::MatMul) {
+        // A MatMul, or the float FusedMatMul that `gemm-matmul` and `matmul-bias` make (a
+        // product and at most a bias: a Gemm's weights may stay transposed, `transB`).
+        let plain = nodes(eg, id, Op::MatMul).map(|(_, ch)| (None, ch));
+        let fused = nodes(eg, id, Op::FusedMatMul).filter(|(k, ch)| {
+            k.attr_str("activation").is_none() && (3..ch.len()).all(|i| arg(ch, eg, i).is_none())
+        });
+        let products: Vec<(Option<&OpKey>, &[Id])> =
+            plain.chain(fused.map(|(k, ch)| (Some(k), ch))).collect();
+        for (key, ch) in products {
+            let trans_b = key.is_some_and(|k| k.attr_int("transB", 0) != 0);
             let (Some((aq, sa, za, _)), Some((bq, sb, zb, axis))) =
                 (dequantized(eg, ch[0]), dequantized(eg, ch[1]))
             else {
@@ -93,7 +102,9 @@ impl Rule for QdqMatMul {
             if ad.len() < 2 || bd.len() != 2 {
                 continue;
             }
-            let n = bd[1];
+            // B's columns are its rows when it is held transposed; a per-column scale then
+            // runs along axis 0.
+            let n = if trans_b { bd[0] } else { bd[1] };
             let per_tensor = |s: Option<Id>| s.is_none_or(|s| numel(eg, s) == Some(1));
             let per_column = |s: Option<Id>| {
                 s.is_none_or(|s| {
@@ -101,7 +112,11 @@ impl Rule for QdqMatMul {
                         || (numel(eg, s) == Some(n) && dims(eg, s).is_some_and(|d| d.len() == 1))
                 })
             };
-            let b_axis_ok = axis == 1 || axis == -1;
+            let b_axis_ok = if trans_b {
+                axis == 0 || axis == -2
+            } else {
+                axis == 1 || axis == -1
+            };
             if !per_tensor(Some(sa)) || !per_tensor(za) {
                 continue;
             }
@@ -119,16 +134,13 @@ impl Rule for QdqMatMul {
             };
             let z = |z: Option<Id>| z.filter(|&z| !zero(z)).map_or(Expr::Absent, Expr::Class);
             let scale = Expr::op(Op::Mul, vec![Expr::Class(sa), Expr::Class(sb)]);
+            let bias = key
+                .and_then(|_| arg(ch, eg, 2))
+                .map_or(Expr::Absent, Expr::Class);
             return vec![Expr::Node(
-                OpKey::plain(Op::FusedMatMul),
-                vec![
-                    Expr::Class(aq),
-                    Expr::Class(bq),
-                    Expr::Absent,
-                    z(za),
-                    z(zb),
-                    scale,
-                ],
+                key.cloned()
+                    .unwrap_or_else(|| OpKey::plain(Op::FusedMatMul)),
+                vec![Expr::Class(aq), Expr::Class(bq), bias, z(za), z(zb), scale],
             )];
         }
         vec![]
