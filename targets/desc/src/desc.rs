@@ -97,6 +97,11 @@ pub struct CpuDesc {
     /// stays in half the level-1 cache.
     #[serde(default)]
     pub register_block: [u32; 2],
+    /// The backend vectorises plain scalar loops itself (LLVM's loop vectorizer, which also
+    /// turns a bounds test per element into masked or selected vectors). Lowering then keeps
+    /// such loops simple; for a backend without one (Cranelift) it writes the vector runs.
+    #[serde(default)]
+    pub loop_vectorizer: bool,
 }
 
 /// The launch model.
@@ -432,6 +437,10 @@ impl TargetDesc {
     }
 
     /// The `[cpu]` register block (rows, vectors), if the file gives one.
+    pub fn loop_vectorizer(&self) -> bool {
+        self.cpu.as_ref().is_some_and(|c| c.loop_vectorizer)
+    }
+
     pub fn register_block(&self) -> Option<(u32, u32)> {
         let c = self.cpu.as_ref()?;
         let [r, v] = c.register_block;
