@@ -868,21 +868,28 @@ fn im2col_kernel(
     let w_hi = b.min(w_hi, owv);
     let w_hi = b.max(w_hi, w_lo);
     let l = lanes.max(1) as i64;
+    // Output row `o_h`: whether its input row is inside the image, where that input row
+    // starts in x, and where the output row starts in col.
+    let row_at = |b: &mut KernelBuilder, o_h: Val| {
+        let a = b.mul(o_h, shv);
+        let i_h = b.add(a, ih0);
+        let z = b.index(0);
+        let ge = b.cmp(CmpOp::Ge, i_h, z);
+        let lt = b.cmp(CmpOp::Lt, i_h, ihv);
+        let row_ok = b.binary(BinOp::And, ge, lt);
+        let iwv = b.index(iw);
+        let xr = b.mul(i_h, iwv);
+        let xrow = b.add(x_plane, xr);
+        let owv = b.index(ow);
+        let cr = b.mul(o_h, owv);
+        (row_ok, xrow, b.add(col_row, cr))
+    };
     if !runs {
         // A test per element: what a backend with a loop vectorizer turns into vectors itself,
         // and what costs less than three loops per row on narrow rows (a CNN's late layers).
         let swv = b.index(sw);
         b.for_loop(lo, ohv, one, &[], |b, o_h, _| {
-            let a = b.mul(o_h, shv);
-            let i_h = b.add(a, ih0);
-            let z = b.index(0);
-            let ge = b.cmp(CmpOp::Ge, i_h, z);
-            let lt = b.cmp(CmpOp::Lt, i_h, ihv);
-            let row_ok = b.binary(BinOp::And, ge, lt);
-            let xr = b.mul(i_h, iwv);
-            let xrow = b.add(x_plane, xr);
-            let cr = b.mul(o_h, owv);
-            let crow = b.add(col_row, cr);
+            let (row_ok, xrow, crow) = row_at(b, o_h);
             let lo2 = b.index(0);
             b.for_loop(lo2, owv, one, &[], |b, o_w, _| {
                 let a = b.mul(o_w, swv);
@@ -918,21 +925,11 @@ fn im2col_kernel(
         });
     };
     b.for_loop(lo, ohv, one, &[], |b, o_h, _| {
-        let a = b.mul(o_h, shv);
-        let i_h = b.add(a, ih0);
-        let z = b.index(0);
-        let ge = b.cmp(CmpOp::Ge, i_h, z);
-        let lt = b.cmp(CmpOp::Lt, i_h, ihv);
-        let row_ok = b.binary(BinOp::And, ge, lt);
-        let cr = b.mul(o_h, owv);
-        let crow = b.add(col_row, cr);
+        let (row_ok, xrow, crow) = row_at(b, o_h);
         b.if_else(
             row_ok,
             &[],
             |b| {
-                let iwv = b.index(iw);
-                let xr = b.mul(i_h, iwv);
-                let xrow = b.add(x_plane, xr);
                 let z = b.index(0);
                 fill(b, crow, z, w_lo);
                 // With unit stride the run is contiguous on both sides: whole vectors of
