@@ -324,9 +324,10 @@ pub(crate) fn tile_matmul_kernel(
     let (bv, b_origin) = match s.b_panels {
         Some(p) => {
             let tn = tn as u64;
+            // Each batch's panels one after another (a packed constant has one set).
             let v = View {
                 buf: bbuf,
-                offset: zero,
+                offset: b_off,
                 dims: vec![p.count, p.depth, tn],
                 strides: vec![(p.depth * tn) as i64, tn as i64, 1],
             };

@@ -8,7 +8,8 @@
 //! carry no bounds checks. The normalisations share one row kernel ([`norm_kernel`]).
 
 use crate::contraction::{
-    conv_tiles, launch_matmul, launch_matmul_tiled, CTerm, FusedEpilogue, MmSpec, ZeroPoint,
+    conv_tiles, launch_matmul, launch_matmul_tiled, mm_tiles, CTerm, FusedEpilogue, MmSpec,
+    ZeroPoint,
 };
 use crate::movement::{chunking, for_each_item, norm_axis, operand, result};
 use crate::panels::constant_b;
@@ -732,7 +733,19 @@ fn conv_as_matmul(
         && w.strides.iter().all(|&s| s == 1)
         && w.pad_begin.iter().all(|&p| p == 0)
         && w.output == w.input;
-    let col = if direct {
+    // On a CPU that packs constant B operands in panels, an unfolded f32 input is written in
+    // the same panels by im2col itself ([`col_panels`]), and the product reads its tiles in
+    // place instead of copying each one for every program and k step.
+    let panels = (!direct)
+        .then(|| col_panels(cx, dt, (mo, ot, ck)))
+        .flatten();
+    let col = if let Some(p) = panels {
+        let tn = p.tiles.1 as u64;
+        let col = cx.scratch("conv_col_panels", dt, vec![nb, p.count, p.depth, tn]);
+        let kern = im2col_panels_kernel(cx.kernel_name("im2col"), w, [nb, c], dt, p);
+        cx.launch(kern, vec![xb, col]);
+        col
+    } else if direct {
         xb
     } else {
         let col = cx.scratch("conv_col", dt, vec![nb, ck, ot]);
@@ -778,6 +791,12 @@ fn conv_as_matmul(
         fused: None,
         b_panels: None,
     };
+    if let Some(p) = panels {
+        let per_image = p.count * p.depth * p.tiles.1 as u64;
+        spec.b = (dt, nb * per_image);
+        spec.b_bst = vec![per_image];
+        spec.b_panels = Some(p);
+    }
     let mut mm_args = vec![wb, col];
     mm_args.extend(bias);
     let y_dims: Vec<u64> = [nb, mo]
@@ -796,12 +815,231 @@ fn conv_as_matmul(
         out = t.product_output(cx, yb, dt, &y_dims);
     }
     mm_args.push(out);
-    let tiles = conv_tiles(cx.desc, &spec);
+    let tiles = match panels {
+        Some(p) => p.tiles,
+        None => conv_tiles(cx.desc, &spec),
+    };
     launch_matmul_tiled(cx, &spec, tiles, mm_args)?;
     if let Some(t) = tail {
         t.finish(cx, out, yb, dt, &y_dims)?;
     }
     Ok(true)
+}
+
+/// For tap `tap` (`kh_i·KW + kw_i`) of a 2-D window: the input row and column that output
+/// (0, 0) reads, `ih0` and `iw0` (output (o_h, o_w) reads `(o_h·sh + ih0, o_w·sw + iw0)`).
+fn tap_origin(b: &mut KernelBuilder, w: &Window, tap: Val) -> (Val, Val) {
+    let kwv = b.index(w.kernel[1] as i64);
+    let khi = b.div(tap, kwv);
+    let kk = b.mul(khi, kwv);
+    let kwi = b.sub(tap, kk);
+    let dhv = b.index(w.dilations[0] as i64);
+    let kh_off = b.mul(khi, dhv);
+    let phv = b.index(w.pad_begin[0]);
+    let ih0 = b.sub(kh_off, phv);
+    let dwv = b.index(w.dilations[1] as i64);
+    let kw_off = b.mul(kwi, dwv);
+    let pwv = b.index(w.pad_begin[1]);
+    (ih0, b.sub(kw_off, pwv))
+}
+
+/// Output row `o_h` of an unfolded input, for a tap whose input rows start at `ih0` in the
+/// plane at `x_plane`: whether its input row lies inside the image, and where it starts in x.
+fn tap_row(b: &mut KernelBuilder, w: &Window, (x_plane, ih0): (Val, Val), o_h: Val) -> (Val, Val) {
+    let (shv, ihv, iwv) = (
+        b.index(w.strides[0] as i64),
+        b.index(w.input[0] as i64),
+        b.index(w.input[1] as i64),
+    );
+    let a = b.mul(o_h, shv);
+    let i_h = b.add(a, ih0);
+    let z = b.index(0);
+    let ge = b.cmp(CmpOp::Ge, i_h, z);
+    let lt = b.cmp(CmpOp::Lt, i_h, ihv);
+    let row_ok = b.binary(BinOp::And, ge, lt);
+    let xr = b.mul(i_h, iwv);
+    (row_ok, b.add(x_plane, xr))
+}
+
+/// Zeros at `row + j` for `j` in `from..to`.
+fn fill_zeros(b: &mut KernelBuilder, (buf, zero): (Buf, Val), row: Val, (from, to): (Val, Val)) {
+    let one = b.index(1);
+    b.for_loop(from, to, one, &[], |b, j, _| {
+        let e = b.add(row, j);
+        b.store(buf, e, zero);
+        Vec::new()
+    });
+}
+
+/// Output columns `o_w` in `from..to` of one row of an unfolded input, each testing its input
+/// column (and the row's `row_ok`): `col[dst + o_w] = x[xrow + o_w·sw + iw0]`, or 0 outside.
+fn tested_columns(
+    b: &mut KernelBuilder,
+    (xb, colb, dt): (Buf, Buf, DType),
+    w: &Window,
+    (row_ok, xrow, iw0): (Val, Val, Val),
+    (from, to, dst): (Val, Val, Val),
+) {
+    let (one, swv, iwv) = (
+        b.index(1),
+        b.index(w.strides[1] as i64),
+        b.index(w.input[1] as i64),
+    );
+    let zero = b.const_float(Ty::scalar(dt), 0.0);
+    b.for_loop(from, to, one, &[], |b, o_w, _| {
+        let a = b.mul(o_w, swv);
+        let i_w = b.add(a, iw0);
+        let z = b.index(0);
+        let ge = b.cmp(CmpOp::Ge, i_w, z);
+        let lt = b.cmp(CmpOp::Lt, i_w, iwv);
+        let col_ok = b.binary(BinOp::And, ge, lt);
+        let ok = b.binary(BinOp::And, row_ok, col_ok);
+        let v = b.if_else(
+            ok,
+            &[Ty::scalar(dt)],
+            |b| {
+                let xi = b.add(xrow, i_w);
+                vec![b.load(xb, xi, 1)]
+            },
+            |_| vec![zero],
+        );
+        let e = b.add(dst, o_w);
+        b.store(colb, e, v[0]);
+        Vec::new()
+    });
+}
+
+/// The panel layout of a Conv's unfolded f32 input (`m × n` output, depth `k`) where the
+/// target packs constant B operands in panels (`[cpu] constant_operand = "panels"`) and has a
+/// register block: [`conv_tiles`]'s tile with its n side one panel, as wide as the
+/// micro-kernel's block (or a few blocks, to fill a cache line), as `panels.rs` packs
+/// weights. `None` where that does not apply, or where the last panel would be more than a
+/// quarter padding.
+fn col_panels(
+    cx: &LowerCx,
+    dt: DType,
+    (m, n, k): (u64, u64, u64),
+) -> Option<crate::panels::Panels> {
+    // The panels kernel tests each element's bounds in runs that only a loop vectorizer makes
+    // fast; host (Cranelift, 16-wide panels) measured slower with it: CNN convs 78 -> 98 ms,
+    // im2col 12 -> 47 ms, where llvm-x86_64's convs went 26 -> 21 ms for 0.5 ms more im2col.
+    let panels = cx.desc.constant_operand_layout() == tessera_target::OperandLayout::Panels;
+    if dt != DType::F32 || !panels || !cx.desc.loop_vectorizer() {
+        return None;
+    }
+    let width = crate::panels::panel_width(cx.desc)?;
+    let count = n.div_ceil(width);
+    if width > u16::MAX as u64 || (count * width - n) * 4 > n {
+        return None;
+    }
+    let (tm, _, tk) = mm_tiles(cx.desc, dt, dt, dt, (m, n, k));
+    let limit = tessera_kir::verify::MAX_TILE_ELEMS as u64;
+    if width * tk as u64 > limit || tm as u64 * width > limit {
+        return None;
+    }
+    Some(crate::panels::Panels {
+        tiles: (tm, width as u16, tk),
+        count,
+        depth: k.div_ceil(tk as u64) * tk as u64,
+    })
+}
+
+/// [`im2col_kernel`] writing the panels `p` describes: element (k, j) of image `n`'s unfolded
+/// input at `((n·count + j / tn)·depth + k)·tn + j mod tn`, zeros in the rows past C·KH·KW and
+/// in the last panel's columns past OH·OW. One program per panel, which it writes in order:
+/// for each row k, the output rows the panel's columns cross, each a run of consecutive
+/// columns (each element testing its bounds; the LLVM targets vectorise the run).
+fn im2col_panels_kernel(
+    name: String,
+    w: &Window,
+    [nb, c]: [u64; 2],
+    dt: DType,
+    p: crate::panels::Panels,
+) -> Kernel {
+    let (ih, iw) = (w.input[0] as i64, w.input[1] as i64);
+    let (oh, ow) = (w.output[0] as i64, w.output[1] as i64);
+    let (kh, kw) = (w.kernel[0] as i64, w.kernel[1] as i64);
+    let ck = c as i64 * kh * kw;
+    let (tn, depth, count) = (p.tiles.1 as i64, p.depth as i64, p.count as i64);
+    let n_cols = oh * ow;
+    let mut kb = KernelBuilder::new(name);
+    let b = &mut kb;
+    let xb = b.param("x", dt, nb * c * (ih * iw) as u64, Access::Read);
+    let colb = b.param("col", dt, nb * (count * depth * tn) as u64, Access::Write);
+    b.set_grid(&[nb * count as u64]);
+    let r = b.program_id(0);
+    let cv = b.index(count);
+    let img = b.div(r, cv);
+    let im = b.mul(img, cv);
+    let q = b.sub(r, im);
+    let size = b.index(depth * tn);
+    let panel = b.mul(r, size);
+    // The panel's columns j0..j_end (fewer than tn in the last one), on output rows
+    // oh_a..=oh_b.
+    let tnv = b.index(tn);
+    let j0 = b.mul(q, tnv);
+    let j_full = b.add(j0, tnv);
+    let ncv = b.index(n_cols);
+    let j_end = b.min(j_full, ncv);
+    let valid = b.sub(j_end, j0);
+    let owv = b.index(ow);
+    let oh_a = b.div(j0, owv);
+    let one = b.index(1);
+    let j_last = b.sub(j_end, one);
+    let oh_b = b.div(j_last, owv);
+    let oh_end = b.add(oh_b, one);
+    let zero = b.const_float(Ty::scalar(dt), 0.0);
+    let fill = |b: &mut KernelBuilder, row: Val, from: Val, to: Val| {
+        fill_zeros(b, (colb, zero), row, (from, to));
+    };
+    let (lo, dv, ckv) = (b.index(0), b.index(depth), b.index(ck));
+    b.for_loop(lo, dv, one, &[], |b, kk, _| {
+        let tnv = b.index(tn);
+        let kr = b.mul(kk, tnv);
+        let row = b.add(panel, kr);
+        let real = b.cmp(CmpOp::Lt, kk, ckv);
+        b.if_else(
+            real,
+            &[],
+            |b| {
+                // kk = ci·KH·KW + tap; plane (img, ci) starts at (img·C + ci)·IH·IW.
+                let ktv = b.index(kh * kw);
+                let ci = b.div(kk, ktv);
+                let pk = b.mul(ci, ktv);
+                let tap = b.sub(kk, pk);
+                let cn = b.index(c as i64);
+                let pl = b.mul(img, cn);
+                let plane = b.add(pl, ci);
+                let itv = b.index(ih * iw);
+                let x_plane = b.mul(plane, itv);
+                let (ih0, iw0) = tap_origin(b, w, tap);
+                b.for_loop(oh_a, oh_end, one, &[], |b, o_h, _| {
+                    let (row_ok, xrow) = tap_row(b, w, (x_plane, ih0), o_h);
+                    // This output row's columns inside the panel, as o_w in [w_a, w_b); column
+                    // o_w lands at `base + o_w`.
+                    let (z, owv) = (b.index(0), b.index(ow));
+                    let cr = b.mul(o_h, owv);
+                    let s0 = b.sub(j0, cr);
+                    let w_a = b.max(s0, z);
+                    let s1 = b.sub(j_end, cr);
+                    let w_b = b.min(s1, owv);
+                    let base = b.sub(row, s0);
+                    let cols = (xb, colb, dt);
+                    tested_columns(b, cols, w, (row_ok, xrow, iw0), (w_a, w_b, base));
+                    Vec::new()
+                });
+                fill(b, row, valid, tnv);
+                Vec::new()
+            },
+            |b| {
+                let z = b.index(0);
+                fill(b, row, z, tnv);
+                Vec::new()
+            },
+        );
+        Vec::new()
+    });
+    kb.finish()
 }
 
 /// The `im2col` kernel of a 2-D window: `col[n, (c·KH + kh)·KW + kw, oh·OW + ow] =
@@ -822,9 +1060,7 @@ fn im2col_kernel(
     let (ih, iw) = (w.input[0] as i64, w.input[1] as i64);
     let (oh, ow) = (w.output[0] as i64, w.output[1] as i64);
     let (kh, kw) = (w.kernel[0] as i64, w.kernel[1] as i64);
-    let (sh, sw) = (w.strides[0] as i64, w.strides[1] as i64);
-    let (dh, dw) = (w.dilations[0] as i64, w.dilations[1] as i64);
-    let (ph, pw) = (w.pad_begin[0], w.pad_begin[1]);
+    let sw = w.strides[1] as i64;
     let rows = nb * c * (kh * kw) as u64;
     let mut kb = KernelBuilder::new(name);
     let b = &mut kb;
@@ -832,31 +1068,18 @@ fn im2col_kernel(
     let colb = b.param("col", dt, rows * (oh * ow) as u64, Access::Write);
     b.set_grid(&[rows]);
     let row = b.program_id(0);
-    // row = (n·C + ci)·KH·KW + kh_i·KW + kw_i; the plane (n, ci) starts at (n·C + ci)·IH·IW.
+    // row = (n·C + ci)·KH·KW + tap; the plane (n, ci) starts at (n·C + ci)·IH·IW.
     let ktv = b.index(kh * kw);
     let plane = b.div(row, ktv);
     let pk = b.mul(plane, ktv);
     let tap = b.sub(row, pk);
-    let kwv = b.index(kw);
-    let khi = b.div(tap, kwv);
-    let kk = b.mul(khi, kwv);
-    let kwi = b.sub(tap, kk);
     let itv = b.index(ih * iw);
     let x_plane = b.mul(plane, itv);
     let otv = b.index(oh * ow);
     let col_row = b.mul(row, otv);
-    // Input row of output row 0 and input column of output column 0, for this tap.
-    let dhv = b.index(dh);
-    let kh_off = b.mul(khi, dhv);
-    let phv = b.index(ph);
-    let ih0 = b.sub(kh_off, phv);
-    let dwv = b.index(dw);
-    let kw_off = b.mul(kwi, dwv);
-    let pwv = b.index(pw);
-    let iw0 = b.sub(kw_off, pwv);
+    let (ih0, iw0) = tap_origin(b, w, tap);
     let zero = b.const_float(Ty::scalar(dt), 0.0);
     let (lo, ohv, owv, one) = (b.index(0), b.index(oh), b.index(ow), b.index(1));
-    let (shv, ihv) = (b.index(sh), b.index(ih));
     // The output columns whose input column lies inside the row, for this tap: i_w = o_w·sw +
     // iw0 in [0, IW) for o_w in [w_lo, w_hi). Left of it and right of it is padding.
     let neg = b.sub(lo, iw0);
@@ -871,15 +1094,7 @@ fn im2col_kernel(
     // Output row `o_h`: whether its input row is inside the image, where that input row
     // starts in x, and where the output row starts in col.
     let row_at = |b: &mut KernelBuilder, o_h: Val| {
-        let a = b.mul(o_h, shv);
-        let i_h = b.add(a, ih0);
-        let z = b.index(0);
-        let ge = b.cmp(CmpOp::Ge, i_h, z);
-        let lt = b.cmp(CmpOp::Lt, i_h, ihv);
-        let row_ok = b.binary(BinOp::And, ge, lt);
-        let iwv = b.index(iw);
-        let xr = b.mul(i_h, iwv);
-        let xrow = b.add(x_plane, xr);
+        let (row_ok, xrow) = tap_row(b, w, (x_plane, ih0), o_h);
         let owv = b.index(ow);
         let cr = b.mul(o_h, owv);
         (row_ok, xrow, b.add(col_row, cr))
@@ -887,42 +1102,16 @@ fn im2col_kernel(
     if !runs {
         // A test per element: what a backend with a loop vectorizer turns into vectors itself,
         // and what costs less than three loops per row on narrow rows (a CNN's late layers).
-        let swv = b.index(sw);
         b.for_loop(lo, ohv, one, &[], |b, o_h, _| {
             let (row_ok, xrow, crow) = row_at(b, o_h);
-            let lo2 = b.index(0);
-            b.for_loop(lo2, owv, one, &[], |b, o_w, _| {
-                let a = b.mul(o_w, swv);
-                let i_w = b.add(a, iw0);
-                let z = b.index(0);
-                let ge = b.cmp(CmpOp::Ge, i_w, z);
-                let lt = b.cmp(CmpOp::Lt, i_w, iwv);
-                let col_ok = b.binary(BinOp::And, ge, lt);
-                let ok = b.binary(BinOp::And, row_ok, col_ok);
-                let ci = b.add(crow, o_w);
-                let v = b.if_else(
-                    ok,
-                    &[Ty::scalar(dt)],
-                    |b| {
-                        let xi = b.add(xrow, i_w);
-                        vec![b.load(xb, xi, 1)]
-                    },
-                    |_| vec![zero],
-                );
-                b.store(colb, ci, v[0]);
-                Vec::new()
-            });
+            let z = b.index(0);
+            tested_columns(b, (xb, colb, dt), w, (row_ok, xrow, iw0), (z, owv, crow));
             Vec::new()
         });
         return kb.finish();
     }
-    let fill = |b: &mut KernelBuilder, crow: Val, from: Val, to: Val| {
-        let one = b.index(1);
-        b.for_loop(from, to, one, &[], |b, o_w, _| {
-            let ci = b.add(crow, o_w);
-            b.store(colb, ci, zero);
-            Vec::new()
-        });
+    let fill = |b: &mut KernelBuilder, row: Val, from: Val, to: Val| {
+        fill_zeros(b, (colb, zero), row, (from, to));
     };
     b.for_loop(lo, ohv, one, &[], |b, o_h, _| {
         let (row_ok, xrow, crow) = row_at(b, o_h);
@@ -2948,6 +3137,77 @@ mod tests {
             );
             let got = g.run(&o, &blocked).unwrap();
             close(&to_f32(&got[0]), &want, &format!("conv {xd:?} -> {od:?}"));
+        }
+    }
+
+    #[test]
+    fn conv_product_reads_im2col_panels() {
+        // A CPU desc that packs B in panels and vectorises loops itself: im2col writes its
+        // columns in 16-wide panels (4 lanes, a 2 × 2 block, 64-byte lines), with zero rows
+        // past C·KH·KW (27 in steps of tk) and zero columns past the outputs; two images, a
+        // stride of 1 and of 2, padding on every side.
+        let pan = tessera_target::TargetDesc {
+            cpu: Some(tessera_target::CpuDesc {
+                constant_operand: tessera_target::OperandLayout::Panels,
+                register_block: [2, 2],
+                vector_registers: 16,
+                loop_vectorizer: true,
+                ..Default::default()
+            }),
+            // k steps of 14 over C·KH·KW = 27: one zero row of padding.
+            matmul_tile: [4, 16, 16],
+            ..desc(16)
+        };
+        for (xd, od, stride) in [
+            ([2u64, 3, 8, 10], [2u64, 5, 8, 10], 1i64),
+            ([2, 3, 12, 14], [2, 5, 6, 7], 2),
+        ] {
+            let wd = [5u64, 3, 3, 3];
+            let x = rand(xd.iter().product::<u64>() as usize, 31);
+            let w = rand(wd.iter().product::<u64>() as usize, 32);
+            let bv = rand(5, 33);
+            let s = stride as u64;
+            let want = ref_conv(
+                &x,
+                &xd,
+                &w,
+                &wd,
+                Some(&bv),
+                &od,
+                &[s, s],
+                &[1, 1],
+                &[1, 1],
+                1,
+            );
+            let mut g = G::default();
+            let xv = g.input(DType::F32, &xd, f32_bytes(&x));
+            let wv = g.konst(Tensor::from_f32(wd.to_vec(), &w));
+            let bb = g.konst(Tensor::from_f32(vec![5], &bv));
+            let o = g.node(
+                Op::Conv,
+                &[Some(xv), Some(wv), Some(bb)],
+                &[(DType::F32, &od)],
+                &[
+                    ("pads", Attr::Ints(vec![1; 4])),
+                    ("strides", Attr::Ints(vec![stride; 2])),
+                ],
+            );
+            let mut graph = g.g.clone();
+            graph.outputs = o.clone();
+            let prog = crate::lower(&graph, &pan).unwrap();
+            assert!(
+                prog.plan
+                    .buffers
+                    .iter()
+                    .any(|b| b.name == "conv_col_panels"),
+                "im2col writes panels for {xd:?}"
+            );
+            let got = g.run(&o, &pan).unwrap();
+            close(
+                &to_f32(&got[0]),
+                &want,
+                &format!("conv {xd:?} stride {stride}"),
+            );
         }
     }
 

@@ -58,13 +58,7 @@ pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result
     // blocks where one block's row is shorter than a cache line: the micro-kernel then reads
     // each tile of B in place, one contiguous panel streamed from memory (scalarize-tiles
     // reads in place what lies in range), and no tile is copied.
-    if let Some((_, vectors)) = cx.desc.register_block() {
-        let block = vectors as u64 * (cx.desc.vector_bytes as u64 / 4).max(1);
-        let line = cx
-            .desc
-            .memory_with_role(tessera_target::MemoryRole::Cache)
-            .map_or(64, |m| m.align as u64);
-        let width = block * (line / 4).div_ceil(block).max(1);
+    if let Some(width) = panel_width(cx.desc) {
         if width > 1 && n >= width && width <= u16::MAX as u64 {
             tiles.1 = width as u16;
         }
@@ -119,6 +113,17 @@ pub(crate) fn constant_b(cx: &mut LowerCx, b: ValueId, s: &mut MmSpec) -> Result
         depth,
     });
     Ok(buf)
+}
+
+/// The width of a panel on a CPU with a register block: the micro-kernel's block (vectors ×
+/// f32 lanes), or as many blocks as fill one cache line.
+pub(crate) fn panel_width(desc: &tessera_target::TargetDesc) -> Option<u64> {
+    let (_, vectors) = desc.register_block()?;
+    let block = vectors as u64 * (desc.vector_bytes as u64 / 4).max(1);
+    let line = desc
+        .memory_with_role(tessera_target::MemoryRole::Cache)
+        .map_or(64, |m| m.align as u64);
+    Some(block * (line / 4).div_ceil(block).max(1))
 }
 
 /// The dtype the panels of `s`'s B hold: f32 for a 16-bit float B that the target multiplies
