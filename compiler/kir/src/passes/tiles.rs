@@ -527,6 +527,12 @@ impl Sc {
                 run.push(inst);
                 continue;
             }
+            // A scalar computation (a constant for a `splat`, say) reads no value of the run
+            // and writes no memory: it goes before the run's loop, which stays whole.
+            if !run.is_empty() && self.pure_scalar(&inst) {
+                self.inst(inst)?;
+                continue;
+            }
             self.flush(&mut run, shape)?;
             shape = f;
             if f.is_some() {
@@ -557,6 +563,18 @@ impl Sc {
                 Ok(())
             }
         }
+    }
+
+    /// Whether `inst` computes scalars only, from scalars only, without touching memory.
+    fn pure_scalar(&self, inst: &Inst) -> bool {
+        use InstKind::*;
+        let kind_ok = matches!(
+            inst.kind,
+            Const(_) | Unary(..) | Binary(..) | Cmp(..) | Cast(..) | Select(..) | Fma(..)
+        );
+        kind_ok
+            && inst.results.iter().all(|&r| !self.is_tile(r))
+            && !uses_tile(&inst.kind, |v| self.is_tile(v))
     }
 
     /// Whether `inst` may join a fused elementwise run, and the run's `(rows, cols, lanes)`:
