@@ -4,7 +4,8 @@
 # e-graph, time, cost) and `tessera bench` of the optimizer on (--opt-level 2) against
 # --opt-level 0 on host, in one run:
 # - the int8 QDQ MLP (batch 64, 1024->4096->4096->1024, per-tensor u8 activations, i8 weights;
-#   tests/python/make_bench_models.py), whose output is also checked against onnxruntime's;
+#   tests/python/make_bench_models.py), whose output is also checked against onnxruntime's,
+#   and the same MLP with each layer a QDQ Gemm (`transB = 1`, `mlp-qdq-gemm`);
 # - the f32 BERT-base encoder layer (tests/data/models/bert, seq 128), fusion only (exact);
 # - on npu-sim, the example MLP's total cycles under --precision bf16 against exact;
 # - with NPU_BERT=1, the same for the f32 BERT-base layer, and the bf16 run's error against the
@@ -18,7 +19,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 [ -x .venv/bin/python ] || scripts/setup-python.sh
 models="${BENCH_MODELS:-$root/target/bench-models}"
-[ -f "$models/mlp-qdq/expected.npy" ] || .venv/bin/python tests/python/make_bench_models.py "$models" >/dev/null
+[ -f "$models/mlp-qdq/expected.npy" ] && [ -f "$models/mlp-qdq-gemm/expected.npy" ] || .venv/bin/python tests/python/make_bench_models.py "$models" >/dev/null
 if [ -z "${TESSERA:-}" ]; then
   cargo build --release -q -p tessera
   TESSERA="$root/target/release/tessera"
@@ -29,23 +30,26 @@ trap 'rm -rf "$tmp"' EXIT
 
 summary() { grep -E '^(optimizer|  e-graph|  cost|  rules fired|    [a-z0-9-]+ +[0-9]+$)' || true; }
 
-for m in mlp-qdq:"$models/mlp-qdq/model.onnx" bert:"$root/tests/data/models/bert/model.onnx"; do
+for m in mlp-qdq:"$models/mlp-qdq/model.onnx" mlp-qdq-gemm:"$models/mlp-qdq-gemm/model.onnx" \
+         bert:"$root/tests/data/models/bert/model.onnx"; do
   name="${m%%:*}" path="${m#*:}"
   echo "== $name =="
   "$TESSERA" compile "$path" -o "$tmp/$name.tsa" --opt-level 2 --report | summary
   "$TESSERA" bench "$path" --target host --opt-level 2 --baseline-opt-level 0 --runs "$runs" --warmup 1
 done
 
-echo "== mlp-qdq accuracy against onnxruntime =="
-"$TESSERA" run "$models/mlp-qdq/model.onnx" --opt-level 2 --input "x=$models/mlp-qdq/input.npy" \
-  --outputs "$tmp/out" >/dev/null
-.venv/bin/python - "$tmp/out/y.npy" "$models/mlp-qdq/expected.npy" <<'PY'
+for q in mlp-qdq mlp-qdq-gemm; do
+  echo "== $q accuracy against onnxruntime =="
+  "$TESSERA" run "$models/$q/model.onnx" --opt-level 2 --input "x=$models/$q/input.npy" \
+    --outputs "$tmp/out-$q" >/dev/null
+  .venv/bin/python - "$tmp/out-$q/y.npy" "$models/$q/expected.npy" <<'PY'
 import sys
 import numpy as np
 got, want = np.load(sys.argv[1]).astype(np.float64), np.load(sys.argv[2]).astype(np.float64)
 rel = np.abs(got - want).max() / np.abs(want).max()
 print(f"relative error (max |got - ort| / max |ort|): {rel:.3e} ({'ok' if rel <= 1e-2 else 'ABOVE 1e-2'})")
 PY
+done
 
 echo "== npu-sim: example MLP, total cycles, --precision exact vs bf16 =="
 mlp="$root/tests/data/models/mlp"

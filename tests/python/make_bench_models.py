@@ -7,6 +7,8 @@
   per-column for the last) dequantized in front of each MatMul, f32 biases and ReLUs. Scales are
   calibrated on the bench input (``input.npy`` beside the model, with onnxruntime's output in
   ``expected.npy``).
+* ``mlp-qdq-gemm``: the same quantized MLP with each layer a Gemm (``transB = 1``, the weights
+  ``[N, K]``, the last one per output channel along axis 0), as a quantized Linear layer exports.
 * ``cnn-224``: a ResNet-style CNN on [1, 3, 224, 224]: a 7x7/2 stem conv + max pool, then four
   stages of two 3x3 conv + ReLU blocks with residual adds (64, 128, 256, 512 channels, stride 2
   between stages), global average pool and a 1000-way Gemm.
@@ -56,7 +58,7 @@ def bench_input(seed: int = 2028) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((64, 1024)).astype(np.float32)
 
 
-def mlp_qdq() -> onnx.ModelProto:
+def mlp_qdq(gemm: bool = False) -> onnx.ModelProto:
     rng = np.random.default_rng(2026)
     sizes = [1024, 4096, 4096, 1024]
     nodes, inits = [], []
@@ -91,16 +93,21 @@ def mlp_qdq() -> onnx.ModelProto:
             ws = (np.abs(w).max(axis=0) / 127.0).astype(np.float32)
             wq = np.clip(np.round(w / ws), -127, 127).astype(np.int8)
             wz = np.zeros(fout, np.int8)
-            axis = {"axis": 1}
+            # Per output channel: axis 1 of [K, N] weights, axis 0 of a Gemm's [N, K].
+            axis = {"axis": 0 if gemm else 1}
             wd = wq.astype(np.float32) * ws
-        const(f"w{i}.q", wq)
+        const(f"w{i}.q", wq.T.copy() if gemm else wq)
         const(f"w{i}.scale", ws)
         const(f"w{i}.zp", wz)
         const(f"b{i}", b)
         nodes.append(helper.make_node("DequantizeLinear", [f"w{i}.q", f"w{i}.scale", f"w{i}.zp"], [f"w{i}"], **axis))
-        nodes.append(helper.make_node("MatMul", [f"dq{i}", f"w{i}"], [f"mm{i}"]))
         y = "y" if i == 2 else f"pre{i}"
-        nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [y]))
+        if gemm:
+            # A quantized Linear layer as exporters write it: Gemm with the weights [N, K].
+            nodes.append(helper.make_node("Gemm", [f"dq{i}", f"w{i}", f"b{i}"], [y], transB=1))
+        else:
+            nodes.append(helper.make_node("MatMul", [f"dq{i}", f"w{i}"], [f"mm{i}"]))
+            nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [y]))
         h = hq @ wd + b
         if i < 2:
             nodes.append(helper.make_node("Relu", [y], [f"h{i}"]))
@@ -187,17 +194,18 @@ def main() -> int:
         os.makedirs(d, exist_ok=True)
         onnx.save(mlp(dt, name), os.path.join(d, "model.onnx"))
         print(f"wrote {d}/model.onnx")
-    d = os.path.join(out, "mlp-qdq")
-    os.makedirs(d, exist_ok=True)
-    model = mlp_qdq()
-    onnx.save(model, os.path.join(d, "model.onnx"))
     import onnxruntime as ort
 
-    x = bench_input()
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    np.save(os.path.join(d, "input.npy"), x)
-    np.save(os.path.join(d, "expected.npy"), sess.run(None, {"x": x})[0])
-    print(f"wrote {d}/model.onnx, input.npy, expected.npy")
+    for name, gemm in [("mlp-qdq", False), ("mlp-qdq-gemm", True)]:
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        model = mlp_qdq(gemm)
+        onnx.save(model, os.path.join(d, "model.onnx"))
+        x = bench_input()
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        np.save(os.path.join(d, "input.npy"), x)
+        np.save(os.path.join(d, "expected.npy"), sess.run(None, {"x": x})[0])
+        print(f"wrote {d}/model.onnx, input.npy, expected.npy")
     d = os.path.join(out, "cnn-224")
     os.makedirs(d, exist_ok=True)
     onnx.save(cnn224(), os.path.join(d, "model.onnx"))

@@ -9,7 +9,9 @@
 //! stride, or unit row stride for a transposed A, origin `[i0, k]`) and a B tile (`[K, N]`,
 //! likewise, origin `[k, j0]`) and `tile.mma`s them
 //! into the carried accumulator; then Gemm's epilogue (a multiply by `alpha`, the add of
-//! `beta ·` a C tile that is a full block or a bias row), at most a `cast` of the result and
+//! `beta ·` a C tile that is a full block or a bias row), FusedMatMul's ReLU (a `max` with
+//! +0.0, after C; the scalar constants of the splats may be defined after the loop), at most a
+//! `cast` of the result and
 //! one `tile.store` into a `[M, N]` view at `[i0, j0]`. The tile origins must be `program_id 1 · tm` and
 //! `program_id 2 · tn`, and each view's offset an affine function of `program_id 0` (the batch).
 //! The dtype pair must be one the chip's `[mma]` table has. Anything else (zero points, a C
@@ -30,7 +32,7 @@
 //!   turned over by this copy (`DMA L1->L0B ..., transpose`).
 //! - The result leaves through the UB: `DMA L0C->UB` on the Vector pipe, Gemm's `alpha` and
 //!   `beta · C` as f32 `VMULS`/`VADD` (C is DMAed GM → UB by MTE2 when its block starts, a bias
-//!   row once per block and added row by row), a `VCAST` to the
+//!   row once per block and added row by row), the ReLU as `VMAXS` with +0.0, a `VCAST` to the
 //!   output dtype (the kernel's cast, so overflow gives infinity exactly as kernel IR says), and
 //!   `DMA UB->GM` on MTE3, with two UB output slots so MTE3 drains one block while the next is
 //!   cast.
@@ -84,6 +86,9 @@ pub struct CubeGemm {
     /// Gemm's `alpha`, applied to the f32 accumulator first.
     alpha: Option<f32>,
     c: Option<CTerm>,
+    /// FusedMatMul's ReLU, after C: `VMAX` with +0.0 (held at UB 32, `beta`'s slot, which a
+    /// product with a ReLU does not use).
+    relu: bool,
 }
 
 /// Gemm's C term, added after `alpha` as `beta · f32(C)`: a full `[M, N]` block (`row_stride`
@@ -107,27 +112,40 @@ impl CTerm {
 struct Tail<'k> {
     alpha: Option<f32>,
     c: Option<(Val, &'k TileAt, Option<f32>)>,
+    /// A ReLU (`max` with a splat of +0.0) after the C term: FusedMatMul's epilogue.
+    relu: bool,
     store: &'k TileAt,
     value: Val,
 }
 
 /// Reads the instructions after the K loop of a contraction tile program: `acc · alpha`,
-/// `+ beta · cast(C)`, one cast, one store, each at most once and in that order (the order of
-/// `contraction.rs`). `None` for anything else.
+/// `+ beta · cast(C)`, a ReLU, one cast, one store, each at most once and in that order (the
+/// order of `contraction.rs`), and the scalar constants their splats read. `None` for
+/// anything else.
 fn tail<'k>(defs: &Defs<'k>, acc: Val, post: &[&'k tessera_kir::Inst]) -> Option<Tail<'k>> {
     use tessera_kir::BinOp;
     let mut splats: HashMap<Val, f32> = HashMap::new();
+    let mut consts: HashMap<Val, f64> = HashMap::new();
     let (mut cur, mut alpha, mut cload, mut cval, mut beta) = (acc, None, None, None, None);
-    let (mut added, mut cast, mut store) = (false, false, None);
+    let (mut added, mut relu, mut cast, mut store) = (false, false, false, None);
     for inst in post {
         let r = inst.results.first().copied();
         match (&inst.kind, r) {
-            (InstKind::Splat(x), Some(r)) => match defs.defs.get(x) {
-                Some(InstKind::Const(Scalar::Float(f))) if defs.k.ty(r).elem == KDType::F32 => {
-                    splats.insert(r, *f as f32);
+            (InstKind::Const(Scalar::Float(f)), Some(r)) if defs.k.ty(r).is_scalar() => {
+                consts.insert(r, *f);
+            }
+            (InstKind::Splat(x), Some(r)) => {
+                let f = match defs.defs.get(x) {
+                    Some(InstKind::Const(Scalar::Float(f))) => Some(*f),
+                    _ => consts.get(x).copied(),
+                };
+                match f {
+                    Some(f) if defs.k.ty(r).elem == KDType::F32 => {
+                        splats.insert(r, f as f32);
+                    }
+                    _ => return None,
                 }
-                _ => return None,
-            },
+            }
             (InstKind::Binary(BinOp::Mul, x, y), Some(r))
                 if *x == cur && !added && alpha.is_none() && splats.contains_key(y) =>
             {
@@ -148,9 +166,19 @@ fn tail<'k>(defs: &Defs<'k>, acc: Val, post: &[&'k tessera_kir::Inst]) -> Option
                 cval = Some(r);
             }
             (InstKind::Binary(BinOp::Add, x, y), Some(r))
-                if *x == cur && Some(*y) == cval && !added =>
+                if *x == cur && Some(*y) == cval && !added && !relu =>
             {
                 added = true;
+                cur = r;
+            }
+            // +0.0 exactly: `max` then keeps -0.0 from the accumulator out, as VMAX does.
+            (InstKind::Binary(BinOp::Max, x, y), Some(r))
+                if *x == cur
+                    && !relu
+                    && !cast
+                    && splats.get(y).is_some_and(|z| z.to_bits() == 0) =>
+            {
+                relu = true;
                 cur = r;
             }
             (InstKind::Cast(x, _), Some(r)) if *x == cur && !cast => {
@@ -169,6 +197,7 @@ fn tail<'k>(defs: &Defs<'k>, acc: Val, post: &[&'k tessera_kir::Inst]) -> Option
     }
     Some(Tail {
         alpha,
+        relu,
         c: cload.map(|(v, src)| (v, src, beta)),
         store: store?,
         value: cur,
@@ -350,7 +379,11 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
     // The casts the epilogue can run exactly: the accumulator as it is, or f32 to f16/bf16.
     let cast_ok = ydt == cdt || (cdt == DType::F32 && matches!(ydt, DType::F16 | DType::Bf16));
     // `alpha` and C are f32 arithmetic on the Vector unit.
-    let float_tail = tail.alpha.is_none() && tail.c.is_none() || cdt == DType::F32;
+    let float_tail = tail.alpha.is_none() && tail.c.is_none() && !tail.relu || cdt == DType::F32;
+    let beta = tail.c.as_ref().and_then(|c| c.2);
+    if tail.relu && beta.is_some() {
+        return None;
+    }
     if !cast_ok
         || !float_tail
         || aty.rows as i64 != tm
@@ -472,6 +505,7 @@ pub fn recognise(kernel: &Kernel, cfg: &TargetConfig) -> Option<CubeGemm> {
         y: y_op,
         alpha: tail.alpha,
         c,
+        relu: tail.relu,
     })
 }
 
@@ -845,7 +879,8 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
     }
     // `alpha` and `beta` as f32 Vector operands at UB 0 and 32.
     let beta = g.c.as_ref().and_then(|c| c.beta);
-    for (v, at) in [(g.alpha, 0), (beta, 32)] {
+    let slot32 = beta.or(g.relu.then_some(0.0));
+    for (v, at) in [(g.alpha, 0), (slot32, 32)] {
         if let Some(v) = v {
             a.li(T, v.to_bits() as i32 as i64)?;
             a.emit(Instr::St {
@@ -1045,6 +1080,10 @@ pub fn compile(kernel: &Kernel, g: &CubeGemm, cfg: &TargetConfig) -> R<Blob> {
         if c.dt == DType::F32 {
             a.set(VecPipe, Mte2, 1);
         }
+    }
+    if g.relu {
+        a.li(ASLOT, 32)?;
+        a.vec_f32(VecOp::Max, VecForm::VS, UACC, UACC, ASLOT, LEN);
     }
     if cast {
         a.wait(Mte3, VecPipe, 0);

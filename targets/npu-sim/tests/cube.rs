@@ -29,6 +29,9 @@ struct Shape {
     alpha: f64,
     c: Option<(DType, bool)>,
     beta: f64,
+    /// FusedMatMul's ReLU after C, as `fused.rs` writes it: a `max` with a splat of a scalar
+    /// +0.0 defined after the K loop.
+    relu: bool,
 }
 
 fn shape(batch: u64, m: u64, n: u64, k: u64, shared_b: bool) -> Shape {
@@ -43,6 +46,7 @@ fn shape(batch: u64, m: u64, n: u64, k: u64, shared_b: bool) -> Shape {
         alpha: 1.0,
         c: None,
         beta: 1.0,
+        relu: false,
     }
 }
 
@@ -143,6 +147,11 @@ fn tile_matmul(
             ct = b.mul(ct, bt);
         }
         out = b.add(out, ct);
+    }
+    if s.relu {
+        let z = b.const_float(tessera_kir::Ty::scalar(acc), 0.0);
+        let zt = b.splat_tile(z, tm, tn);
+        out = b.max(out, zt);
     }
     let out = b.cast(out, y_ty, CastMode { saturate: false });
     let yv = view(ybuf, y_off, [s.m, s.n], [s.n, 1]);
@@ -302,6 +311,29 @@ fn gemm_alpha_beta_and_c_run_on_the_vector_unit_after_the_cube() {
             ..shape(1, 140, 90, 75, false)
         };
         check_both(DType::F16, DType::F32, DType::F16, s);
+    }
+}
+
+#[test]
+fn a_relu_after_the_bias_runs_on_the_vector_unit_after_the_cube() {
+    // A Linear layer with a ReLU (FusedMatMul from Gemm + Relu): weights [N, K], an f32 bias
+    // row, half the outputs negative; without C too.
+    for c in [Some((DType::F32, true)), None] {
+        let s = Shape {
+            c,
+            relu: true,
+            trans_b: true,
+            ..shape(1, 40, 90, 75, false)
+        };
+        check_both(DType::F16, DType::F32, DType::F16, s);
+        check(
+            NPU_SIM,
+            DType::BF16,
+            DType::F32,
+            DType::F32,
+            s,
+            (16, 16, 64),
+        );
     }
 }
 
