@@ -826,9 +826,16 @@ fn conv_as_matmul(
     Ok(true)
 }
 
-/// For tap `tap` (`kh_i·KW + kw_i`) of a 2-D window: the input row and column that output
-/// (0, 0) reads, `ih0` and `iw0` (output (o_h, o_w) reads `(o_h·sh + ih0, o_w·sw + iw0)`).
-fn tap_origin(b: &mut KernelBuilder, w: &Window, tap: Val) -> (Val, Val) {
+/// Row `row` of a 2-D window's unfolded input, `(n·C + ci)·KH·KW + kh_i·KW + kw_i`: where its
+/// input plane (n, ci) starts in x, and the input row and column that output (0, 0) reads,
+/// `ih0` and `iw0` (output (o_h, o_w) reads `(o_h·sh + ih0, o_w·sw + iw0)` of the plane).
+fn tap_at(b: &mut KernelBuilder, w: &Window, row: Val) -> (Val, Val, Val) {
+    let ktv = b.index((w.kernel[0] * w.kernel[1]) as i64);
+    let plane = b.div(row, ktv);
+    let pk = b.mul(plane, ktv);
+    let tap = b.sub(row, pk);
+    let itv = b.index((w.input[0] * w.input[1]) as i64);
+    let x_plane = b.mul(plane, itv);
     let kwv = b.index(w.kernel[1] as i64);
     let khi = b.div(tap, kwv);
     let kk = b.mul(khi, kwv);
@@ -840,7 +847,7 @@ fn tap_origin(b: &mut KernelBuilder, w: &Window, tap: Val) -> (Val, Val) {
     let dwv = b.index(w.dilations[1] as i64);
     let kw_off = b.mul(kwi, dwv);
     let pwv = b.index(w.pad_begin[1]);
-    (ih0, b.sub(kw_off, pwv))
+    (x_plane, ih0, b.sub(kw_off, pwv))
 }
 
 /// Output row `o_h` of an unfolded input, for a tap whose input rows start at `ih0` in the
@@ -1002,17 +1009,11 @@ fn im2col_panels_kernel(
             real,
             &[],
             |b| {
-                // kk = ci·KH·KW + tap; plane (img, ci) starts at (img·C + ci)·IH·IW.
-                let ktv = b.index(kh * kw);
-                let ci = b.div(kk, ktv);
-                let pk = b.mul(ci, ktv);
-                let tap = b.sub(kk, pk);
-                let cn = b.index(c as i64);
-                let pl = b.mul(img, cn);
-                let plane = b.add(pl, ci);
-                let itv = b.index(ih * iw);
-                let x_plane = b.mul(plane, itv);
-                let (ih0, iw0) = tap_origin(b, w, tap);
+                // Row kk of image img is row img·C·KH·KW + kk of the whole unfolded input.
+                let ckv = b.index(ck);
+                let ib = b.mul(img, ckv);
+                let grow = b.add(ib, kk);
+                let (x_plane, ih0, iw0) = tap_at(b, w, grow);
                 b.for_loop(oh_a, oh_end, one, &[], |b, o_h, _| {
                     let (row_ok, xrow) = tap_row(b, w, (x_plane, ih0), o_h);
                     // This output row's columns inside the panel, as o_w in [w_a, w_b); column
@@ -1048,8 +1049,8 @@ fn im2col_panels_kernel(
 /// run of padding, the in-range columns (copied in vectors of `lanes` when the stride is 1)
 /// and padding again, so no element tests its bounds (with `runs`; without, each element
 /// tests its bounds: for rows narrower than 16, and for a backend whose loop vectorizer
-/// makes vectors of that form itself, which measured faster on llvm-x86_64).
-/// One program instance per row of `col` (an image, channel and tap); parameters x, col.
+/// makes vectors of that form itself, which measured faster on llvm-x86_64). Parameters x,
+/// col.
 fn im2col_kernel(
     name: String,
     w: &Window,
@@ -1068,29 +1069,10 @@ fn im2col_kernel(
     let colb = b.param("col", dt, rows * (oh * ow) as u64, Access::Write);
     b.set_grid(&[rows]);
     let row = b.program_id(0);
-    // row = (n·C + ci)·KH·KW + tap; the plane (n, ci) starts at (n·C + ci)·IH·IW.
-    let ktv = b.index(kh * kw);
-    let plane = b.div(row, ktv);
-    let pk = b.mul(plane, ktv);
-    let tap = b.sub(row, pk);
-    let itv = b.index(ih * iw);
-    let x_plane = b.mul(plane, itv);
     let otv = b.index(oh * ow);
     let col_row = b.mul(row, otv);
-    let (ih0, iw0) = tap_origin(b, w, tap);
-    let zero = b.const_float(Ty::scalar(dt), 0.0);
+    let (x_plane, ih0, iw0) = tap_at(b, w, row);
     let (lo, ohv, owv, one) = (b.index(0), b.index(oh), b.index(ow), b.index(1));
-    // The output columns whose input column lies inside the row, for this tap: i_w = o_w·sw +
-    // iw0 in [0, IW) for o_w in [w_lo, w_hi). Left of it and right of it is padding.
-    let neg = b.sub(lo, iw0);
-    let w_lo = ceil_div_pos(b, neg, sw);
-    let w_lo = b.min(w_lo, owv);
-    let iwv = b.index(iw);
-    let right = b.sub(iwv, iw0);
-    let w_hi = ceil_div_pos(b, right, sw);
-    let w_hi = b.min(w_hi, owv);
-    let w_hi = b.max(w_hi, w_lo);
-    let l = lanes.max(1) as i64;
     // Output row `o_h`: whether its input row is inside the image, where that input row
     // starts in x, and where the output row starts in col.
     let row_at = |b: &mut KernelBuilder, o_h: Val| {
@@ -1110,6 +1092,18 @@ fn im2col_kernel(
         });
         return kb.finish();
     }
+    // The output columns whose input column lies inside the row, for this tap: i_w = o_w·sw +
+    // iw0 in [0, IW) for o_w in [w_lo, w_hi). Left of it and right of it is padding.
+    let neg = b.sub(lo, iw0);
+    let w_lo = ceil_div_pos(b, neg, sw);
+    let w_lo = b.min(w_lo, owv);
+    let iwv = b.index(iw);
+    let right = b.sub(iwv, iw0);
+    let w_hi = ceil_div_pos(b, right, sw);
+    let w_hi = b.min(w_hi, owv);
+    let w_hi = b.max(w_hi, w_lo);
+    let l = lanes.max(1) as i64;
+    let zero = b.const_float(Ty::scalar(dt), 0.0);
     let fill = |b: &mut KernelBuilder, row: Val, from: Val, to: Val| {
         fill_zeros(b, (colb, zero), row, (from, to));
     };

@@ -499,13 +499,7 @@ impl Sc {
                 return None;
             }
         }
-        let b = &mut self.b;
-        let mut base = t.view.offset;
-        for d in 0..rank {
-            let st = b.index(t.view.strides[d]);
-            let x = b.mul(t.origin[d], st);
-            base = b.add(base, x);
-        }
+        let base = origin_index(&mut self.b, t);
         Some((t.view.buf, base, t.view.strides[rank - 2]))
     }
 
@@ -679,6 +673,8 @@ impl Sc {
             let stored = self.uses(r) > inner.get(&r).copied().unwrap_or(0);
             stores.push(stored.then(|| self.buf(r)));
         }
+        // A scalar as `l` lanes (the scalar itself in the single-element tail).
+        let widen = |b: &mut KernelBuilder, x: Val, l: u16| if l > 1 { b.splat(x, l) } else { x };
         let body = |b: &mut KernelBuilder, row: Val, col: Val, e: Val, l: u16| {
             let mut vals: Vec<Val> = Vec::with_capacity(steps.len());
             for (i, (step, elem)) in steps.iter().enumerate() {
@@ -689,11 +685,7 @@ impl Sc {
                         if xc == 1 {
                             let at = if xr == 1 { b.index(0) } else { row };
                             let x = b.load(*buf, at, 1);
-                            if l > 1 {
-                                b.splat(x, l)
-                            } else {
-                                x
-                            }
+                            widen(b, x, l)
                         } else {
                             // A row (1 × cols), or the whole tile.
                             let at = if xr == 1 { col } else { e };
@@ -712,19 +704,9 @@ impl Sc {
                         match kind {
                             Const(c) => {
                                 let s = b.constant(Ty::scalar(*elem), *c);
-                                if l > 1 {
-                                    b.splat(s, l)
-                                } else {
-                                    s
-                                }
+                                widen(b, s, l)
                             }
-                            Splat(_) => {
-                                if l > 1 {
-                                    b.splat(a[0], l)
-                                } else {
-                                    a[0]
-                                }
-                            }
+                            Splat(_) => widen(b, a[0], l),
                             Unary(op, _) => b.unary(*op, a[0]),
                             Binary(op, ..) => b.binary(*op, a[0], a[1]),
                             Fma(..) => b.fma(a[0], a[1], a[2]),
@@ -1379,13 +1361,7 @@ impl Sc {
             full,
             &[],
             |b| {
-                // The element index of (0, 0): offset + Σ origin·stride.
-                let mut base = t.view.offset;
-                for d in 0..rank {
-                    let s = b.index(t.view.strides[d]);
-                    let x = b.mul(t.origin[d], s);
-                    base = b.add(base, x);
-                }
+                let base = origin_index(b, t);
                 let (lo, hi) = (b.index(0), b.index(rows as i64));
                 b.for_loop(lo, hi, one, &[], |b, i, _| {
                     let rs = b.index(row_stride);
@@ -1828,6 +1804,17 @@ fn tile_index(b: &mut KernelBuilder, t: &TileAt, i: Val, j: Val) -> (Val, Val) {
 /// its row stride there (`None`: the tile has its own row-major buffer).
 type Direct = Option<(Val, i64)>;
 
+/// The buffer index of element (0, 0) of the tile at `t`: offset + Σ origin·stride.
+fn origin_index(b: &mut KernelBuilder, t: &TileAt) -> Val {
+    let mut base = t.view.offset;
+    for (&o, &st) in t.origin.iter().zip(&t.view.strides) {
+        let sv = b.index(st);
+        let x = b.mul(o, sv);
+        base = b.add(base, x);
+    }
+    base
+}
+
 /// The masked walk of `masked` element by element: each element of the `rows × cols` tile at
 /// `t` tested against every axis of its view.
 fn each_element(
@@ -1892,12 +1879,7 @@ fn row_runs(
     };
     let rv = in_range(b, rank - 2, rows);
     let cv = in_range(b, rank - 1, cols);
-    let mut base = t.view.offset;
-    for d in 0..rank {
-        let st = b.index(t.view.strides[d]);
-        let x = b.mul(t.origin[d], st);
-        base = b.add(base, x);
-    }
+    let base = origin_index(b, t);
     let (rs, ls) = (b.index(t.view.strides[rank - 2]), t.view.strides[rank - 1]);
     let l = lanes.max(1) as i64;
     let lv = b.index(l);
