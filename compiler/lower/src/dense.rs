@@ -1495,6 +1495,9 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
     } else {
         None
     };
+    // On a backend with a loop vectorizer, max pooling's interior columns go one window row at
+    // a time, each a loop over the columns folding into Y: loops it makes vectors of.
+    let by_rows = kind == 0 && cx.desc.loop_vectorizer();
     let chunk = match interior {
         Some(_) => ((16384 / kt.max(1)) / w.output[1]).max(1).min(w.output[0]) * w.output[1],
         None => (16384 / kt.max(1)).clamp(1, ot),
@@ -1638,6 +1641,12 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
                 let zero = b.index(0);
                 let rh = window_ranges(b, wref, &[oh], &extent[..1], &[0]);
                 let (start_h, lo_h, hi_h) = rh[0];
+                if by_rows {
+                    let rows = (start_h, lo_h, hi_h);
+                    max_pool_rows(b, (xb, yb, acc), wref, (x_base, y_base, row), rows, (f, t));
+                    edge(b, ow_hi, ow_n);
+                    return Vec::new();
+                }
                 b.for_loop(f, t, one, &[], |b, ow, _| {
                     let sw = b.index(wref.strides[1] as i64);
                     let t0 = b.mul(ow, sw);
@@ -1707,6 +1716,86 @@ fn pool(cx: &mut LowerCx, node: &Node, global: bool) -> Result<Execution> {
     }
     cx.launch(kb.finish(), args);
     Ok(Execution::Kernel)
+}
+
+/// The interior columns `from..to` of one output row of a 2-D max pooling (every W tap in
+/// bounds), one window row at a time: the first row in range writes each column's maximum of
+/// its taps into Y, each later row folds its taps into Y's value, and with no row in range Y
+/// gets the lowest value. The taps are visited in the order of the per-column walk (row by
+/// row, W taps in order, each replacing only a smaller value), so the results are the same,
+/// NaNs included; only the loops are exchanged, so that the innermost runs over the columns.
+/// `row` is the output row's first flat index; `start_h, lo_h, hi_h` its H taps in range.
+fn max_pool_rows(
+    b: &mut KernelBuilder,
+    (xb, yb, acc): (Buf, Buf, DType),
+    w: &Window,
+    (x_base, y_base, row): (Val, Val, Val),
+    (start_h, lo_h, hi_h): (Val, Val, Val),
+    (from, to): (Val, Val),
+) {
+    let one = b.index(1);
+    let ydt = wref_dtype(yb, b);
+    let iw = w.input[1] as i64;
+    // Y's element for column `ow`, and the input row `kh`'s first tap of that column.
+    let at = |b: &mut KernelBuilder, kh: Val, ow: Val| {
+        let sw = b.index(w.strides[1] as i64);
+        let t0 = b.mul(ow, sw);
+        let start_w = add_const(b, t0, -w.pad_begin[1]);
+        let row_base = b.add(x_base, start_w);
+        let ih = b.add(start_h, kh);
+        let o = b.add(row, ow);
+        (offset(b, row_base, ih, iw), b.add(y_base, o))
+    };
+    let fold = |b: &mut KernelBuilder, xi: Val, first: u64, mut m: Val| {
+        for kw in first..w.kernel[1] {
+            let xk = add_const(b, xi, kw as i64);
+            let v = load_acc(b, xb, xk, 1, acc);
+            let better = b.cmp(CmpOp::Gt, v, m);
+            m = b.select(better, v, m);
+        }
+        m
+    };
+    // One window row `kh` over the columns: the first row starts from its first tap, a later
+    // one from Y's value.
+    let row_pass = |b: &mut KernelBuilder, kh: Val, first_row: bool| {
+        b.for_loop(from, to, one, &[], |b, ow, _| {
+            let (xi, yi) = at(b, kh, ow);
+            let (start, skip) = if first_row {
+                (load_acc(b, xb, xi, 1, acc), 1)
+            } else {
+                (load_acc(b, yb, yi, 1, acc), 0)
+            };
+            let m = fold(b, xi, skip, start);
+            let out = b.cast(m, ydt, NO_SAT);
+            b.store(yb, yi, out);
+            Vec::new()
+        });
+    };
+    let any = b.cmp(CmpOp::Lt, lo_h, hi_h);
+    b.if_else(
+        any,
+        &[],
+        |b| {
+            row_pass(b, lo_h, true);
+            let next = b.add(lo_h, one);
+            b.for_loop(next, hi_h, one, &[], |b, kh, _| {
+                row_pass(b, kh, false);
+                Vec::new()
+            });
+            Vec::new()
+        },
+        |b| {
+            let low = b.constant(Ty::scalar(acc), lowest(acc));
+            let out = b.cast(low, ydt, NO_SAT);
+            b.for_loop(from, to, one, &[], |b, ow, _| {
+                let o = b.add(row, ow);
+                let yi = b.add(y_base, o);
+                b.store(yb, yi, out);
+                Vec::new()
+            });
+            Vec::new()
+        },
+    );
 }
 
 /// For 2-D max or average pooling without dilation: the output columns `lo..hi` whose
@@ -2376,7 +2465,7 @@ pub(crate) mod testexec {
     }
 
     /// Builds a graph node by node.
-    #[derive(Default)]
+    #[derive(Clone, Default)]
     pub struct G {
         pub g: Graph,
         feeds: Vec<Vec<u8>>,
@@ -3381,7 +3470,7 @@ mod tests {
                     attrs.push(("count_include_pad", Attr::Int(cip)));
                 }
                 let o = g.node(op, &[Some(xv)], &[(DType::F32, &[1, 3, 4, 5])], &attrs);
-                let y = to_f32(&g.run(&o, &desc(16)).unwrap()[0]);
+                let y = to_f32(&g.clone().run(&o, &desc(16)).unwrap()[0]);
                 let mut want = vec![];
                 for c in 0..3i64 {
                     for oh in 0..oh_n {
@@ -3414,6 +3503,17 @@ mod tests {
                 if op == Op::MaxPool {
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&y), bits(&want), "maxpool");
+                    // A CPU with a loop vectorizer walks the interior a window row at a time
+                    // (`max_pool_rows`): the same bits, NaNs included.
+                    let vectorizing = tessera_target::TargetDesc {
+                        cpu: Some(tessera_target::CpuDesc {
+                            loop_vectorizer: true,
+                            ..Default::default()
+                        }),
+                        ..desc(16)
+                    };
+                    let y = to_f32(&g.run(&o, &vectorizing).unwrap()[0]);
+                    assert_eq!(bits(&y), bits(&want), "maxpool by window rows");
                     break;
                 }
                 close(&y, &want, &format!("avgpool count_include_pad={cip}"));

@@ -436,11 +436,13 @@ impl TargetDesc {
             .unwrap_or_default()
     }
 
-    /// The `[cpu]` register block (rows, vectors), if the file gives one.
+    /// Whether the `[cpu]` table says the code generator vectorises plain loops (LLVM does,
+    /// Cranelift does not), so lowering may shape loops for it rather than emit vectors itself.
     pub fn loop_vectorizer(&self) -> bool {
         self.cpu.as_ref().is_some_and(|c| c.loop_vectorizer)
     }
 
+    /// The `[cpu]` register block (rows, vectors), if the file gives one.
     pub fn register_block(&self) -> Option<(u32, u32)> {
         let c = self.cpu.as_ref()?;
         let [r, v] = c.register_block;
