@@ -328,3 +328,66 @@ fn conv_and_residual_epilogues_match_their_parts() {
         }
     }
 }
+
+/// `matmul-merge`: three biased products of one activation (Q, K and V, of different widths)
+/// as one product and a Split give each product's own result, on every target; host (launches
+/// dear against copying these small results) takes the merged form, npu-sim keeps three.
+#[test]
+fn merged_products_match_the_separate_ones() {
+    let mut vals = seeded(11);
+    let mut hex = |dims: &[u64]| -> String {
+        let n = dims.iter().product::<u64>() as usize;
+        let bytes: String = vals(n)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let dims: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+        format!("dense_hex<f32[{}]: \"{bytes}\">", dims.join(","))
+    };
+    let mut text = String::from("graph @qkv(%x: f32[2,16,64]) -> (%q, %k, %v) {\n");
+    for (name, n) in [("q", 48u64), ("k", 48), ("v", 32)] {
+        text.push_str(&format!("  const %w{name} = {}\n", hex(&[64, n])));
+        text.push_str(&format!("  const %b{name} = {}\n", hex(&[n])));
+    }
+    for name in ["q", "k", "v"] {
+        text.push_str(&format!(
+            "  %m{name} = MatMul(%x, %w{name})\n  %{name} = Add(%m{name}, %b{name})\n"
+        ));
+    }
+    text.push_str("}\n");
+    let mut g = tessera_ir::text::parse(&text).unwrap();
+    tessera_ir::infer_shapes(&mut g).unwrap();
+    let inputs = vec![Tensor::from_f32(vec![2, 16, 64], &vals(2 * 16 * 64))];
+    let reference = {
+        let artifact = tessera_driver::compile_graph(&g, "reference", "interp").unwrap();
+        let m = tessera_driver::load(artifact, "interp").unwrap();
+        m.run(&inputs).unwrap()
+    };
+    for (target, merged) in [
+        ("interp", None),
+        ("host", Some(true)),
+        ("npu-sim", Some(false)),
+    ] {
+        let mut opts = CompileOptions::for_target(target);
+        opts.opt_level = OptLevel::O2;
+        let (opt, report) = tessera_driver::optimize(&g, &opts).unwrap();
+        assert!(
+            report.fired.contains_key("matmul-merge"),
+            "{target}: fired {:?}",
+            report.fired
+        );
+        let split = opt.nodes.iter().any(|n| n.op == tessera_ir::Op::Split);
+        if let Some(want) = merged {
+            assert_eq!(split, want, "{target}: merged form taken");
+        }
+        let artifact = tessera_driver::compile_graph(&opt, "qkv", target).unwrap();
+        let m = tessera_driver::load(artifact, target).unwrap();
+        let got = m.run(&inputs).unwrap();
+        assert_eq!(got.len(), 3);
+        for (i, (got, want)) in got.iter().zip(&reference).enumerate() {
+            conformance::compare(got, want)
+                .unwrap_or_else(|m| panic!("{target}, output {i}, -O2 vs -O0: {m}"));
+        }
+    }
+}

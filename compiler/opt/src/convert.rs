@@ -252,8 +252,13 @@ pub fn from_egraph(
                         let name = if n == 1 {
                             name_for(&mut used, &mut fresh_name)
                         } else {
+                            // The projection's name, where extraction built the value of
+                            // its class from this projection (and not from another node, which
+                            // then carries the name).
                             eg.lookup(TNode::Proj(k as u32, [id]))
-                                .and_then(|p| names.get(&find(p)).cloned())
+                                .map(find)
+                                .filter(|&p| matches!(choice(p), TNode::Proj(..)))
+                                .and_then(|p| names.get(&p).cloned())
                                 .unwrap_or_else(|| fresh_name(&mut used))
                         };
                         outs.push(g.add_value(name, tys.get(k).cloned()));

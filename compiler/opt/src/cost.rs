@@ -117,6 +117,15 @@ impl CostModel {
         let Some(id) = eg.lookup(node.clone()) else {
             return self.launch;
         };
+        // A concatenation of constants (`matmul-merge`'s weights) is folded by the driver
+        // after the optimizer: no kernel runs it.
+        if key.op == Op::Concat
+            && ch
+                .iter()
+                .all(|&c| eg[c].data.konst.is_some() && !eg[c].data.input)
+        {
+            return 0.0;
+        }
         let out = &eg[id].data.tys;
         let ins: Vec<Option<&TensorType>> = ch
             .iter()
@@ -248,7 +257,13 @@ impl CostModel {
     }
 }
 
-/// The extraction cost: a node's cycles plus its operands' (egg's tree cost).
+/// The extraction cost: a node's cycles plus its operands' (egg's tree cost), except that a
+/// result of a multi-result node pays only its share of that node: each result of a tuple
+/// class, a fraction `s` of its elements, is charged the tuple's cost less `1 − s` of its own
+/// kernel's, and,
+/// for a `Split` that is the only reader of what it splits (as `matmul-merge` builds it), of
+/// the kernel that produced that. The tree cost would charge a merged product once
+/// per result it hands out; this charges it once, as the built graph runs it.
 pub struct Cycles<'a> {
     pub eg: &'a EGraph,
     pub model: &'a CostModel,
@@ -261,7 +276,52 @@ impl CostFunction<TNode> for Cycles<'_> {
     where
         C: FnMut(Id) -> f64,
     {
+        if let TNode::Proj(k, [t]) = enode {
+            let share = self.share(*t, *k as usize);
+            let shared = self.shared(*t);
+            return (costs(*t) - (1.0 - share) * shared).max(0.0);
+        }
         let own = self.model.node_cost(self.eg, enode);
         enode.children().iter().fold(own, |acc, &c| acc + costs(c))
+    }
+}
+
+impl Cycles<'_> {
+    /// Result `k`'s part of tuple class `t`, by elements (1/n where they are unknown), so
+    /// that a narrow result pays less of a merged product than a wide one.
+    fn share(&self, t: Id, k: usize) -> f64 {
+        let tys = &self.eg[t].data.tys;
+        let elems: Option<Vec<f64>> = tys
+            .iter()
+            .map(|t| t.shape.num_elements().map(|n| n as f64))
+            .collect();
+        match elems {
+            Some(e) if e.iter().sum::<f64>() > 0.0 && k < e.len() => e[k] / e.iter().sum::<f64>(),
+            _ => 1.0 / tys.len().max(1) as f64,
+        }
+    }
+
+    /// The own cycles of tuple class `t`'s kernel and, when it is a `Split`, of the cheapest
+    /// kernel of the class it splits: what the results of `t` share.
+    fn shared(&self, t: Id) -> f64 {
+        let own = |c: Id| {
+            self.eg[c]
+                .nodes
+                .iter()
+                .filter(|n| matches!(n, TNode::Op(..)))
+                .map(|n| self.model.node_cost(self.eg, n))
+                .fold(f64::INFINITY, f64::min)
+        };
+        let tuple = own(t);
+        if !tuple.is_finite() {
+            return 0.0;
+        }
+        let split = self.eg[t].nodes.iter().find_map(|n| match n {
+            TNode::Op(k, ch) if k.op == Op::Split => ch.first().copied(),
+            _ => None,
+        });
+        // Only a split that is its input's one reader shares that input's kernel.
+        let split = split.filter(|&c| crate::rules::only_user(self.eg, c, t));
+        tuple + split.map(own).filter(|c| c.is_finite()).unwrap_or(0.0)
     }
 }

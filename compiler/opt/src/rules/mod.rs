@@ -1,6 +1,7 @@
 //! The rewrite rules, one family per file: `algebra.rs` (transpose, reshape, identity and cast
 //! chains), `fusion.rs` (matrix-product epilogues; LayerNorm, GELU, softmax and RMSNorm
-//! recognised from their decomposed forms), `lowprec.rs` (QDQ → integer products, Q/DQ pairs,
+//! recognised from their decomposed forms), `merge.rs` (sibling products sharing their A
+//! operand, such as Q/K/V, as one product), `lowprec.rs` (QDQ → integer products, Q/DQ pairs,
 //! f16/bf16 products). Start at [`Rule`].
 //!
 //! A rule looks at one e-class and returns alternatives ([`Expr`]) equal to it; the adapter
@@ -11,6 +12,7 @@
 pub mod algebra;
 pub mod fusion;
 pub mod lowprec;
+pub mod merge;
 
 use crate::analysis::EGraph;
 use crate::lang::TNode;
@@ -26,6 +28,8 @@ pub enum Expr {
     Absent,
     Const(Tensor),
     Node(OpKey, Vec<Expr>),
+    /// Result `k` of a multi-result node.
+    Proj(u32, Box<Expr>),
 }
 
 impl Expr {
@@ -46,6 +50,7 @@ pub trait Rule: Send + Sync {
 pub fn all(precision: Precision) -> Vec<Arc<dyn Rule>> {
     let mut v = algebra::rules();
     v.extend(fusion::rules());
+    v.extend(merge::rules());
     v.extend(lowprec::rules(precision));
     v
 }
@@ -146,6 +151,10 @@ pub fn add_expr(eg: &mut EGraph, e: &Expr) -> Id {
         Expr::Node(k, args) => {
             let ch: Vec<Id> = args.iter().map(|a| add_expr(eg, a)).collect();
             eg.add(TNode::Op(k.clone(), ch))
+        }
+        Expr::Proj(k, t) => {
+            let t = add_expr(eg, t);
+            eg.add(TNode::Proj(*k, [t]))
         }
     }
 }
