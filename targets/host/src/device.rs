@@ -3,7 +3,7 @@
 //! threads when there is enough work. Start at [`HostDevice::load`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 
@@ -280,6 +280,33 @@ struct Shared {
     work: Condvar,
     /// Signalled when `active` drops to zero.
     done: Condvar,
+    /// Counts the jobs posted, so an idle worker can spin on it before it sleeps.
+    posted: AtomicU64,
+    /// `State::active`, readable without the lock, so the launching thread can spin on it
+    /// before it sleeps.
+    running: AtomicUsize,
+}
+
+/// How long an idle worker, or a launch waiting for its workers, spins before it sleeps on
+/// its condition variable. A model's launches follow each other within microseconds, and
+/// waking a sleeping thread takes tens of them (more in a VM); a bounded spin keeps that off
+/// every launch, and costs a core for at most this long after the last one.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Spins until `done()` or [`SPIN`] has passed; whether `done()` held.
+fn spin_until(done: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        for _ in 0..64 {
+            if done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN {
+            return done();
+        }
+    }
 }
 
 impl Shared {
@@ -312,6 +339,8 @@ impl Pool {
             }),
             work: Condvar::new(),
             done: Condvar::new(),
+            posted: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
         });
         let workers = (0..n)
             .map_while(|i| {
@@ -357,6 +386,7 @@ impl Pool {
             st.to_start = helpers;
             st.panicked = false;
         }
+        self.shared.posted.fetch_add(1, Ordering::Release);
         for _ in 0..helpers {
             self.shared.work.notify_one();
         }
@@ -366,6 +396,11 @@ impl Pool {
         // dynamically, so whoever ran has done it all (or is finishing it).
         st.job = None;
         st.to_start = 0;
+        if st.active > 0 {
+            drop(st);
+            spin_until(|| self.shared.running.load(Ordering::Acquire) == 0);
+            st = self.shared.lock();
+        }
         while st.active > 0 {
             st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -395,6 +430,8 @@ impl Drop for Pool {
 /// A worker's life: wait for a launch to join, run its work, report back; exit on shutdown.
 fn worker(shared: &Shared) {
     let mut st = shared.lock();
+    let mut seen = shared.posted.load(Ordering::Acquire);
+    let mut spun = false;
     loop {
         if st.shutdown {
             return;
@@ -403,6 +440,7 @@ fn worker(shared: &Shared) {
             if let Some(job) = st.job {
                 st.to_start -= 1;
                 st.active += 1;
+                shared.running.fetch_add(1, Ordering::AcqRel);
                 drop(st);
                 // SAFETY: the launch waits for `active` to drop to zero before its work goes
                 // away, and this worker counted itself in `active` while the job was set.
@@ -412,13 +450,27 @@ fn worker(shared: &Shared) {
                     st.panicked = true;
                 }
                 st.active -= 1;
+                shared.running.fetch_sub(1, Ordering::AcqRel);
                 if st.active == 0 {
                     shared.done.notify_all();
                 }
+                spun = false;
                 continue;
             }
         }
+        if !spun {
+            // Idle: spin a while for the next launch, then look again under the lock; only a
+            // worker that has spun since its last job sleeps. The lock is taken again before
+            // the wait, so a job posted meanwhile is seen and no wakeup is lost.
+            drop(st);
+            spin_until(|| shared.posted.load(Ordering::Acquire) != seen);
+            seen = shared.posted.load(Ordering::Acquire);
+            spun = true;
+            st = shared.lock();
+            continue;
+        }
         st = shared.work.wait(st).unwrap_or_else(|e| e.into_inner());
+        spun = false;
     }
 }
 
