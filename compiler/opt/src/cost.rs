@@ -258,12 +258,12 @@ impl CostModel {
 }
 
 /// The extraction cost: a node's cycles plus its operands' (egg's tree cost), except that a
-/// result of a multi-result node pays only its share of that node: each result of a tuple
-/// class, a fraction `s` of its elements, is charged the tuple's cost less `1 − s` of its own
-/// kernel's, and,
-/// for a `Split` that is the only reader of what it splits (as `matmul-merge` builds it), of
-/// the kernel that produced that. The tree cost would charge a merged product once
-/// per result it hands out; this charges it once, as the built graph runs it.
+/// result of a multi-result node pays only its share of that node. Each result of a tuple
+/// class, a fraction `s` of its elements, is charged the tuple's cost less `1 − s` of the
+/// tuple's own kernel and, for a `Split` that is the only reader of what it splits (as
+/// `matmul-merge` builds it), less `1 − s` of the kernel that produced that. The tree cost
+/// would charge a merged product once per result it hands out; this charges it once, as the
+/// built graph runs it.
 pub struct Cycles<'a> {
     pub eg: &'a EGraph,
     pub model: &'a CostModel,
