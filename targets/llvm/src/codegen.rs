@@ -285,8 +285,10 @@ pub fn module_as(
 /// `memset`, `memcpy` and `memmove` for the code LLVM generates: a blob links against nothing,
 /// so what LLVM's code generator would call lives in the module. `"no-builtins"` keeps the
 /// optimiser from turning their own loops back into calls of themselves. `memset` zeroes the
-/// scratch area of every program instance and is optimised (vectorised); the copies are rare
-/// and compiled without optimisation (`optnone`), which keeps compile time down. `fmod`
+/// scratch area of every program instance and `memcpy` copies whole tiles in and out of it
+/// (softmax's 16 KB row tiles): both are optimised (vectorised; a byte-at-a-time `memcpy` was
+/// most of softmax's time). `memmove`, for the rare overlapping copy, is compiled without
+/// optimisation (`optnone`), which keeps compile time down. `fmod`
 /// ([`FMOD_HELPERS`]) is C's, exactly: the integer long division of the significands, one
 /// quotient bit per exponent step (as musl computes it).
 const RUNTIME_HELPERS: &str = r#"
@@ -306,9 +308,20 @@ done:
   ret ptr %d
 }
 
-define dso_local ptr @memcpy(ptr %d, ptr %s, i64 %n) #2 {
+define dso_local ptr @memcpy(ptr noalias %d, ptr noalias %s, i64 %n) #1 {
 entry:
-  %r = call ptr @memmove(ptr %d, ptr %s, i64 %n)
+  %z = icmp eq i64 %n, 0
+  br i1 %z, label %done, label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %i1, %loop ]
+  %sp = getelementptr i8, ptr %s, i64 %i
+  %v = load i8, ptr %sp, align 1
+  %dp = getelementptr i8, ptr %d, i64 %i
+  store i8 %v, ptr %dp, align 1
+  %i1 = add i64 %i, 1
+  %m = icmp ult i64 %i1, %n
+  br i1 %m, label %loop, label %done
+done:
   ret ptr %d
 }
 
@@ -969,6 +982,8 @@ impl Cg<'_> {
                 "fptrunc"
             };
             self.emit(&format!("{ins} {tx} to {tt}"))
+        } else if fe.is_float() && from.lanes > 1 && matches!(fe, DType::F32 | DType::F64) {
+            self.vector_float_to_int(from, to, &tx)?
         } else if fe.is_float() {
             // Truncating, saturating, NaN → 0: exactly the `.sat` intrinsics.
             let n = if te.is_signed_int() {
@@ -992,6 +1007,46 @@ impl Cg<'_> {
             self.emit(&format!("{ins} {tx} to {tt}"))
         };
         self.def(r, v)
+    }
+
+    /// A saturating, truncating float-to-int conversion of a vector (NaN → 0), as the `.sat`
+    /// intrinsics define it, written as compares, selects and a plain `fptosi`/`fptoui` of
+    /// in-range lanes: LLVM's x86 backend turns a vector `.sat` into one scalar conversion and
+    /// two fix-ups per lane (softmax's `exp` spent most of its time there), where this form is
+    /// one `vcvttps2dq` and a few masked moves. A lane in `[lo, hi)` (the int type's range,
+    /// both ends powers of two the float holds exactly) converts as it is; a lane at or above
+    /// `hi` is the largest int, below `lo` the smallest, NaN (no compare holds) 0.
+    fn vector_float_to_int(&mut self, from: Ty, to: Ty, tx: &str) -> R<String> {
+        let (fe, te) = (from.elem, to.elem);
+        let (ft, tt) = (llty(from)?, llty(to)?);
+        let bits = te.bits();
+        let signed = te.is_signed_int();
+        let (lo, hi) = if signed {
+            (-(2f64.powi(bits as i32 - 1)), 2f64.powi(bits as i32 - 1))
+        } else {
+            (0.0, 2f64.powi(bits as i32))
+        };
+        let (min, max): (i128, i128) = if signed {
+            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+        } else {
+            (0, (1i128 << bits) - 1)
+        };
+        let lo_v = splat_lit(from, &float_lit(fe, lo))?;
+        let hi_v = splat_lit(from, &float_lit(fe, hi))?;
+        let below = self.emit(&format!("fcmp olt {tx}, {lo_v}"));
+        let above = self.emit(&format!("fcmp oge {tx}, {hi_v}"));
+        let ge_lo = self.emit(&format!("fcmp oge {tx}, {lo_v}"));
+        let lt_hi = self.emit(&format!("fcmp olt {tx}, {hi_v}"));
+        let mask = vec_of(from.lanes, "i1");
+        let inside = self.emit(&format!("and {mask} {ge_lo}, {lt_hi}"));
+        let zero = splat_lit(from, &float_lit(fe, 0.0))?;
+        let safe = self.emit(&format!("select {mask} {inside}, {tx}, {ft} {zero}"));
+        let ins = if signed { "fptosi" } else { "fptoui" };
+        let conv = self.emit(&format!("{ins} {ft} {safe} to {tt}"));
+        let max_v = splat_lit(to, &wrap_int(te, max as i64).to_string())?;
+        let min_v = splat_lit(to, &wrap_int(te, min as i64).to_string())?;
+        let top = self.emit(&format!("select {mask} {above}, {tt} {max_v}, {tt} {conv}"));
+        Ok(self.emit(&format!("select {mask} {below}, {tt} {min_v}, {tt} {top}")))
     }
 
     // ==== `bitcast` ====

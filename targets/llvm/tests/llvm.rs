@@ -157,6 +157,78 @@ fn float_vectors_match_the_interpreter() {
     );
 }
 
+/// Float vectors (f32 and f64, 16 lanes) cast to every int width, signed and unsigned: the
+/// truncating, saturating conversion with NaN → 0 that the `.sat` intrinsics define, which
+/// the backend writes as compares, selects and a plain conversion of the in-range lanes. The
+/// values sit on and around each type's bounds.
+#[test]
+fn vector_float_to_int_casts_saturate_as_the_interpreter() {
+    let big = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        0.99,
+        -0.99,
+        -1.5,
+        127.9,
+        128.0,
+        -128.0,
+        -129.5,
+        255.9,
+        256.0,
+        32767.5,
+        -32769.0,
+        65535.0,
+        65536.0,
+        2147483520.0,
+        2147483648.0,
+        -2147483648.0,
+        -2147483904.0,
+        4294967040.0,
+        4294967296.0,
+        9.223372036854775e18,
+        -9.223372036854776e18,
+        1.8446744073709552e19,
+        3e30,
+        -3e30,
+        1e-40,
+        42.7,
+        -42.7,
+        0.5,
+    ];
+    for from in [DType::F32, DType::F64] {
+        for to in [
+            DType::I8,
+            DType::U8,
+            DType::I16,
+            DType::U16,
+            DType::I32,
+            DType::U32,
+            DType::I64,
+            DType::U64,
+        ] {
+            let mut b = KernelBuilder::new(format!("cast_{from}_{to}"));
+            let x = b.param("x", from, 32, Access::Read);
+            let y = b.param("y", to, 32, Access::Write);
+            b.set_grid(&[2]);
+            let p = b.program_id(0);
+            let sixteen = b.index(16);
+            let at = b.mul(p, sixteen);
+            let v = b.load(x, at, 16);
+            let c = b.cast(v, to, CastMode { saturate: false });
+            b.store(y, at, c);
+            let k = b.finish();
+            let xs: Vec<u8> = match from {
+                DType::F32 => big.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
+                _ => big.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+            };
+            let out = vec![0u8; 32 * (to.bits() / 8) as usize];
+            same_as_interp(&k, &[xs, out]);
+        }
+    }
+}
+
 /// Integer division, remainder and shifts with kernel IR's total semantics (x / 0 = 0,
 /// MIN / -1 = MIN, shift amounts modulo the width), in a loop with a carried value.
 #[test]
