@@ -2212,11 +2212,12 @@ fn layer_norm(cx: &mut LowerCx, node: &Node) -> Result<Execution> {
         Some((cx.dtype(node.outputs[1])?, cx.dtype(node.outputs[2])?))
     };
     // One scale (and bias) value per element of the row, on a target with a vector-unit
-    // buffer: a tile program of rows.
+    // buffer or a loop-vectorizing CPU code generator: a tile program of rows
+    // (`rows::softmax_as_tiles` says why host keeps the scalar kernel).
     let per_elem = |cx: &LowerCx, v: ValueId| cx.numel(v).map(|n| n == len);
     if !rms
         && stats.is_none()
-        && crate::rows::wants_row_tiles(cx)
+        && (crate::rows::wants_row_tiles(cx) || cx.desc.loop_vectorizer())
         && per_elem(cx, scale)?
         && bias.map_or(Ok(true), |b| per_elem(cx, b))?
     {

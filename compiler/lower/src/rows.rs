@@ -49,8 +49,11 @@ pub fn wants_row_tiles(cx: &LowerCx) -> bool {
 /// buffer, and on one with SIMD registers (`vector_bytes` ≥ 16), where `scalarize-tiles`
 /// turns each elementwise tile step into a vector loop over the rows and `exp` runs once per
 /// element instead of the scalar kernel's twice (host: 1.8× fewer instructions on BERT's
-/// [12, 128, 128] softmax). LayerNormalization keeps its scalar kernel on CPUs: there the
-/// tiles' extra passes cost more than they save (1.4× more instructions).
+/// [12, 128, 128] softmax). LayerNormalization takes it on a CPU whose code generator has a
+/// loop vectorizer (the LLVM targets), where the tiles' row sums fold in vector partials and
+/// the scalar kernel's sums run one element at a time (BERT's LayerNorm 0.22 → 0.10 ms on
+/// llvm-x86_64); host (Cranelift) keeps the scalar kernel, where the tiles' extra passes cost
+/// more than they save (1.4× more instructions).
 pub fn softmax_as_tiles(cx: &LowerCx) -> bool {
     wants_row_tiles(cx) || cx.desc.vector_bytes >= 16
 }
