@@ -293,18 +293,15 @@ struct Shared {
 /// every launch, and costs a core for at most this long after the last one.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
-/// Spins until `done()` or [`SPIN`] has passed; whether `done()` held.
-fn spin_until(done: impl Fn() -> bool) -> bool {
+/// Spins until `done()` or [`SPIN`] has passed (the caller looks again under the lock).
+fn spin_until(done: impl Fn() -> bool) {
     let start = std::time::Instant::now();
-    loop {
+    while start.elapsed() < SPIN {
         for _ in 0..64 {
             if done() {
-                return true;
+                return;
             }
             std::hint::spin_loop();
-        }
-        if start.elapsed() >= SPIN {
-            return done();
         }
     }
 }
